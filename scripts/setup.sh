@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Idempotent host setup for building and testing tracer on a fresh Linux VM as root.
+# Why these pins: see docs/development.md (bpf-linker's LLVM must match the nightly's).
+set -euo pipefail
+
+STABLE=1.99.1
+NIGHTLY=nightly-2026-07-15
+BPF_LINKER=0.13.0
+export RUSTUP_AUTO_INSTALL=0
+
+log() { printf '[setup] %s\n' "$*" >&2; }
+
+need_pkgs=()
+for p in llvm-22-dev libpolly-22-dev nginx-light curl wrk apache2-utils nats-server openssl python3 iproute2 libssl3 ; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need_pkgs+=("$p")
+done
+if ((${#need_pkgs[@]})); then
+  log "installing Debian packages: ${need_pkgs[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+fi
+# nginx from Debian starts a default site on :80 when installed; tests start their own.
+if command -v systemctl >/dev/null 2>&1; then systemctl disable --now nginx >/dev/null 2>&1 || true; fi
+pkill -x nginx 2>/dev/null || true
+
+rustup toolchain list | grep -q "^${STABLE}" || {
+  log "installing Rust ${STABLE}"
+  rustup toolchain install "$STABLE" --profile minimal --component clippy,rustfmt
+}
+rustup toolchain list | grep -q "^${NIGHTLY}" || {
+  log "installing Rust ${NIGHTLY} with rust-src"
+  rustup toolchain install "$NIGHTLY" --profile minimal --component rust-src
+}
+if ! bpf-linker --version 2>/dev/null | grep -q "$BPF_LINKER"; then
+  log "building bpf-linker ${BPF_LINKER} against LLVM 22 (takes a few minutes)"
+  LLVM_PREFIX=/usr/lib/llvm-22 cargo +"$STABLE" install "bpf-linker@${BPF_LINKER}" --locked \
+    --no-default-features --features llvm-22
+fi
+mountpoint -q /sys/kernel/tracing || mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null || true
+log "ready"

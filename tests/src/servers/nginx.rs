@@ -1,0 +1,202 @@
+//! nginx with a generated config in a temp prefix.
+
+use super::{open_up, spawn_logged, wait_listening};
+use crate::process::Guarded;
+use anyhow::{Context, Result, bail};
+use std::fmt::Write as _;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::process::Command;
+use std::time::{Duration, Instant};
+use tempfile::TempDir;
+
+/// Size of the file served at `/big`.
+pub const BIG_FILE_SIZE: usize = 100 * 1024;
+/// Body of `return 200` at `/` (and every path not listed below).
+pub const HELLO: &str = "hello\n";
+/// Contents of the static file served at `/static/page.txt`.
+pub const STATIC_PAGE: &str = "a static page that nginx can answer with 304\n";
+
+/// What the generated nginx.conf contains. Locations are fixed:
+/// `/` returns 200 "hello\n"; `= /204` returns 204; `= /big` serves a
+/// [`BIG_FILE_SIZE`]-byte file; `/static/` serves files (with
+/// `if_modified_since before`, so any later date gets a 304).
+pub struct NginxConfig {
+    pub port: u16,
+    pub ipv4: bool,
+    pub ipv6: bool,
+    pub workers: u32,
+    /// Log every request to `access.log` (see [`Nginx::access_log_lines`]).
+    pub access_log: bool,
+}
+
+impl NginxConfig {
+    /// 127.0.0.1 only, 2 workers, no access log.
+    pub fn new(port: u16) -> Self {
+        Self {
+            port,
+            ipv4: true,
+            ipv6: false,
+            workers: 2,
+            access_log: false,
+        }
+    }
+
+    fn render(&self, prefix: &str) -> String {
+        let mut listen = String::new();
+        if self.ipv4 {
+            let _ = writeln!(listen, "        listen 127.0.0.1:{};", self.port);
+        }
+        if self.ipv6 {
+            let _ = writeln!(listen, "        listen [::1]:{};", self.port);
+        }
+        let access_log = if self.access_log {
+            format!("{prefix}/access.log")
+        } else {
+            "off".to_owned()
+        };
+        let workers = self.workers;
+        // Workers run as www-data like a packaged nginx; `large_client_header_buffers`
+        // admits the 16 KiB header test; `keepalive_requests` keeps load runs
+        // on their connections.
+        format!(
+            r#"user www-data;
+daemon off;
+master_process on;
+worker_processes {workers};
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log notice;
+events {{
+    worker_connections 1024;
+}}
+http {{
+    access_log {access_log};
+    default_type text/plain;
+    client_body_temp_path {prefix}/client_body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+    large_client_header_buffers 4 32k;
+    keepalive_requests 1000000;
+    server {{
+{listen}        root {prefix}/www;
+        location / {{
+            return 200 "{hello}";
+        }}
+        location = /204 {{
+            return 204;
+        }}
+        location = /big {{
+            alias {prefix}/www/big.bin;
+        }}
+        location /static/ {{
+            if_modified_since before;
+        }}
+    }}
+}}
+"#,
+            hello = HELLO.escape_default(),
+        )
+    }
+}
+
+pub struct Nginx {
+    child: Guarded,
+    dir: TempDir,
+    port: u16,
+}
+
+impl Nginx {
+    /// Starts nginx and waits until it listens and all workers are up.
+    pub fn start(config: NginxConfig) -> Result<Self> {
+        if !config.ipv4 && !config.ipv6 {
+            bail!("nginx config listens nowhere");
+        }
+        let dir = tempfile::tempdir().context("creating nginx prefix")?;
+        open_up(dir.path())?;
+        let prefix = dir
+            .path()
+            .to_str()
+            .context("non-UTF-8 temp dir")?
+            .to_owned();
+        let www = dir.path().join("www");
+        std::fs::create_dir_all(www.join("static"))?;
+        open_up(&www)?;
+        open_up(&www.join("static"))?;
+        std::fs::write(www.join("big.bin"), big_file())?;
+        std::fs::write(www.join("static/page.txt"), STATIC_PAGE)?;
+        let conf = dir.path().join("nginx.conf");
+        std::fs::write(&conf, config.render(&prefix))?;
+        let log = dir.path().join("stderr.log");
+        let mut command = Command::new("nginx");
+        command
+            .arg("-p")
+            .arg(&prefix)
+            .arg("-e")
+            .arg(dir.path().join("error.log"))
+            .arg("-c")
+            .arg(&conf);
+        let mut child = spawn_logged(&mut command, "nginx", &log)?;
+        let probe = if config.ipv4 {
+            SocketAddr::from((Ipv4Addr::LOCALHOST, config.port))
+        } else {
+            SocketAddr::from((Ipv6Addr::LOCALHOST, config.port))
+        };
+        wait_listening(&mut child, probe, &log)?;
+        let nginx = Self {
+            child,
+            dir,
+            port: config.port,
+        };
+        nginx.wait_workers(config.workers as usize)?;
+        Ok(nginx)
+    }
+
+    fn wait_workers(&self, count: usize) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let workers = self.worker_pids()?;
+            if workers.len() == count {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!("nginx has workers {workers:?}, expected {count}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn master_pid(&self) -> u32 {
+        self.child.pid()
+    }
+
+    /// The master's children (the workers), from procfs.
+    pub fn worker_pids(&self) -> Result<Vec<u32>> {
+        let master = self.master_pid();
+        let path = format!("/proc/{master}/task/{master}/children");
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+        text.split_whitespace()
+            .map(|pid| {
+                pid.parse()
+                    .with_context(|| format!("pid `{pid}` in {path}"))
+            })
+            .collect()
+    }
+
+    /// Requests nginx has logged; needs [`NginxConfig::access_log`].
+    pub fn access_log_lines(&self) -> Result<usize> {
+        let path = self.dir.path().join("access.log");
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        Ok(text.lines().count())
+    }
+}
+
+/// Bytes that differ along the file, so a misplaced offset would show.
+fn big_file() -> Vec<u8> {
+    (0..BIG_FILE_SIZE).map(|i| b'a' + (i % 26) as u8).collect()
+}

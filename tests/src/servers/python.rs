@@ -1,0 +1,182 @@
+//! Python servers: the stock `http.server` and a small scripted one for
+//! behaviours the stock one lacks.
+
+use super::{spawn_logged, wait_listening};
+use crate::process::Guarded;
+use anyhow::{Context, Result};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::Command;
+use tempfile::TempDir;
+
+fn python() -> String {
+    std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_owned())
+}
+
+/// `python3 -m http.server` serving a temp dir.
+pub struct PyHttpServer {
+    // Declared first: the server dies before its directory is removed.
+    child: Guarded,
+    dir: TempDir,
+    port: u16,
+}
+
+impl PyHttpServer {
+    /// Serves a temp dir holding `hello.txt` on `bind:port`. `protocol` is
+    /// `HTTP/1.0` (the module's default: one request per connection) or
+    /// `HTTP/1.1` (keep-alive and pipelining).
+    pub fn start(bind: IpAddr, port: u16, protocol: &str) -> Result<Self> {
+        let dir = tempfile::tempdir().context("creating http.server dir")?;
+        let www = dir.path().join("www");
+        std::fs::create_dir(&www)?;
+        std::fs::write(www.join("hello.txt"), "hello from python\n")?;
+        let log = dir.path().join("server.log");
+        let mut command = Command::new(python());
+        command
+            .args(["-m", "http.server", "--bind"])
+            .arg(bind.to_string())
+            .arg("--directory")
+            .arg(&www)
+            .args(["--protocol", protocol])
+            .arg(port.to_string());
+        let mut child = spawn_logged(&mut command, "python3 -m http.server", &log)?;
+        wait_listening(&mut child, probe_addr(bind, port), &log)?;
+        Ok(Self { child, dir, port })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.pid()
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The served directory: files written here are served at `/<name>`.
+    pub fn www(&self) -> PathBuf {
+        self.dir.path().join("www")
+    }
+}
+
+/// A threaded HTTP/1.1 server with scripted behaviours on 127.0.0.1:
+/// - `/status/N`: status N with a short body;
+/// - `/chunked?sizes=a,b,c`: a chunked response with chunks of those sizes;
+/// - `/close?size=N`: an HTTP/1.0 response of N bytes delimited by closing;
+/// - anything else: reads the request body (Content-Length or chunked,
+///   answering `Expect: 100-continue`) and replies with its size in decimal.
+pub struct ScriptServer {
+    child: Guarded,
+    _dir: TempDir,
+    port: u16,
+}
+
+const SCRIPT: &str = r#"
+import http.server
+import sys
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def read_body(self):
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            total = 0
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip(), 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return total
+                total += len(self.rfile.read(size))
+                self.rfile.readline()
+        remaining = int(self.headers.get("Content-Length") or 0)
+        total = 0
+        while remaining > 0:
+            chunk = self.rfile.read(min(remaining, 65536))
+            if not chunk:
+                break
+            total += len(chunk)
+            remaining -= len(chunk)
+        return total
+
+    def reply(self, status, text):
+        data = text.encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+
+    def handle_any(self):
+        path, _, query = self.path.partition("?")
+        params = dict(p.split("=", 1) for p in query.split("&") if "=" in p)
+        received = self.read_body()
+        if path.startswith("/status/"):
+            self.reply(int(path[len("/status/"):]), "status\n")
+        elif path == "/chunked":
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for size in (int(s) for s in params.get("sizes", "1000").split(",")):
+                self.wfile.write(b"%x\r\n" % size + b"c" * size + b"\r\n")
+                self.wfile.flush()
+            self.wfile.write(b"0\r\n\r\n")
+        elif path == "/close":
+            size = int(params.get("size", "1000"))
+            self.wfile.write(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\n")
+            self.wfile.write(b"z" * size)
+            self.close_connection = True
+        else:
+            self.reply(200, "%d\n" % received)
+
+    do_GET = do_POST = do_PUT = do_HEAD = do_DELETE = handle_any
+
+    def log_message(self, format, *args):
+        sys.stderr.write("%s\n" % (format % args))
+
+
+server = http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler)
+server.daemon_threads = True
+server.serve_forever()
+"#;
+
+impl ScriptServer {
+    pub fn start(port: u16) -> Result<Self> {
+        let dir = tempfile::tempdir().context("creating script server dir")?;
+        let script = dir.path().join("server.py");
+        std::fs::write(&script, SCRIPT)?;
+        let log = dir.path().join("server.log");
+        let mut command = Command::new(python());
+        command.arg(&script).arg(port.to_string());
+        let mut child = spawn_logged(&mut command, "python3 server.py", &log)?;
+        wait_listening(
+            &mut child,
+            probe_addr(Ipv4Addr::LOCALHOST.into(), port),
+            &log,
+        )?;
+        Ok(Self {
+            child,
+            _dir: dir,
+            port,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.pid()
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+fn probe_addr(bind: IpAddr, port: u16) -> SocketAddr {
+    let ip = match bind {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    SocketAddr::new(ip, port)
+}

@@ -1,0 +1,279 @@
+//! Running `tracer run` and collecting what it wrote.
+
+use crate::process::Guarded;
+use crate::workspace;
+use anyhow::{Context, Result, anyhow, bail};
+use serde_json::Value;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::PathBuf;
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+pub const READY_PREFIX: &str = "tracer: ready";
+pub const SUMMARY_PREFIX: &str = "tracer: summary ";
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+const EXIT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Where the tracer's stdout (one JSON record per line) goes.
+pub enum RecordSink {
+    /// A file kept for [`Tracer::stop`] to parse.
+    File,
+    /// Only counted: for load runs whose records would not fit comfortably.
+    Count,
+}
+
+pub struct Tracer {
+    child: Guarded,
+    // Keeps the stdout file alive until the records are read.
+    _dir: tempfile::TempDir,
+    stdout_path: PathBuf,
+    stdout_counter: Option<JoinHandle<std::io::Result<u64>>>,
+    stderr: Arc<Mutex<Vec<String>>>,
+    stderr_events: Receiver<StderrEvent>,
+}
+
+/// What a stopped tracer left behind.
+#[derive(Debug)]
+pub struct TracerRun {
+    pub records: Vec<Value>,
+    /// Records written; equals `records.len()` unless the sink only counted.
+    pub record_count: u64,
+    pub summary: Value,
+    pub stdout: String,
+    pub stderr: String,
+    pub status: ExitStatus,
+}
+
+enum StderrEvent {
+    Ready,
+    Closed,
+}
+
+impl Tracer {
+    /// Starts `tracer run --port P...` and waits for its ready line.
+    pub fn start(ports: &[u16]) -> Result<Self> {
+        Self::start_with(ports, RecordSink::File)
+    }
+
+    pub fn start_with(ports: &[u16], sink: RecordSink) -> Result<Self> {
+        let bin = workspace::tracer_bin()?;
+        let dir = tempfile::tempdir().context("creating tracer temp dir")?;
+        let stdout_path = dir.path().join("records.jsonl");
+        let mut command = Command::new(&bin);
+        command.arg("run");
+        for port in ports {
+            command.arg("--port").arg(port.to_string());
+        }
+        command.stdin(Stdio::null()).stderr(Stdio::piped());
+        match sink {
+            RecordSink::File => {
+                let file = File::create(&stdout_path).context("creating tracer stdout file")?;
+                command.stdout(file);
+            }
+            RecordSink::Count => {
+                command.stdout(Stdio::piped());
+            }
+        }
+        let mut child = Guarded::spawn(&mut command, "tracer")?;
+        let stdout_counter = child
+            .child_mut()
+            .stdout
+            .take()
+            .map(|pipe| std::thread::spawn(move || count_lines(pipe)));
+        let stderr_pipe = child
+            .child_mut()
+            .stderr
+            .take()
+            .ok_or_else(|| anyhow!("tracer stderr was not piped"))?;
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let (events, stderr_events) = mpsc::channel();
+        let lines = Arc::clone(&stderr);
+        std::thread::spawn(move || collect_stderr(stderr_pipe, &lines, &events));
+        let mut tracer = Self {
+            child,
+            _dir: dir,
+            stdout_path,
+            stdout_counter,
+            stderr,
+            stderr_events,
+        };
+        tracer.wait_ready()?;
+        Ok(tracer)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.pid()
+    }
+
+    fn wait_ready(&mut self) -> Result<()> {
+        match self.stderr_events.recv_timeout(READY_TIMEOUT) {
+            Ok(StderrEvent::Ready) => Ok(()),
+            Ok(StderrEvent::Closed) | Err(RecvTimeoutError::Disconnected) => {
+                let status = self.child.wait_timeout(Duration::from_secs(5)).ok();
+                bail!(
+                    "tracer exited ({status:?}) before printing `{READY_PREFIX}`; stderr:\n{}",
+                    self.stderr_text()
+                )
+            }
+            Err(RecvTimeoutError::Timeout) => bail!(
+                "tracer printed no `{READY_PREFIX}` line within {READY_TIMEOUT:?}; stderr:\n{}",
+                self.stderr_text()
+            ),
+        }
+    }
+
+    fn stderr_text(&self) -> String {
+        let lines = self.stderr.lock().unwrap_or_else(|e| e.into_inner());
+        lines.join("\n")
+    }
+
+    /// Stops with SIGINT; see [`Tracer::stop_with`].
+    pub fn stop(self) -> Result<TracerRun> {
+        self.stop_with(libc::SIGINT)
+    }
+
+    /// Sends `signal`, waits for exit, and fails unless the tracer exited 0
+    /// with its summary as the last stderr line and only JSON objects on stdout.
+    pub fn stop_with(mut self, signal: libc::c_int) -> Result<TracerRun> {
+        self.child.signal(signal)?;
+        let status = self.child.wait_timeout(EXIT_TIMEOUT)?;
+        // The reader thread reports Closed at EOF; after exit that is immediate.
+        loop {
+            match self.stderr_events.recv_timeout(Duration::from_secs(10)) {
+                Ok(StderrEvent::Ready) => continue,
+                Ok(StderrEvent::Closed) | Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Timeout) => bail!("tracer stderr stayed open after exit"),
+            }
+        }
+        let stderr = self.stderr_text();
+        if !status.success() {
+            bail!("tracer exited with {status} after signal {signal}; stderr:\n{stderr}");
+        }
+        let summary = parse_summary(&stderr)?;
+        let (stdout, records, record_count) = match self.stdout_counter.take() {
+            Some(counter) => {
+                let count = counter
+                    .join()
+                    .map_err(|_| anyhow!("stdout counter panicked"))?
+                    .context("reading tracer stdout")?;
+                (String::new(), Vec::new(), count)
+            }
+            None => {
+                let stdout = std::fs::read_to_string(&self.stdout_path)
+                    .context("reading tracer stdout file")?;
+                let records = parse_records(&stdout)?;
+                let count = records.len() as u64;
+                (stdout, records, count)
+            }
+        };
+        Ok(TracerRun {
+            records,
+            record_count,
+            summary,
+            stdout,
+            stderr,
+            status,
+        })
+    }
+}
+
+fn collect_stderr(pipe: impl Read, lines: &Mutex<Vec<String>>, events: &mpsc::Sender<StderrEvent>) {
+    for line in BufReader::new(pipe).lines() {
+        let Ok(line) = line else { break };
+        if line.starts_with(READY_PREFIX) {
+            let _ = events.send(StderrEvent::Ready);
+        }
+        lines.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+    }
+    let _ = events.send(StderrEvent::Closed);
+}
+
+fn count_lines(mut pipe: impl Read) -> std::io::Result<u64> {
+    let mut buf = vec![0u8; 1 << 16];
+    let mut lines = 0u64;
+    loop {
+        let n = pipe.read(&mut buf)?;
+        if n == 0 {
+            return Ok(lines);
+        }
+        lines += buf[..n].iter().filter(|&&b| b == b'\n').count() as u64;
+    }
+}
+
+/// The JSON of the last stderr line, which must be the summary.
+pub fn parse_summary(stderr: &str) -> Result<Value> {
+    let last = stderr
+        .lines()
+        .rev()
+        .find(|line| !line.trim().is_empty())
+        .unwrap_or_default();
+    let json = last.strip_prefix(SUMMARY_PREFIX).ok_or_else(|| {
+        anyhow!("last stderr line is not `{SUMMARY_PREFIX}{{json}}`; stderr:\n{stderr}")
+    })?;
+    let summary: Value =
+        serde_json::from_str(json).with_context(|| format!("summary is not JSON: {json}"))?;
+    if !summary.is_object() {
+        bail!("summary is not a JSON object: {json}");
+    }
+    Ok(summary)
+}
+
+/// One JSON object per non-empty line.
+pub fn parse_records(stdout: &str) -> Result<Vec<Value>> {
+    stdout
+        .lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+        .map(|(index, line)| {
+            let value: Value = serde_json::from_str(line)
+                .with_context(|| format!("stdout line {} is not JSON: {line}", index + 1))?;
+            if !value.is_object() {
+                bail!("stdout line {} is not a JSON object: {line}", index + 1);
+            }
+            Ok(value)
+        })
+        .collect()
+}
+
+impl TracerRun {
+    /// `kernel_lost_total` from the summary; fails if it is missing.
+    pub fn kernel_lost_total(&self) -> Result<u64> {
+        summary_u64(&self.summary, "kernel_lost_total")
+    }
+
+    pub fn summary_u64(&self, key: &str) -> Result<u64> {
+        summary_u64(&self.summary, key)
+    }
+}
+
+fn summary_u64(summary: &Value, key: &str) -> Result<u64> {
+    summary
+        .get(key)
+        .and_then(Value::as_u64)
+        .ok_or_else(|| anyhow!("summary has no integer `{key}`: {summary}"))
+}
+
+#[cfg(test)]
+mod unit {
+    use super::*;
+
+    #[test]
+    fn summary_must_be_the_last_line() {
+        let stderr = "tracer: ready\ntracer: summary {\"records\": 2}\n";
+        assert_eq!(parse_summary(stderr).unwrap()["records"], 2);
+        assert!(parse_summary("tracer: summary {}\nlater line").is_err());
+        assert!(parse_summary("tracer: summary not-json").is_err());
+    }
+
+    #[test]
+    fn records_are_json_objects_per_line() {
+        let records = parse_records("{\"a\":1}\n\n{\"b\":2}\n").unwrap();
+        assert_eq!(records.len(), 2);
+        assert!(parse_records("{\"a\":1}\n[1]\n").is_err());
+        assert!(parse_records("{\"a\":").is_err());
+    }
+}

@@ -1,0 +1,225 @@
+//! Request and response bodies: lengths, framings, and the requests after them.
+
+use anyhow::Result;
+use std::path::PathBuf;
+use tempfile::TempDir;
+use tests::clients::{RawConn, curl, get, url};
+use tests::ports::free_port;
+use tests::record::{RecordExt, strings, u64s};
+use tests::servers::{HELLO, Nginx, NginxConfig, STATIC_PAGE, ScriptServer};
+use tests::tracer::Tracer;
+
+/// A temp file of `len` bytes for curl's `--data-binary @file`.
+fn payload(len: usize) -> Result<(TempDir, PathBuf)> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("payload.bin");
+    std::fs::write(&path, (0..len).map(|i| (i % 251) as u8).collect::<Vec<_>>())?;
+    Ok((dir, path))
+}
+
+#[test]
+fn content_length_body_then_next_request_on_the_connection() -> Result<()> {
+    let port = free_port();
+    let _server = ScriptServer::start(port)?;
+    let tracer = Tracer::start(&[port])?;
+    let mut conn = RawConn::connect(("127.0.0.1", port))?;
+    // A body that looks like requests: a tracer that lost its place in the
+    // body would print records for them.
+    let fake = b"GET /inside-body HTTP/1.1\r\nHost: x\r\n\r\n";
+    let body: Vec<u8> = fake.iter().copied().cycle().take(100_000).collect();
+    let head = format!(
+        "POST /upload HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/octet-stream\r\n\
+         Content-Length: {}\r\n\r\n",
+        body.len()
+    );
+    conn.send(head.as_bytes())?;
+    conn.send(&body)?;
+    assert_eq!(conn.read_response("POST")?.body, b"100000\n");
+    conn.send(&get("/second", "localhost"))?;
+    assert_eq!(conn.read_response("GET")?.body, b"0\n");
+    drop(conn);
+    let run = tracer.stop()?;
+
+    assert_eq!(run.records.len(), 2, "records: {:#?}", run.records);
+    assert_eq!(strings(&run.records, "url.path"), ["/upload", "/second"]);
+    assert_eq!(
+        strings(&run.records, "http.request.method"),
+        ["POST", "GET"]
+    );
+    let r = &run.records[0];
+    assert_eq!(r.u64_field("http.request.body.size"), 100_000);
+    assert_eq!(r.u64_field("http.response.body.size"), 7);
+    assert_eq!(r.u64_field("http.response.status_code"), 200);
+    assert_eq!(run.records[1].u64_field("http.response.body.size"), 2);
+    Ok(())
+}
+
+#[test]
+fn chunked_request_body_size_is_the_decoded_length() -> Result<()> {
+    let port = free_port();
+    let _server = ScriptServer::start(port)?;
+    let (_dir, file) = payload(70_000)?;
+    let tracer = Tracer::start(&[port])?;
+    let data = format!("@{}", file.display());
+    let body = curl(&[
+        "-H",
+        "Transfer-Encoding: chunked",
+        "--data-binary",
+        &data,
+        &url(port, "/chunked-upload"),
+    ])?;
+    assert_eq!(body, "70000\n");
+    let run = tracer.stop()?;
+
+    assert_eq!(run.records.len(), 1, "records: {:#?}", run.records);
+    let r = &run.records[0];
+    assert_eq!(r.str_field("http.request.method"), "POST");
+    assert_eq!(r.str_field("url.path"), "/chunked-upload");
+    assert_eq!(r.u64_field("http.request.body.size"), 70_000);
+    assert_eq!(r.u64_field("http.response.status_code"), 200);
+    assert_eq!(r.u64_field("http.response.body.size"), 6);
+    Ok(())
+}
+
+#[test]
+fn expect_100_continue_yields_one_record_with_the_final_status() -> Result<()> {
+    let port = free_port();
+    let _server = ScriptServer::start(port)?;
+    let (_dir, file) = payload(200_000)?;
+    let tracer = Tracer::start(&[port])?;
+    let data = format!("@{}", file.display());
+    let body = curl(&[
+        "-H",
+        "Expect: 100-continue",
+        "--data-binary",
+        &data,
+        &url(port, "/expect"),
+    ])?;
+    assert_eq!(body, "200000\n");
+    let run = tracer.stop()?;
+
+    assert_eq!(run.records.len(), 1, "records: {:#?}", run.records);
+    let r = &run.records[0];
+    assert_eq!(r.str_field("url.path"), "/expect");
+    assert_eq!(r.u64_field("http.response.status_code"), 200);
+    assert_eq!(r.u64_field("http.request.body.size"), 200_000);
+    assert_eq!(r.u64_field("http.response.body.size"), 7);
+    assert_eq!(r.str_field("tracer.outcome"), "complete");
+    Ok(())
+}
+
+#[test]
+fn head_response_has_no_body_and_the_next_request_parses() -> Result<()> {
+    let port = free_port();
+    let _nginx = Nginx::start(NginxConfig::new(port))?;
+    let tracer = Tracer::start(&[port])?;
+    let mut conn = RawConn::connect(("127.0.0.1", port))?;
+    conn.send(b"HEAD /big HTTP/1.1\r\nHost: localhost\r\n\r\n")?;
+    let head = conn.read_response("HEAD")?;
+    assert_eq!(head.status, 200);
+    assert!(head.header("content-length").is_some());
+    conn.send(&get("/after-head", "localhost"))?;
+    assert_eq!(conn.read_response("GET")?.body, HELLO.as_bytes());
+    drop(conn);
+    let run = tracer.stop()?;
+
+    assert_eq!(run.records.len(), 2, "records: {:#?}", run.records);
+    assert_eq!(
+        strings(&run.records, "http.request.method"),
+        ["HEAD", "GET"]
+    );
+    assert_eq!(strings(&run.records, "url.path"), ["/big", "/after-head"]);
+    assert_eq!(u64s(&run.records, "http.response.status_code"), [200, 200]);
+    assert_eq!(
+        u64s(&run.records, "http.response.body.size"),
+        [0, HELLO.len() as u64]
+    );
+    Ok(())
+}
+
+#[test]
+fn status_204_and_304_have_no_body_and_the_next_request_parses() -> Result<()> {
+    let port = free_port();
+    let _nginx = Nginx::start(NginxConfig::new(port))?;
+    let tracer = Tracer::start(&[port])?;
+    let mut conn = RawConn::connect(("127.0.0.1", port))?;
+    conn.send(&get("/204", "localhost"))?;
+    assert_eq!(conn.read_response("GET")?.status, 204);
+    conn.send(&get("/static/page.txt", "localhost"))?;
+    let page = conn.read_response("GET")?;
+    assert_eq!(page.body, STATIC_PAGE.as_bytes());
+    let etag = page.header("etag").expect("nginx sends an ETag").to_owned();
+    conn.send(
+        format!(
+            "GET /static/page.txt HTTP/1.1\r\nHost: localhost\r\nIf-None-Match: {etag}\r\n\r\n"
+        )
+        .as_bytes(),
+    )?;
+    assert_eq!(conn.read_response("GET")?.status, 304);
+    conn.send(
+        b"GET /static/page.txt HTTP/1.1\r\nHost: localhost\r\n\
+          If-Modified-Since: Fri, 01 Jan 2100 00:00:00 GMT\r\n\r\n",
+    )?;
+    assert_eq!(conn.read_response("GET")?.status, 304);
+    conn.send(&get("/after", "localhost"))?;
+    assert_eq!(conn.read_response("GET")?.status, 200);
+    drop(conn);
+    let run = tracer.stop()?;
+
+    assert_eq!(run.records.len(), 5, "records: {:#?}", run.records);
+    assert_eq!(
+        u64s(&run.records, "http.response.status_code"),
+        [204, 200, 304, 304, 200]
+    );
+    let page_len = STATIC_PAGE.len() as u64;
+    let hello = HELLO.len() as u64;
+    assert_eq!(
+        u64s(&run.records, "http.response.body.size"),
+        [0, page_len, 0, 0, hello]
+    );
+    assert_eq!(run.records[4].str_field("url.path"), "/after");
+    Ok(())
+}
+
+#[test]
+fn chunked_response_size_is_the_decoded_length() -> Result<()> {
+    let port = free_port();
+    let _server = ScriptServer::start(port)?;
+    let tracer = Tracer::start(&[port])?;
+    let mut conn = RawConn::connect(("127.0.0.1", port))?;
+    conn.send(&get("/chunked?sizes=1000,2000,33", "localhost"))?;
+    let chunked = conn.read_response("GET")?;
+    assert_eq!(chunked.header("transfer-encoding"), Some("chunked"));
+    assert_eq!(chunked.body.len(), 3033);
+    conn.send(&get("/after-chunked", "localhost"))?;
+    assert_eq!(conn.read_response("GET")?.body, b"0\n");
+    drop(conn);
+    let run = tracer.stop()?;
+
+    assert_eq!(run.records.len(), 2, "records: {:#?}", run.records);
+    assert_eq!(
+        strings(&run.records, "url.path"),
+        ["/chunked", "/after-chunked"]
+    );
+    assert_eq!(u64s(&run.records, "http.response.body.size"), [3033, 2]);
+    Ok(())
+}
+
+#[test]
+fn close_delimited_http10_response_size() -> Result<()> {
+    let port = free_port();
+    let _server = ScriptServer::start(port)?;
+    let tracer = Tracer::start(&[port])?;
+    let body = curl(&["--http1.0", &url(port, "/close?size=5000")])?;
+    assert_eq!(body.len(), 5000);
+    let run = tracer.stop()?;
+
+    assert_eq!(run.records.len(), 1, "records: {:#?}", run.records);
+    let r = &run.records[0];
+    assert_eq!(r.str_field("url.path"), "/close");
+    assert_eq!(r.str_field("network.protocol.version"), "1.0");
+    assert_eq!(r.u64_field("http.response.status_code"), 200);
+    assert_eq!(r.u64_field("http.response.body.size"), 5000);
+    assert_eq!(r.str_field("tracer.outcome"), "complete");
+    Ok(())
+}

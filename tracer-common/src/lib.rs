@@ -1,0 +1,194 @@
+//! The contract between the kernel programs (`tracer-ebpf`) and user space (`tracer`).
+//!
+//! Every type here is `#[repr(C)]` and plain data: the kernel writes it into a ring
+//! buffer or a map and user space reads the same bytes back.
+#![no_std]
+
+/// Most request or response bytes copied out of one syscall. Bytes beyond this are
+/// counted (`DataEvent::len`) but not copied; the user-space parser treats them as a gap.
+pub const MAX_CAPTURE: usize = 16 * 1024;
+
+/// Upper bound on watched ports (a hash map in the kernel).
+pub const MAX_PORTS: u32 = 64;
+
+/// Upper bound on iovec entries walked for readv/writev/recvmsg/sendmsg.
+pub const MAX_IOV: usize = 8;
+
+/// What a kernel event reports; the first byte of every event.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// A socket on a watched port was seen for the first time (accepted before or after
+    /// the tracer started): `ConnEvent`.
+    Open = 1,
+    /// Bytes read from or written to a tracked connection: `DataEvent` + payload.
+    Data = 2,
+    /// The process closed its descriptor of a tracked connection: `ConnEvent`.
+    Close = 3,
+}
+
+impl EventKind {
+    pub fn from_u8(v: u8) -> Option<Self> {
+        match v {
+            1 => Some(Self::Open),
+            2 => Some(Self::Data),
+            3 => Some(Self::Close),
+            _ => None,
+        }
+    }
+}
+
+/// Direction of a `DataEvent`, seen from the server.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// The server read it: request bytes.
+    Ingress = 0,
+    /// The server wrote it: response bytes.
+    Egress = 1,
+}
+
+/// Which syscall produced a `DataEvent`; kept for diagnostics and for sendfile, whose
+/// bytes are never copied.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Syscall {
+    Read = 0,
+    Readv = 1,
+    Recvfrom = 2,
+    Recvmsg = 3,
+    Write = 4,
+    Writev = 5,
+    Sendto = 6,
+    Sendmsg = 7,
+    Sendfile = 8,
+}
+
+/// Fields common to every event; first in every event struct.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct EventHeader {
+    /// `EventKind` as u8.
+    pub kind: u8,
+    pub _pad: [u8; 3],
+    /// Process (thread group) id and thread id that made the syscall.
+    pub tgid: u32,
+    pub tid: u32,
+    /// The file descriptor in that process.
+    pub fd: i32,
+    /// Connection id assigned by the kernel when the socket was first seen; unique for the
+    /// lifetime of the loaded programs.
+    pub conn_id: u64,
+    /// CLOCK_MONOTONIC nanoseconds (bpf_ktime_get_ns) when the syscall returned.
+    pub ts_ns: u64,
+}
+
+/// `EventKind::Open` and `EventKind::Close`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ConnEvent {
+    pub header: EventHeader,
+    /// AF_INET (2) or AF_INET6 (10).
+    pub family: u16,
+    /// Local (watched) port and peer port, host byte order.
+    pub local_port: u16,
+    pub peer_port: u16,
+    pub _pad: u16,
+    /// Addresses in network byte order; IPv4 in the first 4 bytes.
+    pub local_addr: [u8; 16],
+    pub peer_addr: [u8; 16],
+}
+
+/// `EventKind::Data`; followed in the ring buffer by `captured` payload bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct DataEvent {
+    pub header: EventHeader,
+    /// `Direction` as u8.
+    pub direction: u8,
+    /// `Syscall` as u8.
+    pub syscall: u8,
+    pub _pad: u16,
+    /// Bytes the syscall transferred (its return value).
+    pub len: u32,
+    /// Bytes copied after this struct (<= min(len, MAX_CAPTURE)).
+    pub captured: u32,
+    /// Bytes of this direction that were transferred before this event but whose events
+    /// were lost (ring buffer full): user space treats them as a gap, not a desync.
+    pub lost_before: u32,
+}
+
+/// Reasons the kernel side could not deliver something; indexes of the `LOSSES`
+/// per-CPU array. Every one is reported by user space.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Loss {
+    /// bpf_ringbuf_output failed (ring full): a data event is missing.
+    RingbufData = 0,
+    /// bpf_ringbuf_output failed for an open/close event.
+    RingbufConn = 1,
+    /// A user buffer could not be read (bpf_probe_read_user failed).
+    ReadUser = 2,
+    /// The per-thread syscall-argument map was full.
+    InflightFull = 3,
+    /// The connection map was full.
+    ConnFull = 4,
+}
+
+pub const LOSS_REASONS: u32 = 5;
+
+impl Loss {
+    pub const ALL: [Loss; LOSS_REASONS as usize] = [
+        Loss::RingbufData,
+        Loss::RingbufConn,
+        Loss::ReadUser,
+        Loss::InflightFull,
+        Loss::ConnFull,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Loss::RingbufData => "ringbuf_full_data",
+            Loss::RingbufConn => "ringbuf_full_conn",
+            Loss::ReadUser => "read_user_failed",
+            Loss::InflightFull => "inflight_map_full",
+            Loss::ConnFull => "conn_map_full",
+        }
+    }
+}
+
+/// Kernel struct field offsets, computed by user space from the running kernel's BTF
+/// and written into the programs' read-only globals before load.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct KernelOffsets {
+    pub task_files: u32,
+    pub files_fdt: u32,
+    pub fdt_max_fds: u32,
+    pub fdt_fd: u32,
+    pub file_private_data: u32,
+    pub file_f_inode: u32,
+    pub inode_i_mode: u32,
+    pub socket_sk: u32,
+    pub sock_common_family: u32,
+    pub sock_common_state: u32,
+    pub sock_common_num: u32,
+    pub sock_common_dport: u32,
+    pub sock_common_rcv_saddr: u32,
+    pub sock_common_daddr: u32,
+    pub sock_common_v6_rcv_saddr: u32,
+    pub sock_common_v6_daddr: u32,
+    pub sock_protocol: u32,
+    pub sock_type: u32,
+    /// Byte offset of `struct sock.__sk_common` (0 on every kernel so far, but read anyway).
+    pub sock_common: u32,
+    /// Offset of `child_pid` in the sched_process_fork tracepoint record, read from
+    /// tracefs because the record's layout changed across kernel versions.
+    pub fork_child_pid: u32,
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: plain #[repr(C)] data without padding-dependent invariants.
+    unsafe impl aya::Pod for super::KernelOffsets {}
+}

@@ -1,0 +1,79 @@
+//! Which descriptors are watched connections, cached per (tgid, fd).
+use aya_ebpf::helpers::bpf_get_smp_processor_id;
+use tracer_common::{EventKind, Loss};
+
+use crate::{
+    emit,
+    maps::{CONN_SEQ, CONNS, ConnKey, ConnValue, count_loss},
+    sock::{current_file, watched_endpoints},
+};
+
+/// The connection id of `fd` if it is a TCP connection on a watched port.
+///
+/// The first syscall on a descriptor classifies it (and announces a connection with an
+/// Open event); later ones cost one descriptor-table walk to check the cached entry still
+/// describes the same file. This is also how connections accepted before the tracer
+/// started are picked up: at their next read or write.
+#[inline(always)]
+pub fn watched_conn(tgid: u32, tid: u32, fd: i32) -> Option<u64> {
+    let file = current_file(fd)?;
+    let key = ConnKey { tgid, fd };
+    // SAFETY: the value is copied out before any other map operation.
+    if let Some(cached) = unsafe { CONNS.get(&key) }.copied() {
+        if cached.file == file {
+            return (cached.conn_id != 0).then_some(cached.conn_id);
+        }
+        // The descriptor was reused without a close() we saw (dup2, close_range, ...):
+        // the old connection is over for this process.
+        if cached.conn_id != 0 {
+            emit::conn(EventKind::Close, tgid, tid, fd, cached.conn_id, None);
+        }
+    }
+    let endpoints = watched_endpoints(file);
+    let conn_id = if endpoints.is_some() {
+        next_conn_id()
+    } else {
+        0
+    };
+    let value = ConnValue {
+        file,
+        conn_id,
+        lost: [0; 2],
+    };
+    if CONNS.insert(&key, &value, 0).is_err() {
+        count_loss(Loss::ConnFull);
+    }
+    let endpoints = endpoints?;
+    emit::conn(EventKind::Open, tgid, tid, fd, conn_id, Some(&endpoints));
+    Some(conn_id)
+}
+
+/// The process closed `fd`: forget it and tell user space if it was a connection.
+#[inline(always)]
+pub fn closed(tgid: u32, tid: u32, fd: i32) {
+    let key = ConnKey { tgid, fd };
+    // SAFETY: the value is copied out before the entry is removed.
+    let Some(cached) = unsafe { CONNS.get(&key) }.copied() else {
+        return;
+    };
+    let _ = CONNS.remove(&key);
+    if cached.conn_id != 0 {
+        emit::conn(EventKind::Close, tgid, tid, fd, cached.conn_id, None);
+    }
+}
+
+/// Unique while the programs are loaded: a per-CPU sequence number tagged with the CPU.
+#[inline(always)]
+fn next_conn_id() -> u64 {
+    // SAFETY: returns the current CPU number.
+    let cpu = unsafe { bpf_get_smp_processor_id() } as u64;
+    let Some(seq) = CONN_SEQ.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: per-CPU slot; programs do not nest on one CPU for these tracepoints.
+    let next = unsafe {
+        *seq += 1;
+        *seq
+    };
+    (next << 12) | (cpu & 0xfff)
+}

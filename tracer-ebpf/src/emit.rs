@@ -1,0 +1,210 @@
+//! Writes events into the ring buffer, counting every one that does not fit.
+use core::mem::size_of;
+
+use aya_ebpf::helpers::{
+    bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_user, generated,
+};
+use tracer_common::{
+    ConnEvent, DataEvent, Direction, EventHeader, EventKind, Loss, MAX_CAPTURE, MAX_IOV, Syscall,
+};
+
+use crate::{
+    maps::{CONNS, ConnKey, EVENTS, Inflight, SCRATCH, count_loss},
+    sock::Endpoints,
+};
+
+fn header(kind: EventKind, tgid: u32, tid: u32, fd: i32, conn_id: u64) -> EventHeader {
+    EventHeader {
+        kind: kind as u8,
+        _pad: [0; 3],
+        tgid,
+        tid,
+        fd,
+        conn_id,
+        // SAFETY: plain helper call.
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+    }
+}
+
+/// An Open or Close event.
+#[inline(always)]
+pub fn conn(
+    kind: EventKind,
+    tgid: u32,
+    tid: u32,
+    fd: i32,
+    conn_id: u64,
+    endpoints: Option<&Endpoints>,
+) {
+    let Some(mut entry) = EVENTS.reserve::<ConnEvent>(0) else {
+        count_loss(Loss::RingbufConn);
+        return;
+    };
+    let (family, local_port, peer_port, local_addr, peer_addr) = match endpoints {
+        Some(e) => (
+            e.family,
+            e.local_port,
+            e.peer_port,
+            e.local_addr,
+            e.peer_addr,
+        ),
+        None => (0, 0, 0, [0; 16], [0; 16]),
+    };
+    entry.write(ConnEvent {
+        header: header(kind, tgid, tid, fd, conn_id),
+        family,
+        local_port,
+        peer_port,
+        _pad: 0,
+        local_addr,
+        peer_addr,
+    });
+    entry.submit(0);
+}
+
+/// A Data event for a finished syscall that transferred `len` bytes.
+#[inline(always)]
+pub fn data(pid_tgid: u64, inflight: &Inflight, len: u64) {
+    // SAFETY: plain helper call.
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    let Some(scratch) = SCRATCH.get_ptr_mut(cpu) else {
+        return;
+    };
+    // SAFETY: one slot per CPU and these programs do not nest on a CPU.
+    let scratch = unsafe { &mut *scratch };
+    let syscall = inflight.syscall;
+    let direction = if syscall < Syscall::Write as u8 {
+        Direction::Ingress
+    } else {
+        Direction::Egress
+    };
+    let captured = capture(inflight, len, &mut scratch.data);
+    let tgid = (pid_tgid >> 32) as u32;
+    let key = ConnKey {
+        tgid,
+        fd: inflight.fd,
+    };
+    let dir = direction as usize & 1;
+    let lost_before = CONNS
+        .get_ptr_mut(&key)
+        // SAFETY: entry pointer from a successful lookup.
+        .map(|value| unsafe { (*value).lost[dir] })
+        .unwrap_or(0);
+    scratch.event = DataEvent {
+        header: header(
+            EventKind::Data,
+            tgid,
+            pid_tgid as u32,
+            inflight.fd,
+            inflight.conn_id,
+        ),
+        direction: direction as u8,
+        syscall,
+        _pad: 0,
+        len: len as u32,
+        captured: captured as u32,
+        lost_before,
+    };
+    let size = size_of::<DataEvent>() + captured;
+    // SAFETY: `size` <= size_of::<DataEvent>() + MAX_CAPTURE, inside the scratch slot.
+    let bytes = unsafe { core::slice::from_raw_parts(scratch as *const _ as *const u8, size) };
+    let delivered = EVENTS.output(bytes, 0).is_ok();
+    if let Some(value) = CONNS.get_ptr_mut(&key) {
+        // SAFETY: entry pointer from a successful lookup.
+        let lost = unsafe { &mut (*value).lost[dir] };
+        *lost = if delivered {
+            0
+        } else {
+            lost.saturating_add(len as u32)
+        };
+    }
+    if !delivered {
+        count_loss(Loss::RingbufData);
+    }
+}
+
+/// Copies up to MAX_CAPTURE of the transferred bytes into `dst`; returns how many.
+#[inline(always)]
+fn capture(inflight: &Inflight, len: u64, dst: &mut [u8; 2 * MAX_CAPTURE]) -> usize {
+    let syscall = inflight.syscall;
+    if syscall == Syscall::Sendfile as u8 {
+        // sendfile bodies come from a file: counted, never copied.
+        return 0;
+    }
+    if syscall == Syscall::Readv as u8 || syscall == Syscall::Writev as u8 {
+        return copy_iov(inflight.buf, inflight.iovcnt, len, dst);
+    }
+    if syscall == Syscall::Recvmsg as u8 || syscall == Syscall::Sendmsg as u8 {
+        // struct user_msghdr: msg_iov at 16, msg_iovlen at 24 (x86_64 and arm64 ABI).
+        // SAFETY: user pointers, read with the faulting-safe helper.
+        let iov: u64 =
+            unsafe { bpf_probe_read_user((inflight.buf + 16) as *const u64) }.unwrap_or(0);
+        let iovlen: u64 =
+            unsafe { bpf_probe_read_user((inflight.buf + 24) as *const u64) }.unwrap_or(0);
+        return copy_iov(iov, iovlen, len, dst);
+    }
+    let n = if len > MAX_CAPTURE as u64 {
+        MAX_CAPTURE
+    } else {
+        len as usize
+    };
+    copy_user(inflight.buf, 0, n, dst)
+}
+
+/// Walks at most MAX_IOV iovecs, copying until `len` bytes or MAX_CAPTURE.
+#[inline(always)]
+fn copy_iov(iov: u64, iovcnt: u64, len: u64, dst: &mut [u8; 2 * MAX_CAPTURE]) -> usize {
+    let want = if len > MAX_CAPTURE as u64 {
+        MAX_CAPTURE
+    } else {
+        len as usize
+    };
+    let mut copied = 0usize;
+    for i in 0..MAX_IOV {
+        if i as u64 >= iovcnt || copied >= want {
+            break;
+        }
+        // SAFETY: user pointer read with the faulting-safe helper.
+        let Ok(vec) = (unsafe { bpf_probe_read_user((iov + i as u64 * 16) as *const [u64; 2]) })
+        else {
+            count_loss(Loss::ReadUser);
+            break;
+        };
+        let room = want - copied;
+        let n = if vec[1] > room as u64 {
+            room
+        } else {
+            vec[1] as usize
+        };
+        let got = copy_user(vec[0], copied, n, dst);
+        if got < n {
+            break;
+        }
+        copied += got;
+    }
+    copied
+}
+
+/// Copies `n` (<= MAX_CAPTURE) user bytes to `dst[at..]` (`at` < MAX_CAPTURE); 0 on fault.
+#[inline(always)]
+fn copy_user(src: u64, at: usize, n: usize, dst: &mut [u8; 2 * MAX_CAPTURE]) -> usize {
+    let at = at & (MAX_CAPTURE - 1);
+    let n = n & (2 * MAX_CAPTURE - 1);
+    if n == 0 || n > MAX_CAPTURE {
+        return 0;
+    }
+    // SAFETY: at < MAX_CAPTURE and n <= MAX_CAPTURE keep the write inside `dst`.
+    let ret = unsafe {
+        generated::bpf_probe_read_user(
+            dst.as_mut_ptr().add(at).cast(),
+            n as u32,
+            src as *const core::ffi::c_void,
+        )
+    };
+    if ret == 0 {
+        n
+    } else {
+        count_loss(Loss::ReadUser);
+        0
+    }
+}

@@ -1,0 +1,116 @@
+//! Every map shared between the programs and user space.
+use aya_ebpf::{
+    Global,
+    macros::map,
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+};
+use tracer_common::{DataEvent, KernelOffsets, LOSS_REASONS, Loss, MAX_CAPTURE, MAX_PORTS};
+
+/// Field offsets of the running kernel, from its BTF (see tracer/src/kernel/offsets.rs).
+#[unsafe(no_mangle)]
+pub static OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets {
+    task_files: 0,
+    files_fdt: 0,
+    fdt_max_fds: 0,
+    fdt_fd: 0,
+    file_private_data: 0,
+    file_f_inode: 0,
+    inode_i_mode: 0,
+    socket_sk: 0,
+    sock_common_family: 0,
+    sock_common_state: 0,
+    sock_common_num: 0,
+    sock_common_dport: 0,
+    sock_common_rcv_saddr: 0,
+    sock_common_daddr: 0,
+    sock_common_v6_rcv_saddr: 0,
+    sock_common_v6_daddr: 0,
+    sock_protocol: 0,
+    sock_type: 0,
+    sock_common: 0,
+    fork_child_pid: 0,
+});
+
+/// Local ports to trace (host byte order). Value unused.
+#[map]
+pub static WATCHED_PORTS: HashMap<u16, u8> = HashMap::with_max_entries(MAX_PORTS, 0);
+
+/// Processes that hold a socket on a watched port: found by user space at start
+/// (/proc scan), added here on listen() and inherited on fork.
+#[map]
+pub static WATCHED_TGIDS: HashMap<u32, u8> = HashMap::with_max_entries(32768, 0);
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ConnKey {
+    pub tgid: u32,
+    pub fd: i32,
+}
+
+/// What a descriptor of a watched process is. Negative entries (pipes, files, sockets on
+/// other ports) are cached too, so each descriptor is classified once.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ConnValue {
+    /// The `struct file *` the entry was made for: a different file behind the same fd
+    /// number means the descriptor was reused and the entry is stale.
+    pub file: u64,
+    /// 0 for descriptors that are not watched connections.
+    pub conn_id: u64,
+    /// Bytes whose events were lost, per direction, reported with the next event.
+    pub lost: [u32; 2],
+}
+
+/// LRU so that descriptors of exited processes age out without user-space sweeping.
+#[map]
+pub static CONNS: LruHashMap<ConnKey, ConnValue> = LruHashMap::with_max_entries(65536, 0);
+
+/// Arguments of a read/write-family syscall between its enter and exit tracepoints.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Inflight {
+    pub conn_id: u64,
+    /// User buffer, iovec array or msghdr, depending on `syscall`.
+    pub buf: u64,
+    /// Number of iovecs for readv/writev.
+    pub iovcnt: u64,
+    pub fd: i32,
+    pub syscall: u8,
+    pub _pad: [u8; 3],
+}
+
+/// Keyed by pid_tgid (one syscall in flight per thread).
+#[map]
+pub static INFLIGHT: HashMap<u64, Inflight> = HashMap::with_max_entries(16384, 0);
+
+/// A data event and room for its payload. Twice MAX_CAPTURE so the verifier can prove that
+/// copying up to MAX_CAPTURE bytes at any offset below MAX_CAPTURE stays in bounds.
+#[repr(C)]
+pub struct Scratch {
+    pub event: DataEvent,
+    pub data: [u8; 2 * MAX_CAPTURE],
+}
+
+/// One slot per CPU (max_entries set by the loader); too big for a per-CPU map value.
+#[map]
+pub static SCRATCH: Array<Scratch> = Array::with_max_entries(1, 0);
+
+/// Events to user space; size set by the loader.
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 24, 0);
+
+/// Per-CPU counters, indexed by `Loss`.
+#[map]
+pub static LOSSES: PerCpuArray<u64> = PerCpuArray::with_max_entries(LOSS_REASONS, 0);
+
+/// Per-CPU sequence for connection ids.
+#[map]
+pub static CONN_SEQ: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+#[inline(always)]
+pub fn count_loss(reason: Loss) {
+    if let Some(counter) = LOSSES.get_ptr_mut(reason as u32) {
+        // SAFETY: per-CPU slot, this program cannot be re-entered on this CPU.
+        unsafe { *counter += 1 };
+    }
+}

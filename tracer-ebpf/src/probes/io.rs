@@ -1,0 +1,98 @@
+//! sys_enter/sys_exit of the read and write families.
+//!
+//! Enter: a tgid lookup rejects unwatched processes; for watched ones the descriptor is
+//! classified and the arguments parked in INFLIGHT. Exit: the bytes the syscall really
+//! transferred (its return value) are copied out, so partial writes are exact.
+use aya_ebpf::{
+    helpers::bpf_get_current_pid_tgid, macros::tracepoint, programs::TracePointContext,
+};
+use tracer_common::{Loss, Syscall};
+
+use crate::{
+    conn::watched_conn,
+    emit,
+    maps::{INFLIGHT, Inflight, WATCHED_TGIDS, count_loss},
+};
+
+/// Offsets in syscall tracepoint records: 8 bytes of common fields, the syscall number
+/// padded to 8, then one 8-byte slot per argument; sys_exit records hold `ret` at 16.
+const ARG0: usize = 16;
+const ARG1: usize = 24;
+const ARG2: usize = 32;
+const RET: usize = 16;
+
+#[inline(always)]
+fn enter(ctx: &TracePointContext, syscall: Syscall) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    // SAFETY: lookup only. This is the check every syscall on the host pays.
+    if unsafe { WATCHED_TGIDS.get(&tgid) }.is_none() {
+        return 0;
+    }
+    // SAFETY: offsets inside the syscall tracepoint record.
+    let (fd, buf, third) = unsafe {
+        (
+            ctx.read_at::<u64>(ARG0).unwrap_or(u64::MAX) as i32,
+            ctx.read_at::<u64>(ARG1).unwrap_or(0),
+            ctx.read_at::<u64>(ARG2).unwrap_or(0),
+        )
+    };
+    let Some(conn_id) = watched_conn(tgid, pid_tgid as u32, fd) else {
+        return 0;
+    };
+    let inflight = Inflight {
+        conn_id,
+        buf,
+        iovcnt: third,
+        fd,
+        syscall: syscall as u8,
+        _pad: [0; 3],
+    };
+    if INFLIGHT.insert(&pid_tgid, &inflight, 0).is_err() {
+        count_loss(Loss::InflightFull);
+    }
+    0
+}
+
+#[inline(always)]
+fn exit(ctx: &TracePointContext, syscall: Syscall) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    // SAFETY: the value is copied out before the entry is removed.
+    let Some(inflight) = unsafe { INFLIGHT.get(&pid_tgid) }.copied() else {
+        return 0;
+    };
+    let _ = INFLIGHT.remove(&pid_tgid);
+    if inflight.syscall != syscall as u8 {
+        return 0;
+    }
+    // SAFETY: offset inside the syscall tracepoint record.
+    let ret = unsafe { ctx.read_at::<i64>(RET) }.unwrap_or(0);
+    if ret > 0 {
+        emit::data(pid_tgid, &inflight, ret as u64);
+    }
+    0
+}
+
+macro_rules! syscall_pair {
+    ($enter:ident, $exit:ident, $syscall:expr) => {
+        #[tracepoint]
+        pub fn $enter(ctx: TracePointContext) -> u32 {
+            enter(&ctx, $syscall)
+        }
+
+        #[tracepoint]
+        pub fn $exit(ctx: TracePointContext) -> u32 {
+            exit(&ctx, $syscall)
+        }
+    };
+}
+
+syscall_pair!(enter_read, exit_read, Syscall::Read);
+syscall_pair!(enter_readv, exit_readv, Syscall::Readv);
+syscall_pair!(enter_recvfrom, exit_recvfrom, Syscall::Recvfrom);
+syscall_pair!(enter_recvmsg, exit_recvmsg, Syscall::Recvmsg);
+syscall_pair!(enter_write, exit_write, Syscall::Write);
+syscall_pair!(enter_writev, exit_writev, Syscall::Writev);
+syscall_pair!(enter_sendto, exit_sendto, Syscall::Sendto);
+syscall_pair!(enter_sendmsg, exit_sendmsg, Syscall::Sendmsg);
+syscall_pair!(enter_sendfile64, exit_sendfile64, Syscall::Sendfile);

@@ -1,0 +1,66 @@
+//! Keeps WATCHED_TGIDS and CONNS current: close(), listen(), fork and exit.
+use aya_ebpf::{
+    helpers::bpf_get_current_pid_tgid, macros::tracepoint, programs::TracePointContext,
+};
+
+use crate::{
+    conn,
+    maps::{OFFSETS, WATCHED_PORTS, WATCHED_TGIDS},
+    sock::{current_file, tcp_local_port},
+};
+
+#[tracepoint]
+pub fn enter_close(ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    // SAFETY: lookup only.
+    if unsafe { WATCHED_TGIDS.get(&tgid) }.is_none() {
+        return 0;
+    }
+    // SAFETY: fd is the first argument of the syscall record.
+    let fd = unsafe { ctx.read_at::<u64>(16) }.unwrap_or(u64::MAX) as i32;
+    conn::closed(tgid, pid_tgid as u32, fd);
+    0
+}
+
+/// A process that starts listening on a watched port after the tracer started.
+#[tracepoint]
+pub fn enter_listen(ctx: TracePointContext) -> u32 {
+    // SAFETY: fd is the first argument of the syscall record.
+    let fd = unsafe { ctx.read_at::<u64>(16) }.unwrap_or(u64::MAX) as i32;
+    let Some(port) = current_file(fd).and_then(tcp_local_port) else {
+        return 0;
+    };
+    // SAFETY: lookup only.
+    if unsafe { WATCHED_PORTS.get(&port) }.is_some() {
+        let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+        let _ = WATCHED_TGIDS.insert(&tgid, &1, 0);
+    }
+    0
+}
+
+/// Children of a watched process inherit its sockets (pre-forking servers such as nginx).
+/// The child may be a thread; its entry is dropped again when it exits.
+#[tracepoint]
+pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
+    let parent = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // SAFETY: lookup only.
+    if unsafe { WATCHED_TGIDS.get(&parent) }.is_none() {
+        return 0;
+    }
+    let offset = OFFSETS.load().fork_child_pid as usize;
+    // SAFETY: offset read from this tracepoint's format file by the loader.
+    if let Ok(child) = unsafe { ctx.read_at::<u32>(offset) } {
+        let _ = WATCHED_TGIDS.insert(&child, &1, 0);
+    }
+    0
+}
+
+#[tracepoint]
+pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
+    // The exiting task is current; removing its thread id drops both a process's entry
+    // (when its leader exits) and entries that fork added for threads.
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let _ = WATCHED_TGIDS.remove(&tid);
+    0
+}

@@ -1,0 +1,3 @@
+//! One file per group of tracepoints.
+mod io;
+mod lifecycle;

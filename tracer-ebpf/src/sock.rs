@@ -1,0 +1,114 @@
+//! Walks task -> files -> fdtable -> file -> socket -> sock with offsets from the running
+//! kernel's BTF (no CO-RE in Rust eBPF, so user space computes them and sets `OFFSETS`).
+use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel};
+use tracer_common::KernelOffsets;
+
+use crate::maps::{OFFSETS, WATCHED_PORTS};
+
+const S_IFMT: u16 = 0o170000;
+const S_IFSOCK: u16 = 0o140000;
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+const IPPROTO_TCP: u16 = 6;
+const SOCK_STREAM: u16 = 1;
+const TCP_LISTEN: u8 = 10;
+
+#[inline(always)]
+fn read<T>(base: u64, offset: u32) -> Option<T> {
+    // SAFETY: bpf_probe_read_kernel copes with any address; failures come back as Err.
+    unsafe { bpf_probe_read_kernel((base + offset as u64) as *const T) }.ok()
+}
+
+/// The `struct file *` behind `fd` in the current process.
+#[inline(always)]
+pub fn current_file(fd: i32) -> Option<u64> {
+    if fd < 0 {
+        return None;
+    }
+    let off = OFFSETS.load();
+    // SAFETY: the helper only returns the current task pointer.
+    let task = unsafe { bpf_get_current_task() };
+    let files: u64 = read(task, off.task_files)?;
+    let fdt: u64 = read(files, off.files_fdt)?;
+    let max_fds: u32 = read(fdt, off.fdt_max_fds)?;
+    if fd as u32 >= max_fds {
+        return None;
+    }
+    let fd_array: u64 = read(fdt, off.fdt_fd)?;
+    let file: u64 = read(fd_array, fd as u32 * 8)?;
+    (file != 0).then_some(file)
+}
+
+/// Endpoints of a TCP socket on a watched local port.
+pub struct Endpoints {
+    pub family: u16,
+    pub local_port: u16,
+    pub peer_port: u16,
+    pub local_addr: [u8; 16],
+    pub peer_addr: [u8; 16],
+}
+
+/// `Some` only for a connected (not listening) TCP socket whose local port is watched.
+#[inline(always)]
+pub fn watched_endpoints(file: u64) -> Option<Endpoints> {
+    let off = OFFSETS.load();
+    let sk = tcp_sock(file, &off)?;
+    let common = sk + off.sock_common as u64;
+    let local_port: u16 = read(common, off.sock_common_num)?;
+    // SAFETY: lookup only; the value is not used.
+    unsafe { WATCHED_PORTS.get(&local_port) }?;
+    let state: u8 = read(common, off.sock_common_state)?;
+    if state == TCP_LISTEN {
+        return None;
+    }
+    let family: u16 = read(common, off.sock_common_family)?;
+    let peer_port: u16 = u16::from_be(read(common, off.sock_common_dport)?);
+    let mut local_addr = [0u8; 16];
+    let mut peer_addr = [0u8; 16];
+    if family == AF_INET {
+        let l: [u8; 4] = read(common, off.sock_common_rcv_saddr)?;
+        let p: [u8; 4] = read(common, off.sock_common_daddr)?;
+        local_addr[..4].copy_from_slice(&l);
+        peer_addr[..4].copy_from_slice(&p);
+    } else {
+        local_addr = read(common, off.sock_common_v6_rcv_saddr)?;
+        peer_addr = read(common, off.sock_common_v6_daddr)?;
+    }
+    Some(Endpoints {
+        family,
+        local_port,
+        peer_port,
+        local_addr,
+        peer_addr,
+    })
+}
+
+/// Local port of a listening TCP socket, for listen() discovery.
+#[inline(always)]
+pub fn tcp_local_port(file: u64) -> Option<u16> {
+    let off = OFFSETS.load();
+    let sk = tcp_sock(file, &off)?;
+    read(sk + off.sock_common as u64, off.sock_common_num)
+}
+
+/// The `struct sock *` of an IPv4/IPv6 TCP stream socket file.
+#[inline(always)]
+fn tcp_sock(file: u64, off: &KernelOffsets) -> Option<u64> {
+    let inode: u64 = read(file, off.file_f_inode)?;
+    let mode: u16 = read(inode, off.inode_i_mode)?;
+    if mode & S_IFMT != S_IFSOCK {
+        return None;
+    }
+    let socket: u64 = read(file, off.file_private_data)?;
+    let sk: u64 = read(socket, off.socket_sk)?;
+    if sk == 0 {
+        return None;
+    }
+    let family: u16 = read(sk + off.sock_common as u64, off.sock_common_family)?;
+    if family != AF_INET && family != AF_INET6 {
+        return None;
+    }
+    let protocol: u16 = read(sk, off.sock_protocol)?;
+    let sk_type: u16 = read(sk, off.sock_type)?;
+    (protocol == IPPROTO_TCP && sk_type == SOCK_STREAM).then_some(sk)
+}

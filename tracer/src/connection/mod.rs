@@ -1,0 +1,172 @@
+//! Per-connection state: kernel events in, finished HTTP exchanges out.
+//!
+//! Connections are keyed by the kernel's connection id, which is unique for the life of
+//! the loaded programs; a descriptor number reused by the server is a new connection.
+use std::collections::HashMap;
+
+use tracer_common::Direction;
+
+use crate::{
+    http::{Chunk, Exchange, HttpConnection, HttpStats},
+    kernel::events::{Endpoints, KernelEvent},
+};
+
+/// What the record needs to know about the connection an exchange happened on.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnMeta {
+    pub conn_id: u64,
+    pub tgid: u32,
+    /// None when the kernel's Open event was lost (counted as a kernel loss).
+    pub endpoints: Option<Endpoints>,
+}
+
+/// An exchange ready to become a record.
+#[derive(Debug)]
+pub struct Finished {
+    pub meta: ConnMeta,
+    pub exchange: Exchange,
+    /// Thread that made the syscall which completed the exchange.
+    pub tid: u32,
+    /// Still open when the tracer stopped: the response may yet come.
+    pub cut_by_shutdown: bool,
+}
+
+struct Connection {
+    meta: ConnMeta,
+    http: HttpConnection,
+}
+
+/// Totals over all connections, including closed ones.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct TrackerStats {
+    pub connections: u64,
+    pub open_connections: u64,
+    pub non_http_chunks: u64,
+    pub non_http_bytes: u64,
+    pub oversized_heads: u64,
+    pub desyncs: u64,
+    pub orphan_responses: u64,
+}
+
+impl TrackerStats {
+    fn absorb(&mut self, s: &HttpStats) {
+        self.non_http_chunks += s.non_http_chunks;
+        self.non_http_bytes += s.non_http_bytes;
+        self.oversized_heads += s.oversized_heads;
+        self.desyncs += s.desyncs;
+        self.orphan_responses += s.orphan_responses;
+    }
+}
+
+#[derive(Default)]
+pub struct Tracker {
+    conns: HashMap<u64, Connection>,
+    closed: TrackerStats,
+}
+
+impl Tracker {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Applies one kernel event; finished exchanges are appended to `out`.
+    pub fn handle(&mut self, event: KernelEvent<'_>, out: &mut Vec<Finished>) {
+        match event {
+            KernelEvent::Open { header, endpoints } => {
+                let meta = ConnMeta {
+                    conn_id: header.conn_id,
+                    tgid: header.tgid,
+                    endpoints: Some(endpoints),
+                };
+                self.closed.connections += 1;
+                let previous = self.conns.insert(
+                    header.conn_id,
+                    Connection {
+                        meta,
+                        http: HttpConnection::new(),
+                    },
+                );
+                if let Some(previous) = previous {
+                    self.finish(previous, header.ts_ns, header.tid, false, out);
+                }
+            }
+            KernelEvent::Data {
+                header,
+                direction,
+                len,
+                lost_before,
+                payload,
+                ..
+            } => {
+                let conn = self.conns.entry(header.conn_id).or_insert_with(|| {
+                    self.closed.connections += 1;
+                    Connection {
+                        meta: ConnMeta {
+                            conn_id: header.conn_id,
+                            tgid: header.tgid,
+                            endpoints: None,
+                        },
+                        http: HttpConnection::new(),
+                    }
+                });
+                let chunk = Chunk {
+                    ts_ns: header.ts_ns,
+                    data: payload,
+                    missing: len.saturating_sub(payload.len() as u32),
+                    gap_before: lost_before,
+                };
+                match direction {
+                    Direction::Ingress => conn.http.on_request(chunk),
+                    Direction::Egress => conn.http.on_response(chunk),
+                }
+                out.extend(conn.http.take_completed().into_iter().map(|exchange| Finished {
+                    meta: conn.meta,
+                    exchange,
+                    tid: header.tid,
+                    cut_by_shutdown: false,
+                }));
+            }
+            KernelEvent::Close { header } => {
+                if let Some(conn) = self.conns.remove(&header.conn_id) {
+                    self.finish(conn, header.ts_ns, header.tid, false, out);
+                }
+            }
+        }
+    }
+
+    /// The tracer is stopping: every connection still open yields what it has.
+    pub fn shutdown(&mut self, now_ns: u64, out: &mut Vec<Finished>) {
+        for (_, conn) in std::mem::take(&mut self.conns) {
+            let tgid = conn.meta.tgid;
+            self.finish(conn, now_ns, tgid, true, out);
+        }
+    }
+
+    pub fn stats(&self) -> TrackerStats {
+        let mut stats = self.closed.clone();
+        for conn in self.conns.values() {
+            stats.absorb(conn.http.stats());
+        }
+        stats.open_connections = self.conns.len() as u64;
+        stats
+    }
+
+    fn finish(
+        &mut self,
+        mut conn: Connection,
+        ts_ns: u64,
+        tid: u32,
+        cut_by_shutdown: bool,
+        out: &mut Vec<Finished>,
+    ) {
+        let mut exchanges = conn.http.take_completed();
+        exchanges.extend(conn.http.close(ts_ns));
+        self.closed.absorb(conn.http.stats());
+        out.extend(exchanges.into_iter().map(|exchange| Finished {
+            meta: conn.meta,
+            exchange,
+            tid,
+            cut_by_shutdown,
+        }));
+    }
+}

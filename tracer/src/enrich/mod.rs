@@ -1,0 +1,9 @@
+//! Enrichment of HTTP exchanges: which process served them, when (wall clock), and what must
+//! not be written (credentials in URLs and command lines, control characters in diagnostics).
+pub mod clock;
+pub mod process;
+pub mod query;
+
+pub use clock::{Clock, format_rfc3339_ns};
+pub use process::{ProcessCache, ProcessInfo, REVALIDATE_AFTER, redact_command_line};
+pub use query::{DEFAULT_SECRET_PARAMS, QueryRedactor, sanitize_for_log};

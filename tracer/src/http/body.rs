@@ -1,0 +1,306 @@
+//! Message body framing: deciding how a body is delimited, then counting it.
+//!
+//! Body bytes are never buffered and never need to be seen: only chunked framing (size lines,
+//! the CRLF after each chunk, trailers) has to be read.
+
+use httparse::Status;
+
+use super::head::MAX_HEAD_BYTES;
+use super::span::{Parsed, Spanned, parse_spanning};
+use super::types::{Header, RequestHead, ResponseHead};
+
+/// A chunk-size line longer than this (extensions included) is treated as garbage.
+const MAX_CHUNK_LINE: usize = 4096;
+/// Trailer fields accepted at the end of a chunked body.
+const MAX_TRAILERS: usize = 32;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Framing {
+    None,
+    Length(u64),
+    Chunked,
+    UntilClose,
+}
+
+/// How a body is delimited per RFC 9112 section 6.3, before the message kind is considered.
+enum Declared {
+    Chunked,
+    Length(u64),
+    /// Transfer-Encoding without chunked last, or an unusable Content-Length: the length
+    /// cannot be known, so the peer will close.
+    Unknowable,
+    Absent,
+}
+
+pub(crate) fn request_framing(head: &RequestHead) -> Framing {
+    match declared(&head.headers, head.minor_version) {
+        Declared::Chunked => Framing::Chunked,
+        Declared::Length(0) | Declared::Absent => Framing::None,
+        Declared::Length(n) => Framing::Length(n),
+        Declared::Unknowable => Framing::UntilClose,
+    }
+}
+
+/// Framing of a final, non-upgrade response; `to_head` says the request method was HEAD.
+pub(crate) fn response_framing(head: &ResponseHead, to_head: bool) -> Framing {
+    if to_head || matches!(head.status, 100..=199 | 204 | 304) {
+        return Framing::None;
+    }
+    match declared(&head.headers, head.minor_version) {
+        Declared::Chunked => Framing::Chunked,
+        Declared::Length(0) => Framing::None,
+        Declared::Length(n) => Framing::Length(n),
+        Declared::Unknowable | Declared::Absent => Framing::UntilClose,
+    }
+}
+
+fn declared(headers: &[Header], minor_version: u8) -> Declared {
+    let mut last_coding = None;
+    for h in headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("transfer-encoding"))
+    {
+        if let Some(coding) = list_items(&h.value).last() {
+            last_coding = Some(coding);
+        }
+    }
+    if let Some(coding) = last_coding {
+        // HTTP/1.0 has no transfer codings, so such a message's framing is faulty.
+        let name = coding.split(|&b| b == b';').next().unwrap_or_default();
+        return if minor_version > 0 && trim(name).eq_ignore_ascii_case(b"chunked") {
+            Declared::Chunked
+        } else {
+            Declared::Unknowable
+        };
+    }
+    let mut length = None;
+    for h in headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("content-length"))
+    {
+        for item in list_items(&h.value) {
+            // Repeated values are allowed only if they agree (RFC 9110 section 8.6).
+            match (parse_decimal(item), length) {
+                (Some(n), None) => length = Some(n),
+                (Some(n), Some(m)) if n == m => {}
+                _ => return Declared::Unknowable,
+            }
+        }
+    }
+    length.map_or(Declared::Absent, Declared::Length)
+}
+
+/// Non-empty, trimmed elements of a comma-separated header value.
+fn list_items(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value.split(|&b| b == b',').map(trim).filter(|s| !s.is_empty())
+}
+
+fn trim(s: &[u8]) -> &[u8] {
+    let is_ows = |b: &u8| *b == b' ' || *b == b'\t';
+    let start = s.iter().position(|b| !is_ows(b)).unwrap_or(s.len());
+    let end = s.iter().rposition(|b| !is_ows(b)).map_or(start, |i| i + 1);
+    &s[start..end]
+}
+
+fn parse_decimal(s: &[u8]) -> Option<u64> {
+    if s.is_empty() || !s.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(s).ok()?.parse().ok()
+}
+
+/// How far a body got: its size so far and the last chunk that carried any of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Progress {
+    pub(crate) size: u64,
+    pub(crate) last_ns: u64,
+}
+
+enum Phase {
+    Length(u64),
+    UntilClose,
+    ChunkSize,
+    ChunkData(u64),
+    /// The CRLF after a chunk's data; `cr` says the CR was seen.
+    ChunkEnd {
+        cr: bool,
+    },
+    Trailers,
+}
+
+/// The body being received on one direction.
+pub(crate) struct Body {
+    phase: Phase,
+    progress: Progress,
+}
+
+pub(crate) enum Consumed {
+    /// The bytes were part of the body; more is expected.
+    More(usize),
+    /// The body ended after this many bytes.
+    Done(usize),
+    /// Chunked framing was garbage.
+    Invalid,
+}
+
+pub(crate) enum Skipped {
+    /// All the uncaptured bytes were body bytes; more is expected.
+    Absorbed,
+    /// The body ended after this many of the uncaptured bytes.
+    Done(u64),
+    /// Uncaptured bytes fell where framing had to be read.
+    Lost,
+}
+
+impl Body {
+    /// `None` when the framing says there is no body.
+    pub(crate) fn new(framing: Framing, ts: u64) -> Option<Self> {
+        let phase = match framing {
+            Framing::None | Framing::Length(0) => return None,
+            Framing::Length(n) => Phase::Length(n),
+            Framing::Chunked => Phase::ChunkSize,
+            Framing::UntilClose => Phase::UntilClose,
+        };
+        Some(Self {
+            phase,
+            progress: Progress {
+                size: 0,
+                last_ns: ts,
+            },
+        })
+    }
+
+    pub(crate) fn progress(&self) -> Progress {
+        self.progress
+    }
+
+    pub(crate) fn is_until_close(&self) -> bool {
+        matches!(self.phase, Phase::UntilClose)
+    }
+
+    /// Consumes body bytes from the start of `data`; `line` holds a size line or trailer
+    /// section split across chunks.
+    pub(crate) fn consume(&mut self, data: &[u8], line: &mut Vec<u8>, ts: u64) -> Consumed {
+        self.progress.last_ns = ts;
+        let mut pos = 0;
+        while pos < data.len() {
+            let rest = &data[pos..];
+            match &mut self.phase {
+                Phase::Length(remaining) => {
+                    let n = take(remaining, rest.len());
+                    self.progress.size += n as u64;
+                    pos += n;
+                    if *remaining == 0 {
+                        return Consumed::Done(pos);
+                    }
+                }
+                Phase::UntilClose => {
+                    self.progress.size += rest.len() as u64;
+                    pos = data.len();
+                }
+                Phase::ChunkData(remaining) => {
+                    let n = take(remaining, rest.len());
+                    self.progress.size += n as u64;
+                    pos += n;
+                    if *remaining == 0 {
+                        self.phase = Phase::ChunkEnd { cr: false };
+                    }
+                }
+                Phase::ChunkEnd { cr } => {
+                    match (*cr, rest[0]) {
+                        (false, b'\r') => *cr = true,
+                        (_, b'\n') => self.phase = Phase::ChunkSize,
+                        _ => return Consumed::Invalid,
+                    }
+                    pos += 1;
+                }
+                Phase::ChunkSize => match parse_spanning(line, rest, MAX_CHUNK_LINE, chunk_size) {
+                    Spanned::Complete {
+                        value: 0, consumed, ..
+                    } => {
+                        self.phase = Phase::Trailers;
+                        pos += consumed;
+                    }
+                    Spanned::Complete {
+                        value, consumed, ..
+                    } => {
+                        self.phase = Phase::ChunkData(value);
+                        pos += consumed;
+                    }
+                    Spanned::Partial => pos = data.len(),
+                    Spanned::Invalid | Spanned::TooLarge => return Consumed::Invalid,
+                },
+                Phase::Trailers => match parse_spanning(line, rest, MAX_HEAD_BYTES, trailers) {
+                    Spanned::Complete { consumed, .. } => return Consumed::Done(pos + consumed),
+                    Spanned::Partial => pos = data.len(),
+                    Spanned::Invalid | Spanned::TooLarge => return Consumed::Invalid,
+                },
+            }
+        }
+        Consumed::More(pos)
+    }
+
+    /// Accounts for `n` bytes that were transferred but not captured.
+    pub(crate) fn skip(&mut self, n: u64, ts: u64) -> Skipped {
+        self.progress.last_ns = ts;
+        match &mut self.phase {
+            Phase::Length(remaining) => {
+                let used = n.min(*remaining);
+                *remaining -= used;
+                self.progress.size += used;
+                if *remaining == 0 {
+                    Skipped::Done(used)
+                } else {
+                    Skipped::Absorbed
+                }
+            }
+            Phase::UntilClose => {
+                self.progress.size += n;
+                Skipped::Absorbed
+            }
+            Phase::ChunkData(remaining) if n <= *remaining => {
+                *remaining -= n;
+                self.progress.size += n;
+                if *remaining == 0 {
+                    self.phase = Phase::ChunkEnd { cr: false };
+                }
+                Skipped::Absorbed
+            }
+            Phase::ChunkData(remaining) => {
+                self.progress.size += *remaining;
+                Skipped::Lost
+            }
+            Phase::ChunkSize | Phase::ChunkEnd { .. } | Phase::Trailers => Skipped::Lost,
+        }
+    }
+}
+
+/// Takes up to `available` bytes off `remaining`, returning how many.
+fn take(remaining: &mut u64, available: usize) -> usize {
+    let n = usize::try_from(*remaining).map_or(available, |r| r.min(available));
+    *remaining -= n as u64;
+    n
+}
+
+fn chunk_size(buf: &[u8]) -> Parsed<u64> {
+    // httparse accepts a line without digits as size 0, which would end the body on garbage.
+    match buf.first() {
+        None => return Parsed::Partial,
+        Some(b) if !b.is_ascii_hexdigit() => return Parsed::Invalid,
+        Some(_) => {}
+    }
+    match httparse::parse_chunk_size(buf) {
+        Ok(Status::Complete((len, size))) => Parsed::Complete(size, len),
+        Ok(Status::Partial) => Parsed::Partial,
+        Err(_) => Parsed::Invalid,
+    }
+}
+
+fn trailers(buf: &[u8]) -> Parsed<()> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_TRAILERS];
+    match httparse::parse_headers(buf, &mut headers) {
+        Ok(Status::Complete((len, _))) => Parsed::Complete((), len),
+        Ok(Status::Partial) => Parsed::Partial,
+        Err(_) => Parsed::Invalid,
+    }
+}

@@ -1,0 +1,399 @@
+//! HTTP/1.x exchanges from the two byte streams of one server-side connection.
+//!
+//! Each direction is split into heads and bodies on its own (`stream`); `HttpConnection` pairs
+//! response N with request N (FIFO, as HTTP/1.x requires) and emits exchanges in request order.
+//!
+//! The input is lossy: events can be lost (`gap_before`) and only a prefix of each syscall's
+//! bytes is copied (`missing`). Body bytes only need counting, so losses there are harmless;
+//! losses inside a head or chunked framing desynchronise a direction, which then resyncs at the
+//! next chunk boundary. Chunks of both directions must be fed in timestamp order: pairing
+//! relies on a response never starting before its request.
+
+mod body;
+mod head;
+mod span;
+mod stream;
+#[cfg(test)]
+mod tests;
+mod types;
+
+use std::collections::VecDeque;
+
+use self::body::{Framing, Progress, request_framing, response_framing};
+use self::stream::{Cursor, Event, Stream};
+
+pub use self::head::MAX_HEAD_BYTES;
+pub use self::types::{
+    Chunk, Exchange, ExchangeEnd, Header, HttpStats, Request, RequestHead, Response, ResponseHead,
+};
+
+/// Requests awaiting a response beyond this are given up on, oldest first; a deeper pipeline
+/// means responses are not being seen at all.
+pub const MAX_PENDING: usize = 1024;
+
+struct Pending {
+    seq: u64,
+    request: Request,
+    /// The final response while its body is still arriving.
+    response: Option<Response>,
+}
+
+pub struct HttpConnection {
+    requests: Stream<RequestHead>,
+    responses: Stream<ResponseHead>,
+    pending: VecDeque<Pending>,
+    completed: Vec<Exchange>,
+    next_seq: u64,
+    /// The request whose body is being counted, so an exchange ended early can report the
+    /// bytes so far.
+    request_body_seq: Option<u64>,
+    /// The response body being counted belongs to the front pending exchange (not an orphan).
+    response_attached: bool,
+    /// A request that may switch protocols; request bytes after it are dropped until its
+    /// response says whether it did.
+    upgrade_seq: Option<u64>,
+    /// Response bytes were lost since the last response head, so whole responses may be gone.
+    responses_lost: bool,
+    closed: bool,
+    stats: HttpStats,
+}
+
+impl Default for HttpConnection {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl HttpConnection {
+    pub fn new() -> Self {
+        Self {
+            requests: Stream::new(),
+            responses: Stream::new(),
+            pending: VecDeque::new(),
+            completed: Vec::new(),
+            next_seq: 0,
+            request_body_seq: None,
+            response_attached: false,
+            upgrade_seq: None,
+            responses_lost: false,
+            closed: false,
+            stats: HttpStats::default(),
+        }
+    }
+
+    /// Bytes the server read (request direction).
+    pub fn on_request(&mut self, chunk: Chunk<'_>) {
+        if self.closed {
+            return;
+        }
+        let mut cur = Cursor::new(&chunk);
+        while let Some(event) = self.requests.step(&mut cur) {
+            self.request_event(event, cur.ts);
+        }
+    }
+
+    /// Bytes the server wrote (response direction). sendfile bodies arrive as `data` empty
+    /// with `missing` set to their length.
+    pub fn on_response(&mut self, chunk: Chunk<'_>) {
+        if self.closed {
+            return;
+        }
+        let mut cur = Cursor::new(&chunk);
+        while let Some(event) = self.responses.step(&mut cur) {
+            self.response_event(event, cur.ts);
+        }
+    }
+
+    /// Exchanges completed so far, in request order.
+    pub fn take_completed(&mut self) -> Vec<Exchange> {
+        std::mem::take(&mut self.completed)
+    }
+
+    /// The connection closed at `ts_ns`. Returns the exchanges not yet taken, then every
+    /// request that had a complete head but no complete response. Later input is ignored.
+    pub fn close(&mut self, ts_ns: u64) -> Vec<Exchange> {
+        if self.closed {
+            return Vec::new();
+        }
+        self.closed = true;
+        if self.response_attached {
+            let until_close = self.responses.body_until_close();
+            self.finish_front(if until_close {
+                ExchangeEnd::Complete
+            } else {
+                ExchangeEnd::ConnectionClosed
+            });
+            if until_close && let Some(response) = self.last_response_mut() {
+                response.body_complete = true;
+                response.end_ns = ts_ns;
+            }
+        } else if let Some(start) = self.responses.partial_head_start()
+            && self.front_awaits_response(start)
+        {
+            self.finish_front(ExchangeEnd::ResponseUnparsed);
+        }
+        while !self.pending.is_empty() {
+            self.finish_front(ExchangeEnd::ConnectionClosed);
+        }
+        self.take_completed()
+    }
+
+    pub fn stats(&self) -> &HttpStats {
+        &self.stats
+    }
+
+    fn request_event(&mut self, event: Event<RequestHead>, ts: u64) {
+        match event {
+            Event::Head {
+                head,
+                first_byte_ns,
+                size,
+            } => self.request_head(head, first_byte_ns, size, ts),
+            Event::BodyDone { size } => {
+                if let Some(seq) = self.request_body_seq.take()
+                    && let Some(p) = self.pending.iter_mut().rev().find(|p| p.seq == seq)
+                {
+                    p.request.body_size = size;
+                    p.request.body_complete = true;
+                }
+            }
+            Event::Lost { body } => {
+                self.stats.desyncs += 1;
+                self.request_body_cut(body);
+            }
+            Event::Junk { bytes, body, .. } => {
+                self.count_junk(bytes);
+                self.request_body_cut(body);
+            }
+            Event::Oversized => self.stats.oversized_heads += 1,
+        }
+    }
+
+    fn request_head(&mut self, head: RequestHead, first_byte_ns: u64, size: u64, ts: u64) {
+        let framing = request_framing(&head);
+        let may_switch = head.method == "CONNECT" || head.header("upgrade").is_some();
+        if self.pending.len() >= MAX_PENDING {
+            self.stats.desyncs += 1;
+            self.finish_front(ExchangeEnd::ResponseUnparsed);
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.pending.push_back(Pending {
+            seq,
+            request: Request {
+                head,
+                first_byte_ns,
+                head_size: size,
+                body_size: 0,
+                body_complete: framing == Framing::None,
+            },
+            response: None,
+        });
+        self.request_body_seq = (framing != Framing::None).then_some(seq);
+        if may_switch {
+            self.upgrade_seq = Some(seq);
+        }
+        self.requests.start_body(framing, may_switch, ts);
+    }
+
+    fn request_body_cut(&mut self, body: Option<Progress>) {
+        if let Some(progress) = body
+            && let Some(seq) = self.request_body_seq.take()
+            && let Some(p) = self.pending.iter_mut().rev().find(|p| p.seq == seq)
+        {
+            p.request.body_size = progress.size;
+        }
+    }
+
+    fn response_event(&mut self, event: Event<ResponseHead>, ts: u64) {
+        match event {
+            Event::Head {
+                head,
+                first_byte_ns,
+                size,
+            } => self.response_head(head, first_byte_ns, size, ts),
+            Event::BodyDone { size } => {
+                if std::mem::take(&mut self.response_attached) {
+                    if let Some(response) = self.front_response_mut() {
+                        response.body_size = size;
+                        response.end_ns = ts;
+                        response.body_complete = true;
+                    }
+                    self.finish_front(ExchangeEnd::Complete);
+                }
+            }
+            Event::Lost { body } => {
+                self.stats.desyncs += 1;
+                self.response_cut(body, ts);
+                self.responses_lost = true;
+            }
+            Event::Junk {
+                bytes,
+                body,
+                continued,
+            } => {
+                self.count_junk(bytes);
+                if !continued {
+                    self.response_cut(body, ts);
+                }
+            }
+            Event::Oversized => {
+                self.stats.oversized_heads += 1;
+                self.response_cut(None, ts);
+            }
+        }
+    }
+
+    fn response_head(&mut self, head: ResponseHead, first_byte_ns: u64, size: u64, ts: u64) {
+        let paired = self.pair_response(first_byte_ns);
+        let method = match self.pending.front() {
+            Some(p) if paired => p.request.head.method.as_str(),
+            _ => "",
+        };
+        let switches =
+            head.status == 101 || (method == "CONNECT" && (200..300).contains(&head.status));
+        let interim = (100..200).contains(&head.status) && !switches;
+        let framing = response_framing(&head, method == "HEAD");
+        if !paired {
+            self.stats.orphan_responses += 1;
+            if switches {
+                self.switch_protocols();
+            } else {
+                self.responses.start_body(framing, false, ts);
+            }
+            return;
+        }
+        if interim {
+            return;
+        }
+        let complete = switches || framing == Framing::None;
+        let response = Response {
+            head,
+            head_ns: ts,
+            end_ns: ts,
+            head_size: size,
+            body_size: 0,
+            body_complete: complete,
+        };
+        if let Some(p) = self.pending.front_mut() {
+            p.response = Some(response);
+        }
+        if switches {
+            self.switch_protocols();
+            self.finish_front(ExchangeEnd::Upgraded);
+        } else if complete {
+            self.finish_front(ExchangeEnd::Complete);
+        } else {
+            self.response_attached = true;
+            self.responses.start_body(framing, false, ts);
+        }
+    }
+
+    /// Decides whether a response whose first byte came at `start` answers the front pending
+    /// request.
+    fn pair_response(&mut self, start: u64) -> bool {
+        if std::mem::take(&mut self.responses_lost) {
+            self.drop_answered(start);
+        }
+        self.front_awaits_response(start)
+    }
+
+    /// After lost response bytes, gives up on the requests whose responses were probably
+    /// among them. A client that does not pipeline sends a request only after the previous
+    /// response, so of the requests that came before this response only the latest (or the
+    /// latest batch, if several came in one chunk) can still be waiting for it.
+    fn drop_answered(&mut self, start: u64) {
+        let Some(latest) = self
+            .pending
+            .iter()
+            .map(|p| p.request.first_byte_ns)
+            .filter(|&t| t <= start)
+            .max()
+        else {
+            return;
+        };
+        while self
+            .pending
+            .front()
+            .is_some_and(|p| p.request.first_byte_ns < latest)
+        {
+            self.finish_front(ExchangeEnd::ResponseUnparsed);
+        }
+    }
+
+    /// The front request is waiting for a final response and was sent before `start`, as its
+    /// response must have been; a later one means the response's own request was lost.
+    fn front_awaits_response(&self, start: u64) -> bool {
+        self.pending
+            .front()
+            .is_some_and(|p| p.response.is_none() && p.request.first_byte_ns <= start)
+    }
+
+    /// A response was lost or unparsable; `body` is set if that happened inside its body.
+    fn response_cut(&mut self, body: Option<Progress>, ts: u64) {
+        match body {
+            Some(progress) => {
+                if std::mem::take(&mut self.response_attached) {
+                    if let Some(response) = self.front_response_mut() {
+                        response.body_size = progress.size;
+                        response.end_ns = progress.last_ns;
+                    }
+                    self.finish_front(ExchangeEnd::ResponseUnparsed);
+                }
+            }
+            None => {
+                if self.front_awaits_response(ts) {
+                    self.finish_front(ExchangeEnd::ResponseUnparsed);
+                }
+            }
+        }
+    }
+
+    fn switch_protocols(&mut self) {
+        self.requests.upgrade();
+        self.responses.upgrade();
+    }
+
+    fn count_junk(&mut self, bytes: u64) {
+        self.stats.non_http_chunks += 1;
+        self.stats.non_http_bytes += bytes;
+    }
+
+    fn front_response_mut(&mut self) -> Option<&mut Response> {
+        self.pending.front_mut()?.response.as_mut()
+    }
+
+    fn last_response_mut(&mut self) -> Option<&mut Response> {
+        self.completed.last_mut()?.response.as_mut()
+    }
+
+    /// Ends the oldest pending exchange, filling in the bodies still being counted.
+    fn finish_front(&mut self, end: ExchangeEnd) {
+        let Some(mut p) = self.pending.pop_front() else {
+            return;
+        };
+        if self.request_body_seq == Some(p.seq)
+            && let Some(progress) = self.requests.body_progress()
+        {
+            p.request.body_size = progress.size;
+        }
+        if std::mem::take(&mut self.response_attached)
+            && let (Some(response), Some(progress)) =
+                (p.response.as_mut(), self.responses.body_progress())
+        {
+            response.body_size = progress.size;
+            response.end_ns = progress.last_ns;
+        }
+        if self.upgrade_seq == Some(p.seq) {
+            self.upgrade_seq = None;
+            if end != ExchangeEnd::Upgraded {
+                self.requests.release_hold();
+            }
+        }
+        self.completed.push(Exchange {
+            request: p.request,
+            response: p.response,
+            end,
+        });
+    }
+}

@@ -1,0 +1,316 @@
+//! One direction of a connection: splits its byte stream into heads and bodies, and recovers
+//! from lost bytes and garbage by resyncing at the next chunk boundary, which in keep-alive
+//! traffic is the most likely place for a message to start.
+
+use std::marker::PhantomData;
+
+use super::body::{Body, Consumed, Framing, Progress, Skipped};
+use super::head::{Head, MAX_HEAD_BYTES};
+use super::span::{Spanned, parse_spanning, release};
+use super::types::Chunk;
+
+/// The part of a chunk not yet processed: lost bytes before the data, then the data, then
+/// uncaptured bytes after it.
+pub(crate) struct Cursor<'a> {
+    pub(crate) ts: u64,
+    gap: u64,
+    data: &'a [u8],
+    missing: u64,
+}
+
+impl<'a> Cursor<'a> {
+    pub(crate) fn new(chunk: &Chunk<'a>) -> Self {
+        Self {
+            ts: chunk.ts_ns,
+            gap: chunk.gap_before.into(),
+            data: chunk.data,
+            missing: chunk.missing.into(),
+        }
+    }
+
+    fn advance(&mut self, n: usize) {
+        self.data = self.data.get(n..).unwrap_or_default();
+    }
+
+    /// Drops the rest of the chunk, returning how many bytes that was.
+    fn drain(&mut self) -> u64 {
+        let n = self.gap + self.data.len() as u64 + self.missing;
+        self.gap = 0;
+        self.data = &[];
+        self.missing = 0;
+        n
+    }
+}
+
+pub(crate) enum Event<H> {
+    Head {
+        head: H,
+        first_byte_ns: u64,
+        size: u64,
+    },
+    /// The current body's framing is satisfied.
+    BodyDone { size: u64 },
+    /// Bytes were lost where they had to be parsed; `body` is set if that cut a body short.
+    Lost { body: Option<Progress> },
+    /// Bytes that are not HTTP were dropped. `continued` says they follow earlier garbage
+    /// with no valid head in between, so they are not a new problem.
+    Junk {
+        bytes: u64,
+        body: Option<Progress>,
+        continued: bool,
+    },
+    Oversized,
+}
+
+enum State {
+    /// Between messages, or inside a head whose bytes so far are in `buf`.
+    Head,
+    Body(Body),
+    /// Waiting to learn whether the peer switches protocols; bytes are dropped.
+    Hold,
+    /// No longer HTTP; bytes are dropped.
+    Upgraded,
+}
+
+/// Whether parse failures at chunk starts are news.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Sync {
+    InSync,
+    /// After lost bytes the next chunks are likely the rest of a damaged message: drop
+    /// them silently until a head parses.
+    AfterLoss,
+    /// After garbage, more garbage is counted but is not a new failure.
+    AfterJunk,
+}
+
+pub(crate) struct Stream<H> {
+    state: State,
+    /// The head, chunk-size line or trailers received so far, when split across chunks.
+    buf: Vec<u8>,
+    head_first_ns: u64,
+    sync: Sync,
+    hold_after_body: bool,
+    head: PhantomData<fn() -> H>,
+}
+
+impl<H: Head> Stream<H> {
+    pub(crate) fn new() -> Self {
+        Self {
+            state: State::Head,
+            buf: Vec::new(),
+            head_first_ns: 0,
+            sync: Sync::InSync,
+            hold_after_body: false,
+            head: PhantomData,
+        }
+    }
+
+    /// Processes the chunk up to the next event; `None` once it is used up.
+    ///
+    /// After a `Head` event the stream expects a head again unless `start_body` is called.
+    pub(crate) fn step(&mut self, cur: &mut Cursor<'_>) -> Option<Event<H>> {
+        loop {
+            let event = if cur.gap > 0 {
+                let mut gap = std::mem::take(&mut cur.gap);
+                let event = self.uncaptured(&mut gap, cur.ts);
+                cur.gap = gap;
+                event
+            } else if !cur.data.is_empty() {
+                self.captured(cur)
+            } else if cur.missing > 0 {
+                let mut missing = std::mem::take(&mut cur.missing);
+                let event = self.uncaptured(&mut missing, cur.ts);
+                cur.missing = missing;
+                event
+            } else {
+                return None;
+            };
+            if event.is_some() {
+                return event;
+            }
+        }
+    }
+
+    /// Sets how the body after the head just returned is delimited. With `hold`, bytes after
+    /// the body are dropped until `release_hold`, because they may belong to another protocol.
+    pub(crate) fn start_body(&mut self, framing: Framing, hold: bool, ts: u64) {
+        self.hold_after_body = hold;
+        self.state = match Body::new(framing, ts) {
+            Some(body) => State::Body(body),
+            None if hold => State::Hold,
+            None => State::Head,
+        };
+    }
+
+    pub(crate) fn release_hold(&mut self) {
+        self.hold_after_body = false;
+        if matches!(self.state, State::Hold) {
+            self.state = State::Head;
+        }
+    }
+
+    pub(crate) fn upgrade(&mut self) {
+        self.state = State::Upgraded;
+        release(&mut self.buf);
+    }
+
+    pub(crate) fn body_progress(&self) -> Option<Progress> {
+        match &self.state {
+            State::Body(body) => Some(body.progress()),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn body_until_close(&self) -> bool {
+        matches!(&self.state, State::Body(body) if body.is_until_close())
+    }
+
+    /// When the first byte of an incomplete head arrived, if one is buffered.
+    pub(crate) fn partial_head_start(&self) -> Option<u64> {
+        (matches!(self.state, State::Head) && !self.buf.is_empty()).then_some(self.head_first_ns)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    fn captured(&mut self, cur: &mut Cursor<'_>) -> Option<Event<H>> {
+        match &mut self.state {
+            State::Hold | State::Upgraded => {
+                cur.drain();
+                None
+            }
+            State::Body(body) => match body.consume(cur.data, &mut self.buf, cur.ts) {
+                Consumed::More(n) => {
+                    cur.advance(n);
+                    None
+                }
+                Consumed::Done(n) => {
+                    cur.advance(n);
+                    let size = body.progress().size;
+                    self.end_body();
+                    Some(Event::BodyDone { size })
+                }
+                Consumed::Invalid => {
+                    let progress = body.progress();
+                    let bytes = self.buf.len() as u64 + cur.drain();
+                    self.reset(self.sync);
+                    self.junk(bytes, Some(progress))
+                }
+            },
+            State::Head => self.head(cur),
+        }
+    }
+
+    fn head(&mut self, cur: &mut Cursor<'_>) -> Option<Event<H>> {
+        if self.buf.is_empty() {
+            // Stray line ends between messages are allowed (RFC 9112 section 2.2).
+            let blank = cur
+                .data
+                .iter()
+                .take_while(|&&b| b == b'\r' || b == b'\n')
+                .count();
+            cur.advance(blank);
+            if cur.data.is_empty() {
+                return None;
+            }
+            self.head_first_ns = cur.ts;
+        }
+        let buffered = self.buf.len() as u64;
+        match parse_spanning(&mut self.buf, cur.data, MAX_HEAD_BYTES, H::parse) {
+            Spanned::Complete {
+                value,
+                consumed,
+                size,
+            } => {
+                cur.advance(consumed);
+                self.sync = Sync::InSync;
+                Some(Event::Head {
+                    head: value,
+                    first_byte_ns: self.head_first_ns,
+                    size: size as u64,
+                })
+            }
+            Spanned::Partial => {
+                cur.advance(cur.data.len());
+                None
+            }
+            Spanned::Invalid => {
+                let bytes = buffered + cur.drain();
+                self.junk(bytes, None)
+            }
+            Spanned::TooLarge => {
+                cur.drain();
+                // The rest of the head follows in later chunks.
+                self.sync = Sync::AfterLoss;
+                Some(Event::Oversized)
+            }
+        }
+    }
+
+    /// Accounts for `n` transferred but uncaptured bytes, leaving in `n` those not yet
+    /// accounted for.
+    fn uncaptured(&mut self, n: &mut u64, ts: u64) -> Option<Event<H>> {
+        match &mut self.state {
+            State::Hold | State::Upgraded => {
+                *n = 0;
+                None
+            }
+            State::Body(body) => match body.skip(*n, ts) {
+                Skipped::Absorbed => {
+                    *n = 0;
+                    None
+                }
+                Skipped::Done(used) => {
+                    *n -= used;
+                    let size = body.progress().size;
+                    self.end_body();
+                    Some(Event::BodyDone { size })
+                }
+                Skipped::Lost => {
+                    let progress = body.progress();
+                    *n = 0;
+                    self.reset(Sync::AfterLoss);
+                    Some(Event::Lost {
+                        body: Some(progress),
+                    })
+                }
+            },
+            State::Head => {
+                *n = 0;
+                self.reset(Sync::AfterLoss);
+                Some(Event::Lost { body: None })
+            }
+        }
+    }
+
+    fn end_body(&mut self) {
+        self.state = if std::mem::take(&mut self.hold_after_body) {
+            State::Hold
+        } else {
+            State::Head
+        };
+    }
+
+    fn reset(&mut self, sync: Sync) {
+        self.state = State::Head;
+        self.hold_after_body = false;
+        self.sync = sync;
+        release(&mut self.buf);
+    }
+
+    fn junk(&mut self, bytes: u64, body: Option<Progress>) -> Option<Event<H>> {
+        let continued = match self.sync {
+            Sync::AfterLoss => return None,
+            Sync::AfterJunk => true,
+            Sync::InSync => false,
+        };
+        self.sync = Sync::AfterJunk;
+        Some(Event::Junk {
+            bytes,
+            body,
+            continued,
+        })
+    }
+}

@@ -1,0 +1,123 @@
+//! The public data model: what goes in (chunks) and what comes out (exchanges).
+
+/// One kernel data event's bytes for one direction of a connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Chunk<'a> {
+    /// Monotonic ns when the syscall returned.
+    pub ts_ns: u64,
+    /// Bytes that were copied (a prefix of what was transferred).
+    pub data: &'a [u8],
+    /// Bytes transferred right after `data` in this syscall but not copied (capture bound).
+    pub missing: u32,
+    /// Bytes transferred before `data` whose events were lost entirely.
+    pub gap_before: u32,
+}
+
+/// Counters for diagnostics, cumulative for one connection.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct HttpStats {
+    /// Runs of bytes ignored because they are not HTTP (one per chunk they were found in).
+    pub non_http_chunks: u64,
+    pub non_http_bytes: u64,
+    /// Heads that exceeded `MAX_HEAD_BYTES` without completing.
+    pub oversized_heads: u64,
+    /// Lost or uncaptured bytes fell inside a head or chunked framing (or pending requests
+    /// overflowed), so parsing had to resync.
+    pub desyncs: u64,
+    /// Response heads that could not be paired with a pending request.
+    pub orphan_responses: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    /// As sent; compare case-insensitively.
+    pub name: String,
+    pub value: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestHead {
+    pub method: String,
+    /// Request-target as sent: origin-form, absolute-form, `*`, or authority for CONNECT.
+    pub target: String,
+    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub minor_version: u8,
+    pub headers: Vec<Header>,
+}
+
+impl RequestHead {
+    /// Value of the first header called `name`, ignoring case.
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        find_header(&self.headers, name)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResponseHead {
+    pub status: u16,
+    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub minor_version: u8,
+    pub headers: Vec<Header>,
+}
+
+impl ResponseHead {
+    /// Value of the first header called `name`, ignoring case.
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        find_header(&self.headers, name)
+    }
+}
+
+fn find_header<'a>(headers: &'a [Header], name: &str) -> Option<&'a [u8]> {
+    headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case(name))
+        .map(|h| h.value.as_slice())
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub head: RequestHead,
+    /// Timestamp of the chunk that carried the first byte of this request.
+    pub first_byte_ns: u64,
+    /// Bytes of the head including the final empty line.
+    pub head_size: u64,
+    /// Body bytes (decoded payload for chunked), counted even when they were not captured.
+    pub body_size: u64,
+    pub body_complete: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    pub head: ResponseHead,
+    /// Timestamp of the chunk that completed the final (non-1xx) response head.
+    pub head_ns: u64,
+    /// Timestamp of the chunk that completed the body (`head_ns` when there is no body); for a
+    /// close-delimited body, the close; for a body cut short, the last chunk that carried some of it.
+    pub end_ns: u64,
+    pub head_size: u64,
+    /// Body bytes (decoded payload for chunked), counted even when they were not captured; for
+    /// close-delimited bodies, everything until close.
+    pub body_size: u64,
+    pub body_complete: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExchangeEnd {
+    /// The response was fully received (body framing satisfied).
+    Complete,
+    /// The connection closed before a (complete) response.
+    ConnectionClosed,
+    /// A response was sent but could not be parsed (gap, truncation, garbage). With
+    /// `response: None` its head was lost and the status is unknown; with `Some`, the head was
+    /// parsed but the body framing was lost, so the body is incomplete.
+    ResponseUnparsed,
+    /// 101 Switching Protocols or a successful CONNECT: later bytes are not HTTP and are ignored.
+    Upgraded,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exchange {
+    pub request: Request,
+    pub response: Option<Response>,
+    pub end: ExchangeEnd,
+}

@@ -1,0 +1,222 @@
+//! Decodes ring-buffer records into typed events, borrowing the payload.
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use thiserror::Error;
+use tracer_common::{
+    ConnEvent, DataEvent, Direction, EventHeader, EventKind, MAX_CAPTURE, Syscall,
+};
+
+/// Both ends of a TCP connection, as the kernel saw them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Endpoints {
+    pub local: IpAddr,
+    pub local_port: u16,
+    pub peer: IpAddr,
+    pub peer_port: u16,
+}
+
+#[derive(Debug)]
+pub enum KernelEvent<'a> {
+    Open {
+        header: EventHeader,
+        endpoints: Endpoints,
+    },
+    Data {
+        header: EventHeader,
+        direction: Direction,
+        syscall: Syscall,
+        /// Bytes the syscall transferred; `payload` is a prefix of them.
+        len: u32,
+        lost_before: u32,
+        payload: &'a [u8],
+    },
+    Close {
+        header: EventHeader,
+    },
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("record of {0} bytes is too short")]
+    Short(usize),
+    #[error("unknown event kind {0}")]
+    Kind(u8),
+    #[error("unknown address family {0}")]
+    Family(u16),
+    #[error("bad data event (direction {direction}, syscall {syscall}, captured {captured})")]
+    Data {
+        direction: u8,
+        syscall: u8,
+        captured: u32,
+    },
+}
+
+pub fn decode(bytes: &[u8]) -> Result<KernelEvent<'_>, DecodeError> {
+    let header: EventHeader = read(bytes)?;
+    match EventKind::from_u8(header.kind).ok_or(DecodeError::Kind(header.kind))? {
+        EventKind::Open => {
+            let event: ConnEvent = read(bytes)?;
+            Ok(KernelEvent::Open {
+                header,
+                endpoints: endpoints(&event)?,
+            })
+        }
+        EventKind::Close => Ok(KernelEvent::Close { header }),
+        EventKind::Data => {
+            let event: DataEvent = read(bytes)?;
+            let bad = || DecodeError::Data {
+                direction: event.direction,
+                syscall: event.syscall,
+                captured: event.captured,
+            };
+            let direction = match event.direction {
+                0 => Direction::Ingress,
+                1 => Direction::Egress,
+                _ => return Err(bad()),
+            };
+            let syscall = syscall(event.syscall).ok_or_else(bad)?;
+            let start = size_of::<DataEvent>();
+            let captured = event.captured as usize;
+            if captured > MAX_CAPTURE || captured > event.len as usize {
+                return Err(bad());
+            }
+            let payload = bytes.get(start..start + captured).ok_or_else(bad)?;
+            Ok(KernelEvent::Data {
+                header,
+                direction,
+                syscall,
+                len: event.len,
+                lost_before: event.lost_before,
+                payload,
+            })
+        }
+    }
+}
+
+fn read<T: Copy>(bytes: &[u8]) -> Result<T, DecodeError> {
+    if bytes.len() < size_of::<T>() {
+        return Err(DecodeError::Short(bytes.len()));
+    }
+    // SAFETY: length checked; T is a plain #[repr(C)] type from tracer-common.
+    Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+}
+
+fn syscall(v: u8) -> Option<Syscall> {
+    Some(match v {
+        0 => Syscall::Read,
+        1 => Syscall::Readv,
+        2 => Syscall::Recvfrom,
+        3 => Syscall::Recvmsg,
+        4 => Syscall::Write,
+        5 => Syscall::Writev,
+        6 => Syscall::Sendto,
+        7 => Syscall::Sendmsg,
+        8 => Syscall::Sendfile,
+        _ => return None,
+    })
+}
+
+fn endpoints(event: &ConnEvent) -> Result<Endpoints, DecodeError> {
+    let addr = |raw: &[u8; 16]| -> Result<IpAddr, DecodeError> {
+        match event.family {
+            2 => Ok(IpAddr::V4(Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3]))),
+            // Dual-stack listeners see IPv4 clients as ::ffff:a.b.c.d; report them as IPv4.
+            10 => Ok(Ipv6Addr::from(*raw).to_canonical()),
+            other => Err(DecodeError::Family(other)),
+        }
+    };
+    Ok(Endpoints {
+        local: addr(&event.local_addr)?,
+        local_port: event.local_port,
+        peer: addr(&event.peer_addr)?,
+        peer_port: event.peer_port,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(kind: EventKind) -> EventHeader {
+        EventHeader {
+            kind: kind as u8,
+            _pad: [0; 3],
+            tgid: 10,
+            tid: 11,
+            fd: 3,
+            conn_id: 7,
+            ts_ns: 99,
+        }
+    }
+
+    fn bytes_of<T>(v: &T) -> Vec<u8> {
+        // SAFETY: test-only view of a plain #[repr(C)] value.
+        unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }
+            .to_vec()
+    }
+
+    #[test]
+    fn decodes_data_with_payload() {
+        let mut bytes = bytes_of(&DataEvent {
+            header: header(EventKind::Data),
+            direction: 1,
+            syscall: 5,
+            _pad: 0,
+            len: 10,
+            captured: 4,
+            lost_before: 2,
+        });
+        bytes.extend_from_slice(b"HTTP");
+        let KernelEvent::Data {
+            direction,
+            syscall,
+            len,
+            lost_before,
+            payload,
+            ..
+        } = decode(&bytes).expect("decodes")
+        else {
+            panic!("not data");
+        };
+        assert_eq!(direction, Direction::Egress);
+        assert_eq!(syscall, Syscall::Writev);
+        assert_eq!((len, lost_before, payload), (10, 2, &b"HTTP"[..]));
+    }
+
+    #[test]
+    fn rejects_payload_longer_than_record() {
+        let bytes = bytes_of(&DataEvent {
+            header: header(EventKind::Data),
+            direction: 0,
+            syscall: 0,
+            _pad: 0,
+            len: 10,
+            captured: 4,
+            lost_before: 0,
+        });
+        assert!(matches!(decode(&bytes), Err(DecodeError::Data { .. })));
+        assert_eq!(decode(&bytes[..3]).unwrap_err(), DecodeError::Short(3));
+    }
+
+    #[test]
+    fn mapped_ipv6_peer_is_reported_as_ipv4() {
+        let mut peer = [0u8; 16];
+        peer[10] = 0xff;
+        peer[11] = 0xff;
+        peer[12..].copy_from_slice(&[10, 0, 0, 1]);
+        let bytes = bytes_of(&ConnEvent {
+            header: header(EventKind::Open),
+            family: 10,
+            local_port: 8080,
+            peer_port: 40000,
+            _pad: 0,
+            local_addr: Ipv6Addr::LOCALHOST.octets(),
+            peer_addr: peer,
+        });
+        let KernelEvent::Open { endpoints, .. } = decode(&bytes).expect("decodes") else {
+            panic!("not open");
+        };
+        assert_eq!(endpoints.peer, IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)));
+        assert_eq!(endpoints.local, IpAddr::V6(Ipv6Addr::LOCALHOST));
+    }
+}

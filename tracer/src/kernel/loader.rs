@@ -1,0 +1,128 @@
+//! Loads the embedded eBPF object, fills its maps and attaches every tracepoint.
+use std::path::Path;
+
+use anyhow::{Context as _, Result, bail};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    programs::TracePoint,
+    util::nr_cpus,
+};
+use log::debug;
+
+use super::offsets;
+
+/// The kernel programs, built by build.rs with the pinned nightly.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
+
+/// Attach order matters: lifecycle hooks first (so no new server or fork is missed while
+/// the rest attach), then sys_exit programs before their sys_enter partners (so an
+/// argument parked on enter always finds its exit).
+const LIFECYCLE: &[(&str, &str, &str)] = &[
+    ("sched_process_fork", "sched", "sched_process_fork"),
+    ("sched_process_exit", "sched", "sched_process_exit"),
+    ("enter_listen", "syscalls", "sys_enter_listen"),
+    ("enter_close", "syscalls", "sys_enter_close"),
+];
+
+/// Syscalls whose bytes are captured, as (program suffix, tracepoint suffix).
+pub const IO_SYSCALLS: &[&str] = &[
+    "read",
+    "readv",
+    "recvfrom",
+    "recvmsg",
+    "write",
+    "writev",
+    "sendto",
+    "sendmsg",
+    "sendfile64",
+];
+
+pub struct Loaded {
+    /// Owns the programs and their links: dropping it detaches everything.
+    pub ebpf: Ebpf,
+    pub events: RingBuf<MapData>,
+    pub losses: PerCpuArray<MapData, u64>,
+    pub tgids: HashMap<MapData, u32, u8>,
+}
+
+pub struct Options<'a> {
+    pub ports: &'a [u16],
+    pub ringbuf_bytes: u32,
+    pub tracefs: &'a Path,
+}
+
+pub fn load(options: &Options<'_>) -> Result<Loaded> {
+    if OBJECT.is_empty() {
+        bail!("this tracer binary was built with AYA_BUILD_SKIP: it has no eBPF programs");
+    }
+    raise_memlock();
+    let offsets = offsets::load(options.tracefs)?;
+    debug!("kernel offsets: {offsets:?}");
+    let cpus = nr_cpus()
+        .map_err(|(what, e)| anyhow::anyhow!("{what}: {e}"))
+        .context("counting possible CPUs")?;
+    let mut ebpf = EbpfLoader::new()
+        .override_global("OFFSETS", &offsets, true)
+        .map_max_entries("SCRATCH", cpus.get())
+        .map_max_entries("EVENTS", options.ringbuf_bytes)
+        .load(OBJECT)
+        .context("loading the eBPF programs (is this a kernel with BTF and ring buffers?)")?;
+
+    let mut ports: HashMap<_, u16, u8> =
+        HashMap::try_from(ebpf.map_mut("WATCHED_PORTS").context("map WATCHED_PORTS")?)?;
+    for port in options.ports {
+        ports.insert(port, &1u8, 0).context("filling WATCHED_PORTS")?;
+    }
+
+    for &(program, category, name) in LIFECYCLE {
+        attach(&mut ebpf, program, category, name)?;
+    }
+    for syscall in IO_SYSCALLS {
+        attach(&mut ebpf, &format!("exit_{syscall}"), "syscalls", &format!("sys_exit_{syscall}"))?;
+    }
+    for syscall in IO_SYSCALLS {
+        attach(&mut ebpf, &format!("enter_{syscall}"), "syscalls", &format!("sys_enter_{syscall}"))?;
+    }
+
+    let events = RingBuf::try_from(ebpf.take_map("EVENTS").context("map EVENTS")?)?;
+    let losses = PerCpuArray::try_from(ebpf.take_map("LOSSES").context("map LOSSES")?)?;
+    let tgids = HashMap::try_from(ebpf.take_map("WATCHED_TGIDS").context("map WATCHED_TGIDS")?)?;
+    Ok(Loaded {
+        ebpf,
+        events,
+        losses,
+        tgids,
+    })
+}
+
+fn attach(ebpf: &mut Ebpf, program: &str, category: &str, name: &str) -> Result<()> {
+    let tracepoint: &mut TracePoint = ebpf
+        .program_mut(program)
+        .with_context(|| format!("program {program} missing from the eBPF object"))?
+        .try_into()?;
+    tracepoint
+        .load()
+        .with_context(|| format!("verifying program {program}"))?;
+    tracepoint
+        .attach(category, name)
+        .with_context(|| format!("attaching to tracepoint {category}/{name}"))?;
+    Ok(())
+}
+
+/// Kernels since 5.11 charge BPF memory to the memory cgroup; older ones need
+/// RLIMIT_MEMLOCK raised. Without CAP_SYS_RESOURCE raising fails, which is harmless on
+/// new kernels and surfaces as a load error on old ones, so it is only a debug message.
+fn raise_memlock() {
+    let limit = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: plain syscall with a valid struct.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &limit) } != 0 {
+        debug!(
+            "could not raise RLIMIT_MEMLOCK ({}); fine on kernels >= 5.11",
+            std::io::Error::last_os_error()
+        );
+    }
+}

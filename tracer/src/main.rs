@@ -1,0 +1,41 @@
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use tracer::{
+    cli::{Cli, Command},
+    kernel::check,
+    pipeline,
+};
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+        .target(env_logger::Target::Stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check => {
+            let findings = check::run();
+            for f in &findings {
+                let mark = if f.ok { "ok  " } else { "FAIL" };
+                eprintln!("{mark} {:<12} {}", f.what, f.detail);
+            }
+            match check::blocking_problems(&findings) {
+                None => {
+                    eprintln!("this host can run tracer");
+                    ExitCode::SUCCESS
+                }
+                Some(problems) => {
+                    eprintln!("tracer cannot run here: {problems}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Run(args) => match pipeline::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("tracer: error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}

@@ -1,0 +1,257 @@
+//! `tracer run`: kernel events -> connections -> HTTP exchanges -> records -> sink.
+//!
+//! One thread does all of it: a batch of ring-buffer records is decoded, parsed and
+//! written, then the output is flushed once. At the rates a single host serves, parsing
+//! is far cheaper than the syscalls that produced the bytes, and one thread keeps the
+//! record order equal to the kernel's event order.
+use std::{io, time::Duration};
+
+use anyhow::{Context as _, Result, bail};
+use aya::maps::{MapData, PerCpuArray, RingBuf};
+use log::warn;
+use serde::Serialize;
+use tokio::{
+    io::{Interest, unix::AsyncFd},
+    signal::unix::{SignalKind, signal},
+};
+
+use crate::{
+    cli::RunArgs,
+    connection::{Finished, Tracker, TrackerStats},
+    enrich::{Clock, DEFAULT_SECRET_PARAMS, ProcessCache, QueryRedactor},
+    kernel::{
+        check, discovery,
+        events::{KernelEvent, decode},
+        loader::{self, Options},
+        losses::KernelLosses,
+    },
+    record::RecordContext,
+    sink::StdoutSink,
+};
+
+pub fn run(args: RunArgs) -> Result<()> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(run_async(args))
+}
+
+async fn run_async(args: RunArgs) -> Result<()> {
+    let findings = check::run();
+    if let Some(problems) = check::blocking_problems(&findings) {
+        bail!("this host cannot run the tracer ({problems}); `tracer check` explains");
+    }
+    let tracefs = check::tracefs().context("tracefs is not available")?;
+    let mut ports: Vec<u16> = args.ports.iter().map(|p| p.get()).collect();
+    ports.sort_unstable();
+    ports.dedup();
+
+    let mut loaded = loader::load(&Options {
+        ports: &ports,
+        ringbuf_bytes: args.ringbuf_bytes,
+        tracefs: &tracefs,
+    })?;
+    let existing = discovery::processes_on_ports(&ports)?;
+    for pid in &existing {
+        loaded
+            .tgids
+            .insert(pid, &1u8, 0)
+            .context("adding a running server to WATCHED_TGIDS")?;
+    }
+    let mut redactor_names: Vec<String> =
+        DEFAULT_SECRET_PARAMS.iter().map(|s| s.to_string()).collect();
+    redactor_names.extend(args.redact_query_params.iter().cloned());
+    let mut state = State {
+        tracker: Tracker::new(),
+        processes: ProcessCache::new(),
+        records: RecordContext {
+            clock: Clock::calibrate(),
+            redactor: QueryRedactor::new(redactor_names),
+        },
+        sink: StdoutSink::new(),
+        finished: Vec::new(),
+        decode_errors: 0,
+        stdout_closed: false,
+    };
+    eprintln!(
+        "tracer: ready: watching port(s) {} ({} process(es) already serving them: {:?})",
+        ports
+            .iter()
+            .map(u16::to_string)
+            .collect::<Vec<_>>()
+            .join(","),
+        existing.len(),
+        existing
+    );
+
+    // SAFETY: the RingBuf owns its map fd and keeps it open until it is dropped, which
+    // happens only when the AsyncFd is dropped.
+    let mut ring = unsafe { AsyncFd::register_with_interest(loaded.events, Interest::READABLE) }
+        .map_err(io::Error::from)
+        .context("polling the ring buffer")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let mut ticker = tokio::time::interval(Duration::from_secs(args.stats_interval));
+    ticker.tick().await;
+    let mut reported = Report::default();
+    while !state.stdout_closed {
+        tokio::select! {
+            guard = ring.readable_mut() => {
+                let mut guard = guard.context("waiting for the ring buffer")?;
+                state.drain(guard.get_inner_mut())?;
+                guard.clear_ready();
+            }
+            _ = sigint.recv() => break,
+            _ = sigterm.recv() => break,
+            _ = ticker.tick() => {
+                reported = state.report_changes(&loaded.losses, reported);
+            }
+        }
+    }
+
+    // Detach first so no new events arrive, then take what is still in the ring.
+    drop(loaded.ebpf);
+    state.drain(ring.get_mut())?;
+    state.shutdown()?;
+    let losses = KernelLosses::read(&loaded.losses)?;
+    let summary = Summary {
+        records: state.sink.records,
+        kernel_lost_total: losses.total(),
+        kernel_lost: losses,
+        decode_errors: state.decode_errors,
+        tracker: state.tracker.stats(),
+    };
+    eprintln!("tracer: summary {}", serde_json::to_string(&summary)?);
+    Ok(())
+}
+
+struct State {
+    tracker: Tracker,
+    processes: ProcessCache,
+    records: RecordContext,
+    sink: StdoutSink,
+    finished: Vec<Finished>,
+    decode_errors: u64,
+    /// The reader of stdout went away: stop tracing instead of failing every write.
+    stdout_closed: bool,
+}
+
+impl State {
+    fn drain(&mut self, ring: &mut RingBuf<MapData>) -> Result<()> {
+        while let Some(item) = ring.next() {
+            match decode(&item) {
+                Ok(event) => {
+                    if let KernelEvent::Open { header, .. } = &event {
+                        // Cache the serving process now: short-lived handlers may be gone
+                        // by the time their response completes.
+                        self.processes.get(header.tgid);
+                    }
+                    self.tracker.handle(event, &mut self.finished);
+                }
+                Err(e) => {
+                    self.decode_errors += 1;
+                    if self.decode_errors == 1 {
+                        warn!("undecodable kernel event ({e}); counting further ones silently");
+                    }
+                }
+            }
+        }
+        self.write_finished()
+    }
+
+    fn shutdown(&mut self) -> Result<()> {
+        let now = monotonic_ns();
+        self.tracker.shutdown(now, &mut self.finished);
+        self.write_finished()
+    }
+
+    fn write_finished(&mut self) -> Result<()> {
+        if self.finished.is_empty() {
+            return Ok(());
+        }
+        let mut result = Ok(());
+        for finished in self.finished.drain(..) {
+            let process = self.processes.get(finished.meta.tgid);
+            let record = self.records.build(&finished, process.as_deref());
+            result = self.sink.write(&record);
+            if result.is_err() {
+                break;
+            }
+        }
+        let result = result.and_then(|()| self.sink.flush());
+        match result {
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+                eprintln!("tracer: stdout closed by its reader; stopping");
+                self.stdout_closed = true;
+                Ok(())
+            }
+            other => other.context("writing records to stdout"),
+        }
+    }
+
+    /// Logs kernel losses and unparseable traffic when they changed since the last report,
+    /// so a reader of stderr can tell a quiet period from a gap.
+    fn report_changes(&self, losses: &PerCpuArray<MapData, u64>, last: Report) -> Report {
+        let now = Report {
+            kernel_lost: KernelLosses::read(losses).unwrap_or_default(),
+            stats: self.tracker.stats(),
+            decode_errors: self.decode_errors,
+        };
+        if now.kernel_lost != last.kernel_lost {
+            let detail: Vec<String> = now
+                .kernel_lost
+                .by_reason()
+                .filter(|(_, n)| *n > 0)
+                .map(|(name, n)| format!("{name}={n}"))
+                .collect();
+            eprintln!(
+                "tracer: kernel events lost: {} new, {} total ({})",
+                now.kernel_lost.total() - last.kernel_lost.total(),
+                now.kernel_lost.total(),
+                detail.join(" ")
+            );
+        }
+        let unparsed = |s: &TrackerStats| (s.non_http_chunks, s.desyncs, s.oversized_heads);
+        if unparsed(&now.stats) != unparsed(&last.stats) || now.decode_errors != last.decode_errors
+        {
+            eprintln!(
+                "tracer: traffic not parsed as HTTP so far: non_http_chunks={} non_http_bytes={} desyncs={} oversized_heads={} decode_errors={}",
+                now.stats.non_http_chunks,
+                now.stats.non_http_bytes,
+                now.stats.desyncs,
+                now.stats.oversized_heads,
+                now.decode_errors
+            );
+        }
+        now
+    }
+}
+
+#[derive(Default)]
+struct Report {
+    kernel_lost: KernelLosses,
+    stats: TrackerStats,
+    decode_errors: u64,
+}
+
+#[derive(Serialize)]
+struct Summary {
+    records: u64,
+    kernel_lost: KernelLosses,
+    kernel_lost_total: u64,
+    decode_errors: u64,
+    #[serde(flatten)]
+    tracker: TrackerStats,
+}
+
+/// The clock bpf_ktime_get_ns reads.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}

@@ -1,0 +1,214 @@
+//! The access record: one JSON object per HTTP request, keys named after OpenTelemetry
+//! semantic conventions (see docs/record.md).
+mod target;
+mod traceparent;
+
+use std::{borrow::Cow, net::IpAddr};
+
+use serde::Serialize;
+
+use crate::{
+    connection::Finished,
+    enrich::{Clock, ProcessInfo, QueryRedactor},
+    http::ExchangeEnd,
+};
+
+/// Borrowed view of everything a record says; serialized directly, never stored.
+#[derive(Serialize)]
+pub struct AccessRecord<'a> {
+    pub timestamp: String,
+    #[serde(rename = "http.response.timestamp", skip_serializing_if = "Option::is_none")]
+    pub response_timestamp: Option<String>,
+    #[serde(rename = "event.duration", skip_serializing_if = "Option::is_none")]
+    pub duration_ns: Option<u64>,
+    #[serde(rename = "http.request.method")]
+    pub method: &'a str,
+    #[serde(rename = "url.path", skip_serializing_if = "Option::is_none")]
+    pub path: Option<&'a str>,
+    #[serde(rename = "url.query", skip_serializing_if = "Option::is_none")]
+    pub query: Option<Cow<'a, str>>,
+    #[serde(rename = "url.scheme")]
+    pub scheme: &'static str,
+    #[serde(rename = "server.address", skip_serializing_if = "Option::is_none")]
+    pub server_address: Option<Cow<'a, str>>,
+    #[serde(rename = "server.port", skip_serializing_if = "Option::is_none")]
+    pub server_port: Option<u16>,
+    #[serde(rename = "network.local.address", skip_serializing_if = "Option::is_none")]
+    pub local_address: Option<IpAddr>,
+    #[serde(rename = "network.peer.address", skip_serializing_if = "Option::is_none")]
+    pub peer_address: Option<IpAddr>,
+    #[serde(rename = "network.peer.port", skip_serializing_if = "Option::is_none")]
+    pub peer_port: Option<u16>,
+    #[serde(rename = "client.address", skip_serializing_if = "Option::is_none")]
+    pub client_address: Option<IpAddr>,
+    #[serde(rename = "client.port", skip_serializing_if = "Option::is_none")]
+    pub client_port: Option<u16>,
+    #[serde(rename = "network.type", skip_serializing_if = "Option::is_none")]
+    pub network_type: Option<&'static str>,
+    #[serde(rename = "network.transport")]
+    pub transport: &'static str,
+    #[serde(rename = "network.protocol.name")]
+    pub protocol_name: &'static str,
+    #[serde(rename = "network.protocol.version")]
+    pub protocol_version: &'static str,
+    #[serde(rename = "http.response.status_code", skip_serializing_if = "Option::is_none")]
+    pub status_code: Option<u16>,
+    #[serde(rename = "http.request.body.size")]
+    pub request_body_size: u64,
+    #[serde(rename = "http.response.body.size", skip_serializing_if = "Option::is_none")]
+    pub response_body_size: Option<u64>,
+    #[serde(rename = "user_agent.original", skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<Cow<'a, str>>,
+    #[serde(
+        rename = "http.request.header.x-request-id",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub request_id: Option<Cow<'a, str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub span_id: Option<&'a str>,
+    #[serde(rename = "process.pid")]
+    pub pid: u32,
+    #[serde(rename = "thread.id")]
+    pub tid: u32,
+    #[serde(rename = "process.executable.name", skip_serializing_if = "Option::is_none")]
+    pub executable_name: Option<&'a str>,
+    #[serde(rename = "process.executable.path", skip_serializing_if = "Option::is_none")]
+    pub executable_path: Option<&'a str>,
+    #[serde(rename = "process.command_line", skip_serializing_if = "Option::is_none")]
+    pub command_line: Option<&'a str>,
+    #[serde(rename = "process.owner", skip_serializing_if = "Option::is_none")]
+    pub owner: Option<&'a str>,
+    #[serde(rename = "process.user.id", skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    #[serde(rename = "process.linux.cgroup", skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<&'a str>,
+    #[serde(rename = "container.id", skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<&'a str>,
+    #[serde(rename = "tracer.connection.id")]
+    pub connection_id: u64,
+    #[serde(rename = "tracer.outcome")]
+    pub outcome: &'static str,
+}
+
+/// What every record is built with.
+pub struct RecordContext {
+    pub clock: Clock,
+    pub redactor: QueryRedactor,
+}
+
+impl RecordContext {
+    pub fn build<'a>(
+        &self,
+        finished: &'a Finished,
+        process: Option<&'a ProcessInfo>,
+    ) -> AccessRecord<'a> {
+        let exchange = &finished.exchange;
+        let request = &exchange.request;
+        let head = &request.head;
+        let response = exchange.response.as_ref();
+        let endpoints = finished.meta.endpoints.as_ref();
+        let target = target::split(&head.target);
+        let host = head.header("host").map(String::from_utf8_lossy);
+        let server_address = target
+            .authority
+            .map(Cow::Borrowed)
+            .or(host)
+            .map(|h| strip_port(h));
+        let trace = head
+            .header("traceparent")
+            .and_then(traceparent::parse);
+        AccessRecord {
+            timestamp: self.clock.rfc3339(request.first_byte_ns),
+            response_timestamp: response.map(|r| self.clock.rfc3339(r.head_ns)),
+            duration_ns: response.map(|r| r.head_ns.saturating_sub(request.first_byte_ns)),
+            method: &head.method,
+            path: target.path,
+            query: target
+                .query
+                .filter(|q| !q.is_empty())
+                .map(|q| self.redactor.redact(q)),
+            scheme: "http",
+            server_address,
+            server_port: endpoints.map(|e| e.local_port),
+            local_address: endpoints.map(|e| e.local),
+            peer_address: endpoints.map(|e| e.peer),
+            peer_port: endpoints.map(|e| e.peer_port),
+            client_address: endpoints.map(|e| e.peer),
+            client_port: endpoints.map(|e| e.peer_port),
+            network_type: endpoints.map(|e| match e.peer {
+                IpAddr::V4(_) => "ipv4",
+                IpAddr::V6(_) => "ipv6",
+            }),
+            transport: "tcp",
+            protocol_name: "http",
+            protocol_version: if head.minor_version == 0 { "1.0" } else { "1.1" },
+            status_code: response.map(|r| r.head.status),
+            request_body_size: request.body_size,
+            response_body_size: response.map(|r| r.body_size),
+            user_agent: head.header("user-agent").map(String::from_utf8_lossy),
+            request_id: head.header("x-request-id").map(String::from_utf8_lossy),
+            trace_id: trace.map(|t| t.trace_id),
+            span_id: trace.map(|t| t.span_id),
+            pid: finished.meta.tgid,
+            tid: finished.tid,
+            executable_name: process.and_then(|p| p.executable_name.as_deref()),
+            executable_path: process.and_then(|p| p.executable_path.as_deref()),
+            command_line: process.and_then(|p| p.command_line.as_deref()),
+            owner: process.and_then(|p| p.owner.as_deref()),
+            uid: process.map(|p| p.uid),
+            cgroup: process.and_then(|p| p.cgroup_path.as_deref()),
+            container_id: process.and_then(|p| p.container_id.as_deref()),
+            connection_id: finished.meta.conn_id,
+            outcome: outcome(exchange.end, finished.cut_by_shutdown),
+        }
+    }
+}
+
+fn outcome(end: ExchangeEnd, cut_by_shutdown: bool) -> &'static str {
+    match end {
+        ExchangeEnd::Complete => "complete",
+        ExchangeEnd::ConnectionClosed if cut_by_shutdown => "tracer_stopped",
+        ExchangeEnd::ConnectionClosed => "connection_closed",
+        ExchangeEnd::ResponseUnparsed => "response_unparsed",
+        ExchangeEnd::Upgraded => "upgraded",
+    }
+}
+
+/// `host:port`, `[v6]:port` or `host` -> host (brackets kept off for IPv6 literals).
+fn strip_port(host: Cow<'_, str>) -> Cow<'_, str> {
+    let trimmed = host.trim();
+    if let Some(rest) = trimmed.strip_prefix('[') {
+        let end = rest.find(']').unwrap_or(rest.len());
+        return Cow::Owned(rest[..end].to_owned());
+    }
+    match trimmed.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => {
+            Cow::Owned(name.to_owned())
+        }
+        _ if trimmed.len() == host.len() => host,
+        _ => Cow::Owned(trimmed.to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_ports_from_host_headers() {
+        assert_eq!(strip_port("example.com:8080".into()), "example.com");
+        assert_eq!(strip_port("example.com".into()), "example.com");
+        assert_eq!(strip_port("[::1]:8080".into()), "::1");
+        assert_eq!(strip_port("[2001:db8::1]".into()), "2001:db8::1");
+        assert_eq!(strip_port(" a.b ".into()), "a.b");
+    }
+
+    #[test]
+    fn outcome_names_say_why_a_response_is_missing() {
+        assert_eq!(outcome(ExchangeEnd::ConnectionClosed, true), "tracer_stopped");
+        assert_eq!(outcome(ExchangeEnd::ConnectionClosed, false), "connection_closed");
+        assert_eq!(outcome(ExchangeEnd::Complete, false), "complete");
+    }
+}
