@@ -19,9 +19,11 @@ if ((${#need_pkgs[@]})); then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
 fi
-# nginx from Debian starts a default site on :80 when installed; tests start their own.
-if command -v systemctl >/dev/null 2>&1; then systemctl disable --now nginx >/dev/null 2>&1 || true; fi
-pkill -x nginx 2>/dev/null || true
+# nginx from Debian may start its packaged site on :80 when installed; tests start their
+# own. Stop only that packaged daemon, never another nginx running on this host.
+if [ -s /run/nginx.pid ] && kill -0 "$(cat /run/nginx.pid)" 2>/dev/null; then
+  kill -QUIT "$(cat /run/nginx.pid)" 2>/dev/null || true
+fi
 
 rustup toolchain list | grep -q "^${STABLE}" || {
   log "installing Rust ${STABLE}"

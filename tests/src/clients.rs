@@ -4,6 +4,7 @@
 use anyhow::{Context, Result, anyhow, bail};
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
+use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::time::Duration;
 
@@ -101,7 +102,8 @@ impl RawConn {
             let head = String::from_utf8_lossy(&self.buf[..head_end]).into_owned();
             self.buf.drain(..head_end + 4);
             let (status, headers) = parse_head(&head)?;
-            if (100..200).contains(&status) {
+            // 101 ends HTTP on the connection; other 1xx precede the real answer.
+            if (100..200).contains(&status) && status != 101 {
                 continue;
             }
             let mut response = Response {
@@ -109,7 +111,7 @@ impl RawConn {
                 headers,
                 body: Vec::new(),
             };
-            let bodiless = method == "HEAD" || status == 204 || status == 304;
+            let bodiless = method == "HEAD" || status == 101 || status == 204 || status == 304;
             if bodiless {
                 return Ok(response);
             }
@@ -126,6 +128,35 @@ impl RawConn {
             };
             return Ok(response);
         }
+    }
+
+    /// Exactly `length` bytes (raw, after an upgrade for instance).
+    pub fn read_bytes(&mut self, length: usize) -> Result<Vec<u8>> {
+        self.take(length)
+    }
+
+    /// Closes with a TCP reset instead of a FIN, as an aborting client does:
+    /// the server's next write fails rather than landing in a buffer.
+    pub fn reset(self) -> Result<()> {
+        let linger = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        // SAFETY: the fd is open for the lifetime of `self.stream`, and
+        // `linger` is a valid SO_LINGER value of the size passed.
+        let rc = unsafe {
+            libc::setsockopt(
+                self.stream.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&raw const linger).cast(),
+                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error()).context("setting SO_LINGER 0");
+        }
+        Ok(())
     }
 
     /// Everything until the server closes.

@@ -6,7 +6,8 @@ use anyhow::{Context, Result, anyhow, bail};
 use serde_json::Value;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
-use std::path::PathBuf;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
@@ -60,10 +61,14 @@ impl Tracer {
     }
 
     pub fn start_with(ports: &[u16], sink: RecordSink) -> Result<Self> {
-        let bin = workspace::tracer_bin()?;
+        Self::spawn(&workspace::tracer_bin()?, ports, sink)
+    }
+
+    /// Starts the tracer binary at `bin` rather than the one the tests use.
+    pub fn spawn(bin: &Path, ports: &[u16], sink: RecordSink) -> Result<Self> {
         let dir = tempfile::tempdir().context("creating tracer temp dir")?;
         let stdout_path = dir.path().join("records.jsonl");
-        let mut command = Command::new(&bin);
+        let mut command = Command::new(bin);
         command.arg("run");
         for port in ports {
             command.arg("--port").arg(port.to_string());
@@ -150,6 +155,12 @@ impl Tracer {
             }
         }
         let stderr = self.stderr_text();
+        if status.signal() == Some(signal) {
+            bail!(
+                "the tracer died of the signal {signal} sent to stop it instead of handling it \
+                 (was its handler installed before it printed `{READY_PREFIX}`?); stderr:\n{stderr}"
+            );
+        }
         if !status.success() {
             bail!("tracer exited with {status} after signal {signal}; stderr:\n{stderr}");
         }

@@ -59,13 +59,13 @@ fn wrk_requests_are_all_recorded() -> Result<()> {
     let served = nginx.access_log_lines()? as u64;
     assert_eq!(
         run.record_count, served,
-        "records vs requests nginx served; wrk completed {}",
-        report.requests
+        "records vs requests nginx served; wrk:\n{}",
+        report.raw
     );
     assert!(
         (report.requests..=report.requests + u64::from(CONNECTIONS)).contains(&served),
-        "nginx served {served} requests, wrk completed {}",
-        report.requests
+        "nginx served {served} requests; wrk:\n{}",
+        report.raw
     );
     Ok(())
 }

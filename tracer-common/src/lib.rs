@@ -25,6 +25,9 @@ pub enum EventKind {
     Data = 2,
     /// The process closed its descriptor of a tracked connection: `ConnEvent`.
     Close = 3,
+    /// A watched process's leader thread exited; the kernel closed its descriptors without
+    /// close() calls: `ConnEvent` with `conn_id` 0.
+    Exit = 4,
 }
 
 impl EventKind {
@@ -33,6 +36,7 @@ impl EventKind {
             1 => Some(Self::Open),
             2 => Some(Self::Data),
             3 => Some(Self::Close),
+            4 => Some(Self::Exit),
             _ => None,
         }
     }
@@ -83,7 +87,7 @@ pub struct EventHeader {
     pub ts_ns: u64,
 }
 
-/// `EventKind::Open` and `EventKind::Close`.
+/// `EventKind::Open`, `EventKind::Close` and `EventKind::Exit`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct ConnEvent {

@@ -13,6 +13,22 @@ use crate::{
     sock::Endpoints,
 };
 
+/// Wake user space only once this much is waiting: waking it for every event cost more
+/// than everything else the tracer does. User space drains smaller amounts on a timer.
+const WAKEUP_BYTES: u64 = 64 * 1024;
+const BPF_RB_NO_WAKEUP: u64 = 1;
+const BPF_RB_FORCE_WAKEUP: u64 = 2;
+const BPF_RB_AVAIL_DATA: u64 = 0;
+
+#[inline(always)]
+fn wakeup_flags() -> u64 {
+    if EVENTS.query(BPF_RB_AVAIL_DATA) >= WAKEUP_BYTES {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    }
+}
+
 fn header(kind: EventKind, tgid: u32, tid: u32, fd: i32, conn_id: u64) -> EventHeader {
     EventHeader {
         kind: kind as u8,
@@ -59,7 +75,7 @@ pub fn conn(
         local_addr,
         peer_addr,
     });
-    entry.submit(0);
+    entry.submit(wakeup_flags());
 }
 
 /// A Data event for a finished syscall that transferred `len` bytes.
@@ -108,7 +124,7 @@ pub fn data(pid_tgid: u64, inflight: &Inflight, len: u64) {
     let size = size_of::<DataEvent>() + captured;
     // SAFETY: `size` <= size_of::<DataEvent>() + MAX_CAPTURE, inside the scratch slot.
     let bytes = unsafe { core::slice::from_raw_parts(scratch as *const _ as *const u8, size) };
-    let delivered = EVENTS.output(bytes, 0).is_ok();
+    let delivered = EVENTS.output(bytes, wakeup_flags()).is_ok();
     if let Some(value) = CONNS.get_ptr_mut(&key) {
         // SAFETY: entry pointer from a successful lookup.
         let lost = unsafe { &mut (*value).lost[dir] };

@@ -13,6 +13,7 @@ use serde::Serialize;
 use tokio::{
     io::{Interest, unix::AsyncFd},
     signal::unix::{SignalKind, signal},
+    time::MissedTickBehavior,
 };
 
 use crate::{
@@ -28,6 +29,11 @@ use crate::{
     record::RecordContext,
     sink::StdoutSink,
 };
+
+/// The kernel wakes the tracer only when 64 KiB of events are waiting (see
+/// tracer-ebpf/src/emit.rs); this timer picks up smaller amounts. It bounds how late a
+/// record is written and replaces one wakeup per event by one per batch.
+const DRAIN_INTERVAL: Duration = Duration::from_millis(10);
 
 pub fn run(args: RunArgs) -> Result<()> {
     tokio::runtime::Builder::new_current_thread()
@@ -59,21 +65,29 @@ async fn run_async(args: RunArgs) -> Result<()> {
             .insert(pid, &1u8, 0)
             .context("adding a running server to WATCHED_TGIDS")?;
     }
-    let mut redactor_names: Vec<String> =
-        DEFAULT_SECRET_PARAMS.iter().map(|s| s.to_string()).collect();
+    let mut redactor_names: Vec<String> = DEFAULT_SECRET_PARAMS
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     redactor_names.extend(args.redact_query_params.iter().cloned());
     let mut state = State {
         tracker: Tracker::new(),
         processes: ProcessCache::new(),
-        records: RecordContext {
-            clock: Clock::calibrate(),
-            redactor: QueryRedactor::new(redactor_names),
-        },
+        records: RecordContext::new(Clock::calibrate(), QueryRedactor::new(redactor_names)),
+        line: Vec::with_capacity(2048),
         sink: StdoutSink::new(),
         finished: Vec::new(),
+        exited: Vec::new(),
         decode_errors: 0,
         stdout_closed: false,
     };
+    // SAFETY: the RingBuf owns its map fd and keeps it open until it is dropped, which
+    // happens only when the AsyncFd is dropped.
+    let mut ring = unsafe { AsyncFd::register_with_interest(loaded.events, Interest::READABLE) }
+        .map_err(io::Error::from)
+        .context("polling the ring buffer")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     eprintln!(
         "tracer: ready: watching port(s) {} ({} process(es) already serving them: {:?})",
         ports
@@ -85,13 +99,8 @@ async fn run_async(args: RunArgs) -> Result<()> {
         existing
     );
 
-    // SAFETY: the RingBuf owns its map fd and keeps it open until it is dropped, which
-    // happens only when the AsyncFd is dropped.
-    let mut ring = unsafe { AsyncFd::register_with_interest(loaded.events, Interest::READABLE) }
-        .map_err(io::Error::from)
-        .context("polling the ring buffer")?;
-    let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
-    let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let mut drain_timer = tokio::time::interval(DRAIN_INTERVAL);
+    drain_timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut ticker = tokio::time::interval(Duration::from_secs(args.stats_interval));
     ticker.tick().await;
     let mut reported = Report::default();
@@ -102,6 +111,7 @@ async fn run_async(args: RunArgs) -> Result<()> {
                 state.drain(guard.get_inner_mut())?;
                 guard.clear_ready();
             }
+            _ = drain_timer.tick() => state.drain(ring.get_mut())?,
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
             _ = ticker.tick() => {
@@ -131,7 +141,11 @@ struct State {
     processes: ProcessCache,
     records: RecordContext,
     sink: StdoutSink,
+    /// Reused buffer for one serialized record.
+    line: Vec<u8>,
     finished: Vec<Finished>,
+    /// Processes that exited during the current batch.
+    exited: Vec<u32>,
     decode_errors: u64,
     /// The reader of stdout went away: stop tracing instead of failing every write.
     stdout_closed: bool,
@@ -142,10 +156,14 @@ impl State {
         while let Some(item) = ring.next() {
             match decode(&item) {
                 Ok(event) => {
-                    if let KernelEvent::Open { header, .. } = &event {
+                    match &event {
                         // Cache the serving process now: short-lived handlers may be gone
                         // by the time their response completes.
-                        self.processes.get(header.tgid);
+                        KernelEvent::Open { header, .. } => {
+                            self.processes.get(header.tgid);
+                        }
+                        KernelEvent::Exit { header } => self.exited.push(header.tgid),
+                        _ => {}
                     }
                     self.tracker.handle(event, &mut self.finished);
                 }
@@ -157,7 +175,12 @@ impl State {
                 }
             }
         }
-        self.write_finished()
+        self.write_finished()?;
+        // Only now: the records just written still needed the exited processes' details.
+        for pid in self.exited.drain(..) {
+            self.processes.forget(pid);
+        }
+        Ok(())
     }
 
     fn shutdown(&mut self) -> Result<()> {
@@ -173,8 +196,12 @@ impl State {
         let mut result = Ok(());
         for finished in self.finished.drain(..) {
             let process = self.processes.get(finished.meta.tgid);
-            let record = self.records.build(&finished, process.as_deref());
-            result = self.sink.write(&record);
+            self.line.clear();
+            self.records
+                .write_json(&finished, process.as_deref(), &mut self.line)
+                .context("serializing a record")?;
+            self.line.push(b'\n');
+            result = self.sink.write_line(&self.line);
             if result.is_err() {
                 break;
             }

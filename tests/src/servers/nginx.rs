@@ -101,9 +101,9 @@ http {{
 }
 
 pub struct Nginx {
+    // Declared first: nginx stops before its prefix is removed.
     child: Guarded,
     dir: TempDir,
-    port: u16,
 }
 
 impl Nginx {
@@ -143,11 +143,7 @@ impl Nginx {
             SocketAddr::from((Ipv6Addr::LOCALHOST, config.port))
         };
         wait_listening(&mut child, probe, &log)?;
-        let nginx = Self {
-            child,
-            dir,
-            port: config.port,
-        };
+        let nginx = Self { child, dir };
         nginx.wait_workers(config.workers as usize)?;
         Ok(nginx)
     }
@@ -164,10 +160,6 @@ impl Nginx {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-    }
-
-    pub fn port(&self) -> u16 {
-        self.port
     }
 
     pub fn master_pid(&self) -> u32 {

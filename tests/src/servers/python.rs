@@ -18,7 +18,6 @@ pub struct PyHttpServer {
     // Declared first: the server dies before its directory is removed.
     child: Guarded,
     dir: TempDir,
-    port: u16,
 }
 
 impl PyHttpServer {
@@ -41,15 +40,11 @@ impl PyHttpServer {
             .arg(port.to_string());
         let mut child = spawn_logged(&mut command, "python3 -m http.server", &log)?;
         wait_listening(&mut child, probe_addr(bind, port), &log)?;
-        Ok(Self { child, dir, port })
+        Ok(Self { child, dir })
     }
 
     pub fn pid(&self) -> u32 {
         self.child.pid()
-    }
-
-    pub fn port(&self) -> u16 {
-        self.port
     }
 
     /// The served directory: files written here are served at `/<name>`.
@@ -62,17 +57,19 @@ impl PyHttpServer {
 /// - `/status/N`: status N with a short body;
 /// - `/chunked?sizes=a,b,c`: a chunked response with chunks of those sizes;
 /// - `/close?size=N`: an HTTP/1.0 response of N bytes delimited by closing;
+/// - `/sleep?ms=N`: a 200 after N ms (or nothing, if the client is gone);
+/// - `/upgrade`: `101 Switching Protocols`, then echoes raw bytes until EOF;
 /// - anything else: reads the request body (Content-Length or chunked,
 ///   answering `Expect: 100-continue`) and replies with its size in decimal.
 pub struct ScriptServer {
     child: Guarded,
     _dir: TempDir,
-    port: u16,
 }
 
 const SCRIPT: &str = r#"
 import http.server
 import sys
+import time
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -123,6 +120,23 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 self.wfile.write(b"%x\r\n" % size + b"c" * size + b"\r\n")
                 self.wfile.flush()
             self.wfile.write(b"0\r\n\r\n")
+        elif path == "/sleep":
+            time.sleep(int(params.get("ms", "100")) / 1000)
+            try:
+                self.reply(200, "slept\n")
+            except OSError:
+                self.close_connection = True
+        elif path == "/upgrade":
+            self.send_response(101)
+            self.send_header("Upgrade", "echo")
+            self.send_header("Connection", "Upgrade")
+            self.end_headers()
+            while True:
+                data = self.rfile.read1(65536)
+                if not data:
+                    break
+                self.wfile.write(data)
+            self.close_connection = True
         elif path == "/close":
             size = int(params.get("size", "1000"))
             self.wfile.write(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\n")
@@ -156,19 +170,11 @@ impl ScriptServer {
             probe_addr(Ipv4Addr::LOCALHOST.into(), port),
             &log,
         )?;
-        Ok(Self {
-            child,
-            _dir: dir,
-            port,
-        })
+        Ok(Self { child, _dir: dir })
     }
 
     pub fn pid(&self) -> u32 {
         self.child.pid()
-    }
-
-    pub fn port(&self) -> u16 {
-        self.port
     }
 }
 

@@ -3,8 +3,10 @@ use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid, macros::tracepoint, programs::TracePointContext,
 };
 
+use tracer_common::EventKind;
+
 use crate::{
-    conn,
+    conn, emit,
     maps::{OFFSETS, WATCHED_PORTS, WATCHED_TGIDS},
     sock::{current_file, tcp_local_port},
 };
@@ -58,9 +60,14 @@ pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let (tgid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
+    // SAFETY: lookup only.
+    if tid == tgid && unsafe { WATCHED_TGIDS.get(&tgid) }.is_some() {
+        emit::conn(EventKind::Exit, tgid, tid, -1, 0, None);
+    }
     // The exiting task is current; removing its thread id drops both a process's entry
     // (when its leader exits) and entries that fork added for threads.
-    let tid = bpf_get_current_pid_tgid() as u32;
     let _ = WATCHED_TGIDS.remove(&tid);
     0
 }

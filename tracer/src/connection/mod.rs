@@ -119,16 +119,34 @@ impl Tracker {
                     Direction::Ingress => conn.http.on_request(chunk),
                     Direction::Egress => conn.http.on_response(chunk),
                 }
-                out.extend(conn.http.take_completed().into_iter().map(|exchange| Finished {
-                    meta: conn.meta,
-                    exchange,
-                    tid: header.tid,
-                    cut_by_shutdown: false,
-                }));
+                out.extend(
+                    conn.http
+                        .take_completed()
+                        .into_iter()
+                        .map(|exchange| Finished {
+                            meta: conn.meta,
+                            exchange,
+                            tid: header.tid,
+                            cut_by_shutdown: false,
+                        }),
+                );
             }
             KernelEvent::Close { header } => {
                 if let Some(conn) = self.conns.remove(&header.conn_id) {
                     self.finish(conn, header.ts_ns, header.tid, false, out);
+                }
+            }
+            KernelEvent::Exit { header } => {
+                let ended: Vec<u64> = self
+                    .conns
+                    .iter()
+                    .filter(|(_, c)| c.meta.tgid == header.tgid)
+                    .map(|(&id, _)| id)
+                    .collect();
+                for id in ended {
+                    if let Some(conn) = self.conns.remove(&id) {
+                        self.finish(conn, header.ts_ns, header.tid, false, out);
+                    }
                 }
             }
         }

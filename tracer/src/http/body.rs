@@ -6,7 +6,7 @@
 use httparse::Status;
 
 use super::head::MAX_HEAD_BYTES;
-use super::span::{Parsed, Spanned, parse_spanning};
+use super::span::{Parsed, Spanned, parse_spanning, release};
 use super::types::{Header, RequestHead, ResponseHead};
 
 /// A chunk-size line longer than this (extensions included) is treated as garbage.
@@ -92,7 +92,10 @@ fn declared(headers: &[Header], minor_version: u8) -> Declared {
 
 /// Non-empty, trimmed elements of a comma-separated header value.
 fn list_items(value: &[u8]) -> impl Iterator<Item = &[u8]> {
-    value.split(|&b| b == b',').map(trim).filter(|s| !s.is_empty())
+    value
+        .split(|&b| b == b',')
+        .map(trim)
+        .filter(|s| !s.is_empty())
 }
 
 fn trim(s: &[u8]) -> &[u8] {
@@ -126,6 +129,9 @@ enum Phase {
         cr: bool,
     },
     Trailers,
+    /// Chunked framing was lost or garbled: bytes count as payload until a chunk-size line
+    /// or a new message starts a chunk.
+    Unsynced,
 }
 
 /// The body being received on one direction.
@@ -139,8 +145,12 @@ pub(crate) enum Consumed {
     More(usize),
     /// The body ended after this many bytes.
     Done(usize),
-    /// Chunked framing was garbage.
+    /// Chunked framing was garbage; the rest of the data is dropped and the body continues
+    /// unsynced.
     Invalid,
+    /// After this many bytes the body is unsynced and the data does not start a chunk; the
+    /// caller decides whether it starts a new message instead.
+    Unsynced(usize),
 }
 
 pub(crate) enum Skipped {
@@ -148,9 +158,12 @@ pub(crate) enum Skipped {
     Absorbed,
     /// The body ended after this many of the uncaptured bytes.
     Done(u64),
-    /// Uncaptured bytes fell where framing had to be read.
-    Lost,
+    /// Uncaptured bytes hid chunked framing; the body continues unsynced.
+    Unsynced,
 }
+
+/// What ends a chunked body when it has no trailers.
+const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 
 impl Body {
     /// `None` when the framing says there is no body.
@@ -181,7 +194,15 @@ impl Body {
     /// Consumes body bytes from the start of `data`; `line` holds a size line or trailer
     /// section split across chunks.
     pub(crate) fn consume(&mut self, data: &[u8], line: &mut Vec<u8>, ts: u64) -> Consumed {
-        self.progress.last_ns = ts;
+        let consumed = self.consume_framed(data, line);
+        // Data that may start a new message is not known to be part of this body yet.
+        if !matches!(consumed, Consumed::Unsynced(0)) {
+            self.progress.last_ns = ts;
+        }
+        consumed
+    }
+
+    fn consume_framed(&mut self, data: &[u8], line: &mut Vec<u8>) -> Consumed {
         let mut pos = 0;
         while pos < data.len() {
             let rest = &data[pos..];
@@ -216,15 +237,9 @@ impl Body {
                 }
                 Phase::ChunkSize => match parse_spanning(line, rest, MAX_CHUNK_LINE, chunk_size) {
                     Spanned::Complete {
-                        value: 0, consumed, ..
-                    } => {
-                        self.phase = Phase::Trailers;
-                        pos += consumed;
-                    }
-                    Spanned::Complete {
                         value, consumed, ..
                     } => {
-                        self.phase = Phase::ChunkData(value);
+                        self.phase = chunk_phase(value);
                         pos += consumed;
                     }
                     Spanned::Partial => pos = data.len(),
@@ -235,13 +250,32 @@ impl Body {
                     Spanned::Partial => pos = data.len(),
                     Spanned::Invalid | Spanned::TooLarge => return Consumed::Invalid,
                 },
+                Phase::Unsynced => match resync(rest) {
+                    Some((size, len)) => {
+                        self.phase = chunk_phase(size);
+                        pos += len;
+                    }
+                    None => return Consumed::Unsynced(pos),
+                },
             }
         }
         Consumed::More(pos)
     }
 
+    /// Counts `n` bytes of an unsynced body that the caller found not to start a message.
+    pub(crate) fn absorb(&mut self, n: usize, ts: u64) {
+        self.progress.size += n as u64;
+        self.progress.last_ns = ts;
+    }
+
+    /// Gives up on the chunked framing after garbage.
+    pub(crate) fn lose_sync(&mut self, line: &mut Vec<u8>) {
+        self.phase = Phase::Unsynced;
+        release(line);
+    }
+
     /// Accounts for `n` bytes that were transferred but not captured.
-    pub(crate) fn skip(&mut self, n: u64, ts: u64) -> Skipped {
+    pub(crate) fn skip(&mut self, n: u64, line: &mut Vec<u8>, ts: u64) -> Skipped {
         self.progress.last_ns = ts;
         match &mut self.phase {
             Phase::Length(remaining) => {
@@ -254,7 +288,7 @@ impl Body {
                     Skipped::Absorbed
                 }
             }
-            Phase::UntilClose => {
+            Phase::UntilClose | Phase::Unsynced => {
                 self.progress.size += n;
                 Skipped::Absorbed
             }
@@ -267,12 +301,81 @@ impl Body {
                 Skipped::Absorbed
             }
             Phase::ChunkData(remaining) => {
-                self.progress.size += *remaining;
-                Skipped::Lost
+                let data = *remaining;
+                self.progress.size += data;
+                self.after_chunk_data(n, n - data, 2, line)
             }
-            Phase::ChunkSize | Phase::ChunkEnd { .. } | Phase::Trailers => Skipped::Lost,
+            Phase::ChunkEnd { cr } => {
+                let crlf = if *cr { 1 } else { 2 };
+                self.after_chunk_data(n, n, crlf, line)
+            }
+            Phase::ChunkSize if completes(line, n, LAST_CHUNK) => {
+                release(line);
+                Skipped::Done(n)
+            }
+            Phase::Trailers if completes(line, n, b"\r\n") => {
+                release(line);
+                Skipped::Done(n)
+            }
+            Phase::ChunkSize | Phase::Trailers => self.unsynced(n, line),
         }
     }
+
+    /// `n` uncaptured bytes of which the last `left` follow a chunk's data (`crlf` bytes
+    /// short of its CRLF). Writers usually end a call at a chunk boundary, so exactly the
+    /// CRLF, or exactly the CRLF and the last chunk, keep the framing known.
+    fn after_chunk_data(&mut self, n: u64, left: u64, crlf: u64, line: &mut Vec<u8>) -> Skipped {
+        if left == crlf {
+            self.phase = Phase::ChunkSize;
+            Skipped::Absorbed
+        } else if left == crlf + LAST_CHUNK.len() as u64 {
+            Skipped::Done(n)
+        } else {
+            self.unsynced(left, line)
+        }
+    }
+
+    /// Framing was hidden: the uncaptured bytes count as payload, framing and all, since
+    /// there is no telling them apart.
+    fn unsynced(&mut self, n: u64, line: &mut Vec<u8>) -> Skipped {
+        self.progress.size += n;
+        self.lose_sync(line);
+        Skipped::Unsynced
+    }
+}
+
+/// Whether the bytes `seen` followed by `n` uncaptured ones can be exactly `end`: the
+/// writer's call most likely ended with the body.
+fn completes(seen: &[u8], n: u64, end: &[u8]) -> bool {
+    end.starts_with(seen) && seen.len() as u64 + n == end.len() as u64
+}
+
+fn chunk_phase(size: u64) -> Phase {
+    if size == 0 {
+        Phase::Trailers
+    } else {
+        Phase::ChunkData(size)
+    }
+}
+
+/// Looks for a chunk-size line at the start of data that follows lost framing, where the
+/// writer's call started: returns the size and the bytes up to the chunk's data. The CRLF
+/// ending the previous chunk may come first; when the chunk's data is in `data`, the CRLF
+/// after it must be too, so that payload that happens to start with hex digits is not taken
+/// for framing.
+fn resync(data: &[u8]) -> Option<(u64, usize)> {
+    let crlf = if data.starts_with(b"\r\n") { 2 } else { 0 };
+    let Parsed::Complete(size, len) = chunk_size(&data[crlf..]) else {
+        return None;
+    };
+    let start = crlf + len;
+    let after = usize::try_from(size)
+        .ok()
+        .and_then(|size| start.checked_add(size))
+        .and_then(|end| data.get(end..))
+        .unwrap_or_default();
+    let consistent = size == 0 || after.is_empty() || after.starts_with(b"\r\n") || after == b"\r";
+    consistent.then_some((size, start))
 }
 
 /// Takes up to `available` bytes off `remaining`, returning how many.

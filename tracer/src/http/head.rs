@@ -33,13 +33,13 @@ impl Head for ResponseHead {
     }
 }
 
-type RawParse<'b, T> = httparse::Result<(T, usize)>;
+type RawParse<T> = httparse::Result<(T, usize)>;
 
 /// Runs `parse` with a stack header array, retrying with a larger heap one only for heads that
 /// overflow it.
 fn with_headers<'b, T>(
     buf: &'b [u8],
-    parse: impl Fn(&'b [u8], &mut [MaybeUninit<RawHeader<'b>>]) -> RawParse<'b, T>,
+    parse: impl Fn(&'b [u8], &mut [MaybeUninit<RawHeader<'b>>]) -> RawParse<T>,
 ) -> Parsed<T> {
     let mut inline = [const { MaybeUninit::uninit() }; INLINE_HEADERS];
     let outcome = match parse(buf, &mut inline) {
@@ -61,12 +61,13 @@ fn with_headers<'b, T>(
 fn parse_request<'b>(
     buf: &'b [u8],
     headers: &mut [MaybeUninit<RawHeader<'b>>],
-) -> RawParse<'b, RequestHead> {
+) -> RawParse<RequestHead> {
     let mut req = httparse::Request::new(&mut []);
-    let len = match ParserConfig::default().parse_request_with_uninit_headers(&mut req, buf, headers)? {
-        Status::Complete(len) => len,
-        Status::Partial => return Ok(Status::Partial),
-    };
+    let len =
+        match ParserConfig::default().parse_request_with_uninit_headers(&mut req, buf, headers)? {
+            Status::Complete(len) => len,
+            Status::Partial => return Ok(Status::Partial),
+        };
     let head = RequestHead {
         method: req.method.unwrap_or_default().to_owned(),
         target: req.path.unwrap_or_default().to_owned(),
@@ -79,7 +80,7 @@ fn parse_request<'b>(
 fn parse_response<'b>(
     buf: &'b [u8],
     headers: &mut [MaybeUninit<RawHeader<'b>>],
-) -> RawParse<'b, ResponseHead> {
+) -> RawParse<ResponseHead> {
     // Clients tolerate these deviations from the grammar, and a tracer has to see what the
     // client saw rather than reject the response.
     let mut config = ParserConfig::default();

@@ -4,10 +4,11 @@
 //! response N with request N (FIFO, as HTTP/1.x requires) and emits exchanges in request order.
 //!
 //! The input is lossy: events can be lost (`gap_before`) and only a prefix of each syscall's
-//! bytes is copied (`missing`). Body bytes only need counting, so losses there are harmless;
-//! losses inside a head or chunked framing desynchronise a direction, which then resyncs at the
-//! next chunk boundary. Chunks of both directions must be fed in timestamp order: pairing
-//! relies on a response never starting before its request.
+//! bytes is copied (`missing`). Body bytes only need counting, so losses there are harmless.
+//! A loss inside a head desynchronises its direction, which resyncs at the next chunk
+//! boundary; a loss inside chunked framing leaves the body counting bytes until a chunk-size
+//! line or a new message starts a later chunk. Chunks of both directions must be fed in
+//! timestamp order: pairing relies on a response never starting before its request.
 
 mod body;
 mod head;
@@ -157,14 +158,9 @@ impl HttpConnection {
                     p.request.body_complete = true;
                 }
             }
-            Event::Lost { body } => {
-                self.stats.desyncs += 1;
-                self.request_body_cut(body);
-            }
-            Event::Junk { bytes, body, .. } => {
-                self.count_junk(bytes);
-                self.request_body_cut(body);
-            }
+            Event::BodyCut { progress } => self.request_body_cut(progress),
+            Event::Desync { .. } => self.stats.desyncs += 1,
+            Event::Junk { bytes, .. } => self.count_junk(bytes),
             Event::Oversized => self.stats.oversized_heads += 1,
         }
     }
@@ -196,9 +192,8 @@ impl HttpConnection {
         self.requests.start_body(framing, may_switch, ts);
     }
 
-    fn request_body_cut(&mut self, body: Option<Progress>) {
-        if let Some(progress) = body
-            && let Some(seq) = self.request_body_seq.take()
+    fn request_body_cut(&mut self, progress: Progress) {
+        if let Some(seq) = self.request_body_seq.take()
             && let Some(p) = self.pending.iter_mut().rev().find(|p| p.seq == seq)
         {
             p.request.body_size = progress.size;
@@ -222,24 +217,35 @@ impl HttpConnection {
                     self.finish_front(ExchangeEnd::Complete);
                 }
             }
-            Event::Lost { body } => {
+            Event::BodyCut { progress } => {
+                if std::mem::take(&mut self.response_attached) {
+                    if let Some(response) = self.front_response_mut() {
+                        response.body_size = progress.size;
+                        response.end_ns = progress.last_ns;
+                    }
+                    self.finish_front(ExchangeEnd::ResponseUnparsed);
+                }
+            }
+            Event::Desync { in_body } => {
                 self.stats.desyncs += 1;
-                self.response_cut(body, ts);
+                // The lost bytes may hold whole responses, whatever else they cut.
                 self.responses_lost = true;
+                if !in_body {
+                    self.response_lost(ts);
+                }
             }
             Event::Junk {
                 bytes,
-                body,
-                continued,
+                instead_of_head,
             } => {
                 self.count_junk(bytes);
-                if !continued {
-                    self.response_cut(body, ts);
+                if instead_of_head {
+                    self.response_lost(ts);
                 }
             }
             Event::Oversized => {
                 self.stats.oversized_heads += 1;
-                self.response_cut(None, ts);
+                self.response_lost(ts);
             }
         }
     }
@@ -329,23 +335,11 @@ impl HttpConnection {
             .is_some_and(|p| p.response.is_none() && p.request.first_byte_ns <= start)
     }
 
-    /// A response was lost or unparsable; `body` is set if that happened inside its body.
-    fn response_cut(&mut self, body: Option<Progress>, ts: u64) {
-        match body {
-            Some(progress) => {
-                if std::mem::take(&mut self.response_attached) {
-                    if let Some(response) = self.front_response_mut() {
-                        response.body_size = progress.size;
-                        response.end_ns = progress.last_ns;
-                    }
-                    self.finish_front(ExchangeEnd::ResponseUnparsed);
-                }
-            }
-            None => {
-                if self.front_awaits_response(ts) {
-                    self.finish_front(ExchangeEnd::ResponseUnparsed);
-                }
-            }
+    /// The head of a response was lost, garbled or too large: if it can be the front
+    /// request's, that request will not get another.
+    fn response_lost(&mut self, ts: u64) {
+        if self.front_awaits_response(ts) {
+            self.finish_front(ExchangeEnd::ResponseUnparsed);
         }
     }
 

@@ -16,7 +16,11 @@ pub(crate) enum Parsed<T> {
 /// Outcome of feeding one chunk's bytes to an element that may have started in earlier chunks.
 pub(crate) enum Spanned<T> {
     /// The first `consumed` bytes of the new data completed the element, `size` bytes in total.
-    Complete { value: T, consumed: usize, size: usize },
+    Complete {
+        value: T,
+        consumed: usize,
+        size: usize,
+    },
     /// All the new data was buffered; the element continues in a later chunk.
     Partial,
     Invalid,

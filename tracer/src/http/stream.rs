@@ -6,7 +6,7 @@ use std::marker::PhantomData;
 
 use super::body::{Body, Consumed, Framing, Progress, Skipped};
 use super::head::{Head, MAX_HEAD_BYTES};
-use super::span::{Spanned, parse_spanning, release};
+use super::span::{Parsed, Spanned, parse_spanning, release};
 use super::types::Chunk;
 
 /// The part of a chunk not yet processed: lost bytes before the data, then the data, then
@@ -49,15 +49,24 @@ pub(crate) enum Event<H> {
         size: u64,
     },
     /// The current body's framing is satisfied.
-    BodyDone { size: u64 },
-    /// Bytes were lost where they had to be parsed; `body` is set if that cut a body short.
-    Lost { body: Option<Progress> },
-    /// Bytes that are not HTTP were dropped. `continued` says they follow earlier garbage
-    /// with no valid head in between, so they are not a new problem.
+    BodyDone {
+        size: u64,
+    },
+    /// A body whose chunked framing was lost ended without it being found again: a new
+    /// message starts here.
+    BodyCut {
+        progress: Progress,
+    },
+    /// Bytes were lost where they had to be parsed: in a head or between messages
+    /// (`in_body` false), or in chunked framing (the body goes on unsynced).
+    Desync {
+        in_body: bool,
+    },
+    /// Bytes that are not HTTP were dropped. `instead_of_head` says they came where a
+    /// message was expected after valid traffic, so a message may have been garbled.
     Junk {
         bytes: u64,
-        body: Option<Progress>,
-        continued: bool,
+        instead_of_head: bool,
     },
     Oversized,
 }
@@ -74,8 +83,8 @@ enum State {
 
 /// Whether parse failures at chunk starts are news.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Sync {
-    InSync,
+enum Alignment {
+    Aligned,
     /// After lost bytes the next chunks are likely the rest of a damaged message: drop
     /// them silently until a head parses.
     AfterLoss,
@@ -88,7 +97,7 @@ pub(crate) struct Stream<H> {
     /// The head, chunk-size line or trailers received so far, when split across chunks.
     buf: Vec<u8>,
     head_first_ns: u64,
-    sync: Sync,
+    alignment: Alignment,
     hold_after_body: bool,
     head: PhantomData<fn() -> H>,
 }
@@ -99,7 +108,7 @@ impl<H: Head> Stream<H> {
             state: State::Head,
             buf: Vec::new(),
             head_first_ns: 0,
-            sync: Sync::InSync,
+            alignment: Alignment::Aligned,
             hold_after_body: false,
             head: PhantomData,
         }
@@ -193,10 +202,23 @@ impl<H: Head> Stream<H> {
                     Some(Event::BodyDone { size })
                 }
                 Consumed::Invalid => {
-                    let progress = body.progress();
                     let bytes = self.buf.len() as u64 + cur.drain();
-                    self.reset(self.sync);
-                    self.junk(bytes, Some(progress))
+                    body.lose_sync(&mut self.buf);
+                    Some(Event::Junk {
+                        bytes,
+                        instead_of_head: false,
+                    })
+                }
+                Consumed::Unsynced(n) => {
+                    cur.advance(n);
+                    if starts_message::<H>(cur.data) {
+                        let progress = body.progress();
+                        self.end_body();
+                        return Some(Event::BodyCut { progress });
+                    }
+                    body.absorb(cur.data.len(), cur.ts);
+                    cur.advance(cur.data.len());
+                    None
                 }
             },
             State::Head => self.head(cur),
@@ -225,7 +247,7 @@ impl<H: Head> Stream<H> {
                 size,
             } => {
                 cur.advance(consumed);
-                self.sync = Sync::InSync;
+                self.alignment = Alignment::Aligned;
                 Some(Event::Head {
                     head: value,
                     first_byte_ns: self.head_first_ns,
@@ -238,12 +260,12 @@ impl<H: Head> Stream<H> {
             }
             Spanned::Invalid => {
                 let bytes = buffered + cur.drain();
-                self.junk(bytes, None)
+                self.junk(bytes)
             }
             Spanned::TooLarge => {
                 cur.drain();
                 // The rest of the head follows in later chunks.
-                self.sync = Sync::AfterLoss;
+                self.alignment = Alignment::AfterLoss;
                 Some(Event::Oversized)
             }
         }
@@ -257,7 +279,7 @@ impl<H: Head> Stream<H> {
                 *n = 0;
                 None
             }
-            State::Body(body) => match body.skip(*n, ts) {
+            State::Body(body) => match body.skip(*n, &mut self.buf, ts) {
                 Skipped::Absorbed => {
                     *n = 0;
                     None
@@ -268,19 +290,16 @@ impl<H: Head> Stream<H> {
                     self.end_body();
                     Some(Event::BodyDone { size })
                 }
-                Skipped::Lost => {
-                    let progress = body.progress();
+                Skipped::Unsynced => {
                     *n = 0;
-                    self.reset(Sync::AfterLoss);
-                    Some(Event::Lost {
-                        body: Some(progress),
-                    })
+                    Some(Event::Desync { in_body: true })
                 }
             },
             State::Head => {
                 *n = 0;
-                self.reset(Sync::AfterLoss);
-                Some(Event::Lost { body: None })
+                release(&mut self.buf);
+                self.alignment = Alignment::AfterLoss;
+                Some(Event::Desync { in_body: false })
             }
         }
     }
@@ -293,24 +312,25 @@ impl<H: Head> Stream<H> {
         };
     }
 
-    fn reset(&mut self, sync: Sync) {
-        self.state = State::Head;
-        self.hold_after_body = false;
-        self.sync = sync;
-        release(&mut self.buf);
-    }
-
-    fn junk(&mut self, bytes: u64, body: Option<Progress>) -> Option<Event<H>> {
-        let continued = match self.sync {
-            Sync::AfterLoss => return None,
-            Sync::AfterJunk => true,
-            Sync::InSync => false,
+    fn junk(&mut self, bytes: u64) -> Option<Event<H>> {
+        let instead_of_head = match self.alignment {
+            Alignment::AfterLoss => return None,
+            Alignment::AfterJunk => false,
+            Alignment::Aligned => true,
         };
-        self.sync = Sync::AfterJunk;
+        self.alignment = Alignment::AfterJunk;
         Some(Event::Junk {
             bytes,
-            body,
-            continued,
+            instead_of_head,
         })
+    }
+}
+
+/// Whether `data` starts with a head, or at least with a valid first line of one.
+fn starts_message<H: Head>(data: &[u8]) -> bool {
+    match H::parse(&data[..data.len().min(MAX_HEAD_BYTES)]) {
+        Parsed::Complete(..) => true,
+        Parsed::Partial => data.contains(&b'\n'),
+        Parsed::Invalid | Parsed::TooLarge => false,
     }
 }

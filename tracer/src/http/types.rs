@@ -81,7 +81,8 @@ pub struct Request {
     pub first_byte_ns: u64,
     /// Bytes of the head including the final empty line.
     pub head_size: u64,
-    /// Body bytes (decoded payload for chunked), counted even when they were not captured.
+    /// Body bytes (decoded payload for chunked), counted even when they were not captured;
+    /// chunked framing that was not captured cannot be told from payload and is counted too.
     pub body_size: u64,
     pub body_complete: bool,
 }
@@ -95,8 +96,7 @@ pub struct Response {
     /// close-delimited body, the close; for a body cut short, the last chunk that carried some of it.
     pub end_ns: u64,
     pub head_size: u64,
-    /// Body bytes (decoded payload for chunked), counted even when they were not captured; for
-    /// close-delimited bodies, everything until close.
+    /// As for requests; for close-delimited bodies, everything until close.
     pub body_size: u64,
     pub body_complete: bool,
 }

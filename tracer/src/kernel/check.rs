@@ -107,7 +107,10 @@ fn btf() -> Finding {
         detail: if path.exists() {
             format!("{} present", path.display())
         } else {
-            format!("{} missing: kernel needs CONFIG_DEBUG_INFO_BTF=y", path.display())
+            format!(
+                "{} missing: kernel needs CONFIG_DEBUG_INFO_BTF=y",
+                path.display()
+            )
         },
     }
 }

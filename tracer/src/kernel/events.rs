@@ -33,6 +33,10 @@ pub enum KernelEvent<'a> {
     Close {
         header: EventHeader,
     },
+    /// The process `header.tgid` exited: its connections are over.
+    Exit {
+        header: EventHeader,
+    },
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -62,6 +66,7 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent<'_>, DecodeError> {
             })
         }
         EventKind::Close => Ok(KernelEvent::Close { header }),
+        EventKind::Exit => Ok(KernelEvent::Exit { header }),
         EventKind::Data => {
             let event: DataEvent = read(bytes)?;
             let bad = || DecodeError::Data {
@@ -151,8 +156,7 @@ mod tests {
 
     fn bytes_of<T>(v: &T) -> Vec<u8> {
         // SAFETY: test-only view of a plain #[repr(C)] value.
-        unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }
-            .to_vec()
+        unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }.to_vec()
     }
 
     #[test]

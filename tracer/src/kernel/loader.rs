@@ -72,22 +72,37 @@ pub fn load(options: &Options<'_>) -> Result<Loaded> {
     let mut ports: HashMap<_, u16, u8> =
         HashMap::try_from(ebpf.map_mut("WATCHED_PORTS").context("map WATCHED_PORTS")?)?;
     for port in options.ports {
-        ports.insert(port, &1u8, 0).context("filling WATCHED_PORTS")?;
+        ports
+            .insert(port, &1u8, 0)
+            .context("filling WATCHED_PORTS")?;
     }
 
     for &(program, category, name) in LIFECYCLE {
         attach(&mut ebpf, program, category, name)?;
     }
     for syscall in IO_SYSCALLS {
-        attach(&mut ebpf, &format!("exit_{syscall}"), "syscalls", &format!("sys_exit_{syscall}"))?;
+        attach(
+            &mut ebpf,
+            &format!("exit_{syscall}"),
+            "syscalls",
+            &format!("sys_exit_{syscall}"),
+        )?;
     }
     for syscall in IO_SYSCALLS {
-        attach(&mut ebpf, &format!("enter_{syscall}"), "syscalls", &format!("sys_enter_{syscall}"))?;
+        attach(
+            &mut ebpf,
+            &format!("enter_{syscall}"),
+            "syscalls",
+            &format!("sys_enter_{syscall}"),
+        )?;
     }
 
     let events = RingBuf::try_from(ebpf.take_map("EVENTS").context("map EVENTS")?)?;
     let losses = PerCpuArray::try_from(ebpf.take_map("LOSSES").context("map LOSSES")?)?;
-    let tgids = HashMap::try_from(ebpf.take_map("WATCHED_TGIDS").context("map WATCHED_TGIDS")?)?;
+    let tgids = HashMap::try_from(
+        ebpf.take_map("WATCHED_TGIDS")
+            .context("map WATCHED_TGIDS")?,
+    )?;
     Ok(Loaded {
         ebpf,
         events,

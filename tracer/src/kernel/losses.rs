@@ -26,7 +26,10 @@ impl KernelLosses {
 
     /// `{"ringbuf_full_data": N, ...}` in `Loss` order.
     pub fn by_reason(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
-        Loss::ALL.iter().map(|r| r.name()).zip(self.0.iter().copied())
+        Loss::ALL
+            .iter()
+            .map(|r| r.name())
+            .zip(self.0.iter().copied())
     }
 }
 

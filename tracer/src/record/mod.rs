@@ -1,5 +1,6 @@
 //! The access record: one JSON object per HTTP request, keys named after OpenTelemetry
 //! semantic conventions (see docs/record.md).
+mod process_fields;
 mod target;
 mod traceparent;
 
@@ -7,17 +8,22 @@ use std::{borrow::Cow, net::IpAddr};
 
 use serde::Serialize;
 
+use self::process_fields::ProcessFields;
 use crate::{
     connection::Finished,
     enrich::{Clock, ProcessInfo, QueryRedactor},
     http::ExchangeEnd,
 };
 
-/// Borrowed view of everything a record says; serialized directly, never stored.
+/// Borrowed view of what a record says about one request; serialized directly, never
+/// stored. The serving process's fields follow, from `ProcessFields`.
 #[derive(Serialize)]
 pub struct AccessRecord<'a> {
     pub timestamp: String,
-    #[serde(rename = "http.response.timestamp", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "http.response.timestamp",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub response_timestamp: Option<String>,
     #[serde(rename = "event.duration", skip_serializing_if = "Option::is_none")]
     pub duration_ns: Option<u64>,
@@ -33,9 +39,15 @@ pub struct AccessRecord<'a> {
     pub server_address: Option<Cow<'a, str>>,
     #[serde(rename = "server.port", skip_serializing_if = "Option::is_none")]
     pub server_port: Option<u16>,
-    #[serde(rename = "network.local.address", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "network.local.address",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub local_address: Option<IpAddr>,
-    #[serde(rename = "network.peer.address", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "network.peer.address",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub peer_address: Option<IpAddr>,
     #[serde(rename = "network.peer.port", skip_serializing_if = "Option::is_none")]
     pub peer_port: Option<u16>,
@@ -51,13 +63,22 @@ pub struct AccessRecord<'a> {
     pub protocol_name: &'static str,
     #[serde(rename = "network.protocol.version")]
     pub protocol_version: &'static str,
-    #[serde(rename = "http.response.status_code", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "http.response.status_code",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub status_code: Option<u16>,
     #[serde(rename = "http.request.body.size")]
     pub request_body_size: u64,
-    #[serde(rename = "http.response.body.size", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "http.response.body.size",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub response_body_size: Option<u64>,
-    #[serde(rename = "user_agent.original", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "user_agent.original",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub user_agent: Option<Cow<'a, str>>,
     #[serde(
         rename = "http.request.header.x-request-id",
@@ -72,20 +93,6 @@ pub struct AccessRecord<'a> {
     pub pid: u32,
     #[serde(rename = "thread.id")]
     pub tid: u32,
-    #[serde(rename = "process.executable.name", skip_serializing_if = "Option::is_none")]
-    pub executable_name: Option<&'a str>,
-    #[serde(rename = "process.executable.path", skip_serializing_if = "Option::is_none")]
-    pub executable_path: Option<&'a str>,
-    #[serde(rename = "process.command_line", skip_serializing_if = "Option::is_none")]
-    pub command_line: Option<&'a str>,
-    #[serde(rename = "process.owner", skip_serializing_if = "Option::is_none")]
-    pub owner: Option<&'a str>,
-    #[serde(rename = "process.user.id", skip_serializing_if = "Option::is_none")]
-    pub uid: Option<u32>,
-    #[serde(rename = "process.linux.cgroup", skip_serializing_if = "Option::is_none")]
-    pub cgroup: Option<&'a str>,
-    #[serde(rename = "container.id", skip_serializing_if = "Option::is_none")]
-    pub container_id: Option<&'a str>,
     #[serde(rename = "tracer.connection.id")]
     pub connection_id: u64,
     #[serde(rename = "tracer.outcome")]
@@ -94,16 +101,41 @@ pub struct AccessRecord<'a> {
 
 /// What every record is built with.
 pub struct RecordContext {
-    pub clock: Clock,
-    pub redactor: QueryRedactor,
+    clock: Clock,
+    redactor: QueryRedactor,
+    process_fields: ProcessFields,
 }
 
 impl RecordContext {
-    pub fn build<'a>(
-        &self,
-        finished: &'a Finished,
-        process: Option<&'a ProcessInfo>,
-    ) -> AccessRecord<'a> {
+    pub fn new(clock: Clock, redactor: QueryRedactor) -> Self {
+        Self {
+            clock,
+            redactor,
+            process_fields: ProcessFields::default(),
+        }
+    }
+
+    /// Appends the record as one JSON object (no newline) to `out`.
+    pub fn write_json(
+        &mut self,
+        finished: &Finished,
+        process: Option<&ProcessInfo>,
+        out: &mut Vec<u8>,
+    ) -> serde_json::Result<()> {
+        let start = out.len();
+        serde_json::to_writer(&mut *out, &self.build(finished))?;
+        if let Some(process) = process {
+            // The object ends with '}': splice the process's fields in before it.
+            debug_assert_eq!(out.last(), Some(&b'}'));
+            out.truncate(out.len() - 1);
+            out.extend_from_slice(self.process_fields.json(process)?);
+            out.push(b'}');
+        }
+        debug_assert!(out.len() > start);
+        Ok(())
+    }
+
+    pub fn build<'a>(&self, finished: &'a Finished) -> AccessRecord<'a> {
         let exchange = &finished.exchange;
         let request = &exchange.request;
         let head = &request.head;
@@ -116,9 +148,7 @@ impl RecordContext {
             .map(Cow::Borrowed)
             .or(host)
             .map(|h| strip_port(h));
-        let trace = head
-            .header("traceparent")
-            .and_then(traceparent::parse);
+        let trace = head.header("traceparent").and_then(traceparent::parse);
         AccessRecord {
             timestamp: self.clock.rfc3339(request.first_byte_ns),
             response_timestamp: response.map(|r| self.clock.rfc3339(r.head_ns)),
@@ -143,7 +173,11 @@ impl RecordContext {
             }),
             transport: "tcp",
             protocol_name: "http",
-            protocol_version: if head.minor_version == 0 { "1.0" } else { "1.1" },
+            protocol_version: if head.minor_version == 0 {
+                "1.0"
+            } else {
+                "1.1"
+            },
             status_code: response.map(|r| r.head.status),
             request_body_size: request.body_size,
             response_body_size: response.map(|r| r.body_size),
@@ -153,13 +187,6 @@ impl RecordContext {
             span_id: trace.map(|t| t.span_id),
             pid: finished.meta.tgid,
             tid: finished.tid,
-            executable_name: process.and_then(|p| p.executable_name.as_deref()),
-            executable_path: process.and_then(|p| p.executable_path.as_deref()),
-            command_line: process.and_then(|p| p.command_line.as_deref()),
-            owner: process.and_then(|p| p.owner.as_deref()),
-            uid: process.map(|p| p.uid),
-            cgroup: process.and_then(|p| p.cgroup_path.as_deref()),
-            container_id: process.and_then(|p| p.container_id.as_deref()),
             connection_id: finished.meta.conn_id,
             outcome: outcome(exchange.end, finished.cut_by_shutdown),
         }
@@ -207,8 +234,14 @@ mod tests {
 
     #[test]
     fn outcome_names_say_why_a_response_is_missing() {
-        assert_eq!(outcome(ExchangeEnd::ConnectionClosed, true), "tracer_stopped");
-        assert_eq!(outcome(ExchangeEnd::ConnectionClosed, false), "connection_closed");
+        assert_eq!(
+            outcome(ExchangeEnd::ConnectionClosed, true),
+            "tracer_stopped"
+        );
+        assert_eq!(
+            outcome(ExchangeEnd::ConnectionClosed, false),
+            "connection_closed"
+        );
         assert_eq!(outcome(ExchangeEnd::Complete, false), "complete");
     }
 }

@@ -13,12 +13,16 @@ pub fn split(target: &str) -> Target<'_> {
         return path_and_query(None, target);
     }
     if let Some((scheme, rest)) = target.split_once("://")
-        && scheme.bytes().all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
+        && scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
     {
         let end = rest.find(['/', '?']).unwrap_or(rest.len());
         let (authority, tail) = rest.split_at(end);
         // Userinfo in an absolute URL is a credential: never reported.
-        let authority = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+        let authority = authority
+            .rsplit_once('@')
+            .map_or(authority, |(_, host)| host);
         let tail = if tail.is_empty() { "/" } else { tail };
         return path_and_query(Some(authority), tail);
     }

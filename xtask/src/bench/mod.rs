@@ -1,0 +1,124 @@
+//! `cargo xtask bench`: the tracer's cost on nginx, tracer off vs on, all
+//! numbers from this one run (rounds interleave so drift hits both sides).
+
+mod paced;
+mod procstat;
+mod table;
+
+use crate::cargo;
+use anyhow::Result;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+use tests::clients::url;
+use tests::load::{WrkReport, wrk};
+use tests::ports::free_port;
+use tests::servers::{Nginx, NginxConfig};
+use tests::tracer::{RecordSink, Tracer, TracerRun};
+
+#[derive(clap::Args)]
+pub struct Options {
+    /// Seconds of each wrk round and of each fixed-rate phase.
+    #[arg(long, default_value_t = 10)]
+    duration: u32,
+    /// Rounds of (tracer off, tracer on), interleaved.
+    #[arg(long, default_value_t = 3)]
+    rounds: u32,
+    /// Concurrent connections of wrk and of the fixed-rate generator.
+    #[arg(long, default_value_t = 50)]
+    connections: u32,
+    /// Requests per second of the fixed-rate phase.
+    #[arg(long, default_value_t = 10_000)]
+    rate: u32,
+}
+
+/// One measured stretch of load with the tracer running.
+pub struct Traced {
+    pub requests: u64,
+    /// CPU seconds the tracer used between ready and stop.
+    pub cpu_seconds: f64,
+    pub peak_rss_bytes: u64,
+    pub run: TracerRun,
+}
+
+pub struct WrkRound {
+    pub off: WrkReport,
+    pub on: WrkReport,
+    pub traced: Traced,
+}
+
+pub fn run(options: &Options) -> Result<()> {
+    let bin = cargo::build_tracer()?;
+    let port = free_port();
+    let mut config = NginxConfig::new(port);
+    // One worker: wrk, the tracer and nginx then share the machine's two
+    // cores the same way in every round.
+    config.workers = 1;
+    let _nginx = Nginx::start(config)?;
+    let target = url(port, "/");
+    let seconds = options.duration;
+    println!(
+        "nginx 1 worker `return 200` on 127.0.0.1:{port}; wrk -t1 -c{} -d{seconds}s --latency; \
+         {} rounds of tracer off/on",
+        options.connections, options.rounds
+    );
+    wrk(&target, 1, options.connections, 2)?;
+
+    let mut rounds = Vec::new();
+    for round in 1..=options.rounds {
+        let off = wrk(&target, 1, options.connections, seconds)?;
+        println!("round {round} off: {}", table::wrk_line(&off));
+        let (on, traced) = traced(&bin, port, || {
+            let report = wrk(&target, 1, options.connections, seconds)?;
+            Ok((report.requests, report))
+        })?;
+        println!(
+            "round {round} on:  {}; records {} ({:+} vs wrk's count)",
+            table::wrk_line(&on),
+            traced.run.record_count,
+            traced.run.record_count as i64 - on.requests as i64
+        );
+        rounds.push(WrkRound { off, on, traced });
+    }
+
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let duration = Duration::from_secs(u64::from(seconds));
+    println!(
+        "fixed rate: {} req/s over {} connections for {seconds}s, tracer off then on",
+        options.rate, options.connections
+    );
+    let paced_off = paced::run(addr, options.rate, options.connections, duration)?;
+    let (paced_on, paced_traced) = traced(&bin, port, || {
+        let report = paced::run(addr, options.rate, options.connections, duration)?;
+        Ok((report.completed, report))
+    })?;
+
+    table::print(&rounds, &paced_off, &paced_on, &paced_traced, options.rate);
+    Ok(())
+}
+
+/// Runs `load` under a fresh tracer and measures the tracer around it.
+fn traced<T>(
+    bin: &Path,
+    port: u16,
+    load: impl FnOnce() -> Result<(u64, T)>,
+) -> Result<(T, Traced)> {
+    let tracer = Tracer::spawn(bin, &[port], RecordSink::Count)?;
+    let pid = tracer.pid();
+    let cpu_before = procstat::cpu_seconds(pid)?;
+    let (requests, report) = load()?;
+    // Records trail the traffic a little; give them a moment before sampling.
+    std::thread::sleep(Duration::from_millis(200));
+    let cpu_seconds = procstat::cpu_seconds(pid)? - cpu_before;
+    let peak_rss_bytes = procstat::peak_rss_bytes(pid)?;
+    let run = tracer.stop()?;
+    Ok((
+        report,
+        Traced {
+            requests,
+            cpu_seconds,
+            peak_rss_bytes,
+            run,
+        },
+    ))
+}

@@ -1,0 +1,63 @@
+//! Running cargo and scripts from the workspace root.
+
+use anyhow::{Context, Result, bail};
+use std::path::PathBuf;
+use std::process::Command;
+
+pub fn workspace_root() -> PathBuf {
+    tests::workspace::root()
+}
+
+/// Runs `command` in the workspace root, failing on a non-zero exit.
+pub fn run(command: &mut Command) -> Result<()> {
+    command.current_dir(workspace_root());
+    eprintln!("xtask: running {command:?}");
+    let status = command
+        .status()
+        .with_context(|| format!("starting {command:?}"))?;
+    if !status.success() {
+        bail!("{command:?} failed with {status}");
+    }
+    Ok(())
+}
+
+fn cargo() -> Command {
+    // The cargo that runs xtask, so the pinned toolchain carries over.
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+pub fn setup() -> Result<()> {
+    run(Command::new("bash").arg("scripts/setup.sh"))
+}
+
+/// `cargo build --release -p tracer`, returning the binary's path.
+pub fn build_tracer() -> Result<PathBuf> {
+    run(cargo().args(["build", "--release", "-p", "tracer"]))?;
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("target"));
+    let bin = workspace_root().join(target_dir).join("release/tracer");
+    if !bin.is_file() {
+        bail!("the build succeeded but {} is missing", bin.display());
+    }
+    Ok(bin)
+}
+
+pub fn test(args: &[String]) -> Result<()> {
+    let bin = build_tracer()?;
+    // Two threads: each e2e test runs a tracer, servers and clients, and the
+    // machines this runs on have two cores. No fail-fast: one run shows every
+    // failing test binary, not just the first.
+    run(cargo()
+        .args([
+            "test",
+            "--workspace",
+            "--exclude",
+            "tracer-ebpf",
+            "--no-fail-fast",
+            "--",
+        ])
+        .arg("--test-threads=2")
+        .args(args)
+        .env("TRACER_BIN", &bin))
+}
