@@ -46,6 +46,9 @@ fn wrk_requests_are_all_recorded() -> Result<()> {
     let nginx = Nginx::start(config)?;
     let tracer = Tracer::start_with(&[port], RecordSink::Count)?;
     let report = wrk(&url(port, "/wrk"), 1, CONNECTIONS, 3)?;
+    // nginx logs every request it answered, including those wrk sent but stopped
+    // waiting for at its deadline: once the log settles it is the exact count.
+    let served = nginx.settled_access_log_lines()? as u64;
     let run = tracer.stop()?;
 
     let lost = run.kernel_lost_total()?;
@@ -54,9 +57,6 @@ fn wrk_requests_are_all_recorded() -> Result<()> {
         "the tracer lost {lost} kernel events: {}",
         run.summary
     );
-    // nginx logs every request it answered, including those wrk sent but
-    // stopped waiting for at its deadline: that log is the exact count.
-    let served = nginx.access_log_lines()? as u64;
     assert_eq!(
         run.record_count, served,
         "records vs requests nginx served; wrk:\n{}",

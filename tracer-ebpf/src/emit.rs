@@ -101,11 +101,11 @@ pub fn data(pid_tgid: u64, inflight: &Inflight, len: u64) {
         fd: inflight.fd,
     };
     let dir = direction as usize & 1;
-    let lost_before = CONNS
-        .get_ptr_mut(&key)
-        // SAFETY: entry pointer from a successful lookup.
-        .map(|value| unsafe { (*value).lost[dir] })
-        .unwrap_or(0);
+    // One lookup serves both the read and the update of the lost-byte counter: the
+    // pointer stays valid for the whole program run.
+    let conn = CONNS.get_ptr_mut(&key);
+    // SAFETY: entry pointer from a successful lookup.
+    let lost_before = conn.map(|value| unsafe { (*value).lost[dir] }).unwrap_or(0);
     scratch.event = DataEvent {
         header: header(
             EventKind::Data,
@@ -125,7 +125,7 @@ pub fn data(pid_tgid: u64, inflight: &Inflight, len: u64) {
     // SAFETY: `size` <= size_of::<DataEvent>() + MAX_CAPTURE, inside the scratch slot.
     let bytes = unsafe { core::slice::from_raw_parts(scratch as *const _ as *const u8, size) };
     let delivered = EVENTS.output(bytes, wakeup_flags()).is_ok();
-    if let Some(value) = CONNS.get_ptr_mut(&key) {
+    if let Some(value) = conn {
         // SAFETY: entry pointer from a successful lookup.
         let lost = unsafe { &mut (*value).lost[dir] };
         *lost = if delivered {

@@ -186,6 +186,20 @@ impl Nginx {
             .with_context(|| format!("reading {}", path.display()))?;
         Ok(text.lines().count())
     }
+
+    /// The access-log line count once it stopped growing: after a load generator exits,
+    /// nginx may still be reading requests it sent just before its deadline.
+    pub fn settled_access_log_lines(&self) -> Result<usize> {
+        let mut last = self.access_log_lines()?;
+        loop {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            let now = self.access_log_lines()?;
+            if now == last {
+                return Ok(now);
+            }
+            last = now;
+        }
+    }
 }
 
 /// Bytes that differ along the file, so a misplaced offset would show.

@@ -7,7 +7,7 @@ use httparse::Status;
 
 use super::head::MAX_HEAD_BYTES;
 use super::span::{Parsed, Spanned, parse_spanning, release};
-use super::types::{Header, RequestHead, ResponseHead};
+use super::types::{Headers, RequestHead, ResponseHead};
 
 /// A chunk-size line longer than this (extensions included) is treated as garbage.
 const MAX_CHUNK_LINE: usize = 4096;
@@ -54,13 +54,13 @@ pub(crate) fn response_framing(head: &ResponseHead, to_head: bool) -> Framing {
     }
 }
 
-fn declared(headers: &[Header], minor_version: u8) -> Declared {
+fn declared(headers: &Headers, minor_version: u8) -> Declared {
     let mut last_coding = None;
-    for h in headers
+    for (_, value) in headers
         .iter()
-        .filter(|h| h.name.eq_ignore_ascii_case("transfer-encoding"))
+        .filter(|(name, _)| name.eq_ignore_ascii_case("transfer-encoding"))
     {
-        if let Some(coding) = list_items(&h.value).last() {
+        if let Some(coding) = list_items(value).last() {
             last_coding = Some(coding);
         }
     }
@@ -74,11 +74,11 @@ fn declared(headers: &[Header], minor_version: u8) -> Declared {
         };
     }
     let mut length = None;
-    for h in headers
+    for (_, value) in headers
         .iter()
-        .filter(|h| h.name.eq_ignore_ascii_case("content-length"))
+        .filter(|(name, _)| name.eq_ignore_ascii_case("content-length"))
     {
-        for item in list_items(&h.value) {
+        for item in list_items(value) {
             // Repeated values are allowed only if they agree (RFC 9110 section 8.6).
             match (parse_decimal(item), length) {
                 (Some(n), None) => length = Some(n),

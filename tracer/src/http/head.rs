@@ -6,7 +6,7 @@ use std::mem::MaybeUninit;
 use httparse::{Header as RawHeader, ParserConfig, Status};
 
 use super::span::Parsed;
-use super::types::{Header, RequestHead, ResponseHead};
+use super::types::{Headers, RequestHead, ResponseHead};
 
 /// Heads that do not complete within this many bytes are dropped as oversized.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -72,7 +72,7 @@ fn parse_request<'b>(
         method: req.method.unwrap_or_default().to_owned(),
         target: req.path.unwrap_or_default().to_owned(),
         minor_version: req.version.unwrap_or_default(),
-        headers: owned(req.headers),
+        headers: Headers::new(&buf[..len], req.headers),
     };
     Ok(Status::Complete((head, len)))
 }
@@ -97,16 +97,7 @@ fn parse_response<'b>(
     let head = ResponseHead {
         status: resp.code.unwrap_or_default(),
         minor_version: resp.version.unwrap_or_default(),
-        headers: owned(resp.headers),
+        headers: Headers::new(&buf[..len], resp.headers),
     };
     Ok(Status::Complete((head, len)))
-}
-
-fn owned(raw: &[RawHeader<'_>]) -> Vec<Header> {
-    raw.iter()
-        .map(|h| Header {
-            name: h.name.to_owned(),
-            value: h.value.to_vec(),
-        })
-        .collect()
 }

@@ -25,7 +25,7 @@ use self::stream::{Cursor, Event, Stream};
 
 pub use self::head::MAX_HEAD_BYTES;
 pub use self::types::{
-    Chunk, Exchange, ExchangeEnd, Header, HttpStats, Request, RequestHead, Response, ResponseHead,
+    Chunk, Exchange, ExchangeEnd, Headers, HttpStats, Request, RequestHead, Response, ResponseHead,
 };
 
 /// Requests awaiting a response beyond this are given up on, oldest first; a deeper pipeline
