@@ -155,17 +155,18 @@ fn request_head_written_a_few_bytes_at_a_time() -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn sixteen_kib_header_value() -> Result<()> {
+/// A head of `size` bytes in one write, which nginx (64 KiB header buffer) takes with one
+/// recv(): the kernel must copy all of it for the request to be recorded.
+fn large_head_is_recorded(size: usize) -> Result<()> {
     let port = free_port();
     let _nginx = Nginx::start(NginxConfig::new(port))?;
     let tracer = Tracer::start(&[port])?;
     let mut conn = RawConn::connect(("127.0.0.1", port))?;
-    let big = "v".repeat(16 * 1024);
-    let request = format!(
-        "GET /large-header HTTP/1.1\r\nHost: localhost\r\nX-Request-Id: big-head\r\n\
-         X-Big: {big}\r\n\r\n"
-    );
+    let prefix =
+        "GET /large-header HTTP/1.1\r\nHost: localhost\r\nX-Request-Id: big-head\r\nX-Big: ";
+    let big = "v".repeat(size - prefix.len() - 4);
+    let request = format!("{prefix}{big}\r\n\r\n");
+    assert_eq!(request.len(), size);
     conn.send(request.as_bytes())?;
     let status = conn.read_response("GET")?.status;
     conn.send(&get("/next", "localhost"))?;
@@ -180,4 +181,14 @@ fn sixteen_kib_header_value() -> Result<()> {
     assert_eq!(r.str_field("http.request.header.x-request-id"), "big-head");
     assert_eq!(run.records[1].str_field("url.path"), "/next");
     Ok(())
+}
+
+#[test]
+fn sixteen_kib_header_value() -> Result<()> {
+    large_head_is_recorded(16 * 1024 + 100)
+}
+
+#[test]
+fn head_of_thirty_kib_in_one_read() -> Result<()> {
+    large_head_is_recorded(30 * 1024)
 }

@@ -6,7 +6,7 @@
 
 /// Most request or response bytes copied out of one syscall. Bytes beyond this are
 /// counted (`DataEvent::len`) but not copied; the user-space parser treats them as a gap.
-pub const MAX_CAPTURE: usize = 16 * 1024;
+pub const MAX_CAPTURE: usize = 32 * 1024;
 
 /// Upper bound on watched ports (a hash map in the kernel).
 pub const MAX_PORTS: u32 = 64;

@@ -55,9 +55,10 @@ impl NginxConfig {
             "off".to_owned()
         };
         let workers = self.workers;
-        // Workers run as www-data like a packaged nginx; `large_client_header_buffers`
-        // admits the 16 KiB header test; `keepalive_requests` keeps load runs
-        // on their connections.
+        // Workers run as www-data like a packaged nginx; the 64 KiB header buffers admit
+        // the large-head tests and make nginx read a whole head with one recv(), the case
+        // that stresses the kernel's per-syscall capture bound; `keepalive_requests`
+        // keeps load runs on their connections.
         format!(
             r#"user www-data;
 daemon off;
@@ -76,7 +77,8 @@ http {{
     fastcgi_temp_path {prefix}/fastcgi;
     uwsgi_temp_path {prefix}/uwsgi;
     scgi_temp_path {prefix}/scgi;
-    large_client_header_buffers 4 32k;
+    client_header_buffer_size 64k;
+    large_client_header_buffers 4 64k;
     keepalive_requests 1000000;
     server {{
 {listen}        root {prefix}/www;
