@@ -36,6 +36,35 @@ fn check_passes_on_this_machine() -> Result<()> {
     Ok(())
 }
 
+/// The tracer run as an unprivileged user (via util-linux setpriv, capabilities dropped).
+fn unprivileged(args: &[&str]) -> Result<(bool, String)> {
+    let output = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .args(["--inh-caps=-all", "--bounding-set=-all"])
+        .arg(tracer_bin()?)
+        .args(args)
+        .output()
+        .context("running setpriv")?;
+    let text = String::from_utf8_lossy(&output.stderr).into_owned();
+    Ok((output.status.success(), text))
+}
+
+#[test]
+fn missing_privileges_are_named_by_check_and_run() -> Result<()> {
+    let (ok, text) = unprivileged(&["check"])?;
+    assert!(!ok, "check succeeded without privileges: {text}");
+    assert!(text.contains("FAIL privileges"), "{text}");
+    assert!(text.contains("CAP_BPF"), "{text}");
+    let (ok, text) = unprivileged(&["run", "--port", "8080"])?;
+    assert!(!ok, "run succeeded without privileges: {text}");
+    assert!(
+        text.contains("cannot run the tracer") && text.contains("CAP_BPF"),
+        "{text}"
+    );
+    assert!(!text.contains("panicked"), "{text}");
+    Ok(())
+}
+
 #[test]
 fn run_without_a_port_fails_with_a_clear_message() -> Result<()> {
     let log = tempfile::NamedTempFile::new()?;

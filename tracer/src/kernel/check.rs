@@ -46,11 +46,14 @@ pub fn tracefs() -> Option<PathBuf> {
 pub fn run() -> Vec<Finding> {
     let mut findings = vec![capabilities(), btf()];
     let tracefs = tracefs();
+    let mounted = Path::new("/sys/kernel/tracing/trace").exists()
+        || Path::new("/sys/kernel/tracing").read_dir().is_err();
     findings.push(Finding {
         what: "tracefs",
         ok: tracefs.is_some(),
         detail: match &tracefs {
             Some(p) => format!("mounted at {}", p.display()),
+            None if mounted => "/sys/kernel/tracing is not readable (needs root)".into(),
             None => "not mounted and could not be mounted at /sys/kernel/tracing".into(),
         },
     });
