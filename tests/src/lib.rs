@@ -5,6 +5,7 @@
 //! guard is dropped, so a failing (panicking) test leaves nothing behind.
 
 pub mod clients;
+pub mod identity;
 pub mod load;
 pub mod ports;
 pub mod process;

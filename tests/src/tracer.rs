@@ -66,10 +66,31 @@ impl Tracer {
 
     /// Starts the tracer binary at `bin` rather than the one the tests use.
     pub fn spawn(bin: &Path, ports: &[u16], sink: RecordSink) -> Result<Self> {
+        Self::spawn_with_args(bin, ports, &[], &[], sink)
+    }
+
+    /// Starts `tracer run --port P... ARGS...` with extra environment variables.
+    pub fn start_with_args(ports: &[u16], args: &[&str], env: &[(&str, &str)]) -> Result<Self> {
+        Self::spawn_with_args(
+            &workspace::tracer_bin()?,
+            ports,
+            args,
+            env,
+            RecordSink::File,
+        )
+    }
+
+    fn spawn_with_args(
+        bin: &Path,
+        ports: &[u16],
+        args: &[&str],
+        env: &[(&str, &str)],
+        sink: RecordSink,
+    ) -> Result<Self> {
         let dir = tempfile::tempdir().context("creating tracer temp dir")?;
         let stdout_path = dir.path().join("records.jsonl");
         let mut command = Command::new(bin);
-        command.arg("run");
+        command.arg("run").args(args).envs(env.iter().copied());
         for port in ports {
             command.arg("--port").arg(port.to_string());
         }

@@ -1,7 +1,10 @@
 //! Command-line interface.
-use std::num::NonZeroU16;
+use std::{num::NonZeroU16, num::NonZeroU64, path::PathBuf};
 
+use anyhow::{Result, bail};
 use clap::{Args, Parser, Subcommand};
+
+use crate::config::Config;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -20,26 +23,67 @@ pub enum Command {
     Run(RunArgs),
     /// Check whether this host can run the tracer; exits non-zero naming what is missing.
     Check,
+    /// Work with configuration files (docs/config.md).
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Validate a TOML configuration file and read the files it names; errors give the line.
+    Check { file: PathBuf },
 }
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
     /// Local TCP port to watch (IPv4 and IPv6, any local address). Repeat for several ports.
-    #[arg(long = "port", short = 'p', required = true, value_name = "PORT")]
+    /// Replaces the config file's `ports`.
+    #[arg(
+        long = "port",
+        short = 'p',
+        required_unless_present = "config",
+        value_name = "PORT"
+    )]
     pub ports: Vec<NonZeroU16>,
 
-    /// Size of the kernel ring buffer in bytes (a power of two, at least one page).
-    #[arg(long, default_value_t = 16 << 20, value_parser = parse_ringbuf_size)]
-    pub ringbuf_bytes: u32,
+    /// TOML configuration file (docs/config.md); flags given as well override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 
-    /// Seconds between loss/health reports on stderr (only printed when something changed).
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
-    pub stats_interval: u64,
+    /// Size of the kernel ring buffer in bytes (a power of two, at least one page) [default: 16777216].
+    #[arg(long, value_parser = parse_ringbuf_size)]
+    pub ringbuf_bytes: Option<u32>,
+
+    /// Seconds between loss/health reports on stderr (only printed when something changed) [default: 10].
+    #[arg(long)]
+    pub stats_interval: Option<NonZeroU64>,
 
     /// Extra query parameter name whose value is written as REDACTED (the built-in list
     /// covers access_token, api_key, password, sig, X-Amz-Signature and more).
     #[arg(long = "redact-query-param", value_name = "NAME")]
     pub redact_query_params: Vec<String>,
+}
+
+impl RunArgs {
+    /// The config file (or the defaults) with the flags applied on top.
+    pub fn resolve(&self) -> Result<Config> {
+        let mut config = match &self.config {
+            Some(path) => Config::load(path)?,
+            None => Config::default(),
+        };
+        if !self.ports.is_empty() {
+            config.ports.clone_from(&self.ports);
+        }
+        if config.ports.is_empty() {
+            bail!("no port to watch: give --port or `ports` in the config file");
+        }
+        config.ringbuf_bytes = self.ringbuf_bytes.or(config.ringbuf_bytes);
+        config.stats_interval = self.stats_interval.or(config.stats_interval);
+        config
+            .redact_query_params
+            .extend(self.redact_query_params.iter().cloned());
+        Ok(config)
+    }
 }
 
 fn parse_ringbuf_size(s: &str) -> Result<u32, String> {
@@ -67,5 +111,7 @@ mod tests {
             panic!("not run")
         };
         assert_eq!(args.ports.len(), 2);
+        assert!(Cli::try_parse_from(["tracer", "run", "--config", "x.toml"]).is_ok());
+        assert!(Cli::try_parse_from(["tracer", "config", "check", "x.toml"]).is_ok());
     }
 }

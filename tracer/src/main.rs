@@ -2,7 +2,8 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 use tracer::{
-    cli::{Cli, Command},
+    cli::{Cli, Command, ConfigCommand},
+    config,
     kernel::check,
     pipeline,
 };
@@ -30,6 +31,16 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Config(ConfigCommand::Check { file }) => match config::check(&file) {
+            Ok(report) => {
+                print!("{report}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("tracer: config error: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Run(args) => match pipeline::run(args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

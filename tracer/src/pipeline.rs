@@ -18,6 +18,7 @@ use tokio::{
 
 use crate::{
     cli::RunArgs,
+    config::{DEFAULT_RINGBUF_BYTES, DEFAULT_STATS_INTERVAL_SECONDS},
     connection::{Finished, Tracker, TrackerStats},
     enrich::{Clock, DEFAULT_SECRET_PARAMS, ProcessCache, QueryRedactor},
     kernel::{
@@ -49,13 +50,20 @@ async fn run_async(args: RunArgs) -> Result<()> {
         bail!("this host cannot run the tracer ({problems}); `tracer check` explains");
     }
     let tracefs = check::tracefs().context("tracefs is not available")?;
-    let mut ports: Vec<u16> = args.ports.iter().map(|p| p.get()).collect();
+    let config = args.resolve()?;
+    // Before loading: a bad identity setup fails fast, and the first OIDC fetch
+    // happens before `ready`.
+    let identifier = config
+        .identity
+        .identifier()
+        .context("setting up identity")?;
+    let mut ports: Vec<u16> = config.ports.iter().map(|p| p.get()).collect();
     ports.sort_unstable();
     ports.dedup();
 
     let mut loaded = loader::load(&Options {
         ports: &ports,
-        ringbuf_bytes: args.ringbuf_bytes,
+        ringbuf_bytes: config.ringbuf_bytes.unwrap_or(DEFAULT_RINGBUF_BYTES),
         tracefs: &tracefs,
     })?;
     let existing = discovery::processes_on_ports(&ports)?;
@@ -69,11 +77,17 @@ async fn run_async(args: RunArgs) -> Result<()> {
         .iter()
         .map(|s| s.to_string())
         .collect();
-    redactor_names.extend(args.redact_query_params.iter().cloned());
+    redactor_names.extend(config.redact_query_params.iter().cloned());
+    // A query parameter that carries an API key is a credential too.
+    redactor_names.extend(config.identity.api_key_query_params.iter().cloned());
     let mut state = State {
         tracker: Tracker::new(),
         processes: ProcessCache::new(),
-        records: RecordContext::new(Clock::calibrate(), QueryRedactor::new(redactor_names)),
+        records: RecordContext::new(
+            Clock::calibrate(),
+            QueryRedactor::new(redactor_names),
+            identifier,
+        ),
         line: Vec::with_capacity(2048),
         sink: StdoutSink::new(),
         finished: Vec::new(),
@@ -101,7 +115,10 @@ async fn run_async(args: RunArgs) -> Result<()> {
 
     let mut drain_timer = tokio::time::interval(DRAIN_INTERVAL);
     drain_timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut ticker = tokio::time::interval(Duration::from_secs(args.stats_interval));
+    let stats_interval = config
+        .stats_interval
+        .map_or(DEFAULT_STATS_INTERVAL_SECONDS, |s| s.get());
+    let mut ticker = tokio::time::interval(Duration::from_secs(stats_interval));
     ticker.tick().await;
     let mut reported = Report::default();
     while !state.stdout_closed {

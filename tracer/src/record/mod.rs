@@ -13,10 +13,12 @@ use crate::{
     connection::Finished,
     enrich::{Clock, ProcessInfo, QueryRedactor},
     http::ExchangeEnd,
+    identity::{ForwardedClient, Identifier},
 };
 
 /// Borrowed view of what a record says about one request; serialized directly, never
-/// stored. The serving process's fields follow, from `ProcessFields`.
+/// stored. The identity's fields follow, then the serving process's, from
+/// `ProcessFields`.
 #[derive(Serialize)]
 pub struct AccessRecord<'a> {
     pub timestamp: String,
@@ -104,14 +106,16 @@ pub struct RecordContext {
     clock: Clock,
     redactor: QueryRedactor,
     process_fields: ProcessFields,
+    identifier: Identifier,
 }
 
 impl RecordContext {
-    pub fn new(clock: Clock, redactor: QueryRedactor) -> Self {
+    pub fn new(clock: Clock, redactor: QueryRedactor, identifier: Identifier) -> Self {
         Self {
             clock,
             redactor,
             process_fields: ProcessFields::default(),
+            identifier,
         }
     }
 
@@ -123,14 +127,32 @@ impl RecordContext {
         out: &mut Vec<u8>,
     ) -> serde_json::Result<()> {
         let start = out.len();
-        serde_json::to_writer(&mut *out, &self.build(finished))?;
-        if let Some(process) = process {
-            // The object ends with '}': splice the process's fields in before it.
-            debug_assert_eq!(out.last(), Some(&b'}'));
-            out.truncate(out.len() - 1);
-            out.extend_from_slice(self.process_fields.json(process)?);
-            out.push(b'}');
+        let mut record = self.build(finished);
+        let head = &finished.exchange.request.head;
+        let identity =
+            self.identifier
+                .identify(head, target::split(&head.target).query, record.peer_address);
+        match identity.client {
+            None => {}
+            Some(ForwardedClient::Address { ip, port }) => {
+                record.client_address = Some(ip);
+                record.client_port = port;
+            }
+            Some(ForwardedClient::Unknown) => {
+                record.client_address = None;
+                record.client_port = None;
+            }
         }
+        serde_json::to_writer(&mut *out, &record)?;
+        // The object ends with '}': splice the identity's and the process's fields in
+        // before it.
+        debug_assert_eq!(out.last(), Some(&b'}'));
+        out.truncate(out.len() - 1);
+        identity.write_json(out)?;
+        if let Some(process) = process {
+            out.extend_from_slice(self.process_fields.json(process)?);
+        }
+        out.push(b'}');
         debug_assert!(out.len() > start);
         Ok(())
     }

@@ -1,0 +1,393 @@
+//! The TOML configuration file (`tracer run --config FILE`, `tracer config check FILE`),
+//! documented key by key in docs/config.md. Every key has a default, so no file at all
+//! is a valid configuration; values are checked while parsing, so an error names the
+//! line and column it comes from.
+use std::{
+    fmt, fs, io,
+    num::{NonZeroU16, NonZeroU64},
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use ipnet::IpNet;
+use serde::{Deserialize, Deserializer, de::Error as _};
+
+use crate::identity::{
+    self, Fingerprinter, Identifier, Keys, Names, OidcSettings, Policy, ProxyTrust, Verifier,
+    fingerprint::SecretError,
+    keys::{self as keyfiles, KeyError},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading {path}: {source}")]
+    Read { path: PathBuf, source: io::Error },
+    /// toml's message names the line and column and quotes the line.
+    #[error("{path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("identity.jwt: {0}")]
+    Keys(#[from] KeyError),
+    #[error("identity.fingerprint_secret_file: {0}")]
+    Secret(#[from] SecretError),
+    #[error("starting the OIDC key fetcher: {0}")]
+    Fetcher(io::Error),
+}
+
+pub const DEFAULT_RINGBUF_BYTES: u32 = 16 << 20;
+pub const DEFAULT_STATS_INTERVAL_SECONDS: u64 = 10;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// `--port`; the flags' ports replace these.
+    pub ports: Vec<NonZeroU16>,
+    /// `--ringbuf-bytes`.
+    #[serde(deserialize_with = "ringbuf_bytes")]
+    pub ringbuf_bytes: Option<u32>,
+    /// `--stats-interval`, seconds.
+    pub stats_interval: Option<NonZeroU64>,
+    /// `--redact-query-param`; the flags' names are added to these.
+    pub redact_query_params: Vec<String>,
+    pub identity: IdentityConfig,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdentityConfig {
+    /// Key of every fingerprint; created (0600) on first run.
+    pub fingerprint_secret_file: PathBuf,
+    pub api_key_headers: Vec<String>,
+    pub api_key_query_params: Vec<String>,
+    pub session_cookies: Vec<String>,
+    pub jwt: JwtConfig,
+    pub proxy: ProxyConfig,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JwtConfig {
+    /// Dotted claim paths whose values are `user.roles`.
+    pub role_claims: Vec<String>,
+    pub jwks_file: Option<PathBuf>,
+    pub hmac_secret_file: Option<PathBuf>,
+    #[serde(deserialize_with = "http_url")]
+    pub oidc_issuer: Option<String>,
+    /// Accepted `iss` values (the OIDC issuer is always accepted); empty: any.
+    pub issuers: Vec<String>,
+    /// Accepted `aud` values; empty: any.
+    pub audiences: Vec<String>,
+    pub leeway_seconds: u32,
+    pub oidc_timeout_ms: NonZeroU64,
+    pub oidc_refresh_seconds: NonZeroU64,
+    pub oidc_min_refetch_seconds: u64,
+    pub oidc_max_backoff_seconds: NonZeroU64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxyConfig {
+    pub trusted_cidrs: Vec<IpNet>,
+    pub user_headers: Vec<String>,
+    pub email_headers: Vec<String>,
+}
+
+fn strings(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+impl Default for IdentityConfig {
+    fn default() -> Self {
+        Self {
+            fingerprint_secret_file: PathBuf::from("/var/lib/tracer/fingerprint.key"),
+            api_key_headers: strings(&["X-API-Key"]),
+            api_key_query_params: strings(&["api_key", "apikey", "key"]),
+            session_cookies: strings(&[
+                "session",
+                "sessionid",
+                "JSESSIONID",
+                "PHPSESSID",
+                "connect.sid",
+                "_oauth2_proxy",
+            ]),
+            jwt: JwtConfig::default(),
+            proxy: ProxyConfig::default(),
+        }
+    }
+}
+
+impl Default for JwtConfig {
+    fn default() -> Self {
+        Self {
+            role_claims: strings(&["roles", "groups", "realm_access.roles"]),
+            jwks_file: None,
+            hmac_secret_file: None,
+            oidc_issuer: None,
+            issuers: Vec::new(),
+            audiences: Vec::new(),
+            leeway_seconds: 60,
+            oidc_timeout_ms: NonZeroU64::new(3000).unwrap_or(NonZeroU64::MIN),
+            oidc_refresh_seconds: NonZeroU64::new(3600).unwrap_or(NonZeroU64::MIN),
+            oidc_min_refetch_seconds: 10,
+            oidc_max_backoff_seconds: NonZeroU64::new(300).unwrap_or(NonZeroU64::MIN),
+        }
+    }
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        Self {
+            trusted_cidrs: Vec::new(),
+            user_headers: strings(&["X-Forwarded-User", "X-Auth-Request-User", "X-Remote-User"]),
+            email_headers: strings(&["X-Forwarded-Email", "X-Auth-Request-Email"]),
+        }
+    }
+}
+
+fn ringbuf_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    let n = u32::deserialize(d)?;
+    if n < 4096 || !n.is_power_of_two() {
+        return Err(D::Error::custom(format!(
+            "{n} is not a power of two >= 4096"
+        )));
+    }
+    Ok(Some(n))
+}
+
+fn http_url<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let url = String::deserialize(d)?;
+    if !(url.starts_with("https://") || url.starts_with("http://")) {
+        return Err(D::Error::custom(format!(
+            "{url:?} is not an http:// or https:// URL"
+        )));
+    }
+    Ok(Some(url))
+}
+
+impl Config {
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            source: Box::new(e),
+        })
+    }
+
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+}
+
+impl IdentityConfig {
+    /// The identifier this configuration describes: reads key files and the
+    /// fingerprint secret (creating it), and starts the OIDC fetcher.
+    pub fn identifier(&self) -> Result<Identifier, ConfigError> {
+        let fingerprinter = Fingerprinter::load_or_create(&self.fingerprint_secret_file)?;
+        Ok(Identifier::new(
+            self.names(),
+            ProxyTrust::new(self.proxy.trusted_cidrs.clone()),
+            fingerprinter,
+            self.jwt.verifier()?,
+        ))
+    }
+
+    fn names(&self) -> Names {
+        Names {
+            api_key_headers: self.api_key_headers.clone(),
+            api_key_query_params: self.api_key_query_params.clone(),
+            session_cookies: self.session_cookies.clone(),
+            proxy_user_headers: self.proxy.user_headers.clone(),
+            proxy_email_headers: self.proxy.email_headers.clone(),
+            role_claims: self.jwt.role_claims.clone(),
+        }
+    }
+}
+
+impl JwtConfig {
+    fn fixed_keys(&self) -> Result<Vec<identity::keys::VerifyKey>, KeyError> {
+        let mut keys = match &self.jwks_file {
+            Some(path) => keyfiles::load_jwks_file(path)?,
+            None => Vec::new(),
+        };
+        if let Some(path) = &self.hmac_secret_file {
+            keys.push(keyfiles::load_hmac_secret(path)?);
+        }
+        Ok(keys)
+    }
+
+    fn verifier(&self) -> Result<Option<Verifier>, ConfigError> {
+        let fixed = self.fixed_keys()?;
+        let mut issuers = self.issuers.clone();
+        let keys = match &self.oidc_issuer {
+            Some(issuer) => {
+                if !issuers.is_empty() {
+                    issuers.push(issuer.clone());
+                }
+                let settings = OidcSettings {
+                    issuer: issuer.clone(),
+                    timeout: Duration::from_millis(self.oidc_timeout_ms.get()),
+                    refresh: Duration::from_secs(self.oidc_refresh_seconds.get()),
+                    min_refetch: Duration::from_secs(self.oidc_min_refetch_seconds),
+                    max_backoff: Duration::from_secs(self.oidc_max_backoff_seconds.get()),
+                };
+                Keys::with_oidc(fixed, settings).map_err(ConfigError::Fetcher)?
+            }
+            None if fixed.is_empty() => return Ok(None),
+            None => Keys::fixed(fixed),
+        };
+        Ok(Some(Verifier {
+            keys,
+            policy: Policy {
+                issuers,
+                audiences: self.audiences.clone(),
+            },
+            leeway: i64::from(self.leeway_seconds),
+        }))
+    }
+}
+
+/// What `tracer config check` found, for a person to read.
+pub struct CheckReport {
+    lines: Vec<String>,
+}
+
+impl fmt::Display for CheckReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for line in &self.lines {
+            writeln!(f, "{line}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Parses `path` and reads every file it names, without starting anything and without
+/// creating the fingerprint secret.
+pub fn check(path: &Path) -> Result<CheckReport, ConfigError> {
+    let config = Config::load(path)?;
+    let id = &config.identity;
+    let keys = id.jwt.fixed_keys()?;
+    if id.fingerprint_secret_file.exists() {
+        Fingerprinter::load_or_create(&id.fingerprint_secret_file)?;
+    }
+    let mut lines = vec![format!("{}: ok", path.display())];
+    lines.push(if config.ports.is_empty() {
+        "ports: none in the file (give --port)".to_owned()
+    } else {
+        format!(
+            "ports: {}",
+            config
+                .ports
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    });
+    let verification = match (&id.jwt.oidc_issuer, keys.len()) {
+        (Some(issuer), n) => format!("OIDC discovery from {issuer} plus {n} fixed key(s)"),
+        (None, 0) => "off: bearer tokens are reported unverified".to_owned(),
+        (None, n) => format!("{n} fixed key(s)"),
+    };
+    lines.push(format!("jwt verification: {verification}"));
+    lines.push(format!(
+        "trusted proxies: {}",
+        if id.proxy.trusted_cidrs.is_empty() {
+            "none (identity and forwarding headers are never trusted)".to_owned()
+        } else {
+            id.proxy
+                .trusted_cidrs
+                .iter()
+                .map(|n| n.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    ));
+    lines.push(format!(
+        "fingerprint secret: {}{}",
+        id.fingerprint_secret_file.display(),
+        if id.fingerprint_secret_file.exists() {
+            ""
+        } else {
+            " (created on first run)"
+        }
+    ));
+    Ok(CheckReport { lines })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("t.toml"))
+    }
+
+    #[test]
+    fn empty_file_means_defaults() {
+        let c = parse("").unwrap();
+        assert!(c.ports.is_empty());
+        assert_eq!(c.identity.api_key_headers, ["X-API-Key"]);
+        assert_eq!(c.identity.jwt.leeway_seconds, 60);
+        assert!(c.identity.proxy.trusted_cidrs.is_empty());
+    }
+
+    #[test]
+    fn full_file_parses() {
+        let c = parse(
+            r#"
+ports = [8080, 8443]
+ringbuf_bytes = 8388608
+stats_interval = 5
+redact_query_params = ["otp"]
+
+[identity]
+fingerprint_secret_file = "/tmp/k"
+api_key_headers = ["X-Api-Key", "X-Key"]
+session_cookies = ["sid"]
+
+[identity.jwt]
+role_claims = ["scope"]
+jwks_file = "/etc/tracer/jwks.json"
+oidc_issuer = "https://idp.example.com/realms/main"
+audiences = ["api"]
+
+[identity.proxy]
+trusted_cidrs = ["10.0.0.0/8", "::1/128"]
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.ports.len(), 2);
+        assert_eq!(c.ringbuf_bytes, Some(8 << 20));
+        assert_eq!(c.identity.proxy.trusted_cidrs.len(), 2);
+        assert_eq!(
+            c.identity.proxy.user_headers[0], "X-Forwarded-User",
+            "unset keys keep defaults"
+        );
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        for (text, line, needle) in [
+            ("ports = [8080]\nringbuf_bytes = 5000\n", 2, "power of two"),
+            (
+                "\n[identity.proxy]\ntrusted_cidrs = [\"10.0.0.300/8\"]\n",
+                3,
+                "invalid",
+            ),
+            ("[identity]\nfingerprint_secret = 1\n", 2, "unknown field"),
+            ("[identity.jwt]\noidc_issuer = \"idp\"\n", 2, "http"),
+            ("ports = [0]\n", 1, "nonzero"),
+        ] {
+            let message = parse(text).err().unwrap().to_string();
+            assert!(
+                message.contains(&format!("line {line}")) && message.contains(needle),
+                "{text:?} -> {message}"
+            );
+        }
+    }
+}
