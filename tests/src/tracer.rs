@@ -80,7 +80,8 @@ impl Tracer {
         )
     }
 
-    fn spawn_with_args(
+    /// Starts the tracer binary at `bin` with extra arguments and environment variables.
+    pub fn spawn_with_args(
         bin: &Path,
         ports: &[u16],
         args: &[&str],

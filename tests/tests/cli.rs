@@ -128,3 +128,24 @@ fn summary_has_the_documented_counters() -> Result<()> {
     assert_eq!(run.summary_u64("desyncs")?, 0, "{}", run.summary);
     Ok(())
 }
+
+#[test]
+fn bpf_stats_report_the_time_spent_in_the_kernel_programs() -> Result<()> {
+    let (_server, port) = python_server()?;
+    let tracer = Tracer::start_with_args(&[port], &["--bpf-stats"], &[])?;
+    curl(&[&url(port, "/hello.txt?via=stats")])?;
+    let run = tracer.stop()?;
+
+    assert_eq!(run.records.len(), 1, "records: {:#?}", run.records);
+    // At least the request's read and the response's write ran a program each.
+    assert!(run.summary_u64("bpf_run_count")? >= 2, "{}", run.summary);
+    assert!(run.summary_u64("bpf_run_time_ns")? > 0, "{}", run.summary);
+
+    let plain = Tracer::start(&[port])?.stop()?;
+    assert!(
+        plain.summary.get("bpf_run_time_ns").is_none(),
+        "{}",
+        plain.summary
+    );
+    Ok(())
+}

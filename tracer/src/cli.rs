@@ -62,6 +62,12 @@ pub struct RunArgs {
     /// covers access_token, api_key, password, sig, X-Amz-Signature and more).
     #[arg(long = "redact-query-param", value_name = "NAME")]
     pub redact_query_params: Vec<String>,
+
+    /// Have the kernel time the tracer's eBPF programs (BPF_ENABLE_STATS) and report their
+    /// run time in the summary: what the tracer costs the traced processes. Costs two
+    /// clock reads per program run while enabled.
+    #[arg(long)]
+    pub bpf_stats: bool,
 }
 
 impl RunArgs {
@@ -79,6 +85,7 @@ impl RunArgs {
         }
         config.ringbuf_bytes = self.ringbuf_bytes.or(config.ringbuf_bytes);
         config.stats_interval = self.stats_interval.or(config.stats_interval);
+        config.bpf_stats |= self.bpf_stats;
         config
             .redact_query_params
             .extend(self.redact_query_params.iter().cloned());

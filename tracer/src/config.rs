@@ -51,6 +51,8 @@ pub struct Config {
     pub stats_interval: Option<NonZeroU64>,
     /// `--redact-query-param`; the flags' names are added to these.
     pub redact_query_params: Vec<String>,
+    /// `--bpf-stats`.
+    pub bpf_stats: bool,
     pub identity: IdentityConfig,
 }
 

@@ -61,6 +61,12 @@ async fn run_async(args: RunArgs) -> Result<()> {
     ports.sort_unstable();
     ports.dedup();
 
+    // Held for the whole run: the kernel times programs while this fd is open.
+    let bpf_stats = config
+        .bpf_stats
+        .then(|| aya::sys::enable_stats(aya::sys::Stats::RunTime))
+        .transpose()
+        .context("enabling eBPF run-time statistics (--bpf-stats)")?;
     let mut loaded = loader::load(&Options {
         ports: &ports,
         ringbuf_bytes: config.ringbuf_bytes.unwrap_or(DEFAULT_RINGBUF_BYTES),
@@ -137,6 +143,10 @@ async fn run_async(args: RunArgs) -> Result<()> {
         }
     }
 
+    let bpf = match bpf_stats {
+        Some(_) => Some(loader::program_run_time(&loaded.ebpf)?),
+        None => None,
+    };
     // Detach first so no new events arrive, then take what is still in the ring.
     drop(loaded.ebpf);
     state.drain(ring.get_mut())?;
@@ -148,6 +158,7 @@ async fn run_async(args: RunArgs) -> Result<()> {
         kernel_lost: losses,
         decode_errors: state.decode_errors,
         tracker: state.tracker.stats(),
+        bpf,
     };
     eprintln!("tracer: summary {}", serde_json::to_string(&summary)?);
     Ok(())
@@ -287,6 +298,9 @@ struct Summary {
     decode_errors: u64,
     #[serde(flatten)]
     tracker: TrackerStats,
+    /// With --bpf-stats: time the kernel spent in the tracer's programs.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    bpf: Option<loader::ProgramRunTime>,
 }
 
 /// The clock bpf_ktime_get_ns reads.

@@ -111,6 +111,28 @@ pub fn load(options: &Options<'_>) -> Result<Loaded> {
     })
 }
 
+/// Total run time and run count of the loaded programs since the kernel started timing
+/// them (`aya::sys::enable_stats`); zero when it does not.
+pub fn program_run_time(ebpf: &Ebpf) -> Result<ProgramRunTime> {
+    let mut total = ProgramRunTime::default();
+    for (name, program) in ebpf.programs() {
+        let info = program
+            .info()
+            .with_context(|| format!("reading statistics of program {name}"))?;
+        total.run_time_ns += info.run_time().as_nanos() as u64;
+        total.run_count += info.run_count();
+    }
+    Ok(total)
+}
+
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct ProgramRunTime {
+    #[serde(rename = "bpf_run_time_ns")]
+    pub run_time_ns: u64,
+    #[serde(rename = "bpf_run_count")]
+    pub run_count: u64,
+}
+
 fn attach(ebpf: &mut Ebpf, program: &str, category: &str, name: &str) -> Result<()> {
     let tracepoint: &mut TracePoint = ebpf
         .program_mut(program)

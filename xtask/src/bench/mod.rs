@@ -103,7 +103,7 @@ fn traced<T>(
     port: u16,
     load: impl FnOnce() -> Result<(u64, T)>,
 ) -> Result<(T, Traced)> {
-    let tracer = Tracer::spawn(bin, &[port], RecordSink::Count)?;
+    let tracer = Tracer::spawn_with_args(bin, &[port], &["--bpf-stats"], &[], RecordSink::Count)?;
     let pid = tracer.pid();
     let cpu_before = procstat::cpu_seconds(pid)?;
     let (requests, report) = load()?;

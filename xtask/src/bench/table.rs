@@ -51,6 +51,19 @@ fn cpu_per_1k(traced: &[&Traced]) -> String {
     format!("{:.4}", cpu / requests as f64 * 1000.0)
 }
 
+/// Kernel time in the tracer's programs per request: what tracing costs the server.
+fn bpf_ns_per_request(traced: &[&Traced]) -> String {
+    let ns: Option<u64> = traced
+        .iter()
+        .map(|t| t.run.summary_u64("bpf_run_time_ns").ok())
+        .sum();
+    let requests: u64 = traced.iter().map(|t| t.requests).sum();
+    match ns {
+        Some(ns) if requests > 0 => format!("{:.0}", ns as f64 / requests as f64),
+        _ => "?".to_owned(),
+    }
+}
+
 fn records_vs(traced: &[&Traced]) -> String {
     let records: u64 = traced.iter().map(|t| t.run.record_count).sum();
     let requests: u64 = traced.iter().map(|t| t.requests).sum();
@@ -102,6 +115,11 @@ pub fn print(
         &latency(p99_on),
     );
     row("  tracer CPU s per 1k requests", "", &cpu_per_1k(&traced));
+    row(
+        "  eBPF ns per request (in the server)",
+        "",
+        &bpf_ns_per_request(&traced),
+    );
     row("  tracer peak RSS (VmHWM)", "", &peak_rss(&traced));
     row(
         "  records vs wrk's completed requests",
@@ -128,6 +146,11 @@ pub fn print(
     row("  client errors", &errors(paced_off), &errors(paced_on));
     let paced = [paced_traced];
     row("  tracer CPU s per 1k requests", "", &cpu_per_1k(&paced));
+    row(
+        "  eBPF ns per request (in the server)",
+        "",
+        &bpf_ns_per_request(&paced),
+    );
     row("  records vs completed requests", "", &records_vs(&paced));
     row("  kernel lost events", "", &lost(&paced));
     println!(
