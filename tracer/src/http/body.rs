@@ -56,10 +56,7 @@ pub(crate) fn response_framing(head: &ResponseHead, to_head: bool) -> Framing {
 
 fn declared(headers: &Headers, minor_version: u8) -> Declared {
     let mut last_coding = None;
-    for (_, value) in headers
-        .iter()
-        .filter(|(name, _)| name.eq_ignore_ascii_case("transfer-encoding"))
-    {
+    for value in headers.get_all("transfer-encoding") {
         if let Some(coding) = list_items(value).last() {
             last_coding = Some(coding);
         }
@@ -74,10 +71,7 @@ fn declared(headers: &Headers, minor_version: u8) -> Declared {
         };
     }
     let mut length = None;
-    for (_, value) in headers
-        .iter()
-        .filter(|(name, _)| name.eq_ignore_ascii_case("content-length"))
-    {
+    for value in headers.get_all("content-length") {
         for item in list_items(value) {
             // Repeated values are allowed only if they agree (RFC 9110 section 8.6).
             match (parse_decimal(item), length) {

@@ -72,22 +72,37 @@ impl Headers {
         self.spans.is_empty()
     }
 
-    /// (name as sent, value) in order; names were validated as tokens by httparse.
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
+    /// (name as sent, value) in order. Names are tokens (ASCII), compared as bytes.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
         self.spans.iter().map(|&[ns, ne, vs, ve]| {
-            let name = &self.bytes[ns as usize..ne as usize];
             (
-                std::str::from_utf8(name).unwrap_or_default(),
+                &self.bytes[ns as usize..ne as usize],
                 &self.bytes[vs as usize..ve as usize],
             )
         })
     }
 
+    /// Values of every header called `name`, ignoring case, in order. Compares bytes:
+    /// records look up a dozen names per request, and UTF-8 checks of every name showed up.
+    pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        let name = name.as_bytes();
+        self.spans
+            .iter()
+            .filter(move |&&[ns, ne, _, _]| {
+                self.bytes[ns as usize..ne as usize].eq_ignore_ascii_case(name)
+            })
+            .map(|&[_, _, vs, ve]| &self.bytes[vs as usize..ve as usize])
+    }
+
     /// Value of the first header called `name`, ignoring case.
-    pub fn get(&self, name: &str) -> Option<&[u8]> {
-        self.iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v)
+    pub fn get<'a>(&'a self, name: &str) -> Option<&'a [u8]> {
+        let name = name.as_bytes();
+        self.spans
+            .iter()
+            .find(|&&[ns, ne, _, _]| {
+                self.bytes[ns as usize..ne as usize].eq_ignore_ascii_case(name)
+            })
+            .map(|&[_, _, vs, ve]| &self.bytes[vs as usize..ve as usize])
     }
 }
 

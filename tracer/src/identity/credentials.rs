@@ -8,7 +8,7 @@ pub fn header_value<'h>(headers: &'h Headers, names: &[String]) -> Option<&'h [u
     headers
         .iter()
         .find(|(n, v)| {
-            !v.trim_ascii().is_empty() && names.iter().any(|x| x.eq_ignore_ascii_case(n))
+            !v.trim_ascii().is_empty() && names.iter().any(|x| x.as_bytes().eq_ignore_ascii_case(n))
         })
         .map(|(_, v)| v.trim_ascii())
 }
@@ -34,9 +34,8 @@ pub fn query_value<'q>(query: &'q str, names: &[String]) -> Option<Cow<'q, [u8]>
 /// every `Cookie` header.
 pub fn cookie_value<'h>(headers: &'h Headers, names: &[String]) -> Option<&'h [u8]> {
     headers
-        .iter()
-        .filter(|(n, _)| n.eq_ignore_ascii_case("cookie"))
-        .flat_map(|(_, v)| v.split(|&b| b == b';'))
+        .get_all("cookie")
+        .flat_map(|v| v.split(|&b| b == b';'))
         .find_map(|pair| {
             let eq = pair.iter().position(|&b| b == b'=')?;
             let (name, value) = (pair[..eq].trim_ascii(), pair[eq + 1..].trim_ascii());

@@ -207,6 +207,8 @@ impl Identifier {
             id.untrusted = headers
                 .iter()
                 .filter(|(name, _)| self.is_proxy_header(name))
+                // Header names are tokens, hence ASCII.
+                .map(|(name, value)| (std::str::from_utf8(name).unwrap_or_default(), value))
                 .collect();
         }
         if let Some(cookie) = credentials::cookie_value(headers, &self.names.session_cookies) {
@@ -218,15 +220,15 @@ impl Identifier {
         id
     }
 
-    fn is_proxy_header(&self, name: &str) -> bool {
-        name.eq_ignore_ascii_case("forwarded")
-            || name.eq_ignore_ascii_case("x-forwarded-for")
+    fn is_proxy_header(&self, name: &[u8]) -> bool {
+        name.eq_ignore_ascii_case(b"forwarded")
+            || name.eq_ignore_ascii_case(b"x-forwarded-for")
             || self
                 .names
                 .proxy_user_headers
                 .iter()
                 .chain(&self.names.proxy_email_headers)
-                .any(|n| n.eq_ignore_ascii_case(name))
+                .any(|n| n.as_bytes().eq_ignore_ascii_case(name))
     }
 
     /// The token's decoding and its verdict now (times are checked per request).

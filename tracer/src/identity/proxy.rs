@@ -39,18 +39,14 @@ impl ProxyTrust {
     /// since a proxy that sets the standard header means it. None when neither is sent.
     pub fn forwarded_client(&self, headers: &Headers) -> Option<ForwardedClient> {
         let mut hops: Vec<&[u8]> = Vec::new();
-        for (name, value) in headers.iter() {
-            if name.eq_ignore_ascii_case("forwarded") {
-                hops.extend(
-                    split_list(value).map(|element| forwarded_for(element).unwrap_or(b"unknown")),
-                );
-            }
+        for value in headers.get_all("forwarded") {
+            hops.extend(
+                split_list(value).map(|element| forwarded_for(element).unwrap_or(b"unknown")),
+            );
         }
         if hops.is_empty() {
-            for (name, value) in headers.iter() {
-                if name.eq_ignore_ascii_case("x-forwarded-for") {
-                    hops.extend(split_list(value));
-                }
+            for value in headers.get_all("x-forwarded-for") {
+                hops.extend(split_list(value));
             }
         }
         let mut leftmost = None;
