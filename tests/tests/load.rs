@@ -69,3 +69,48 @@ fn wrk_requests_are_all_recorded() -> Result<()> {
     );
     Ok(())
 }
+
+/// A ring buffer far too small for the load: events are lost, and the loss must be
+/// counted and reported (while running and in the summary), never silent or fatal.
+#[test]
+fn an_overflowing_ring_buffer_reports_its_losses() -> Result<()> {
+    let port = free_port();
+    let _nginx = Nginx::start(NginxConfig::new(port))?;
+    let tracer = Tracer::start_with_args(
+        &[port],
+        &["--ringbuf-bytes", "4096", "--stats-interval", "1"],
+        &[],
+    )?;
+    let report = ab_keepalive(&url(port, "/load?via=tiny-ring"), 20, 20000)?;
+    assert_eq!(report.complete, 20000, "{}", report.raw);
+    // Let one stats interval pass so the running report is due.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let run = tracer.stop()?;
+
+    assert!(run.status.success(), "{}", run.stderr);
+    let lost = run.kernel_lost_total()?;
+    assert!(lost > 0, "a 4 KiB ring lost nothing: {}", run.summary);
+    let by_reason: u64 = run.summary["kernel_lost"]
+        .as_object()
+        .map(|reasons| reasons.values().filter_map(|n| n.as_u64()).sum())
+        .unwrap_or(0);
+    assert_eq!(lost, by_reason, "{}", run.summary);
+    assert!(
+        run.summary["kernel_lost"]["ringbuf_full_data"].as_u64() > Some(0),
+        "{}",
+        run.summary
+    );
+    assert!(
+        run.stderr.contains("tracer: kernel events lost:"),
+        "no loss report while running: {}",
+        run.stderr
+    );
+    // Whatever was recorded is still whole and correct.
+    assert!(run.records.len() < 20000, "{}", run.summary);
+    for r in &run.records {
+        if r.str_field("tracer.outcome") == "complete" {
+            assert_eq!(r.str_field("url.path"), "/load", "{r}");
+        }
+    }
+    Ok(())
+}

@@ -9,20 +9,17 @@ use tracer_common::{
 };
 
 use crate::{
-    maps::{CONNS, ConnKey, EVENTS, Inflight, SCRATCH, count_loss},
+    maps::{CONNS, ConnKey, EVENTS, Inflight, SCRATCH, WAKEUP_BYTES, count_loss},
     sock::Endpoints,
 };
 
-/// Wake user space only once this much is waiting: waking it for every event cost more
-/// than everything else the tracer does. User space drains smaller amounts on a timer.
-const WAKEUP_BYTES: u64 = 64 * 1024;
 const BPF_RB_NO_WAKEUP: u64 = 1;
 const BPF_RB_FORCE_WAKEUP: u64 = 2;
 const BPF_RB_AVAIL_DATA: u64 = 0;
 
 #[inline(always)]
 fn wakeup_flags() -> u64 {
-    if EVENTS.query(BPF_RB_AVAIL_DATA) >= WAKEUP_BYTES {
+    if EVENTS.query(BPF_RB_AVAIL_DATA) >= WAKEUP_BYTES.load() {
         BPF_RB_FORCE_WAKEUP
     } else {
         BPF_RB_NO_WAKEUP

@@ -31,6 +31,12 @@ pub static OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets {
     fork_child_pid: 0,
 });
 
+/// Wake user space only once this much is waiting in EVENTS: waking it for every event
+/// cost more than everything else the tracer does; user space drains smaller amounts on a
+/// timer. Set by the loader from the ring size.
+#[unsafe(no_mangle)]
+pub static WAKEUP_BYTES: Global<u64> = Global::new(64 * 1024);
+
 /// Local ports to trace (host byte order). Value unused.
 #[map]
 pub static WATCHED_PORTS: HashMap<u16, u8> = HashMap::with_max_entries(MAX_PORTS, 0);

@@ -31,9 +31,9 @@ use crate::{
     sink::StdoutSink,
 };
 
-/// The kernel wakes the tracer only when 64 KiB of events are waiting (see
-/// tracer-ebpf/src/emit.rs); this timer picks up smaller amounts. It bounds how late a
-/// record is written and replaces one wakeup per event by one per batch.
+/// The kernel wakes the tracer only when 64 KiB (a quarter of a smaller ring) of events
+/// are waiting (see tracer-ebpf/src/emit.rs); this timer picks up smaller amounts. It
+/// bounds how late a record is written and replaces one wakeup per event by one per batch.
 const DRAIN_INTERVAL: Duration = Duration::from_millis(10);
 
 pub fn run(args: RunArgs) -> Result<()> {

@@ -64,6 +64,7 @@ pub fn load(options: &Options<'_>) -> Result<Loaded> {
         .context("counting possible CPUs")?;
     let mut ebpf = EbpfLoader::new()
         .override_global("OFFSETS", &offsets, true)
+        .override_global("WAKEUP_BYTES", &wakeup_bytes(options.ringbuf_bytes), true)
         .map_max_entries("SCRATCH", cpus.get())
         .map_max_entries("EVENTS", options.ringbuf_bytes)
         .load(OBJECT)
@@ -131,6 +132,12 @@ pub struct ProgramRunTime {
     pub run_time_ns: u64,
     #[serde(rename = "bpf_run_count")]
     pub run_count: u64,
+}
+
+/// 64 KiB batches, but never more than a quarter of the ring: a small ring must wake
+/// user space well before it is full, or the drain timer alone would let it overflow.
+fn wakeup_bytes(ringbuf_bytes: u32) -> u64 {
+    u64::from(ringbuf_bytes / 4).min(64 * 1024)
 }
 
 fn attach(ebpf: &mut Ebpf, program: &str, category: &str, name: &str) -> Result<()> {
