@@ -353,6 +353,7 @@ fn oidc_discovery_follows_key_rotation() -> Result<()> {
 
 #[test]
 fn a_down_or_hanging_issuer_never_stalls_the_pipeline() -> Result<()> {
+    const REQUESTS: usize = 100;
     let dir = tempfile::tempdir()?;
     let silent = SilentIssuer::start()?;
     let down = format!("http://127.0.0.1:{}", free_port());
@@ -366,30 +367,21 @@ fn a_down_or_hanging_issuer_never_stalls_the_pipeline() -> Result<()> {
         )?;
         let port = free_port();
         let _server = ScriptServer::start(port)?;
-        let started = Instant::now();
         let tracer = start(port, &config)?;
-        assert!(
-            started.elapsed() < Duration::from_secs(15),
-            "{name}: start took {:?}",
-            started.elapsed()
-        );
         let token = key.sign(&claims("frank"))?;
-        let begun = Instant::now();
-        for i in 0..20 {
+        // Every request names an unknown key and asks for a refetch. A pipeline that
+        // waited for the issuer would need 100 x 700 ms to write these records, beyond
+        // the harness's exit timeout: a stall fails as a hang, with no timing threshold.
+        for i in 0..REQUESTS {
             bearer(port, &format!("{name}-{i}"), &token)?;
         }
-        let took = begun.elapsed();
         let run = tracer.stop()?;
-        assert_eq!(run.records.len(), 20, "{name}: {:#?}", run.records);
-        for i in 0..20 {
+        assert_eq!(run.records.len(), REQUESTS, "{name}: {:#?}", run.records);
+        for i in 0..REQUESTS {
             let r = by_case(&run, &format!("{name}-{i}"));
             assert_reason(r, "unknown_key");
             assert_eq!(r.str_field("user.id"), "frank");
         }
-        assert!(
-            took < Duration::from_secs(10),
-            "{name}: 20 requests took {took:?}"
-        );
         assert!(
             run.stderr.contains("fetching OIDC keys failed"),
             "{name}: {}",
