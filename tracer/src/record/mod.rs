@@ -126,12 +126,11 @@ impl RecordContext {
         process: Option<&ProcessInfo>,
         out: &mut Vec<u8>,
     ) -> serde_json::Result<()> {
-        let start = out.len();
-        let mut record = self.build(finished);
         let head = &finished.exchange.request.head;
-        let identity =
-            self.identifier
-                .identify(head, target::split(&head.target).query, record.peer_address);
+        let target = target::split(&head.target);
+        let query = target.query;
+        let mut record = self.build(finished, target);
+        let identity = self.identifier.identify(head, query, record.peer_address);
         match identity.client {
             None => {}
             Some(ForwardedClient::Address { ip, port }) => {
@@ -153,17 +152,15 @@ impl RecordContext {
             out.extend_from_slice(self.process_fields.json(process)?);
         }
         out.push(b'}');
-        debug_assert!(out.len() > start);
         Ok(())
     }
 
-    pub fn build<'a>(&self, finished: &'a Finished) -> AccessRecord<'a> {
+    fn build<'a>(&self, finished: &'a Finished, target: target::Target<'a>) -> AccessRecord<'a> {
         let exchange = &finished.exchange;
         let request = &exchange.request;
         let head = &request.head;
         let response = exchange.response.as_ref();
         let endpoints = finished.meta.endpoints.as_ref();
-        let target = target::split(&head.target);
         let host = head.header("host").map(String::from_utf8_lossy);
         let server_address = target
             .authority
