@@ -28,7 +28,7 @@ use crate::{
         losses::KernelLosses,
     },
     record::RecordContext,
-    sink::StdoutSink,
+    sink::{Sinks, StdoutSink},
 };
 
 /// The kernel wakes the tracer only when 64 KiB (a quarter of a smaller ring) of events
@@ -95,7 +95,7 @@ async fn run_async(args: RunArgs) -> Result<()> {
             identifier,
         ),
         line: Vec::with_capacity(2048),
-        sink: StdoutSink::new(),
+        sinks: Sinks::new(vec![Box::new(StdoutSink::new())]),
         finished: Vec::new(),
         exited: Vec::new(),
         decode_errors: 0,
@@ -153,7 +153,7 @@ async fn run_async(args: RunArgs) -> Result<()> {
     state.shutdown()?;
     let losses = KernelLosses::read(&loaded.losses)?;
     let summary = Summary {
-        records: state.sink.records,
+        records: state.sinks.records,
         kernel_lost_total: losses.total(),
         kernel_lost: losses,
         decode_errors: state.decode_errors,
@@ -168,7 +168,7 @@ struct State {
     tracker: Tracker,
     processes: ProcessCache,
     records: RecordContext,
-    sink: StdoutSink,
+    sinks: Sinks,
     /// Reused buffer for one serialized record.
     line: Vec<u8>,
     finished: Vec<Finished>,
@@ -214,7 +214,11 @@ impl State {
     fn shutdown(&mut self) -> Result<()> {
         let now = monotonic_ns();
         self.tracker.shutdown(now, &mut self.finished);
-        self.write_finished()
+        self.write_finished()?;
+        match self.sinks.shutdown() {
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+            other => other.context("closing the sinks"),
+        }
     }
 
     fn write_finished(&mut self) -> Result<()> {
@@ -229,19 +233,19 @@ impl State {
                 .write_json(&finished, process.as_deref(), &mut self.line)
                 .context("serializing a record")?;
             self.line.push(b'\n');
-            result = self.sink.write_line(&self.line);
+            result = self.sinks.write_line(&self.line);
             if result.is_err() {
                 break;
             }
         }
-        let result = result.and_then(|()| self.sink.flush());
+        let result = result.and_then(|()| self.sinks.flush());
         match result {
             Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
                 eprintln!("tracer: stdout closed by its reader; stopping");
                 self.stdout_closed = true;
                 Ok(())
             }
-            other => other.context("writing records to stdout"),
+            other => other.context("writing records"),
         }
     }
 

@@ -1,4 +1,105 @@
-//! Where records go. Each sink takes one serialized JSON line at a time.
+//! Where records go. Every sink receives the same sealed JSON lines in the same order
+//! (the hash chain in `audit` covers the stream, whichever sinks carry it).
 mod stdout;
 
+use std::io;
+
 pub use stdout::StdoutSink;
+
+/// One destination of the record stream.
+///
+/// A sink deals with its own transient trouble (a full disk, an unreachable broker) by
+/// retrying, buffering or spooling, and reports it on stderr; an `Err` from it stops the
+/// tracer, so it is kept for failures that retrying cannot cure.
+pub trait Sink {
+    /// Short name for messages and counters ("stdout", "file", "nats").
+    fn name(&self) -> &'static str;
+
+    /// Takes one record: a JSON object followed by a newline.
+    fn write_line(&mut self, line: &[u8]) -> io::Result<()>;
+
+    /// End of a batch: make what was written so far visible to readers.
+    fn flush(&mut self) -> io::Result<()>;
+
+    /// The sink wants to start a new file before the next record. The pipeline first
+    /// writes a checkpoint (so it ends the old file), then calls [`Sink::rotate`].
+    fn rotation_due(&self) -> bool {
+        false
+    }
+
+    fn rotate(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+
+    /// Records this sink had to drop since start (a full spool, say); the pipeline turns
+    /// growth of this number into a loss record.
+    fn discarded(&self) -> u64 {
+        0
+    }
+
+    /// The tracer is stopping: flush and close, waiting a bounded time for remote ends.
+    fn shutdown(&mut self) -> io::Result<()> {
+        self.flush()
+    }
+}
+
+/// All configured sinks, written in turn.
+#[derive(Default)]
+pub struct Sinks {
+    sinks: Vec<Box<dyn Sink>>,
+    /// Lines handed to the sinks (each sink got every one of them).
+    pub records: u64,
+}
+
+impl Sinks {
+    pub fn new(sinks: Vec<Box<dyn Sink>>) -> Self {
+        Self { sinks, records: 0 }
+    }
+
+    pub fn write_line(&mut self, line: &[u8]) -> io::Result<()> {
+        for sink in &mut self.sinks {
+            sink.write_line(line)
+                .map_err(|e| with_sink_name(sink.name(), e))?;
+        }
+        self.records += 1;
+        Ok(())
+    }
+
+    pub fn flush(&mut self) -> io::Result<()> {
+        for sink in &mut self.sinks {
+            sink.flush().map_err(|e| with_sink_name(sink.name(), e))?;
+        }
+        Ok(())
+    }
+
+    pub fn rotation_due(&self) -> bool {
+        self.sinks.iter().any(|s| s.rotation_due())
+    }
+
+    /// Rotates every sink that asked for it.
+    pub fn rotate(&mut self) -> io::Result<()> {
+        for sink in &mut self.sinks {
+            if sink.rotation_due() {
+                sink.rotate().map_err(|e| with_sink_name(sink.name(), e))?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn discarded(&self) -> u64 {
+        self.sinks.iter().map(|s| s.discarded()).sum()
+    }
+
+    pub fn shutdown(&mut self) -> io::Result<()> {
+        for sink in &mut self.sinks {
+            sink.shutdown()
+                .map_err(|e| with_sink_name(sink.name(), e))?;
+        }
+        Ok(())
+    }
+}
+
+/// Keeps the error kind (a closed stdout is recognised by it) and adds the sink's name.
+fn with_sink_name(name: &str, e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("{name} sink: {e}"))
+}
