@@ -28,6 +28,13 @@ pub enum EventKind {
     /// A watched process's leader thread exited; the kernel closed its descriptors without
     /// close() calls: `ConnEvent` with `conn_id` 0.
     Exit = 4,
+    /// The connection speaks TLS (its first bytes were a TLS record, or an OpenSSL call
+    /// used it): its ciphertext is no longer copied; plaintext comes from the SSL probes.
+    /// `ConnEvent` without endpoints.
+    Tls = 5,
+    /// A process started listening on a watched port: user space looks for the TLS
+    /// libraries it maps. `ConnEvent` with `conn_id` 0.
+    Listen = 6,
 }
 
 impl EventKind {
@@ -37,6 +44,8 @@ impl EventKind {
             2 => Some(Self::Data),
             3 => Some(Self::Close),
             4 => Some(Self::Exit),
+            5 => Some(Self::Tls),
+            6 => Some(Self::Listen),
             _ => None,
         }
     }
@@ -52,8 +61,8 @@ pub enum Direction {
     Egress = 1,
 }
 
-/// Which syscall produced a `DataEvent`; kept for diagnostics and for sendfile, whose
-/// bytes are never copied.
+/// Which call produced a `DataEvent`: a syscall, or an OpenSSL read/write whose plaintext
+/// the uprobes captured. Kept for diagnostics and for sendfile, whose bytes are never copied.
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Syscall {
@@ -66,6 +75,27 @@ pub enum Syscall {
     Sendto = 6,
     Sendmsg = 7,
     Sendfile = 8,
+    /// SSL_read or SSL_read_ex returned plaintext.
+    SslRead = 9,
+    /// SSL_write or SSL_write_ex accepted plaintext.
+    SslWrite = 10,
+}
+
+impl Syscall {
+    /// Whether the call moves bytes towards the server (a request) or away from it.
+    pub const fn direction(self) -> Direction {
+        match self {
+            Self::Read | Self::Readv | Self::Recvfrom | Self::Recvmsg | Self::SslRead => {
+                Direction::Ingress
+            }
+            Self::Write
+            | Self::Writev
+            | Self::Sendto
+            | Self::Sendmsg
+            | Self::Sendfile
+            | Self::SslWrite => Direction::Egress,
+        }
+    }
 }
 
 /// Fields common to every event; first in every event struct.
@@ -137,9 +167,14 @@ pub enum Loss {
     InflightFull = 3,
     /// The connection map was full.
     ConnFull = 4,
+    /// An OpenSSL call returned plaintext but its socket was unknown (no syscall inside
+    /// the call and no SSL_set_fd seen): the bytes are missing.
+    SslNoSocket = 5,
+    /// The per-thread SSL-call map was full.
+    SslInflightFull = 6,
 }
 
-pub const LOSS_REASONS: u32 = 5;
+pub const LOSS_REASONS: u32 = 7;
 
 impl Loss {
     pub const ALL: [Loss; LOSS_REASONS as usize] = [
@@ -148,6 +183,8 @@ impl Loss {
         Loss::ReadUser,
         Loss::InflightFull,
         Loss::ConnFull,
+        Loss::SslNoSocket,
+        Loss::SslInflightFull,
     ];
 
     pub fn name(self) -> &'static str {
@@ -157,6 +194,8 @@ impl Loss {
             Loss::ReadUser => "read_user_failed",
             Loss::InflightFull => "inflight_map_full",
             Loss::ConnFull => "conn_map_full",
+            Loss::SslNoSocket => "ssl_socket_unknown",
+            Loss::SslInflightFull => "ssl_inflight_map_full",
         }
     }
 }

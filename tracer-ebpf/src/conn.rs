@@ -4,24 +4,34 @@ use tracer_common::{EventKind, Loss};
 
 use crate::{
     emit,
-    maps::{CONN_SEQ, CONNS, ConnKey, ConnValue, count_loss},
+    maps::{CONN_SEEN, CONN_SEQ, CONN_TLS, CONNS, ConnKey, ConnValue, count_loss},
     sock::{current_file, watched_endpoints},
 };
 
-/// The connection id of `fd` if it is a TCP connection on a watched port.
+/// A watched connection as cached in CONNS.
+#[derive(Clone, Copy)]
+pub struct Watched {
+    pub conn_id: u64,
+    pub flags: u32,
+}
+
+/// The connection of `fd` if it is a TCP connection on a watched port.
 ///
 /// The first syscall on a descriptor classifies it (and announces a connection with an
 /// Open event); later ones cost one descriptor-table walk to check the cached entry still
 /// describes the same file. This is also how connections accepted before the tracer
 /// started are picked up: at their next read or write.
 #[inline(always)]
-pub fn watched_conn(tgid: u32, tid: u32, fd: i32) -> Option<u64> {
+pub fn watched_conn(tgid: u32, tid: u32, fd: i32) -> Option<Watched> {
     let file = current_file(fd)?;
     let key = ConnKey { tgid, fd };
     // SAFETY: the value is copied out before any other map operation.
     if let Some(cached) = unsafe { CONNS.get(&key) }.copied() {
         if cached.file == file {
-            return (cached.conn_id != 0).then_some(cached.conn_id);
+            return (cached.conn_id != 0).then_some(Watched {
+                conn_id: cached.conn_id,
+                flags: cached.flags,
+            });
         }
         // The descriptor was reused without a close() we saw (dup2, close_range, ...):
         // the old connection is over for this process.
@@ -39,13 +49,29 @@ pub fn watched_conn(tgid: u32, tid: u32, fd: i32) -> Option<u64> {
         file,
         conn_id,
         lost: [0; 2],
+        flags: 0,
+        _pad: 0,
     };
     if CONNS.insert(&key, &value, 0).is_err() {
         count_loss(Loss::ConnFull);
     }
     let endpoints = endpoints?;
     emit::conn(EventKind::Open, tgid, tid, fd, conn_id, Some(&endpoints));
-    Some(conn_id)
+    Some(Watched { conn_id, flags: 0 })
+}
+
+/// Marks the connection as TLS (once) and tells user space.
+#[inline(always)]
+pub fn mark_tls(tgid: u32, tid: u32, fd: i32, conn_id: u64) {
+    if let Some(value) = CONNS.get_ptr_mut(&ConnKey { tgid, fd }) {
+        // SAFETY: entry pointer from a successful lookup.
+        let flags = unsafe { &mut (*value).flags };
+        if *flags & CONN_TLS != 0 {
+            return;
+        }
+        *flags |= CONN_TLS | CONN_SEEN;
+    }
+    emit::conn(EventKind::Tls, tgid, tid, fd, conn_id, None);
 }
 
 /// The process closed `fd`: forget it and tell user space if it was a connection.

@@ -9,7 +9,9 @@ use tracer_common::{
 };
 
 use crate::{
-    maps::{CONNS, ConnKey, EVENTS, Inflight, SCRATCH, WAKEUP_BYTES, count_loss},
+    maps::{
+        CONN_SEEN, CONN_TLS, CONNS, ConnKey, EVENTS, Inflight, SCRATCH, WAKEUP_BYTES, count_loss,
+    },
     sock::Endpoints,
 };
 
@@ -86,7 +88,7 @@ pub fn data(pid_tgid: u64, inflight: &Inflight, len: u64) {
     // SAFETY: one slot per CPU and these programs do not nest on a CPU.
     let scratch = unsafe { &mut *scratch };
     let syscall = inflight.syscall;
-    let direction = if syscall < Syscall::Write as u8 {
+    let direction = if syscall < Syscall::Write as u8 || syscall == Syscall::SslRead as u8 {
         Direction::Ingress
     } else {
         Direction::Egress
@@ -98,9 +100,30 @@ pub fn data(pid_tgid: u64, inflight: &Inflight, len: u64) {
         fd: inflight.fd,
     };
     let dir = direction as usize & 1;
-    // One lookup serves both the read and the update of the lost-byte counter: the
-    // pointer stays valid for the whole program run.
+    // One lookup serves the TLS check and both the read and the update of the lost-byte
+    // counter: the pointer stays valid for the whole program run.
     let conn = CONNS.get_ptr_mut(&key);
+    if syscall < Syscall::SslRead as u8
+        && let Some(value) = conn
+    {
+        // SAFETY: entry pointer from a successful lookup.
+        let flags = unsafe { &mut (*value).flags };
+        if *flags & CONN_SEEN == 0 {
+            *flags |= CONN_SEEN;
+            if is_tls_record(&scratch.data, captured) {
+                *flags |= CONN_TLS;
+                self::conn(
+                    EventKind::Tls,
+                    tgid,
+                    pid_tgid as u32,
+                    inflight.fd,
+                    inflight.conn_id,
+                    None,
+                );
+                return;
+            }
+        }
+    }
     // SAFETY: entry pointer from a successful lookup.
     let lost_before = conn.map(|value| unsafe { (*value).lost[dir] }).unwrap_or(0);
     scratch.event = DataEvent {
@@ -134,6 +157,14 @@ pub fn data(pid_tgid: u64, inflight: &Inflight, len: u64) {
     if !delivered {
         count_loss(Loss::RingbufData);
     }
+}
+
+/// A TLS record header: content type change_cipher_spec..heartbeat (20-24), then major
+/// version 3. No HTTP/1 request or response starts with such a byte. One byte decides
+/// when that is all the first read took (nginx peeks one byte to tell TLS from HTTP).
+#[inline(always)]
+fn is_tls_record(data: &[u8; 2 * MAX_CAPTURE], captured: usize) -> bool {
+    captured >= 1 && (20..=24).contains(&data[0]) && (captured < 2 || data[1] == 3)
 }
 
 /// Copies up to MAX_CAPTURE of the transferred bytes into `dst`; returns how many.

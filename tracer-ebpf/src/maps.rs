@@ -65,7 +65,15 @@ pub struct ConnValue {
     pub conn_id: u64,
     /// Bytes whose events were lost, per direction, reported with the next event.
     pub lost: [u32; 2],
+    /// `CONN_SEEN` | `CONN_TLS`.
+    pub flags: u32,
+    pub _pad: u32,
 }
+
+/// The connection's first bytes were looked at (for a TLS record header).
+pub const CONN_SEEN: u32 = 1;
+/// The connection carries TLS: the syscall path skips it, the SSL probes report it.
+pub const CONN_TLS: u32 = 2;
 
 /// LRU so that descriptors of exited processes age out without user-space sweeping.
 #[map]
@@ -88,6 +96,41 @@ pub struct Inflight {
 /// Keyed by pid_tgid (one syscall in flight per thread).
 #[map]
 pub static INFLIGHT: HashMap<u64, Inflight> = HashMap::with_max_entries(16384, 0);
+
+/// An OpenSSL read or write between its uprobe and uretprobe.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct SslCall {
+    /// The `SSL *`.
+    pub ssl: u64,
+    /// Plaintext buffer.
+    pub buf: u64,
+    /// `size_t *readbytes` / `*written` of the `_ex` forms.
+    pub out_len: u64,
+    /// The socket a syscall inside this call used, -1 until one does.
+    pub fd: i32,
+    /// `Syscall::SslRead` or `Syscall::SslWrite`.
+    pub syscall: u8,
+    pub _pad: [u8; 3],
+}
+
+/// Keyed by pid_tgid: OpenSSL calls do not nest within a thread.
+#[map]
+pub static SSL_CALLS: HashMap<u64, SslCall> = HashMap::with_max_entries(16384, 0);
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct SslKey {
+    pub tgid: u32,
+    pub _pad: u32,
+    pub ssl: u64,
+}
+
+/// The socket of each `SSL *` (from SSL_set_fd or from the syscall inside an earlier
+/// call), for calls served from OpenSSL's buffer without a syscall. LRU: SSL objects are
+/// freed without a probe telling us.
+#[map]
+pub static SSL_FDS: LruHashMap<SslKey, i32> = LruHashMap::with_max_entries(65536, 0);
 
 /// A data event and room for its payload. Twice MAX_CAPTURE so the verifier can prove that
 /// copying up to MAX_CAPTURE bytes at any offset below MAX_CAPTURE stays in bounds.

@@ -26,6 +26,7 @@ use crate::{
         events::{KernelEvent, decode},
         loader::{self, Options},
         losses::KernelLosses,
+        tls::TlsProbes,
     },
     record::RecordContext,
     sink::{Sinks, StdoutSink},
@@ -73,11 +74,14 @@ async fn run_async(args: RunArgs) -> Result<()> {
         tracefs: &tracefs,
     })?;
     let existing = discovery::processes_on_ports(&ports)?;
+    let mut tls = TlsProbes::new();
+    tls.attach_host_libraries(&mut loaded.ebpf);
     for pid in &existing {
         loaded
             .tgids
             .insert(pid, &1u8, 0)
             .context("adding a running server to WATCHED_TGIDS")?;
+        tls.inspect(&mut loaded.ebpf, *pid);
     }
     let mut redactor_names: Vec<String> = DEFAULT_SECRET_PARAMS
         .iter()
@@ -98,6 +102,8 @@ async fn run_async(args: RunArgs) -> Result<()> {
         sinks: Sinks::new(vec![Box::new(StdoutSink::new())]),
         finished: Vec::new(),
         exited: Vec::new(),
+        tls,
+        tls_work: Vec::new(),
         decode_errors: 0,
         stdout_closed: false,
     };
@@ -133,8 +139,12 @@ async fn run_async(args: RunArgs) -> Result<()> {
                 let mut guard = guard.context("waiting for the ring buffer")?;
                 state.drain(guard.get_inner_mut())?;
                 guard.clear_ready();
+                state.inspect_tls(&mut loaded.ebpf);
             }
-            _ = drain_timer.tick() => state.drain(ring.get_mut())?,
+            _ = drain_timer.tick() => {
+                state.drain(ring.get_mut())?;
+                state.inspect_tls(&mut loaded.ebpf);
+            }
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
             _ = ticker.tick() => {
@@ -157,6 +167,8 @@ async fn run_async(args: RunArgs) -> Result<()> {
         kernel_lost_total: losses.total(),
         kernel_lost: losses,
         decode_errors: state.decode_errors,
+        tls_libraries: state.tls.libraries(),
+        tls_opaque_connections: state.tls.opaque_connections,
         tracker: state.tracker.stats(),
         bpf,
     };
@@ -174,6 +186,9 @@ struct State {
     finished: Vec<Finished>,
     /// Processes that exited during the current batch.
     exited: Vec<u32>,
+    tls: TlsProbes,
+    /// TLS inspections asked for by the current batch; done after it, with the programs.
+    tls_work: Vec<TlsWork>,
     decode_errors: u64,
     /// The reader of stdout went away: stop tracing instead of failing every write.
     stdout_closed: bool,
@@ -191,6 +206,12 @@ impl State {
                             self.processes.get(header.tgid);
                         }
                         KernelEvent::Exit { header } => self.exited.push(header.tgid),
+                        KernelEvent::Listen { header } => {
+                            self.tls_work.push(TlsWork::Listener(header.tgid));
+                        }
+                        KernelEvent::Tls { header } => {
+                            self.tls_work.push(TlsWork::Connection(header.tgid));
+                        }
                         _ => {}
                     }
                     self.tracker.handle(event, &mut self.finished);
@@ -207,8 +228,20 @@ impl State {
         // Only now: the records just written still needed the exited processes' details.
         for pid in self.exited.drain(..) {
             self.processes.forget(pid);
+            self.tls.forget(pid);
         }
         Ok(())
+    }
+
+    /// Attaches the OpenSSL probes for servers that started listening or turned out to
+    /// serve TLS during the last batch.
+    fn inspect_tls(&mut self, ebpf: &mut aya::Ebpf) {
+        for work in self.tls_work.drain(..) {
+            match work {
+                TlsWork::Listener(pid) => self.tls.inspect(ebpf, pid),
+                TlsWork::Connection(pid) => self.tls.tls_connection(ebpf, pid),
+            }
+        }
     }
 
     fn shutdown(&mut self) -> Result<()> {
@@ -287,6 +320,11 @@ impl State {
     }
 }
 
+enum TlsWork {
+    Listener(u32),
+    Connection(u32),
+}
+
 #[derive(Default)]
 struct Report {
     kernel_lost: KernelLosses,
@@ -300,6 +338,10 @@ struct Summary {
     kernel_lost: KernelLosses,
     kernel_lost_total: u64,
     decode_errors: u64,
+    /// Files the OpenSSL probes are attached to.
+    tls_libraries: usize,
+    /// TLS connections of servers without usable OpenSSL symbols: not recorded.
+    tls_opaque_connections: u64,
     #[serde(flatten)]
     tracker: TrackerStats,
     /// With --bpf-stats: time the kernel spent in the tracer's programs.

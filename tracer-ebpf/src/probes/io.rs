@@ -11,7 +11,7 @@ use tracer_common::{Loss, Syscall};
 use crate::{
     conn::watched_conn,
     emit,
-    maps::{INFLIGHT, Inflight, WATCHED_TGIDS, count_loss},
+    maps::{CONN_TLS, INFLIGHT, Inflight, SSL_CALLS, WATCHED_TGIDS, count_loss},
 };
 
 /// Offsets in syscall tracepoint records: 8 bytes of common fields, the syscall number
@@ -37,11 +37,20 @@ fn enter(ctx: &TracePointContext, syscall: Syscall) -> u32 {
             ctx.read_at::<u64>(ARG2).unwrap_or(0),
         )
     };
-    let Some(conn_id) = watched_conn(tgid, pid_tgid as u32, fd) else {
+    let Some(conn) = watched_conn(tgid, pid_tgid as u32, fd) else {
         return 0;
     };
+    // A syscall inside an OpenSSL read or write names the socket of that SSL object.
+    if let Some(call) = SSL_CALLS.get_ptr_mut(&pid_tgid) {
+        // SAFETY: entry pointer from a successful lookup.
+        unsafe { (*call).fd = fd };
+    }
+    // Ciphertext is never copied: the SSL probes report the plaintext.
+    if conn.flags & CONN_TLS != 0 {
+        return 0;
+    }
     let inflight = Inflight {
-        conn_id,
+        conn_id: conn.conn_id,
         buf,
         iovcnt: third,
         fd,

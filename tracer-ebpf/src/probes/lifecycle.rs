@@ -35,8 +35,11 @@ pub fn enter_listen(ctx: TracePointContext) -> u32 {
     };
     // SAFETY: lookup only.
     if unsafe { WATCHED_PORTS.get(&port) }.is_some() {
-        let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+        let pid_tgid = bpf_get_current_pid_tgid();
+        let tgid = (pid_tgid >> 32) as u32;
         let _ = WATCHED_TGIDS.insert(&tgid, &1, 0);
+        // User space attaches the TLS probes to the libraries this process maps.
+        emit::conn(EventKind::Listen, tgid, pid_tgid as u32, fd, 0, None);
     }
     0
 }

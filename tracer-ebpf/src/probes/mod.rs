@@ -1,3 +1,4 @@
-//! One file per group of tracepoints.
+//! One file per group of probes.
 mod io;
 mod lifecycle;
+mod tls;

@@ -18,6 +18,8 @@ pub struct ConnMeta {
     pub tgid: u32,
     /// None when the kernel's Open event was lost (counted as a kernel loss).
     pub endpoints: Option<Endpoints>,
+    /// HTTP inside TLS, decrypted by the OpenSSL probes.
+    pub tls: bool,
 }
 
 /// An exchange ready to become a record.
@@ -41,6 +43,7 @@ struct Connection {
 pub struct TrackerStats {
     pub connections: u64,
     pub open_connections: u64,
+    pub tls_connections: u64,
     pub non_http_chunks: u64,
     pub non_http_bytes: u64,
     pub oversized_heads: u64,
@@ -77,6 +80,7 @@ impl Tracker {
                     conn_id: header.conn_id,
                     tgid: header.tgid,
                     endpoints: Some(endpoints),
+                    tls: false,
                 };
                 self.closed.connections += 1;
                 let previous = self.conns.insert(
@@ -98,17 +102,7 @@ impl Tracker {
                 payload,
                 ..
             } => {
-                let conn = self.conns.entry(header.conn_id).or_insert_with(|| {
-                    self.closed.connections += 1;
-                    Connection {
-                        meta: ConnMeta {
-                            conn_id: header.conn_id,
-                            tgid: header.tgid,
-                            endpoints: None,
-                        },
-                        http: HttpConnection::new(),
-                    }
-                });
+                let conn = self.connection(header.conn_id, header.tgid);
                 let chunk = Chunk {
                     ts_ns: header.ts_ns,
                     data: payload,
@@ -131,6 +125,15 @@ impl Tracker {
                         }),
                 );
             }
+            KernelEvent::Tls { header } => {
+                let conn = self.connection(header.conn_id, header.tgid);
+                if !conn.meta.tls {
+                    conn.meta.tls = true;
+                    self.closed.tls_connections += 1;
+                }
+            }
+            // For the pipeline: it looks for the listener's TLS libraries.
+            KernelEvent::Listen { .. } => {}
             KernelEvent::Close { header } => {
                 if let Some(conn) = self.conns.remove(&header.conn_id) {
                     self.finish(conn, header.ts_ns, header.tid, false, out);
@@ -150,6 +153,22 @@ impl Tracker {
                 }
             }
         }
+    }
+
+    /// The connection `conn_id`, created without endpoints if its Open event was lost.
+    fn connection(&mut self, conn_id: u64, tgid: u32) -> &mut Connection {
+        self.conns.entry(conn_id).or_insert_with(|| {
+            self.closed.connections += 1;
+            Connection {
+                meta: ConnMeta {
+                    conn_id,
+                    tgid,
+                    endpoints: None,
+                    tls: false,
+                },
+                http: HttpConnection::new(),
+            }
+        })
     }
 
     /// The tracer is stopping: every connection still open yields what it has.

@@ -37,6 +37,14 @@ pub enum KernelEvent<'a> {
     Exit {
         header: EventHeader,
     },
+    /// The connection carries TLS: from now on only decrypted bytes (SSL probes) arrive.
+    Tls {
+        header: EventHeader,
+    },
+    /// `header.tgid` started listening on a watched port.
+    Listen {
+        header: EventHeader,
+    },
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -67,6 +75,8 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent<'_>, DecodeError> {
         }
         EventKind::Close => Ok(KernelEvent::Close { header }),
         EventKind::Exit => Ok(KernelEvent::Exit { header }),
+        EventKind::Tls => Ok(KernelEvent::Tls { header }),
+        EventKind::Listen => Ok(KernelEvent::Listen { header }),
         EventKind::Data => {
             let event: DataEvent = read(bytes)?;
             let bad = || DecodeError::Data {
@@ -117,6 +127,8 @@ fn syscall(v: u8) -> Option<Syscall> {
         6 => Syscall::Sendto,
         7 => Syscall::Sendmsg,
         8 => Syscall::Sendfile,
+        9 => Syscall::SslRead,
+        10 => Syscall::SslWrite,
         _ => return None,
     })
 }

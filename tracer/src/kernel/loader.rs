@@ -1,11 +1,12 @@
-//! Loads the embedded eBPF object, fills its maps and attaches every tracepoint.
+//! Loads the embedded eBPF object, fills its maps and attaches every tracepoint; the
+//! OpenSSL uprobes are loaded here and attached by `tls`.
 use std::path::Path;
 
 use anyhow::{Context as _, Result, bail};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
-    programs::TracePoint,
+    programs::{TracePoint, UProbe},
     util::nr_cpus,
 };
 use log::debug;
@@ -96,6 +97,17 @@ pub fn load(options: &Options<'_>) -> Result<Loaded> {
             "syscalls",
             &format!("sys_enter_{syscall}"),
         )?;
+    }
+
+    // Verified now, attached later to each OpenSSL found (kernel/tls.rs).
+    for program in super::tls::PROGRAMS {
+        let uprobe: &mut UProbe = ebpf
+            .program_mut(program)
+            .with_context(|| format!("program {program} missing from the eBPF object"))?
+            .try_into()?;
+        uprobe
+            .load()
+            .with_context(|| format!("verifying program {program}"))?;
     }
 
     let events = RingBuf::try_from(ebpf.take_map("EVENTS").context("map EVENTS")?)?;

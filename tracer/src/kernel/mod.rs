@@ -1,8 +1,10 @@
 //! Everything that touches the kernel: capability checks, loading and attaching the
-//! programs, discovering already-running servers, and decoding ring-buffer events.
+//! programs, discovering already-running servers and their TLS libraries, and decoding
+//! ring-buffer events.
 pub mod check;
 pub mod discovery;
 pub mod events;
 pub mod loader;
 pub mod losses;
 pub mod offsets;
+pub mod tls;

@@ -178,7 +178,7 @@ impl RecordContext {
                 .query
                 .filter(|q| !q.is_empty())
                 .map(|q| self.redactor.redact(q)),
-            scheme: "http",
+            scheme: if finished.meta.tls { "https" } else { "http" },
             server_address,
             server_port: endpoints.map(|e| e.local_port),
             local_address: endpoints.map(|e| e.local),

@@ -1,0 +1,161 @@
+//! uprobes on OpenSSL: plaintext of TLS connections on watched ports.
+//!
+//! Entry probes park the call's arguments per thread; the syscall that OpenSSL makes
+//! inside the call (io.rs) records which socket it used; the return probes copy the
+//! plaintext the call really transferred and report it on that socket's connection, as
+//! if a plain read or write had carried it. Calls served from OpenSSL's own buffer make
+//! no syscall: their socket comes from SSL_FDS (SSL_set_fd, or an earlier call).
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
+    macros::{uprobe, uretprobe},
+    programs::{ProbeContext, RetProbeContext},
+};
+use tracer_common::{Loss, Syscall};
+
+use crate::{
+    conn::{mark_tls, watched_conn},
+    emit,
+    maps::{Inflight, SSL_CALLS, SSL_FDS, SslCall, SslKey, WATCHED_TGIDS, count_loss},
+};
+
+#[inline(always)]
+fn watched(pid_tgid: u64) -> bool {
+    let tgid = (pid_tgid >> 32) as u32;
+    // SAFETY: lookup only. Every process on the host using this libssl pays this check.
+    unsafe { WATCHED_TGIDS.get(&tgid) }.is_some()
+}
+
+#[inline(always)]
+fn enter(ctx: &ProbeContext, syscall: Syscall) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !watched(pid_tgid) {
+        return 0;
+    }
+    let call = SslCall {
+        ssl: ctx.arg::<u64>(0).unwrap_or(0),
+        buf: ctx.arg::<u64>(1).unwrap_or(0),
+        out_len: ctx.arg::<u64>(3).unwrap_or(0),
+        fd: -1,
+        syscall: syscall as u8,
+        _pad: [0; 3],
+    };
+    if SSL_CALLS.insert(&pid_tgid, &call, 0).is_err() {
+        count_loss(Loss::SslInflightFull);
+    }
+    0
+}
+
+/// The call returned and transferred `len` plaintext bytes (0: nothing to report).
+#[inline(always)]
+fn exit(pid_tgid: u64, call: &SslCall, len: u64) {
+    if len == 0 {
+        return;
+    }
+    let tgid = (pid_tgid >> 32) as u32;
+    let key = SslKey {
+        tgid,
+        _pad: 0,
+        ssl: call.ssl,
+    };
+    let fd = if call.fd >= 0 {
+        // SAFETY: lookup only; the value is copied.
+        if unsafe { SSL_FDS.get(&key) }.copied() != Some(call.fd) {
+            let _ = SSL_FDS.insert(&key, &call.fd, 0);
+        }
+        call.fd
+    } else {
+        // SAFETY: lookup only; the value is copied.
+        match unsafe { SSL_FDS.get(&key) }.copied() {
+            Some(fd) => fd,
+            None => {
+                count_loss(Loss::SslNoSocket);
+                return;
+            }
+        }
+    };
+    let tid = pid_tgid as u32;
+    // Not a socket on a watched port (an outgoing TLS connection of the server, say).
+    let Some(conn) = watched_conn(tgid, tid, fd) else {
+        return;
+    };
+    mark_tls(tgid, tid, fd, conn.conn_id);
+    let inflight = Inflight {
+        conn_id: conn.conn_id,
+        buf: call.buf,
+        iovcnt: 0,
+        fd,
+        syscall: call.syscall,
+        _pad: [0; 3],
+    };
+    emit::data(pid_tgid, &inflight, len);
+}
+
+/// Takes this thread's parked call.
+#[inline(always)]
+fn take_call(pid_tgid: u64) -> Option<SslCall> {
+    // SAFETY: the value is copied out before the entry is removed.
+    let call = unsafe { SSL_CALLS.get(&pid_tgid) }.copied()?;
+    let _ = SSL_CALLS.remove(&pid_tgid);
+    Some(call)
+}
+
+/// `int SSL_read(SSL *ssl, void *buf, int num)`, and `SSL_read_ex(ssl, buf, num, size_t *readbytes)`.
+#[uprobe]
+pub fn ssl_read_enter(ctx: ProbeContext) -> u32 {
+    enter(&ctx, Syscall::SslRead)
+}
+
+/// `int SSL_write(SSL *ssl, const void *buf, int num)`, and `SSL_write_ex(..., size_t *written)`.
+#[uprobe]
+pub fn ssl_write_enter(ctx: ProbeContext) -> u32 {
+    enter(&ctx, Syscall::SslWrite)
+}
+
+/// SSL_read / SSL_write return the byte count, or <= 0 on error or "retry".
+#[uretprobe]
+pub fn ssl_ret(ctx: RetProbeContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some(call) = take_call(pid_tgid) else {
+        return 0;
+    };
+    let ret: i32 = ctx.ret();
+    if ret > 0 {
+        exit(pid_tgid, &call, ret as u64);
+    }
+    0
+}
+
+/// SSL_read_ex / SSL_write_ex return 1 on success and store the byte count.
+#[uretprobe]
+pub fn ssl_ret_ex(ctx: RetProbeContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some(call) = take_call(pid_tgid) else {
+        return 0;
+    };
+    let ret: i32 = ctx.ret();
+    if ret == 1 {
+        // SAFETY: user pointer read with the faulting-safe helper.
+        let len = unsafe { bpf_probe_read_user(call.out_len as *const u64) }.unwrap_or(0);
+        exit(pid_tgid, &call, len);
+    }
+    0
+}
+
+/// `int SSL_set_fd(SSL *ssl, int fd)`: the socket of an SSL object, before any I/O.
+#[uprobe]
+pub fn ssl_set_fd(ctx: ProbeContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !watched(pid_tgid) {
+        return 0;
+    }
+    let key = SslKey {
+        tgid: (pid_tgid >> 32) as u32,
+        _pad: 0,
+        ssl: ctx.arg::<u64>(0).unwrap_or(0),
+    };
+    let fd = ctx.arg::<u64>(1).unwrap_or(u64::MAX) as i32;
+    if fd >= 0 {
+        let _ = SSL_FDS.insert(&key, &fd, 0);
+    }
+    0
+}
