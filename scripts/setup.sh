@@ -11,9 +11,11 @@ export RUSTUP_AUTO_INSTALL=0
 log() { printf '[setup] %s\n' "$*" >&2; }
 
 need_pkgs=()
-for p in llvm-22-dev libpolly-22-dev nginx-light curl wrk apache2-utils nats-server openssl python3 iproute2 libssl3 ; do
+for p in llvm-22-dev libpolly-22-dev nginx-light curl wrk apache2-utils nats-server openssl python3 iproute2 libssl3 gnutls-bin util-linux ; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need_pkgs+=("$p")
 done
+# The TLS tests run a Node.js HTTPS server (its OpenSSL is built in); any node will do.
+command -v node >/dev/null || need_pkgs+=(nodejs)
 if ((${#need_pkgs[@]})); then
   log "installing Debian packages: ${need_pkgs[*]}"
   apt-get update -qq

@@ -12,5 +12,6 @@ pub mod process;
 pub mod procfs;
 pub mod record;
 pub mod servers;
+pub mod tls;
 pub mod tracer;
 pub mod workspace;

@@ -132,6 +132,12 @@ pub struct SslKey {
 #[map]
 pub static SSL_FDS: LruHashMap<SslKey, i32> = LruHashMap::with_max_entries(65536, 0);
 
+/// The TLS socket each thread last read from outside an OpenSSL call. Servers that feed
+/// OpenSSL through memory BIOs (Node.js) read the socket, then call SSL_read with no
+/// syscall inside and no SSL_set_fd: this names the socket such a call decrypts.
+#[map]
+pub static THREAD_TLS_READ: LruHashMap<u64, i32> = LruHashMap::with_max_entries(16384, 0);
+
 /// A data event and room for its payload. Twice MAX_CAPTURE so the verifier can prove that
 /// copying up to MAX_CAPTURE bytes at any offset below MAX_CAPTURE stays in bounds.
 #[repr(C)]

@@ -168,7 +168,6 @@ async fn run_async(args: RunArgs) -> Result<()> {
         kernel_lost: losses,
         decode_errors: state.decode_errors,
         tls_libraries: state.tls.libraries(),
-        tls_opaque_connections: state.tls.opaque_connections,
         tracker: state.tracker.stats(),
         bpf,
     };
@@ -340,8 +339,6 @@ struct Summary {
     decode_errors: u64,
     /// Files the OpenSSL probes are attached to.
     tls_libraries: usize,
-    /// TLS connections of servers without usable OpenSSL symbols: not recorded.
-    tls_opaque_connections: u64,
     #[serde(flatten)]
     tracker: TrackerStats,
     /// With --bpf-stats: time the kernel spent in the tracer's programs.

@@ -55,8 +55,24 @@ fn wait_listening(child: &mut Guarded, addr: SocketAddr, log: &Path) -> Result<(
 }
 
 /// Makes `dir` traversable by unprivileged server workers (temp dirs are 0700).
-fn open_up(dir: &Path) -> Result<()> {
+pub(crate) fn open_up(dir: &Path) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
         .with_context(|| format!("chmod 755 {}", dir.display()))
+}
+
+/// Spawns a server and waits until it accepts connections on 127.0.0.1:`port`.
+pub(crate) fn start_listening(
+    command: &mut Command,
+    name: &str,
+    log: &Path,
+    port: u16,
+) -> Result<Guarded> {
+    let mut child = spawn_logged(command, name, log)?;
+    wait_listening(
+        &mut child,
+        SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, port)),
+        log,
+    )?;
+    Ok(child)
 }

@@ -2,6 +2,7 @@
 
 use super::{open_up, spawn_logged, wait_listening};
 use crate::process::Guarded;
+use crate::tls::Certificate;
 use anyhow::{Context, Result, bail};
 use std::fmt::Write as _;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -27,6 +28,9 @@ pub struct NginxConfig {
     pub workers: u32,
     /// Log every request to `access.log` (see [`Nginx::access_log_lines`]).
     pub access_log: bool,
+    /// Also serve the same locations over TLS on 127.0.0.1:this port, with a generated
+    /// certificate.
+    pub tls_port: Option<u16>,
 }
 
 impl NginxConfig {
@@ -38,16 +42,26 @@ impl NginxConfig {
             ipv6: false,
             workers: 2,
             access_log: false,
+            tls_port: None,
         }
     }
 
-    fn render(&self, prefix: &str) -> String {
+    fn render(&self, prefix: &str, cert: Option<&Certificate>) -> String {
         let mut listen = String::new();
         if self.ipv4 {
             let _ = writeln!(listen, "        listen 127.0.0.1:{};", self.port);
         }
         if self.ipv6 {
             let _ = writeln!(listen, "        listen [::1]:{};", self.port);
+        }
+        if let (Some(port), Some(cert)) = (self.tls_port, cert) {
+            let _ = writeln!(listen, "        listen 127.0.0.1:{port} ssl;");
+            let _ = writeln!(
+                listen,
+                "        ssl_certificate {};\n        ssl_certificate_key {};",
+                cert.cert().display(),
+                cert.key().display()
+            );
         }
         let access_log = if self.access_log {
             format!("{prefix}/access.log")
@@ -106,6 +120,7 @@ pub struct Nginx {
     // Declared first: nginx stops before its prefix is removed.
     child: Guarded,
     dir: TempDir,
+    _cert: Option<Certificate>,
 }
 
 impl Nginx {
@@ -128,7 +143,11 @@ impl Nginx {
         std::fs::write(www.join("big.bin"), big_file())?;
         std::fs::write(www.join("static/page.txt"), STATIC_PAGE)?;
         let conf = dir.path().join("nginx.conf");
-        std::fs::write(&conf, config.render(&prefix))?;
+        let cert = config
+            .tls_port
+            .map(|_| Certificate::generate())
+            .transpose()?;
+        std::fs::write(&conf, config.render(&prefix, cert.as_ref()))?;
         let log = dir.path().join("stderr.log");
         let mut command = Command::new("nginx");
         command
@@ -145,7 +164,18 @@ impl Nginx {
             SocketAddr::from((Ipv6Addr::LOCALHOST, config.port))
         };
         wait_listening(&mut child, probe, &log)?;
-        let nginx = Self { child, dir };
+        if let Some(port) = config.tls_port {
+            wait_listening(
+                &mut child,
+                SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+                &log,
+            )?;
+        }
+        let nginx = Self {
+            child,
+            dir,
+            _cert: cert,
+        };
         nginx.wait_workers(config.workers as usize)?;
         Ok(nginx)
     }

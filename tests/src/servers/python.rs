@@ -3,9 +3,10 @@
 
 use super::{spawn_logged, wait_listening};
 use crate::process::Guarded;
+use crate::tls::Certificate;
 use anyhow::{Context, Result};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use tempfile::TempDir;
 
@@ -153,17 +154,57 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
 server = http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler)
 server.daemon_threads = True
+if len(sys.argv) > 3:
+    import ssl
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(sys.argv[2], sys.argv[3])
+    server.socket = context.wrap_socket(server.socket, server_side=True)
 server.serve_forever()
 "#;
 
 impl ScriptServer {
     pub fn start(port: u16) -> Result<Self> {
+        Self::spawn(port, None, None)
+    }
+
+    /// The same behaviours over TLS (Python's ssl module: SSL_read_ex / SSL_write_ex).
+    pub fn start_tls(port: u16, cert: &Certificate) -> Result<Self> {
+        Self::spawn(port, Some(cert), None)
+    }
+
+    /// Over TLS, in a mount namespace of its own where `libssl` is a private copy mounted
+    /// over the host's file: what a container with its own OpenSSL looks like to the host.
+    pub fn start_tls_with_private_libssl(
+        port: u16,
+        cert: &Certificate,
+        copy: &Path,
+        host_libssl: &Path,
+    ) -> Result<Self> {
+        Self::spawn(port, Some(cert), Some((copy, host_libssl)))
+    }
+
+    fn spawn(port: u16, cert: Option<&Certificate>, bind: Option<(&Path, &Path)>) -> Result<Self> {
         let dir = tempfile::tempdir().context("creating script server dir")?;
         let script = dir.path().join("server.py");
         std::fs::write(&script, SCRIPT)?;
         let log = dir.path().join("server.log");
-        let mut command = Command::new(python());
+        let mut command = match bind {
+            Some((source, target)) => {
+                let mut c = Command::new("unshare");
+                c.args(["--mount", "--propagation", "private", "sh", "-c"])
+                    .arg(r#"mount --bind "$1" "$2" && shift 2 && exec "$@""#)
+                    .arg("sh")
+                    .arg(source)
+                    .arg(target)
+                    .arg(python());
+                c
+            }
+            None => Command::new(python()),
+        };
         command.arg(&script).arg(port.to_string());
+        if let Some(cert) = cert {
+            command.arg(cert.cert()).arg(cert.key());
+        }
         let mut child = spawn_logged(&mut command, "python3 server.py", &log)?;
         wait_listening(
             &mut child,

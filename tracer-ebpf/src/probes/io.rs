@@ -6,12 +6,12 @@
 use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid, macros::tracepoint, programs::TracePointContext,
 };
-use tracer_common::{Loss, Syscall};
+use tracer_common::{Direction, Loss, Syscall};
 
 use crate::{
     conn::watched_conn,
     emit,
-    maps::{CONN_TLS, INFLIGHT, Inflight, SSL_CALLS, WATCHED_TGIDS, count_loss},
+    maps::{CONN_TLS, INFLIGHT, Inflight, SSL_CALLS, THREAD_TLS_READ, WATCHED_TGIDS, count_loss},
 };
 
 /// Offsets in syscall tracepoint records: 8 bytes of common fields, the syscall number
@@ -44,6 +44,8 @@ fn enter(ctx: &TracePointContext, syscall: Syscall) -> u32 {
     if let Some(call) = SSL_CALLS.get_ptr_mut(&pid_tgid) {
         // SAFETY: entry pointer from a successful lookup.
         unsafe { (*call).fd = fd };
+    } else if conn.flags & CONN_TLS != 0 && syscall.direction() == Direction::Ingress {
+        let _ = THREAD_TLS_READ.insert(&pid_tgid, &fd, 0);
     }
     // Ciphertext is never copied: the SSL probes report the plaintext.
     if conn.flags & CONN_TLS != 0 {

@@ -4,7 +4,8 @@
 //! inside the call (io.rs) records which socket it used; the return probes copy the
 //! plaintext the call really transferred and report it on that socket's connection, as
 //! if a plain read or write had carried it. Calls served from OpenSSL's own buffer make
-//! no syscall: their socket comes from SSL_FDS (SSL_set_fd, or an earlier call).
+//! no syscall: their socket comes from SSL_FDS (SSL_set_fd, or an earlier call), and
+//! for servers that use memory BIOs (Node.js) from the TLS socket the thread last read.
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
     macros::{uprobe, uretprobe},
@@ -15,7 +16,9 @@ use tracer_common::{Loss, Syscall};
 use crate::{
     conn::{mark_tls, watched_conn},
     emit,
-    maps::{Inflight, SSL_CALLS, SSL_FDS, SslCall, SslKey, WATCHED_TGIDS, count_loss},
+    maps::{
+        Inflight, SSL_CALLS, SSL_FDS, SslCall, SslKey, THREAD_TLS_READ, WATCHED_TGIDS, count_loss,
+    },
 };
 
 #[inline(always)]
@@ -64,13 +67,19 @@ fn exit(pid_tgid: u64, call: &SslCall, len: u64) {
         }
         call.fd
     } else {
-        // SAFETY: lookup only; the value is copied.
+        // SAFETY: lookups only; the values are copied.
         match unsafe { SSL_FDS.get(&key) }.copied() {
             Some(fd) => fd,
-            None => {
-                count_loss(Loss::SslNoSocket);
-                return;
-            }
+            None => match unsafe { THREAD_TLS_READ.get(&pid_tgid) }.copied() {
+                Some(fd) => {
+                    let _ = SSL_FDS.insert(&key, &fd, 0);
+                    fd
+                }
+                None => {
+                    count_loss(Loss::SslNoSocket);
+                    return;
+                }
+            },
         }
     };
     let tid = pid_tgid as u32;

@@ -36,6 +36,9 @@ pub struct Finished {
 struct Connection {
     meta: ConnMeta,
     http: HttpConnection,
+    /// Decrypted bytes arrived (only meaningful once `meta.tls` is set: the kernel sends
+    /// no ciphertext after its Tls event).
+    plaintext: bool,
 }
 
 /// Totals over all connections, including closed ones.
@@ -44,6 +47,9 @@ pub struct TrackerStats {
     pub connections: u64,
     pub open_connections: u64,
     pub tls_connections: u64,
+    /// TLS connections that ended without any decrypted byte: their server has no
+    /// usable OpenSSL symbols, or they never carried a request.
+    pub tls_without_plaintext: u64,
     pub non_http_chunks: u64,
     pub non_http_bytes: u64,
     pub oversized_heads: u64,
@@ -88,6 +94,7 @@ impl Tracker {
                     Connection {
                         meta,
                         http: HttpConnection::new(),
+                        plaintext: false,
                     },
                 );
                 if let Some(previous) = previous {
@@ -103,6 +110,7 @@ impl Tracker {
                 ..
             } => {
                 let conn = self.connection(header.conn_id, header.tgid);
+                conn.plaintext = true;
                 let chunk = Chunk {
                     ts_ns: header.ts_ns,
                     data: payload,
@@ -167,6 +175,7 @@ impl Tracker {
                     tls: false,
                 },
                 http: HttpConnection::new(),
+                plaintext: false,
             }
         })
     }
@@ -199,6 +208,9 @@ impl Tracker {
         let mut exchanges = conn.http.take_completed();
         exchanges.extend(conn.http.close(ts_ns));
         self.closed.absorb(conn.http.stats());
+        if conn.meta.tls && !conn.plaintext {
+            self.closed.tls_without_plaintext += 1;
+        }
         out.extend(exchanges.into_iter().map(|exchange| Finished {
             meta: conn.meta,
             exchange,

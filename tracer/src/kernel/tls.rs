@@ -69,8 +69,6 @@ pub struct TlsProbes {
     rescanned: HashSet<u32>,
     /// Executables already named on stderr as serving TLS that cannot be decrypted.
     reported: HashSet<PathBuf>,
-    /// TLS connections of processes without usable OpenSSL symbols.
-    pub opaque_connections: u64,
 }
 
 impl TlsProbes {
@@ -106,12 +104,11 @@ impl TlsProbes {
         let Some(Support::Opaque { executable }) = self.processes.get(&pid) else {
             return;
         };
-        self.opaque_connections += 1;
         if self.reported.insert(executable.clone()) {
             eprintln!(
                 "tracer: pid {pid} ({}) serves TLS on a watched port but maps no OpenSSL \
                  with SSL_read/SSL_write symbols; its TLS connections are counted \
-                 (tls_opaque_connections), not recorded",
+                 (tls_without_plaintext), not recorded",
                 executable.display()
             );
         }

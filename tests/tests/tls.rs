@@ -1,0 +1,269 @@
+//! HTTPS: plaintext from the OpenSSL uprobes, with every behaviour of the plain path.
+
+use anyhow::Result;
+use std::time::Duration;
+use tests::clients::{curl, url};
+use tests::ports::free_port;
+use tests::record::{RecordExt, strings, u64s};
+use tests::servers::{BIG_FILE_SIZE, HELLO, Nginx, NginxConfig, ScriptServer};
+use tests::tls::{
+    Certificate, GnutlsServer, NodeHttpsServer, host_libssl, s_client, tls_exchange, tls_url,
+};
+use tests::tracer::{Tracer, TracerRun};
+
+/// What every run over TLS must show: no ciphertext reached the HTTP parser, nothing
+/// was lost, and the probes found a library.
+fn assert_clean_tls(run: &TracerRun) -> Result<()> {
+    assert_eq!(run.summary_u64("non_http_chunks")?, 0, "{}", run.summary);
+    assert_eq!(run.summary_u64("desyncs")?, 0, "{}", run.summary);
+    assert_eq!(run.kernel_lost_total()?, 0, "{}", run.summary);
+    assert!(run.summary_u64("tls_libraries")? >= 1, "{}", run.summary);
+    Ok(())
+}
+
+#[test]
+fn nginx_https_and_plain_http_ports_in_one_run() -> Result<()> {
+    let (plain, tls) = (free_port(), free_port());
+    let mut config = NginxConfig::new(plain);
+    config.tls_port = Some(tls);
+    config.access_log = true;
+    let nginx = Nginx::start(config)?;
+    let tracer = Tracer::start(&[plain, tls])?;
+    // Three requests on one kept-alive TLS connection, then a 100 KiB body and a 204.
+    let body = curl(&[
+        "-k",
+        &tls_url(tls, "/ka/1?page=x"),
+        &tls_url(tls, "/ka/2"),
+        &tls_url(tls, "/ka/3"),
+    ])?;
+    assert_eq!(body, HELLO.repeat(3));
+    curl(&["-k", "-o", "/dev/null", &tls_url(tls, "/big")])?;
+    curl(&["-k", &tls_url(tls, "/204")])?;
+    let answer = s_client(
+        tls,
+        b"GET /s_client HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    )?;
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "s_client got {answer:?}"
+    );
+    assert_eq!(curl(&[&url(plain, "/plain")])?, HELLO);
+    let run = tracer.stop()?;
+
+    assert_eq!(
+        strings(&run.records, "url.path"),
+        [
+            "/ka/1",
+            "/ka/2",
+            "/ka/3",
+            "/big",
+            "/204",
+            "/s_client",
+            "/plain"
+        ],
+        "records: {:#?}",
+        run.records
+    );
+    assert_eq!(run.records.len(), nginx.access_log_lines()?);
+    let (https, http) = run.records.split_at(6);
+    for r in https {
+        assert_eq!(r.str_field("url.scheme"), "https", "{r}");
+        assert_eq!(r.u64_field("server.port"), u64::from(tls), "{r}");
+        assert_eq!(r.str_field("process.executable.name"), "nginx", "{r}");
+        assert_eq!(r.str_field("tracer.outcome"), "complete", "{r}");
+    }
+    assert_eq!(http[0].str_field("url.scheme"), "http");
+    assert_eq!(http[0].u64_field("server.port"), u64::from(plain));
+    let conn = https[0].u64_field("tracer.connection.id");
+    assert!(
+        https[..3]
+            .iter()
+            .all(|r| r.u64_field("tracer.connection.id") == conn)
+    );
+    assert_eq!(https[0].str_field("url.query"), "page=x");
+    assert_eq!(
+        u64s(&run.records, "http.response.status_code"),
+        [200, 200, 200, 200, 204, 200, 200]
+    );
+    assert_eq!(
+        https[3].u64_field("http.response.body.size"),
+        BIG_FILE_SIZE as u64
+    );
+    assert_eq!(https[4].u64_field("http.response.body.size"), 0);
+    assert_eq!(run.summary_u64("tls_connections")?, 4, "{}", run.summary);
+    assert_eq!(
+        run.summary_u64("tls_without_plaintext")?,
+        0,
+        "{}",
+        run.summary
+    );
+    assert_clean_tls(&run)
+}
+
+#[test]
+fn python_tls_split_heads_pipelining_and_bodies() -> Result<()> {
+    let port = free_port();
+    let cert = Certificate::generate()?;
+    let _server = ScriptServer::start_tls(port, &cert)?;
+    let tracer = Tracer::start(&[port])?;
+    // A POST whose head arrives in 1-7 byte TLS records, then its 5000-byte body, then
+    // three pipelined requests in one record (the last one closes).
+    let post = b"POST /split HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5000\r\n\r\n";
+    let body = vec![b'b'; 5000];
+    let pipelined = b"GET /p/1 HTTP/1.1\r\nHost: localhost\r\n\r\n\
+        GET /chunked?sizes=3000,5,70000 HTTP/1.1\r\nHost: localhost\r\n\r\n\
+        GET /status/404 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+    let mut pieces: Vec<&[u8]> = Vec::new();
+    let mut rest: &[u8] = post;
+    let mut size = 1;
+    while !rest.is_empty() {
+        let (piece, tail) = rest.split_at(size.min(rest.len()));
+        pieces.push(piece);
+        rest = tail;
+        size = size % 7 + 1;
+    }
+    pieces.push(&body);
+    pieces.push(pipelined);
+    let answer = tls_exchange(port, &pieces, Duration::from_millis(5))?;
+    assert!(
+        String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"),
+        "{answer:?}"
+    );
+    let run = tracer.stop()?;
+
+    assert_eq!(
+        strings(&run.records, "url.path"),
+        ["/split", "/p/1", "/chunked", "/status/404"],
+        "records: {:#?}",
+        run.records
+    );
+    assert_eq!(
+        u64s(&run.records, "http.response.status_code"),
+        [200, 200, 200, 404]
+    );
+    assert_eq!(run.records[0].str_field("http.request.method"), "POST");
+    assert_eq!(run.records[0].u64_field("http.request.body.size"), 5000);
+    assert_eq!(run.records[0].u64_field("http.response.body.size"), 5);
+    assert_eq!(run.records[2].u64_field("http.response.body.size"), 73005);
+    let conn = run.records[0].u64_field("tracer.connection.id");
+    for r in &run.records {
+        assert_eq!(r.str_field("url.scheme"), "https", "{r}");
+        assert_eq!(r.u64_field("tracer.connection.id"), conn, "{r}");
+        assert_eq!(r.str_field("tracer.outcome"), "complete", "{r}");
+    }
+    assert_clean_tls(&run)
+}
+
+#[test]
+fn a_tls_server_started_after_the_tracer_is_seen_from_its_first_request() -> Result<()> {
+    let port = free_port();
+    let cert = Certificate::generate()?;
+    let tracer = Tracer::start(&[port])?;
+    let _server = ScriptServer::start_tls(port, &cert)?;
+    assert_eq!(curl(&["-k", &tls_url(port, "/first")])?, "0\n");
+    let run = tracer.stop()?;
+
+    assert_eq!(strings(&run.records, "url.path"), ["/first"]);
+    assert_eq!(run.records[0].str_field("url.scheme"), "https");
+    assert_clean_tls(&run)
+}
+
+#[test]
+fn a_container_like_private_libssl_is_found_through_proc_root() -> Result<()> {
+    let port = free_port();
+    let cert = Certificate::generate()?;
+    // A copy of libssl (another inode) mounted over the host's path in a private mount
+    // namespace: from the host, that path is a different file.
+    let lib = host_libssl()?;
+    let dir = tempfile::tempdir()?;
+    let copy = dir.path().join("libssl-private.so.3");
+    std::fs::copy(&lib, &copy)?;
+    let _server = ScriptServer::start_tls_with_private_libssl(port, &cert, &copy, &lib)?;
+    let tracer = Tracer::start(&[port])?;
+    curl(&["-k", &tls_url(port, "/private")])?;
+    let run = tracer.stop()?;
+
+    assert_eq!(strings(&run.records, "url.path"), ["/private"]);
+    assert_eq!(run.records[0].str_field("url.scheme"), "https");
+    // The host's libssl and the private copy.
+    assert_eq!(run.summary_u64("tls_libraries")?, 2, "{}", run.summary);
+    assert_clean_tls(&run)
+}
+
+#[test]
+fn node_with_built_in_openssl_is_probed_in_its_executable() -> Result<()> {
+    let port = free_port();
+    let cert = Certificate::generate()?;
+    let server = NodeHttpsServer::start(port, &cert)?;
+    let tracer = Tracer::start(&[port])?;
+    curl(&["-k", &tls_url(port, "/n/1"), &tls_url(port, "/n/2")])?;
+    assert_eq!(
+        curl(&["-k", "--data-binary", "@-", &tls_url(port, "/n/post")])?,
+        "node 0\n"
+    );
+    let run = tracer.stop()?;
+
+    assert_eq!(
+        strings(&run.records, "url.path"),
+        ["/n/1", "/n/2", "/n/post"]
+    );
+    for r in &run.records {
+        assert_eq!(r.str_field("url.scheme"), "https", "{r}");
+        assert_eq!(r.u64_field("process.pid"), u64::from(server.pid()), "{r}");
+        assert_eq!(r.u64_field("http.response.status_code"), 200, "{r}");
+        assert_eq!(r.u64_field("http.response.body.size"), 7, "{r}");
+    }
+    assert_clean_tls(&run)
+}
+
+#[test]
+fn tls_without_openssl_symbols_is_reported_once_and_counted_not_recorded() -> Result<()> {
+    let port = free_port();
+    let cert = Certificate::generate()?;
+    let server = GnutlsServer::start(port, &cert)?;
+    let tracer = Tracer::start(&[port])?;
+    for i in 0..3 {
+        let page = curl(&["-k", &tls_url(port, &format!("/gnutls/{i}"))])?;
+        assert!(page.contains("GnuTLS"), "gnutls-serv answered {page:?}");
+    }
+    let run = tracer.stop()?;
+
+    assert!(run.records.is_empty(), "records: {:#?}", run.records);
+    assert_eq!(
+        run.summary_u64("tls_without_plaintext")?,
+        3,
+        "{}",
+        run.summary
+    );
+    assert_eq!(run.summary_u64("non_http_chunks")?, 0, "{}", run.summary);
+    let warnings: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.contains("serves TLS on a watched port but maps no OpenSSL"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "stderr:\n{}", run.stderr);
+    assert!(
+        warnings[0].contains(&format!("pid {}", server.pid())),
+        "{}",
+        warnings[0]
+    );
+    Ok(())
+}
+
+#[test]
+fn an_unwatched_tls_port_yields_nothing() -> Result<()> {
+    let (plain, tls) = (free_port(), free_port());
+    let mut config = NginxConfig::new(plain);
+    config.tls_port = Some(tls);
+    let _nginx = Nginx::start(config)?;
+    // nginx is a watched process (it serves `plain`), but its TLS port is not watched.
+    let tracer = Tracer::start(&[plain])?;
+    curl(&["-k", &tls_url(tls, "/unwatched"), &tls_url(tls, "/again")])?;
+    let run = tracer.stop()?;
+
+    assert!(run.records.is_empty(), "records: {:#?}", run.records);
+    assert_eq!(run.summary_u64("tls_connections")?, 0, "{}", run.summary);
+    assert_eq!(run.summary_u64("connections")?, 0, "{}", run.summary);
+    assert_eq!(run.summary_u64("non_http_chunks")?, 0, "{}", run.summary);
+    Ok(())
+}
