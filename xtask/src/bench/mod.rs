@@ -14,6 +14,7 @@ use tests::clients::url;
 use tests::load::{WrkReport, wrk};
 use tests::ports::free_port;
 use tests::servers::{Nginx, NginxConfig};
+use tests::tls::tls_url;
 use tests::tracer::{RecordSink, Tracer, TracerRun};
 
 #[derive(clap::Args)]
@@ -49,39 +50,25 @@ pub struct WrkRound {
 
 pub fn run(options: &Options) -> Result<()> {
     let bin = cargo::build_tracer()?;
-    let port = free_port();
+    let (port, tls_port) = (free_port(), free_port());
     let mut config = NginxConfig::new(port);
     // One worker: wrk, the tracer and nginx then share the machine's two
     // cores the same way in every round.
     config.workers = 1;
+    config.tls_port = Some(tls_port);
     let _nginx = Nginx::start(config)?;
-    let target = url(port, "/");
-    let seconds = options.duration;
     println!(
-        "nginx 1 worker `return 200` on 127.0.0.1:{port}; wrk -t1 -c{} -d{seconds}s --latency; \
-         {} rounds of tracer off/on",
-        options.connections, options.rounds
+        "nginx 1 worker `return 200` on 127.0.0.1:{port} (and TLS on {tls_port}); \
+         wrk -t1 -c{} -d{}s --latency; {} rounds of tracer off/on",
+        options.connections, options.duration, options.rounds
     );
-    wrk(&target, 1, options.connections, 2)?;
-
-    let mut rounds = Vec::new();
-    for round in 1..=options.rounds {
-        let off = wrk(&target, 1, options.connections, seconds)?;
-        println!("round {round} off: {}", table::wrk_line(&off));
-        let (on, traced) = traced(&bin, port, || {
-            let report = wrk(&target, 1, options.connections, seconds)?;
-            Ok((report.requests, report))
-        })?;
-        println!(
-            "round {round} on:  {}; records {} ({:+} vs wrk's count)",
-            table::wrk_line(&on),
-            traced.run.record_count,
-            traced.run.record_count as i64 - on.requests as i64
-        );
-        rounds.push(WrkRound { off, on, traced });
-    }
+    let plain = wrk_rounds(&bin, port, &url(port, "/"), options)?;
+    // Keep-alive HTTPS: the handshakes happen once per connection, the rounds measure
+    // the cost of the SSL probes on every read and write.
+    let https = wrk_rounds(&bin, tls_port, &tls_url(tls_port, "/"), options)?;
 
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let seconds = options.duration;
     let duration = Duration::from_secs(u64::from(seconds));
     println!(
         "fixed rate: {} req/s over {} connections for {seconds}s, tracer off then on",
@@ -93,8 +80,34 @@ pub fn run(options: &Options) -> Result<()> {
         Ok((report.completed, report))
     })?;
 
-    table::print(&rounds, &paced_off, &paced_on, &paced_traced, options.rate);
+    table::print_wrk("wrk, plain HTTP", &plain);
+    table::print_wrk("wrk, HTTPS (keep-alive)", &https);
+    table::print_paced(&paced_off, &paced_on, &paced_traced, options.rate);
     Ok(())
+}
+
+/// Interleaved rounds of wrk against `target` without and with a tracer watching `port`.
+fn wrk_rounds(bin: &Path, port: u16, target: &str, options: &Options) -> Result<Vec<WrkRound>> {
+    let seconds = options.duration;
+    println!("{target}:");
+    wrk(target, 1, options.connections, 2)?;
+    let mut rounds = Vec::new();
+    for round in 1..=options.rounds {
+        let off = wrk(target, 1, options.connections, seconds)?;
+        println!("round {round} off: {}", table::wrk_line(&off));
+        let (on, traced) = traced(bin, port, || {
+            let report = wrk(target, 1, options.connections, seconds)?;
+            Ok((report.requests, report))
+        })?;
+        println!(
+            "round {round} on:  {}; records {} ({:+} vs wrk's count)",
+            table::wrk_line(&on),
+            traced.run.record_count,
+            traced.run.record_count as i64 - on.requests as i64
+        );
+        rounds.push(WrkRound { off, on, traced });
+    }
+    Ok(rounds)
 }
 
 /// Runs `load` under a fresh tracer and measures the tracer around it.

@@ -82,13 +82,8 @@ fn row(label: &str, off: &str, on: &str) {
     println!("{label:<40} {off:>16} {on:>30}");
 }
 
-pub fn print(
-    rounds: &[WrkRound],
-    paced_off: &PacedReport,
-    paced_on: &PacedReport,
-    paced_traced: &Traced,
-    rate: u32,
-) {
+/// The tracer off/on comparison of interleaved wrk rounds.
+pub fn print_wrk(title: &str, rounds: &[WrkRound]) {
     let traced: Vec<&Traced> = rounds.iter().map(|r| &r.traced).collect();
     let rps_off = median(rounds.iter().map(|r| r.off.requests_per_sec).collect());
     let rps_on = median(rounds.iter().map(|r| r.on.requests_per_sec).collect());
@@ -102,7 +97,7 @@ pub fn print(
 
     println!();
     row("", "tracer off", "tracer on");
-    println!("wrk ({} rounds each):", rounds.len());
+    println!("{title} ({} rounds each):", rounds.len());
     row(
         "  throughput, req/s (median)",
         &fmt_rps(rps_off),
@@ -127,6 +122,15 @@ pub fn print(
         &records_vs(&traced),
     );
     row("  kernel lost events", "", &lost(&traced));
+}
+
+/// The fixed-rate phase, then the notes that apply to every table.
+pub fn print_paced(
+    paced_off: &PacedReport,
+    paced_on: &PacedReport,
+    paced_traced: &Traced,
+    rate: u32,
+) {
     println!("fixed rate {rate} req/s:");
     let achieved = |r: &PacedReport| format!("{:.0}", r.completed as f64 / r.elapsed.as_secs_f64());
     row(
@@ -156,7 +160,8 @@ pub fn print(
     println!(
         "\nwrk counts only requests answered before its deadline: records may exceed it by up \
          to the connection count.\nTracer CPU is its user-space process only; eBPF program time \
-         is charged to the traced processes and shows in throughput."
+         is charged to the traced processes and shows in throughput. With HTTPS, wrk's own \
+         OpenSSL calls also hit the probes (they return at the first check: wrk is not watched)."
     );
 }
 
