@@ -267,3 +267,29 @@ fn an_unwatched_tls_port_yields_nothing() -> Result<()> {
     assert_eq!(run.summary_u64("non_http_chunks")?, 0, "{}", run.summary);
     Ok(())
 }
+
+#[test]
+fn http2_over_tls_is_counted_not_parsed_as_junk() -> Result<()> {
+    let (plain, tls) = (free_port(), free_port());
+    let mut config = NginxConfig::new(plain);
+    config.tls_port = Some(tls);
+    config.http2 = true;
+    let _nginx = Nginx::start(config)?;
+    let tracer = Tracer::start(&[tls])?;
+    assert_eq!(
+        curl(&[
+            "-k",
+            "--http2",
+            &tls_url(tls, "/h2/1"),
+            &tls_url(tls, "/h2/2")
+        ])?,
+        HELLO.repeat(2)
+    );
+    assert_eq!(curl(&["-k", "--http1.1", &tls_url(tls, "/h1")])?, HELLO);
+    let run = tracer.stop()?;
+
+    assert_eq!(strings(&run.records, "url.path"), ["/h1"]);
+    assert_eq!(run.summary_u64("http2_connections")?, 1, "{}", run.summary);
+    assert_eq!(run.summary_u64("tls_connections")?, 2, "{}", run.summary);
+    assert_clean_tls(&run)
+}

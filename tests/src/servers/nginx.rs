@@ -31,6 +31,8 @@ pub struct NginxConfig {
     /// Also serve the same locations over TLS on 127.0.0.1:this port, with a generated
     /// certificate.
     pub tls_port: Option<u16>,
+    /// Offer HTTP/2 (ALPN h2) on the TLS port.
+    pub http2: bool,
 }
 
 impl NginxConfig {
@@ -43,6 +45,7 @@ impl NginxConfig {
             workers: 2,
             access_log: false,
             tls_port: None,
+            http2: false,
         }
     }
 
@@ -55,7 +58,8 @@ impl NginxConfig {
             let _ = writeln!(listen, "        listen [::1]:{};", self.port);
         }
         if let (Some(port), Some(cert)) = (self.tls_port, cert) {
-            let _ = writeln!(listen, "        listen 127.0.0.1:{port} ssl;");
+            let http2 = if self.http2 { " http2" } else { "" };
+            let _ = writeln!(listen, "        listen 127.0.0.1:{port} ssl{http2};");
             let _ = writeln!(
                 listen,
                 "        ssl_certificate {};\n        ssl_certificate_key {};",

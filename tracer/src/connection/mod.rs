@@ -55,6 +55,7 @@ pub struct TrackerStats {
     pub oversized_heads: u64,
     pub desyncs: u64,
     pub orphan_responses: u64,
+    pub http2_connections: u64,
 }
 
 impl TrackerStats {
@@ -64,6 +65,7 @@ impl TrackerStats {
         self.oversized_heads += s.oversized_heads;
         self.desyncs += s.desyncs;
         self.orphan_responses += s.orphan_responses;
+        self.http2_connections += s.http2_connections;
     }
 }
 

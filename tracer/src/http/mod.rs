@@ -12,6 +12,7 @@
 
 mod body;
 mod head;
+mod preface;
 mod span;
 mod stream;
 #[cfg(test)]
@@ -21,6 +22,7 @@ mod types;
 use std::collections::VecDeque;
 
 use self::body::{Framing, Progress, request_framing, response_framing};
+use self::preface::{Preface, Verdict};
 use self::stream::{Cursor, Event, Stream};
 
 pub use self::head::MAX_HEAD_BYTES;
@@ -56,6 +58,13 @@ pub struct HttpConnection {
     /// Response bytes were lost since the last response head, so whole responses may be gone.
     responses_lost: bool,
     closed: bool,
+    /// HTTP/2 connections are counted once, not parsed as a stream of HTTP/1 junk.
+    preface: Preface,
+    /// Non-HTTP/1 bytes the server wrote before any request (an HTTP/2 server's SETTINGS
+    /// frame precedes the client's preface): junk only if no HTTP/2 preface follows.
+    early_response_bytes: Option<u64>,
+    /// Response bytes went to the parser (so later ones are not "before any request").
+    responses_started: bool,
     stats: HttpStats,
 }
 
@@ -78,6 +87,9 @@ impl HttpConnection {
             upgrade_seq: None,
             responses_lost: false,
             closed: false,
+            preface: Preface::new(),
+            early_response_bytes: None,
+            responses_started: false,
             stats: HttpStats::default(),
         }
     }
@@ -87,6 +99,26 @@ impl HttpConnection {
         if self.closed {
             return;
         }
+        match self.preface.check(&chunk) {
+            Verdict::Held | Verdict::Ignore => return,
+            Verdict::Http2 => {
+                self.early_response_bytes = None;
+                self.stats.http2_connections += 1;
+                return;
+            }
+            Verdict::Http1(held) => {
+                if let Some(bytes) = self.early_response_bytes.take() {
+                    self.count_junk(bytes);
+                }
+                if let Some(held) = held {
+                    self.parse_requests(held.chunk());
+                }
+            }
+        }
+        self.parse_requests(chunk);
+    }
+
+    fn parse_requests(&mut self, chunk: Chunk<'_>) {
         let mut cur = Cursor::new(&chunk);
         while let Some(event) = self.requests.step(&mut cur) {
             self.request_event(event, cur.ts);
@@ -96,9 +128,18 @@ impl HttpConnection {
     /// Bytes the server wrote (response direction). sendfile bodies arrive as `data` empty
     /// with `missing` set to their length.
     pub fn on_response(&mut self, chunk: Chunk<'_>) {
-        if self.closed {
+        if self.closed || self.preface.is_http2() {
             return;
         }
+        if self.preface.is_undecided()
+            && !self.responses_started
+            && !chunk.data.starts_with(b"HTTP/")
+        {
+            let bytes = chunk.data.len() as u64 + u64::from(chunk.missing);
+            *self.early_response_bytes.get_or_insert(0) += bytes;
+            return;
+        }
+        self.responses_started = true;
         let mut cur = Cursor::new(&chunk);
         while let Some(event) = self.responses.step(&mut cur) {
             self.response_event(event, cur.ts);
@@ -116,7 +157,13 @@ impl HttpConnection {
         if self.closed {
             return Vec::new();
         }
+        if let Some(held) = self.preface.take_held() {
+            self.parse_requests(held.chunk());
+        }
         self.closed = true;
+        if let Some(bytes) = self.early_response_bytes.take() {
+            self.count_junk(bytes);
+        }
         if self.response_attached {
             let until_close = self.responses.body_until_close();
             self.finish_front(if until_close {

@@ -1495,3 +1495,80 @@ mod props {
         }
     }
 }
+
+#[test]
+fn http2_preface_marks_the_connection_and_its_frames_are_not_junk() {
+    let mut conn = HttpConnection::new();
+    // The server's SETTINGS first, then the preface split across reads and a SETTINGS
+    // frame; the server answers with frames.
+    conn.on_response(chunk(0, b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"));
+    conn.on_request(chunk(1, b"PRI * HTTP/2"));
+    conn.on_request(chunk(
+        2,
+        b".0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00",
+    ));
+    conn.on_response(chunk(3, b"\x00\x00\x00\x04\x01\x00\x00\x00\x00"));
+    assert!(conn.take_completed().is_empty());
+    assert!(conn.close(4).is_empty());
+    let stats = conn.stats();
+    assert_eq!(stats.http2_connections, 1);
+    assert_eq!(stats.non_http_chunks, 0);
+    assert_eq!(stats.orphan_responses, 0);
+}
+
+#[test]
+fn a_pri_request_later_in_an_http1_connection_is_not_http2() {
+    let mut conn = HttpConnection::new();
+    conn.on_request(chunk(1, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"));
+    conn.on_response(chunk(2, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"));
+    conn.on_request(chunk(3, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"));
+    assert_eq!(conn.take_completed().len(), 1);
+    assert_eq!(conn.stats().http2_connections, 0);
+}
+
+#[test]
+fn server_bytes_before_any_request_are_junk_unless_http2_follows() {
+    let mut conn = HttpConnection::new();
+    conn.on_response(chunk(1, b"\x00\x01garbage"));
+    conn.on_request(chunk(2, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"));
+    conn.on_response(chunk(3, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"));
+    assert_eq!(conn.take_completed().len(), 1);
+    assert_eq!(conn.stats().non_http_chunks, 1);
+    assert_eq!(conn.stats().non_http_bytes, 9);
+
+    let mut silent = HttpConnection::new();
+    silent.on_response(chunk(1, b"\x00\x01garbage"));
+    assert!(silent.close(2).is_empty());
+    assert_eq!(silent.stats().non_http_bytes, 9);
+}
+
+#[test]
+fn requests_that_begin_like_the_http2_preface_are_held_then_parsed() {
+    for first in [&b"P"[..], b"PRI", b"PRI * HTTP/2"] {
+        let mut conn = HttpConnection::new();
+        conn.on_request(chunk(1, first));
+        let rest = format!(
+            "{} HTTP/1.1\r\nHost: a\r\n\r\n",
+            &"PRI * HTTP/2.0 /x"[first.len()..]
+        );
+        conn.on_request(chunk(2, rest.as_bytes()));
+        conn.on_response(chunk(
+            3,
+            b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n",
+        ));
+        assert_eq!(conn.stats().http2_connections, 0);
+        // "PRI * HTTP/2.0 /x HTTP/1.1" is not a valid request line: junk, counted.
+        assert_eq!(conn.stats().non_http_chunks, 1, "first read {first:?}");
+    }
+    let mut post = HttpConnection::new();
+    post.on_request(chunk(1, b"P"));
+    post.on_request(chunk(2, b"OST /p HTTP/1.1\r\nContent-Length: 0\r\n\r\n"));
+    post.on_response(chunk(
+        3,
+        b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n",
+    ));
+    let ex = one(&mut post);
+    assert_eq!(ex.request.head.method, "POST");
+    assert_eq!(ex.request.first_byte_ns, 1);
+    assert_clean(&post);
+}

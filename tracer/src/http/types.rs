@@ -26,6 +26,8 @@ pub struct HttpStats {
     pub desyncs: u64,
     /// Response heads that could not be paired with a pending request.
     pub orphan_responses: u64,
+    /// Connections that opened with the HTTP/2 preface: not decoded, not recorded.
+    pub http2_connections: u64,
 }
 
 /// The header fields of one head: a single copy of their bytes plus where each name
