@@ -4,7 +4,7 @@
 //! written, then the output is flushed once. At the rates a single host serves, parsing
 //! is far cheaper than the syscalls that produced the bytes, and one thread keeps the
 //! record order equal to the kernel's event order.
-use std::{io, time::Duration};
+use std::{collections::BTreeMap, io, time::Duration};
 
 use anyhow::{Context as _, Result, bail};
 use aya::maps::{MapData, PerCpuArray, RingBuf};
@@ -18,7 +18,7 @@ use tokio::{
 
 use crate::{
     cli::RunArgs,
-    config::{DEFAULT_RINGBUF_BYTES, DEFAULT_STATS_INTERVAL_SECONDS},
+    config::{DEFAULT_RINGBUF_BYTES, DEFAULT_STATS_INTERVAL_SECONDS, OutputConfig},
     connection::{Finished, Tracker, TrackerStats},
     enrich::{Clock, DEFAULT_SECRET_PARAMS, ProcessCache, QueryRedactor},
     kernel::{
@@ -28,7 +28,7 @@ use crate::{
         losses::KernelLosses,
     },
     record::RecordContext,
-    sink::{Sinks, StdoutSink},
+    sink::{FileSink, Sink, Sinks, StdoutSink},
 };
 
 /// The kernel wakes the tracer only when 64 KiB (a quarter of a smaller ring) of events
@@ -57,6 +57,8 @@ async fn run_async(args: RunArgs) -> Result<()> {
         .identity
         .identifier()
         .context("setting up identity")?;
+    // Before loading too: an output that cannot be written is a configuration error.
+    let sinks = open_sinks(&config.output)?;
     let mut ports: Vec<u16> = config.ports.iter().map(|p| p.get()).collect();
     ports.sort_unstable();
     ports.dedup();
@@ -95,7 +97,7 @@ async fn run_async(args: RunArgs) -> Result<()> {
             identifier,
         ),
         line: Vec::with_capacity(2048),
-        sinks: Sinks::new(vec![Box::new(StdoutSink::new())]),
+        sinks,
         finished: Vec::new(),
         exited: Vec::new(),
         decode_errors: 0,
@@ -139,6 +141,9 @@ async fn run_async(args: RunArgs) -> Result<()> {
             _ = sigterm.recv() => break,
             _ = ticker.tick() => {
                 reported = state.report_changes(&loaded.losses, reported);
+                // Retries a sink's backlog even when no traffic comes to flush it.
+                let flushed = state.sinks.flush();
+                state.check_written(flushed)?;
             }
         }
     }
@@ -159,6 +164,7 @@ async fn run_async(args: RunArgs) -> Result<()> {
         decode_errors: state.decode_errors,
         tracker: state.tracker.stats(),
         bpf,
+        sinks: state.sinks.counters(),
     };
     eprintln!("tracer: summary {}", serde_json::to_string(&summary)?);
     Ok(())
@@ -222,6 +228,10 @@ impl State {
     }
 
     fn write_finished(&mut self) -> Result<()> {
+        // At a batch boundary, and on every drain tick so an idle file rotates on time too.
+        if self.sinks.rotation_due() {
+            self.sinks.rotate().context("rotating the output")?;
+        }
         if self.finished.is_empty() {
             return Ok(());
         }
@@ -239,6 +249,11 @@ impl State {
             }
         }
         let result = result.and_then(|()| self.sinks.flush());
+        self.check_written(result)
+    }
+
+    /// A closed stdout stops the tracer quietly; other sink errors are fatal.
+    fn check_written(&mut self, result: io::Result<()>) -> Result<()> {
         match result {
             Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
                 eprintln!("tracer: stdout closed by its reader; stopping");
@@ -305,6 +320,23 @@ struct Summary {
     /// With --bpf-stats: time the kernel spent in the tracer's programs.
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     bpf: Option<loader::ProgramRunTime>,
+    /// Per-sink counters, e.g. `"sinks": {"file": {"bytes_written": ..}}`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    sinks: BTreeMap<&'static str, BTreeMap<&'static str, u64>>,
+}
+
+/// The sinks `[output]` asks for; stdout when none is configured or `--stdout` is given.
+fn open_sinks(output: &OutputConfig) -> Result<Sinks> {
+    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+    if let Some(file) = &output.file {
+        sinks.push(Box::new(
+            FileSink::open(file.clone()).context("opening the output file")?,
+        ));
+    }
+    if output.stdout || sinks.is_empty() {
+        sinks.insert(0, Box::new(StdoutSink::new()));
+    }
+    Ok(Sinks::new(sinks))
 }
 
 /// The clock bpf_ktime_get_ns reads.
