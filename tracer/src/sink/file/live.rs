@@ -21,6 +21,8 @@ pub enum OpenError {
     Open { path: PathBuf, source: io::Error },
     #[error("cannot repair the partial last line of {path}: {source}")]
     Repair { path: PathBuf, source: io::Error },
+    #[error("starting the thread that compresses rotated files: {0}")]
+    Thread(io::Error),
 }
 
 pub struct LiveFile {
@@ -140,6 +142,12 @@ impl LiveFile {
 
     pub fn sync(&self) -> io::Result<()> {
         self.file.sync_data()
+    }
+
+    /// Swaps the descriptor, for tests that need writes to fail.
+    #[cfg(test)]
+    pub fn replace_file(&mut self, file: File) -> File {
+        std::mem::replace(&mut self.file, file)
     }
 }
 

@@ -38,6 +38,8 @@ pub struct FileSink {
     live: LiveFile,
     /// Lines accepted but not yet in the file: part of a batch, or the backlog.
     pending: Vec<u8>,
+    /// Bound of `pending` while the file cannot be written.
+    backlog_limit: usize,
     trouble: Option<Trouble>,
     /// When the live file got its first record (its mtime if it existed at start).
     started: SystemTime,
@@ -76,10 +78,7 @@ impl FileSink {
         let last_stamp = naming::list(&settings.path)
             .ok()
             .and_then(|rotated| rotated.last().map(|r| r.stamp));
-        let housekeeper = Housekeeper::start(&settings).map_err(|source| OpenError::Open {
-            path: settings.path.clone(),
-            source,
-        })?;
+        let housekeeper = Housekeeper::start(&settings).map_err(OpenError::Thread)?;
         let started = if opened.file.len() > 0 {
             opened.modified
         } else {
@@ -93,6 +92,7 @@ impl FileSink {
             settings,
             live: opened.file,
             pending: Vec::with_capacity(WRITE_CHUNK),
+            backlog_limit: BACKLOG_LIMIT,
             trouble: None,
             started,
             last_stamp,
@@ -126,7 +126,7 @@ impl FileSink {
                         failure.error,
                         count_lines(&self.pending),
                         self.pending.len(),
-                        BACKLOG_LIMIT >> 20
+                        self.backlog_limit >> 20
                     );
                     self.trouble = Some(Trouble {
                         since: Instant::now(),
@@ -163,7 +163,7 @@ impl Sink for FileSink {
     }
 
     fn write_line(&mut self, line: &[u8]) -> io::Result<()> {
-        if self.trouble.is_some() && self.pending.len() + line.len() > BACKLOG_LIMIT {
+        if self.trouble.is_some() && self.pending.len() + line.len() > self.backlog_limit {
             self.counters.discarded += 1;
             return Ok(());
         }

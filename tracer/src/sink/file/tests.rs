@@ -133,3 +133,39 @@ fn a_file_left_from_an_earlier_interval_is_due_at_once() {
     let sink = FileSink::open(settings).unwrap();
     assert!(sink.rotation_due());
 }
+
+#[test]
+fn write_errors_hold_a_bounded_backlog_then_deliver_it_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = dir.path().join("a.jsonl");
+    let mut sink = FileSink::open(FileSettings::new(live.clone())).unwrap();
+    sink.backlog_limit = 10 * line(10).len();
+    sink.write_line(&line(0)).unwrap();
+    sink.flush().unwrap();
+    // A descriptor that refuses writes stands for a failing disk.
+    let writable = sink
+        .live
+        .replace_file(fs::File::open(&live).unwrap());
+    for i in 1..15 {
+        sink.write_line(&line(i)).unwrap();
+        sink.flush().unwrap();
+        assert!(!sink.rotation_due());
+    }
+    let counters: std::collections::BTreeMap<_, _> = sink.counters().into_iter().collect();
+    assert_eq!(counters["write_errors"], 14, "retried at each flush");
+    assert_eq!(sink.discarded(), 4, "the newest lines beyond the bound");
+    assert_eq!(all_lines(&live).len(), 1);
+
+    sink.live.replace_file(writable);
+    sink.flush().unwrap();
+    sink.write_line(&line(15)).unwrap();
+    sink.flush().unwrap();
+    sink.shutdown().unwrap();
+    let lines = all_lines(&live);
+    let numbers: Vec<usize> = lines
+        .iter()
+        .map(|l| l[5..l.find(',').unwrap()].parse().unwrap())
+        .collect();
+    assert_eq!(numbers, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 15]);
+    assert!(sink.trouble.is_none());
+}
