@@ -8,6 +8,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
+use tempfile::TempDir;
 use tests::clients::{curl, url};
 use tests::load::ab_keepalive;
 use tests::output::{Tmpfs, all_records, file_records, rotated_files};
@@ -45,22 +46,20 @@ fn paths(records: &[Value]) -> Vec<String> {
 
 #[test]
 fn the_file_holds_every_request_with_mode_0600_and_stdout_stays_empty() -> Result<()> {
-    let port = free_port();
-    let _server = PyHttpServer::start(LOCALHOST, port, "HTTP/1.0")?;
-    let dir = tempfile::tempdir()?;
-    let live = dir.path().join("access.jsonl");
-    let tracer = Tracer::start_with_args(&[port], &["--output", path_arg(&live)], &[])?;
+    let setup = Setup::python()?;
+    let live = &setup.live;
+    let tracer = setup.tracer(&[])?;
     let sent: Vec<String> = (0..5).map(|i| format!("/hello.txt?i={i}")).collect();
     for path in &sent {
-        curl(&[&url(port, path)])?;
+        curl(&[&url(setup.port, path)])?;
     }
     let run = tracer.stop()?;
 
     assert_eq!(run.stdout, "", "stdout is not written without --stdout");
-    let records = file_records(&live)?;
+    let records = file_records(live)?;
     assert_eq!(paths(&records), sent);
-    assert_eq!(mode(&live), 0o600);
-    let size = std::fs::metadata(&live)?.len();
+    assert_eq!(mode(live), 0o600);
+    let size = std::fs::metadata(live)?.len();
     assert_eq!(file_counter(&run, "bytes_written"), size);
     assert_eq!(file_counter(&run, "write_errors"), 0);
     assert_eq!(run.summary_u64("records")?, 5);
@@ -69,19 +68,45 @@ fn the_file_holds_every_request_with_mode_0600_and_stdout_stays_empty() -> Resul
 
 #[test]
 fn stdout_and_file_together_carry_the_same_records() -> Result<()> {
-    let port = free_port();
-    let _server = PyHttpServer::start(LOCALHOST, port, "HTTP/1.0")?;
-    let dir = tempfile::tempdir()?;
-    let live = dir.path().join("access.jsonl");
-    let tracer = Tracer::start_with_args(&[port], &["--output", path_arg(&live), "--stdout"], &[])?;
+    let setup = Setup::python()?;
+    let live = &setup.live;
+    let tracer = setup.tracer(&["--stdout"])?;
     for i in 0..3 {
-        curl(&[&url(port, &format!("/hello.txt?both={i}"))])?;
+        curl(&[&url(setup.port, &format!("/hello.txt?both={i}"))])?;
     }
     let run = tracer.stop()?;
 
     assert_eq!(run.records.len(), 3);
-    assert_eq!(file_records(&live)?, run.records);
+    assert_eq!(file_records(live)?, run.records);
     Ok(())
+}
+
+/// A Python server and a temp dir for the output file.
+struct Setup {
+    _server: PyHttpServer,
+    port: u16,
+    _dir: TempDir,
+    live: PathBuf,
+}
+
+impl Setup {
+    fn python() -> Result<Self> {
+        let port = free_port();
+        let dir = tempfile::tempdir()?;
+        Ok(Self {
+            _server: PyHttpServer::start(LOCALHOST, port, "HTTP/1.0")?,
+            port,
+            live: dir.path().join("access.jsonl"),
+            _dir: dir,
+        })
+    }
+
+    /// `tracer run --port PORT --output LIVE EXTRA...`
+    fn tracer(&self, extra: &[&str]) -> Result<Tracer> {
+        let mut args = vec!["--output", path_arg(&self.live)];
+        args.extend_from_slice(extra);
+        Tracer::start_with_args(&[self.port], &args, &[])
+    }
 }
 
 /// Runs `tracer run` expecting it to fail at start; returns its stderr.
@@ -260,19 +285,13 @@ fn retention_keeps_exactly_the_newest_n_files() -> Result<()> {
 
 #[test]
 fn an_idle_file_rotates_when_its_interval_ends() -> Result<()> {
-    let port = free_port();
-    let _server = PyHttpServer::start(LOCALHOST, port, "HTTP/1.0")?;
-    let dir = tempfile::tempdir()?;
-    let live = dir.path().join("access.jsonl");
-    let tracer = Tracer::start_with_args(
-        &[port],
-        &["--output", path_arg(&live), "--rotate-interval", "1s"],
-        &[],
-    )?;
-    curl(&[&url(port, "/hello.txt?when=before")])?;
+    let setup = Setup::python()?;
+    let live = &setup.live;
+    let tracer = setup.tracer(&["--rotate-interval", "1s"])?;
+    curl(&[&url(setup.port, "/hello.txt?when=before")])?;
     // No more traffic: the rotation comes from the tracer's own timer.
     let deadline = std::time::Instant::now() + GUARD;
-    while !rotated_files(&live)?
+    while !rotated_files(live)?
         .iter()
         .any(|f| f.to_string_lossy().ends_with(".gz"))
     {
@@ -282,42 +301,48 @@ fn an_idle_file_rotates_when_its_interval_ends() -> Result<()> {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    curl(&[&url(port, "/hello.txt?when=after")])?;
+    // Idle seconds with an empty live file: they must not produce empty rotated files.
+    std::thread::sleep(Duration::from_millis(2500));
+    curl(&[&url(setup.port, "/hello.txt?when=after")])?;
     let run = tracer.stop()?;
 
-    let rotated = rotated_files(&live)?;
-    assert_eq!(
-        rotated.len(),
-        1,
-        "an empty file is never rotated: {rotated:?}"
-    );
+    let rotated = rotated_files(live)?;
     assert_eq!(
         paths(&file_records(&rotated[0])?),
         ["/hello.txt?when=before"]
     );
-    assert_eq!(paths(&file_records(&live)?), ["/hello.txt?when=after"]);
-    assert_eq!(file_counter(&run, "rotations"), 1);
+    // The second record may have been rotated out too before the tracer stopped; it is
+    // in exactly one of the later files, and no file is empty (idle seconds add none).
+    let mut later = Vec::new();
+    for file in rotated[1..].iter().chain([live]) {
+        let records = file_records(file)?;
+        assert!(
+            file == live || !records.is_empty(),
+            "{} is empty",
+            file.display()
+        );
+        later.extend(paths(&records));
+    }
+    assert_eq!(later, ["/hello.txt?when=after"]);
+    assert_eq!(file_counter(&run, "rotations"), rotated.len() as u64);
     Ok(())
 }
 
 #[test]
 fn a_restart_appends_after_cutting_a_partial_line() -> Result<()> {
-    let port = free_port();
-    let _server = PyHttpServer::start(LOCALHOST, port, "HTTP/1.0")?;
-    let dir = tempfile::tempdir()?;
-    let live = dir.path().join("access.jsonl");
-    let args = ["--output", path_arg(&live)];
-    let tracer = Tracer::start_with_args(&[port], &args, &[])?;
-    curl(&[&url(port, "/hello.txt?run=1")])?;
+    let setup = Setup::python()?;
+    let live = &setup.live;
+    let tracer = setup.tracer(&[])?;
+    curl(&[&url(setup.port, "/hello.txt?run=1")])?;
     tracer.stop()?;
     // What a crash in the middle of a write leaves.
     let partial = "{\"timestamp\":\"2026-";
-    let mut text = std::fs::read_to_string(&live)?;
+    let mut text = std::fs::read_to_string(live)?;
     text.push_str(partial);
     std::fs::write(&live, text)?;
 
-    let tracer = Tracer::start_with_args(&[port], &args, &[])?;
-    curl(&[&url(port, "/hello.txt?run=2")])?;
+    let tracer = setup.tracer(&[])?;
+    curl(&[&url(setup.port, "/hello.txt?run=2")])?;
     let run = tracer.stop()?;
 
     assert!(
@@ -327,7 +352,7 @@ fn a_restart_appends_after_cutting_a_partial_line() -> Result<()> {
         run.stderr
     );
     assert_eq!(
-        paths(&file_records(&live)?),
+        paths(&file_records(live)?),
         ["/hello.txt?run=1", "/hello.txt?run=2"]
     );
     Ok(())
@@ -394,29 +419,16 @@ fn a_full_disk_is_reported_and_retried_without_losing_records() -> Result<()> {
 /// Keeps the harness's view of paths honest: the helper sorts rotated files by name.
 #[test]
 fn rotated_names_sort_in_rotation_order() -> Result<()> {
-    let port = free_port();
-    let _server = PyHttpServer::start(LOCALHOST, port, "HTTP/1.0")?;
-    let dir = tempfile::tempdir()?;
-    let live = dir.path().join("access.jsonl");
-    let tracer = Tracer::start_with_args(
-        &[port],
-        &[
-            "--output",
-            path_arg(&live),
-            "--rotate-size",
-            "1",
-            "--compress",
-            "none",
-        ],
-        &[],
-    )?;
+    let setup = Setup::python()?;
+    let live = &setup.live;
+    let tracer = setup.tracer(&["--rotate-size", "1", "--compress", "none"])?;
     for i in 0..5 {
-        curl(&[&url(port, &format!("/hello.txt?n={i}"))])?;
+        curl(&[&url(setup.port, &format!("/hello.txt?n={i}"))])?;
     }
     tracer.stop()?;
-    let rotated: Vec<PathBuf> = rotated_files(&live)?;
+    let rotated: Vec<PathBuf> = rotated_files(live)?;
     let mut order = Vec::new();
-    for file in rotated.iter().chain([&live]) {
+    for file in rotated.iter().chain([live]) {
         order.extend(paths(&file_records(file)?));
     }
     let expected: Vec<String> = (0..5).map(|i| format!("/hello.txt?n={i}")).collect();

@@ -181,16 +181,7 @@ mod tests {
     use std::num::NonZeroU32;
 
     use super::*;
-    use crate::sink::file::settings::Compression;
-
-    fn names(dir: &std::path::Path) -> Vec<String> {
-        let mut names: Vec<String> = fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        names.sort();
-        names
-    }
+    use crate::sink::file::{settings::Compression, tests::names};
 
     #[test]
     fn first_pass_finishes_what_a_crash_left() {

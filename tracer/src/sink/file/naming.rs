@@ -113,7 +113,7 @@ pub fn list(live: &Path) -> io::Result<Vec<Rotated>> {
             });
         }
     }
-    found.sort_by(|a, b| (a.stamp, a.kind).cmp(&(b.stamp, b.kind)));
+    found.sort_by_key(|r| (r.stamp, r.kind));
     Ok(found)
 }
 

@@ -203,7 +203,7 @@ impl FromStr for ByteSize {
 impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (shift, unit) in [(30, "G"), (20, "M"), (10, "K")] {
-            if self.0 % (1 << shift) == 0 {
+            if self.0.is_multiple_of(1 << shift) {
                 return write!(f, "{}{unit}", self.0 >> shift);
             }
         }
@@ -213,11 +213,7 @@ impl fmt::Display for ByteSize {
 
 impl<'de> Deserialize<'de> for ByteSize {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        match StringOrNumber::deserialize(d)? {
-            StringOrNumber::String(s) => s.parse(),
-            StringOrNumber::Number(n) => n.to_string().parse(),
-        }
-        .map_err(de::Error::custom)
+        StringOrNumber::deserialize(d)?.parse()
     }
 }
 
@@ -263,11 +259,7 @@ impl fmt::Display for Interval {
 
 impl<'de> Deserialize<'de> for Interval {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        match StringOrNumber::deserialize(d)? {
-            StringOrNumber::String(s) => s.parse(),
-            StringOrNumber::Number(n) => n.to_string().parse(),
-        }
-        .map_err(de::Error::custom)
+        StringOrNumber::deserialize(d)?.parse()
     }
 }
 
@@ -277,6 +269,17 @@ impl<'de> Deserialize<'de> for Interval {
 enum StringOrNumber {
     String(String),
     Number(i64),
+}
+
+impl StringOrNumber {
+    /// Parses either form as its text: `64k` and `65536` alike.
+    fn parse<T: FromStr<Err = String>, E: de::Error>(self) -> Result<T, E> {
+        match self {
+            Self::String(s) => s.parse(),
+            Self::Number(n) => n.to_string().parse(),
+        }
+        .map_err(E::custom)
+    }
 }
 
 #[cfg(test)]

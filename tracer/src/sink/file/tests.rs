@@ -6,7 +6,8 @@ fn line(i: usize) -> Vec<u8> {
     format!("{{\"n\":{i},\"pad\":\"{}\"}}\n", "x".repeat(100)).into_bytes()
 }
 
-fn names(dir: &Path) -> Vec<String> {
+/// The file names in `dir`, sorted.
+pub(super) fn names(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -143,9 +144,7 @@ fn write_errors_hold_a_bounded_backlog_then_deliver_it_in_order() {
     sink.write_line(&line(0)).unwrap();
     sink.flush().unwrap();
     // A descriptor that refuses writes stands for a failing disk.
-    let writable = sink
-        .live
-        .replace_file(fs::File::open(&live).unwrap());
+    let writable = sink.live.replace_file(fs::File::open(&live).unwrap());
     for i in 1..15 {
         sink.write_line(&line(i)).unwrap();
         sink.flush().unwrap();
