@@ -36,6 +36,11 @@ use crate::{
 /// bounds how late a record is written and replaces one wakeup per event by one per batch.
 const DRAIN_INTERVAL: Duration = Duration::from_millis(10);
 
+/// Records per batch at most. Under sustained load the ring never runs dry, so without a
+/// bound one drain would be one endless batch: records would reach readers late and a
+/// file would rotate only when the load pauses (sinks flush and rotate between batches).
+const MAX_BATCH_RECORDS: usize = 256;
+
 pub fn run(args: RunArgs) -> Result<()> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -200,6 +205,9 @@ impl State {
                         _ => {}
                     }
                     self.tracker.handle(event, &mut self.finished);
+                    if self.finished.len() >= MAX_BATCH_RECORDS {
+                        self.write_finished()?;
+                    }
                 }
                 Err(e) => {
                     self.decode_errors += 1;
