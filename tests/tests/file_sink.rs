@@ -339,7 +339,7 @@ fn a_restart_appends_after_cutting_a_partial_line() -> Result<()> {
     let partial = "{\"timestamp\":\"2026-";
     let mut text = std::fs::read_to_string(live)?;
     text.push_str(partial);
-    std::fs::write(&live, text)?;
+    std::fs::write(live, text)?;
 
     let tracer = setup.tracer(&[])?;
     curl(&[&url(setup.port, "/hello.txt?run=2")])?;
@@ -433,5 +433,40 @@ fn rotated_names_sort_in_rotation_order() -> Result<()> {
     }
     let expected: Vec<String> = (0..5).map(|i| format!("/hello.txt?n={i}")).collect();
     assert_eq!(order, expected);
+    Ok(())
+}
+
+/// A tracer killed outright in the middle of sustained load, then restarted on the same
+/// file: whatever the kill interrupted, readers find only whole records.
+#[test]
+fn a_killed_tracer_leaves_only_whole_records_for_the_next_run() -> Result<()> {
+    let port = free_port();
+    let _nginx = Nginx::start(NginxConfig::new(port))?;
+    let dir = tempfile::tempdir()?;
+    let live = dir.path().join("access.jsonl");
+    let args = ["--output", path_arg(&live), "--rotate-size", "256k"];
+    let tracer = Tracer::start_with_args(&[port], &args, &[])?;
+    let load_url = url(port, "/load?kill=1");
+    let load = std::thread::spawn(move || ab_keepalive(&load_url, 10, 20_000));
+    let deadline = std::time::Instant::now() + GUARD;
+    while std::fs::metadata(&live)?.len() < 100_000 && rotated_files(&live)?.is_empty() {
+        assert!(std::time::Instant::now() < deadline, "no records written");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let killed = tracer.stop_with(libc::SIGKILL);
+    assert!(killed.is_err(), "SIGKILL cannot be handled");
+    load.join()
+        .map_err(|_| anyhow::anyhow!("ab thread panicked"))??;
+
+    let tracer = Tracer::start_with_args(&[port], &args, &[])?;
+    curl(&[&url(port, "/after-restart")])?;
+    let run = tracer.stop()?;
+    let records = all_records(&live)?;
+    assert!(records.len() > 1, "{}", run.summary);
+    assert_eq!(
+        records.last().map(|r| r.str_field("url.path")),
+        Some("/after-restart")
+    );
+    assert_eq!(file_counter(&run, "compress_errors"), 0);
     Ok(())
 }
