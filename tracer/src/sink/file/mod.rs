@@ -278,7 +278,6 @@ impl Sink for FileSink {
             ("rotation_errors", self.counters.rotation_errors),
             ("write_errors", self.counters.write_errors),
             ("discarded", self.counters.discarded),
-            ("backlog_bytes", self.pending.len() as u64),
             ("compressed", background.compressed.load(Ordering::Relaxed)),
             (
                 "compress_errors",
