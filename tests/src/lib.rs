@@ -7,6 +7,7 @@
 pub mod clients;
 pub mod identity;
 pub mod load;
+pub mod output;
 pub mod ports;
 pub mod process;
 pub mod procfs;

@@ -1,10 +1,16 @@
 //! Command-line interface.
-use std::{num::NonZeroU16, num::NonZeroU64, path::PathBuf};
+use std::{
+    num::{NonZeroU16, NonZeroU32, NonZeroU64},
+    path::PathBuf,
+};
 
 use anyhow::{Result, bail};
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::Config;
+use crate::{
+    config::{Config, OutputConfig},
+    sink::file::{ByteSize, Compression, FileSettings, Interval, Mode},
+};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -68,6 +74,74 @@ pub struct RunArgs {
     /// clock reads per program run while enabled.
     #[arg(long)]
     pub bpf_stats: bool,
+
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// Where records go (docs/audit.md, "File sink"); the `[output]` table of the config.
+#[derive(Args, Debug, Default)]
+pub struct OutputArgs {
+    /// Append records to FILE (created with --output-mode) instead of stdout.
+    #[arg(long = "output", value_name = "FILE")]
+    pub file: Option<PathBuf>,
+
+    /// Write records to stdout as well as to the other outputs.
+    #[arg(long)]
+    pub stdout: bool,
+
+    /// Permissions of the output file and its rotated files, in octal [default: 0600].
+    #[arg(long, value_name = "MODE")]
+    pub output_mode: Option<Mode>,
+
+    /// Rotate the output file once it holds this much: bytes, or with K, M, G (1024-based).
+    #[arg(long, value_name = "SIZE")]
+    pub rotate_size: Option<ByteSize>,
+
+    /// Rotate the output file on each multiple of this interval (UTC): 1h, 15m, or seconds.
+    #[arg(long, value_name = "INTERVAL")]
+    pub rotate_interval: Option<Interval>,
+
+    /// Compression of rotated files [default: gzip].
+    #[arg(long, value_enum, value_name = "ALGORITHM")]
+    pub compress: Option<Compression>,
+
+    /// Keep the newest N rotated files, deleting older ones [default: keep all].
+    #[arg(long, value_name = "N")]
+    pub keep: Option<NonZeroU32>,
+}
+
+impl OutputArgs {
+    /// Applies the flags on top of the config file's `[output]` table.
+    fn apply(&self, output: &mut OutputConfig) -> Result<()> {
+        output.stdout |= self.stdout;
+        if let Some(path) = &self.file {
+            match &mut output.file {
+                Some(file) => file.path.clone_from(path),
+                None => output.file = Some(FileSettings::new(path.clone())),
+            }
+        }
+        let tuned = self.output_mode.is_some()
+            || self.rotate_size.is_some()
+            || self.rotate_interval.is_some()
+            || self.compress.is_some()
+            || self.keep.is_some();
+        let Some(file) = &mut output.file else {
+            if tuned {
+                bail!(
+                    "--output-mode, --rotate-size, --rotate-interval, --compress and --keep \
+                     need --output FILE (or `[output.file] path` in the config file)"
+                );
+            }
+            return Ok(());
+        };
+        file.mode = self.output_mode.unwrap_or(file.mode);
+        file.rotate_size = self.rotate_size.or(file.rotate_size);
+        file.rotate_interval = self.rotate_interval.or(file.rotate_interval);
+        file.compress = self.compress.unwrap_or(file.compress);
+        file.keep = self.keep.or(file.keep);
+        Ok(())
+    }
 }
 
 impl RunArgs {
@@ -89,6 +163,7 @@ impl RunArgs {
         config
             .redact_query_params
             .extend(self.redact_query_params.iter().cloned());
+        self.output.apply(&mut config.output)?;
         Ok(config)
     }
 }
@@ -120,5 +195,76 @@ mod tests {
         assert_eq!(args.ports.len(), 2);
         assert!(Cli::try_parse_from(["tracer", "run", "--config", "x.toml"]).is_ok());
         assert!(Cli::try_parse_from(["tracer", "config", "check", "x.toml"]).is_ok());
+    }
+
+    fn run_args(args: &[&str]) -> Result<RunArgs, clap::Error> {
+        let cli = Cli::try_parse_from(["tracer", "run", "-p", "80"].iter().chain(args))?;
+        match cli.command {
+            Command::Run(args) => Ok(args),
+            _ => panic!("not run"),
+        }
+    }
+
+    #[test]
+    fn output_flags() {
+        let args = run_args(&[
+            "--output",
+            "/var/log/a.jsonl",
+            "--rotate-size",
+            "64k",
+            "--rotate-interval",
+            "15m",
+            "--compress",
+            "zstd",
+            "--keep",
+            "3",
+            "--output-mode",
+            "0640",
+        ])
+        .unwrap();
+        let config = args.resolve().unwrap();
+        let file = config.output.file.unwrap();
+        assert_eq!(file.rotate_size.map(ByteSize::bytes), Some(65536));
+        assert_eq!(file.rotate_interval.map(Interval::seconds), Some(900));
+        assert_eq!(file.compress, Compression::Zstd);
+        assert_eq!(file.mode.bits(), 0o640);
+        assert!(!config.output.stdout);
+
+        for bad in [
+            &["--output", "a", "--rotate-size", "0"][..],
+            &["--output", "a", "--compress", "lz4"],
+            &["--output", "a", "--output-mode", "999"],
+            &["--output", "a", "--keep", "0"],
+        ] {
+            assert!(run_args(bad).is_err(), "{bad:?}");
+        }
+        let untied = run_args(&["--keep", "3"]).unwrap().resolve();
+        assert!(untied.unwrap_err().to_string().contains("need --output"));
+    }
+
+    #[test]
+    fn output_flags_override_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "[output.file]\npath = \"/x/a.jsonl\"\nkeep = 5\ncompress = \"none\"\n",
+        )
+        .unwrap();
+        let config = run_args(&[
+            "--config",
+            path.to_str().unwrap(),
+            "--keep",
+            "2",
+            "--stdout",
+        ])
+        .unwrap()
+        .resolve()
+        .unwrap();
+        let file = config.output.file.unwrap();
+        assert_eq!(file.keep.map(NonZeroU32::get), Some(2));
+        assert_eq!(file.compress, Compression::None, "kept from the file");
+        assert_eq!(file.path, std::path::Path::new("/x/a.jsonl"));
+        assert!(config.output.stdout);
     }
 }

@@ -17,6 +17,7 @@ use crate::identity::{
     fingerprint::SecretError,
     keys::{self as keyfiles, KeyError},
 };
+use crate::sink::file::FileSettings;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -54,6 +55,17 @@ pub struct Config {
     /// `--bpf-stats`.
     pub bpf_stats: bool,
     pub identity: IdentityConfig,
+    pub output: OutputConfig,
+}
+
+/// Where records go (`[output]`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutputConfig {
+    /// `--stdout`: write stdout as well as the other sinks (with none, stdout is used anyway).
+    pub stdout: bool,
+    /// `--output FILE` and its flags (`[output.file]`).
+    pub file: Option<FileSettings>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -309,6 +321,9 @@ pub fn check(path: &Path) -> Result<CheckReport, ConfigError> {
                 .join(", ")
         }
     ));
+    if let Some(file) = &config.output.file {
+        lines.push(format!("output file: {file}"));
+    }
     lines.push(format!(
         "fingerprint secret: {}{}",
         id.fingerprint_secret_file.display(),
@@ -360,9 +375,23 @@ audiences = ["api"]
 
 [identity.proxy]
 trusted_cidrs = ["10.0.0.0/8", "::1/128"]
+
+[output]
+stdout = true
+
+[output.file]
+path = "/var/log/tracer/access.jsonl"
+rotate_size = "100M"
+rotate_interval = "1h"
+compress = "zstd"
+keep = 30
 "#,
         )
         .unwrap();
+        assert!(c.output.stdout);
+        let file = c.output.file.as_ref().unwrap();
+        assert_eq!(file.keep.map(|k| k.get()), Some(30));
+        assert_eq!(file.mode.bits(), 0o600, "unset keys keep defaults");
         assert_eq!(c.ports.len(), 2);
         assert_eq!(c.ringbuf_bytes, Some(8 << 20));
         assert_eq!(c.identity.proxy.trusted_cidrs.len(), 2);
@@ -384,6 +413,21 @@ trusted_cidrs = ["10.0.0.0/8", "::1/128"]
             ("[identity]\nfingerprint_secret = 1\n", 2, "unknown field"),
             ("[identity.jwt]\noidc_issuer = \"idp\"\n", 2, "http"),
             ("ports = [0]\n", 1, "nonzero"),
+            (
+                "[output.file]\npath = \"a\"\nrotate_size = \"10X\"\n",
+                3,
+                "unit",
+            ),
+            (
+                "[output.file]\npath = \"a\"\ncompress = \"lz4\"\n",
+                3,
+                "unknown variant",
+            ),
+            (
+                "[output.file]\nmode = \"0600\"\n",
+                1,
+                "missing field `path`",
+            ),
         ] {
             let message = parse(text).err().unwrap().to_string();
             assert!(

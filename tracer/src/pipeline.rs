@@ -4,7 +4,7 @@
 //! written, then the output is flushed once. At the rates a single host serves, parsing
 //! is far cheaper than the syscalls that produced the bytes, and one thread keeps the
 //! record order equal to the kernel's event order.
-use std::{io, time::Duration};
+use std::{collections::BTreeMap, io, time::Duration};
 
 use anyhow::{Context as _, Result, bail};
 use aya::maps::{MapData, PerCpuArray, RingBuf};
@@ -18,7 +18,7 @@ use tokio::{
 
 use crate::{
     cli::RunArgs,
-    config::{DEFAULT_RINGBUF_BYTES, DEFAULT_STATS_INTERVAL_SECONDS},
+    config::{DEFAULT_RINGBUF_BYTES, DEFAULT_STATS_INTERVAL_SECONDS, OutputConfig},
     connection::{Finished, Tracker, TrackerStats},
     enrich::{Clock, DEFAULT_SECRET_PARAMS, ProcessCache, QueryRedactor},
     kernel::{
@@ -29,13 +29,18 @@ use crate::{
         tls::TlsProbes,
     },
     record::RecordContext,
-    sink::{Sinks, StdoutSink},
+    sink::{FileSink, Sink, Sinks, StdoutSink},
 };
 
 /// The kernel wakes the tracer only when 64 KiB (a quarter of a smaller ring) of events
 /// are waiting (see tracer-ebpf/src/emit.rs); this timer picks up smaller amounts. It
 /// bounds how late a record is written and replaces one wakeup per event by one per batch.
 const DRAIN_INTERVAL: Duration = Duration::from_millis(10);
+
+/// Records per batch at most. Under sustained load the ring never runs dry, so without a
+/// bound one drain would be one endless batch: records would reach readers late and a
+/// file would rotate only when the load pauses (sinks flush and rotate between batches).
+const MAX_BATCH_RECORDS: usize = 256;
 
 pub fn run(args: RunArgs) -> Result<()> {
     tokio::runtime::Builder::new_current_thread()
@@ -58,6 +63,8 @@ async fn run_async(args: RunArgs) -> Result<()> {
         .identity
         .identifier()
         .context("setting up identity")?;
+    // Before loading too: an output that cannot be written is a configuration error.
+    let sinks = open_sinks(&config.output)?;
     let mut ports: Vec<u16> = config.ports.iter().map(|p| p.get()).collect();
     ports.sort_unstable();
     ports.dedup();
@@ -99,7 +106,7 @@ async fn run_async(args: RunArgs) -> Result<()> {
             identifier,
         ),
         line: Vec::with_capacity(2048),
-        sinks: Sinks::new(vec![Box::new(StdoutSink::new())]),
+        sinks,
         finished: Vec::new(),
         exited: Vec::new(),
         tls,
@@ -149,6 +156,9 @@ async fn run_async(args: RunArgs) -> Result<()> {
             _ = sigterm.recv() => break,
             _ = ticker.tick() => {
                 reported = state.report_changes(&loaded.losses, reported);
+                // Retries a sink's backlog even when no traffic comes to flush it.
+                let flushed = state.sinks.flush();
+                state.check_written(flushed)?;
             }
         }
     }
@@ -170,6 +180,7 @@ async fn run_async(args: RunArgs) -> Result<()> {
         tls_libraries: state.tls.libraries(),
         tracker: state.tracker.stats(),
         bpf,
+        sinks: state.sinks.counters(),
     };
     eprintln!("tracer: summary {}", serde_json::to_string(&summary)?);
     Ok(())
@@ -214,6 +225,9 @@ impl State {
                         _ => {}
                     }
                     self.tracker.handle(event, &mut self.finished);
+                    if self.finished.len() >= MAX_BATCH_RECORDS {
+                        self.write_finished()?;
+                    }
                 }
                 Err(e) => {
                     self.decode_errors += 1;
@@ -254,6 +268,10 @@ impl State {
     }
 
     fn write_finished(&mut self) -> Result<()> {
+        // At a batch boundary, and on every drain tick so an idle file rotates on time too.
+        if self.sinks.rotation_due() {
+            self.sinks.rotate().context("rotating the output")?;
+        }
         if self.finished.is_empty() {
             return Ok(());
         }
@@ -271,6 +289,11 @@ impl State {
             }
         }
         let result = result.and_then(|()| self.sinks.flush());
+        self.check_written(result)
+    }
+
+    /// A closed stdout stops the tracer quietly; other sink errors are fatal.
+    fn check_written(&mut self, result: io::Result<()>) -> Result<()> {
         match result {
             Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
                 eprintln!("tracer: stdout closed by its reader; stopping");
@@ -344,6 +367,23 @@ struct Summary {
     /// With --bpf-stats: time the kernel spent in the tracer's programs.
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     bpf: Option<loader::ProgramRunTime>,
+    /// Per-sink counters, e.g. `"sinks": {"file": {"bytes_written": ..}}`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    sinks: BTreeMap<&'static str, BTreeMap<&'static str, u64>>,
+}
+
+/// The sinks `[output]` asks for; stdout when none is configured or `--stdout` is given.
+fn open_sinks(output: &OutputConfig) -> Result<Sinks> {
+    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+    if let Some(file) = &output.file {
+        sinks.push(Box::new(
+            FileSink::open(file.clone()).context("opening the output file")?,
+        ));
+    }
+    if output.stdout || sinks.is_empty() {
+        sinks.insert(0, Box::new(StdoutSink::new()));
+    }
+    Ok(Sinks::new(sinks))
 }
 
 /// The clock bpf_ktime_get_ns reads.

@@ -1,9 +1,11 @@
 //! Where records go. Every sink receives the same sealed JSON lines in the same order
 //! (the hash chain in `audit` covers the stream, whichever sinks carry it).
+pub mod file;
 mod stdout;
 
-use std::io;
+use std::{collections::BTreeMap, io};
 
+pub use file::FileSink;
 pub use stdout::StdoutSink;
 
 /// One destination of the record stream.
@@ -40,6 +42,11 @@ pub trait Sink {
     /// The tracer is stopping: flush and close, waiting a bounded time for remote ends.
     fn shutdown(&mut self) -> io::Result<()> {
         self.flush()
+    }
+
+    /// Named counters for the summary line (bytes written, errors, ...).
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
     }
 }
 
@@ -88,6 +95,20 @@ impl Sinks {
 
     pub fn discarded(&self) -> u64 {
         self.sinks.iter().map(|s| s.discarded()).sum()
+    }
+
+    /// Each sink's counters by sink name; sinks without counters are left out.
+    pub fn counters(&self) -> BTreeMap<&'static str, BTreeMap<&'static str, u64>> {
+        self.sinks
+            .iter()
+            .map(|s| {
+                (
+                    s.name(),
+                    s.counters().into_iter().collect::<BTreeMap<_, _>>(),
+                )
+            })
+            .filter(|(_, counters)| !counters.is_empty())
+            .collect()
     }
 
     pub fn shutdown(&mut self) -> io::Result<()> {

@@ -1,0 +1,243 @@
+//! The live file: opened for appending with the configured mode, repaired at open when a
+//! crash left a partial last line, and written so that after any error it again ends
+//! with a complete line.
+use std::{
+    fs::{self, File, OpenOptions},
+    io::{self, Write as _},
+    os::unix::fs::{FileExt as _, OpenOptionsExt as _, PermissionsExt as _},
+    path::{Path, PathBuf},
+    time::SystemTime,
+};
+
+use super::{naming, settings::Mode};
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("the directory of {path} ({dir}) does not exist or is not a directory")]
+    NoDirectory { path: PathBuf, dir: PathBuf },
+    #[error("{0} exists and is not a regular file")]
+    NotAFile(PathBuf),
+    #[error("cannot open {path} for appending: {source}")]
+    Open { path: PathBuf, source: io::Error },
+    #[error("cannot repair the partial last line of {path}: {source}")]
+    Repair { path: PathBuf, source: io::Error },
+    #[error("starting the thread that compresses rotated files: {0}")]
+    Thread(io::Error),
+}
+
+pub struct LiveFile {
+    file: File,
+    /// Bytes in the file, all of them complete lines.
+    len: u64,
+    /// An error left a partial line that could not be cut off yet.
+    ragged: bool,
+}
+
+pub struct Opened {
+    pub file: LiveFile,
+    /// Bytes of a partial last line cut off at open.
+    pub repaired: u64,
+    /// Last modification of an existing file.
+    pub modified: SystemTime,
+}
+
+/// A failed append: `committed` bytes (whole lines) reached the file before `error`.
+pub struct AppendError {
+    pub committed: usize,
+    pub error: io::Error,
+}
+
+impl LiveFile {
+    pub fn open(path: &Path, mode: Mode) -> Result<Opened, OpenError> {
+        let dir = naming::directory(path);
+        if !dir.is_dir() {
+            return Err(OpenError::NoDirectory {
+                path: path.to_owned(),
+                dir: dir.to_owned(),
+            });
+        }
+        if fs::metadata(path).is_ok_and(|m| !m.is_file()) {
+            return Err(OpenError::NotAFile(path.to_owned()));
+        }
+        let open_error = |source| OpenError::Open {
+            path: path.to_owned(),
+            source,
+        };
+        let file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .mode(mode.bits())
+            .open(path)
+            .map_err(open_error)?;
+        // Exactly the configured mode: neither the umask nor an older file's mode applies.
+        file.set_permissions(fs::Permissions::from_mode(mode.bits()))
+            .map_err(open_error)?;
+        let metadata = file.metadata().map_err(open_error)?;
+        let repair_error = |source| OpenError::Repair {
+            path: path.to_owned(),
+            source,
+        };
+        let len = complete_length(&file, metadata.len()).map_err(repair_error)?;
+        if len != metadata.len() {
+            file.set_len(len).map_err(repair_error)?;
+        }
+        Ok(Opened {
+            file: LiveFile {
+                file,
+                len,
+                ragged: false,
+            },
+            repaired: metadata.len() - len,
+            modified: metadata.modified().unwrap_or_else(|_| SystemTime::now()),
+        })
+    }
+
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Appends `lines` (complete lines). On error, whatever part of a line got written is
+    /// cut off again, so a reader never sees half a record.
+    pub fn append(&mut self, lines: &[u8]) -> Result<(), AppendError> {
+        if self.ragged {
+            self.cut_back().map_err(|error| AppendError {
+                committed: 0,
+                error,
+            })?;
+        }
+        let mut written = 0;
+        while written < lines.len() {
+            match (&self.file).write(&lines[written..]) {
+                Ok(0) => return Err(self.failed(lines, written, io::ErrorKind::WriteZero.into())),
+                Ok(n) => written += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(self.failed(lines, written, e)),
+            }
+        }
+        self.len += lines.len() as u64;
+        Ok(())
+    }
+
+    fn failed(&mut self, lines: &[u8], written: usize, error: io::Error) -> AppendError {
+        let committed = lines[..written]
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |i| i + 1);
+        self.len += committed as u64;
+        if committed != written {
+            self.ragged = true;
+            // Shrinking needs no space, so this normally works even on a full disk; if
+            // not, the next append retries it first.
+            let _ = self.cut_back();
+        }
+        AppendError { committed, error }
+    }
+
+    fn cut_back(&mut self) -> io::Result<()> {
+        self.file.set_len(self.len)?;
+        self.ragged = false;
+        Ok(())
+    }
+
+    pub fn sync(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+
+    /// Swaps the descriptor, for tests that need writes to fail.
+    #[cfg(test)]
+    pub fn replace_file(&mut self, file: File) -> File {
+        std::mem::replace(&mut self.file, file)
+    }
+}
+
+/// The length of `file` up to and including its last newline.
+fn complete_length(file: &File, len: u64) -> io::Result<u64> {
+    const CHUNK: u64 = 64 * 1024;
+    let mut end = len;
+    let mut buf = vec![0u8; CHUNK as usize];
+    while end > 0 {
+        let start = end.saturating_sub(CHUNK);
+        let chunk = &mut buf[..(end - start) as usize];
+        file.read_exact_at(chunk, start)?;
+        if let Some(i) = chunk.iter().rposition(|&b| b == b'\n') {
+            return Ok(start + i as u64 + 1);
+        }
+        end = start;
+    }
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::MetadataExt as _;
+
+    use super::*;
+
+    #[test]
+    fn a_partial_last_line_is_cut_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.jsonl");
+        fs::write(&path, "{\"a\":1}\n{\"b\":2}\n{\"c\":").unwrap();
+        let opened = LiveFile::open(&path, Mode::default()).unwrap();
+        assert_eq!(opened.repaired, 5);
+        assert_eq!(opened.file.len(), 16);
+        assert_eq!(fs::read_to_string(&path).unwrap(), "{\"a\":1}\n{\"b\":2}\n");
+    }
+
+    #[test]
+    fn a_file_without_any_newline_is_emptied() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.jsonl");
+        fs::write(&path, vec![b'x'; 200_000]).unwrap();
+        let opened = LiveFile::open(&path, Mode::default()).unwrap();
+        assert_eq!(opened.repaired, 200_000);
+        assert_eq!(fs::metadata(&path).unwrap().len(), 0);
+    }
+
+    #[test]
+    fn complete_files_are_untouched_and_appended_to() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.jsonl");
+        let mut long_line = vec![b'y'; 100_000];
+        long_line.push(b'\n');
+        fs::write(&path, &long_line).unwrap();
+        let mut opened = LiveFile::open(&path, Mode::default()).unwrap();
+        assert_eq!(opened.repaired, 0);
+        opened.file.append(b"{}\n").ok().unwrap();
+        assert_eq!(opened.file.len(), 100_004);
+        assert_eq!(fs::metadata(&path).unwrap().len(), 100_004);
+    }
+
+    #[test]
+    fn mode_is_exact_whatever_the_umask_or_old_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.jsonl");
+        fs::write(&path, "").unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o666)).unwrap();
+        LiveFile::open(&path, Mode::default()).unwrap();
+        assert_eq!(fs::metadata(&path).unwrap().mode() & 0o777, 0o600);
+        let fresh = dir.path().join("b.jsonl");
+        LiveFile::open(&fresh, "0640".parse().unwrap()).unwrap();
+        assert_eq!(fs::metadata(&fresh).unwrap().mode() & 0o777, 0o640);
+    }
+
+    #[test]
+    fn clear_errors_for_unusable_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope/a.jsonl");
+        let message = LiveFile::open(&missing, Mode::default())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            message.contains("does not exist") && message.contains("nope"),
+            "{message}"
+        );
+        let message = LiveFile::open(dir.path(), Mode::default())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(message.contains("not a regular file"), "{message}");
+    }
+}
