@@ -83,7 +83,7 @@ pub fn reseal(line: &str, prev: &[u8; 32], signer: Option<&Path>) -> Result<Stri
         let sig_at = body
             .rfind(SIGNATURE_FIELD)
             .ok_or_else(|| anyhow!("not a checkpoint: {line}"))?;
-        let signature = BASE64.encode(key.sign(body[..sig_at].as_bytes()).to_bytes());
+        let signature = BASE64.encode(key.sign(&body.as_bytes()[..sig_at]).to_bytes());
         body = format!("{}{SIGNATURE_FIELD}{signature}\"", &body[..sig_at]);
     }
     let hash = Sha256::new()

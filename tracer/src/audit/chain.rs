@@ -217,4 +217,23 @@ mod tests {
         assert!(line[..end].ends_with(b",\"audit.signature\":\"x\""));
         assert_eq!(head.hash, link_hash(&ZERO_HASH, &line[..end]));
     }
+
+    /// Not a pass/fail test: prints what sealing costs per record, for docs/audit.md.
+    /// `cargo test --release -p tracer --lib seal_cost -- --ignored --nocapture`
+    #[test]
+    #[ignore]
+    fn seal_cost() {
+        const RECORDS: u32 = 200_000;
+        let record = format!(r#"{{"timestamp":"t","url.path":"/{}"}}"#, "x".repeat(1000));
+        let mut chain = Chain::new(stream(), 1, ZERO_HASH);
+        let mut line = Vec::with_capacity(2048);
+        let started = std::time::Instant::now();
+        for _ in 0..RECORDS {
+            line.clear();
+            line.extend_from_slice(record.as_bytes());
+            chain.seal(&mut line, Kind::Access);
+        }
+        let per_record = started.elapsed() / RECORDS;
+        println!("sealing a {}-byte record: {per_record:?}", record.len());
+    }
 }

@@ -109,7 +109,7 @@ fn reseal(line: &[u8], prev: &Hash, signer: Option<&AuditKey>) -> Vec<u8> {
         let sig_at = body
             .rfind(std::str::from_utf8(SIGNATURE_FIELD).unwrap())
             .unwrap();
-        let signature = BASE64.encode(signer.sign(body[..sig_at].as_bytes()));
+        let signature = BASE64.encode(signer.sign(&body.as_bytes()[..sig_at]));
         body = format!("{},\"audit.signature\":\"{signature}\"", &body[..sig_at]);
     }
     let hash = link_hash(prev, body.as_bytes());
