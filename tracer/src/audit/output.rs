@@ -90,8 +90,11 @@ impl Output {
                 reason,
             }
         })?;
-        let head = resume.chain.head();
-        let mut output = Self {
+        // Until this run's first line is flushed, the state keeps naming the last real
+        // line, and the reservation covers the previous run's range and this one's.
+        let last = resume.last;
+        let reserved_until = resume.chain.next_seq() - 1 + RESERVED_SEQS;
+        let output = Self {
             chain: resume.chain,
             checkpoints: Checkpointer::new(key, resume.checkpoint),
             state,
@@ -101,14 +104,13 @@ impl Output {
             start: resume.start,
             checkpoint_records: settings.checkpoint_records.max(1),
             since_checkpoint: 0,
-            reserved_until: head.seq,
-            flushed: head,
-            saved_head: head,
+            reserved_until,
+            flushed: last,
+            saved_head: last,
             durable_save_due: false,
             save_failed_at: None,
             counts: Counts::default(),
         };
-        output.reserved_until = head.seq + RESERVED_SEQS;
         output
             .state
             .save(&output.saved(false), true)

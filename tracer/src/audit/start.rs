@@ -31,6 +31,9 @@ pub enum Start {
 pub struct Resume {
     pub chain: Chain,
     pub start: Start,
+    /// The last line known to be written (seq 0: none). After an unclean stop the
+    /// chain's own head is (`reserved_until`, this line's hash): not a real line.
+    pub last: Head,
     /// The last checkpoint of the previous runs, which the next one links to.
     pub checkpoint: Option<Head>,
 }
@@ -41,6 +44,7 @@ pub fn resume(stream: StreamId, saved: Option<Saved>) -> Result<Resume, String> 
         return Ok(Resume {
             chain: Chain::new(stream, 1, ZERO_HASH),
             start: Start::New,
+            last: Head::EMPTY,
             checkpoint: None,
         });
     };
@@ -65,6 +69,7 @@ pub fn resume(stream: StreamId, saved: Option<Saved>) -> Result<Resume, String> 
     Ok(Resume {
         chain: Chain::new(stream, next_seq, saved.head.hash),
         start,
+        last: saved.head,
         checkpoint: saved.checkpoint,
     })
 }
@@ -157,6 +162,7 @@ mod tests {
     fn unclean_stop_skips_the_reserved_range() {
         let r = resume(stream(), Some(saved(false))).unwrap();
         assert_eq!(r.chain.next_seq(), 1001);
+        assert_eq!(r.last.seq, 50);
         assert_eq!(r.chain.head().hash, [9; 32]);
         let mut line = Vec::new();
         write_record(r.start, "t", "fp", &mut line).unwrap();

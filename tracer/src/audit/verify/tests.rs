@@ -341,3 +341,16 @@ fn thousands_separators() {
     assert_eq!(thousands(999), "999");
     assert_eq!(thousands(1_234_567), "1,234,567");
 }
+
+#[test]
+fn a_run_that_wrote_nothing_before_crashing_keeps_the_link() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = run(dir.path(), 0, 2, false);
+    // Opened (state saved) but crashed before its start line.
+    drop(Output::open(&settings(dir.path()), Sinks::default()).unwrap());
+    let third = run(dir.path(), 2, 2, true);
+    let a = write(dir.path(), "a.jsonl", &first);
+    let c = write(dir.path(), "c.jsonl", &third);
+    let intact = verify(&[a, c], &key(dir.path())).unwrap().unwrap();
+    assert_eq!(intact.notes.len(), 1, "{intact}");
+}
