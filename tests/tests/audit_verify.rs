@@ -168,6 +168,18 @@ fn key_and_state_files_are_private() -> Result<()> {
             & 0o777;
         assert_eq!(mode, 0o600, "{name} has mode {mode:o}");
     }
+    // The key file is standard PKCS#8: OpenSSL derives the same public key from it.
+    let openssl = Command::new("openssl")
+        .args(["pkey", "-pubout", "-in"])
+        .arg(dir.path().join("audit.key"))
+        .output()?;
+    assert!(openssl.status.success(), "{openssl:?}");
+    let shown = key_show(&dir.path().join("audit.key"))?;
+    let pem = String::from_utf8(openssl.stdout)?;
+    assert!(
+        shown.contains(pem.trim()),
+        "openssl: {pem}\ntracer: {shown}"
+    );
     Ok(())
 }
 

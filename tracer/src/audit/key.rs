@@ -8,7 +8,7 @@ use ed25519_dalek::{
     Signature, Signer as _, SigningKey, VerifyingKey,
     pkcs8::{
         DecodePrivateKey as _, DecodePublicKey as _, EncodePrivateKey as _, EncodePublicKey as _,
-        spki::der::pem::LineEnding,
+        KeypairBytes, spki::der::pem::LineEnding,
     },
 };
 use sha2::{Digest as _, Sha256};
@@ -47,9 +47,13 @@ impl AuditKey {
             let seed: [u8; 32] = secret_file::random_bytes(32)?
                 .try_into()
                 .map_err(|_| io::Error::other("short read from /dev/urandom"))?;
-            let pem = SigningKey::from_bytes(&seed)
-                .to_pkcs8_pem(LineEnding::LF)
-                .map_err(io::Error::other)?;
+            // PKCS#8 v1 (the seed alone): OpenSSL 3.0 does not read v2 with the public key.
+            let pem = KeypairBytes {
+                secret_key: seed,
+                public_key: None,
+            }
+            .to_pkcs8_pem(LineEnding::LF)
+            .map_err(io::Error::other)?;
             Ok(pem.as_bytes().to_vec())
         })?;
         Self::from_pem(&pem, path)
