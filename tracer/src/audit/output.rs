@@ -319,3 +319,115 @@ pub fn now_ns() -> i128 {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as i128)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{cell::RefCell, rc::Rc};
+
+    use super::*;
+    use crate::{connection::TrackerStats, kernel::losses::KernelLosses, sink::Sink};
+
+    /// A file-like sink: asks to rotate after `every` lines; keeps each "file".
+    struct Rotating {
+        files: Rc<RefCell<Vec<Vec<String>>>>,
+        every: usize,
+    }
+
+    impl Sink for Rotating {
+        fn name(&self) -> &'static str {
+            "rotating"
+        }
+        fn write_line(&mut self, line: &[u8]) -> io::Result<()> {
+            let mut files = self.files.borrow_mut();
+            if files.is_empty() {
+                files.push(Vec::new());
+            }
+            let text = String::from_utf8_lossy(line).into_owned();
+            if let Some(file) = files.last_mut() {
+                file.push(text);
+            }
+            Ok(())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+        fn rotation_due(&self) -> bool {
+            self.files
+                .borrow()
+                .last()
+                .is_some_and(|f| f.len() >= self.every)
+        }
+        fn rotate(&mut self) -> io::Result<()> {
+            self.files.borrow_mut().push(Vec::new());
+            Ok(())
+        }
+        fn discarded(&self) -> u64 {
+            2
+        }
+    }
+
+    fn settings(dir: &std::path::Path) -> Settings {
+        Settings {
+            stream: "h".parse().unwrap(),
+            state_file: dir.join("state"),
+            key_file: dir.join("key"),
+            checkpoint_records: 1000,
+            checkpoint_interval: Duration::from_secs(60),
+        }
+    }
+
+    fn kind(line: &str) -> String {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        v["audit.kind"].as_str().unwrap().to_owned()
+    }
+
+    #[test]
+    fn every_rotated_file_ends_with_a_checkpoint_and_losses_are_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = Rc::new(RefCell::new(Vec::new()));
+        let sink = Rotating {
+            files: Rc::clone(&files),
+            every: 3,
+        };
+        let settings = settings(dir.path());
+        let mut output = Output::open(&settings, Sinks::new(vec![Box::new(sink)])).unwrap();
+        output.write_start().unwrap();
+        for _ in 0..5 {
+            output.line().extend_from_slice(b"{\"a\":1}");
+            output.commit(Kind::Access).unwrap();
+            output.end_batch().unwrap();
+        }
+        let snapshot = LossSnapshot::new(
+            &KernelLosses::default(),
+            &TrackerStats::default(),
+            0,
+            output.sinks().discarded(),
+        );
+        output.check_losses(&snapshot).unwrap();
+        // Unchanged counters: no second loss line.
+        output.check_losses(&snapshot).unwrap();
+        output.shutdown().unwrap();
+
+        let files = files.borrow();
+        assert!(files.len() >= 2, "{files:#?}");
+        for file in files.iter().filter(|f| !f.is_empty()) {
+            assert_eq!(kind(file.last().unwrap()), "checkpoint", "{file:#?}");
+        }
+        let all: Vec<String> = files.iter().flatten().map(|l| kind(l)).collect();
+        assert_eq!(all.iter().filter(|k| *k == "loss").count(), 1, "{all:?}");
+        assert_eq!(output.counts().access, 5);
+        assert_eq!(output.counts().loss, 1);
+    }
+
+    #[test]
+    fn the_interval_checkpoint_needs_something_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = settings(dir.path());
+        let mut output = Output::open(&settings, Sinks::default()).unwrap();
+        output.write_start().unwrap();
+        output.checkpoint_if_written().unwrap();
+        assert_eq!(output.counts().checkpoint, 1);
+        output.checkpoint_if_written().unwrap();
+        assert_eq!(output.counts().checkpoint, 1, "nothing new to commit to");
+    }
+}
