@@ -228,6 +228,16 @@ impl Tracer {
     }
 }
 
+impl Tracer {
+    /// SIGKILL, as a crash would: no summary, no closing checkpoint. Returns what
+    /// reached stdout.
+    pub fn kill(mut self) -> Result<String> {
+        self.child.signal(libc::SIGKILL)?;
+        self.child.wait_timeout(EXIT_TIMEOUT)?;
+        std::fs::read_to_string(&self.stdout_path).context("reading tracer stdout file")
+    }
+}
+
 fn collect_stderr(pipe: impl Read, lines: &Mutex<Vec<String>>, events: &mpsc::Sender<StderrEvent>) {
     for line in BufReader::new(pipe).lines() {
         let Ok(line) = line else { break };

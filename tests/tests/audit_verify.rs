@@ -19,8 +19,20 @@ use tests::tracer::{Tracer, TracerRun};
 /// A tracer with its own state and key in `dir`, a checkpoint every 4 lines, traced
 /// while curl fetches `requests` URLs; its stdout is kept as `dir/name`.
 fn trace(dir: &Path, name: &str, requests: usize) -> Result<(PathBuf, TracerRun)> {
+    let (_server, port, tracer) = start(dir)?;
+    for n in 0..requests {
+        curl(&[&url(port, &format!("/hello.txt?n={n}"))])?;
+    }
+    let run = tracer.stop()?;
+    let file = dir.join(name);
+    std::fs::write(&file, &run.stdout)?;
+    Ok((file, run))
+}
+
+/// Starts a tracer with its state and key in `dir` watching a new Python server.
+fn start(dir: &Path) -> Result<(PyHttpServer, u16, Tracer)> {
     let port = free_port();
-    let _server = PyHttpServer::start(IpAddr::V4(Ipv4Addr::LOCALHOST), port, "HTTP/1.1")?;
+    let server = PyHttpServer::start(IpAddr::V4(Ipv4Addr::LOCALHOST), port, "HTTP/1.1")?;
     let state = dir.join("audit.state");
     let key = dir.join("audit.key");
     let tracer = Tracer::start_with_args(
@@ -37,13 +49,7 @@ fn trace(dir: &Path, name: &str, requests: usize) -> Result<(PathBuf, TracerRun)
         ],
         &[],
     )?;
-    for n in 0..requests {
-        curl(&[&url(port, &format!("/hello.txt?n={n}"))])?;
-    }
-    let run = tracer.stop()?;
-    let file = dir.join(name);
-    std::fs::write(&file, &run.stdout)?;
-    Ok((file, run))
+    Ok((server, port, tracer))
 }
 
 /// `tracer key show` output for the key in `dir`, saved as a file for `--key`.
@@ -307,5 +313,47 @@ fn a_restart_with_the_same_state_file_continues_the_chain() -> Result<()> {
     // In the wrong order the second run's lines do not continue the first's.
     let verdict = verify(key, &[&second, &first])?;
     assert!(!verdict.ok, "{verdict:?}");
+    Ok(())
+}
+
+#[test]
+fn a_crash_is_a_declared_restart_gap_not_a_deletion() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (server, port, tracer) = start(dir.path())?;
+    for n in 0..6 {
+        curl(&[&url(port, &format!("/hello.txt?crash={n}"))])?;
+    }
+    // Give the 10 ms drain a moment so the crash comes after records were written;
+    // whatever was written by then, the chain must hold.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    drop(server);
+    let stdout = tracer.kill()?;
+    let first = dir.path().join("crashed.jsonl");
+    std::fs::write(&first, &stdout)?;
+    let (second, run) = trace(dir.path(), "after.jsonl", 2)?;
+
+    let start = &run.lines[0];
+    assert_eq!(start.str_field("audit.start.reason"), "unclean_stop");
+    let last_before: u64 = stdout.lines().last().map_or(0, seq);
+    assert!(start.u64_field("audit.seq") > last_before + 1, "{start}");
+    assert!(start.u64_field("audit.start.skipped_seqs") > 0, "{start}");
+
+    let key = public_key_file(dir.path())?;
+    let key = key.to_str().context("path")?;
+    // The crashed run alone: its end is not covered by a checkpoint.
+    let verdict = verify(key, &[&first])?;
+    assert!(
+        verdict.stdout.starts_with("FAILED: truncated: "),
+        "{verdict:?}"
+    );
+    // Both runs: intact, with the gap reported as a restart after an unclean stop.
+    let verdict = verify(key, &[&first, &second])?;
+    assert!(verdict.ok, "{verdict:?}");
+    assert!(
+        verdict
+            .stdout
+            .contains("note: restart after an unclean stop"),
+        "{verdict:?}"
+    );
     Ok(())
 }
