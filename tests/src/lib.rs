@@ -4,6 +4,7 @@
 //! Everything it spawns lives in its own process group and is killed when its
 //! guard is dropped, so a failing (panicking) test leaves nothing behind.
 
+pub mod audit;
 pub mod clients;
 pub mod identity;
 pub mod load;

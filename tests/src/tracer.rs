@@ -40,8 +40,11 @@ pub struct Tracer {
 /// What a stopped tracer left behind.
 #[derive(Debug)]
 pub struct TracerRun {
+    /// The access records (`audit.kind` = `access`), one per request.
     pub records: Vec<Value>,
-    /// Records written; equals `records.len()` unless the sink only counted.
+    /// Every line: access records and the audit lines (start, loss, checkpoint).
+    pub lines: Vec<Value>,
+    /// Access records written; equals `records.len()` unless the sink only counted.
     pub record_count: u64,
     pub summary: Value,
     pub stdout: String,
@@ -92,6 +95,16 @@ impl Tracer {
         let stdout_path = dir.path().join("records.jsonl");
         let mut command = Command::new(bin);
         command.arg("run").args(args).envs(env.iter().copied());
+        // Each tracer its own chain: parallel tests must not share the default state
+        // file (it is locked) or write into /var/lib/tracer.
+        for (flag, file) in [
+            ("--audit-state", "audit.state"),
+            ("--audit-key", "audit.key"),
+        ] {
+            if !args.contains(&flag) {
+                command.arg(flag).arg(dir.path().join(file));
+            }
+        }
         for port in ports {
             command.arg("--port").arg(port.to_string());
         }
@@ -208,7 +221,7 @@ impl Tracer {
             bail!("tracer exited with {status} after signal {signal}; stderr:\n{stderr}");
         }
         let summary = parse_summary(&stderr)?;
-        let (stdout, records, record_count) = match self.stdout_counter.take() {
+        let (stdout, lines, record_count) = match self.stdout_counter.take() {
             Some(counter) => {
                 let count = counter
                     .join()
@@ -219,19 +232,30 @@ impl Tracer {
             None => {
                 let stdout = std::fs::read_to_string(&self.stdout_path)
                     .context("reading tracer stdout file")?;
-                let records = parse_records(&stdout)?;
-                let count = records.len() as u64;
-                (stdout, records, count)
+                let lines = parse_records(&stdout)?;
+                let count = access_records(&lines).count() as u64;
+                (stdout, lines, count)
             }
         };
         Ok(TracerRun {
-            records,
+            records: access_records(&lines).cloned().collect(),
+            lines,
             record_count,
             summary,
             stdout,
             stderr,
             status,
         })
+    }
+}
+
+impl Tracer {
+    /// SIGKILL, as a crash would: no summary, no closing checkpoint. Returns what
+    /// reached stdout.
+    pub fn kill(mut self) -> Result<String> {
+        self.child.signal(libc::SIGKILL)?;
+        self.child.wait_timeout(EXIT_TIMEOUT)?;
+        std::fs::read_to_string(&self.stdout_path).context("reading tracer stdout file")
     }
 }
 
@@ -246,16 +270,28 @@ fn collect_stderr(pipe: impl Read, lines: &Mutex<Vec<String>>, events: &mpsc::Se
     let _ = events.send(StderrEvent::Closed);
 }
 
-fn count_lines(mut pipe: impl Read) -> std::io::Result<u64> {
-    let mut buf = vec![0u8; 1 << 16];
-    let mut lines = 0u64;
+/// Counts the access records among the lines, without keeping them.
+fn count_lines(pipe: impl Read) -> std::io::Result<u64> {
+    const ACCESS: &[u8] = b"\"audit.kind\":\"access\"";
+    let mut reader = BufReader::with_capacity(1 << 16, pipe);
+    let mut line = Vec::with_capacity(4096);
+    let mut records = 0u64;
     loop {
-        let n = pipe.read(&mut buf)?;
-        if n == 0 {
-            return Ok(lines);
+        line.clear();
+        if reader.read_until(b'\n', &mut line)? == 0 {
+            return Ok(records);
         }
-        lines += buf[..n].iter().filter(|&&b| b == b'\n').count() as u64;
+        if line.windows(ACCESS.len()).any(|w| w == ACCESS) {
+            records += 1;
+        }
     }
+}
+
+/// The lines that are access records (`audit.kind` = `access`).
+pub fn access_records(lines: &[Value]) -> impl Iterator<Item = &Value> {
+    lines
+        .iter()
+        .filter(|line| line.get("audit.kind").and_then(Value::as_str) == Some("access"))
 }
 
 /// The JSON of the last stderr line, which must be the summary.
@@ -329,5 +365,16 @@ mod unit {
         assert_eq!(records.len(), 2);
         assert!(parse_records("{\"a\":1}\n[1]\n").is_err());
         assert!(parse_records("{\"a\":").is_err());
+    }
+
+    #[test]
+    fn only_access_lines_are_counted_as_records() {
+        let lines = parse_records(
+            "{\"audit.kind\":\"start\"}\n{\"audit.kind\":\"access\"}\n{\"audit.kind\":\"checkpoint\"}\n",
+        )
+        .unwrap();
+        assert_eq!(access_records(&lines).count(), 1);
+        let text = "{\"audit.kind\":\"start\"}\n{\"a\":1,\"audit.kind\":\"access\"}\n";
+        assert_eq!(count_lines(text.as_bytes()).unwrap(), 1);
     }
 }

@@ -1,6 +1,8 @@
 //! Sustained load: every request recorded, nothing lost.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
+use serde_json::Value;
+use tests::audit::verify;
 use tests::clients::url;
 use tests::load::{ab_keepalive, wrk};
 use tests::ports::free_port;
@@ -76,9 +78,21 @@ fn wrk_requests_are_all_recorded() -> Result<()> {
 fn an_overflowing_ring_buffer_reports_its_losses() -> Result<()> {
     let port = free_port();
     let _nginx = Nginx::start(NginxConfig::new(port))?;
+    let dir = tempfile::tempdir()?;
+    let key = dir.path().join("audit.key");
+    let state = dir.path().join("audit.state");
     let tracer = Tracer::start_with_args(
         &[port],
-        &["--ringbuf-bytes", "4096", "--stats-interval", "1"],
+        &[
+            "--ringbuf-bytes",
+            "4096",
+            "--stats-interval",
+            "1",
+            "--audit-key",
+            key.to_str().context("path")?,
+            "--audit-state",
+            state.to_str().context("path")?,
+        ],
         &[],
     )?;
     let report = ab_keepalive(&url(port, "/load?via=tiny-ring"), 20, 20000)?;
@@ -105,6 +119,53 @@ fn an_overflowing_ring_buffer_reports_its_losses() -> Result<()> {
         "no loss report while running: {}",
         run.stderr
     );
+    // The losses are in the stream too, and add up to the summary's counts.
+    let losses: Vec<&Value> = run
+        .lines
+        .iter()
+        .filter(|l| l.str_field("audit.kind") == "loss")
+        .collect();
+    assert_eq!(
+        losses.len() as u64,
+        run.summary["audit"]["loss_records"].as_u64().unwrap_or(0),
+        "{}",
+        run.summary
+    );
+    let reasons = run.summary["kernel_lost"]
+        .as_object()
+        .context("no kernel_lost")?;
+    for (reason, lost) in reasons {
+        let of_reason: Vec<&&Value> = losses
+            .iter()
+            .filter(|l| {
+                l.str_field("audit.loss.source") == "kernel"
+                    && l.str_field("audit.loss.reason") == reason
+            })
+            .collect();
+        let counted: u64 = of_reason
+            .iter()
+            .map(|l| l.u64_field("audit.loss.count"))
+            .sum();
+        assert_eq!(Some(counted), lost.as_u64(), "{reason}: {losses:#?}");
+        if let Some(last) = of_reason.last() {
+            assert_eq!(
+                Some(last.u64_field("audit.loss.total")),
+                lost.as_u64(),
+                "{last}"
+            );
+        }
+    }
+    for loss in &losses {
+        let start = loss.time_field("audit.loss.interval.start");
+        let end = loss.time_field("audit.loss.interval.end");
+        assert!(start <= end, "{loss}");
+    }
+    // And the whole stream, losses included, is one intact chain.
+    let file = dir.path().join("records.jsonl");
+    std::fs::write(&file, &run.stdout)?;
+    let verdict = verify(key.to_str().context("path")?, &[&file])?;
+    assert!(verdict.ok, "{verdict:?}");
+
     // Whatever was recorded is still whole and correct.
     assert!(run.records.len() < 20000, "{}", run.summary);
     for r in &run.records {

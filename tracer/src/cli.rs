@@ -8,6 +8,7 @@ use anyhow::{Result, bail};
 use clap::{Args, Parser, Subcommand};
 
 use crate::{
+    audit::StreamId,
     config::{Config, OutputConfig},
     sink::file::{ByteSize, Compression, FileSettings, Interval, Mode},
 };
@@ -26,12 +27,40 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Trace HTTP requests received on the given local ports; one JSON record per request on stdout.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Check whether this host can run the tracer; exits non-zero naming what is missing.
     Check,
     /// Work with configuration files (docs/config.md).
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// The key that signs audit checkpoints (docs/audit.md).
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Check the hash chain and checkpoint signatures of record files (plain, gzip or
+    /// zstd), given in order; exits non-zero naming the first bad record.
+    Verify(VerifyArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeyCommand {
+    /// Print the public key and its fingerprint (creating the key pair if missing).
+    Show {
+        /// Private key file [default: /var/lib/tracer/audit.key].
+        #[arg(long, value_name = "FILE")]
+        key: Option<PathBuf>,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    /// Public key: a file (`tracer key show` output, a PEM public or private key) or
+    /// the base64 key itself [default: the public half of /var/lib/tracer/audit.key].
+    #[arg(long, value_name = "PUBKEY_FILE_OR_STRING")]
+    pub key: Option<String>,
+
+    /// Record files, oldest first.
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -75,6 +104,26 @@ pub struct RunArgs {
     #[arg(long)]
     pub bpf_stats: bool,
 
+    /// Stream id written as `audit.stream` (A-Z a-z 0-9 . _ - :) [default: the host name].
+    #[arg(long, value_name = "ID")]
+    pub stream_id: Option<StreamId>,
+
+    /// File holding the chain head across restarts [default: /var/lib/tracer/audit.state].
+    #[arg(long, value_name = "FILE")]
+    pub audit_state: Option<PathBuf>,
+
+    /// Ed25519 private key that signs checkpoints, created (0600) if missing
+    /// [default: /var/lib/tracer/audit.key].
+    #[arg(long, value_name = "FILE")]
+    pub audit_key: Option<PathBuf>,
+
+    /// Write a signed checkpoint after this many records [default: 10000].
+    #[arg(long, value_name = "N")]
+    pub checkpoint_records: Option<NonZeroU64>,
+
+    /// Write a signed checkpoint after this many seconds when records were written [default: 60].
+    #[arg(long, value_name = "S")]
+    pub checkpoint_seconds: Option<NonZeroU64>,
     #[command(flatten)]
     pub output: OutputArgs,
 }
@@ -160,6 +209,12 @@ impl RunArgs {
         config.ringbuf_bytes = self.ringbuf_bytes.or(config.ringbuf_bytes);
         config.stats_interval = self.stats_interval.or(config.stats_interval);
         config.bpf_stats |= self.bpf_stats;
+        let audit = &mut config.audit;
+        audit.stream_id = self.stream_id.clone().or(audit.stream_id.take());
+        audit.state_file = self.audit_state.clone().or(audit.state_file.take());
+        audit.key_file = self.audit_key.clone().or(audit.key_file.take());
+        audit.checkpoint_records = self.checkpoint_records.or(audit.checkpoint_records);
+        audit.checkpoint_seconds = self.checkpoint_seconds.or(audit.checkpoint_seconds);
         config
             .redact_query_params
             .extend(self.redact_query_params.iter().cloned());
@@ -195,12 +250,42 @@ mod tests {
         assert_eq!(args.ports.len(), 2);
         assert!(Cli::try_parse_from(["tracer", "run", "--config", "x.toml"]).is_ok());
         assert!(Cli::try_parse_from(["tracer", "config", "check", "x.toml"]).is_ok());
+        assert!(Cli::try_parse_from(["tracer", "run", "-p", "80", "--stream-id", "a b"]).is_err());
+        assert!(
+            Cli::try_parse_from(["tracer", "run", "-p", "80", "--checkpoint-records", "0"])
+                .is_err()
+        );
+        assert!(Cli::try_parse_from(["tracer", "verify"]).is_err());
+        assert!(Cli::try_parse_from(["tracer", "verify", "--key", "k", "a", "b.gz"]).is_ok());
+        assert!(Cli::try_parse_from(["tracer", "key", "show", "--key", "k"]).is_ok());
+    }
+
+    #[test]
+    fn audit_flags_override_the_config() {
+        let cli = Cli::try_parse_from([
+            "tracer",
+            "run",
+            "-p",
+            "80",
+            "--stream-id",
+            "web-1",
+            "--checkpoint-seconds",
+            "5",
+        ])
+        .unwrap();
+        let Command::Run(args) = cli.command else {
+            panic!("not run")
+        };
+        let audit = args.resolve().unwrap().audit.settings();
+        assert_eq!(audit.stream.as_str(), "web-1");
+        assert_eq!(audit.checkpoint_interval.as_secs(), 5);
+        assert_eq!(audit.checkpoint_records, 10_000);
     }
 
     fn run_args(args: &[&str]) -> Result<RunArgs, clap::Error> {
         let cli = Cli::try_parse_from(["tracer", "run", "-p", "80"].iter().chain(args))?;
         match cli.command {
-            Command::Run(args) => Ok(args),
+            Command::Run(args) => Ok(*args),
             _ => panic!("not run"),
         }
     }

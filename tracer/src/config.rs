@@ -12,6 +12,9 @@ use std::{
 use ipnet::IpNet;
 use serde::{Deserialize, Deserializer, de::Error as _};
 
+use crate::audit::{
+    Settings as AuditSettings, StreamId, key::DEFAULT_KEY_FILE, state::DEFAULT_STATE_FILE,
+};
 use crate::identity::{
     self, Fingerprinter, Identifier, Keys, Names, OidcSettings, Policy, ProxyTrust, Verifier,
     fingerprint::SecretError,
@@ -39,6 +42,8 @@ pub enum ConfigError {
 
 pub const DEFAULT_RINGBUF_BYTES: u32 = 16 << 20;
 pub const DEFAULT_STATS_INTERVAL_SECONDS: u64 = 10;
+pub const DEFAULT_CHECKPOINT_RECORDS: u64 = 10_000;
+pub const DEFAULT_CHECKPOINT_SECONDS: u64 = 60;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -56,6 +61,50 @@ pub struct Config {
     pub bpf_stats: bool,
     pub identity: IdentityConfig,
     pub output: OutputConfig,
+    pub audit: AuditConfig,
+}
+
+/// `[audit]`: the hash chain and its checkpoints (docs/audit.md). Unset keys take the
+/// defaults in [`AuditConfig::settings`]; flags override them.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// `--stream-id`; default: the host name.
+    pub stream_id: Option<StreamId>,
+    /// `--audit-state`.
+    pub state_file: Option<PathBuf>,
+    /// `--audit-key`.
+    pub key_file: Option<PathBuf>,
+    /// `--checkpoint-records`.
+    pub checkpoint_records: Option<NonZeroU64>,
+    /// `--checkpoint-seconds`.
+    pub checkpoint_seconds: Option<NonZeroU64>,
+}
+
+impl AuditConfig {
+    pub fn settings(&self) -> AuditSettings {
+        AuditSettings {
+            stream: self
+                .stream_id
+                .clone()
+                .unwrap_or_else(StreamId::from_host_name),
+            state_file: self
+                .state_file
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_FILE)),
+            key_file: self
+                .key_file
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_KEY_FILE)),
+            checkpoint_records: self
+                .checkpoint_records
+                .map_or(DEFAULT_CHECKPOINT_RECORDS, NonZeroU64::get),
+            checkpoint_interval: Duration::from_secs(
+                self.checkpoint_seconds
+                    .map_or(DEFAULT_CHECKPOINT_SECONDS, NonZeroU64::get),
+            ),
+        }
+    }
 }
 
 /// Where records go (`[output]`).
@@ -333,6 +382,15 @@ pub fn check(path: &Path) -> Result<CheckReport, ConfigError> {
             " (created on first run)"
         }
     ));
+    let audit = config.audit.settings();
+    lines.push(format!(
+        "audit: stream {}, state {}, key {}, checkpoint every {} records or {} s",
+        audit.stream,
+        audit.state_file.display(),
+        audit.key_file.display(),
+        audit.checkpoint_records,
+        audit.checkpoint_interval.as_secs()
+    ));
     Ok(CheckReport { lines })
 }
 
@@ -385,6 +443,11 @@ rotate_size = "100M"
 rotate_interval = "1h"
 compress = "zstd"
 keep = 30
+
+[audit]
+stream_id = "web-01"
+state_file = "/tmp/audit.state"
+checkpoint_records = 500
 "#,
         )
         .unwrap();
@@ -392,6 +455,11 @@ keep = 30
         let file = c.output.file.as_ref().unwrap();
         assert_eq!(file.keep.map(|k| k.get()), Some(30));
         assert_eq!(file.mode.bits(), 0o600, "unset keys keep defaults");
+        let audit = c.audit.settings();
+        assert_eq!(audit.stream.as_str(), "web-01");
+        assert_eq!(audit.checkpoint_records, 500);
+        assert_eq!(audit.checkpoint_interval, Duration::from_secs(60));
+        assert_eq!(audit.key_file, PathBuf::from(DEFAULT_KEY_FILE));
         assert_eq!(c.ports.len(), 2);
         assert_eq!(c.ringbuf_bytes, Some(8 << 20));
         assert_eq!(c.identity.proxy.trusted_cidrs.len(), 2);
@@ -428,6 +496,8 @@ keep = 30
                 1,
                 "missing field `path`",
             ),
+            ("[audit]\nstream_id = \"a b\"\n", 2, "not a stream id"),
+            ("[audit]\ncheckpoint_records = 0\n", 2, "nonzero"),
         ] {
             let message = parse(text).err().unwrap().to_string();
             assert!(

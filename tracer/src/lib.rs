@@ -5,6 +5,7 @@
 //! state) -> `http` (HTTP/1.x exchanges) -> `enrich` + `record` (process, wall-clock
 //! time, JSON record) -> `sink` (where records go). `identity` says who made each
 //! request; `config` reads the TOML file. `pipeline` wires them together.
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod connection;
@@ -14,4 +15,5 @@ pub mod identity;
 pub mod kernel;
 pub mod pipeline;
 pub mod record;
+pub mod secret_file;
 pub mod sink;

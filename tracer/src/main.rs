@@ -2,7 +2,8 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 use tracer::{
-    cli::{Cli, Command, ConfigCommand},
+    audit,
+    cli::{Cli, Command, ConfigCommand, KeyCommand},
     config,
     kernel::check,
     pipeline,
@@ -41,7 +42,18 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Run(args) => match pipeline::run(args) {
+        Command::Key(KeyCommand::Show { key }) => match audit::commands::key_show(key.as_deref()) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("tracer: error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Verify(args) => audit::commands::verify(&args),
+        Command::Run(args) => match pipeline::run(*args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("tracer: error: {e:#}");

@@ -17,6 +17,7 @@ use tokio::{
 };
 
 use crate::{
+    audit::{Kind, LossSnapshot, Output},
     cli::RunArgs,
     config::{DEFAULT_RINGBUF_BYTES, DEFAULT_STATS_INTERVAL_SECONDS, OutputConfig},
     connection::{Finished, Tracker, TrackerStats},
@@ -36,6 +37,9 @@ use crate::{
 /// are waiting (see tracer-ebpf/src/emit.rs); this timer picks up smaller amounts. It
 /// bounds how late a record is written and replaces one wakeup per event by one per batch.
 const DRAIN_INTERVAL: Duration = Duration::from_millis(10);
+/// How often loss counters are compared for loss records, an idle sink is offered its
+/// rotation, and the chain head is saved to the state file.
+const LOSS_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Records per batch at most. Under sustained load the ring never runs dry, so without a
 /// bound one drain would be one endless batch: records would reach readers late and a
@@ -63,8 +67,11 @@ async fn run_async(args: RunArgs) -> Result<()> {
         .identity
         .identifier()
         .context("setting up identity")?;
-    // Before loading too: an output that cannot be written is a configuration error.
-    let sinks = open_sinks(&config.output)?;
+    // Also before loading: an output that cannot be written is a configuration error,
+    // and an unusable key or state file fails fast.
+    let audit_settings = config.audit.settings();
+    let output = Output::open(&audit_settings, open_sinks(&config.output)?)
+        .context("setting up the audit chain")?;
     let mut ports: Vec<u16> = config.ports.iter().map(|p| p.get()).collect();
     ports.sort_unstable();
     ports.dedup();
@@ -105,8 +112,7 @@ async fn run_async(args: RunArgs) -> Result<()> {
             QueryRedactor::new(redactor_names),
             identifier,
         ),
-        line: Vec::with_capacity(2048),
-        sinks,
+        output,
         finished: Vec::new(),
         exited: Vec::new(),
         tls,
@@ -121,6 +127,8 @@ async fn run_async(args: RunArgs) -> Result<()> {
         .context("polling the ring buffer")?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let started = state.output.write_start();
+    state.settle(started)?;
     eprintln!(
         "tracer: ready: watching port(s) {} ({} process(es) already serving them: {:?})",
         ports
@@ -139,6 +147,12 @@ async fn run_async(args: RunArgs) -> Result<()> {
         .map_or(DEFAULT_STATS_INTERVAL_SECONDS, |s| s.get());
     let mut ticker = tokio::time::interval(Duration::from_secs(stats_interval));
     ticker.tick().await;
+    let mut loss_ticker = tokio::time::interval(LOSS_CHECK_INTERVAL);
+    loss_ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loss_ticker.tick().await;
+    let mut checkpoint_ticker = tokio::time::interval(audit_settings.checkpoint_interval);
+    checkpoint_ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    checkpoint_ticker.tick().await;
     let mut reported = Report::default();
     while !state.stdout_closed {
         tokio::select! {
@@ -156,9 +170,13 @@ async fn run_async(args: RunArgs) -> Result<()> {
             _ = sigterm.recv() => break,
             _ = ticker.tick() => {
                 reported = state.report_changes(&loaded.losses, reported);
-                // Retries a sink's backlog even when no traffic comes to flush it.
-                let flushed = state.sinks.flush();
-                state.check_written(flushed)?;
+            }
+            _ = loss_ticker.tick() => {
+                state.check_losses(&KernelLosses::read(&loaded.losses).unwrap_or_default())?;
+            }
+            _ = checkpoint_ticker.tick() => {
+                let written = state.output.checkpoint_if_written();
+                state.settle(written)?;
             }
         }
     }
@@ -170,17 +188,27 @@ async fn run_async(args: RunArgs) -> Result<()> {
     // Detach first so no new events arrive, then take what is still in the ring.
     drop(loaded.ebpf);
     state.drain(ring.get_mut())?;
-    state.shutdown()?;
+    // One reading of the counters for the last loss records and the summary, so the
+    // two agree.
     let losses = KernelLosses::read(&loaded.losses)?;
+    state.shutdown(&losses)?;
+    let counts = state.output.counts();
     let summary = Summary {
-        records: state.sinks.records,
+        records: counts.access,
         kernel_lost_total: losses.total(),
         kernel_lost: losses,
         decode_errors: state.decode_errors,
         tls_libraries: state.tls.libraries(),
         tracker: state.tracker.stats(),
         bpf,
-        sinks: state.sinks.counters(),
+        sinks: state.output.sinks().counters(),
+        audit: AuditSummary {
+            stream: state.output.stream().to_string(),
+            last_seq: state.output.head().seq,
+            lines: state.output.sinks().records,
+            loss_records: counts.loss,
+            checkpoints: counts.checkpoint,
+        },
     };
     eprintln!("tracer: summary {}", serde_json::to_string(&summary)?);
     Ok(())
@@ -190,9 +218,8 @@ struct State {
     tracker: Tracker,
     processes: ProcessCache,
     records: RecordContext,
-    sinks: Sinks,
-    /// Reused buffer for one serialized record.
-    line: Vec<u8>,
+    /// The sealed stream and its sinks.
+    output: Output,
     finished: Vec<Finished>,
     /// Processes that exited during the current batch.
     exited: Vec<u32>,
@@ -257,46 +284,64 @@ impl State {
         }
     }
 
-    fn shutdown(&mut self) -> Result<()> {
+    /// Writes what is pending, the last loss records and the closing checkpoint.
+    fn shutdown(&mut self, losses: &KernelLosses) -> Result<()> {
         let now = monotonic_ns();
         self.tracker.shutdown(now, &mut self.finished);
         self.write_finished()?;
-        match self.sinks.shutdown() {
+        self.check_losses(losses)?;
+        match self.output.shutdown() {
             Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
             other => other.context("closing the sinks"),
         }
     }
 
     fn write_finished(&mut self) -> Result<()> {
-        // At a batch boundary, and on every drain tick so an idle file rotates on time too.
-        if self.sinks.rotation_due() {
-            self.sinks.rotate().context("rotating the output")?;
-        }
         if self.finished.is_empty() {
             return Ok(());
         }
         let mut result = Ok(());
         for finished in self.finished.drain(..) {
             let process = self.processes.get(finished.meta.tgid);
-            self.line.clear();
             self.records
-                .write_json(&finished, process.as_deref(), &mut self.line)
+                .write_json(&finished, process.as_deref(), self.output.line())
                 .context("serializing a record")?;
-            self.line.push(b'\n');
-            result = self.sinks.write_line(&self.line);
+            result = self.output.commit(Kind::Access);
             if result.is_err() {
                 break;
             }
         }
-        let result = result.and_then(|()| self.sinks.flush());
-        self.check_written(result)
+        let result = result.and_then(|()| self.output.end_batch());
+        self.settle(result)
     }
 
-    /// A closed stdout stops the tracer quietly; other sink errors are fatal.
-    fn check_written(&mut self, result: io::Result<()>) -> Result<()> {
+    /// A loss record for every counter that grew; also gives an idle sink its rotation
+    /// and saves the chain head.
+    fn check_losses(&mut self, kernel: &KernelLosses) -> Result<()> {
+        if self.stdout_closed {
+            return Ok(());
+        }
+        let snapshot = LossSnapshot::new(
+            kernel,
+            &self.tracker.stats(),
+            self.decode_errors,
+            self.output.sinks().discarded(),
+        );
+        let result = self
+            .output
+            .check_losses(&snapshot)
+            .and_then(|()| self.output.end_batch());
+        self.output.save_head();
+        self.settle(result)
+    }
+
+    /// A closed stdout stops the tracer; any other write error is fatal.
+    fn settle(&mut self, result: io::Result<()>) -> Result<()> {
         match result {
             Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
-                eprintln!("tracer: stdout closed by its reader; stopping");
+                if !self.stdout_closed {
+                    eprintln!("tracer: stdout closed by its reader; stopping");
+                }
                 self.stdout_closed = true;
                 Ok(())
             }
@@ -354,8 +399,20 @@ struct Report {
     decode_errors: u64,
 }
 
+/// The chain at exit.
+#[derive(Serialize)]
+struct AuditSummary {
+    stream: String,
+    last_seq: u64,
+    /// Every line written: access, loss, checkpoint and start records.
+    lines: u64,
+    loss_records: u64,
+    checkpoints: u64,
+}
+
 #[derive(Serialize)]
 struct Summary {
+    /// Access records (one per request).
     records: u64,
     kernel_lost: KernelLosses,
     kernel_lost_total: u64,
@@ -370,6 +427,7 @@ struct Summary {
     /// Per-sink counters, e.g. `"sinks": {"file": {"bytes_written": ..}}`.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     sinks: BTreeMap<&'static str, BTreeMap<&'static str, u64>>,
+    audit: AuditSummary,
 }
 
 /// The sinks `[output]` asks for; stdout when none is configured or `--stdout` is given.

@@ -3,15 +3,14 @@
 //! while the fingerprint alone cannot be tested against guessed keys elsewhere.
 use std::{
     fmt,
-    fs::{self, OpenOptions},
-    io::{self, Read as _, Write as _},
-    os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _},
     path::{Path, PathBuf},
 };
 
 use hmac::{Hmac, Mac as _};
 use serde::{Serialize, Serializer};
 use sha2::Sha256;
+
+use crate::secret_file::{self, SecretFileError};
 
 /// Bytes of a newly created secret.
 const SECRET_LEN: usize = 32;
@@ -22,12 +21,8 @@ const FINGERPRINT_BYTES: usize = 8;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: io::Error },
-    #[error(
-        "{path} is readable by group or others (mode {mode:o}); `chmod 600` it: it keys every fingerprint"
-    )]
-    TooOpen { path: PathBuf, mode: u32 },
+    #[error(transparent)]
+    File(#[from] SecretFileError),
     #[error("{path} holds {len} bytes, fewer than {MIN_SECRET_LEN}: not a tracer secret")]
     TooShort { path: PathBuf, len: usize },
 }
@@ -84,28 +79,9 @@ impl Fingerprinter {
     }
 
     /// Reads the secret at `path`, creating it (0600, parent 0700) with random bytes if
-    /// it does not exist. Two tracers starting at once agree on one secret: it is
-    /// written to a temporary file and linked into place, which fails if one exists.
+    /// it does not exist.
     pub fn load_or_create(path: &Path) -> Result<Self, SecretError> {
-        let io_err = |source| SecretError::Io {
-            path: path.to_owned(),
-            source,
-        };
-        match fs::metadata(path) {
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => create(path).map_err(io_err)?,
-            Err(e) => return Err(io_err(e)),
-        }
-        let mut file = fs::File::open(path).map_err(io_err)?;
-        let mode = file.metadata().map_err(io_err)?.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(SecretError::TooOpen {
-                path: path.to_owned(),
-                mode,
-            });
-        }
-        let mut secret = Vec::with_capacity(SECRET_LEN);
-        file.read_to_end(&mut secret).map_err(io_err)?;
+        let secret = secret_file::read_or_create(path, || secret_file::random_bytes(SECRET_LEN))?;
         if secret.len() < MIN_SECRET_LEN {
             return Err(SecretError::TooShort {
                 path: path.to_owned(),
@@ -125,33 +101,10 @@ impl Fingerprinter {
     }
 }
 
-fn create(path: &Path) -> io::Result<()> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
-    if let Some(dir) = dir {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)?;
-    }
-    let mut secret = [0u8; SECRET_LEN];
-    fs::File::open("/dev/urandom")?.read_exact(&mut secret)?;
-    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    let written = file.write_all(&secret).and_then(|()| file.sync_all());
-    let linked = written.and_then(|()| fs::hard_link(&tmp, path));
-    let _ = fs::remove_file(&tmp);
-    match linked {
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
-        other => other,
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::{fs, os::unix::fs::PermissionsExt as _};
+
     use super::*;
 
     #[test]
@@ -176,7 +129,7 @@ mod tests {
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
         assert!(matches!(
             Fingerprinter::load_or_create(&path),
-            Err(SecretError::TooOpen { .. })
+            Err(SecretError::File(SecretFileError::TooOpen { .. }))
         ));
         fs::write(&path, [7u8; 3]).unwrap();
         fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();

@@ -1,0 +1,188 @@
+//! Loss records: when a counter of things the tracer could not turn into access
+//! records grows, a `loss` line says which, by how much, and over which interval, in
+//! sequence with the records around it.
+use serde::Serialize;
+
+use crate::{connection::TrackerStats, kernel::losses::KernelLosses};
+
+/// One counter's total since the tracer started.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Counter {
+    /// Where it was counted: `kernel`, `http`, `decoder` or `sink`.
+    pub source: &'static str,
+    pub reason: &'static str,
+    pub total: u64,
+}
+
+/// Every loss counter at one moment, always in the same order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LossSnapshot(Vec<Counter>);
+
+impl LossSnapshot {
+    pub fn new(
+        kernel: &KernelLosses,
+        tracker: &TrackerStats,
+        decode_errors: u64,
+        discarded: u64,
+    ) -> Self {
+        let mut counters: Vec<Counter> = kernel
+            .by_reason()
+            .map(|(reason, total)| Counter {
+                source: "kernel",
+                reason,
+                total,
+            })
+            .collect();
+        let http = |reason, total| Counter {
+            source: "http",
+            reason,
+            total,
+        };
+        counters.extend([
+            http("non_http_chunks", tracker.non_http_chunks),
+            http("non_http_bytes", tracker.non_http_bytes),
+            http("desyncs", tracker.desyncs),
+            http("oversized_heads", tracker.oversized_heads),
+            http("orphan_responses", tracker.orphan_responses),
+            Counter {
+                source: "decoder",
+                reason: "decode_errors",
+                total: decode_errors,
+            },
+            Counter {
+                source: "sink",
+                reason: "discarded_records",
+                total: discarded,
+            },
+        ]);
+        Self(counters)
+    }
+}
+
+/// A counter that grew during `[start_ns, end_ns]` (Unix nanoseconds).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Loss {
+    pub counter: Counter,
+    pub count: u64,
+    pub start_ns: i128,
+    pub end_ns: i128,
+}
+
+/// Remembers the counters at the last check.
+pub struct LossWatch {
+    last: Vec<u64>,
+    since_ns: i128,
+}
+
+impl LossWatch {
+    pub fn new(now_ns: i128) -> Self {
+        Self {
+            last: Vec::new(),
+            since_ns: now_ns,
+        }
+    }
+
+    /// The counters that grew since the last check.
+    pub fn changes(&mut self, now: &LossSnapshot, now_ns: i128) -> Vec<Loss> {
+        self.last.resize(now.0.len(), 0);
+        let mut losses = Vec::new();
+        for (counter, last) in now.0.iter().zip(&mut self.last) {
+            if counter.total > *last {
+                losses.push(Loss {
+                    counter: *counter,
+                    count: counter.total - *last,
+                    start_ns: self.since_ns,
+                    end_ns: now_ns,
+                });
+            }
+            *last = counter.total;
+        }
+        self.since_ns = now_ns;
+        losses
+    }
+}
+
+#[derive(Serialize)]
+struct LossRecord<'a> {
+    timestamp: &'a str,
+    #[serde(rename = "audit.loss.source")]
+    source: &'static str,
+    #[serde(rename = "audit.loss.reason")]
+    reason: &'static str,
+    #[serde(rename = "audit.loss.count")]
+    count: u64,
+    #[serde(rename = "audit.loss.total")]
+    total: u64,
+    #[serde(rename = "audit.loss.interval.start")]
+    start: &'a str,
+    #[serde(rename = "audit.loss.interval.end")]
+    end: &'a str,
+}
+
+/// The unsealed loss line.
+pub fn write_record(loss: &Loss, line: &mut Vec<u8>) -> serde_json::Result<()> {
+    let end = crate::enrich::format_rfc3339_ns(loss.end_ns);
+    serde_json::to_writer(
+        line,
+        &LossRecord {
+            timestamp: &end,
+            source: loss.counter.source,
+            reason: loss.counter.reason,
+            count: loss.count,
+            total: loss.counter.total,
+            start: &crate::enrich::format_rfc3339_ns(loss.start_ns),
+            end: &end,
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_growth_is_reported_with_delta_total_and_interval() {
+        let mut watch = LossWatch::new(1_000);
+        let quiet = LossSnapshot::new(&KernelLosses::default(), &TrackerStats::default(), 0, 0);
+        assert!(watch.changes(&quiet, 2_000).is_empty());
+        let tracker = TrackerStats {
+            desyncs: 3,
+            ..TrackerStats::default()
+        };
+        let grown = LossSnapshot::new(&KernelLosses::default(), &tracker, 0, 5);
+        let losses = watch.changes(&grown, 3_000);
+        let summary: Vec<_> = losses
+            .iter()
+            .map(|l| {
+                (
+                    l.counter.reason,
+                    l.count,
+                    l.counter.total,
+                    l.start_ns,
+                    l.end_ns,
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("desyncs", 3, 3, 2_000, 3_000),
+                ("discarded_records", 5, 5, 2_000, 3_000)
+            ]
+        );
+        let more = LossSnapshot::new(&KernelLosses::default(), &tracker, 0, 7);
+        let losses = watch.changes(&more, 4_000);
+        assert_eq!(losses.len(), 1);
+        assert_eq!((losses[0].count, losses[0].counter.total), (2, 7));
+        let mut line = Vec::new();
+        write_record(&losses[0], &mut line).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(v["audit.loss.source"], "sink");
+        assert_eq!(v["audit.loss.count"], 2);
+        assert_eq!(
+            v["audit.loss.interval.start"],
+            "1970-01-01T00:00:00.000003000Z"
+        );
+        assert_eq!(v["timestamp"], v["audit.loss.interval.end"]);
+    }
+}
