@@ -48,9 +48,16 @@ pub fn read_text(path: &Path) -> Result<String> {
     Ok(text)
 }
 
-/// Every record in a file: each line one JSON object, the file ending with a newline,
-/// no empty lines (a split record would show as one of these).
+/// The access records in a file (see [`file_lines`]).
 pub fn file_records(path: &Path) -> Result<Vec<Value>> {
+    Ok(crate::tracer::access_records(&file_lines(path)?)
+        .cloned()
+        .collect())
+}
+
+/// Every line in a file: each one JSON object, the file ending with a newline, no empty
+/// lines (a split record would show as one of these).
+pub fn file_lines(path: &Path) -> Result<Vec<Value>> {
     let text = read_text(path)?;
     if !text.is_empty() && !text.ends_with('\n') {
         bail!(
@@ -73,13 +80,20 @@ pub fn file_records(path: &Path) -> Result<Vec<Value>> {
         .collect()
 }
 
-/// The records of all rotated files, oldest first, then of the live file.
+/// The access records of all rotated files, oldest first, then of the live file.
 pub fn all_records(live: &Path) -> Result<Vec<Value>> {
     let mut records = Vec::new();
-    for file in rotated_files(live)?.iter().chain([&live.to_path_buf()]) {
-        records.extend(file_records(file)?);
+    for file in all_files(live)? {
+        records.extend(file_records(&file)?);
     }
     Ok(records)
+}
+
+/// The rotated files, oldest first, then the live file: the order `tracer verify` takes.
+pub fn all_files(live: &Path) -> Result<Vec<PathBuf>> {
+    let mut files = rotated_files(live)?;
+    files.push(live.to_path_buf());
+    Ok(files)
 }
 
 fn tail(text: &str) -> &str {

@@ -9,9 +9,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 use tempfile::TempDir;
+use tests::audit::verify;
 use tests::clients::{curl, url};
 use tests::load::ab_keepalive;
-use tests::output::{Tmpfs, all_records, file_records, rotated_files};
+use tests::output::{Tmpfs, all_files, all_records, file_records, rotated_files};
 use tests::ports::free_port;
 use tests::process::Guarded;
 use tests::record::RecordExt;
@@ -162,14 +163,19 @@ fn an_unusable_output_path_is_a_clear_error_before_ready() -> Result<()> {
 }
 
 /// Sustained load with a small rotation size: every request nginx served is in exactly
-/// one line of one file, every file decompresses, and nothing is split.
+/// one line of one file, every file decompresses, nothing is split, and the files in
+/// order verify as one chain (each rotated file ends with a signed checkpoint).
 fn rotation_under_load(args: &[&str], live: &Path, extension: &str, file_mode: u32) -> Result<()> {
     const REQUESTS: u32 = 10_000;
     let port = free_port();
     let mut config = NginxConfig::new(port);
     config.access_log = true;
     let nginx = Nginx::start(config)?;
-    let tracer = Tracer::start_with_args(&[port], args, &[])?;
+    let keys = tempfile::tempdir()?;
+    let key = keys.path().join("audit.key");
+    let mut args = args.to_vec();
+    args.extend(["--audit-key", path_arg(&key)]);
+    let tracer = Tracer::start_with_args(&[port], &args, &[])?;
     let report = ab_keepalive(&url(port, "/load?rotate=1"), 20, REQUESTS)?;
     let served = nginx.settled_access_log_lines()? as u64;
     let run = tracer.stop()?;
@@ -185,6 +191,28 @@ fn rotation_under_load(args: &[&str], live: &Path, extension: &str, file_mode: u
         assert_eq!(r.u64_field("http.response.status_code"), 200, "{r}");
     }
     assert!(rotated.len() >= 10, "only {} rotations", rotated.len());
+    let files = all_files(live)?;
+    let verdict = verify(
+        path_arg(&key),
+        &files.iter().map(PathBuf::as_path).collect::<Vec<_>>(),
+    )?;
+    assert!(verdict.ok, "{verdict:?}");
+    assert!(
+        verdict.stdout.contains(&format!("{} files", files.len()))
+            && verdict.stdout.contains("chain intact"),
+        "{verdict:?}"
+    );
+    for file in &rotated {
+        let lines = tests::output::file_lines(file)?;
+        let last = lines.last().expect("a rotated file is never empty");
+        assert_eq!(last["audit.kind"], "checkpoint", "{}", file.display());
+        assert_eq!(
+            last["audit.checkpoint.reason"],
+            "rotation",
+            "{}",
+            file.display()
+        );
+    }
     assert_eq!(file_counter(&run, "rotations"), rotated.len() as u64);
     assert_eq!(file_counter(&run, "compressed"), rotated.len() as u64);
     for file in rotated.iter().chain([&live.to_path_buf()]) {

@@ -8,7 +8,7 @@ use crate::{connection::TrackerStats, kernel::losses::KernelLosses};
 /// One counter's total since the tracer started.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Counter {
-    /// Where it was counted: `kernel`, `http`, `decoder` or `sink`.
+    /// Where it was counted: `kernel`, `http`, `tls`, `decoder` or `sink`.
     pub source: &'static str,
     pub reason: &'static str,
     pub total: u64,
@@ -44,6 +44,14 @@ impl LossSnapshot {
             http("desyncs", tracker.desyncs),
             http("oversized_heads", tracker.oversized_heads),
             http("orphan_responses", tracker.orphan_responses),
+            // Requests that exist but are not recorded: inside TLS the tracer cannot
+            // decrypt, or in HTTP/2 connections it does not decode.
+            Counter {
+                source: "tls",
+                reason: "tls_without_plaintext",
+                total: tracker.tls_without_plaintext,
+            },
+            http("http2_connections", tracker.http2_connections),
             Counter {
                 source: "decoder",
                 reason: "decode_errors",
