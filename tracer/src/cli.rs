@@ -4,7 +4,10 @@ use std::{num::NonZeroU16, num::NonZeroU64, path::PathBuf};
 use anyhow::{Result, bail};
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::Config;
+use crate::{
+    config::Config,
+    sink::nats::{NatsConfig, Servers, StreamName, SubjectTemplate},
+};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -68,6 +71,9 @@ pub struct RunArgs {
     /// clock reads per program run while enabled.
     #[arg(long)]
     pub bpf_stats: bool,
+
+    #[command(flatten)]
+    pub nats: NatsArgs,
 }
 
 impl RunArgs {
@@ -89,7 +95,79 @@ impl RunArgs {
         config
             .redact_query_params
             .extend(self.redact_query_params.iter().cloned());
+        self.nats.apply(&mut config.nats);
         Ok(config)
+    }
+}
+
+/// The NATS JetStream sink (docs/audit.md); each flag overrides its `[nats]` key.
+#[derive(Args, Debug)]
+pub struct NatsArgs {
+    /// Publish every record to NATS JetStream at this URL (`nats://host:4222`, `tls://...`;
+    /// several separated by commas). Records go through an on-disk spool first.
+    #[arg(long = "nats", value_name = "URL")]
+    pub url: Option<Servers>,
+
+    /// Subject of each record; `{host}` is this host's name (dots made `_`) [default: access.{host}].
+    #[arg(long = "nats-subject", value_name = "TEMPLATE")]
+    pub subject: Option<SubjectTemplate>,
+
+    /// JetStream stream that must take the subject [default: TRACER].
+    #[arg(long = "nats-stream", value_name = "NAME")]
+    pub stream: Option<StreamName>,
+
+    /// Create the stream (file storage, subjects from the template) when it does not exist.
+    #[arg(long = "nats-create-stream")]
+    pub create_stream: bool,
+
+    /// Directory of the spool; one tracer per directory [default: /var/lib/tracer/spool].
+    #[arg(long = "nats-spool-dir", value_name = "DIR")]
+    pub spool_dir: Option<PathBuf>,
+
+    /// Bound of the spool; when full, new records are discarded and counted [default: 1073741824].
+    #[arg(long = "nats-spool-max-bytes", value_name = "BYTES")]
+    pub spool_max_bytes: Option<NonZeroU64>,
+
+    /// At shutdown, how long to wait for the spool to be published [default: 5000].
+    #[arg(long = "nats-drain-timeout-ms", value_name = "MS")]
+    pub drain_timeout_ms: Option<u64>,
+
+    /// NATS credentials file (user JWT and NKey seed).
+    #[arg(long = "nats-creds", value_name = "FILE")]
+    pub creds_file: Option<PathBuf>,
+
+    /// File holding a NATS token (kept off the command line, where `ps` would show it).
+    #[arg(long = "nats-token-file", value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+}
+
+impl NatsArgs {
+    fn apply(&self, config: &mut NatsConfig) {
+        if let Some(url) = &self.url {
+            config.url = Some(url.clone());
+        }
+        if let Some(subject) = &self.subject {
+            config.subject = subject.clone();
+        }
+        if let Some(stream) = &self.stream {
+            config.stream = stream.clone();
+        }
+        config.create_stream |= self.create_stream;
+        if let Some(dir) = &self.spool_dir {
+            config.spool_dir.clone_from(dir);
+        }
+        if let Some(bytes) = self.spool_max_bytes {
+            config.spool_max_bytes = bytes;
+        }
+        if let Some(ms) = self.drain_timeout_ms {
+            config.drain_timeout_ms = ms;
+        }
+        if let Some(file) = &self.creds_file {
+            config.creds_file = Some(file.clone());
+        }
+        if let Some(file) = &self.token_file {
+            config.token_file = Some(file.clone());
+        }
     }
 }
 

@@ -17,6 +17,7 @@ use crate::identity::{
     fingerprint::SecretError,
     keys::{self as keyfiles, KeyError},
 };
+use crate::sink::nats::NatsConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -54,6 +55,8 @@ pub struct Config {
     /// `--bpf-stats`.
     pub bpf_stats: bool,
     pub identity: IdentityConfig,
+    /// The NATS JetStream sink (`--nats*`).
+    pub nats: NatsConfig,
 }
 
 #[derive(Debug, Deserialize)]

@@ -28,7 +28,7 @@ use crate::{
         losses::KernelLosses,
     },
     record::RecordContext,
-    sink::{Sinks, StdoutSink},
+    sink::{NatsSink, Sink, Sinks, StdoutSink},
 };
 
 /// The kernel wakes the tracer only when 64 KiB (a quarter of a smaller ring) of events
@@ -86,6 +86,13 @@ async fn run_async(args: RunArgs) -> Result<()> {
     redactor_names.extend(config.redact_query_params.iter().cloned());
     // A query parameter that carries an API key is a credential too.
     redactor_names.extend(config.identity.api_key_query_params.iter().cloned());
+    let stats_interval = config
+        .stats_interval
+        .map_or(DEFAULT_STATS_INTERVAL_SECONDS, |s| s.get());
+    let mut sinks: Vec<Box<dyn Sink>> = vec![Box::new(StdoutSink::new())];
+    if let Some(nats) = NatsSink::from_config(&config.nats, Duration::from_secs(stats_interval))? {
+        sinks.push(Box::new(nats));
+    }
     let mut state = State {
         tracker: Tracker::new(),
         processes: ProcessCache::new(),
@@ -95,7 +102,7 @@ async fn run_async(args: RunArgs) -> Result<()> {
             identifier,
         ),
         line: Vec::with_capacity(2048),
-        sinks: Sinks::new(vec![Box::new(StdoutSink::new())]),
+        sinks: Sinks::new(sinks),
         finished: Vec::new(),
         exited: Vec::new(),
         decode_errors: 0,
@@ -121,9 +128,6 @@ async fn run_async(args: RunArgs) -> Result<()> {
 
     let mut drain_timer = tokio::time::interval(DRAIN_INTERVAL);
     drain_timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let stats_interval = config
-        .stats_interval
-        .map_or(DEFAULT_STATS_INTERVAL_SECONDS, |s| s.get());
     let mut ticker = tokio::time::interval(Duration::from_secs(stats_interval));
     ticker.tick().await;
     let mut reported = Report::default();
@@ -159,6 +163,7 @@ async fn run_async(args: RunArgs) -> Result<()> {
         decode_errors: state.decode_errors,
         tracker: state.tracker.stats(),
         bpf,
+        sinks: state.sinks.stats(),
     };
     eprintln!("tracer: summary {}", serde_json::to_string(&summary)?);
     Ok(())
@@ -305,6 +310,9 @@ struct Summary {
     /// With --bpf-stats: time the kernel spent in the tracer's programs.
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     bpf: Option<loader::ProgramRunTime>,
+    /// Counters of the sinks that keep some (nats), by sink name.
+    #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
+    sinks: serde_json::Map<String, serde_json::Value>,
 }
 
 /// The clock bpf_ktime_get_ns reads.

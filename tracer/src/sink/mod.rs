@@ -1,9 +1,11 @@
 //! Where records go. Every sink receives the same sealed JSON lines in the same order
 //! (the hash chain in `audit` covers the stream, whichever sinks carry it).
+pub mod nats;
 mod stdout;
 
 use std::io;
 
+pub use nats::NatsSink;
 pub use stdout::StdoutSink;
 
 /// One destination of the record stream.
@@ -40,6 +42,11 @@ pub trait Sink {
     /// The tracer is stopping: flush and close, waiting a bounded time for remote ends.
     fn shutdown(&mut self) -> io::Result<()> {
         self.flush()
+    }
+
+    /// The sink's counters for the summary line, if it keeps any.
+    fn stats(&self) -> Option<serde_json::Value> {
+        None
     }
 }
 
@@ -88,6 +95,14 @@ impl Sinks {
 
     pub fn discarded(&self) -> u64 {
         self.sinks.iter().map(|s| s.discarded()).sum()
+    }
+
+    /// Each sink's counters, by sink name.
+    pub fn stats(&self) -> serde_json::Map<String, serde_json::Value> {
+        self.sinks
+            .iter()
+            .filter_map(|s| Some((s.name().to_owned(), s.stats()?)))
+            .collect()
     }
 
     pub fn shutdown(&mut self) -> io::Result<()> {
