@@ -153,6 +153,27 @@ impl Tracer {
         }
     }
 
+    /// Waits until a stderr line contains `needle` (a hang guard, not a timing check)
+    /// and returns that line.
+    pub fn wait_for_stderr(&self, needle: &str, timeout: Duration) -> Result<String> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            {
+                let lines = self.stderr.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(line) = lines.iter().find(|l| l.contains(needle)) {
+                    return Ok(line.clone());
+                }
+            }
+            if std::time::Instant::now() >= deadline {
+                bail!(
+                    "no stderr line containing {needle:?} within {timeout:?}; stderr:\n{}",
+                    self.stderr_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     fn stderr_text(&self) -> String {
         let lines = self.stderr.lock().unwrap_or_else(|e| e.into_inner());
         lines.join("\n")

@@ -29,6 +29,23 @@ pub enum Command {
     /// Work with configuration files (docs/config.md).
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Push synthetic records through one sink and time them (`cargo xtask bench`).
+    #[command(hide = true)]
+    SinkBench(SinkBenchArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct SinkBenchArgs {
+    /// Records to push.
+    #[arg(long, default_value_t = 200_000)]
+    pub records: u64,
+    /// Records per flush, as the pipeline flushes once per drained batch.
+    #[arg(long, default_value_t = 64)]
+    pub batch: u64,
+    /// With --nats: the NATS sink alone (timed until every record is acknowledged);
+    /// without: stdout.
+    #[command(flatten)]
+    pub nats: NatsArgs,
 }
 
 #[derive(Subcommand, Debug)]
@@ -142,7 +159,7 @@ pub struct NatsArgs {
 }
 
 impl NatsArgs {
-    fn apply(&self, config: &mut NatsConfig) {
+    pub fn apply(&self, config: &mut NatsConfig) {
         if let Some(url) = &self.url {
             config.url = Some(url.clone());
         }

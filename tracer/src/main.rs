@@ -5,7 +5,7 @@ use tracer::{
     cli::{Cli, Command, ConfigCommand},
     config,
     kernel::check,
-    pipeline,
+    pipeline, sink,
 };
 
 fn main() -> ExitCode {
@@ -38,6 +38,13 @@ fn main() -> ExitCode {
             }
             Err(e) => {
                 eprintln!("tracer: config error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::SinkBench(args) => match sink::bench::run(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("tracer: error: {e:#}");
                 ExitCode::FAILURE
             }
         },

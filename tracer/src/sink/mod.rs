@@ -1,5 +1,6 @@
 //! Where records go. Every sink receives the same sealed JSON lines in the same order
 //! (the hash chain in `audit` covers the stream, whichever sinks carry it).
+pub mod bench;
 pub mod nats;
 mod stdout;
 

@@ -66,11 +66,12 @@ impl SpoolWriter {
             return Ok(Appended::Full);
         }
         let segment_end = self.len + self.batch.len() as u64;
-        if segment_end > 0 && segment_end + line.len() as u64 > self.segment_bytes {
-            if let Err(e) = self.commit().and_then(|()| self.roll()) {
-                Counters::add(&self.shared.counters.discarded, 1);
-                return Err(e);
-            }
+        if segment_end > 0
+            && segment_end + line.len() as u64 > self.segment_bytes
+            && let Err(e) = self.commit().and_then(|()| self.roll())
+        {
+            Counters::add(&self.shared.counters.discarded, 1);
+            return Err(e);
         }
         self.batch.extend_from_slice(line);
         self.batch_records += 1;
