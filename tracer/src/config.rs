@@ -321,6 +321,22 @@ pub fn check(path: &Path) -> Result<CheckReport, ConfigError> {
             " (created on first run)"
         }
     ));
+    let nats = &config.nats;
+    lines.push(match &nats.url {
+        Some(url) => format!(
+            "nats: {url}, stream {}{}, subject {}, spool {} (at most {} bytes)",
+            nats.stream,
+            if nats.create_stream {
+                " (created if missing)"
+            } else {
+                ""
+            },
+            nats.subject,
+            nats.spool_dir.display(),
+            nats.spool_max_bytes
+        ),
+        None => "nats: off".to_owned(),
+    });
     Ok(CheckReport { lines })
 }
 
@@ -376,6 +392,24 @@ trusted_cidrs = ["10.0.0.0/8", "::1/128"]
     }
 
     #[test]
+    fn nats_table_parses_and_checks_its_values() {
+        let c = parse(
+            "[nats]\nurl = \"nats://127.0.0.1:4222\"\nsubject = \"audit.{host}.http\"\n\
+             create_stream = true\nspool_max_bytes = 65536\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.nats.url.map(|u| u.to_string()).as_deref(),
+            Some("nats://127.0.0.1:4222")
+        );
+        assert_eq!(c.nats.subject.stream_subject(), "audit.*.http");
+        assert!(c.nats.create_stream);
+        assert_eq!(c.nats.spool_max_bytes.get(), 65536);
+        assert_eq!(c.nats.stream.as_str(), "TRACER", "unset keys keep defaults");
+        assert!(parse("").unwrap().nats.url.is_none(), "off by default");
+    }
+
+    #[test]
     fn errors_name_the_line() {
         for (text, line, needle) in [
             ("ports = [8080]\nringbuf_bytes = 5000\n", 2, "power of two"),
@@ -387,6 +421,9 @@ trusted_cidrs = ["10.0.0.0/8", "::1/128"]
             ("[identity]\nfingerprint_secret = 1\n", 2, "unknown field"),
             ("[identity.jwt]\noidc_issuer = \"idp\"\n", 2, "http"),
             ("ports = [0]\n", 1, "nonzero"),
+            ("[nats]\nurl = \"http://x\"\n", 2, "invalid scheme"),
+            ("[nats]\nsubject = \"a.{hostname}\"\n", 2, "placeholder"),
+            ("[nats]\nstream = \"a.b\"\n", 2, "stream name"),
         ] {
             let message = parse(text).err().unwrap().to_string();
             assert!(
