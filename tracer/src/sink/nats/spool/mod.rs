@@ -11,8 +11,9 @@
 //! - `lock`: held (flock) by the running tracer, so two never share a spool.
 //!
 //! Durability: records reach the segment file (the page cache) once per batch, so a
-//! crash of the tracer loses none that were flushed; the file is synced at shutdown,
-//! so an operating-system crash or power loss can lose the last unsynced seconds.
+//! crash of the tracer loses none that were flushed; the file is synced at shutdown
+//! only (an fsync on the pipeline thread would stall tracing), so an operating-system
+//! crash or power loss can lose what the kernel had not written back yet.
 mod reader;
 mod recovery;
 mod writer;

@@ -118,7 +118,6 @@ impl SpoolWriter {
     }
 
     fn roll(&mut self) -> io::Result<()> {
-        self.file.sync_data()?;
         let next = self.segment + 1;
         self.file = create_segment(&self.shared, next)?;
         self.segment = next;
