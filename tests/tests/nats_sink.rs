@@ -387,7 +387,10 @@ fn a_bad_nats_url_is_a_clear_error_before_ready() -> Result<()> {
     }
     let dir = tempfile::tempdir()?;
     let config = dir.path().join("tracer.toml");
-    std::fs::write(&config, "ports = [8080]\n\n[nats]\nurl = \"bogus://x\"\n")?;
+    std::fs::write(
+        &config,
+        "ports = [8080]\n\n[nats]\nurl = \"bogus://u:hunter2@x\"\n",
+    )?;
     let output = Command::new(&bin)
         .arg("run")
         .arg("--config")
@@ -396,8 +399,13 @@ fn a_bad_nats_url_is_a_clear_error_before_ready() -> Result<()> {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
     assert!(
-        stderr.contains("line 4") && stderr.contains("invalid scheme"),
+        stderr.contains("nats.url") && stderr.contains("invalid scheme"),
         "{stderr}"
     );
+    assert!(
+        !stderr.contains("hunter2"),
+        "a password was printed: {stderr}"
+    );
+    assert!(!stderr.contains("tracer: ready"), "{stderr}");
     Ok(())
 }

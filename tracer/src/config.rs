@@ -35,6 +35,8 @@ pub enum ConfigError {
     Secret(#[from] SecretError),
     #[error("starting the OIDC key fetcher: {0}")]
     Fetcher(io::Error),
+    #[error("{0}")]
+    Nats(String),
 }
 
 pub const DEFAULT_RINGBUF_BYTES: u32 = 16 << 20;
@@ -322,7 +324,7 @@ pub fn check(path: &Path) -> Result<CheckReport, ConfigError> {
         }
     ));
     let nats = &config.nats;
-    lines.push(match &nats.url {
+    lines.push(match nats.servers().map_err(ConfigError::Nats)? {
         Some(url) => format!(
             "nats: {url}, stream {}{}, subject {}, spool {} (at most {} bytes)",
             nats.stream,
@@ -399,8 +401,16 @@ trusted_cidrs = ["10.0.0.0/8", "::1/128"]
         )
         .unwrap();
         assert_eq!(
-            c.nats.url.map(|u| u.to_string()).as_deref(),
+            c.nats.servers().unwrap().map(|u| u.to_string()).as_deref(),
             Some("nats://127.0.0.1:4222")
+        );
+        let bad = parse("[nats]\nurl = \"http://u:hunter2@x\"\n").unwrap();
+        let message = bad.nats.servers().unwrap_err();
+        assert!(
+            message.contains("nats.url")
+                && message.contains("invalid scheme")
+                && !message.contains("hunter2"),
+            "{message}"
         );
         assert_eq!(c.nats.subject.stream_subject(), "audit.*.http");
         assert!(c.nats.create_stream);
@@ -421,7 +431,6 @@ trusted_cidrs = ["10.0.0.0/8", "::1/128"]
             ("[identity]\nfingerprint_secret = 1\n", 2, "unknown field"),
             ("[identity.jwt]\noidc_issuer = \"idp\"\n", 2, "http"),
             ("ports = [0]\n", 1, "nonzero"),
-            ("[nats]\nurl = \"http://x\"\n", 2, "invalid scheme"),
             ("[nats]\nsubject = \"a.{hostname}\"\n", 2, "placeholder"),
             ("[nats]\nstream = \"a.b\"\n", 2, "stream name"),
         ] {

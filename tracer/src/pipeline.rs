@@ -57,6 +57,14 @@ async fn run_async(args: RunArgs) -> Result<()> {
         .identity
         .identifier()
         .context("setting up identity")?;
+    let stats_interval = config
+        .stats_interval
+        .map_or(DEFAULT_STATS_INTERVAL_SECONDS, |s| s.get());
+    // Before loading: a bad sink setup fails fast.
+    let mut sinks: Vec<Box<dyn Sink>> = vec![Box::new(StdoutSink::new())];
+    if let Some(nats) = NatsSink::from_config(&config.nats, Duration::from_secs(stats_interval))? {
+        sinks.push(Box::new(nats));
+    }
     let mut ports: Vec<u16> = config.ports.iter().map(|p| p.get()).collect();
     ports.sort_unstable();
     ports.dedup();
@@ -86,13 +94,6 @@ async fn run_async(args: RunArgs) -> Result<()> {
     redactor_names.extend(config.redact_query_params.iter().cloned());
     // A query parameter that carries an API key is a credential too.
     redactor_names.extend(config.identity.api_key_query_params.iter().cloned());
-    let stats_interval = config
-        .stats_interval
-        .map_or(DEFAULT_STATS_INTERVAL_SECONDS, |s| s.get());
-    let mut sinks: Vec<Box<dyn Sink>> = vec![Box::new(StdoutSink::new())];
-    if let Some(nats) = NatsSink::from_config(&config.nats, Duration::from_secs(stats_interval))? {
-        sinks.push(Box::new(nats));
-    }
     let mut state = State {
         tracker: Tracker::new(),
         processes: ProcessCache::new(),

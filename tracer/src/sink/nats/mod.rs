@@ -49,7 +49,7 @@ impl NatsSink {
     /// (reporting what a previous run left in it) and starts the publisher thread; the
     /// broker itself is reached in the background.
     pub fn from_config(config: &NatsConfig, report_every: Duration) -> Result<Option<Self>> {
-        let Some(servers) = &config.url else {
+        let Some(servers) = config.servers().map_err(anyhow::Error::msg)? else {
             return Ok(None);
         };
         let auth = Auth::load(config).context("reading the NATS credentials")?;

@@ -21,8 +21,9 @@ pub const DEFAULT_SPOOL_MAX_BYTES: u64 = 1 << 30;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NatsConfig {
-    #[serde(deserialize_with = "from_str_some")]
-    pub url: Option<Servers>,
+    /// Server URL(s) as given, checked by [`NatsConfig::servers`] rather than while
+    /// parsing: a parse error quotes its line, and with it any password in the URL.
+    pub url: Option<String>,
     #[serde(deserialize_with = "from_str")]
     pub subject: SubjectTemplate,
     #[serde(deserialize_with = "from_str")]
@@ -67,6 +68,15 @@ impl Default for NatsConfig {
 }
 
 impl NatsConfig {
+    /// The servers `url` names, or `None` when the sink is off.
+    pub fn servers(&self) -> Result<Option<Servers>, String> {
+        self.url
+            .as_deref()
+            .map(str::parse)
+            .transpose()
+            .map_err(|e| format!("--nats / nats.url: {e}"))
+    }
+
     pub fn drain_timeout(&self) -> Duration {
         Duration::from_millis(self.drain_timeout_ms)
     }
@@ -85,13 +95,6 @@ where
     T: FromStr<Err = String>,
 {
     String::deserialize(d)?.parse().map_err(D::Error::custom)
-}
-
-fn from_str_some<'de, D: Deserializer<'de>, T>(d: D) -> Result<Option<T>, D::Error>
-where
-    T: FromStr<Err = String>,
-{
-    from_str(d).map(Some)
 }
 
 /// One or more server URLs separated by commas (`nats://host:4222`, `tls://...`; no
