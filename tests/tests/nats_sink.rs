@@ -294,6 +294,37 @@ fn a_tracer_restart_with_a_spooled_backlog_loses_and_duplicates_nothing() -> Res
     Ok(())
 }
 
+/// A replay of records JetStream already stored (the cursor lost, as after a crash before
+/// it was written) is dropped by the stream's de-duplication: nothing is stored twice.
+#[test]
+fn records_sent_again_are_stored_once() -> Result<()> {
+    let nats = NatsServer::start()?;
+    let port = free_port();
+    let _nginx = Nginx::start(NginxConfig::new(port))?;
+    let spool = tempfile::tempdir()?;
+    let first = start_tracer(port, &nats.url(), spool.path(), &[])?;
+    let sent = traffic(port, 200)?;
+    let first = first.stop()?;
+    assert_eq!(nats_summary(&first, "acked"), sent);
+    std::fs::remove_file(spool.path().join("cursor"))?;
+
+    let second = start_tracer(port, &nats.url(), spool.path(), &[])?;
+    traffic(port, 100)?;
+    let second = second.stop()?;
+    assert_eq!(
+        nats_summary(&second, "duplicates"),
+        sent,
+        "{}",
+        second.summary
+    );
+
+    let mut lines = record_lines(&first);
+    lines.extend(record_lines(&second));
+    assert_eq!(lines.len(), 300);
+    assert_stream_holds(&stored_messages(&nats.url())?, &lines)?;
+    Ok(())
+}
+
 #[test]
 fn a_full_spool_discards_counts_and_reports() -> Result<()> {
     // Nothing listens on this port: the broker is down for the whole run.
