@@ -6,7 +6,6 @@
 use anyhow::{Context, Result, anyhow};
 use sha2::{Digest, Sha256};
 use std::collections::HashSet;
-use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -126,19 +125,51 @@ fn nats_summary(run: &TracerRun, key: &str) -> u64 {
         .unwrap_or_else(|| panic!("no sinks.nats.{key} in the summary: {}", run.summary))
 }
 
-fn start_tracer(port: u16, nats_url: &str, spool: &Path, extra: &[&str]) -> Result<Tracer> {
-    let spool = spool
-        .to_str()
-        .ok_or_else(|| anyhow!("non-UTF-8 temp dir"))?;
-    let mut args = vec![
-        "--nats",
-        nats_url,
-        "--nats-create-stream",
-        "--nats-spool-dir",
-        spool,
-    ];
-    args.extend_from_slice(extra);
-    Tracer::start_with_args(&[port], &args, &[])
+/// A nats-server, an nginx to trace and a spool directory that outlives tracer restarts.
+struct Setup {
+    nats: NatsServer,
+    port: u16,
+    _nginx: Nginx,
+    spool: tempfile::TempDir,
+}
+
+impl Setup {
+    fn new() -> Result<Self> {
+        let nats = NatsServer::start()?;
+        let port = free_port();
+        let nginx = Nginx::start(NginxConfig::new(port))?;
+        Ok(Self {
+            nats,
+            port,
+            _nginx: nginx,
+            spool: tempfile::tempdir()?,
+        })
+    }
+
+    /// `tracer run --nats URL --nats-create-stream --nats-spool-dir SPOOL EXTRA...`.
+    fn tracer(&self, extra: &[&str]) -> Result<Tracer> {
+        self.tracer_without_create(&[&["--nats-create-stream"], extra].concat())
+    }
+
+    fn tracer_without_create(&self, extra: &[&str]) -> Result<Tracer> {
+        let url = self.nats.url();
+        let spool = self
+            .spool
+            .path()
+            .to_str()
+            .ok_or_else(|| anyhow!("non-UTF-8 temp dir"))?;
+        let mut args = vec!["--nats", url.as_str(), "--nats-spool-dir", spool];
+        args.extend_from_slice(extra);
+        Tracer::start_with_args(&[self.port], &args, &[])
+    }
+
+    fn traffic(&self, requests: u32) -> Result<u64> {
+        traffic(self.port, requests)
+    }
+
+    fn stored(&self) -> Result<Vec<Stored>> {
+        stored_messages(&self.nats.url())
+    }
 }
 
 fn traffic(port: u16, requests: u32) -> Result<u64> {
@@ -149,18 +180,15 @@ fn traffic(port: u16, requests: u32) -> Result<u64> {
 
 #[test]
 fn every_record_is_published_once_in_order() -> Result<()> {
-    let nats = NatsServer::start()?;
-    let port = free_port();
-    let _nginx = Nginx::start(NginxConfig::new(port))?;
-    let spool = tempfile::tempdir()?;
-    let tracer = start_tracer(port, &nats.url(), spool.path(), &[])?;
-    let requests = traffic(port, 500)?;
-    tests::clients::curl(&[&url(port, "/by-curl?x=1")])?;
+    let setup = Setup::new()?;
+    let tracer = setup.tracer(&[])?;
+    let requests = setup.traffic(500)?;
+    tests::clients::curl(&[&url(setup.port, "/by-curl?x=1")])?;
     let run = tracer.stop()?;
 
     let lines = record_lines(&run);
     assert_eq!(lines.len() as u64, requests + 1, "summary: {}", run.summary);
-    assert_stream_holds(&stored_messages(&nats.url())?, &lines)?;
+    assert_stream_holds(&setup.stored()?, &lines)?;
     assert_eq!(nats_summary(&run, "acked"), requests + 1);
     assert_eq!(nats_summary(&run, "backlog_records"), 0);
     assert_eq!(nats_summary(&run, "discarded"), 0);
@@ -202,24 +230,16 @@ impl BackgroundTraffic {
 
 #[test]
 fn a_broker_restart_mid_stream_loses_and_duplicates_nothing() -> Result<()> {
-    let mut nats = NatsServer::start()?;
-    let port = free_port();
-    let _nginx = Nginx::start(NginxConfig::new(port))?;
-    let spool = tempfile::tempdir()?;
-    let tracer = start_tracer(
-        port,
-        &nats.url(),
-        spool.path(),
-        &["--nats-drain-timeout-ms", "60000"],
-    )?;
+    let mut setup = Setup::new()?;
+    let tracer = setup.tracer(&["--nats-drain-timeout-ms", "60000"])?;
     tracer.wait_for_stderr("tracer: nats: connected to", WAIT)?;
-    let load = BackgroundTraffic::start(port);
+    let load = BackgroundTraffic::start(setup.port);
     std::thread::sleep(Duration::from_secs(1));
-    nats.stop()?;
+    setup.nats.stop()?;
     tracer.wait_for_stderr("records are kept in the spool", WAIT)?;
     // Keep tracing while the broker is away.
     std::thread::sleep(Duration::from_secs(2));
-    nats.restart()?;
+    setup.nats.restart()?;
     tracer.wait_for_stderr("again after", WAIT)?;
     std::thread::sleep(Duration::from_secs(1));
     let requests = load.finish()?;
@@ -227,10 +247,11 @@ fn a_broker_restart_mid_stream_loses_and_duplicates_nothing() -> Result<()> {
 
     let lines = record_lines(&run);
     assert_eq!(lines.len() as u64, requests, "summary: {}", run.summary);
-    assert_stream_holds(&stored_messages(&nats.url())?, &lines)?;
+    assert_stream_holds(&setup.stored()?, &lines)?;
     assert!(nats_summary(&run, "failures") >= 1, "{}", run.summary);
     assert_eq!(nats_summary(&run, "backlog_records"), 0);
     assert_eq!(nats_summary(&run, "discarded"), 0);
+    // Printed only when a backlog spooled during the outage was published.
     assert!(
         run.stderr.contains("tracer: nats: caught up"),
         "{}",
@@ -241,20 +262,12 @@ fn a_broker_restart_mid_stream_loses_and_duplicates_nothing() -> Result<()> {
 
 #[test]
 fn a_tracer_restart_with_a_spooled_backlog_loses_and_duplicates_nothing() -> Result<()> {
-    let mut nats = NatsServer::start()?;
-    let port = free_port();
-    let _nginx = Nginx::start(NginxConfig::new(port))?;
-    let spool = tempfile::tempdir()?;
-    let first = start_tracer(
-        port,
-        &nats.url(),
-        spool.path(),
-        &["--nats-drain-timeout-ms", "500"],
-    )?;
-    traffic(port, 300)?;
-    nats.stop()?;
+    let mut setup = Setup::new()?;
+    let first = setup.tracer(&["--nats-drain-timeout-ms", "500"])?;
+    setup.traffic(300)?;
+    setup.nats.stop()?;
     first.wait_for_stderr("records are kept in the spool", WAIT)?;
-    let spooled = traffic(port, 300)?;
+    let spooled = setup.traffic(300)?;
     let first = first.stop()?;
     assert!(
         nats_summary(&first, "backlog_records") >= spooled,
@@ -269,14 +282,9 @@ fn a_tracer_restart_with_a_spooled_backlog_loses_and_duplicates_nothing() -> Res
         first.stderr
     );
 
-    nats.restart()?;
-    let second = start_tracer(
-        port,
-        &nats.url(),
-        spool.path(),
-        &["--nats-drain-timeout-ms", "60000"],
-    )?;
-    traffic(port, 300)?;
+    setup.nats.restart()?;
+    let second = setup.tracer(&["--nats-drain-timeout-ms", "60000"])?;
+    setup.traffic(300)?;
     let second = second.stop()?;
     assert!(
         second
@@ -290,7 +298,7 @@ fn a_tracer_restart_with_a_spooled_backlog_loses_and_duplicates_nothing() -> Res
     let mut lines = record_lines(&first);
     lines.extend(record_lines(&second));
     assert_eq!(lines.len(), 900);
-    assert_stream_holds(&stored_messages(&nats.url())?, &lines)?;
+    assert_stream_holds(&setup.stored()?, &lines)?;
     Ok(())
 }
 
@@ -298,18 +306,15 @@ fn a_tracer_restart_with_a_spooled_backlog_loses_and_duplicates_nothing() -> Res
 /// it was written) is dropped by the stream's de-duplication: nothing is stored twice.
 #[test]
 fn records_sent_again_are_stored_once() -> Result<()> {
-    let nats = NatsServer::start()?;
-    let port = free_port();
-    let _nginx = Nginx::start(NginxConfig::new(port))?;
-    let spool = tempfile::tempdir()?;
-    let first = start_tracer(port, &nats.url(), spool.path(), &[])?;
-    let sent = traffic(port, 200)?;
+    let setup = Setup::new()?;
+    let first = setup.tracer(&[])?;
+    let sent = setup.traffic(200)?;
     let first = first.stop()?;
     assert_eq!(nats_summary(&first, "acked"), sent);
-    std::fs::remove_file(spool.path().join("cursor"))?;
+    std::fs::remove_file(setup.spool.path().join("cursor"))?;
 
-    let second = start_tracer(port, &nats.url(), spool.path(), &[])?;
-    traffic(port, 100)?;
+    let second = setup.tracer(&[])?;
+    setup.traffic(100)?;
     let second = second.stop()?;
     assert_eq!(
         nats_summary(&second, "duplicates"),
@@ -321,30 +326,23 @@ fn records_sent_again_are_stored_once() -> Result<()> {
     let mut lines = record_lines(&first);
     lines.extend(record_lines(&second));
     assert_eq!(lines.len(), 300);
-    assert_stream_holds(&stored_messages(&nats.url())?, &lines)?;
+    assert_stream_holds(&setup.stored()?, &lines)?;
     Ok(())
 }
 
 #[test]
 fn a_full_spool_discards_counts_and_reports() -> Result<()> {
-    // Nothing listens on this port: the broker is down for the whole run.
-    let nats_url = format!("nats://127.0.0.1:{}", free_port());
-    let port = free_port();
-    let _nginx = Nginx::start(NginxConfig::new(port))?;
-    let spool = tempfile::tempdir()?;
+    let mut setup = Setup::new()?;
+    // The broker is down for the whole run.
+    setup.nats.stop()?;
     let max_bytes = 16_384u64;
-    let tracer = start_tracer(
-        port,
-        &nats_url,
-        spool.path(),
-        &[
-            "--nats-spool-max-bytes",
-            &max_bytes.to_string(),
-            "--nats-drain-timeout-ms",
-            "200",
-        ],
-    )?;
-    let requests = traffic(port, 2000)?;
+    let tracer = setup.tracer(&[
+        "--nats-spool-max-bytes",
+        &max_bytes.to_string(),
+        "--nats-drain-timeout-ms",
+        "200",
+    ])?;
+    let requests = setup.traffic(2000)?;
     let run = tracer.stop()?;
 
     // stdout, the other sink, is not affected.
@@ -355,7 +353,7 @@ fn a_full_spool_discards_counts_and_reports() -> Result<()> {
     assert_eq!(discarded + backlog, requests, "{}", run.summary);
     assert!(run.stderr.contains("cannot connect to"), "{}", run.stderr);
     assert!(run.stderr.contains("is full"), "{}", run.stderr);
-    let on_disk: u64 = std::fs::read_dir(spool.path())?
+    let on_disk: u64 = std::fs::read_dir(setup.spool.path())?
         .map(|e| e.and_then(|e| e.metadata()).map(|m| m.len()))
         .collect::<std::io::Result<Vec<_>>>()?
         .iter()
@@ -369,25 +367,10 @@ fn a_full_spool_discards_counts_and_reports() -> Result<()> {
 
 #[test]
 fn a_missing_stream_without_permission_to_create_is_reported() -> Result<()> {
-    let nats = NatsServer::start()?;
-    let port = free_port();
-    let _nginx = Nginx::start(NginxConfig::new(port))?;
-    let spool = tempfile::tempdir()?;
-    let spool_dir = spool.path().to_str().ok_or_else(|| anyhow!("non-UTF-8"))?;
-    let tracer = Tracer::start_with_args(
-        &[port],
-        &[
-            "--nats",
-            &nats.url(),
-            "--nats-spool-dir",
-            spool_dir,
-            "--nats-drain-timeout-ms",
-            "200",
-        ],
-        &[],
-    )?;
+    let setup = Setup::new()?;
+    let tracer = setup.tracer_without_create(&["--nats-drain-timeout-ms", "200"])?;
     tracer.wait_for_stderr("does not exist and creating it is not allowed", WAIT)?;
-    let requests = traffic(port, 50)?;
+    let requests = setup.traffic(50)?;
     let run = tracer.stop()?;
     assert_eq!(nats_summary(&run, "backlog_records"), requests);
     Ok(())
