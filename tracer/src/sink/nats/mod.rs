@@ -99,6 +99,7 @@ impl NatsSink {
             reader,
             link: Link::new(servers.to_string(), config.spool_dir.clone(), report_every),
             stop: stop_rx,
+            cursor_failing: false,
         };
         let publisher = thread::Builder::new()
             .name("tracer-nats".to_owned())

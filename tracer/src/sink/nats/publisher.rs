@@ -57,6 +57,8 @@ pub struct Publisher {
     pub reader: SpoolReader,
     pub link: Link,
     pub stop: watch::Receiver<bool>,
+    /// The last cursor write failed (reported once until one succeeds).
+    pub cursor_failing: bool,
 }
 
 /// Why a connection ended.
@@ -65,7 +67,7 @@ enum Failure {
     Stream(String),
     Publish(PublishError),
     Disconnected,
-    /// Reading the spool or writing its cursor: publishing cannot go on.
+    /// Reading the spool: publishing cannot go on.
     Spool(io::Error),
 }
 
@@ -139,8 +141,24 @@ impl Publisher {
                 delay = FIRST_RETRY;
             }
         }
-        if let Err(e) = self.reader.persist(true) {
-            eprintln!("tracer: nats: writing the spool cursor failed: {e}");
+        self.persist(true);
+    }
+
+    /// Writes the cursor. A failure (a full disk) is reported, not fatal: publishing goes
+    /// on, the cursor is written again later, and until then a restart would send
+    /// acknowledged records again, which JetStream drops as duplicates.
+    fn persist(&mut self, force: bool) {
+        match self.reader.persist(force) {
+            Ok(true) if self.cursor_failing => {
+                eprintln!("tracer: nats: the spool cursor is written again");
+                self.cursor_failing = false;
+            }
+            Ok(_) => {}
+            Err(e) if !self.cursor_failing => {
+                eprintln!("tracer: nats: writing the spool cursor failed: {e}; retrying");
+                self.cursor_failing = true;
+            }
+            Err(_) => {}
         }
     }
 
@@ -220,7 +238,7 @@ impl Publisher {
             let room = window.len() < limit;
             let Some(oldest) = window.front_mut() else {
                 self.link.progress(counters.backlog());
-                self.reader.persist(true).map_err(Failure::Spool)?;
+                self.persist(true);
                 tokio::select! {
                     _ = shared.data.notified() => continue,
                     _ = disconnected.notified() => return Err(Failure::Disconnected),
@@ -246,7 +264,7 @@ impl Publisher {
                     if let Some(done) = window.pop_front() {
                         self.reader.ack(done.end, done.bytes);
                     }
-                    self.reader.persist(false).map_err(Failure::Spool)?;
+                    self.persist(false);
                     self.link.progress(counters.backlog());
                     limit = self.max_in_flight;
                 }

@@ -150,14 +150,14 @@ impl SpoolReader {
     }
 
     /// Writes the cursor (when `force`, when a segment is done, or every 100 ms) and
-    /// deletes the segments it has left behind.
-    pub fn persist(&mut self, force: bool) -> io::Result<()> {
+    /// deletes the segments it has left behind; true if it wrote.
+    pub fn persist(&mut self, force: bool) -> io::Result<bool> {
         if self.acked == self.persisted {
-            return Ok(());
+            return Ok(false);
         }
         let finished_segment = self.acked.segment > self.persisted.segment;
         if !force && !finished_segment && self.persisted_at.elapsed() < PERSIST_EVERY {
-            return Ok(());
+            return Ok(false);
         }
         write_cursor(&self.shared.dir, self.acked)?;
         self.persisted = self.acked;
@@ -175,6 +175,6 @@ impl SpoolReader {
             }
             self.kept_from += 1;
         }
-        Ok(())
+        Ok(true)
     }
 }
