@@ -10,7 +10,10 @@ use clap::{Args, Parser, Subcommand};
 use crate::{
     audit::StreamId,
     config::{Config, OutputConfig},
-    sink::file::{ByteSize, Compression, FileSettings, Interval, Mode},
+    sink::{
+        file::{ByteSize, Compression, FileSettings, Interval, Mode},
+        nats::{NatsConfig, StreamName, SubjectTemplate},
+    },
 };
 
 #[derive(Parser, Debug)]
@@ -39,6 +42,9 @@ pub enum Command {
     /// Check the hash chain and checkpoint signatures of record files (plain, gzip or
     /// zstd), given in order; exits non-zero naming the first bad record.
     Verify(VerifyArgs),
+    /// Push synthetic records through one sink and time them (`cargo xtask bench`).
+    #[command(hide = true)]
+    SinkBench(SinkBenchArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -61,6 +67,20 @@ pub struct VerifyArgs {
     /// Record files, oldest first.
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct SinkBenchArgs {
+    /// Records to push.
+    #[arg(long, default_value_t = 200_000)]
+    pub records: u64,
+    /// Records per flush, as the pipeline flushes once per drained batch.
+    #[arg(long, default_value_t = 64)]
+    pub batch: u64,
+    /// With --nats: the NATS sink alone (timed until every record is acknowledged);
+    /// without: stdout.
+    #[command(flatten)]
+    pub nats: NatsArgs,
 }
 
 #[derive(Subcommand, Debug)]
@@ -126,6 +146,9 @@ pub struct RunArgs {
     pub checkpoint_seconds: Option<NonZeroU64>,
     #[command(flatten)]
     pub output: OutputArgs,
+
+    #[command(flatten)]
+    pub nats: NatsArgs,
 }
 
 /// Where records go (docs/audit.md, "File sink"); the `[output]` table of the config.
@@ -219,7 +242,81 @@ impl RunArgs {
             .redact_query_params
             .extend(self.redact_query_params.iter().cloned());
         self.output.apply(&mut config.output)?;
+        self.nats.apply(&mut config.nats);
         Ok(config)
+    }
+}
+
+/// The NATS JetStream sink (docs/audit.md); each flag overrides its `[nats]` key.
+#[derive(Args, Debug)]
+pub struct NatsArgs {
+    /// Publish every record to NATS JetStream at this URL (`nats://host:4222`, `tls://...`;
+    /// several separated by commas). Records go through an on-disk spool first.
+    /// Checked when the sink starts, not here: clap's error would print the URL and any
+    /// password in it.
+    #[arg(long = "nats", value_name = "URL")]
+    pub url: Option<String>,
+
+    /// Subject of each record; `{host}` is this host's name (dots made `_`) [default: access.{host}].
+    #[arg(long = "nats-subject", value_name = "TEMPLATE")]
+    pub subject: Option<SubjectTemplate>,
+
+    /// JetStream stream that must take the subject [default: TRACER].
+    #[arg(long = "nats-stream", value_name = "NAME")]
+    pub stream: Option<StreamName>,
+
+    /// Create the stream (file storage, subjects from the template) when it does not exist.
+    #[arg(long = "nats-create-stream")]
+    pub create_stream: bool,
+
+    /// Directory of the spool; one tracer per directory [default: /var/lib/tracer/spool].
+    #[arg(long = "nats-spool-dir", value_name = "DIR")]
+    pub spool_dir: Option<PathBuf>,
+
+    /// Bound of the spool; when full, new records are discarded and counted [default: 1073741824].
+    #[arg(long = "nats-spool-max-bytes", value_name = "BYTES")]
+    pub spool_max_bytes: Option<NonZeroU64>,
+
+    /// At shutdown, how long to wait for the spool to be published [default: 5000].
+    #[arg(long = "nats-drain-timeout-ms", value_name = "MS")]
+    pub drain_timeout_ms: Option<u64>,
+
+    /// NATS credentials file (user JWT and NKey seed).
+    #[arg(long = "nats-creds", value_name = "FILE")]
+    pub creds_file: Option<PathBuf>,
+
+    /// File holding a NATS token (kept off the command line, where `ps` would show it).
+    #[arg(long = "nats-token-file", value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+}
+
+impl NatsArgs {
+    pub fn apply(&self, config: &mut NatsConfig) {
+        if let Some(url) = &self.url {
+            config.url = Some(url.clone());
+        }
+        if let Some(subject) = &self.subject {
+            config.subject = subject.clone();
+        }
+        if let Some(stream) = &self.stream {
+            config.stream = stream.clone();
+        }
+        config.create_stream |= self.create_stream;
+        if let Some(dir) = &self.spool_dir {
+            config.spool_dir.clone_from(dir);
+        }
+        if let Some(bytes) = self.spool_max_bytes {
+            config.spool_max_bytes = bytes;
+        }
+        if let Some(ms) = self.drain_timeout_ms {
+            config.drain_timeout_ms = ms;
+        }
+        if let Some(file) = &self.creds_file {
+            config.creds_file = Some(file.clone());
+        }
+        if let Some(file) = &self.token_file {
+            config.token_file = Some(file.clone());
+        }
     }
 }
 

@@ -21,6 +21,7 @@ use crate::identity::{
     keys::{self as keyfiles, KeyError},
 };
 use crate::sink::file::FileSettings;
+use crate::sink::nats::NatsConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -38,6 +39,8 @@ pub enum ConfigError {
     Secret(#[from] SecretError),
     #[error("starting the OIDC key fetcher: {0}")]
     Fetcher(io::Error),
+    #[error("{0}")]
+    Nats(String),
 }
 
 pub const DEFAULT_RINGBUF_BYTES: u32 = 16 << 20;
@@ -62,6 +65,8 @@ pub struct Config {
     pub identity: IdentityConfig,
     pub output: OutputConfig,
     pub audit: AuditConfig,
+    /// The NATS JetStream sink (`--nats*`).
+    pub nats: NatsConfig,
 }
 
 /// `[audit]`: the hash chain and its checkpoints (docs/audit.md). Unset keys take the
@@ -391,6 +396,22 @@ pub fn check(path: &Path) -> Result<CheckReport, ConfigError> {
         audit.checkpoint_records,
         audit.checkpoint_interval.as_secs()
     ));
+    let nats = &config.nats;
+    lines.push(match nats.servers().map_err(ConfigError::Nats)? {
+        Some(url) => format!(
+            "nats: {url}, stream {}{}, subject {}, spool {} (at most {} bytes)",
+            nats.stream,
+            if nats.create_stream {
+                " (created if missing)"
+            } else {
+                ""
+            },
+            nats.subject,
+            nats.spool_dir.display(),
+            nats.spool_max_bytes
+        ),
+        None => "nats: off".to_owned(),
+    });
     Ok(CheckReport { lines })
 }
 
@@ -470,6 +491,32 @@ checkpoint_records = 500
     }
 
     #[test]
+    fn nats_table_parses_and_checks_its_values() {
+        let c = parse(
+            "[nats]\nurl = \"nats://127.0.0.1:4222\"\nsubject = \"audit.{host}.http\"\n\
+             create_stream = true\nspool_max_bytes = 65536\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.nats.servers().unwrap().map(|u| u.to_string()).as_deref(),
+            Some("nats://127.0.0.1:4222")
+        );
+        let bad = parse("[nats]\nurl = \"http://u:hunter2@x\"\n").unwrap();
+        let message = bad.nats.servers().unwrap_err();
+        assert!(
+            message.contains("nats.url")
+                && message.contains("invalid scheme")
+                && !message.contains("hunter2"),
+            "{message}"
+        );
+        assert_eq!(c.nats.subject.stream_subject(), "audit.*.http");
+        assert!(c.nats.create_stream);
+        assert_eq!(c.nats.spool_max_bytes.get(), 65536);
+        assert_eq!(c.nats.stream.as_str(), "TRACER", "unset keys keep defaults");
+        assert!(parse("").unwrap().nats.url.is_none(), "off by default");
+    }
+
+    #[test]
     fn errors_name_the_line() {
         for (text, line, needle) in [
             ("ports = [8080]\nringbuf_bytes = 5000\n", 2, "power of two"),
@@ -498,6 +545,8 @@ checkpoint_records = 500
             ),
             ("[audit]\nstream_id = \"a b\"\n", 2, "not a stream id"),
             ("[audit]\ncheckpoint_records = 0\n", 2, "nonzero"),
+            ("[nats]\nsubject = \"a.{hostname}\"\n", 2, "placeholder"),
+            ("[nats]\nstream = \"a.b\"\n", 2, "stream name"),
         ] {
             let message = parse(text).err().unwrap().to_string();
             assert!(

@@ -6,7 +6,7 @@ use tracer::{
     cli::{Cli, Command, ConfigCommand, KeyCommand},
     config,
     kernel::check,
-    pipeline,
+    pipeline, sink,
 };
 
 fn main() -> ExitCode {
@@ -47,6 +47,13 @@ fn main() -> ExitCode {
                 print!("{text}");
                 ExitCode::SUCCESS
             }
+            Err(e) => {
+                eprintln!("tracer: error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::SinkBench(args) => match sink::bench::run(&args) {
+            Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("tracer: error: {e:#}");
                 ExitCode::FAILURE

@@ -19,7 +19,7 @@ use tokio::{
 use crate::{
     audit::{Kind, LossSnapshot, Output},
     cli::RunArgs,
-    config::{DEFAULT_RINGBUF_BYTES, DEFAULT_STATS_INTERVAL_SECONDS, OutputConfig},
+    config::{Config, DEFAULT_RINGBUF_BYTES, DEFAULT_STATS_INTERVAL_SECONDS},
     connection::{Finished, Tracker, TrackerStats},
     enrich::{Clock, DEFAULT_SECRET_PARAMS, ProcessCache, QueryRedactor},
     kernel::{
@@ -30,7 +30,7 @@ use crate::{
         tls::TlsProbes,
     },
     record::RecordContext,
-    sink::{FileSink, Sink, Sinks, StdoutSink},
+    sink::{FileSink, NatsSink, Sink, Sinks, StdoutSink},
 };
 
 /// The kernel wakes the tracer only when 64 KiB (a quarter of a smaller ring) of events
@@ -67,11 +67,14 @@ async fn run_async(args: RunArgs) -> Result<()> {
         .identity
         .identifier()
         .context("setting up identity")?;
-    // Also before loading: an output that cannot be written is a configuration error,
-    // and an unusable key or state file fails fast.
+    // Also before loading: an output that cannot be written or a bad NATS setup is a
+    // configuration error, and an unusable key or state file fails fast.
+    let stats_interval = config
+        .stats_interval
+        .map_or(DEFAULT_STATS_INTERVAL_SECONDS, |s| s.get());
+    let sinks = open_sinks(&config, Duration::from_secs(stats_interval))?;
     let audit_settings = config.audit.settings();
-    let output = Output::open(&audit_settings, open_sinks(&config.output)?)
-        .context("setting up the audit chain")?;
+    let output = Output::open(&audit_settings, sinks).context("setting up the audit chain")?;
     let mut ports: Vec<u16> = config.ports.iter().map(|p| p.get()).collect();
     ports.sort_unstable();
     ports.dedup();
@@ -142,9 +145,6 @@ async fn run_async(args: RunArgs) -> Result<()> {
 
     let mut drain_timer = tokio::time::interval(DRAIN_INTERVAL);
     drain_timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let stats_interval = config
-        .stats_interval
-        .map_or(DEFAULT_STATS_INTERVAL_SECONDS, |s| s.get());
     let mut ticker = tokio::time::interval(Duration::from_secs(stats_interval));
     ticker.tick().await;
     let mut loss_ticker = tokio::time::interval(LOSS_CHECK_INTERVAL);
@@ -430,15 +430,19 @@ struct Summary {
     audit: AuditSummary,
 }
 
-/// The sinks `[output]` asks for; stdout when none is configured or `--stdout` is given.
-fn open_sinks(output: &OutputConfig) -> Result<Sinks> {
+/// The sinks the configuration asks for; stdout when no other is configured or
+/// `--stdout` is given.
+fn open_sinks(config: &Config, report_every: Duration) -> Result<Sinks> {
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
-    if let Some(file) = &output.file {
+    if let Some(file) = &config.output.file {
         sinks.push(Box::new(
             FileSink::open(file.clone()).context("opening the output file")?,
         ));
     }
-    if output.stdout || sinks.is_empty() {
+    if let Some(nats) = NatsSink::from_config(&config.nats, report_every)? {
+        sinks.push(Box::new(nats));
+    }
+    if config.output.stdout || sinks.is_empty() {
         sinks.insert(0, Box::new(StdoutSink::new()));
     }
     Ok(Sinks::new(sinks))

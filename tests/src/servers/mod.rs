@@ -1,8 +1,10 @@
 //! Real HTTP servers on loopback, each killed (with its workers) on drop.
 
+mod nats;
 mod nginx;
 mod python;
 
+pub use nats::NatsServer;
 pub use nginx::{BIG_FILE_SIZE, HELLO, Nginx, NginxConfig, STATIC_PAGE};
 pub use python::{PyHttpServer, ScriptServer};
 

@@ -1,11 +1,14 @@
 //! Where records go. Every sink receives the same sealed JSON lines in the same order
 //! (the hash chain in `audit` covers the stream, whichever sinks carry it).
+pub mod bench;
 pub mod file;
+pub mod nats;
 mod stdout;
 
 use std::{collections::BTreeMap, io};
 
 pub use file::FileSink;
+pub use nats::NatsSink;
 pub use stdout::StdoutSink;
 
 /// One destination of the record stream.

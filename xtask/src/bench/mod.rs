@@ -1,8 +1,10 @@
-//! `cargo xtask bench`: the tracer's cost on nginx, tracer off vs on, all
-//! numbers from this one run (rounds interleave so drift hits both sides).
+//! `cargo xtask bench`: the tracer's cost on nginx, tracer off vs on, and the sinks'
+//! throughput, stdout vs NATS; all numbers from this one run (rounds interleave so
+//! drift hits both sides).
 
 mod paced;
 mod procstat;
+mod sinks;
 mod table;
 
 use crate::cargo;
@@ -31,6 +33,12 @@ pub struct Options {
     /// Requests per second of the fixed-rate phase.
     #[arg(long, default_value_t = 10_000)]
     rate: u32,
+    /// Records per run of the sink-throughput section.
+    #[arg(long, default_value_t = 100_000)]
+    sink_records: u64,
+    /// Run only the sink-throughput section.
+    #[arg(long)]
+    sinks_only: bool,
 }
 
 /// One measured stretch of load with the tracer running.
@@ -50,6 +58,9 @@ pub struct WrkRound {
 
 pub fn run(options: &Options) -> Result<()> {
     let bin = cargo::build_tracer()?;
+    if options.sinks_only {
+        return sinks::run(&bin, options.sink_records, options.rounds);
+    }
     let (port, tls_port) = (free_port(), free_port());
     let mut config = NginxConfig::new(port);
     // One worker: wrk, the tracer and nginx then share the machine's two
@@ -83,7 +94,7 @@ pub fn run(options: &Options) -> Result<()> {
     table::print_wrk("wrk, plain HTTP", &plain);
     table::print_wrk("wrk, HTTPS (keep-alive)", &https);
     table::print_paced(&paced_off, &paced_on, &paced_traced, options.rate);
-    Ok(())
+    sinks::run(&bin, options.sink_records, options.rounds)
 }
 
 /// Interleaved rounds of wrk against `target` without and with a tracer watching `port`.

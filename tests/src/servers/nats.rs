@@ -1,0 +1,87 @@
+//! nats-server (Debian's package) with JetStream, its file store in a temp dir that
+//! outlives restarts.
+
+use super::{spawn_logged, wait_listening};
+use crate::ports::free_port;
+use crate::process::Guarded;
+use anyhow::{Context, Result, bail};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+use tempfile::TempDir;
+
+pub struct NatsServer {
+    // Declared first: the server stops before its store is removed.
+    child: Option<Guarded>,
+    port: u16,
+    dir: TempDir,
+    starts: u32,
+}
+
+impl NatsServer {
+    /// `nats-server -js` on 127.0.0.1 and a free port, with its own store dir.
+    pub fn start() -> Result<Self> {
+        let dir = tempfile::tempdir().context("creating nats-server dir")?;
+        let mut server = Self {
+            child: None,
+            port: free_port(),
+            dir,
+            starts: 0,
+        };
+        server.spawn()?;
+        Ok(server)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The URL a client (the tracer) is given.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// The JetStream file store.
+    pub fn store_dir(&self) -> PathBuf {
+        self.dir.path().join("store")
+    }
+
+    /// Stops the server with SIGTERM (a clean shutdown that keeps the store) and
+    /// waits for it to exit.
+    pub fn stop(&mut self) -> Result<()> {
+        let Some(mut child) = self.child.take() else {
+            bail!("nats-server is not running");
+        };
+        child.signal(libc::SIGTERM)?;
+        child.wait_timeout(Duration::from_secs(30))?;
+        Ok(())
+    }
+
+    /// Starts it again on the same port with the same store.
+    pub fn restart(&mut self) -> Result<()> {
+        if self.child.is_some() {
+            bail!("nats-server is already running");
+        }
+        self.spawn()
+    }
+
+    fn spawn(&mut self) -> Result<()> {
+        self.starts += 1;
+        let log = self.dir.path().join(format!("server-{}.log", self.starts));
+        let mut command = Command::new("nats-server");
+        command
+            .args(["-js", "-a", "127.0.0.1", "-p"])
+            .arg(self.port.to_string())
+            .arg("-sd")
+            .arg(self.store_dir());
+        let mut child = spawn_logged(&mut command, "nats-server", &log)?;
+        wait_listening(
+            &mut child,
+            SocketAddr::from((Ipv4Addr::LOCALHOST, self.port)),
+            &log,
+        )?;
+        self.child = Some(child);
+        Ok(())
+    }
+}
