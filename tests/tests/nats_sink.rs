@@ -112,6 +112,8 @@ fn assert_stream_holds(stored: &[Stored], lines: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// Every line the tracer wrote to stdout: access records and audit lines (start, loss,
+/// checkpoint), all of which every sink carries.
 fn record_lines(run: &TracerRun) -> Vec<&str> {
     run.stdout
         .lines()
@@ -193,9 +195,14 @@ fn every_record_is_published_once_in_order() -> Result<()> {
     let run = tracer.stop()?;
 
     let lines = record_lines(&run);
-    assert_eq!(lines.len() as u64, requests + 1, "summary: {}", run.summary);
+    assert_eq!(
+        run.records.len() as u64,
+        requests + 1,
+        "summary: {}",
+        run.summary
+    );
     assert_stream_holds(&setup.stored()?, &lines)?;
-    assert_eq!(nats_summary(&run, "acked"), requests + 1);
+    assert_eq!(nats_summary(&run, "acked"), lines.len() as u64);
     assert_eq!(nats_summary(&run, "backlog_records"), 0);
     assert_eq!(nats_summary(&run, "discarded"), 0);
     assert!(
@@ -252,7 +259,12 @@ fn a_broker_restart_mid_stream_loses_and_duplicates_nothing() -> Result<()> {
     let run = tracer.stop()?;
 
     let lines = record_lines(&run);
-    assert_eq!(lines.len() as u64, requests, "summary: {}", run.summary);
+    assert_eq!(
+        run.records.len() as u64,
+        requests,
+        "summary: {}",
+        run.summary
+    );
     assert_stream_holds(&setup.stored()?, &lines)?;
     assert!(nats_summary(&run, "failures") >= 1, "{}", run.summary);
     assert_eq!(nats_summary(&run, "backlog_records"), 0);
@@ -303,7 +315,7 @@ fn a_tracer_restart_with_a_spooled_backlog_loses_and_duplicates_nothing() -> Res
 
     let mut lines = record_lines(&first);
     lines.extend(record_lines(&second));
-    assert_eq!(lines.len(), 900);
+    assert_eq!(first.records.len() + second.records.len(), 900);
     assert_stream_holds(&setup.stored()?, &lines)?;
     Ok(())
 }
@@ -316,7 +328,9 @@ fn records_sent_again_are_stored_once() -> Result<()> {
     let first = setup.tracer(&[])?;
     let sent = setup.traffic(200)?;
     let first = first.stop()?;
-    assert_eq!(nats_summary(&first, "acked"), sent);
+    assert_eq!(first.records.len() as u64, sent);
+    let first_lines = record_lines(&first).len() as u64;
+    assert_eq!(nats_summary(&first, "acked"), first_lines);
     std::fs::remove_file(setup.spool.path().join("cursor"))?;
 
     let second = setup.tracer(&[])?;
@@ -324,14 +338,14 @@ fn records_sent_again_are_stored_once() -> Result<()> {
     let second = second.stop()?;
     assert_eq!(
         nats_summary(&second, "duplicates"),
-        sent,
+        first_lines,
         "{}",
         second.summary
     );
 
     let mut lines = record_lines(&first);
     lines.extend(record_lines(&second));
-    assert_eq!(lines.len(), 300);
+    assert_eq!(first.records.len() + second.records.len(), 300);
     assert_stream_holds(&setup.stored()?, &lines)?;
     Ok(())
 }
@@ -352,11 +366,23 @@ fn a_full_spool_discards_counts_and_reports() -> Result<()> {
     let run = tracer.stop()?;
 
     // stdout, the other sink, is not affected.
-    assert_eq!(record_lines(&run).len() as u64, requests);
+    assert_eq!(run.records.len() as u64, requests);
     let discarded = nats_summary(&run, "discarded");
     let backlog = nats_summary(&run, "backlog_records");
     assert!(discarded > 0 && backlog > 0, "{}", run.summary);
-    assert_eq!(discarded + backlog, requests, "{}", run.summary);
+    let lines = record_lines(&run).len() as u64;
+    assert_eq!(discarded + backlog, lines, "{}", run.summary);
+    // The discards are in the stream too, as loss records.
+    let reported: u64 = run
+        .lines
+        .iter()
+        .filter(|l| l["audit.kind"] == "loss" && l["audit.loss.reason"] == "discarded_records")
+        .map(|l| l["audit.loss.count"].as_u64().unwrap_or_default())
+        .sum();
+    assert!(
+        reported > 0 && reported <= discarded,
+        "{reported} of {discarded} reported"
+    );
     assert!(run.stderr.contains("cannot connect to"), "{}", run.stderr);
     assert!(run.stderr.contains("is full"), "{}", run.stderr);
     let on_disk: u64 = std::fs::read_dir(setup.spool.path())?
@@ -378,7 +404,11 @@ fn a_missing_stream_without_permission_to_create_is_reported() -> Result<()> {
     tracer.wait_for_stderr("does not exist and creating it is not allowed", WAIT)?;
     let requests = setup.traffic(50)?;
     let run = tracer.stop()?;
-    assert_eq!(nats_summary(&run, "backlog_records"), requests);
+    assert_eq!(run.records.len() as u64, requests);
+    assert_eq!(
+        nats_summary(&run, "backlog_records"),
+        record_lines(&run).len() as u64
+    );
     Ok(())
 }
 

@@ -44,7 +44,7 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Push synthetic records through one sink and time them (`cargo xtask bench`).
     #[command(hide = true)]
-    SinkBench(SinkBenchArgs),
+    SinkBench(Box<SinkBenchArgs>),
 }
 
 #[derive(Subcommand, Debug)]
@@ -77,8 +77,13 @@ pub struct SinkBenchArgs {
     /// Records per flush, as the pipeline flushes once per drained batch.
     #[arg(long, default_value_t = 64)]
     pub batch: u64,
-    /// With --nats: the NATS sink alone (timed until every record is acknowledged);
-    /// without: stdout.
+    /// Write the lines as they are, without the hash chain (the baseline).
+    #[arg(long)]
+    pub no_chain: bool,
+    /// The sinks, as for `run`: stdout unless --output or --nats is given (NATS is
+    /// timed until every record is acknowledged).
+    #[command(flatten)]
+    pub output: OutputArgs,
     #[command(flatten)]
     pub nats: NatsArgs,
 }
@@ -185,7 +190,7 @@ pub struct OutputArgs {
 
 impl OutputArgs {
     /// Applies the flags on top of the config file's `[output]` table.
-    fn apply(&self, output: &mut OutputConfig) -> Result<()> {
+    pub fn apply(&self, output: &mut OutputConfig) -> Result<()> {
         output.stdout |= self.stdout;
         if let Some(path) = &self.file {
             match &mut output.file {

@@ -19,7 +19,7 @@ use tokio::{
 use crate::{
     audit::{Kind, LossSnapshot, Output},
     cli::RunArgs,
-    config::{Config, DEFAULT_RINGBUF_BYTES, DEFAULT_STATS_INTERVAL_SECONDS},
+    config::{DEFAULT_RINGBUF_BYTES, DEFAULT_STATS_INTERVAL_SECONDS},
     connection::{Finished, Tracker, TrackerStats},
     enrich::{Clock, DEFAULT_SECRET_PARAMS, ProcessCache, QueryRedactor},
     kernel::{
@@ -30,7 +30,7 @@ use crate::{
         tls::TlsProbes,
     },
     record::RecordContext,
-    sink::{FileSink, NatsSink, Sink, Sinks, StdoutSink},
+    sink,
 };
 
 /// The kernel wakes the tracer only when 64 KiB (a quarter of a smaller ring) of events
@@ -72,7 +72,11 @@ async fn run_async(args: RunArgs) -> Result<()> {
     let stats_interval = config
         .stats_interval
         .map_or(DEFAULT_STATS_INTERVAL_SECONDS, |s| s.get());
-    let sinks = open_sinks(&config, Duration::from_secs(stats_interval))?;
+    let sinks = sink::open(
+        &config.output,
+        &config.nats,
+        Duration::from_secs(stats_interval),
+    )?;
     let audit_settings = config.audit.settings();
     let output = Output::open(&audit_settings, sinks).context("setting up the audit chain")?;
     let mut ports: Vec<u16> = config.ports.iter().map(|p| p.get()).collect();
@@ -428,24 +432,6 @@ struct Summary {
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     sinks: BTreeMap<&'static str, BTreeMap<&'static str, u64>>,
     audit: AuditSummary,
-}
-
-/// The sinks the configuration asks for; stdout when no other is configured or
-/// `--stdout` is given.
-fn open_sinks(config: &Config, report_every: Duration) -> Result<Sinks> {
-    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
-    if let Some(file) = &config.output.file {
-        sinks.push(Box::new(
-            FileSink::open(file.clone()).context("opening the output file")?,
-        ));
-    }
-    if let Some(nats) = NatsSink::from_config(&config.nats, report_every)? {
-        sinks.push(Box::new(nats));
-    }
-    if config.output.stdout || sinks.is_empty() {
-        sinks.insert(0, Box::new(StdoutSink::new()));
-    }
-    Ok(Sinks::new(sinks))
 }
 
 /// The clock bpf_ktime_get_ns reads.

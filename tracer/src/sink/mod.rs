@@ -5,11 +5,33 @@ pub mod file;
 pub mod nats;
 mod stdout;
 
-use std::{collections::BTreeMap, io};
+use std::{collections::BTreeMap, io, time::Duration};
+
+use anyhow::{Context as _, Result};
+
+use crate::{config::OutputConfig, sink::nats::NatsConfig};
 
 pub use file::FileSink;
 pub use nats::NatsSink;
 pub use stdout::StdoutSink;
+
+/// The sinks the configuration asks for: the file, NATS, and stdout when no other is
+/// configured or `--stdout` is given. `report_every`: how often NATS reports a backlog.
+pub fn open(output: &OutputConfig, nats: &NatsConfig, report_every: Duration) -> Result<Sinks> {
+    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+    if let Some(file) = &output.file {
+        sinks.push(Box::new(
+            FileSink::open(file.clone()).context("opening the output file")?,
+        ));
+    }
+    if let Some(nats) = NatsSink::from_config(nats, report_every)? {
+        sinks.push(Box::new(nats));
+    }
+    if output.stdout || sinks.is_empty() {
+        sinks.insert(0, Box::new(StdoutSink::new()));
+    }
+    Ok(Sinks::new(sinks))
+}
 
 /// One destination of the record stream.
 ///
@@ -94,6 +116,11 @@ impl Sinks {
             }
         }
         Ok(())
+    }
+
+    /// The sinks' names, in writing order.
+    pub fn names(&self) -> Vec<&'static str> {
+        self.sinks.iter().map(|s| s.name()).collect()
     }
 
     pub fn discarded(&self) -> u64 {

@@ -1,6 +1,7 @@
-//! Sink throughput: records per second through stdout (to /dev/null) and through the
-//! NATS sink (a local nats-server with JetStream file storage, timed until every record
-//! is acknowledged), in interleaved rounds of `tracer sink-bench`, reported as a ratio.
+//! Sink throughput: records per second through plain stdout (to /dev/null), and through
+//! the hash chain into stdout, the file sink and the NATS sink (a local nats-server with
+//! JetStream file storage, timed until every record is acknowledged), in interleaved
+//! rounds of `tracer sink-bench`, reported as ratios to plain stdout.
 
 use anyhow::{Context, Result, anyhow, bail};
 use serde_json::Value;
@@ -32,45 +33,56 @@ impl SinkRun {
 
 pub fn run(bin: &Path, records: u64, rounds: u32) -> Result<()> {
     let nats = NatsServer::start()?;
-    let spool = tempfile::tempdir().context("creating the spool dir")?;
-    let spool = spool.path().to_str().context("non-UTF-8 temp dir")?;
+    let dir = tempfile::tempdir().context("creating the bench dir")?;
+    let spool = dir.path().join("spool");
+    let spool = spool.to_str().context("non-UTF-8 temp dir")?;
+    let file = dir.path().join("access.jsonl");
+    let file = file.to_str().context("non-UTF-8 temp dir")?;
     let url = nats.url();
-    let nats_args = [
-        "--nats",
-        url.as_str(),
-        "--nats-create-stream",
-        "--nats-spool-dir",
-        spool,
-        "--nats-drain-timeout-ms",
-        "600000",
+    let cases: [(&str, Vec<&str>); 4] = [
+        ("stdout, no chain", vec!["--no-chain"]),
+        ("stdout + chain", vec![]),
+        ("file + chain", vec!["--output", file]),
+        (
+            "nats + chain",
+            vec![
+                "--nats",
+                url.as_str(),
+                "--nats-create-stream",
+                "--nats-spool-dir",
+                spool,
+                "--nats-drain-timeout-ms",
+                "600000",
+            ],
+        ),
     ];
     println!(
         "sinks: tracer sink-bench, {records} synthetic records (~1 KB) per run, flushed every 64; \
-         stdout to /dev/null vs NATS JetStream (nats-server -js, file store, 127.0.0.1:{}) until \
-         acknowledged; {rounds} rounds",
+         stdout to /dev/null; the file in a temp dir; NATS JetStream (nats-server -js, file \
+         store, 127.0.0.1:{}) until acknowledged; \"chain\" = sealed into the hash chain with \
+         signed checkpoints, as `tracer run` writes; {rounds} interleaved rounds",
         nats.port()
     );
-    let mut stdout_rates = Vec::new();
-    let mut nats_rates = Vec::new();
+    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
     for round in 1..=rounds {
-        let stdout = sink_bench(bin, records, &[])?;
-        println!("round {round} stdout: {}", stdout.line());
-        let via_nats = sink_bench(bin, records, &nats_args)?;
-        println!("round {round} nats:   {}", via_nats.line());
-        stdout_rates.push(stdout.per_second());
-        nats_rates.push(via_nats.per_second());
+        for ((name, args), rates) in cases.iter().zip(&mut rates) {
+            let _ = std::fs::remove_file(file);
+            let run = sink_bench(bin, records, args)?;
+            println!("round {round} {name:<18} {}", run.line());
+            rates.push(run.per_second());
+        }
     }
-    let (Some(stdout), Some(via_nats)) = (
-        super::table::median(stdout_rates),
-        super::table::median(nats_rates),
-    ) else {
-        bail!("no rounds");
-    };
-    println!(
-        "sinks (median of {rounds}): stdout {stdout:.0} records/s, nats {via_nats:.0} records/s \
-         acknowledged; nats/stdout = {:.3}",
-        via_nats / stdout
-    );
+    let medians: Vec<f64> = rates
+        .into_iter()
+        .map(|r| super::table::median(r).ok_or_else(|| anyhow!("no rounds")))
+        .collect::<Result<_>>()?;
+    println!("sinks (median of {rounds} rounds; ratio to plain stdout):");
+    for ((name, _), rate) in cases.iter().zip(&medians) {
+        println!(
+            "  {name:<18} {rate:>10.0} records/s   {:.3}",
+            rate / medians[0]
+        );
+    }
     Ok(())
 }
 
@@ -100,7 +112,7 @@ fn sink_bench(bin: &Path, records: u64, args: &[&str]) -> Result<SinkRun> {
             .as_f64()
             .ok_or_else(|| anyhow!("no {key} in {result}"))
     };
-    if let Some(nats) = result["sinks"].get("nats") {
+    if let Some(nats) = result["counters"].get("nats") {
         let acked = nats["acked"].as_u64().unwrap_or_default();
         let duplicates = nats["duplicates"].as_u64().unwrap_or_default();
         if acked != records || duplicates != 0 {
