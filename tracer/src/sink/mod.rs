@@ -2,6 +2,7 @@
 //! (the hash chain in `audit` covers the stream, whichever sinks carry it).
 pub mod bench;
 pub mod file;
+mod lines;
 pub mod nats;
 mod stdout;
 

@@ -4,12 +4,13 @@
 use std::{
     fs::{self, File, OpenOptions},
     io::{self, Write as _},
-    os::unix::fs::{FileExt as _, OpenOptionsExt as _, PermissionsExt as _},
+    os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _},
     path::{Path, PathBuf},
     time::SystemTime,
 };
 
 use super::{naming, settings::Mode};
+use crate::sink::lines::complete_length;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
@@ -149,23 +150,6 @@ impl LiveFile {
     pub fn replace_file(&mut self, file: File) -> File {
         std::mem::replace(&mut self.file, file)
     }
-}
-
-/// The length of `file` up to and including its last newline.
-fn complete_length(file: &File, len: u64) -> io::Result<u64> {
-    const CHUNK: u64 = 64 * 1024;
-    let mut end = len;
-    let mut buf = vec![0u8; CHUNK as usize];
-    while end > 0 {
-        let start = end.saturating_sub(CHUNK);
-        let chunk = &mut buf[..(end - start) as usize];
-        file.read_exact_at(chunk, start)?;
-        if let Some(i) = chunk.iter().rposition(|&b| b == b'\n') {
-            return Ok(start + i as u64 + 1);
-        }
-        end = start;
-    }
-    Ok(0)
 }
 
 #[cfg(test)]

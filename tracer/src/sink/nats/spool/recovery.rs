@@ -8,7 +8,7 @@ use std::{
 };
 
 use super::{Position, SpoolError, list_segments, read_cursor, segment_path};
-use crate::sink::nats::counters::Backlog;
+use crate::sink::{lines::complete_length, nats::counters::Backlog};
 
 #[derive(Debug)]
 pub struct Recovered {
@@ -89,25 +89,11 @@ pub fn recover(dir: &Path) -> Result<Recovered, SpoolError> {
 /// Truncates the segment after its last newline; returns the new length.
 fn cut_partial_record(path: &Path, len: u64) -> io::Result<u64> {
     let file = OpenOptions::new().read(true).write(true).open(path)?;
-    let mut end = len;
-    let mut buf = vec![0u8; CHUNK as usize];
-    while end > 0 {
-        let start = end.saturating_sub(CHUNK);
-        let chunk = &mut buf[..(end - start) as usize];
-        file.read_exact_at(chunk, start)?;
-        if let Some(i) = chunk.iter().rposition(|&b| b == b'\n') {
-            let complete = start + i as u64 + 1;
-            if complete < len {
-                file.set_len(complete)?;
-            }
-            return Ok(complete);
-        }
-        end = start;
+    let complete = complete_length(&file, len)?;
+    if complete < len {
+        file.set_len(complete)?;
     }
-    if len > 0 {
-        file.set_len(0)?;
-    }
-    Ok(0)
+    Ok(complete)
 }
 
 fn count_records(path: &Path, from: u64, len: u64) -> io::Result<u64> {
