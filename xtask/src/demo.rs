@@ -9,21 +9,28 @@ use tests::tracer::{RecordSink, Tracer};
 
 const PYTHON_PORT: u16 = 8080;
 const NGINX_PORT: u16 = 8081;
+const NGINX_TLS_PORT: u16 = 8443;
 
 pub fn run() -> Result<()> {
     let bin = cargo::build_tracer()?;
     let python = PyHttpServer::start(IpAddr::V4(Ipv4Addr::LOCALHOST), PYTHON_PORT, "HTTP/1.1")
         .with_context(|| format!("starting python3 -m http.server on {PYTHON_PORT}"))?;
     std::fs::write(python.www().join("notes.txt"), "some notes\n")?;
-    let _nginx = Nginx::start(NginxConfig::new(NGINX_PORT))
-        .with_context(|| format!("starting nginx on {NGINX_PORT}"))?;
+    let mut nginx_config = NginxConfig::new(NGINX_PORT);
+    nginx_config.tls_port = Some(NGINX_TLS_PORT);
+    let _nginx = Nginx::start(nginx_config)
+        .with_context(|| format!("starting nginx on {NGINX_PORT} and {NGINX_TLS_PORT}"))?;
     println!(
         "python3 -m http.server (pid {}) on 127.0.0.1:{PYTHON_PORT}",
         python.pid()
     );
-    println!("nginx (master + 2 workers) on 127.0.0.1:{NGINX_PORT}");
+    println!("nginx (master + 2 workers) on 127.0.0.1:{NGINX_PORT}, and HTTPS on {NGINX_TLS_PORT}");
 
-    let tracer = Tracer::spawn(&bin, &[PYTHON_PORT, NGINX_PORT], RecordSink::File)?;
+    let tracer = Tracer::spawn(
+        &bin,
+        &[PYTHON_PORT, NGINX_PORT, NGINX_TLS_PORT],
+        RecordSink::File,
+    )?;
     println!("tracer (pid {}) is ready; sending traffic:", tracer.pid());
     let py = |path: &str| format!("http://127.0.0.1:{PYTHON_PORT}{path}");
     let ngx = |path: &str| format!("http://127.0.0.1:{NGINX_PORT}{path}");
@@ -56,6 +63,15 @@ pub fn run() -> Result<()> {
             "two URLs on one keep-alive connection",
             vec![ngx("/big"), ngx("/")],
         ),
+        (
+            "HTTPS with a bearer token (read through the OpenSSL probes)",
+            vec![
+                "-k".into(),
+                "-H".into(),
+                "Authorization: Bearer not-a-jwt-but-never-written".into(),
+                format!("https://127.0.0.1:{NGINX_TLS_PORT}/secure?page=1"),
+            ],
+        ),
     ];
     for (what, args) in &traffic {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -65,7 +81,11 @@ pub fn run() -> Result<()> {
     }
 
     let run = tracer.stop()?;
-    println!("\nrecords ({}):", run.records.len());
+    println!(
+        "\nrecords ({} access records; every line also carries the audit.* chain fields, \
+         and the stream holds start, loss and checkpoint lines too: docs/audit.md):",
+        run.records.len()
+    );
     for record in &run.records {
         println!("{record}");
     }
