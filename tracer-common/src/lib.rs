@@ -82,6 +82,23 @@ pub enum Syscall {
 }
 
 impl Syscall {
+    pub fn from_u8(v: u8) -> Option<Self> {
+        Some(match v {
+            0 => Self::Read,
+            1 => Self::Readv,
+            2 => Self::Recvfrom,
+            3 => Self::Recvmsg,
+            4 => Self::Write,
+            5 => Self::Writev,
+            6 => Self::Sendto,
+            7 => Self::Sendmsg,
+            8 => Self::Sendfile,
+            9 => Self::SslRead,
+            10 => Self::SslWrite,
+            _ => return None,
+        })
+    }
+
     /// Whether the call moves bytes towards the server (a request) or away from it.
     pub const fn direction(self) -> Direction {
         match self {

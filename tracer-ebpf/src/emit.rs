@@ -88,11 +88,7 @@ pub fn data(pid_tgid: u64, inflight: &Inflight, len: u64) {
     // SAFETY: one slot per CPU and these programs do not nest on a CPU.
     let scratch = unsafe { &mut *scratch };
     let syscall = inflight.syscall;
-    let direction = if syscall < Syscall::Write as u8 || syscall == Syscall::SslRead as u8 {
-        Direction::Ingress
-    } else {
-        Direction::Egress
-    };
+    let direction = Syscall::from_u8(syscall).map_or(Direction::Egress, Syscall::direction);
     let captured = capture(inflight, len, &mut scratch.data);
     let tgid = (pid_tgid >> 32) as u32;
     let key = ConnKey {

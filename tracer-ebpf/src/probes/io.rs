@@ -11,7 +11,10 @@ use tracer_common::{Direction, Loss, Syscall};
 use crate::{
     conn::watched_conn,
     emit,
-    maps::{CONN_TLS, INFLIGHT, Inflight, SSL_CALLS, THREAD_TLS_READ, WATCHED_TGIDS, count_loss},
+    maps::{
+        CONN_SEEN, CONN_TLS, INFLIGHT, Inflight, SSL_CALLS, THREAD_TLS_READ, WATCHED_TGIDS,
+        count_loss,
+    },
 };
 
 /// Offsets in syscall tracepoint records: 8 bytes of common fields, the syscall number
@@ -40,15 +43,20 @@ fn enter(ctx: &TracePointContext, syscall: Syscall) -> u32 {
     let Some(conn) = watched_conn(tgid, pid_tgid as u32, fd) else {
         return 0;
     };
-    // A syscall inside an OpenSSL read or write names the socket of that SSL object.
-    if let Some(call) = SSL_CALLS.get_ptr_mut(&pid_tgid) {
-        // SAFETY: entry pointer from a successful lookup.
-        unsafe { (*call).fd = fd };
-    } else if conn.flags & CONN_TLS != 0 && syscall.direction() == Direction::Ingress {
-        let _ = THREAD_TLS_READ.insert(&pid_tgid, &fd, 0);
+    let tls = conn.flags & CONN_TLS != 0;
+    // Connections known to be plain HTTP skip the OpenSSL bookkeeping; TLS ones and
+    // those not looked at yet (a pre-existing TLS connection's first syscall) need it.
+    if tls || conn.flags & CONN_SEEN == 0 {
+        // A syscall inside an OpenSSL read or write names the socket of that SSL object.
+        if let Some(call) = SSL_CALLS.get_ptr_mut(&pid_tgid) {
+            // SAFETY: entry pointer from a successful lookup.
+            unsafe { (*call).fd = fd };
+        } else if tls && syscall.direction() == Direction::Ingress {
+            let _ = THREAD_TLS_READ.insert(&pid_tgid, &fd, 0);
+        }
     }
     // Ciphertext is never copied: the SSL probes report the plaintext.
-    if conn.flags & CONN_TLS != 0 {
+    if tls {
         return 0;
     }
     let inflight = Inflight {

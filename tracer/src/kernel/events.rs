@@ -89,7 +89,7 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent<'_>, DecodeError> {
                 1 => Direction::Egress,
                 _ => return Err(bad()),
             };
-            let syscall = syscall(event.syscall).ok_or_else(bad)?;
+            let syscall = Syscall::from_u8(event.syscall).ok_or_else(bad)?;
             let start = size_of::<DataEvent>();
             let captured = event.captured as usize;
             if captured > MAX_CAPTURE || captured > event.len as usize {
@@ -114,23 +114,6 @@ fn read<T: Copy>(bytes: &[u8]) -> Result<T, DecodeError> {
     }
     // SAFETY: length checked; T is a plain #[repr(C)] type from tracer-common.
     Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
-}
-
-fn syscall(v: u8) -> Option<Syscall> {
-    Some(match v {
-        0 => Syscall::Read,
-        1 => Syscall::Readv,
-        2 => Syscall::Recvfrom,
-        3 => Syscall::Recvmsg,
-        4 => Syscall::Write,
-        5 => Syscall::Writev,
-        6 => Syscall::Sendto,
-        7 => Syscall::Sendmsg,
-        8 => Syscall::Sendfile,
-        9 => Syscall::SslRead,
-        10 => Syscall::SslWrite,
-        _ => return None,
-    })
 }
 
 fn endpoints(event: &ConnEvent) -> Result<Endpoints, DecodeError> {
