@@ -11,7 +11,23 @@ export RUSTUP_AUTO_INSTALL=0
 log() { printf '[setup] %s\n' "$*" >&2; }
 
 need_pkgs=()
-for p in llvm-22-dev libpolly-22-dev nginx-light curl wrk apache2-utils nats-server openssl python3 iproute2 libssl3 gnutls-bin util-linux ; do
+# One package a line, so that branches adding packages merge cleanly.
+packages=(
+  llvm-22-dev
+  libpolly-22-dev
+  nginx-light
+  curl
+  wrk
+  apache2-utils
+  nats-server
+  openssl
+  python3
+  iproute2
+  libssl3
+  gnutls-bin
+  util-linux
+)
+for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need_pkgs+=("$p")
 done
 # The TLS tests run a Node.js HTTPS server (its OpenSSL is built in); any node will do.
