@@ -7,8 +7,9 @@ use std::{
 use anyhow::{Result, bail};
 use clap::{Args, Parser, Subcommand};
 
+use tracer_audit::StreamId;
+
 use crate::{
-    audit::StreamId,
     config::{Config, OutputConfig},
     sink::{
         file::{ByteSize, Compression, FileSettings, Interval, Mode},

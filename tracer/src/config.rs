@@ -12,9 +12,9 @@ use std::{
 use ipnet::IpNet;
 use serde::{Deserialize, Deserializer, de::Error as _};
 
-use crate::audit::{
-    Settings as AuditSettings, StreamId, key::DEFAULT_KEY_FILE, state::DEFAULT_STATE_FILE,
-};
+use tracer_audit::{StreamId, key::DEFAULT_KEY_FILE, state::DEFAULT_STATE_FILE};
+
+use crate::audit::Settings as AuditSettings;
 use crate::identity::{
     self, Fingerprinter, Identifier, Keys, Names, OidcSettings, Policy, ProxyTrust, Verifier,
     fingerprint::SecretError,

@@ -7,6 +7,7 @@
 //! request; `config` reads the TOML file. `pipeline` wires them together.
 pub mod audit;
 pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod connection;
 pub mod enrich;
@@ -15,5 +16,4 @@ pub mod identity;
 pub mod kernel;
 pub mod pipeline;
 pub mod record;
-pub mod secret_file;
 pub mod sink;

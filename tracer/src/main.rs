@@ -2,9 +2,8 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 use tracer::{
-    audit,
     cli::{Cli, Command, ConfigCommand, KeyCommand},
-    config,
+    commands, config,
     kernel::check,
     pipeline, sink,
 };
@@ -42,7 +41,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Key(KeyCommand::Show { key }) => match audit::commands::key_show(key.as_deref()) {
+        Command::Key(KeyCommand::Show { key }) => match commands::audit::key_show(key.as_deref()) {
             Ok(text) => {
                 print!("{text}");
                 ExitCode::SUCCESS
@@ -59,7 +58,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Verify(args) => audit::commands::verify(&args),
+        Command::Verify(args) => commands::audit::verify(&args),
         Command::Run(args) => match pipeline::run(*args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

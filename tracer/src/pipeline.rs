@@ -15,9 +15,10 @@ use tokio::{
     signal::unix::{SignalKind, signal},
     time::MissedTickBehavior,
 };
+use tracer_audit::{Kind, LossSnapshot, loss::Counter};
 
 use crate::{
-    audit::{Kind, LossSnapshot, Output},
+    audit::Output,
     cli::RunArgs,
     config::{DEFAULT_RINGBUF_BYTES, DEFAULT_STATS_INTERVAL_SECONDS},
     connection::{Finished, Tracker, TrackerStats},
@@ -325,7 +326,7 @@ impl State {
         if self.stdout_closed {
             return Ok(());
         }
-        let snapshot = LossSnapshot::new(
+        let snapshot = loss_snapshot(
             kernel,
             &self.tracker.stats(),
             self.decode_errors,
@@ -443,4 +444,40 @@ fn monotonic_ns() -> u64 {
     // SAFETY: valid out-pointer.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Every loss counter of the sensor, in the order loss lines always name them.
+fn loss_snapshot(
+    kernel: &KernelLosses,
+    tracker: &TrackerStats,
+    decode_errors: u64,
+    discarded: u64,
+) -> LossSnapshot {
+    let counter = |source, reason, total| Counter {
+        source,
+        reason,
+        total,
+    };
+    let mut counters: Vec<Counter> = kernel
+        .by_reason()
+        .map(|(reason, total)| counter("kernel", reason, total))
+        .collect();
+    counters.extend([
+        counter("http", "non_http_chunks", tracker.non_http_chunks),
+        counter("http", "non_http_bytes", tracker.non_http_bytes),
+        counter("http", "desyncs", tracker.desyncs),
+        counter("http", "oversized_heads", tracker.oversized_heads),
+        counter("http", "orphan_responses", tracker.orphan_responses),
+        // Requests that exist but are not recorded: inside TLS the tracer cannot
+        // decrypt, or in HTTP/2 connections it does not decode.
+        counter(
+            "tls",
+            "tls_without_plaintext",
+            tracker.tls_without_plaintext,
+        ),
+        counter("http", "http2_connections", tracker.http2_connections),
+        counter("decoder", "decode_errors", decode_errors),
+        counter("sink", "discarded_records", discarded),
+    ]);
+    LossSnapshot::new(counters)
 }

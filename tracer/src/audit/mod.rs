@@ -1,20 +1,7 @@
-//! Tamper evidence for the record stream (docs/audit.md): every line is sealed into a
-//! hash chain (`chain`), signed checkpoints commit to it (`checkpoint`, `key`), the
-//! chain head survives restarts (`state`, `start`), losses become lines of their own
-//! (`loss`), `output` writes the sealed stream to the sinks, `verify` checks files, and
-//! `commands` are `tracer key show` and `tracer verify`.
-pub mod chain;
-pub mod checkpoint;
-pub mod commands;
-pub mod key;
-pub mod loss;
+//! The sealed stream the sensor writes: every line goes through the chain of
+//! `tracer_audit` and then to the sinks (`output`).
 pub mod output;
-pub mod start;
-pub mod state;
-pub mod stream;
-pub mod verify;
+#[cfg(test)]
+mod verify_tests;
 
-pub use chain::Kind;
-pub use loss::LossSnapshot;
 pub use output::{AuditError, Output, Settings};
-pub use stream::StreamId;

@@ -8,7 +8,7 @@ use std::{
 
 use serde::Serialize;
 
-use super::{
+use tracer_audit::{
     chain::{Chain, Head, Kind},
     checkpoint::{Checkpointer, Reason},
     key::{AuditKey, KeyError},
@@ -16,8 +16,10 @@ use super::{
     start::{self, Start},
     state::{Saved, StateError, StateFile},
     stream::StreamId,
+    timestamp::format_rfc3339_ns,
 };
-use crate::{enrich::format_rfc3339_ns, sink::Sinks};
+
+use crate::sink::Sinks;
 
 /// Seqs reserved in the state file at a time: a durable write once per this many lines
 /// keeps seqs unique across a crash; at most this many are skipped after one.
@@ -325,7 +327,9 @@ mod tests {
     use std::{cell::RefCell, rc::Rc};
 
     use super::*;
-    use crate::{connection::TrackerStats, kernel::losses::KernelLosses, sink::Sink};
+    use tracer_audit::loss::Counter;
+
+    use crate::sink::Sink;
 
     /// A file-like sink: asks to rotate after `every` lines; keeps each "file".
     struct Rotating {
@@ -397,12 +401,11 @@ mod tests {
             output.commit(Kind::Access).unwrap();
             output.end_batch().unwrap();
         }
-        let snapshot = LossSnapshot::new(
-            &KernelLosses::default(),
-            &TrackerStats::default(),
-            0,
-            output.sinks().discarded(),
-        );
+        let snapshot = LossSnapshot::new(vec![Counter {
+            source: "sink",
+            reason: "discarded_records",
+            total: output.sinks().discarded(),
+        }]);
         output.check_losses(&snapshot).unwrap();
         // Unchanged counters: no second loss line.
         output.check_losses(&snapshot).unwrap();

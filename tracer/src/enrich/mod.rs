@@ -4,6 +4,6 @@ pub mod clock;
 pub mod process;
 pub mod query;
 
-pub use clock::{Clock, format_rfc3339_ns};
+pub use clock::Clock;
 pub use process::{ProcessCache, ProcessInfo, REVALIDATE_AFTER, redact_command_line};
 pub use query::{DEFAULT_SECRET_PARAMS, QueryRedactor, sanitize_for_log};

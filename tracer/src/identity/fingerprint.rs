@@ -10,7 +10,7 @@ use hmac::{Hmac, Mac as _};
 use serde::{Serialize, Serializer};
 use sha2::Sha256;
 
-use crate::secret_file::{self, SecretFileError};
+use tracer_audit::secret_file::{self, SecretFileError};
 
 /// Bytes of a newly created secret.
 const SECRET_LEN: usize = 32;

@@ -10,9 +10,11 @@ use std::{
 use anyhow::{Context as _, Result};
 use serde_json::json;
 
+use tracer_audit::{Kind, StreamId};
+
 use super::Sinks;
 use crate::{
-    audit::{Kind, Output, Settings, StreamId},
+    audit::{Output, Settings},
     cli::SinkBenchArgs,
     config::{DEFAULT_CHECKPOINT_RECORDS, DEFAULT_CHECKPOINT_SECONDS, OutputConfig},
     sink::nats::NatsConfig,

@@ -3,7 +3,7 @@
 use base64::{Engine as _, engine::general_purpose::STANDARD as BASE64};
 use serde::Deserialize;
 
-use crate::audit::{
+use crate::{
     chain::{HASH_FIELD, HASH_SUFFIX_LEN, Hash, Kind, link_hash, parse_hex},
     checkpoint::SIGNATURE_FIELD,
     key::PublicKey,

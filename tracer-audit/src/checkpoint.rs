@@ -127,7 +127,7 @@ impl Checkpointer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::chain::HASH_SUFFIX_LEN;
+    use crate::chain::HASH_SUFFIX_LEN;
 
     #[test]
     fn checkpoint_commits_to_the_head_and_links_to_the_previous_one() {

@@ -613,4 +613,13 @@ fn thousands(n: u64) -> String {
 }
 
 #[cfg(test)]
-mod tests;
+mod tests {
+    use super::thousands;
+
+    #[test]
+    fn thousands_separators() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1_234_567), "1,234,567");
+    }
+}

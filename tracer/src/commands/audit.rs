@@ -3,10 +3,11 @@ use std::{path::Path, process::ExitCode};
 
 use anyhow::{Context as _, Result};
 
-use super::{
+use tracer_audit::{
     key::{AuditKey, DEFAULT_KEY_FILE, PublicKey},
     verify,
 };
+
 use crate::cli::VerifyArgs;
 
 /// The public key of the key file at `path` (created if missing), as printed.

@@ -3,7 +3,7 @@
 //! sequence with the records around it.
 use serde::Serialize;
 
-use crate::{connection::TrackerStats, kernel::losses::KernelLosses};
+use crate::timestamp::format_rfc3339_ns;
 
 /// One counter's total since the tracer started.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -19,50 +19,8 @@ pub struct Counter {
 pub struct LossSnapshot(Vec<Counter>);
 
 impl LossSnapshot {
-    pub fn new(
-        kernel: &KernelLosses,
-        tracker: &TrackerStats,
-        decode_errors: u64,
-        discarded: u64,
-    ) -> Self {
-        let mut counters: Vec<Counter> = kernel
-            .by_reason()
-            .map(|(reason, total)| Counter {
-                source: "kernel",
-                reason,
-                total,
-            })
-            .collect();
-        let http = |reason, total| Counter {
-            source: "http",
-            reason,
-            total,
-        };
-        counters.extend([
-            http("non_http_chunks", tracker.non_http_chunks),
-            http("non_http_bytes", tracker.non_http_bytes),
-            http("desyncs", tracker.desyncs),
-            http("oversized_heads", tracker.oversized_heads),
-            http("orphan_responses", tracker.orphan_responses),
-            // Requests that exist but are not recorded: inside TLS the tracer cannot
-            // decrypt, or in HTTP/2 connections it does not decode.
-            Counter {
-                source: "tls",
-                reason: "tls_without_plaintext",
-                total: tracker.tls_without_plaintext,
-            },
-            http("http2_connections", tracker.http2_connections),
-            Counter {
-                source: "decoder",
-                reason: "decode_errors",
-                total: decode_errors,
-            },
-            Counter {
-                source: "sink",
-                reason: "discarded_records",
-                total: discarded,
-            },
-        ]);
+    /// The counters in the order they are always reported in.
+    pub fn new(counters: Vec<Counter>) -> Self {
         Self(counters)
     }
 }
@@ -129,7 +87,7 @@ struct LossRecord<'a> {
 
 /// The unsealed loss line.
 pub fn write_record(loss: &Loss, line: &mut Vec<u8>) -> serde_json::Result<()> {
-    let end = crate::enrich::format_rfc3339_ns(loss.end_ns);
+    let end = format_rfc3339_ns(loss.end_ns);
     serde_json::to_writer(
         line,
         &LossRecord {
@@ -138,7 +96,7 @@ pub fn write_record(loss: &Loss, line: &mut Vec<u8>) -> serde_json::Result<()> {
             reason: loss.counter.reason,
             count: loss.count,
             total: loss.counter.total,
-            start: &crate::enrich::format_rfc3339_ns(loss.start_ns),
+            start: &format_rfc3339_ns(loss.start_ns),
             end: &end,
         },
     )
@@ -151,13 +109,23 @@ mod tests {
     #[test]
     fn only_growth_is_reported_with_delta_total_and_interval() {
         let mut watch = LossWatch::new(1_000);
-        let quiet = LossSnapshot::new(&KernelLosses::default(), &TrackerStats::default(), 0, 0);
-        assert!(watch.changes(&quiet, 2_000).is_empty());
-        let tracker = TrackerStats {
-            desyncs: 3,
-            ..TrackerStats::default()
+        let snapshot = |desyncs, discarded| {
+            LossSnapshot::new(vec![
+                Counter {
+                    source: "http",
+                    reason: "desyncs",
+                    total: desyncs,
+                },
+                Counter {
+                    source: "sink",
+                    reason: "discarded_records",
+                    total: discarded,
+                },
+            ])
         };
-        let grown = LossSnapshot::new(&KernelLosses::default(), &tracker, 0, 5);
+        let quiet = snapshot(0, 0);
+        assert!(watch.changes(&quiet, 2_000).is_empty());
+        let grown = snapshot(3, 5);
         let losses = watch.changes(&grown, 3_000);
         let summary: Vec<_> = losses
             .iter()
@@ -178,7 +146,7 @@ mod tests {
                 ("discarded_records", 5, 5, 2_000, 3_000)
             ]
         );
-        let more = LossSnapshot::new(&KernelLosses::default(), &tracker, 0, 7);
+        let more = snapshot(3, 7);
         let losses = watch.changes(&more, 4_000);
         assert_eq!(losses.len(), 1);
         assert_eq!((losses[0].count, losses[0].counter.total), (2, 7));

@@ -1,0 +1,3 @@
+//! Commands other than `run`, above the library layers: they take parsed flags and
+//! print results.
+pub mod audit;
