@@ -23,10 +23,16 @@ pub struct Verdict {
 
 /// `tracer verify --key KEY FILE...`.
 pub fn verify(key: &str, files: &[&Path]) -> Result<Verdict> {
+    verify_with(key, &[], files)
+}
+
+/// `tracer verify --key KEY FLAGS... FILE...`.
+pub fn verify_with(key: &str, flags: &[&str], files: &[&Path]) -> Result<Verdict> {
     let output = Command::new(tracer_bin()?)
         .arg("verify")
         .arg("--key")
         .arg(key)
+        .args(flags)
         .args(files)
         .output()
         .context("running tracer verify")?;

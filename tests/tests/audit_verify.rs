@@ -9,7 +9,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use tests::audit::{Verdict, hash_of, key_show, rechain, reseal, verify};
+use tests::audit::{Verdict, hash_of, key_show, rechain, reseal, verify, verify_with};
 use tests::clients::{curl, url};
 use tests::ports::free_port;
 use tests::record::RecordExt;
@@ -133,12 +133,29 @@ fn the_tracers_output_verifies_plain_and_compressed() -> Result<()> {
     )?;
     assert!(verdict.ok, "{verdict:?}");
     let expected = format!(
-        "1 file, {} records, chain intact, last checkpoint {} (seq {})",
-        lines.len(),
+        "1 file, {n} records, seq 1..{n}, chain intact, last checkpoint {} (seq {n})\n\
+         start: the stream's first record (seq 1) is included\n\
+         end: the tracer's shutdown checkpoint is the last record",
         last.str_field("timestamp"),
-        lines.len()
+        n = lines.len()
     );
     assert_eq!(verdict.stdout.trim(), expected);
+
+    // What the auditor knows from the hub or NATS: the whole stream, to its last seq.
+    let key_file = public_key_file(dir.path())?;
+    let key_arg = key_file.to_str().context("path")?;
+    let n = lines.len().to_string();
+    let exact = ["--expect-start", "--expect-end-seq", n.as_str()];
+    let verdict = verify_with(key_arg, &exact, &[&file])?;
+    assert!(verdict.ok, "{verdict:?}");
+    let more = (lines.len() + 1).to_string();
+    let verdict = verify_with(key_arg, &["--expect-end-seq", more.as_str()], &[&file])?;
+    assert!(
+        !verdict.ok
+            && verdict.stdout.contains("truncated")
+            && verdict.stdout.contains("cut off the end"),
+        "{verdict:?}"
+    );
 
     // The base64 key on the command line, and a gzip copy.
     let base64 = shown
@@ -307,7 +324,7 @@ fn a_restart_with_the_same_state_file_continues_the_chain() -> Result<()> {
     assert!(
         verdict
             .stdout
-            .starts_with(&format!("2 files, {total} records, chain intact")),
+            .starts_with(&format!("2 files, {total} records, seq 1..")),
         "{verdict:?}"
     );
     // In the wrong order the second run's lines do not continue the first's.

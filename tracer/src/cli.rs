@@ -65,6 +65,16 @@ pub struct VerifyArgs {
     #[arg(long, value_name = "PUBKEY_FILE_OR_STRING")]
     pub key: Option<String>,
 
+    /// Fail unless the files begin at the stream's first record (seq 1): proves no head
+    /// was cut off.
+    #[arg(long)]
+    pub expect_start: bool,
+
+    /// Fail unless the last record has this seq (known from the hub or NATS): proves no
+    /// tail was cut off, even at a checkpoint.
+    #[arg(long, value_name = "N")]
+    pub expect_end_seq: Option<u64>,
+
     /// Record files, oldest first.
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,

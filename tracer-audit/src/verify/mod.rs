@@ -85,10 +85,20 @@ impl fmt::Display for Failure {
     }
 }
 
+/// What an intact set of files proves: the chain from `first_seq` to `last_seq`, and
+/// whether it is the whole stream at either end. A slice cut out of a stream at two
+/// checkpoints verifies too; these fields say it is a slice.
 #[derive(Debug)]
 pub struct Intact {
     pub files: usize,
     pub records: u64,
+    pub first_seq: u64,
+    pub last_seq: u64,
+    /// The first line is the stream's first (seq 1, a new stream's start line).
+    pub start_seen: bool,
+    /// The last line is the checkpoint of a clean stop; other checkpoints end a file or
+    /// an interval, and the tracer may have written more after them.
+    pub shutdown_seen: bool,
     /// Timestamp and seq of the last checkpoint.
     pub last_checkpoint: (String, u64),
     pub notes: Vec<String>,
@@ -98,13 +108,36 @@ impl fmt::Display for Intact {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} file{}, {} records, chain intact, last checkpoint {} (seq {})",
+            "{} file{}, {} records, seq {}..{}, chain intact, last checkpoint {} (seq {})",
             self.files,
             if self.files == 1 { "" } else { "s" },
             thousands(self.records),
+            self.first_seq,
+            self.last_seq,
             self.last_checkpoint.0,
             self.last_checkpoint.1
         )?;
+        if self.start_seen {
+            write!(f, "\nstart: the stream's first record (seq 1) is included")?;
+        } else {
+            write!(
+                f,
+                "\nstart: NOT seen: records before seq {} were not given and are not proven (--expect-start requires them)",
+                self.first_seq
+            )?;
+        }
+        if self.shutdown_seen {
+            write!(
+                f,
+                "\nend: the tracer's shutdown checkpoint is the last record"
+            )?;
+        } else {
+            write!(
+                f,
+                "\nend: NOT a shutdown checkpoint: the tracer may have written records after seq {} (--expect-end-seq N proves the end)",
+                self.last_seq
+            )?;
+        }
         for note in &self.notes {
             write!(f, "\nnote: {note}")?;
         }
@@ -112,9 +145,63 @@ impl fmt::Display for Intact {
     }
 }
 
-/// Checks `files` in order against `key`. `Err` only when a file cannot be read.
-pub fn verify(files: &[PathBuf], key: &PublicKey) -> io::Result<Result<Intact, Failure>> {
-    Verifier::new(files, key).run()
+/// What the auditor knows from elsewhere (the hub, NATS): that the files must begin at
+/// the stream's start, and the seq the stream's last record must have.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Expect {
+    pub start: bool,
+    pub end_seq: Option<u64>,
+}
+
+/// Checks `files` in order against `key`, then `expect`. `Err` only when a file cannot
+/// be read.
+pub fn verify(
+    files: &[PathBuf],
+    key: &PublicKey,
+    expect: Expect,
+) -> io::Result<Result<Intact, Failure>> {
+    Ok(Verifier::new(files, key)
+        .run()?
+        .and_then(|intact| expect.check(intact)))
+}
+
+impl Expect {
+    fn check(self, intact: Intact) -> Result<Intact, Failure> {
+        let cut = |detail: String| Failure {
+            damage: Damage::Truncated,
+            at: None,
+            seq: Some(intact.first_seq),
+            detail,
+        };
+        if self.start && !intact.start_seen {
+            return Err(cut(format!(
+                "the files begin at seq {}, not at the stream's start (seq 1 with a new_stream start line): their head was cut off",
+                intact.first_seq
+            )));
+        }
+        if let Some(end) = self.end_seq
+            && end != intact.last_seq
+        {
+            let mut failure = cut(if end > intact.last_seq {
+                format!(
+                    "the files end at seq {}, the stream's last record is seq {end}: {} records were cut off the end",
+                    intact.last_seq,
+                    thousands(end - intact.last_seq)
+                )
+            } else {
+                format!(
+                    "the files end at seq {}, beyond the expected last seq {end}",
+                    intact.last_seq
+                )
+            });
+            failure.seq = Some(intact.last_seq);
+            if end < intact.last_seq {
+                failure.damage = Damage::Inserted;
+            }
+            return Err(failure);
+        }
+        Ok(intact)
+    }
 }
 
 #[derive(Clone)]
@@ -130,6 +217,7 @@ struct LastCheckpoint {
     hash: Hash,
     at: Location,
     timestamp: String,
+    shutdown: bool,
 }
 
 struct Verifier<'a> {
@@ -147,6 +235,8 @@ struct Verifier<'a> {
     /// an earlier checkpoint than the last one seen.
     unclean_since_checkpoint: bool,
     stream: Option<String>,
+    /// The first accepted line: its seq, and whether it opens a new stream.
+    first: Option<(u64, bool)>,
     records: u64,
     notes: Vec<String>,
 }
@@ -175,6 +265,7 @@ impl<'a> Verifier<'a> {
             since_checkpoint: None,
             unclean_since_checkpoint: false,
             stream: None,
+            first: None,
             records: 0,
             notes: Vec::new(),
         }
@@ -462,6 +553,7 @@ impl<'a> Verifier<'a> {
                 hash: l.hash,
                 at: at.clone(),
                 timestamp: l.timestamp.clone().unwrap_or_default(),
+                shutdown: cp.reason.as_deref() == Some("shutdown"),
             });
             self.since_checkpoint = Some(0);
             self.unclean_since_checkpoint = false;
@@ -475,6 +567,10 @@ impl<'a> Verifier<'a> {
             ));
         }
         self.stream.get_or_insert_with(|| l.stream.clone());
+        self.first.get_or_insert((
+            l.seq,
+            l.seq == 1 && l.start.as_ref().is_some_and(|s| s.reason == NEW_STREAM),
+        ));
         self.records += 1;
         self.recent.insert(l.seq, (l.hash, at.clone()));
         self.recent_order.push_back(l.seq);
@@ -590,9 +686,14 @@ impl<'a> Verifier<'a> {
                 ),
             });
         }
+        let (first_seq, start_seen) = self.first.unwrap_or_default();
         Ok(Intact {
             files: self.lines.files_read,
             records: self.records,
+            first_seq,
+            last_seq: last.seq,
+            start_seen,
+            shutdown_seen: checkpoint.shutdown,
             last_checkpoint: (checkpoint.timestamp.clone(), checkpoint.seq),
             notes: self.notes,
         })

@@ -32,6 +32,8 @@ pub struct CheckpointFields {
     pub prev_hash: Hash,
     pub fingerprint: String,
     pub signature_ok: bool,
+    /// `shutdown` for the last line of a clean stop; `records`, `interval`, `rotation`.
+    pub reason: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -64,6 +66,8 @@ struct Fields {
     head_hash: Option<String>,
     #[serde(rename = "audit.checkpoint.records")]
     records: Option<u64>,
+    #[serde(rename = "audit.checkpoint.reason")]
+    checkpoint_reason: Option<String>,
     #[serde(rename = "audit.checkpoint.prev_seq")]
     checkpoint_prev_seq: Option<u64>,
     #[serde(rename = "audit.checkpoint.prev_hash")]
@@ -158,5 +162,6 @@ fn checkpoint_fields(
         prev_hash: hash("audit.checkpoint.prev_hash", &fields.checkpoint_prev_hash)?,
         fingerprint: fields.fingerprint.clone().unwrap_or_default(),
         signature_ok,
+        reason: fields.checkpoint_reason.clone(),
     })
 }

@@ -83,7 +83,7 @@ fn write(dir: &Path, name: &str, lines: &[Vec<u8>]) -> PathBuf {
 
 fn check(dir: &Path, lines: &[Vec<u8>]) -> Result<Intact, Failure> {
     let path = write(dir, "out.jsonl", lines);
-    verify(&[path], &key(dir)).unwrap()
+    verify(&[path], &key(dir), Expect::default()).unwrap()
 }
 
 fn failure(dir: &Path, lines: &[Vec<u8>]) -> Failure {
@@ -143,10 +143,17 @@ fn an_untouched_stream_verifies() {
     assert_eq!(intact.last_checkpoint.1, 16);
     let text = intact.to_string();
     assert!(
-        text.starts_with("1 file, 16 records, chain intact, last checkpoint "),
+        text.starts_with("1 file, 16 records, seq 1..16, chain intact, last checkpoint "),
         "{text}"
     );
-    assert!(text.ends_with("(seq 16)"), "{text}");
+    assert!(
+        text.contains("(seq 16)\nstart: the stream's first record"),
+        "{text}"
+    );
+    assert!(
+        text.ends_with("end: the tracer's shutdown checkpoint is the last record"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -285,7 +292,9 @@ fn resigned_or_altered_checkpoints_are_signature_mismatches() {
     );
     // The right key, but a different one is given.
     let path = write(dir.path(), "out.jsonl", &lines);
-    let f = verify(&[path], &other.public()).unwrap().unwrap_err();
+    let f = verify(&[path], &other.public(), Expect::default())
+        .unwrap()
+        .unwrap_err();
     assert_eq!(f.damage, Damage::SignatureMismatch, "{f}");
     assert!(f.detail.contains("not the given key"), "{f}");
 }
@@ -298,12 +307,14 @@ fn a_clean_restart_continues_the_chain_across_files() {
     assert_eq!(seq_of(&second[0]), seq_of(first.last().unwrap()) + 1);
     let a = write(dir.path(), "a.jsonl", &first);
     let b = write(dir.path(), "b.jsonl", &second);
-    let intact = verify(&[a.clone(), b.clone()], &key(dir.path()))
+    let intact = verify(&[a.clone(), b.clone()], &key(dir.path()), Expect::default())
         .unwrap()
         .unwrap();
     assert_eq!((intact.files, intact.notes.len()), (2, 0), "{intact}");
     // Out of order, the first file's new chain starts after the second's end.
-    let f = verify(&[b, a], &key(dir.path())).unwrap().unwrap_err();
+    let f = verify(&[b, a], &key(dir.path()), Expect::default())
+        .unwrap()
+        .unwrap_err();
     assert_eq!(f.damage, Damage::Reset, "{f}");
 }
 
@@ -317,11 +328,15 @@ fn an_unclean_stop_is_a_declared_restart_gap() {
     assert!(seq_of(&second[0]) > seq_of(first.last().unwrap()) + 1);
     let a = write(dir.path(), "a.jsonl", &first);
     let b = write(dir.path(), "b.jsonl", &second);
-    let intact = verify(&[a.clone(), b], &key(dir.path())).unwrap().unwrap();
+    let intact = verify(&[a.clone(), b], &key(dir.path()), Expect::default())
+        .unwrap()
+        .unwrap();
     assert_eq!(intact.notes.len(), 1, "{intact}");
     assert!(intact.notes[0].contains("unclean stop"), "{intact}");
     // The first file alone ends without a closing checkpoint.
-    let f = verify(&[a], &key(dir.path())).unwrap().unwrap_err();
+    let f = verify(&[a], &key(dir.path()), Expect::default())
+        .unwrap()
+        .unwrap_err();
     assert_eq!(f.damage, Damage::Truncated, "{f}");
 }
 
@@ -337,7 +352,7 @@ fn compressed_files_verify() {
     std::fs::write(&gz_path, gz.finish().unwrap()).unwrap();
     let zst_path = dir.path().join("2.jsonl.zst");
     std::fs::write(&zst_path, zstd::encode_all(&tail.concat()[..], 3).unwrap()).unwrap();
-    let intact = verify(&[gz_path, zst_path], &key(dir.path()))
+    let intact = verify(&[gz_path, zst_path], &key(dir.path()), Expect::default())
         .unwrap()
         .unwrap();
     assert_eq!(intact.records, lines.len() as u64);
@@ -352,6 +367,68 @@ fn a_run_that_wrote_nothing_before_crashing_keeps_the_link() {
     let third = run(dir.path(), 2, 2, true);
     let a = write(dir.path(), "a.jsonl", &first);
     let c = write(dir.path(), "c.jsonl", &third);
-    let intact = verify(&[a, c], &key(dir.path())).unwrap().unwrap();
+    let intact = verify(&[a, c], &key(dir.path()), Expect::default())
+        .unwrap()
+        .unwrap();
     assert_eq!(intact.notes.len(), 1, "{intact}");
+}
+
+/// A slice between two checkpoints verifies, and says it is a slice; the auditor's
+/// expectations turn a cut head or tail into a failure.
+#[test]
+fn slices_say_what_they_prove_and_expectations_catch_cuts() {
+    let dir = tempfile::tempdir().unwrap();
+    let lines = run(dir.path(), 0, 12, true);
+    let key = key(dir.path());
+    let seqs = |intact: &Intact| (intact.first_seq, intact.last_seq);
+
+    let whole = write(dir.path(), "whole.jsonl", &lines);
+    let last = seq_of(lines.last().unwrap());
+    let expect_all = Expect {
+        start: true,
+        end_seq: Some(last),
+    };
+    let intact = verify(std::slice::from_ref(&whole), &key, expect_all)
+        .unwrap()
+        .unwrap();
+    assert!(intact.start_seen && intact.shutdown_seen, "{intact}");
+    assert_eq!(seqs(&intact), (1, last));
+
+    // Lines 7..=13 run from after the first checkpoint (seq 7) to the second (seq 13).
+    let checkpoints: Vec<usize> = lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| std::str::from_utf8(l).unwrap().contains("\"checkpoint\""))
+        .map(|(i, _)| i)
+        .collect();
+    let middle = write(
+        dir.path(),
+        "middle.jsonl",
+        &lines[checkpoints[0] + 1..=checkpoints[1]],
+    );
+    let intact = verify(std::slice::from_ref(&middle), &key, Expect::default())
+        .unwrap()
+        .unwrap();
+    assert!(!intact.start_seen && !intact.shutdown_seen, "{intact}");
+    let text = intact.to_string();
+    assert!(text.contains("start: NOT seen"), "{text}");
+    assert!(text.contains("end: NOT a shutdown checkpoint"), "{text}");
+
+    let head_cut = verify(
+        std::slice::from_ref(&middle),
+        &key,
+        Expect {
+            start: true,
+            end_seq: None,
+        },
+    )
+    .unwrap()
+    .unwrap_err();
+    assert_eq!(head_cut.damage, Damage::Truncated);
+    assert!(head_cut.detail.contains("head was cut off"), "{head_cut}");
+
+    let tail_cut = write(dir.path(), "tail.jsonl", &lines[..=checkpoints[1]]);
+    let failure = verify(&[tail_cut], &key, expect_all).unwrap().unwrap_err();
+    assert_eq!(failure.damage, Damage::Truncated);
+    assert!(failure.detail.contains("cut off the end"), "{failure}");
 }

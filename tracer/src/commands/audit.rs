@@ -30,7 +30,11 @@ pub fn verify(args: &VerifyArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match verify::verify(&args.files, &key) {
+    let expect = verify::Expect {
+        start: args.expect_start,
+        end_seq: args.expect_end_seq,
+    };
+    match verify::verify(&args.files, &key, expect) {
         Ok(Ok(intact)) => {
             println!("{intact}");
             ExitCode::SUCCESS
