@@ -76,3 +76,77 @@ fn secrets_appear_nowhere_in_the_output() -> Result<()> {
     );
     Ok(())
 }
+
+/// A reader of stdout that stops reading must not stall the tracer: SIGTERM still
+/// stops it, and the records that could not be delivered are counted, not lost
+/// without a trace.
+#[test]
+fn a_stalled_stdout_reader_neither_hangs_the_tracer_nor_loses_records_silently() -> Result<()> {
+    use std::io::{BufRead as _, BufReader};
+    use std::process::{Command, Stdio};
+    use std::time::Duration;
+    use tests::process::Guarded;
+    use tests::tracer::{READY_PREFIX, SUMMARY_PREFIX};
+
+    let port = free_port();
+    let _nginx = Nginx::start(NginxConfig::new(port))?;
+    let dir = tempfile::tempdir()?;
+    let mut command = Command::new(tests::workspace::tracer_bin()?);
+    command
+        .arg("run")
+        .arg("--port")
+        .arg(port.to_string())
+        .arg("--audit-state")
+        .arg(dir.path().join("audit.state"))
+        .arg("--audit-key")
+        .arg(dir.path().join("audit.key"))
+        .stdin(Stdio::null())
+        // A pipe nobody reads: it fills after 64 KiB, a few dozen records.
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut tracer = Guarded::spawn(&mut command, "tracer")?;
+    let _unread_stdout = tracer.child_mut().stdout.take();
+    let stderr = tracer.child_mut().stderr.take().expect("piped stderr");
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let ready_deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = ready_deadline.saturating_duration_since(std::time::Instant::now());
+        let line = lines.recv_timeout(left)?;
+        if line.starts_with(READY_PREFIX) {
+            break;
+        }
+    }
+    // Far more than the pipe holds.
+    let report = tests::load::ab_keepalive(&url(port, "/stalled"), 4, 2_000)?;
+    assert_eq!(report.failed, 0, "{report:?}");
+    tracer.signal(libc::SIGTERM)?;
+    let status = tracer.wait_timeout(Duration::from_secs(30))?;
+    assert!(status.success(), "tracer exited with {status}");
+    let stderr: Vec<String> = lines.try_iter().collect();
+    let summary = stderr
+        .iter()
+        .find_map(|l| l.strip_prefix(SUMMARY_PREFIX))
+        .unwrap_or_else(|| panic!("no summary line in {stderr:#?}"));
+    let summary: serde_json::Value = serde_json::from_str(summary)?;
+    let stdout = &summary["sinks"]["stdout"];
+    let discarded = stdout["discarded"].as_u64().unwrap_or_default();
+    let written = stdout["bytes_written"].as_u64().unwrap_or_default();
+    assert!(discarded > 0, "nothing counted as discarded: {summary}");
+    assert!(
+        written <= 1 << 20,
+        "{written} bytes cannot have reached a pipe nobody reads: {summary}"
+    );
+    let records = summary["records"].as_u64().unwrap_or_default();
+    assert!(
+        records >= 2_000,
+        "every request still made a record: {summary}"
+    );
+    Ok(())
+}
