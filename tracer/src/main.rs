@@ -1,12 +1,33 @@
+//! tracer: an eBPF host-level HTTP access tracer. This is the composition root.
+//!
+//! Data flows through the modules in this order:
+//! `kernel` (load programs, read ring-buffer events) -> `connection` (per-connection
+//! state) -> `http` (HTTP/1.x exchanges) -> `identity` + `enrich` (who, process,
+//! wall-clock time, redaction) -> `record` (the JSON record) -> `audit` (the sealed
+//! chain, from the `tracer_audit` crate) -> `sink` (where records go). `config` and
+//! `cli` resolve flags and the TOML file once; `pipeline` wires the layers together for
+//! `tracer run`; `commands` are the other subcommands. Every module is private, so
+//! rustc reports what nothing uses.
+mod audit;
+mod cli;
+mod commands;
+mod config;
+mod connection;
+mod enrich;
+mod http;
+mod identity;
+mod kernel;
+mod pipeline;
+mod record;
+mod sink;
+
 use std::process::ExitCode;
 
-use clap::Parser as _;
-use tracer::{
+use crate::{
     cli::{Cli, Command, ConfigCommand, KeyCommand},
-    commands, config,
     kernel::check,
-    pipeline, sink,
 };
+use clap::Parser as _;
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))

@@ -139,10 +139,6 @@ impl Output {
         self.chain.head()
     }
 
-    pub fn fingerprint(&self) -> &str {
-        self.checkpoints.fingerprint()
-    }
-
     /// Writes the start line (the first of every run) and flushes it.
     pub fn write_start(&mut self) -> io::Result<()> {
         self.line.clear();

@@ -30,6 +30,7 @@ impl Clock {
     }
 
     /// A clock with a fixed offset (wall clock minus monotonic clock), for tests and replays.
+    #[cfg(test)]
     pub fn with_offset_ns(offset_ns: i128) -> Self {
         Self { offset_ns }
     }

@@ -5,5 +5,5 @@ pub mod process;
 pub mod query;
 
 pub use clock::Clock;
-pub use process::{ProcessCache, ProcessInfo, REVALIDATE_AFTER, redact_command_line};
+pub use process::{ProcessCache, ProcessInfo};
 pub use query::{DEFAULT_SECRET_PARAMS, QueryRedactor, sanitize_for_log};

@@ -233,7 +233,8 @@ fn read_command_line(process: &Process) -> Option<String> {
 /// arguments whose name contains `password`, `passwd`, `secret`, `token` or `key`
 /// (case-insensitive), in the forms `--name=value`, `name=value` and `--name value`.
 /// Errs toward hiding: `--keyfile /path` hides the path too.
-pub fn redact_command_line(cmdline: &str) -> String {
+#[cfg(test)]
+fn redact_command_line(cmdline: &str) -> String {
     redact_args(cmdline.split(' '))
 }
 

@@ -48,6 +48,7 @@ impl QueryRedactor {
     }
 
     /// A redactor for [`DEFAULT_SECRET_PARAMS`].
+    #[cfg(test)]
     pub fn default_set() -> Self {
         Self::new(DEFAULT_SECRET_PARAMS)
     }

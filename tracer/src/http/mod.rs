@@ -22,10 +22,11 @@ mod types;
 use std::collections::VecDeque;
 
 use self::body::{Framing, Progress, request_framing, response_framing};
+#[cfg(test)]
+use self::head::MAX_HEAD_BYTES;
 use self::preface::{Preface, Verdict};
 use self::stream::{Cursor, Event, Stream};
 
-pub use self::head::MAX_HEAD_BYTES;
 pub use self::types::{
     Chunk, Exchange, ExchangeEnd, Headers, HttpStats, Request, RequestHead, Response, ResponseHead,
 };

@@ -66,12 +66,9 @@ impl Headers {
         }
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.spans.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.spans.is_empty()
     }
 
     /// (name as sent, value) in order. Names are tokens (ASCII), compared as bytes.
@@ -135,6 +132,7 @@ pub struct ResponseHead {
 
 impl ResponseHead {
     /// Value of the first header called `name`, ignoring case.
+    #[cfg(test)]
     pub fn header(&self, name: &str) -> Option<&[u8]> {
         self.headers.get(name)
     }

@@ -20,8 +20,7 @@ use std::{
 use anyhow::{Context as _, Result};
 use tokio::sync::watch;
 
-pub use publisher::message_id;
-pub use settings::{NatsConfig, Servers, StreamName, SubjectTemplate};
+pub use settings::{NatsConfig, StreamName, SubjectTemplate};
 
 use self::{
     auth::Auth,
