@@ -219,7 +219,7 @@ mod tests {
     }
 
     /// Not a pass/fail test: prints what sealing costs per record, for docs/audit.md.
-    /// `cargo test --release -p tracer --lib seal_cost -- --ignored --nocapture`
+    /// `cargo test --release -p tracer-audit seal_cost -- --ignored --nocapture`
     #[test]
     #[ignore]
     fn seal_cost() {
