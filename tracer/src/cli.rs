@@ -10,8 +10,12 @@ use clap::{Args, Parser, Subcommand};
 use tracer_audit::StreamId;
 
 use crate::{
-    config::{Config, OutputConfig},
+    config::{
+        Config, DEFAULT_CHECKPOINT_RECORDS, DEFAULT_CHECKPOINT_SECONDS, DEFAULT_RINGBUF_BYTES,
+        DEFAULT_STATS_INTERVAL_SECONDS, RunSettings, check_ringbuf_bytes,
+    },
     sink::{
+        OutputSettings,
         file::{ByteSize, Compression, FileSettings, Interval, Mode},
         nats::{NatsConfig, StreamName, SubjectTemplate},
     },
@@ -121,12 +125,17 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
-    /// Size of the kernel ring buffer in bytes (a power of two, at least one page) [default: 16777216].
-    #[arg(long, value_parser = parse_ringbuf_size)]
+    #[arg(
+        long,
+        value_parser = parse_ringbuf_size,
+        help = format!("Size of the kernel ring buffer in bytes (a power of two, at least one page) [default: {DEFAULT_RINGBUF_BYTES}]")
+    )]
     pub ringbuf_bytes: Option<u32>,
 
-    /// Seconds between loss/health reports on stderr (only printed when something changed) [default: 10].
-    #[arg(long)]
+    #[arg(
+        long,
+        help = format!("Seconds between loss/health reports on stderr (only printed when something changed) [default: {DEFAULT_STATS_INTERVAL_SECONDS}]")
+    )]
     pub stats_interval: Option<NonZeroU64>,
 
     /// Extra query parameter name whose value is written as REDACTED (the built-in list
@@ -153,12 +162,18 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     pub audit_key: Option<PathBuf>,
 
-    /// Write a signed checkpoint after this many records [default: 10000].
-    #[arg(long, value_name = "N")]
+    #[arg(
+        long,
+        value_name = "N",
+        help = format!("Write a signed checkpoint after this many records [default: {DEFAULT_CHECKPOINT_RECORDS}]")
+    )]
     pub checkpoint_records: Option<NonZeroU64>,
 
-    /// Write a signed checkpoint after this many seconds when records were written [default: 60].
-    #[arg(long, value_name = "S")]
+    #[arg(
+        long,
+        value_name = "S",
+        help = format!("Write a signed checkpoint after this many seconds when records were written [default: {DEFAULT_CHECKPOINT_SECONDS}]")
+    )]
     pub checkpoint_seconds: Option<NonZeroU64>,
     #[command(flatten)]
     pub output: OutputArgs,
@@ -201,7 +216,7 @@ pub struct OutputArgs {
 
 impl OutputArgs {
     /// Applies the flags on top of the config file's `[output]` table.
-    pub fn apply(&self, output: &mut OutputConfig) -> Result<()> {
+    pub fn apply(&self, output: &mut OutputSettings) -> Result<()> {
         output.stdout |= self.stdout;
         if let Some(path) = &self.file {
             match &mut output.file {
@@ -233,17 +248,20 @@ impl OutputArgs {
 }
 
 impl RunArgs {
-    /// The config file (or the defaults) with the flags applied on top.
-    pub fn resolve(&self) -> Result<Config> {
+    /// The settings of this run: the flags laid over the config file (or an empty
+    /// one), then every default applied.
+    pub fn resolve(&self) -> Result<RunSettings> {
+        Ok(RunSettings::resolve(self.overlay()?)?)
+    }
+
+    /// The config file (or an empty one) with the flags laid over it.
+    fn overlay(&self) -> Result<Config> {
         let mut config = match &self.config {
             Some(path) => Config::load(path)?,
             None => Config::default(),
         };
         if !self.ports.is_empty() {
             config.ports.clone_from(&self.ports);
-        }
-        if config.ports.is_empty() {
-            bail!("no port to watch: give --port or `ports` in the config file");
         }
         config.ringbuf_bytes = self.ringbuf_bytes.or(config.ringbuf_bytes);
         config.stats_interval = self.stats_interval.or(config.stats_interval);
@@ -337,11 +355,7 @@ impl NatsArgs {
 }
 
 fn parse_ringbuf_size(s: &str) -> Result<u32, String> {
-    let n: u32 = s.parse().map_err(|e| format!("{e}"))?;
-    if n < 4096 || !n.is_power_of_two() {
-        return Err(format!("{n} is not a power of two >= 4096"));
-    }
-    Ok(n)
+    check_ringbuf_bytes(s.parse().map_err(|e| format!("{e}"))?)
 }
 
 #[cfg(test)]
@@ -389,7 +403,7 @@ mod tests {
         let Command::Run(args) = cli.command else {
             panic!("not run")
         };
-        let audit = args.resolve().unwrap().audit.settings();
+        let audit = args.resolve().unwrap().audit;
         assert_eq!(audit.stream.as_str(), "web-1");
         assert_eq!(audit.checkpoint_interval.as_secs(), 5);
         assert_eq!(audit.checkpoint_records, 10_000);

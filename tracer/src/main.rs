@@ -72,7 +72,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::SinkBench(args) => match sink::bench::run(&args) {
+        Command::SinkBench(args) => match commands::sink_bench::run(&args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("tracer: error: {e:#}");
@@ -80,7 +80,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Verify(args) => commands::audit::verify(&args),
-        Command::Run(args) => match pipeline::run(*args) {
+        Command::Run(args) => match args.resolve().and_then(pipeline::run) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("tracer: error: {e:#}");

@@ -19,10 +19,9 @@ use tracer_audit::{Kind, LossSnapshot, loss::Counter};
 
 use crate::{
     audit::Output,
-    cli::RunArgs,
-    config::{DEFAULT_RINGBUF_BYTES, DEFAULT_STATS_INTERVAL_SECONDS},
+    config::RunSettings,
     connection::{Finished, Tracker, TrackerStats},
-    enrich::{Clock, DEFAULT_SECRET_PARAMS, ProcessCache, QueryRedactor},
+    enrich::{Clock, ProcessCache, QueryRedactor},
     kernel::{
         check, discovery,
         events::{KernelEvent, decode},
@@ -47,21 +46,20 @@ const LOSS_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// file would rotate only when the load pauses (sinks flush and rotate between batches).
 const MAX_BATCH_RECORDS: usize = 256;
 
-pub fn run(args: RunArgs) -> Result<()> {
+pub fn run(settings: RunSettings) -> Result<()> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?
-        .block_on(run_async(args))
+        .block_on(run_async(settings))
 }
 
-async fn run_async(args: RunArgs) -> Result<()> {
+async fn run_async(config: RunSettings) -> Result<()> {
     let findings = check::run();
     if let Some(problems) = check::blocking_problems(&findings) {
         bail!("this host cannot run the tracer ({problems}); `tracer check` explains");
     }
     let tracefs = check::tracefs().context("tracefs is not available")?;
-    let config = args.resolve()?;
     // Before loading: a bad identity setup fails fast, and the first OIDC fetch
     // happens before `ready`.
     let identifier = config
@@ -70,19 +68,9 @@ async fn run_async(args: RunArgs) -> Result<()> {
         .context("setting up identity")?;
     // Also before loading: an output that cannot be written or a bad NATS setup is a
     // configuration error, and an unusable key or state file fails fast.
-    let stats_interval = config
-        .stats_interval
-        .map_or(DEFAULT_STATS_INTERVAL_SECONDS, |s| s.get());
-    let sinks = sink::open(
-        &config.output,
-        &config.nats,
-        Duration::from_secs(stats_interval),
-    )?;
-    let audit_settings = config.audit.settings();
-    let output = Output::open(&audit_settings, sinks).context("setting up the audit chain")?;
-    let mut ports: Vec<u16> = config.ports.iter().map(|p| p.get()).collect();
-    ports.sort_unstable();
-    ports.dedup();
+    let sinks = sink::open(&config.output, &config.nats, config.stats_interval)?;
+    let output = Output::open(&config.audit, sinks).context("setting up the audit chain")?;
+    let ports = &config.ports;
 
     // Held for the whole run: the kernel times programs while this fd is open.
     let bpf_stats = config
@@ -91,11 +79,11 @@ async fn run_async(args: RunArgs) -> Result<()> {
         .transpose()
         .context("enabling eBPF run-time statistics (--bpf-stats)")?;
     let mut loaded = loader::load(&Options {
-        ports: &ports,
-        ringbuf_bytes: config.ringbuf_bytes.unwrap_or(DEFAULT_RINGBUF_BYTES),
+        ports,
+        ringbuf_bytes: config.ringbuf_bytes,
         tracefs: &tracefs,
     })?;
-    let existing = discovery::processes_on_ports(&ports)?;
+    let existing = discovery::processes_on_ports(ports)?;
     let mut tls = TlsProbes::new();
     tls.attach_host_libraries(&mut loaded.ebpf);
     for pid in &existing {
@@ -105,19 +93,12 @@ async fn run_async(args: RunArgs) -> Result<()> {
             .context("adding a running server to WATCHED_TGIDS")?;
         tls.inspect(&mut loaded.ebpf, *pid);
     }
-    let mut redactor_names: Vec<String> = DEFAULT_SECRET_PARAMS
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    redactor_names.extend(config.redact_query_params.iter().cloned());
-    // A query parameter that carries an API key is a credential too.
-    redactor_names.extend(config.identity.api_key_query_params.iter().cloned());
     let mut state = State {
         tracker: Tracker::new(),
         processes: ProcessCache::new(),
         records: RecordContext::new(
             Clock::calibrate(),
-            QueryRedactor::new(redactor_names),
+            QueryRedactor::new(&config.redact_query_params),
             identifier,
         ),
         output,
@@ -150,12 +131,12 @@ async fn run_async(args: RunArgs) -> Result<()> {
 
     let mut drain_timer = tokio::time::interval(DRAIN_INTERVAL);
     drain_timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut ticker = tokio::time::interval(Duration::from_secs(stats_interval));
+    let mut ticker = tokio::time::interval(config.stats_interval);
     ticker.tick().await;
     let mut loss_ticker = tokio::time::interval(LOSS_CHECK_INTERVAL);
     loss_ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loss_ticker.tick().await;
-    let mut checkpoint_ticker = tokio::time::interval(audit_settings.checkpoint_interval);
+    let mut checkpoint_ticker = tokio::time::interval(config.audit.checkpoint_interval);
     checkpoint_ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     checkpoint_ticker.tick().await;
     let mut reported = Report::default();

@@ -1,3 +1,4 @@
 //! Commands other than `run`, above the library layers: they take parsed flags and
 //! print results.
 pub mod audit;
+pub mod sink_bench;

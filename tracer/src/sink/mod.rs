@@ -1,6 +1,5 @@
 //! Where records go. Every sink receives the same sealed JSON lines in the same order
 //! (the hash chain in `audit` covers the stream, whichever sinks carry it).
-pub mod bench;
 pub mod file;
 mod lines;
 pub mod nats;
@@ -9,16 +8,27 @@ mod stdout;
 use std::{collections::BTreeMap, io, time::Duration};
 
 use anyhow::{Context as _, Result};
+use serde::Deserialize;
 
-use crate::{config::OutputConfig, sink::nats::NatsConfig};
+use self::{file::FileSettings, nats::NatsConfig};
 
 pub use file::FileSink;
 pub use nats::NatsSink;
 pub use stdout::StdoutSink;
 
+/// Where records go (`[output]`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutputSettings {
+    /// `--stdout`: write stdout as well as the other sinks (with none, stdout is used anyway).
+    pub stdout: bool,
+    /// `--output FILE` and its flags (`[output.file]`).
+    pub file: Option<FileSettings>,
+}
+
 /// The sinks the configuration asks for: the file, NATS, and stdout when no other is
 /// configured or `--stdout` is given. `report_every`: how often NATS reports a backlog.
-pub fn open(output: &OutputConfig, nats: &NatsConfig, report_every: Duration) -> Result<Sinks> {
+pub fn open(output: &OutputSettings, nats: &NatsConfig, report_every: Duration) -> Result<Sinks> {
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
     if let Some(file) = &output.file {
         sinks.push(Box::new(

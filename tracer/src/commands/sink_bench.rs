@@ -12,23 +12,22 @@ use serde_json::json;
 
 use tracer_audit::{Kind, StreamId};
 
-use super::Sinks;
 use crate::{
     audit::{Output, Settings},
     cli::SinkBenchArgs,
-    config::{DEFAULT_CHECKPOINT_RECORDS, DEFAULT_CHECKPOINT_SECONDS, OutputConfig},
-    sink::nats::NatsConfig,
+    config::{DEFAULT_CHECKPOINT_RECORDS, DEFAULT_CHECKPOINT_SECONDS},
+    sink::{self, OutputSettings, Sinks, nats::NatsConfig},
 };
 
 /// Prints `tracer: sink-bench {json}` on stderr: the sinks, the records, the seconds the
 /// writes took (what the pipeline thread pays, hashing included) and the seconds until
 /// the sinks finished (for NATS: every record acknowledged), with their counters.
 pub fn run(args: &SinkBenchArgs) -> Result<()> {
-    let mut output = OutputConfig::default();
+    let mut output = OutputSettings::default();
     args.output.apply(&mut output)?;
     let mut nats = NatsConfig::default();
     args.nats.apply(&mut nats);
-    let sinks = super::open(&output, &nats, Duration::from_secs(10))?;
+    let sinks = sink::open(&output, &nats, Duration::from_secs(10))?;
     let names = sinks.names().join("+");
     let batch = args.batch.max(1);
     // A chain of its own: the bench must not touch the host's audit state.

@@ -1,9 +1,11 @@
 //! The TOML configuration file (`tracer run --config FILE`, `tracer config check FILE`),
 //! documented key by key in docs/config.md. Every key has a default, so no file at all
 //! is a valid configuration; values are checked while parsing, so an error names the
-//! line and column it comes from.
+//! line and column it comes from. `resolve` lays the flags over the file and the
+//! defaults, once; `identity` builds the identifier the file describes; `check` is
+//! `tracer config check`.
 use std::{
-    fmt, fs, io,
+    fs, io,
     num::{NonZeroU16, NonZeroU64},
     path::{Path, PathBuf},
     time::Duration,
@@ -14,14 +16,20 @@ use serde::{Deserialize, Deserializer, de::Error as _};
 
 use tracer_audit::{StreamId, key::DEFAULT_KEY_FILE, state::DEFAULT_STATE_FILE};
 
-use crate::audit::Settings as AuditSettings;
-use crate::identity::{
-    self, Fingerprinter, Identifier, Keys, Names, OidcSettings, Policy, ProxyTrust, Verifier,
-    fingerprint::SecretError,
-    keys::{self as keyfiles, KeyError},
+use crate::{
+    audit::Settings as AuditSettings,
+    identity::{fingerprint::SecretError, keys::KeyError},
+    sink::{OutputSettings, nats::NatsConfig},
 };
-use crate::sink::file::FileSettings;
-use crate::sink::nats::NatsConfig;
+
+mod check;
+mod identity;
+mod resolve;
+
+pub use check::check;
+pub use resolve::{
+    DEFAULT_RINGBUF_BYTES, DEFAULT_STATS_INTERVAL_SECONDS, RunSettings, check_ringbuf_bytes,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -41,10 +49,10 @@ pub enum ConfigError {
     Fetcher(io::Error),
     #[error("{0}")]
     Nats(String),
+    #[error("no port to watch: give --port or `ports` in the config file")]
+    NoPorts,
 }
 
-pub const DEFAULT_RINGBUF_BYTES: u32 = 16 << 20;
-pub const DEFAULT_STATS_INTERVAL_SECONDS: u64 = 10;
 pub const DEFAULT_CHECKPOINT_RECORDS: u64 = 10_000;
 pub const DEFAULT_CHECKPOINT_SECONDS: u64 = 60;
 
@@ -63,7 +71,7 @@ pub struct Config {
     /// `--bpf-stats`.
     pub bpf_stats: bool,
     pub identity: IdentityConfig,
-    pub output: OutputConfig,
+    pub output: OutputSettings,
     pub audit: AuditConfig,
     /// The NATS JetStream sink (`--nats*`).
     pub nats: NatsConfig,
@@ -110,16 +118,6 @@ impl AuditConfig {
             ),
         }
     }
-}
-
-/// Where records go (`[output]`).
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct OutputConfig {
-    /// `--stdout`: write stdout as well as the other sinks (with none, stdout is used anyway).
-    pub stdout: bool,
-    /// `--output FILE` and its flags (`[output.file]`).
-    pub file: Option<FileSettings>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -215,13 +213,9 @@ impl Default for ProxyConfig {
 }
 
 fn ringbuf_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
-    let n = u32::deserialize(d)?;
-    if n < 4096 || !n.is_power_of_two() {
-        return Err(D::Error::custom(format!(
-            "{n} is not a power of two >= 4096"
-        )));
-    }
-    Ok(Some(n))
+    check_ringbuf_bytes(u32::deserialize(d)?)
+        .map(Some)
+        .map_err(D::Error::custom)
 }
 
 fn http_url<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
@@ -249,170 +243,6 @@ impl Config {
         })?;
         Self::parse(&text, path)
     }
-}
-
-impl IdentityConfig {
-    /// The identifier this configuration describes: reads key files and the
-    /// fingerprint secret (creating it), and starts the OIDC fetcher.
-    pub fn identifier(&self) -> Result<Identifier, ConfigError> {
-        let fingerprinter = Fingerprinter::load_or_create(&self.fingerprint_secret_file)?;
-        Ok(Identifier::new(
-            self.names(),
-            ProxyTrust::new(self.proxy.trusted_cidrs.clone()),
-            fingerprinter,
-            self.jwt.verifier()?,
-        ))
-    }
-
-    fn names(&self) -> Names {
-        Names {
-            api_key_headers: self.api_key_headers.clone(),
-            api_key_query_params: self.api_key_query_params.clone(),
-            session_cookies: self.session_cookies.clone(),
-            proxy_user_headers: self.proxy.user_headers.clone(),
-            proxy_email_headers: self.proxy.email_headers.clone(),
-            role_claims: self.jwt.role_claims.clone(),
-        }
-    }
-}
-
-impl JwtConfig {
-    fn fixed_keys(&self) -> Result<Vec<identity::keys::VerifyKey>, KeyError> {
-        let mut keys = match &self.jwks_file {
-            Some(path) => keyfiles::load_jwks_file(path)?,
-            None => Vec::new(),
-        };
-        if let Some(path) = &self.hmac_secret_file {
-            keys.push(keyfiles::load_hmac_secret(path)?);
-        }
-        Ok(keys)
-    }
-
-    fn verifier(&self) -> Result<Option<Verifier>, ConfigError> {
-        let fixed = self.fixed_keys()?;
-        let mut issuers = self.issuers.clone();
-        let keys = match &self.oidc_issuer {
-            Some(issuer) => {
-                if !issuers.is_empty() {
-                    issuers.push(issuer.clone());
-                }
-                let settings = OidcSettings {
-                    issuer: issuer.clone(),
-                    timeout: Duration::from_millis(self.oidc_timeout_ms.get()),
-                    refresh: Duration::from_secs(self.oidc_refresh_seconds.get()),
-                    min_refetch: Duration::from_secs(self.oidc_min_refetch_seconds),
-                    max_backoff: Duration::from_secs(self.oidc_max_backoff_seconds.get()),
-                };
-                Keys::with_oidc(fixed, settings).map_err(ConfigError::Fetcher)?
-            }
-            None if fixed.is_empty() => return Ok(None),
-            None => Keys::fixed(fixed),
-        };
-        Ok(Some(Verifier {
-            keys,
-            policy: Policy {
-                issuers,
-                audiences: self.audiences.clone(),
-            },
-            leeway: i64::from(self.leeway_seconds),
-        }))
-    }
-}
-
-/// What `tracer config check` found, for a person to read.
-pub struct CheckReport {
-    lines: Vec<String>,
-}
-
-impl fmt::Display for CheckReport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for line in &self.lines {
-            writeln!(f, "{line}")?;
-        }
-        Ok(())
-    }
-}
-
-/// Parses `path` and reads every file it names, without starting anything and without
-/// creating the fingerprint secret.
-pub fn check(path: &Path) -> Result<CheckReport, ConfigError> {
-    let config = Config::load(path)?;
-    let id = &config.identity;
-    let keys = id.jwt.fixed_keys()?;
-    if id.fingerprint_secret_file.exists() {
-        Fingerprinter::load_or_create(&id.fingerprint_secret_file)?;
-    }
-    let mut lines = vec![format!("{}: ok", path.display())];
-    lines.push(if config.ports.is_empty() {
-        "ports: none in the file (give --port)".to_owned()
-    } else {
-        format!(
-            "ports: {}",
-            config
-                .ports
-                .iter()
-                .map(|p| p.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        )
-    });
-    let verification = match (&id.jwt.oidc_issuer, keys.len()) {
-        (Some(issuer), n) => format!("OIDC discovery from {issuer} plus {n} fixed key(s)"),
-        (None, 0) => "off: bearer tokens are reported unverified".to_owned(),
-        (None, n) => format!("{n} fixed key(s)"),
-    };
-    lines.push(format!("jwt verification: {verification}"));
-    lines.push(format!(
-        "trusted proxies: {}",
-        if id.proxy.trusted_cidrs.is_empty() {
-            "none (identity and forwarding headers are never trusted)".to_owned()
-        } else {
-            id.proxy
-                .trusted_cidrs
-                .iter()
-                .map(|n| n.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        }
-    ));
-    if let Some(file) = &config.output.file {
-        lines.push(format!("output file: {file}"));
-    }
-    lines.push(format!(
-        "fingerprint secret: {}{}",
-        id.fingerprint_secret_file.display(),
-        if id.fingerprint_secret_file.exists() {
-            ""
-        } else {
-            " (created on first run)"
-        }
-    ));
-    let audit = config.audit.settings();
-    lines.push(format!(
-        "audit: stream {}, state {}, key {}, checkpoint every {} records or {} s",
-        audit.stream,
-        audit.state_file.display(),
-        audit.key_file.display(),
-        audit.checkpoint_records,
-        audit.checkpoint_interval.as_secs()
-    ));
-    let nats = &config.nats;
-    lines.push(match nats.servers().map_err(ConfigError::Nats)? {
-        Some(url) => format!(
-            "nats: {url}, stream {}{}, subject {}, spool {} (at most {} bytes)",
-            nats.stream,
-            if nats.create_stream {
-                " (created if missing)"
-            } else {
-                ""
-            },
-            nats.subject,
-            nats.spool_dir.display(),
-            nats.spool_max_bytes
-        ),
-        None => "nats: off".to_owned(),
-    });
-    Ok(CheckReport { lines })
 }
 
 #[cfg(test)]
