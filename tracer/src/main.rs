@@ -13,6 +13,7 @@ mod cli;
 mod commands;
 mod config;
 mod connection;
+mod diagnostics;
 mod enrich;
 mod http;
 mod identity;

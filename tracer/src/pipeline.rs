@@ -30,7 +30,7 @@ use crate::{
         tls::TlsProbes,
     },
     record::RecordContext,
-    sink,
+    sink::{self, Sinks},
 };
 
 /// The kernel wakes the tracer only when 64 KiB (a quarter of a smaller ring) of events
@@ -205,7 +205,7 @@ struct State {
     processes: ProcessCache,
     records: RecordContext,
     /// The sealed stream and its sinks.
-    output: Output,
+    output: Output<Sinks>,
     finished: Vec<Finished>,
     /// Processes that exited during the current batch.
     exited: Vec<u32>,

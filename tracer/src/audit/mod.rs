@@ -4,4 +4,4 @@ pub mod output;
 #[cfg(test)]
 mod verify_tests;
 
-pub use output::{Output, Settings};
+pub use output::{Output, SealedLines, Settings};

@@ -19,7 +19,19 @@ use tracer_audit::{
     timestamp::format_rfc3339_ns,
 };
 
-use crate::sink::Sinks;
+/// Where the sealed lines go, in order. The sink layer implements it for all the
+/// configured sinks at once, so the chain never depends on what the sinks are.
+pub trait SealedLines {
+    /// Takes one sealed line, newline included.
+    fn write_line(&mut self, line: &[u8]) -> io::Result<()>;
+    /// End of a batch: what was written becomes visible to readers.
+    fn flush(&mut self) -> io::Result<()>;
+    /// A sink wants a new file: the chain first ends the old one with a checkpoint.
+    fn rotation_due(&self) -> bool;
+    fn rotate(&mut self) -> io::Result<()>;
+    /// The last line was written: close, waiting a bounded time for remote ends.
+    fn shutdown(&mut self) -> io::Result<()>;
+}
 
 /// Seqs reserved in the state file at a time: a durable write once per this many lines
 /// keeps seqs unique across a crash; at most this many are skipped after one.
@@ -58,12 +70,12 @@ pub struct Counts {
     pub start: u64,
 }
 
-pub struct Output {
+pub struct Output<S> {
     chain: Chain,
     checkpoints: Checkpointer,
     state: StateFile,
     losses: LossWatch,
-    sinks: Sinks,
+    sinks: S,
     /// The line being built and sealed.
     line: Vec<u8>,
     start: Start,
@@ -80,10 +92,10 @@ pub struct Output {
     counts: Counts,
 }
 
-impl Output {
+impl<S: SealedLines> Output<S> {
     /// Loads the key (creating it), locks and reads the state, and reserves the first
     /// seqs durably: a path that cannot be written fails here, before tracing starts.
-    pub fn open(settings: &Settings, sinks: Sinks) -> Result<Self, AuditError> {
+    pub fn open(settings: &Settings, sinks: S) -> Result<Self, AuditError> {
         let key = AuditKey::load_or_create(&settings.key_file)?;
         let (state, saved) = StateFile::open(&settings.state_file)?;
         let resume = start::resume(settings.stream.clone(), saved).map_err(|reason| {
@@ -127,7 +139,7 @@ impl Output {
         self.chain.stream()
     }
 
-    pub fn sinks(&self) -> &Sinks {
+    pub fn sinks(&self) -> &S {
         &self.sinks
     }
 
@@ -325,18 +337,13 @@ mod tests {
     use super::*;
     use tracer_audit::loss::Counter;
 
-    use crate::sink::Sink;
-
     /// A file-like sink: asks to rotate after `every` lines; keeps each "file".
     struct Rotating {
         files: Rc<RefCell<Vec<Vec<String>>>>,
         every: usize,
     }
 
-    impl Sink for Rotating {
-        fn name(&self) -> &'static str {
-            "rotating"
-        }
+    impl SealedLines for Rotating {
         fn write_line(&mut self, line: &[u8]) -> io::Result<()> {
             let mut files = self.files.borrow_mut();
             if files.is_empty() {
@@ -361,8 +368,8 @@ mod tests {
             self.files.borrow_mut().push(Vec::new());
             Ok(())
         }
-        fn discarded(&self) -> u64 {
-            2
+        fn shutdown(&mut self) -> io::Result<()> {
+            Ok(())
         }
     }
 
@@ -390,7 +397,7 @@ mod tests {
             every: 3,
         };
         let settings = settings(dir.path());
-        let mut output = Output::open(&settings, Sinks::new(vec![Box::new(sink)])).unwrap();
+        let mut output = Output::open(&settings, sink).unwrap();
         output.write_start().unwrap();
         for _ in 0..5 {
             output.line().extend_from_slice(b"{\"a\":1}");
@@ -400,7 +407,7 @@ mod tests {
         let snapshot = LossSnapshot::new(vec![Counter {
             source: "sink",
             reason: "discarded_records",
-            total: output.sinks().discarded(),
+            total: 2,
         }]);
         output.check_losses(&snapshot).unwrap();
         // Unchanged counters: no second loss line.
@@ -422,7 +429,11 @@ mod tests {
     fn the_interval_checkpoint_needs_something_written() {
         let dir = tempfile::tempdir().unwrap();
         let settings = settings(dir.path());
-        let mut output = Output::open(&settings, Sinks::default()).unwrap();
+        let sink = Rotating {
+            files: Rc::default(),
+            every: usize::MAX,
+        };
+        let mut output = Output::open(&settings, sink).unwrap();
         output.write_start().unwrap();
         output.checkpoint_if_written().unwrap();
         assert_eq!(output.counts().checkpoint, 1);

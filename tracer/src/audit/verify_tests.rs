@@ -18,22 +18,25 @@ use tracer_audit::{
     verify::*,
 };
 
-use crate::{
-    audit::{Output, Settings},
-    sink::{Sink, Sinks},
-};
+use crate::audit::{Output, SealedLines, Settings};
 
 struct Capture(Rc<RefCell<Vec<u8>>>);
 
-impl Sink for Capture {
-    fn name(&self) -> &'static str {
-        "capture"
-    }
+impl SealedLines for Capture {
     fn write_line(&mut self, line: &[u8]) -> io::Result<()> {
         self.0.borrow_mut().extend_from_slice(line);
         Ok(())
     }
     fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+    fn rotation_due(&self) -> bool {
+        false
+    }
+    fn rotate(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+    fn shutdown(&mut self) -> io::Result<()> {
         Ok(())
     }
 }
@@ -51,7 +54,7 @@ fn settings(dir: &Path) -> Settings {
 /// One run of `records` access lines; `clean`: it ends with the shutdown checkpoint.
 fn run(dir: &Path, first: usize, records: usize, clean: bool) -> Vec<Vec<u8>> {
     let captured = Rc::new(RefCell::new(Vec::new()));
-    let sinks = Sinks::new(vec![Box::new(Capture(Rc::clone(&captured)))]);
+    let sinks = Capture(Rc::clone(&captured));
     let mut output = Output::open(&settings(dir), sinks).unwrap();
     output.write_start().unwrap();
     for i in first..first + records {
@@ -363,7 +366,7 @@ fn a_run_that_wrote_nothing_before_crashing_keeps_the_link() {
     let dir = tempfile::tempdir().unwrap();
     let first = run(dir.path(), 0, 2, false);
     // Opened (state saved) but crashed before its start line.
-    drop(Output::open(&settings(dir.path()), Sinks::default()).unwrap());
+    drop(Output::open(&settings(dir.path()), Capture(Rc::default())).unwrap());
     let third = run(dir.path(), 2, 2, true);
     let a = write(dir.path(), "a.jsonl", &first);
     let c = write(dir.path(), "c.jsonl", &third);

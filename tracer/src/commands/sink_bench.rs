@@ -13,7 +13,7 @@ use serde_json::json;
 use tracer_audit::{Kind, StreamId};
 
 use crate::{
-    audit::{Output, Settings},
+    audit::{Output, SealedLines as _, Settings},
     cli::SinkBenchArgs,
     config::{DEFAULT_CHECKPOINT_RECORDS, DEFAULT_CHECKPOINT_SECONDS},
     sink::{self, OutputSettings, Sinks, nats::NatsConfig},
@@ -89,7 +89,7 @@ pub fn run(args: &SinkBenchArgs) -> Result<()> {
 /// The sinks alone, or behind the hash chain as `tracer run` writes them.
 enum Stream {
     Plain(Sinks),
-    Chained(Box<Output>),
+    Chained(Box<Output<Sinks>>),
 }
 
 impl Stream {

@@ -6,4 +6,4 @@ pub mod query;
 
 pub use clock::Clock;
 pub use process::{ProcessCache, ProcessInfo};
-pub use query::{DEFAULT_SECRET_PARAMS, QueryRedactor, sanitize_for_log};
+pub use query::{DEFAULT_SECRET_PARAMS, QueryRedactor};

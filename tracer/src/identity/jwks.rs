@@ -16,7 +16,7 @@ use jsonwebtoken::jwk::JwkSet;
 use serde::Deserialize;
 
 use super::keys::{KeySet, VerifyKey};
-use crate::enrich::sanitize_for_log;
+use crate::diagnostics::sanitize_for_log;
 
 /// Largest discovery or JWKS document read.
 const MAX_DOCUMENT_BYTES: u64 = 1 << 20;

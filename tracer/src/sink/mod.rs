@@ -11,6 +11,7 @@ use anyhow::{Context as _, Result};
 use serde::Deserialize;
 
 use self::{file::FileSettings, nats::NatsConfig};
+use crate::audit::SealedLines;
 
 pub use file::FileSink;
 pub use nats::NatsSink;
@@ -99,36 +100,6 @@ impl Sinks {
         Self { sinks, records: 0 }
     }
 
-    pub fn write_line(&mut self, line: &[u8]) -> io::Result<()> {
-        for sink in &mut self.sinks {
-            sink.write_line(line)
-                .map_err(|e| with_sink_name(sink.name(), e))?;
-        }
-        self.records += 1;
-        Ok(())
-    }
-
-    pub fn flush(&mut self) -> io::Result<()> {
-        for sink in &mut self.sinks {
-            sink.flush().map_err(|e| with_sink_name(sink.name(), e))?;
-        }
-        Ok(())
-    }
-
-    pub fn rotation_due(&self) -> bool {
-        self.sinks.iter().any(|s| s.rotation_due())
-    }
-
-    /// Rotates every sink that asked for it.
-    pub fn rotate(&mut self) -> io::Result<()> {
-        for sink in &mut self.sinks {
-            if sink.rotation_due() {
-                sink.rotate().map_err(|e| with_sink_name(sink.name(), e))?;
-            }
-        }
-        Ok(())
-    }
-
     /// The sinks' names, in writing order.
     pub fn names(&self) -> Vec<&'static str> {
         self.sinks.iter().map(|s| s.name()).collect()
@@ -151,8 +122,40 @@ impl Sinks {
             .filter(|(_, counters)| !counters.is_empty())
             .collect()
     }
+}
 
-    pub fn shutdown(&mut self) -> io::Result<()> {
+impl SealedLines for Sinks {
+    fn write_line(&mut self, line: &[u8]) -> io::Result<()> {
+        for sink in &mut self.sinks {
+            sink.write_line(line)
+                .map_err(|e| with_sink_name(sink.name(), e))?;
+        }
+        self.records += 1;
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        for sink in &mut self.sinks {
+            sink.flush().map_err(|e| with_sink_name(sink.name(), e))?;
+        }
+        Ok(())
+    }
+
+    fn rotation_due(&self) -> bool {
+        self.sinks.iter().any(|s| s.rotation_due())
+    }
+
+    /// Rotates every sink that asked for it.
+    fn rotate(&mut self) -> io::Result<()> {
+        for sink in &mut self.sinks {
+            if sink.rotation_due() {
+                sink.rotate().map_err(|e| with_sink_name(sink.name(), e))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn shutdown(&mut self) -> io::Result<()> {
         for sink in &mut self.sinks {
             sink.shutdown()
                 .map_err(|e| with_sink_name(sink.name(), e))?;
