@@ -187,6 +187,26 @@ impl Tracer {
         }
     }
 
+    /// Waits until the tracer's stdout file holds `n` access records; `timeout` is a
+    /// hang guard, not an expectation.
+    pub fn wait_for_records(&self, n: usize, timeout: Duration) -> Result<()> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let text = std::fs::read_to_string(&self.stdout_path).unwrap_or_default();
+            let written = text
+                .lines()
+                .filter(|l| l.contains(r#""audit.kind":"access""#))
+                .count();
+            if written >= n {
+                return Ok(());
+            }
+            if std::time::Instant::now() >= deadline {
+                bail!("{written} access records after {timeout:?}, waited for {n}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     fn stderr_text(&self) -> String {
         let lines = self.stderr.lock().unwrap_or_else(|e| e.into_inner());
         lines.join("\n")

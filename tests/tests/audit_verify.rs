@@ -340,9 +340,9 @@ fn a_crash_is_a_declared_restart_gap_not_a_deletion() -> Result<()> {
     for n in 0..6 {
         curl(&[&url(port, &format!("/hello.txt?crash={n}"))])?;
     }
-    // Give the 10 ms drain a moment so the crash comes after records were written;
-    // whatever was written by then, the chain must hold.
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    // The crash comes after records were written; whatever was written by then, the
+    // chain must hold.
+    tracer.wait_for_records(6, std::time::Duration::from_secs(30))?;
     drop(server);
     let stdout = tracer.kill()?;
     let first = dir.path().join("crashed.jsonl");

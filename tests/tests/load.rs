@@ -97,8 +97,11 @@ fn an_overflowing_ring_buffer_reports_its_losses() -> Result<()> {
     )?;
     let report = ab_keepalive(&url(port, "/load?via=tiny-ring"), 20, 20000)?;
     assert_eq!(report.complete, 20000, "{}", report.raw);
-    // Let one stats interval pass so the running report is due.
-    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // The running report is due once a stats interval has passed.
+    tracer.wait_for_stderr(
+        "tracer: kernel events lost:",
+        std::time::Duration::from_secs(30),
+    )?;
     let run = tracer.stop()?;
 
     assert!(run.status.success(), "{}", run.stderr);

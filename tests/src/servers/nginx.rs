@@ -224,17 +224,22 @@ impl Nginx {
     }
 
     /// The access-log line count once it stopped growing: after a load generator exits,
-    /// nginx may still be reading requests it sent just before its deadline.
+    /// nginx may still be reading requests it sent just before its deadline. An error if
+    /// it is still growing after 30 s.
     pub fn settled_access_log_lines(&self) -> Result<usize> {
+        const QUIET: std::time::Duration = std::time::Duration::from_millis(300);
+        const DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
+        let started = std::time::Instant::now();
         let mut last = self.access_log_lines()?;
-        loop {
-            std::thread::sleep(std::time::Duration::from_millis(300));
+        while started.elapsed() < DEADLINE {
+            std::thread::sleep(QUIET);
             let now = self.access_log_lines()?;
             if now == last {
                 return Ok(now);
             }
             last = now;
         }
+        anyhow::bail!("nginx's access log still grows after {DEADLINE:?} ({last} lines)")
     }
 }
 
