@@ -4,6 +4,9 @@ mod process_fields;
 mod target;
 mod traceparent;
 
+#[cfg(test)]
+mod golden_tests;
+
 use std::{borrow::Cow, net::IpAddr};
 
 use serde::Serialize;
