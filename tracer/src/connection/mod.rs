@@ -190,6 +190,14 @@ impl Tracker {
         }
     }
 
+    /// Requests read whose responses have not been seen yet, on all connections.
+    pub fn awaiting_responses(&self) -> usize {
+        self.conns
+            .values()
+            .map(|c| c.http.awaiting_responses())
+            .sum()
+    }
+
     pub fn stats(&self) -> TrackerStats {
         let mut stats = self.closed.clone();
         for conn in self.conns.values() {

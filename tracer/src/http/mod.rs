@@ -187,6 +187,11 @@ impl HttpConnection {
         self.take_completed()
     }
 
+    /// Requests whose responses have not been seen yet.
+    pub fn awaiting_responses(&self) -> usize {
+        self.pending.len()
+    }
+
     pub fn stats(&self) -> &HttpStats {
         &self.stats
     }

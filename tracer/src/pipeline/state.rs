@@ -1,0 +1,172 @@
+//! What the event loop carries from batch to batch: connections, the process cache,
+//! the record context and the sealed output. Kernel events come in, records go out.
+//!
+//! Control events are handled here, in one place, before the connection events go on
+//! to the tracker: an Open caches the serving process (short-lived handlers may be gone
+//! by the time their response completes), Exit forgets it once its records are
+//! written, Listen and Tls ask for OpenSSL probes.
+use std::io;
+
+use anyhow::{Context as _, Result};
+use aya::maps::{MapData, RingBuf};
+use log::warn;
+use tracer_audit::Kind;
+
+use super::report::loss_snapshot;
+use crate::{
+    audit::Output,
+    connection::{Finished, Tracker},
+    enrich::ProcessCache,
+    kernel::{
+        events::{KernelEvent, decode},
+        losses::KernelLosses,
+        tls::TlsProbes,
+    },
+    record::RecordContext,
+    sink::Sinks,
+};
+
+/// Records per batch at most. Under sustained load the ring never runs dry, so without a
+/// bound one drain would be one endless batch: records would reach readers late and a
+/// file would rotate only when the load pauses (sinks flush and rotate between batches).
+const MAX_BATCH_RECORDS: usize = 256;
+
+pub struct State {
+    pub tracker: Tracker,
+    pub processes: ProcessCache,
+    pub records: RecordContext,
+    /// The sealed stream and its sinks.
+    pub output: Output<Sinks>,
+    pub finished: Vec<Finished>,
+    /// Processes that exited during the current batch.
+    pub exited: Vec<u32>,
+    pub tls: TlsProbes,
+    /// TLS inspections asked for by the current batch; done after it, with the programs.
+    pub tls_work: Vec<TlsWork>,
+    pub decode_errors: u64,
+    /// The reader of stdout went away: stop tracing instead of failing every write.
+    pub stdout_closed: bool,
+}
+
+pub enum TlsWork {
+    Listener(u32),
+    Connection(u32),
+}
+
+impl State {
+    pub fn drain(&mut self, ring: &mut RingBuf<MapData>) -> Result<()> {
+        while let Some(item) = ring.next() {
+            match decode(&item) {
+                Ok(event) => {
+                    match &event {
+                        KernelEvent::Open { header, .. } => {
+                            self.processes.get(header.tgid);
+                        }
+                        KernelEvent::Exit { header } => self.exited.push(header.tgid),
+                        KernelEvent::Listen { header } => {
+                            self.tls_work.push(TlsWork::Listener(header.tgid));
+                            continue;
+                        }
+                        KernelEvent::Tls { header } => {
+                            self.tls_work.push(TlsWork::Connection(header.tgid));
+                        }
+                        KernelEvent::Data { .. } | KernelEvent::Close { .. } => {}
+                    }
+                    self.tracker.handle(event, &mut self.finished);
+                    if self.finished.len() >= MAX_BATCH_RECORDS {
+                        self.write_finished()?;
+                    }
+                }
+                Err(e) => {
+                    self.decode_errors += 1;
+                    if self.decode_errors == 1 {
+                        warn!("undecodable kernel event ({e}); counting further ones silently");
+                    }
+                }
+            }
+        }
+        self.write_finished()?;
+        // Only now: the records just written still needed the exited processes' details.
+        for pid in self.exited.drain(..) {
+            self.processes.forget(pid);
+            self.tls.forget(pid);
+        }
+        Ok(())
+    }
+
+    /// Attaches the OpenSSL probes for servers that started listening or turned out to
+    /// serve TLS during the last batch.
+    pub fn inspect_tls(&mut self, ebpf: &mut aya::Ebpf) {
+        for work in self.tls_work.drain(..) {
+            match work {
+                TlsWork::Listener(pid) => self.tls.inspect(ebpf, pid),
+                TlsWork::Connection(pid) => self.tls.tls_connection(ebpf, pid),
+            }
+        }
+    }
+
+    /// Writes what is pending, the last loss records and the closing checkpoint.
+    pub fn shutdown(&mut self, losses: &KernelLosses) -> Result<()> {
+        let now = super::monotonic_ns();
+        self.tracker.shutdown(now, &mut self.finished);
+        self.write_finished()?;
+        self.check_losses(losses)?;
+        match self.output.shutdown() {
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+            other => other.context("closing the sinks"),
+        }
+    }
+
+    fn write_finished(&mut self) -> Result<()> {
+        if self.finished.is_empty() {
+            return Ok(());
+        }
+        let mut result = Ok(());
+        for finished in self.finished.drain(..) {
+            let process = self.processes.get(finished.meta.tgid);
+            self.records
+                .write_json(&finished, process.as_deref(), self.output.line())
+                .context("serializing a record")?;
+            result = self.output.commit(Kind::Access);
+            if result.is_err() {
+                break;
+            }
+        }
+        let result = result.and_then(|()| self.output.end_batch());
+        self.settle(result)
+    }
+
+    /// A loss record for every counter that grew; also gives an idle sink its rotation
+    /// and saves the chain head.
+    pub fn check_losses(&mut self, kernel: &KernelLosses) -> Result<()> {
+        if self.stdout_closed {
+            return Ok(());
+        }
+        let snapshot = loss_snapshot(
+            kernel,
+            &self.tracker.stats(),
+            self.decode_errors,
+            self.output.sinks().discarded(),
+        );
+        let result = self
+            .output
+            .check_losses(&snapshot)
+            .and_then(|()| self.output.end_batch());
+        self.output.save_head();
+        self.settle(result)
+    }
+
+    /// A closed stdout stops the tracer; any other write error is fatal.
+    pub fn settle(&mut self, result: io::Result<()>) -> Result<()> {
+        match result {
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+                if !self.stdout_closed {
+                    eprintln!("tracer: stdout closed by its reader; stopping");
+                }
+                self.stdout_closed = true;
+                Ok(())
+            }
+            other => other.context("writing records"),
+        }
+    }
+}
