@@ -1,6 +1,38 @@
-//! `tracer-hub`: the composition root.
+//! `tracer-hub`: the composition root. Modules import downhill only:
+//! ingest -> verify -> enrich -> store -> query -> serve, with `pipeline` and
+//! `commands` above them all (tests/tests/layering.rs checks it).
+mod cli;
+mod commands;
 mod enrich;
+mod ingest;
+mod pipeline;
+mod query;
+mod serve;
+mod store;
+mod verify;
+mod when;
 
-fn main() {
-    let _ = enrich::Enricher::load(&enrich::EnrichSettings::default());
+use std::process::ExitCode;
+
+use clap::Parser as _;
+
+use crate::cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Serve(args) => commands::serve::run(args),
+        Command::Import(args) => commands::import::run(args),
+        Command::Query(args) => commands::read::query(args),
+        Command::Top(args) => commands::read::top_list(args),
+        Command::Integrity(args) => commands::read::integrity_report(args),
+        Command::PasswordHash => commands::password::run(),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tracer-hub: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

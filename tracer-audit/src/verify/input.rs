@@ -111,7 +111,9 @@ impl Lines {
     }
 }
 
-fn open(path: &Path) -> io::Result<Box<dyn BufRead>> {
+/// `path` as a reader of its plain bytes: gzip and zstd are told apart by their first
+/// bytes and decompressed. The hub imports files with it.
+pub fn open(path: &Path) -> io::Result<Box<dyn BufRead + Send>> {
     let mut file = File::open(path)?;
     let mut magic = [0u8; 4];
     let mut got = 0;

@@ -6,7 +6,7 @@
 //! unclean stop that links to a line it names. Anything else is classified by looking
 //! at the lines around it; see [`Damage`].
 pub mod input;
-mod parse;
+pub mod parse;
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -290,7 +290,7 @@ impl<'a> Verifier<'a> {
                 "the line is incomplete (no newline at its end): the file was cut in the middle of a record".to_owned(),
             ));
         }
-        let line = parse(&raw.bytes, self.key);
+        let line = parse(&raw.bytes, Some(self.key));
         if let Ok(sealed) = &line
             && self.links(sealed)
         {
@@ -356,7 +356,7 @@ impl<'a> Verifier<'a> {
         };
         let key = self.key;
         Ok(match self.lines.peek(0)? {
-            Some(next) if next.complete => parse(&next.bytes, key)
+            Some(next) if next.complete => parse(&next.bytes, Some(key))
                 .is_ok_and(|n| n.content_ok && n.seq == p.seq + 1 && n.prev_hash == p.hash),
             _ => false,
         })
@@ -405,7 +405,7 @@ impl<'a> Verifier<'a> {
         }
         // Right seq, wrong link: the previous line or this one was re-hashed.
         let next_links_here = match self.lines.peek(0)? {
-            Some(next) => parse(&next.bytes, self.key)
+            Some(next) => parse(&next.bytes, Some(self.key))
                 .is_ok_and(|n| n.seq == l.seq + 1 && n.prev_hash == l.hash),
             None => false,
         };
@@ -453,7 +453,7 @@ impl<'a> Verifier<'a> {
         }
         // Two records claim one seq: the one the next line links to belongs.
         let next_links_here = match self.lines.peek(0)? {
-            Some(next) => parse(&next.bytes, self.key).is_ok_and(|n| n.prev_hash == l.hash),
+            Some(next) => parse(&next.bytes, Some(self.key)).is_ok_and(|n| n.prev_hash == l.hash),
             None => false,
         };
         Ok(if next_links_here {
@@ -490,7 +490,7 @@ impl<'a> Verifier<'a> {
             let Some(later) = self.lines.peek(n)? else {
                 break;
             };
-            let Ok(later_line) = parse(&later.bytes, self.key) else {
+            let Ok(later_line) = parse(&later.bytes, Some(self.key)) else {
                 continue;
             };
             linked |= later_line.prev_hash == l.hash;
@@ -590,7 +590,7 @@ impl<'a> Verifier<'a> {
 
     fn check_checkpoint(&self, at: &Location, l: &Sealed, cp: &parse::CheckpointFields) -> Checked {
         let seq = Some(l.seq);
-        if !cp.signature_ok {
+        if cp.signature_ok != Some(true) {
             let detail = if cp.fingerprint != self.key.fingerprint() {
                 format!(
                     "the checkpoint is signed for key {}, not the given key {}, and its signature does not verify",

@@ -1,0 +1,179 @@
+//! The command line. Defaults are resolved here, once; the commands get settled values.
+use std::{net::SocketAddr, path::PathBuf};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::{
+    enrich::EnrichSettings,
+    ingest::nats::{DEFAULT_CONSUMER, DEFAULT_STREAM, NatsSettings},
+    query::{filter::FilterArgs, top::TopKind},
+};
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8686";
+pub const DEFAULT_DATA: &str = "/var/lib/tracer-hub";
+
+#[derive(Parser)]
+#[command(
+    name = "tracer-hub",
+    version,
+    about = "Collects, verifies, enriches and answers queries over every host's tracer records"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Ingest from NATS JetStream and serve the dashboard and its API.
+    Serve(ServeArgs),
+    /// Ingest files (plain, gz or zst; a rotated set in any order).
+    Import(ImportArgs),
+    /// Records matching filters, newest first.
+    Query(QueryArgs),
+    /// The top endpoints, users, clients, credentials, assets, failures or hosts.
+    Top(TopArgs),
+    /// Per stream: records, seqs, what checkpoints prove, breaks, gaps and losses.
+    Integrity(IntegrityArgs),
+    /// Reads a password on stdin and prints its argon2 hash for --password-hash-file.
+    PasswordHash,
+}
+
+#[derive(Args, Clone)]
+pub struct StoreArgs {
+    /// The hub's data directory (the SQLite store).
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_DATA)]
+    pub data: PathBuf,
+}
+
+#[derive(Args, Clone)]
+pub struct VerifyArgs {
+    /// The public key of a stream's checkpoints: STREAM=KEY, KEY being a file or the
+    /// base64 key `tracer key show` prints; repeat for each stream.
+    #[arg(long = "key", value_name = "STREAM=KEY")]
+    pub keys: Vec<String>,
+}
+
+#[derive(Args, Clone)]
+pub struct EnrichArgs {
+    /// The asset catalog (TOML).
+    #[arg(long, value_name = "FILE")]
+    pub catalog: Option<PathBuf>,
+    /// A MaxMind-format GeoIP database (.mmdb; DB-IP Lite city or ASN); repeatable.
+    #[arg(long, value_name = "FILE")]
+    pub geoip: Vec<PathBuf>,
+    /// The identity directory (CSV or JSON).
+    #[arg(long, value_name = "FILE")]
+    pub directory: Option<PathBuf>,
+}
+
+impl EnrichArgs {
+    pub fn settings(&self) -> EnrichSettings {
+        EnrichSettings {
+            catalog: self.catalog.clone(),
+            geoip: self.geoip.clone(),
+            directory: self.directory.clone(),
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub verify: VerifyArgs,
+    #[command(flatten)]
+    pub enrich: EnrichArgs,
+    /// The NATS server the sensors publish to; without it the hub only serves.
+    #[arg(long, value_name = "URL")]
+    pub nats: Option<String>,
+    #[arg(long, value_name = "NAME", default_value = DEFAULT_STREAM)]
+    pub nats_stream: String,
+    /// The durable consumer; hubs sharing one store share it.
+    #[arg(long, value_name = "NAME", default_value = DEFAULT_CONSUMER)]
+    pub nats_consumer: String,
+    /// Where the dashboard and API listen. Only loopback: other addresses need a TLS
+    /// terminating proxy in front (the hub does not serve TLS itself yet).
+    #[arg(long, value_name = "ADDR", default_value = DEFAULT_LISTEN)]
+    pub listen: SocketAddr,
+    /// A file holding the dashboard password's argon2 hash (`tracer-hub password-hash`).
+    #[arg(long, value_name = "FILE")]
+    pub password_hash_file: Option<PathBuf>,
+    /// A file holding a token: the dashboard's password and the API's bearer token.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Set the cookie's Secure flag: the dashboard is reached through a TLS proxy.
+    #[arg(long)]
+    pub behind_tls: bool,
+}
+
+impl ServeArgs {
+    pub fn nats(&self) -> Option<NatsSettings> {
+        self.nats.as_ref().map(|url| NatsSettings {
+            url: url.clone(),
+            stream: self.nats_stream.clone(),
+            consumer: self.nats_consumer.clone(),
+        })
+    }
+}
+
+#[derive(Args)]
+pub struct ImportArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub verify: VerifyArgs,
+    #[command(flatten)]
+    pub enrich: EnrichArgs,
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum RowFormat {
+    Table,
+    Jsonl,
+    Csv,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum ReportFormat {
+    Table,
+    Json,
+}
+
+#[derive(Args)]
+pub struct QueryArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    #[arg(long, default_value_t = 100)]
+    pub limit: u64,
+    /// `jsonl` prints the stored lines byte for byte, so they can be verified again.
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: RowFormat,
+}
+
+#[derive(Args)]
+pub struct TopArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[arg(value_enum)]
+    pub kind: TopKind,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    #[arg(long, default_value_t = 10)]
+    pub limit: u64,
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: ReportFormat,
+}
+
+#[derive(Args)]
+pub struct IntegrityArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: ReportFormat,
+}

@@ -1,0 +1,34 @@
+//! `tracer-hub import FILE...`: files in chain order, committed in batches.
+use crate::{
+    cli::ImportArgs,
+    ingest::file::{FileLines, chain_order},
+    pipeline::Outcome,
+};
+
+const BATCH: usize = 5_000;
+
+pub fn run(args: &ImportArgs) -> anyhow::Result<()> {
+    let mut pipeline = super::pipeline(&args.store, &args.verify, &args.enrich)?;
+    let mut total = Outcome::default();
+    for path in chain_order(&args.files)? {
+        let mut file = FileLines::open(&path)?;
+        let mut lines = Vec::with_capacity(BATCH);
+        loop {
+            let line = file.next_line()?;
+            let done = line.is_none();
+            lines.extend(line);
+            if lines.len() >= BATCH || (done && !lines.is_empty()) {
+                let mut outcome = pipeline.ingest(&lines)?;
+                outcome.rows.clear();
+                total.add(outcome);
+                lines.clear();
+            }
+            if done {
+                break;
+            }
+        }
+        eprintln!("tracer-hub: imported {}", path.display());
+    }
+    eprintln!("tracer-hub: {}", super::summary(&total));
+    Ok(())
+}

@@ -1,0 +1,174 @@
+//! `tracer-hub serve`: JetStream ingest and the web server in one process. Ingest is
+//! one task (the store has one writer); a failed batch is not acknowledged, so
+//! JetStream delivers it again, and a broker that is down is retried, logged once per
+//! change of error, while the dashboard keeps answering from the store.
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use async_nats::jetstream::AckKind;
+use futures_util::future::join_all;
+use tokio::sync::broadcast;
+
+use crate::{
+    cli::ServeArgs,
+    ingest::nats::{NatsSettings, Source},
+    pipeline::{Outcome, Pipeline},
+    serve::{
+        Hub,
+        auth::{Auth, Secret},
+        router,
+    },
+    store::StoreAt,
+};
+
+/// Live-feed records buffered per slow client before it is told it lagged.
+const LIVE_BUFFER: usize = 4_096;
+const RETRY: Duration = Duration::from_secs(2);
+const REPORT_EVERY: Duration = Duration::from_secs(10);
+
+pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.listen.ip().is_loopback(),
+        "--listen {}: the hub serves plain HTTP, so it listens on loopback only; put a TLS proxy in front for other addresses",
+        args.listen
+    );
+    let secret = Secret::from_files(
+        args.password_hash_file.as_deref(),
+        args.token_file.as_deref(),
+    )?;
+    let pipeline = super::pipeline(&args.store, &args.verify, &args.enrich)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(serve(args, secret, pipeline))
+}
+
+async fn serve(args: &ServeArgs, secret: Secret, pipeline: Pipeline) -> anyhow::Result<()> {
+    let (live, _) = broadcast::channel(LIVE_BUFFER);
+    let hub = Arc::new(Hub {
+        store: StoreAt {
+            data: args.store.data.clone(),
+        },
+        auth: Auth::new(secret),
+        live: live.clone(),
+        secure_cookies: args.behind_tls,
+    });
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    let address = listener.local_addr()?;
+    eprintln!(
+        "tracer-hub: dashboard and API at http://{address}/ (log in with the password or token given to serve)"
+    );
+    match args.nats() {
+        Some(settings) => {
+            eprintln!(
+                "tracer-hub: ingesting from {} stream {} as durable consumer {}",
+                crate::ingest::nats::redact_url(&settings.url),
+                settings.stream,
+                settings.consumer
+            );
+            tokio::spawn(ingest(settings, pipeline, live));
+        }
+        None => eprintln!("tracer-hub: no --nats: serving the store without ingesting"),
+    }
+    axum::serve(
+        listener,
+        router(hub).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(stopped())
+    .await
+    .context("serving HTTP")?;
+    eprintln!("tracer-hub: stopped");
+    Ok(())
+}
+
+async fn stopped() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+    }
+}
+
+async fn ingest(
+    settings: NatsSettings,
+    mut pipeline: Pipeline,
+    live: broadcast::Sender<Arc<crate::query::records::Row>>,
+) {
+    let mut last_error = String::new();
+    let mut total = Outcome::default();
+    let mut reported = tokio::time::Instant::now();
+    loop {
+        let source = match Source::connect(&settings).await {
+            Ok(source) => {
+                eprintln!("tracer-hub: nats: consuming");
+                last_error.clear();
+                source
+            }
+            Err(e) => {
+                let message = e.to_string();
+                if message != last_error {
+                    eprintln!("tracer-hub: {message}; retrying every {}s", RETRY.as_secs());
+                    last_error = message;
+                }
+                tokio::time::sleep(RETRY).await;
+                continue;
+            }
+        };
+        loop {
+            let batch = match source.next_batch().await {
+                Ok(batch) => batch,
+                Err(e) => {
+                    eprintln!("tracer-hub: {e}; reconnecting");
+                    break;
+                }
+            };
+            if batch.is_empty() {
+                continue;
+            }
+            let result =
+                tokio::task::block_in_place(|| pipeline.ingest(batch.iter().map(|d| &d.line)));
+            match result {
+                Ok(mut outcome) => {
+                    let acks = join_all(batch.iter().map(|d| d.ack())).await;
+                    let failed = acks.iter().filter(|a| a.is_err()).count();
+                    if failed > 0 {
+                        eprintln!(
+                            "tracer-hub: nats: {failed} acknowledgements failed; those messages come again and are recognised as stored"
+                        );
+                    }
+                    for row in outcome.rows.drain(..) {
+                        let _ = live.send(Arc::new(row));
+                    }
+                    for event in outcome.events.iter().filter(|e| e.kind.is_break()) {
+                        eprintln!(
+                            "tracer-hub: integrity: stream {} seq {}: {}: {}",
+                            event.stream,
+                            event.seq,
+                            event.kind.as_str(),
+                            event.detail
+                        );
+                    }
+                    total.add(outcome);
+                }
+                Err(e) => {
+                    eprintln!(
+                        "tracer-hub: storing a batch of {} failed, it will be delivered again: {e:#}",
+                        batch.len()
+                    );
+                    join_all(batch.iter().map(|d| d.nak(AckKind::Nak(Some(RETRY))))).await;
+                    tokio::time::sleep(RETRY).await;
+                }
+            }
+            if reported.elapsed() >= REPORT_EVERY
+                && total.stored + total.rejected + total.duplicates > 0
+            {
+                eprintln!("tracer-hub: {}", super::summary(&total));
+                total = Outcome::default();
+                reported = tokio::time::Instant::now();
+            }
+        }
+    }
+}

@@ -1,0 +1,163 @@
+//! `tracer-hub serve --nats URL`: a durable pull consumer on the sensors' JetStream
+//! stream. A message is acknowledged only after its batch is committed, so a hub
+//! killed mid-batch gets the batch again; the store drops what it already holds.
+//! Several hubs sharing one store may share the consumer (same `--nats-consumer`).
+use std::time::Duration;
+
+use async_nats::jetstream::{
+    self, AckKind,
+    consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull},
+};
+use futures_util::StreamExt as _;
+
+use super::{Line, MAX_LINE_BYTES, Origin, TooLong};
+
+/// The stream the sensor publishes to by default (`tracer run --nats-stream`).
+pub const DEFAULT_STREAM: &str = "TRACER";
+pub const DEFAULT_CONSUMER: &str = "tracer-hub";
+/// Unacknowledged messages redeliver after this: longer than any batch commit.
+const ACK_WAIT: Duration = Duration::from_secs(60);
+/// A batch ends at this many messages or after [`BATCH_WAIT`].
+pub const BATCH_MAX: usize = 2_000;
+const BATCH_WAIT: Duration = Duration::from_millis(200);
+
+#[derive(Clone, Debug)]
+pub struct NatsSettings {
+    pub url: String,
+    pub stream: String,
+    pub consumer: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NatsError {
+    #[error("nats: cannot connect to {url}: {detail}")]
+    Connect { url: String, detail: String },
+    #[error(
+        "nats: stream {stream}: {detail} (is a sensor publishing with --nats-create-stream, or was the stream created?)"
+    )]
+    Stream { stream: String, detail: String },
+    #[error("nats: consumer {consumer} on stream {stream}: {detail}")]
+    Consumer {
+        stream: String,
+        consumer: String,
+        detail: String,
+    },
+    #[error("nats: fetching from stream {stream}: {detail}")]
+    Fetch { stream: String, detail: String },
+}
+
+/// One message, as a line, until it is acknowledged.
+pub struct Delivery {
+    pub line: Line,
+    message: jetstream::Message,
+}
+
+impl Delivery {
+    pub async fn ack(&self) -> Result<(), String> {
+        self.message.ack().await.map_err(|e| e.to_string())
+    }
+
+    /// Asks for redelivery (after the delay the kind names).
+    pub async fn nak(&self, kind: AckKind) -> Result<(), String> {
+        self.message.ack_with(kind).await.map_err(|e| e.to_string())
+    }
+}
+
+pub struct Source {
+    settings: NatsSettings,
+    consumer: PullConsumer,
+}
+
+impl Source {
+    pub async fn connect(settings: &NatsSettings) -> Result<Self, NatsError> {
+        let client = async_nats::ConnectOptions::new()
+            .connection_timeout(Duration::from_secs(5))
+            .connect(&settings.url)
+            .await
+            .map_err(|e| NatsError::Connect {
+                url: redact_url(&settings.url),
+                detail: e.to_string(),
+            })?;
+        let js = jetstream::new(client);
+        let stream = js
+            .get_stream(&settings.stream)
+            .await
+            .map_err(|e| NatsError::Stream {
+                stream: settings.stream.clone(),
+                detail: e.to_string(),
+            })?;
+        let consumer = stream
+            .get_or_create_consumer(
+                &settings.consumer,
+                pull::Config {
+                    durable_name: Some(settings.consumer.clone()),
+                    deliver_policy: DeliverPolicy::All,
+                    ack_policy: AckPolicy::Explicit,
+                    ack_wait: ACK_WAIT,
+                    max_ack_pending: 4 * BATCH_MAX as i64,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| NatsError::Consumer {
+                stream: settings.stream.clone(),
+                consumer: settings.consumer.clone(),
+                detail: e.to_string(),
+            })?;
+        Ok(Self {
+            settings: settings.clone(),
+            consumer,
+        })
+    }
+
+    /// The next messages: up to [`BATCH_MAX`], or what came within a short wait.
+    pub async fn next_batch(&self) -> Result<Vec<Delivery>, NatsError> {
+        let fetch_error = |detail: String| NatsError::Fetch {
+            stream: self.settings.stream.clone(),
+            detail,
+        };
+        let mut messages = self
+            .consumer
+            .batch()
+            .max_messages(BATCH_MAX)
+            .expires(BATCH_WAIT)
+            .messages()
+            .await
+            .map_err(|e| fetch_error(e.to_string()))?;
+        let mut batch = Vec::new();
+        while let Some(message) = messages.next().await {
+            let message = message.map_err(|e| fetch_error(e.to_string()))?;
+            let stream_seq = message.info().map(|i| i.stream_sequence).unwrap_or(0);
+            let mut bytes = message.payload.as_ref();
+            if let Some(stripped) = bytes.strip_suffix(b"\n") {
+                bytes = stripped;
+            }
+            let bytes = if bytes.len() > MAX_LINE_BYTES {
+                Err(TooLong {
+                    bytes: bytes.len() as u64,
+                })
+            } else {
+                Ok(bytes.to_vec())
+            };
+            batch.push(Delivery {
+                line: Line {
+                    origin: Origin::Nats { stream_seq },
+                    bytes,
+                },
+                message,
+            });
+        }
+        Ok(batch)
+    }
+}
+
+/// A URL without its user and password, for messages.
+pub fn redact_url(url: &str) -> String {
+    match url.rsplit_once('@') {
+        Some((before, after)) => match before.split_once("://") {
+            Some((scheme, _)) => format!("{scheme}://***@{after}"),
+            None => format!("***@{after}"),
+        },
+        None => url.to_owned(),
+    }
+}

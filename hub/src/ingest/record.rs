@@ -1,0 +1,227 @@
+//! The fields of a sealed line that the store keeps in typed columns. Parsing checks
+//! types (a status that is a string is a rejected line, not a zero) and keeps the
+//! original bytes for drill-down and re-verification.
+use std::net::IpAddr;
+
+use serde::Deserialize;
+use tracer_audit::Kind;
+
+use crate::when::parse_rfc3339_ns;
+
+/// A line that is not a record the hub can store, and why.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Malformed {
+    #[error("not UTF-8 JSON: {0}")]
+    NotJson(String),
+    #[error("missing {0}")]
+    Missing(&'static str),
+    #[error("bad {field}: {detail}")]
+    Bad { field: &'static str, detail: String },
+}
+
+/// The typed fields of one sealed line.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Fields {
+    pub kind: Option<Kind>,
+    pub stream: String,
+    pub seq: u64,
+    pub ts_ns: i64,
+    pub method: Option<String>,
+    pub host: Option<String>,
+    pub path: Option<String>,
+    pub status: Option<u16>,
+    pub request_bytes: Option<u64>,
+    pub response_bytes: Option<u64>,
+    pub duration_ns: Option<u64>,
+    pub client: Option<IpAddr>,
+    pub user_id: Option<String>,
+    pub user_name: Option<String>,
+    pub roles: Vec<String>,
+    pub auth_method: Option<String>,
+    pub credential: Option<String>,
+    pub process: Option<String>,
+    pub pid: Option<u32>,
+    pub user_agent: Option<String>,
+    pub outcome: Option<String>,
+    pub loss: Option<Loss>,
+}
+
+/// The counted part of a sensor's loss line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Loss {
+    pub source: String,
+    pub reason: String,
+    pub count: u64,
+}
+
+impl Fields {
+    /// The user the record names: `user.id`, else `user.name`.
+    pub fn user(&self) -> Option<&str> {
+        self.user_id.as_deref().or(self.user_name.as_deref())
+    }
+}
+
+/// The keys read, with their JSON types; serde rejects a key given twice and a value
+/// of the wrong type.
+#[derive(Deserialize)]
+struct Raw {
+    timestamp: Option<String>,
+    #[serde(rename = "audit.kind")]
+    kind: Option<String>,
+    #[serde(rename = "audit.stream")]
+    stream: Option<String>,
+    #[serde(rename = "audit.seq")]
+    seq: Option<u64>,
+    #[serde(rename = "http.request.method")]
+    method: Option<String>,
+    #[serde(rename = "server.address")]
+    host: Option<String>,
+    #[serde(rename = "url.path")]
+    path: Option<String>,
+    #[serde(rename = "http.response.status_code")]
+    status: Option<u16>,
+    #[serde(rename = "http.request.body.size")]
+    request_bytes: Option<u64>,
+    #[serde(rename = "http.response.body.size")]
+    response_bytes: Option<u64>,
+    #[serde(rename = "event.duration")]
+    duration_ns: Option<u64>,
+    #[serde(rename = "client.address")]
+    client: Option<IpAddr>,
+    #[serde(rename = "user.id")]
+    user_id: Option<String>,
+    #[serde(rename = "user.name")]
+    user_name: Option<String>,
+    #[serde(rename = "user.roles")]
+    roles: Option<Vec<String>>,
+    #[serde(rename = "audit.auth.method")]
+    auth_method: Option<String>,
+    #[serde(rename = "audit.credential.fingerprint")]
+    credential: Option<String>,
+    #[serde(rename = "process.executable.name")]
+    process: Option<String>,
+    #[serde(rename = "process.pid")]
+    pid: Option<u32>,
+    #[serde(rename = "user_agent.original")]
+    user_agent: Option<String>,
+    #[serde(rename = "tracer.outcome")]
+    outcome: Option<String>,
+    #[serde(rename = "audit.loss.source")]
+    loss_source: Option<String>,
+    #[serde(rename = "audit.loss.reason")]
+    loss_reason: Option<String>,
+    #[serde(rename = "audit.loss.count")]
+    loss_count: Option<u64>,
+}
+
+/// Parses one line. `kind` is `None` for an `audit.kind` this hub does not know; the
+/// line is still stored and chained.
+pub fn parse(line: &[u8]) -> Result<Fields, Malformed> {
+    let raw: Raw = serde_json::from_slice(line).map_err(|e| {
+        if e.is_data() {
+            Malformed::Bad {
+                field: "a field",
+                detail: without_values(&e.to_string()),
+            }
+        } else {
+            Malformed::NotJson(e.to_string())
+        }
+    })?;
+    let stream = raw.stream.ok_or(Malformed::Missing("audit.stream"))?;
+    let seq = raw.seq.ok_or(Malformed::Missing("audit.seq"))?;
+    let kind = raw.kind.ok_or(Malformed::Missing("audit.kind"))?;
+    let timestamp = raw.timestamp.ok_or(Malformed::Missing("timestamp"))?;
+    let ts_ns = parse_rfc3339_ns(&timestamp)
+        .and_then(|ns| i64::try_from(ns).ok())
+        .ok_or_else(|| Malformed::Bad {
+            field: "timestamp",
+            detail: "not an RFC 3339 time".to_owned(),
+        })?;
+    if stream.is_empty() || stream.len() > 128 {
+        return Err(Malformed::Bad {
+            field: "audit.stream",
+            detail: "empty or longer than 128 bytes".to_owned(),
+        });
+    }
+    let loss = match (raw.loss_source, raw.loss_reason, raw.loss_count) {
+        (Some(source), Some(reason), Some(count)) => Some(Loss {
+            source,
+            reason,
+            count,
+        }),
+        _ => None,
+    };
+    Ok(Fields {
+        kind: Kind::parse(&kind),
+        stream,
+        seq,
+        ts_ns,
+        method: raw.method,
+        host: raw.host,
+        path: raw.path,
+        status: raw.status,
+        request_bytes: raw.request_bytes,
+        response_bytes: raw.response_bytes,
+        duration_ns: raw.duration_ns,
+        client: raw.client,
+        user_id: raw.user_id,
+        user_name: raw.user_name,
+        roles: raw.roles.unwrap_or_default(),
+        auth_method: raw.auth_method,
+        credential: raw.credential,
+        process: raw.process,
+        pid: raw.pid,
+        user_agent: raw.user_agent,
+        outcome: raw.outcome,
+        loss,
+    })
+}
+
+/// serde's message without the offending value, which may be anything a client sent:
+/// `invalid type: string "...", expected u16 at line 1 column 9` keeps `invalid type`.
+fn without_values(message: &str) -> String {
+    let end = message.find(" at line ").unwrap_or(message.len());
+    let message = &message[..end];
+    if message.starts_with("duplicate field") || message.starts_with("missing field") {
+        return message.to_owned();
+    }
+    message.split(':').next().unwrap_or(message).to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LINE: &str = r#"{"timestamp":"2026-11-22T19:27:50.000002000Z","http.request.method":"GET","url.path":"/orders/42","http.response.status_code":200,"client.address":"203.0.113.5","user.name":"alice","audit.kind":"access","audit.stream":"web1","audit.seq":7,"audit.prev_hash":"00","audit.hash":"00"}"#;
+
+    #[test]
+    fn an_access_line_gives_its_typed_fields() {
+        let fields = parse(LINE.as_bytes()).unwrap();
+        assert_eq!(fields.kind, Some(Kind::Access));
+        assert_eq!((fields.stream.as_str(), fields.seq), ("web1", 7));
+        assert_eq!(fields.ts_ns, 1_795_375_670_000_002_000);
+        assert_eq!(fields.status, Some(200));
+        assert_eq!(fields.user(), Some("alice"));
+        assert_eq!(fields.client, Some("203.0.113.5".parse().unwrap()));
+    }
+
+    #[test]
+    fn wrong_types_missing_keys_and_junk_are_told_apart() {
+        let wrong = LINE.replace(":200,", ":\"200\",");
+        assert!(matches!(
+            parse(wrong.as_bytes()),
+            Err(Malformed::Bad { .. })
+        ));
+        let missing = LINE.replace("\"audit.seq\":7,", "");
+        assert_eq!(
+            parse(missing.as_bytes()),
+            Err(Malformed::Missing("audit.seq"))
+        );
+        assert!(matches!(
+            parse(b"GET / HTTP/1.1"),
+            Err(Malformed::NotJson(_))
+        ));
+        let twice = LINE.replace("\"audit.seq\":7", "\"audit.seq\":7,\"audit.seq\":8");
+        assert!(parse(twice.as_bytes()).is_err());
+    }
+}

@@ -1,0 +1,213 @@
+//! One batch of lines through verify, enrich and store, committed as one transaction.
+//! Both `import` and `serve` drive it; the live feed and the counters read its outcome.
+use std::net::IpAddr;
+
+use crate::{
+    enrich::{Enricher, Enrichment, RequestView},
+    ingest::{Line, record},
+    query::records::Row,
+    store::{Entry, Writer},
+    verify::{Chains, Event, EventKind, Link, keys::Keys},
+    when::format_ns,
+};
+
+/// What one batch did.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub stored: u64,
+    pub duplicates: u64,
+    pub conflicts: u64,
+    pub rejected: u64,
+    pub events: Vec<Event>,
+    /// The access records stored, as lists show them, for the live feed.
+    pub rows: Vec<Row>,
+}
+
+impl Outcome {
+    pub fn add(&mut self, other: Outcome) {
+        self.stored += other.stored;
+        self.duplicates += other.duplicates;
+        self.conflicts += other.conflicts;
+        self.rejected += other.rejected;
+        self.events.extend(other.events);
+        self.rows.extend(other.rows);
+    }
+}
+
+pub struct Pipeline {
+    keys: Keys,
+    chains: Chains,
+    enricher: Enricher,
+    writer: Writer,
+}
+
+impl Pipeline {
+    pub fn new(keys: Keys, enricher: Enricher, writer: Writer) -> anyhow::Result<Self> {
+        let chains = Chains::new(keys.clone(), writer.streams()?);
+        Ok(Self {
+            keys,
+            chains,
+            enricher,
+            writer,
+        })
+    }
+
+    pub fn enricher(&mut self) -> &mut Enricher {
+        &mut self.enricher
+    }
+
+    /// Verifies, enriches and stores `lines` in one transaction. On error nothing of
+    /// the batch is stored and the chain state is read back from the store, so the
+    /// same lines can be given again.
+    pub fn ingest<'a>(
+        &mut self,
+        lines: impl IntoIterator<Item = &'a Line>,
+    ) -> anyhow::Result<Outcome> {
+        let result = self.try_ingest(lines);
+        if result.is_err() {
+            self.chains = Chains::new(self.keys.clone(), self.writer.streams()?);
+        }
+        result
+    }
+
+    fn try_ingest<'a>(
+        &mut self,
+        lines: impl IntoIterator<Item = &'a Line>,
+    ) -> anyhow::Result<Outcome> {
+        let mut outcome = Outcome::default();
+        let mut batch = self.writer.batch()?;
+        let mut touched = Vec::new();
+        for line in lines {
+            let bytes = match &line.bytes {
+                Ok(bytes) => bytes,
+                Err(too_long) => {
+                    batch.reject(
+                        &line.origin,
+                        "longer than the hub accepts (1 MiB)",
+                        &[],
+                        too_long.bytes,
+                    )?;
+                    outcome.rejected += 1;
+                    continue;
+                }
+            };
+            let fields = match record::parse(bytes) {
+                Ok(fields) => fields,
+                Err(malformed) => {
+                    batch.reject(
+                        &line.origin,
+                        &malformed.to_string(),
+                        bytes,
+                        bytes.len() as u64,
+                    )?;
+                    outcome.rejected += 1;
+                    continue;
+                }
+            };
+            let verdict =
+                match self
+                    .chains
+                    .check(bytes, &fields.stream, fields.ts_ns, &mut batch)?
+                {
+                    Ok(verdict) => verdict,
+                    Err(reason) => {
+                        let event = Event {
+                            stream: fields.stream.clone(),
+                            seq: fields.seq,
+                            kind: EventKind::Unsealed,
+                            detail: format!("{} is not a sealed line: {reason}", line.origin),
+                        };
+                        batch.event(&event, fields.ts_ns)?;
+                        batch.reject(
+                            &line.origin,
+                            "not a sealed line",
+                            bytes,
+                            bytes.len() as u64,
+                        )?;
+                        outcome.events.push(event);
+                        outcome.rejected += 1;
+                        continue;
+                    }
+                };
+            for event in &verdict.events {
+                batch.event(event, fields.ts_ns)?;
+            }
+            outcome.events.extend(verdict.events.iter().cloned());
+            match verdict.link {
+                Link::Duplicate => {
+                    outcome.duplicates += 1;
+                    continue;
+                }
+                Link::Conflict => {
+                    outcome.conflicts += 1;
+                    continue;
+                }
+                Link::Linked | Link::Joined | Link::Restart | Link::Broken => {}
+            }
+            let enrichment = self.enricher.enrich(&view(&fields));
+            batch.insert(&Entry {
+                fields: &fields,
+                verdict: &verdict,
+                enrichment: &enrichment,
+                line: bytes,
+            })?;
+            if let Some(loss) = &fields.loss {
+                let event = Event {
+                    stream: fields.stream.clone(),
+                    seq: fields.seq,
+                    kind: EventKind::Loss,
+                    detail: format!("{} {}: {}", loss.source, loss.reason, loss.count),
+                };
+                batch.event(&event, fields.ts_ns)?;
+                outcome.events.push(event);
+            }
+            if let Some(range) = verdict.covers {
+                batch.cover(&fields.stream, range)?;
+            }
+            if fields.kind == Some(tracer_audit::Kind::Access) {
+                outcome.rows.push(row(&fields, &enrichment, verdict.link));
+            }
+            touched.push(fields.stream);
+        }
+        touched.sort();
+        touched.dedup();
+        let streams = self.chains.streams();
+        outcome.stored = batch.commit(touched.iter().filter_map(|s| streams.get_key_value(s)))?;
+        Ok(outcome)
+    }
+}
+
+fn view(fields: &record::Fields) -> RequestView<'_> {
+    RequestView {
+        host: fields.host.as_deref(),
+        method: fields.method.as_deref(),
+        path: fields.path.as_deref(),
+        client: fields.client,
+        user: fields.user(),
+    }
+}
+
+fn row(fields: &record::Fields, enrichment: &Enrichment, link: Link) -> Row {
+    Row {
+        stream: fields.stream.clone(),
+        seq: fields.seq,
+        ts: format_ns(fields.ts_ns),
+        method: fields.method.clone(),
+        host: fields.host.clone(),
+        path: fields.path.clone(),
+        template: Some(enrichment.template.clone()),
+        status: fields.status,
+        user: fields.user().map(str::to_owned),
+        credential: fields.credential.clone(),
+        client: fields.client.as_ref().map(IpAddr::to_string),
+        country: None,
+        asset: None,
+        duration_ns: fields.duration_ns,
+        covered: false,
+        chain: link.as_str().to_owned(),
+    }
+}
+
+#[cfg(test)]
+#[path = "pipeline_tests.rs"]
+mod tests;

@@ -1,0 +1,206 @@
+//! The ingest path on real sealed streams (tracer-audit's own chain and checkpoint
+//! writers, a real key) into a real SQLite store in a temp dir.
+use std::{path::Path, sync::Arc};
+
+use tracer_audit::{
+    Kind, StreamId,
+    chain::{Chain, ZERO_HASH},
+    checkpoint::{Checkpointer, Reason},
+    key::AuditKey,
+    start::{Start, write_record},
+};
+
+use super::*;
+use crate::{
+    enrich::EnrichSettings,
+    ingest::Origin,
+    query::{filter::Filter, integrity::integrity, records},
+    store::StoreAt,
+};
+
+struct Sensor {
+    chain: Chain,
+    checkpointer: Checkpointer,
+    since: u64,
+}
+
+impl Sensor {
+    fn new(dir: &Path, stream: &str) -> (Self, String) {
+        let key = AuditKey::load_or_create(&dir.join(format!("{stream}.key"))).unwrap();
+        let public = key.public().base64();
+        let mut sensor = Self {
+            chain: Chain::new(stream.parse::<StreamId>().unwrap(), 1, ZERO_HASH),
+            checkpointer: Checkpointer::new(key, None),
+            since: 0,
+        };
+        let mut line = Vec::new();
+        write_record(Start::New, "2026-12-03T02:00:00Z", "fp", &mut line).unwrap();
+        sensor.chain.seal(&mut line, Kind::Start);
+        (sensor, public)
+    }
+
+    fn access(&mut self, n: u64, user: &str) -> Vec<u8> {
+        let mut line = format!(
+            r#"{{"timestamp":"2026-12-03T02:{:02}:{:02}Z","http.request.method":"GET","url.path":"/orders/{n}","http.response.status_code":{},"client.address":"203.0.113.{}","user.name":"{user}"}}"#,
+            n / 60 % 60,
+            n % 60,
+            if n % 10 == 0 { 403 } else { 200 },
+            n % 7
+        )
+        .into_bytes();
+        self.chain.seal(&mut line, Kind::Access);
+        self.since += 1;
+        line.pop();
+        line
+    }
+
+    fn checkpoint(&mut self) -> Vec<u8> {
+        let mut line = Vec::new();
+        self.checkpointer
+            .write(
+                &mut self.chain,
+                Reason::Interval,
+                self.since,
+                "2026-12-03T03:00:00Z",
+                &mut line,
+            )
+            .unwrap();
+        self.since = 0;
+        line.pop();
+        line
+    }
+}
+
+fn lines(raw: &[Vec<u8>]) -> Vec<Line> {
+    raw.iter()
+        .enumerate()
+        .map(|(n, bytes)| Line {
+            origin: Origin::File {
+                path: Arc::from(Path::new("test.jsonl")),
+                line: n as u64 + 1,
+            },
+            bytes: Ok(bytes.clone()),
+        })
+        .collect()
+}
+
+fn pipeline(dir: &Path, keys: &[String]) -> (Pipeline, StoreAt) {
+    let store = StoreAt {
+        data: dir.join("data"),
+    };
+    let keys = Keys::from_pairs(keys.iter().map(String::as_str)).unwrap();
+    let enricher = Enricher::load(&EnrichSettings::default()).unwrap();
+    (
+        Pipeline::new(keys, enricher, store.open_writer().unwrap()).unwrap(),
+        store,
+    )
+}
+
+/// A start line, 20 access lines, a checkpoint, 5 more access lines.
+fn stream(dir: &Path, name: &str) -> (Vec<Vec<u8>>, String) {
+    let (mut sensor, key) = Sensor::new(dir, name);
+    let mut start = Vec::new();
+    write_record(Start::New, "2026-12-03T02:00:00Z", "fp", &mut start).unwrap();
+    let mut out = Vec::new();
+    let mut first = Chain::new(name.parse::<StreamId>().unwrap(), 1, ZERO_HASH);
+    first.seal(&mut start, Kind::Start);
+    start.pop();
+    out.push(start);
+    for n in 1..=20 {
+        out.push(sensor.access(n, if n % 2 == 0 { "alice" } else { "bob" }));
+    }
+    out.push(sensor.checkpoint());
+    for n in 21..=25 {
+        out.push(sensor.access(n, "carol"));
+    }
+    (out, key)
+}
+
+#[test]
+fn a_stream_is_stored_once_covered_by_its_checkpoint_and_redelivery_is_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let (raw, key) = stream(dir.path(), "web1");
+    let (mut pipeline, store) = pipeline(dir.path(), &[format!("web1={key}")]);
+    let outcome = pipeline.ingest(&lines(&raw)).unwrap();
+    assert_eq!((outcome.stored, outcome.rejected), (27, 0));
+    assert!(outcome.events.is_empty(), "{:?}", outcome.events);
+    let again = pipeline.ingest(&lines(&raw)).unwrap();
+    assert_eq!((again.stored, again.duplicates), (0, 27));
+
+    let conn = store.open_reader().unwrap();
+    let all = records::page(&conn, &Filter::default(), 100, 0).unwrap();
+    assert_eq!(all.total, 25, "access records only");
+    let covered: Vec<u64> = all
+        .rows
+        .iter()
+        .filter(|(r, _)| r.covered)
+        .map(|(r, _)| r.seq)
+        .collect();
+    assert_eq!(
+        covered.len(),
+        20,
+        "the checkpoint covers seqs 2..=21: {covered:?}"
+    );
+    assert!(covered.iter().all(|s| (2..=21).contains(s)));
+    let report = integrity(&conn).unwrap();
+    let web1 = &report.streams[0];
+    assert_eq!(
+        (web1.first_seq, web1.last_seq, web1.verified_through),
+        (1, 27, Some(22))
+    );
+    assert!(web1.start_seen && web1.breaks.is_empty());
+    let (row, line) = &all.rows[0];
+    assert_eq!(row.seq, 27);
+    assert_eq!(*line, raw[26], "the original line comes back byte for byte");
+}
+
+#[test]
+fn altered_missing_and_foreign_lines_are_findings_and_junk_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut raw, key) = stream(dir.path(), "web1");
+    let altered = String::from_utf8(raw[5].clone())
+        .unwrap()
+        .replace("bob", "eve");
+    raw[5] = altered.into_bytes();
+    raw.remove(10);
+    raw.push(b"not json at all".to_vec());
+    raw.push(br#"{"timestamp":"2026-12-03T02:00:00Z","audit.kind":"access","audit.stream":"web1","audit.seq":"x"}"#.to_vec());
+    let (mut pipeline, store) = pipeline(dir.path(), &[format!("web1={key}")]);
+    let outcome = pipeline.ingest(&lines(&raw)).unwrap();
+    assert_eq!(outcome.rejected, 2);
+    let kinds: Vec<_> = outcome.events.iter().map(|e| (e.seq, e.kind)).collect();
+    assert!(kinds.contains(&(6, EventKind::Modified)), "{kinds:?}");
+    assert!(kinds.contains(&(12, EventKind::Gap)), "{kinds:?}");
+    let conn = store.open_reader().unwrap();
+    let report = integrity(&conn).unwrap();
+    assert_eq!(report.rejected, 2);
+    let web1 = &report.streams[0];
+    assert!(web1.verified_through.is_some_and(|v| v == 22));
+    let page = records::page(&conn, &Filter::default(), 100, 0).unwrap();
+    let covered: Vec<u64> = page
+        .rows
+        .iter()
+        .filter(|(r, _)| r.covered)
+        .map(|(r, _)| r.seq)
+        .collect();
+    assert_eq!(
+        covered,
+        (13..=22).rev().filter(|s| *s != 22).collect::<Vec<_>>(),
+        "only seqs after the gap are proven"
+    );
+}
+
+#[test]
+fn a_checkpoint_signed_by_another_key_is_a_signature_finding() {
+    let dir = tempfile::tempdir().unwrap();
+    let (raw, _) = stream(dir.path(), "web1");
+    let (_, other_key) = Sensor::new(dir.path(), "other");
+    let (mut pipeline, _) = pipeline(dir.path(), &[format!("web1={other_key}")]);
+    let outcome = pipeline.ingest(&lines(&raw)).unwrap();
+    assert!(
+        outcome
+            .events
+            .iter()
+            .any(|e| e.kind == EventKind::Signature && e.seq == 22)
+    );
+}

@@ -1,0 +1,129 @@
+//! Per stream (host): how much of its chain is stored and proven, and every break,
+//! gap, restart and sensor loss; plus the lines that could not be stored at all.
+use rusqlite::{Connection, params};
+use serde::Serialize;
+
+use crate::{verify::StreamState, when::format_ns};
+
+#[derive(Debug, Serialize)]
+pub struct Integrity {
+    pub streams: Vec<StreamIntegrity>,
+    /// Lines that were not records: not JSON, missing keys, wrong types, too long.
+    pub rejected: u64,
+    pub reject_reasons: Vec<Reason>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Reason {
+    pub reason: String,
+    pub count: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct StreamIntegrity {
+    pub stream: String,
+    pub records: u64,
+    pub first_seq: u64,
+    pub last_seq: u64,
+    pub start_seen: bool,
+    pub verified_through: Option<u64>,
+    pub last_seen: String,
+    pub last_checkpoint: Option<u64>,
+    /// Damage: modified, gap, conflict, reset, signature, unsealed.
+    pub breaks: Vec<Finding>,
+    /// Restarts and checkpoints that could not be checked (no key).
+    pub notes: Vec<Finding>,
+    pub losses: Vec<LossTotal>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Finding {
+    pub seq: u64,
+    pub kind: String,
+    pub detail: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LossTotal {
+    pub source: String,
+    pub reason: String,
+    pub count: u64,
+}
+
+/// Findings listed per stream and kind; the rest are counted in the detail of the last.
+const MAX_FINDINGS: usize = 100;
+
+pub fn integrity(conn: &Connection) -> anyhow::Result<Integrity> {
+    let mut states = conn.prepare("SELECT stream, state FROM streams ORDER BY stream")?;
+    let states = states
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut events = conn.prepare(
+        "SELECT seq, kind, detail, is_break FROM events WHERE stream = ?1 ORDER BY seq, id",
+    )?;
+    let mut losses = conn.prepare(
+        "SELECT source, reason, sum(count) FROM losses WHERE stream = ?1 GROUP BY source, reason ORDER BY source, reason",
+    )?;
+    let mut streams = Vec::new();
+    for (stream, state) in states {
+        let state: StreamState = serde_json::from_str(&state)?;
+        let mut breaks = Vec::new();
+        let mut notes = Vec::new();
+        let rows = events.query_map([&stream], |r| {
+            Ok((
+                Finding {
+                    seq: r.get::<_, i64>(0)? as u64,
+                    kind: r.get(1)?,
+                    detail: r.get(2)?,
+                },
+                r.get::<_, bool>(3)?,
+            ))
+        })?;
+        for row in rows {
+            let (finding, is_break) = row?;
+            let list = if is_break { &mut breaks } else { &mut notes };
+            if finding.kind != "loss" && list.len() < MAX_FINDINGS {
+                list.push(finding);
+            }
+        }
+        let losses = losses
+            .query_map([&stream], |r| {
+                Ok(LossTotal {
+                    source: r.get(0)?,
+                    reason: r.get(1)?,
+                    count: r.get::<_, i64>(2)? as u64,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        streams.push(StreamIntegrity {
+            stream,
+            records: state.records,
+            first_seq: state.first_seq,
+            last_seq: state.last_seq,
+            start_seen: state.start_seen,
+            verified_through: state.verified_through,
+            last_seen: format_ns(state.last_seen_ns),
+            last_checkpoint: state.last_checkpoint,
+            breaks,
+            notes,
+            losses,
+        });
+    }
+    let mut reasons = conn.prepare(
+        "SELECT reason, count(*) FROM rejects GROUP BY reason ORDER BY count(*) DESC LIMIT 20",
+    )?;
+    let reject_reasons = reasons
+        .query_map(params![], |r| {
+            Ok(Reason {
+                reason: r.get(0)?,
+                count: r.get::<_, i64>(1)? as u64,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let rejected: i64 = conn.query_row("SELECT count(*) FROM rejects", [], |r| r.get(0))?;
+    Ok(Integrity {
+        streams,
+        rejected: rejected as u64,
+        reject_reasons,
+    })
+}

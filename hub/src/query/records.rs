@@ -1,0 +1,168 @@
+//! Records matching a filter, newest first, and one record with its proof.
+use rusqlite::{Connection, OptionalExtension as _, params, params_from_iter};
+use serde::Serialize;
+use serde_json::Map;
+
+use super::filter::Filter;
+use crate::when::format_ns;
+
+/// One record as lists show it.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Row {
+    pub stream: String,
+    pub seq: u64,
+    pub ts: String,
+    pub method: Option<String>,
+    pub host: Option<String>,
+    pub path: Option<String>,
+    pub template: Option<String>,
+    pub status: Option<u16>,
+    pub user: Option<String>,
+    pub credential: Option<String>,
+    pub client: Option<String>,
+    pub country: Option<String>,
+    pub asset: Option<String>,
+    pub duration_ns: Option<u64>,
+    /// A verified checkpoint covers it.
+    pub covered: bool,
+    /// How it links to the chain (`linked`, `break`, ...).
+    pub chain: String,
+}
+
+const ROW_COLUMNS: &str = "stream, seq, ts, method, host, path, template, status, user, \
+    credential, client, country, asset, duration, checkpoint IS NOT NULL, link, line";
+
+/// Counting stops here: a page needs to know there are many, not to scan 10M rows.
+pub const COUNT_CAP: u64 = 100_000;
+
+pub struct Page {
+    pub rows: Vec<(Row, Vec<u8>)>,
+    /// Matching records, up to [`COUNT_CAP`].
+    pub total: u64,
+}
+
+/// The matching records from `offset`, newest first, with their original lines.
+pub fn page(conn: &Connection, filter: &Filter, limit: u64, offset: u64) -> anyhow::Result<Page> {
+    let (clause, params) = filter.sql();
+    let sql = format!(
+        "SELECT {ROW_COLUMNS} FROM records WHERE {clause} ORDER BY ts DESC, stream, seq DESC LIMIT {limit} OFFSET {offset}"
+    );
+    let mut stmt = conn.prepare(&sql)?;
+    let rows = stmt
+        .query_map(params_from_iter(params.iter()), |row| {
+            Ok((
+                Row {
+                    stream: row.get(0)?,
+                    seq: row.get::<_, i64>(1)? as u64,
+                    ts: format_ns(row.get(2)?),
+                    method: row.get(3)?,
+                    host: row.get(4)?,
+                    path: row.get(5)?,
+                    template: row.get(6)?,
+                    status: row.get(7)?,
+                    user: row.get(8)?,
+                    credential: row.get(9)?,
+                    client: row.get(10)?,
+                    country: row.get(11)?,
+                    asset: row.get(12)?,
+                    duration_ns: row.get::<_, Option<i64>>(13)?.map(|d| d as u64),
+                    covered: row.get(14)?,
+                    chain: row.get(15)?,
+                },
+                row.get::<_, Vec<u8>>(16)?,
+            ))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let total: i64 = conn.query_row(
+        &format!("SELECT count(*) FROM (SELECT 1 FROM records WHERE {clause} LIMIT {COUNT_CAP})"),
+        params_from_iter(params.iter()),
+        |row| row.get(0),
+    )?;
+    Ok(Page {
+        rows,
+        total: total as u64,
+    })
+}
+
+/// One record: its fields, what the hub added, and its proof.
+#[derive(Debug, Serialize)]
+pub struct Detail {
+    pub fields: Map<String, serde_json::Value>,
+    pub enrichment: Map<String, serde_json::Value>,
+    pub proof: Proof,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Proof {
+    pub stream: String,
+    pub seq: u64,
+    pub hash: String,
+    pub prev_hash: String,
+    pub chain: String,
+    pub checkpoint: Option<CheckpointProof>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CheckpointProof {
+    pub seq: u64,
+    pub hash: String,
+    pub key_fingerprint: Option<String>,
+    pub verified: bool,
+}
+
+pub fn detail(conn: &Connection, stream: &str, seq: u64) -> anyhow::Result<Option<Detail>> {
+    let found = conn
+        .query_row(
+            "SELECT line, enrichment, hash, prev_hash, link, checkpoint FROM records WHERE stream = ?1 AND seq = ?2",
+            params![stream, seq as i64],
+            |row| {
+                Ok((
+                    row.get::<_, Vec<u8>>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, Vec<u8>>(2)?,
+                    row.get::<_, Vec<u8>>(3)?,
+                    row.get::<_, String>(4)?,
+                    row.get::<_, Option<i64>>(5)?,
+                ))
+            },
+        )
+        .optional()?;
+    let Some((line, enrichment, hash, prev_hash, chain, checkpoint)) = found else {
+        return Ok(None);
+    };
+    let fields = serde_json::from_slice(&line)?;
+    let enrichment = serde_json::from_str(&enrichment)?;
+    let checkpoint = match checkpoint {
+        Some(cp_seq) => conn
+            .query_row(
+                "SELECT hash, line FROM records WHERE stream = ?1 AND seq = ?2",
+                params![stream, cp_seq],
+                |row| Ok((row.get::<_, Vec<u8>>(0)?, row.get::<_, Vec<u8>>(1)?)),
+            )
+            .optional()?
+            .map(|(hash, line)| {
+                let key = serde_json::from_slice::<Map<String, serde_json::Value>>(&line)
+                    .ok()
+                    .and_then(|m| m.get("audit.key.fingerprint")?.as_str().map(str::to_owned));
+                CheckpointProof {
+                    seq: cp_seq as u64,
+                    hash: hex::encode(&hash),
+                    key_fingerprint: key,
+                    verified: true,
+                }
+            }),
+        None => None,
+    };
+    Ok(Some(Detail {
+        fields,
+        enrichment,
+        proof: Proof {
+            stream: stream.to_owned(),
+            seq,
+            hash: hex::encode(&hash),
+            prev_hash: hex::encode(&prev_hash),
+            chain,
+            checkpoint,
+        },
+    }))
+}

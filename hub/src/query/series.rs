@@ -1,0 +1,135 @@
+//! The overview's numbers: requests over time by status class with failure spikes
+//! marked, and totals for a range. Both come from the rollups.
+use rusqlite::{Connection, params};
+use serde::Serialize;
+
+use super::filter::Filter;
+use crate::{store::Dim, when::format_ns};
+
+const NANOS_PER_MINUTE: i64 = 60_000_000_000;
+/// At most this many points, so a 30-day range is a few hundred, not 43,200.
+const MAX_POINTS: i64 = 360;
+
+#[derive(Debug, Default, Serialize, PartialEq)]
+pub struct Point {
+    pub t: String,
+    pub s2xx: u64,
+    pub s3xx: u64,
+    pub s4xx: u64,
+    pub s5xx: u64,
+    pub other: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Series {
+    pub step_seconds: i64,
+    pub points: Vec<Point>,
+    /// Buckets whose failures stand out: above the range's mean plus three standard
+    /// deviations, and at least 10.
+    pub spikes: Vec<String>,
+}
+
+pub fn timeseries(conn: &Connection, from_ns: i64, to_ns: i64) -> anyhow::Result<Series> {
+    let first = from_ns.div_euclid(NANOS_PER_MINUTE);
+    let last = (to_ns - 1).div_euclid(NANOS_PER_MINUTE).max(first);
+    let step = ((last - first + 1) + MAX_POINTS - 1) / MAX_POINTS;
+    let buckets = ((last - first) / step + 1) as usize;
+    let mut points: Vec<Point> = (0..buckets)
+        .map(|b| Point {
+            t: format_ns((first + b as i64 * step) * NANOS_PER_MINUTE),
+            ..Point::default()
+        })
+        .collect();
+    let mut stmt = conn.prepare(
+        "SELECT minute, key, requests FROM rollup WHERE dim = ?1 AND minute BETWEEN ?2 AND ?3",
+    )?;
+    let rows = stmt.query_map(params![Dim::StatusClass as i64, first, last], |row| {
+        Ok((
+            row.get::<_, i64>(0)?,
+            row.get::<_, String>(1)?,
+            row.get::<_, i64>(2)?,
+        ))
+    })?;
+    for row in rows {
+        let (minute, class, n) = row?;
+        let point = &mut points[((minute - first) / step) as usize];
+        let n = n as u64;
+        match class.as_str() {
+            "2xx" => point.s2xx += n,
+            "3xx" => point.s3xx += n,
+            "4xx" => point.s4xx += n,
+            "5xx" => point.s5xx += n,
+            _ => point.other += n,
+        }
+    }
+    let failures: Vec<f64> = points.iter().map(|p| (p.s4xx + p.s5xx) as f64).collect();
+    let mean = failures.iter().sum::<f64>() / failures.len().max(1) as f64;
+    let sd = (failures.iter().map(|f| (f - mean).powi(2)).sum::<f64>()
+        / failures.len().max(1) as f64)
+        .sqrt();
+    let spikes = points
+        .iter()
+        .zip(&failures)
+        .filter(|&(_, &f)| f >= 10.0 && f > mean + 3.0 * sd)
+        .map(|(p, _)| p.t.clone())
+        .collect();
+    Ok(Series {
+        step_seconds: step * 60,
+        points,
+        spikes,
+    })
+}
+
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct Totals {
+    pub requests: u64,
+    pub failures: u64,
+    pub users: u64,
+    pub clients: u64,
+    pub hosts: u64,
+    /// Events, bytes or records the sensors reported they could not record.
+    pub losses: u64,
+}
+
+pub fn totals(conn: &Connection, filter: &Filter) -> anyhow::Result<Totals> {
+    let first = filter
+        .from_ns
+        .map_or(i64::MIN, |f| f.div_euclid(NANOS_PER_MINUTE));
+    let last = filter
+        .to_ns
+        .map_or(i64::MAX, |t| (t - 1).div_euclid(NANOS_PER_MINUTE));
+    let (requests, failures): (i64, i64) = conn.query_row(
+        "SELECT coalesce(sum(requests), 0), coalesce(sum(failures), 0) FROM rollup
+         WHERE dim = ?1 AND minute BETWEEN ?2 AND ?3",
+        params![Dim::All as i64, first, last],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    let distinct = |dim: Dim| -> rusqlite::Result<i64> {
+        conn.query_row(
+            "SELECT count(DISTINCT key) FROM rollup WHERE dim = ?1 AND minute BETWEEN ?2 AND ?3",
+            params![dim as i64, first, last],
+            |r| r.get(0),
+        )
+    };
+    let users: i64 = conn.query_row(
+        "SELECT count(DISTINCT user) FROM rollup_users WHERE dim = ?1 AND minute BETWEEN ?2 AND ?3",
+        params![Dim::All as i64, first, last],
+        |r| r.get(0),
+    )?;
+    let losses: i64 = conn.query_row(
+        "SELECT coalesce(sum(count), 0) FROM losses WHERE ts >= ?1 AND ts < ?2",
+        params![
+            filter.from_ns.unwrap_or(i64::MIN),
+            filter.to_ns.unwrap_or(i64::MAX)
+        ],
+        |r| r.get(0),
+    )?;
+    Ok(Totals {
+        requests: requests as u64,
+        failures: failures as u64,
+        users: users as u64,
+        clients: distinct(Dim::Client)? as u64,
+        hosts: distinct(Dim::Stream)? as u64,
+        losses: losses as u64,
+    })
+}

@@ -1,0 +1,88 @@
+//! The hub's store: SQLite in the data directory, one writer (ingest) and any number
+//! of readers (query, serve) through WAL.
+mod columns;
+mod schema;
+mod write;
+
+use std::{collections::HashMap, path::PathBuf, time::Duration};
+
+use anyhow::Context as _;
+use rusqlite::{Connection, OpenFlags};
+
+pub use schema::Dim;
+pub use write::{Batch, Entry, client_key};
+
+use crate::verify::StreamState;
+
+const DB_FILE: &str = "hub.sqlite";
+
+/// Where the store lives.
+#[derive(Clone, Debug)]
+pub struct StoreAt {
+    pub data: PathBuf,
+}
+
+impl StoreAt {
+    fn file(&self) -> PathBuf {
+        self.data.join(DB_FILE)
+    }
+
+    /// The writer's connection; creates the directory and the schema.
+    pub fn open_writer(&self) -> anyhow::Result<Writer> {
+        std::fs::create_dir_all(&self.data)
+            .with_context(|| format!("creating the data directory {}", self.data.display()))?;
+        let conn = Connection::open(self.file())
+            .with_context(|| format!("opening {}", self.file().display()))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // A commit survives a crash of the hub (WAL); NORMAL leaves only the last
+        // transactions open to a power loss, and those were not acknowledged yet.
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        conn.execute_batch(schema::SCHEMA)
+            .with_context(|| format!("creating the schema in {}", self.file().display()))?;
+        Ok(Writer { conn })
+    }
+
+    /// A read-only connection; the store must exist.
+    pub fn open_reader(&self) -> anyhow::Result<Connection> {
+        let file = self.file();
+        let conn = Connection::open_with_flags(
+            &file,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .with_context(|| {
+            format!(
+                "opening {} (is --data the hub's data directory? nothing was ingested there yet)",
+                file.display()
+            )
+        })?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        Ok(conn)
+    }
+}
+
+pub struct Writer {
+    conn: Connection,
+}
+
+impl Writer {
+    /// The chain state of every stream, as last committed.
+    pub fn streams(&self) -> anyhow::Result<HashMap<String, StreamState>> {
+        let mut stmt = self.conn.prepare("SELECT stream, state FROM streams")?;
+        let rows = stmt.query_map([], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+        })?;
+        let mut streams = HashMap::new();
+        for row in rows {
+            let (stream, state) = row?;
+            let state = serde_json::from_str(&state)
+                .with_context(|| format!("the stored chain state of stream {stream}"))?;
+            streams.insert(stream, state);
+        }
+        Ok(streams)
+    }
+
+    pub fn batch(&mut self) -> anyhow::Result<Batch<'_>> {
+        Batch::begin(&mut self.conn)
+    }
+}

@@ -1,0 +1,112 @@
+//! The SQLite schema. Typed columns for every field people filter or group on, the
+//! original line for drill-down and re-verification, and per-minute rollups kept at
+//! ingest so top-N and time series over any range never scan raw rows.
+pub const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS records (
+    id INTEGER PRIMARY KEY,
+    stream TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    ts INTEGER NOT NULL,
+    method TEXT,
+    host TEXT,
+    path TEXT,
+    template TEXT,
+    status INTEGER,
+    req_bytes INTEGER,
+    resp_bytes INTEGER,
+    duration INTEGER,
+    client TEXT,
+    client_key BLOB,
+    user TEXT,
+    user_name TEXT,
+    auth TEXT,
+    credential TEXT,
+    process TEXT,
+    pid INTEGER,
+    user_agent TEXT,
+    outcome TEXT,
+    asset TEXT,
+    sensitivity TEXT,
+    country TEXT,
+    asn INTEGER,
+    as_org TEXT,
+    full_name TEXT,
+    department TEXT,
+    user_status TEXT,
+    hash BLOB NOT NULL,
+    prev_hash BLOB NOT NULL,
+    link TEXT NOT NULL,
+    checkpoint INTEGER,
+    enrichment TEXT NOT NULL,
+    line BLOB NOT NULL,
+    UNIQUE (stream, seq)
+);
+CREATE INDEX IF NOT EXISTS records_ts ON records (ts);
+CREATE INDEX IF NOT EXISTS records_user_ts ON records (user, ts) WHERE user IS NOT NULL;
+CREATE INDEX IF NOT EXISTS records_credential_ts ON records (credential, ts) WHERE credential IS NOT NULL;
+CREATE INDEX IF NOT EXISTS records_client_ts ON records (client_key, ts);
+CREATE INDEX IF NOT EXISTS records_asset_ts ON records (asset, ts) WHERE asset IS NOT NULL;
+CREATE INDEX IF NOT EXISTS records_template_ts ON records (template, ts);
+
+CREATE TABLE IF NOT EXISTS rollup (
+    dim INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    minute INTEGER NOT NULL,
+    requests INTEGER NOT NULL,
+    failures INTEGER NOT NULL,
+    PRIMARY KEY (dim, minute, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rollup_users (
+    dim INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    minute INTEGER NOT NULL,
+    user TEXT NOT NULL,
+    PRIMARY KEY (dim, minute, key, user)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS streams (
+    stream TEXT PRIMARY KEY,
+    state TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY,
+    stream TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    is_break INTEGER NOT NULL,
+    detail TEXT NOT NULL,
+    ts INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_stream ON events (stream, seq);
+CREATE TABLE IF NOT EXISTS losses (
+    stream TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    source TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    ts INTEGER NOT NULL,
+    PRIMARY KEY (stream, seq)
+);
+CREATE TABLE IF NOT EXISTS rejects (
+    id INTEGER PRIMARY KEY,
+    origin TEXT NOT NULL UNIQUE,
+    reason TEXT NOT NULL,
+    bytes INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    ts INTEGER NOT NULL
+);
+";
+
+/// What a rollup row counts by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Dim {
+    All = 0,
+    Template = 1,
+    Asset = 2,
+    User = 3,
+    Client = 4,
+    Credential = 5,
+    StatusClass = 6,
+    Stream = 7,
+}

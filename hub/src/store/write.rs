@@ -1,0 +1,263 @@
+//! One ingest batch as one transaction: records, their integrity events, coverage by
+//! checkpoints, rejected lines, rollups and the chain state commit together, so a
+//! crash leaves the store at a batch boundary and redelivery finds what is stored.
+use std::{
+    collections::{HashMap, HashSet},
+    net::IpAddr,
+};
+
+use rusqlite::{Connection, OptionalExtension as _, Transaction, params};
+use sha2::{Digest as _, Sha256};
+use tracer_audit::{Kind, chain::Hash};
+
+use super::{
+    columns::{added_fields, columns},
+    schema::Dim,
+};
+use crate::{
+    enrich::Enrichment,
+    ingest::{Origin, record::Fields},
+    verify::{Event, Stored, StreamState, Verdict},
+    when::now_ns,
+};
+
+const NANOS_PER_MINUTE: i64 = 60_000_000_000;
+
+/// A verified, enriched line ready to store.
+pub struct Entry<'a> {
+    pub fields: &'a Fields,
+    pub verdict: &'a Verdict,
+    pub enrichment: &'a Enrichment,
+    pub line: &'a [u8],
+}
+
+pub struct Batch<'c> {
+    tx: Transaction<'c>,
+    rollup: HashMap<(Dim, String, i64), (i64, i64)>,
+    users: HashSet<(Dim, String, i64, String)>,
+    pub stored: u64,
+}
+
+impl<'c> Batch<'c> {
+    pub(super) fn begin(conn: &'c mut Connection) -> anyhow::Result<Self> {
+        Ok(Self {
+            tx: conn.transaction()?,
+            rollup: HashMap::new(),
+            users: HashSet::new(),
+            stored: 0,
+        })
+    }
+
+    pub fn insert(&mut self, entry: &Entry<'_>) -> anyhow::Result<()> {
+        let f = entry.fields;
+        let e = entry.enrichment;
+        let sealed = &entry.verdict.sealed;
+        let kind = f.kind.map_or("unknown", Kind::as_str);
+        let enrichment = added_fields(e);
+        let mut stmt = self.tx.prepare_cached(
+            "INSERT INTO records (stream, seq, kind, ts, method, host, path, template, status,
+                req_bytes, resp_bytes, duration, client, client_key, user, user_name, auth,
+                credential, process, pid, user_agent, outcome, asset, sensitivity, country, asn,
+                as_org, full_name, department, user_status, hash, prev_hash, link, enrichment, line)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
+                ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33,
+                ?34, ?35)",
+        )?;
+        let columns = columns(e);
+        stmt.execute(params![
+            f.stream,
+            f.seq as i64,
+            kind,
+            f.ts_ns,
+            f.method,
+            f.host,
+            f.path,
+            (f.kind == Some(Kind::Access)).then_some(&e.template),
+            f.status,
+            f.request_bytes.map(|b| b as i64),
+            f.response_bytes.map(|b| b as i64),
+            f.duration_ns.map(|d| d as i64),
+            f.client.map(|c| c.to_string()),
+            f.client.map(|c| client_key(c).to_vec()),
+            f.user(),
+            f.user_name,
+            f.auth_method,
+            f.credential,
+            f.process,
+            f.pid,
+            f.user_agent,
+            f.outcome,
+            columns.asset,
+            columns.sensitivity,
+            columns.country,
+            columns.asn,
+            columns.as_org,
+            columns.full_name,
+            columns.department,
+            columns.user_status,
+            &sealed.hash[..],
+            &sealed.prev_hash[..],
+            entry.verdict.link.as_str(),
+            enrichment,
+            entry.line,
+        ])?;
+        drop(stmt);
+        self.stored += 1;
+        if let Some(loss) = &f.loss {
+            self.tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO losses (stream, seq, source, reason, count, ts)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )?
+                .execute(params![
+                    f.stream,
+                    f.seq as i64,
+                    loss.source,
+                    loss.reason,
+                    loss.count as i64,
+                    f.ts_ns
+                ])?;
+        }
+        if f.kind == Some(Kind::Access) {
+            self.count(f, e, columns.asset);
+        }
+        Ok(())
+    }
+
+    fn count(&mut self, f: &Fields, e: &Enrichment, asset: Option<&str>) {
+        let minute = f.ts_ns.div_euclid(NANOS_PER_MINUTE);
+        let failed = i64::from(f.status.is_none_or(|s| s >= 400));
+        let client = f.client.map(|c| c.to_string());
+        let class = f
+            .status
+            .map_or("other".to_owned(), |s| format!("{}xx", s / 100));
+        let keys = [
+            (Dim::All, Some("")),
+            (Dim::Template, Some(e.template.as_str())),
+            (Dim::Asset, asset),
+            (Dim::User, f.user()),
+            (Dim::Client, client.as_deref()),
+            (Dim::Credential, f.credential.as_deref()),
+            (Dim::StatusClass, Some(class.as_str())),
+            (Dim::Stream, Some(f.stream.as_str())),
+        ];
+        for (dim, key) in keys {
+            let Some(key) = key else { continue };
+            let counts = self
+                .rollup
+                .entry((dim, key.to_owned(), minute))
+                .or_default();
+            counts.0 += 1;
+            counts.1 += failed;
+            if let Some(user) = f.user()
+                && matches!(dim, Dim::All | Dim::Template | Dim::Asset | Dim::Client)
+            {
+                self.users
+                    .insert((dim, key.to_owned(), minute, user.to_owned()));
+            }
+        }
+    }
+
+    pub fn event(&mut self, event: &Event, ts_ns: i64) -> anyhow::Result<()> {
+        self.tx
+            .prepare_cached(
+                "INSERT INTO events (stream, seq, kind, is_break, detail, ts)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![
+                event.stream,
+                event.seq as i64,
+                event.kind.as_str(),
+                event.kind.is_break(),
+                event.detail,
+                ts_ns
+            ])?;
+        Ok(())
+    }
+
+    /// Marks the stored lines `from..=to` of `stream` as covered by the checkpoint at `to`.
+    pub fn cover(&mut self, stream: &str, (from, to): (u64, u64)) -> anyhow::Result<()> {
+        self.tx
+            .prepare_cached(
+                "UPDATE records SET checkpoint = ?3
+                 WHERE stream = ?1 AND seq BETWEEN ?2 AND ?3 AND link != 'break'",
+            )?
+            .execute(params![stream, from as i64, to as i64])?;
+        Ok(())
+    }
+
+    /// Keeps a line that could not be stored visible: where it was, why, its size and
+    /// its digest; never its bytes, which may be anything.
+    pub fn reject(
+        &mut self,
+        origin: &Origin,
+        reason: &str,
+        bytes: &[u8],
+        len: u64,
+    ) -> anyhow::Result<()> {
+        self.tx
+            .prepare_cached(
+                "INSERT OR IGNORE INTO rejects (origin, reason, bytes, sha256, ts) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![
+                origin.to_string(),
+                reason,
+                len as i64,
+                hex::encode(Sha256::digest(bytes)),
+                now_ns()
+            ])?;
+        Ok(())
+    }
+
+    /// Writes the rollups and the chain state of `streams`, and commits.
+    pub fn commit<'s>(
+        mut self,
+        streams: impl IntoIterator<Item = (&'s String, &'s StreamState)>,
+    ) -> anyhow::Result<u64> {
+        {
+            let mut up = self.tx.prepare_cached(
+                "INSERT INTO rollup (dim, key, minute, requests, failures) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (dim, minute, key) DO UPDATE SET
+                    requests = requests + excluded.requests, failures = failures + excluded.failures",
+            )?;
+            for ((dim, key, minute), (requests, failures)) in self.rollup.drain() {
+                up.execute(params![dim as i64, key, minute, requests, failures])?;
+            }
+            let mut users = self.tx.prepare_cached(
+                "INSERT OR IGNORE INTO rollup_users (dim, key, minute, user) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for (dim, key, minute, user) in self.users.drain() {
+                users.execute(params![dim as i64, key, minute, user])?;
+            }
+            let mut state = self.tx.prepare_cached(
+                "INSERT INTO streams (stream, state) VALUES (?1, ?2)
+                 ON CONFLICT (stream) DO UPDATE SET state = excluded.state",
+            )?;
+            for (stream, s) in streams {
+                state.execute(params![stream, serde_json::to_string(s)?])?;
+            }
+        }
+        let stored = self.stored;
+        self.tx.commit()?;
+        Ok(stored)
+    }
+}
+
+impl Stored for Batch<'_> {
+    fn stored_hash(&mut self, stream: &str, seq: u64) -> anyhow::Result<Option<Hash>> {
+        let hash: Option<Vec<u8>> = self
+            .tx
+            .prepare_cached("SELECT hash FROM records WHERE stream = ?1 AND seq = ?2")?
+            .query_row(params![stream, seq as i64], |row| row.get(0))
+            .optional()?;
+        Ok(hash.and_then(|h| h.try_into().ok()))
+    }
+}
+
+/// An address as 16 bytes (IPv4 mapped into IPv6), so a CIDR is a byte range.
+pub fn client_key(ip: IpAddr) -> [u8; 16] {
+    match ip {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+        IpAddr::V6(v6) => v6.octets(),
+    }
+}

@@ -1,0 +1,368 @@
+//! The per-stream chain check.
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+use tracer_audit::{
+    chain::{Hash, to_hex},
+    start::{NEW_STREAM, UNCLEAN_STOP},
+    verify::parse::{Sealed, parse},
+};
+
+use super::{Stored, keys::Keys};
+
+/// Where a stream's chain stands after the lines stored so far.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct StreamState {
+    pub first_seq: u64,
+    pub last_seq: u64,
+    #[serde(with = "hex_hash")]
+    pub last_hash: Hash,
+    /// The first seq after the last break: a checkpoint proves nothing before it.
+    pub clean_from: u64,
+    /// Every seq up to this one is covered by a verified checkpoint.
+    pub verified_through: Option<u64>,
+    pub last_checkpoint: Option<u64>,
+    pub records: u64,
+    pub last_seen_ns: i64,
+    /// The first line stored was the stream's first (seq 1, a new stream).
+    pub start_seen: bool,
+}
+
+mod hex_hash {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error as _};
+    use tracer_audit::chain::{Hash, parse_hex, to_hex};
+
+    pub fn serialize<S: Serializer>(hash: &Hash, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&to_hex(hash))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Hash, D::Error> {
+        let text = String::deserialize(d)?;
+        parse_hex(&text).ok_or_else(|| D::Error::custom("not a 64-digit hex hash"))
+    }
+}
+
+/// How a line relates to the chain before it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Link {
+    /// It continues the chain.
+    Linked,
+    /// The first line the hub sees of this stream, not at its start.
+    Joined,
+    /// A start after an unclean stop, linking to the line it names.
+    Restart,
+    /// It does not link: see the event.
+    Broken,
+    /// Already stored with the same hash: a redelivery, dropped.
+    Duplicate,
+    /// Its seq is stored with another hash: not stored, see the event.
+    Conflict,
+}
+
+impl Link {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Link::Linked => "linked",
+            Link::Joined => "joined",
+            Link::Restart => "restart",
+            Link::Broken => "break",
+            Link::Duplicate => "duplicate",
+            Link::Conflict => "conflict",
+        }
+    }
+}
+
+/// What integrity event a line raised.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// Its bytes do not match its hash, or it does not link to the line before.
+    Modified,
+    /// Seqs are missing before it.
+    Gap,
+    /// Its seq is stored already with another hash.
+    Conflict,
+    /// A new chain (seq 1) in the middle of a stream.
+    Reset,
+    /// A checkpoint whose signature does not verify, or that commits to another head.
+    Signature,
+    /// The sensor restarted after an unclean stop.
+    Restart,
+    /// The sensor reported events, bytes or records it could not record.
+    Loss,
+    /// A checkpoint of a stream without a configured key: not verifiable.
+    Unkeyed,
+    /// A line that is not a sealed record.
+    Unsealed,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Modified => "modified",
+            EventKind::Gap => "gap",
+            EventKind::Conflict => "conflict",
+            EventKind::Reset => "reset",
+            EventKind::Signature => "signature",
+            EventKind::Restart => "restart",
+            EventKind::Loss => "loss",
+            EventKind::Unkeyed => "unkeyed",
+            EventKind::Unsealed => "unsealed",
+        }
+    }
+
+    /// Whether the event says the trail is damaged (a restart or a reported loss is
+    /// the sensor being honest, not damage).
+    pub fn is_break(self) -> bool {
+        matches!(
+            self,
+            EventKind::Modified
+                | EventKind::Gap
+                | EventKind::Conflict
+                | EventKind::Reset
+                | EventKind::Signature
+                | EventKind::Unsealed
+        )
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    pub stream: String,
+    pub seq: u64,
+    pub kind: EventKind,
+    pub detail: String,
+}
+
+/// The outcome for one line.
+#[derive(Debug)]
+pub struct Verdict {
+    pub sealed: Sealed,
+    pub link: Link,
+    pub events: Vec<Event>,
+    /// A verified checkpoint: the seqs it newly covers.
+    pub covers: Option<(u64, u64)>,
+}
+
+/// The chain state of every stream, and the keys to check checkpoints with.
+pub struct Chains {
+    keys: Keys,
+    streams: HashMap<String, StreamState>,
+}
+
+impl Chains {
+    pub fn new(keys: Keys, streams: HashMap<String, StreamState>) -> Self {
+        Self { keys, streams }
+    }
+
+    /// Checks one line of `stream`. `Err(reason)`: it is not a sealed line at all.
+    pub fn check(
+        &mut self,
+        line: &[u8],
+        stream: &str,
+        ts_ns: i64,
+        stored: &mut dyn Stored,
+    ) -> anyhow::Result<Result<Verdict, String>> {
+        let sealed = match parse(line, self.keys.get(stream)) {
+            Ok(sealed) => sealed,
+            Err(reason) => return Ok(Err(reason)),
+        };
+        let mut events = Vec::new();
+        let mut event = |kind: EventKind, detail: String| {
+            events.push(Event {
+                stream: stream.to_owned(),
+                seq: sealed.seq,
+                kind,
+                detail,
+            })
+        };
+        let seq = sealed.seq;
+        let last = self.streams.get(stream).map(|s| (s.last_seq, s.last_hash));
+        let start_reason = sealed.start.as_ref().map(|s| s.reason.as_str());
+        let mut link = match last {
+            Some((last_seq, _)) if seq <= last_seq => match stored.stored_hash(stream, seq)? {
+                Some(hash) if hash == sealed.hash => Link::Duplicate,
+                Some(hash) => {
+                    event(
+                        EventKind::Conflict,
+                        format!(
+                            "seq {seq} is stored with hash {}, this line has {}",
+                            short(&hash),
+                            short(&sealed.hash)
+                        ),
+                    );
+                    return Ok(Ok(Verdict {
+                        sealed,
+                        link: Link::Conflict,
+                        events,
+                        covers: None,
+                    }));
+                }
+                None => {
+                    event(
+                        EventKind::Gap,
+                        format!("seq {seq} arrived after seq {last_seq}: out of order"),
+                    );
+                    Link::Broken
+                }
+            },
+            None if seq == 1 && start_reason == Some(NEW_STREAM) => Link::Linked,
+            None => Link::Joined,
+            Some(_) if seq == 1 && start_reason == Some(NEW_STREAM) => {
+                event(
+                    EventKind::Reset,
+                    "a new chain starts (seq 1) in the middle of the stream".to_owned(),
+                );
+                Link::Broken
+            }
+            Some((last_seq, last_hash)) if seq == last_seq + 1 => {
+                if sealed.prev_hash == last_hash {
+                    Link::Linked
+                } else {
+                    event(
+                        EventKind::Modified,
+                        format!(
+                            "audit.prev_hash {} is not the hash of seq {last_seq} ({})",
+                            short(&sealed.prev_hash),
+                            short(&last_hash)
+                        ),
+                    );
+                    Link::Broken
+                }
+            }
+            Some((last_seq, _)) => {
+                let named = sealed.start.as_ref().and_then(|s| s.previous_seq);
+                let links_back = match named {
+                    Some(previous) if start_reason == Some(UNCLEAN_STOP) => stored
+                        .stored_hash(stream, previous)?
+                        .is_some_and(|hash| hash == sealed.prev_hash),
+                    _ => false,
+                };
+                if links_back {
+                    event(
+                        EventKind::Restart,
+                        format!(
+                            "the sensor restarted after an unclean stop; it resumes after seq {} and skipped seqs {}..{}",
+                            named.unwrap_or_default(),
+                            last_seq + 1,
+                            seq - 1
+                        ),
+                    );
+                    Link::Restart
+                } else {
+                    event(
+                        EventKind::Gap,
+                        format!(
+                            "seqs {}..{} ({} lines) are missing",
+                            last_seq + 1,
+                            seq - 1,
+                            seq - 1 - last_seq
+                        ),
+                    );
+                    Link::Broken
+                }
+            }
+        };
+        if !sealed.content_ok && link != Link::Duplicate {
+            event(
+                EventKind::Modified,
+                "its bytes do not match its audit.hash".to_owned(),
+            );
+            link = Link::Broken;
+        }
+        if link == Link::Duplicate {
+            return Ok(Ok(Verdict {
+                sealed,
+                link,
+                events,
+                covers: None,
+            }));
+        }
+        let state = self
+            .streams
+            .entry(stream.to_owned())
+            .or_insert_with(|| StreamState {
+                first_seq: seq,
+                last_seq: 0,
+                last_hash: [0; 32],
+                clean_from: seq,
+                verified_through: None,
+                last_checkpoint: None,
+                records: 0,
+                last_seen_ns: ts_ns,
+                start_seen: link == Link::Linked,
+            });
+        if link == Link::Broken {
+            state.clean_from = seq + 1;
+        }
+        if seq > state.last_seq {
+            state.last_seq = seq;
+            state.last_hash = sealed.hash;
+        }
+        state.records += 1;
+        state.last_seen_ns = state.last_seen_ns.max(ts_ns);
+        let mut covers = None;
+        if let Some(cp) = &sealed.checkpoint {
+            state.last_checkpoint = Some(seq);
+            let head_ok = if cp.head_seq == seq {
+                false
+            } else {
+                stored.stored_hash(stream, cp.head_seq)? == Some(cp.head_hash)
+            };
+            match cp.signature_ok {
+                None => event(
+                    EventKind::Unkeyed,
+                    format!(
+                        "checkpoint signed by key {} but no key is configured for stream {stream}",
+                        cp.fingerprint
+                    ),
+                ),
+                Some(false) => {
+                    event(
+                        EventKind::Signature,
+                        format!(
+                            "the checkpoint's signature does not verify with the configured key (it names key {})",
+                            cp.fingerprint
+                        ),
+                    );
+                    state.clean_from = seq + 1;
+                }
+                Some(true) if !head_ok => {
+                    event(
+                        EventKind::Signature,
+                        format!(
+                            "the checkpoint commits to seq {} with hash {}, which is not the stored line",
+                            cp.head_seq,
+                            short(&cp.head_hash)
+                        ),
+                    );
+                    state.clean_from = seq + 1;
+                }
+                Some(true) => {
+                    let from = state
+                        .verified_through
+                        .map_or(state.first_seq, |v| v + 1)
+                        .max(state.clean_from);
+                    if from <= seq {
+                        covers = Some((from, seq));
+                        state.verified_through = Some(seq);
+                    }
+                }
+            }
+        }
+        Ok(Ok(Verdict {
+            sealed,
+            link,
+            events,
+            covers,
+        }))
+    }
+
+    pub fn streams(&self) -> &HashMap<String, StreamState> {
+        &self.streams
+    }
+}
+
+fn short(hash: &Hash) -> String {
+    to_hex(hash)[..16].to_owned()
+}

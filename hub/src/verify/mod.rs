@@ -1,0 +1,19 @@
+//! Verification on ingest, per stream: the hash chain must continue, checkpoint
+//! signatures must verify with the stream's key, and what does not is an integrity
+//! event. The same line parser as `tracer verify` (tracer-audit) takes each line apart.
+//!
+//! Lines arrive in chain order (one JetStream subject per host, files sorted by seq),
+//! so the state per stream is its last line; lines already stored are recognised by
+//! their hash through [`Stored`], which makes redelivery harmless.
+mod chain;
+pub mod keys;
+
+pub use chain::{Chains, Event, EventKind, Link, StreamState, Verdict};
+
+use tracer_audit::chain::Hash;
+
+/// What the store already holds, as far as verification needs to know.
+pub trait Stored {
+    /// The hash of the stored line (`stream`, `seq`), if there is one.
+    fn stored_hash(&mut self, stream: &str, seq: u64) -> anyhow::Result<Option<Hash>>;
+}
