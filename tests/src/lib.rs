@@ -6,6 +6,7 @@
 
 pub mod audit;
 pub mod clients;
+pub mod hub;
 pub mod identity;
 pub mod load;
 pub mod output;

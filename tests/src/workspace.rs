@@ -23,3 +23,19 @@ pub fn tracer_bin() -> Result<PathBuf> {
     }
     Ok(path)
 }
+
+/// `HUB_BIN` if set, else the release `tracer-hub` in the workspace's target dir.
+pub fn hub_bin() -> Result<PathBuf> {
+    let path = match std::env::var_os("HUB_BIN") {
+        Some(path) => PathBuf::from(path),
+        None => root().join("target/release/tracer-hub"),
+    };
+    if !path.is_file() {
+        bail!(
+            "tracer-hub binary not found at {}: build it with `cargo build --release -p tracer-hub` \
+             or point HUB_BIN at it",
+            path.display()
+        );
+    }
+    Ok(path)
+}

@@ -30,21 +30,33 @@ pub fn setup() -> Result<()> {
     run(Command::new("bash").arg("scripts/setup.sh"))
 }
 
-/// `cargo build --release -p tracer`, returning the binary's path.
-pub fn build_tracer() -> Result<PathBuf> {
-    run(cargo().args(["build", "--release", "-p", "tracer"]))?;
+/// The release binaries the e2e tests and the demo run.
+pub struct Binaries {
+    pub tracer: PathBuf,
+    pub hub: PathBuf,
+}
+
+/// `cargo build --release -p tracer -p tracer-hub`, returning the binaries' paths.
+pub fn build_release() -> Result<Binaries> {
+    run(cargo().args(["build", "--release", "-p", "tracer", "-p", "tracer-hub"]))?;
     let target_dir = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("target"));
-    let bin = workspace_root().join(target_dir).join("release/tracer");
-    if !bin.is_file() {
-        bail!("the build succeeded but {} is missing", bin.display());
+    let release = workspace_root().join(target_dir).join("release");
+    let binaries = Binaries {
+        tracer: release.join("tracer"),
+        hub: release.join("tracer-hub"),
+    };
+    for bin in [&binaries.tracer, &binaries.hub] {
+        if !bin.is_file() {
+            bail!("the build succeeded but {} is missing", bin.display());
+        }
     }
-    Ok(bin)
+    Ok(binaries)
 }
 
 pub fn test(args: &[String]) -> Result<()> {
-    let bin = build_tracer()?;
+    let bins = build_release()?;
     // Two threads: each e2e test runs a tracer, servers and clients, and the
     // machines this runs on have two cores. No fail-fast: one run shows every
     // failing test binary, not just the first.
@@ -59,5 +71,6 @@ pub fn test(args: &[String]) -> Result<()> {
         ])
         .arg("--test-threads=2")
         .args(args)
-        .env("TRACER_BIN", &bin))
+        .env("TRACER_BIN", &bins.tracer)
+        .env("HUB_BIN", &bins.hub))
 }

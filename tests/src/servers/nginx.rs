@@ -217,10 +217,13 @@ impl Nginx {
 
     /// Requests nginx has logged; needs [`NginxConfig::access_log`].
     pub fn access_log_lines(&self) -> Result<usize> {
+        Ok(self.access_log()?.lines().count())
+    }
+
+    /// nginx's access log (the `combined` format); needs [`NginxConfig::access_log`].
+    pub fn access_log(&self) -> Result<String> {
         let path = self.dir.path().join("access.log");
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("reading {}", path.display()))?;
-        Ok(text.lines().count())
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
     }
 
     /// The access-log line count once it stopped growing: after a load generator exits,

@@ -57,7 +57,7 @@ pub struct WrkRound {
 }
 
 pub fn run(options: &Options) -> Result<()> {
-    let bin = cargo::build_tracer()?;
+    let bin = cargo::build_release()?.tracer;
     if options.sinks_only {
         return sinks::run(&bin, options.sink_records, options.rounds);
     }

@@ -1,0 +1,161 @@
+//! `tracer-hub` as the tests run it: `serve` as a guarded process with a token, and
+//! the one-shot commands (`import`, `query`, `top`, `integrity`).
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, anyhow, bail};
+use serde_json::Value;
+
+use crate::{clients::curl, ports::free_port, process::Guarded, workspace::hub_bin};
+
+/// The token the tests log in with; long enough for the hub's minimum.
+pub const TOKEN: &str = "test-token-0123456789abcdef";
+
+pub struct Hub {
+    child: Guarded,
+    pub port: u16,
+    pub data: PathBuf,
+    stderr: PathBuf,
+}
+
+impl Hub {
+    /// `tracer-hub serve --data DATA --token-file ... --listen 127.0.0.1:PORT ARGS...`,
+    /// returning once it answers HTTP.
+    pub fn serve(data: &Path, args: &[&str]) -> Result<Self> {
+        fs::create_dir_all(data)?;
+        let token_file = data.with_extension("token");
+        fs::write(&token_file, format!("{TOKEN}\n"))?;
+        let stderr = data.with_extension("stderr");
+        let port = free_port();
+        let mut command = Command::new(hub_bin()?);
+        command
+            .arg("serve")
+            .arg("--data")
+            .arg(data)
+            .arg("--token-file")
+            .arg(&token_file)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&stderr)?);
+        let child = Guarded::spawn(&mut command, "tracer-hub")?;
+        let mut hub = Self {
+            child,
+            port,
+            data: data.to_owned(),
+            stderr,
+        };
+        hub.wait_until(Duration::from_secs(30), "answering HTTP", |hub| {
+            Ok(hub.api("/api/totals").is_ok())
+        })?;
+        Ok(hub)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// GET `path` with the bearer token; the JSON answer.
+    pub fn api(&self, path: &str) -> Result<Value> {
+        let body = curl(&[
+            "-sf",
+            "-H",
+            &format!("Authorization: Bearer {TOKEN}"),
+            &self.url(path),
+        ])?;
+        serde_json::from_str(&body).with_context(|| format!("GET {path}: {body}"))
+    }
+
+    pub fn stderr(&self) -> String {
+        fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// Polls `ready` every 100 ms; an error naming `what` and the hub's stderr after
+    /// `timeout`, or when the hub exited.
+    pub fn wait_until(
+        &mut self,
+        timeout: Duration,
+        what: &str,
+        mut ready: impl FnMut(&Self) -> Result<bool>,
+    ) -> Result<()> {
+        let started = Instant::now();
+        loop {
+            if ready(self)? {
+                return Ok(());
+            }
+            if let Some(status) = self.child.try_exit()? {
+                bail!(
+                    "tracer-hub exited ({status}) before {what}:\n{}",
+                    self.stderr()
+                );
+            }
+            if started.elapsed() > timeout {
+                bail!(
+                    "tracer-hub not {what} after {timeout:?}:\n{}",
+                    self.stderr()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Access records stored, by the API's totals over all time.
+    pub fn stored(&self) -> Result<u64> {
+        let totals = self.api("/api/totals?from=1970-01-01T00:00:00Z")?;
+        totals["requests"]
+            .as_u64()
+            .ok_or_else(|| anyhow!("no requests in {totals}"))
+    }
+
+    /// SIGKILL: no chance to finish a batch.
+    pub fn kill(mut self) -> Result<String> {
+        self.child.signal(libc::SIGKILL)?;
+        self.child.wait_timeout(Duration::from_secs(10))?;
+        Ok(self.stderr())
+    }
+
+    /// SIGTERM, and its stderr once it exited.
+    pub fn stop(mut self) -> Result<String> {
+        self.child.signal(libc::SIGTERM)?;
+        let status = self.child.wait_timeout(Duration::from_secs(20))?;
+        if !status.success() {
+            bail!("tracer-hub exited with {status}:\n{}", self.stderr());
+        }
+        Ok(self.stderr())
+    }
+}
+
+/// The output of a one-shot `tracer-hub ARGS...`.
+pub struct Run {
+    pub ok: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+pub fn run(args: &[&str]) -> Result<Run> {
+    let output = Command::new(hub_bin()?)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .context("running tracer-hub")?;
+    Ok(Run {
+        ok: output.status.success(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    })
+}
+
+/// `run`, failing unless it succeeded; its stdout.
+pub fn ok(args: &[&str]) -> Result<String> {
+    let run = run(args)?;
+    if !run.ok {
+        bail!("tracer-hub {args:?} failed:\n{}", run.stderr);
+    }
+    Ok(run.stdout)
+}

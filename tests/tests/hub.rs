@@ -1,0 +1,493 @@
+//! tracer-hub end to end: nginx traffic through the real tracer and a real nats-server
+//! into the hub, compared request by request with nginx's own access log; a hub
+//! SIGKILLed mid-ingest; tampered and junk files; and no secret anywhere it writes.
+use std::{
+    collections::{BTreeMap, HashSet},
+    path::Path,
+    time::Duration,
+};
+
+use anyhow::{Context, Result, anyhow};
+use serde_json::Value;
+use tests::{
+    audit::key_show,
+    clients::{curl, url},
+    hub::{self, Hub},
+    load::ab_keepalive,
+    ports::free_port,
+    servers::{NatsServer, Nginx, NginxConfig},
+    tracer::{Tracer, TracerRun},
+};
+
+const STREAM_ID: &str = "web-e2e";
+const WAIT: Duration = Duration::from_secs(60);
+const ALICE_PASSWORD: &str = "alice-pw-never-written-7f3a";
+const BOB_PASSWORD: &str = "bob-pw-never-written-91c2";
+const BEARER: &str = "sk-live-bearer-never-written-5e8d";
+
+struct Setup {
+    dir: tempfile::TempDir,
+    nats: NatsServer,
+    nginx: Nginx,
+    port: u16,
+}
+
+impl Setup {
+    fn new() -> Result<Self> {
+        let port = free_port();
+        let mut config = NginxConfig::new(port);
+        config.access_log = true;
+        Ok(Self {
+            dir: tempfile::tempdir()?,
+            nats: NatsServer::start()?,
+            nginx: Nginx::start(config)?,
+            port,
+        })
+    }
+
+    fn path(&self, name: &str) -> std::path::PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// `--key STREAM=FILE` for the hub, from the key the tracer signs with.
+    fn key_arg(&self) -> Result<String> {
+        let shown = key_show(&self.path("audit.key"))?;
+        let file = self.path("audit.pub");
+        std::fs::write(&file, shown)?;
+        Ok(format!("{STREAM_ID}={}", file.display()))
+    }
+
+    /// The tracer publishing to NATS, trusting 127.0.0.2 as a proxy.
+    fn tracer(&self) -> Result<Tracer> {
+        let config = self.path("tracer.toml");
+        std::fs::write(
+            &config,
+            "[identity.proxy]\ntrusted_cidrs = [\"127.0.0.2/32\"]\n",
+        )?;
+        let key = self.path("audit.key");
+        let nats = self.nats.url();
+        Tracer::start_with_args(
+            &[self.port],
+            &[
+                "--config",
+                config.to_str().ok_or_else(|| anyhow!("non-UTF-8 path"))?,
+                "--audit-key",
+                key.to_str().ok_or_else(|| anyhow!("non-UTF-8 path"))?,
+                "--stream-id",
+                STREAM_ID,
+                "--nats",
+                &nats,
+                "--nats-create-stream",
+                "--stdout",
+            ],
+            &[],
+        )
+    }
+
+    fn hub(&self, extra: &[&str]) -> Result<Hub> {
+        let key = self.key_arg()?;
+        let nats = self.nats.url();
+        let mut args = vec!["--nats", nats.as_str(), "--key", key.as_str()];
+        args.extend_from_slice(extra);
+        Hub::serve(&self.path("hub"), &args)
+    }
+
+    fn data(&self) -> String {
+        self.path("hub").display().to_string()
+    }
+}
+
+/// Mixed traffic: two Basic users, a bearer key, a proxied public client, a 404, a 204.
+fn traffic(port: u16) -> Result<()> {
+    let alice = format!("alice:{ALICE_PASSWORD}");
+    for n in 1..=5 {
+        curl(&["-u", &alice, &url(port, &format!("/orders/{n}?page=1"))])?;
+    }
+    let bob = format!("bob:{BOB_PASSWORD}");
+    curl(&["-u", &bob, &url(port, "/orders/77")])?;
+    curl(&["-u", &bob, &url(port, "/static/missing.txt")])?;
+    curl(&[
+        "-H",
+        &format!("Authorization: Bearer {BEARER}"),
+        &url(port, "/204"),
+    ])?;
+    curl(&[
+        "--interface",
+        "127.0.0.2",
+        "-H",
+        "X-Forwarded-For: 203.0.113.9",
+        &url(port, "/reports/2026"),
+    ])?;
+    Ok(())
+}
+
+/// (user, method, path without query, status) of every request nginx logged, counted.
+fn nginx_requests(log: &str) -> Result<BTreeMap<(String, String, String, u16), u32>> {
+    let mut requests = BTreeMap::new();
+    for line in log.lines() {
+        // $remote_addr - $remote_user [$time_local] "$request" $status ...
+        let user = line
+            .split(' ')
+            .nth(2)
+            .ok_or_else(|| anyhow!("bad log line {line}"))?;
+        let request = line
+            .split('"')
+            .nth(1)
+            .ok_or_else(|| anyhow!("bad log line {line}"))?;
+        let status: u16 = line
+            .split('"')
+            .nth(2)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| anyhow!("no status in {line}"))?;
+        let mut parts = request.split(' ');
+        let method = parts.next().unwrap_or_default().to_owned();
+        let target = parts.next().unwrap_or_default();
+        let path = target.split('?').next().unwrap_or_default().to_owned();
+        *requests
+            .entry((user.to_owned(), method, path, status))
+            .or_insert(0) += 1;
+    }
+    Ok(requests)
+}
+
+fn hub_requests(records: &[Value]) -> BTreeMap<(String, String, String, u16), u32> {
+    let mut requests = BTreeMap::new();
+    for r in records {
+        let key = (
+            r["user.name"].as_str().unwrap_or("-").to_owned(),
+            r["http.request.method"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            r["url.path"].as_str().unwrap_or_default().to_owned(),
+            r["http.response.status_code"].as_u64().unwrap_or_default() as u16,
+        );
+        *requests.entry(key).or_insert(0) += 1;
+    }
+    requests
+}
+
+fn query_jsonl(data: &str, filters: &[&str]) -> Result<Vec<Value>> {
+    let mut args = vec![
+        "query", "--data", data, "--format", "jsonl", "--limit", "100000",
+    ];
+    args.extend_from_slice(filters);
+    hub::ok(&args)?
+        .lines()
+        .map(|l| serde_json::from_str(l).with_context(|| format!("query line {l}")))
+        .collect()
+}
+
+fn paths(records: &[Value]) -> Vec<String> {
+    let mut paths: Vec<String> = records
+        .iter()
+        .map(|r| r["url.path"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    paths.sort();
+    paths
+}
+
+fn assert_no_secrets(what: &str, bytes: &[u8]) {
+    let text = String::from_utf8_lossy(bytes);
+    for secret in [ALICE_PASSWORD, BOB_PASSWORD, BEARER] {
+        assert!(!text.contains(secret), "{what} holds a secret ({secret})");
+    }
+}
+
+fn files_under(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            files.extend(files_under(&path)?);
+        } else {
+            files.push(path);
+        }
+    }
+    Ok(files)
+}
+
+#[test]
+fn every_request_nginx_logged_is_stored_once_and_queries_find_it() -> Result<()> {
+    let setup = Setup::new()?;
+    let tracer = setup.tracer()?;
+    let mut hub = setup.hub(&[])?;
+    traffic(setup.port)?;
+    let run: TracerRun = tracer.stop()?;
+    let logged = setup.nginx.settled_access_log_lines()? as u64;
+    assert_eq!(logged, 9);
+    hub.wait_until(WAIT, "holding every request", |hub| {
+        Ok(hub.stored()? >= logged)
+    })?;
+    let data = setup.data();
+
+    // Request by request against nginx's own log.
+    let records = query_jsonl(&data, &[])?;
+    assert_eq!(
+        hub_requests(&records),
+        nginx_requests(&setup.nginx.access_log()?)?,
+        "the hub's records vs nginx's access log"
+    );
+    // The lines come back byte for byte as the tracer wrote them.
+    let written: HashSet<&str> = run.stdout.lines().collect();
+    let out = hub::ok(&["query", "--data", &data, "--format", "jsonl"])?;
+    for line in out.lines() {
+        assert!(
+            written.contains(line),
+            "not a line the tracer wrote: {line}"
+        );
+    }
+
+    // Filters.
+    let alice = query_jsonl(&data, &["--user", "alice"])?;
+    assert_eq!(
+        paths(&alice),
+        [
+            "/orders/1",
+            "/orders/2",
+            "/orders/3",
+            "/orders/4",
+            "/orders/5"
+        ]
+    );
+    assert_eq!(
+        paths(&query_jsonl(&data, &["--status", "4xx"])?),
+        ["/static/missing.txt"]
+    );
+    assert_eq!(paths(&query_jsonl(&data, &["--status", "204"])?), ["/204"]);
+    assert_eq!(query_jsonl(&data, &["--path", "/orders/"])?.len(), 6);
+    assert_eq!(query_jsonl(&data, &["--path", "/orders/*7"])?.len(), 1);
+    assert_eq!(
+        paths(&query_jsonl(&data, &["--client", "203.0.113.0/24"])?),
+        ["/reports/2026"]
+    );
+    let keyed = query_jsonl(&data, &["--method", "get", "--path", "/204"])?;
+    let fingerprint = keyed[0]["audit.credential.fingerprint"]
+        .as_str()
+        .ok_or_else(|| anyhow!("no credential fingerprint: {}", keyed[0]))?;
+    assert_eq!(
+        paths(&query_jsonl(&data, &["--credential", fingerprint])?),
+        ["/204"]
+    );
+    assert!(query_jsonl(&data, &["--since", "1h", "--stream", "elsewhere"])?.is_empty());
+    let bad = hub::run(&["query", "--data", &data, "--status", "4x"])?;
+    assert!(!bad.ok && bad.stderr.contains("--status"), "{}", bad.stderr);
+
+    // Top-N from the rollups folds ids into templates.
+    let top: Value = serde_json::from_str(&hub::ok(&[
+        "top",
+        "endpoints",
+        "--data",
+        &data,
+        "--since",
+        "1h",
+        "--format",
+        "json",
+    ])?)?;
+    assert_eq!(top[0]["key"], "/orders/{id}", "{top}");
+    assert_eq!(top[0]["requests"], 6);
+    assert_eq!(top[0]["users"], 2);
+    let users = hub::ok(&["top", "users", "--data", &data, "--since", "1h"])?;
+    assert!(
+        users
+            .lines()
+            .nth(1)
+            .is_some_and(|l| l.starts_with("alice ") && l.contains(" 5 ")),
+        "{users}"
+    );
+
+    // Integrity: the whole stream, proven through the shutdown checkpoint.
+    let integrity: Value = serde_json::from_str(&hub::ok(&[
+        "integrity",
+        "--data",
+        &data,
+        "--format",
+        "json",
+    ])?)?;
+    let stream = &integrity["streams"][0];
+    assert_eq!(stream["stream"], STREAM_ID);
+    assert_eq!(stream["start_seen"], true);
+    assert_eq!(
+        stream["breaks"].as_array().map(Vec::len),
+        Some(0),
+        "{stream}"
+    );
+    assert_eq!(stream["verified_through"], stream["last_seq"], "{stream}");
+    assert_eq!(
+        stream["records"].as_u64(),
+        Some(run.stdout.lines().count() as u64)
+    );
+
+    // The API answers the same, and one record carries its proof.
+    let listed = hub.api("/api/records?user=alice&limit=2")?;
+    assert_eq!(listed["total"], 5);
+    let first = &listed["records"][0];
+    let detail = hub.api(&format!(
+        "/api/records/{}/{}",
+        first["stream"].as_str().unwrap_or(""),
+        first["seq"]
+    ))?;
+    assert_eq!(detail["proof"]["chain"], "linked");
+    assert_eq!(detail["proof"]["checkpoint"]["verified"], true);
+    assert_eq!(detail["fields"]["user.name"], "alice");
+    let unauthenticated = curl(&[
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        &hub.url("/api/records"),
+    ])?;
+    assert_eq!(unauthenticated, "401");
+
+    // No secret in anything the hub wrote or served.
+    let stderr = hub.stop()?;
+    assert_no_secrets("the hub's stderr", stderr.as_bytes());
+    for file in files_under(&setup.path("hub"))? {
+        assert_no_secrets(&file.display().to_string(), &std::fs::read(&file)?);
+    }
+    assert_no_secrets("query output", out.as_bytes());
+    assert_no_secrets("the record API", detail.to_string().as_bytes());
+    Ok(())
+}
+
+#[test]
+fn a_hub_killed_mid_ingest_loses_nothing_and_stores_nothing_twice() -> Result<()> {
+    let setup = Setup::new()?;
+    let tracer = setup.tracer()?;
+    let report = ab_keepalive(&url(setup.port, "/load"), 4, 30_000)?;
+    let run = tracer.stop()?;
+    let sent = run.records.len() as u64;
+    assert_eq!(sent, report.complete);
+
+    let mut hub = setup.hub(&[])?;
+    hub.wait_until(WAIT, "storing a first batch", |hub| Ok(hub.stored()? > 0))?;
+    hub.kill()?;
+    let data = setup.data();
+    let at_kill: Value = serde_json::from_str(&hub::ok(&[
+        "top", "hosts", "--data", &data, "--since", "1h", "--format", "json",
+    ])?)?;
+    let stored_at_kill = at_kill[0]["requests"].as_u64().unwrap_or(0);
+    assert!(
+        stored_at_kill < sent,
+        "the hub had stored all {sent} records before the kill: the test proved nothing"
+    );
+
+    let mut hub = setup.hub(&[])?;
+    hub.wait_until(
+        WAIT,
+        "holding every record",
+        |hub| Ok(hub.stored()? >= sent),
+    )?;
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(hub.stored()?, sent, "rollups count each record once");
+    let records = query_jsonl(&data, &[])?;
+    assert_eq!(records.len() as u64, sent);
+    let seqs: HashSet<u64> = records
+        .iter()
+        .filter_map(|r| r["audit.seq"].as_u64())
+        .collect();
+    assert_eq!(seqs.len() as u64, sent, "each seq once");
+    let integrity: Value = serde_json::from_str(&hub::ok(&[
+        "integrity",
+        "--data",
+        &data,
+        "--format",
+        "json",
+    ])?)?;
+    let stream = &integrity["streams"][0];
+    assert_eq!(
+        stream["breaks"].as_array().map(Vec::len),
+        Some(0),
+        "{stream}"
+    );
+    assert_eq!(
+        stream["records"].as_u64(),
+        Some(run.stdout.lines().count() as u64),
+        "{stream}"
+    );
+    hub.stop()?;
+    Ok(())
+}
+
+#[test]
+fn altered_and_junk_lines_in_files_are_flagged_and_a_file_imported_twice_is_stored_once()
+-> Result<()> {
+    let setup = Setup::new()?;
+    let tracer = setup.tracer()?;
+    traffic(setup.port)?;
+    let run = tracer.stop()?;
+    let key = setup.key_arg()?;
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    let original = setup.path("access.jsonl");
+    std::fs::write(&original, run.stdout.as_bytes())?;
+    let clean = setup.path("clean").display().to_string();
+    let import = |data: &str, file: &Path| {
+        hub::run(&[
+            "import",
+            "--data",
+            data,
+            "--key",
+            &key,
+            file.to_str().unwrap_or_default(),
+        ])
+    };
+    let first = import(&clean, &original)?;
+    assert!(first.ok, "{}", first.stderr);
+    let second = import(&clean, &original)?;
+    assert!(
+        second
+            .stderr
+            .contains(&format!("0 stored, {} already stored", lines.len())),
+        "{}",
+        second.stderr
+    );
+    assert_eq!(query_jsonl(&clean, &[])?.len(), 9);
+
+    // Alter bob's 404 into alice's 200, drop the record after it, add junk.
+    let altered_at = lines
+        .iter()
+        .position(|l| l.contains("/static/missing.txt"))
+        .ok_or_else(|| anyhow!("no 404 record"))?;
+    let mut tampered: Vec<String> = lines.iter().map(|l| (*l).to_owned()).collect();
+    tampered[altered_at] = tampered[altered_at].replace("\"bob\"", "\"alice\"");
+    let dropped: Value = serde_json::from_str(&tampered.remove(altered_at + 1))?;
+    tampered.push("GET / HTTP/1.1".to_owned());
+    tampered.push("x".repeat(2 << 20));
+    let file = setup.path("tampered.jsonl");
+    std::fs::write(&file, tampered.join("\n") + "\n")?;
+    let data = setup.path("tampered").display().to_string();
+    assert!(import(&data, &file)?.ok);
+    let integrity: Value = serde_json::from_str(&hub::ok(&[
+        "integrity",
+        "--data",
+        &data,
+        "--format",
+        "json",
+    ])?)?;
+    let breaks = integrity["streams"][0]["breaks"]
+        .as_array()
+        .ok_or_else(|| anyhow!("no breaks: {integrity}"))?;
+    let altered_seq: Value = serde_json::from_str(lines[altered_at])?;
+    assert!(
+        breaks
+            .iter()
+            .any(|b| b["kind"] == "modified" && b["seq"] == altered_seq["audit.seq"]),
+        "{integrity}"
+    );
+    let gap_seq = dropped["audit.seq"].as_u64().unwrap_or_default() + 1;
+    assert!(
+        breaks
+            .iter()
+            .any(|b| b["kind"] == "gap" && b["seq"] == gap_seq),
+        "{integrity}"
+    );
+    assert_eq!(integrity["rejected"], 2, "{integrity}");
+    let table = hub::ok(&["integrity", "--data", &data])?;
+    assert!(
+        table.contains("modified") && table.contains("gap") && table.contains("rejected lines"),
+        "{table}"
+    );
+    Ok(())
+}
