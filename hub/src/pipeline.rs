@@ -77,6 +77,7 @@ impl Pipeline {
         let mut outcome = Outcome::default();
         let mut batch = self.writer.batch()?;
         let mut touched = Vec::new();
+        let mut filled = Vec::new();
         for line in lines {
             let bytes = match &line.bytes {
                 Ok(bytes) => bytes,
@@ -142,7 +143,12 @@ impl Pipeline {
                     outcome.conflicts += 1;
                     continue;
                 }
-                Link::Linked | Link::Joined | Link::Restart | Link::Broken => {}
+                Link::Linked
+                | Link::Joined
+                | Link::AfterGap
+                | Link::Filled
+                | Link::Restart
+                | Link::Broken => {}
             }
             let enrichment = self.enricher.enrich(&view(&fields));
             batch.insert(&Entry {
@@ -164,10 +170,18 @@ impl Pipeline {
             if let Some(range) = verdict.covers {
                 batch.cover(&fields.stream, range)?;
             }
+            if verdict.link == Link::Filled {
+                filled.push((fields.stream.clone(), fields.seq));
+            }
             if fields.kind == Some(tracer_audit::Kind::Access) {
                 outcome.rows.push(row(&fields, &enrichment, verdict.link));
             }
             touched.push(fields.stream);
+        }
+        // Late lines take the proof of the line after them, so the last goes first.
+        filled.sort_by(|a, b| b.cmp(a));
+        for (stream, seq) in &filled {
+            batch.carry_cover_back(stream, *seq)?;
         }
         touched.sort();
         touched.dedup();

@@ -15,8 +15,9 @@ use super::{Line, MAX_LINE_BYTES, Origin, TooLong};
 /// The stream the sensor publishes to by default (`tracer run --nats-stream`).
 pub const DEFAULT_STREAM: &str = "TRACER";
 pub const DEFAULT_CONSUMER: &str = "tracer-hub";
-/// Unacknowledged messages redeliver after this: longer than any batch commit.
-const ACK_WAIT: Duration = Duration::from_secs(60);
+/// Unacknowledged messages redeliver after this: longer than any batch commit, short
+/// enough that the batch a killed hub held comes back soon after it restarts.
+const ACK_WAIT: Duration = Duration::from_secs(10);
 /// A batch ends at this many messages or after [`BATCH_WAIT`].
 pub const BATCH_MAX: usize = 2_000;
 const BATCH_WAIT: Duration = Duration::from_millis(200);

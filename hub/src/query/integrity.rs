@@ -23,13 +23,15 @@ pub struct Reason {
 pub struct StreamIntegrity {
     pub stream: String,
     pub records: u64,
+    /// Seqs below `last_seq` not received.
+    pub missing: u64,
     pub first_seq: u64,
     pub last_seq: u64,
     pub start_seen: bool,
     pub verified_through: Option<u64>,
     pub last_seen: String,
     pub last_checkpoint: Option<u64>,
-    /// Damage: modified, gap, conflict, reset, signature, unsealed.
+    /// Damage: modified, gap (still open), conflict, reset, signature, unsealed.
     pub breaks: Vec<Finding>,
     /// Restarts and checkpoints that could not be checked (no key).
     pub notes: Vec<Finding>,
@@ -86,6 +88,25 @@ pub fn integrity(conn: &Connection) -> anyhow::Result<Integrity> {
                 list.push(finding);
             }
         }
+        for &(from, to) in &state.gaps {
+            breaks.push(Finding {
+                seq: from,
+                kind: "gap".to_owned(),
+                detail: format!(
+                    "seqs {from}..{to} ({} lines) were not received",
+                    to - from + 1
+                ),
+            });
+        }
+        if state.gaps_truncated {
+            breaks.push(Finding {
+                seq: state.last_seq,
+                kind: "gap".to_owned(),
+                detail: "more gaps than the hub itemises; later ones are not listed".to_owned(),
+            });
+        }
+        breaks.sort_by_key(|f| f.seq);
+        breaks.truncate(MAX_FINDINGS);
         let losses = losses
             .query_map([&stream], |r| {
                 Ok(LossTotal {
@@ -98,6 +119,7 @@ pub fn integrity(conn: &Connection) -> anyhow::Result<Integrity> {
         streams.push(StreamIntegrity {
             stream,
             records: state.records,
+            missing: state.missing(),
             first_seq: state.first_seq,
             last_seq: state.last_seq,
             start_seen: state.start_seen,

@@ -243,14 +243,65 @@ impl<'c> Batch<'c> {
     }
 }
 
-impl Stored for Batch<'_> {
-    fn stored_hash(&mut self, stream: &str, seq: u64) -> anyhow::Result<Option<Hash>> {
+impl Batch<'_> {
+    fn stored(&mut self, column: &str, stream: &str, seq: u64) -> anyhow::Result<Option<Hash>> {
         let hash: Option<Vec<u8>> = self
             .tx
-            .prepare_cached("SELECT hash FROM records WHERE stream = ?1 AND seq = ?2")?
+            .prepare_cached(&format!(
+                "SELECT {column} FROM records WHERE stream = ?1 AND seq = ?2"
+            ))?
             .query_row(params![stream, seq as i64], |row| row.get(0))
             .optional()?;
         Ok(hash.and_then(|h| h.try_into().ok()))
+    }
+
+    /// A late line that filled a gap is proven by the checkpoint that covers the line
+    /// after it, when that line links to it; and so on backwards, through the lines
+    /// that waited for the gap to fill, until one is covered already or does not link.
+    pub fn carry_cover_back(&mut self, stream: &str, seq: u64) -> anyhow::Result<()> {
+        let mut seq = seq as i64;
+        loop {
+            let next: Option<(Option<i64>, Vec<u8>)> = self
+                .tx
+                .prepare_cached(
+                    "SELECT checkpoint, prev_hash FROM records WHERE stream = ?1 AND seq = ?2",
+                )?
+                .query_row(params![stream, seq + 1], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            let Some((Some(checkpoint), next_prev)) = next else {
+                return Ok(());
+            };
+            let this: Option<(Option<i64>, Vec<u8>, String)> = self
+                .tx
+                .prepare_cached(
+                    "SELECT checkpoint, hash, link FROM records WHERE stream = ?1 AND seq = ?2",
+                )?
+                .query_row(params![stream, seq], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })
+                .optional()?;
+            match this {
+                Some((None, hash, link)) if hash == next_prev && link != "break" => {
+                    self.tx
+                        .prepare_cached(
+                            "UPDATE records SET checkpoint = ?3 WHERE stream = ?1 AND seq = ?2",
+                        )?
+                        .execute(params![stream, seq, checkpoint])?;
+                    seq -= 1;
+                }
+                _ => return Ok(()),
+            }
+        }
+    }
+}
+
+impl Stored for Batch<'_> {
+    fn stored_hash(&mut self, stream: &str, seq: u64) -> anyhow::Result<Option<Hash>> {
+        self.stored("hash", stream, seq)
+    }
+
+    fn stored_prev_hash(&mut self, stream: &str, seq: u64) -> anyhow::Result<Option<Hash>> {
+        self.stored("prev_hash", stream, seq)
     }
 }
 

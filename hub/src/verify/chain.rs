@@ -26,6 +26,46 @@ pub struct StreamState {
     pub last_seen_ns: i64,
     /// The first line stored was the stream's first (seq 1, a new stream).
     pub start_seen: bool,
+    /// Seqs missing below `last_seq`, as inclusive ranges. JetStream redelivers a
+    /// batch a killed hub held after later messages, so a gap may fill later; the
+    /// integrity report shows the ones still open.
+    #[serde(default)]
+    pub gaps: Vec<(u64, u64)>,
+    /// More than [`MAX_GAPS`] gaps: later ones are not itemised.
+    #[serde(default)]
+    pub gaps_truncated: bool,
+}
+
+/// Open gaps itemised per stream.
+const MAX_GAPS: usize = 10_000;
+
+impl StreamState {
+    fn open_gap(&mut self, from: u64, to: u64) {
+        if self.gaps.len() < MAX_GAPS {
+            self.gaps.push((from, to));
+        } else {
+            self.gaps_truncated = true;
+        }
+    }
+
+    /// Removes `seq` from the open gaps; whether it was in one.
+    fn fill(&mut self, seq: u64) -> bool {
+        let Some(at) = self.gaps.iter().position(|&(a, b)| (a..=b).contains(&seq)) else {
+            return false;
+        };
+        let (a, b) = self.gaps.remove(at);
+        if a < seq {
+            self.gaps.push((a, seq - 1));
+        }
+        if seq < b {
+            self.gaps.push((seq + 1, b));
+        }
+        true
+    }
+
+    pub fn missing(&self) -> u64 {
+        self.gaps.iter().map(|(a, b)| b - a + 1).sum()
+    }
 }
 
 mod hex_hash {
@@ -49,6 +89,10 @@ pub enum Link {
     Linked,
     /// The first line the hub sees of this stream, not at its start.
     Joined,
+    /// It follows seqs the hub has not (yet) received.
+    AfterGap,
+    /// It arrived late and fills a gap, linking to its stored neighbours.
+    Filled,
     /// A start after an unclean stop, linking to the line it names.
     Restart,
     /// It does not link: see the event.
@@ -64,6 +108,8 @@ impl Link {
         match self {
             Link::Linked => "linked",
             Link::Joined => "joined",
+            Link::AfterGap => "after_gap",
+            Link::Filled => "filled",
             Link::Restart => "restart",
             Link::Broken => "break",
             Link::Duplicate => "duplicate",
@@ -78,8 +124,6 @@ impl Link {
 pub enum EventKind {
     /// Its bytes do not match its hash, or it does not link to the line before.
     Modified,
-    /// Seqs are missing before it.
-    Gap,
     /// Its seq is stored already with another hash.
     Conflict,
     /// A new chain (seq 1) in the middle of a stream.
@@ -100,7 +144,6 @@ impl EventKind {
     pub fn as_str(self) -> &'static str {
         match self {
             EventKind::Modified => "modified",
-            EventKind::Gap => "gap",
             EventKind::Conflict => "conflict",
             EventKind::Reset => "reset",
             EventKind::Signature => "signature",
@@ -117,7 +160,6 @@ impl EventKind {
         matches!(
             self,
             EventKind::Modified
-                | EventKind::Gap
                 | EventKind::Conflict
                 | EventKind::Reset
                 | EventKind::Signature
@@ -177,10 +219,12 @@ impl Chains {
             })
         };
         let seq = sealed.seq;
-        let last = self.streams.get(stream).map(|s| (s.last_seq, s.last_hash));
         let start_reason = sealed.start.as_ref().map(|s| s.reason.as_str());
-        let mut link = match last {
-            Some((last_seq, _)) if seq <= last_seq => match stored.stored_hash(stream, seq)? {
+        let new_stream = seq == 1 && start_reason == Some(NEW_STREAM);
+        let mut link = match self.streams.get_mut(stream) {
+            None if new_stream => Link::Linked,
+            None => Link::Joined,
+            Some(state) if seq <= state.last_seq => match stored.stored_hash(stream, seq)? {
                 Some(hash) if hash == sealed.hash => Link::Duplicate,
                 Some(hash) => {
                     event(
@@ -198,39 +242,67 @@ impl Chains {
                         covers: None,
                     }));
                 }
+                None if state.fill(seq) => {
+                    let before = match seq.checked_sub(1) {
+                        Some(prev) if prev > 0 => stored.stored_hash(stream, prev)?,
+                        _ => None,
+                    };
+                    let after = stored.stored_prev_hash(stream, seq + 1)?;
+                    if before.is_some_and(|h| h != sealed.prev_hash)
+                        || after.is_some_and(|h| h != sealed.hash)
+                    {
+                        event(
+                            EventKind::Modified,
+                            format!(
+                                "seq {seq} arrived late and does not link to its stored neighbours"
+                            ),
+                        );
+                        Link::Broken
+                    } else {
+                        Link::Filled
+                    }
+                }
                 None => {
                     event(
-                        EventKind::Gap,
-                        format!("seq {seq} arrived after seq {last_seq}: out of order"),
+                        EventKind::Conflict,
+                        format!(
+                            "seq {seq} arrived after seq {} but was never missing",
+                            state.last_seq
+                        ),
                     );
-                    Link::Broken
+                    return Ok(Ok(Verdict {
+                        sealed,
+                        link: Link::Conflict,
+                        events,
+                        covers: None,
+                    }));
                 }
             },
-            None if seq == 1 && start_reason == Some(NEW_STREAM) => Link::Linked,
-            None => Link::Joined,
-            Some(_) if seq == 1 && start_reason == Some(NEW_STREAM) => {
+            Some(_) if new_stream => {
                 event(
                     EventKind::Reset,
                     "a new chain starts (seq 1) in the middle of the stream".to_owned(),
                 );
                 Link::Broken
             }
-            Some((last_seq, last_hash)) if seq == last_seq + 1 => {
-                if sealed.prev_hash == last_hash {
+            Some(state) if seq == state.last_seq + 1 => {
+                if sealed.prev_hash == state.last_hash {
                     Link::Linked
                 } else {
                     event(
                         EventKind::Modified,
                         format!(
-                            "audit.prev_hash {} is not the hash of seq {last_seq} ({})",
+                            "audit.prev_hash {} is not the hash of seq {} ({})",
                             short(&sealed.prev_hash),
-                            short(&last_hash)
+                            state.last_seq,
+                            short(&state.last_hash)
                         ),
                     );
                     Link::Broken
                 }
             }
-            Some((last_seq, _)) => {
+            Some(state) => {
+                let last_seq = state.last_seq;
                 let named = sealed.start.as_ref().and_then(|s| s.previous_seq);
                 let links_back = match named {
                     Some(previous) if start_reason == Some(UNCLEAN_STOP) => stored
@@ -250,16 +322,8 @@ impl Chains {
                     );
                     Link::Restart
                 } else {
-                    event(
-                        EventKind::Gap,
-                        format!(
-                            "seqs {}..{} ({} lines) are missing",
-                            last_seq + 1,
-                            seq - 1,
-                            seq - 1 - last_seq
-                        ),
-                    );
-                    Link::Broken
+                    state.open_gap(last_seq + 1, seq - 1);
+                    Link::AfterGap
                 }
             }
         };
@@ -291,6 +355,8 @@ impl Chains {
                 records: 0,
                 last_seen_ns: ts_ns,
                 start_seen: link == Link::Linked,
+                gaps: Vec::new(),
+                gaps_truncated: false,
             });
         if link == Link::Broken {
             state.clean_from = seq + 1;
@@ -339,10 +405,14 @@ impl Chains {
                     state.clean_from = seq + 1;
                 }
                 Some(true) => {
+                    // Lines before an open gap are not linked to the checkpoint until
+                    // the gap fills (then the store carries the proof back to them).
+                    let after_gaps = state.gaps.iter().map(|&(_, to)| to + 1).max().unwrap_or(0);
                     let from = state
                         .verified_through
                         .map_or(state.first_seq, |v| v + 1)
-                        .max(state.clean_from);
+                        .max(state.clean_from)
+                        .max(after_gaps);
                     if from <= seq {
                         covers = Some((from, seq));
                         state.verified_through = Some(seq);

@@ -16,4 +16,7 @@ use tracer_audit::chain::Hash;
 pub trait Stored {
     /// The hash of the stored line (`stream`, `seq`), if there is one.
     fn stored_hash(&mut self, stream: &str, seq: u64) -> anyhow::Result<Option<Hash>>;
+
+    /// The `audit.prev_hash` of the stored line (`stream`, `seq`), if there is one.
+    fn stored_prev_hash(&mut self, stream: &str, seq: u64) -> anyhow::Result<Option<Hash>>;
 }
