@@ -19,6 +19,8 @@ pub struct Hub {
     child: Guarded,
     pub port: u16,
     pub data: PathBuf,
+    pub token_file: PathBuf,
+    token: String,
     stderr: PathBuf,
 }
 
@@ -26,11 +28,15 @@ impl Hub {
     /// `tracer-hub serve --data DATA --token-file ... --listen 127.0.0.1:PORT ARGS...`,
     /// returning once it answers HTTP.
     pub fn serve(data: &Path, args: &[&str]) -> Result<Self> {
+        Self::serve_with(data, TOKEN, free_port(), args)
+    }
+
+    /// `serve` with a token and port of the caller's choosing (the demo's).
+    pub fn serve_with(data: &Path, token: &str, port: u16, args: &[&str]) -> Result<Self> {
         fs::create_dir_all(data)?;
         let token_file = data.with_extension("token");
-        fs::write(&token_file, format!("{TOKEN}\n"))?;
+        fs::write(&token_file, format!("{token}\n"))?;
         let stderr = data.with_extension("stderr");
-        let port = free_port();
         let mut command = Command::new(hub_bin()?);
         command
             .arg("serve")
@@ -49,6 +55,8 @@ impl Hub {
             child,
             port,
             data: data.to_owned(),
+            token_file,
+            token: token.to_owned(),
             stderr,
         };
         hub.wait_until(Duration::from_secs(30), "answering HTTP", |hub| {
@@ -66,7 +74,7 @@ impl Hub {
         let body = curl(&[
             "-sf",
             "-H",
-            &format!("Authorization: Bearer {TOKEN}"),
+            &format!("Authorization: Bearer {}", self.token),
             &self.url(path),
         ])?;
         serde_json::from_str(&body).with_context(|| format!("GET {path}: {body}"))

@@ -1,18 +1,35 @@
-//! `cargo xtask demo`: what the tracer prints for a handful of real requests.
+//! `cargo xtask demo`: the whole path for a handful of real requests. A Python and an
+//! nginx server are traced; the tracer publishes to a local nats-server; tracer-hub
+//! consumes, verifies and stores the records, answers a query and a top table, and
+//! serves the dashboard.
 
 use crate::cargo;
 use anyhow::{Context, Result};
+use std::io::IsTerminal as _;
 use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+use tests::audit::key_show;
 use tests::clients::curl;
-use tests::servers::{Nginx, NginxConfig, PyHttpServer};
+use tests::hub::{self, Hub};
+use tests::servers::{NatsServer, Nginx, NginxConfig, PyHttpServer};
 use tests::tracer::{RecordSink, Tracer};
 
 const PYTHON_PORT: u16 = 8080;
 const NGINX_PORT: u16 = 8081;
 const NGINX_TLS_PORT: u16 = 8443;
+const HUB_PORT: u16 = 8686;
+const STREAM_ID: &str = "demo-host";
 
 pub fn run() -> Result<()> {
-    let bin = cargo::build_tracer()?;
+    let bins = cargo::build_release()?;
+    // SAFETY: single-threaded here; the harness reads these to find the binaries.
+    unsafe {
+        std::env::set_var("TRACER_BIN", &bins.tracer);
+        std::env::set_var("HUB_BIN", &bins.hub);
+    }
+    let dir = tempfile::Builder::new().prefix("tracer-demo-").tempdir()?;
+    let nats = NatsServer::start().context("starting nats-server")?;
+    println!("nats-server with JetStream on {}", nats.url());
     let python = PyHttpServer::start(IpAddr::V4(Ipv4Addr::LOCALHOST), PYTHON_PORT, "HTTP/1.1")
         .with_context(|| format!("starting python3 -m http.server on {PYTHON_PORT}"))?;
     std::fs::write(python.www().join("notes.txt"), "some notes\n")?;
@@ -26,12 +43,30 @@ pub fn run() -> Result<()> {
     );
     println!("nginx (master + 2 workers) on 127.0.0.1:{NGINX_PORT}, and HTTPS on {NGINX_TLS_PORT}");
 
-    let tracer = Tracer::spawn(
-        &bin,
+    let key = dir.path().join("audit.key");
+    let key_text = dir.path().join("audit.pub");
+    std::fs::write(&key_text, key_show(&key)?)?;
+    let nats_url = nats.url();
+    let tracer = Tracer::spawn_with_args(
+        &bins.tracer,
         &[PYTHON_PORT, NGINX_PORT, NGINX_TLS_PORT],
+        &[
+            "--audit-key",
+            path_str(&key)?,
+            "--stream-id",
+            STREAM_ID,
+            "--nats",
+            &nats_url,
+            "--nats-create-stream",
+            "--stdout",
+        ],
+        &[],
         RecordSink::File,
     )?;
-    println!("tracer (pid {}) is ready; sending traffic:", tracer.pid());
+    println!(
+        "tracer (pid {}) is ready, publishing to NATS; sending traffic:",
+        tracer.pid()
+    );
     let py = |path: &str| format!("http://127.0.0.1:{PYTHON_PORT}{path}");
     let ngx = |path: &str| format!("http://127.0.0.1:{NGINX_PORT}{path}");
     let traffic: Vec<(&str, Vec<String>)> = vec![
@@ -60,6 +95,19 @@ pub fn run() -> Result<()> {
         ),
         ("GET of a missing file (404)", vec![py("/missing.txt")]),
         (
+            "three orders as Basic-auth users (the hub folds ids into /orders/{id})",
+            vec![
+                "-u".into(),
+                "alice:wonderland".into(),
+                ngx("/orders/1"),
+                ngx("/orders/2"),
+                "--next".into(),
+                "-u".into(),
+                "bob:builder".into(),
+                ngx("/orders/3"),
+            ],
+        ),
+        (
             "two URLs on one keep-alive connection",
             vec![ngx("/big"), ngx("/")],
         ),
@@ -82,15 +130,68 @@ pub fn run() -> Result<()> {
 
     let run = tracer.stop()?;
     println!(
-        "\nrecords ({} access records; every line also carries the audit.* chain fields, \
-         and the stream holds start, loss and checkpoint lines too: docs/audit.md):",
-        run.records.len()
+        "\none record as the tracer wrote it (every line carries the audit.* chain fields; \
+         the stream also holds start and checkpoint lines: docs/audit.md):"
     );
-    for record in &run.records {
+    if let Some(record) = run.records.iter().find(|r| r["user.name"] == "alice") {
         println!("{record}");
     }
-    println!("\ntracer: summary {}", run.summary);
+    println!("tracer: summary {}", run.summary);
+
+    let token = hex_token()?;
+    let data = dir.path().join("hub");
+    let key_arg = format!("{STREAM_ID}={}", key_text.display());
+    let mut hub = Hub::serve_with(
+        &data,
+        &token,
+        HUB_PORT,
+        &["--nats", &nats_url, "--key", &key_arg],
+    )
+    .context("starting tracer-hub")?;
+    let expected = run.records.len() as u64;
+    hub.wait_until(
+        Duration::from_secs(60),
+        "holding the demo's records",
+        |hub| Ok(hub.stored()? >= expected),
+    )?;
+    let data_arg = path_str(&data)?.to_owned();
+    println!("\ntracer-hub stored all {expected} records from NATS, verified against the key.");
+    for args in [
+        vec![
+            "query", "--data", &data_arg, "--since", "1h", "--user", "alice",
+        ],
+        vec!["top", "endpoints", "--data", &data_arg, "--since", "1h"],
+        vec!["top", "users", "--data", &data_arg, "--since", "1h"],
+        vec!["integrity", "--data", &data_arg],
+    ] {
+        println!("\n$ tracer-hub {}", args.join(" "));
+        print!("{}", hub::ok(&args)?);
+    }
+    println!(
+        "\ndashboard: {}  (log in with the token in {})",
+        hub.url("/"),
+        hub.token_file.display()
+    );
+    if std::io::stdin().is_terminal() {
+        println!("press Enter to stop the demo");
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+    }
+    hub.stop()?;
     Ok(())
+}
+
+fn path_str(path: &std::path::Path) -> Result<&str> {
+    path.to_str().context("a non-UTF-8 temp path")
+}
+
+/// A random login token for this demo's dashboard.
+fn hex_token() -> Result<String> {
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
+        .context("reading /dev/urandom")?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// `arg` as a shell would need it, so the printed commands can be pasted.
