@@ -127,7 +127,7 @@ export async function user(main, { params, parts }) {
     const t = recordsTable(recs.records || [], { caption: `Requests by ${name}`, empty: 'No requests by this user in this range.' });
     setMain(main, ...head(),
       h('section', { class: 'top-section' }, topTable({
-        caption: `Where ${name} came from`, keyLabel: 'Client address', rows: src.rows || [],
+        caption: `Where ${name} came from`, keyLabel: 'Client address', rows: src.rows || [], numbers: ['requests', 'failures'],
         link: (r) => href('search', { from: win.from, to: win.to, user: name, client: r.key }), extra: asnColumns,
       })),
       h('section', null,
