@@ -7,6 +7,7 @@ STABLE=1.99.1
 NIGHTLY=nightly-2026-07-15
 BPF_LINKER=0.13.0
 export RUSTUP_AUTO_INSTALL=0
+cd "$(dirname "$0")/.."
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 
@@ -26,12 +27,15 @@ packages=(
   libssl3
   gnutls-bin
   util-linux
+  chromium
 )
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need_pkgs+=("$p")
 done
 # The TLS tests run a Node.js HTTPS server (its OpenSSL is built in); any node will do.
 command -v node >/dev/null || need_pkgs+=(nodejs)
+# The dashboard's browser test installs playwright-core with npm.
+command -v npm >/dev/null || need_pkgs+=(npm)
 if ((${#need_pkgs[@]})); then
   log "installing Debian packages: ${need_pkgs[*]}"
   apt-get update -qq
@@ -41,6 +45,13 @@ fi
 # own. Stop only that packaged daemon, never another nginx running on this host.
 if [ -s /run/nginx.pid ] && kill -0 "$(cat /run/nginx.pid)" 2>/dev/null; then
   kill -QUIT "$(cat /run/nginx.pid)" 2>/dev/null || true
+fi
+
+# playwright-core drives Debian's chromium in the dashboard's browser test (no browser
+# download: it is pinned in tests/browser/package-lock.json and uses /usr/bin/chromium).
+if [ ! -d tests/browser/node_modules/playwright-core ]; then
+  log "installing playwright-core for the browser test"
+  npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
 fi
 
 rustup toolchain list | grep -q "^${STABLE}" || {

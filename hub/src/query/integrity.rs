@@ -30,12 +30,20 @@ pub struct StreamIntegrity {
     pub start_seen: bool,
     pub verified_through: Option<u64>,
     pub last_seen: String,
-    pub last_checkpoint: Option<u64>,
+    pub last_checkpoint: Option<CheckpointMark>,
+    /// The fingerprint of the key the last checkpoint names.
+    pub key: Option<String>,
     /// Damage: modified, gap (still open), conflict, reset, signature, unsealed.
     pub breaks: Vec<Finding>,
     /// Restarts and checkpoints that could not be checked (no key).
     pub notes: Vec<Finding>,
     pub losses: Vec<LossTotal>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CheckpointMark {
+    pub seq: u64,
+    pub ts: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -125,7 +133,11 @@ pub fn integrity(conn: &Connection) -> anyhow::Result<Integrity> {
             start_seen: state.start_seen,
             verified_through: state.verified_through,
             last_seen: format_ns(state.last_seen_ns),
-            last_checkpoint: state.last_checkpoint,
+            last_checkpoint: state.last_checkpoint.map(|seq| CheckpointMark {
+                seq,
+                ts: state.last_checkpoint_ns.map(format_ns),
+            }),
+            key: state.key.clone(),
             breaks,
             notes,
             losses,

@@ -49,8 +49,8 @@ pub fn router(hub: Arc<Hub>) -> Router {
             get(|| async { ui::page("login.html") }).post(login),
         )
         .route("/logout", post(logout))
-        .route("/ui/{*name}", get(ui::file))
         .merge(api)
+        .fallback(get(ui::file))
         .layer(middleware::from_fn(security_headers))
         .with_state(hub)
 }
@@ -122,6 +122,7 @@ async fn login(
         }
         Ok(Login::TooMany) => (
             StatusCode::TOO_MANY_REQUESTS,
+            [(header::RETRY_AFTER, "60")],
             Json(json!({ "error": "too many failed logins from this address; wait a minute" })),
         )
             .into_response(),

@@ -1,13 +1,14 @@
-//! The dashboard's files, embedded at build time from `hub/ui/`.
+//! The dashboard's files, embedded at build time from `hub/ui/`, each at its path
+//! under `/`. They are code and styles, no data, so they are served without a login
+//! (the login page needs some of them); every answer with data is under `/api`.
 use axum::{
-    extract::Path,
-    http::{StatusCode, header},
+    http::{StatusCode, Uri, header},
     response::{IntoResponse, Response},
 };
 
 include!(concat!(env!("OUT_DIR"), "/assets.rs"));
 
-pub fn asset(name: &str) -> Option<&'static [u8]> {
+fn asset(name: &str) -> Option<&'static [u8]> {
     ASSETS
         .iter()
         .find(|(n, _)| *n == name)
@@ -33,6 +34,10 @@ pub fn page(name: &str) -> Response {
     }
 }
 
-pub async fn file(Path(name): Path<String>) -> Response {
-    page(&name)
+pub async fn file(uri: Uri) -> Response {
+    match uri.path().trim_start_matches('/') {
+        // The pages themselves have their own routes.
+        "index.html" | "login.html" => (StatusCode::NOT_FOUND, "not found").into_response(),
+        name => page(name),
+    }
 }

@@ -22,6 +22,12 @@ pub struct StreamState {
     /// Every seq up to this one is covered by a verified checkpoint.
     pub verified_through: Option<u64>,
     pub last_checkpoint: Option<u64>,
+    /// The time written in the last checkpoint.
+    #[serde(default)]
+    pub last_checkpoint_ns: Option<i64>,
+    /// The fingerprint of the key the last checkpoint names (`audit.key.fingerprint`).
+    #[serde(default)]
+    pub key: Option<String>,
     pub records: u64,
     pub last_seen_ns: i64,
     /// The first line stored was the stream's first (seq 1, a new stream).
@@ -352,6 +358,8 @@ impl Chains {
                 clean_from: seq,
                 verified_through: None,
                 last_checkpoint: None,
+                last_checkpoint_ns: None,
+                key: None,
                 records: 0,
                 last_seen_ns: ts_ns,
                 start_seen: link == Link::Linked,
@@ -370,6 +378,8 @@ impl Chains {
         let mut covers = None;
         if let Some(cp) = &sealed.checkpoint {
             state.last_checkpoint = Some(seq);
+            state.last_checkpoint_ns = Some(ts_ns);
+            state.key = Some(cp.fingerprint.clone());
             let head_ok = if cp.head_seq == seq {
                 false
             } else {
