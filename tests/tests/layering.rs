@@ -28,9 +28,36 @@ const TRACER: &[(&str, u32)] = &[
     ("main", 10),
 ];
 
+/// The hub, upstream first: lines come in, are verified, enriched and stored; the
+/// queries, the web server and (later) the detections read the store. `pipeline` and
+/// `commands` compose them; `cli` only settles arguments into their settings types.
+const HUB: &[(&str, u32)] = &[
+    ("when", 0),
+    ("ingest", 1),
+    ("verify", 2),
+    ("enrich", 3),
+    ("store", 4),
+    ("query", 5),
+    ("serve", 6),
+    ("pipeline", 7),
+    ("cli", 7),
+    ("commands", 8),
+    ("main", 9),
+];
+
 #[test]
 fn the_sensor_imports_only_downhill() {
     let violations = check(&root().join("tracer/src"), TRACER);
+    assert!(
+        violations.is_empty(),
+        "imports against the data flow:\n{}",
+        violations.join("\n")
+    );
+}
+
+#[test]
+fn the_hub_imports_only_downhill() {
+    let violations = check(&root().join("hub/src"), HUB);
     assert!(
         violations.is_empty(),
         "imports against the data flow:\n{}",
@@ -64,16 +91,21 @@ fn the_checker_catches_an_upward_import() {
 
 #[test]
 fn every_module_has_a_layer() {
-    let ranks: BTreeMap<&str, u32> = TRACER.iter().copied().collect();
-    let src = root().join("tracer/src");
-    for entry in fs::read_dir(&src).expect("tracer/src") {
-        let path = entry.expect("entry").path();
-        let name = module_name(&src, &path);
-        assert!(
-            ranks.contains_key(name.as_str()),
-            "{} has no layer in tests/tests/layering.rs",
-            path.display()
-        );
+    for (dir, order) in [("tracer/src", TRACER), ("hub/src", HUB)] {
+        let ranks: BTreeMap<&str, u32> = order.iter().copied().collect();
+        let src = root().join(dir);
+        for entry in fs::read_dir(&src).expect("source dir") {
+            let path = entry.expect("entry").path();
+            if is_test_file(&path) {
+                continue;
+            }
+            let name = module_name(&src, &path);
+            assert!(
+                ranks.contains_key(name.as_str()),
+                "{} has no layer in tests/tests/layering.rs",
+                path.display()
+            );
+        }
     }
 }
 
@@ -209,4 +241,50 @@ fn is_ident(b: u8) -> bool {
 
 fn line_of(text: &str, at: usize) -> usize {
     text[..at].matches('\n').count() + 1
+}
+
+/// The privileged sensor must not link the hub's database, web or GeoIP stack: a
+/// vulnerability there would run as root on every host.
+#[test]
+fn the_sensor_links_no_hub_dependency() {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let output = std::process::Command::new(cargo)
+        .args([
+            "tree",
+            "-p",
+            "tracer",
+            "-e",
+            "normal,build",
+            "--prefix",
+            "none",
+            "--offline",
+        ])
+        .current_dir(root())
+        .output()
+        .expect("running cargo tree");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let tree = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        tree.lines().any(|l| l.starts_with("tracer-audit ")),
+        "{tree}"
+    );
+    for crate_name in [
+        "rusqlite",
+        "libsqlite3-sys",
+        "axum",
+        "hyper",
+        "maxminddb",
+        "argon2",
+    ] {
+        assert!(
+            !tree
+                .lines()
+                .any(|l| l.starts_with(&format!("{crate_name} "))),
+            "the sensor links {crate_name}"
+        );
+    }
 }

@@ -131,12 +131,10 @@ pub fn parse(line: &[u8]) -> Result<Fields, Malformed> {
     let seq = raw.seq.ok_or(Malformed::Missing("audit.seq"))?;
     let kind = raw.kind.ok_or(Malformed::Missing("audit.kind"))?;
     let timestamp = raw.timestamp.ok_or(Malformed::Missing("timestamp"))?;
-    let ts_ns = parse_rfc3339_ns(&timestamp)
-        .and_then(|ns| i64::try_from(ns).ok())
-        .ok_or_else(|| Malformed::Bad {
-            field: "timestamp",
-            detail: "not an RFC 3339 time".to_owned(),
-        })?;
+    let ts_ns = parse_rfc3339_ns(&timestamp).ok_or_else(|| Malformed::Bad {
+        field: "timestamp",
+        detail: "not an RFC 3339 time".to_owned(),
+    })?;
     if stream.is_empty() || stream.len() > 128 {
         return Err(Malformed::Bad {
             field: "audit.stream",
