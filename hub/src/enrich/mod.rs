@@ -1,6 +1,8 @@
 //! Central enrichment of access records: `url.template` for every record, and, from
 //! files the operator provides, the asset catalog, GeoIP and the identity directory.
 //! Every file is reloaded when it changes on disk.
+mod template;
+
 use std::{net::IpAddr, path::PathBuf};
 
 /// Where the enrichment files are; any of them may be absent.
@@ -40,7 +42,7 @@ impl Enricher {
 
     pub fn enrich(&self, request: &RequestView<'_>) -> Enrichment {
         Enrichment {
-            template: request.path.unwrap_or("").to_owned(),
+            template: template::template(request.path.unwrap_or("")),
         }
     }
 }
