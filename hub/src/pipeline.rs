@@ -214,8 +214,11 @@ fn row(fields: &record::Fields, enrichment: &Enrichment, link: Link) -> Row {
         user: fields.user().map(str::to_owned),
         credential: fields.credential.clone(),
         client: fields.client.as_ref().map(IpAddr::to_string),
-        country: None,
-        asset: None,
+        country: enrichment
+            .place
+            .as_ref()
+            .and_then(|p| p.geo.country.clone()),
+        asset: enrichment.asset.as_ref().map(|a| a.name.clone()),
         duration_ns: fields.duration_ns,
         covered: false,
         chain: link.as_str().to_owned(),

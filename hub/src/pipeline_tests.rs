@@ -44,7 +44,7 @@ impl Sensor {
             r#"{{"timestamp":"2026-12-03T02:{:02}:{:02}Z","http.request.method":"GET","url.path":"/orders/{n}","http.response.status_code":{},"client.address":"203.0.113.{}","user.name":"{user}"}}"#,
             n / 60 % 60,
             n % 60,
-            if n % 10 == 0 { 403 } else { 200 },
+            if n.is_multiple_of(10) { 403 } else { 200 },
             n % 7
         )
         .into_bytes();

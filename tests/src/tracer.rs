@@ -105,6 +105,12 @@ impl Tracer {
                 command.arg(flag).arg(dir.path().join(file));
             }
         }
+        // Nor the default NATS spool, which one tracer locks.
+        if args.contains(&"--nats") && !args.contains(&"--nats-spool-dir") {
+            command
+                .arg("--nats-spool-dir")
+                .arg(dir.path().join("spool"));
+        }
         for port in ports {
             command.arg("--port").arg(port.to_string());
         }

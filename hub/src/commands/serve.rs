@@ -25,6 +25,8 @@ use crate::{
 const LIVE_BUFFER: usize = 4_096;
 const RETRY: Duration = Duration::from_secs(2);
 const REPORT_EVERY: Duration = Duration::from_secs(10);
+/// Enrichment files are checked for changes this often.
+const REFRESH_EVERY: Duration = Duration::from_secs(1);
 
 pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
@@ -100,6 +102,7 @@ async fn ingest(
     let mut last_error = String::new();
     let mut total = Outcome::default();
     let mut reported = tokio::time::Instant::now();
+    let mut refreshed = tokio::time::Instant::now();
     loop {
         let source = match Source::connect(&settings).await {
             Ok(source) => {
@@ -118,6 +121,12 @@ async fn ingest(
             }
         };
         loop {
+            if refreshed.elapsed() >= REFRESH_EVERY {
+                for message in pipeline.enricher().refresh() {
+                    eprintln!("tracer-hub: {message}");
+                }
+                refreshed = tokio::time::Instant::now();
+            }
             let batch = match source.next_batch().await {
                 Ok(batch) => batch,
                 Err(e) => {

@@ -2,6 +2,7 @@
 //! throughput, stdout vs NATS; all numbers from this one run (rounds interleave so
 //! drift hits both sides).
 
+mod hub;
 mod paced;
 mod procstat;
 mod sinks;
@@ -39,6 +40,12 @@ pub struct Options {
     /// Run only the sink-throughput section.
     #[arg(long)]
     sinks_only: bool,
+    /// Run only tracer-hub's section: ingest rates, and query answers against grep/jq.
+    #[arg(long)]
+    hub: bool,
+    /// Access records the hub section generates and stores.
+    #[arg(long, default_value_t = 1_000_000)]
+    hub_records: u64,
 }
 
 /// One measured stretch of load with the tracer running.
@@ -57,7 +64,11 @@ pub struct WrkRound {
 }
 
 pub fn run(options: &Options) -> Result<()> {
-    let bin = cargo::build_release()?.tracer;
+    let bins = cargo::build_release()?;
+    if options.hub {
+        return hub::run(&bins.hub, options.hub_records);
+    }
+    let bin = bins.tracer;
     if options.sinks_only {
         return sinks::run(&bin, options.sink_records, options.rounds);
     }

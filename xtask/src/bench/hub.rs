@@ -1,0 +1,315 @@
+//! `cargo xtask bench --hub`: tracer-hub's ingest rate (from a file, and from NATS
+//! JetStream into SQLite), and its answers on the stored records against what an
+//! operator runs today over the same JSONL: grep and jq. All in this one run.
+//!
+//! The records are synthetic but sealed by tracer-audit's own chain and checkpoint
+//! writers, so the hub verifies them as it would a sensor's: 2,000 users, 20,000
+//! clients, 50 endpoint shapes with ids, 3% failures, spread over the last 24 hours.
+use std::{
+    fs::File,
+    io::{BufWriter, Write as _},
+    path::Path,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+use tests::{audit::key_show, hub::Hub, servers::NatsServer};
+use tracer_audit::{
+    Kind, StreamId,
+    chain::{Chain, ZERO_HASH},
+    checkpoint::{Checkpointer, Reason},
+    key::AuditKey,
+    start::{Start, write_record},
+    timestamp::format_rfc3339_ns,
+};
+
+const STREAM_ID: &str = "bench-host";
+const DAY_NS: i128 = 86_400_000_000_000;
+/// Timed runs of each query; the median is reported.
+const RUNS: usize = 5;
+
+pub fn run(hub_bin: &Path, records: u64) -> Result<()> {
+    let dir = tempfile::tempdir().context("creating the bench dir")?;
+    let file = dir.path().join("access.jsonl");
+    let key = dir.path().join("audit.key");
+    let now = now_ns();
+    let started = Instant::now();
+    let lines = generate(&file, &key, records, now)?;
+    println!(
+        "hub: {records} access records ({lines} lines with start and checkpoints, {:.0} MB) generated in {:.1} s",
+        file.metadata()?.len() as f64 / 1e6,
+        started.elapsed().as_secs_f64()
+    );
+    let public = dir.path().join("audit.pub");
+    std::fs::write(&public, key_show(&key)?)?;
+    let key_arg = format!("{STREAM_ID}={}", public.display());
+    let hub = |args: &[&str]| -> Result<()> {
+        let status = Command::new(hub_bin)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()?;
+        if !status.success() {
+            bail!("tracer-hub {args:?} failed");
+        }
+        Ok(())
+    };
+
+    // Ingest from a file.
+    let data = dir.path().join("imported");
+    let data_arg = data.to_str().context("non-UTF-8 temp dir")?.to_owned();
+    let file_arg = file.to_str().context("non-UTF-8 temp dir")?.to_owned();
+    let t = Instant::now();
+    hub(&["import", "--data", &data_arg, "--key", &key_arg, &file_arg])?;
+    let import_s = t.elapsed().as_secs_f64();
+
+    // Ingest from NATS: publish everything first, then time the hub draining it.
+    let nats = NatsServer::start()?;
+    publish(&nats.url(), &file)?;
+    let nats_data = dir.path().join("from-nats");
+    let t = Instant::now();
+    let mut served = Hub::serve(&nats_data, &["--nats", &nats.url(), "--key", &key_arg])?;
+    served.wait_until(Duration::from_secs(3600), "holding every record", |hub| {
+        Ok(hub.stored()? >= records)
+    })?;
+    let nats_s = t.elapsed().as_secs_f64();
+    served.stop()?;
+
+    println!("\n| ingest | records/s | seconds |\n|---|---|---|");
+    println!(
+        "| file -> SQLite (`tracer-hub import`) | {:.0} | {import_s:.1} |",
+        records as f64 / import_s
+    );
+    println!(
+        "| NATS JetStream -> SQLite (`serve`, acked after commit) | {:.0} | {nats_s:.1} |",
+        records as f64 / nats_s
+    );
+
+    // Questions, hub against grep/jq over the same file.
+    let user = "user42";
+    let day_from = format_rfc3339_ns(now - DAY_NS);
+    let day_to = format_rfc3339_ns(now);
+    let questions: [(&str, Vec<String>, String); 3] = [
+        (
+            "one user's requests over one day",
+            strings(&[
+                "query", "--data", &data_arg, "--user", user, "--from", &day_from, "--to", &day_to,
+                "--limit", "100000", "--format", "jsonl",
+            ]),
+            format!("grep -F '\"user.name\":\"{user}\"' {file_arg} | wc -l"),
+        ),
+        (
+            "top 10 endpoints over 24 h",
+            strings(&[
+                "top",
+                "endpoints",
+                "--data",
+                &data_arg,
+                "--from",
+                &day_from,
+                "--to",
+                &day_to,
+            ]),
+            format!(
+                "jq -r 'select(.\"audit.kind\"==\"access\") | .\"url.path\"' {file_arg} | sort | uniq -c | sort -rn | head -10"
+            ),
+        ),
+        (
+            "one client /24 over one day",
+            strings(&[
+                "query",
+                "--data",
+                &data_arg,
+                "--client",
+                "198.51.100.0/24",
+                "--from",
+                &day_from,
+                "--to",
+                &day_to,
+                "--limit",
+                "100000",
+                "--format",
+                "jsonl",
+            ]),
+            format!("grep -F '\"client.address\":\"198.51.100.' {file_arg} | wc -l"),
+        ),
+    ];
+    println!(
+        "\n| question | tracer-hub (median of {RUNS}) | today's tool | ratio |\n|---|---|---|---|"
+    );
+    for (what, hub_args, shell) in questions {
+        let hub_args: Vec<&str> = hub_args.iter().map(String::as_str).collect();
+        let hub_ms = median_ms(|| hub(&hub_args))?;
+        let tool = if shell.starts_with("jq") {
+            "jq"
+        } else {
+            "grep"
+        };
+        let shell_ms = median_ms_n(1, || {
+            let status = Command::new("sh")
+                .args(["-c", &shell])
+                .stdout(Stdio::null())
+                .status()?;
+            if !status.success() {
+                bail!("{shell} failed");
+            }
+            Ok(())
+        })?;
+        println!(
+            "| {what} | {hub_ms:.1} ms | {tool}: {shell_ms:.0} ms | {:.0}x faster |",
+            shell_ms / hub_ms
+        );
+    }
+    println!(
+        "\n(query and top run as fresh processes on the SQLite store, process start included.)"
+    );
+    Ok(())
+}
+
+fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|s| (*s).to_owned()).collect()
+}
+
+fn median_ms(run: impl FnMut() -> Result<()>) -> Result<f64> {
+    median_ms_n(RUNS, run)
+}
+
+fn median_ms_n(runs: usize, mut run: impl FnMut() -> Result<()>) -> Result<f64> {
+    let mut times = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let t = Instant::now();
+        run()?;
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
+}
+
+fn now_ns() -> i128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i128)
+}
+
+/// A small deterministic generator, so runs are comparable.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// Writes the sealed stream; returns the number of lines.
+fn generate(file: &Path, key: &Path, records: u64, now: i128) -> Result<u64> {
+    const CHECKPOINT_EVERY: u64 = 10_000;
+    let key = AuditKey::load_or_create(key)?;
+    let mut checkpointer = Checkpointer::new(key, None);
+    let stream: StreamId = STREAM_ID.parse().map_err(anyhow::Error::msg)?;
+    let mut chain = Chain::new(stream, 1, ZERO_HASH);
+    let mut out = BufWriter::with_capacity(1 << 20, File::create(file)?);
+    let mut line = Vec::with_capacity(1024);
+    let start = now - DAY_NS;
+    write_record(
+        Start::New,
+        &format_rfc3339_ns(start),
+        checkpointer.fingerprint(),
+        &mut line,
+    )?;
+    chain.seal(&mut line, Kind::Start);
+    out.write_all(&line)?;
+    let mut lines = 1;
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let resources = ["orders", "users", "invoices", "reports", "files"];
+    for n in 0..records {
+        let ts = start + DAY_NS * n as i128 / records as i128;
+        let user = rng.below(2_000);
+        let client = rng.below(20_000);
+        let status = match rng.below(100) {
+            0 => 500,
+            1 => 403,
+            2 => 404,
+            _ => 200,
+        };
+        let resource = resources[rng.below(resources.len() as u64) as usize];
+        let shape = rng.below(10);
+        let id = rng.below(100_000);
+        line.clear();
+        write!(
+            line,
+            r#"{{"timestamp":"{}","event.duration":{},"http.request.method":"GET","url.path":"/api/v{shape}/{resource}/{id}","url.scheme":"http","server.address":"shop.example","server.port":8080,"client.address":"{}.{}.{}","client.port":{},"http.response.status_code":{status},"http.request.body.size":0,"http.response.body.size":{},"user_agent.original":"bench/1.0","process.pid":4242,"tracer.outcome":"complete","user.name":"user{user}","audit.auth.method":"basic","audit.credential.fingerprint":"{:016x}","process.executable.name":"nginx"}}"#,
+            format_rfc3339_ns(ts),
+            50_000 + rng.below(500_000),
+            if client.is_multiple_of(2) {
+                "198.51"
+            } else {
+                "203.0"
+            },
+            100 + client % 100 / 50 * 13,
+            client % 250,
+            1024 + rng.below(60_000),
+            100 + rng.below(10_000),
+            user.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+        )?;
+        chain.seal(&mut line, Kind::Access);
+        out.write_all(&line)?;
+        lines += 1;
+        if (n + 1) % CHECKPOINT_EVERY == 0 || n + 1 == records {
+            checkpointer.write(
+                &mut chain,
+                Reason::Records,
+                CHECKPOINT_EVERY,
+                &format_rfc3339_ns(ts),
+                &mut line,
+            )?;
+            out.write_all(&line)?;
+            lines += 1;
+        }
+    }
+    out.flush()?;
+    Ok(lines)
+}
+
+/// Publishes every line of `file` to the `TRACER` stream (created here), with acks in
+/// flight in windows, as the sensor's NATS sink does.
+fn publish(url: &str, file: &Path) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let text = std::fs::read_to_string(file)?;
+    runtime.block_on(async {
+        let client = async_nats::connect(url).await?;
+        let js = async_nats::jetstream::new(client);
+        js.get_or_create_stream(async_nats::jetstream::stream::Config {
+            name: "TRACER".to_owned(),
+            subjects: vec!["access.*".to_owned()],
+            max_message_size: 1 << 20,
+            ..Default::default()
+        })
+        .await?;
+        let mut pending = std::collections::VecDeque::new();
+        for line in text.lines() {
+            pending.push_back(
+                js.publish(format!("access.{STREAM_ID}"), line.to_owned().into())
+                    .await?,
+            );
+            if pending.len() >= 4_096 {
+                while let Some(ack) = pending.pop_front() {
+                    ack.await?;
+                }
+            }
+        }
+        while let Some(ack) = pending.pop_front() {
+            ack.await?;
+        }
+        anyhow::Ok(())
+    })
+}
