@@ -28,6 +28,7 @@ packages=(
   gnutls-bin
   util-linux
   chromium
+  libmaxmind-db-writer-perl
 )
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need_pkgs+=("$p")

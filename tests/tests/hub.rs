@@ -491,3 +491,114 @@ fn altered_and_junk_lines_in_files_are_flagged_and_a_file_imported_twice_is_stor
     );
     Ok(())
 }
+
+#[test]
+fn records_are_enriched_from_a_real_mmdb_a_catalog_and_a_directory_reloaded_on_change() -> Result<()>
+{
+    let setup = Setup::new()?;
+    let status = std::process::Command::new("perl")
+        .arg(tests::workspace::root().join("scripts/make-test-mmdb.pl"))
+        .arg(setup.dir.path())
+        .status()?;
+    assert!(
+        status.success(),
+        "scripts/make-test-mmdb.pl (libmaxmind-db-writer-perl)"
+    );
+    let catalog = setup.path("catalog.toml");
+    let write_catalog = |hr_name: &str| {
+        std::fs::write(
+            &catalog,
+            format!(
+                "[[asset]]\nname = \"{hr_name}\"\nsensitivity = \"restricted\"\nallowed_roles = [\"hr-admin\"]\npaths = [\"/hr/**\"]\n\n\
+                 [[asset]]\nname = \"orders\"\nsensitivity = \"internal\"\nmethods = [\"GET\"]\npaths = [\"/orders/{{id}}\"]\n"
+            ),
+        )
+    };
+    write_catalog("hr-salaries")?;
+    let directory = setup.path("people.csv");
+    std::fs::write(
+        &directory,
+        "user.id,full_name,email,department,status\nalice,Alice Liddell,alice@example.com,Finance,active\nbob,Bob Builder,,Ops,disabled\n",
+    )?;
+    let tracer = setup.tracer()?;
+    let path = |p: &std::path::PathBuf| p.display().to_string();
+    let (city, asn) = (setup.path("test-city.mmdb"), setup.path("test-asn.mmdb"));
+    let mut hub = setup.hub(&[
+        "--catalog",
+        &path(&catalog),
+        "--geoip",
+        &path(&city),
+        "--geoip",
+        &path(&asn),
+        "--directory",
+        &path(&directory),
+    ])?;
+    let alice = format!("alice:{ALICE_PASSWORD}");
+    let bob = format!("bob:{BOB_PASSWORD}");
+    curl(&["-u", &alice, &url(setup.port, "/orders/9")])?;
+    curl(&[
+        "--interface",
+        "127.0.0.2",
+        "-H",
+        "X-Forwarded-For: 203.0.113.9",
+        "-u",
+        &bob,
+        &url(setup.port, "/hr/salaries"),
+    ])?;
+    hub.wait_until(WAIT, "holding both requests", |hub| Ok(hub.stored()? >= 2))?;
+    let data = setup.data();
+
+    let hr = query_jsonl(&data, &["--asset", "hr-salaries"])?;
+    assert_eq!(paths(&hr), ["/hr/salaries"]);
+    let seq = hr[0]["audit.seq"].as_u64().unwrap_or_default();
+    let detail = hub.api(&format!("/api/records/{STREAM_ID}/{seq}"))?;
+    let added = &detail["enrichment"];
+    assert_eq!(added["asset.sensitivity"], "restricted", "{detail}");
+    assert_eq!(added["asset.allowed_roles"][0], "hr-admin");
+    assert_eq!(added["client.geo.country_iso_code"], "BR");
+    assert_eq!(added["client.geo.city_name"], "São Paulo");
+    assert_eq!(added["client.as.number"], 64500);
+    assert_eq!(added["client.as.organization.name"], "Example Transit");
+    assert_eq!(added["client.geo.network"], "public");
+    assert_eq!(added["user.status"], "disabled");
+    assert_eq!(added["url.template"], "/hr/salaries");
+
+    let orders = query_jsonl(&data, &["--user", "Alice Liddell"])?;
+    assert_eq!(paths(&orders), ["/orders/9"]);
+    let seq = orders[0]["audit.seq"].as_u64().unwrap_or_default();
+    let detail = hub.api(&format!("/api/records/{STREAM_ID}/{seq}"))?;
+    assert_eq!(detail["enrichment"]["asset.name"], "orders");
+    assert_eq!(detail["enrichment"]["user.department"], "Finance");
+    assert_eq!(detail["enrichment"]["client.geo.network"], "loopback");
+    assert_eq!(detail["enrichment"]["url.template"], "/orders/{id}");
+
+    let clients: Value = serde_json::from_str(&hub::ok(&[
+        "top", "clients", "--data", &data, "--since", "1h", "--format", "json",
+    ])?)?;
+    let public = clients
+        .as_array()
+        .and_then(|rows| rows.iter().find(|r| r["key"] == "203.0.113.9"))
+        .ok_or_else(|| anyhow!("no 203.0.113.9 in {clients}"))?;
+    assert_eq!(
+        (public["country"].as_str(), public["asn"].as_u64()),
+        (Some("BR"), Some(64500))
+    );
+
+    // A changed catalog applies to the next records.
+    std::thread::sleep(Duration::from_millis(1100));
+    write_catalog("payroll")?;
+    hub.wait_until(WAIT, "reloading the catalog", |hub| {
+        Ok(hub.stderr().contains("reloaded"))
+    })?;
+    curl(&["-u", &bob, &url(setup.port, "/hr/bonus")])?;
+    hub.wait_until(WAIT, "holding the third request", |hub| {
+        Ok(hub.stored()? >= 3)
+    })?;
+    assert_eq!(
+        paths(&query_jsonl(&data, &["--asset", "payroll"])?),
+        ["/hr/bonus"]
+    );
+    tracer.stop()?;
+    hub.stop()?;
+    Ok(())
+}

@@ -174,6 +174,47 @@ impl GeoDb {
 mod tests {
     use super::*;
 
+    /// The City and ASN test databases, written by MaxMind's own writer.
+    pub fn test_databases(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/make-test-mmdb.pl");
+        let status = std::process::Command::new("perl")
+            .arg(script)
+            .arg(dir)
+            .status()
+            .expect("running perl (scripts/setup.sh installs libmaxmind-db-writer-perl)");
+        assert!(
+            status.success(),
+            "{script} failed: is libmaxmind-db-writer-perl installed?"
+        );
+        (dir.join("test-city.mmdb"), dir.join("test-asn.mmdb"))
+    }
+
+    #[test]
+    fn city_and_asn_databases_each_answer_what_they_hold() {
+        let dir = tempfile::tempdir().unwrap();
+        let (city, asn) = test_databases(dir.path());
+        let dbs = [GeoDb::load(&city).unwrap(), GeoDb::load(&asn).unwrap()];
+        let mut geo = Geo::default();
+        for db in &dbs {
+            db.fill("203.0.113.9".parse().unwrap(), &mut geo);
+        }
+        assert_eq!(
+            geo,
+            Geo {
+                country: Some("BR".into()),
+                city: Some("São Paulo".into()),
+                location: Some((-23.55, -46.63)),
+                asn: Some(64500),
+                as_org: Some("Example Transit".into()),
+            }
+        );
+        let mut none = Geo::default();
+        dbs[0].fill("192.0.2.1".parse().unwrap(), &mut none);
+        assert_eq!(none, Geo::default());
+        assert!(GeoDb::load(&dir.path().join("missing.mmdb")).is_err());
+        assert!(dbs[0].describe().contains("City"));
+    }
+
     #[test]
     fn addresses_are_classified_without_a_database() {
         let class = |s: &str| Network::of(s.parse().unwrap());
