@@ -29,10 +29,19 @@ const DAY_NS: i128 = 86_400_000_000_000;
 /// Timed runs of each query; the median is reported.
 const RUNS: usize = 5;
 
-pub fn run(hub_bin: &Path, records: u64) -> Result<()> {
-    let dir = tempfile::tempdir().context("creating the bench dir")?;
-    let file = dir.path().join("access.jsonl");
-    let key = dir.path().join("audit.key");
+pub fn run(hub_bin: &Path, records: u64, keep: Option<&Path>) -> Result<()> {
+    let temp = tempfile::tempdir().context("creating the bench dir")?;
+    let dir = match keep {
+        Some(dir) => {
+            // A fresh start: the stores must not hold an earlier run's records.
+            let _ = std::fs::remove_dir_all(dir);
+            std::fs::create_dir_all(dir)?;
+            dir
+        }
+        None => temp.path(),
+    };
+    let file = dir.join("access.jsonl");
+    let key = dir.join("audit.key");
     let now = now_ns();
     let started = Instant::now();
     let lines = generate(&file, &key, records, now)?;
@@ -41,7 +50,7 @@ pub fn run(hub_bin: &Path, records: u64) -> Result<()> {
         file.metadata()?.len() as f64 / 1e6,
         started.elapsed().as_secs_f64()
     );
-    let public = dir.path().join("audit.pub");
+    let public = dir.join("audit.pub");
     std::fs::write(&public, key_show(&key)?)?;
     let key_arg = format!("{STREAM_ID}={}", public.display());
     let hub = |args: &[&str]| -> Result<()> {
@@ -57,7 +66,7 @@ pub fn run(hub_bin: &Path, records: u64) -> Result<()> {
     };
 
     // Ingest from a file.
-    let data = dir.path().join("imported");
+    let data = dir.join("imported");
     let data_arg = data.to_str().context("non-UTF-8 temp dir")?.to_owned();
     let file_arg = file.to_str().context("non-UTF-8 temp dir")?.to_owned();
     let t = Instant::now();
@@ -67,7 +76,7 @@ pub fn run(hub_bin: &Path, records: u64) -> Result<()> {
     // Ingest from NATS: publish everything first, then time the hub draining it.
     let nats = NatsServer::start()?;
     publish(&nats.url(), &file)?;
-    let nats_data = dir.path().join("from-nats");
+    let nats_data = dir.join("from-nats");
     let t = Instant::now();
     let mut served = Hub::serve(&nats_data, &["--nats", &nats.url(), "--key", &key_arg])?;
     served.wait_until(Duration::from_secs(3600), "holding every record", |hub| {
@@ -157,7 +166,7 @@ pub fn run(hub_bin: &Path, records: u64) -> Result<()> {
             Ok(())
         })?;
         println!(
-            "| {what} | {hub_ms:.1} ms | {tool}: {shell_ms:.0} ms | {:.0}x faster |",
+            "| {what} | {hub_ms:.1} ms | {tool}: {shell_ms:.0} ms | {:.1}x |",
             shell_ms / hub_ms
         );
     }

@@ -46,6 +46,9 @@ pub struct Options {
     /// Access records the hub section generates and stores.
     #[arg(long, default_value_t = 1_000_000)]
     hub_records: u64,
+    /// Keep the hub section's file and stores in DIR (emptied first) instead of a temp dir.
+    #[arg(long, value_name = "DIR")]
+    hub_dir: Option<std::path::PathBuf>,
 }
 
 /// One measured stretch of load with the tracer running.
@@ -66,7 +69,7 @@ pub struct WrkRound {
 pub fn run(options: &Options) -> Result<()> {
     let bins = cargo::build_release()?;
     if options.hub {
-        return hub::run(&bins.hub, options.hub_records);
+        return hub::run(&bins.hub, options.hub_records, options.hub_dir.as_deref());
     }
     let bin = bins.tracer;
     if options.sinks_only {
