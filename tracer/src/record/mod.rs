@@ -235,7 +235,7 @@ impl RecordContext {
     }
 }
 
-/// Raw request bytes as printable ASCII: other bytes, `"` and `\\` become `\xNN`, so a
+/// Raw request bytes as printable ASCII: other bytes, `"` and `\` become `\xNN`, so a
 /// client cannot inject anything into whatever displays the record.
 fn escape(raw: &[u8]) -> String {
     use std::fmt::Write;
