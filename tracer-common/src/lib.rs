@@ -242,6 +242,12 @@ pub struct KernelOffsets {
     pub sock_type: u32,
     /// Byte offset of `struct sock.__sk_common` (0 on every kernel so far, but read anyway).
     pub sock_common: u32,
+    /// `struct tcp_sock` fields that tell whether any payload moved yet (a connection
+    /// first seen mid-stream is never classified by its later bytes).
+    pub tcp_bytes_received: u32,
+    pub tcp_rcv_nxt: u32,
+    pub tcp_copied_seq: u32,
+    pub tcp_bytes_sent: u32,
     /// Offset of `child_pid` in the sched_process_fork tracepoint record, read from
     /// tracefs because the record's layout changed across kernel versions.
     pub fork_child_pid: u32,

@@ -4,8 +4,8 @@ use tracer_common::{EventKind, Loss};
 
 use crate::{
     emit,
-    maps::{CONN_SEEN, CONN_SEQ, CONN_TLS, CONNS, ConnKey, ConnValue, count_loss},
-    sock::{current_file, watched_endpoints},
+    maps::{CONN_MIDSTREAM, CONN_SEEN, CONN_SEQ, CONN_TLS, CONNS, ConnKey, ConnValue, count_loss},
+    sock::{current_file, payload_moved, watched_endpoints},
 };
 
 /// A watched connection as cached in CONNS.
@@ -45,11 +45,17 @@ pub fn watched_conn(tgid: u32, tid: u32, fd: i32) -> Option<Watched> {
     } else {
         0
     };
+    // Connections accepted before the tracer started are first seen mid-stream.
+    let flags = if endpoints.is_some() && payload_moved(file) {
+        CONN_MIDSTREAM
+    } else {
+        0
+    };
     let value = ConnValue {
         file,
         conn_id,
         lost: [0; 2],
-        flags: 0,
+        flags,
         _pad: 0,
     };
     if CONNS.insert(&key, &value, 0).is_err() {
@@ -57,7 +63,7 @@ pub fn watched_conn(tgid: u32, tid: u32, fd: i32) -> Option<Watched> {
     }
     let endpoints = endpoints?;
     emit::conn(EventKind::Open, tgid, tid, fd, conn_id, Some(&endpoints));
-    Some(Watched { conn_id, flags: 0 })
+    Some(Watched { conn_id, flags })
 }
 
 /// Marks the connection as TLS (once) and tells user space.

@@ -10,7 +10,8 @@ use tracer_common::{
 
 use crate::{
     maps::{
-        CONN_SEEN, CONN_TLS, CONNS, ConnKey, EVENTS, Inflight, SCRATCH, WAKEUP_BYTES, count_loss,
+        CONN_MIDSTREAM, CONN_SEEN, CONN_TLS, CONNS, ConnKey, EVENTS, Inflight, SCRATCH,
+        WAKEUP_BYTES, count_loss,
     },
     sock::Endpoints,
 };
@@ -106,7 +107,7 @@ pub fn data(pid_tgid: u64, inflight: &Inflight, len: u64) {
         let flags = unsafe { &mut (*value).flags };
         if *flags & CONN_SEEN == 0 {
             *flags |= CONN_SEEN;
-            if is_tls_record(&scratch.data, captured) {
+            if *flags & CONN_MIDSTREAM == 0 && is_tls_record(&scratch.data, captured) {
                 *flags |= CONN_TLS;
                 self::conn(
                     EventKind::Tls,

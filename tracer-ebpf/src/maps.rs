@@ -28,6 +28,10 @@ pub static OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets {
     sock_protocol: 0,
     sock_type: 0,
     sock_common: 0,
+    tcp_bytes_received: 0,
+    tcp_rcv_nxt: 0,
+    tcp_copied_seq: 0,
+    tcp_bytes_sent: 0,
     fork_child_pid: 0,
 });
 
@@ -65,7 +69,7 @@ pub struct ConnValue {
     pub conn_id: u64,
     /// Bytes whose events were lost, per direction, reported with the next event.
     pub lost: [u32; 2],
-    /// `CONN_SEEN` | `CONN_TLS`.
+    /// `CONN_SEEN` | `CONN_TLS` | `CONN_MIDSTREAM`.
     pub flags: u32,
     pub _pad: u32,
 }
@@ -74,6 +78,9 @@ pub struct ConnValue {
 pub const CONN_SEEN: u32 = 1;
 /// The connection carries TLS: the syscall path skips it, the SSL probes report it.
 pub const CONN_TLS: u32 = 2;
+/// Payload had moved before the tracer first saw the connection: its next bytes are not
+/// its first, so they say nothing about TLS (a request body may start `\x16\x03`).
+pub const CONN_MIDSTREAM: u32 = 4;
 
 /// LRU so that descriptors of exited processes age out without user-space sweeping.
 #[map]

@@ -83,6 +83,28 @@ pub fn watched_endpoints(file: u64) -> Option<Endpoints> {
     })
 }
 
+/// Whether the application already read or wrote payload on this TCP socket: bytes
+/// received minus those still queued unread, and bytes sent. Unreadable counts as moved,
+/// so that a doubtful connection is not classified by bytes that may not be its first.
+#[inline(always)]
+pub fn payload_moved(file: u64) -> bool {
+    let off = OFFSETS.load();
+    let Some(sk) = tcp_sock(file, &off) else {
+        return true;
+    };
+    let received: Option<u64> = read(sk, off.tcp_bytes_received);
+    let rcv_nxt: Option<u32> = read(sk, off.tcp_rcv_nxt);
+    let copied_seq: Option<u32> = read(sk, off.tcp_copied_seq);
+    let sent: Option<u64> = read(sk, off.tcp_bytes_sent);
+    match (received, rcv_nxt, copied_seq, sent) {
+        (Some(received), Some(rcv_nxt), Some(copied_seq), Some(sent)) => {
+            let unread = rcv_nxt.wrapping_sub(copied_seq) as u64;
+            received.saturating_sub(unread) > 0 || sent > 0
+        }
+        _ => true,
+    }
+}
+
 /// Local port of a listening TCP socket, for listen() discovery.
 #[inline(always)]
 pub fn tcp_local_port(file: u64) -> Option<u16> {

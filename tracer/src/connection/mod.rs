@@ -56,6 +56,7 @@ pub struct TrackerStats {
     pub desyncs: u64,
     pub orphan_responses: u64,
     pub http2_connections: u64,
+    pub ambiguous_framing: u64,
 }
 
 impl TrackerStats {
@@ -66,6 +67,7 @@ impl TrackerStats {
         self.desyncs += s.desyncs;
         self.orphan_responses += s.orphan_responses;
         self.http2_connections += s.http2_connections;
+        self.ambiguous_framing += s.ambiguous_framing;
     }
 }
 

@@ -3,16 +3,13 @@
 //! Body bytes are never buffered and never need to be seen: only chunked framing (size lines,
 //! the CRLF after each chunk, trailers) has to be read.
 
-use httparse::Status;
-
+use super::chunk::{ChunkLine, chunk_size, trailers};
 use super::head::MAX_HEAD_BYTES;
 use super::span::{Parsed, Spanned, parse_spanning, release};
 use super::types::{Headers, RequestHead, ResponseHead};
 
 /// A chunk-size line longer than this (extensions included) is treated as garbage.
 const MAX_CHUNK_LINE: usize = 4096;
-/// Trailer fields accepted at the end of a chunked body.
-const MAX_TRAILERS: usize = 32;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Framing {
@@ -38,6 +35,23 @@ pub(crate) fn request_framing(head: &RequestHead) -> Framing {
         Declared::Length(0) | Declared::Absent => Framing::None,
         Declared::Length(n) => Framing::Length(n),
         Declared::Unknowable => Framing::UntilClose,
+    }
+}
+
+/// Whether servers disagree on how this request's body is delimited: both Content-Length
+/// and Transfer-Encoding (RFC 9112 says the latter wins, nginx 1.22 answers 400, older
+/// servers use the former), Transfer-Encoding repeated or other than a plain `chunked`, or
+/// Content-Length repeated or not a plain number.
+pub(crate) fn ambiguous_framing(head: &RequestHead) -> bool {
+    let headers = &head.headers;
+    let codings: Vec<&[u8]> = headers.get_all("transfer-encoding").collect();
+    let lengths: Vec<&[u8]> = headers.get_all("content-length").collect();
+    match (codings.as_slice(), lengths.as_slice()) {
+        ([], []) => false,
+        ([], [length]) => parse_decimal(trim(length)).is_none(),
+        ([], _) => true,
+        ([coding], []) => !trim(coding).eq_ignore_ascii_case(b"chunked") || head.minor_version == 0,
+        _ => true,
     }
 }
 
@@ -132,6 +146,8 @@ enum Phase {
 pub(crate) struct Body {
     phase: Phase,
     progress: Progress,
+    /// Framing was written in a form servers read differently (see `chunk`).
+    ambiguous: bool,
 }
 
 pub(crate) enum Consumed {
@@ -174,7 +190,13 @@ impl Body {
                 size: 0,
                 last_ns: ts,
             },
+            ambiguous: false,
         })
+    }
+
+    /// Whether ambiguous framing was read since the last call.
+    pub(crate) fn take_ambiguous(&mut self) -> bool {
+        std::mem::take(&mut self.ambiguous)
     }
 
     pub(crate) fn progress(&self) -> Progress {
@@ -224,7 +246,10 @@ impl Body {
                 Phase::ChunkEnd { cr } => {
                     match (*cr, rest[0]) {
                         (false, b'\r') => *cr = true,
-                        (_, b'\n') => self.phase = Phase::ChunkSize,
+                        (cr, b'\n') => {
+                            self.ambiguous |= !cr;
+                            self.phase = Phase::ChunkSize;
+                        }
                         _ => return Consumed::Invalid,
                     }
                     pos += 1;
@@ -233,14 +258,20 @@ impl Body {
                     Spanned::Complete {
                         value, consumed, ..
                     } => {
-                        self.phase = chunk_phase(value);
+                        self.ambiguous |= value.ambiguous;
+                        self.phase = chunk_phase(value.size);
                         pos += consumed;
                     }
                     Spanned::Partial => pos = data.len(),
                     Spanned::Invalid | Spanned::TooLarge => return Consumed::Invalid,
                 },
                 Phase::Trailers => match parse_spanning(line, rest, MAX_HEAD_BYTES, trailers) {
-                    Spanned::Complete { consumed, .. } => return Consumed::Done(pos + consumed),
+                    Spanned::Complete {
+                        value, consumed, ..
+                    } => {
+                        self.ambiguous |= value;
+                        return Consumed::Done(pos + consumed);
+                    }
                     Spanned::Partial => pos = data.len(),
                     Spanned::Invalid | Spanned::TooLarge => return Consumed::Invalid,
                 },
@@ -359,7 +390,7 @@ fn chunk_phase(size: u64) -> Phase {
 /// for framing.
 fn resync(data: &[u8]) -> Option<(u64, usize)> {
     let crlf = if data.starts_with(b"\r\n") { 2 } else { 0 };
-    let Parsed::Complete(size, len) = chunk_size(&data[crlf..]) else {
+    let Parsed::Complete(ChunkLine { size, .. }, len) = chunk_size(&data[crlf..]) else {
         return None;
     };
     let start = crlf + len;
@@ -377,27 +408,4 @@ fn take(remaining: &mut u64, available: usize) -> usize {
     let n = usize::try_from(*remaining).map_or(available, |r| r.min(available));
     *remaining -= n as u64;
     n
-}
-
-fn chunk_size(buf: &[u8]) -> Parsed<u64> {
-    // httparse accepts a line without digits as size 0, which would end the body on garbage.
-    match buf.first() {
-        None => return Parsed::Partial,
-        Some(b) if !b.is_ascii_hexdigit() => return Parsed::Invalid,
-        Some(_) => {}
-    }
-    match httparse::parse_chunk_size(buf) {
-        Ok(Status::Complete((len, size))) => Parsed::Complete(size, len),
-        Ok(Status::Partial) => Parsed::Partial,
-        Err(_) => Parsed::Invalid,
-    }
-}
-
-fn trailers(buf: &[u8]) -> Parsed<()> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_TRAILERS];
-    match httparse::parse_headers(buf, &mut headers) {
-        Ok(Status::Complete((len, _))) => Parsed::Complete((), len),
-        Ok(Status::Partial) => Parsed::Partial,
-        Err(_) => Parsed::Invalid,
-    }
 }

@@ -5,6 +5,7 @@ use std::mem::MaybeUninit;
 
 use httparse::{Header as RawHeader, ParserConfig, Status};
 
+use super::lenient;
 use super::span::Parsed;
 use super::types::{Headers, RequestHead, ResponseHead};
 
@@ -22,8 +23,12 @@ pub(crate) trait Head: Sized {
 }
 
 impl Head for RequestHead {
+    /// httparse first, for speed; what it rejects gets the grammar servers accept.
     fn parse(buf: &[u8]) -> Parsed<Self> {
-        with_headers(buf, parse_request)
+        match with_headers(buf, parse_request) {
+            Parsed::Invalid => lenient::parse_request(buf),
+            parsed => parsed,
+        }
     }
 }
 
@@ -72,6 +77,7 @@ fn parse_request<'b>(
         method: req.method.unwrap_or_default().to_owned(),
         target: req.path.unwrap_or_default().to_owned(),
         minor_version: req.version.unwrap_or_default(),
+        http09: false,
         headers: Headers::new(&buf[..len], req.headers),
     };
     Ok(Status::Complete((head, len)))

@@ -11,7 +11,12 @@
 //! timestamp order: pairing relies on a response never starting before its request.
 
 mod body;
+mod chunk;
+#[cfg(test)]
+mod evasion_tests;
 mod head;
+mod held;
+mod lenient;
 mod preface;
 mod span;
 mod stream;
@@ -21,7 +26,7 @@ mod types;
 
 use std::collections::VecDeque;
 
-use self::body::{Framing, Progress, request_framing, response_framing};
+use self::body::{Framing, Progress, ambiguous_framing, request_framing, response_framing};
 #[cfg(test)]
 use self::head::MAX_HEAD_BYTES;
 use self::preface::{Preface, Verdict};
@@ -35,11 +40,17 @@ pub use self::types::{
 /// means responses are not being seen at all.
 pub const MAX_PENDING: usize = 1024;
 
+/// Starts of request lines that did not parse, kept to describe the responses to them.
+const MAX_UNPARSED_LINES: usize = 16;
+
 struct Pending {
     seq: u64,
     request: Request,
     /// The final response while its body is still arriving.
     response: Option<Response>,
+    /// A response with no parsed request: the start of the request line it answered, if
+    /// one was seen.
+    unparsed: Option<Box<[u8]>>,
 }
 
 pub struct HttpConnection {
@@ -66,6 +77,12 @@ pub struct HttpConnection {
     early_response_bytes: Option<u64>,
     /// Response bytes went to the parser (so later ones are not "before any request").
     responses_started: bool,
+    /// Request bytes that did not parse as a head: when they arrived and how their first
+    /// line starts, oldest first. A response the server writes to them is recorded with it.
+    unparsed_lines: VecDeque<(u64, Box<[u8]>)>,
+    /// The first exchange from which on framing was ambiguous: servers may disagree on
+    /// where this and later requests start, so their records say so.
+    ambiguous_since: Option<u64>,
     stats: HttpStats,
 }
 
@@ -91,6 +108,8 @@ impl HttpConnection {
             preface: Preface::new(),
             early_response_bytes: None,
             responses_started: false,
+            unparsed_lines: VecDeque::new(),
+            ambiguous_since: None,
             stats: HttpStats::default(),
         }
     }
@@ -122,8 +141,22 @@ impl HttpConnection {
     fn parse_requests(&mut self, chunk: Chunk<'_>) {
         let mut cur = Cursor::new(&chunk);
         while let Some(event) = self.requests.step(&mut cur) {
+            self.note_chunk_ambiguity();
             self.request_event(event, cur.ts);
         }
+        self.note_chunk_ambiguity();
+    }
+
+    /// The request body being read had chunked framing servers read differently.
+    fn note_chunk_ambiguity(&mut self) {
+        if self.requests.take_ambiguous() {
+            self.framing_ambiguous(self.next_seq.saturating_sub(1));
+        }
+    }
+
+    fn framing_ambiguous(&mut self, seq: u64) {
+        self.stats.ambiguous_framing += 1;
+        self.ambiguous_since = Some(self.ambiguous_since.map_or(seq, |s| s.min(seq)));
     }
 
     /// Bytes the server wrote (response direction). sendfile bodies arrive as `data` empty
@@ -213,7 +246,15 @@ impl HttpConnection {
             }
             Event::BodyCut { progress } => self.request_body_cut(progress),
             Event::Desync { .. } => self.stats.desyncs += 1,
-            Event::Junk { bytes, .. } => self.count_junk(bytes),
+            Event::Junk { bytes, line, .. } => {
+                self.count_junk(bytes);
+                if let Some(line) = line {
+                    if self.unparsed_lines.len() == MAX_UNPARSED_LINES {
+                        self.unparsed_lines.pop_front();
+                    }
+                    self.unparsed_lines.push_back((ts, line));
+                }
+            }
             Event::Oversized => self.stats.oversized_heads += 1,
         }
     }
@@ -227,6 +268,10 @@ impl HttpConnection {
         }
         let seq = self.next_seq;
         self.next_seq += 1;
+        if ambiguous_framing(&head) {
+            self.framing_ambiguous(seq);
+        }
+        let http09 = head.http09;
         self.pending.push_back(Pending {
             seq,
             request: Request {
@@ -237,8 +282,14 @@ impl HttpConnection {
                 body_complete: framing == Framing::None,
             },
             response: None,
+            unparsed: None,
         });
         self.request_body_seq = (framing != Framing::None).then_some(seq);
+        if http09 {
+            // The server answers with a bare body and closes: nothing after is a request.
+            self.requests.upgrade();
+            return;
+        }
         if may_switch {
             self.upgrade_seq = Some(seq);
         }
@@ -290,6 +341,7 @@ impl HttpConnection {
             Event::Junk {
                 bytes,
                 instead_of_head,
+                ..
             } => {
                 self.count_junk(bytes);
                 if instead_of_head {
@@ -304,7 +356,8 @@ impl HttpConnection {
     }
 
     fn response_head(&mut self, head: ResponseHead, first_byte_ns: u64, size: u64, ts: u64) {
-        let paired = self.pair_response(first_byte_ns);
+        // Requests are answered in order, unparsed ones included.
+        let paired = self.pair_response(first_byte_ns) && !self.unparsed_is_first(first_byte_ns);
         let method = match self.pending.front() {
             Some(p) if paired => p.request.head.method.as_str(),
             _ => "",
@@ -317,10 +370,15 @@ impl HttpConnection {
             self.stats.orphan_responses += 1;
             if switches {
                 self.switch_protocols();
-            } else {
-                self.responses.start_body(framing, false, ts);
+                return;
             }
-            return;
+            if interim {
+                return;
+            }
+            // The server answered something the request parser could not read (or did
+            // not see): the response still makes a record, so that nothing the server
+            // served goes untraced.
+            self.answer_unparsed(first_byte_ns);
         }
         if interim {
             return;
@@ -346,6 +404,44 @@ impl HttpConnection {
             self.response_attached = true;
             self.responses.start_body(framing, false, ts);
         }
+    }
+
+    /// Whether the oldest unparsed request came before every pending one, and before the
+    /// response starting at `start`: that response answers it.
+    fn unparsed_is_first(&self, start: u64) -> bool {
+        let Some(&(ts, _)) = self.unparsed_lines.front() else {
+            return false;
+        };
+        ts <= start
+            && self
+                .pending
+                .front()
+                .is_none_or(|p| ts < p.request.first_byte_ns)
+    }
+
+    /// Puts in front of the pending requests one for the response starting at `start`,
+    /// which answers no parsed request: the oldest unparsed request line from before it,
+    /// if any.
+    fn answer_unparsed(&mut self, start: u64) {
+        let line = match self.unparsed_lines.front() {
+            Some(&(ts, _)) if ts <= start => self.unparsed_lines.pop_front(),
+            _ => None,
+        };
+        let (first_byte_ns, line) = line.unwrap_or((start, Box::default()));
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.pending.push_front(Pending {
+            seq,
+            request: Request {
+                head: RequestHead::default(),
+                first_byte_ns,
+                head_size: 0,
+                body_size: 0,
+                body_complete: false,
+            },
+            response: None,
+            unparsed: Some(line),
+        });
     }
 
     /// Decides whether a response whose first byte came at `start` answers the front pending
@@ -431,16 +527,25 @@ impl HttpConnection {
             response.body_size = progress.size;
             response.end_ns = progress.last_ns;
         }
+        // Unparsed requests from before this one were evidently not answered.
+        let first_byte_ns = p.request.first_byte_ns;
+        self.unparsed_lines.retain(|&(ts, _)| ts >= first_byte_ns);
+        let mut released = None;
         if self.upgrade_seq == Some(p.seq) {
             self.upgrade_seq = None;
             if end != ExchangeEnd::Upgraded {
-                self.requests.release_hold();
+                released = self.requests.release_hold();
             }
         }
         self.completed.push(Exchange {
             request: p.request,
             response: p.response,
             end,
+            framing_ambiguous: self.ambiguous_since.is_some_and(|since| p.seq >= since),
+            unparsed_request: p.unparsed,
         });
+        if let Some(held) = released {
+            self.parse_requests(held.chunk());
+        }
     }
 }

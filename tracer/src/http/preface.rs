@@ -6,26 +6,9 @@
 //! misparsed: HTTP/2 frames are not HTTP/1 junk, and an HTTP/1 request whose first read
 //! was one byte ("P" of POST) is not taken for HTTP/2.
 use super::Chunk;
+use super::held::Held;
 
 const HTTP2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
-/// Request bytes held back while they were still a prefix of the preface.
-pub struct Held {
-    pub bytes: Vec<u8>,
-    pub ts_ns: u64,
-    pub gap_before: u32,
-}
-
-impl Held {
-    pub fn chunk(&self) -> Chunk<'_> {
-        Chunk {
-            ts_ns: self.ts_ns,
-            data: &self.bytes,
-            missing: 0,
-            gap_before: self.gap_before,
-        }
-    }
-}
 
 pub enum Preface {
     Undecided(Held),
@@ -47,11 +30,7 @@ pub enum Verdict {
 
 impl Preface {
     pub fn new() -> Self {
-        Self::Undecided(Held {
-            bytes: Vec::new(),
-            ts_ns: 0,
-            gap_before: 0,
-        })
+        Self::Undecided(Held::new())
     }
 
     pub fn is_http2(&self) -> bool {

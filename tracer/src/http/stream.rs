@@ -6,6 +6,7 @@ use std::marker::PhantomData;
 
 use super::body::{Body, Consumed, Framing, Progress, Skipped};
 use super::head::{Head, MAX_HEAD_BYTES};
+use super::held::Held;
 use super::span::{Parsed, Spanned, parse_spanning, release};
 use super::types::Chunk;
 
@@ -63,10 +64,12 @@ pub(crate) enum Event<H> {
         in_body: bool,
     },
     /// Bytes that are not HTTP were dropped. `instead_of_head` says they came where a
-    /// message was expected after valid traffic, so a message may have been garbled.
+    /// message was expected after valid traffic, so a message may have been garbled;
+    /// `line` is then the start of its first line.
     Junk {
         bytes: u64,
         instead_of_head: bool,
+        line: Option<Box<[u8]>>,
     },
     Oversized,
 }
@@ -75,8 +78,9 @@ enum State {
     /// Between messages, or inside a head whose bytes so far are in `buf`.
     Head,
     Body(Body),
-    /// Waiting to learn whether the peer switches protocols; bytes are dropped.
-    Hold,
+    /// Waiting to learn whether the peer switches protocols; bytes are kept (up to a
+    /// bound) to be parsed as HTTP if it does not.
+    Hold(Held),
     /// No longer HTTP; bytes are dropped.
     Upgraded,
 }
@@ -99,8 +103,13 @@ pub(crate) struct Stream<H> {
     head_first_ns: u64,
     alignment: Alignment,
     hold_after_body: bool,
+    /// Chunked framing was read in a form servers disagree on, since the last look.
+    ambiguous: bool,
     head: PhantomData<fn() -> H>,
 }
+
+/// How much of a junk head's first line is kept to describe it.
+pub(crate) const MAX_LINE: usize = 64;
 
 impl<H: Head> Stream<H> {
     pub(crate) fn new() -> Self {
@@ -110,6 +119,7 @@ impl<H: Head> Stream<H> {
             head_first_ns: 0,
             alignment: Alignment::Aligned,
             hold_after_body: false,
+            ambiguous: false,
             head: PhantomData,
         }
     }
@@ -146,16 +156,26 @@ impl<H: Head> Stream<H> {
         self.hold_after_body = hold;
         self.state = match Body::new(framing, ts) {
             Some(body) => State::Body(body),
-            None if hold => State::Hold,
+            None if hold => State::Hold(Held::new()),
             None => State::Head,
         };
     }
 
-    pub(crate) fn release_hold(&mut self) {
+    /// The protocol did not switch: returns the bytes held meanwhile, to be parsed as HTTP.
+    pub(crate) fn release_hold(&mut self) -> Option<Held> {
         self.hold_after_body = false;
-        if matches!(self.state, State::Hold) {
-            self.state = State::Head;
+        if !matches!(self.state, State::Hold(_)) {
+            return None;
         }
+        match std::mem::replace(&mut self.state, State::Head) {
+            State::Hold(held) if !held.bytes.is_empty() || held.missing > 0 => Some(held),
+            _ => None,
+        }
+    }
+
+    /// Whether chunked framing was read in an ambiguous form since the last call.
+    pub(crate) fn take_ambiguous(&mut self) -> bool {
+        std::mem::take(&mut self.ambiguous)
     }
 
     pub(crate) fn upgrade(&mut self) {
@@ -185,8 +205,35 @@ impl<H: Head> Stream<H> {
     }
 
     fn captured(&mut self, cur: &mut Cursor<'_>) -> Option<Event<H>> {
+        let event = self.captured_by_state(cur);
+        if let State::Body(body) = &mut self.state {
+            self.ambiguous |= body.take_ambiguous();
+        }
+        event
+    }
+
+    fn captured_by_state(&mut self, cur: &mut Cursor<'_>) -> Option<Event<H>> {
         match &mut self.state {
-            State::Hold | State::Upgraded => {
+            State::Hold(held) => {
+                if held.bytes.is_empty() && held.missing == 0 {
+                    held.ts_ns = cur.ts;
+                }
+                let room = MAX_HEAD_BYTES.saturating_sub(held.bytes.len());
+                // Once bytes are missing, later ones cannot be placed after them.
+                let keep = if held.missing == 0 {
+                    cur.data.len().min(room)
+                } else {
+                    0
+                };
+                held.bytes.extend_from_slice(&cur.data[..keep]);
+                cur.advance(keep);
+                let rest = cur.drain();
+                held.missing = held
+                    .missing
+                    .saturating_add(rest.try_into().unwrap_or(u32::MAX));
+                None
+            }
+            State::Upgraded => {
                 cur.drain();
                 None
             }
@@ -207,6 +254,7 @@ impl<H: Head> Stream<H> {
                     Some(Event::Junk {
                         bytes,
                         instead_of_head: false,
+                        line: None,
                     })
                 }
                 Consumed::Unsynced(n) => {
@@ -240,6 +288,8 @@ impl<H: Head> Stream<H> {
             self.head_first_ns = cur.ts;
         }
         let buffered = self.buf.len() as u64;
+        // The buffer is gone once parsing fails; copy the line's start while it is there.
+        let earlier = (buffered > 0).then(|| first_line(&self.buf));
         match parse_spanning(&mut self.buf, cur.data, MAX_HEAD_BYTES, H::parse) {
             Spanned::Complete {
                 value,
@@ -259,8 +309,9 @@ impl<H: Head> Stream<H> {
                 None
             }
             Spanned::Invalid => {
+                let line = earlier.unwrap_or_else(|| first_line(cur.data));
                 let bytes = buffered + cur.drain();
-                self.junk(bytes)
+                self.junk(bytes, line)
             }
             Spanned::TooLarge => {
                 cur.drain();
@@ -275,7 +326,18 @@ impl<H: Head> Stream<H> {
     /// accounted for.
     fn uncaptured(&mut self, n: &mut u64, ts: u64) -> Option<Event<H>> {
         match &mut self.state {
-            State::Hold | State::Upgraded => {
+            State::Hold(held) => {
+                if held.bytes.is_empty() && held.missing == 0 {
+                    held.gap_before = u32::try_from(*n).unwrap_or(u32::MAX);
+                } else {
+                    held.missing = held
+                        .missing
+                        .saturating_add((*n).try_into().unwrap_or(u32::MAX));
+                }
+                *n = 0;
+                None
+            }
+            State::Upgraded => {
                 *n = 0;
                 None
             }
@@ -305,14 +367,17 @@ impl<H: Head> Stream<H> {
     }
 
     fn end_body(&mut self) {
+        if let State::Body(body) = &mut self.state {
+            self.ambiguous |= body.take_ambiguous();
+        }
         self.state = if std::mem::take(&mut self.hold_after_body) {
-            State::Hold
+            State::Hold(Held::new())
         } else {
             State::Head
         };
     }
 
-    fn junk(&mut self, bytes: u64) -> Option<Event<H>> {
+    fn junk(&mut self, bytes: u64, line: Box<[u8]>) -> Option<Event<H>> {
         let instead_of_head = match self.alignment {
             Alignment::AfterLoss => return None,
             Alignment::AfterJunk => false,
@@ -322,8 +387,20 @@ impl<H: Head> Stream<H> {
         Some(Event::Junk {
             bytes,
             instead_of_head,
+            // A run of junk is one unparsed request at most: servers give up on the first.
+            line: instead_of_head.then_some(line),
         })
     }
+}
+
+/// The start of `data`'s first line, at most `MAX_LINE` bytes.
+fn first_line(data: &[u8]) -> Box<[u8]> {
+    let end = data
+        .iter()
+        .take(MAX_LINE)
+        .position(|&b| b == b'\r' || b == b'\n')
+        .unwrap_or(data.len().min(MAX_LINE));
+    data[..end].into()
 }
 
 /// Whether `data` starts with a head, or at least with a valid first line of one.

@@ -210,7 +210,9 @@ fn chunked_request_with_extensions_and_trailers_then_next_request() {
         assert_eq!(done[0].request.body_size, 15);
         assert!(done[0].request.body_complete);
         assert_eq!(done[1].request.head.target, "/next");
-        assert_clean(&conn);
+        // Servers disagree on this framing.
+        assert_eq!(conn.stats().ambiguous_framing, 1);
+        assert!(done.iter().all(|ex| ex.framing_ambiguous));
     }
 }
 
@@ -480,6 +482,17 @@ fn junk_then_valid_request_in_next_chunk() {
     assert_eq!(conn.stats().non_http_chunks, 2);
     assert_eq!(conn.stats().non_http_bytes, len(junk) + 31);
     conn.on_request(chunk(20, b"GET /ok HTTP/1.1\r\n\r\n"));
+    // Responses come in request order: the first answers the junk.
+    conn.on_response(chunk(
+        25,
+        b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n",
+    ));
+    let bad = one(&mut conn);
+    assert_eq!(
+        bad.unparsed_request.as_deref(),
+        Some(&b"\x00\x01\x02garbage\xff"[..])
+    );
+    assert_eq!(bad.request.first_byte_ns, 10);
     conn.on_response(chunk(30, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"));
     let ex = one(&mut conn);
     assert_eq!(ex.request.head.target, "/ok");
@@ -683,12 +696,15 @@ fn next_head_inside_uncaptured_tail_is_a_desync() {
     assert_eq!(ex.request.head.target, "/a");
     assert_eq!(ex.request.body_size, 10);
     assert!(ex.request.body_complete);
-    // The response to the lost request has nothing to pair with.
+    // The response to the lost request has nothing to pair with: it is recorded alone.
     conn.on_response(chunk(
         12,
         b"HTTP/1.1 404 Not Found\r\nContent-Length: 3\r\n\r\nno!",
     ));
-    assert!(conn.take_completed().is_empty());
+    let orphan = one(&mut conn);
+    assert_eq!(orphan.unparsed_request.as_deref(), Some(&b""[..]));
+    assert_eq!(response(&orphan).head.status, 404);
+    assert_eq!(response(&orphan).body_size, 3);
     assert_eq!(conn.stats().orphan_responses, 1);
     conn.on_request(chunk(20, b"GET /b HTTP/1.1\r\n\r\n"));
     conn.on_response(chunk(21, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"));
@@ -709,6 +725,7 @@ fn missing_bytes_inside_request_head_resync_at_next_chunk() {
     assert_eq!(conn.stats().desyncs, 1);
     conn.on_response(chunk(11, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"));
     assert_eq!(conn.stats().orphan_responses, 1);
+    assert!(one(&mut conn).unparsed_request.is_some());
     conn.on_request(chunk(20, b"GET /second HTTP/1.1\r\n\r\n"));
     conn.on_response(chunk(21, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"));
     let ex = one(&mut conn);
@@ -803,7 +820,7 @@ fn lost_request_makes_its_response_an_orphan() {
         .iter()
         .map(|ex| (ex.request.head.target.as_str(), response(ex).head.status))
         .collect();
-    assert_eq!(got, [("/a", 200), ("/c", 202)]);
+    assert_eq!(got, [("/a", 200), ("", 201), ("/c", 202)]);
     let stats = conn.stats();
     assert_eq!((stats.desyncs, stats.orphan_responses), (1, 1));
 }
@@ -817,7 +834,9 @@ fn response_after_its_request_was_lost_and_a_later_one_arrived() {
     early.on_response(chunk(5, b"HTTP/1.1 408 Request Timeout\r\n\r\n"));
     assert_eq!(early.stats().orphan_responses, 1);
     conn.on_response(chunk(15, b"HTTP/1.1 500 Oops\r\nContent-Length: 0\r\n\r\n"));
-    assert!(conn.take_completed().is_empty());
+    let orphan = one(&mut conn);
+    assert_eq!(response(&orphan).head.status, 500);
+    assert_eq!(orphan.request.first_byte_ns, 15);
     assert_eq!(conn.stats().orphan_responses, 1);
     conn.on_response(chunk(25, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"));
     assert_eq!(response(&one(&mut conn)).head.status, 200);
@@ -959,6 +978,9 @@ fn orphan_response_body_is_skipped() {
     ));
     conn.on_response(chunk(6, b"\r\n0\r\n\r\n"));
     assert_eq!(conn.stats().orphan_responses, 1);
+    let orphan = one(&mut conn);
+    assert_eq!(response(&orphan).body_size, 7);
+    assert!(orphan.unparsed_request.is_some());
     conn.on_request(chunk(10, b"GET / HTTP/1.1\r\n\r\n"));
     conn.on_response(chunk(11, b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n!"));
     let ex = one(&mut conn);
@@ -983,6 +1005,7 @@ fn oversized_head_is_dropped_and_parsing_resumes() {
         100,
         b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Length: 0\r\n\r\n",
     ));
+    assert_eq!(response(&one(&mut conn)).head.status, 431);
     conn.on_request(chunk(200, b"GET /ok HTTP/1.1\r\n\r\n"));
     conn.on_response(chunk(201, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"));
     let ex = one(&mut conn);
@@ -1049,7 +1072,9 @@ fn unknowable_request_length_swallows_the_rest() {
     assert_eq!(ex.request.body_size, 24);
     assert!(!ex.request.body_complete);
     assert!(conn.close(30).is_empty());
-    assert_clean(&conn);
+    // Servers disagree on this framing.
+    assert_eq!(conn.stats().ambiguous_framing, 1);
+    assert!(ex.framing_ambiguous);
 }
 
 #[test]

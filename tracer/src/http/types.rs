@@ -28,6 +28,8 @@ pub struct HttpStats {
     pub orphan_responses: u64,
     /// Connections that opened with the HTTP/2 preface: not decoded, not recorded.
     pub http2_connections: u64,
+    /// Requests whose framing servers disagree on (see `Exchange::framing_ambiguous`).
+    pub ambiguous_framing: u64,
 }
 
 /// The header fields of one head: a single copy of their bytes plus where each name
@@ -105,13 +107,18 @@ impl Headers {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The default is the placeholder for a request that did not parse.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RequestHead {
     pub method: String,
     /// Request-target as sent: origin-form, absolute-form, `*`, or authority for CONNECT.
     pub target: String,
-    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
+    /// 0 for HTTP/1.0 (and 0.9), 1 for HTTP/1.1; larger for the HTTP/1.x versions servers
+    /// accept as 1.1.
     pub minor_version: u8,
+    /// An HTTP/0.9 simple request (`GET /x` and a line end): no headers, and the server
+    /// answers with a bare body and closes.
+    pub http09: bool,
     pub headers: Headers,
 }
 
@@ -184,4 +191,11 @@ pub struct Exchange {
     pub request: Request,
     pub response: Option<Response>,
     pub end: ExchangeEnd,
+    /// This request or an earlier one on the connection was framed in a way servers read
+    /// differently, so where this request starts is uncertain.
+    pub framing_ambiguous: bool,
+    /// The server answered bytes that did not parse as a request (or were not seen): the
+    /// request head is a placeholder, and this is the start of its raw first line (at most
+    /// 64 bytes, possibly empty).
+    pub unparsed_request: Option<Box<[u8]>>,
 }

@@ -383,6 +383,7 @@ pub(crate) mod test_support {
             method: "GET".into(),
             target: target.into(),
             minor_version: 1,
+            http09: false,
             headers: Headers::new(text.as_bytes(), request.headers),
         }
     }

@@ -34,6 +34,10 @@ pub fn load(tracefs: &Path) -> Result<KernelOffsets> {
         sock_protocol: f("sock.sk_protocol")?,
         sock_type: f("sock.sk_type")?,
         sock_common: f("sock.__sk_common")?,
+        tcp_bytes_received: f("tcp_sock.bytes_received")?,
+        tcp_rcv_nxt: f("tcp_sock.rcv_nxt")?,
+        tcp_copied_seq: f("tcp_sock.copied_seq")?,
+        tcp_bytes_sent: f("tcp_sock.bytes_sent")?,
         fork_child_pid: tracepoint_field(tracefs, "sched/sched_process_fork", "child_pid")?,
     })
 }

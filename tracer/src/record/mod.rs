@@ -102,6 +102,15 @@ pub struct AccessRecord<'a> {
     pub connection_id: u64,
     #[serde(rename = "tracer.outcome")]
     pub outcome: &'static str,
+    /// For `request_unparsed`: the start of the raw request line, escaped.
+    #[serde(
+        rename = "tracer.request.line",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub request_line: Option<String>,
+    /// "ambiguous" when servers may disagree on where this request starts.
+    #[serde(rename = "tracer.framing", skip_serializing_if = "Option::is_none")]
+    pub framing: Option<&'static str>,
 }
 
 /// What every record is built with.
@@ -171,11 +180,17 @@ impl RecordContext {
             .or(host)
             .map(|h| strip_port(h));
         let trace = head.header("traceparent").and_then(traceparent::parse);
+        let unparsed = exchange.unparsed_request.as_deref();
         AccessRecord {
             timestamp: self.clock.rfc3339(request.first_byte_ns),
             response_timestamp: response.map(|r| self.clock.rfc3339(r.head_ns)),
             duration_ns: response.map(|r| r.head_ns.saturating_sub(request.first_byte_ns)),
-            method: &head.method,
+            // OpenTelemetry's name for a method the instrumentation does not know.
+            method: if unparsed.is_some() {
+                "_OTHER"
+            } else {
+                &head.method
+            },
             path: target.path,
             query: target
                 .query
@@ -195,10 +210,10 @@ impl RecordContext {
             }),
             transport: "tcp",
             protocol_name: "http",
-            protocol_version: if head.minor_version == 0 {
-                "1.0"
-            } else {
-                "1.1"
+            protocol_version: match (head.http09, head.minor_version) {
+                (true, _) => "0.9",
+                (false, 0) => "1.0",
+                (false, _) => "1.1",
             },
             status_code: response.map(|r| r.head.status),
             request_body_size: request.body_size,
@@ -210,9 +225,29 @@ impl RecordContext {
             pid: finished.meta.tgid,
             tid: finished.tid,
             connection_id: finished.meta.conn_id,
-            outcome: outcome(exchange.end, finished.cut_by_shutdown),
+            outcome: match unparsed {
+                Some(_) => "request_unparsed",
+                None => outcome(exchange.end, finished.cut_by_shutdown),
+            },
+            request_line: unparsed.map(escape),
+            framing: exchange.framing_ambiguous.then_some("ambiguous"),
         }
     }
+}
+
+/// Raw request bytes as printable ASCII: other bytes, `"` and `\` become `\xNN`, so a
+/// client cannot inject anything into whatever displays the record.
+fn escape(raw: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(raw.len());
+    for &b in raw {
+        if (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\' {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "\\x{b:02x}");
+        }
+    }
+    out
 }
 
 fn outcome(end: ExchangeEnd, cut_by_shutdown: bool) -> &'static str {
@@ -265,5 +300,13 @@ mod tests {
             "connection_closed"
         );
         assert_eq!(outcome(ExchangeEnd::Complete, false), "complete");
+    }
+
+    #[test]
+    fn raw_request_lines_are_escaped_to_printable_ascii() {
+        assert_eq!(
+            escape(b"GET /a\xff\"\\ \x01"),
+            "GET /a\\xff\\x22\\x5c \\x01"
+        );
     }
 }

@@ -1,0 +1,275 @@
+//! Crafted requests against nginx 1.22, whose access log is ground truth: each case runs on
+//! its own connection, then the records of that connection are compared request by
+//! request with the lines nginx logged for it. No request nginx logged may lack a record
+//! (hiding), and no record may claim a method, path or user nginx did not log for that
+//! request (forgery).
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use serde_json::Value;
+use tests::clients::RawConn;
+use tests::ports::free_port;
+use tests::record::RecordExt;
+use tests::servers::{Nginx, NginxConfig};
+use tests::tracer::Tracer;
+
+/// One connection's bytes, sent in parts with a pause between them.
+struct Case {
+    name: &'static str,
+    parts: Vec<Vec<u8>>,
+}
+
+fn case(name: &'static str, parts: &[&[u8]]) -> Case {
+    Case {
+        name,
+        parts: parts.iter().map(|p| p.to_vec()).collect(),
+    }
+}
+
+fn cases() -> Vec<Case> {
+    vec![
+        case(
+            "bare LF in a chunk extension smuggles a forged request",
+            &[
+                b"POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n\
+                  a;x\nAAAA\r\nBBBB\r\n63\r\n\r\n0\r\n\r\nGET /index.html HTTP/1.1\r\nHost: a\r\n\
+                  Authorization: Basic YWxpY2U6eA==\r\nContent-Length: 91\r\n\r\n\r\n0\r\n\r\n",
+                b"GET /admin/export-all-users HTTP/1.1\r\nHost: a\r\n\
+                  Authorization: Basic bWFsbG9yeTp4\r\n\r\n",
+            ],
+        ),
+        case(
+            "chunk size with 20 digits",
+            &[b"POST /c HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n\
+                00000000000000000005\r\nhello\r\n0\r\n\r\nGET /after HTTP/1.1\r\nHost: a\r\n\r\n"],
+        ),
+        case(
+            "0 LF LF and odd trailers",
+            &[b"POST /c HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n\
+                5\r\nhello\r\n0\r\nX@y: \x01\r\nno colon\r\n\r\nGET /t HTTP/1.1\r\nHost: a\r\n\r\n"],
+        ),
+        case(
+            "bare LF last chunk",
+            &[b"POST /c HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\nhello\n0\n\n\
+                GET /lf HTTP/1.1\r\nHost: a\r\n\r\n"],
+        ),
+        case(
+            "HTTP/1.2 and HTTP/1.10",
+            &[b"GET /v2 HTTP/1.2\r\nHost: a\r\n\r\nGET /v10 HTTP/1.10\r\nHost: a\r\n\r\n"],
+        ),
+        case(
+            "extra spaces in the request line",
+            &[b"GET   /spaces   HTTP/1.1\r\nHost: a\r\n\r\n"],
+        ),
+        case(
+            "odd header names, no colon, control bytes in a value",
+            &[b"GET /hdr HTTP/1.1\r\nHost: a\r\nX@y: 1\r\nX\xffy: 2\r\nNoColon\r\n\
+                X-Ctl: a\x01b\r\nAuthorization: Basic YWxpY2U6eA==\r\n\r\n"],
+        ),
+        case(
+            "raw 0xff in the path",
+            &[b"GET /a\xffb HTTP/1.1\r\nHost: a\r\n\r\nGET /next HTTP/1.1\r\nHost: a\r\n\r\n"],
+        ),
+        case("HTTP/0.9", &[b"GET /nine\r\nGET /forged HTTP/1.1\r\nHost: a\r\n\r\n"]),
+        case(
+            "bare LF head",
+            &[b"GET /lfhead HTTP/1.1\nHost: a\n\nGET /lfhead2 HTTP/1.1\nHost: a\n\n"],
+        ),
+        case(
+            "CL and TE together",
+            &[b"POST /both HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\
+                Transfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /hidden HTTP/1.1\r\nHost: a\r\n\r\n"],
+        ),
+        case(
+            "duplicate Transfer-Encoding",
+            &[b"POST /dup HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\
+                Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"],
+        ),
+        case(
+            "junk request",
+            &[b"GET /ok HTTP/1.1\r\nHost: a\r\n\r\n", b"\x16\x03\x01\x00\xa5\x01junk\r\n\r\n"],
+        ),
+        case(
+            "HTTP/2.0 request line",
+            &[b"GET /two HTTP/2.0\r\nHost: a\r\n\r\n"],
+        ),
+        case(
+            "refused websocket upgrade then a request",
+            &[
+                b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+                b"GET /after-upgrade HTTP/1.1\r\nHost: a\r\nAuthorization: Basic bWFsbG9yeTp4\r\n\r\n",
+            ],
+        ),
+        case(
+            "refused CONNECT then a request",
+            &[
+                b"CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n",
+                b"GET /after-connect HTTP/1.1\r\nHost: a\r\n\r\n",
+            ],
+        ),
+    ]
+}
+
+/// One line of nginx's combined log: `$remote_addr - $remote_user [..] "$request" $status ..`.
+struct Logged {
+    request: String,
+    status: u64,
+    user: Option<String>,
+}
+
+fn parse_log(line: &str) -> Result<Logged> {
+    let user = line.split(' ').nth(2).context("user")?;
+    let start = line.find('"').context("request")?;
+    let end = start + 1 + line[start + 1..].find("\" ").context("request end")?;
+    let status = line[end + 2..]
+        .split(' ')
+        .next()
+        .context("status")?
+        .parse()?;
+    Ok(Logged {
+        request: line[start + 1..end].to_owned(),
+        status,
+        user: (user != "-").then(|| user.to_owned()),
+    })
+}
+
+/// Records of the connection from `port`, in request order.
+fn records_of(records: &[Value], port: u16) -> Vec<&Value> {
+    let mut of: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["network.peer.port"].as_u64() == Some(u64::from(port)))
+        .collect();
+    of.sort_by(|a, b| a.str_field("timestamp").cmp(b.str_field("timestamp")));
+    of
+}
+
+/// nginx escapes bytes outside printable ASCII as `\xHH`: compare up to the first one.
+fn same_path(record: &str, logged: &str) -> bool {
+    match logged.find("\\x") {
+        Some(i) => record.starts_with(&logged[..i]),
+        None => record == logged,
+    }
+}
+
+#[test]
+fn crafted_requests_neither_hide_nor_forge() -> Result<()> {
+    let port = free_port();
+    let mut config = NginxConfig::new(port);
+    config.access_log = true;
+    config.workers = 1;
+    let nginx = Nginx::start(config)?;
+    let tracer = Tracer::start(&[port])?;
+    let mut runs = Vec::new();
+    for case in cases() {
+        let before = nginx.access_log_lines()?;
+        let mut conn = RawConn::connect(("127.0.0.1", port))?;
+        let peer = conn.local_port()?;
+        for part in &case.parts {
+            // nginx may already have closed after an error; what it logged still counts.
+            let _ = conn.send(part);
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        drop(conn);
+        std::thread::sleep(Duration::from_millis(200));
+        runs.push((case.name, peer, before));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let run = tracer.stop()?;
+    let log = nginx.access_log()?;
+    let lines: Vec<&str> = log.lines().collect();
+
+    let mut failures = Vec::new();
+    for (i, &(name, peer, before)) in runs.iter().enumerate() {
+        let after = runs.get(i + 1).map_or(lines.len(), |r| r.2);
+        let logged: Vec<Logged> = lines[before..after]
+            .iter()
+            .map(|l| parse_log(l))
+            .collect::<Result<_>>()?;
+        let records = records_of(&run.records, peer);
+        let answered: Vec<&&Value> = records
+            .iter()
+            .filter(|r| {
+                r.has("http.response.status_code")
+                    || r.str_field("tracer.outcome") == "response_unparsed"
+            })
+            .collect();
+        if answered.len() < logged.len() {
+            failures.push(format!(
+                "{name}: nginx logged {} requests, {} answered records\n{lines:#?}\n{records:#?}",
+                logged.len(),
+                answered.len(),
+                lines = &lines[before..after],
+            ));
+            continue;
+        }
+        for (record, logged) in answered.iter().zip(&logged) {
+            if record.has("http.response.status_code")
+                && record.u64_field("http.response.status_code") != logged.status
+            {
+                failures.push(format!(
+                    "{name}: status differs: {record} vs {}",
+                    logged.status
+                ));
+            }
+            if record.str_field("tracer.outcome") == "request_unparsed" {
+                continue;
+            }
+            let mut parts = logged.request.split_whitespace();
+            let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+            let path = path.split('?').next().unwrap_or("");
+            // A CONNECT target is an authority, not a path.
+            let claimed = (
+                record.str_field("http.request.method"),
+                record.get("url.path").and_then(Value::as_str).unwrap_or(""),
+            );
+            let authority = !path.starts_with('/') && claimed.1.is_empty();
+            if claimed.0 != method || !(authority || same_path(claimed.1, path)) {
+                failures.push(format!(
+                    "{name}: forged {claimed:?}, nginx logged {:?}",
+                    logged.request
+                ));
+            }
+            let user = record.get("user.name").and_then(Value::as_str);
+            if user.is_some() && user != logged.user.as_deref() {
+                failures.push(format!(
+                    "{name}: forged user {user:?}, nginx logged {:?}",
+                    logged.user
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    Ok(())
+}
+
+/// A connection opened before the tracer started is first seen mid-stream: bytes starting
+/// like a TLS record there are not its first bytes, so they must not switch it to TLS
+/// (which would hide every later request on it).
+#[test]
+fn a_connection_seen_mid_stream_is_not_switched_to_tls() -> Result<()> {
+    let port = free_port();
+    let mut config = NginxConfig::new(port);
+    config.access_log = true;
+    config.workers = 1;
+    let nginx = Nginx::start(config)?;
+    let mut conn = RawConn::connect(("127.0.0.1", port))?;
+    conn.send(b"GET /before HTTP/1.1\r\nHost: a\r\n\r\n")?;
+    assert_eq!(conn.read_response("GET")?.status, 200);
+    let tracer = Tracer::start(&[port])?;
+    conn.send(b"\x16\x03\x01\x00\xa5\x01junk\r\n\r\n")?;
+    std::thread::sleep(Duration::from_millis(300));
+    drop(conn);
+    std::thread::sleep(Duration::from_millis(300));
+    let run = tracer.stop()?;
+
+    let log = nginx.access_log()?;
+    let last = parse_log(log.lines().last().context("log")?)?;
+    assert_eq!(last.status, 400, "{log}");
+    assert_eq!(run.records.len(), 1, "{:#?}", run.records);
+    let r = &run.records[0];
+    assert_eq!(r.str_field("tracer.outcome"), "request_unparsed", "{r}");
+    assert_eq!(r.u64_field("http.response.status_code"), 400);
+    assert_eq!(r.str_field("url.scheme"), "http");
+    Ok(())
+}
