@@ -4,7 +4,10 @@ use rusqlite::{Connection, params};
 use serde::Serialize;
 
 use super::filter::Filter;
-use crate::{store::Dim, when::format_ns};
+use crate::{
+    store::{Dim, USERS_BUCKET_MINUTES},
+    when::format_ns,
+};
 
 const NANOS_PER_MINUTE: i64 = 60_000_000_000;
 /// At most this many points, so a 30-day range is a few hundred, not 43,200.
@@ -104,16 +107,24 @@ pub fn totals(conn: &Connection, filter: &Filter) -> anyhow::Result<Totals> {
         params![Dim::All as i64, first, last],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
+    // Hourly buckets are named by their first minute: round the start down to it.
+    let from_bucket = |minutes: i64| {
+        if first == i64::MIN {
+            first
+        } else {
+            first - first.rem_euclid(minutes)
+        }
+    };
     let distinct = |dim: Dim| -> rusqlite::Result<i64> {
         conn.query_row(
             "SELECT count(DISTINCT key) FROM rollup WHERE dim = ?1 AND minute BETWEEN ?2 AND ?3",
-            params![dim as i64, first, last],
+            params![dim as i64, from_bucket(dim.bucket_minutes()), last],
             |r| r.get(0),
         )
     };
     let users: i64 = conn.query_row(
         "SELECT count(DISTINCT user) FROM rollup_users WHERE dim = ?1 AND minute BETWEEN ?2 AND ?3",
-        params![Dim::All as i64, first, last],
+        params![Dim::All as i64, from_bucket(USERS_BUCKET_MINUTES), last],
         |r| r.get(0),
     )?;
     let losses: i64 = conn.query_row(

@@ -7,7 +7,7 @@ use rusqlite::{Connection, OptionalExtension as _, params, params_from_iter};
 use serde::Serialize;
 
 use super::filter::Filter;
-use crate::store::{Dim, client_key};
+use crate::store::{Dim, USERS_BUCKET_MINUTES, client_key};
 
 const NANOS_PER_MINUTE: i64 = 60_000_000_000;
 
@@ -145,6 +145,7 @@ fn from_rollups(
         let mut users = conn.prepare(
             "SELECT count(DISTINCT user) FROM rollup_users WHERE dim = ?1 AND key = ?2 AND minute BETWEEN ?3 AND ?4",
         )?;
+        let first = if first == i64::MIN { first } else { first - first.rem_euclid(USERS_BUCKET_MINUTES) };
         for row in &mut rows {
             let n: i64 = users.query_row(params![dim, row.key, first, last], |r| r.get(0))?;
             row.users = Some(n as u64);

@@ -110,3 +110,24 @@ pub enum Dim {
     StatusClass = 6,
     Stream = 7,
 }
+
+impl Dim {
+    /// Minutes per rollup bucket. Dimensions with thousands of keys (users, clients,
+    /// credentials) count per hour, so a busy minute does not write a row per record;
+    /// the rest count per minute for the time series. Distinct users are hourly.
+    pub fn bucket_minutes(self) -> i64 {
+        match self {
+            Dim::User | Dim::Client | Dim::Credential => 60,
+            Dim::All | Dim::Template | Dim::Asset | Dim::StatusClass | Dim::Stream => 1,
+        }
+    }
+
+    /// The bucket holding `minute`, named by its first minute.
+    pub fn bucket(self, minute: i64) -> i64 {
+        minute - minute.rem_euclid(self.bucket_minutes())
+    }
+}
+
+/// Distinct users are counted per hour (`rollup_users`): exact for whole hours, the
+/// first and last hour of a range count whole.
+pub const USERS_BUCKET_MINUTES: i64 = 60;

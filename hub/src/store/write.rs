@@ -12,7 +12,7 @@ use tracer_audit::{Kind, chain::Hash};
 
 use super::{
     columns::{added_fields, columns},
-    schema::Dim,
+    schema::{Dim, USERS_BUCKET_MINUTES},
 };
 use crate::{
     enrich::Enrichment,
@@ -126,6 +126,7 @@ impl<'c> Batch<'c> {
 
     fn count(&mut self, f: &Fields, e: &Enrichment, asset: Option<&str>) {
         let minute = f.ts_ns.div_euclid(NANOS_PER_MINUTE);
+        let hour = minute - minute.rem_euclid(USERS_BUCKET_MINUTES);
         let failed = i64::from(f.status.is_none_or(|s| s >= 400));
         let client = f.client.map(|c| c.to_string());
         let class = f
@@ -145,7 +146,7 @@ impl<'c> Batch<'c> {
             let Some(key) = key else { continue };
             let counts = self
                 .rollup
-                .entry((dim, key.to_owned(), minute))
+                .entry((dim, key.to_owned(), dim.bucket(minute)))
                 .or_default();
             counts.0 += 1;
             counts.1 += failed;
@@ -153,7 +154,7 @@ impl<'c> Batch<'c> {
                 && matches!(dim, Dim::All | Dim::Template | Dim::Asset | Dim::Client)
             {
                 self.users
-                    .insert((dim, key.to_owned(), minute, user.to_owned()));
+                    .insert((dim, key.to_owned(), hour, user.to_owned()));
             }
         }
     }
