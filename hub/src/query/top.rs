@@ -145,7 +145,11 @@ fn from_rollups(
         let mut users = conn.prepare(
             "SELECT count(DISTINCT user) FROM rollup_users WHERE dim = ?1 AND key = ?2 AND minute BETWEEN ?3 AND ?4",
         )?;
-        let first = if first == i64::MIN { first } else { first - first.rem_euclid(USERS_BUCKET_MINUTES) };
+        let first = if first == i64::MIN {
+            first
+        } else {
+            first - first.rem_euclid(USERS_BUCKET_MINUTES)
+        };
         for row in &mut rows {
             let n: i64 = users.query_row(params![dim, row.key, first, last], |r| r.get(0))?;
             row.users = Some(n as u64);

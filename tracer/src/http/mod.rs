@@ -427,7 +427,14 @@ impl HttpConnection {
             Some(&(ts, _)) if ts <= start => self.unparsed_lines.pop_front(),
             _ => None,
         };
-        let (first_byte_ns, line) = line.unwrap_or((start, Box::default()));
+        // Without a line, the request is the head still being read (the server answered
+        // before it ended: an error), or one the tracer never saw; its time is the
+        // earliest it can be, so records stay in request order.
+        let earliest = self
+            .requests
+            .partial_head_start()
+            .map_or(start, |t| t.min(start));
+        let (first_byte_ns, line) = line.unwrap_or((earliest, Box::default()));
         let seq = self.next_seq;
         self.next_seq += 1;
         self.pending.push_front(Pending {

@@ -149,6 +149,9 @@ pub fn loss_snapshot(
         counter("http", "desyncs", tracker.desyncs),
         counter("http", "oversized_heads", tracker.oversized_heads),
         counter("http", "orphan_responses", tracker.orphan_responses),
+        // Not a loss but an anomaly the trail must show: requests framed in a way
+        // servers disagree on (CL+TE, odd Transfer-Encoding, bare LF in chunk lines).
+        counter("http", "ambiguous_framing", tracker.ambiguous_framing),
         // Requests that exist but are not recorded: inside TLS the tracer cannot
         // decrypt, or in HTTP/2 connections it does not decode.
         counter(
