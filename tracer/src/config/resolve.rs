@@ -6,7 +6,6 @@ use std::{num::NonZeroU64, time::Duration};
 use super::{Config, ConfigError, IdentityConfig};
 use crate::{
     audit::Settings as AuditSettings,
-    enrich::DEFAULT_SECRET_PARAMS,
     sink::{OutputSettings, nats::NatsConfig},
 };
 
@@ -21,8 +20,9 @@ pub struct RunSettings {
     pub ringbuf_bytes: u32,
     /// How often health lines go to stderr, and how often NATS reports a backlog.
     pub stats_interval: Duration,
-    /// Query parameters whose values are written as `REDACTED`: the built-in list,
-    /// the configured names, and the parameters that carry API keys.
+    /// Query parameter names whose values are written as `REDACTED` besides those the
+    /// built-in pattern catches: the configured names and the parameters that carry
+    /// API keys.
     pub redact_query_params: Vec<String>,
     pub bpf_stats: bool,
     pub identity: IdentityConfig,
@@ -39,10 +39,10 @@ impl RunSettings {
         if ports.is_empty() {
             return Err(ConfigError::NoPorts);
         }
-        let mut redact_query_params: Vec<String> = DEFAULT_SECRET_PARAMS
+        let mut redact_query_params: Vec<String> = config
+            .redact_query_params
             .iter()
-            .map(|s| s.to_string())
-            .chain(config.redact_query_params.iter().cloned())
+            .cloned()
             // A query parameter that carries an API key is a credential too.
             .chain(config.identity.api_key_query_params.iter().cloned())
             .collect();

@@ -1,0 +1,51 @@
+//! Percent-decoding (RFC 3986 section 2.1) as servers apply it before they compare
+//! names and paths, so redaction and normalization see what the server saw.
+use std::borrow::Cow;
+
+/// Decodes every `%XX`; a `%` not followed by two hex digits stays literal.
+pub fn decode(input: &[u8]) -> Cow<'_, [u8]> {
+    decode_where(input, |_| true)
+}
+
+fn decode_where(input: &[u8], wanted: impl Fn(u8) -> bool) -> Cow<'_, [u8]> {
+    if !input.contains(&b'%') {
+        return Cow::Borrowed(input);
+    }
+    let mut out = Vec::with_capacity(input.len());
+    let mut i = 0;
+    while i < input.len() {
+        let escaped = match input.get(i..i + 3) {
+            Some([b'%', high, low]) => hex_value(*high)
+                .zip(hex_value(*low))
+                .map(|(h, l)| h << 4 | l)
+                .filter(|&b| wanted(b)),
+            _ => None,
+        };
+        match escaped {
+            Some(byte) => {
+                out.push(byte);
+                i += 3;
+            }
+            None => {
+                out.push(input[i]);
+                i += 1;
+            }
+        }
+    }
+    Cow::Owned(out)
+}
+
+fn hex_value(digit: u8) -> Option<u8> {
+    char::from(digit).to_digit(16).map(|value| value as u8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_valid_escapes_only() {
+        assert_eq!(&*decode(b"a%41%2f%zz%4"), b"aA/%zz%4");
+        assert!(matches!(decode(b"plain"), Cow::Borrowed(_)));
+    }
+}
