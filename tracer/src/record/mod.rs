@@ -164,7 +164,9 @@ impl RecordContext {
         let head = &request.head;
         let response = exchange.response.as_ref();
         let endpoints = finished.meta.endpoints.as_ref();
-        let host = head.header("host").map(String::from_utf8_lossy);
+        let host = head
+            .header("host")
+            .map(|h| without_userinfo(String::from_utf8_lossy(h)));
         let server_address = target
             .authority
             .map(Cow::Borrowed)
@@ -225,6 +227,14 @@ fn outcome(end: ExchangeEnd, cut_by_shutdown: bool) -> &'static str {
     }
 }
 
+/// [`target::without_userinfo`] of a `Host` header, which may be borrowed or owned.
+fn without_userinfo(host: Cow<'_, str>) -> Cow<'_, str> {
+    match host {
+        Cow::Borrowed(h) => Cow::Borrowed(target::without_userinfo(h)),
+        Cow::Owned(h) => Cow::Owned(target::without_userinfo(&h).to_owned()),
+    }
+}
+
 /// `host:port`, `[v6]:port` or `host` -> host (brackets kept off for IPv6 literals).
 fn strip_port(host: Cow<'_, str>) -> Cow<'_, str> {
     let trimmed = host.trim();
@@ -252,6 +262,15 @@ mod tests {
         assert_eq!(strip_port("[::1]:8080".into()), "::1");
         assert_eq!(strip_port("[2001:db8::1]".into()), "2001:db8::1");
         assert_eq!(strip_port(" a.b ".into()), "a.b");
+    }
+
+    #[test]
+    fn host_headers_lose_their_userinfo() {
+        let host = |h: &str| strip_port(without_userinfo(Cow::Owned(h.to_owned()))).into_owned();
+        assert_eq!(host("user:S3CRET@a"), "a");
+        assert_eq!(host("user:S3CRET@a:8080"), "a");
+        assert_eq!(host("u@[::1]:80"), "::1");
+        assert_eq!(without_userinfo(Cow::Borrowed("a:1")), "a:1");
     }
 
     #[test]
