@@ -3,7 +3,7 @@
 //! default is written once, here or as a constant the flags' help shows.
 use std::{num::NonZeroU64, time::Duration};
 
-use super::{Config, ConfigError, IdentityConfig};
+use super::{Config, ConfigError, IdentityConfig, PathRedactionConfig};
 use crate::{
     audit::Settings as AuditSettings,
     sink::{OutputSettings, nats::NatsConfig},
@@ -25,6 +25,7 @@ pub struct RunSettings {
     /// API keys.
     pub redact_query_params: Vec<String>,
     pub bpf_stats: bool,
+    pub path_redaction: PathRedactionConfig,
     pub identity: IdentityConfig,
     pub output: OutputSettings,
     pub nats: NatsConfig,
@@ -57,6 +58,7 @@ impl RunSettings {
             ),
             redact_query_params,
             bpf_stats: config.bpf_stats,
+            path_redaction: config.path_redaction,
             audit: config.audit.settings(),
             identity: config.identity,
             output: config.output,

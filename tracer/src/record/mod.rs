@@ -1,5 +1,6 @@
 //! The access record: one JSON object per HTTP request, keys named after OpenTelemetry
 //! semantic conventions (see docs/record.md).
+mod normalize;
 mod process_fields;
 mod target;
 mod traceparent;
@@ -14,7 +15,7 @@ use serde::Serialize;
 use self::process_fields::ProcessFields;
 use crate::{
     connection::Finished,
-    enrich::{Clock, ProcessInfo, QueryRedactor},
+    enrich::{Clock, PathRedactor, ProcessInfo, QueryRedactor},
     http::ExchangeEnd,
     identity::{ForwardedClient, Identifier},
 };
@@ -35,7 +36,13 @@ pub struct AccessRecord<'a> {
     #[serde(rename = "http.request.method")]
     pub method: &'a str,
     #[serde(rename = "url.path", skip_serializing_if = "Option::is_none")]
-    pub path: Option<&'a str>,
+    pub path: Option<Cow<'a, str>>,
+    /// Written whenever `url.path` is, equal or not: one field to query by.
+    #[serde(
+        rename = "url.path.normalized",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub normalized_path: Option<Cow<'a, str>>,
     #[serde(rename = "url.query", skip_serializing_if = "Option::is_none")]
     pub query: Option<Cow<'a, str>>,
     #[serde(rename = "url.scheme")]
@@ -108,15 +115,22 @@ pub struct AccessRecord<'a> {
 pub struct RecordContext {
     clock: Clock,
     redactor: QueryRedactor,
+    paths: PathRedactor,
     process_fields: ProcessFields,
     identifier: Identifier,
 }
 
 impl RecordContext {
-    pub fn new(clock: Clock, redactor: QueryRedactor, identifier: Identifier) -> Self {
+    pub fn new(
+        clock: Clock,
+        redactor: QueryRedactor,
+        paths: PathRedactor,
+        identifier: Identifier,
+    ) -> Self {
         Self {
             clock,
             redactor,
+            paths,
             process_fields: ProcessFields::default(),
             identifier,
         }
@@ -173,12 +187,20 @@ impl RecordContext {
             .or(host)
             .map(|h| strip_port(h));
         let trace = head.header("traceparent").and_then(traceparent::parse);
+        let (path, normalized_path) = match target.path {
+            Some(raw) => {
+                let (path, normalized) = self.paths.redact(raw, normalize::normalize(raw));
+                (Some(path), Some(normalized))
+            }
+            None => (None, None),
+        };
         AccessRecord {
             timestamp: self.clock.rfc3339(request.first_byte_ns),
             response_timestamp: response.map(|r| self.clock.rfc3339(r.head_ns)),
             duration_ns: response.map(|r| r.head_ns.saturating_sub(request.first_byte_ns)),
             method: &head.method,
-            path: target.path,
+            path,
+            normalized_path,
             query: target
                 .query
                 .filter(|q| !q.is_empty())
