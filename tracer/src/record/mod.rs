@@ -1,5 +1,6 @@
 //! The access record: one JSON object per HTTP request, keys named after OpenTelemetry
 //! semantic conventions (see docs/record.md).
+mod escape;
 mod normalize;
 mod process_fields;
 mod target;
@@ -136,13 +137,15 @@ impl RecordContext {
         }
     }
 
-    /// Appends the record as one JSON object (no newline) to `out`.
+    /// Appends the record as one JSON object (no newline) to `out`, with line breaks
+    /// and bidirectional controls written as `\uXXXX` escapes (see `escape`).
     pub fn write_json(
         &mut self,
         finished: &Finished,
         process: Option<&ProcessInfo>,
         out: &mut Vec<u8>,
     ) -> serde_json::Result<()> {
+        let start = out.len();
         let head = &finished.exchange.request.head;
         let target = target::split(&head.target);
         let query = target.query;
@@ -169,6 +172,7 @@ impl RecordContext {
             out.extend_from_slice(self.process_fields.json(process)?);
         }
         out.push(b'}');
+        escape::escape_invisible_breaks(out, start);
         Ok(())
     }
 
