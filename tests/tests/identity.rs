@@ -442,6 +442,77 @@ fn secrets_appear_in_no_output_even_with_trace_logging() -> Result<()> {
     let query: Vec<String> = params.iter().map(|p| format!("{p}=Q-{p}-S3CRET")).collect();
     secrets.extend(params.iter().map(|p| format!("Q-{p}-S3CRET")));
     curl(&[&url(port, &format!("/case/query?{}", query.join("&")))])?;
+    // Names caught by pattern, in the spellings applications use.
+    let pattern_params = [
+        "accessToken",
+        "authToken",
+        "auth_token",
+        "private_token",
+        "refresh-token",
+        "pwd",
+        "pass",
+        "passphrase",
+        "otp",
+        "pin",
+        "user[password]",
+        "credentials",
+        "client_assertion",
+        "assertion",
+        "jwt",
+        "auth",
+        "AWSAccessKeyId",
+        "apikey",
+        "session",
+        "sessionid",
+        "code",
+    ];
+    let query: Vec<String> = pattern_params
+        .iter()
+        .enumerate()
+        .map(|(i, p)| format!("{p}=P{i}-S3CRET"))
+        .chain(["page=2".to_owned()])
+        .collect();
+    curl(&[
+        "--globoff",
+        &url(port, &format!("/case/pattern?{}", query.join("&"))),
+    ])?;
+    // API keys sent as the Basic user name.
+    let token_users = [
+        ("stripe", "sk_live_S3CRET4eC39HqLyjWDarjt:"),
+        ("github", "ghp_S3CRET16C7e42F292c6912E7710c8:x-oauth-basic"),
+        ("slack", "xoxb-S3CRET-1234567890-AbCdEf:"),
+        ("aws", "AKIAS3CRET0123456789:x"),
+        ("jwt", "eyJS3CRET.eyJzdWIiOiJ4In0.c2ln:"),
+        ("random", "Zq8S3CRETr2LmX0vTe7KpW3nYb:"),
+    ];
+    for (case, user) in token_users {
+        curl(&["-u", user, &url(port, &format!("/case/token-{case}"))])?;
+    }
+    curl(&[
+        "-H",
+        "Host: hostuser:HOST-S3CRET@host.example:8080",
+        &url(port, "/case/host"),
+    ])?;
+    // Secrets in paths: token links, a session id path parameter, and the same links
+    // disguised by escapes and dot segments (sent as they are, hence --path-as-is).
+    for path in [
+        "/reset/RESET-S3CRET",
+        "/password-reset/PWRESET-S3CRET",
+        "/invite/INVITE-S3CRET/accept",
+        "/magic-link/MAGIC-S3CRET",
+        "/app;jsessionid=JSESSION-S3CRET/cart",
+        "/x/../%72eset/DOT-S3CRET",
+        "//invite/SLASH-S3CRET",
+        "/case/%61dmin",
+    ] {
+        curl(&["--path-as-is", &url(port, path)])?;
+    }
+    // Line separators and bidi overrides are escaped, never written raw.
+    curl(&[
+        "-A",
+        "agent\u{2028}{\"forged\":1}\u{202e}txt.exe",
+        &url(port, "/case/agent"),
+    ])?;
     // A config check that reads the secret files says nothing of their contents.
     let check = std::process::Command::new(tests::workspace::tracer_bin()?)
         .args(["config", "check", &config])
@@ -449,7 +520,65 @@ fn secrets_appear_in_no_output_even_with_trace_logging() -> Result<()> {
     assert!(check.status.success(), "{check:?}");
     let run = tracer.stop()?;
 
-    assert_eq!(run.records.len(), 6, "{:#?}", run.records);
+    assert_eq!(run.records.len(), 23, "{:#?}", run.records);
+    let p = by_case(&run, "pattern");
+    let expected: Vec<String> = pattern_params
+        .iter()
+        .map(|p| format!("{p}=REDACTED"))
+        .chain(["page=2".to_owned()])
+        .collect();
+    assert_eq!(p.str_field("url.query"), expected.join("&"));
+    let mut token_fingerprints = Vec::new();
+    for (case, _) in token_users {
+        let r = by_case(&run, &format!("token-{case}"));
+        assert_eq!(r.str_field("audit.auth.method"), "basic", "{case}");
+        assert!(!r.has("user.name"), "{case}: {r}");
+        token_fingerprints.push(r.str_field("audit.credential.fingerprint").to_owned());
+    }
+    token_fingerprints.dedup();
+    assert_eq!(token_fingerprints.len(), token_users.len());
+    assert_eq!(
+        by_case(&run, "host").str_field("server.address"),
+        "host.example"
+    );
+    let by_path = |path: &str| {
+        run.records
+            .iter()
+            .find(|r| r.str_field("url.path") == path)
+            .unwrap_or_else(|| panic!("no record for {path}: {:#?}", run.records))
+    };
+    for (path, normalized) in [
+        ("/reset/REDACTED", "/reset/REDACTED"),
+        ("/password-reset/REDACTED", "/password-reset/REDACTED"),
+        ("/invite/REDACTED/accept", "/invite/REDACTED/accept"),
+        ("/magic-link/REDACTED", "/magic-link/REDACTED"),
+        (
+            "/app;jsessionid=REDACTED/cart",
+            "/app;jsessionid=REDACTED/cart",
+        ),
+        ("/x/../%72eset/REDACTED", "/reset/REDACTED"),
+        ("//invite/REDACTED", "/invite/REDACTED"),
+        ("/case/%61dmin", "/case/admin"),
+    ] {
+        assert_eq!(
+            by_path(path).str_field("url.path.normalized"),
+            normalized,
+            "{path}"
+        );
+    }
+    let agent = by_case(&run, "agent");
+    assert_eq!(
+        agent.str_field("user_agent.original"),
+        "agent\u{2028}{\"forged\":1}\u{202e}txt.exe",
+        "the escapes decode to the characters sent"
+    );
+    assert!(
+        run.stdout
+            .contains(r#"agent\u2028{\"forged\":1}\u202etxt.exe"#)
+            && !run.stdout.contains('\u{2028}')
+            && !run.stdout.contains('\u{202e}'),
+        "raw separators or overrides in stdout"
+    );
     let q = by_case(&run, "query");
     assert_eq!(
         q.str_field("url.query"),

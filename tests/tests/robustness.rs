@@ -62,9 +62,27 @@ fn secrets_appear_nowhere_in_the_output() -> Result<()> {
             "/hello.txt?api_key=S3CRET-KEY&password=S3CRET-PW&sig=S3CRET-SIG&keep=yes",
         ),
     ])?;
+    // A request line no parser reads (a NUL byte): the server answers 400 and the
+    // record keeps the line's start, redacted like any path and query.
+    let mut conn = RawConn::connect(("127.0.0.1", port))?;
+    conn.send(b"GET /reset/S3CRET-PATH?access_token=S3CRET-RAW\x00 HTTP/1.1\r\n\r\n")?;
+    let _ = conn.read_to_end();
     let run = tracer.stop()?;
 
-    assert_eq!(run.records.len(), 2, "records: {:#?}", run.records);
+    let unparsed: Vec<_> = run
+        .records
+        .iter()
+        .filter(|r| r.str_field("tracer.outcome") == "request_unparsed")
+        .collect();
+    assert_eq!(unparsed.len(), 1, "records: {:#?}", run.records);
+    let line = unparsed[0].str_field("tracer.request.line");
+    assert!(line.contains("access_token=REDACTED"), "{line}");
+    let run_records: Vec<_> = run
+        .records
+        .iter()
+        .filter(|r| r.str_field("tracer.outcome") != "request_unparsed")
+        .collect();
+    assert_eq!(run_records.len(), 2, "records: {:#?}", run.records);
     assert!(
         !run.stdout.contains("S3CRET"),
         "a secret reached stdout:\n{}",
@@ -75,7 +93,10 @@ fn secrets_appear_nowhere_in_the_output() -> Result<()> {
         "a secret reached stderr:\n{}",
         run.stderr
     );
-    let mut queries = strings(&run.records, "url.query");
+    let mut queries: Vec<String> = run_records
+        .iter()
+        .map(|r| r.str_field("url.query").to_owned())
+        .collect();
     queries.sort_unstable();
     assert_eq!(
         queries,

@@ -138,8 +138,9 @@ pub struct RunArgs {
     )]
     pub stats_interval: Option<NonZeroU64>,
 
-    /// Extra query parameter name whose value is written as REDACTED (the built-in list
-    /// covers access_token, api_key, password, sig, X-Amz-Signature and more).
+    /// Extra query (or `;` path) parameter name whose value is written as REDACTED, in
+    /// any spelling of its words (the built-in pattern catches names with token,
+    /// password, secret, signature, ... in them, api_key, sig, code and more).
     #[arg(long = "redact-query-param", value_name = "NAME")]
     pub redact_query_params: Vec<String>,
 

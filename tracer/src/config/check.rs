@@ -60,6 +60,12 @@ pub fn check(path: &Path) -> Result<CheckReport, ConfigError> {
                 .join(", ")
         }
     ));
+    let paths = &config.path_redaction;
+    lines.push(format!(
+        "path redaction: built-in rules {}, {} more rule(s)",
+        if paths.defaults { "on" } else { "off" },
+        paths.rules.len()
+    ));
     if let Some(file) = &config.output.file {
         lines.push(format!("output file: {file}"));
     }

@@ -18,6 +18,7 @@ use tracer_audit::{StreamId, key::DEFAULT_KEY_FILE, state::DEFAULT_STATE_FILE};
 
 use crate::{
     audit::Settings as AuditSettings,
+    enrich::PathRule,
     identity::{fingerprint::SecretError, keys::KeyError},
     sink::{OutputSettings, nats::NatsConfig},
 };
@@ -70,11 +71,32 @@ pub struct Config {
     pub redact_query_params: Vec<String>,
     /// `--bpf-stats`.
     pub bpf_stats: bool,
+    pub path_redaction: PathRedactionConfig,
     pub identity: IdentityConfig,
     pub output: OutputSettings,
     pub audit: AuditConfig,
     /// The NATS JetStream sink (`--nats*`).
     pub nats: NatsConfig,
+}
+
+/// `[path_redaction]`: path segments that hold secrets (docs/config.md). Secret
+/// `;name=value` path parameters are redacted whatever this says.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PathRedactionConfig {
+    /// The built-in rules (`DEFAULT_PATH_RULES`), on unless turned off.
+    pub defaults: bool,
+    /// More rules, checked when the file is parsed.
+    pub rules: Vec<PathRule>,
+}
+
+impl Default for PathRedactionConfig {
+    fn default() -> Self {
+        Self {
+            defaults: true,
+            rules: Vec::new(),
+        }
+    }
 }
 
 /// `[audit]`: the hash chain and its checkpoints (docs/audit.md). Unset keys take the
@@ -271,6 +293,9 @@ ringbuf_bytes = 8388608
 stats_interval = 5
 redact_query_params = ["otp"]
 
+[path_redaction]
+rules = ["/share/{secret}", "**/keys/*/{secret}"]
+
 [identity]
 fingerprint_secret_file = "/tmp/k"
 api_key_headers = ["X-Api-Key", "X-Key"]
@@ -303,6 +328,8 @@ checkpoint_records = 500
         )
         .unwrap();
         assert!(c.output.stdout);
+        assert!(c.path_redaction.defaults, "on unless turned off");
+        assert_eq!(c.path_redaction.rules.len(), 2);
         let file = c.output.file.as_ref().unwrap();
         assert_eq!(file.keep.map(|k| k.get()), Some(30));
         assert_eq!(file.mode.bits(), 0o600, "unset keys keep defaults");
@@ -377,6 +404,11 @@ checkpoint_records = 500
             ("[audit]\ncheckpoint_records = 0\n", 2, "nonzero"),
             ("[nats]\nsubject = \"a.{hostname}\"\n", 2, "placeholder"),
             ("[nats]\nstream = \"a.b\"\n", 2, "stream name"),
+            (
+                "[path_redaction]\nrules = [\"/reset\"]\n",
+                2,
+                "no segment to redact",
+            ),
         ] {
             let message = parse(text).err().unwrap().to_string();
             assert!(

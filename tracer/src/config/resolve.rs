@@ -3,10 +3,9 @@
 //! default is written once, here or as a constant the flags' help shows.
 use std::{num::NonZeroU64, time::Duration};
 
-use super::{Config, ConfigError, IdentityConfig};
+use super::{Config, ConfigError, IdentityConfig, PathRedactionConfig};
 use crate::{
     audit::Settings as AuditSettings,
-    enrich::DEFAULT_SECRET_PARAMS,
     sink::{OutputSettings, nats::NatsConfig},
 };
 
@@ -21,10 +20,12 @@ pub struct RunSettings {
     pub ringbuf_bytes: u32,
     /// How often health lines go to stderr, and how often NATS reports a backlog.
     pub stats_interval: Duration,
-    /// Query parameters whose values are written as `REDACTED`: the built-in list,
-    /// the configured names, and the parameters that carry API keys.
+    /// Query parameter names whose values are written as `REDACTED` besides those the
+    /// built-in pattern catches: the configured names and the parameters that carry
+    /// API keys.
     pub redact_query_params: Vec<String>,
     pub bpf_stats: bool,
+    pub path_redaction: PathRedactionConfig,
     pub identity: IdentityConfig,
     pub output: OutputSettings,
     pub nats: NatsConfig,
@@ -39,10 +40,10 @@ impl RunSettings {
         if ports.is_empty() {
             return Err(ConfigError::NoPorts);
         }
-        let mut redact_query_params: Vec<String> = DEFAULT_SECRET_PARAMS
+        let mut redact_query_params: Vec<String> = config
+            .redact_query_params
             .iter()
-            .map(|s| s.to_string())
-            .chain(config.redact_query_params.iter().cloned())
+            .cloned()
             // A query parameter that carries an API key is a credential too.
             .chain(config.identity.api_key_query_params.iter().cloned())
             .collect();
@@ -57,6 +58,7 @@ impl RunSettings {
             ),
             redact_query_params,
             bpf_stats: config.bpf_stats,
+            path_redaction: config.path_redaction,
             audit: config.audit.settings(),
             identity: config.identity,
             output: config.output,

@@ -1,56 +1,24 @@
 //! Keeping credentials and terminal escapes out of what the tracer writes.
 
-use std::{borrow::Cow, collections::HashSet};
+use std::borrow::Cow;
 
-/// Query parameter names whose values carry credentials (OWASP / OTel `url.query` guidance).
-pub const DEFAULT_SECRET_PARAMS: &[&str] = &[
-    "access_token",
-    "token",
-    "id_token",
-    "refresh_token",
-    "api_key",
-    "apikey",
-    "key",
-    "password",
-    "passwd",
-    "secret",
-    "client_secret",
-    "sig",
-    "signature",
-    "x-amz-signature",
-    "x-amz-credential",
-    "x-amz-security-token",
-    "x-goog-signature",
-    "code",
-    "session",
-    "sessionid",
-    "jsessionid",
-];
+use super::{percent, secret_name::SecretNames};
 
-const REDACTED: &str = "REDACTED";
+pub const REDACTED: &str = "REDACTED";
 
 /// Replaces the values of secret query parameters.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct QueryRedactor {
-    /// ASCII-lowercased names, as bytes because a percent-decoded name need not be UTF-8.
-    names: HashSet<Vec<u8>>,
+    names: SecretNames,
 }
 
 impl QueryRedactor {
-    /// A redactor for the given parameter names, matched case-insensitively (ASCII) against the
-    /// percent-decoded parameter name.
-    pub fn new<I: IntoIterator<Item = S>, S: AsRef<str>>(names: I) -> Self {
-        let names = names
-            .into_iter()
-            .map(|name| name.as_ref().as_bytes().to_ascii_lowercase())
-            .collect();
-        Self { names }
-    }
-
-    /// A redactor for [`DEFAULT_SECRET_PARAMS`].
-    #[cfg(test)]
-    pub fn default_set() -> Self {
-        Self::new(DEFAULT_SECRET_PARAMS)
+    /// A redactor for the built-in pattern of credential names (see [`SecretNames`])
+    /// plus `extra` names, each matched in any spelling of its words.
+    pub fn new<I: IntoIterator<Item = S>, S: AsRef<str>>(extra: I) -> Self {
+        Self {
+            names: SecretNames::new(extra),
+        }
     }
 
     /// Returns the query (the part after `?`) with the value of every secret parameter replaced
@@ -81,41 +49,12 @@ impl QueryRedactor {
 
     /// Offset of the value within `name=value` when the name is a secret one and the value is
     /// not empty.
-    fn secret_value_start(&self, segment: &str) -> Option<usize> {
+    pub fn secret_value_start(&self, segment: &str) -> Option<usize> {
         let (name, value) = segment.split_once('=')?;
-        let is_secret = !value.is_empty()
-            && self
-                .names
-                .contains(&percent_decode(name.as_bytes()).to_ascii_lowercase());
+        let is_secret =
+            !value.is_empty() && self.names.is_secret(&percent::decode(name.as_bytes()));
         is_secret.then_some(name.len() + 1)
     }
-}
-
-/// Percent-decodes like a server would; a `%` not followed by two hex digits stays literal.
-fn percent_decode(input: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(input.len());
-    let mut i = 0;
-    while i < input.len() {
-        let escaped = match input.get(i..i + 3) {
-            Some([b'%', high, low]) => hex_value(*high).zip(hex_value(*low)),
-            _ => None,
-        };
-        match escaped {
-            Some((high, low)) => {
-                out.push(high << 4 | low);
-                i += 3;
-            }
-            None => {
-                out.push(input[i]);
-                i += 1;
-            }
-        }
-    }
-    out
-}
-
-fn hex_value(digit: u8) -> Option<u8> {
-    char::from(digit).to_digit(16).map(|value| value as u8)
 }
 
 #[cfg(test)]
@@ -124,13 +63,38 @@ mod tests {
 
     use super::*;
 
+    /// The fixed list this redactor had before it matched by pattern; all still match.
+    const FORMER_DEFAULTS: &[&str] = &[
+        "access_token",
+        "token",
+        "id_token",
+        "refresh_token",
+        "api_key",
+        "apikey",
+        "key",
+        "password",
+        "passwd",
+        "secret",
+        "client_secret",
+        "sig",
+        "signature",
+        "x-amz-signature",
+        "x-amz-credential",
+        "x-amz-security-token",
+        "x-goog-signature",
+        "code",
+        "session",
+        "sessionid",
+        "jsessionid",
+    ];
+
     fn redact(query: &str) -> Cow<'_, str> {
-        QueryRedactor::default_set().redact(query)
+        QueryRedactor::default().redact(query)
     }
 
     #[test]
-    fn redacts_every_default_name() {
-        for name in DEFAULT_SECRET_PARAMS {
+    fn redacts_every_former_default_name() {
+        for name in FORMER_DEFAULTS {
             let query = format!("a=1&{name}=s3cr3t&b=2");
             assert_eq!(redact(&query), format!("a=1&{name}=REDACTED&b=2"), "{name}");
         }
@@ -208,9 +172,25 @@ mod tests {
     }
 
     #[test]
-    fn custom_names_replace_the_default_set() {
-        let redactor = QueryRedactor::new(["Auth"]);
-        assert_eq!(redactor.redact("auth=1&token=2"), "auth=REDACTED&token=2");
+    fn redacts_names_by_pattern() {
+        assert_eq!(
+            redact("accessToken=a&user%5Bpassword%5D=b&AWSAccessKeyId=c&page=2&X-Amz-Signature=d"),
+            "accessToken=REDACTED&user%5Bpassword%5D=REDACTED&AWSAccessKeyId=REDACTED&page=2\
+             &X-Amz-Signature=REDACTED"
+        );
+        assert_eq!(
+            redact("pwd=a&otp=1&pin=2&jwt=x"),
+            "pwd=REDACTED&otp=REDACTED&pin=REDACTED&jwt=REDACTED"
+        );
+    }
+
+    #[test]
+    fn configured_names_add_to_the_pattern() {
+        let redactor = QueryRedactor::new(["tenant"]);
+        assert_eq!(
+            redactor.redact("tenant=1&token=2&page=3"),
+            "tenant=REDACTED&token=REDACTED&page=3"
+        );
     }
 
     /// One generated parameter: a name, whether it is secret, and an optional `=value`.
@@ -223,7 +203,7 @@ mod tests {
 
     /// A default secret name with random letter case and random percent-encoding per byte.
     fn secret_name() -> impl Strategy<Value = String> {
-        prop::sample::select(DEFAULT_SECRET_PARAMS).prop_flat_map(|name| {
+        prop::sample::select(FORMER_DEFAULTS).prop_flat_map(|name| {
             prop::collection::vec((any::<bool>(), any::<bool>()), name.len()).prop_map(
                 move |styles| {
                     name.bytes()
@@ -248,7 +228,7 @@ mod tests {
 
     fn param() -> impl Strategy<Value = Param> {
         // Secret values carry '~', which nothing else generated contains, so any '~' in the
-        // output is a leak. Other names start with "n_", which no secret name does.
+        // output is a leak. Other names are "n_" and digits, which no secret name is.
         let secret = (secret_name(), "~[A-Za-z0-9%+.=~-]{0,8}", any::<bool>()).prop_map(
             |(name, value, has_value)| Param {
                 name,
@@ -256,15 +236,13 @@ mod tests {
                 value: has_value.then_some(value),
             },
         );
-        let other = (
-            "n_[a-z%0-9]{0,6}",
-            prop::option::of("[A-Za-z0-9%+.=-]{0,8}"),
-        )
-            .prop_map(|(name, value)| Param {
+        let other = ("n_[0-9]{0,6}", prop::option::of("[A-Za-z0-9%+.=-]{0,8}")).prop_map(
+            |(name, value)| Param {
                 name,
                 secret: false,
                 value,
-            });
+            },
+        );
         prop_oneof![secret, other]
     }
 

@@ -8,6 +8,7 @@ pub mod jwks;
 pub mod jwt;
 pub mod keys;
 pub mod proxy;
+mod token_shape;
 
 use std::{
     borrow::Cow,
@@ -171,7 +172,11 @@ impl Identifier {
                 id.token = Some((info, verdict));
             } else if scheme.eq_ignore_ascii_case(b"basic") {
                 id.method = Method::Basic;
-                id.user_name = basic::user_name(param).map(Cow::Owned);
+                match basic::user(param, &self.fingerprinter) {
+                    Some(basic::BasicUser::Name(name)) => id.user_name = Some(Cow::Owned(name)),
+                    Some(basic::BasicUser::Token(fingerprint)) => id.credential = Some(fingerprint),
+                    None => {}
+                }
             } else {
                 id.method = Method::OtherAuthorization;
             }

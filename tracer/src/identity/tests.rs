@@ -115,6 +115,26 @@ fn bearer_verified_then_expired_from_cache() {
 }
 
 #[test]
+fn a_token_as_basic_user_is_a_credential_not_a_name() {
+    let mut ider = identifier(false);
+    let token = "ghp_16C7e42F292c6912E7710c838347Ae178B4a";
+    let basic = format!(
+        "Basic {}",
+        STANDARD.encode(format!("{token}:x-oauth-basic"))
+    );
+    let (r, _) = run(&mut ider, "/", &[("Authorization", &basic)], "1.2.3.4");
+    assert_eq!(r["audit.auth.method"], "basic");
+    assert!(r.get("user.name").is_none(), "{r}");
+    // The same key as a header has the same fingerprint.
+    let (h, _) = run(&mut ider, "/", &[("x-api-key", token)], "1.2.3.4");
+    assert_eq!(
+        r["audit.credential.fingerprint"],
+        h["audit.credential.fingerprint"]
+    );
+    assert!(!r.to_string().contains("ghp_"), "{r}");
+}
+
+#[test]
 fn basic_api_key_cookie_and_none() {
     let mut ider = identifier(false);
     let basic = format!("Basic {}", STANDARD.encode("alice:S3CRET"));

@@ -12,7 +12,7 @@ use crate::{
     audit::Output,
     config::RunSettings,
     connection::Tracker,
-    enrich::{Clock, ProcessCache, QueryRedactor},
+    enrich::{Clock, PathRedactor, ProcessCache, QueryRedactor},
     kernel::{
         check, discovery,
         loader::{self, Options},
@@ -77,6 +77,11 @@ pub fn start(config: &RunSettings) -> Result<Started> {
         records: RecordContext::new(
             Clock::calibrate(),
             QueryRedactor::new(&config.redact_query_params),
+            PathRedactor::new(
+                config.path_redaction.defaults,
+                &config.path_redaction.rules,
+                &config.redact_query_params,
+            ),
             identifier,
         ),
         output,

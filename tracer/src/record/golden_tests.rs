@@ -9,7 +9,7 @@ use tracer_common::{Direction, EventHeader};
 use super::RecordContext;
 use crate::{
     connection::{Finished, Tracker},
-    enrich::{Clock, ProcessInfo, QueryRedactor},
+    enrich::{Clock, PathRedactor, ProcessInfo, QueryRedactor},
     identity::{Fingerprinter, Identifier, Names, ProxyTrust},
     kernel::events::{Endpoints, KernelEvent},
 };
@@ -71,7 +71,8 @@ fn process() -> ProcessInfo {
 }
 
 /// Three connections: a keep-alive pair with identity, query secrets and trace
-/// context; a chunked upload; a request the client abandoned.
+/// context; a chunked upload; a request the client abandoned, with a path to
+/// normalize and a session id in it.
 fn records() -> String {
     let mut tracker = Tracker::new();
     let mut finished: Vec<Finished> = Vec::new();
@@ -126,7 +127,12 @@ fn records() -> String {
             b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n",
         ),
         open(3, 40003),
-        data(3, 30_000, ingress, b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\n"),
+        data(
+            3,
+            30_000,
+            ingress,
+            b"GET /x/..//slow;jsessionid=J-SECRET HTTP/1.1\r\nHost: a\r\n\r\n",
+        ),
         KernelEvent::Close {
             header: header(3, 31_000),
         },
@@ -138,6 +144,7 @@ fn records() -> String {
     let mut context = RecordContext::new(
         Clock::with_offset_ns(1_795_375_670_000_000_000),
         QueryRedactor::new(["api_key", "sig"]),
+        PathRedactor::new(true, &[], ["api_key", "sig"]),
         identifier(),
     );
     let process = process();

@@ -1,5 +1,7 @@
 //! The access record: one JSON object per HTTP request, keys named after OpenTelemetry
 //! semantic conventions (see docs/record.md).
+mod escape;
+mod normalize;
 mod process_fields;
 mod target;
 mod traceparent;
@@ -14,7 +16,7 @@ use serde::Serialize;
 use self::process_fields::ProcessFields;
 use crate::{
     connection::Finished,
-    enrich::{Clock, ProcessInfo, QueryRedactor},
+    enrich::{Clock, PathRedactor, ProcessInfo, QueryRedactor},
     http::ExchangeEnd,
     identity::{ForwardedClient, Identifier},
 };
@@ -35,7 +37,13 @@ pub struct AccessRecord<'a> {
     #[serde(rename = "http.request.method")]
     pub method: &'a str,
     #[serde(rename = "url.path", skip_serializing_if = "Option::is_none")]
-    pub path: Option<&'a str>,
+    pub path: Option<Cow<'a, str>>,
+    /// Written whenever `url.path` is, equal or not: one field to query by.
+    #[serde(
+        rename = "url.path.normalized",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub normalized_path: Option<Cow<'a, str>>,
     #[serde(rename = "url.query", skip_serializing_if = "Option::is_none")]
     pub query: Option<Cow<'a, str>>,
     #[serde(rename = "url.scheme")]
@@ -117,27 +125,36 @@ pub struct AccessRecord<'a> {
 pub struct RecordContext {
     clock: Clock,
     redactor: QueryRedactor,
+    paths: PathRedactor,
     process_fields: ProcessFields,
     identifier: Identifier,
 }
 
 impl RecordContext {
-    pub fn new(clock: Clock, redactor: QueryRedactor, identifier: Identifier) -> Self {
+    pub fn new(
+        clock: Clock,
+        redactor: QueryRedactor,
+        paths: PathRedactor,
+        identifier: Identifier,
+    ) -> Self {
         Self {
             clock,
             redactor,
+            paths,
             process_fields: ProcessFields::default(),
             identifier,
         }
     }
 
-    /// Appends the record as one JSON object (no newline) to `out`.
+    /// Appends the record as one JSON object (no newline) to `out`, with line breaks
+    /// and bidirectional controls written as `\uXXXX` escapes (see `escape`).
     pub fn write_json(
         &mut self,
         finished: &Finished,
         process: Option<&ProcessInfo>,
         out: &mut Vec<u8>,
     ) -> serde_json::Result<()> {
+        let start = out.len();
         let head = &finished.exchange.request.head;
         let target = target::split(&head.target);
         let query = target.query;
@@ -164,6 +181,7 @@ impl RecordContext {
             out.extend_from_slice(self.process_fields.json(process)?);
         }
         out.push(b'}');
+        escape::escape_invisible_breaks(out, start);
         Ok(())
     }
 
@@ -173,7 +191,9 @@ impl RecordContext {
         let head = &request.head;
         let response = exchange.response.as_ref();
         let endpoints = finished.meta.endpoints.as_ref();
-        let host = head.header("host").map(String::from_utf8_lossy);
+        let host = head
+            .header("host")
+            .map(|h| without_userinfo(String::from_utf8_lossy(h)));
         let server_address = target
             .authority
             .map(Cow::Borrowed)
@@ -181,6 +201,13 @@ impl RecordContext {
             .map(|h| strip_port(h));
         let trace = head.header("traceparent").and_then(traceparent::parse);
         let unparsed = exchange.unparsed_request.as_deref();
+        let (path, normalized_path) = match target.path {
+            Some(raw) => {
+                let (path, normalized) = self.paths.redact(raw, normalize::normalize(raw));
+                (Some(path), Some(normalized))
+            }
+            None => (None, None),
+        };
         AccessRecord {
             timestamp: self.clock.rfc3339(request.first_byte_ns),
             response_timestamp: response.map(|r| self.clock.rfc3339(r.head_ns)),
@@ -191,7 +218,8 @@ impl RecordContext {
             } else {
                 &head.method
             },
-            path: target.path,
+            path,
+            normalized_path,
             query: target
                 .query
                 .filter(|q| !q.is_empty())
@@ -229,7 +257,7 @@ impl RecordContext {
                 Some(_) => "request_unparsed",
                 None => outcome(exchange.end, finished.cut_by_shutdown),
             },
-            request_line: unparsed.map(escape),
+            request_line: unparsed.map(|raw| self.redacted_line(raw)),
             framing: exchange.framing_ambiguous.then_some("ambiguous"),
         }
     }
@@ -237,6 +265,36 @@ impl RecordContext {
 
 /// Raw request bytes as printable ASCII: other bytes, `"` and `\` become `\xNN`, so a
 /// client cannot inject anything into whatever displays the record.
+impl RecordContext {
+    /// The start of a request line no parser read: escaped, then its path and query
+    /// redacted like any other, since it may carry the same secrets.
+    fn redacted_line(&self, raw: &[u8]) -> String {
+        let line = escape(raw);
+        let (method, rest) = line.split_once(' ').unwrap_or(("", line.as_str()));
+        let (target, version) = rest.split_once(' ').unwrap_or((rest, ""));
+        let (path, query) = match target.split_once('?') {
+            Some((path, query)) => (path, Some(query)),
+            None => (target, None),
+        };
+        let (path, _) = self.paths.redact(path, normalize::normalize(path));
+        let mut out = String::with_capacity(line.len());
+        if !method.is_empty() {
+            out.push_str(method);
+            out.push(' ');
+        }
+        out.push_str(&path);
+        if let Some(query) = query {
+            out.push('?');
+            out.push_str(&self.redactor.redact(query));
+        }
+        if !version.is_empty() {
+            out.push(' ');
+            out.push_str(version);
+        }
+        out
+    }
+}
+
 fn escape(raw: &[u8]) -> String {
     use std::fmt::Write;
     let mut out = String::with_capacity(raw.len());
@@ -257,6 +315,14 @@ fn outcome(end: ExchangeEnd, cut_by_shutdown: bool) -> &'static str {
         ExchangeEnd::ConnectionClosed => "connection_closed",
         ExchangeEnd::ResponseUnparsed => "response_unparsed",
         ExchangeEnd::Upgraded => "upgraded",
+    }
+}
+
+/// [`target::without_userinfo`] of a `Host` header, which may be borrowed or owned.
+fn without_userinfo(host: Cow<'_, str>) -> Cow<'_, str> {
+    match host {
+        Cow::Borrowed(h) => Cow::Borrowed(target::without_userinfo(h)),
+        Cow::Owned(h) => Cow::Owned(target::without_userinfo(&h).to_owned()),
     }
 }
 
@@ -287,6 +353,15 @@ mod tests {
         assert_eq!(strip_port("[::1]:8080".into()), "::1");
         assert_eq!(strip_port("[2001:db8::1]".into()), "2001:db8::1");
         assert_eq!(strip_port(" a.b ".into()), "a.b");
+    }
+
+    #[test]
+    fn host_headers_lose_their_userinfo() {
+        let host = |h: &str| strip_port(without_userinfo(Cow::Owned(h.to_owned()))).into_owned();
+        assert_eq!(host("user:S3CRET@a"), "a");
+        assert_eq!(host("user:S3CRET@a:8080"), "a");
+        assert_eq!(host("u@[::1]:80"), "::1");
+        assert_eq!(without_userinfo(Cow::Borrowed("a:1")), "a:1");
     }
 
     #[test]

@@ -19,19 +19,24 @@ pub fn split(target: &str) -> Target<'_> {
     {
         let end = rest.find(['/', '?']).unwrap_or(rest.len());
         let (authority, tail) = rest.split_at(end);
-        // Userinfo in an absolute URL is a credential: never reported.
-        let authority = authority
-            .rsplit_once('@')
-            .map_or(authority, |(_, host)| host);
+        let authority = without_userinfo(authority);
         let tail = if tail.is_empty() { "/" } else { tail };
         return path_and_query(Some(authority), tail);
     }
     // authority-form (CONNECT host:port).
     Target {
-        authority: Some(target),
+        authority: Some(without_userinfo(target)),
         path: None,
         query: None,
     }
+}
+
+/// `user:password@host:port` -> `host:port`. Userinfo is a credential wherever it is
+/// sent (absolute-form targets, CONNECT targets, `Host` headers): never reported.
+pub fn without_userinfo(authority: &str) -> &str {
+    authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host)
 }
 
 fn path_and_query<'a>(authority: Option<&'a str>, target: &'a str) -> Target<'a> {
@@ -71,6 +76,17 @@ mod tests {
         assert_eq!(t.authority, Some("example.com:80"));
         assert_eq!((t.path, t.query), (Some("/x"), Some("q=1")));
         assert_eq!(split("http://h?q").path, Some("/"));
+        assert_eq!(split("http://a@b@h/").authority, Some("h"));
+    }
+
+    #[test]
+    fn connect_targets_and_hosts_drop_userinfo() {
+        assert_eq!(
+            split("u:S3CRET@example.com:443").authority,
+            Some("example.com:443")
+        );
+        assert_eq!(without_userinfo("u:S3CRET@a"), "a");
+        assert_eq!(without_userinfo("a:80"), "a:80");
     }
 
     #[test]
