@@ -4,7 +4,7 @@ use anyhow::Result;
 use std::net::{IpAddr, Ipv4Addr};
 use tests::clients::{RawConn, curl, junk_bytes, tls_client_hello, url};
 use tests::ports::free_port;
-use tests::record::{RecordExt, strings};
+use tests::record::RecordExt;
 use tests::servers::{Nginx, NginxConfig, PyHttpServer};
 use tests::tracer::Tracer;
 
