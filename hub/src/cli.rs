@@ -77,14 +77,21 @@ impl EnrichArgs {
     }
 }
 
+/// What ingest needs, from `serve` and `import` alike.
 #[derive(Args)]
-pub struct ServeArgs {
+pub struct IngestArgs {
     #[command(flatten)]
     pub store: StoreArgs,
     #[command(flatten)]
     pub verify: VerifyArgs,
     #[command(flatten)]
     pub enrich: EnrichArgs,
+}
+
+#[derive(Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub ingest: IngestArgs,
     /// The NATS server the sensors publish to; without it the hub only serves.
     #[arg(long, value_name = "URL")]
     pub nats: Option<String>,
@@ -121,11 +128,7 @@ impl ServeArgs {
 #[derive(Args)]
 pub struct ImportArgs {
     #[command(flatten)]
-    pub store: StoreArgs,
-    #[command(flatten)]
-    pub verify: VerifyArgs,
-    #[command(flatten)]
-    pub enrich: EnrichArgs,
+    pub ingest: IngestArgs,
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,
 }

@@ -179,6 +179,17 @@ fn query_jsonl(data: &str, filters: &[&str]) -> Result<Vec<Value>> {
         .collect()
 }
 
+/// `tracer-hub integrity --format json` of the store at `data`.
+fn integrity(data: &str) -> Result<Value> {
+    Ok(serde_json::from_str(&hub::ok(&[
+        "integrity",
+        "--data",
+        data,
+        "--format",
+        "json",
+    ])?)?)
+}
+
 fn paths(records: &[Value]) -> Vec<String> {
     let mut paths: Vec<String> = records
         .iter()
@@ -298,13 +309,7 @@ fn every_request_nginx_logged_is_stored_once_and_queries_find_it() -> Result<()>
     );
 
     // Integrity: the whole stream, proven through the shutdown checkpoint.
-    let integrity: Value = serde_json::from_str(&hub::ok(&[
-        "integrity",
-        "--data",
-        &data,
-        "--format",
-        "json",
-    ])?)?;
+    let integrity: Value = integrity(&data)?;
     let stream = &integrity["streams"][0];
     assert_eq!(stream["stream"], STREAM_ID);
     assert_eq!(stream["start_seen"], true);
@@ -389,13 +394,7 @@ fn a_hub_killed_mid_ingest_loses_nothing_and_stores_nothing_twice() -> Result<()
         .filter_map(|r| r["audit.seq"].as_u64())
         .collect();
     assert_eq!(seqs.len() as u64, sent, "each seq once");
-    let integrity: Value = serde_json::from_str(&hub::ok(&[
-        "integrity",
-        "--data",
-        &data,
-        "--format",
-        "json",
-    ])?)?;
+    let integrity: Value = integrity(&data)?;
     let stream = &integrity["streams"][0];
     assert_eq!(
         stream["breaks"].as_array().map(Vec::len),
@@ -459,13 +458,7 @@ fn altered_and_junk_lines_in_files_are_flagged_and_a_file_imported_twice_is_stor
     std::fs::write(&file, tampered.join("\n") + "\n")?;
     let data = setup.path("tampered").display().to_string();
     assert!(import(&data, &file)?.ok);
-    let integrity: Value = serde_json::from_str(&hub::ok(&[
-        "integrity",
-        "--data",
-        &data,
-        "--format",
-        "json",
-    ])?)?;
+    let integrity: Value = integrity(&data)?;
     let breaks = integrity["streams"][0]["breaks"]
         .as_array()
         .ok_or_else(|| anyhow!("no breaks: {integrity}"))?;

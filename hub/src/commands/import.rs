@@ -8,7 +8,7 @@ use crate::{
 const BATCH: usize = 5_000;
 
 pub fn run(args: &ImportArgs) -> anyhow::Result<()> {
-    let mut pipeline = super::pipeline(&args.store, &args.verify, &args.enrich)?;
+    let mut pipeline = super::pipeline(&args.ingest)?;
     let mut total = Outcome::default();
     for path in chain_order(&args.files)? {
         let mut file = FileLines::open(&path)?;

@@ -5,18 +5,19 @@ pub mod read;
 pub mod serve;
 
 use crate::{
-    cli::{EnrichArgs, StoreArgs, VerifyArgs},
+    cli::IngestArgs,
     enrich::Enricher,
     pipeline::{Outcome, Pipeline},
     store::StoreAt,
     verify::keys::Keys,
 };
 
-fn pipeline(
-    store: &StoreArgs,
-    verify: &VerifyArgs,
-    enrich: &EnrichArgs,
-) -> anyhow::Result<Pipeline> {
+fn pipeline(args: &IngestArgs) -> anyhow::Result<Pipeline> {
+    let IngestArgs {
+        store,
+        verify,
+        enrich,
+    } = args;
     let keys = Keys::from_pairs(verify.keys.iter().map(String::as_str))?;
     let enricher = Enricher::load(&enrich.settings())?;
     let writer = StoreAt {

@@ -38,7 +38,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         args.password_hash_file.as_deref(),
         args.token_file.as_deref(),
     )?;
-    let pipeline = super::pipeline(&args.store, &args.verify, &args.enrich)?;
+    let pipeline = super::pipeline(&args.ingest)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -50,7 +50,7 @@ async fn serve(args: &ServeArgs, secret: Secret, pipeline: Pipeline) -> anyhow::
     let (live, _) = broadcast::channel(LIVE_BUFFER);
     let hub = Arc::new(Hub {
         store: StoreAt {
-            data: args.store.data.clone(),
+            data: args.ingest.store.data.clone(),
         },
         auth: Auth::new(secret),
         live: live.clone(),

@@ -130,15 +130,7 @@ fn from_rollups(
     ))?;
     let mut rows: Vec<TopRow> = stmt
         .query_map(params![dim, first, last, limit as i64], |row| {
-            Ok(TopRow {
-                key: row.get(0)?,
-                requests: row.get::<_, i64>(1)? as u64,
-                failures: row.get::<_, i64>(2)? as u64,
-                users: None,
-                country: None,
-                asn: None,
-                as_org: None,
-            })
+            counted(row, None)
         })?
         .collect::<Result<_, _>>()?;
     if matches!(kind.dim(), Dim::Template | Dim::Asset | Dim::Client) {
@@ -178,21 +170,24 @@ fn from_records(
     let with_users = matches!(kind.dim(), Dim::Template | Dim::Asset | Dim::Client);
     let rows = stmt
         .query_map(params_from_iter(params.iter()), |row| {
-            Ok(TopRow {
-                key: row.get(0)?,
-                requests: row.get::<_, i64>(1)? as u64,
-                failures: row.get::<_, i64>(2)? as u64,
-                users: with_users
-                    .then(|| row.get::<_, i64>(3))
-                    .transpose()?
-                    .map(|n| n as u64),
-                country: None,
-                asn: None,
-                as_org: None,
-            })
+            let users = with_users.then(|| row.get::<_, i64>(3)).transpose()?;
+            counted(row, users.map(|n| n as u64))
         })?
         .collect::<Result<_, _>>()?;
     Ok(rows)
+}
+
+/// A row of (key, requests, failures): geo is added later for clients.
+fn counted(row: &rusqlite::Row<'_>, users: Option<u64>) -> rusqlite::Result<TopRow> {
+    Ok(TopRow {
+        key: row.get(0)?,
+        requests: row.get::<_, i64>(1)? as u64,
+        failures: row.get::<_, i64>(2)? as u64,
+        users,
+        country: None,
+        asn: None,
+        as_org: None,
+    })
 }
 
 /// Country and AS of each client, from its latest record.
