@@ -52,6 +52,11 @@ impl Pipeline {
         })
     }
 
+    /// See [`Writer::analyze`].
+    pub fn analyze(&self) -> anyhow::Result<()> {
+        self.writer.analyze()
+    }
+
     pub fn enricher(&mut self) -> &mut Enricher {
         &mut self.enricher
     }

@@ -29,6 +29,7 @@ pub fn run(args: &ImportArgs) -> anyhow::Result<()> {
         }
         eprintln!("tracer-hub: imported {}", path.display());
     }
+    pipeline.analyze()?;
     eprintln!("tracer-hub: {}", super::summary(&total));
     Ok(())
 }

@@ -25,6 +25,8 @@ use crate::{
 const LIVE_BUFFER: usize = 4_096;
 const RETRY: Duration = Duration::from_secs(2);
 const REPORT_EVERY: Duration = Duration::from_secs(10);
+/// The planner's statistics are refreshed this often while ingesting.
+const ANALYZE_EVERY: Duration = Duration::from_secs(300);
 /// Enrichment files are checked for changes this often.
 const REFRESH_EVERY: Duration = Duration::from_secs(1);
 
@@ -103,6 +105,8 @@ async fn ingest(
     let mut total = Outcome::default();
     let mut reported = tokio::time::Instant::now();
     let mut refreshed = tokio::time::Instant::now();
+    // The first statistics soon after start, then every few minutes.
+    let mut analyzed = tokio::time::Instant::now() - ANALYZE_EVERY + Duration::from_secs(30);
     loop {
         let source = match Source::connect(&settings).await {
             Ok(source) => {
@@ -121,6 +125,12 @@ async fn ingest(
             }
         };
         loop {
+            if analyzed.elapsed() >= ANALYZE_EVERY {
+                if let Err(e) = tokio::task::block_in_place(|| pipeline.analyze()) {
+                    eprintln!("tracer-hub: {e:#}");
+                }
+                analyzed = tokio::time::Instant::now();
+            }
             if refreshed.elapsed() >= REFRESH_EVERY {
                 for message in pipeline.enricher().refresh() {
                     eprintln!("tracer-hub: {message}");

@@ -172,13 +172,10 @@ impl Filter {
             push("ts < ?", vec![to.into()]);
         }
         if let Some(user) = &self.user {
+            // One indexed column: names (user.name, full name) resolve to it first.
             push(
-                "(user = ? OR user_name = ? OR full_name = ?)",
-                vec![
-                    user.clone().into(),
-                    user.clone().into(),
-                    user.clone().into(),
-                ],
+                "user IN (SELECT ? UNION SELECT user FROM user_names WHERE name = ?)",
+                vec![user.clone().into(), user.clone().into()],
             );
         }
         if let Some(credential) = &self.credential {
@@ -289,9 +286,11 @@ mod tests {
         .unwrap();
         let (sql, params) = filter.sql();
         assert!(!sql.contains("alice"));
-        assert!(sql.contains("user = ?1 OR user_name = ?2 OR full_name = ?3"));
-        assert!(sql.contains("status BETWEEN ?4 AND ?5"));
-        assert_eq!(params.len(), 5);
+        assert!(
+            sql.contains("user IN (SELECT ?1 UNION SELECT user FROM user_names WHERE name = ?2)")
+        );
+        assert!(sql.contains("status BETWEEN ?3 AND ?4"));
+        assert_eq!(params.len(), 4);
         assert!(!filter.only_time());
     }
 }

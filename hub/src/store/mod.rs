@@ -88,6 +88,16 @@ impl Writer {
         Ok(streams)
     }
 
+    /// Refreshes the query planner's statistics, sampling a bounded number of rows per
+    /// index: without them SQLite may scan by time where an index on user or client
+    /// answers in milliseconds.
+    pub fn analyze(&self) -> anyhow::Result<()> {
+        self.conn
+            .execute_batch("PRAGMA analysis_limit = 1000; ANALYZE;")
+            .context("refreshing the planner's statistics")?;
+        Ok(())
+    }
+
     pub fn batch(&mut self) -> anyhow::Result<Batch<'_>> {
         Batch::begin(&mut self.conn)
     }

@@ -62,7 +62,14 @@ CREATE TABLE IF NOT EXISTS rollup_users (
     key TEXT NOT NULL,
     minute INTEGER NOT NULL,
     user TEXT NOT NULL,
-    PRIMARY KEY (dim, minute, key, user)
+    PRIMARY KEY (dim, key, minute, user)
+) WITHOUT ROWID;
+-- Every name a user goes by (user.name, the directory's full name) -> the user column,
+-- so `--user NAME` is an index lookup on records, not a scan.
+CREATE TABLE IF NOT EXISTS user_names (
+    name TEXT NOT NULL,
+    user TEXT NOT NULL,
+    PRIMARY KEY (name, user)
 ) WITHOUT ROWID;
 
 CREATE TABLE IF NOT EXISTS streams (

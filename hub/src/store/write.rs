@@ -35,6 +35,7 @@ pub struct Batch<'c> {
     tx: Transaction<'c>,
     rollup: HashMap<(Dim, String, i64), (i64, i64)>,
     users: HashSet<(Dim, String, i64, String)>,
+    names: HashSet<(String, String)>,
     pub stored: u64,
 }
 
@@ -44,6 +45,7 @@ impl<'c> Batch<'c> {
             tx: conn.transaction()?,
             rollup: HashMap::new(),
             users: HashSet::new(),
+            names: HashSet::new(),
             stored: 0,
         })
     }
@@ -120,6 +122,16 @@ impl<'c> Batch<'c> {
         }
         if f.kind == Some(Kind::Access) {
             self.count(f, e, columns.asset);
+            if let Some(user) = f.user() {
+                for name in [f.user_name.as_deref(), columns.full_name]
+                    .into_iter()
+                    .flatten()
+                {
+                    if name != user {
+                        self.names.insert((name.to_owned(), user.to_owned()));
+                    }
+                }
+            }
         }
         Ok(())
     }
@@ -229,6 +241,12 @@ impl<'c> Batch<'c> {
             )?;
             for (dim, key, minute, user) in self.users.drain() {
                 users.execute(params![dim as i64, key, minute, user])?;
+            }
+            let mut names = self
+                .tx
+                .prepare_cached("INSERT OR IGNORE INTO user_names (name, user) VALUES (?1, ?2)")?;
+            for (name, user) in self.names.drain() {
+                names.execute(params![name, user])?;
             }
             let mut state = self.tx.prepare_cached(
                 "INSERT INTO streams (stream, state) VALUES (?1, ?2)

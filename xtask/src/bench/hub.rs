@@ -4,7 +4,8 @@
 //!
 //! The records are synthetic but sealed by tracer-audit's own chain and checkpoint
 //! writers, so the hub verifies them as it would a sensor's: 2,000 users, 20,000
-//! clients, 50 endpoint shapes with ids, 3% failures, spread over the last 24 hours.
+//! clients (one record in 1,000 from a rare 192.0.2.0/24), 50 endpoint shapes with ids,
+//! 3% failures, spread over the last 24 hours. Both sides print the matching lines.
 use std::{
     fs::File,
     io::{BufWriter, Write as _},
@@ -106,7 +107,7 @@ pub fn run(hub_bin: &Path, records: u64, keep: Option<&Path>) -> Result<()> {
                 "query", "--data", &data_arg, "--user", user, "--from", &day_from, "--to", &day_to,
                 "--limit", "100000", "--format", "jsonl",
             ]),
-            format!("grep -F '\"user.name\":\"{user}\"' {file_arg} | wc -l"),
+            format!("grep -F '\"user.name\":\"{user}\"' {file_arg}"),
         ),
         (
             "top 10 endpoints over 24 h",
@@ -125,13 +126,13 @@ pub fn run(hub_bin: &Path, records: u64, keep: Option<&Path>) -> Result<()> {
             ),
         ),
         (
-            "one client /24 over one day",
+            "a rare client /24 over one day",
             strings(&[
                 "query",
                 "--data",
                 &data_arg,
                 "--client",
-                "198.51.100.0/24",
+                "192.0.2.0/24",
                 "--from",
                 &day_from,
                 "--to",
@@ -141,7 +142,7 @@ pub fn run(hub_bin: &Path, records: u64, keep: Option<&Path>) -> Result<()> {
                 "--format",
                 "jsonl",
             ]),
-            format!("grep -F '\"client.address\":\"198.51.100.' {file_arg} | wc -l"),
+            format!("grep -F '\"client.address\":\"192.0.2.' {file_arg}"),
         ),
     ];
     println!(
@@ -242,6 +243,7 @@ fn generate(file: &Path, key: &Path, records: u64, now: i128) -> Result<u64> {
         let ts = start + DAY_NS * n as i128 / records as i128;
         let user = rng.below(2_000);
         let client = rng.below(20_000);
+        let rare = n % 1000 == 7;
         let status = match rng.below(100) {
             0 => 500,
             1 => 403,
@@ -257,12 +259,18 @@ fn generate(file: &Path, key: &Path, records: u64, now: i128) -> Result<u64> {
             r#"{{"timestamp":"{}","event.duration":{},"http.request.method":"GET","url.path":"/api/v{shape}/{resource}/{id}","url.scheme":"http","server.address":"shop.example","server.port":8080,"client.address":"{}.{}.{}","client.port":{},"http.response.status_code":{status},"http.request.body.size":0,"http.response.body.size":{},"user_agent.original":"bench/1.0","process.pid":4242,"tracer.outcome":"complete","user.name":"user{user}","audit.auth.method":"basic","audit.credential.fingerprint":"{:016x}","process.executable.name":"nginx"}}"#,
             format_rfc3339_ns(ts),
             50_000 + rng.below(500_000),
-            if client.is_multiple_of(2) {
+            if rare {
+                "192.0"
+            } else if client.is_multiple_of(2) {
                 "198.51"
             } else {
                 "203.0"
             },
-            100 + client % 100 / 50 * 13,
+            if rare {
+                2
+            } else {
+                100 + client % 100 / 50 * 13
+            },
             client % 250,
             1024 + rng.below(60_000),
             100 + rng.below(10_000),
