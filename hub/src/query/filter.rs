@@ -165,11 +165,23 @@ impl Filter {
             }
             clauses.push(numbered);
         };
+        // With a filter that has its own (column, ts) index, the time bounds must not
+        // tempt the planner into the time index: `+ts` keeps them off it.
+        let ts = if self.user.is_some()
+            || self.credential.is_some()
+            || self.client.is_some()
+            || self.asset.is_some()
+            || self.template.is_some()
+        {
+            "+ts"
+        } else {
+            "ts"
+        };
         if let Some(from) = self.from_ns {
-            push("ts >= ?", vec![from.into()]);
+            push(&format!("{ts} >= ?"), vec![from.into()]);
         }
         if let Some(to) = self.to_ns {
-            push("ts < ?", vec![to.into()]);
+            push(&format!("{ts} < ?"), vec![to.into()]);
         }
         if let Some(user) = &self.user {
             // One indexed column: names (user.name, full name) resolve to it first.

@@ -5,7 +5,8 @@
 //! The records are synthetic but sealed by tracer-audit's own chain and checkpoint
 //! writers, so the hub verifies them as it would a sensor's: 2,000 users, 20,000
 //! clients (one record in 1,000 from a rare 192.0.2.0/24), 50 endpoint shapes with ids,
-//! 3% failures, spread over the last 24 hours. Both sides print the matching lines.
+//! 3% failures, spread over the last 24 hours. The hub prints the matching lines; grep
+//! counts them (`-c`: with its output to /dev/null GNU grep would stop at the first).
 use std::{
     fs::File,
     io::{BufWriter, Write as _},
@@ -107,7 +108,7 @@ pub fn run(hub_bin: &Path, records: u64, keep: Option<&Path>) -> Result<()> {
                 "query", "--data", &data_arg, "--user", user, "--from", &day_from, "--to", &day_to,
                 "--limit", "100000", "--format", "jsonl",
             ]),
-            format!("grep -F '\"user.name\":\"{user}\"' {file_arg}"),
+            format!("grep -cF '\"user.name\":\"{user}\"' {file_arg}"),
         ),
         (
             "top 10 endpoints over 24 h",
@@ -142,7 +143,7 @@ pub fn run(hub_bin: &Path, records: u64, keep: Option<&Path>) -> Result<()> {
                 "--format",
                 "jsonl",
             ]),
-            format!("grep -F '\"client.address\":\"192.0.2.' {file_arg}"),
+            format!("grep -cF '\"client.address\":\"192.0.2.' {file_arg}"),
         ),
     ];
     println!(
