@@ -6,7 +6,8 @@
 //! writers, so the hub verifies them as it would a sensor's: 2,000 users, 20,000
 //! clients (one record in 1,000 from a rare 192.0.2.0/24), 50 endpoint shapes with ids,
 //! 3% failures, spread over the last 24 hours. The hub prints the matching lines; grep
-//! counts them (`-c`: with its output to /dev/null GNU grep would stop at the first).
+//! counts them (`-c`, into a pipe: with its output to /dev/null GNU grep stops at the
+//! first match).
 use std::{
     fs::File,
     io::{BufWriter, Write as _},
@@ -157,12 +158,11 @@ pub fn run(hub_bin: &Path, records: u64, keep: Option<&Path>) -> Result<()> {
         } else {
             "grep"
         };
+        // Output into a pipe, not /dev/null: GNU grep stops at the first match when its
+        // output is /dev/null, even with -c.
         let shell_ms = median_ms_n(1, || {
-            let status = Command::new("sh")
-                .args(["-c", &shell])
-                .stdout(Stdio::null())
-                .status()?;
-            if !status.success() {
+            let output = Command::new("sh").args(["-c", &shell]).output()?;
+            if !output.status.success() {
                 bail!("{shell} failed");
             }
             Ok(())
