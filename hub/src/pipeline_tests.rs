@@ -71,6 +71,15 @@ impl Sensor {
     }
 }
 
+/// The seqs of a page's records that a verified checkpoint covers.
+fn covered(page: &records::Page) -> Vec<u64> {
+    page.rows
+        .iter()
+        .filter(|(r, _)| r.covered)
+        .map(|(r, _)| r.seq)
+        .collect()
+}
+
 fn lines(raw: &[Vec<u8>]) -> Vec<Line> {
     raw.iter()
         .enumerate()
@@ -130,12 +139,7 @@ fn a_stream_is_stored_once_covered_by_its_checkpoint_and_redelivery_is_dropped()
     let conn = store.open_reader().unwrap();
     let all = records::page(&conn, &Filter::default(), 100, 0).unwrap();
     assert_eq!(all.total, 25, "access records only");
-    let covered: Vec<u64> = all
-        .rows
-        .iter()
-        .filter(|(r, _)| r.covered)
-        .map(|(r, _)| r.seq)
-        .collect();
+    let covered = covered(&all);
     assert_eq!(
         covered.len(),
         20,
@@ -183,12 +187,7 @@ fn altered_missing_and_foreign_lines_are_findings_and_junk_is_rejected() {
     assert_eq!((gaps, web1.missing), (vec![11], 1));
     assert!(web1.verified_through.is_some_and(|v| v == 22));
     let page = records::page(&conn, &Filter::default(), 100, 0).unwrap();
-    let covered: Vec<u64> = page
-        .rows
-        .iter()
-        .filter(|(r, _)| r.covered)
-        .map(|(r, _)| r.seq)
-        .collect();
+    let covered = covered(&page);
     assert_eq!(
         covered,
         (12..=21).rev().collect::<Vec<_>>(),

@@ -6,7 +6,10 @@ use ipnet::IpNet;
 use rusqlite::types::Value;
 use serde::Deserialize;
 
-use crate::{store::client_key, when};
+use crate::{
+    store::{NANOS_PER_MINUTE, client_key},
+    when,
+};
 
 /// The filters as text, as the command line and the API's query string give them.
 #[derive(Clone, Debug, Default, Deserialize, clap::Args)]
@@ -225,6 +228,16 @@ impl Filter {
             push("stream = ?", vec![stream.clone().into()]);
         }
         (clauses.join(" AND "), params)
+    }
+
+    /// The first and last minute of the range (unbounded ends are i64::MIN/MAX).
+    pub fn minutes(&self) -> (i64, i64) {
+        (
+            self.from_ns
+                .map_or(i64::MIN, |f| f.div_euclid(NANOS_PER_MINUTE)),
+            self.to_ns
+                .map_or(i64::MAX, |t| (t - 1).div_euclid(NANOS_PER_MINUTE)),
+        )
     }
 
     /// Whether only time bounds are set, so rollups can answer.

@@ -5,11 +5,10 @@ use serde::Serialize;
 
 use super::filter::Filter;
 use crate::{
-    store::{Dim, USERS_BUCKET_MINUTES},
+    store::{Dim, NANOS_PER_MINUTE, USERS_BUCKET_MINUTES},
     when::format_ns,
 };
 
-const NANOS_PER_MINUTE: i64 = 60_000_000_000;
 /// At most this many points, so a 30-day range is a few hundred, not 43,200.
 const MAX_POINTS: i64 = 360;
 
@@ -95,12 +94,7 @@ pub struct Totals {
 }
 
 pub fn totals(conn: &Connection, filter: &Filter) -> anyhow::Result<Totals> {
-    let first = filter
-        .from_ns
-        .map_or(i64::MIN, |f| f.div_euclid(NANOS_PER_MINUTE));
-    let last = filter
-        .to_ns
-        .map_or(i64::MAX, |t| (t - 1).div_euclid(NANOS_PER_MINUTE));
+    let (first, last) = filter.minutes();
     let (requests, failures): (i64, i64) = conn.query_row(
         "SELECT coalesce(sum(requests), 0), coalesce(sum(failures), 0) FROM rollup
          WHERE dim = ?1 AND minute BETWEEN ?2 AND ?3",

@@ -9,8 +9,6 @@ use serde::Serialize;
 use super::filter::Filter;
 use crate::store::{Dim, USERS_BUCKET_MINUTES, client_key};
 
-const NANOS_PER_MINUTE: i64 = 60_000_000_000;
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum TopKind {
     Endpoints,
@@ -104,17 +102,6 @@ pub fn top(
     Ok(rows)
 }
 
-fn minutes(filter: &Filter) -> (i64, i64) {
-    (
-        filter
-            .from_ns
-            .map_or(i64::MIN, |f| f.div_euclid(NANOS_PER_MINUTE)),
-        filter
-            .to_ns
-            .map_or(i64::MAX, |t| (t - 1).div_euclid(NANOS_PER_MINUTE)),
-    )
-}
-
 fn from_rollups(
     conn: &Connection,
     kind: TopKind,
@@ -122,7 +109,7 @@ fn from_rollups(
     limit: u64,
     order: &str,
 ) -> anyhow::Result<Vec<TopRow>> {
-    let (first, last) = minutes(filter);
+    let (first, last) = filter.minutes();
     let dim = kind.dim() as i64;
     let mut stmt = conn.prepare(&format!(
         "SELECT key, sum(requests) AS requests, sum(failures) AS failures FROM rollup

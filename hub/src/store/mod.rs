@@ -9,7 +9,7 @@ use std::{collections::HashMap, path::PathBuf, time::Duration};
 use anyhow::Context as _;
 use rusqlite::{Connection, OpenFlags};
 
-pub use schema::{Dim, USERS_BUCKET_MINUTES};
+pub use schema::{Dim, NANOS_PER_MINUTE, USERS_BUCKET_MINUTES};
 pub use write::{Batch, Entry, client_key};
 
 use crate::verify::StreamState;

@@ -105,6 +105,9 @@ CREATE TABLE IF NOT EXISTS rejects (
 );
 ";
 
+/// Rollup buckets are named by minutes since the Unix epoch.
+pub const NANOS_PER_MINUTE: i64 = 60_000_000_000;
+
 /// What a rollup row counts by.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Dim {

@@ -12,7 +12,7 @@ use tracer_audit::{Kind, chain::Hash};
 
 use super::{
     columns::{added_fields, columns},
-    schema::{Dim, USERS_BUCKET_MINUTES},
+    schema::{Dim, NANOS_PER_MINUTE, USERS_BUCKET_MINUTES},
 };
 use crate::{
     enrich::Enrichment,
@@ -20,8 +20,6 @@ use crate::{
     verify::{Event, Stored, StreamState, Verdict},
     when::now_ns,
 };
-
-const NANOS_PER_MINUTE: i64 = 60_000_000_000;
 
 /// A verified, enriched line ready to store.
 pub struct Entry<'a> {
