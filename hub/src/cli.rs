@@ -35,6 +35,8 @@ pub enum Command {
     Top(TopArgs),
     /// Per stream: records, seqs, what checkpoints prove, breaks, gaps and losses.
     Integrity(IntegrityArgs),
+    /// Alerts the detections raised, newest first.
+    Alerts(AlertsArgs),
     /// Reads a password on stdin and prints its argon2 hash for --password-hash-file.
     PasswordHash,
 }
@@ -77,6 +79,18 @@ impl EnrichArgs {
     }
 }
 
+#[derive(Args, Clone)]
+pub struct DetectArgs {
+    /// The detections file (TOML): working calendar, learning period, and each
+    /// built-in rule's settings (docs/hub-detections.md). Without it, every default.
+    #[arg(long, value_name = "FILE")]
+    pub detections: Option<PathBuf>,
+    /// Custom rules in Sigma's format (YAML: detection and correlation rules);
+    /// repeatable.
+    #[arg(long = "rules", value_name = "FILE")]
+    pub rules: Vec<PathBuf>,
+}
+
 /// What ingest needs, from `serve` and `import` alike.
 #[derive(Args)]
 pub struct IngestArgs {
@@ -86,6 +100,8 @@ pub struct IngestArgs {
     pub verify: VerifyArgs,
     #[command(flatten)]
     pub enrich: EnrichArgs,
+    #[command(flatten)]
+    pub detect: DetectArgs,
 }
 
 #[derive(Args)]
@@ -113,6 +129,19 @@ pub struct ServeArgs {
     /// Set the cookie's Secure flag: the dashboard is reached through a TLS proxy.
     #[arg(long)]
     pub behind_tls: bool,
+    /// Prometheus Alertmanager to POST alerts to (`http://localhost:9093`).
+    #[arg(long, value_name = "URL")]
+    pub alertmanager: Option<String>,
+    /// A URL to POST alerts to as JSON; repeatable.
+    #[arg(long, value_name = "URL")]
+    pub webhook: Vec<String>,
+    /// Do not publish alerts on NATS (`alerts.<rule>`), which --nats otherwise does.
+    #[arg(long)]
+    pub no_nats_alerts: bool,
+    /// The dashboard's URL as people reach it, for links in alerts; default: the
+    /// listen address.
+    #[arg(long, value_name = "URL")]
+    pub public_url: Option<String>,
 }
 
 impl ServeArgs {
@@ -179,4 +208,29 @@ pub struct IntegrityArgs {
     pub store: StoreArgs,
     #[arg(long, value_enum, default_value = "table")]
     pub format: ReportFormat,
+}
+
+#[derive(Args)]
+pub struct AlertsArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Alerts last seen within DURATION (`15m`, `24h`) or since an RFC 3339 time.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Only this rule (`off_hours`, `sigma.<id>`).
+    #[arg(long)]
+    pub rule: Option<String>,
+    /// Only this severity or higher: low, medium, high, critical.
+    #[arg(long)]
+    pub severity: Option<String>,
+    #[arg(long, default_value_t = 100)]
+    pub limit: u32,
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: AlertFormat,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum AlertFormat {
+    Table,
+    Jsonl,
 }

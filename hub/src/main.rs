@@ -1,8 +1,10 @@
 //! `tracer-hub`: the composition root. Modules import downhill only:
-//! ingest -> verify -> enrich -> store -> query -> serve, with `pipeline` and
+//! ingest -> verify -> enrich -> store -> query/detect/deliver -> serve, with `pipeline` and
 //! `commands` above them all (tests/tests/layering.rs checks it).
 mod cli;
 mod commands;
+mod deliver;
+mod detect;
 mod enrich;
 mod ingest;
 mod pipeline;
@@ -26,6 +28,7 @@ fn main() -> ExitCode {
         Command::Query(args) => commands::read::query(args),
         Command::Top(args) => commands::read::top_list(args),
         Command::Integrity(args) => commands::read::integrity_report(args),
+        Command::Alerts(args) => commands::alerts::run(args),
         Command::PasswordHash => commands::password::run(),
     };
     match result {

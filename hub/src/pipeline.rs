@@ -3,6 +3,7 @@
 use std::net::IpAddr;
 
 use crate::{
+    detect::{Detector, Observation},
     enrich::{Enricher, Enrichment, RequestView},
     ingest::{Line, record},
     query::records::Row,
@@ -19,6 +20,8 @@ pub struct Outcome {
     pub conflicts: u64,
     pub rejected: u64,
     pub events: Vec<Event>,
+    /// Ids of the alerts opened or updated.
+    pub alerts: Vec<i64>,
     /// The access records stored, as lists show them, for the live feed.
     pub rows: Vec<Row>,
 }
@@ -30,24 +33,43 @@ impl Outcome {
         self.conflicts += other.conflicts;
         self.rejected += other.rejected;
         self.events.extend(other.events);
+        self.alerts.extend(other.alerts);
         self.rows.extend(other.rows);
     }
 }
+
+/// Builds the detector from what the store holds.
+pub type DetectorFromStore = Box<dyn Fn(&Writer) -> anyhow::Result<Detector> + Send>;
 
 pub struct Pipeline {
     keys: Keys,
     chains: Chains,
     enricher: Enricher,
     writer: Writer,
+    detector: Detector,
+    /// The newest record time ingested.
+    newest_ns: i64,
+    /// Rebuilds the detector from the store after a failed batch.
+    detector_from_store: DetectorFromStore,
 }
 
 impl Pipeline {
-    pub fn new(keys: Keys, enricher: Enricher, writer: Writer) -> anyhow::Result<Self> {
+    /// `detector` is called now and after a failed batch, to resume from what the
+    /// store holds.
+    pub fn new(
+        keys: Keys,
+        enricher: Enricher,
+        writer: Writer,
+        detector: DetectorFromStore,
+    ) -> anyhow::Result<Self> {
         let chains = Chains::new(keys.clone(), writer.streams()?);
         Ok(Self {
             keys,
             chains,
             enricher,
+            detector: detector(&writer)?,
+            newest_ns: 0,
+            detector_from_store: detector,
             writer,
         })
     }
@@ -70,7 +92,40 @@ impl Pipeline {
     ) -> anyhow::Result<Outcome> {
         let result = self.try_ingest(lines);
         if result.is_err() {
-            self.chains = Chains::new(self.keys.clone(), self.writer.streams()?);
+            self.resume_from_store()?;
+        }
+        result
+    }
+
+    pub fn newest_ns(&self) -> i64 {
+        self.newest_ns
+    }
+
+    fn resume_from_store(&mut self) -> anyhow::Result<()> {
+        self.chains = Chains::new(self.keys.clone(), self.writer.streams()?);
+        self.detector = (self.detector_from_store)(&self.writer)?;
+        Ok(())
+    }
+
+    /// Runs the clock-driven detections (silent sensors) at `now_ns` and stores what
+    /// they find; returns the alerts opened or updated.
+    pub fn tick(&mut self, now_ns: i64) -> anyhow::Result<Vec<i64>> {
+        let alertings = self.detector.tick(now_ns);
+        if alertings.is_empty() {
+            return Ok(Vec::new());
+        }
+        let result = (|| {
+            let mut batch = self.writer.batch()?;
+            let mut ids = Vec::new();
+            for alerting in &alertings {
+                ids.push(batch.alert(&alerting.new_alert())?);
+            }
+            self.detector.save(&mut batch)?;
+            batch.commit(std::iter::empty())?;
+            Ok(ids)
+        })();
+        if result.is_err() {
+            self.resume_from_store()?;
         }
         result
     }
@@ -124,6 +179,9 @@ impl Pipeline {
                             detail: format!("{} is not a sealed line: {reason}", line.origin),
                         };
                         batch.event(&event, fields.ts_ns)?;
+                        for alerting in self.detector.event(&event, fields.ts_ns) {
+                            outcome.alerts.push(batch.alert(&alerting.new_alert())?);
+                        }
                         batch.reject(
                             &line.origin,
                             "not a sealed line",
@@ -137,6 +195,9 @@ impl Pipeline {
                 };
             for event in &verdict.events {
                 batch.event(event, fields.ts_ns)?;
+                for alerting in self.detector.event(event, fields.ts_ns) {
+                    outcome.alerts.push(batch.alert(&alerting.new_alert())?);
+                }
             }
             outcome.events.extend(verdict.events.iter().cloned());
             match verdict.link {
@@ -170,6 +231,9 @@ impl Pipeline {
                     detail: format!("{} {}: {}", loss.source, loss.reason, loss.count),
                 };
                 batch.event(&event, fields.ts_ns)?;
+                for alerting in self.detector.event(&event, fields.ts_ns) {
+                    outcome.alerts.push(batch.alert(&alerting.new_alert())?);
+                }
                 outcome.events.push(event);
             }
             if let Some(range) = verdict.covers {
@@ -178,7 +242,16 @@ impl Pipeline {
             if verdict.link == Link::Filled {
                 filled.push((fields.stream.clone(), fields.seq));
             }
+            self.newest_ns = self.newest_ns.max(fields.ts_ns);
             if fields.kind == Some(tracer_audit::Kind::Access) {
+                let observation = Observation {
+                    fields: &fields,
+                    enrichment: &enrichment,
+                    link: verdict.link,
+                };
+                for alerting in self.detector.observe(&observation) {
+                    outcome.alerts.push(batch.alert(&alerting.new_alert())?);
+                }
                 outcome.rows.push(row(&fields, &enrichment, verdict.link));
             }
             touched.push(fields.stream);
@@ -188,6 +261,9 @@ impl Pipeline {
         for (stream, seq) in &filled {
             batch.carry_cover_back(stream, *seq)?;
         }
+        self.detector.save(&mut batch)?;
+        outcome.alerts.sort_unstable();
+        outcome.alerts.dedup();
         touched.sort();
         touched.dedup();
         let streams = self.chains.streams();

@@ -100,7 +100,19 @@ fn pipeline(dir: &Path, keys: &[String]) -> (Pipeline, StoreAt) {
     let keys = Keys::from_pairs(keys.iter().map(String::as_str)).unwrap();
     let enricher = Enricher::load(&EnrichSettings::default()).unwrap();
     (
-        Pipeline::new(keys, enricher, store.open_writer().unwrap()).unwrap(),
+        Pipeline::new(
+            keys,
+            enricher,
+            store.open_writer().unwrap(),
+            Box::new(|writer| {
+                Ok(Detector::new(
+                    crate::detect::Detections::load(None)?,
+                    None,
+                    writer.detect_state()?,
+                ))
+            }),
+        )
+        .unwrap(),
         store,
     )
 }

@@ -38,6 +38,8 @@ const HUB: &[(&str, u32)] = &[
     ("enrich", 3),
     ("store", 4),
     ("query", 5),
+    ("detect", 5),
+    ("deliver", 5),
     ("serve", 6),
     ("pipeline", 7),
     ("cli", 7),

@@ -29,6 +29,8 @@ pub fn run(args: &ImportArgs) -> anyhow::Result<()> {
         }
         eprintln!("tracer-hub: imported {}", path.display());
     }
+    // Silent sensors, judged at the newest record's time: an import has no "now".
+    total.alerts.extend(pipeline.tick(pipeline.newest_ns())?);
     pipeline.analyze()?;
     eprintln!("tracer-hub: {}", super::summary(&total));
     Ok(())

@@ -2,7 +2,11 @@
 //! one task (the store has one writer); a failed batch is not acknowledged, so
 //! JetStream delivers it again, and a broker that is down is retried, logged once per
 //! change of error, while the dashboard keeps answering from the store.
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    net::SocketAddr,
+    sync::{Arc, mpsc},
+    time::Duration,
+};
 
 use anyhow::Context as _;
 use async_nats::jetstream::AckKind;
@@ -11,6 +15,7 @@ use tokio::sync::broadcast;
 
 use crate::{
     cli::ServeArgs,
+    deliver::{self, Alertmanager, NatsAlerts, Target, Webhook},
     ingest::nats::{NatsSettings, Source},
     pipeline::{Outcome, Pipeline},
     serve::{
@@ -19,6 +24,7 @@ use crate::{
         router,
     },
     store::StoreAt,
+    when::now_ns,
 };
 
 /// Live-feed records buffered per slow client before it is told it lagged.
@@ -29,6 +35,8 @@ const REPORT_EVERY: Duration = Duration::from_secs(10);
 const ANALYZE_EVERY: Duration = Duration::from_secs(300);
 /// Enrichment files are checked for changes this often.
 const REFRESH_EVERY: Duration = Duration::from_secs(1);
+/// Silent sensors are looked for this often.
+const TICK_EVERY: Duration = Duration::from_secs(5);
 
 pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
@@ -62,6 +70,24 @@ async fn serve(args: &ServeArgs, secret: Secret, pipeline: Pipeline) -> anyhow::
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
     let address = listener.local_addr()?;
+    let dashboard = args
+        .public_url
+        .clone()
+        .map(|u| format!("{}/", u.trim_end_matches('/')))
+        .unwrap_or_else(|| format!("http://{address}/"));
+    let targets = targets(args, &dashboard)?;
+    let (alerted, changed) = mpsc::channel();
+    if !targets.is_empty() {
+        let store = hub.store.clone();
+        std::thread::Builder::new()
+            .name("alert-delivery".to_owned())
+            .spawn(move || {
+                if let Err(e) = deliver::run(&store, targets, &changed) {
+                    eprintln!("tracer-hub: alert delivery stopped: {e:#}");
+                }
+            })
+            .context("starting alert delivery")?;
+    }
     eprintln!(
         "tracer-hub: dashboard and API at http://{address}/ (log in with the password or token given to serve)"
     );
@@ -73,7 +99,7 @@ async fn serve(args: &ServeArgs, secret: Secret, pipeline: Pipeline) -> anyhow::
                 settings.stream,
                 settings.consumer
             );
-            tokio::spawn(ingest(settings, pipeline, live));
+            tokio::spawn(ingest(settings, pipeline, live, alerted));
         }
         None => eprintln!("tracer-hub: no --nats: serving the store without ingesting"),
     }
@@ -88,6 +114,29 @@ async fn serve(args: &ServeArgs, secret: Secret, pipeline: Pipeline) -> anyhow::
     Ok(())
 }
 
+/// Where alerts go: NATS with --nats (unless --no-nats-alerts), Alertmanager, webhooks.
+fn targets(args: &ServeArgs, dashboard: &str) -> anyhow::Result<Vec<Box<dyn Target>>> {
+    let mut targets: Vec<Box<dyn Target>> = Vec::new();
+    if let Some(url) = args.nats.as_deref().filter(|_| !args.no_nats_alerts) {
+        let shown = crate::ingest::nats::redact_url(url);
+        targets.push(Box::new(NatsAlerts::connect(
+            url,
+            shown,
+            dashboard.to_owned(),
+        )?));
+    }
+    if let Some(url) = &args.alertmanager {
+        targets.push(Box::new(Alertmanager::new(url, dashboard.to_owned())));
+    }
+    for url in &args.webhook {
+        targets.push(Box::new(Webhook::new(url.clone(), dashboard.to_owned())));
+    }
+    for target in &targets {
+        eprintln!("tracer-hub: alerts go to {}", target.name());
+    }
+    Ok(targets)
+}
+
 async fn stopped() {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     tokio::select! {
@@ -100,7 +149,9 @@ async fn ingest(
     settings: NatsSettings,
     mut pipeline: Pipeline,
     live: broadcast::Sender<Arc<crate::query::records::Row>>,
+    alerted: mpsc::Sender<()>,
 ) {
+    let mut ticked = tokio::time::Instant::now();
     let mut last_error = String::new();
     let mut total = Outcome::default();
     let mut reported = tokio::time::Instant::now();
@@ -137,6 +188,16 @@ async fn ingest(
                 }
                 refreshed = tokio::time::Instant::now();
             }
+            if ticked.elapsed() >= TICK_EVERY {
+                match tokio::task::block_in_place(|| pipeline.tick(now_ns())) {
+                    Ok(ids) if !ids.is_empty() => {
+                        let _ = alerted.send(());
+                    }
+                    Ok(_) => {}
+                    Err(e) => eprintln!("tracer-hub: detections on the clock: {e:#}"),
+                }
+                ticked = tokio::time::Instant::now();
+            }
             let batch = match source.next_batch().await {
                 Ok(batch) => batch,
                 Err(e) => {
@@ -157,6 +218,9 @@ async fn ingest(
                         eprintln!(
                             "tracer-hub: nats: {failed} acknowledgements failed; those messages come again and are recognised as stored"
                         );
+                    }
+                    if !outcome.alerts.is_empty() {
+                        let _ = alerted.send(());
                     }
                     for row in outcome.rows.drain(..) {
                         let _ = live.send(Arc::new(row));

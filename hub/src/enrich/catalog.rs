@@ -65,6 +65,9 @@ pub struct Asset {
     pub sensitivity: Sensitivity,
     #[serde(default)]
     pub allowed_roles: Vec<String>,
+    /// Users (`user.id` or `user.name`) allowed whatever their roles.
+    #[serde(default)]
+    pub allowed_users: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -78,6 +81,8 @@ struct RawRule {
     sensitivity: Sensitivity,
     #[serde(default)]
     allowed_roles: Vec<String>,
+    #[serde(default)]
+    allowed_users: Vec<String>,
     #[serde(default)]
     hosts: Vec<String>,
     #[serde(default)]
@@ -157,6 +162,7 @@ impl Catalog {
                         owner: r.owner,
                         sensitivity: r.sensitivity,
                         allowed_roles: r.allowed_roles,
+                        allowed_users: r.allowed_users,
                     },
                 })
             })

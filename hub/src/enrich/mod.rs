@@ -11,11 +11,17 @@ use std::{net::IpAddr, path::PathBuf};
 
 use serde_json::{Value, json};
 
-pub use self::{catalog::Asset, directory::Person, geoip::Network};
+#[cfg(test)]
+pub use self::template::template as template_of;
+pub use self::{
+    catalog::{Asset, Sensitivity},
+    directory::{Person, Status},
+    geoip::{Geo, Network},
+};
 use self::{
     catalog::{Catalog, CatalogError},
     directory::{Directory, DirectoryError},
-    geoip::{Geo, GeoDb, GeoError},
+    geoip::{GeoDb, GeoError},
     watched::Watched,
 };
 
@@ -78,6 +84,9 @@ impl Enrichment {
             }
             fields.push(("asset.sensitivity", json!(asset.sensitivity.as_str())));
             fields.push(("asset.allowed_roles", json!(asset.allowed_roles)));
+            if !asset.allowed_users.is_empty() {
+                fields.push(("asset.allowed_users", json!(asset.allowed_users)));
+            }
         }
         if let Some(place) = &self.place {
             fields.push(("client.geo.network", json!(place.network.as_str())));

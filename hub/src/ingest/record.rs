@@ -29,6 +29,7 @@ pub struct Fields {
     pub method: Option<String>,
     pub host: Option<String>,
     pub path: Option<String>,
+    pub query: Option<String>,
     pub status: Option<u16>,
     pub request_bytes: Option<u64>,
     pub response_bytes: Option<u64>,
@@ -38,6 +39,9 @@ pub struct Fields {
     pub user_name: Option<String>,
     pub roles: Vec<String>,
     pub auth_method: Option<String>,
+    /// `audit.auth.verified`: bearer tokens only.
+    pub token_verified: Option<bool>,
+    pub token_failure: Option<String>,
     pub credential: Option<String>,
     pub process: Option<String>,
     pub pid: Option<u32>,
@@ -78,6 +82,8 @@ struct Raw {
     host: Option<String>,
     #[serde(rename = "url.path")]
     path: Option<String>,
+    #[serde(rename = "url.query")]
+    query: Option<String>,
     #[serde(rename = "http.response.status_code")]
     status: Option<u16>,
     #[serde(rename = "http.request.body.size")]
@@ -96,6 +102,10 @@ struct Raw {
     roles: Option<Vec<String>>,
     #[serde(rename = "audit.auth.method")]
     auth_method: Option<String>,
+    #[serde(rename = "audit.auth.verified")]
+    token_verified: Option<bool>,
+    #[serde(rename = "audit.auth.failure_reason")]
+    token_failure: Option<String>,
     #[serde(rename = "audit.credential.fingerprint")]
     credential: Option<String>,
     #[serde(rename = "process.executable.name")]
@@ -157,6 +167,7 @@ pub fn parse(line: &[u8]) -> Result<Fields, Malformed> {
         method: raw.method,
         host: raw.host,
         path: raw.path,
+        query: raw.query,
         status: raw.status,
         request_bytes: raw.request_bytes,
         response_bytes: raw.response_bytes,
@@ -166,6 +177,8 @@ pub fn parse(line: &[u8]) -> Result<Fields, Malformed> {
         user_name: raw.user_name,
         roles: raw.roles.unwrap_or_default(),
         auth_method: raw.auth_method,
+        token_verified: raw.token_verified,
+        token_failure: raw.token_failure,
         credential: raw.credential,
         process: raw.process,
         pid: raw.pid,

@@ -61,7 +61,7 @@ fn csv_cell(value: &str) -> String {
 }
 
 /// One cell for a terminal: control characters escaped, long values cut.
-fn cell(value: &str, max: usize) -> String {
+pub fn cell(value: &str, max: usize) -> String {
     let mut out = String::new();
     for c in value.chars() {
         if out.chars().count() >= max {
@@ -77,7 +77,7 @@ fn cell(value: &str, max: usize) -> String {
     out
 }
 
-fn table(headings: &[&str], rows: &[Vec<String>]) -> String {
+pub fn table(headings: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = headings.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (w, c) in widths.iter_mut().zip(row) {

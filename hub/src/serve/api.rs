@@ -20,11 +20,13 @@ use tokio::sync::broadcast;
 use super::Hub;
 use crate::{
     query::{
-        filter::{Filter, FilterArgs},
+        alerts as query_alerts,
+        filter::{Filter, FilterArgs, parse_duration},
         integrity, records,
         series::{timeseries, totals},
         top::{TopKind, top},
     },
+    store::alerts::{self as store_alerts, AlertFilter, Severity},
     when::now_ns,
 };
 
@@ -209,8 +211,50 @@ pub async fn integrity_view(State(hub): State<Arc<Hub>>) -> Result<Response, Api
     Ok(Json(report).into_response())
 }
 
-pub async fn alerts() -> Response {
-    Json(json!({ "alerts": [] })).into_response()
+#[derive(Debug, Default, Deserialize)]
+pub struct AlertParams {
+    /// `24h`, `7d`: alerts last seen within it; default 7 days.
+    since: Option<String>,
+    rule: Option<String>,
+    severity: Option<String>,
+    limit: Option<String>,
+}
+
+pub async fn alerts_list(
+    State(hub): State<Arc<Hub>>,
+    Query(params): Query<AlertParams>,
+) -> Result<Response, ApiError> {
+    let since = match params.since.as_deref().filter(|s| !s.is_empty()) {
+        None => 7 * DAY_NS,
+        Some(text) => parse_duration(text)
+            .and_then(|d| i64::try_from(d.as_nanos()).ok())
+            .ok_or_else(|| bad_request(format!("since {text:?} is not a duration (24h, 7d)")))?,
+    };
+    let min_severity = match params.severity.as_deref().filter(|s| !s.is_empty()) {
+        None => None,
+        Some(text) => Some(Severity::parse(text).ok_or_else(|| {
+            bad_request(format!("severity {text:?}: low, medium, high or critical"))
+        })?),
+    };
+    let filter = AlertFilter {
+        since_ns: Some(now_ns() - since),
+        rule: params.rule.filter(|r| !r.is_empty()),
+        min_severity,
+        limit: number("limit", &params.limit, 200)?.min(MAX_LIMIT) as u32,
+    };
+    let alerts = blocking(&hub, move |conn| store_alerts::list(conn, &filter)).await?;
+    let alerts: Vec<_> = alerts.iter().map(query_alerts::json).collect();
+    Ok(Json(json!({ "alerts": alerts })).into_response())
+}
+
+pub async fn alert_detail(
+    State(hub): State<Arc<Hub>>,
+    Path(id): Path<i64>,
+) -> Result<Response, ApiError> {
+    match blocking(&hub, move |conn| store_alerts::get(conn, id)).await? {
+        Some(alert) => Ok(Json(query_alerts::json(&alert)).into_response()),
+        None => Err(ApiError(StatusCode::NOT_FOUND, "no such alert".to_owned())),
+    }
 }
 
 /// New access records as they are committed. A client too slow to keep up is told how

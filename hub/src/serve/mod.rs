@@ -39,7 +39,8 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/api/timeseries", get(api::series))
         .route("/api/totals", get(api::totals_view))
         .route("/api/integrity", get(api::integrity_view))
-        .route("/api/alerts", get(api::alerts))
+        .route("/api/alerts", get(api::alerts_list))
+        .route("/api/alerts/{id}", get(api::alert_detail))
         .route("/api/live", get(api::live))
         .route_layer(middleware::from_fn_with_state(hub.clone(), require_login));
     Router::new()

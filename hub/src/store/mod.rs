@@ -1,5 +1,6 @@
 //! The hub's store: SQLite in the data directory, one writer (ingest) and any number
 //! of readers (query, serve) through WAL.
+pub mod alerts;
 mod columns;
 mod schema;
 mod write;
@@ -49,6 +50,16 @@ impl StoreAt {
         Ok(Writer { conn })
     }
 
+    /// A connection of its own for the alert deliveries: it reads alerts and writes
+    /// only the delivery cursors, beside the ingest writer (WAL allows it; SQLite
+    /// serialises the short cursor writes with the batches).
+    pub fn open_deliveries(&self) -> anyhow::Result<Connection> {
+        let conn = Connection::open(self.file())
+            .with_context(|| format!("opening {}", self.file().display()))?;
+        conn.busy_timeout(Duration::from_secs(30))?;
+        Ok(conn)
+    }
+
     /// A read-only connection; the store must exist.
     pub fn open_reader(&self) -> anyhow::Result<Connection> {
         let file = self.file();
@@ -96,6 +107,15 @@ impl Writer {
             .execute_batch("PRAGMA analysis_limit = 1000; ANALYZE;")
             .context("refreshing the planner's statistics")?;
         Ok(())
+    }
+
+    /// What the detections learned: (tracker, key, state) of every entity.
+    pub fn detect_state(&self) -> anyhow::Result<Vec<(String, String, String)>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT tracker, key, state FROM detect_state")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     pub fn batch(&mut self) -> anyhow::Result<Batch<'_>> {

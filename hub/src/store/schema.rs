@@ -103,6 +103,41 @@ CREATE TABLE IF NOT EXISTS rejects (
     sha256 TEXT NOT NULL,
     ts INTEGER NOT NULL
 );
+
+-- One row per rule and entity per grouping window: later findings update it (count,
+-- last seen, the first record links), so an attack is one alert, not a storm.
+-- `revision` rises with every batch that changes an alert; each delivery target keeps
+-- the last revision it delivered.
+CREATE TABLE IF NOT EXISTS alerts (
+    id INTEGER PRIMARY KEY,
+    rule TEXT NOT NULL,
+    severity INTEGER NOT NULL,
+    entity TEXT NOT NULL,
+    first_ns INTEGER NOT NULL,
+    last_ns INTEGER NOT NULL,
+    window_ns INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    summary TEXT NOT NULL,
+    records TEXT NOT NULL,
+    revision INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS alerts_group ON alerts (rule, entity, last_ns);
+CREATE INDEX IF NOT EXISTS alerts_last ON alerts (last_ns);
+CREATE INDEX IF NOT EXISTS alerts_revision ON alerts (revision);
+-- What the detections learned, per rule table and entity, written in the batch that
+-- taught it, so a restarted hub resumes exactly where its store is.
+CREATE TABLE IF NOT EXISTS detect_state (
+    tracker TEXT NOT NULL,
+    key TEXT NOT NULL,
+    state TEXT NOT NULL,
+    PRIMARY KEY (tracker, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS deliveries (
+    target TEXT PRIMARY KEY,
+    revision INTEGER NOT NULL,
+    failures INTEGER NOT NULL,
+    last_error TEXT
+);
 ";
 
 /// Rollup buckets are named by minutes since the Unix epoch.

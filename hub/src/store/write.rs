@@ -11,6 +11,7 @@ use sha2::{Digest as _, Sha256};
 use tracer_audit::{Kind, chain::Hash};
 
 use super::{
+    alerts::{self, NewAlert},
     columns::{added_fields, columns},
     schema::{Dim, NANOS_PER_MINUTE, USERS_BUCKET_MINUTES},
 };
@@ -34,6 +35,7 @@ pub struct Batch<'c> {
     rollup: HashMap<(Dim, String, i64), (i64, i64)>,
     users: HashSet<(Dim, String, i64, String)>,
     names: HashSet<(String, String)>,
+    revision: Option<i64>,
     pub stored: u64,
 }
 
@@ -44,6 +46,7 @@ impl<'c> Batch<'c> {
             rollup: HashMap::new(),
             users: HashSet::new(),
             names: HashSet::new(),
+            revision: None,
             stored: 0,
         })
     }
@@ -217,6 +220,45 @@ impl<'c> Batch<'c> {
                 hex::encode(Sha256::digest(bytes)),
                 now_ns()
             ])?;
+        Ok(())
+    }
+
+    /// Groups a finding into its alert; returns the alert's id.
+    pub fn alert(&mut self, new: &NewAlert<'_>) -> anyhow::Result<i64> {
+        let revision = match self.revision {
+            Some(revision) => revision,
+            None => {
+                let next: i64 = self.tx.query_row(
+                    "SELECT COALESCE(MAX(revision), 0) + 1 FROM alerts",
+                    [],
+                    |r| r.get(0),
+                )?;
+                *self.revision.insert(next)
+            }
+        };
+        alerts::upsert(&self.tx, new, revision)
+    }
+
+    /// Keeps (`Some`) or forgets (`None`) what a detection learned about one entity.
+    pub fn detect_state(
+        &mut self,
+        tracker: &str,
+        key: &str,
+        state: Option<&str>,
+    ) -> anyhow::Result<()> {
+        match state {
+            Some(state) => self
+                .tx
+                .prepare_cached(
+                    "INSERT INTO detect_state (tracker, key, state) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (tracker, key) DO UPDATE SET state = excluded.state",
+                )?
+                .execute(params![tracker, key, state])?,
+            None => self
+                .tx
+                .prepare_cached("DELETE FROM detect_state WHERE tracker = ?1 AND key = ?2")?
+                .execute(params![tracker, key])?,
+        };
         Ok(())
     }
 

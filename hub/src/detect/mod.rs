@@ -1,0 +1,293 @@
+//! Real-time detections on the hub's stream of records.
+//!
+//! Rules see each access record after it is verified, enriched and stored, in the same
+//! transaction: their findings become alerts and what they learned is saved with the
+//! batch, so a restarted hub resumes from exactly what its store holds. Time is the
+//! records' own (`timestamp`), never the wall clock, so a recorded or generated
+//! scenario plays the same at any hour; the one exception is a silent sensor, which
+//! sends no records to carry time (see [`Detector::tick`]).
+//!
+//! Built-in rules live in [`rules`], one file each; custom rules are Sigma detection
+//! and correlation rules ([`sigma`]).
+mod calendar;
+mod rules;
+mod settings;
+pub mod sigma;
+mod tracker;
+
+use std::net::IpAddr;
+
+pub use settings::Detections;
+
+use self::{rules::Rule, sigma::Sigma, tracker::Persist};
+use crate::{
+    enrich::Enrichment,
+    ingest::record::Fields,
+    store::{
+        Batch,
+        alerts::{NewAlert, Severity},
+    },
+    verify::{Event, Link},
+    when::format_ns,
+};
+
+/// One access record as the rules see it.
+pub struct Observation<'a> {
+    pub fields: &'a Fields,
+    pub enrichment: &'a Enrichment,
+    pub link: Link,
+}
+
+impl Observation<'_> {
+    pub fn ts_ns(&self) -> i64 {
+        self.fields.ts_ns
+    }
+
+    pub fn user(&self) -> Option<&str> {
+        self.fields.user()
+    }
+
+    pub fn client(&self) -> Option<IpAddr> {
+        self.fields.client
+    }
+
+    pub fn status(&self) -> u16 {
+        self.fields.status.unwrap_or(0)
+    }
+
+    pub fn succeeded(&self) -> bool {
+        (200..300).contains(&self.status())
+    }
+
+    /// Who acted: the user, else the API credential's fingerprint.
+    pub fn actor(&self) -> Option<String> {
+        self.user().map(|u| format!("user:{u}")).or_else(|| {
+            self.fields
+                .credential
+                .as_ref()
+                .map(|c| format!("credential:{c}"))
+        })
+    }
+
+    pub fn record(&self) -> (String, u64) {
+        (self.fields.stream.clone(), self.fields.seq)
+    }
+
+    /// `GET /orders/{id}`: the endpoint as the template names it.
+    pub fn endpoint(&self) -> String {
+        format!(
+            "{} {}",
+            self.fields.method.as_deref().unwrap_or("-"),
+            self.enrichment.template
+        )
+    }
+
+    pub fn department(&self) -> Option<&str> {
+        self.enrichment.person.as_ref()?.department.as_deref()
+    }
+}
+
+/// What a finding says.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Note {
+    /// About the record itself ("outside working hours"): the summary describes the
+    /// request and joins every note the record drew.
+    Access(String),
+    /// About many records ("25 failed logins in 5m"): the summary is this text.
+    Aggregate(String),
+}
+
+/// One rule's verdict on one record (or stream).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Finding {
+    pub rule: String,
+    pub severity: Severity,
+    pub entity: String,
+    pub ts_ns: i64,
+    /// Findings of this rule and entity within this span group into one alert.
+    pub window_ns: i64,
+    pub record: Option<(String, u64)>,
+    pub note: Note,
+}
+
+/// A finding with its summary, ready to store.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Alerting {
+    pub finding: Finding,
+    pub summary: String,
+}
+
+impl Alerting {
+    pub fn new_alert(&self) -> NewAlert<'_> {
+        let f = &self.finding;
+        NewAlert {
+            rule: &f.rule,
+            severity: f.severity,
+            entity: &f.entity,
+            ts_ns: f.ts_ns,
+            window_ns: f.window_ns,
+            summary: &self.summary,
+            record: f.record.as_ref().map(|(s, q)| (s.as_str(), *q)),
+        }
+    }
+}
+
+pub struct Detector {
+    rules: Vec<Box<dyn Rule>>,
+    integrity: rules::integrity::Integrity,
+    sigma: Option<Sigma>,
+    context: rules::Context,
+}
+
+impl Detector {
+    /// The rules `settings` enable, plus `sigma`'s, resuming from `stored` state
+    /// (tracker, key, JSON). Rows this version cannot read are skipped and counted.
+    pub fn new(
+        settings: Detections,
+        sigma: Option<Sigma>,
+        stored: Vec<(String, String, String)>,
+    ) -> Self {
+        let (rules, integrity, context) = rules::build(settings);
+        let mut detector = Self {
+            rules,
+            integrity,
+            sigma,
+            context,
+        };
+        let mut unreadable = 0;
+        for (tracker, key, state) in &stored {
+            let restored = detector
+                .trackers()
+                .into_iter()
+                .find(|t| t.name() == tracker)
+                .map(|t| t.restore(key, state));
+            if !matches!(restored, Some(Ok(()))) {
+                unreadable += 1;
+            }
+        }
+        if unreadable > 0 {
+            eprintln!(
+                "tracer-hub: {unreadable} stored detection states were not restored (rules changed or disabled); those entities start learning again"
+            );
+        }
+        detector
+    }
+
+    fn trackers(&mut self) -> Vec<&mut dyn Persist> {
+        let mut all: Vec<&mut dyn Persist> = Vec::new();
+        for rule in &mut self.rules {
+            all.extend(rule.trackers());
+        }
+        all.extend(self.integrity.trackers());
+        if let Some(sigma) = &mut self.sigma {
+            all.push(sigma);
+        }
+        all
+    }
+
+    /// Runs every rule on one access record.
+    pub fn observe(&mut self, obs: &Observation<'_>) -> Vec<Alerting> {
+        let mut findings = Vec::new();
+        for rule in &mut self.rules {
+            rule.observe(&self.context, obs, &mut findings);
+        }
+        self.integrity.observe(obs, &mut findings);
+        if let Some(sigma) = &mut self.sigma {
+            sigma.observe(obs, &mut findings);
+        }
+        summarise(obs, findings)
+    }
+
+    /// An integrity event from verification.
+    pub fn event(&mut self, event: &Event, ts_ns: i64) -> Vec<Alerting> {
+        let mut findings = Vec::new();
+        self.integrity.event(event, ts_ns, &mut findings);
+        findings.into_iter().map(aggregate).collect()
+    }
+
+    /// Sensors silent at `now_ns`. Serve calls it with the wall clock (a silent sensor
+    /// sends nothing that carries time); import with the newest record's time.
+    pub fn tick(&mut self, now_ns: i64) -> Vec<Alerting> {
+        let mut findings = Vec::new();
+        self.integrity.tick(now_ns, &mut findings);
+        findings.into_iter().map(aggregate).collect()
+    }
+
+    /// Saves what changed since the last save into `batch`.
+    pub fn save(&mut self, batch: &mut Batch<'_>) -> anyhow::Result<()> {
+        for tracker in self.trackers() {
+            tracker.changes(&mut |name, key, state| batch.detect_state(name, key, state))?;
+        }
+        Ok(())
+    }
+}
+
+fn aggregate(finding: Finding) -> Alerting {
+    let summary = match &finding.note {
+        Note::Access(note) | Note::Aggregate(note) => note.clone(),
+    };
+    Alerting { finding, summary }
+}
+
+/// Record findings share one description of the request and every note it drew:
+/// "alice GET /hr/salaries (asset payroll, restricted) at 02:14 UTC from 200.1.2.3
+/// (BR): outside working hours; new country BR".
+fn summarise(obs: &Observation<'_>, findings: Vec<Finding>) -> Vec<Alerting> {
+    let notes: Vec<&str> = findings
+        .iter()
+        .filter_map(|f| match &f.note {
+            Note::Access(note) => Some(note.as_str()),
+            Note::Aggregate(_) => None,
+        })
+        .collect();
+    let described = (!notes.is_empty()).then(|| format!("{}: {}", describe(obs), notes.join("; ")));
+    findings
+        .into_iter()
+        .map(|finding| {
+            let summary = match (&finding.note, &described) {
+                (Note::Access(_), Some(described)) => described.clone(),
+                (Note::Access(note) | Note::Aggregate(note), _) => note.clone(),
+            };
+            Alerting { finding, summary }
+        })
+        .collect()
+}
+
+fn describe(obs: &Observation<'_>) -> String {
+    let f = obs.fields;
+    let who = match (obs.user(), &f.credential) {
+        (Some(user), _) => user.to_owned(),
+        (None, Some(credential)) => format!("credential {credential}"),
+        (None, None) => "an anonymous client".to_owned(),
+    };
+    let asset = obs
+        .enrichment
+        .asset
+        .as_ref()
+        .map(|a| format!(" (asset {}, {})", a.name, a.sensitivity.as_str()))
+        .unwrap_or_default();
+    let time = format_ns(f.ts_ns);
+    let hhmm = time.get(11..16).unwrap_or("");
+    let from = match obs.client() {
+        Some(client) => {
+            let country = obs
+                .enrichment
+                .place
+                .as_ref()
+                .and_then(|p| p.geo.country.as_deref())
+                .map(|c| format!(" ({c})"))
+                .unwrap_or_default();
+            format!(" from {client}{country}")
+        }
+        None => String::new(),
+    };
+    format!(
+        "{who} {} {}{asset} -> {} at {hhmm} UTC{from}",
+        f.method.as_deref().unwrap_or("-"),
+        f.path.as_deref().unwrap_or("-"),
+        obs.status()
+    )
+}
+
+#[cfg(test)]
+mod tests;

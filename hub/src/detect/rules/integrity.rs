@@ -1,0 +1,166 @@
+//! Integrity of the trail itself:
+//! - `chain_break`: a modified, conflicting, reset or unsealed line (critical);
+//! - `chain_gap`: a record that follows missing seqs (they may still arrive);
+//! - `signature`: a checkpoint whose signature fails (critical);
+//! - `sensor_loss`: the sensor reported what it could not record;
+//! - `sensor_silent`: a stream that sent nothing for longer than `silence`.
+//!
+//! An attacker who got onto a host stops or edits its sensor before anything else.
+use serde::{Deserialize, Serialize};
+
+use super::enabled;
+use crate::{
+    detect::{
+        Finding, Note, Observation,
+        settings::Span,
+        tracker::{Persist, Tracker},
+    },
+    store::alerts::Severity,
+    verify::{Event, EventKind, Link},
+    when::format_ns,
+};
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    #[serde(default = "enabled")]
+    pub enabled: bool,
+    /// A stream quiet for longer than this is silent.
+    pub silence: Span,
+    pub window: Span,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            silence: Span::minutes(5),
+            window: Span::hours(1),
+        }
+    }
+}
+
+#[derive(Default, Serialize, Deserialize)]
+struct Heard {
+    last_ns: i64,
+    silent: bool,
+}
+
+/// Streams are few (one per sensor): the tracker's bound is generous on purpose.
+const MAX_STREAMS: usize = 100_000;
+
+pub struct Integrity {
+    settings: Settings,
+    streams: Tracker<Heard>,
+}
+
+impl Integrity {
+    pub fn new(settings: Settings) -> Self {
+        Self {
+            settings,
+            streams: Tracker::new("integrity", MAX_STREAMS),
+        }
+    }
+
+    fn finding(
+        &self,
+        rule: &str,
+        severity: Severity,
+        stream: &str,
+        seq: Option<u64>,
+        ts_ns: i64,
+        note: String,
+    ) -> Finding {
+        Finding {
+            rule: rule.to_owned(),
+            severity,
+            entity: format!("stream:{stream}"),
+            ts_ns,
+            window_ns: self.settings.window.0,
+            record: seq.map(|seq| (stream.to_owned(), seq)),
+            note: Note::Aggregate(note),
+        }
+    }
+
+    pub fn observe(&mut self, obs: &Observation<'_>, out: &mut Vec<Finding>) {
+        if !self.settings.enabled {
+            return;
+        }
+        let stream = &obs.fields.stream;
+        let heard = self.streams.entry(stream, obs.ts_ns());
+        heard.last_ns = heard.last_ns.max(obs.ts_ns());
+        heard.silent = false;
+        if obs.link == Link::AfterGap {
+            out.push(self.finding(
+                "chain_gap",
+                Severity::High,
+                stream,
+                Some(obs.fields.seq),
+                obs.ts_ns(),
+                format!(
+                    "stream {stream}: seq {} arrived after missing seqs (a gap in the trail until they arrive)",
+                    obs.fields.seq
+                ),
+            ));
+        }
+    }
+
+    pub fn event(&mut self, event: &Event, ts_ns: i64, out: &mut Vec<Finding>) {
+        if !self.settings.enabled {
+            return;
+        }
+        let (rule, severity) = match event.kind {
+            EventKind::Modified | EventKind::Conflict | EventKind::Reset | EventKind::Unsealed => {
+                ("chain_break", Severity::Critical)
+            }
+            EventKind::Signature => ("signature", Severity::Critical),
+            EventKind::Loss => ("sensor_loss", Severity::Medium),
+            EventKind::Restart | EventKind::Unkeyed => return,
+        };
+        out.push(self.finding(
+            rule,
+            severity,
+            &event.stream,
+            Some(event.seq),
+            ts_ns,
+            format!(
+                "stream {} seq {}: {} ({})",
+                event.stream,
+                event.seq,
+                event.kind.as_str(),
+                event.detail
+            ),
+        ));
+    }
+
+    pub fn tick(&mut self, now_ns: i64, out: &mut Vec<Finding>) {
+        if !self.settings.enabled {
+            return;
+        }
+        let silence = self.settings.silence;
+        let quiet: Vec<(String, i64)> = self
+            .streams
+            .iter()
+            .filter(|(_, heard)| !heard.silent && heard.last_ns < now_ns - silence.0)
+            .map(|(stream, heard)| (stream.to_owned(), heard.last_ns))
+            .collect();
+        for (stream, last_ns) in quiet {
+            self.streams.entry(&stream, last_ns).silent = true;
+            out.push(self.finding(
+                "sensor_silent",
+                Severity::High,
+                &stream,
+                None,
+                now_ns,
+                format!(
+                    "stream {stream}: nothing since {} (longer than {silence})",
+                    format_ns(last_ns)
+                ),
+            ));
+        }
+    }
+
+    pub fn trackers(&mut self) -> Vec<&mut dyn Persist> {
+        vec![&mut self.streams]
+    }
+}
