@@ -4,6 +4,7 @@
 //! Everything it spawns lives in its own process group and is killed when its
 //! guard is dropped, so a failing (panicking) test leaves nothing behind.
 
+pub mod alertmanager;
 pub mod audit;
 pub mod clients;
 pub mod hub;
@@ -14,6 +15,7 @@ pub mod ports;
 pub mod process;
 pub mod procfs;
 pub mod record;
+pub mod scenario;
 pub mod servers;
 pub mod tls;
 pub mod tracer;

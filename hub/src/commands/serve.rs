@@ -49,14 +49,26 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         args.token_file.as_deref(),
     )?;
     let pipeline = super::pipeline(&args.ingest)?;
+    // Built before the runtime: the NATS publisher runs one of its own on its thread.
+    let dashboard = args
+        .public_url
+        .clone()
+        .map(|u| format!("{}/", u.trim_end_matches('/')))
+        .unwrap_or_else(|| format!("http://{}/", args.listen));
+    let targets = targets(args, &dashboard)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(serve(args, secret, pipeline))
+    runtime.block_on(serve(args, secret, pipeline, targets))
 }
 
-async fn serve(args: &ServeArgs, secret: Secret, pipeline: Pipeline) -> anyhow::Result<()> {
+async fn serve(
+    args: &ServeArgs,
+    secret: Secret,
+    pipeline: Pipeline,
+    targets: Vec<Box<dyn Target>>,
+) -> anyhow::Result<()> {
     let (live, _) = broadcast::channel(LIVE_BUFFER);
     let hub = Arc::new(Hub {
         store: StoreAt {
@@ -70,12 +82,6 @@ async fn serve(args: &ServeArgs, secret: Secret, pipeline: Pipeline) -> anyhow::
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
     let address = listener.local_addr()?;
-    let dashboard = args
-        .public_url
-        .clone()
-        .map(|u| format!("{}/", u.trim_end_matches('/')))
-        .unwrap_or_else(|| format!("http://{address}/"));
-    let targets = targets(args, &dashboard)?;
     let (alerted, changed) = mpsc::channel();
     if !targets.is_empty() {
         let store = hub.store.clone();

@@ -33,6 +33,8 @@ pub struct NginxConfig {
     pub tls_port: Option<u16>,
     /// Offer HTTP/2 (ALPN h2) on the TLS port.
     pub http2: bool,
+    /// More `location` blocks, written inside the server block before the fixed ones.
+    pub extra_locations: String,
 }
 
 impl NginxConfig {
@@ -46,6 +48,7 @@ impl NginxConfig {
             access_log: false,
             tls_port: None,
             http2: false,
+            extra_locations: String::new(),
         }
     }
 
@@ -100,6 +103,7 @@ http {{
     keepalive_requests 1000000;
     server {{
 {listen}        root {prefix}/www;
+{extra}
         location / {{
             return 200 "{hello}";
         }}
@@ -116,6 +120,7 @@ http {{
 }}
 "#,
             hello = HELLO.escape_default(),
+            extra = self.extra_locations,
         )
     }
 }
