@@ -4,6 +4,7 @@
 pub mod check;
 pub mod discovery;
 pub mod events;
+pub mod floors;
 pub mod loader;
 pub mod losses;
 pub mod offsets;

@@ -2,6 +2,8 @@
 //! throughput, stdout vs NATS; all numbers from this one run (rounds interleave so
 //! drift hits both sides).
 
+mod arms;
+mod floors;
 mod hub;
 mod paced;
 mod procstat;
@@ -40,6 +42,10 @@ pub struct Options {
     /// Run only the sink-throughput section.
     #[arg(long)]
     sinks_only: bool,
+    /// Run only the floors: empty programs on each candidate hook set beside no tracing,
+    /// nginx's own access log and the tracer (plain HTTP).
+    #[arg(long)]
+    floors: bool,
     /// Run only tracer-hub's section: ingest rates, and query answers against grep/jq.
     #[arg(long)]
     hub: bool,
@@ -72,6 +78,16 @@ pub fn run(options: &Options) -> Result<()> {
         return hub::run(&bins.hub, options.hub_records, options.hub_dir.as_deref());
     }
     let bin = bins.tracer;
+    if options.floors {
+        return floors::run(
+            &bin,
+            &arms::Settings {
+                seconds: options.duration,
+                rounds: options.rounds,
+                connections: options.connections,
+            },
+        );
+    }
     if options.sinks_only {
         return sinks::run(&bin, options.sink_records, options.rounds);
     }

@@ -1,5 +1,6 @@
 //! The bench's printed results.
 
+use super::arms::{self, ArmResult};
 use super::paced::PacedReport;
 use super::{Traced, WrkRound};
 use tests::load::WrkReport;
@@ -163,6 +164,29 @@ pub fn print_paced(
          is charged to the traced processes and shows in throughput. With HTTPS, wrk's own \
          OpenSSL calls also hit the probes (they return at the first check: wrk is not watched)."
     );
+}
+
+/// Throughput of each arm and its ratio to the first (median of per-round ratios, with
+/// the lowest and highest round).
+pub fn print_arms(title: &str, results: &[ArmResult]) {
+    let Some(baseline) = results.first() else {
+        return;
+    };
+    println!("\n{title} ({} rounds):", baseline.reports.len());
+    println!(
+        "{:<44} {:>10} {:>8} {:>15}",
+        "", "req/s", "ratio", "rounds min-max"
+    );
+    for result in results {
+        let rps = arms::median_rps(result).map_or("?".to_owned(), |v| format!("{v:.0}"));
+        let ratio = arms::ratio(result, baseline).map_or("?".to_owned(), |v| format!("{v:.3}"));
+        let range = arms::ratio_range(result, baseline)
+            .map_or("?".to_owned(), |(lo, hi)| format!("{lo:.2}-{hi:.2}"));
+        println!(
+            "{:<44} {rps:>10} {ratio:>8} {range:>15}",
+            result.arm.label()
+        );
+    }
 }
 
 #[cfg(test)]
