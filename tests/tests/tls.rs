@@ -169,6 +169,26 @@ fn a_tls_server_started_after_the_tracer_is_seen_from_its_first_request() -> Res
 }
 
 #[test]
+fn an_nginx_started_after_the_tracer_has_its_forked_workers_probed() -> Result<()> {
+    let (plain, tls) = (free_port(), free_port());
+    let tracer = Tracer::start(&[tls])?;
+    // Probes are per process: the master's are not its workers', which fork after
+    // listen() and must be found through fork.
+    let mut config = NginxConfig::new(plain);
+    config.tls_port = Some(tls);
+    config.workers = 2;
+    let _nginx = Nginx::start(config)?;
+    let paths: Vec<String> = (0..8).map(|i| format!("/w/{i}")).collect();
+    for path in &paths {
+        assert_eq!(curl(&["-k", &tls_url(tls, path)])?, HELLO);
+    }
+    let run = tracer.stop()?;
+
+    assert_eq!(strings(&run.records, "url.path"), paths);
+    assert_clean_tls(&run)
+}
+
+#[test]
 fn a_container_like_private_libssl_is_found_through_proc_root() -> Result<()> {
     let port = free_port();
     let cert = Certificate::generate()?;
@@ -185,8 +205,8 @@ fn a_container_like_private_libssl_is_found_through_proc_root() -> Result<()> {
 
     assert_eq!(strings(&run.records, "url.path"), ["/private"]);
     assert_eq!(run.records[0].str_field("url.scheme"), "https");
-    // The host's libssl and the private copy.
-    assert_eq!(run.summary_u64("tls_libraries")?, 2, "{}", run.summary);
+    // Only the private copy: probes are attached to what the watched server maps.
+    assert_eq!(run.summary_u64("tls_libraries")?, 1, "{}", run.summary);
     assert_clean_tls(&run)
 }
 
