@@ -13,24 +13,24 @@ use tests::process::Guarded;
 
 /// Where an arm's load goes and what runs beside it.
 #[derive(Clone, Copy)]
-pub enum Arm {
+pub enum Arm<'a> {
     /// The server alone.
     Off,
     /// The twin server that writes its own JSON access log (buffer=64k).
     AccessLog,
     /// Empty programs on one hook set (`tracer floor HOOK`).
     Floor(&'static str),
-    /// `tracer run` on the server's port.
-    Tracer,
+    /// `tracer run` on the server's port, from this binary.
+    Tracer { bin: &'a Path, label: &'a str },
 }
 
-impl Arm {
+impl Arm<'_> {
     pub fn label(self) -> String {
         match self {
             Self::Off => "no tracing".to_owned(),
             Self::AccessLog => "nginx access_log (JSON, buffer=64k)".to_owned(),
             Self::Floor(hook) => format!("empty programs: {hook}"),
-            Self::Tracer => "tracer".to_owned(),
+            Self::Tracer { label, .. } => label.to_owned(),
         }
     }
 }
@@ -42,8 +42,8 @@ pub struct Target<'a> {
     pub logging_url: Option<&'a str>,
 }
 
-pub struct ArmResult {
-    pub arm: Arm,
+pub struct ArmResult<'a> {
+    pub arm: Arm<'a>,
     /// One report per round, in round order.
     pub reports: Vec<WrkReport>,
     /// The tracer's own measurements, for the tracer arm.
@@ -57,7 +57,13 @@ pub struct Settings {
 }
 
 /// Runs every arm once per round; the first arm is the baseline ratios are taken to.
-pub fn run(bin: &Path, target: &Target<'_>, arms: &[Arm], s: &Settings) -> Result<Vec<ArmResult>> {
+/// `bin` is the tracer whose `tracer floor` holds the floor programs.
+pub fn run<'a>(
+    bin: &Path,
+    target: &Target<'_>,
+    arms: &[Arm<'a>],
+    s: &Settings,
+) -> Result<Vec<ArmResult<'a>>> {
     println!("{}: warming up", target.url);
     wrk(target.url, 1, s.connections, 2)?;
     if let Some(url) = target.logging_url {
@@ -85,7 +91,7 @@ pub fn run(bin: &Path, target: &Target<'_>, arms: &[Arm], s: &Settings) -> Resul
                     let _floor = floor(bin, hook)?;
                     wrk(target.url, 1, s.connections, s.seconds)?
                 }
-                Arm::Tracer => {
+                Arm::Tracer { bin, .. } => {
                     let (report, t) = traced(bin, target.port, || {
                         let report = wrk(target.url, 1, s.connections, s.seconds)?;
                         Ok((report.requests, report))

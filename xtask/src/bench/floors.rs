@@ -24,8 +24,8 @@ pub const HOOKS: &[&str] = &[
 
 pub fn run(bin: &Path, settings: &Settings) -> Result<()> {
     let (port, logging_port) = (free_port(), free_port());
-    let _nginx = Nginx::start(one_worker(port, false))?;
-    let _logging = Nginx::start(one_worker(logging_port, true))?;
+    let _nginx = Nginx::start(one_worker(port, None, false))?;
+    let _logging = Nginx::start(one_worker(logging_port, None, true))?;
     println!(
         "floors: nginx 1 worker `return 200` on 127.0.0.1:{port} (its access-logging twin on \
          {logging_port}); wrk -t1 -c{} -d{}s; {} interleaved rounds",
@@ -33,7 +33,10 @@ pub fn run(bin: &Path, settings: &Settings) -> Result<()> {
     );
     let mut arms = vec![Arm::Off, Arm::AccessLog];
     arms.extend(HOOKS.iter().map(|&hook| Arm::Floor(hook)));
-    arms.push(Arm::Tracer);
+    arms.push(Arm::Tracer {
+        bin,
+        label: "tracer",
+    });
     let (plain, logging) = (url(port, "/"), url(logging_port, "/"));
     let target = Target {
         url: &plain,
@@ -47,9 +50,10 @@ pub fn run(bin: &Path, settings: &Settings) -> Result<()> {
 
 /// One worker: wrk, the tracer and nginx then share the two cores the same way in
 /// every arm.
-pub fn one_worker(port: u16, access_log: bool) -> NginxConfig {
+pub fn one_worker(port: u16, tls_port: Option<u16>, access_log: bool) -> NginxConfig {
     let mut config = NginxConfig::new(port);
     config.workers = 1;
+    config.tls_port = tls_port;
     config.access_log = access_log;
     config.access_log_json_buffered = access_log;
     config
