@@ -8,4 +8,5 @@ pub mod floors;
 pub mod loader;
 pub mod losses;
 pub mod offsets;
+pub mod ssl_entry;
 pub mod tls;

@@ -19,11 +19,13 @@ use aya::{
     Ebpf,
     programs::{
         ProgramError, UProbe,
-        uprobe::{UProbeError, UProbeLinkId, UProbeScope},
+        uprobe::{UProbeAttachLocation, UProbeError, UProbeLinkId, UProbeScope},
     },
 };
 use log::debug;
 use procfs::process::{MMPermissions, MMapPath, Process};
+
+use super::ssl_entry::{self, Internal};
 
 /// The uprobe programs, loaded by the loader and attached here.
 pub const PROGRAMS: &[&str] = &[
@@ -43,6 +45,50 @@ const FUNCTIONS: &[(&str, &str, Option<&str>)] = &[
     ("SSL_write_ex", "ssl_write_enter", Some("ssl_ret_ex")),
     ("SSL_set_fd", "ssl_set_fd", None),
 ];
+
+/// One function to probe: by exported name, or at a file offset found by `ssl_entry`.
+struct Probe {
+    function: &'static str,
+    offset: Option<u64>,
+    entry: &'static str,
+    ret: Option<&'static str>,
+}
+
+/// The probes for a file: on the internal read and write functions when `ssl_entry`
+/// found them (they take the `_ex` arguments), else on the exported functions.
+fn probes(internal: Option<Internal>) -> Vec<Probe> {
+    match internal {
+        Some(Internal { read, write }) => vec![
+            Probe {
+                function: "ssl_read_internal",
+                offset: Some(read),
+                entry: "ssl_read_enter",
+                ret: Some("ssl_ret_ex"),
+            },
+            Probe {
+                function: "ssl_write_internal",
+                offset: Some(write),
+                entry: "ssl_write_enter",
+                ret: Some("ssl_ret_ex"),
+            },
+            Probe {
+                function: "SSL_set_fd",
+                offset: None,
+                entry: "ssl_set_fd",
+                ret: None,
+            },
+        ],
+        None => FUNCTIONS
+            .iter()
+            .map(|&(function, entry, ret)| Probe {
+                function,
+                offset: None,
+                entry,
+                ret,
+            })
+            .collect(),
+    }
+}
 
 /// What the tracer can see of a watched process's TLS traffic.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -74,6 +120,8 @@ pub struct TlsProbes {
     processes: HashMap<u32, Support>,
     /// The probes attached for each process.
     links: HashMap<u32, Vec<Link>>,
+    /// Where each file's read and write functions are probed (`ssl_entry`).
+    shapes: HashMap<FileKey, Option<Internal>>,
     /// Processes inspected again after a TLS connection showed up: once is enough.
     rescanned: HashSet<u32>,
     /// Executables already named on stderr as serving TLS that cannot be decrypted.
@@ -156,12 +204,21 @@ impl TlsProbes {
         if self.files.get(&key) == Some(&false) {
             return Ok(false);
         }
-        let links = attach(ebpf, target, pid)
+        let internal = *self
+            .shapes
+            .entry(key)
+            .or_insert_with(|| ssl_entry::internal(target));
+        let links = attach(ebpf, target, pid, &probes(internal))
             .with_context(|| format!("attaching to {} for pid {pid}", shown.display()))?;
         let carries_openssl = links.is_some();
         if carries_openssl && !self.files.contains_key(&key) {
+            let at = if internal.is_some() {
+                "its internal read/write functions"
+            } else {
+                "SSL_read/SSL_write"
+            };
             eprintln!(
-                "tracer: TLS: OpenSSL probes attached to {} (per process)",
+                "tracer: TLS: OpenSSL probes attached to {} ({at}, per process)",
                 shown.display()
             );
         }
@@ -218,17 +275,22 @@ fn candidates<'a>(mapped: &'a [MappedFile], executable: &Path) -> Vec<&'a Mapped
     out
 }
 
-/// Attaches every probe to `target` for process `pid`; None when the file does not
+/// Attaches `probes` to `target` for process `pid`; None when the file does not
 /// export SSL_read and SSL_write (the `_ex` forms and SSL_set_fd are optional: OpenSSL
 /// 1.1.0 lacks `_ex`). On an error, what was attached is detached again.
-fn attach(ebpf: &mut Ebpf, target: &Path, pid: u32) -> Result<Option<Vec<Link>>> {
+fn attach(ebpf: &mut Ebpf, target: &Path, pid: u32, probes: &[Probe]) -> Result<Option<Vec<Link>>> {
     let scope = UProbeScope::OneProcess(NonZeroU32::new(pid).context("pid 0")?);
     let mut links = Vec::new();
-    for &(function, entry, ret) in FUNCTIONS {
+    for probe in probes {
+        let function = probe.function;
+        let location = match probe.offset {
+            Some(offset) => UProbeAttachLocation::AbsoluteOffset(offset),
+            None => UProbeAttachLocation::Symbol(function),
+        };
         let required = matches!(function, "SSL_read" | "SSL_write");
-        for program in ret.into_iter().chain([entry]) {
+        for program in probe.ret.into_iter().chain([probe.entry]) {
             let attached =
-                uprobe(ebpf, program).and_then(|p| Ok(p.attach([function], target, scope)?));
+                uprobe(ebpf, program).and_then(|p| Ok(p.attach([location], target, scope)?));
             match attached {
                 Ok(link) => links.push((program, link)),
                 Err(e)
