@@ -188,6 +188,45 @@ fn an_nginx_started_after_the_tracer_has_its_forked_workers_probed() -> Result<(
     assert_clean_tls(&run)
 }
 
+/// A TLS client on the same host as a watched server: the probes are attached per
+/// watched process, so the kernel plants no breakpoint in the client. A process that hit
+/// a uprobe has the kernel's `[uprobes]` execute-out-of-line page in its maps.
+const CLIENT_WITHOUT_PROBES: &str = r#"
+import os, socket, ssl, sys
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+with ctx.wrap_socket(socket.create_connection(("127.0.0.1", int(sys.argv[1])))) as s:
+    s.sendall(b"GET /client HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+    while s.recv(4096):
+        pass
+with open(f"/proc/{os.getpid()}/maps") as maps:
+    print("[uprobes]" in maps.read())
+"#;
+
+#[test]
+fn tls_clients_on_the_host_run_without_the_probes() -> Result<()> {
+    let port = free_port();
+    let cert = Certificate::generate()?;
+    let server = ScriptServer::start_tls(port, &cert)?;
+    let tracer = Tracer::start(&[port])?;
+    let output = std::process::Command::new("python3")
+        .args(["-c", CLIENT_WITHOUT_PROBES, &port.to_string()])
+        .output()?;
+    assert!(output.status.success(), "{output:?}");
+    let client_trapped = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    let server_maps = std::fs::read_to_string(format!("/proc/{}/maps", server.pid()))?;
+    let run = tracer.stop()?;
+
+    assert_eq!(client_trapped, "False");
+    assert!(
+        server_maps.contains("[uprobes]"),
+        "the server was not probed"
+    );
+    assert_eq!(strings(&run.records, "url.path"), ["/client"]);
+    assert_clean_tls(&run)
+}
+
 #[test]
 fn a_container_like_private_libssl_is_found_through_proc_root() -> Result<()> {
     let port = free_port();
