@@ -108,9 +108,10 @@ pub fn print_paced(
     row("  kernel lost events", "", &lost(&paced));
     println!(
         "\nwrk counts only requests answered before its deadline: records may exceed it by up \
-         to the connection count.\nTracer CPU is its user-space process only; eBPF program time \
-         is charged to the traced processes and shows in throughput. With HTTPS, wrk's own \
-         OpenSSL calls also hit the probes (they return at the first check: wrk is not watched)."
+         to the connection count.\nuser us is the tracer's own process; eBPF us is program \
+         time charged to the traced processes (it shows in throughput, as do the uprobe \
+         traps, which no counter measures). The OpenSSL probes are attached to the watched \
+         nginx only: wrk runs its OpenSSL untouched."
     );
 }
 
