@@ -169,6 +169,65 @@ fn a_tls_server_started_after_the_tracer_is_seen_from_its_first_request() -> Res
 }
 
 #[test]
+fn an_nginx_started_after_the_tracer_has_its_forked_workers_probed() -> Result<()> {
+    let (plain, tls) = (free_port(), free_port());
+    let tracer = Tracer::start(&[tls])?;
+    // Probes are per process: the master's are not its workers', which fork after
+    // listen() and must be found through fork.
+    let mut config = NginxConfig::new(plain);
+    config.tls_port = Some(tls);
+    config.workers = 2;
+    let _nginx = Nginx::start(config)?;
+    let paths: Vec<String> = (0..8).map(|i| format!("/w/{i}")).collect();
+    for path in &paths {
+        assert_eq!(curl(&["-k", &tls_url(tls, path)])?, HELLO);
+    }
+    let run = tracer.stop()?;
+
+    assert_eq!(strings(&run.records, "url.path"), paths);
+    assert_clean_tls(&run)
+}
+
+/// A TLS client on the same host as a watched server: the probes are attached per
+/// watched process, so the kernel plants no breakpoint in the client. A process that hit
+/// a uprobe has the kernel's `[uprobes]` execute-out-of-line page in its maps.
+const CLIENT_WITHOUT_PROBES: &str = r#"
+import os, socket, ssl, sys
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+with ctx.wrap_socket(socket.create_connection(("127.0.0.1", int(sys.argv[1])))) as s:
+    s.sendall(b"GET /client HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+    while s.recv(4096):
+        pass
+with open(f"/proc/{os.getpid()}/maps") as maps:
+    print("[uprobes]" in maps.read())
+"#;
+
+#[test]
+fn tls_clients_on_the_host_run_without_the_probes() -> Result<()> {
+    let port = free_port();
+    let cert = Certificate::generate()?;
+    let server = ScriptServer::start_tls(port, &cert)?;
+    let tracer = Tracer::start(&[port])?;
+    let output = std::process::Command::new("python3")
+        .args(["-c", CLIENT_WITHOUT_PROBES, &port.to_string()])
+        .output()?;
+    assert!(output.status.success(), "{output:?}");
+    let client_trapped = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    let server_maps = std::fs::read_to_string(format!("/proc/{}/maps", server.pid()))?;
+    let run = tracer.stop()?;
+
+    assert_eq!(client_trapped, "False");
+    assert!(
+        server_maps.contains("[uprobes]"),
+        "the server was not probed"
+    );
+    assert_eq!(strings(&run.records, "url.path"), ["/client"]);
+    assert_clean_tls(&run)
+}
+
+#[test]
 fn a_container_like_private_libssl_is_found_through_proc_root() -> Result<()> {
     let port = free_port();
     let cert = Certificate::generate()?;
@@ -185,8 +244,8 @@ fn a_container_like_private_libssl_is_found_through_proc_root() -> Result<()> {
 
     assert_eq!(strings(&run.records, "url.path"), ["/private"]);
     assert_eq!(run.records[0].str_field("url.scheme"), "https");
-    // The host's libssl and the private copy.
-    assert_eq!(run.summary_u64("tls_libraries")?, 2, "{}", run.summary);
+    // Only the private copy: probes are attached to what the watched server maps.
+    assert_eq!(run.summary_u64("tls_libraries")?, 1, "{}", run.summary);
     assert_clean_tls(&run)
 }
 

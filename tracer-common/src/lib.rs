@@ -32,8 +32,10 @@ pub enum EventKind {
     /// used it): its ciphertext is no longer copied; plaintext comes from the SSL probes.
     /// `ConnEvent` without endpoints.
     Tls = 5,
-    /// A process started listening on a watched port: user space looks for the TLS
-    /// libraries it maps. `ConnEvent` with `conn_id` 0.
+    /// A process became watched after start: it listens on a watched port, or a watched
+    /// process forked it (a server's new worker; also sent for new threads, which user
+    /// space tells apart). User space attaches the TLS probes to the libraries it maps.
+    /// `ConnEvent` with `conn_id` 0.
     Listen = 6,
 }
 

@@ -66,6 +66,13 @@ pub fn conn(
         ),
         None => (0, 0, 0, [0; 16], [0; 16]),
     };
+    // A new watched process waits for its TLS probes: wake user space now, not at the
+    // next batch or drain tick, to keep the window before they are attached short.
+    let flags = if kind as u8 == EventKind::Listen as u8 {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        wakeup_flags()
+    };
     entry.write(ConnEvent {
         header: header(kind, tgid, tid, fd, conn_id),
         family,
@@ -75,7 +82,7 @@ pub fn conn(
         local_addr,
         peer_addr,
     });
-    entry.submit(wakeup_flags());
+    entry.submit(flags);
 }
 
 /// A Data event for a finished syscall that transferred `len` bytes.

@@ -14,6 +14,7 @@ use crate::{
         Config, DEFAULT_CHECKPOINT_RECORDS, DEFAULT_CHECKPOINT_SECONDS, DEFAULT_RINGBUF_BYTES,
         DEFAULT_STATS_INTERVAL_SECONDS, RunSettings, check_ringbuf_bytes,
     },
+    kernel::floors::Hook,
     sink::{
         OutputSettings,
         file::{ByteSize, Compression, FileSettings, Interval, Mode},
@@ -50,6 +51,12 @@ pub enum Command {
     /// Push synthetic records through one sink and time them (`cargo xtask bench`).
     #[command(hide = true)]
     SinkBench(Box<SinkBenchArgs>),
+    /// Hold empty programs on one hook set until killed (`cargo xtask bench --floors`).
+    #[command(hide = true)]
+    Floor {
+        #[arg(value_enum)]
+        hook: Hook,
+    },
 }
 
 #[derive(Subcommand, Debug)]

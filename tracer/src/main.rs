@@ -73,6 +73,13 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Floor { hook } => match commands::floor::run(hook) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("tracer: error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::SinkBench(args) => match commands::sink_bench::run(&args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -28,6 +28,9 @@ pub struct NginxConfig {
     pub workers: u32,
     /// Log every request to `access.log` (see [`Nginx::access_log_lines`]).
     pub access_log: bool,
+    /// With `access_log`: JSON lines written through a 64 KiB buffer, the cheapest way
+    /// nginx logs (the bench's peer), instead of the unbuffered `combined` format.
+    pub access_log_json_buffered: bool,
     /// Also serve the same locations over TLS on 127.0.0.1:this port, with a generated
     /// certificate.
     pub tls_port: Option<u16>,
@@ -46,6 +49,7 @@ impl NginxConfig {
             ipv6: false,
             workers: 2,
             access_log: false,
+            access_log_json_buffered: false,
             tls_port: None,
             http2: false,
             extra_locations: String::new(),
@@ -70,7 +74,9 @@ impl NginxConfig {
                 cert.key().display()
             );
         }
-        let access_log = if self.access_log {
+        let access_log = if self.access_log && self.access_log_json_buffered {
+            format!("{prefix}/access.log json buffer=64k")
+        } else if self.access_log {
             format!("{prefix}/access.log")
         } else {
             "off".to_owned()
@@ -91,6 +97,10 @@ events {{
     worker_connections 1024;
 }}
 http {{
+    log_format json escape=json '{{"time":"$time_iso8601","remote_addr":"$remote_addr",'
+        '"remote_port":"$remote_port","request":"$request","status":$status,'
+        '"body_bytes_sent":$body_bytes_sent,"request_time":$request_time,'
+        '"user_agent":"$http_user_agent","pid":$pid}}';
     access_log {access_log};
     default_type text/plain;
     client_body_temp_path {prefix}/client_body;

@@ -45,7 +45,9 @@ pub fn enter_listen(ctx: TracePointContext) -> u32 {
 }
 
 /// Children of a watched process inherit its sockets (pre-forking servers such as nginx).
-/// The child may be a thread; its entry is dropped again when it exits.
+/// The child may be a thread; its entry is dropped again when it exits. User space is
+/// told, because the OpenSSL probes are attached per process and a forked worker is a
+/// new process to attach them to.
 #[tracepoint]
 pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
     let parent = (bpf_get_current_pid_tgid() >> 32) as u32;
@@ -57,6 +59,7 @@ pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
     // SAFETY: offset read from this tracepoint's format file by the loader.
     if let Ok(child) = unsafe { ctx.read_at::<u32>(offset) } {
         let _ = WATCHED_TGIDS.insert(&child, &1, 0);
+        emit::conn(EventKind::Listen, child, child, -1, 0, None);
     }
     0
 }

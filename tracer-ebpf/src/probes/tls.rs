@@ -134,7 +134,9 @@ pub fn ssl_ret(ctx: RetProbeContext) -> u32 {
     0
 }
 
-/// SSL_read_ex / SSL_write_ex return 1 on success and store the byte count.
+/// SSL_read_ex / SSL_write_ex return 1 on success and store the byte count; the
+/// internal functions behind them (kernel/ssl_entry.rs) return a positive value on
+/// success and <= 0 otherwise.
 #[uretprobe]
 pub fn ssl_ret_ex(ctx: RetProbeContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
@@ -142,7 +144,7 @@ pub fn ssl_ret_ex(ctx: RetProbeContext) -> u32 {
         return 0;
     };
     let ret: i32 = ctx.ret();
-    if ret == 1 {
+    if ret > 0 {
         // SAFETY: user pointer read with the faulting-safe helper.
         let len = unsafe { bpf_probe_read_user(call.out_len as *const u64) }.unwrap_or(0);
         exit(pid_tgid, &call, len);

@@ -40,7 +40,8 @@ pub enum KernelEvent<'a> {
     Tls {
         header: EventHeader,
     },
-    /// `header.tgid` started listening on a watched port.
+    /// `header.tgid` started listening on a watched port, or a watched process forked
+    /// it (then `header.tgid` is the child's thread id: a thread or a new process).
     Listen {
         header: EventHeader,
     },

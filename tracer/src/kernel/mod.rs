@@ -4,7 +4,9 @@
 pub mod check;
 pub mod discovery;
 pub mod events;
+pub mod floors;
 pub mod loader;
 pub mod losses;
 pub mod offsets;
+pub mod ssl_entry;
 pub mod tls;

@@ -1,25 +1,31 @@
-//! Attaches the OpenSSL uprobes to the libraries that watched servers actually map.
+//! Attaches the OpenSSL uprobes to the watched servers, each process on its own.
 //!
 //! A server is inspected when it is found at start, when it starts listening on a
-//! watched port, and again when one of its connections turns out to be TLS while it has
-//! no probes (a library loaded after listen()). Its `/proc/PID/maps` names the files;
-//! they are opened through `/proc/PID/root` so libraries inside containers are found.
-//! Each file (device, inode) is attached once, for every process: a uprobe belongs to
-//! the file, and the programs themselves ignore processes that are not watched.
+//! watched port or is forked by a watched process (a new worker), and again when one of
+//! its connections turns out to be TLS while it has no probes (a library loaded after
+//! listen()). Its `/proc/PID/maps` names the files; they are opened through
+//! `/proc/PID/root` so libraries inside containers are found. The probes carry the
+//! process as a filter (a uprobe_multi link's pid, or a perf event's), so the kernel
+//! plants its breakpoints only in that process: clients on the host (curl, wrk) that
+//! use the same libssl run it untouched instead of trapping on every SSL call.
 use std::{
     collections::{HashMap, HashSet},
-    os::unix::fs::MetadataExt as _,
+    num::NonZeroU32,
     path::{Path, PathBuf},
-    process::Command,
 };
 
 use anyhow::{Context as _, Result};
 use aya::{
     Ebpf,
-    programs::{ProgramError, UProbe, uprobe::UProbeError, uprobe::UProbeScope},
+    programs::{
+        ProgramError, UProbe,
+        uprobe::{UProbeAttachLocation, UProbeError, UProbeLinkId, UProbeScope},
+    },
 };
 use log::debug;
 use procfs::process::{MMPermissions, MMapPath, Process};
+
+use super::ssl_entry::{self, Internal};
 
 /// The uprobe programs, loaded by the loader and attached here.
 pub const PROGRAMS: &[&str] = &[
@@ -39,6 +45,50 @@ const FUNCTIONS: &[(&str, &str, Option<&str>)] = &[
     ("SSL_write_ex", "ssl_write_enter", Some("ssl_ret_ex")),
     ("SSL_set_fd", "ssl_set_fd", None),
 ];
+
+/// One function to probe: by exported name, or at a file offset found by `ssl_entry`.
+struct Probe {
+    function: &'static str,
+    offset: Option<u64>,
+    entry: &'static str,
+    ret: Option<&'static str>,
+}
+
+/// The probes for a file: on the internal read and write functions when `ssl_entry`
+/// found them (they take the `_ex` arguments), else on the exported functions.
+fn probes(internal: Option<Internal>) -> Vec<Probe> {
+    match internal {
+        Some(Internal { read, write }) => vec![
+            Probe {
+                function: "ssl_read_internal",
+                offset: Some(read),
+                entry: "ssl_read_enter",
+                ret: Some("ssl_ret_ex"),
+            },
+            Probe {
+                function: "ssl_write_internal",
+                offset: Some(write),
+                entry: "ssl_write_enter",
+                ret: Some("ssl_ret_ex"),
+            },
+            Probe {
+                function: "SSL_set_fd",
+                offset: None,
+                entry: "ssl_set_fd",
+                ret: None,
+            },
+        ],
+        None => FUNCTIONS
+            .iter()
+            .map(|&(function, entry, ret)| Probe {
+                function,
+                offset: None,
+                entry,
+                ret,
+            })
+            .collect(),
+    }
+}
 
 /// What the tracer can see of a watched process's TLS traffic.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -60,11 +110,18 @@ struct MappedFile {
     inode: u64,
 }
 
+/// One attached probe: its program and link, for detaching it when the process exits.
+type Link = (&'static str, UProbeLinkId);
+
 #[derive(Default)]
 pub struct TlsProbes {
     /// Files already inspected, and whether they carry OpenSSL.
     files: HashMap<FileKey, bool>,
     processes: HashMap<u32, Support>,
+    /// The probes attached for each process.
+    links: HashMap<u32, Vec<Link>>,
+    /// Where each file's read and write functions are probed (`ssl_entry`).
+    shapes: HashMap<FileKey, Option<Internal>>,
     /// Processes inspected again after a TLS connection showed up: once is enough.
     rescanned: HashSet<u32>,
     /// Executables already named on stderr as serving TLS that cannot be decrypted.
@@ -81,8 +138,21 @@ impl TlsProbes {
         self.files.values().filter(|&&openssl| openssl).count()
     }
 
-    /// Finds the OpenSSL that `pid` maps and attaches to it if that is not done yet.
+    /// Finds the OpenSSL that `pid` maps and attaches to it for this process, unless
+    /// that is done. A thread id (fork reports new threads too) is skipped: its process
+    /// carries the probes, which fire for all of its threads.
     pub fn inspect(&mut self, ebpf: &mut Ebpf, pid: u32) {
+        if matches!(self.processes.get(&pid), Some(Support::Probed(_))) {
+            return;
+        }
+        match Process::new(pid as i32).and_then(|p| p.status()) {
+            Ok(status) if status.tgid != pid as i32 => return,
+            Ok(_) => {}
+            Err(e) => {
+                debug!("pid {pid}: gone before TLS inspection: {e}");
+                return;
+            }
+        }
         match self.support(ebpf, pid) {
             Ok(support) => {
                 debug!("pid {pid}: TLS {support:?}");
@@ -114,47 +184,49 @@ impl TlsProbes {
         }
     }
 
-    pub fn forget(&mut self, pid: u32) {
+    /// The process exited: its probes go with it.
+    pub fn forget(&mut self, ebpf: &mut Ebpf, pid: u32) {
         self.processes.remove(&pid);
         self.rescanned.remove(&pid);
+        detach(ebpf, self.links.remove(&pid).unwrap_or_default());
     }
 
-    /// Attaches to the host's own libssl files (as the dynamic loader knows them) before
-    /// any server is inspected, so servers that start later using them are covered from
-    /// their first request; only libraries of their own (containers, bundled copies) wait
-    /// for their listen().
-    pub fn attach_host_libraries(&mut self, ebpf: &mut Ebpf) {
-        for path in host_libssl() {
-            let Ok(meta) = std::fs::metadata(&path) else {
-                continue;
-            };
-            let key = (device_numbers(meta.dev()), meta.ino());
-            if let Err(e) = self.attach_once(ebpf, key, &path, &path) {
-                eprintln!("tracer: TLS: {e:#}");
-            }
-        }
-    }
-
-    /// Attaches to the file unless it was inspected before; whether it carries OpenSSL.
-    fn attach_once(
+    /// Attaches to the file for `pid` unless the file is known to lack OpenSSL; whether
+    /// it carries OpenSSL.
+    fn attach_for(
         &mut self,
         ebpf: &mut Ebpf,
+        pid: u32,
         key: FileKey,
         target: &Path,
         shown: &Path,
     ) -> Result<bool> {
-        if let Some(known) = self.files.get(&key) {
-            return Ok(*known);
+        if self.files.get(&key) == Some(&false) {
+            return Ok(false);
         }
-        let carries_openssl =
-            attach(ebpf, target).with_context(|| format!("attaching to {}", shown.display()))?;
-        if carries_openssl {
+        let internal = *self
+            .shapes
+            .entry(key)
+            .or_insert_with(|| ssl_entry::internal(target));
+        let links = attach(ebpf, target, pid, &probes(internal))
+            .with_context(|| format!("attaching to {} for pid {pid}", shown.display()))?;
+        let carries_openssl = links.is_some();
+        if carries_openssl && !self.files.contains_key(&key) {
+            let at = if internal.is_some() {
+                "its internal read/write functions"
+            } else {
+                "SSL_read/SSL_write"
+            };
             eprintln!(
-                "tracer: TLS: OpenSSL probes attached to {}",
+                "tracer: TLS: OpenSSL probes attached to {} ({at}, per process)",
                 shown.display()
             );
         }
         self.files.insert(key, carries_openssl);
+        self.links
+            .entry(pid)
+            .or_default()
+            .extend(links.unwrap_or_default());
         Ok(carries_openssl)
     }
 
@@ -179,40 +251,12 @@ impl TlsProbes {
         let root = PathBuf::from(format!("/proc/{pid}/root"));
         for file in candidates(&mapped, &executable) {
             let target = root.join(file.path.strip_prefix("/").unwrap_or(&file.path));
-            if self.attach_once(ebpf, (file.device, file.inode), &target, &file.path)? {
+            if self.attach_for(ebpf, pid, (file.device, file.inode), &target, &file.path)? {
                 return Ok(Support::Probed(file.path.clone()));
             }
         }
         Ok(Support::Opaque { executable })
     }
-}
-
-/// The libssl files the host's dynamic loader knows (`ldconfig -p`): what servers started
-/// later will map. Empty when ldconfig is missing.
-fn host_libssl() -> Vec<PathBuf> {
-    let Ok(output) = Command::new("ldconfig").arg("-p").output() else {
-        return Vec::new();
-    };
-    parse_ldconfig(&String::from_utf8_lossy(&output.stdout))
-}
-
-/// Paths of `libssl.so.N` entries in `ldconfig -p` output, each once.
-fn parse_ldconfig(listing: &str) -> Vec<PathBuf> {
-    let mut paths: Vec<PathBuf> = listing
-        .lines()
-        .filter(|line| line.trim_start().starts_with("libssl.so."))
-        .filter_map(|line| {
-            line.split_once("=> ")
-                .map(|(_, path)| PathBuf::from(path.trim()))
-        })
-        .collect();
-    paths.dedup();
-    paths
-}
-
-/// st_dev as the (major, minor) pair that /proc/PID/maps shows.
-fn device_numbers(dev: u64) -> (i32, i32) {
-    (libc::major(dev) as i32, libc::minor(dev) as i32)
 }
 
 /// Files that may carry OpenSSL: libssl itself, then the executable (statically linked
@@ -231,32 +275,60 @@ fn candidates<'a>(mapped: &'a [MappedFile], executable: &Path) -> Vec<&'a Mapped
     out
 }
 
-/// Attaches every probe to `target`; false when it does not export SSL_read and
-/// SSL_write (the `_ex` forms and SSL_set_fd are optional: OpenSSL 1.1.0 lacks `_ex`).
-fn attach(ebpf: &mut Ebpf, target: &Path) -> Result<bool> {
-    for &(function, entry, ret) in FUNCTIONS {
+/// Attaches `probes` to `target` for process `pid`; None when the file does not
+/// export SSL_read and SSL_write (the `_ex` forms and SSL_set_fd are optional: OpenSSL
+/// 1.1.0 lacks `_ex`). On an error, what was attached is detached again.
+fn attach(ebpf: &mut Ebpf, target: &Path, pid: u32, probes: &[Probe]) -> Result<Option<Vec<Link>>> {
+    let scope = UProbeScope::OneProcess(NonZeroU32::new(pid).context("pid 0")?);
+    let mut links = Vec::new();
+    for probe in probes {
+        let function = probe.function;
+        let location = match probe.offset {
+            Some(offset) => UProbeAttachLocation::AbsoluteOffset(offset),
+            None => UProbeAttachLocation::Symbol(function),
+        };
         let required = matches!(function, "SSL_read" | "SSL_write");
-        for program in ret.into_iter().chain([entry]) {
-            let uprobe: &mut UProbe = ebpf
-                .program_mut(program)
-                .with_context(|| format!("program {program} missing from the eBPF object"))?
-                .try_into()?;
-            match uprobe.attach([function], target, UProbeScope::AllProcesses) {
-                Ok(_) => {}
-                Err(ProgramError::UProbeError(UProbeError::SymbolError { .. })) => {
+        for program in probe.ret.into_iter().chain([probe.entry]) {
+            let attached =
+                uprobe(ebpf, program).and_then(|p| Ok(p.attach([location], target, scope)?));
+            match attached {
+                Ok(link) => links.push((program, link)),
+                Err(e)
+                    if matches!(
+                        e.downcast_ref::<ProgramError>(),
+                        Some(ProgramError::UProbeError(UProbeError::SymbolError { .. }))
+                    ) =>
+                {
                     if required {
-                        // Nothing was attached yet: SSL_read is the first function.
-                        return Ok(false);
+                        detach(ebpf, links);
+                        return Ok(None);
                     }
                     break;
                 }
                 Err(e) => {
+                    detach(ebpf, links);
                     return Err(e).with_context(|| format!("uprobe {program} on {function}"));
                 }
             }
         }
     }
-    Ok(true)
+    Ok(Some(links))
+}
+
+fn uprobe<'a>(ebpf: &'a mut Ebpf, program: &str) -> Result<&'a mut UProbe> {
+    Ok(ebpf
+        .program_mut(program)
+        .with_context(|| format!("program {program} missing from the eBPF object"))?
+        .try_into()?)
+}
+
+/// Detaches probes; one already gone with its process is no error worth reporting.
+fn detach(ebpf: &mut Ebpf, links: Vec<Link>) {
+    for (program, link) in links {
+        if let Err(e) = uprobe(ebpf, program).and_then(|p| Ok(p.detach(link)?)) {
+            debug!("detaching {program}: {e:#}");
+        }
+    }
 }
 
 #[cfg(test)]
@@ -285,23 +357,6 @@ mod tests {
             .map(|f| f.inode)
             .collect();
         assert_eq!(got, [12, 10]);
-    }
-
-    #[test]
-    fn ldconfig_listing_gives_each_libssl_once() {
-        let listing = "1234 libs found in cache `/etc/ld.so.cache'
-\tlibssl3.so (libc6,x86-64) => /lib/x86_64-linux-gnu/libssl3.so
-\tlibssl.so.3 (libc6,x86-64) => /lib/x86_64-linux-gnu/libssl.so.3
-\tlibssl.so.1.1 (libc6,x86-64) => /usr/lib/x86_64-linux-gnu/libssl.so.1.1
-\tlibssl.so (libc6,x86-64) => /lib/x86_64-linux-gnu/libssl.so
-";
-        assert_eq!(
-            parse_ldconfig(listing),
-            [
-                PathBuf::from("/lib/x86_64-linux-gnu/libssl.so.3"),
-                PathBuf::from("/usr/lib/x86_64-linux-gnu/libssl.so.1.1"),
-            ]
-        );
     }
 
     #[test]

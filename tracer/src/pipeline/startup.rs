@@ -63,7 +63,6 @@ pub fn start(config: &RunSettings) -> Result<Started> {
     })?;
     let existing = discovery::processes_on_ports(&config.ports)?;
     let mut tls = TlsProbes::new();
-    tls.attach_host_libraries(&mut loaded.ebpf);
     for pid in &existing {
         loaded
             .tgids

@@ -51,6 +51,7 @@ pub struct State {
 pub enum TlsWork {
     Listener(u32),
     Connection(u32),
+    Exited(u32),
 }
 
 impl State {
@@ -89,7 +90,7 @@ impl State {
         // Only now: the records just written still needed the exited processes' details.
         for pid in self.exited.drain(..) {
             self.processes.forget(pid);
-            self.tls.forget(pid);
+            self.tls_work.push(TlsWork::Exited(pid));
         }
         Ok(())
     }
@@ -101,6 +102,7 @@ impl State {
             match work {
                 TlsWork::Listener(pid) => self.tls.inspect(ebpf, pid),
                 TlsWork::Connection(pid) => self.tls.tls_connection(ebpf, pid),
+                TlsWork::Exited(pid) => self.tls.forget(ebpf, pid),
             }
         }
     }

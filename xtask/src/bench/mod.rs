@@ -1,7 +1,10 @@
-//! `cargo xtask bench`: the tracer's cost on nginx, tracer off vs on, and the sinks'
-//! throughput, stdout vs NATS; all numbers from this one run (rounds interleave so
-//! drift hits both sides).
+//! `cargo xtask bench`: the tracer's cost on nginx beside no tracing, nginx's own access
+//! log and the floors of two capture designs, plain and HTTPS, then at a fixed rate, and
+//! the sinks' throughput; all numbers from this one run (rounds interleave so drift hits
+//! every arm).
 
+mod arms;
+mod floors;
 mod hub;
 mod paced;
 mod procstat;
@@ -10,13 +13,13 @@ mod table;
 
 use crate::cargo;
 use anyhow::Result;
+use arms::{Arm, Target};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 use tests::clients::url;
-use tests::load::{WrkReport, wrk};
 use tests::ports::free_port;
-use tests::servers::{Nginx, NginxConfig};
+use tests::servers::Nginx;
 use tests::tls::tls_url;
 use tests::tracer::{RecordSink, Tracer, TracerRun};
 
@@ -40,6 +43,13 @@ pub struct Options {
     /// Run only the sink-throughput section.
     #[arg(long)]
     sinks_only: bool,
+    /// Also measure this tracer binary (an older build, say) in the same rounds.
+    #[arg(long, value_name = "PATH")]
+    compare_bin: Option<std::path::PathBuf>,
+    /// Run only the floors: empty programs on each candidate hook set beside no tracing,
+    /// nginx's own access log and the tracer (plain HTTP).
+    #[arg(long)]
+    floors: bool,
     /// Run only tracer-hub's section: ingest rates, and query answers against grep/jq.
     #[arg(long)]
     hub: bool,
@@ -60,37 +70,87 @@ pub struct Traced {
     pub run: TracerRun,
 }
 
-pub struct WrkRound {
-    pub off: WrkReport,
-    pub on: WrkReport,
-    pub traced: Traced,
-}
-
 pub fn run(options: &Options) -> Result<()> {
     let bins = cargo::build_release()?;
     if options.hub {
         return hub::run(&bins.hub, options.hub_records, options.hub_dir.as_deref());
     }
     let bin = bins.tracer;
+    if options.floors {
+        return floors::run(
+            &bin,
+            &arms::Settings {
+                seconds: options.duration,
+                rounds: options.rounds,
+                connections: options.connections,
+            },
+        );
+    }
     if options.sinks_only {
         return sinks::run(&bin, options.sink_records, options.rounds);
     }
     let (port, tls_port) = (free_port(), free_port());
-    let mut config = NginxConfig::new(port);
-    // One worker: wrk, the tracer and nginx then share the machine's two
-    // cores the same way in every round.
-    config.workers = 1;
-    config.tls_port = Some(tls_port);
-    let _nginx = Nginx::start(config)?;
+    let (logging_port, logging_tls_port) = (free_port(), free_port());
+    let _nginx = Nginx::start(floors::one_worker(port, Some(tls_port), false))?;
+    let _logging = Nginx::start(floors::one_worker(
+        logging_port,
+        Some(logging_tls_port),
+        true,
+    ))?;
+    let settings = arms::Settings {
+        seconds: options.duration,
+        rounds: options.rounds,
+        connections: options.connections,
+    };
     println!(
-        "nginx 1 worker `return 200` on 127.0.0.1:{port} (and TLS on {tls_port}); \
-         wrk -t1 -c{} -d{}s --latency; {} rounds of tracer off/on",
+        "nginx 1 worker `return 200` on 127.0.0.1:{port} (TLS on {tls_port}), its \
+         access-logging twin on {logging_port} ({logging_tls_port}); wrk -t1 -c{} -d{}s \
+         --latency; {} interleaved rounds",
         options.connections, options.duration, options.rounds
     );
-    let plain = wrk_rounds(&bin, port, &url(port, "/"), options)?;
+    let mut tracers = vec![Arm::Tracer {
+        bin: &bin,
+        label: "tracer",
+    }];
+    if let Some(other) = &options.compare_bin {
+        tracers.push(Arm::Tracer {
+            bin: other,
+            label: "tracer (--compare-bin)",
+        });
+    }
+    let mut plain_arms = vec![
+        Arm::Off,
+        Arm::AccessLog,
+        Arm::Floor("syscalls"),
+        Arm::Floor("raw-syscalls-filtered"),
+    ];
+    plain_arms.extend(&tracers);
+    let (plain_url, logging_url) = (url(port, "/"), url(logging_port, "/"));
+    let plain = arms::run(
+        &bin,
+        &Target {
+            url: &plain_url,
+            port,
+            logging_url: Some(&logging_url),
+        },
+        &plain_arms,
+        &settings,
+    )?;
     // Keep-alive HTTPS: the handshakes happen once per connection, the rounds measure
     // the cost of the SSL probes on every read and write.
-    let https = wrk_rounds(&bin, tls_port, &tls_url(tls_port, "/"), options)?;
+    let mut https_arms = vec![Arm::Off, Arm::AccessLog];
+    https_arms.extend(&tracers);
+    let (https_url, logging_https_url) = (tls_url(tls_port, "/"), tls_url(logging_tls_port, "/"));
+    let https = arms::run(
+        &bin,
+        &Target {
+            url: &https_url,
+            port: tls_port,
+            logging_url: Some(&logging_https_url),
+        },
+        &https_arms,
+        &settings,
+    )?;
 
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let seconds = options.duration;
@@ -105,38 +165,14 @@ pub fn run(options: &Options) -> Result<()> {
         Ok((report.completed, report))
     })?;
 
-    table::print_wrk("wrk, plain HTTP", &plain);
-    table::print_wrk("wrk, HTTPS (keep-alive)", &https);
+    table::print_arms("wrk, plain HTTP", &plain);
+    table::print_arms("wrk, HTTPS (keep-alive)", &https);
     table::print_paced(&paced_off, &paced_on, &paced_traced, options.rate);
     sinks::run(&bin, options.sink_records, options.rounds)
 }
 
-/// Interleaved rounds of wrk against `target` without and with a tracer watching `port`.
-fn wrk_rounds(bin: &Path, port: u16, target: &str, options: &Options) -> Result<Vec<WrkRound>> {
-    let seconds = options.duration;
-    println!("{target}:");
-    wrk(target, 1, options.connections, 2)?;
-    let mut rounds = Vec::new();
-    for round in 1..=options.rounds {
-        let off = wrk(target, 1, options.connections, seconds)?;
-        println!("round {round} off: {}", table::wrk_line(&off));
-        let (on, traced) = traced(bin, port, || {
-            let report = wrk(target, 1, options.connections, seconds)?;
-            Ok((report.requests, report))
-        })?;
-        println!(
-            "round {round} on:  {}; records {} ({:+} vs wrk's count)",
-            table::wrk_line(&on),
-            traced.run.record_count,
-            traced.run.record_count as i64 - on.requests as i64
-        );
-        rounds.push(WrkRound { off, on, traced });
-    }
-    Ok(rounds)
-}
-
 /// Runs `load` under a fresh tracer and measures the tracer around it.
-fn traced<T>(
+pub fn traced<T>(
     bin: &Path,
     port: u16,
     load: impl FnOnce() -> Result<(u64, T)>,

@@ -1,17 +1,8 @@
 //! The bench's printed results.
 
+use super::Traced;
+use super::arms::{self, ArmResult};
 use super::paced::PacedReport;
-use super::{Traced, WrkRound};
-use tests::load::WrkReport;
-
-pub fn wrk_line(report: &WrkReport) -> String {
-    format!(
-        "{:.0} req/s, p99 {}, {} requests",
-        report.requests_per_sec,
-        latency(report.p99_latency_us),
-        report.requests
-    )
-}
 
 fn latency(us: Option<f64>) -> String {
     match us {
@@ -82,48 +73,6 @@ fn row(label: &str, off: &str, on: &str) {
     println!("{label:<40} {off:>16} {on:>30}");
 }
 
-/// The tracer off/on comparison of interleaved wrk rounds.
-pub fn print_wrk(title: &str, rounds: &[WrkRound]) {
-    let traced: Vec<&Traced> = rounds.iter().map(|r| &r.traced).collect();
-    let rps_off = median(rounds.iter().map(|r| r.off.requests_per_sec).collect());
-    let rps_on = median(rounds.iter().map(|r| r.on.requests_per_sec).collect());
-    let p99_off = median(rounds.iter().filter_map(|r| r.off.p99_latency_us).collect());
-    let p99_on = median(rounds.iter().filter_map(|r| r.on.p99_latency_us).collect());
-    let fmt_rps = |v: Option<f64>| v.map_or("?".to_owned(), |v| format!("{v:.0}"));
-    let ratio = match (rps_off, rps_on) {
-        (Some(off), Some(on)) if off > 0.0 => format!("{:.3}", on / off),
-        _ => "?".to_owned(),
-    };
-
-    println!();
-    row("", "tracer off", "tracer on");
-    println!("{title} ({} rounds each):", rounds.len());
-    row(
-        "  throughput, req/s (median)",
-        &fmt_rps(rps_off),
-        &fmt_rps(rps_on),
-    );
-    row("  throughput ratio on/off", "", &ratio);
-    row(
-        "  p99 latency (median)",
-        &latency(p99_off),
-        &latency(p99_on),
-    );
-    row("  tracer CPU s per 1k requests", "", &cpu_per_1k(&traced));
-    row(
-        "  eBPF ns per request (in the server)",
-        "",
-        &bpf_ns_per_request(&traced),
-    );
-    row("  tracer peak RSS (VmHWM)", "", &peak_rss(&traced));
-    row(
-        "  records vs wrk's completed requests",
-        "",
-        &records_vs(&traced),
-    );
-    row("  kernel lost events", "", &lost(&traced));
-}
-
 /// The fixed-rate phase, then the notes that apply to every table.
 pub fn print_paced(
     paced_off: &PacedReport,
@@ -159,10 +108,87 @@ pub fn print_paced(
     row("  kernel lost events", "", &lost(&paced));
     println!(
         "\nwrk counts only requests answered before its deadline: records may exceed it by up \
-         to the connection count.\nTracer CPU is its user-space process only; eBPF program time \
-         is charged to the traced processes and shows in throughput. With HTTPS, wrk's own \
-         OpenSSL calls also hit the probes (they return at the first check: wrk is not watched)."
+         to the connection count.\nuser us is the tracer's own process; eBPF us is program \
+         time charged to the traced processes (it shows in throughput, as do the uprobe \
+         traps, which no counter measures). The OpenSSL probes are attached to the watched \
+         nginx only: wrk runs its OpenSSL untouched."
     );
+}
+
+/// Throughput of each arm and its ratio to the first (median of per-round ratios, with
+/// the lowest and highest round), p99 latency, and for tracer arms what the tracer cost:
+/// user-space CPU and eBPF time per request, records against requests, lost events.
+pub fn print_arms(title: &str, results: &[ArmResult<'_>]) {
+    let Some(baseline) = results.first() else {
+        return;
+    };
+    println!("\n{title} ({} rounds):", baseline.reports.len());
+    println!(
+        "{:<38} {:>8} {:>6} {:>10} {:>9} {:>8} {:>8} {:>10} {:>5}",
+        "", "req/s", "ratio", "rounds", "p99", "user us", "eBPF us", "records", "lost"
+    );
+    for result in results {
+        let rps = arms::median_rps(result).map_or("?".to_owned(), |v| format!("{v:.0}"));
+        let ratio = arms::ratio(result, baseline).map_or("?".to_owned(), |v| format!("{v:.3}"));
+        let range = arms::ratio_range(result, baseline)
+            .map_or("?".to_owned(), |(lo, hi)| format!("{lo:.2}-{hi:.2}"));
+        let p99 = latency(median(
+            result
+                .reports
+                .iter()
+                .filter_map(|r| r.p99_latency_us)
+                .collect(),
+        ));
+        let traced: Vec<&Traced> = result.traced.iter().collect();
+        let (user, ebpf, records, lost) = if traced.is_empty() {
+            Default::default()
+        } else {
+            (
+                us_per_request(&traced),
+                bpf_us_per_request(&traced),
+                records_diff(&traced),
+                lost(&traced),
+            )
+        };
+        println!(
+            "{:<38} {rps:>8} {ratio:>6} {range:>10} {p99:>9} {user:>8} {ebpf:>8} {records:>10} {lost:>5}",
+            result.arm.label()
+        );
+    }
+    for result in results.iter().filter(|r| !r.traced.is_empty()) {
+        let traced: Vec<&Traced> = result.traced.iter().collect();
+        println!("{}: peak RSS {}", result.arm.label(), peak_rss(&traced));
+    }
+}
+
+/// User-space CPU of the tracer per request, in microseconds.
+fn us_per_request(traced: &[&Traced]) -> String {
+    let cpu: f64 = traced.iter().map(|t| t.cpu_seconds).sum();
+    let requests: u64 = traced.iter().map(|t| t.requests).sum();
+    if requests == 0 {
+        return "?".to_owned();
+    }
+    format!("{:.2}", cpu / requests as f64 * 1e6)
+}
+
+/// Kernel time in the tracer's programs per request, in microseconds.
+fn bpf_us_per_request(traced: &[&Traced]) -> String {
+    let ns: Option<u64> = traced
+        .iter()
+        .map(|t| t.run.summary_u64("bpf_run_time_ns").ok())
+        .sum();
+    let requests: u64 = traced.iter().map(|t| t.requests).sum();
+    match ns {
+        Some(ns) if requests > 0 => format!("{:.2}", ns as f64 / requests as f64 / 1000.0),
+        _ => "?".to_owned(),
+    }
+}
+
+/// Records minus the requests wrk counted, over all rounds.
+fn records_diff(traced: &[&Traced]) -> String {
+    let records: u64 = traced.iter().map(|t| t.run.record_count).sum();
+    let requests: u64 = traced.iter().map(|t| t.requests).sum();
+    format!("{:+}", records as i64 - requests as i64)
 }
 
 #[cfg(test)]

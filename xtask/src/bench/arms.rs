@@ -1,0 +1,164 @@
+//! Interleaved rounds over several configurations ("arms") of the same nginx load: no
+//! tracing, nginx's own access log, empty programs on one hook set, the tracer. Each
+//! round runs every arm once in the same order, so drift and other load on the machine
+//! hit all of them; ratios are taken within a round, then the median over rounds.
+
+use super::{Traced, table::median, traced};
+use anyhow::{Context, Result, bail};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use tests::load::{WrkReport, wrk};
+use tests::process::Guarded;
+
+/// Where an arm's load goes and what runs beside it.
+#[derive(Clone, Copy)]
+pub enum Arm<'a> {
+    /// The server alone.
+    Off,
+    /// The twin server that writes its own JSON access log (buffer=64k).
+    AccessLog,
+    /// Empty programs on one hook set (`tracer floor HOOK`).
+    Floor(&'static str),
+    /// `tracer run` on the server's port, from this binary.
+    Tracer { bin: &'a Path, label: &'a str },
+}
+
+impl Arm<'_> {
+    pub fn label(self) -> String {
+        match self {
+            Self::Off => "no tracing".to_owned(),
+            Self::AccessLog => "nginx access_log (JSON, buffer=64k)".to_owned(),
+            Self::Floor(hook) => format!("empty programs: {hook}"),
+            Self::Tracer { label, .. } => label.to_owned(),
+        }
+    }
+}
+
+/// The server under load: its URL and port, and its access-logging twin's URL.
+pub struct Target<'a> {
+    pub url: &'a str,
+    pub port: u16,
+    pub logging_url: Option<&'a str>,
+}
+
+pub struct ArmResult<'a> {
+    pub arm: Arm<'a>,
+    /// One report per round, in round order.
+    pub reports: Vec<WrkReport>,
+    /// The tracer's own measurements, for the tracer arm.
+    pub traced: Vec<Traced>,
+}
+
+pub struct Settings {
+    pub seconds: u32,
+    pub rounds: u32,
+    pub connections: u32,
+}
+
+/// Runs every arm once per round; the first arm is the baseline ratios are taken to.
+/// `bin` is the tracer whose `tracer floor` holds the floor programs.
+pub fn run<'a>(
+    bin: &Path,
+    target: &Target<'_>,
+    arms: &[Arm<'a>],
+    s: &Settings,
+) -> Result<Vec<ArmResult<'a>>> {
+    println!("{}: warming up", target.url);
+    wrk(target.url, 1, s.connections, 2)?;
+    if let Some(url) = target.logging_url {
+        wrk(url, 1, s.connections, 2)?;
+    }
+    let mut results: Vec<ArmResult> = arms
+        .iter()
+        .map(|&arm| ArmResult {
+            arm,
+            reports: Vec::new(),
+            traced: Vec::new(),
+        })
+        .collect();
+    for round in 1..=s.rounds {
+        for result in &mut results {
+            let report = match result.arm {
+                Arm::Off => wrk(target.url, 1, s.connections, s.seconds)?,
+                Arm::AccessLog => {
+                    let url = target
+                        .logging_url
+                        .context("no access-logging server for this target")?;
+                    wrk(url, 1, s.connections, s.seconds)?
+                }
+                Arm::Floor(hook) => {
+                    let _floor = floor(bin, hook)?;
+                    wrk(target.url, 1, s.connections, s.seconds)?
+                }
+                Arm::Tracer { bin, .. } => {
+                    let (report, t) = traced(bin, target.port, || {
+                        let report = wrk(target.url, 1, s.connections, s.seconds)?;
+                        Ok((report.requests, report))
+                    })?;
+                    result.traced.push(t);
+                    report
+                }
+            };
+            println!(
+                "round {round} {:<44} {:>8.0} req/s",
+                result.arm.label(),
+                report.requests_per_sec
+            );
+            result.reports.push(report);
+        }
+    }
+    Ok(results)
+}
+
+/// Median over rounds of this arm's throughput divided by the baseline's in that round.
+pub fn ratio(result: &ArmResult, baseline: &ArmResult) -> Option<f64> {
+    median(
+        result
+            .reports
+            .iter()
+            .zip(&baseline.reports)
+            .filter(|(_, base)| base.requests_per_sec > 0.0)
+            .map(|(r, base)| r.requests_per_sec / base.requests_per_sec)
+            .collect(),
+    )
+}
+
+/// The lowest and highest per-round ratio: how far to trust the median.
+pub fn ratio_range(result: &ArmResult, baseline: &ArmResult) -> Option<(f64, f64)> {
+    let ratios: Vec<f64> = result
+        .reports
+        .iter()
+        .zip(&baseline.reports)
+        .filter(|(_, base)| base.requests_per_sec > 0.0)
+        .map(|(r, base)| r.requests_per_sec / base.requests_per_sec)
+        .collect();
+    let min = ratios.iter().copied().reduce(f64::min)?;
+    let max = ratios.iter().copied().reduce(f64::max)?;
+    Some((min, max))
+}
+
+pub fn median_rps(result: &ArmResult) -> Option<f64> {
+    median(result.reports.iter().map(|r| r.requests_per_sec).collect())
+}
+
+/// `tracer floor HOOK`, once its programs are attached; killed on drop.
+fn floor(bin: &Path, hook: &str) -> Result<Guarded> {
+    let mut command = Command::new(bin);
+    command
+        .args(["floor", hook])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = Guarded::spawn(&mut command, "tracer floor")?;
+    let stderr = child
+        .child_mut()
+        .stderr
+        .take()
+        .context("tracer floor's stderr was not piped")?;
+    let mut lines = BufReader::new(stderr).lines();
+    match lines.next() {
+        Some(Ok(line)) if line.starts_with("tracer: floor ready") => Ok(child),
+        other => bail!("tracer floor {hook} did not start: {other:?}"),
+    }
+}
