@@ -20,8 +20,8 @@ pub enum Preface {
 pub enum Verdict {
     /// Keep it: it may still be the preface.
     Held,
-    /// The connection just turned out to be HTTP/2.
-    Http2,
+    /// The connection just turned out to be HTTP/2; frames start at this offset of the chunk.
+    Http2(usize),
     /// An HTTP/2 connection's later bytes.
     Ignore,
     /// HTTP/1 (or not HTTP at all): parse the held bytes, if any, then this chunk.
@@ -61,7 +61,7 @@ impl Preface {
         if intact && chunk.data[..take] == HTTP2_PREFACE[at..at + take] {
             if at + take == HTTP2_PREFACE.len() {
                 *self = Self::Http2;
-                return Verdict::Http2;
+                return Verdict::Http2(take);
             }
             if take == chunk.data.len() {
                 if at == 0 {
