@@ -29,6 +29,7 @@ packages=(
   util-linux
   chromium
   libmaxmind-db-writer-perl
+  nghttp2-client
 )
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need_pkgs+=("$p")

@@ -33,6 +33,9 @@ pub struct NginxConfig {
     pub tls_port: Option<u16>,
     /// Offer HTTP/2 (ALPN h2) on the TLS port.
     pub http2: bool,
+    /// Serve HTTP/2 without TLS on the plain port (h2c with prior knowledge; nginx does
+    /// not answer `Upgrade: h2c`).
+    pub h2c: bool,
 }
 
 impl NginxConfig {
@@ -46,16 +49,18 @@ impl NginxConfig {
             access_log: false,
             tls_port: None,
             http2: false,
+            h2c: false,
         }
     }
 
     fn render(&self, prefix: &str, cert: Option<&Certificate>) -> String {
         let mut listen = String::new();
+        let h2c = if self.h2c { " http2" } else { "" };
         if self.ipv4 {
-            let _ = writeln!(listen, "        listen 127.0.0.1:{};", self.port);
+            let _ = writeln!(listen, "        listen 127.0.0.1:{}{h2c};", self.port);
         }
         if self.ipv6 {
-            let _ = writeln!(listen, "        listen [::1]:{};", self.port);
+            let _ = writeln!(listen, "        listen [::1]:{}{h2c};", self.port);
         }
         if let (Some(port), Some(cert)) = (self.tls_port, cert) {
             let http2 = if self.http2 { " http2" } else { "" };

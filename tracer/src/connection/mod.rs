@@ -57,7 +57,7 @@ pub struct TrackerStats {
     pub orphan_responses: u64,
     pub http2_connections: u64,
     pub ambiguous_framing: u64,
-    #[serde(skip)]
+    /// Under `"http2"` in the summary.
     pub http2: crate::http::Http2Stats,
 }
 
