@@ -198,3 +198,94 @@ fn h2load_many_concurrent_streams_one_record_each() -> Result<()> {
     }
     Ok(())
 }
+
+/// One HEADERS frame (END_STREAM | END_HEADERS) carrying `block`.
+fn headers_frame(stream: u32, block: &[u8]) -> Vec<u8> {
+    let mut f = (block.len() as u32).to_be_bytes()[1..].to_vec();
+    f.extend([0x1, 0x5]);
+    f.extend(stream.to_be_bytes());
+    f.extend_from_slice(block);
+    f
+}
+
+/// HPACK by hand: GET and http from the static table, then the path as a literal
+/// without indexing (static name 4), then `tail`.
+fn get_block(path: &str, tail: &[u8]) -> Vec<u8> {
+    let mut b = vec![0x82, 0x86, 0x04, path.len() as u8];
+    b.extend_from_slice(path.as_bytes());
+    b.extend_from_slice(tail);
+    b
+}
+
+fn wait_logged(nginx: &Nginx, lines: usize) -> Result<()> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while nginx.access_log_lines()? < lines {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "nginx logged fewer than {lines} requests"
+        );
+        std::thread::yield_now();
+    }
+    Ok(())
+}
+
+#[test]
+fn a_connection_open_before_the_tracer_is_decoded_as_partial() -> Result<()> {
+    let plain = free_port();
+    let mut config = NginxConfig::new(plain);
+    config.h2c = true;
+    config.access_log = true;
+    let nginx = Nginx::start(config)?;
+    let mut conn = tests::clients::RawConn::connect(("127.0.0.1", plain))?;
+    let authority = b"127.0.0.1";
+    // Stream 1, before the tracer: `:authority` goes into the dynamic table (index 62).
+    let mut tail = vec![0x41, authority.len() as u8];
+    tail.extend_from_slice(authority);
+    let mut first = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    first.extend([0, 0, 0, 4, 0, 0, 0, 0, 0]);
+    first.extend(headers_frame(1, &get_block("/before", &tail)));
+    conn.send(&first)?;
+    wait_logged(&nginx, 1)?;
+
+    let tracer = Tracer::start(&[plain])?;
+    // Stream 3 says everything literally; stream 5 refers to the entry the tracer missed.
+    let mut literal = vec![0x01, authority.len() as u8];
+    literal.extend_from_slice(authority);
+    let mut later = headers_frame(3, &get_block("/literal", &literal));
+    later.extend(headers_frame(5, &get_block("/indexed", &[0xbe])));
+    conn.send(&later)?;
+    wait_logged(&nginx, 3)?;
+    tracer.wait_for_records(2, std::time::Duration::from_secs(10))?;
+    drop(conn);
+    let run = tracer.stop()?;
+
+    let rows: Vec<_> = run
+        .records
+        .iter()
+        .map(|r| {
+            (
+                r.get("url.path").and_then(Value::as_str),
+                r.u64_field("http.response.status_code"),
+                r.str_field("tracer.outcome"),
+                r.str_field("tracer.h2.state"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            (Some("/literal"), 200, "complete", "partial"),
+            // The unknown index fails the whole block: no path, never a wrong one.
+            (None, 200, "request_unparsed", "partial"),
+        ],
+        "{:#?}",
+        run.records
+    );
+    assert_eq!(
+        run.summary["http2"]["partial_connections"], 1,
+        "{}",
+        run.summary
+    );
+    assert_eq!(run.summary["http2"]["hpack_errors"], 1, "{}", run.summary);
+    Ok(())
+}

@@ -134,6 +134,15 @@ impl HttpConnection {
                 self.sync_h2();
                 return;
             }
+            Verdict::Http2Midway => {
+                self.early_response_bytes = None;
+                self.stats.http2_connections += 1;
+                let mut h2 = Box::new(H2Connection::new(true));
+                h2.on_request(chunk);
+                self.h2 = Some(h2);
+                self.sync_h2();
+                return;
+            }
             Verdict::Http2(frames_at) => {
                 // The server's SETTINGS before the preface were whole frames of their own.
                 self.early_response_bytes = None;

@@ -315,9 +315,6 @@ impl H2Connection {
             if stream.response.is_none() && !informational {
                 stream.response = Some((fields, ts));
             }
-        } else if stream.response.is_none() {
-            // A response head was sent but did not decode: record its stream with no status.
-            stream.response = Some((Fields::default(), ts));
         }
         if block.end_stream {
             self.end_stream(block.stream, ts);

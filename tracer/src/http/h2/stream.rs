@@ -22,7 +22,6 @@ pub struct Stream {
 }
 
 /// Decoded fields of one header block, pseudo-headers apart.
-#[derive(Default)]
 pub struct Fields {
     pub pseudo: Vec<(Vec<u8>, Vec<u8>)>,
     pub regular: Vec<(Vec<u8>, Vec<u8>)>,
@@ -79,17 +78,20 @@ impl Stream {
         });
         let head = self.request.map(request_head).unwrap_or_default();
         let unparsed = head.method.is_empty().then(|| Box::<[u8]>::from(&b""[..]));
-        let response = self.response.map(|(fields, head_ns)| Response {
-            head: ResponseHead {
-                status: fields.status().unwrap_or(0),
-                minor_version: 0,
-                headers: Headers::from_pairs(&fields.regular),
-            },
-            head_ns,
-            end_ns: self.last_ns,
-            head_size: 0,
-            body_size: self.response_body,
-            body_complete: end == ExchangeEnd::Complete,
+        // A response block that did not decode has no status to report: no response.
+        let response = self.response.and_then(|(fields, head_ns)| {
+            Some(Response {
+                head: ResponseHead {
+                    status: fields.status()?,
+                    minor_version: 0,
+                    headers: Headers::from_pairs(&fields.regular),
+                },
+                head_ns,
+                end_ns: self.last_ns,
+                head_size: 0,
+                body_size: self.response_body,
+                body_complete: end == ExchangeEnd::Complete,
+            })
         });
         Exchange {
             request: Request {

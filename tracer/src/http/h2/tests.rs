@@ -459,3 +459,37 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn frames_without_a_preface_are_a_joined_connection_recorded_as_partial() {
+    let mut enc = Encoder::new();
+    let mut conn = HttpConnection::new();
+    let request = headers(
+        &mut enc,
+        7,
+        true,
+        &[(":method", "GET"), (":path", "/joined")],
+    );
+    conn.on_request(chunk(1, &request));
+    let mut resp = Encoder::new();
+    conn.on_response(chunk(
+        2,
+        &headers(&mut resp, 7, true, &[(":status", "200")]),
+    ));
+    let done = conn.take_completed();
+    assert_eq!(
+        summary(&done),
+        [(
+            "GET".into(),
+            "/joined".into(),
+            Some(200),
+            0,
+            0,
+            ExchangeEnd::Complete
+        )]
+    );
+    assert!(done[0].http2.as_ref().unwrap().partial);
+    assert_eq!(conn.stats().http2_connections, 1);
+    assert_eq!(conn.stats().http2.partial_connections, 1);
+    assert_eq!(conn.stats().non_http_chunks, 0);
+}
