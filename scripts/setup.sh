@@ -30,6 +30,7 @@ packages=(
   chromium
   libmaxmind-db-writer-perl
   prometheus-alertmanager
+  nghttp2-client
 )
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need_pkgs+=("$p")

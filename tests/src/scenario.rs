@@ -66,7 +66,8 @@ impl Request {
             self.path, self.user_agent, self.client
         );
         if let Some((user, password)) = &self.basic {
-            let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+            let token =
+                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
             head.push_str(&format!("Authorization: Basic {token}\r\n"));
         }
         if let Some(token) = &self.bearer {
@@ -102,7 +103,9 @@ impl Clients {
         let port = self.port;
         let conn = match self.connections.entry(request.client.clone()) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(e) => e.insert(BufReader::new(connect(port)?)),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(BufReader::new(connect(port)?))
+            }
         };
         conn.get_mut().write_all(request.head().as_bytes())?;
         let status = read_response(conn).with_context(|| format!("GET {}", request.path))?;
@@ -151,12 +154,25 @@ fn connect(port: u16) -> Result<TcpStream> {
         }
         let stream = TcpStream::from_raw_fd(fd);
         let bind = sockaddr(SocketAddrV4::new(PROXY, 0));
-        if libc::bind(fd, (&raw const bind).cast(), size_of::<libc::sockaddr_in>() as u32) != 0 {
+        if libc::bind(
+            fd,
+            (&raw const bind).cast(),
+            size_of::<libc::sockaddr_in>() as u32,
+        ) != 0
+        {
             bail!("bind 127.0.0.2: {}", std::io::Error::last_os_error());
         }
         let to = sockaddr(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port));
-        if libc::connect(fd, (&raw const to).cast(), size_of::<libc::sockaddr_in>() as u32) != 0 {
-            bail!("connect to port {port}: {}", std::io::Error::last_os_error());
+        if libc::connect(
+            fd,
+            (&raw const to).cast(),
+            size_of::<libc::sockaddr_in>() as u32,
+        ) != 0
+        {
+            bail!(
+                "connect to port {port}: {}",
+                std::io::Error::last_os_error()
+            );
         }
         stream.set_nodelay(true)?;
         Ok(stream)

@@ -48,7 +48,7 @@ const ROUND: Duration = Duration::from_millis(200);
 fn client_of(user_index: usize) -> String {
     // Half the population in a network the test GeoIP places in Berlin (AS64501),
     // half in one it knows nothing about.
-    if user_index % 2 == 0 {
+    if user_index.is_multiple_of(2) {
         format!("198.51.100.{}", 10 + user_index)
     } else {
         format!("192.0.2.{}", 10 + user_index)
@@ -65,7 +65,7 @@ fn normal_round(clients: &mut Clients, round: u32) -> Result<u64> {
             let step = round * 7 + n + i as u32;
             let path = match step % 7 {
                 0 => "/".to_owned(),
-                1 | 2 | 3 => format!("/orders/{}", step % 5 + 1),
+                1..=3 => format!("/orders/{}", step % 5 + 1),
                 4 => "/reports/daily".to_owned(),
                 5 if step % 97 == 5 => "/login".to_owned(),
                 5 if step % 89 == 5 => format!("/static/missing-{}.css", step % 3),
@@ -82,9 +82,12 @@ fn normal_round(clients: &mut Clients, round: u32) -> Result<u64> {
     }
     for n in 0..4u32 {
         clients.send(
-            &Request::new("198.51.100.200", &format!("/api/v1/stock/{}", (round + n) % 3))
-                .api_key(API_KEY)
-                .user_agent("svc-client/2.1"),
+            &Request::new(
+                "198.51.100.200",
+                &format!("/api/v1/stock/{}", (round + n) % 3),
+            )
+            .api_key(API_KEY)
+            .user_agent("svc-client/2.1"),
         )?;
         sent += 1;
     }
@@ -110,14 +113,20 @@ fn attacks(clients: &mut Clients, expired_jwt: &str) -> Result<Vec<Attack>> {
     clients.send(&Request::new(&client_of(3), "/hr/salaries").basic("mallory", PASSWORD))?;
     add(
         "restricted asset",
-        &[("restricted_access", "user:mallory"), ("least_privilege", "user:mallory")],
+        &[
+            ("restricted_access", "user:mallory"),
+            ("least_privilege", "user:mallory"),
+        ],
     );
     // bob reaches the admin console without the admin role.
     clients.send(&Request::new(&client_of(1), "/admin/users").basic("bob", PASSWORD))?;
     add("privilege", &[("least_privilege", "user:bob")]);
     // carol, past her learning period, opens the confidential finance report.
     clients.send(&Request::new(&client_of(2), "/finance/report").basic("carol", PASSWORD))?;
-    add("first confidential", &[("first_confidential", "user:carol")]);
+    add(
+        "first confidential",
+        &[("first_confidential", "user:carol")],
+    );
     // alice's password used from Brazil with another device, while alice works in Berlin.
     clients.send(
         &Request::new("203.0.113.77", "/orders/1")
@@ -126,7 +135,10 @@ fn attacks(clients: &mut Clients, expired_jwt: &str) -> Result<Vec<Attack>> {
     )?;
     add(
         "stolen password",
-        &[("new_source", "user:alice"), ("credential_sharing", "user:alice")],
+        &[
+            ("new_source", "user:alice"),
+            ("credential_sharing", "user:alice"),
+        ],
     );
     // The service's API key also used from Brazil.
     clients.send(
@@ -136,11 +148,15 @@ fn attacks(clients: &mut Clients, expired_jwt: &str) -> Result<Vec<Attack>> {
     )?;
     add(
         "shared key",
-        &[("credential_sharing", "credential:*"), ("new_source", "credential:*")],
+        &[
+            ("credential_sharing", "credential:*"),
+            ("new_source", "credential:*"),
+        ],
     );
     // olga works outside her working hours.
     for n in 0..3 {
-        clients.send(&Request::new("192.0.2.200", &format!("/orders/{n}")).basic("olga", PASSWORD))?;
+        clients
+            .send(&Request::new("192.0.2.200", &format!("/orders/{n}")).basic("olga", PASSWORD))?;
     }
     add("off hours", &[("off_hours", "user:olga")]);
     // A disabled account still served.
@@ -155,30 +171,48 @@ fn attacks(clients: &mut Clients, expired_jwt: &str) -> Result<Vec<Attack>> {
     }
     add(
         "brute force",
-        &[("auth_failures", "client:203.0.113.66"), ("auth_failures", "user:root")],
+        &[
+            ("auth_failures", "client:203.0.113.66"),
+            ("auth_failures", "user:root"),
+        ],
     );
     // Credential stuffing: many users from one client.
     for n in 0..8 {
         clients.send(&Request::new("203.0.113.67", "/login").basic(&format!("leaked{n}"), "x"))?;
     }
-    add("credential stuffing", &[("credential_stuffing", "client:203.0.113.67")]);
+    add(
+        "credential stuffing",
+        &[("credential_stuffing", "client:203.0.113.67")],
+    );
     // A scanner.
     for n in 0..40 {
-        clients.send(&Request::new("203.0.113.68", &format!("/static/probe-{n}.php")))?;
+        clients.send(&Request::new(
+            "203.0.113.68",
+            &format!("/static/probe-{n}.php"),
+        ))?;
     }
     add("scanner", &[("scanning", "client:203.0.113.68")]);
     // sam walks every customer record.
     for n in 0..60 {
-        clients.send(&Request::new(&client_of(5), &format!("/customers/{}", 1000 + n)).basic("sam", PASSWORD))?;
+        clients.send(
+            &Request::new(&client_of(5), &format!("/customers/{}", 1000 + n))
+                .basic("sam", PASSWORD),
+        )?;
     }
     add("scraping", &[("scraping", "user:sam")]);
     // victor's script pulls far more than his baseline.
     for n in 0..700 {
-        clients.send(&Request::new(&client_of(4), &format!("/orders/{}", n % 5 + 1)).basic("victor", PASSWORD))?;
+        clients.send(
+            &Request::new(&client_of(4), &format!("/orders/{}", n % 5 + 1))
+                .basic("victor", PASSWORD),
+        )?;
     }
     add(
         "volume",
-        &[("volume", "user:victor"), ("volume", &format!("client:{}", client_of(4)))],
+        &[
+            ("volume", "user:victor"),
+            ("volume", &format!("client:{}", client_of(4))),
+        ],
     );
     // An endpoint failing for everyone.
     for (i, user) in USERS.iter().enumerate().take(10) {
@@ -188,8 +222,14 @@ fn attacks(clients: &mut Clients, expired_jwt: &str) -> Result<Vec<Attack>> {
     }
     add("server errors", &[("server_errors", "endpoint:GET /boom")]);
     // A public Sigma rule's traversal.
-    clients.send(&Request::new("203.0.113.69", "/download?file=../../etc/passwd"))?;
-    add("sigma path traversal", &[("sigma.web-path-traversal", "client:203.0.113.69")]);
+    clients.send(&Request::new(
+        "203.0.113.69",
+        "/download?file=../../etc/passwd",
+    ))?;
+    add(
+        "sigma path traversal",
+        &[("sigma.web-path-traversal", "client:203.0.113.69")],
+    );
     Ok(attacks)
 }
 
@@ -231,21 +271,30 @@ fn webhook() -> Result<(String, Arc<Mutex<Vec<String>>>)> {
             if reader.read_exact(&mut body).is_err() {
                 continue;
             }
-            let status = if n == 0 { "500 Internal Server Error" } else { "200 OK" };
+            let status = if n == 0 {
+                "500 Internal Server Error"
+            } else {
+                "200 OK"
+            };
             let _ = stream.write_all(
                 format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
                     .as_bytes(),
             );
             if n > 0 {
-                kept.lock().expect("lock").push(String::from_utf8_lossy(&body).into_owned());
+                kept.lock()
+                    .expect("lock")
+                    .push(String::from_utf8_lossy(&body).into_owned());
             }
         }
     });
     Ok((url, bodies))
 }
 
+/// (subject, payload) of every message received, shared with the collecting thread.
+type Messages = Arc<Mutex<Vec<(String, String)>>>;
+
 /// Every message on `alerts.>`, collected on a thread of its own.
-fn subscribe(nats: &str) -> Result<Arc<Mutex<Vec<(String, String)>>>> {
+fn subscribe(nats: &str) -> Result<Messages> {
     let messages = Arc::new(Mutex::new(Vec::new()));
     let kept = Arc::clone(&messages);
     let (ready, subscribed) = std::sync::mpsc::channel();
@@ -286,8 +335,7 @@ fn matches(expected: &(&str, String), alert: &Value) -> bool {
 }
 
 #[test]
-fn injected_attacks_are_detected_normal_use_is_not_and_alerts_reach_every_receiver() -> Result<()>
-{
+fn injected_attacks_are_detected_normal_use_is_not_and_alerts_reach_every_receiver() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let path = |name: &str| dir.path().join(name).display().to_string();
     let status = std::process::Command::new("perl")
@@ -299,7 +347,9 @@ fn injected_attacks_are_detected_normal_use_is_not_and_alerts_reach_every_receiv
     let port = free_port();
     let mut config = NginxConfig::new(port);
     config.access_log = true;
-    config.extra_locations = "        location = /login { return 401; }\n        location = /boom { return 503; }\n".to_owned();
+    config.extra_locations =
+        "        location = /login { return 401; }\n        location = /boom { return 503; }\n"
+            .to_owned();
     let nginx = Nginx::start(config)?;
 
     std::fs::write(path("hs256.secret"), format!("{HMAC_SECRET}\n"))?;
@@ -328,7 +378,10 @@ fn injected_attacks_are_detected_normal_use_is_not_and_alerts_reach_every_receiv
         ],
         &[],
     )?;
-    std::fs::write(path("audit.pub"), key_show(dir.path().join("audit.key").as_path())?)?;
+    std::fs::write(
+        path("audit.pub"),
+        key_show(dir.path().join("audit.key").as_path())?,
+    )?;
 
     std::fs::write(
         path("catalog.toml"),
@@ -362,15 +415,26 @@ fn injected_attacks_are_detected_normal_use_is_not_and_alerts_reach_every_receiv
     let mut hub = Hub::serve(
         &dir.path().join("hub"),
         &[
-            "--nats", &nats_url, "--key", &key,
-            "--catalog", &path("catalog.toml"),
-            "--directory", &path("people.csv"),
-            "--geoip", &path("test-city.mmdb"),
-            "--geoip", &path("test-asn.mmdb"),
-            "--detections", &path("detections.toml"),
-            "--rules", &path("sigma.yml"),
-            "--alertmanager", &am,
-            "--webhook", &hook,
+            "--nats",
+            &nats_url,
+            "--key",
+            &key,
+            "--catalog",
+            &path("catalog.toml"),
+            "--directory",
+            &path("people.csv"),
+            "--geoip",
+            &path("test-city.mmdb"),
+            "--geoip",
+            &path("test-asn.mmdb"),
+            "--detections",
+            &path("detections.toml"),
+            "--rules",
+            &path("sigma.yml"),
+            "--alertmanager",
+            &am,
+            "--webhook",
+            &hook,
         ],
     )?;
 
@@ -394,7 +458,9 @@ fn injected_attacks_are_detected_normal_use_is_not_and_alerts_reach_every_receiv
         std::thread::sleep(ROUND.saturating_sub(started.elapsed()));
     }
     let total = clients.sent;
-    hub.wait_until(WAIT, "holding every request", |hub| Ok(hub.stored()? >= total))?;
+    hub.wait_until(WAIT, "holding every request", |hub| {
+        Ok(hub.stored()? >= total)
+    })?;
     let first_alert_after = attacked_at.elapsed();
     assert_eq!(
         nginx.settled_access_log_lines()? as u64,
@@ -403,7 +469,9 @@ fn injected_attacks_are_detected_normal_use_is_not_and_alerts_reach_every_receiv
     );
 
     let data = dir.path().join("hub").display().to_string();
-    let listed = hub::ok(&["alerts", "--data", &data, "--format", "jsonl", "--limit", "1000"])?;
+    let listed = hub::ok(&[
+        "alerts", "--data", &data, "--format", "jsonl", "--limit", "1000",
+    ])?;
     let alerts: Vec<Value> = listed
         .lines()
         .map(|l| serde_json::from_str(l).with_context(|| format!("alert line {l}")))
@@ -425,22 +493,47 @@ fn injected_attacks_are_detected_normal_use_is_not_and_alerts_reach_every_receiv
     }
     let mut false_alerts = Vec::new();
     for alert in &alerts {
-        if !attacks.iter().flat_map(|a| &a.expect).any(|e| matches(e, alert)) {
-            report.entry(alert["rule"].as_str().unwrap_or("?").to_owned()).or_default().2 += 1;
+        if !attacks
+            .iter()
+            .flat_map(|a| &a.expect)
+            .any(|e| matches(e, alert))
+        {
+            report
+                .entry(alert["rule"].as_str().unwrap_or("?").to_owned())
+                .or_default()
+                .2 += 1;
             false_alerts.push(alert.to_string());
         }
     }
     eprintln!(
         "detections: {normal} normal and {attack_requests} attack requests through nginx, tracer, NATS and the hub"
     );
-    eprintln!("{:<22} {:>9} {:>7} {:>6} {:>9} {:>6}", "rule", "detected", "missed", "false", "precision", "recall");
+    eprintln!(
+        "{:<22} {:>9} {:>7} {:>6} {:>9} {:>6}",
+        "rule", "detected", "missed", "false", "precision", "recall"
+    );
     for (rule, (hit, miss, wrong)) in &report {
-        let precision = if hit + wrong == 0 { 1.0 } else { f64::from(*hit) / f64::from(hit + wrong) };
-        let recall = if hit + miss == 0 { 1.0 } else { f64::from(*hit) / f64::from(hit + miss) };
+        let precision = if hit + wrong == 0 {
+            1.0
+        } else {
+            f64::from(*hit) / f64::from(hit + wrong)
+        };
+        let recall = if hit + miss == 0 {
+            1.0
+        } else {
+            f64::from(*hit) / f64::from(hit + miss)
+        };
         eprintln!("{rule:<22} {hit:>9} {miss:>7} {wrong:>6} {precision:>9.2} {recall:>6.2}");
     }
-    assert!(missed.is_empty(), "attacks not detected:\n{}\nalerts:\n{listed}", missed.join("\n"));
-    assert!(normal >= 10_000, "the scenario's normal traffic is {normal} requests");
+    assert!(
+        missed.is_empty(),
+        "attacks not detected:\n{}\nalerts:\n{listed}",
+        missed.join("\n")
+    );
+    assert!(
+        normal >= 10_000,
+        "the scenario's normal traffic is {normal} requests"
+    );
     let allowed = (normal / 10_000) as usize;
     assert!(
         false_alerts.len() <= allowed,
@@ -479,7 +572,8 @@ fn injected_attacks_are_detected_normal_use_is_not_and_alerts_reach_every_receiv
     hub.wait_until(WAIT, "delivering to Alertmanager", |_| {
         seen_by_am = alertmanager.alerts()?;
         Ok(seen_by_am.iter().any(|a| {
-            a["labels"]["alertname"] == "restricted_access" && a["labels"]["entity"] == "user:mallory"
+            a["labels"]["alertname"] == "restricted_access"
+                && a["labels"]["entity"] == "user:mallory"
         }))
     })?;
     hub.wait_until(WAIT, "publishing on NATS", |_| {
@@ -490,7 +584,11 @@ fn injected_attacks_are_detected_normal_use_is_not_and_alerts_reach_every_receiv
             .any(|(subject, _)| subject == "alerts.restricted_access"))
     })?;
     hub.wait_until(WAIT, "retrying the webhook", |_| {
-        Ok(hooked.lock().expect("lock").iter().any(|b| b.contains("\"broken_auth\"")))
+        Ok(hooked
+            .lock()
+            .expect("lock")
+            .iter()
+            .any(|b| b.contains("\"broken_auth\"")))
     })?;
     eprintln!(
         "detections: every alert stored {:.1} s after the attacks began (requests and ingest included)",
@@ -504,8 +602,20 @@ fn injected_attacks_are_detected_normal_use_is_not_and_alerts_reach_every_receiv
         ("alertmanager", serde_json::to_string(&seen_by_am)?),
         ("hub stderr", hub.stderr()),
     ];
-    outputs.extend(nats_alerts.lock().expect("lock").iter().map(|(_, m)| ("nats", m.clone())));
-    outputs.extend(hooked.lock().expect("lock").iter().map(|b| ("webhook", b.clone())));
+    outputs.extend(
+        nats_alerts
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|(_, m)| ("nats", m.clone())),
+    );
+    outputs.extend(
+        hooked
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|b| ("webhook", b.clone())),
+    );
     for (what, text) in &outputs {
         for secret in secrets {
             assert!(!text.contains(secret), "a secret in {what}");

@@ -486,7 +486,9 @@ fn altered_and_junk_lines_in_files_are_flagged_and_a_file_imported_twice_is_stor
     let alerts = hub::ok(&["alerts", "--data", &data, "--format", "jsonl"])?;
     let rules: Vec<String> = alerts
         .lines()
-        .map(|l| serde_json::from_str::<Value>(l).map(|a| a["rule"].as_str().unwrap_or("").to_owned()))
+        .map(|l| {
+            serde_json::from_str::<Value>(l).map(|a| a["rule"].as_str().unwrap_or("").to_owned())
+        })
         .collect::<Result<_, _>>()?;
     for rule in ["chain_break", "chain_gap"] {
         assert!(rules.iter().any(|r| r == rule), "{rule} in {alerts}");

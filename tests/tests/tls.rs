@@ -336,7 +336,7 @@ fn an_unwatched_tls_port_yields_nothing() -> Result<()> {
 }
 
 #[test]
-fn http2_over_tls_is_counted_not_parsed_as_junk() -> Result<()> {
+fn http2_and_http1_over_tls_side_by_side() -> Result<()> {
     let (plain, tls) = (free_port(), free_port());
     let mut config = NginxConfig::new(plain);
     config.tls_port = Some(tls);
@@ -355,7 +355,12 @@ fn http2_over_tls_is_counted_not_parsed_as_junk() -> Result<()> {
     assert_eq!(curl(&["-k", "--http1.1", &tls_url(tls, "/h1")])?, HELLO);
     let run = tracer.stop()?;
 
-    assert_eq!(strings(&run.records, "url.path"), ["/h1"]);
+    // HTTP/2 is decoded (tests/tests/http2.rs checks it against nginx's log).
+    assert_eq!(strings(&run.records, "url.path"), ["/h2/1", "/h2/2", "/h1"]);
+    assert_eq!(
+        strings(&run.records, "network.protocol.version"),
+        ["2", "2", "1.1"]
+    );
     assert_eq!(run.summary_u64("http2_connections")?, 1, "{}", run.summary);
     assert_eq!(run.summary_u64("tls_connections")?, 2, "{}", run.summary);
     assert_clean_tls(&run)

@@ -38,6 +38,9 @@ pub struct NginxConfig {
     pub http2: bool,
     /// More `location` blocks, written inside the server block before the fixed ones.
     pub extra_locations: String,
+    /// Serve HTTP/2 without TLS on the plain port (h2c with prior knowledge; nginx does
+    /// not answer `Upgrade: h2c`).
+    pub h2c: bool,
 }
 
 impl NginxConfig {
@@ -53,16 +56,18 @@ impl NginxConfig {
             tls_port: None,
             http2: false,
             extra_locations: String::new(),
+            h2c: false,
         }
     }
 
     fn render(&self, prefix: &str, cert: Option<&Certificate>) -> String {
         let mut listen = String::new();
+        let h2c = if self.h2c { " http2" } else { "" };
         if self.ipv4 {
-            let _ = writeln!(listen, "        listen 127.0.0.1:{};", self.port);
+            let _ = writeln!(listen, "        listen 127.0.0.1:{}{h2c};", self.port);
         }
         if self.ipv6 {
-            let _ = writeln!(listen, "        listen [::1]:{};", self.port);
+            let _ = writeln!(listen, "        listen [::1]:{}{h2c};", self.port);
         }
         if let (Some(port), Some(cert)) = (self.tls_port, cert) {
             let http2 = if self.http2 { " http2" } else { "" };

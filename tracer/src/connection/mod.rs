@@ -57,6 +57,8 @@ pub struct TrackerStats {
     pub orphan_responses: u64,
     pub http2_connections: u64,
     pub ambiguous_framing: u64,
+    /// Under `"http2"` in the summary.
+    pub http2: crate::http::Http2Stats,
 }
 
 impl TrackerStats {
@@ -67,6 +69,7 @@ impl TrackerStats {
         self.desyncs += s.desyncs;
         self.orphan_responses += s.orphan_responses;
         self.http2_connections += s.http2_connections;
+        self.http2.absorb(&s.http2);
         self.ambiguous_framing += s.ambiguous_framing;
     }
 }

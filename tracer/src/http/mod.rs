@@ -14,6 +14,7 @@ mod body;
 mod chunk;
 #[cfg(test)]
 mod evasion_tests;
+mod h2;
 mod head;
 mod held;
 mod lenient;
@@ -27,13 +28,15 @@ mod types;
 use std::collections::VecDeque;
 
 use self::body::{Framing, Progress, ambiguous_framing, request_framing, response_framing};
+use self::h2::H2Connection;
 #[cfg(test)]
 use self::head::MAX_HEAD_BYTES;
 use self::preface::{Preface, Verdict};
 use self::stream::{Cursor, Event, Stream};
 
 pub use self::types::{
-    Chunk, Exchange, ExchangeEnd, Headers, HttpStats, Request, RequestHead, Response, ResponseHead,
+    Chunk, Exchange, ExchangeEnd, Headers, Http2Stats, HttpStats, Request, RequestHead, Response,
+    ResponseHead,
 };
 
 /// Requests awaiting a response beyond this are given up on, oldest first; a deeper pipeline
@@ -72,6 +75,8 @@ pub struct HttpConnection {
     closed: bool,
     /// HTTP/2 connections are counted once, not parsed as a stream of HTTP/1 junk.
     preface: Preface,
+    /// The HTTP/2 decoder, once the preface was seen.
+    h2: Option<Box<H2Connection>>,
     /// Non-HTTP/1 bytes the server wrote before any request (an HTTP/2 server's SETTINGS
     /// frame precedes the client's preface): junk only if no HTTP/2 preface follows.
     early_response_bytes: Option<u64>,
@@ -106,6 +111,7 @@ impl HttpConnection {
             responses_lost: false,
             closed: false,
             preface: Preface::new(),
+            h2: None,
             early_response_bytes: None,
             responses_started: false,
             unparsed_lines: VecDeque::new(),
@@ -120,10 +126,35 @@ impl HttpConnection {
             return;
         }
         match self.preface.check(&chunk) {
-            Verdict::Held | Verdict::Ignore => return,
-            Verdict::Http2 => {
+            Verdict::Held => return,
+            Verdict::Ignore => {
+                if let Some(h2) = &mut self.h2 {
+                    h2.on_request(chunk);
+                }
+                self.sync_h2();
+                return;
+            }
+            Verdict::Http2Midway => {
                 self.early_response_bytes = None;
                 self.stats.http2_connections += 1;
+                let mut h2 = Box::new(H2Connection::new(true));
+                h2.on_request(chunk);
+                self.h2 = Some(h2);
+                self.sync_h2();
+                return;
+            }
+            Verdict::Http2(frames_at) => {
+                // The server's SETTINGS before the preface were whole frames of their own.
+                self.early_response_bytes = None;
+                self.stats.http2_connections += 1;
+                let mut h2 = Box::new(H2Connection::new(false));
+                h2.on_request(Chunk {
+                    data: &chunk.data[frames_at..],
+                    gap_before: 0,
+                    ..chunk
+                });
+                self.h2 = Some(h2);
+                self.sync_h2();
                 return;
             }
             Verdict::Http1(held) => {
@@ -162,7 +193,15 @@ impl HttpConnection {
     /// Bytes the server wrote (response direction). sendfile bodies arrive as `data` empty
     /// with `missing` set to their length.
     pub fn on_response(&mut self, chunk: Chunk<'_>) {
-        if self.closed || self.preface.is_http2() {
+        if self.closed {
+            return;
+        }
+        if let Some(h2) = &mut self.h2 {
+            h2.on_response(chunk);
+            self.sync_h2();
+            return;
+        }
+        if self.preface.is_http2() {
             return;
         }
         if self.preface.is_undecided()
@@ -180,9 +219,17 @@ impl HttpConnection {
         }
     }
 
-    /// Exchanges completed so far, in request order.
+    /// Exchanges completed so far, in request order (HTTP/2: in the order streams ended).
     pub fn take_completed(&mut self) -> Vec<Exchange> {
         std::mem::take(&mut self.completed)
+    }
+
+    /// Moves what the HTTP/2 decoder finished and counted into this connection's output.
+    fn sync_h2(&mut self) {
+        if let Some(h2) = &mut self.h2 {
+            self.completed.extend(h2.take_completed());
+            self.stats.http2 = h2.stats().clone();
+        }
     }
 
     /// The connection closed at `ts_ns`. Returns the exchanges not yet taken, then every
@@ -193,6 +240,11 @@ impl HttpConnection {
         }
         if let Some(held) = self.preface.take_held() {
             self.parse_requests(held.chunk());
+        }
+        if let Some(h2) = &mut self.h2 {
+            let cut = h2.close();
+            self.completed.extend(cut);
+            self.sync_h2();
         }
         self.closed = true;
         if let Some(bytes) = self.early_response_bytes.take() {
@@ -222,7 +274,7 @@ impl HttpConnection {
 
     /// Requests whose responses have not been seen yet.
     pub fn awaiting_responses(&self) -> usize {
-        self.pending.len()
+        self.pending.len() + self.h2.as_ref().map_or(0, |h2| h2.open_streams())
     }
 
     pub fn stats(&self) -> &HttpStats {
@@ -550,6 +602,7 @@ impl HttpConnection {
             end,
             framing_ambiguous: self.ambiguous_since.is_some_and(|since| p.seq >= since),
             unparsed_request: p.unparsed,
+            http2: None,
         });
         if let Some(held) = released {
             self.parse_requests(held.chunk());

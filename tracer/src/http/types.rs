@@ -1,5 +1,7 @@
 //! The public data model: what goes in (chunks) and what comes out (exchanges).
 
+pub use super::h2::Grpc;
+
 /// One kernel data event's bytes for one direction of a connection.
 #[derive(Debug, Clone, Copy)]
 pub struct Chunk<'a> {
@@ -26,10 +28,56 @@ pub struct HttpStats {
     pub desyncs: u64,
     /// Response heads that could not be paired with a pending request.
     pub orphan_responses: u64,
-    /// Connections that opened with the HTTP/2 preface: not decoded, not recorded.
+    /// Connections that opened with the HTTP/2 preface (decoded by `h2`).
     pub http2_connections: u64,
+    pub http2: Http2Stats,
     /// Requests whose framing servers disagree on (see `Exchange::framing_ambiguous`).
     pub ambiguous_framing: u64,
+}
+
+/// What HTTP/2 decoding met on one connection, for the loss report.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Http2Stats {
+    /// Streams whose request headers were seen.
+    pub streams: u64,
+    /// Streams ended by RST_STREAM.
+    pub resets: u64,
+    /// Connections joined mid-way (no preface seen): HPACK tables unknown at first.
+    pub partial_connections: u64,
+    /// Bytes lost or uncopied where frame boundaries lay: framing picked up again at the
+    /// next chunk, HPACK tables no longer known.
+    pub framing_lost: u64,
+    /// Header blocks that could not be decoded (unknown table entries, malformed HPACK,
+    /// lost or oversized frames).
+    pub hpack_errors: u64,
+    /// Header lists cut at `hpack::MAX_HEADER_LIST` (a huge list or an HPACK bomb).
+    pub header_lists_truncated: u64,
+    /// Header blocks given up on at `conn::MAX_HEADER_BLOCK` (CONTINUATION flood).
+    pub continuation_floods: u64,
+    /// Non-DATA frames above `frame::MAX_BUFFERED_PAYLOAD`, skipped.
+    pub oversized_frames: u64,
+    /// Frames that break the protocol (bad padding, CONTINUATION out of place).
+    pub malformed_frames: u64,
+    /// Frames for streams that are not tracked.
+    pub orphan_frames: u64,
+    /// New streams beyond `conn::MAX_OPEN_STREAMS`, not recorded.
+    pub streams_over_limit: u64,
+}
+
+impl Http2Stats {
+    pub fn absorb(&mut self, s: &Self) {
+        self.streams += s.streams;
+        self.resets += s.resets;
+        self.partial_connections += s.partial_connections;
+        self.framing_lost += s.framing_lost;
+        self.hpack_errors += s.hpack_errors;
+        self.header_lists_truncated += s.header_lists_truncated;
+        self.continuation_floods += s.continuation_floods;
+        self.oversized_frames += s.oversized_frames;
+        self.malformed_frames += s.malformed_frames;
+        self.orphan_frames += s.orphan_frames;
+        self.streams_over_limit += s.streams_over_limit;
+    }
 }
 
 /// The header fields of one head: a single copy of their bytes plus where each name
@@ -64,6 +112,23 @@ impl Headers {
             .collect();
         Self {
             bytes: head.into(),
+            spans,
+        }
+    }
+
+    /// Fields decoded elsewhere (HTTP/2's HPACK), copied into one buffer.
+    pub(crate) fn from_pairs(pairs: &[(Vec<u8>, Vec<u8>)]) -> Self {
+        let mut bytes = Vec::with_capacity(pairs.iter().map(|(n, v)| n.len() + v.len()).sum());
+        let mut spans = Vec::with_capacity(pairs.len());
+        for (name, value) in pairs {
+            let ns = bytes.len() as u32;
+            bytes.extend_from_slice(name);
+            let vs = bytes.len() as u32;
+            bytes.extend_from_slice(value);
+            spans.push([ns, vs, vs, bytes.len() as u32]);
+        }
+        Self {
+            bytes: bytes.into(),
             spans,
         }
     }
@@ -184,6 +249,22 @@ pub enum ExchangeEnd {
     ResponseUnparsed,
     /// 101 Switching Protocols or a successful CONNECT: later bytes are not HTTP and are ignored.
     Upgraded,
+    /// HTTP/2: RST_STREAM from either side ended the stream.
+    Reset,
+    /// HTTP/2: the server's GOAWAY named a last stream below this one.
+    GoAway,
+}
+
+/// What an HTTP/2 stream adds to its exchange.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Http2Info {
+    pub stream_id: u32,
+    /// Some header block of the stream decoded with an incomplete HPACK table, did not
+    /// decode, or was cut at the header list bound: headers may be missing.
+    pub partial: bool,
+    /// RST_STREAM's error code.
+    pub reset_code: Option<u32>,
+    pub grpc: Option<Grpc>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -198,4 +279,6 @@ pub struct Exchange {
     /// request head is a placeholder, and this is the start of its raw first line (at most
     /// 64 bytes, possibly empty).
     pub unparsed_request: Option<Box<[u8]>>,
+    /// Set for exchanges that were HTTP/2 streams.
+    pub http2: Option<Http2Info>,
 }

@@ -153,13 +153,42 @@ pub fn loss_snapshot(
         // servers disagree on (CL+TE, odd Transfer-Encoding, bare LF in chunk lines).
         counter("http", "ambiguous_framing", tracker.ambiguous_framing),
         // Requests that exist but are not recorded: inside TLS the tracer cannot
-        // decrypt, or in HTTP/2 connections it does not decode.
+        // decrypt.
         counter(
             "tls",
             "tls_without_plaintext",
             tracker.tls_without_plaintext,
         ),
+        // Not losses: HTTP/2 connections are decoded; counted to tell them apart.
         counter("http", "http2_connections", tracker.http2_connections),
+        counter("http2", "streams", tracker.http2.streams),
+        counter("http2", "resets", tracker.http2.resets),
+        // HTTP/2 decoding that could not see or keep everything (docs/http2.md).
+        counter(
+            "http2",
+            "partial_connections",
+            tracker.http2.partial_connections,
+        ),
+        counter("http2", "framing_lost", tracker.http2.framing_lost),
+        counter("http2", "hpack_errors", tracker.http2.hpack_errors),
+        counter(
+            "http2",
+            "header_lists_truncated",
+            tracker.http2.header_lists_truncated,
+        ),
+        counter(
+            "http2",
+            "continuation_floods",
+            tracker.http2.continuation_floods,
+        ),
+        counter("http2", "oversized_frames", tracker.http2.oversized_frames),
+        counter("http2", "malformed_frames", tracker.http2.malformed_frames),
+        counter("http2", "orphan_frames", tracker.http2.orphan_frames),
+        counter(
+            "http2",
+            "streams_over_limit",
+            tracker.http2.streams_over_limit,
+        ),
         counter("decoder", "decode_errors", decode_errors),
         counter("sink", "discarded_records", discarded),
     ]);

@@ -119,6 +119,27 @@ pub struct AccessRecord<'a> {
     /// "ambiguous" when servers may disagree on where this request starts.
     #[serde(rename = "tracer.framing", skip_serializing_if = "Option::is_none")]
     pub framing: Option<&'static str>,
+    /// HTTP/2: "partial" when the stream's headers were decoded without the whole HPACK
+    /// state (connection joined mid-way, capture gap, undecodable or truncated block).
+    #[serde(rename = "tracer.h2.state", skip_serializing_if = "Option::is_none")]
+    pub h2_state: Option<&'static str>,
+    /// HTTP/2: the RST_STREAM error code of a `reset` stream.
+    #[serde(
+        rename = "tracer.h2.error_code",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub h2_error_code: Option<u32>,
+    #[serde(rename = "rpc.system", skip_serializing_if = "Option::is_none")]
+    pub rpc_system: Option<&'static str>,
+    #[serde(rename = "rpc.service", skip_serializing_if = "Option::is_none")]
+    pub rpc_service: Option<String>,
+    #[serde(rename = "rpc.method", skip_serializing_if = "Option::is_none")]
+    pub rpc_method: Option<String>,
+    #[serde(
+        rename = "rpc.grpc.status_code",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub grpc_status_code: Option<u32>,
 }
 
 /// What every record is built with.
@@ -201,6 +222,8 @@ impl RecordContext {
             .map(|h| strip_port(h));
         let trace = head.header("traceparent").and_then(traceparent::parse);
         let unparsed = exchange.unparsed_request.as_deref();
+        let h2 = exchange.http2.as_ref();
+        let grpc = h2.and_then(|h| h.grpc.as_ref());
         let (path, normalized_path) = match target.path {
             Some(raw) => {
                 let (path, normalized) = self.paths.redact(raw, normalize::normalize(raw));
@@ -238,10 +261,11 @@ impl RecordContext {
             }),
             transport: "tcp",
             protocol_name: "http",
-            protocol_version: match (head.http09, head.minor_version) {
-                (true, _) => "0.9",
-                (false, 0) => "1.0",
-                (false, _) => "1.1",
+            protocol_version: match (exchange.http2.is_some(), head.http09, head.minor_version) {
+                (true, _, _) => "2",
+                (false, true, _) => "0.9",
+                (false, false, 0) => "1.0",
+                (false, false, _) => "1.1",
             },
             status_code: response.map(|r| r.head.status),
             request_body_size: request.body_size,
@@ -259,6 +283,12 @@ impl RecordContext {
             },
             request_line: unparsed.map(|raw| self.redacted_line(raw)),
             framing: exchange.framing_ambiguous.then_some("ambiguous"),
+            h2_state: h2.filter(|h| h.partial).map(|_| "partial"),
+            h2_error_code: h2.and_then(|h| h.reset_code),
+            rpc_system: grpc.map(|_| "grpc"),
+            rpc_service: grpc.map(|g| g.service.clone()),
+            rpc_method: grpc.map(|g| g.method.clone()),
+            grpc_status_code: grpc.and_then(|g| g.status),
         }
     }
 }
@@ -315,6 +345,8 @@ fn outcome(end: ExchangeEnd, cut_by_shutdown: bool) -> &'static str {
         ExchangeEnd::ConnectionClosed => "connection_closed",
         ExchangeEnd::ResponseUnparsed => "response_unparsed",
         ExchangeEnd::Upgraded => "upgraded",
+        ExchangeEnd::Reset => "reset",
+        ExchangeEnd::GoAway => "goaway",
     }
 }
 

@@ -1,0 +1,143 @@
+//! One HTTP/2 stream while it is open: what its header blocks and DATA frames said.
+
+use super::grpc::Grpc;
+use crate::http::types::{
+    Exchange, ExchangeEnd, Headers, Http2Info, Request, RequestHead, Response, ResponseHead,
+};
+
+pub struct Stream {
+    pub id: u32,
+    pub first_byte_ns: u64,
+    pub request: Option<Fields>,
+    pub request_body: u64,
+    pub request_ended: bool,
+    pub response: Option<(Fields, u64)>,
+    pub response_body: u64,
+    pub last_ns: u64,
+    /// `grpc-status` from the response trailers (or a trailers-only response).
+    pub grpc_status: Option<u32>,
+    /// A header block of this stream was decoded with an incomplete HPACK table, failed
+    /// to decode, or was truncated.
+    pub partial: bool,
+}
+
+/// Decoded fields of one header block, pseudo-headers apart.
+pub struct Fields {
+    pub pseudo: Vec<(Vec<u8>, Vec<u8>)>,
+    pub regular: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+impl Fields {
+    pub fn new(fields: Vec<(Vec<u8>, Vec<u8>)>) -> Self {
+        let (pseudo, regular) = fields.into_iter().partition(|(n, _)| n.starts_with(b":"));
+        Self { pseudo, regular }
+    }
+
+    pub fn pseudo(&self, name: &str) -> Option<&[u8]> {
+        self.pseudo
+            .iter()
+            .find(|(n, _)| n == name.as_bytes())
+            .map(|(_, v)| v.as_slice())
+    }
+
+    pub fn get(&self, name: &str) -> Option<&[u8]> {
+        self.regular
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(_, v)| v.as_slice())
+    }
+
+    pub fn status(&self) -> Option<u16> {
+        std::str::from_utf8(self.pseudo(":status")?)
+            .ok()?
+            .parse()
+            .ok()
+    }
+}
+
+impl Stream {
+    pub fn new(id: u32, ts: u64) -> Self {
+        Self {
+            id,
+            first_byte_ns: ts,
+            request: None,
+            request_body: 0,
+            request_ended: false,
+            response: None,
+            response_body: 0,
+            last_ns: ts,
+            grpc_status: None,
+            partial: false,
+        }
+    }
+
+    /// The record-ready exchange; `reset` is the RST_STREAM error code if one ended it.
+    pub fn finish(self, end: ExchangeEnd, reset: Option<u32>) -> Exchange {
+        let grpc = self.request.as_ref().and_then(|r| {
+            Grpc::from_request(r.pseudo(":path")?, r.get("content-type")?, self.grpc_status)
+        });
+        let head = self.request.map(request_head).unwrap_or_default();
+        let unparsed = head.method.is_empty().then(|| Box::<[u8]>::from(&b""[..]));
+        // A response block that did not decode has no status to report: no response.
+        let response = self.response.and_then(|(fields, head_ns)| {
+            Some(Response {
+                head: ResponseHead {
+                    status: fields.status()?,
+                    minor_version: 0,
+                    headers: Headers::from_pairs(&fields.regular),
+                },
+                head_ns,
+                end_ns: self.last_ns,
+                head_size: 0,
+                body_size: self.response_body,
+                body_complete: end == ExchangeEnd::Complete,
+            })
+        });
+        Exchange {
+            request: Request {
+                head,
+                first_byte_ns: self.first_byte_ns,
+                head_size: 0,
+                body_size: self.request_body,
+                body_complete: self.request_ended,
+            },
+            response,
+            end,
+            framing_ambiguous: false,
+            unparsed_request: unparsed,
+            http2: Some(Http2Info {
+                stream_id: self.id,
+                partial: self.partial,
+                reset_code: reset,
+                grpc,
+            }),
+        }
+    }
+}
+
+/// An HTTP/1-shaped head, so identity, redaction and records treat both versions alike:
+/// `:authority` becomes `host` (unless one was sent), `:path` the request target.
+fn request_head(fields: Fields) -> RequestHead {
+    let text = |name| {
+        fields
+            .pseudo(name)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .unwrap_or_default()
+    };
+    let mut pairs = Vec::with_capacity(fields.regular.len() + 1);
+    if fields.get("host").is_none()
+        && let Some(authority) = fields.pseudo(":authority")
+    {
+        pairs.push((b"host".to_vec(), authority.to_vec()));
+    }
+    let method = text(":method");
+    let target = text(":path");
+    pairs.extend(fields.regular);
+    RequestHead {
+        method,
+        target,
+        minor_version: 0,
+        http09: false,
+        headers: Headers::from_pairs(&pairs),
+    }
+}
