@@ -5,6 +5,8 @@ use anyhow::Context as _;
 use super::{Target, payload::alert_json};
 use crate::store::alerts::Alert;
 
+const FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 pub struct NatsAlerts {
     runtime: tokio::runtime::Runtime,
     client: async_nats::Client,
@@ -14,7 +16,12 @@ pub struct NatsAlerts {
 
 impl NatsAlerts {
     pub fn connect(url: &str, shown: String, dashboard: String) -> anyhow::Result<Self> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
+        // One worker thread of its own: the client's connection task (connect, pings,
+        // reconnects) must run between sends, which a current-thread runtime only
+        // drives inside `block_on`.
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("alerts-nats")
             .enable_all()
             .build()
             .context("starting the alert publisher's runtime")?;
@@ -51,7 +58,10 @@ impl Target for NatsAlerts {
                     .publish(format!("alerts.{}", alert.rule), body.into())
                     .await?;
             }
-            self.client.flush().await?;
+            // A broker that vanished mid-send must not hold the delivery thread forever.
+            tokio::time::timeout(FLUSH_TIMEOUT, self.client.flush())
+                .await
+                .context("the broker did not acknowledge the alerts in time")??;
             Ok(())
         })
     }
