@@ -20,6 +20,7 @@ packages=(
   curl
   wrk
   apache2-utils
+  apache2
   nats-server
   openssl
   python3

@@ -7,7 +7,7 @@ use std::process::Command;
 use tests::clients::{curl, url};
 use tests::ports::free_port;
 use tests::record::RecordExt;
-use tests::servers::{HELLO, Nginx, NginxConfig};
+use tests::servers::{APACHE_HELLO, Apache, HELLO, Nginx, NginxConfig};
 use tests::tls::tls_url;
 use tests::tracer::Tracer;
 
@@ -287,5 +287,116 @@ fn a_connection_open_before_the_tracer_is_decoded_as_partial() -> Result<()> {
         run.summary
     );
     assert_eq!(run.summary["http2"]["hpack_errors"], 1, "{}", run.summary);
+    Ok(())
+}
+
+/// `Upgrade: h2c` accepted (Apache with mod_http2) and ignored (nginx): either way every
+/// request the server logged has exactly one record. Apache logs an upgraded request
+/// twice, as its `101` and as HTTP/2 stream 1; the record is the request with its final
+/// status, never a bare 101.
+#[test]
+fn h2c_upgrade_accepted_by_apache_and_ignored_by_nginx_match_their_logs() -> Result<()> {
+    let (apache_port, nginx_port) = (free_port(), free_port());
+    let apache = Apache::start(apache_port)?;
+    let mut config = NginxConfig::new(nginx_port);
+    config.access_log = true;
+    let nginx = Nginx::start(config)?;
+    let tracer = Tracer::start(&[apache_port, nginx_port])?;
+    let basic = "Authorization: Basic aDJjLXVzZXI6aDJjLXBhc3N3b3Jk"; // h2c-user:h2c-password
+    // One URL per connection: Apache 2.4 ends an upgraded connection with GOAWAY after
+    // stream 1 when curl 7.88 reuses it (the next request is not served, so not logged).
+    for path in ["/hello.txt", "/hello.txt?x=1", "/missing"] {
+        curl(&["--http2", "-H", basic, &url(apache_port, path)])?;
+        curl(&["--http2", "-H", basic, &url(nginx_port, path)])?;
+    }
+    let run = tracer.stop()?;
+
+    let mut apache_logged = Vec::new();
+    let mut upgrades = 0;
+    for line in apache.access_log()?.lines() {
+        let (pid, rest) = line.split_once(' ').context("pid")?;
+        let (request, status) = rest.rsplit_once(' ').context("status")?;
+        let mut parts = request.trim_matches('"').split(' ');
+        let (method, target, version) = (
+            parts.next().context("method")?,
+            parts.next().context("target")?,
+            parts.next().context("version")?,
+        );
+        if status == "101" {
+            assert_eq!(version, "HTTP/1.1", "{line}");
+            upgrades += 1;
+            continue;
+        }
+        assert_eq!(version, "HTTP/2.0", "{line}");
+        apache_logged.push((
+            method.to_owned(),
+            target.to_owned(),
+            status.parse::<u64>()?,
+            pid.parse::<u64>()?,
+        ));
+    }
+    apache_logged.sort();
+    assert_eq!(upgrades, 3, "each curl connection upgraded");
+    let on = |port: u16| -> Vec<&Value> {
+        run.records
+            .iter()
+            .filter(|r| r.u64_field("server.port") == u64::from(port))
+            .collect()
+    };
+    let mut apache_recorded: Vec<_> = on(apache_port)
+        .iter()
+        .map(|r| {
+            let mut target = r.str_field("url.path").to_owned();
+            if r.has("url.query") {
+                target = format!("{target}?{}", r.str_field("url.query"));
+            }
+            (
+                r.str_field("http.request.method").to_owned(),
+                target,
+                r.u64_field("http.response.status_code"),
+                r.u64_field("process.pid"),
+            )
+        })
+        .collect();
+    apache_recorded.sort();
+    assert_eq!(apache_recorded, apache_logged, "{:#?}", run.records);
+    let workers = apache.worker_pids()?;
+    for r in on(apache_port) {
+        assert_eq!(r.str_field("network.protocol.version"), "2", "{r}");
+        assert_eq!(r.str_field("tracer.outcome"), "complete", "{r}");
+        assert_eq!(r.str_field("user.name"), "h2c-user", "{r}");
+        assert!(
+            workers.contains(&u32::try_from(r.u64_field("process.pid"))?),
+            "{r}"
+        );
+        if r.u64_field("http.response.status_code") == 200 {
+            assert_eq!(
+                r.u64_field("http.response.body.size"),
+                APACHE_HELLO.len() as u64,
+                "{r}"
+            );
+        }
+    }
+
+    // nginx answers the same upgrade requests as HTTP/1.1.
+    let nginx_records = on(nginx_port);
+    assert_eq!(
+        nginx_records.len(),
+        nginx.access_log_lines()?,
+        "{:#?}",
+        run.records
+    );
+    for r in nginx_records {
+        assert_eq!(r.str_field("network.protocol.version"), "1.1", "{r}");
+        assert_eq!(r.str_field("user.name"), "h2c-user", "{r}");
+    }
+    let h2 = &run.summary["http2"];
+    assert_eq!(h2["upgrades"], 3, "{}", run.summary);
+    assert_eq!(h2["streams"], 3, "{}", run.summary);
+    assert_eq!(run.summary_u64("non_http_chunks")?, 0, "{}", run.summary);
+    for secret in ["aDJjLXVzZXI6aDJjLXBhc3N3b3Jk", "h2c-password"] {
+        assert!(!run.stdout.contains(secret), "{secret} in records");
+        assert!(!run.stderr.contains(secret), "{secret} in diagnostics");
+    }
     Ok(())
 }

@@ -1,9 +1,11 @@
 //! Real HTTP servers on loopback, each killed (with its workers) on drop.
 
+mod apache;
 mod nats;
 mod nginx;
 mod python;
 
+pub use apache::{APACHE_HELLO, Apache};
 pub use nats::NatsServer;
 pub use nginx::{BIG_FILE_SIZE, HELLO, Nginx, NginxConfig, STATIC_PAGE};
 pub use python::{PyHttpServer, ScriptServer};

@@ -146,8 +146,11 @@ impl HttpConnection {
             Verdict::Http2(frames_at) => {
                 // The server's SETTINGS before the preface were whole frames of their own.
                 self.early_response_bytes = None;
-                self.stats.http2_connections += 1;
-                let mut h2 = Box::new(H2Connection::new(false));
+                // After `Upgrade: h2c` the decoder exists already, holding stream 1.
+                let mut h2 = self.h2.take().unwrap_or_else(|| {
+                    self.stats.http2_connections += 1;
+                    Box::new(H2Connection::new(false))
+                });
                 h2.on_request(Chunk {
                     data: &chunk.data[frames_at..],
                     gap_before: 0,
@@ -216,6 +219,12 @@ impl HttpConnection {
         let mut cur = Cursor::new(&chunk);
         while let Some(event) = self.responses.step(&mut cur) {
             self.response_event(event, cur.ts);
+            if let Some(h2) = &mut self.h2 {
+                // Switched to h2c: the rest of this write is HTTP/2 frames.
+                h2.on_response(cur.rest());
+                self.sync_h2();
+                return;
+            }
         }
     }
 
@@ -435,6 +444,16 @@ impl HttpConnection {
         if interim {
             return;
         }
+        if head.status == 101
+            && offers_h2c(&head.headers)
+            && self
+                .pending
+                .front()
+                .is_some_and(|p| offers_h2c(&p.request.head.headers))
+        {
+            self.upgrade_to_h2c();
+            return;
+        }
         let complete = switches || framing == Framing::None;
         let response = Response {
             head,
@@ -551,6 +570,26 @@ impl HttpConnection {
         }
     }
 
+    /// The server accepted `Upgrade: h2c`: the front request is answered as HTTP/2
+    /// stream 1, so it is handed to the HTTP/2 decoder rather than recorded as a 101.
+    fn upgrade_to_h2c(&mut self) {
+        self.switch_protocols();
+        let Some(mut p) = self.pending.pop_front() else {
+            return;
+        };
+        if self.request_body_seq.take() == Some(p.seq)
+            && let Some(progress) = self.requests.body_progress()
+        {
+            p.request.body_size = progress.size;
+        }
+        self.upgrade_seq = None;
+        self.stats.http2_connections += 1;
+        self.h2 = Some(Box::new(H2Connection::upgraded(p.request)));
+        // The client's next bytes are the HTTP/2 connection preface.
+        self.preface = Preface::new();
+        self.sync_h2();
+    }
+
     fn switch_protocols(&mut self) {
         self.requests.upgrade();
         self.responses.upgrade();
@@ -608,4 +647,12 @@ impl HttpConnection {
             self.parse_requests(held.chunk());
         }
     }
+}
+
+/// `Upgrade: h2c` among the protocols a request asks for or a 101 switches to.
+fn offers_h2c(headers: &Headers) -> bool {
+    headers.get_all("upgrade").any(|v| {
+        v.split(|&b| b == b',')
+            .any(|p| p.trim_ascii().eq_ignore_ascii_case(b"h2c"))
+    })
 }

@@ -33,6 +33,16 @@ impl<'a> Cursor<'a> {
         self.data = self.data.get(n..).unwrap_or_default();
     }
 
+    /// What the chunk holds past the cursor, for a protocol that takes over mid-chunk.
+    pub(crate) fn rest(&self) -> Chunk<'a> {
+        Chunk {
+            ts_ns: self.ts,
+            data: self.data,
+            missing: u32::try_from(self.missing).unwrap_or(u32::MAX),
+            gap_before: u32::try_from(self.gap).unwrap_or(u32::MAX),
+        }
+    }
+
     /// Drops the rest of the chunk, returning how many bytes that was.
     fn drain(&mut self) -> u64 {
         let n = self.gap + self.data.len() as u64 + self.missing;

@@ -40,6 +40,8 @@ pub struct HttpStats {
 pub struct Http2Stats {
     /// Streams whose request headers were seen.
     pub streams: u64,
+    /// HTTP/1.1 connections switched to HTTP/2 by `Upgrade: h2c`.
+    pub upgrades: u64,
     /// Streams ended by RST_STREAM.
     pub resets: u64,
     /// Connections joined mid-way (no preface seen): HPACK tables unknown at first.
@@ -67,6 +69,7 @@ pub struct Http2Stats {
 impl Http2Stats {
     pub fn absorb(&mut self, s: &Self) {
         self.streams += s.streams;
+        self.upgrades += s.upgrades;
         self.resets += s.resets;
         self.partial_connections += s.partial_connections;
         self.framing_lost += s.framing_lost;

@@ -9,7 +9,7 @@ use super::frame::{
 use super::grpc::parse_status;
 use super::hpack::Hpack;
 use super::stream::{Fields, Stream};
-use crate::http::types::{Chunk, Exchange, ExchangeEnd, Http2Stats};
+use crate::http::types::{Chunk, Exchange, ExchangeEnd, Http2Stats, Request};
 
 /// Streams tracked at once. Servers allow 100 or 128 concurrent streams; more open
 /// streams mean their ends are not being seen. Newer streams beyond it are not tracked.
@@ -81,6 +81,21 @@ impl H2Connection {
                 ..Http2Stats::default()
             },
         }
+    }
+
+    /// A connection switched from HTTP/1.1 by `Upgrade: h2c`: the request that asked for
+    /// it is stream 1, half-closed by the client, and its response comes as HTTP/2
+    /// (RFC 7540 §3.2). The client's preface and SETTINGS follow.
+    pub fn upgraded(request: Request) -> Self {
+        let mut conn = Self::new(false);
+        let mut stream = Stream::new(1, request.first_byte_ns);
+        stream.request = Some(Fields::from_http1(&request.head));
+        stream.request_body = request.body_size;
+        stream.request_ended = true;
+        conn.stats.streams += 1;
+        conn.stats.upgrades += 1;
+        conn.streams.insert(1, stream);
+        conn
     }
 
     pub fn stats(&self) -> &Http2Stats {

@@ -33,6 +33,21 @@ impl Fields {
         Self { pseudo, regular }
     }
 
+    /// The HTTP/1.1 request that asked for `Upgrade: h2c`, which becomes stream 1.
+    pub fn from_http1(head: &RequestHead) -> Self {
+        Self {
+            pseudo: vec![
+                (b":method".to_vec(), head.method.as_bytes().to_vec()),
+                (b":path".to_vec(), head.target.as_bytes().to_vec()),
+            ],
+            regular: head
+                .headers
+                .iter()
+                .map(|(n, v)| (n.to_vec(), v.to_vec()))
+                .collect(),
+        }
+    }
+
     pub fn pseudo(&self, name: &str) -> Option<&[u8]> {
         self.pseudo
             .iter()

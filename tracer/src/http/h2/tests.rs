@@ -493,3 +493,93 @@ fn frames_without_a_preface_are_a_joined_connection_recorded_as_partial() {
     assert_eq!(conn.stats().http2.partial_connections, 1);
     assert_eq!(conn.stats().non_http_chunks, 0);
 }
+
+/// `Upgrade: h2c`, with the 101, the server's SETTINGS and stream 1's response in one
+/// write, then a second stream on the upgraded connection.
+#[test]
+fn an_h2c_upgrade_answers_the_http1_request_as_stream_one() {
+    let mut resp = Encoder::new();
+    let mut req = Encoder::new();
+    let mut conn = HttpConnection::new();
+    conn.on_request(chunk(
+        10,
+        b"GET /up?x=1 HTTP/1.1\r\nHost: example.test\r\nAuthorization: Bearer secret-token\r\n\
+          Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n",
+    ));
+    let mut server =
+        b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n".to_vec();
+    server.extend(settings());
+    server.extend(headers(&mut resp, 1, false, &[(":status", "200")]));
+    server.extend(frame(0x0, 0x1, 1, b"hello"));
+    conn.on_response(chunk(20, &server));
+    let first = conn.take_completed();
+    assert_eq!(
+        summary(&first),
+        [(
+            "GET".to_owned(),
+            "/up?x=1".to_owned(),
+            Some(200),
+            0,
+            5,
+            ExchangeEnd::Complete
+        )]
+    );
+    assert_eq!(first[0].http2.as_ref().unwrap().stream_id, 1);
+    assert_eq!(
+        first[0].request.head.headers.get("authorization"),
+        Some(&b"Bearer secret-token"[..]),
+        "identity headers of the upgrade request reach the record builder"
+    );
+
+    let mut client = PREFACE.to_vec();
+    client.extend(settings());
+    client.extend(headers(
+        &mut req,
+        3,
+        true,
+        &[
+            (":method", "GET"),
+            (":authority", "example.test"),
+            (":path", "/second"),
+        ],
+    ));
+    conn.on_request(chunk(30, &client));
+    conn.on_response(chunk(
+        40,
+        &headers(&mut resp, 3, true, &[(":status", "404")]),
+    ));
+    let second = conn.take_completed();
+    assert_eq!(summary(&second)[0].1, "/second");
+    assert_eq!(second[0].response.as_ref().unwrap().head.status, 404);
+    let stats = conn.stats();
+    assert_eq!(
+        (
+            stats.http2_connections,
+            stats.http2.upgrades,
+            stats.http2.streams
+        ),
+        (1, 1, 2)
+    );
+    assert_eq!(stats.non_http_chunks, 0, "nothing was taken for junk");
+    assert!(conn.close(50).is_empty());
+}
+
+/// A server that answers `Upgrade: h2c` with its own 101 but a different protocol is
+/// not HTTP/2: the request is recorded as upgraded, as for websockets.
+#[test]
+fn a_101_to_another_protocol_is_not_taken_for_h2c() {
+    let mut conn = HttpConnection::new();
+    conn.on_request(chunk(
+        10,
+        b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: h2c, websocket\r\nConnection: Upgrade\r\n\r\n",
+    ));
+    conn.on_response(chunk(
+        20,
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n\x81\x05hello",
+    ));
+    let done = conn.take_completed();
+    assert_eq!(done.len(), 1);
+    assert_eq!(done[0].end, ExchangeEnd::Upgraded);
+    assert!(done[0].http2.is_none());
+    assert_eq!(conn.stats().http2_connections, 0);
+}
