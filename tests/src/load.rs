@@ -34,6 +34,51 @@ pub fn wrk(url: &str, threads: u32, connections: u32, secs: u32) -> Result<WrkRe
     parse_wrk(&raw)
 }
 
+/// `h2load -t1 -c<connections> -m<streams> -D<secs> URL`: HTTP/2 load (h2c with prior
+/// knowledge for `http://`, ALPN h2 for `https://`), reported in wrk's terms. h2load
+/// prints no latency percentiles, so `p99_latency_us` is `None`.
+pub fn h2load(url: &str, connections: u32, streams: u32, secs: u32) -> Result<WrkReport> {
+    let output = Command::new("h2load")
+        .args(["-t1", &format!("-c{connections}"), &format!("-m{streams}")])
+        .arg(format!("-D{secs}"))
+        .arg(url)
+        .output()
+        .context("running h2load (Debian package nghttp2-client)")?;
+    let raw = String::from_utf8_lossy(&output.stdout).into_owned();
+    if !output.status.success() {
+        bail!(
+            "h2load failed ({}): {raw}{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    parse_h2load(&raw)
+}
+
+/// From `finished in 10.00s, 65615.20 req/s, ...` and
+/// `requests: N total, N started, N done, N succeeded, ...`.
+pub fn parse_h2load(raw: &str) -> Result<WrkReport> {
+    let requests_per_sec = raw
+        .lines()
+        .find_map(|line| line.strip_prefix("finished in "))
+        .and_then(|rest| rest.split(", ").nth(1))
+        .and_then(|rate| rate.strip_suffix(" req/s"))
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| anyhow!("no `finished in ..., N req/s` line in h2load output:\n{raw}"))?;
+    let requests = raw
+        .lines()
+        .find_map(|line| line.strip_prefix("requests: "))
+        .and_then(|rest| rest.split(", ").find_map(|p| p.strip_suffix(" succeeded")))
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| anyhow!("no `N succeeded` in h2load output:\n{raw}"))?;
+    Ok(WrkReport {
+        requests,
+        requests_per_sec,
+        p99_latency_us: None,
+        raw: raw.to_owned(),
+    })
+}
+
 pub fn parse_wrk(raw: &str) -> Result<WrkReport> {
     let requests = raw
         .lines()

@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use tests::load::{WrkReport, wrk};
+use tests::load::{WrkReport, h2load, wrk};
 use tests::process::Guarded;
 
 /// Where an arm's load goes and what runs beside it.
@@ -35,11 +35,31 @@ impl Arm<'_> {
     }
 }
 
-/// The server under load: its URL and port, and its access-logging twin's URL.
+/// The load generator of a target.
+#[derive(Clone, Copy)]
+pub enum Load {
+    /// `wrk -t1`: HTTP/1.1 keep-alive.
+    Wrk,
+    /// `h2load -t1` with this many concurrent streams per connection.
+    H2load { streams: u32 },
+}
+
+/// The server under load: its URL and port, its access-logging twin's URL, and what
+/// drives it.
 pub struct Target<'a> {
     pub url: &'a str,
     pub port: u16,
     pub logging_url: Option<&'a str>,
+    pub load: Load,
+}
+
+impl Target<'_> {
+    fn drive(&self, url: &str, connections: u32, seconds: u32) -> Result<WrkReport> {
+        match self.load {
+            Load::Wrk => wrk(url, 1, connections, seconds),
+            Load::H2load { streams } => h2load(url, connections, streams, seconds),
+        }
+    }
 }
 
 pub struct ArmResult<'a> {
@@ -65,9 +85,9 @@ pub fn run<'a>(
     s: &Settings,
 ) -> Result<Vec<ArmResult<'a>>> {
     println!("{}: warming up", target.url);
-    wrk(target.url, 1, s.connections, 2)?;
+    target.drive(target.url, s.connections, 2)?;
     if let Some(url) = target.logging_url {
-        wrk(url, 1, s.connections, 2)?;
+        target.drive(url, s.connections, 2)?;
     }
     let mut results: Vec<ArmResult> = arms
         .iter()
@@ -80,20 +100,20 @@ pub fn run<'a>(
     for round in 1..=s.rounds {
         for result in &mut results {
             let report = match result.arm {
-                Arm::Off => wrk(target.url, 1, s.connections, s.seconds)?,
+                Arm::Off => target.drive(target.url, s.connections, s.seconds)?,
                 Arm::AccessLog => {
                     let url = target
                         .logging_url
                         .context("no access-logging server for this target")?;
-                    wrk(url, 1, s.connections, s.seconds)?
+                    target.drive(url, s.connections, s.seconds)?
                 }
                 Arm::Floor(hook) => {
                     let _floor = floor(bin, hook)?;
-                    wrk(target.url, 1, s.connections, s.seconds)?
+                    target.drive(target.url, s.connections, s.seconds)?
                 }
                 Arm::Tracer { bin, .. } => {
                     let (report, t) = traced(bin, target.port, || {
-                        let report = wrk(target.url, 1, s.connections, s.seconds)?;
+                        let report = target.drive(target.url, s.connections, s.seconds)?;
                         Ok((report.requests, report))
                     })?;
                     result.traced.push(t);

@@ -2,7 +2,7 @@
 //! programs (they return at once) on each candidate hook set, beside no tracing,
 //! nginx's own access log and the tracer, in one interleaved run.
 
-use super::arms::{self, Arm, Settings, Target};
+use super::arms::{self, Arm, Load, Settings, Target};
 use super::table::print_arms;
 use anyhow::Result;
 use std::path::Path;
@@ -42,6 +42,7 @@ pub fn run(bin: &Path, settings: &Settings) -> Result<()> {
         url: &plain,
         port,
         logging_url: Some(&logging),
+        load: Load::Wrk,
     };
     let results = arms::run(bin, &target, &arms, settings)?;
     print_arms("floors, plain HTTP", &results);

@@ -13,7 +13,7 @@ mod table;
 
 use crate::cargo;
 use anyhow::Result;
-use arms::{Arm, Target};
+use arms::{Arm, Load, Target};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
@@ -34,6 +34,9 @@ pub struct Options {
     /// Concurrent connections of wrk and of the fixed-rate generator.
     #[arg(long, default_value_t = 50)]
     connections: u32,
+    /// Concurrent streams per connection of the HTTP/2 rounds (h2load -m).
+    #[arg(long, default_value_t = 10)]
+    h2_streams: u32,
     /// Requests per second of the fixed-rate phase.
     #[arg(long, default_value_t = 10_000)]
     rate: u32,
@@ -91,12 +94,13 @@ pub fn run(options: &Options) -> Result<()> {
     }
     let (port, tls_port) = (free_port(), free_port());
     let (logging_port, logging_tls_port) = (free_port(), free_port());
-    let _nginx = Nginx::start(floors::one_worker(port, Some(tls_port), false))?;
-    let _logging = Nginx::start(floors::one_worker(
-        logging_port,
-        Some(logging_tls_port),
-        true,
-    ))?;
+    // ALPN h2 on the TLS ports is for h2load; wrk does not offer it and stays on 1.1.
+    let mut server = floors::one_worker(port, Some(tls_port), false);
+    server.http2 = true;
+    let mut logging_server = floors::one_worker(logging_port, Some(logging_tls_port), true);
+    logging_server.http2 = true;
+    let _nginx = Nginx::start(server)?;
+    let _logging = Nginx::start(logging_server)?;
     let settings = arms::Settings {
         seconds: options.duration,
         rounds: options.rounds,
@@ -132,6 +136,7 @@ pub fn run(options: &Options) -> Result<()> {
             url: &plain_url,
             port,
             logging_url: Some(&logging_url),
+            load: Load::Wrk,
         },
         &plain_arms,
         &settings,
@@ -147,6 +152,22 @@ pub fn run(options: &Options) -> Result<()> {
             url: &https_url,
             port: tls_port,
             logging_url: Some(&logging_https_url),
+            load: Load::Wrk,
+        },
+        &https_arms,
+        &settings,
+    )?;
+    // HTTP/2 over TLS (ALPN h2): the same servers, the same arms, h2load's streams
+    // multiplexed on the same number of connections.
+    let h2 = arms::run(
+        &bin,
+        &Target {
+            url: &https_url,
+            port: tls_port,
+            logging_url: Some(&logging_https_url),
+            load: Load::H2load {
+                streams: options.h2_streams,
+            },
         },
         &https_arms,
         &settings,
@@ -167,6 +188,10 @@ pub fn run(options: &Options) -> Result<()> {
 
     table::print_arms("wrk, plain HTTP", &plain);
     table::print_arms("wrk, HTTPS (keep-alive)", &https);
+    table::print_arms(
+        &format!("h2load, HTTP/2 over TLS (-m{})", options.h2_streams),
+        &h2,
+    );
     table::print_paced(&paced_off, &paced_on, &paced_traced, options.rate);
     sinks::run(&bin, options.sink_records, options.rounds)
 }

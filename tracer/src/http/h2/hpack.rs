@@ -1,7 +1,17 @@
-//! HPACK decoding for one direction, with the bounds a hostile peer must not get past.
+//! HPACK decoding (RFC 7541) for one direction, with the bounds a hostile peer must not
+//! get past.
+//!
+//! Written here rather than taken from a crate because of cost: loona-hpack (the
+//! maintained hpack-rs fork, used before) builds a HashMap of the whole Huffman code for
+//! every Huffman-coded string, which was ~70% of the tracer's CPU under h2load (`perf`),
+//! and httlib-hpack decodes into owned fields, so an HPACK bomb would allocate. Huffman
+//! strings are decoded by httlib-huffman's flattened 4-bit tables; loona-hpack's encoder
+//! stays as the independent peer in the tests.
 //!
 //! The dynamic table must see every header block in order, so a block is always decoded
 //! to its end even when its headers are no longer kept: only the decoded list is capped.
+//! Indexed fields are read from the table without copying, so many references to one
+//! large entry (an HPACK bomb) cost only the header-list accounting.
 //!
 //! When blocks were missed (a connection open before the tracer, a capture gap, a block
 //! too large to decode) the peer's table holds entries this side never saw. Decoding then
@@ -11,8 +21,7 @@
 //! half way has inserted only part of its entries, so the table starts empty again.
 
 use std::borrow::Cow;
-
-use loona_hpack::Decoder;
+use std::collections::VecDeque;
 
 /// Largest dynamic table a size update may ask for. Peers advertise 4 KiB almost always;
 /// the cap bounds memory per connection whatever SETTINGS_HEADER_TABLE_SIZE says.
@@ -21,11 +30,25 @@ pub const MAX_TABLE_SIZE: usize = 64 * 1024;
 /// block. Beyond it, fields are dropped and the block is marked truncated; this is also
 /// what stops an HPACK bomb (many indexed references to one large entry).
 pub const MAX_HEADER_LIST: usize = 64 * 1024;
+/// The table size both sides start with (SETTINGS_HEADER_TABLE_SIZE's default).
+const INITIAL_TABLE_SIZE: usize = 4096;
+/// Per-entry overhead of the table size accounting (RFC 7541 §4.1).
+const ENTRY_OVERHEAD: usize = 32;
 
-#[derive(Debug, thiserror::Error, PartialEq)]
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum HpackError {
-    #[error("header block does not decode: {0}")]
-    Decode(#[from] loona_hpack::decoder::DecoderError),
+    #[error("header block ends inside a field")]
+    Truncated,
+    #[error("integer too large")]
+    Integer,
+    #[error("index {0} is in neither table")]
+    Index(usize),
+    #[error("Huffman string does not decode")]
+    Huffman,
+    #[error("table size update to {0} above the limit")]
+    TableSize(usize),
+    #[error("table size update after a field")]
+    LateSizeUpdate,
 }
 
 /// One decoded header block.
@@ -37,7 +60,7 @@ pub struct Block {
 }
 
 pub struct Hpack {
-    decoder: Decoder<'static>,
+    table: Table,
     /// Blocks were missed: headers may refer to entries this side never saw.
     partial: bool,
 }
@@ -50,11 +73,8 @@ impl Default for Hpack {
 
 impl Hpack {
     pub fn new() -> Self {
-        // The table starts at the protocol's 4096 bytes; size updates in the blocks move it.
-        let mut decoder = Decoder::new();
-        decoder.set_max_allowed_table_size(MAX_TABLE_SIZE);
         Self {
-            decoder,
+            table: Table::new(INITIAL_TABLE_SIZE),
             partial: false,
         }
     }
@@ -65,7 +85,8 @@ impl Hpack {
 
     /// Header blocks of this direction were missed.
     pub fn lost(&mut self) {
-        self.decoder = unknown_decoder();
+        // An unknown table may be any size up to the cap; an empty one never evicts early.
+        self.table = Table::new(MAX_TABLE_SIZE);
         self.partial = true;
     }
 
@@ -78,25 +99,350 @@ impl Hpack {
     }
 
     fn decode_inner(&mut self, block: &[u8]) -> Result<Block, HpackError> {
-        let mut out = Block::default();
-        let mut size = 0usize;
-        self.decoder
-            .decode_with_cb(block, |name: Cow<'_, [u8]>, value: Cow<'_, [u8]>| {
-                size = size.saturating_add(name.len() + value.len() + 32);
-                if size > MAX_HEADER_LIST {
-                    out.truncated = true;
-                } else {
-                    out.fields.push((name.into_owned(), value.into_owned()));
+        let mut out = Output::default();
+        let mut input = Input { data: block };
+        while let Some(&first) = input.data.first() {
+            if first & 0x80 != 0 {
+                let index = input.integer(7)?;
+                let (name, value) = self.table.get(index)?;
+                out.push(name, value);
+            } else if first & 0xc0 == 0x40 {
+                let (name, value) = self.literal(&mut input, 6)?;
+                out.push(&name, &value);
+                self.table.insert(&name, &value);
+            } else if first & 0xe0 == 0x20 {
+                if out.size > 0 {
+                    return Err(HpackError::LateSizeUpdate);
                 }
-            })?;
-        Ok(out)
+                let size = input.integer(5)?;
+                if size > MAX_TABLE_SIZE {
+                    return Err(HpackError::TableSize(size));
+                }
+                self.table.resize(size);
+            } else {
+                // Without indexing (0000) or never indexed (0001): not kept in the table.
+                let (name, value) = self.literal(&mut input, 4)?;
+                out.push(&name, &value);
+            }
+        }
+        Ok(Block {
+            fields: out.fields,
+            truncated: out.truncated,
+        })
+    }
+
+    /// A literal field whose name is an index (prefix of `bits`) or a string.
+    /// An indexed name is copied: the table may evict it when the field is inserted.
+    fn literal<'a>(
+        &self,
+        input: &mut Input<'a>,
+        bits: u32,
+    ) -> Result<Field<'a>, HpackError> {
+        let index = input.integer(bits)?;
+        let name = if index == 0 {
+            input.string()?
+        } else {
+            Cow::Owned(self.table.get(index)?.0.to_vec())
+        };
+        Ok((name, input.string()?))
     }
 }
 
-fn unknown_decoder() -> Decoder<'static> {
-    let mut decoder = Decoder::new();
-    // An unknown table may be any size up to the cap; an empty one never evicts early.
-    decoder.set_max_allowed_table_size(MAX_TABLE_SIZE);
-    decoder.set_max_table_size(MAX_TABLE_SIZE);
-    decoder
+/// A decoded name and value, borrowed from the block where no Huffman decoding was needed.
+type Field<'a> = (Cow<'a, [u8]>, Cow<'a, [u8]>);
+/// A dynamic table entry's name and value.
+type Entry = (Box<[u8]>, Box<[u8]>);
+
+#[derive(Default)]
+struct Output {
+    fields: Vec<(Vec<u8>, Vec<u8>)>,
+    size: usize,
+    truncated: bool,
+}
+
+impl Output {
+    fn push(&mut self, name: &[u8], value: &[u8]) {
+        self.size = self
+            .size
+            .saturating_add(name.len() + value.len() + ENTRY_OVERHEAD);
+        if self.size > MAX_HEADER_LIST {
+            self.truncated = true;
+        } else {
+            self.fields.push((name.to_vec(), value.to_vec()));
+        }
+    }
+}
+
+struct Input<'a> {
+    data: &'a [u8],
+}
+
+impl<'a> Input<'a> {
+    /// An integer with an N-bit prefix (RFC 7541 §5.1), the first byte's high bits ignored.
+    fn integer(&mut self, bits: u32) -> Result<usize, HpackError> {
+        let (&first, mut rest) = self.data.split_first().ok_or(HpackError::Truncated)?;
+        let max = (1usize << bits) - 1;
+        let mut value = usize::from(first) & max;
+        if value == max {
+            let mut shift = 0u32;
+            loop {
+                let (&byte, tail) = rest.split_first().ok_or(HpackError::Truncated)?;
+                rest = tail;
+                // Four continuation bytes already exceed any size or index worth reading.
+                if shift > 21 {
+                    return Err(HpackError::Integer);
+                }
+                value += usize::from(byte & 0x7f) << shift;
+                shift += 7;
+                if byte & 0x80 == 0 {
+                    break;
+                }
+            }
+        }
+        self.data = rest;
+        Ok(value)
+    }
+
+    /// A string literal (RFC 7541 §5.2), Huffman-decoded if its H bit is set.
+    fn string(&mut self) -> Result<Cow<'a, [u8]>, HpackError> {
+        let huffman = self.data.first().ok_or(HpackError::Truncated)? & 0x80 != 0;
+        let len = self.integer(7)?;
+        let bytes = self.data.get(..len).ok_or(HpackError::Truncated)?;
+        self.data = &self.data[len..];
+        if !huffman {
+            return Ok(Cow::Borrowed(bytes));
+        }
+        let mut decoded = Vec::with_capacity(len * 8 / 5);
+        httlib_huffman::decode(bytes, &mut decoded, httlib_huffman::DecoderSpeed::FourBits)
+            .map_err(|_| HpackError::Huffman)?;
+        Ok(Cow::Owned(decoded))
+    }
+}
+
+/// The static table (RFC 7541 Appendix A) followed by the dynamic one, newest first.
+struct Table {
+    entries: VecDeque<Entry>,
+    size: usize,
+    max: usize,
+}
+
+impl Table {
+    fn new(max: usize) -> Self {
+        Self {
+            entries: VecDeque::new(),
+            size: 0,
+            max,
+        }
+    }
+
+    fn get(&self, index: usize) -> Result<(&[u8], &[u8]), HpackError> {
+        match index {
+            0 => Err(HpackError::Index(0)),
+            i if i <= STATIC.len() => {
+                let (name, value) = STATIC[i - 1];
+                Ok((name.as_bytes(), value.as_bytes()))
+            }
+            i => self
+                .entries
+                .get(i - STATIC.len() - 1)
+                .map(|(n, v)| (&n[..], &v[..]))
+                .ok_or(HpackError::Index(i)),
+        }
+    }
+
+    fn insert(&mut self, name: &[u8], value: &[u8]) {
+        let size = name.len() + value.len() + ENTRY_OVERHEAD;
+        if size > self.max {
+            // Larger than the table: it empties the table and is not kept (§4.4).
+            self.entries.clear();
+            self.size = 0;
+            return;
+        }
+        self.evict_to(self.max - size);
+        self.entries.push_front((name.into(), value.into()));
+        self.size += size;
+    }
+
+    fn resize(&mut self, max: usize) {
+        self.max = max;
+        self.evict_to(max);
+    }
+
+    fn evict_to(&mut self, limit: usize) {
+        while self.size > limit {
+            let Some((n, v)) = self.entries.pop_back() else {
+                break;
+            };
+            self.size -= n.len() + v.len() + ENTRY_OVERHEAD;
+        }
+    }
+}
+
+const STATIC: [(&str, &str); 61] = [
+    (":authority", ""),
+    (":method", "GET"),
+    (":method", "POST"),
+    (":path", "/"),
+    (":path", "/index.html"),
+    (":scheme", "http"),
+    (":scheme", "https"),
+    (":status", "200"),
+    (":status", "204"),
+    (":status", "206"),
+    (":status", "304"),
+    (":status", "400"),
+    (":status", "404"),
+    (":status", "500"),
+    ("accept-charset", ""),
+    ("accept-encoding", "gzip, deflate"),
+    ("accept-language", ""),
+    ("accept-ranges", ""),
+    ("accept", ""),
+    ("access-control-allow-origin", ""),
+    ("age", ""),
+    ("allow", ""),
+    ("authorization", ""),
+    ("cache-control", ""),
+    ("content-disposition", ""),
+    ("content-encoding", ""),
+    ("content-language", ""),
+    ("content-length", ""),
+    ("content-location", ""),
+    ("content-range", ""),
+    ("content-type", ""),
+    ("cookie", ""),
+    ("date", ""),
+    ("etag", ""),
+    ("expect", ""),
+    ("expires", ""),
+    ("from", ""),
+    ("host", ""),
+    ("if-match", ""),
+    ("if-modified-since", ""),
+    ("if-none-match", ""),
+    ("if-range", ""),
+    ("if-unmodified-since", ""),
+    ("last-modified", ""),
+    ("link", ""),
+    ("location", ""),
+    ("max-forwards", ""),
+    ("proxy-authenticate", ""),
+    ("proxy-authorization", ""),
+    ("range", ""),
+    ("referer", ""),
+    ("refresh", ""),
+    ("retry-after", ""),
+    ("server", ""),
+    ("set-cookie", ""),
+    ("strict-transport-security", ""),
+    ("transfer-encoding", ""),
+    ("user-agent", ""),
+    ("vary", ""),
+    ("via", ""),
+    ("www-authenticate", ""),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::{Hpack, HpackError, MAX_TABLE_SIZE, STATIC};
+
+    fn hex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    fn text(fields: &[(Vec<u8>, Vec<u8>)]) -> Vec<(String, String)> {
+        fields
+            .iter()
+            .map(|(n, v)| {
+                (
+                    String::from_utf8_lossy(n).into_owned(),
+                    String::from_utf8_lossy(v).into_owned(),
+                )
+            })
+            .collect()
+    }
+
+    /// RFC 7541 C.4: three requests with Huffman coding, sharing the dynamic table.
+    #[test]
+    fn rfc7541_huffman_request_examples() {
+        let mut h = Hpack::new();
+        let first = h
+            .decode(&hex("828684418cf1e3c2e5f23a6ba0ab90f4ff"))
+            .unwrap();
+        assert_eq!(
+            text(&first.fields),
+            [
+                (":method".into(), "GET".into()),
+                (":scheme".into(), "http".into()),
+                (":path".into(), "/".into()),
+                (":authority".into(), "www.example.com".into()),
+            ]
+        );
+        let second = h.decode(&hex("828684be5886a8eb10649cbf")).unwrap();
+        assert_eq!(
+            text(&second.fields)[3..],
+            [
+                (":authority".into(), "www.example.com".into()),
+                ("cache-control".into(), "no-cache".into()),
+            ]
+        );
+        let third = h
+            .decode(&hex("828785bf408825a849e95ba97d7f8925a849e95bb8e8b4bf"))
+            .unwrap();
+        assert_eq!(
+            text(&third.fields),
+            [
+                (":method".into(), "GET".into()),
+                (":scheme".into(), "https".into()),
+                (":path".into(), "/index.html".into()),
+                (":authority".into(), "www.example.com".into()),
+                ("custom-key".into(), "custom-value".into()),
+            ]
+        );
+        assert_eq!(h.table.size, 164, "RFC 7541 C.4.3's table size");
+    }
+
+    /// Every static entry, against loona-hpack's decoder as an independent reading.
+    #[test]
+    fn the_static_table_matches_an_independent_decoder() {
+        let mut theirs = loona_hpack::Decoder::new();
+        let mut ours = Hpack::new();
+        for index in 1..=STATIC.len() as u8 {
+            let block = [0x80 | index];
+            let want: Vec<(Vec<u8>, Vec<u8>)> = theirs.decode(&block).unwrap();
+            assert_eq!(ours.decode(&block).unwrap().fields, want, "index {index}");
+        }
+    }
+
+    #[test]
+    fn hostile_blocks_fail_cleanly_and_reset_the_table() {
+        let mut h = Hpack::new();
+        // Index 62 with an empty dynamic table.
+        assert_eq!(h.decode(&[0x80 | 62]), Err(HpackError::Index(62)));
+        assert!(h.is_partial());
+        // A size update beyond the cap (0x3f then a long continuation).
+        let mut h = Hpack::new();
+        assert!(matches!(
+            h.decode(&[0x3f, 0xe1, 0xff, 0x7f]),
+            Err(HpackError::TableSize(s)) if s > MAX_TABLE_SIZE
+        ));
+        // An integer that never ends, a string longer than the block, bad Huffman.
+        let mut h = Hpack::new();
+        assert_eq!(h.decode(&[0xff, 0xff, 0xff]), Err(HpackError::Truncated));
+        assert_eq!(
+            h.decode(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]),
+            Err(HpackError::Integer)
+        );
+        assert_eq!(h.decode(&[0x40, 0x05, b'a']), Err(HpackError::Truncated));
+        assert_eq!(
+            h.decode(&[0x40, 0x84, 0xff, 0xff, 0xff, 0xff]),
+            Err(HpackError::Huffman),
+            "the EOS code inside a string"
+        );
+        // A size update after a field.
+        assert_eq!(h.decode(&[0x82, 0x20]), Err(HpackError::LateSizeUpdate));
+    }
 }
