@@ -26,7 +26,7 @@ use tests::{
     identity::{SigningKey, unix_now},
     ports::free_port,
     scenario::{Clients, Request},
-    servers::{NatsServer, Nginx, NginxConfig},
+    servers::{NatsServer, Nginx, NginxConfig, subscribe},
     tracer::Tracer,
 };
 
@@ -290,40 +290,6 @@ fn webhook() -> Result<(String, Arc<Mutex<Vec<String>>>)> {
     Ok((url, bodies))
 }
 
-/// (subject, payload) of every message received, shared with the collecting thread.
-type Messages = Arc<Mutex<Vec<(String, String)>>>;
-
-/// Every message on `alerts.>`, collected on a thread of its own.
-fn subscribe(nats: &str) -> Result<Messages> {
-    let messages = Arc::new(Mutex::new(Vec::new()));
-    let kept = Arc::clone(&messages);
-    let (ready, subscribed) = std::sync::mpsc::channel();
-    let url = nats.to_owned();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        runtime.block_on(async move {
-            use futures_util::StreamExt as _;
-            let client = async_nats::connect(url).await.expect("connect to NATS");
-            let mut sub = client.subscribe("alerts.>").await.expect("subscribe");
-            client.flush().await.expect("flush");
-            ready.send(()).expect("ready");
-            while let Some(m) = sub.next().await {
-                kept.lock().expect("lock").push((
-                    m.subject.to_string(),
-                    String::from_utf8_lossy(&m.payload).into_owned(),
-                ));
-            }
-        });
-    });
-    subscribed
-        .recv_timeout(Duration::from_secs(30))
-        .context("subscribing to alerts.> on NATS")?;
-    Ok(messages)
-}
-
 fn matches(expected: &(&str, String), alert: &Value) -> bool {
     let (rule, entity) = expected;
     let got = alert["entity"].as_str().unwrap_or_default();
@@ -409,7 +375,7 @@ fn injected_attacks_are_detected_normal_use_is_not_and_alerts_reach_every_receiv
     std::fs::write(path("sigma.yml"), SIGMA_RULES)?;
     let alertmanager = Alertmanager::start()?;
     let (hook, hooked) = webhook()?;
-    let nats_alerts = subscribe(&nats_url)?;
+    let nats_alerts = subscribe(&nats_url, "alerts.>")?;
     let key = format!("{STREAM_ID}={}", path("audit.pub"));
     let am = alertmanager.url("");
     let mut hub = Hub::serve(
@@ -581,7 +547,7 @@ fn injected_attacks_are_detected_normal_use_is_not_and_alerts_reach_every_receiv
             .lock()
             .expect("lock")
             .iter()
-            .any(|(subject, _)| subject == "alerts.restricted_access"))
+            .any(|m| m.subject == "alerts.restricted_access"))
     })?;
     hub.wait_until(WAIT, "retrying the webhook", |_| {
         Ok(hooked
@@ -607,7 +573,7 @@ fn injected_attacks_are_detected_normal_use_is_not_and_alerts_reach_every_receiv
             .lock()
             .expect("lock")
             .iter()
-            .map(|(_, m)| ("nats", m.clone())),
+            .map(|m| ("nats", m.payload.clone())),
     );
     outputs.extend(
         hooked

@@ -6,7 +6,7 @@ mod nginx;
 mod python;
 
 pub use apache::{APACHE_HELLO, Apache};
-pub use nats::NatsServer;
+pub use nats::{Inbox, Message, NatsServer, subscribe};
 pub use nginx::{BIG_FILE_SIZE, HELLO, Nginx, NginxConfig, STATIC_PAGE};
 pub use python::{PyHttpServer, ScriptServer};
 

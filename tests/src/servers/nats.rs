@@ -8,7 +8,8 @@ use anyhow::{Context, Result, bail};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 pub struct NatsServer {
@@ -84,4 +85,47 @@ impl NatsServer {
         self.child = Some(child);
         Ok(())
     }
+}
+
+/// A message received by [`subscribe`], with when it arrived.
+pub struct Message {
+    pub subject: String,
+    pub payload: String,
+    pub at: Instant,
+}
+
+/// Messages received so far, shared with the collecting thread.
+pub type Inbox = Arc<Mutex<Vec<Message>>>;
+
+/// Every message on `subject` (wildcards allowed), collected on a thread of its own
+/// from the moment this returns.
+pub fn subscribe(url: &str, subject: &str) -> Result<Inbox> {
+    let inbox: Inbox = Arc::new(Mutex::new(Vec::new()));
+    let kept = Arc::clone(&inbox);
+    let (ready, subscribed) = std::sync::mpsc::channel();
+    let (url, subject) = (url.to_owned(), subject.to_owned());
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async move {
+            use futures_util::StreamExt as _;
+            let client = async_nats::connect(url).await.expect("connect to NATS");
+            let mut sub = client.subscribe(subject).await.expect("subscribe");
+            client.flush().await.expect("flush");
+            ready.send(()).expect("ready");
+            while let Some(m) = sub.next().await {
+                kept.lock().expect("lock").push(Message {
+                    subject: m.subject.to_string(),
+                    payload: String::from_utf8_lossy(&m.payload).into_owned(),
+                    at: Instant::now(),
+                });
+            }
+        });
+    });
+    subscribed
+        .recv_timeout(Duration::from_secs(30))
+        .context("subscribing on NATS")?;
+    Ok(inbox)
 }

@@ -3,6 +3,7 @@
 //! the sinks' throughput; all numbers from this one run (rounds interleave so drift hits
 //! every arm).
 
+mod alerts;
 mod arms;
 mod floors;
 mod hub;
@@ -56,6 +57,13 @@ pub struct Options {
     /// Run only tracer-hub's section: ingest rates, and query answers against grep/jq.
     #[arg(long)]
     hub: bool,
+    /// Run only the detections' latency: request -> alert on NATS, through nginx, the
+    /// tracer, JetStream and `tracer-hub serve`.
+    #[arg(long)]
+    alerts: bool,
+    /// Intrusions the alerts section times, one per second.
+    #[arg(long, default_value_t = 20)]
+    alert_samples: u32,
     /// Access records the hub section generates and stores.
     #[arg(long, default_value_t = 1_000_000)]
     hub_records: u64,
@@ -75,6 +83,9 @@ pub struct Traced {
 
 pub fn run(options: &Options) -> Result<()> {
     let bins = cargo::build_release()?;
+    if options.alerts {
+        return alerts::run(options.alert_samples);
+    }
     if options.hub {
         return hub::run(&bins.hub, options.hub_records, options.hub_dir.as_deref());
     }

@@ -133,11 +133,7 @@ impl Hpack {
 
     /// A literal field whose name is an index (prefix of `bits`) or a string.
     /// An indexed name is copied: the table may evict it when the field is inserted.
-    fn literal<'a>(
-        &self,
-        input: &mut Input<'a>,
-        bits: u32,
-    ) -> Result<Field<'a>, HpackError> {
+    fn literal<'a>(&self, input: &mut Input<'a>, bits: u32) -> Result<Field<'a>, HpackError> {
         let index = input.integer(bits)?;
         let name = if index == 0 {
             input.string()?
