@@ -165,7 +165,7 @@ async fn ingest(
     // The first statistics soon after start, then every few minutes.
     let mut analyzed = tokio::time::Instant::now() - ANALYZE_EVERY + Duration::from_secs(30);
     loop {
-        let source = match Source::connect(&settings).await {
+        let mut source = match Source::connect(&settings).await {
             Ok(source) => {
                 eprintln!("tracer-hub: nats: consuming");
                 last_error.clear();

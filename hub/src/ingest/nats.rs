@@ -2,6 +2,10 @@
 //! stream. A message is acknowledged only after its batch is committed, so a hub
 //! killed mid-batch gets the batch again; the store drops what it already holds.
 //! Several hubs sharing one store may share the consumer (same `--nats-consumer`).
+//!
+//! Messages come from the consumer's continuous pull stream, and batches are cut on the
+//! hub's own clock. (async-nats' one-shot `batch()` waits its expiry plus 5 s when the
+//! server's timeout status does not come, which stalled live alerts for ~5 s.)
 use std::time::Duration;
 
 use async_nats::jetstream::{
@@ -18,9 +22,14 @@ pub const DEFAULT_CONSUMER: &str = "tracer-hub";
 /// Unacknowledged messages redeliver after this: longer than any batch commit, short
 /// enough that the batch a killed hub held comes back soon after it restarts.
 const ACK_WAIT: Duration = Duration::from_secs(10);
-/// A batch ends at this many messages or after [`BATCH_WAIT`].
+/// A batch ends at this many messages, or [`BATCH_WAIT`] after its first message.
 pub const BATCH_MAX: usize = 2_000;
-const BATCH_WAIT: Duration = Duration::from_millis(200);
+const BATCH_WAIT: Duration = Duration::from_millis(50);
+/// How long [`Source::next_batch`] waits for a first message before it returns an empty
+/// batch, so that the caller's periodic work runs on an idle stream too.
+const IDLE_WAIT: Duration = Duration::from_secs(1);
+/// The server proves the pull stream alive this often when no message flows.
+const HEARTBEAT: Duration = Duration::from_secs(5);
 
 #[derive(Clone, Debug)]
 pub struct NatsSettings {
@@ -66,7 +75,7 @@ impl Delivery {
 
 pub struct Source {
     settings: NatsSettings,
-    consumer: PullConsumer,
+    messages: pull::Stream,
 }
 
 impl Source {
@@ -105,29 +114,35 @@ impl Source {
                 consumer: settings.consumer.clone(),
                 detail: e.to_string(),
             })?;
+        let messages = pull_stream(&consumer).await.map_err(|e| NatsError::Fetch {
+            stream: settings.stream.clone(),
+            detail: e.to_string(),
+        })?;
         Ok(Self {
             settings: settings.clone(),
-            consumer,
+            messages,
         })
     }
 
-    /// The next messages: up to [`BATCH_MAX`], or what came within a short wait.
-    pub async fn next_batch(&self) -> Result<Vec<Delivery>, NatsError> {
+    /// The next messages: up to [`BATCH_MAX`], or what came within [`BATCH_WAIT`] of the
+    /// first; empty when nothing came for [`IDLE_WAIT`].
+    pub async fn next_batch(&mut self) -> Result<Vec<Delivery>, NatsError> {
+        let stream = &self.settings.stream;
         let fetch_error = |detail: String| NatsError::Fetch {
-            stream: self.settings.stream.clone(),
+            stream: stream.clone(),
             detail,
         };
-        let mut messages = self
-            .consumer
-            .batch()
-            .max_messages(BATCH_MAX)
-            .expires(BATCH_WAIT)
-            .messages()
-            .await
-            .map_err(|e| fetch_error(e.to_string()))?;
         let mut batch = Vec::new();
-        while let Some(message) = messages.next().await {
-            let message = message.map_err(|e| fetch_error(e.to_string()))?;
+        let mut deadline = tokio::time::Instant::now() + IDLE_WAIT;
+        while batch.len() < BATCH_MAX {
+            let message = match tokio::time::timeout_at(deadline, self.messages.next()).await {
+                Err(_elapsed) => break,
+                Ok(None) => return Err(fetch_error("the pull stream ended".to_owned())),
+                Ok(Some(message)) => message.map_err(|e| fetch_error(e.to_string()))?,
+            };
+            if batch.is_empty() {
+                deadline = tokio::time::Instant::now() + BATCH_WAIT;
+            }
             let stream_seq = message.info().map(|i| i.stream_sequence).unwrap_or(0);
             let mut bytes = message.payload.as_ref();
             if let Some(stripped) = bytes.strip_suffix(b"\n") {
@@ -150,6 +165,16 @@ impl Source {
         }
         Ok(batch)
     }
+}
+
+async fn pull_stream(consumer: &PullConsumer) -> Result<pull::Stream, String> {
+    consumer
+        .stream()
+        .max_messages_per_batch(BATCH_MAX)
+        .heartbeat(HEARTBEAT)
+        .messages()
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// A URL without its user and password, for messages.
