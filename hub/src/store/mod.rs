@@ -122,3 +122,30 @@ impl Writer {
         Batch::begin(&mut self.conn)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A batch holds the write lock from its start, so a delivery cursor written
+    /// meanwhile waits for it; with a deferred start the delivery got in between the
+    /// batch's first read and first write, and the batch failed (SQLITE_BUSY_SNAPSHOT).
+    #[test]
+    fn a_batch_takes_the_write_lock_when_it_begins() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StoreAt {
+            data: dir.path().to_owned(),
+        };
+        let mut writer = store.open_writer().unwrap();
+        let deliveries = store.open_deliveries().unwrap();
+        deliveries.busy_timeout(Duration::ZERO).unwrap();
+        let batch = writer.batch().unwrap();
+        let write = deliveries.execute("DELETE FROM deliveries", []);
+        assert!(
+            matches!(write, Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::DatabaseBusy),
+            "{write:?}"
+        );
+        drop(batch);
+        deliveries.execute("DELETE FROM deliveries", []).unwrap();
+    }
+}

@@ -6,7 +6,7 @@ use std::{
     net::IpAddr,
 };
 
-use rusqlite::{Connection, OptionalExtension as _, Transaction, params};
+use rusqlite::{Connection, OptionalExtension as _, Transaction, TransactionBehavior, params};
 use sha2::{Digest as _, Sha256};
 use tracer_audit::{Kind, chain::Hash};
 
@@ -42,7 +42,10 @@ pub struct Batch<'c> {
 impl<'c> Batch<'c> {
     pub(super) fn begin(conn: &'c mut Connection) -> anyhow::Result<Self> {
         Ok(Self {
-            tx: conn.transaction()?,
+            // IMMEDIATE takes the write lock now, waiting out the deliveries' short
+            // writes (busy_timeout); a deferred transaction that reads first fails with
+            // SQLITE_BUSY_SNAPSHOT when the deliveries wrote after its first read.
+            tx: conn.transaction_with_behavior(TransactionBehavior::Immediate)?,
             rollup: HashMap::new(),
             users: HashSet::new(),
             names: HashSet::new(),
