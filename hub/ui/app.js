@@ -5,7 +5,8 @@ import { h, clear } from './js/dom.js';
 import { logout } from './js/api.js';
 import { current } from './js/route.js';
 import { overview } from './js/overview.js';
-import { endpoints, users, user, clients, alerts } from './js/top.js';
+import { endpoints, users, user, clients } from './js/top.js';
+import { alerts } from './js/alerts.js';
 import { search, liveTail } from './js/search.js';
 import { record } from './js/record.js';
 import { integrity } from './js/integrity.js';
@@ -33,7 +34,8 @@ async function render() {
   const [title, view, navKey] = ROUTES[route.parts[0] || ''] || ['Not found', notFound, null];
   if (cleanup) { try { cleanup(); } catch (e) { console.error(e); } cleanup = null; }
   const my = ++token;
-  document.title = `${title} · tracer hub`;
+  const shown = route.parts[0] === 'alerts' && route.parts[1] ? `Alert #${route.parts[1]}` : title;
+  document.title = `${shown} · tracer hub`;
   for (const a of document.querySelectorAll('.site-nav a[data-nav]')) {
     if (a.dataset.nav === navKey) a.setAttribute('aria-current', 'page');
     else a.removeAttribute('aria-current');

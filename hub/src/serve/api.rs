@@ -20,14 +20,14 @@ use tokio::sync::broadcast;
 use super::Hub;
 use crate::{
     query::{
-        alerts as query_alerts,
+        alerts::{self as query_alerts, Selection},
         filter::{Filter, FilterArgs, parse_duration},
         integrity, records,
         series::{timeseries, totals},
         top::{TopKind, top},
     },
-    store::alerts::{self as store_alerts, AlertFilter, Severity},
-    when::now_ns,
+    store::alerts::{self as store_alerts, Severity},
+    when::{now_ns, parse_rfc3339_ns},
 };
 
 /// Rows a page may ask for.
@@ -36,6 +36,7 @@ const MAX_LIMIT: u64 = 1_000;
 const MAX_EXPORT: u64 = 100_000;
 const DAY_NS: i64 = 86_400_000_000_000;
 
+#[derive(Debug)]
 pub struct ApiError(StatusCode, String);
 
 impl IntoResponse for ApiError {
@@ -213,46 +214,107 @@ pub async fn integrity_view(State(hub): State<Arc<Hub>>) -> Result<Response, Api
 
 #[derive(Debug, Default, Deserialize)]
 pub struct AlertParams {
-    /// `24h`, `7d`: alerts last seen within it; default 7 days.
+    /// `24h`, `7d`: alerts last seen within it; without it and `from`, 7 days.
     since: Option<String>,
+    /// Alerts last seen at or after this time (RFC 3339); instead of `since`.
+    from: Option<String>,
+    /// Alerts first seen before this time (RFC 3339).
+    to: Option<String>,
     rule: Option<String>,
+    /// This severity or higher, as `tracer-hub alerts --severity`.
     severity: Option<String>,
+    /// `user:alice`, or a prefix ending in `*` (`client:203.0.113.*`).
+    entity: Option<String>,
     limit: Option<String>,
+    offset: Option<String>,
 }
 
+fn alert_selection(params: &AlertParams, now: i64) -> Result<Selection, ApiError> {
+    let text = |t: &Option<String>| t.clone().filter(|s| !s.trim().is_empty());
+    let time = |name: &str, t: &Option<String>| {
+        text(t)
+            .map(|t| {
+                parse_rfc3339_ns(t.trim()).ok_or_else(|| {
+                    bad_request(format!(
+                        "{name} {t:?} is not an RFC 3339 time (2026-12-03T02:00:00Z)"
+                    ))
+                })
+            })
+            .transpose()
+    };
+    let from_ns = match (text(&params.since), time("from", &params.from)?) {
+        (Some(_), Some(_)) => return Err(bad_request("since and from both give the start")),
+        (None, Some(from)) => from,
+        (since, None) => {
+            let span = match since {
+                None => 7 * DAY_NS,
+                Some(text) => parse_duration(&text)
+                    .and_then(|d| i64::try_from(d.as_nanos()).ok())
+                    .ok_or_else(|| {
+                        bad_request(format!("since {text:?} is not a duration (24h, 7d)"))
+                    })?,
+            };
+            now.saturating_sub(span)
+        }
+    };
+    let min_severity = text(&params.severity)
+        .map(|t| {
+            Severity::parse(&t).ok_or_else(|| {
+                bad_request(format!("severity {t:?}: low, medium, high or critical"))
+            })
+        })
+        .transpose()?;
+    Ok(Selection {
+        from_ns: Some(from_ns),
+        to_ns: time("to", &params.to)?,
+        rule: text(&params.rule),
+        min_severity,
+        entity: text(&params.entity),
+    })
+}
+
+/// A page of alerts, newest first, with the total the filters match and the counts
+/// per rule and severity over the range.
 pub async fn alerts_list(
     State(hub): State<Arc<Hub>>,
     Query(params): Query<AlertParams>,
 ) -> Result<Response, ApiError> {
-    let since = match params.since.as_deref().filter(|s| !s.is_empty()) {
-        None => 7 * DAY_NS,
-        Some(text) => parse_duration(text)
-            .and_then(|d| i64::try_from(d.as_nanos()).ok())
-            .ok_or_else(|| bad_request(format!("since {text:?} is not a duration (24h, 7d)")))?,
-    };
-    let min_severity = match params.severity.as_deref().filter(|s| !s.is_empty()) {
-        None => None,
-        Some(text) => Some(Severity::parse(text).ok_or_else(|| {
-            bad_request(format!("severity {text:?}: low, medium, high or critical"))
-        })?),
-    };
-    let filter = AlertFilter {
-        since_ns: Some(now_ns() - since),
-        rule: params.rule.filter(|r| !r.is_empty()),
-        min_severity,
-        limit: number("limit", &params.limit, 200)?.min(MAX_LIMIT) as u32,
-    };
-    let alerts = blocking(&hub, move |conn| store_alerts::list(conn, &filter)).await?;
-    let alerts: Vec<_> = alerts.iter().map(query_alerts::json).collect();
-    Ok(Json(json!({ "alerts": alerts })).into_response())
+    let selection = alert_selection(&params, now_ns())?;
+    let limit = number("limit", &params.limit, 200)?.min(MAX_LIMIT);
+    let offset = number("offset", &params.offset, 0)?;
+    let (page, counts) = blocking(&hub, move |conn| {
+        Ok((
+            query_alerts::page(conn, &selection, limit, offset)?,
+            query_alerts::counts(conn, &selection)?,
+        ))
+    })
+    .await?;
+    let alerts: Vec<_> = page.alerts.iter().map(query_alerts::listed).collect();
+    Ok(Json(json!({
+        "alerts": alerts,
+        "total": page.total,
+        "offset": offset,
+        "limit": limit,
+        "counts": counts,
+    }))
+    .into_response())
 }
 
+/// One alert with its deliveries and the searches for its entity's requests.
 pub async fn alert_detail(
     State(hub): State<Arc<Hub>>,
     Path(id): Path<i64>,
 ) -> Result<Response, ApiError> {
-    match blocking(&hub, move |conn| store_alerts::get(conn, id)).await? {
-        Some(alert) => Ok(Json(query_alerts::json(&alert)).into_response()),
+    let found = blocking(&hub, move |conn| {
+        let Some(alert) = store_alerts::get(conn, id)? else {
+            return Ok(None);
+        };
+        let deliveries = query_alerts::deliveries(conn, &alert)?;
+        Ok(Some(query_alerts::detail(&alert, &deliveries)))
+    })
+    .await?;
+    match found {
+        Some(detail) => Ok(Json(detail).into_response()),
         None => Err(ApiError(StatusCode::NOT_FOUND, "no such alert".to_owned())),
     }
 }
@@ -277,4 +339,58 @@ pub async fn live(
         Some((Ok(event), receiver))
     });
     Sse::new(events.boxed()).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(pairs: &[(&str, &str)]) -> AlertParams {
+        let query = pairs
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("&");
+        Query::<AlertParams>::try_from_uri(&format!("/api/alerts?{query}").parse().unwrap())
+            .unwrap()
+            .0
+    }
+
+    #[test]
+    fn alert_filters_default_to_a_week_and_refuse_what_they_cannot_read() {
+        let now = 100 * DAY_NS;
+        let none = alert_selection(&params(&[]), now).unwrap();
+        assert_eq!(none.from_ns, Some(now - 7 * DAY_NS));
+        assert_eq!(
+            (none.to_ns, none.rule, none.entity, none.min_severity),
+            (None, None, None, None)
+        );
+        let all = alert_selection(
+            &params(&[
+                ("from", "2026-12-03T00:00:00Z"),
+                ("to", "2026-12-04T00:00:00Z"),
+                ("rule", "restricted_access"),
+                ("severity", "high"),
+                ("entity", "user:bob"),
+                ("since", ""),
+            ]),
+            now,
+        )
+        .unwrap();
+        assert_eq!(all.from_ns, parse_rfc3339_ns("2026-12-03T00:00:00Z"));
+        assert_eq!(all.to_ns, parse_rfc3339_ns("2026-12-04T00:00:00Z"));
+        assert_eq!(all.min_severity, Some(Severity::High));
+        assert_eq!(all.entity.as_deref(), Some("user:bob"));
+        let day = alert_selection(&params(&[("since", "24h")]), now).unwrap();
+        assert_eq!(day.from_ns, Some(now - DAY_NS));
+        for bad in [
+            &[("since", "24h"), ("from", "2026-12-03T00:00:00Z")][..],
+            &[("since", "soon")],
+            &[("to", "tomorrow")],
+            &[("severity", "urgent")],
+        ] {
+            let err = alert_selection(&params(bad), now).expect_err("refused");
+            assert_eq!(err.0, StatusCode::BAD_REQUEST, "{bad:?}: {}", err.1);
+        }
+    }
 }

@@ -141,28 +141,6 @@ export async function user(main, { params, parts }) {
   return null;
 }
 
-export async function alerts(main) {
-  setMain(main, h('h1', { tabindex: '-1' }, 'Alerts'), loading());
-  try {
-    const res = await getJson('/api/alerts');
-    const list = res.alerts || [];
-    let body;
-    if (!list.length) {
-      body = h('p', { class: 'empty-state' }, 'No alerts: detections are not configured yet');
-    } else {
-      const keys = [...new Set(list.flatMap((a) => Object.keys(a)))];
-      body = h('div', { class: 'table-wrap' }, h('table', null,
-        h('caption', null, 'Alerts'),
-        h('thead', null, h('tr', null, keys.map((k) => h('th', { scope: 'col' }, k)))),
-        h('tbody', null, list.map((a) => h('tr', null, keys.map((k) => td(fmtValue(a[k]), { class: 'wrap' })))))));
-    }
-    setMain(main, h('h1', { tabindex: '-1' }, 'Alerts'), body);
-  } catch (e) {
-    setMain(main, h('h1', { tabindex: '-1' }, 'Alerts'), errorBox(e));
-  }
-  return null;
-}
-
 export function fmtValue(v) {
   if (v === null || v === undefined) return '–';
   if (typeof v === 'object') return JSON.stringify(v);
