@@ -191,9 +191,15 @@ pub enum Loss {
     SslNoSocket = 5,
     /// The per-thread SSL-call map was full.
     SslInflightFull = 6,
+    /// A tracepoint's own arguments could not be read: that syscall (a transfer, close,
+    /// listen or fork) went unseen.
+    ContextRead = 7,
+    /// The CPU had no scratch slot (a CPU beyond the count the loader sized it for):
+    /// a data event is missing.
+    ScratchMissing = 8,
 }
 
-pub const LOSS_REASONS: u32 = 7;
+pub const LOSS_REASONS: u32 = 9;
 
 impl Loss {
     pub const ALL: [Loss; LOSS_REASONS as usize] = [
@@ -204,6 +210,8 @@ impl Loss {
         Loss::ConnFull,
         Loss::SslNoSocket,
         Loss::SslInflightFull,
+        Loss::ContextRead,
+        Loss::ScratchMissing,
     ];
 
     pub fn name(self) -> &'static str {
@@ -215,6 +223,8 @@ impl Loss {
             Loss::ConnFull => "conn_map_full",
             Loss::SslNoSocket => "ssl_socket_unknown",
             Loss::SslInflightFull => "ssl_inflight_map_full",
+            Loss::ContextRead => "tracepoint_args_unreadable",
+            Loss::ScratchMissing => "scratch_slot_missing",
         }
     }
 }

@@ -91,6 +91,7 @@ pub fn data(pid_tgid: u64, inflight: &Inflight, len: u64) {
     // SAFETY: plain helper call.
     let cpu = unsafe { bpf_get_smp_processor_id() };
     let Some(scratch) = SCRATCH.get_ptr_mut(cpu) else {
+        count_loss(Loss::ScratchMissing);
         return;
     };
     // SAFETY: one slot per CPU and these programs do not nest on a CPU.

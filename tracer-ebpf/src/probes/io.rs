@@ -33,13 +33,18 @@ fn enter(ctx: &TracePointContext, syscall: Syscall) -> u32 {
         return 0;
     }
     // SAFETY: offsets inside the syscall tracepoint record.
-    let (fd, buf, third) = unsafe {
+    let args = unsafe {
         (
-            ctx.read_at::<u64>(ARG0).unwrap_or(u64::MAX) as i32,
-            ctx.read_at::<u64>(ARG1).unwrap_or(0),
-            ctx.read_at::<u64>(ARG2).unwrap_or(0),
+            ctx.read_at::<u64>(ARG0),
+            ctx.read_at::<u64>(ARG1),
+            ctx.read_at::<u64>(ARG2),
         )
     };
+    let (Ok(fd), Ok(buf), Ok(third)) = args else {
+        count_loss(Loss::ContextRead);
+        return 0;
+    };
+    let fd = fd as i32;
     let Some(conn) = watched_conn(tgid, pid_tgid as u32, fd) else {
         return 0;
     };
@@ -85,7 +90,10 @@ fn exit(ctx: &TracePointContext, syscall: Syscall) -> u32 {
         return 0;
     }
     // SAFETY: offset inside the syscall tracepoint record.
-    let ret = unsafe { ctx.read_at::<i64>(RET) }.unwrap_or(0);
+    let Ok(ret) = (unsafe { ctx.read_at::<i64>(RET) }) else {
+        count_loss(Loss::ContextRead);
+        return 0;
+    };
     if ret > 0 {
         emit::data(pid_tgid, &inflight, ret as u64);
     }

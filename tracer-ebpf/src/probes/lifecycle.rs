@@ -3,11 +3,11 @@ use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid, macros::tracepoint, programs::TracePointContext,
 };
 
-use tracer_common::EventKind;
+use tracer_common::{EventKind, Loss};
 
 use crate::{
     conn, emit,
-    maps::{OFFSETS, WATCHED_PORTS, WATCHED_TGIDS},
+    maps::{OFFSETS, WATCHED_PORTS, WATCHED_TGIDS, count_loss},
     sock::{current_file, tcp_local_port},
 };
 
@@ -20,8 +20,11 @@ pub fn enter_close(ctx: TracePointContext) -> u32 {
         return 0;
     }
     // SAFETY: fd is the first argument of the syscall record.
-    let fd = unsafe { ctx.read_at::<u64>(16) }.unwrap_or(u64::MAX) as i32;
-    conn::closed(tgid, pid_tgid as u32, fd);
+    let Ok(fd) = (unsafe { ctx.read_at::<u64>(16) }) else {
+        count_loss(Loss::ContextRead);
+        return 0;
+    };
+    conn::closed(tgid, pid_tgid as u32, fd as i32);
     0
 }
 
@@ -29,7 +32,11 @@ pub fn enter_close(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn enter_listen(ctx: TracePointContext) -> u32 {
     // SAFETY: fd is the first argument of the syscall record.
-    let fd = unsafe { ctx.read_at::<u64>(16) }.unwrap_or(u64::MAX) as i32;
+    let Ok(fd) = (unsafe { ctx.read_at::<u64>(16) }) else {
+        count_loss(Loss::ContextRead);
+        return 0;
+    };
+    let fd = fd as i32;
     let Some(port) = current_file(fd).and_then(tcp_local_port) else {
         return 0;
     };
@@ -57,10 +64,12 @@ pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
     }
     let offset = OFFSETS.load().fork_child_pid as usize;
     // SAFETY: offset read from this tracepoint's format file by the loader.
-    if let Ok(child) = unsafe { ctx.read_at::<u32>(offset) } {
-        let _ = WATCHED_TGIDS.insert(&child, &1, 0);
-        emit::conn(EventKind::Listen, child, child, -1, 0, None);
-    }
+    let Ok(child) = (unsafe { ctx.read_at::<u32>(offset) }) else {
+        count_loss(Loss::ContextRead);
+        return 0;
+    };
+    let _ = WATCHED_TGIDS.insert(&child, &1, 0);
+    emit::conn(EventKind::Listen, child, child, -1, 0, None);
     0
 }
 
