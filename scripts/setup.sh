@@ -32,6 +32,7 @@ packages=(
   libmaxmind-db-writer-perl
   prometheus-alertmanager
   nghttp2-client
+  python3-venv
 )
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need_pkgs+=("$p")
@@ -56,6 +57,16 @@ fi
 if [ ! -d tests/browser/node_modules/playwright-core ]; then
   log "installing playwright-core for the browser test"
   npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
+fi
+
+# The gRPC tests run a Python server and client with grpcio from PyPI, in a venv of
+# Debian's python3 at a fixed path (tests/src/servers/grpc.rs looks there).
+GRPC_VENV=/opt/tracer-tests/grpc-venv
+GRPCIO=1.85.1
+if ! "$GRPC_VENV/bin/python" -c "import grpc, sys; sys.exit(grpc.__version__ != '$GRPCIO')" 2>/dev/null; then
+  log "installing grpcio ${GRPCIO} into ${GRPC_VENV}"
+  /usr/bin/python3 -m venv --clear "$GRPC_VENV"
+  "$GRPC_VENV/bin/pip" install -q --disable-pip-version-check "grpcio==${GRPCIO}"
 fi
 
 rustup toolchain list | grep -q "^${STABLE}" || {

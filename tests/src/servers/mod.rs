@@ -1,11 +1,13 @@
 //! Real HTTP servers on loopback, each killed (with its workers) on drop.
 
 mod apache;
+mod grpc;
 mod nats;
 mod nginx;
 mod python;
 
 pub use apache::{APACHE_HELLO, Apache};
+pub use grpc::{GRPC_VENV, GrpcServer, grpc_client, grpc_python};
 pub use nats::{Inbox, Message, NatsServer, subscribe};
 pub use nginx::{BIG_FILE_SIZE, HELLO, Nginx, NginxConfig, STATIC_PAGE};
 pub use python::{PyHttpServer, ScriptServer};

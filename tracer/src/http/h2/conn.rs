@@ -60,6 +60,12 @@ pub struct H2Connection {
     client: Direction,
     server: Direction,
     streams: BTreeMap<u32, Stream>,
+    /// The first and the highest client stream ids whose opening HEADERS this decoder
+    /// saw. Ids only grow (RFC 9113 §5.1.1), so an odd id between them that is not open
+    /// has ended: frames still arriving for it (the peer sent them before it learnt of an
+    /// RST_STREAM or END_STREAM) are expected, not orphans, and never open a new stream.
+    /// Ids below the first are streams opened before the tracer joined: still orphans.
+    seen: Option<(u32, u32)>,
     /// Streams above this id were refused by a GOAWAY.
     goaway_last: Option<u32>,
     completed: Vec<Exchange>,
@@ -74,6 +80,7 @@ impl H2Connection {
             client: Direction::new(partial),
             server: Direction::new(partial),
             streams: BTreeMap::new(),
+            seen: None,
             goaway_last: None,
             completed: Vec::new(),
             stats: Http2Stats {
@@ -95,6 +102,7 @@ impl H2Connection {
         conn.stats.streams += 1;
         conn.stats.upgrades += 1;
         conn.streams.insert(1, stream);
+        conn.seen = Some((1, 1));
         conn
     }
 
@@ -291,9 +299,23 @@ impl H2Connection {
         }
     }
 
+    /// `id` is a client stream this decoder saw open that is no longer open.
+    fn ended(&self, id: u32) -> bool {
+        matches!(self.seen, Some((first, high)) if id % 2 == 1 && (first..=high).contains(&id))
+            && !self.streams.contains_key(&id)
+    }
+
     fn request_block(&mut self, block: OpenBlock, fields: Option<Fields>, partial: bool, ts: u64) {
         let id = block.stream;
+        if self.ended(id) {
+            // Trailers for a stream already recorded: its HPACK work is done.
+            return;
+        }
         if !self.streams.contains_key(&id) {
+            self.seen = Some(match self.seen {
+                Some((first, high)) => (first, high.max(id)),
+                None => (id, id),
+            });
             if self.streams.len() >= MAX_OPEN_STREAMS {
                 self.stats.streams_over_limit += 1;
                 return;
@@ -317,7 +339,9 @@ impl H2Connection {
 
     fn response_block(&mut self, block: OpenBlock, fields: Option<Fields>, partial: bool, ts: u64) {
         let Some(stream) = self.streams.get_mut(&block.stream) else {
-            self.stats.orphan_frames += 1;
+            if !self.ended(block.stream) {
+                self.stats.orphan_frames += 1;
+            }
             return;
         };
         stream.partial |= partial;
@@ -338,7 +362,7 @@ impl H2Connection {
 
     fn data(&mut self, side: Side, id: u32, size: u64, end_stream: bool, ts: u64) {
         let Some(stream) = self.streams.get_mut(&id) else {
-            if id != 0 {
+            if id != 0 && !self.ended(id) {
                 self.stats.orphan_frames += 1;
             }
             return;

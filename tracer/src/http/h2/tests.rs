@@ -267,6 +267,70 @@ fn reset_goaway_and_close_end_streams_with_their_outcome() {
     assert_eq!(conn.stats().resets, 1);
 }
 
+/// A gRPC deadline: the client resets the stream while the server's trailers-only answer
+/// is already on its way. The late frames are normal (RFC 9113 §5.4.2), not orphans; the
+/// late block still updates the HPACK table, which the next stream's response relies on.
+#[test]
+fn frames_after_a_stream_ended_are_expected_not_orphans() {
+    let mut req = Encoder::new();
+    let mut resp = Encoder::new();
+    let mut conn = H2Connection::new(false);
+    let call = |path| {
+        [
+            (":method", "POST"),
+            (":path", path),
+            ("content-type", "application/grpc"),
+        ]
+    };
+    let mut client = headers(&mut req, 1, false, &call("/a.B/Slow"));
+    client.extend(frame(0x0, 0x1, 1, &[0, 0, 0, 0, 0]));
+    client.extend(frame(0x3, 0, 1, &8u32.to_be_bytes()));
+    conn.on_request(chunk(1, &client));
+    let late_status = [
+        (":status", "200"),
+        ("content-type", "application/grpc"),
+        ("grpc-status", "4"),
+        ("grpc-message", "Deadline Exceeded"),
+    ];
+    let mut server = headers(&mut resp, 1, true, &late_status);
+    server.extend(frame(0x0, 0x1, 1, &[0, 0, 0, 0, 0]));
+    conn.on_response(chunk(2, &server));
+    // Request trailers for the ended stream open no new one.
+    conn.on_request(chunk(3, &headers(&mut req, 1, true, &[("x-late", "1")])));
+    // Stream 3: its response's fields are indexed from the late block's table entries.
+    conn.on_request(chunk(4, &headers(&mut req, 3, true, &call("/a.B/Next"))));
+    conn.on_response(chunk(5, &headers(&mut resp, 3, true, &late_status)));
+    let done = conn.take_completed();
+    let rows: Vec<_> = done
+        .iter()
+        .map(|e| {
+            let h2 = e.http2.as_ref().unwrap();
+            (
+                e.request.head.target.as_str(),
+                e.end,
+                h2.reset_code,
+                h2.grpc.as_ref().and_then(|g| g.status),
+                h2.partial,
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("/a.B/Slow", ExchangeEnd::Reset, Some(8), None, false),
+            ("/a.B/Next", ExchangeEnd::Complete, None, Some(4), false),
+        ]
+    );
+    assert_eq!(conn.stats().orphan_frames, 0);
+    assert_eq!(conn.stats().hpack_errors, 0);
+    assert_eq!(conn.stats().streams, 2);
+    // A stream never opened is still an orphan, and so is an even (server) id.
+    conn.on_response(chunk(6, &frame(0x0, 0x1, 7, b"x")));
+    conn.on_response(chunk(7, &frame(0x0, 0x1, 2, b"x")));
+    assert_eq!(conn.stats().orphan_frames, 2);
+    assert!(conn.close().is_empty());
+}
+
 #[test]
 fn grpc_fields_come_from_path_content_type_and_trailers() {
     let mut req = Encoder::new();
