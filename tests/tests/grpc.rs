@@ -211,14 +211,11 @@ fn grpc_calls_have_one_record_each_with_rpc_fields_pid_and_identity() -> Result<
 /// `grpc-status` of trailers and of a trailers-only response, response sizes, and how
 /// the deadline-exceeded and cancelled streams end.
 ///
-/// Ignored until the kernel side copies more iovecs of a `sendmsg`: grpc's C core writes
-/// HEADERS, DATA and trailers of a response as one `sendmsg` of many small iovecs (14 for
-/// a unary answer), and only the first `MAX_IOV` = 8 (tracer-common) are copied. The rest
-/// reaches the decoder as missing bytes, so the response's END_STREAM and trailers are
-/// never seen and the server's HPACK table is lost for every later stream (`hpack_errors`,
-/// `tracer.h2.state` = `partial`, no `:status`). With `MAX_IOV` = 64 this test passes.
+/// grpc's C core writes HEADERS, DATA and trailers of a response as one `sendmsg` of
+/// many small iovecs (14 for a unary answer): the kernel side must walk them all
+/// (`MAX_IOV` in tracer-common), or the trailers arrive as missing bytes and the
+/// server's HPACK table is lost for every later stream.
 #[test]
-#[ignore = "tracer-ebpf copies only 8 iovecs of a sendmsg; grpc writes responses in more"]
 fn grpc_statuses_and_outcomes_match_the_servers_log() -> Result<()> {
     let s = Scenario::run()?;
     let mut statuses = Vec::new();

@@ -11,8 +11,12 @@ pub const MAX_CAPTURE: usize = 32 * 1024;
 /// Upper bound on watched ports (a hash map in the kernel).
 pub const MAX_PORTS: u32 = 64;
 
-/// Upper bound on iovec entries walked for readv/writev/recvmsg/sendmsg.
-pub const MAX_IOV: usize = 8;
+/// Upper bound on iovec entries walked for readv/writev/recvmsg/sendmsg. gRPC (grpcio)
+/// writes a unary response as one sendmsg of ~14 small iovecs (frame headers, HPACK
+/// blocks, message, trailers); 8 cut off its trailers. Bytes past the last iovec walked
+/// reach user space as missing bytes, a counted gap. The walk stops at `iovcnt`, so the
+/// bound costs verification, not run time.
+pub const MAX_IOV: usize = 64;
 
 /// What a kernel event reports; the first byte of every event.
 #[repr(u8)]
