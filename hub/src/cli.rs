@@ -102,6 +102,11 @@ pub struct IngestArgs {
     pub enrich: EnrichArgs,
     #[command(flatten)]
     pub detect: DetectArgs,
+    /// Delete what is older than DURATION (`90d`, `26w`): records, their rollups, alerts
+    /// and integrity notes, in chunks between ingest batches. The chain state remembers
+    /// what went, so those lines are not stored again. Without it, everything is kept.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub retain: Option<std::time::Duration>,
 }
 
 #[derive(Args)]

@@ -18,6 +18,8 @@ pub struct Outcome {
     pub stored: u64,
     pub duplicates: u64,
     pub conflicts: u64,
+    /// Lines older than the retention that were deleted already: not stored again.
+    pub expired: u64,
     pub rejected: u64,
     pub events: Vec<Event>,
     /// Ids of the alerts opened or updated.
@@ -31,11 +33,22 @@ impl Outcome {
         self.stored += other.stored;
         self.duplicates += other.duplicates;
         self.conflicts += other.conflicts;
+        self.expired += other.expired;
         self.rejected += other.rejected;
         self.events.extend(other.events);
         self.alerts.extend(other.alerts);
         self.rows.extend(other.rows);
     }
+}
+
+/// What one retention step deleted.
+#[derive(Debug, Default)]
+pub struct Expiry {
+    pub lines: u64,
+    /// Rollup buckets, alerts, integrity events, loss totals and rejected-line notes.
+    pub other_rows: u64,
+    /// Nothing older than the cutoff is left.
+    pub done: bool,
 }
 
 /// Builds the detector from what the store holds.
@@ -130,6 +143,41 @@ impl Pipeline {
         result
     }
 
+    /// One retention step: deletes at most `limit` lines older than `cutoff_ns` in one
+    /// transaction, and, once none are left, the older rollups, alerts and notes. The
+    /// chain state remembers what went, so those lines are not stored again. Call it
+    /// until [`Expiry::done`].
+    pub fn expire(&mut self, cutoff_ns: i64, limit: usize) -> anyhow::Result<Expiry> {
+        let result = (|| {
+            let mut batch = self.writer.batch()?;
+            let lines = batch.expire_lines(cutoff_ns, limit)?;
+            let done = lines.len() < limit;
+            let other_rows = if done {
+                batch.expire_rest(cutoff_ns)?
+            } else {
+                0
+            };
+            let mut touched = Vec::new();
+            for line in &lines {
+                self.chains.expire(&line.stream, line.seq, cutoff_ns);
+                touched.push(line.stream.as_str());
+            }
+            touched.sort_unstable();
+            touched.dedup();
+            let streams = self.chains.streams();
+            batch.commit(touched.iter().filter_map(|s| streams.get_key_value(*s)))?;
+            Ok(Expiry {
+                lines: lines.len() as u64,
+                other_rows,
+                done,
+            })
+        })();
+        if result.is_err() {
+            self.resume_from_store()?;
+        }
+        result
+    }
+
     fn try_ingest<'a>(
         &mut self,
         lines: impl IntoIterator<Item = &'a Line>,
@@ -207,6 +255,10 @@ impl Pipeline {
                 }
                 Link::Conflict => {
                     outcome.conflicts += 1;
+                    continue;
+                }
+                Link::Expired => {
+                    outcome.expired += 1;
                     continue;
                 }
                 Link::Linked

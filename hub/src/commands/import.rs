@@ -2,7 +2,7 @@
 use crate::{
     cli::ImportArgs,
     ingest::file::{FileLines, chain_order},
-    pipeline::Outcome,
+    pipeline::{Expiry, Outcome},
 };
 
 const BATCH: usize = 5_000;
@@ -31,6 +31,19 @@ pub fn run(args: &ImportArgs) -> anyhow::Result<()> {
     }
     // Silent sensors, judged at the newest record's time: an import has no "now".
     total.alerts.extend(pipeline.tick(pipeline.newest_ns())?);
+    if let Some(retain) = args.ingest.retain {
+        let cutoff = super::retention_cutoff(retain);
+        let mut deleted = Expiry::default();
+        loop {
+            let step = pipeline.expire(cutoff, super::EXPIRE_CHUNK)?;
+            deleted.lines += step.lines;
+            deleted.other_rows += step.other_rows;
+            if step.done {
+                break;
+            }
+        }
+        eprintln!("tracer-hub: {}", super::expiry_summary(&deleted, cutoff));
+    }
     pipeline.analyze()?;
     eprintln!("tracer-hub: {}", super::summary(&total));
     Ok(())

@@ -9,7 +9,7 @@ use crate::{
     cli::{DetectArgs, IngestArgs},
     detect::{Detections, Detector, sigma::Sigma},
     enrich::Enricher,
-    pipeline::{Outcome, Pipeline},
+    pipeline::{Expiry, Outcome, Pipeline},
     store::StoreAt,
     verify::keys::Keys,
 };
@@ -20,6 +20,7 @@ fn pipeline(args: &IngestArgs) -> anyhow::Result<Pipeline> {
         verify,
         enrich,
         detect,
+        retain: _,
     } = args;
     let keys = Keys::from_pairs(verify.keys.iter().map(String::as_str))?;
     let enricher = Enricher::load(&enrich.settings())?;
@@ -44,14 +45,33 @@ fn detector(args: &DetectArgs, writer: &crate::store::Writer) -> anyhow::Result<
     Ok(Detector::new(settings, sigma, writer.detect_state()?))
 }
 
+/// Lines deleted per retention step: one transaction, short enough to let ingest in.
+const EXPIRE_CHUNK: usize = 5_000;
+
+/// The retention cutoff now: what is older than `retain` goes.
+fn retention_cutoff(retain: std::time::Duration) -> i64 {
+    crate::when::now_ns().saturating_sub(i64::try_from(retain.as_nanos()).unwrap_or(i64::MAX))
+}
+
+/// One line for stderr about what a retention run deleted.
+fn expiry_summary(expiry: &Expiry, cutoff_ns: i64) -> String {
+    format!(
+        "retention: deleted {} line(s) older than {} and {} rollup, alert and note row(s)",
+        expiry.lines,
+        crate::when::format_ns(cutoff_ns),
+        expiry.other_rows
+    )
+}
+
 /// One line for stderr about what ingest did.
 fn summary(outcome: &Outcome) -> String {
     let breaks = outcome.events.iter().filter(|e| e.kind.is_break()).count();
     format!(
-        "{} stored, {} already stored, {} conflicting, {} rejected, {} integrity findings ({} breaks), {} alerts raised or updated",
+        "{} stored, {} already stored, {} conflicting, {} expired by retention, {} rejected, {} integrity findings ({} breaks), {} alerts raised or updated",
         outcome.stored,
         outcome.duplicates,
         outcome.conflicts,
+        outcome.expired,
         outcome.rejected,
         outcome.events.len(),
         breaks,

@@ -17,7 +17,7 @@ use crate::{
     cli::ServeArgs,
     deliver::{self, Alertmanager, NatsAlerts, Target, Webhook},
     ingest::nats::{NatsSettings, Source},
-    pipeline::{Outcome, Pipeline},
+    pipeline::{Expiry, Outcome, Pipeline},
     serve::{
         Hub,
         auth::{Auth, Secret},
@@ -37,6 +37,8 @@ const ANALYZE_EVERY: Duration = Duration::from_secs(300);
 const REFRESH_EVERY: Duration = Duration::from_secs(1);
 /// Silent sensors are looked for this often.
 const TICK_EVERY: Duration = Duration::from_secs(5);
+/// Retention runs this often (and at start), a chunk per turn of the ingest loop.
+const EXPIRE_EVERY: Duration = Duration::from_secs(600);
 
 pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
@@ -105,8 +107,12 @@ async fn serve(
                 settings.stream,
                 settings.consumer
             );
-            tokio::spawn(ingest(settings, pipeline, live, alerted));
+            let retention = args.ingest.retain.map(Retention::new);
+            tokio::spawn(ingest(settings, pipeline, retention, live, alerted));
         }
+        None if args.ingest.retain.is_some() => anyhow::bail!(
+            "--retain needs --nats: retention runs beside ingest, in the hub that writes the store"
+        ),
         None => eprintln!("tracer-hub: no --nats: serving the store without ingesting"),
     }
     axum::serve(
@@ -151,9 +157,60 @@ async fn stopped() {
     }
 }
 
+/// Retention beside ingest: a run every [`EXPIRE_EVERY`], one chunk per turn of the
+/// ingest loop, so batches keep flowing while a large backlog of old lines goes.
+struct Retention {
+    retain: Duration,
+    next_run: tokio::time::Instant,
+    /// The cutoff of the run under way and what it deleted so far.
+    running: Option<(i64, Expiry)>,
+}
+
+impl Retention {
+    fn new(retain: Duration) -> Self {
+        Self {
+            retain,
+            next_run: tokio::time::Instant::now(),
+            running: None,
+        }
+    }
+
+    fn step(&mut self, pipeline: &mut Pipeline) {
+        let now = tokio::time::Instant::now();
+        if self.running.is_none() && now >= self.next_run {
+            self.running = Some((super::retention_cutoff(self.retain), Expiry::default()));
+        }
+        let Some((cutoff, total)) = &mut self.running else {
+            return;
+        };
+        match tokio::task::block_in_place(|| pipeline.expire(*cutoff, super::EXPIRE_CHUNK)) {
+            Ok(step) => {
+                total.lines += step.lines;
+                total.other_rows += step.other_rows;
+                if step.done {
+                    if total.lines + total.other_rows > 0 {
+                        eprintln!("tracer-hub: {}", super::expiry_summary(total, *cutoff));
+                    }
+                    self.running = None;
+                    self.next_run = now + EXPIRE_EVERY;
+                }
+            }
+            Err(e) => {
+                eprintln!(
+                    "tracer-hub: retention: {e:#}; retrying in {}s",
+                    RETRY.as_secs()
+                );
+                self.running = None;
+                self.next_run = now + RETRY;
+            }
+        }
+    }
+}
+
 async fn ingest(
     settings: NatsSettings,
     mut pipeline: Pipeline,
+    mut retention: Option<Retention>,
     live: broadcast::Sender<Arc<crate::query::records::Row>>,
     alerted: mpsc::Sender<()>,
 ) {
@@ -203,6 +260,9 @@ async fn ingest(
                     Err(e) => eprintln!("tracer-hub: detections on the clock: {e:#}"),
                 }
                 ticked = tokio::time::Instant::now();
+            }
+            if let Some(retention) = &mut retention {
+                retention.step(&mut pipeline);
             }
             let batch = match source.next_batch().await {
                 Ok(batch) => batch,

@@ -198,6 +198,16 @@ pub fn integrity_table(report: &Integrity) -> String {
                 l.count
             );
         }
+        if let Some(e) = &s.expired {
+            let _ = writeln!(
+                out,
+                "{}: retention deleted {} line(s) older than {} (seqs up to {})",
+                cell(&s.stream, 40),
+                e.lines,
+                e.before,
+                e.through_seq
+            );
+        }
     }
     if report.rejected > 0 {
         let _ = writeln!(out, "rejected lines (not records): {}", report.rejected);

@@ -38,6 +38,16 @@ pub struct StreamIntegrity {
     /// Restarts and checkpoints that could not be checked (no key).
     pub notes: Vec<Finding>,
     pub losses: Vec<LossTotal>,
+    /// What retention deleted: those lines are gone by policy, not by damage.
+    pub expired: Option<ExpiredLines>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ExpiredLines {
+    pub lines: u64,
+    pub through_seq: u64,
+    /// Lines older than this were deleted.
+    pub before: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -141,6 +151,11 @@ pub fn integrity(conn: &Connection) -> anyhow::Result<Integrity> {
             breaks,
             notes,
             losses,
+            expired: state.expired.map(|e| ExpiredLines {
+                lines: e.lines,
+                through_seq: e.through_seq,
+                before: format_ns(e.before_ns),
+            }),
         });
     }
     let mut reasons = conn.prepare(

@@ -2,6 +2,7 @@
 //! of readers (query, serve) through WAL.
 pub mod alerts;
 mod columns;
+mod retention;
 mod schema;
 mod write;
 

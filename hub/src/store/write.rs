@@ -31,7 +31,7 @@ pub struct Entry<'a> {
 }
 
 pub struct Batch<'c> {
-    tx: Transaction<'c>,
+    pub(super) tx: Transaction<'c>,
     rollup: HashMap<(Dim, String, i64), (i64, i64)>,
     users: HashSet<(Dim, String, i64, String)>,
     names: HashSet<(String, String)>,

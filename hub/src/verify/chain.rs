@@ -40,6 +40,21 @@ pub struct StreamState {
     /// More than [`MAX_GAPS`] gaps: later ones are not itemised.
     #[serde(default)]
     pub gaps_truncated: bool,
+    /// What retention deleted of this stream.
+    #[serde(default)]
+    pub expired: Option<Expired>,
+}
+
+/// Lines of a stream deleted by retention: none of them is stored again if it comes
+/// back (a file imported anew, a redelivery), and the integrity report says what went.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Expired {
+    /// The highest seq deleted. Below it, a seq not stored was deleted or never came
+    /// (an open gap says which).
+    pub through_seq: u64,
+    pub lines: u64,
+    /// The last retention cutoff: lines older than this were deleted.
+    pub before_ns: i64,
 }
 
 /// Open gaps itemised per stream.
@@ -107,6 +122,8 @@ pub enum Link {
     Duplicate,
     /// Its seq is stored with another hash: not stored, see the event.
     Conflict,
+    /// Retention deleted its seq already: not stored again.
+    Expired,
 }
 
 impl Link {
@@ -120,6 +137,7 @@ impl Link {
             Link::Broken => "break",
             Link::Duplicate => "duplicate",
             Link::Conflict => "conflict",
+            Link::Expired => "expired",
         }
     }
 }
@@ -268,6 +286,14 @@ impl Chains {
                         Link::Filled
                     }
                 }
+                None if state.expired.is_some_and(|e| seq <= e.through_seq) => {
+                    return Ok(Ok(Verdict {
+                        sealed,
+                        link: Link::Expired,
+                        events,
+                        covers: None,
+                    }));
+                }
                 None => {
                     event(
                         EventKind::Conflict,
@@ -365,6 +391,7 @@ impl Chains {
                 start_seen: link == Link::Linked,
                 gaps: Vec::new(),
                 gaps_truncated: false,
+                expired: None,
             });
         if link == Link::Broken {
             state.clean_from = seq + 1;
@@ -440,6 +467,20 @@ impl Chains {
 
     pub fn streams(&self) -> &HashMap<String, StreamState> {
         &self.streams
+    }
+
+    /// Retention deleted `seq` of `stream`, a line older than `before_ns`.
+    pub fn expire(&mut self, stream: &str, seq: u64, before_ns: i64) {
+        if let Some(state) = self.streams.get_mut(stream) {
+            let expired = state.expired.get_or_insert(Expired {
+                through_seq: 0,
+                lines: 0,
+                before_ns,
+            });
+            expired.through_seq = expired.through_seq.max(seq);
+            expired.lines += 1;
+            expired.before_ns = before_ns;
+        }
     }
 }
 
