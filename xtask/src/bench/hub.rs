@@ -86,6 +86,7 @@ pub fn run(hub_bin: &Path, records: u64, keep: Option<&Path>) -> Result<()> {
         Ok(hub.stored()? >= records)
     })?;
     let nats_s = t.elapsed().as_secs_f64();
+    let views = dashboard_views(&served, now)?;
     served.stop()?;
 
     println!("\n| ingest | records/s | seconds |\n|---|---|---|");
@@ -175,7 +176,75 @@ pub fn run(hub_bin: &Path, records: u64, keep: Option<&Path>) -> Result<()> {
     println!(
         "\n(query and top run as fresh processes on the SQLite store, process start included.)"
     );
+    println!("\n| dashboard view ({records} records) | API answers, median of {RUNS} |\n|---|---|");
+    for (view, ms) in views {
+        println!("| {view} | {ms:.1} ms |");
+    }
+    println!(
+        "\n(each view's API requests in sequence, as curl processes against `tracer-hub serve`, process start included; the browser sends them in parallel.)"
+    );
     Ok(())
+}
+
+/// How long each dashboard view's API requests take, in sequence, on the store `served`
+/// holds: the overview over a day and over 30 days, and the top lists.
+fn dashboard_views(served: &Hub, now: i128) -> Result<Vec<(String, f64)>> {
+    let range = |days: i128| {
+        format!(
+            "from={}&to={}",
+            format_rfc3339_ns(now - days * DAY_NS),
+            format_rfc3339_ns(now)
+        )
+    };
+    let (day, month) = (range(1), range(30));
+    let views: [(&str, Vec<String>); 5] = [
+        (
+            "overview, 24 h (totals, time series, latest 10)",
+            vec![
+                format!("/api/totals?{day}"),
+                format!("/api/timeseries?{day}"),
+                "/api/records?limit=10&offset=0".to_owned(),
+            ],
+        ),
+        (
+            "overview, 30 days",
+            vec![
+                format!("/api/totals?{month}"),
+                format!("/api/timeseries?{month}"),
+                "/api/records?limit=10&offset=0".to_owned(),
+            ],
+        ),
+        (
+            "endpoints, 24 h (templates, failures, assets)",
+            vec![
+                format!("/api/top/endpoints?{day}&limit=10"),
+                format!("/api/top/failures?{day}&limit=10"),
+                format!("/api/top/assets?{day}&limit=10"),
+            ],
+        ),
+        (
+            "users, 30 days (users, credentials)",
+            vec![
+                format!("/api/top/users?{month}&limit=10"),
+                format!("/api/top/credentials?{month}&limit=10"),
+            ],
+        ),
+        (
+            "clients, 30 days",
+            vec![format!("/api/top/clients?{month}&limit=10")],
+        ),
+    ];
+    let mut timed = Vec::new();
+    for (view, paths) in views {
+        let ms = median_ms(|| {
+            for path in &paths {
+                served.api(path)?;
+            }
+            Ok(())
+        })?;
+        timed.push((view.to_owned(), ms));
+    }
+    Ok(timed)
 }
 
 fn strings(args: &[&str]) -> Vec<String> {
