@@ -3,28 +3,87 @@
 use std::collections::HashMap;
 
 use jiff::{Timestamp, civil::Weekday, tz::TimeZone};
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer, de::Error as _};
 
 /// A working week as written in the detections file; every field may be left to the
-/// calendar it overrides.
+/// calendar it overrides. Each value is checked as it is read, so a bad one is a
+/// parse error that names its line and key.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawSchedule {
-    pub timezone: Option<String>,
-    pub days: Option<Vec<String>>,
+    pub timezone: Option<Zone>,
+    pub days: Option<Vec<Day>>,
     /// `HH:MM-HH:MM`, local; an end before the start runs past midnight.
-    pub hours: Option<String>,
+    pub hours: Option<Hours>,
 }
 
+/// `[calendar]`: the default schedule's keys, and the overrides.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawCalendar {
-    #[serde(flatten)]
-    pub default: RawSchedule,
+    pub timezone: Option<Zone>,
+    pub days: Option<Vec<Day>>,
+    pub hours: Option<Hours>,
     #[serde(default)]
     pub users: HashMap<String, RawSchedule>,
     #[serde(default)]
     pub departments: HashMap<String, RawSchedule>,
+}
+
+impl RawCalendar {
+    fn default_schedule(&self) -> RawSchedule {
+        RawSchedule {
+            timezone: self.timezone.clone(),
+            days: self.days.clone(),
+            hours: self.hours,
+        }
+    }
+}
+
+/// An IANA time zone, by name.
+#[derive(Clone, Debug)]
+pub struct Zone {
+    name: String,
+    zone: TimeZone,
+}
+
+impl<'de> Deserialize<'de> for Zone {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        let zone = jiff::tz::db()
+            .get(&name)
+            .map_err(|_| D::Error::custom(CalendarError::Zone(name.clone())))?;
+        Ok(Self { name, zone })
+    }
+}
+
+/// A day of the week, Monday 0.
+#[derive(Clone, Copy, Debug)]
+pub struct Day(usize);
+
+impl<'de> Deserialize<'de> for Day {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        day_index(&text)
+            .map(Day)
+            .ok_or_else(|| D::Error::custom(CalendarError::Day(text)))
+    }
+}
+
+/// `HH:MM-HH:MM` as minutes of the day.
+#[derive(Clone, Copy, Debug)]
+pub struct Hours {
+    start_min: u16,
+    end_min: u16,
+}
+
+impl<'de> Deserialize<'de> for Hours {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        parse_hours(&text)
+            .map(|(start_min, end_min)| Hours { start_min, end_min })
+            .ok_or_else(|| D::Error::custom(CalendarError::Hours(text)))
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -48,14 +107,9 @@ pub enum CalendarError {
 }
 
 impl Schedule {
-    fn resolve(raw: &RawSchedule, base: Option<&Schedule>) -> Result<Self, CalendarError> {
+    fn resolve(raw: &RawSchedule, base: Option<&Schedule>) -> Self {
         let (zone, zone_name) = match (&raw.timezone, base) {
-            (Some(name), _) => (
-                jiff::tz::db()
-                    .get(name)
-                    .map_err(|_| CalendarError::Zone(name.clone()))?,
-                name.clone(),
-            ),
+            (Some(zone), _) => (zone.zone.clone(), zone.name.clone()),
             (None, Some(base)) => (base.zone.clone(), base.zone_name.clone()),
             (None, None) => (TimeZone::UTC, "UTC".to_owned()),
         };
@@ -63,7 +117,7 @@ impl Schedule {
             (Some(days), _) => {
                 let mut set = [false; 7];
                 for day in days {
-                    set[day_index(day).ok_or_else(|| CalendarError::Day(day.clone()))?] = true;
+                    set[day.0] = true;
                 }
                 set
             }
@@ -71,19 +125,17 @@ impl Schedule {
             (None, None) => [true, true, true, true, true, false, false],
         };
         let (start_min, end_min) = match (&raw.hours, base) {
-            (Some(hours), _) => {
-                parse_hours(hours).ok_or_else(|| CalendarError::Hours(hours.clone()))?
-            }
+            (Some(hours), _) => (hours.start_min, hours.end_min),
             (None, Some(base)) => (base.start_min, base.end_min),
             (None, None) => (8 * 60, 18 * 60),
         };
-        Ok(Self {
+        Self {
             zone,
             zone_name,
             days,
             start_min,
             end_min,
-        })
+        }
     }
 
     /// Whether `ts_ns` falls in working time. A span that runs past midnight belongs
@@ -129,23 +181,23 @@ pub struct Calendar {
 }
 
 impl Calendar {
-    pub fn resolve(raw: &RawCalendar) -> Result<Self, CalendarError> {
-        let default = Schedule::resolve(&raw.default, None)?;
+    pub fn resolve(raw: &RawCalendar) -> Self {
+        let default = Schedule::resolve(&raw.default_schedule(), None);
         let users = raw
             .users
             .iter()
-            .map(|(k, v)| Ok((k.clone(), Schedule::resolve(v, Some(&default))?)))
-            .collect::<Result<_, CalendarError>>()?;
+            .map(|(k, v)| (k.clone(), Schedule::resolve(v, Some(&default))))
+            .collect();
         let departments = raw
             .departments
             .iter()
-            .map(|(k, v)| Ok((k.clone(), Schedule::resolve(v, Some(&default))?)))
-            .collect::<Result<_, CalendarError>>()?;
-        Ok(Self {
+            .map(|(k, v)| (k.clone(), Schedule::resolve(v, Some(&default))))
+            .collect();
+        Self {
             default,
             users,
             departments,
-        })
+        }
     }
 
     pub fn schedule(&self, user: Option<&str>, department: Option<&str>) -> &Schedule {
@@ -186,7 +238,7 @@ mod tests {
     }
 
     fn calendar(toml_text: &str) -> Calendar {
-        Calendar::resolve(&toml::from_str(toml_text).unwrap()).unwrap()
+        Calendar::resolve(&toml::from_str(toml_text).unwrap())
     }
 
     #[test]
@@ -224,8 +276,9 @@ mod tests {
             ("days = [\"funday\"]", "funday"),
             ("hours = \"8-18\"", "8-18"),
         ] {
-            let error = Calendar::resolve(&toml::from_str(text).unwrap()).unwrap_err();
+            let error = toml::from_str::<RawCalendar>(text).unwrap_err();
             assert!(error.to_string().contains(expected), "{error}");
+            assert!(error.span().is_some(), "{error}");
         }
     }
 }

@@ -59,6 +59,41 @@ impl Observation<'_> {
         (200..300).contains(&self.status())
     }
 
+    /// Whether the server accepted the identity the request claims. The sensor records
+    /// a Basic user name whether or not the password was right, and a JWT's claims
+    /// whether or not the token verified, so the name alone proves nothing. It counts
+    /// when:
+    /// - there was a response, and it was not 401 or 403 (a denial: wrong password,
+    ///   refused token, or an identity the server would not serve);
+    /// - and, for a bearer token, the sensor did not find its claims forged or
+    ///   unprovable (`bad_signature`, `unknown_key`, `untrusted_issuer`). An expired,
+    ///   not yet valid or wrong-audience token still carries claims a trusted issuer
+    ///   signed, so if the server served it, that identity acted (and `broken_auth`
+    ///   says the server should not have).
+    ///
+    /// The identity rules (`off_hours`, `new_source`, `volume`, `credential_sharing`,
+    /// `first_confidential`) learn from and alert on accepted identities only; the
+    /// failure rules see every request.
+    pub fn identity_accepted(&self) -> bool {
+        let answered = !matches!(self.status(), 0 | 401 | 403);
+        let forged = self.fields.token_verified == Some(false)
+            && matches!(
+                self.fields.token_failure.as_deref(),
+                Some("bad_signature" | "unknown_key" | "untrusted_issuer")
+            );
+        answered && !forged
+    }
+
+    /// The user, when the server accepted the identity ([`Self::identity_accepted`]).
+    pub fn accepted_user(&self) -> Option<&str> {
+        self.user().filter(|_| self.identity_accepted())
+    }
+
+    /// The actor, when the server accepted the identity ([`Self::identity_accepted`]).
+    pub fn accepted_actor(&self) -> Option<String> {
+        self.actor().filter(|_| self.identity_accepted())
+    }
+
     /// Who acted: the user, else the API credential's fingerprint.
     pub fn actor(&self) -> Option<String> {
         self.user().map(|u| format!("user:{u}")).or_else(|| {

@@ -80,27 +80,74 @@ impl Detections {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .with_context(|| format!("reading the detections file {}", path.display()))?;
-                toml::from_str(&text)
-                    .with_context(|| format!("the detections file {}", path.display()))?
+                toml::from_str(&text).map_err(|e| {
+                    anyhow::anyhow!(
+                        "the detections file {}",
+                        located(&path.display().to_string(), &text, &e)
+                    )
+                })?
             }
             None => RawDetections::default(),
         };
-        Self::resolve(raw)
+        Ok(Self::resolve(raw))
     }
 
-    fn resolve(raw: RawDetections) -> anyhow::Result<Self> {
-        Ok(Self {
+    fn resolve(raw: RawDetections) -> Self {
+        Self {
             max_entities: raw.max_entities.unwrap_or(DEFAULT_MAX_ENTITIES),
             learning: raw.learning.unwrap_or(Span::days(7)),
-            calendar: Calendar::resolve(&raw.calendar).context("[calendar]")?,
+            calendar: Calendar::resolve(&raw.calendar),
             rules: raw.rules,
-        })
+        }
     }
 
     #[cfg(test)]
     pub fn from_toml(text: &str) -> anyhow::Result<Self> {
-        Self::resolve(toml::from_str(text)?)
+        Ok(Self::resolve(toml::from_str(text)?))
     }
+}
+
+/// `FILE:LINE:COLUMN: key.path: message`, then the line itself, for an error the TOML
+/// parser or a value's own check raised. Every value (durations, time zones, days,
+/// hours) is checked while it is read, so every error has a place; one without
+/// (none known) names the file only.
+fn located(file: &str, text: &str, error: &toml::de::Error) -> String {
+    let message = error.message().trim_end();
+    let Some(span) = error.span() else {
+        return format!("{file}: {message}");
+    };
+    let at = span.start.min(text.len());
+    let before = &text[..at];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = text[line_start..at].chars().count() + 1;
+    let content = text[line_start..].lines().next().unwrap_or("");
+    let key = key_at(text, at)
+        .map(|k| format!(" {k}:"))
+        .unwrap_or_default();
+    format!("{file}:{line}:{column}:{key} {message}\n{line:>5} | {content}")
+}
+
+/// The dotted key whose key or value covers byte `at` (`rules.auth_failures.threshold`).
+fn key_at(text: &str, at: usize) -> Option<String> {
+    fn walk(table: &toml::de::DeTable<'_>, at: usize, path: &mut Vec<String>) -> bool {
+        for (key, value) in table {
+            path.push(key.get_ref().to_string());
+            if let toml::de::DeValue::Table(inner) = value.get_ref()
+                && walk(inner, at, path)
+            {
+                return true;
+            }
+            if key.span().contains(&at) || value.span().contains(&at) {
+                return true;
+            }
+            path.pop();
+        }
+        false
+    }
+    let root = toml::de::DeTable::parse(text).ok()?;
+    let mut path = Vec::new();
+    walk(root.get_ref(), at, &mut path).then(|| path.join("."))
 }
 
 #[cfg(test)]
@@ -117,7 +164,7 @@ mod tests {
         )
         .unwrap();
         let error = format!("{:#}", Detections::load(Some(&path)).err().unwrap());
-        assert!(error.contains("line 3"), "{error}");
+        assert!(error.contains("d.toml:3:"), "{error}");
         assert!(error.contains("threshold"), "{error}");
         std::fs::write(&path, "[rules.no_such_rule]\n").unwrap();
         let error = format!("{:#}", Detections::load(Some(&path)).err().unwrap());
@@ -125,5 +172,67 @@ mod tests {
         std::fs::write(&path, "learning = \"soon\"\n").unwrap();
         let error = format!("{:#}", Detections::load(Some(&path)).err().unwrap());
         assert!(error.contains("soon"), "{error}");
+    }
+
+    #[test]
+    fn errors_name_the_file_line_and_dotted_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.toml");
+        let file = path.display().to_string();
+        let error = |text: &str| {
+            std::fs::write(&path, text).unwrap();
+            format!("{:#}", Detections::load(Some(&path)).err().unwrap())
+        };
+        let e = error("learning = \"1d\"\n[rules.auth_failures]\nthreshold = \"many\"\n");
+        assert!(
+            e.starts_with(&format!(
+                "the detections file {file}:3:13: rules.auth_failures.threshold: invalid type"
+            )),
+            "{e}"
+        );
+        assert!(e.contains("3 | threshold = \"many\""), "{e}");
+        let e = error("[rules.volume]\nbucket = \"soon\"\n");
+        assert!(
+            e.contains(&format!(
+                "{file}:2:10: rules.volume.bucket: \"soon\" is not a duration"
+            )),
+            "{e}"
+        );
+        let e = error("[rules.no_such_rule]\nenabled = true\n");
+        assert!(e.contains(&format!("{file}:1:")), "{e}");
+        assert!(e.contains("no_such_rule"), "{e}");
+    }
+
+    #[test]
+    fn calendar_errors_name_the_file_line_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.toml");
+        let file = path.display().to_string();
+        for (text, at, expected) in [
+            (
+                "[calendar]\ntimezone = \"Mars/Olympus\"\n",
+                "2:12: calendar.timezone:",
+                "unknown time zone \"Mars/Olympus\"",
+            ),
+            (
+                "[calendar]\nhours = \"09:00-17:00\"\n\n[calendar.users.bob]\nhours = \"22-06\"\n",
+                "5:9: calendar.users.bob.hours:",
+                "hours \"22-06\" are not HH:MM-HH:MM",
+            ),
+            (
+                "[calendar.departments.ops]\ndays = [\"mon\", \"funday\"]\n",
+                "2:8: calendar.departments.ops.days:",
+                "unknown day \"funday\"",
+            ),
+            (
+                "[calendar]\nholidays = []\n",
+                "2:1: calendar.holidays:",
+                "unknown field `holidays`",
+            ),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let e = format!("{:#}", Detections::load(Some(&path)).err().unwrap());
+            assert!(e.contains(&format!("{file}:{at} {expected}")), "{e}");
+        }
     }
 }

@@ -673,3 +673,198 @@ level: medium
     assert_eq!(many[0].finding.entity, "c-ip=198.51.100.41");
     assert_eq!(many[0].finding.severity, Severity::Medium);
 }
+
+/// A request under `user`'s name that the server answered with `status`.
+fn claimed(ts_ns: i64, user: &str, client: &str, status: u16) -> Req {
+    req(ts_ns, Some(user), client, "/orders/1", status)
+}
+
+#[test]
+fn denied_requests_do_not_make_a_user_off_hours() {
+    let mut d = detector(&format!(
+        "[calendar]\ntimezone = \"UTC\"\nhours = \"08:00-18:00\"\n{}",
+        only(&["off_hours", "auth_failures"])
+    ));
+    let night = wednesday() + 2 * HOUR;
+    for status in [401, 403] {
+        assert!(
+            !rules(&run(
+                &mut d,
+                &claimed(night, "root", "203.0.113.66", status)
+            ))
+            .contains(&"off_hours"),
+            "a {status} at night is someone trying root, not root at work"
+        );
+    }
+    let mut no_answer = claimed(night, "root", "203.0.113.66", 200);
+    no_answer.fields.status = None;
+    assert!(run(&mut d, &no_answer).is_empty(), "no response, no proof");
+    assert_eq!(
+        rules(&run(&mut d, &claimed(night, "root", "203.0.113.66", 200))),
+        ["off_hours"]
+    );
+    assert_eq!(
+        rules(&run(&mut d, &claimed(night, "root", "203.0.113.66", 404))),
+        ["off_hours"],
+        "a 404 was served to root"
+    );
+    // The failures still count where they belong.
+    let mut failures = Vec::new();
+    for i in 0..20 {
+        failures.extend(run(
+            &mut d,
+            &claimed(night + i * 1_000_000_000, "root", "203.0.113.66", 401),
+        ));
+    }
+    assert!(
+        failures
+            .iter()
+            .any(|a| a.finding.rule == "auth_failures" && a.finding.entity == "user:root"),
+        "{:?}",
+        rules(&failures)
+    );
+    assert!(!rules(&failures).contains(&"off_hours"));
+}
+
+#[test]
+fn a_name_sprayed_from_a_new_place_neither_alerts_nor_teaches_new_source() {
+    let mut d = detector(&format!("learning = \"1d\"\n{}", only(&["new_source"])));
+    let t0 = wednesday() + 10 * HOUR;
+    let home = |ts| claimed(ts, "alice", "203.0.113.5", 200).geo("DE", (52.5, 13.4), 3320);
+    let away =
+        |ts, status| claimed(ts, "alice", "198.51.100.7", status).geo("BR", (-23.5, -46.6), 28573);
+    assert!(run(&mut d, &home(t0)).is_empty());
+    assert!(run(&mut d, &home(t0 + 2 * DAY)).is_empty());
+    for i in 0..5 {
+        assert!(
+            run(&mut d, &away(t0 + 2 * DAY + i * MIN, 401)).is_empty(),
+            "a wrong password from Brazil is not alice in Brazil"
+        );
+    }
+    let found = run(&mut d, &away(t0 + 2 * DAY + HOUR, 200));
+    assert_eq!(rules(&found), ["new_source"], "the failures taught nothing");
+    assert!(
+        found[0].summary.contains("new country BR"),
+        "{}",
+        found[0].summary
+    );
+
+    // A name only ever sprayed has not started learning: its first accepted request
+    // starts it.
+    for i in 0..5 {
+        assert!(run(&mut d, &claimed(t0 + i * HOUR, "zed", "198.51.100.9", 401)).is_empty());
+    }
+    assert!(run(&mut d, &claimed(t0 + 3 * DAY, "zed", "203.0.113.9", 200)).is_empty());
+    assert!(
+        run(
+            &mut d,
+            &claimed(t0 + 3 * DAY + HOUR, "zed", "203.0.113.10", 200)
+        )
+        .is_empty(),
+        "zed is still learning: the sprayed attempts were not zed"
+    );
+}
+
+#[test]
+fn a_forged_token_is_not_the_identity_it_names_but_an_expired_one_is() {
+    let mut d = detector(&format!(
+        "[calendar]\ntimezone = \"UTC\"\nhours = \"08:00-18:00\"\n{}",
+        only(&["off_hours", "broken_auth"])
+    ));
+    let night = wednesday() + 2 * HOUR;
+    let mut forged = claimed(night, "alice", "203.0.113.5", 200);
+    forged.fields.token_verified = Some(false);
+    forged.fields.token_failure = Some("bad_signature".to_owned());
+    assert_eq!(
+        rules(&run(&mut d, &forged)),
+        ["broken_auth"],
+        "the server took a forged token: broken_auth, not alice off hours"
+    );
+    let mut expired = forged;
+    expired.fields.token_failure = Some("expired".to_owned());
+    assert_eq!(
+        rules(&run(&mut d, &expired)),
+        ["off_hours", "broken_auth"],
+        "an expired token still names whom its issuer signed it for"
+    );
+}
+
+#[test]
+fn failed_logins_from_afar_are_not_credential_sharing() {
+    let mut d = detector(&only(&["credential_sharing"]));
+    let t0 = wednesday() + 10 * HOUR;
+    let berlin = |ts| claimed(ts, "alice", "203.0.113.20", 200).geo("DE", (52.5, 13.4), 3320);
+    let brazil =
+        |ts, status| claimed(ts, "alice", "198.51.100.30", status).geo("BR", (-23.5, -46.6), 28573);
+    assert!(run(&mut d, &berlin(t0)).is_empty());
+    assert!(
+        run(&mut d, &brazil(t0 + MIN, 401)).is_empty(),
+        "trying alice's name from Brazil"
+    );
+    assert!(
+        run(&mut d, &berlin(t0 + 2 * MIN)).is_empty(),
+        "the failure from Brazil was not remembered as alice's"
+    );
+    assert_eq!(
+        rules(&run(&mut d, &brazil(t0 + 3 * MIN, 200))),
+        ["credential_sharing"]
+    );
+}
+
+#[test]
+fn volume_counts_users_only_when_accepted_and_clients_always() {
+    let mut d = detector(&format!(
+        "[rules.volume]\nbucket = \"1h\"\nwarmup = 3\nmin_requests = 50\n{}",
+        only(&["volume"]).replace("[rules.volume]\nenabled = true\n", "")
+    ));
+    let t0 = wednesday();
+    for hour in 0..5 {
+        for i in 0..10 {
+            let r = claimed(t0 + hour * HOUR + i * MIN, "carol", "10.0.0.1", 200);
+            assert!(run(&mut d, &r).is_empty());
+        }
+    }
+    let mut found = Vec::new();
+    for i in 0..300 {
+        let r = claimed(t0 + 5 * HOUR + i * 1_000_000_000, "carol", "10.0.0.1", 401);
+        found.extend(run(&mut d, &r));
+    }
+    let entities: Vec<&str> = found.iter().map(|a| a.finding.entity.as_str()).collect();
+    assert_eq!(
+        entities,
+        ["client:10.0.0.1"],
+        "the client's flood counts; carol's name on 401s does not"
+    );
+}
+
+#[test]
+fn every_stored_line_the_rules_receive_is_a_sign_of_life() {
+    let mut d = detector(&only(&["integrity"]));
+    let t0 = wednesday();
+    let event = |stream: &str, kind| Event {
+        stream: stream.to_owned(),
+        seq: 7,
+        kind,
+        detail: "x".to_owned(),
+    };
+    // A stream that has only sent a loss line is watched too.
+    d.event(&event("quiet", EventKind::Loss), t0);
+    // A stream whose access records stopped, but whose sensor still speaks.
+    let r = req(t0, None, "10.0.0.1", "/", 200);
+    assert!(run(&mut d, &r).is_empty());
+    d.event(&event("web1", EventKind::Restart), t0 + 4 * MIN);
+    d.event(&event("web1", EventKind::Unkeyed), t0 + 8 * MIN);
+    // A line that fails verification is no proof the sensor runs.
+    d.event(&event("web1", EventKind::Modified), t0 + 12 * MIN);
+    d.event(&event("web1", EventKind::Signature), t0 + 12 * MIN);
+    let silent = d.tick(t0 + 6 * MIN);
+    assert_eq!(rules(&silent), ["sensor_silent"]);
+    assert_eq!(silent[0].finding.entity, "stream:quiet");
+    assert!(d.tick(t0 + 12 * MIN).is_empty(), "web1 spoke at +8 min");
+    let silent = d.tick(t0 + 14 * MIN);
+    assert_eq!(rules(&silent), ["sensor_silent"]);
+    assert_eq!(silent[0].finding.entity, "stream:web1");
+    d.event(&event("quiet", EventKind::Reset), t0 + 15 * MIN);
+    assert!(d.tick(t0 + 16 * MIN).is_empty(), "a new chain is a sensor");
+    assert_eq!(rules(&d.tick(t0 + 21 * MIN)), ["sensor_silent"]);
+}

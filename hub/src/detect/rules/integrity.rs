@@ -3,7 +3,8 @@
 //! - `chain_gap`: a record that follows missing seqs (they may still arrive);
 //! - `signature`: a checkpoint whose signature fails (critical);
 //! - `sensor_loss`: the sensor reported what it could not record;
-//! - `sensor_silent`: a stream that sent nothing for longer than `silence`.
+//! - `sensor_silent`: a stream that sent nothing for longer than `silence`: no access
+//!   record and no line that raised a loss, restart, reset or unkeyed event.
 //!
 //! An attacker who got onto a host stops or edits its sensor before anything else.
 use serde::{Deserialize, Serialize};
@@ -82,14 +83,19 @@ impl Integrity {
         }
     }
 
+    /// A line of `stream` written at `ts_ns` that the hub stored: the sensor is alive.
+    fn heard(&mut self, stream: &str, ts_ns: i64) {
+        let heard = self.streams.entry(stream, ts_ns);
+        heard.last_ns = heard.last_ns.max(ts_ns);
+        heard.silent = false;
+    }
+
     pub fn observe(&mut self, obs: &Observation<'_>, out: &mut Vec<Finding>) {
         if !self.settings.enabled {
             return;
         }
         let stream = &obs.fields.stream;
-        let heard = self.streams.entry(stream, obs.ts_ns());
-        heard.last_ns = heard.last_ns.max(obs.ts_ns());
-        heard.silent = false;
+        self.heard(stream, obs.ts_ns());
         if obs.link == Link::AfterGap {
             out.push(self.finding(
                 "chain_gap",
@@ -108,6 +114,18 @@ impl Integrity {
     pub fn event(&mut self, event: &Event, ts_ns: i64, out: &mut Vec<Finding>) {
         if !self.settings.enabled {
             return;
+        }
+        // The events that come from a stored line the sensor wrote are signs of life
+        // too: a loss line, a start line (a restart, or a new chain), a checkpoint of
+        // a stream without a key. A line that fails verification (modified, a
+        // conflicting copy, not sealed, a bad signature) proves nothing about the
+        // sensor. Plain access records arrive through `observe`; verified checkpoints
+        // and clean start lines raise no event and are not shown to the rules.
+        if matches!(
+            event.kind,
+            EventKind::Loss | EventKind::Restart | EventKind::Reset | EventKind::Unkeyed
+        ) {
+            self.heard(&event.stream, ts_ns);
         }
         let (rule, severity) = match event.kind {
             EventKind::Modified | EventKind::Conflict | EventKind::Reset | EventKind::Unsealed => {

@@ -1,7 +1,8 @@
 //! `new_source`: after its learning period, a user or credential seen from a new
 //! address, network (/24 for IPv4, /48 for IPv6), country, ASN or device (the user
 //! agent without its version numbers). Stolen credentials are used from somewhere
-//! their owner never is.
+//! their owner never is. Only identities the server accepted are learned and judged,
+//! so spraying a name from somewhere new neither alerts nor pollutes what is known.
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
@@ -129,7 +130,10 @@ fn values(obs: &Observation<'_>, kind: Kind) -> Option<String> {
 
 impl Rule for NewSource {
     fn observe(&mut self, context: &Context, obs: &Observation<'_>, out: &mut Vec<Finding>) {
-        let Some(actor) = obs.actor() else { return };
+        // Failed attempts neither teach nor alert: anyone can claim a name.
+        let Some(actor) = obs.accepted_actor() else {
+            return;
+        };
         let ts = obs.ts_ns();
         let seen = self.actors.entry(&actor, ts);
         if seen.first_ns == 0 {

@@ -1,6 +1,7 @@
 //! `off_hours`: a user or credential active outside its working hours. Stolen
 //! credentials are often used when their owner is asleep; so is an insider's
-//! after-hours download. Severity rises on confidential and restricted assets.
+//! after-hours download. Severity rises on confidential and restricted assets. Only
+//! identities the server accepted count (see `Observation::identity_accepted`).
 use serde::Deserialize;
 
 use super::{Context, Rule, enabled, raised_on_sensitive};
@@ -41,7 +42,10 @@ impl OffHours {
 
 impl Rule for OffHours {
     fn observe(&mut self, context: &Context, obs: &Observation<'_>, out: &mut Vec<Finding>) {
-        let Some(actor) = obs.actor() else { return };
+        // A denied attempt is not the actor being active: auth_failures counts those.
+        let Some(actor) = obs.accepted_actor() else {
+            return;
+        };
         let schedule = context.calendar.schedule(obs.user(), obs.department());
         if schedule.is_working(obs.ts_ns()) {
             return;

@@ -128,7 +128,11 @@ impl FirstConfidential {
 
 impl Rule for FirstConfidential {
     fn observe(&mut self, context: &Context, obs: &Observation<'_>, out: &mut Vec<Finding>) {
-        let Some(user) = obs.user() else { return };
+        // The learning period starts at the first accepted request, not at a failed
+        // attempt under the user's name.
+        let Some(user) = obs.accepted_user() else {
+            return;
+        };
         let ts = obs.ts_ns();
         let touched = self.users.entry(&format!("user:{user}"), ts);
         if touched.first_ns == 0 {

@@ -1,7 +1,8 @@
 //! `credential_sharing`: one API key or one user active from distant sources at once:
 //! two addresses more than `distance_km` apart (GeoIP locations), or in different
 //! countries when a location is unknown, within `window`. One person cannot be in
-//! both places; a shared or stolen credential can.
+//! both places; a shared or stolen credential can. Only identities the server
+//! accepted count: a failed login from afar is someone trying, not someone there.
 use serde::{Deserialize, Serialize};
 
 use super::{Context, Rule, enabled};
@@ -76,7 +77,7 @@ pub fn distance_km((lat1, lon1): (f64, f64), (lat2, lon2): (f64, f64)) -> f64 {
 
 impl Rule for Sharing {
     fn observe(&mut self, _: &Context, obs: &Observation<'_>, out: &mut Vec<Finding>) {
-        let (Some(actor), Some(client)) = (obs.actor(), obs.client()) else {
+        let (Some(actor), Some(client)) = (obs.accepted_actor(), obs.client()) else {
             return;
         };
         let geo = obs.enrichment.place.as_ref().map(|p| &p.geo);

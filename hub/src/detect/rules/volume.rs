@@ -2,7 +2,9 @@
 //! baseline. The baseline is an exponentially weighted mean and variance of the
 //! request count per bucket (an hour by default); a bucket that passes
 //! `mean + deviations * stddev` (and `min_requests`) alerts once. Scraping, bulk
-//! export and a stolen key driven by a script look like this.
+//! export and a stolen key driven by a script look like this. Users and credentials
+//! count only requests whose identity the server accepted; clients count every
+//! request.
 use serde::{Deserialize, Serialize};
 
 use super::{Context, Rule, enabled};
@@ -135,11 +137,15 @@ impl Volume {
 
 impl Rule for Volume {
     fn observe(&mut self, _: &Context, obs: &Observation<'_>, out: &mut Vec<Finding>) {
-        if let Some(user) = obs.user() {
-            self.count(format!("user:{user}"), obs, out);
-        }
-        if let Some(credential) = &obs.fields.credential {
-            self.count(format!("credential:{credential}"), obs, out);
+        // A user or credential is counted only when the server accepted it; a client
+        // counts every request it sends.
+        if obs.identity_accepted() {
+            if let Some(user) = obs.user() {
+                self.count(format!("user:{user}"), obs, out);
+            }
+            if let Some(credential) = &obs.fields.credential {
+                self.count(format!("credential:{credential}"), obs, out);
+            }
         }
         if let Some(client) = obs.client() {
             self.count(format!("client:{client}"), obs, out);
