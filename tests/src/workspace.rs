@@ -1,41 +1,58 @@
 //! Where the workspace and the tracer binary are.
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
 
 pub fn root() -> PathBuf {
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     manifest.parent().map(PathBuf::from).unwrap_or(manifest)
 }
 
-/// `TRACER_BIN` if set, else the release build in the workspace's target dir.
+/// `TRACER_BIN` if set, else the release build in the workspace's target dir, built
+/// first so that the suite never runs a stale binary.
 pub fn tracer_bin() -> Result<PathBuf> {
-    let path = match std::env::var_os("TRACER_BIN") {
-        Some(path) => PathBuf::from(path),
-        None => root().join("target/release/tracer"),
-    };
-    if !path.is_file() {
-        bail!(
-            "tracer binary not found at {}: build it with `cargo build --release -p tracer` \
-             or point TRACER_BIN at it",
-            path.display()
-        );
-    }
-    Ok(path)
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    binary("TRACER_BIN", "tracer", &BUILT)
 }
 
-/// `HUB_BIN` if set, else the release `tracer-hub` in the workspace's target dir.
+/// `HUB_BIN` if set, else the release `tracer-hub`, built first like the tracer.
 pub fn hub_bin() -> Result<PathBuf> {
-    let path = match std::env::var_os("HUB_BIN") {
-        Some(path) => PathBuf::from(path),
-        None => root().join("target/release/tracer-hub"),
-    };
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    binary("HUB_BIN", "tracer-hub", &BUILT)
+}
+
+/// The binary `var` names, or `cargo build --release -p package`'s,
+/// built once per test process (cargo makes that a quick no-op when it is fresh).
+fn binary(var: &str, package: &str, built: &OnceLock<Result<PathBuf, String>>) -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os(var) {
+        let path = PathBuf::from(path);
+        if !path.is_file() {
+            bail!("{var} names {}, which is not a file", path.display());
+        }
+        return Ok(path);
+    }
+    built
+        .get_or_init(|| build(package).map_err(|e| format!("{e:#}")))
+        .clone()
+        .map_err(|e| anyhow!("{e}"))
+}
+
+/// Packages and their binaries share names here.
+fn build(package: &str) -> Result<PathBuf> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo)
+        .current_dir(root())
+        .args(["build", "--release", "--quiet", "-p", package])
+        .status()
+        .with_context(|| format!("running cargo build --release -p {package}"))?;
+    if !status.success() {
+        bail!("cargo build --release -p {package} failed ({status})");
+    }
+    let path = root().join("target/release").join(package);
     if !path.is_file() {
-        bail!(
-            "tracer-hub binary not found at {}: build it with `cargo build --release -p tracer-hub` \
-             or point HUB_BIN at it",
-            path.display()
-        );
+        bail!("cargo built {package}, but {} is missing", path.display());
     }
     Ok(path)
 }

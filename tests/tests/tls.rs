@@ -154,17 +154,52 @@ fn python_tls_split_heads_pipelining_and_bodies() -> Result<()> {
     assert_clean_tls(&run)
 }
 
+/// The tracer's debug line for a process whose TLS probes are attached.
+const PROBES_LOG: (&str, &str) = ("RUST_LOG", "tracer::kernel::tls=debug");
+
+fn probed_line(pid: u32) -> String {
+    format!("pid {pid}: TLS Probed")
+}
+
 #[test]
-fn a_tls_server_started_after_the_tracer_is_seen_from_its_first_request() -> Result<()> {
+fn a_tls_server_started_after_the_tracer_is_probed_at_listen() -> Result<()> {
     let port = free_port();
     let cert = Certificate::generate()?;
-    let tracer = Tracer::start(&[port])?;
-    let _server = ScriptServer::start_tls(port, &cert)?;
+    let tracer = Tracer::start_with_args(&[port], &[], &[PROBES_LOG])?;
+    let server = ScriptServer::start_tls(port, &cert)?;
+    // Attaching takes a few milliseconds after listen(), not a TLS connection: wait for
+    // it, so that this checks discovery at listen() rather than winning a race.
+    tracer.wait_for_stderr(&probed_line(server.pid()), Duration::from_secs(10))?;
     assert_eq!(curl(&["-k", &tls_url(port, "/first")])?, "0\n");
     let run = tracer.stop()?;
 
     assert_eq!(strings(&run.records, "url.path"), ["/first"]);
     assert_eq!(run.records[0].str_field("url.scheme"), "https");
+    assert_clean_tls(&run)
+}
+
+#[test]
+fn a_tls_library_loaded_after_listen_is_probed_at_the_first_tls_connection() -> Result<()> {
+    let port = free_port();
+    let cert = Certificate::generate()?;
+    let tracer = Tracer::start_with_args(&[port], &[], &[PROBES_LOG])?;
+    let server = ScriptServer::start_tls_loaded_late(port, &cert)?;
+    // The first connection maps libssl and shows the kernel TLS bytes; the probes are
+    // attached while its handshake runs, a race the request itself may lose.
+    assert_eq!(curl(&["-k", &tls_url(port, "/first")])?, "0\n");
+    tracer.wait_for_stderr(&probed_line(server.pid()), Duration::from_secs(10))?;
+    assert_eq!(curl(&["-k", &tls_url(port, "/second")])?, "0\n");
+    let run = tracer.stop()?;
+
+    let paths = strings(&run.records, "url.path");
+    let missed = run.summary_u64("tls_without_plaintext")?;
+    // Never silent: the first request is recorded, or its connection is counted. (The
+    // server's readiness is read from its log, so no other connection was made.)
+    assert_eq!(run.summary_u64("tls_connections")?, 2, "{}", run.summary);
+    match missed {
+        0 => assert_eq!(paths, ["/first", "/second"], "{}", run.summary),
+        _ => assert_eq!((paths, missed), (vec!["/second"], 1), "{}", run.summary),
+    }
     assert_clean_tls(&run)
 }
 

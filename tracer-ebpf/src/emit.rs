@@ -66,9 +66,11 @@ pub fn conn(
         ),
         None => (0, 0, 0, [0; 16], [0; 16]),
     };
-    // A new watched process waits for its TLS probes: wake user space now, not at the
-    // next batch or drain tick, to keep the window before they are attached short.
-    let flags = if kind as u8 == EventKind::Listen as u8 {
+    // A new watched process, or one whose first TLS connection may have just loaded
+    // OpenSSL, waits for its TLS probes: wake user space now, not at the next batch or
+    // drain tick, to keep the window before they are attached short. Once per listen()
+    // or TLS connection, which costs far less than the handshake it precedes.
+    let flags = if kind as u8 == EventKind::Listen as u8 || kind as u8 == EventKind::Tls as u8 {
         BPF_RB_FORCE_WAKEUP
     } else {
         wakeup_flags()

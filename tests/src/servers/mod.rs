@@ -34,6 +34,31 @@ fn spawn_logged(command: &mut Command, name: &str, log: &Path) -> Result<Guarded
     Guarded::spawn(command, name)
 }
 
+/// Waits until the server writes `line` to its log: for servers whose readiness must be
+/// known without connecting to them (a connection changes what a server loads).
+fn wait_logged(child: &mut Guarded, line: &str, log: &Path) -> Result<()> {
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if text.lines().any(|l| l == line) {
+            return Ok(());
+        }
+        if let Some(status) = child.try_exit()? {
+            bail!(
+                "{} exited ({status}) before logging {line:?}; log:\n{text}",
+                child.name()
+            );
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "{} logged no {line:?} after {START_TIMEOUT:?}; log:\n{text}",
+                child.name()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Waits until `addr` accepts connections. The probe connection sends
 /// nothing, so it yields no record even if a tracer is already running.
 fn wait_listening(child: &mut Guarded, addr: SocketAddr, log: &Path) -> Result<()> {

@@ -1,7 +1,7 @@
 //! Python servers: the stock `http.server` and a small scripted one for
 //! behaviours the stock one lacks.
 
-use super::{spawn_logged, wait_listening};
+use super::{spawn_logged, wait_listening, wait_logged};
 use crate::process::Guarded;
 use crate::tls::Certificate;
 use anyhow::{Context, Result};
@@ -65,6 +65,13 @@ impl PyHttpServer {
 pub struct ScriptServer {
     child: Guarded,
     _dir: TempDir,
+}
+
+/// When the scripted server loads its TLS library.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum TlsLoad {
+    AtStart,
+    AtFirstConnection,
 }
 
 const SCRIPT: &str = r#"
@@ -152,13 +159,31 @@ class Handler(http.server.BaseHTTPRequestHandler):
         sys.stderr.write("%s\n" % (format % args))
 
 
-server = http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler)
-server.daemon_threads = True
-if len(sys.argv) > 3:
+def tls_context():
     import ssl
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(sys.argv[2], sys.argv[3])
-    server.socket = context.wrap_socket(server.socket, server_side=True)
+    return context
+
+
+class Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    tls = len(sys.argv) > 3
+    # Loaded before listen(), as servers that read their certificates at start do;
+    # with "late", at the first connection, which maps libssl only then.
+    context = tls_context() if tls and sys.argv[4:] != ["late"] else None
+
+    def get_request(self):
+        sock, addr = super().get_request()
+        if self.tls:
+            if self.context is None:
+                self.context = tls_context()
+            sock = self.context.wrap_socket(sock, server_side=True)
+        return sock, addr
+
+
+server = Server(("127.0.0.1", int(sys.argv[1])), Handler)
+print("listening", file=sys.stderr, flush=True)
 server.serve_forever()
 "#;
 
@@ -169,7 +194,14 @@ impl ScriptServer {
 
     /// The same behaviours over TLS (Python's ssl module: SSL_read_ex / SSL_write_ex).
     pub fn start_tls(port: u16, cert: &Certificate) -> Result<Self> {
-        Self::spawn(port, Some(cert), None)
+        Self::spawn(port, Some((cert, TlsLoad::AtStart)), None)
+    }
+
+    /// Over TLS, with Python's ssl module (and so libssl) loaded only when the first
+    /// connection is accepted, after listen(): what a server that loads its TLS library
+    /// lazily looks like to the tracer.
+    pub fn start_tls_loaded_late(port: u16, cert: &Certificate) -> Result<Self> {
+        Self::spawn(port, Some((cert, TlsLoad::AtFirstConnection)), None)
     }
 
     /// Over TLS, in a mount namespace of its own where `libssl` is a private copy mounted
@@ -180,10 +212,18 @@ impl ScriptServer {
         copy: &Path,
         host_libssl: &Path,
     ) -> Result<Self> {
-        Self::spawn(port, Some(cert), Some((copy, host_libssl)))
+        Self::spawn(
+            port,
+            Some((cert, TlsLoad::AtStart)),
+            Some((copy, host_libssl)),
+        )
     }
 
-    fn spawn(port: u16, cert: Option<&Certificate>, bind: Option<(&Path, &Path)>) -> Result<Self> {
+    fn spawn(
+        port: u16,
+        tls: Option<(&Certificate, TlsLoad)>,
+        bind: Option<(&Path, &Path)>,
+    ) -> Result<Self> {
         let dir = tempfile::tempdir().context("creating script server dir")?;
         let script = dir.path().join("server.py");
         std::fs::write(&script, SCRIPT)?;
@@ -202,15 +242,16 @@ impl ScriptServer {
             None => Command::new(python()),
         };
         command.arg(&script).arg(port.to_string());
-        if let Some(cert) = cert {
+        if let Some((cert, load)) = tls {
             command.arg(cert.cert()).arg(cert.key());
+            if load == TlsLoad::AtFirstConnection {
+                command.arg("late");
+            }
         }
         let mut child = spawn_logged(&mut command, "python3 server.py", &log)?;
-        wait_listening(
-            &mut child,
-            probe_addr(Ipv4Addr::LOCALHOST.into(), port),
-            &log,
-        )?;
+        // Not a probe connection: it would be a connection the tracer sees (a TLS one
+        // without plaintext), and it would load a late server's TLS library.
+        wait_logged(&mut child, "listening", &log)?;
         Ok(Self { child, _dir: dir })
     }
 
