@@ -2,6 +2,9 @@
 //!
 //! Connections are keyed by the kernel's connection id, which is unique for the life of
 //! the loaded programs; a descriptor number reused by the server is a new connection.
+#[cfg(test)]
+mod tests;
+
 use std::collections::HashMap;
 
 use tracer_common::Direction;
@@ -39,7 +42,28 @@ struct Connection {
     /// Decrypted bytes arrived (only meaningful once `meta.tls` is set: the kernel sends
     /// no ciphertext after its Tls event).
     plaintext: bool,
+    /// `http.buffered_bytes()` when last looked at, this connection's share of the
+    /// tracker's buffered total.
+    buffered: usize,
 }
+
+impl Connection {
+    fn new(meta: ConnMeta) -> Self {
+        Self {
+            meta,
+            http: HttpConnection::new(),
+            plaintext: false,
+            buffered: 0,
+        }
+    }
+}
+
+/// Heap bytes all connections together may hold in partial heads and held-back bytes.
+/// One connection holds at most 64 KiB per direction; without a global bound 10,000
+/// connections each trickling an unfinished head would hold 1.3 GB. Past the bound, the
+/// connection that grew sheds its buffers (counted `heads_over_budget`); the server's
+/// responses to what was shed still become records (`request_unparsed`).
+pub const HEAD_BUDGET_BYTES: usize = 32 << 20;
 
 /// Totals over all connections, including closed ones.
 #[derive(Clone, Debug, Default, serde::Serialize)]
@@ -55,6 +79,7 @@ pub struct TrackerStats {
     pub oversized_heads: u64,
     pub desyncs: u64,
     pub orphan_responses: u64,
+    pub heads_over_budget: u64,
     pub http2_connections: u64,
     pub ambiguous_framing: u64,
     /// Under `"http2"` in the summary.
@@ -68,21 +93,39 @@ impl TrackerStats {
         self.oversized_heads += s.oversized_heads;
         self.desyncs += s.desyncs;
         self.orphan_responses += s.orphan_responses;
+        self.heads_over_budget += s.heads_over_budget;
         self.http2_connections += s.http2_connections;
         self.http2.absorb(&s.http2);
         self.ambiguous_framing += s.ambiguous_framing;
     }
 }
 
-#[derive(Default)]
 pub struct Tracker {
     conns: HashMap<u64, Connection>,
     closed: TrackerStats,
+    /// Sum of the open connections' `buffered`.
+    buffered: usize,
+    budget: usize,
+}
+
+impl Default for Tracker {
+    fn default() -> Self {
+        Self::with_head_budget(HEAD_BUDGET_BYTES)
+    }
 }
 
 impl Tracker {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    pub fn with_head_budget(budget: usize) -> Self {
+        Self {
+            conns: HashMap::new(),
+            closed: TrackerStats::default(),
+            buffered: 0,
+            budget,
+        }
     }
 
     /// Applies one kernel event; finished exchanges are appended to `out`.
@@ -96,14 +139,7 @@ impl Tracker {
                     tls: false,
                 };
                 self.closed.connections += 1;
-                let previous = self.conns.insert(
-                    header.conn_id,
-                    Connection {
-                        meta,
-                        http: HttpConnection::new(),
-                        plaintext: false,
-                    },
-                );
+                let previous = self.conns.insert(header.conn_id, Connection::new(meta));
                 if let Some(previous) = previous {
                     self.finish(previous, header.ts_ns, header.tid, false, out);
                 }
@@ -116,7 +152,12 @@ impl Tracker {
                 payload,
                 ..
             } => {
-                let conn = self.connection(header.conn_id, header.tgid);
+                let conn = Self::connection(
+                    &mut self.conns,
+                    &mut self.closed,
+                    header.conn_id,
+                    header.tgid,
+                );
                 conn.plaintext = true;
                 let chunk = Chunk {
                     ts_ns: header.ts_ns,
@@ -128,6 +169,13 @@ impl Tracker {
                     Direction::Ingress => conn.http.on_request(chunk),
                     Direction::Egress => conn.http.on_response(chunk),
                 }
+                self.buffered -= conn.buffered;
+                conn.buffered = conn.http.buffered_bytes();
+                if self.buffered + conn.buffered > self.budget {
+                    conn.http.shed_buffers();
+                    conn.buffered = conn.http.buffered_bytes();
+                }
+                self.buffered += conn.buffered;
                 out.extend(
                     conn.http
                         .take_completed()
@@ -141,7 +189,12 @@ impl Tracker {
                 );
             }
             KernelEvent::Tls { header } => {
-                let conn = self.connection(header.conn_id, header.tgid);
+                let conn = Self::connection(
+                    &mut self.conns,
+                    &mut self.closed,
+                    header.conn_id,
+                    header.tgid,
+                );
                 if !conn.meta.tls {
                     conn.meta.tls = true;
                     self.closed.tls_connections += 1;
@@ -171,19 +224,21 @@ impl Tracker {
     }
 
     /// The connection `conn_id`, created without endpoints if its Open event was lost.
-    fn connection(&mut self, conn_id: u64, tgid: u32) -> &mut Connection {
-        self.conns.entry(conn_id).or_insert_with(|| {
-            self.closed.connections += 1;
-            Connection {
-                meta: ConnMeta {
-                    conn_id,
-                    tgid,
-                    endpoints: None,
-                    tls: false,
-                },
-                http: HttpConnection::new(),
-                plaintext: false,
-            }
+    /// (Over the fields, not `self`, so the caller can still update the buffered total.)
+    fn connection<'c>(
+        conns: &'c mut HashMap<u64, Connection>,
+        closed: &mut TrackerStats,
+        conn_id: u64,
+        tgid: u32,
+    ) -> &'c mut Connection {
+        conns.entry(conn_id).or_insert_with(|| {
+            closed.connections += 1;
+            Connection::new(ConnMeta {
+                conn_id,
+                tgid,
+                endpoints: None,
+                tls: false,
+            })
         })
     }
 
@@ -220,6 +275,7 @@ impl Tracker {
         cut_by_shutdown: bool,
         out: &mut Vec<Finished>,
     ) {
+        self.buffered -= conn.buffered;
         let mut exchanges = conn.http.take_completed();
         exchanges.extend(conn.http.close(ts_ns));
         self.closed.absorb(conn.http.stats());

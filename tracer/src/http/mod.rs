@@ -290,6 +290,20 @@ impl HttpConnection {
         &self.stats
     }
 
+    /// Heap bytes held for later parsing in both directions (HTTP/1 only: the HTTP/2
+    /// decoder bounds its own buffers per connection).
+    pub fn buffered_bytes(&self) -> usize {
+        self.requests.memory() + self.responses.memory()
+    }
+
+    /// Frees what `buffered_bytes` counts, each direction as after a capture loss, and
+    /// counts each direction that held something.
+    pub fn shed_buffers(&mut self) {
+        for shed in [self.requests.shed(), self.responses.shed()] {
+            self.stats.heads_over_budget += u64::from(shed);
+        }
+    }
+
     fn request_event(&mut self, event: Event<RequestHead>, ts: u64) {
         match event {
             Event::Head {

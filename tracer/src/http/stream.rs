@@ -214,6 +214,35 @@ impl<H: Head> Stream<H> {
         self.buf.len()
     }
 
+    /// Heap bytes this direction holds for later parsing: a partial head, chunk-size line
+    /// or trailers, and bytes held back while a protocol switch is pending.
+    pub(crate) fn memory(&self) -> usize {
+        let held = match &self.state {
+            State::Hold(held) => held.bytes.capacity(),
+            _ => 0,
+        };
+        self.buf.capacity() + held
+    }
+
+    /// Frees what `memory` counts, as if those bytes had been lost in capture: a partial
+    /// head resyncs at the next chunk that parses, chunked framing goes unsynced, held
+    /// bytes become missing ones. Whether anything was held.
+    pub(crate) fn shed(&mut self) -> bool {
+        let had = self.memory() > 0;
+        match &mut self.state {
+            State::Hold(held) => {
+                let dropped = u32::try_from(held.bytes.len()).unwrap_or(u32::MAX);
+                held.missing = held.missing.saturating_add(dropped);
+                held.bytes = Vec::new();
+            }
+            State::Body(body) if !self.buf.is_empty() => body.lose_sync(&mut self.buf),
+            State::Head if !self.buf.is_empty() => self.alignment = Alignment::AfterLoss,
+            _ => {}
+        }
+        self.buf = Vec::new();
+        had
+    }
+
     fn captured(&mut self, cur: &mut Cursor<'_>) -> Option<Event<H>> {
         let event = self.captured_by_state(cur);
         if let State::Body(body) = &mut self.state {

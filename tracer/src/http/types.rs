@@ -28,6 +28,9 @@ pub struct HttpStats {
     pub desyncs: u64,
     /// Response heads that could not be paired with a pending request.
     pub orphan_responses: u64,
+    /// Partial heads (or held bytes) dropped because all connections together held more
+    /// than the tracker's budget for them.
+    pub heads_over_budget: u64,
     /// Connections that opened with the HTTP/2 preface (decoded by `h2`).
     pub http2_connections: u64,
     pub http2: Http2Stats,

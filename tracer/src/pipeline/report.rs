@@ -149,6 +149,7 @@ pub fn loss_snapshot(
         counter("http", "desyncs", tracker.desyncs),
         counter("http", "oversized_heads", tracker.oversized_heads),
         counter("http", "orphan_responses", tracker.orphan_responses),
+        counter("http", "heads_over_budget", tracker.heads_over_budget),
         // Not a loss but an anomaly the trail must show: requests framed in a way
         // servers disagree on (CL+TE, odd Transfer-Encoding, bare LF in chunk lines).
         counter("http", "ambiguous_framing", tracker.ambiguous_framing),

@@ -1,0 +1,89 @@
+use tracer_common::{Direction, EventHeader};
+
+use super::{Finished, Tracker};
+use crate::http::ExchangeEnd;
+use crate::kernel::events::KernelEvent;
+
+/// What one captured syscall carries at most, as the kernel copies it.
+const PIECE: usize = 4096;
+
+fn header(conn_id: u64, ts_ns: u64) -> EventHeader {
+    EventHeader {
+        kind: 0,
+        _pad: [0; 3],
+        tgid: 4242,
+        tid: 4243,
+        fd: conn_id as i32,
+        conn_id,
+        ts_ns,
+    }
+}
+
+fn feed(tracker: &mut Tracker, conn_id: u64, direction: Direction, bytes: &[u8]) -> Vec<Finished> {
+    let mut out = Vec::new();
+    for (i, piece) in bytes.chunks(PIECE).enumerate() {
+        let event = KernelEvent::Data {
+            header: header(conn_id, 1_000 + i as u64),
+            direction,
+            len: piece.len() as u32,
+            lost_before: 0,
+            payload: piece,
+        };
+        tracker.handle(event, &mut out);
+    }
+    out
+}
+
+/// The start of a request head that has not ended yet, `len` bytes long.
+fn unfinished_head(len: usize) -> Vec<u8> {
+    let mut head = b"GET /slow HTTP/1.1\r\nHost: a\r\nX-Pad: ".to_vec();
+    head.resize(len, b'a');
+    head
+}
+
+#[test]
+fn partial_heads_past_the_global_budget_are_shed_counted_and_answered() {
+    // 30 KiB arriving in pieces grows each buffer to 32 KiB of capacity.
+    let mut tracker = Tracker::with_head_budget(80 << 10);
+    let head = unfinished_head(30 << 10);
+    feed(&mut tracker, 1, Direction::Ingress, &head);
+    feed(&mut tracker, 2, Direction::Ingress, &head);
+    assert_eq!(tracker.stats().heads_over_budget, 0);
+    // The third would bring the total to 96 KiB: that connection sheds its buffer.
+    // (Its later pieces start buffering anew, as after lost bytes, within the budget.)
+    feed(&mut tracker, 3, Direction::Ingress, &head);
+    let shed = tracker.stats().heads_over_budget;
+    assert!(shed >= 1);
+    assert!(tracker.buffered <= 80 << 10, "{}", tracker.buffered);
+
+    // The rest of the shed head does not parse; the server's answer to it is recorded.
+    assert!(feed(&mut tracker, 3, Direction::Ingress, b"\r\n\r\n").is_empty());
+    let answered = feed(
+        &mut tracker,
+        3,
+        Direction::Egress,
+        b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n",
+    );
+    assert_eq!(answered.len(), 1);
+    assert_eq!(answered[0].exchange.end, ExchangeEnd::Complete);
+    assert!(answered[0].exchange.unparsed_request.is_some());
+
+    // Heads that complete free their share: the next long head fits again.
+    let done = [head.as_slice(), b"\r\n\r\n"].concat();
+    feed(&mut tracker, 1, Direction::Ingress, b"\r\n\r\n");
+    feed(&mut tracker, 2, Direction::Ingress, b"\r\n\r\n");
+    assert_eq!(tracker.buffered, 0);
+    feed(&mut tracker, 4, Direction::Ingress, &head);
+    feed(&mut tracker, 5, Direction::Ingress, &done);
+    assert_eq!(tracker.stats().heads_over_budget, shed);
+
+    // Closing a connection returns its share.
+    let mut out = Vec::new();
+    tracker.handle(
+        KernelEvent::Close {
+            header: header(4, 9_000),
+        },
+        &mut out,
+    );
+    assert_eq!(tracker.buffered, 0);
+}
