@@ -121,17 +121,24 @@ pub struct ServeArgs {
     /// The durable consumer; hubs sharing one store share it.
     #[arg(long, value_name = "NAME", default_value = DEFAULT_CONSUMER)]
     pub nats_consumer: String,
-    /// Where the dashboard and API listen. Only loopback: other addresses need a TLS
-    /// terminating proxy in front (the hub does not serve TLS itself yet).
+    /// Where the dashboard and API listen. Other addresses than loopback need
+    /// --tls-cert and --tls-key, or a TLS-terminating proxy in front.
     #[arg(long, value_name = "ADDR", default_value = DEFAULT_LISTEN)]
     pub listen: SocketAddr,
+    /// Serve HTTPS with this PEM certificate chain (leaf first).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// A file holding the dashboard password's argon2 hash (`tracer-hub password-hash`).
     #[arg(long, value_name = "FILE")]
     pub password_hash_file: Option<PathBuf>,
     /// A file holding a token: the dashboard's password and the API's bearer token.
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
-    /// Set the cookie's Secure flag: the dashboard is reached through a TLS proxy.
+    /// Set the cookie's Secure flag: the dashboard is reached through a TLS proxy
+    /// (with --tls-cert the hub sets it itself).
     #[arg(long)]
     pub behind_tls: bool,
     /// Prometheus Alertmanager to POST alerts to (`http://localhost:9093`).

@@ -10,8 +10,10 @@ use std::{
 
 use anyhow::Context as _;
 use async_nats::jetstream::AckKind;
+use axum::serve::ListenerExt as _;
 use futures_util::future::join_all;
 use tokio::sync::broadcast;
+use tokio_rustls::rustls::ServerConfig;
 
 use crate::{
     cli::ServeArgs,
@@ -22,6 +24,7 @@ use crate::{
         Hub,
         auth::{Auth, Secret},
         router,
+        tls::{self, TlsListener},
     },
     store::StoreAt,
     when::now_ns,
@@ -41,9 +44,13 @@ const TICK_EVERY: Duration = Duration::from_secs(5);
 const EXPIRE_EVERY: Duration = Duration::from_secs(600);
 
 pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(tls::server_config(cert, key)?),
+        _ => None,
+    };
     anyhow::ensure!(
-        args.listen.ip().is_loopback(),
-        "--listen {}: the hub serves plain HTTP, so it listens on loopback only; put a TLS proxy in front for other addresses",
+        tls.is_some() || args.listen.ip().is_loopback(),
+        "--listen {}: without --tls-cert and --tls-key the hub serves plain HTTP, so it listens on loopback only; give it a certificate or put a TLS proxy in front",
         args.listen
     );
     let secret = Secret::from_files(
@@ -56,17 +63,22 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         .public_url
         .clone()
         .map(|u| format!("{}/", u.trim_end_matches('/')))
-        .unwrap_or_else(|| format!("http://{}/", args.listen));
+        .unwrap_or_else(|| format!("{}://{}/", scheme(tls.is_some()), args.listen));
     let targets = targets(args, &dashboard)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(serve(args, secret, pipeline, targets))
+    runtime.block_on(serve(args, tls, secret, pipeline, targets))
+}
+
+fn scheme(tls: bool) -> &'static str {
+    if tls { "https" } else { "http" }
 }
 
 async fn serve(
     args: &ServeArgs,
+    tls: Option<Arc<ServerConfig>>,
     secret: Secret,
     pipeline: Pipeline,
     targets: Vec<Box<dyn Target>>,
@@ -78,7 +90,7 @@ async fn serve(
         },
         auth: Auth::new(secret),
         live: live.clone(),
-        secure_cookies: args.behind_tls,
+        secure_cookies: args.behind_tls || tls.is_some(),
     });
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -97,7 +109,8 @@ async fn serve(
             .context("starting alert delivery")?;
     }
     eprintln!(
-        "tracer-hub: dashboard and API at http://{address}/ (log in with the password or token given to serve)"
+        "tracer-hub: dashboard and API at {}://{address}/ (log in with the password or token given to serve)",
+        scheme(tls.is_some())
     );
     match args.nats() {
         Some(settings) => {
@@ -115,13 +128,19 @@ async fn serve(
         ),
         None => eprintln!("tracer-hub: no --nats: serving the store without ingesting"),
     }
-    axum::serve(
-        listener,
-        router(hub).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(stopped())
-    .await
-    .context("serving HTTP")?;
+    let app = router(hub).into_make_service_with_connect_info::<SocketAddr>();
+    match tls {
+        // `tap_io` with nothing to do: axum gives the peer address as connect info only
+        // to its own listeners and to tapped ones.
+        Some(config) => axum::serve(TlsListener::new(listener, config)?.tap_io(|_| {}), app)
+            .with_graceful_shutdown(stopped())
+            .await
+            .context("serving HTTPS")?,
+        None => axum::serve(listener, app)
+            .with_graceful_shutdown(stopped())
+            .await
+            .context("serving HTTP")?,
+    }
     eprintln!("tracer-hub: stopped");
     Ok(())
 }

@@ -2,6 +2,7 @@
 //! headers that keep the pages from being framed, sniffed or fed foreign scripts.
 mod api;
 pub mod auth;
+pub mod tls;
 mod ui;
 
 use std::{net::SocketAddr, sync::Arc};
