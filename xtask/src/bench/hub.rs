@@ -32,7 +32,7 @@ const DAY_NS: i128 = 86_400_000_000_000;
 /// Timed runs of each query; the median is reported.
 const RUNS: usize = 5;
 
-pub fn run(hub_bin: &Path, records: u64, keep: Option<&Path>) -> Result<()> {
+pub fn run(hub_bin: &Path, records: u64, keep: Option<&Path>, with_nats: bool) -> Result<()> {
     let temp = tempfile::tempdir().context("creating the bench dir")?;
     let dir = match keep {
         Some(dir) => {
@@ -77,27 +77,38 @@ pub fn run(hub_bin: &Path, records: u64, keep: Option<&Path>) -> Result<()> {
     let import_s = t.elapsed().as_secs_f64();
 
     // Ingest from NATS: publish everything first, then time the hub draining it.
-    let nats = NatsServer::start()?;
-    publish(&nats.url(), &file)?;
-    let nats_data = dir.join("from-nats");
-    let t = Instant::now();
-    let mut served = Hub::serve(&nats_data, &["--nats", &nats.url(), "--key", &key_arg])?;
-    served.wait_until(Duration::from_secs(3600), "holding every record", |hub| {
-        Ok(hub.stored()? >= records)
-    })?;
-    let nats_s = t.elapsed().as_secs_f64();
-    let views = dashboard_views(&served, now)?;
-    served.stop()?;
+    // Without it (a large store, to time the dashboard), serve what was imported.
+    let (nats_s, views) = if with_nats {
+        let nats = NatsServer::start()?;
+        publish(&nats.url(), &file)?;
+        let nats_data = dir.join("from-nats");
+        let t = Instant::now();
+        let mut served = Hub::serve(&nats_data, &["--nats", &nats.url(), "--key", &key_arg])?;
+        served.wait_until(Duration::from_secs(3600), "holding every record", |hub| {
+            Ok(hub.stored()? >= records)
+        })?;
+        let nats_s = t.elapsed().as_secs_f64();
+        let views = dashboard_views(&served, now)?;
+        served.stop()?;
+        (Some(nats_s), views)
+    } else {
+        let served = Hub::serve(&data, &[])?;
+        let views = dashboard_views(&served, now)?;
+        served.stop()?;
+        (None, views)
+    };
 
     println!("\n| ingest | records/s | seconds |\n|---|---|---|");
     println!(
         "| file -> SQLite (`tracer-hub import`) | {:.0} | {import_s:.1} |",
         records as f64 / import_s
     );
-    println!(
-        "| NATS JetStream -> SQLite (`serve`, acked after commit) | {:.0} | {nats_s:.1} |",
-        records as f64 / nats_s
-    );
+    if let Some(nats_s) = nats_s {
+        println!(
+            "| NATS JetStream -> SQLite (`serve`, acked after commit) | {:.0} | {nats_s:.1} |",
+            records as f64 / nats_s
+        );
+    }
 
     // Questions, hub against grep/jq over the same file.
     let user = "user42";

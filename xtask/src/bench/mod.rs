@@ -67,6 +67,10 @@ pub struct Options {
     /// Access records the hub section generates and stores.
     #[arg(long, default_value_t = 1_000_000)]
     hub_records: u64,
+    /// Skip the hub section's NATS ingest and serve the imported store for the dashboard
+    /// row instead (for a store too large to ingest twice).
+    #[arg(long)]
+    hub_no_nats: bool,
     /// Keep the hub section's file and stores in DIR (emptied first) instead of a temp dir.
     #[arg(long, value_name = "DIR")]
     hub_dir: Option<std::path::PathBuf>,
@@ -87,7 +91,12 @@ pub fn run(options: &Options) -> Result<()> {
         return alerts::run(options.alert_samples);
     }
     if options.hub {
-        return hub::run(&bins.hub, options.hub_records, options.hub_dir.as_deref());
+        return hub::run(
+            &bins.hub,
+            options.hub_records,
+            options.hub_dir.as_deref(),
+            !options.hub_no_nats,
+        );
     }
     let bin = bins.tracer;
     if options.floors {
