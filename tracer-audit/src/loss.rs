@@ -5,11 +5,29 @@ use serde::Serialize;
 
 use crate::timestamp::format_rfc3339_ns;
 
+/// Where a loss was counted: the line's `audit.loss.source`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LossSource {
+    /// The eBPF programs (events or bytes that never reached user space).
+    Kernel,
+    /// HTTP/1 framing in user space.
+    Http,
+    /// HTTP/2 framing and HPACK.
+    Http2,
+    /// Encrypted traffic the OpenSSL probes could not see into.
+    Tls,
+    /// Ring-buffer records that did not decode.
+    Decoder,
+    /// Records the output could not keep.
+    Sink,
+}
+
 /// One counter's total since the tracer started.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Counter {
-    /// Where it was counted: `kernel`, `http`, `tls`, `decoder` or `sink`.
-    pub source: &'static str,
+    pub source: LossSource,
+    /// The counter's name, as the sensor's summary also names it.
     pub reason: &'static str,
     pub total: u64,
 }
@@ -72,7 +90,7 @@ impl LossWatch {
 struct LossRecord<'a> {
     timestamp: &'a str,
     #[serde(rename = "audit.loss.source")]
-    source: &'static str,
+    source: LossSource,
     #[serde(rename = "audit.loss.reason")]
     reason: &'static str,
     #[serde(rename = "audit.loss.count")]
@@ -112,12 +130,12 @@ mod tests {
         let snapshot = |desyncs, discarded| {
             LossSnapshot::new(vec![
                 Counter {
-                    source: "http",
+                    source: LossSource::Http,
                     reason: "desyncs",
                     total: desyncs,
                 },
                 Counter {
-                    source: "sink",
+                    source: LossSource::Sink,
                     reason: "discarded_records",
                     total: discarded,
                 },

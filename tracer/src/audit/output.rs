@@ -335,7 +335,7 @@ mod tests {
     use std::{cell::RefCell, rc::Rc};
 
     use super::*;
-    use tracer_audit::loss::Counter;
+    use tracer_audit::loss::{Counter, LossSource};
 
     /// A file-like sink: asks to rotate after `every` lines; keeps each "file".
     struct Rotating {
@@ -405,7 +405,7 @@ mod tests {
             output.end_batch().unwrap();
         }
         let snapshot = LossSnapshot::new(vec![Counter {
-            source: "sink",
+            source: LossSource::Sink,
             reason: "discarded_records",
             total: 2,
         }]);

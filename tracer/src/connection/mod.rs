@@ -67,6 +67,7 @@ pub const HEAD_BUDGET_BYTES: usize = 32 << 20;
 
 /// Totals over all connections, including closed ones.
 #[derive(Clone, Debug, Default, serde::Serialize)]
+#[cfg_attr(test, derive(serde::Deserialize))]
 pub struct TrackerStats {
     pub connections: u64,
     pub open_connections: u64,

@@ -40,6 +40,7 @@ pub struct HttpStats {
 
 /// What HTTP/2 decoding met on one connection, for the loss report.
 #[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(test, derive(serde::Deserialize))]
 pub struct Http2Stats {
     /// Streams whose request headers were seen.
     pub streams: u64,

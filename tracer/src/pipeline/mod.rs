@@ -6,6 +6,7 @@
 //! flushed once. At the rates a single host serves, parsing is far cheaper than the
 //! syscalls that produced the bytes, and one thread keeps the record order equal to the
 //! kernel's event order.
+mod counters;
 mod report;
 mod startup;
 mod state;

@@ -5,9 +5,15 @@ use std::collections::BTreeMap;
 use anyhow::{Context as _, Result};
 use aya::maps::{MapData, PerCpuArray};
 use serde::Serialize;
-use tracer_audit::{LossSnapshot, loss::Counter};
+use tracer_audit::{
+    LossSnapshot,
+    loss::{Counter, LossSource},
+};
 
-use super::state::State;
+use super::{
+    counters::{Counted, Totals},
+    state::State,
+};
 use crate::{
     connection::TrackerStats,
     kernel::{loader, losses::KernelLosses},
@@ -134,64 +140,20 @@ pub fn loss_snapshot(
     decode_errors: u64,
     discarded: u64,
 ) -> LossSnapshot {
-    let counter = |source, reason, total| Counter {
-        source,
+    let totals = Totals {
+        tracker,
+        decode_errors,
+        discarded,
+    };
+    let kernel = kernel.by_reason().map(|(reason, total)| Counter {
+        source: LossSource::Kernel,
         reason,
         total,
-    };
-    let mut counters: Vec<Counter> = kernel
-        .by_reason()
-        .map(|(reason, total)| counter("kernel", reason, total))
-        .collect();
-    counters.extend([
-        counter("http", "non_http_chunks", tracker.non_http_chunks),
-        counter("http", "non_http_bytes", tracker.non_http_bytes),
-        counter("http", "desyncs", tracker.desyncs),
-        counter("http", "oversized_heads", tracker.oversized_heads),
-        counter("http", "orphan_responses", tracker.orphan_responses),
-        counter("http", "heads_over_budget", tracker.heads_over_budget),
-        // Not a loss but an anomaly the trail must show: requests framed in a way
-        // servers disagree on (CL+TE, odd Transfer-Encoding, bare LF in chunk lines).
-        counter("http", "ambiguous_framing", tracker.ambiguous_framing),
-        // Requests that exist but are not recorded: inside TLS the tracer cannot
-        // decrypt.
-        counter(
-            "tls",
-            "tls_without_plaintext",
-            tracker.tls_without_plaintext,
-        ),
-        // Not losses: HTTP/2 connections are decoded; counted to tell them apart.
-        counter("http", "http2_connections", tracker.http2_connections),
-        counter("http2", "streams", tracker.http2.streams),
-        counter("http2", "resets", tracker.http2.resets),
-        // HTTP/2 decoding that could not see or keep everything (docs/http2.md).
-        counter(
-            "http2",
-            "partial_connections",
-            tracker.http2.partial_connections,
-        ),
-        counter("http2", "framing_lost", tracker.http2.framing_lost),
-        counter("http2", "hpack_errors", tracker.http2.hpack_errors),
-        counter(
-            "http2",
-            "header_lists_truncated",
-            tracker.http2.header_lists_truncated,
-        ),
-        counter(
-            "http2",
-            "continuation_floods",
-            tracker.http2.continuation_floods,
-        ),
-        counter("http2", "oversized_frames", tracker.http2.oversized_frames),
-        counter("http2", "malformed_frames", tracker.http2.malformed_frames),
-        counter("http2", "orphan_frames", tracker.http2.orphan_frames),
-        counter(
-            "http2",
-            "streams_over_limit",
-            tracker.http2.streams_over_limit,
-        ),
-        counter("decoder", "decode_errors", decode_errors),
-        counter("sink", "discarded_records", discarded),
-    ]);
-    LossSnapshot::new(counters)
+    });
+    let user_space = Counted::ALL.into_iter().map(|counted| Counter {
+        source: counted.source(),
+        reason: counted.name(),
+        total: counted.total(&totals),
+    });
+    LossSnapshot::new(kernel.chain(user_space).collect())
 }
