@@ -11,7 +11,7 @@ use tracer_common::Direction;
 
 use crate::{
     http::{Chunk, Exchange, HttpConnection, HttpStats},
-    kernel::events::{Endpoints, KernelEvent},
+    kernel::events::{ConnectionEvent, Endpoints},
 };
 
 /// What the record needs to know about the connection an exchange happened on.
@@ -130,9 +130,9 @@ impl Tracker {
     }
 
     /// Applies one kernel event; finished exchanges are appended to `out`.
-    pub fn handle(&mut self, event: KernelEvent<'_>, out: &mut Vec<Finished>) {
+    pub fn handle(&mut self, event: ConnectionEvent<'_>, out: &mut Vec<Finished>) {
         match event {
-            KernelEvent::Open { header, endpoints } => {
+            ConnectionEvent::Open { header, endpoints } => {
                 let meta = ConnMeta {
                     conn_id: header.conn_id,
                     tgid: header.tgid,
@@ -145,7 +145,7 @@ impl Tracker {
                     self.finish(previous, header.ts_ns, header.tid, false, out);
                 }
             }
-            KernelEvent::Data {
+            ConnectionEvent::Data {
                 header,
                 direction,
                 len,
@@ -189,7 +189,7 @@ impl Tracker {
                         }),
                 );
             }
-            KernelEvent::Tls { header } => {
+            ConnectionEvent::Tls { header } => {
                 let conn = Self::connection(
                     &mut self.conns,
                     &mut self.closed,
@@ -201,14 +201,12 @@ impl Tracker {
                     self.closed.tls_connections += 1;
                 }
             }
-            // For the pipeline: it looks for the listener's TLS libraries.
-            KernelEvent::Listen { .. } => {}
-            KernelEvent::Close { header } => {
+            ConnectionEvent::Close { header } => {
                 if let Some(conn) = self.conns.remove(&header.conn_id) {
                     self.finish(conn, header.ts_ns, header.tid, false, out);
                 }
             }
-            KernelEvent::Exit { header } => {
+            ConnectionEvent::Exit { header } => {
                 let ended: Vec<u64> = self
                     .conns
                     .iter()

@@ -2,7 +2,7 @@ use tracer_common::{Direction, EventHeader};
 
 use super::{Finished, Tracker};
 use crate::http::ExchangeEnd;
-use crate::kernel::events::KernelEvent;
+use crate::kernel::events::ConnectionEvent;
 
 /// What one captured syscall carries at most, as the kernel copies it.
 const PIECE: usize = 4096;
@@ -22,7 +22,7 @@ fn header(conn_id: u64, ts_ns: u64) -> EventHeader {
 fn feed(tracker: &mut Tracker, conn_id: u64, direction: Direction, bytes: &[u8]) -> Vec<Finished> {
     let mut out = Vec::new();
     for (i, piece) in bytes.chunks(PIECE).enumerate() {
-        let event = KernelEvent::Data {
+        let event = ConnectionEvent::Data {
             header: header(conn_id, 1_000 + i as u64),
             direction,
             len: piece.len() as u32,
@@ -80,7 +80,7 @@ fn partial_heads_past_the_global_budget_are_shed_counted_and_answered() {
     // Closing a connection returns its share.
     let mut out = Vec::new();
     tracker.handle(
-        KernelEvent::Close {
+        ConnectionEvent::Close {
             header: header(4, 9_000),
         },
         &mut out,

@@ -15,8 +15,21 @@ pub struct Endpoints {
     pub peer_port: u16,
 }
 
+/// A decoded ring-buffer record: something for the connection tracker, or for the
+/// pipeline's TLS discovery.
 #[derive(Debug)]
 pub enum KernelEvent<'a> {
+    Connection(ConnectionEvent<'a>),
+    /// `header.tgid` started listening on a watched port, or a watched process forked
+    /// it (then `header.tgid` is the child's thread id: a thread or a new process).
+    Listen {
+        header: EventHeader,
+    },
+}
+
+/// What happened to watched connections.
+#[derive(Debug)]
+pub enum ConnectionEvent<'a> {
     Open {
         header: EventHeader,
         endpoints: Endpoints,
@@ -40,11 +53,6 @@ pub enum KernelEvent<'a> {
     Tls {
         header: EventHeader,
     },
-    /// `header.tgid` started listening on a watched port, or a watched process forked
-    /// it (then `header.tgid` is the child's thread id: a thread or a new process).
-    Listen {
-        header: EventHeader,
-    },
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -65,18 +73,18 @@ pub enum DecodeError {
 
 pub fn decode(bytes: &[u8]) -> Result<KernelEvent<'_>, DecodeError> {
     let header: EventHeader = read(bytes)?;
-    match EventKind::from_u8(header.kind).ok_or(DecodeError::Kind(header.kind))? {
+    let event = match EventKind::from_u8(header.kind).ok_or(DecodeError::Kind(header.kind))? {
         EventKind::Open => {
             let event: ConnEvent = read(bytes)?;
-            Ok(KernelEvent::Open {
+            ConnectionEvent::Open {
                 header,
                 endpoints: endpoints(&event)?,
-            })
+            }
         }
-        EventKind::Close => Ok(KernelEvent::Close { header }),
-        EventKind::Exit => Ok(KernelEvent::Exit { header }),
-        EventKind::Tls => Ok(KernelEvent::Tls { header }),
-        EventKind::Listen => Ok(KernelEvent::Listen { header }),
+        EventKind::Close => ConnectionEvent::Close { header },
+        EventKind::Exit => ConnectionEvent::Exit { header },
+        EventKind::Tls => ConnectionEvent::Tls { header },
+        EventKind::Listen => return Ok(KernelEvent::Listen { header }),
         EventKind::Data => {
             let event: DataEvent = read(bytes)?;
             let bad = || DecodeError::Data {
@@ -98,15 +106,16 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent<'_>, DecodeError> {
                 return Err(bad());
             }
             let payload = bytes.get(start..start + captured).ok_or_else(bad)?;
-            Ok(KernelEvent::Data {
+            ConnectionEvent::Data {
                 header,
                 direction,
                 len: event.len,
                 lost_before: event.lost_before,
                 payload,
-            })
+            }
         }
-    }
+    };
+    Ok(KernelEvent::Connection(event))
 }
 
 fn read<T: Copy>(bytes: &[u8]) -> Result<T, DecodeError> {
@@ -167,13 +176,13 @@ mod tests {
             lost_before: 2,
         });
         bytes.extend_from_slice(b"HTTP");
-        let KernelEvent::Data {
+        let KernelEvent::Connection(ConnectionEvent::Data {
             direction,
             len,
             lost_before,
             payload,
             ..
-        } = decode(&bytes).expect("decodes")
+        }) = decode(&bytes).expect("decodes")
         else {
             panic!("not data");
         };
@@ -211,7 +220,9 @@ mod tests {
             local_addr: Ipv6Addr::LOCALHOST.octets(),
             peer_addr: peer,
         });
-        let KernelEvent::Open { endpoints, .. } = decode(&bytes).expect("decodes") else {
+        let KernelEvent::Connection(ConnectionEvent::Open { endpoints, .. }) =
+            decode(&bytes).expect("decodes")
+        else {
             panic!("not open");
         };
         assert_eq!(endpoints.peer, IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)));

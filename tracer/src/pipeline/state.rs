@@ -18,7 +18,7 @@ use crate::{
     connection::{Finished, Tracker},
     enrich::ProcessCache,
     kernel::{
-        events::{KernelEvent, decode},
+        events::{ConnectionEvent, KernelEvent, decode},
         losses::KernelLosses,
         tls::TlsProbes,
     },
@@ -58,20 +58,20 @@ impl State {
     pub fn drain(&mut self, ring: &mut RingBuf<MapData>) -> Result<()> {
         while let Some(item) = ring.next() {
             match decode(&item) {
-                Ok(event) => {
+                Ok(KernelEvent::Listen { header }) => {
+                    self.tls_work.push(TlsWork::Listener(header.tgid));
+                }
+                Ok(KernelEvent::Connection(event)) => {
+                    // What the pipeline needs besides the tracker's work.
                     match &event {
-                        KernelEvent::Open { header, .. } => {
+                        ConnectionEvent::Open { header, .. } => {
                             self.processes.get(header.tgid);
                         }
-                        KernelEvent::Exit { header } => self.exited.push(header.tgid),
-                        KernelEvent::Listen { header } => {
-                            self.tls_work.push(TlsWork::Listener(header.tgid));
-                            continue;
-                        }
-                        KernelEvent::Tls { header } => {
+                        ConnectionEvent::Exit { header } => self.exited.push(header.tgid),
+                        ConnectionEvent::Tls { header } => {
                             self.tls_work.push(TlsWork::Connection(header.tgid));
                         }
-                        KernelEvent::Data { .. } | KernelEvent::Close { .. } => {}
+                        ConnectionEvent::Data { .. } | ConnectionEvent::Close { .. } => {}
                     }
                     self.tracker.handle(event, &mut self.finished);
                     if self.finished.len() >= MAX_BATCH_RECORDS {

@@ -11,7 +11,7 @@ use crate::{
     connection::{Finished, Tracker},
     enrich::{Clock, PathRedactor, ProcessInfo, QueryRedactor},
     identity::{Fingerprinter, Identifier, Names, ProxyTrust},
-    kernel::events::{Endpoints, KernelEvent},
+    kernel::events::{ConnectionEvent, Endpoints},
 };
 
 const GOLDEN: &str = include_str!("golden.jsonl");
@@ -28,8 +28,8 @@ fn header(conn_id: u64, ts_ns: u64) -> EventHeader {
     }
 }
 
-fn data(conn_id: u64, ts_ns: u64, direction: Direction, payload: &[u8]) -> KernelEvent<'_> {
-    KernelEvent::Data {
+fn data(conn_id: u64, ts_ns: u64, direction: Direction, payload: &[u8]) -> ConnectionEvent<'_> {
+    ConnectionEvent::Data {
         header: header(conn_id, ts_ns),
         direction,
         len: payload.len() as u32,
@@ -76,7 +76,7 @@ fn process() -> ProcessInfo {
 fn records() -> String {
     let mut tracker = Tracker::new();
     let mut finished: Vec<Finished> = Vec::new();
-    let open = |conn_id, peer_port| KernelEvent::Open {
+    let open = |conn_id, peer_port| ConnectionEvent::Open {
         header: header(conn_id, 1_000),
         endpoints: Endpoints {
             local: IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1)),
@@ -133,7 +133,7 @@ fn records() -> String {
             ingress,
             b"GET /x/..//slow;jsessionid=J-SECRET HTTP/1.1\r\nHost: a\r\n\r\n",
         ),
-        KernelEvent::Close {
+        ConnectionEvent::Close {
             header: header(3, 31_000),
         },
     ];
