@@ -3,7 +3,7 @@
 //! Connections are keyed by the kernel's connection id, which is unique for the life of
 //! the loaded programs; a descriptor number reused by the server is a new connection.
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::collections::HashMap;
 

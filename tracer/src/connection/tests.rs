@@ -7,29 +7,39 @@ use crate::kernel::events::ConnectionEvent;
 /// What one captured syscall carries at most, as the kernel copies it.
 const PIECE: usize = 4096;
 
-fn header(conn_id: u64, ts_ns: u64) -> EventHeader {
+/// An event header from pid 4242, thread 4243, descriptor 7.
+pub(crate) fn header(conn_id: u64, ts_ns: u64) -> EventHeader {
     EventHeader {
         kind: 0,
         _pad: [0; 3],
         tgid: 4242,
         tid: 4243,
-        fd: conn_id as i32,
+        fd: 7,
         conn_id,
         ts_ns,
+    }
+}
+
+/// `payload`, wholly captured, moving in `direction` on connection `conn_id`.
+pub(crate) fn data(
+    conn_id: u64,
+    ts_ns: u64,
+    direction: Direction,
+    payload: &[u8],
+) -> ConnectionEvent<'_> {
+    ConnectionEvent::Data {
+        header: header(conn_id, ts_ns),
+        direction,
+        len: payload.len() as u32,
+        lost_before: 0,
+        payload,
     }
 }
 
 fn feed(tracker: &mut Tracker, conn_id: u64, direction: Direction, bytes: &[u8]) -> Vec<Finished> {
     let mut out = Vec::new();
     for (i, piece) in bytes.chunks(PIECE).enumerate() {
-        let event = ConnectionEvent::Data {
-            header: header(conn_id, 1_000 + i as u64),
-            direction,
-            len: piece.len() as u32,
-            lost_before: 0,
-            payload: piece,
-        };
-        tracker.handle(event, &mut out);
+        tracker.handle(data(conn_id, 1_000 + i as u64, direction, piece), &mut out);
     }
     out
 }

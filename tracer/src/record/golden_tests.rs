@@ -4,39 +4,20 @@
 //! `GOLDEN_UPDATE=1 cargo test -p tracer golden` and shows in the diff.
 use std::net::{IpAddr, Ipv4Addr};
 
-use tracer_common::{Direction, EventHeader};
+use tracer_common::Direction;
 
 use super::RecordContext;
 use crate::{
-    connection::{Finished, Tracker},
+    connection::{
+        Finished, Tracker,
+        tests::{data, header},
+    },
     enrich::{Clock, PathRedactor, ProcessInfo, QueryRedactor},
     identity::{Fingerprinter, Identifier, Names, ProxyTrust},
     kernel::events::{ConnectionEvent, Endpoints},
 };
 
 const GOLDEN: &str = include_str!("golden.jsonl");
-
-fn header(conn_id: u64, ts_ns: u64) -> EventHeader {
-    EventHeader {
-        kind: 0,
-        _pad: [0; 3],
-        tgid: 4242,
-        tid: 4243,
-        fd: 7,
-        conn_id,
-        ts_ns,
-    }
-}
-
-fn data(conn_id: u64, ts_ns: u64, direction: Direction, payload: &[u8]) -> ConnectionEvent<'_> {
-    ConnectionEvent::Data {
-        header: header(conn_id, ts_ns),
-        direction,
-        len: payload.len() as u32,
-        lost_before: 0,
-        payload,
-    }
-}
 
 fn identifier() -> Identifier {
     let strings = |list: &[&str]| list.iter().map(|s| s.to_string()).collect();
