@@ -41,6 +41,8 @@ pub struct NginxConfig {
     /// Serve HTTP/2 without TLS on the plain port (h2c with prior knowledge; nginx does
     /// not answer `Upgrade: h2c`).
     pub h2c: bool,
+    /// Per worker; past 1024 the workers' descriptor limit is raised to match.
+    pub worker_connections: u32,
 }
 
 impl NginxConfig {
@@ -57,6 +59,7 @@ impl NginxConfig {
             http2: false,
             extra_locations: String::new(),
             h2c: false,
+            worker_connections: 1024,
         }
     }
 
@@ -87,6 +90,9 @@ impl NginxConfig {
             "off".to_owned()
         };
         let workers = self.workers;
+        let connections = self.worker_connections;
+        // Each client connection is one descriptor, with room for logs and listeners.
+        let nofile = 2 * connections + 64;
         // Workers run as www-data like a packaged nginx; the 64 KiB header buffers admit
         // the large-head tests and make nginx read a whole head with one recv(), the case
         // that stresses the kernel's per-syscall capture bound; `keepalive_requests`
@@ -96,10 +102,11 @@ impl NginxConfig {
 daemon off;
 master_process on;
 worker_processes {workers};
+worker_rlimit_nofile {nofile};
 pid {prefix}/nginx.pid;
 error_log {prefix}/error.log notice;
 events {{
-    worker_connections 1024;
+    worker_connections {connections};
 }}
 http {{
     log_format json escape=json '{{"time":"$time_iso8601","remote_addr":"$remote_addr",'

@@ -7,6 +7,7 @@ mod alerts;
 mod arms;
 mod floors;
 mod hub;
+mod memory;
 mod paced;
 mod procstat;
 mod sinks;
@@ -67,6 +68,13 @@ pub struct Options {
     /// Access records the hub section generates and stores.
     #[arg(long, default_value_t = 1_000_000)]
     hub_records: u64,
+    /// Run only the memory section: the tracer's RSS with many open keep-alive
+    /// connections.
+    #[arg(long)]
+    rss: bool,
+    /// Keep-alive connections the memory section holds open.
+    #[arg(long, default_value_t = 10_000)]
+    rss_connections: u32,
     /// Skip the hub section's NATS ingest and serve the imported store for the dashboard
     /// row instead (for a store too large to ingest twice).
     #[arg(long)]
@@ -111,6 +119,9 @@ pub fn run(options: &Options) -> Result<()> {
     }
     if options.sinks_only {
         return sinks::run(&bin, options.sink_records, options.rounds);
+    }
+    if options.rss {
+        return memory::run(&bin, options.rss_connections);
     }
     let (port, tls_port) = (free_port(), free_port());
     let (logging_port, logging_tls_port) = (free_port(), free_port());
@@ -213,7 +224,8 @@ pub fn run(options: &Options) -> Result<()> {
         &h2,
     );
     table::print_paced(&paced_off, &paced_on, &paced_traced, options.rate);
-    sinks::run(&bin, options.sink_records, options.rounds)
+    sinks::run(&bin, options.sink_records, options.rounds)?;
+    memory::run(&bin, options.rss_connections)
 }
 
 /// Runs `load` under a fresh tracer and measures the tracer around it.
