@@ -291,6 +291,21 @@ impl Pipeline {
             if let Some(range) = verdict.covers {
                 batch.cover(&fields.stream, range)?;
             }
+            // Any verified line the sensor wrote says it runs, a checkpoint of an idle
+            // host's sensor included; one that failed verification proves nothing.
+            let forged = verdict.link == Link::Broken
+                || verdict.events.iter().any(|e| {
+                    matches!(
+                        e.kind,
+                        EventKind::Modified
+                            | EventKind::Conflict
+                            | EventKind::Signature
+                            | EventKind::Unsealed
+                    )
+                });
+            if fields.kind != Some(tracer_audit::Kind::Access) && !forged {
+                self.detector.heard(&fields.stream, fields.ts_ns);
+            }
             if verdict.link == Link::Filled {
                 filled.push((fields.stream.clone(), fields.seq));
             }

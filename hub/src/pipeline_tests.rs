@@ -55,13 +55,17 @@ impl Sensor {
     }
 
     fn checkpoint(&mut self) -> Vec<u8> {
+        self.checkpoint_at("2026-12-03T03:00:00Z")
+    }
+
+    fn checkpoint_at(&mut self, timestamp: &str) -> Vec<u8> {
         let mut line = Vec::new();
         self.checkpointer
             .write(
                 &mut self.chain,
                 Reason::Interval,
                 self.since,
-                "2026-12-03T03:00:00Z",
+                timestamp,
                 &mut line,
             )
             .unwrap();
@@ -291,4 +295,33 @@ fn retention_deletes_old_lines_in_chunks_and_they_are_not_stored_again() {
         (0, 11, 16, 0)
     );
     assert!(again.events.is_empty(), "{:?}", again.events);
+}
+
+#[test]
+fn an_idle_sensor_writing_only_checkpoints_is_not_silent() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut sensor, key) = Sensor::new(dir.path(), "idle");
+    let (mut pipeline, _store) = pipeline(dir.path(), &[format!("idle={key}")]);
+    let at = |t: &str| crate::when::parse_rfc3339_ns(t).unwrap();
+    // One request at 02:00:01, then an hour of checkpoints only, every 4 minutes.
+    pipeline
+        .ingest(&lines(&[sensor.access(1, "alice")]))
+        .unwrap();
+    for minute in (4..=60).step_by(4) {
+        let hour = 2 + minute / 60;
+        let checkpoint =
+            sensor.checkpoint_at(&format!("2026-12-03T{hour:02}:{:02}:00Z", minute % 60));
+        let outcome = pipeline.ingest(&lines(&[checkpoint])).unwrap();
+        assert_eq!(outcome.stored, 1);
+        assert!(outcome.events.is_empty(), "{:?}", outcome.events);
+    }
+    // The silence bound is 5 minutes: at 03:04 the last word is the 03:00 checkpoint.
+    assert!(
+        pipeline
+            .tick(at("2026-12-03T03:04:00Z"))
+            .unwrap()
+            .is_empty()
+    );
+    // Once the checkpoints stop too, the sensor is silent.
+    assert_eq!(pipeline.tick(at("2026-12-03T03:06:00Z")).unwrap().len(), 1);
 }

@@ -233,6 +233,13 @@ impl Detector {
         summarise(obs, findings)
     }
 
+    /// A verified line of `stream` written at `ts_ns` that is not an access record (a
+    /// checkpoint, a start or loss line): a sign of life for `sensor_silent`. An idle
+    /// host's sensor writes only checkpoints.
+    pub fn heard(&mut self, stream: &str, ts_ns: i64) {
+        self.integrity.heard(stream, ts_ns);
+    }
+
     /// An integrity event from verification.
     pub fn event(&mut self, event: &Event, ts_ns: i64) -> Vec<Alerting> {
         let mut findings = Vec::new();

@@ -38,6 +38,9 @@ pub trait SealedLines {
 pub const RESERVED_SEQS: u64 = 100_000;
 /// After a failed state write, the next attempt waits this long.
 const SAVE_RETRY: Duration = Duration::from_secs(1);
+/// An idle sensor still checkpoints this often (at the next periodic tick), so its trail
+/// shows it kept running: the hub's `sensor_silent` rule (default 5 minutes) hears it.
+const HEARTBEAT: Duration = Duration::from_secs(120);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
@@ -89,6 +92,8 @@ pub struct Output<S> {
     saved_head: Head,
     durable_save_due: bool,
     save_failed_at: Option<Instant>,
+    /// When this run last wrote a checkpoint (or started).
+    last_checkpoint: Instant,
     counts: Counts,
 }
 
@@ -123,6 +128,7 @@ impl<S: SealedLines> Output<S> {
             saved_head: last,
             durable_save_due: false,
             save_failed_at: None,
+            last_checkpoint: Instant::now(),
             counts: Counts::default(),
         };
         output
@@ -205,18 +211,26 @@ impl<S: SealedLines> Output<S> {
             .map_err(io::Error::other)?;
         self.sinks.write_line(&self.line)?;
         self.since_checkpoint = 0;
+        self.last_checkpoint = Instant::now();
         self.counts.checkpoint += 1;
         self.durable_save_due = true;
         Ok(())
     }
 
-    /// The periodic checkpoint: only when something was written since the last one.
-    pub fn checkpoint_if_written(&mut self) -> io::Result<()> {
-        if self.since_checkpoint == 0 {
+    /// The periodic checkpoint: when something was written since the last one, or as
+    /// a heartbeat when nothing was for [`HEARTBEAT`].
+    pub fn periodic_checkpoint(&mut self) -> io::Result<()> {
+        if self.since_checkpoint == 0 && self.last_checkpoint.elapsed() < HEARTBEAT {
             return Ok(());
         }
         self.checkpoint(Reason::Interval)?;
         self.end_batch()
+    }
+
+    /// Makes the last checkpoint look `HEARTBEAT` old, so the next periodic one is due.
+    #[cfg(test)]
+    pub(crate) fn heartbeat_due(&mut self) {
+        self.last_checkpoint = Instant::now().checked_sub(HEARTBEAT).expect("uptime");
     }
 
     /// Writes a loss line for every counter that grew since the last check.
@@ -426,7 +440,7 @@ mod tests {
     }
 
     #[test]
-    fn the_interval_checkpoint_needs_something_written() {
+    fn the_interval_checkpoint_needs_something_written_or_a_heartbeat_due() {
         let dir = tempfile::tempdir().unwrap();
         let settings = settings(dir.path());
         let sink = Rotating {
@@ -435,9 +449,12 @@ mod tests {
         };
         let mut output = Output::open(&settings, sink).unwrap();
         output.write_start().unwrap();
-        output.checkpoint_if_written().unwrap();
+        output.periodic_checkpoint().unwrap();
         assert_eq!(output.counts().checkpoint, 1);
-        output.checkpoint_if_written().unwrap();
+        output.periodic_checkpoint().unwrap();
         assert_eq!(output.counts().checkpoint, 1, "nothing new to commit to");
+        output.heartbeat_due();
+        output.periodic_checkpoint().unwrap();
+        assert_eq!(output.counts().checkpoint, 2, "an idle sensor's heartbeat");
     }
 }

@@ -435,3 +435,34 @@ fn slices_say_what_they_prove_and_expectations_catch_cuts() {
     assert_eq!(failure.damage, Damage::Truncated);
     assert!(failure.detail.contains("cut off the end"), "{failure}");
 }
+
+#[test]
+fn heartbeat_checkpoints_of_an_idle_sensor_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let captured = Rc::new(RefCell::new(Vec::new()));
+    let mut output = Output::open(&settings(dir.path()), Capture(Rc::clone(&captured))).unwrap();
+    output.write_start().unwrap();
+    output
+        .line()
+        .extend_from_slice(br#"{"timestamp":"t","url.path":"/a"}"#);
+    output.commit(Kind::Access).unwrap();
+    output.periodic_checkpoint().unwrap();
+    // Idle: two heartbeats in a row, each committing to the one before.
+    for _ in 0..2 {
+        output.heartbeat_due();
+        output.periodic_checkpoint().unwrap();
+    }
+    output.shutdown().unwrap();
+    let bytes = captured.borrow().clone();
+    let lines: Vec<Vec<u8>> = bytes
+        .split_inclusive(|&b| b == b'\n')
+        .map(<[u8]>::to_vec)
+        .collect();
+    assert_eq!(
+        output.counts().checkpoint,
+        4,
+        "interval, 2 heartbeats, shutdown"
+    );
+    let intact = check(dir.path(), &lines).unwrap();
+    assert_eq!(intact.last_seq, 6, "{intact}");
+}

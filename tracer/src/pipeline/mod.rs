@@ -115,7 +115,7 @@ async fn run_async(config: RunSettings) -> Result<()> {
                 state.check_losses(&kernel)?;
             }
             _ = checkpoint_ticker.tick() => {
-                let written = state.output.checkpoint_if_written();
+                let written = state.output.periodic_checkpoint();
                 state.settle(written)?;
             }
         }

@@ -3,8 +3,9 @@
 //! - `chain_gap`: a record that follows missing seqs (they may still arrive);
 //! - `signature`: a checkpoint whose signature fails (critical);
 //! - `sensor_loss`: the sensor reported what it could not record;
-//! - `sensor_silent`: a stream that sent nothing for longer than `silence`: no access
-//!   record and no line that raised a loss, restart, reset or unkeyed event.
+//! - `sensor_silent`: a stream that sent nothing for longer than `silence`: no verified
+//!   line of any kind (access, checkpoint, start, loss), and no line that raised a
+//!   restart, reset or unkeyed event.
 //!
 //! An attacker who got onto a host stops or edits its sensor before anything else.
 use serde::{Deserialize, Serialize};
@@ -84,7 +85,10 @@ impl Integrity {
     }
 
     /// A line of `stream` written at `ts_ns` that the hub stored: the sensor is alive.
-    fn heard(&mut self, stream: &str, ts_ns: i64) {
+    pub fn heard(&mut self, stream: &str, ts_ns: i64) {
+        if !self.settings.enabled {
+            return;
+        }
         let heard = self.streams.entry(stream, ts_ns);
         heard.last_ns = heard.last_ns.max(ts_ns);
         heard.silent = false;
@@ -119,8 +123,8 @@ impl Integrity {
         // too: a loss line, a start line (a restart, or a new chain), a checkpoint of
         // a stream without a key. A line that fails verification (modified, a
         // conflicting copy, not sealed, a bad signature) proves nothing about the
-        // sensor. Plain access records arrive through `observe`; verified checkpoints
-        // and clean start lines raise no event and are not shown to the rules.
+        // sensor. Access records arrive through `observe`; other verified lines
+        // (checkpoints, clean start lines) through `heard`.
         if matches!(
             event.kind,
             EventKind::Loss | EventKind::Restart | EventKind::Reset | EventKind::Unkeyed
