@@ -19,6 +19,11 @@ impl Apache {
     /// Serves `/hello.txt` on 127.0.0.1:`port` with `Protocols h2c http/1.1`; the access
     /// log line is `PID "REQUEST LINE" STATUS`.
     pub fn start(port: u16) -> Result<Self> {
+        Self::start_logging(port, r#"%P \"%r\" %>s"#)
+    }
+
+    /// `start` with the access log in `format` (Apache's `LogFormat` syntax).
+    pub fn start_logging(port: u16, format: &str) -> Result<Self> {
         let dir = tempfile::tempdir().context("creating apache root")?;
         open_up(dir.path())?;
         let root = dir.path();
@@ -38,7 +43,7 @@ PidFile {root}/httpd.pid
 ErrorLog {root}/error.log
 User www-data
 Group www-data
-LogFormat "%P \"%r\" %>s" pidlog
+LogFormat "{format}" pidlog
 CustomLog {root}/access.log pidlog
 Protocols h2c http/1.1
 DocumentRoot {www}
