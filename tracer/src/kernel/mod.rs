@@ -9,4 +9,6 @@ pub mod loader;
 pub mod losses;
 pub mod offsets;
 pub mod ssl_entry;
+#[cfg(test)]
+mod tests;
 pub mod tls;

@@ -1,0 +1,212 @@
+//! The kernel programs loaded for real and driven by this test process, in the style of
+//! aya's integration tests: the process is the watched server (its tgid in
+//! WATCHED_TGIDS, as for a server found at start), accepts loopback connections on the
+//! watched port and moves bytes through each traced syscall. The ring buffer must carry
+//! exactly the events those syscalls make, and no loss counter may move.
+//!
+//! Needs root (CI runs the tests as root): without it loading fails, and so does the
+//! test, with the loader's message.
+use std::{
+    io::{IoSlice, IoSliceMut, Read, Write},
+    net::{TcpListener, TcpStream},
+    os::fd::AsRawFd,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use tracer_common::Direction;
+
+use super::{
+    check,
+    events::{ConnectionEvent, KernelEvent, decode},
+    loader::{self, Loaded, Options},
+    losses::KernelLosses,
+};
+
+/// The tests share one tgid: one at a time, so each sees only its own connections.
+static SERIAL: Mutex<()> = Mutex::new(());
+const WAIT: Duration = Duration::from_secs(10);
+
+/// What a test expects from one event of its connections.
+#[derive(Debug, PartialEq, Eq)]
+enum Seen {
+    Open {
+        fd: i32,
+    },
+    Data {
+        fd: i32,
+        direction: Direction,
+        bytes: Vec<u8>,
+    },
+    Close {
+        fd: i32,
+    },
+}
+
+struct Kernel {
+    loaded: Loaded,
+    listener: TcpListener,
+}
+
+impl Kernel {
+    /// The programs, watching the port of a fresh loopback listener of this process.
+    fn load() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let tracefs = check::tracefs().expect("tracefs");
+        let mut loaded = loader::load(&Options {
+            ports: &[port],
+            ringbuf_bytes: 1 << 20,
+            tracefs: &tracefs,
+        })
+        .expect("loading the eBPF programs (as root)");
+        loaded
+            .tgids
+            .insert(&std::process::id(), &1u8, 0)
+            .expect("watching this process");
+        Self { loaded, listener }
+    }
+
+    /// A client connected to the watched port, and the server's side of it.
+    fn connection(&self) -> (TcpStream, TcpStream) {
+        let client = TcpStream::connect(self.listener.local_addr().unwrap()).unwrap();
+        let (server, _) = self.listener.accept().unwrap();
+        (client, server)
+    }
+
+    /// The next `n` events of this process's connections, or what came before `WAIT`.
+    fn events(&mut self, n: usize) -> Vec<(u64, Seen)> {
+        let deadline = Instant::now() + WAIT;
+        let mut seen = Vec::new();
+        while seen.len() < n && Instant::now() < deadline {
+            let Some(item) = self.loaded.events.next() else {
+                std::thread::sleep(Duration::from_millis(5));
+                continue;
+            };
+            let event = match decode(&item).expect("decodes") {
+                KernelEvent::Connection(event) => event,
+                KernelEvent::Listen { .. } => continue,
+            };
+            let (header, what) = match event {
+                ConnectionEvent::Open { header, .. } => (header, Seen::Open { fd: header.fd }),
+                ConnectionEvent::Data {
+                    header,
+                    direction,
+                    payload,
+                    ..
+                } => (
+                    header,
+                    Seen::Data {
+                        fd: header.fd,
+                        direction,
+                        bytes: payload.to_vec(),
+                    },
+                ),
+                ConnectionEvent::Close { header } => (header, Seen::Close { fd: header.fd }),
+                ConnectionEvent::Exit { .. } | ConnectionEvent::Tls { .. } => continue,
+            };
+            if header.tgid == std::process::id() {
+                seen.push((header.conn_id, what));
+            }
+        }
+        seen
+    }
+
+    fn losses(&self) -> KernelLosses {
+        KernelLosses::read(&self.loaded.losses).expect("reading LOSSES")
+    }
+}
+
+fn data(fd: i32, direction: Direction, bytes: &[u8]) -> Seen {
+    Seen::Data {
+        fd,
+        direction,
+        bytes: bytes.to_vec(),
+    }
+}
+
+#[test]
+fn each_traced_syscall_yields_its_bytes_and_close_ends_the_connection() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut kernel = Kernel::load();
+    let (mut client, mut server) = kernel.connection();
+    let fd = server.as_raw_fd();
+    let mut buf = [0u8; 64];
+
+    client.write_all(b"GET /read").unwrap();
+    assert_eq!(server.read(&mut buf).unwrap(), 9);
+    server.write_all(b"HTTP/1.1 200").unwrap();
+    client.write_all(b"readv!").unwrap();
+    let (mut a, mut b) = ([0u8; 2], [0u8; 8]);
+    let n = server
+        .read_vectored(&mut [IoSliceMut::new(&mut a), IoSliceMut::new(&mut b)])
+        .unwrap();
+    assert_eq!(n, 6);
+    let written = server
+        .write_vectored(&[IoSlice::new(b"wri"), IoSlice::new(b"tev")])
+        .unwrap();
+    assert_eq!(written, 6);
+    // SAFETY: plain socket calls on a descriptor this test owns, into local buffers.
+    unsafe {
+        assert_eq!(libc::send(fd, b"sendto".as_ptr().cast(), 6, 0), 6);
+        client.write_all(b"recvfrom").unwrap();
+        assert_eq!(libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0), 8);
+    }
+    drop(server);
+    let conn_events = kernel.events(8);
+
+    let conn = conn_events.first().map(|(id, _)| *id).unwrap_or_default();
+    let expected = [
+        Seen::Open { fd },
+        data(fd, Direction::Ingress, b"GET /read"),
+        data(fd, Direction::Egress, b"HTTP/1.1 200"),
+        data(fd, Direction::Ingress, b"readv!"),
+        data(fd, Direction::Egress, b"writev"),
+        data(fd, Direction::Egress, b"sendto"),
+        data(fd, Direction::Ingress, b"recvfrom"),
+        Seen::Close { fd },
+    ];
+    assert_eq!(
+        conn_events.iter().map(|(_, s)| s).collect::<Vec<_>>(),
+        expected.iter().collect::<Vec<_>>()
+    );
+    assert!(conn_events.iter().all(|(id, _)| *id == conn && conn != 0));
+    assert_eq!(kernel.losses().total(), 0, "{:?}", kernel.losses());
+    drop(client);
+}
+
+#[test]
+fn a_descriptor_reused_without_close_ends_the_old_connection() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut kernel = Kernel::load();
+    let (mut first_client, mut first) = kernel.connection();
+    let (mut second_client, second) = kernel.connection();
+    let fd = first.as_raw_fd();
+    let mut buf = [0u8; 16];
+
+    first_client.write_all(b"one").unwrap();
+    assert_eq!(first.read(&mut buf).unwrap(), 3);
+    // The second connection takes over the first one's descriptor number, with no
+    // close() the kernel programs would see.
+    // SAFETY: both descriptors are open and owned by this test.
+    assert_eq!(unsafe { libc::dup2(second.as_raw_fd(), fd) }, fd);
+    second_client.write_all(b"two").unwrap();
+    assert_eq!(first.read(&mut buf).unwrap(), 3);
+    let seen = kernel.events(5);
+
+    let ids: Vec<u64> = seen.iter().map(|(id, _)| *id).collect();
+    assert_eq!(
+        seen.iter().map(|(_, s)| s).collect::<Vec<_>>(),
+        [
+            &Seen::Open { fd },
+            &data(fd, Direction::Ingress, b"one"),
+            &Seen::Close { fd },
+            &Seen::Open { fd },
+            &data(fd, Direction::Ingress, b"two"),
+        ]
+    );
+    assert_eq!(ids[0], ids[2], "the close ends the first connection");
+    assert_ne!(ids[0], ids[3], "the reused descriptor is a new connection");
+    assert_eq!(ids[3], ids[4]);
+    assert_eq!(kernel.losses().total(), 0, "{:?}", kernel.losses());
+}
