@@ -249,6 +249,35 @@ fn a_batch_redelivered_after_later_ones_fills_its_gap_and_is_proven() {
     assert_eq!(page.rows.iter().filter(|(r, _)| r.covered).count(), 20);
 }
 
+/// JetStream redelivers a killed hub's unacknowledged batch after later messages, so a
+/// checkpoint can arrive before the line it commits to.
+#[test]
+fn a_checkpoint_that_arrives_before_its_head_line_is_proven_when_the_line_comes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (raw, key) = stream(dir.path(), "web1");
+    let (mut pipeline, store) = pipeline(dir.path(), &[format!("web1={key}")]);
+    let all = lines(&raw);
+    // Seq 21 is the checkpoint's head (seq 22): it comes last.
+    let (before, rest) = all.split_at(20);
+    let (head_line, after) = rest.split_at(1);
+    pipeline.ingest(before).unwrap();
+    let early = pipeline.ingest(after).unwrap();
+    assert!(early.events.is_empty(), "{:?}", early.events);
+    let late = pipeline.ingest(head_line).unwrap();
+    assert_eq!(late.stored, 1);
+    assert!(late.events.is_empty(), "{:?}", late.events);
+    let conn = store.open_reader().unwrap();
+    let report = integrity(&conn).unwrap();
+    assert!(
+        report.streams[0].breaks.is_empty(),
+        "{:?}",
+        report.streams[0].breaks
+    );
+    assert_eq!(report.streams[0].missing, 0);
+    let page = records::page(&conn, &Filter::default(), 100, 0).unwrap();
+    assert_eq!(page.rows.iter().filter(|(r, _)| r.covered).count(), 20);
+}
+
 #[test]
 fn retention_deletes_old_lines_in_chunks_and_they_are_not_stored_again() {
     let dir = tempfile::tempdir().unwrap();
