@@ -328,6 +328,21 @@ impl Pipeline {
         for (stream, seq) in &filled {
             batch.carry_cover_back(stream, *seq)?;
         }
+        // A stream whose every gap is now filled lost nothing: its gap alert is over
+        // (JetStream redelivering a killed hub's batch late raises one).
+        filled.dedup_by(|a, b| a.0 == b.0);
+        for (stream, _) in &filled {
+            let closed = self
+                .chains
+                .streams()
+                .get(stream)
+                .is_some_and(|s| s.gaps.is_empty() && !s.gaps_truncated);
+            if let Some((rule, entity)) = self.detector.gaps_filled(stream).filter(|_| closed) {
+                outcome
+                    .alerts
+                    .extend(batch.resolve_alerts(rule, &entity, self.newest_ns)?);
+            }
+        }
         self.detector.save(&mut batch)?;
         outcome.alerts.sort_unstable();
         outcome.alerts.dedup();

@@ -239,14 +239,59 @@ fn a_batch_redelivered_after_later_ones_fills_its_gap_and_is_proven() {
     assert!(later.events.is_empty(), "{:?}", later.events);
     let conn = store.open_reader().unwrap();
     assert_eq!(integrity(&conn).unwrap().streams[0].missing, 6);
+    let gap_alerts = |conn: &rusqlite::Connection| {
+        let filter = crate::store::alerts::AlertFilter {
+            rule: Some("chain_gap".to_owned()),
+            limit: 10,
+            ..Default::default()
+        };
+        crate::store::alerts::list(conn, &filter).unwrap()
+    };
+    let open = gap_alerts(&conn);
+    assert_eq!(open.len(), 1);
+    assert_eq!(open[0].resolved_ns, None, "the gap is open");
     let late = pipeline.ingest(held).unwrap();
     assert_eq!(late.stored, 6);
     assert!(late.events.is_empty(), "{:?}", late.events);
+    assert!(
+        late.alerts.contains(&open[0].id),
+        "the resolution is delivered: {:?}",
+        late.alerts
+    );
     let report = integrity(&conn).unwrap();
     assert_eq!(report.streams[0].missing, 0);
     assert!(report.streams[0].breaks.is_empty());
     let page = records::page(&conn, &Filter::default(), 100, 0).unwrap();
     assert_eq!(page.rows.iter().filter(|(r, _)| r.covered).count(), 20);
+    let resolved = gap_alerts(&conn);
+    assert!(
+        resolved[0].resolved_ns.is_some(),
+        "the filled gap resolves its alert"
+    );
+    assert!(resolved[0].revision > open[0].revision);
+}
+
+#[test]
+fn a_gap_that_stays_open_keeps_its_alert_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let (raw, key) = stream(dir.path(), "web1");
+    let (mut pipeline, store) = pipeline(dir.path(), &[format!("web1={key}")]);
+    let all = lines(&raw);
+    // Seq 6 never comes; seq 12 fills nothing that was missing before it came.
+    pipeline.ingest(&all[..5]).unwrap();
+    pipeline.ingest(&all[6..11]).unwrap();
+    pipeline.ingest(&all[12..]).unwrap();
+    pipeline.ingest(&all[11..12]).unwrap();
+    let conn = store.open_reader().unwrap();
+    assert_eq!(integrity(&conn).unwrap().streams[0].missing, 1);
+    let filter = crate::store::alerts::AlertFilter {
+        rule: Some("chain_gap".to_owned()),
+        limit: 10,
+        ..Default::default()
+    };
+    let alerts = crate::store::alerts::list(&conn, &filter).unwrap();
+    assert!(!alerts.is_empty());
+    assert!(alerts.iter().all(|a| a.resolved_ns.is_none()), "{alerts:?}");
 }
 
 /// JetStream redelivers a killed hub's unacknowledged batch after later messages, so a

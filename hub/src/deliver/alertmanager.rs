@@ -1,7 +1,8 @@
 //! Prometheus Alertmanager's v2 API: `POST /api/v2/alerts` with labels that route
 //! (alertname = the rule, severity, entity) and annotations that explain (summary,
 //! the records). `endsAt` is the end of the alert's grouping window after its last
-//! finding, so Alertmanager resolves it when the behaviour stops.
+//! finding, so Alertmanager resolves it when the behaviour stops, or the time the hub
+//! resolved it (a chain gap that filled).
 use serde_json::{Value, json};
 
 use super::{
@@ -46,7 +47,10 @@ impl Alertmanager {
                 "records": records.join(" "),
             },
             "startsAt": format_ns(a.first_ns),
-            "endsAt": format_ns(a.last_ns.saturating_add(a.window_ns)),
+            "endsAt": format_ns(
+                a.resolved_ns
+                    .unwrap_or_else(|| a.last_ns.saturating_add(a.window_ns))
+            ),
             "generatorURL": format!("{}#/alerts/{}", self.dashboard, a.id),
         })
     }

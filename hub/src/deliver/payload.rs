@@ -14,6 +14,7 @@ pub fn alert_json(alert: &Alert, dashboard: &str) -> Value {
         "last_seen": format_ns(alert.last_ns),
         "count": alert.count,
         "summary": alert.summary,
+        "resolved": alert.resolved_ns.map(format_ns),
         "revision": alert.revision,
         "records": alert.records.iter().map(|(stream, seq)| json!({
             "stream": stream,

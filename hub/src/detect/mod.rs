@@ -240,6 +240,11 @@ impl Detector {
         self.integrity.heard(stream, ts_ns);
     }
 
+    /// Every gap of `stream` is filled: the (rule, entity) of the alerts that are over.
+    pub fn gaps_filled(&self, stream: &str) -> Option<(&'static str, String)> {
+        self.integrity.gaps_filled(stream)
+    }
+
     /// An integrity event from verification.
     pub fn event(&mut self, event: &Event, ts_ns: i64) -> Vec<Alerting> {
         let mut findings = Vec::new();

@@ -22,6 +22,7 @@ pub fn json(alert: &Alert) -> Value {
         "last_seen": format_ns(alert.last_ns),
         "count": alert.count,
         "summary": alert.summary,
+        "resolved": alert.resolved_ns.map(format_ns),
         "records": alert.records.iter()
             .map(|(stream, seq)| json!({ "stream": stream, "seq": seq }))
             .collect::<Vec<_>>(),

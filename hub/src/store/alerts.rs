@@ -85,10 +85,12 @@ pub struct Alert {
     /// (stream, seq) of the first records.
     pub records: Vec<(String, u64)>,
     pub revision: i64,
+    /// When what raised it was shown to be over; a later finding opens a new alert.
+    pub resolved_ns: Option<i64>,
 }
 
-const COLUMNS: &str =
-    "id, rule, severity, entity, first_ns, last_ns, count, summary, records, revision, window_ns";
+const COLUMNS: &str = "id, rule, severity, entity, first_ns, last_ns, count, summary, records, \
+     revision, window_ns, resolved_ns";
 
 fn alert(row: &rusqlite::Row<'_>) -> rusqlite::Result<Alert> {
     let records: String = row.get(8)?;
@@ -104,6 +106,7 @@ fn alert(row: &rusqlite::Row<'_>) -> rusqlite::Result<Alert> {
         records: serde_json::from_str(&records).unwrap_or_default(),
         revision: row.get(9)?,
         window_ns: row.get(10)?,
+        resolved_ns: row.get(11)?,
     })
 }
 
@@ -117,7 +120,8 @@ pub(super) fn upsert(
     let open: Option<(i64, i64, i64, String)> = tx
         .prepare_cached(
             "SELECT id, severity, last_ns, records FROM alerts
-             WHERE rule = ?1 AND entity = ?2 AND last_ns >= ?3 - window_ns AND first_ns <= ?3 + window_ns
+             WHERE rule = ?1 AND entity = ?2 AND resolved_ns IS NULL
+                AND last_ns >= ?3 - window_ns AND first_ns <= ?3 + window_ns
              ORDER BY last_ns DESC LIMIT 1",
         )?
         .query_row(params![new.rule, new.entity, new.ts_ns], |r| {
@@ -174,6 +178,22 @@ pub(super) fn upsert(
             Ok(tx.last_insert_rowid())
         }
     }
+}
+
+/// Resolves the open alerts of `rule` on `entity` at `ts_ns`; returns their ids.
+pub(super) fn resolve(
+    tx: &Transaction<'_>,
+    rule: &str,
+    entity: &str,
+    ts_ns: i64,
+    revision: i64,
+) -> anyhow::Result<Vec<i64>> {
+    let mut stmt = tx.prepare_cached(
+        "UPDATE alerts SET resolved_ns = MAX(?3, last_ns), revision = ?4
+         WHERE rule = ?1 AND entity = ?2 AND resolved_ns IS NULL RETURNING id",
+    )?;
+    let ids = stmt.query_map(params![rule, entity, ts_ns, revision], |r| r.get(0))?;
+    Ok(ids.collect::<Result<_, _>>()?)
 }
 
 /// What `alerts` lists.

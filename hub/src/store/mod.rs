@@ -48,6 +48,8 @@ impl StoreAt {
         conn.busy_timeout(Duration::from_secs(10))?;
         conn.execute_batch(schema::SCHEMA)
             .with_context(|| format!("creating the schema in {}", self.file().display()))?;
+        schema::upgrade(&conn)
+            .with_context(|| format!("upgrading the schema in {}", self.file().display()))?;
         Ok(Writer { conn })
     }
 
@@ -148,5 +150,30 @@ mod tests {
         );
         drop(batch);
         deliveries.execute("DELETE FROM deliveries", []).unwrap();
+    }
+
+    #[test]
+    fn a_store_from_before_resolved_alerts_gets_the_column_and_keeps_its_alerts() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StoreAt {
+            data: dir.path().to_owned(),
+        };
+        std::fs::create_dir_all(&store.data).unwrap();
+        let old = Connection::open(store.file()).unwrap();
+        old.execute_batch(
+            "CREATE TABLE alerts (id INTEGER PRIMARY KEY, rule TEXT NOT NULL,
+                severity INTEGER NOT NULL, entity TEXT NOT NULL, first_ns INTEGER NOT NULL,
+                last_ns INTEGER NOT NULL, window_ns INTEGER NOT NULL, count INTEGER NOT NULL,
+                summary TEXT NOT NULL, records TEXT NOT NULL, revision INTEGER NOT NULL);
+             INSERT INTO alerts VALUES (1, 'chain_gap', 3, 'stream:a', 5, 5, 9, 1, 's', '[]', 1);",
+        )
+        .unwrap();
+        drop(old);
+        store.open_writer().unwrap();
+        let conn = store.open_reader().unwrap();
+        let kept = alerts::get(&conn, 1).unwrap().expect("the alert survives");
+        assert_eq!((kept.rule.as_str(), kept.resolved_ns), ("chain_gap", None));
+        // Opening again finds the column there.
+        store.open_writer().unwrap();
     }
 }

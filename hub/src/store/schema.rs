@@ -123,7 +123,9 @@ CREATE TABLE IF NOT EXISTS alerts (
     count INTEGER NOT NULL,
     summary TEXT NOT NULL,
     records TEXT NOT NULL,
-    revision INTEGER NOT NULL
+    revision INTEGER NOT NULL,
+    -- When what raised it was shown to be over (a chain gap that filled); open if NULL.
+    resolved_ns INTEGER
 );
 CREATE INDEX IF NOT EXISTS alerts_group ON alerts (rule, entity, last_ns);
 CREATE INDEX IF NOT EXISTS alerts_last ON alerts (last_ns);
@@ -143,6 +145,20 @@ CREATE TABLE IF NOT EXISTS deliveries (
     last_error TEXT
 );
 ";
+
+/// Columns added since stores were first created: `CREATE TABLE IF NOT EXISTS` leaves an
+/// older table as it was.
+pub fn upgrade(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
+    let resolved: i64 = conn.query_row(
+        "SELECT count(*) FROM pragma_table_info('alerts') WHERE name = 'resolved_ns'",
+        [],
+        |r| r.get(0),
+    )?;
+    if resolved == 0 {
+        conn.execute_batch("ALTER TABLE alerts ADD COLUMN resolved_ns INTEGER")?;
+    }
+    Ok(())
+}
 
 /// Rollup buckets are named by minutes since the Unix epoch.
 pub const NANOS_PER_MINUTE: i64 = 60_000_000_000;

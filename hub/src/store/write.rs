@@ -228,7 +228,24 @@ impl<'c> Batch<'c> {
 
     /// Groups a finding into its alert; returns the alert's id.
     pub fn alert(&mut self, new: &NewAlert<'_>) -> anyhow::Result<i64> {
-        let revision = match self.revision {
+        let revision = self.revision()?;
+        alerts::upsert(&self.tx, new, revision)
+    }
+
+    /// Resolves the open alerts of `rule` on `entity`; returns their ids.
+    pub fn resolve_alerts(
+        &mut self,
+        rule: &str,
+        entity: &str,
+        ts_ns: i64,
+    ) -> anyhow::Result<Vec<i64>> {
+        let revision = self.revision()?;
+        alerts::resolve(&self.tx, rule, entity, ts_ns, revision)
+    }
+
+    /// The revision of every alert this batch changes: one above the highest stored.
+    fn revision(&mut self) -> anyhow::Result<i64> {
+        Ok(match self.revision {
             Some(revision) => revision,
             None => {
                 let next: i64 = self.tx.query_row(
@@ -238,8 +255,7 @@ impl<'c> Batch<'c> {
                 )?;
                 *self.revision.insert(next)
             }
-        };
-        alerts::upsert(&self.tx, new, revision)
+        })
     }
 
     /// Keeps (`Some`) or forgets (`None`) what a detection learned about one entity.

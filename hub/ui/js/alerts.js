@@ -146,7 +146,7 @@ function alertRow(a, filters, fresh) {
     td(h('a', { href: listHref(filters, { rule: a.rule }), title: 'only this rule' }, a.rule), { class: 'c-rule' }),
     td(h('a', { href: listHref(filters, { entity: a.entity }), title: 'only this entity' }, a.entity), { class: 'wrap c-entity' }),
     td(num(a.count), { num: true, class: 'c-count' }),
-    td(a.summary, { class: 'wrap c-summary' }),
+    td(a.resolved ? `resolved: ${a.summary}` : a.summary, { class: 'wrap c-summary' }),
     td(fmtTs(a.first_seen), { class: 'nowrap c-first' }));
   return tr;
 }
@@ -320,6 +320,9 @@ async function alertDetail(main, id) {
       kvRow('first_seen', 'First seen (record time)', timeNode(a.first_seen)),
       kvRow('last_seen', 'Last seen (record time)', timeNode(a.last_seen)),
       kvRow('count', 'Findings', h('code', null, String(a.count))),
+      kvRow('resolved', 'Resolved', a.resolved
+        ? h('span', null, timeNode(a.resolved), h('span', { class: 'hint' }, ' — what raised it was shown to be over (a chain gap that filled)'))
+        : 'open'),
       kvRow('raised', 'Raised', h('span', null, timeNode(a.first_seen),
         h('span', { class: 'hint' }, ' — in the batch that stored its first record; the store keeps record times only'))),
       kvRow('window', 'Grouping window', `${fmtSeconds(a.window_seconds)}: findings of this rule and entity within it of the last one update this alert`),

@@ -155,6 +155,14 @@ impl Integrity {
         ));
     }
 
+    /// Every gap `stream` had is filled: the open `chain_gap` alert it raised is over.
+    /// (rule, entity) to resolve.
+    pub fn gaps_filled(&self, stream: &str) -> Option<(&'static str, String)> {
+        self.settings
+            .enabled
+            .then(|| ("chain_gap", format!("stream:{stream}")))
+    }
+
     pub fn tick(&mut self, now_ns: i64, out: &mut Vec<Finding>) {
         if !self.settings.enabled {
             return;
