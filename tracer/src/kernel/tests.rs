@@ -1,8 +1,10 @@
 //! The kernel programs loaded for real and driven by this test process, in the style of
 //! aya's integration tests: the process is the watched server (its tgid in
 //! WATCHED_TGIDS, as for a server found at start), accepts loopback connections on the
-//! watched port and moves bytes through each traced syscall. The ring buffer must carry
-//! exactly the events those syscalls make, and no loss counter may move.
+//! watched port and moves bytes through each traced syscall (read, write, readv, writev,
+//! sendto, recvfrom, sendmsg, recvmsg; sendfile is left to the e2e tests). The ring
+//! buffer must carry exactly the events those syscalls make, and no loss counter may
+//! move.
 //!
 //! Needs root (CI runs the tests as root): without it loading fails, and so does the
 //! test, with the loader's message.
@@ -146,14 +148,27 @@ fn each_traced_syscall_yields_its_bytes_and_close_ends_the_connection() {
         .write_vectored(&[IoSlice::new(b"wri"), IoSlice::new(b"tev")])
         .unwrap();
     assert_eq!(written, 6);
-    // SAFETY: plain socket calls on a descriptor this test owns, into local buffers.
+    // SAFETY: plain socket calls on a descriptor this test owns, into local buffers;
+    // IoSlice and IoSliceMut are ABI-compatible with iovec.
     unsafe {
         assert_eq!(libc::send(fd, b"sendto".as_ptr().cast(), 6, 0), 6);
         client.write_all(b"recvfrom").unwrap();
         assert_eq!(libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0), 8);
+        let mut parts = [IoSlice::new(b"send"), IoSlice::new(b"msg")];
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = parts.as_mut_ptr().cast();
+        msg.msg_iovlen = parts.len();
+        assert_eq!(libc::sendmsg(fd, &msg, 0), 7);
+        client.write_all(b"recvmsg").unwrap();
+        let (mut c, mut d) = ([0u8; 3], [0u8; 8]);
+        let mut into = [IoSliceMut::new(&mut c), IoSliceMut::new(&mut d)];
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = into.as_mut_ptr().cast();
+        msg.msg_iovlen = into.len();
+        assert_eq!(libc::recvmsg(fd, &mut msg, 0), 7);
     }
     drop(server);
-    let conn_events = kernel.events(8);
+    let conn_events = kernel.events(10);
 
     let conn = conn_events.first().map(|(id, _)| *id).unwrap_or_default();
     let expected = [
@@ -164,6 +179,8 @@ fn each_traced_syscall_yields_its_bytes_and_close_ends_the_connection() {
         data(fd, Direction::Egress, b"writev"),
         data(fd, Direction::Egress, b"sendto"),
         data(fd, Direction::Ingress, b"recvfrom"),
+        data(fd, Direction::Egress, b"sendmsg"),
+        data(fd, Direction::Ingress, b"recvmsg"),
         Seen::Close { fd },
     ];
     assert_eq!(
