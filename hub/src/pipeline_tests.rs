@@ -250,6 +250,10 @@ fn a_batch_redelivered_after_later_ones_fills_its_gap_and_is_proven() {
     let open = gap_alerts(&conn);
     assert_eq!(open.len(), 1);
     assert_eq!(open[0].resolved_ns, None, "the gap is open");
+    assert!(
+        open[0].raised_ns.is_some(),
+        "the hub's clock when it raised it"
+    );
     let late = pipeline.ingest(held).unwrap();
     assert_eq!(late.stored, 6);
     assert!(late.events.is_empty(), "{:?}", late.events);

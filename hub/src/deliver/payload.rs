@@ -15,6 +15,7 @@ pub fn alert_json(alert: &Alert, dashboard: &str) -> Value {
         "count": alert.count,
         "summary": alert.summary,
         "resolved": alert.resolved_ns.map(format_ns),
+        "raised": alert.raised_ns.map(format_ns),
         "revision": alert.revision,
         "records": alert.records.iter().map(|(stream, seq)| json!({
             "stream": stream,

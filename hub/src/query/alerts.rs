@@ -23,6 +23,7 @@ pub fn json(alert: &Alert) -> Value {
         "count": alert.count,
         "summary": alert.summary,
         "resolved": alert.resolved_ns.map(format_ns),
+        "raised": alert.raised_ns.map(format_ns),
         "records": alert.records.iter()
             .map(|(stream, seq)| json!({ "stream": stream, "seq": seq }))
             .collect::<Vec<_>>(),

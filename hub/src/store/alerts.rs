@@ -87,10 +87,12 @@ pub struct Alert {
     pub revision: i64,
     /// When what raised it was shown to be over; a later finding opens a new alert.
     pub resolved_ns: Option<i64>,
+    /// When the hub raised it, on its own clock (None for alerts older than the column).
+    pub raised_ns: Option<i64>,
 }
 
 const COLUMNS: &str = "id, rule, severity, entity, first_ns, last_ns, count, summary, records, \
-     revision, window_ns, resolved_ns";
+     revision, window_ns, resolved_ns, raised_ns";
 
 fn alert(row: &rusqlite::Row<'_>) -> rusqlite::Result<Alert> {
     let records: String = row.get(8)?;
@@ -107,6 +109,7 @@ fn alert(row: &rusqlite::Row<'_>) -> rusqlite::Result<Alert> {
         revision: row.get(9)?,
         window_ns: row.get(10)?,
         resolved_ns: row.get(11)?,
+        raised_ns: row.get(12)?,
     })
 }
 
@@ -162,8 +165,8 @@ pub(super) fn upsert(
             let linked: Vec<(String, u64)> = link.into_iter().collect();
             tx.prepare_cached(
                 "INSERT INTO alerts (rule, severity, entity, first_ns, last_ns, window_ns, count,
-                    summary, records, revision)
-                 VALUES (?1, ?2, ?3, ?4, ?4, ?5, 1, ?6, ?7, ?8)",
+                    summary, records, revision, raised_ns)
+                 VALUES (?1, ?2, ?3, ?4, ?4, ?5, 1, ?6, ?7, ?8, ?9)",
             )?
             .execute(params![
                 new.rule,
@@ -173,7 +176,8 @@ pub(super) fn upsert(
                 new.window_ns,
                 new.summary,
                 serde_json::to_string(&linked)?,
-                revision
+                revision,
+                crate::when::now_ns()
             ])?;
             Ok(tx.last_insert_rowid())
         }

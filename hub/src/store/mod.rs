@@ -153,7 +153,7 @@ mod tests {
     }
 
     #[test]
-    fn a_store_from_before_resolved_alerts_gets_the_column_and_keeps_its_alerts() {
+    fn a_store_from_before_resolved_alerts_gets_the_columns_and_keeps_its_alerts() {
         let dir = tempfile::tempdir().unwrap();
         let store = StoreAt {
             data: dir.path().to_owned(),
@@ -172,7 +172,10 @@ mod tests {
         store.open_writer().unwrap();
         let conn = store.open_reader().unwrap();
         let kept = alerts::get(&conn, 1).unwrap().expect("the alert survives");
-        assert_eq!((kept.rule.as_str(), kept.resolved_ns), ("chain_gap", None));
+        assert_eq!(
+            (kept.rule.as_str(), kept.resolved_ns, kept.raised_ns),
+            ("chain_gap", None, None)
+        );
         // Opening again finds the column there.
         store.open_writer().unwrap();
     }

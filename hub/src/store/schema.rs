@@ -125,7 +125,10 @@ CREATE TABLE IF NOT EXISTS alerts (
     records TEXT NOT NULL,
     revision INTEGER NOT NULL,
     -- When what raised it was shown to be over (a chain gap that filled); open if NULL.
-    resolved_ns INTEGER
+    resolved_ns INTEGER,
+    -- When the hub raised it (its clock; first_ns and last_ns are record times). NULL
+    -- for alerts stored before the column existed.
+    raised_ns INTEGER
 );
 CREATE INDEX IF NOT EXISTS alerts_group ON alerts (rule, entity, last_ns);
 CREATE INDEX IF NOT EXISTS alerts_last ON alerts (last_ns);
@@ -149,13 +152,15 @@ CREATE TABLE IF NOT EXISTS deliveries (
 /// Columns added since stores were first created: `CREATE TABLE IF NOT EXISTS` leaves an
 /// older table as it was.
 pub fn upgrade(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
-    let resolved: i64 = conn.query_row(
-        "SELECT count(*) FROM pragma_table_info('alerts') WHERE name = 'resolved_ns'",
-        [],
-        |r| r.get(0),
-    )?;
-    if resolved == 0 {
-        conn.execute_batch("ALTER TABLE alerts ADD COLUMN resolved_ns INTEGER")?;
+    for column in ["resolved_ns", "raised_ns"] {
+        let present: i64 = conn.query_row(
+            "SELECT count(*) FROM pragma_table_info('alerts') WHERE name = ?1",
+            [column],
+            |r| r.get(0),
+        )?;
+        if present == 0 {
+            conn.execute_batch(&format!("ALTER TABLE alerts ADD COLUMN {column} INTEGER"))?;
+        }
     }
     Ok(())
 }

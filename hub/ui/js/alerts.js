@@ -323,8 +323,9 @@ async function alertDetail(main, id) {
       kvRow('resolved', 'Resolved', a.resolved
         ? h('span', null, timeNode(a.resolved), h('span', { class: 'hint' }, ' — what raised it was shown to be over (a chain gap that filled)'))
         : 'open'),
-      kvRow('raised', 'Raised', h('span', null, timeNode(a.first_seen),
-        h('span', { class: 'hint' }, ' — in the batch that stored its first record; the store keeps record times only'))),
+      kvRow('raised', 'Raised (hub clock)', a.raised
+        ? timeNode(a.raised)
+        : h('span', null, timeNode(a.first_seen), h('span', { class: 'hint' }, ' — stored before the hub kept the time it raised alerts; this is its first record\'s time'))),
       kvRow('window', 'Grouping window', `${fmtSeconds(a.window_seconds)}: findings of this rule and entity within it of the last one update this alert`),
       kvRow('revision', 'Revision', h('code', null, String(a.revision ?? '–'))))));
 
