@@ -323,6 +323,8 @@ async function main() {
         ['count', await text('count'), String(want.count)],
         ['first_seen', await field('first_seen').locator('time').getAttribute('datetime'), want.first_seen],
         ['last_seen', await field('last_seen').locator('time').getAttribute('datetime'), want.last_seen],
+        ['raised', await field('raised').locator('time').getAttribute('datetime'), want.raised],
+        ['resolved', want.resolved ? await field('resolved').locator('time').getAttribute('datetime') : await text('resolved'), want.resolved ?? 'open'],
       ];
       for (const [name, shown, stored] of checks) {
         if (shown !== stored) throw new Error(`${name} shows "${shown}", the store says "${stored}"`);
