@@ -294,15 +294,7 @@ impl Pipeline {
             // Any verified line the sensor wrote says it runs, a checkpoint of an idle
             // host's sensor included; one that failed verification proves nothing.
             let forged = verdict.link == Link::Broken
-                || verdict.events.iter().any(|e| {
-                    matches!(
-                        e.kind,
-                        EventKind::Modified
-                            | EventKind::Conflict
-                            | EventKind::Signature
-                            | EventKind::Unsealed
-                    )
-                });
+                || verdict.events.iter().any(|e| e.kind.discredits_line());
             if fields.kind != Some(tracer_audit::Kind::Access) && !forged {
                 self.detector.heard(&fields.stream, fields.ts_ns);
             }

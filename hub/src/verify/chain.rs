@@ -190,6 +190,12 @@ impl EventKind {
                 | EventKind::Unsealed
         )
     }
+
+    /// The line it is about failed verification, so it proves nothing about its sensor.
+    /// (A reset breaks the chain, but its line is a sensor's genuine new start.)
+    pub fn discredits_line(self) -> bool {
+        self.is_break() && self != EventKind::Reset
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
