@@ -97,13 +97,12 @@ async function shot(page, name) {
 }
 
 async function route(page, hash) {
+  // A hash-only goto returns before the app's hashchange handler runs: without
+  // marking the view on screen, the previous view (done loading) would pass for
+  // this one, and its late answer would re-render under the next action.
+  if (new URL(page.url()).hash !== hash) await markView(page);
   await page.goto(`${HUB_URL}/${hash}`);
-  // The view is done when its loading text has gone.
-  await page.locator('main .view').waitFor();
-  await page.waitForFunction(() => !document.querySelector('main .loading'), null, { timeout: 15000 });
-  const err = page.locator('main .error');
-  if (await err.count()) throw new Error(`the view shows an error: ${await err.first().textContent()}`);
-  await scanPage(page, hash);
+  await settled(page);
 }
 
 /** Marks the view on screen, so settled() waits for the one that replaces it. */
@@ -196,11 +195,14 @@ async function main() {
   await step(`search by user ${EXPECT_USER} shows only their requests`, async () => {
     await route(page, '#/search');
     await page.getByLabel('User', { exact: true }).fill(EXPECT_USER);
-    await page.getByLabel('User', { exact: true }).press('Enter');
-    await page.waitForURL((u) => new URLSearchParams(u.hash.split('?')[1] || '').get('user') === EXPECT_USER);
-    await page.waitForFunction(() => !document.querySelector('main .loading') && document.querySelector('main #results-h'));
+    await navigate(page, (u) => hashParams(u.href).get('user') === EXPECT_USER,
+      () => page.getByLabel('User', { exact: true }).press('Enter'));
     const users = await page.locator('main table.records tbody td.c-user').allTextContents();
-    if (!users.length) throw new Error(`no rows for user ${EXPECT_USER}`);
+    if (!users.length) {
+      const heading = await page.locator('main #results-h').textContent().catch(() => 'no results heading');
+      const api = await page.evaluate(async (u) => (await fetch(`/api/records?user=${encodeURIComponent(u)}&limit=3`)).text(), EXPECT_USER);
+      throw new Error(`no rows for user ${EXPECT_USER} at ${page.url()} ("${heading}"; the API says ${api.slice(0, 400)})`);
+    }
     const other = users.filter((u) => u.trim() !== EXPECT_USER);
     if (other.length) throw new Error(`rows of other users: ${[...new Set(other)].join(', ')}`);
     await shot(page, '04-search-user');
