@@ -39,16 +39,28 @@ fn binary(var: &str, package: &str, built: &OnceLock<Result<PathBuf, String>>) -
         .map_err(|e| anyhow!("{e}"))
 }
 
-/// Packages and their binaries share names here.
+/// Packages and their binaries share names here. Both packages are always built
+/// together, as `cargo xtask` builds them: built alone, each unifies its dependencies'
+/// features differently, and every switch recompiled rustls, ring and async-nats (half a
+/// minute, which a bench once timed as ingest).
 fn build(package: &str) -> Result<PathBuf> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let args = [
+        "build",
+        "--release",
+        "--quiet",
+        "-p",
+        "tracer",
+        "-p",
+        "tracer-hub",
+    ];
     let status = Command::new(cargo)
         .current_dir(root())
-        .args(["build", "--release", "--quiet", "-p", package])
+        .args(args)
         .status()
-        .with_context(|| format!("running cargo build --release -p {package}"))?;
+        .with_context(|| format!("running cargo {}", args.join(" ")))?;
     if !status.success() {
-        bail!("cargo build --release -p {package} failed ({status})");
+        bail!("cargo {} failed ({status})", args.join(" "));
     }
     let path = root().join("target/release").join(package);
     if !path.is_file() {

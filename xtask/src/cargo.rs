@@ -55,6 +55,19 @@ pub fn build_release() -> Result<Binaries> {
     Ok(binaries)
 }
 
+/// [`build_release`], and the binaries named for the test harness this process drives
+/// (the demo and the benches), so it never builds them again inside a timed stretch.
+pub fn build_release_for_harness() -> Result<Binaries> {
+    let bins = build_release()?;
+    // SAFETY: called first in a single-threaded xtask; the harness reads these to find
+    // the binaries.
+    unsafe {
+        std::env::set_var("TRACER_BIN", &bins.tracer);
+        std::env::set_var("HUB_BIN", &bins.hub);
+    }
+    Ok(bins)
+}
+
 pub fn test(args: &[String]) -> Result<()> {
     let bins = build_release()?;
     // Two threads: each e2e test runs a tracer, servers and clients, and the

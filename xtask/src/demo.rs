@@ -21,12 +21,7 @@ const HUB_PORT: u16 = 8686;
 const STREAM_ID: &str = "demo-host";
 
 pub fn run() -> Result<()> {
-    let bins = cargo::build_release()?;
-    // SAFETY: single-threaded here; the harness reads these to find the binaries.
-    unsafe {
-        std::env::set_var("TRACER_BIN", &bins.tracer);
-        std::env::set_var("HUB_BIN", &bins.hub);
-    }
+    let bins = cargo::build_release_for_harness()?;
     let dir = tempfile::Builder::new().prefix("tracer-demo-").tempdir()?;
     let nats = NatsServer::start().context("starting nats-server")?;
     println!("nats-server with JetStream on {}", nats.url());

@@ -22,8 +22,10 @@ pub const DEFAULT_CONSUMER: &str = "tracer-hub";
 /// Unacknowledged messages redeliver after this: longer than any batch commit, short
 /// enough that the batch a killed hub held comes back soon after it restarts.
 const ACK_WAIT: Duration = Duration::from_secs(10);
-/// A batch ends at this many messages, or [`BATCH_WAIT`] after its first message.
-pub const BATCH_MAX: usize = 2_000;
+/// A batch ends at this many messages, or [`BATCH_WAIT`] after its first message. A
+/// backlog drains in large batches, because each commit rewrites every index page the
+/// batch touched (see `import`); live traffic is cut by the wait long before.
+const BATCH_MAX: usize = 20_000;
 const BATCH_WAIT: Duration = Duration::from_millis(50);
 /// How long [`Source::next_batch`] waits for a first message before it returns an empty
 /// batch, so that the caller's periodic work runs on an idle stream too.

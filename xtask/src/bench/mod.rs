@@ -94,7 +94,7 @@ pub struct Traced {
 }
 
 pub fn run(options: &Options) -> Result<()> {
-    let bins = cargo::build_release()?;
+    let bins = cargo::build_release_for_harness()?;
     if options.alerts {
         return alerts::run(options.alert_samples);
     }
