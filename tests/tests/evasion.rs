@@ -16,16 +16,26 @@ use tests::record::RecordExt;
 use tests::servers::{Apache, Nginx, NginxConfig};
 use tests::tracer::Tracer;
 
-/// One connection's bytes, sent in parts with a pause between them.
+/// One connection's bytes, sent in parts with a pause between them, then closed.
 struct Case {
     name: &'static str,
     parts: Vec<Vec<u8>>,
+    /// Closed with a TCP reset instead of a FIN.
+    reset: bool,
 }
 
 fn case(name: &'static str, parts: &[&[u8]]) -> Case {
     Case {
         name,
         parts: parts.iter().map(|p| p.to_vec()).collect(),
+        reset: false,
+    }
+}
+
+fn reset(name: &'static str, parts: &[&[u8]]) -> Case {
+    Case {
+        reset: true,
+        ..case(name, parts)
     }
 }
 
@@ -103,6 +113,17 @@ fn cases() -> Vec<Case> {
                 b"GET /after-upgrade HTTP/1.1\r\nHost: a\r\nAuthorization: Basic bWFsbG9yeTp4\r\n\r\n",
             ],
         ),
+        // The server logs a head a close or reset cut off (nginx as a 400 it never
+        // sent), with the user of a whole Authorization line.
+        case(
+            "head cut off by a close",
+            &[b"GET /cut/fin HTTP/1.1\r\nHost: a\r\nAuthorization: Basic YWxpY2U6eA==\r\n"],
+        ),
+        reset(
+            "head cut off by a reset",
+            &[b"GET /ok HTTP/1.1\r\nHost: a\r\n\r\nGET /cut/rst HTTP/1.1\r\nHost: a\r\n"],
+        ),
+        case("request line cut off by a close", &[b"GET /cut/in-the-li"]),
         case(
             "refused CONNECT then a request",
             &[
@@ -238,7 +259,11 @@ fn crafted_requests(port: u16, server: &Witness<'_>) -> Result<Vec<String>> {
             let _ = conn.send(part);
             std::thread::sleep(Duration::from_millis(300));
         }
-        drop(conn);
+        if case.reset {
+            conn.reset()?;
+        } else {
+            drop(conn);
+        }
         std::thread::sleep(Duration::from_millis(200));
         runs.push((case.name, peer, before));
     }
@@ -255,11 +280,16 @@ fn crafted_requests(port: u16, server: &Witness<'_>) -> Result<Vec<String>> {
             .map(|l| (server.parse)(l))
             .collect::<Result<_>>()?;
         let records = records_of(&run.records, peer);
+        // A head cut off before it ended has no response, but the server logged it.
+        let cut_off = |r: &Value| {
+            r.str_field("tracer.outcome") == "connection_closed" && r.has("tracer.request.line")
+        };
         let answered: Vec<&&Value> = records
             .iter()
             .filter(|r| {
                 r.has("http.response.status_code")
                     || r.str_field("tracer.outcome") == "response_unparsed"
+                    || cut_off(r)
             })
             .collect();
         if answered.len() < logged.len() {
@@ -280,7 +310,16 @@ fn crafted_requests(port: u16, server: &Witness<'_>) -> Result<Vec<String>> {
                     logged.status
                 ));
             }
-            if record.str_field("tracer.outcome") == "request_unparsed" {
+            if cut_off(record) && !(400..500).contains(&logged.status) {
+                failures.push(format!(
+                    "{name}: a cut-off head, but the server logged {}",
+                    logged.status
+                ));
+            }
+            // Nothing parsed to claim a method or path with.
+            if record.str_field("tracer.outcome") == "request_unparsed"
+                || record.str_field("http.request.method") == "_OTHER"
+            {
                 continue;
             }
             let mut parts = logged.request.split_whitespace();

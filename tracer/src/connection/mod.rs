@@ -83,6 +83,7 @@ pub struct TrackerStats {
     pub heads_over_budget: u64,
     pub http2_connections: u64,
     pub ambiguous_framing: u64,
+    pub heads_cut_off: u64,
     /// Under `"http2"` in the summary.
     pub http2: crate::http::Http2Stats,
 }
@@ -98,6 +99,7 @@ impl TrackerStats {
         self.http2_connections += s.http2_connections;
         self.http2.absorb(&s.http2);
         self.ambiguous_framing += s.ambiguous_framing;
+        self.heads_cut_off += s.heads_cut_off;
     }
 }
 

@@ -76,7 +76,7 @@ fn partial_heads_past_the_global_budget_are_shed_counted_and_answered() {
     );
     assert_eq!(answered.len(), 1);
     assert_eq!(answered[0].exchange.end, ExchangeEnd::Complete);
-    assert!(answered[0].exchange.unparsed_request.is_some());
+    assert!(answered[0].exchange.unparsed_request().is_some());
 
     // Heads that complete free their share: the next long head fits again.
     let done = [head.as_slice(), b"\r\n\r\n"].concat();

@@ -30,7 +30,7 @@ fn target_of(request: &[u8]) -> (String, String, u8) {
     let done = exchange(request);
     assert_eq!(done.len(), 1, "{done:#?}");
     let head = &done[0].request.head;
-    assert!(done[0].unparsed_request.is_none());
+    assert!(done[0].unparsed_request().is_none());
     (head.method.clone(), head.target.clone(), head.minor_version)
 }
 
@@ -169,7 +169,7 @@ fn a_response_to_an_unparsed_request_is_recorded_with_its_line() {
     assert_eq!(done.len(), 2);
     let bad = &done[1];
     assert_eq!(
-        bad.unparsed_request.as_deref(),
+        bad.unparsed_request(),
         Some(&b"G\x00T /hidden HTTP/1.1"[..])
     );
     assert_eq!(bad.request.first_byte_ns, 12);
@@ -281,4 +281,74 @@ proptest! {
         prop_assert_eq!(out.len(), all.len(), "{:#?}", out);
         prop_assert!(out.windows(2).all(|w| w[0].request.first_byte_ns <= w[1].request.first_byte_ns));
     }
+}
+
+#[test]
+fn a_head_cut_off_by_close_is_an_exchange_with_its_whole_lines_and_is_counted() {
+    let mut conn = HttpConnection::new();
+    conn.on_request(chunk(10, b"GET /ok HTTP/1.1\r\nHost: a\r\n\r\n"));
+    conn.on_response(chunk(11, OK));
+    conn.on_request(chunk(
+        12,
+        b"GET /cut HTTP/1.1\r\nHost: a\r\nAuthorization: Basic YWxpY2U6eA==\r\nX-Api-Key: half-of-a-se",
+    ));
+    let done = conn.close(13);
+    assert_eq!(done.len(), 2, "{done:#?}");
+    let cut = &done[1];
+    assert_eq!(cut.end, ExchangeEnd::ConnectionClosed);
+    assert!(cut.response.is_none());
+    assert_eq!(
+        cut.request_seen,
+        RequestSeen::CutOff(b"GET /cut HTTP/1.1"[..].into())
+    );
+    assert_eq!(
+        (
+            cut.request.head.method.as_str(),
+            cut.request.head.target.as_str()
+        ),
+        ("GET", "/cut")
+    );
+    assert_eq!(cut.request.first_byte_ns, 12);
+    // Whole header lines are read, as the server read them; the cut one is not.
+    let head = &cut.request.head;
+    assert!(head.header("authorization").is_some());
+    assert!(head.header("x-api-key").is_none());
+    assert_eq!(conn.stats().heads_cut_off, 1);
+}
+
+#[test]
+fn a_request_line_cut_in_the_middle_keeps_only_its_raw_start() {
+    let mut conn = HttpConnection::new();
+    conn.on_request(chunk(10, b"GET /half-a-li"));
+    let done = conn.close(11);
+    assert_eq!(done.len(), 1);
+    assert_eq!(
+        done[0].request_seen,
+        RequestSeen::CutOff(b"GET /half-a-li"[..].into())
+    );
+    assert!(done[0].request.head.method.is_empty());
+    assert_eq!(conn.stats().heads_cut_off, 1);
+}
+
+#[test]
+fn a_partial_head_the_server_answered_is_not_also_cut_off() {
+    let mut conn = HttpConnection::new();
+    conn.on_request(chunk(10, b"GET /very-long-line"));
+    conn.on_response(chunk(
+        11,
+        b"HTTP/1.1 414 URI Too Long\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    ));
+    let done = conn.close(12);
+    assert_eq!(done.len(), 1, "{done:#?}");
+    assert_eq!(done[0].response.as_ref().map(|r| r.head.status), Some(414));
+    assert_eq!(conn.stats().heads_cut_off, 0);
+}
+
+#[test]
+fn a_connection_closed_between_requests_cuts_nothing_off() {
+    let mut conn = HttpConnection::new();
+    conn.on_request(chunk(10, b"GET /ok HTTP/1.1\r\nHost: a\r\n\r\n"));
+    conn.on_response(chunk(11, OK));
+    assert_eq!(conn.close(12).len(), 1);
+    assert_eq!(conn.stats().heads_cut_off, 0);
 }

@@ -29,14 +29,16 @@ use std::collections::VecDeque;
 
 use self::body::{Framing, Progress, ambiguous_framing, request_framing, response_framing};
 use self::h2::H2Connection;
+use self::head::Head;
 #[cfg(test)]
 use self::head::MAX_HEAD_BYTES;
 use self::preface::{Preface, Verdict};
+use self::span::Parsed;
 use self::stream::{Cursor, Event, Stream};
 
 pub use self::types::{
-    Chunk, Exchange, ExchangeEnd, Headers, Http2Stats, HttpStats, Request, RequestHead, Response,
-    ResponseHead,
+    Chunk, Exchange, ExchangeEnd, Headers, Http2Stats, HttpStats, Request, RequestHead,
+    RequestSeen, Response, ResponseHead,
 };
 
 /// Requests awaiting a response beyond this are given up on, oldest first; a deeper pipeline
@@ -51,9 +53,8 @@ struct Pending {
     request: Request,
     /// The final response while its body is still arriving.
     response: Option<Response>,
-    /// A response with no parsed request: the start of the request line it answered, if
-    /// one was seen.
-    unparsed: Option<Box<[u8]>>,
+    /// `Unparsed` for a response with no parsed request.
+    seen: RequestSeen,
 }
 
 pub struct HttpConnection {
@@ -88,6 +89,9 @@ pub struct HttpConnection {
     /// The first exchange from which on framing was ambiguous: servers may disagree on
     /// where this and later requests start, so their records say so.
     ambiguous_since: Option<u64>,
+    /// The first byte of the partial request head a response answered (the server gave
+    /// up on it, say with 414): at close it is accounted for, not cut off.
+    answered_partial_head: Option<u64>,
     stats: HttpStats,
 }
 
@@ -116,6 +120,7 @@ impl HttpConnection {
             responses_started: false,
             unparsed_lines: VecDeque::new(),
             ambiguous_since: None,
+            answered_partial_head: None,
             stats: HttpStats::default(),
         }
     }
@@ -278,7 +283,44 @@ impl HttpConnection {
         while !self.pending.is_empty() {
             self.finish_front(ExchangeEnd::ConnectionClosed);
         }
+        self.cut_off_head();
         self.take_completed()
+    }
+
+    /// A request head the close (or reset) cut off, that no response answered: servers
+    /// log it (nginx as a 400 it never sent), so it becomes an exchange with what was
+    /// seen, and is counted. Only at a known message boundary: after a loss or junk the
+    /// buffered bytes may be the rest of something else.
+    fn cut_off_head(&mut self) {
+        if self.h2.is_some() {
+            return;
+        }
+        let Some((first_byte_ns, bytes)) = self.requests.cut_head() else {
+            return;
+        };
+        if self.answered_partial_head == Some(first_byte_ns) {
+            return;
+        }
+        self.stats.heads_cut_off += 1;
+        let head = whole_lines_head(bytes).unwrap_or_default();
+        let line = stream::first_line(bytes);
+        let head_size = bytes.len() as u64;
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.completed.push(Exchange {
+            request: Request {
+                head,
+                first_byte_ns,
+                head_size,
+                body_size: 0,
+                body_complete: false,
+            },
+            response: None,
+            end: ExchangeEnd::ConnectionClosed,
+            framing_ambiguous: self.ambiguous_since.is_some_and(|since| seq >= since),
+            request_seen: RequestSeen::CutOff(line),
+            http2: None,
+        });
     }
 
     /// Requests whose responses have not been seen yet.
@@ -357,7 +399,7 @@ impl HttpConnection {
                 body_complete: framing == Framing::None,
             },
             response: None,
-            unparsed: None,
+            seen: RequestSeen::Head,
         });
         self.request_body_seq = (framing != Framing::None).then_some(seq);
         if http09 {
@@ -515,10 +557,11 @@ impl HttpConnection {
         // Without a line, the request is the head still being read (the server answered
         // before it ended: an error), or one the tracer never saw; its time is the
         // earliest it can be, so records stay in request order.
-        let earliest = self
-            .requests
-            .partial_head_start()
-            .map_or(start, |t| t.min(start));
+        let partial = self.requests.partial_head_start();
+        if line.is_none() && partial.is_some() {
+            self.answered_partial_head = partial;
+        }
+        let earliest = partial.map_or(start, |t| t.min(start));
         let (first_byte_ns, line) = line.unwrap_or((earliest, Box::default()));
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -532,7 +575,7 @@ impl HttpConnection {
                 body_complete: false,
             },
             response: None,
-            unparsed: Some(line),
+            seen: RequestSeen::Unparsed(line),
         });
     }
 
@@ -654,12 +697,24 @@ impl HttpConnection {
             response: p.response,
             end,
             framing_ambiguous: self.ambiguous_since.is_some_and(|since| p.seq >= since),
-            unparsed_request: p.unparsed,
+            request_seen: p.seen,
             http2: None,
         });
         if let Some(held) = released {
             self.parse_requests(held.chunk());
         }
+    }
+}
+
+/// The request line and the header lines that were whole when a head was cut off, as a
+/// head: a line cut in the middle (a credential, say) is never read.
+fn whole_lines_head(bytes: &[u8]) -> Option<RequestHead> {
+    let end = bytes.iter().rposition(|&b| b == b'\n')? + 1;
+    let mut whole = bytes[..end].to_vec();
+    whole.extend_from_slice(b"\r\n");
+    match <RequestHead as Head>::parse(&whole) {
+        Parsed::Complete(head, _) => Some(head),
+        _ => None,
     }
 }
 

@@ -209,6 +209,15 @@ impl<H: Head> Stream<H> {
         (matches!(self.state, State::Head) && !self.buf.is_empty()).then_some(self.head_first_ns)
     }
 
+    /// An incomplete head that began at a message boundary: when its first byte came, and
+    /// its bytes so far.
+    pub(crate) fn cut_head(&self) -> Option<(u64, &[u8])> {
+        (matches!(self.state, State::Head)
+            && self.alignment == Alignment::Aligned
+            && !self.buf.is_empty())
+        .then_some((self.head_first_ns, &self.buf[..]))
+    }
+
     #[cfg(test)]
     pub(crate) fn buffered(&self) -> usize {
         self.buf.len()
@@ -433,7 +442,7 @@ impl<H: Head> Stream<H> {
 }
 
 /// The start of `data`'s first line, at most `MAX_LINE` bytes.
-fn first_line(data: &[u8]) -> Box<[u8]> {
+pub(crate) fn first_line(data: &[u8]) -> Box<[u8]> {
     let end = data
         .iter()
         .take(MAX_LINE)

@@ -489,7 +489,7 @@ fn junk_then_valid_request_in_next_chunk() {
     ));
     let bad = one(&mut conn);
     assert_eq!(
-        bad.unparsed_request.as_deref(),
+        bad.unparsed_request(),
         Some(&b"\x00\x01\x02garbage\xff"[..])
     );
     assert_eq!(bad.request.first_byte_ns, 10);
@@ -702,7 +702,7 @@ fn next_head_inside_uncaptured_tail_is_a_desync() {
         b"HTTP/1.1 404 Not Found\r\nContent-Length: 3\r\n\r\nno!",
     ));
     let orphan = one(&mut conn);
-    assert_eq!(orphan.unparsed_request.as_deref(), Some(&b""[..]));
+    assert_eq!(orphan.unparsed_request(), Some(&b""[..]));
     assert_eq!(response(&orphan).head.status, 404);
     assert_eq!(response(&orphan).body_size, 3);
     assert_eq!(conn.stats().orphan_responses, 1);
@@ -725,7 +725,7 @@ fn missing_bytes_inside_request_head_resync_at_next_chunk() {
     assert_eq!(conn.stats().desyncs, 1);
     conn.on_response(chunk(11, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"));
     assert_eq!(conn.stats().orphan_responses, 1);
-    assert!(one(&mut conn).unparsed_request.is_some());
+    assert!(one(&mut conn).unparsed_request().is_some());
     conn.on_request(chunk(20, b"GET /second HTTP/1.1\r\n\r\n"));
     conn.on_response(chunk(21, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"));
     let ex = one(&mut conn);
@@ -926,13 +926,19 @@ fn close_with_requests_but_no_response() {
     assert!(conn.take_completed().is_empty());
     assert!(conn.close(40).is_empty());
 
-    // A request without a complete head is not reported.
+    // A request whose head the close cut off is reported after the whole ones, with the
+    // start of its line.
     let mut conn = HttpConnection::new();
     conn.on_request(chunk(10, b"GET /a HTTP/1.1\r\n\r\nGET /never-finished HT"));
     let done = conn.close(20);
-    assert_eq!(done.len(), 1);
+    assert_eq!(done.len(), 2);
     assert_eq!(done[0].request.head.target, "/a");
     assert_eq!(done[0].end, ExchangeEnd::ConnectionClosed);
+    assert_eq!(
+        done[1].request_seen,
+        RequestSeen::CutOff(b"GET /never-finished HT"[..].into())
+    );
+    assert_eq!(done[1].end, ExchangeEnd::ConnectionClosed);
 }
 
 #[test]
@@ -980,7 +986,7 @@ fn orphan_response_body_is_skipped() {
     assert_eq!(conn.stats().orphan_responses, 1);
     let orphan = one(&mut conn);
     assert_eq!(response(&orphan).body_size, 7);
-    assert!(orphan.unparsed_request.is_some());
+    assert!(orphan.unparsed_request().is_some());
     conn.on_request(chunk(10, b"GET / HTTP/1.1\r\n\r\n"));
     conn.on_response(chunk(11, b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n!"));
     let ex = one(&mut conn);

@@ -36,6 +36,9 @@ pub struct HttpStats {
     pub http2: Http2Stats,
     /// Requests whose framing servers disagree on (see `Exchange::framing_ambiguous`).
     pub ambiguous_framing: u64,
+    /// Request heads a close or reset cut off before they ended (each is a record:
+    /// `RequestSeen::CutOff`).
+    pub heads_cut_off: u64,
 }
 
 /// What HTTP/2 decoding met on one connection, for the loss report.
@@ -282,10 +285,33 @@ pub struct Exchange {
     /// This request or an earlier one on the connection was framed in a way servers read
     /// differently, so where this request starts is uncertain.
     pub framing_ambiguous: bool,
+    /// How much of the request the tracer read.
+    pub request_seen: RequestSeen,
+    /// Set for exchanges that were HTTP/2 streams.
+    pub http2: Option<Http2Info>,
+}
+
+/// How much of a request's head the tracer read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequestSeen {
+    /// All of it.
+    Head,
     /// The server answered bytes that did not parse as a request (or were not seen): the
     /// request head is a placeholder, and this is the start of its raw first line (at most
     /// 64 bytes, possibly empty).
-    pub unparsed_request: Option<Box<[u8]>>,
-    /// Set for exchanges that were HTTP/2 streams.
-    pub http2: Option<Http2Info>,
+    Unparsed(Box<[u8]>),
+    /// The connection closed before the head ended (a close or a reset): the head holds
+    /// the request line and the header lines that were whole, if they parsed, and this is
+    /// the start of the raw first line.
+    CutOff(Box<[u8]>),
+}
+
+impl Exchange {
+    /// The start of the raw request line of a request that did not parse.
+    pub fn unparsed_request(&self) -> Option<&[u8]> {
+        match &self.request_seen {
+            RequestSeen::Unparsed(line) => Some(line),
+            RequestSeen::Head | RequestSeen::CutOff(_) => None,
+        }
+    }
 }

@@ -18,6 +18,9 @@ pub enum Counted {
     /// Not a loss but an anomaly: requests framed in a way servers disagree on (CL+TE,
     /// odd Transfer-Encoding, bare LF in chunk lines).
     AmbiguousFraming,
+    /// Not a loss but an anomaly: request heads a close or reset cut off; each is a
+    /// `connection_closed` record with what was seen.
+    HeadsCutOff,
     /// Requests that exist but are not recorded: inside TLS the tracer cannot decrypt.
     TlsWithoutPlaintext,
     /// Not losses: HTTP/2 connections and streams are decoded; counted to tell them apart.
@@ -47,7 +50,7 @@ pub struct Totals<'a> {
 
 impl Counted {
     /// Every counter, in the order loss lines always name them.
-    pub const ALL: [Counted; 22] = [
+    pub const ALL: [Counted; 23] = [
         Self::NonHttpChunks,
         Self::NonHttpBytes,
         Self::Desyncs,
@@ -55,6 +58,7 @@ impl Counted {
         Self::OrphanResponses,
         Self::HeadsOverBudget,
         Self::AmbiguousFraming,
+        Self::HeadsCutOff,
         Self::TlsWithoutPlaintext,
         Self::Http2Connections,
         Self::Http2Streams,
@@ -81,6 +85,7 @@ impl Counted {
             | Self::OrphanResponses
             | Self::HeadsOverBudget
             | Self::AmbiguousFraming
+            | Self::HeadsCutOff
             | Self::Http2Connections => LossSource::Http,
             Self::TlsWithoutPlaintext => LossSource::Tls,
             Self::Http2Streams
@@ -109,6 +114,7 @@ impl Counted {
             Self::OrphanResponses => "orphan_responses",
             Self::HeadsOverBudget => "heads_over_budget",
             Self::AmbiguousFraming => "ambiguous_framing",
+            Self::HeadsCutOff => "heads_cut_off",
             Self::TlsWithoutPlaintext => "tls_without_plaintext",
             Self::Http2Connections => "http2_connections",
             Self::Http2Streams => "streams",
@@ -137,6 +143,7 @@ impl Counted {
             Self::OrphanResponses => s.orphan_responses,
             Self::HeadsOverBudget => s.heads_over_budget,
             Self::AmbiguousFraming => s.ambiguous_framing,
+            Self::HeadsCutOff => s.heads_cut_off,
             Self::TlsWithoutPlaintext => s.tls_without_plaintext,
             Self::Http2Connections => s.http2_connections,
             Self::Http2Streams => h2.streams,

@@ -17,7 +17,7 @@ use self::process_fields::ProcessFields;
 use crate::{
     connection::Finished,
     enrich::{Clock, PathRedactor, ProcessInfo, QueryRedactor},
-    http::ExchangeEnd,
+    http::{ExchangeEnd, RequestSeen},
     identity::{ForwardedClient, Identifier},
 };
 
@@ -221,7 +221,12 @@ impl RecordContext {
             .or(host)
             .map(|h| strip_port(h));
         let trace = head.header("traceparent").and_then(traceparent::parse);
-        let unparsed = exchange.unparsed_request.as_deref();
+        let unparsed = exchange.unparsed_request();
+        // The raw start of a request line no parser read, or one a close cut off.
+        let raw_line = match &exchange.request_seen {
+            RequestSeen::Unparsed(line) | RequestSeen::CutOff(line) => Some(&line[..]),
+            RequestSeen::Head => None,
+        };
         let h2 = exchange.http2.as_ref();
         let grpc = h2.and_then(|h| h.grpc.as_ref());
         let (path, normalized_path) = match target.path {
@@ -236,7 +241,7 @@ impl RecordContext {
             response_timestamp: response.map(|r| self.clock.rfc3339(r.head_ns)),
             duration_ns: response.map(|r| r.head_ns.saturating_sub(request.first_byte_ns)),
             // OpenTelemetry's name for a method the instrumentation does not know.
-            method: if unparsed.is_some() {
+            method: if unparsed.is_some() || head.method.is_empty() {
                 "_OTHER"
             } else {
                 &head.method
@@ -281,7 +286,7 @@ impl RecordContext {
                 Some(_) => "request_unparsed",
                 None => outcome(exchange.end, finished.cut_by_shutdown),
             },
-            request_line: unparsed.map(|raw| self.redacted_line(raw)),
+            request_line: raw_line.map(|raw| self.redacted_line(raw)),
             framing: exchange.framing_ambiguous.then_some("ambiguous"),
             h2_state: h2.filter(|h| h.partial).map(|_| "partial"),
             h2_error_code: h2.and_then(|h| h.reset_code),

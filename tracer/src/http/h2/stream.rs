@@ -2,7 +2,8 @@
 
 use super::grpc::Grpc;
 use crate::http::types::{
-    Exchange, ExchangeEnd, Headers, Http2Info, Request, RequestHead, Response, ResponseHead,
+    Exchange, ExchangeEnd, Headers, Http2Info, Request, RequestHead, RequestSeen, Response,
+    ResponseHead,
 };
 
 pub struct Stream {
@@ -119,7 +120,7 @@ impl Stream {
             response,
             end,
             framing_ambiguous: false,
-            unparsed_request: unparsed,
+            request_seen: unparsed.map_or(RequestSeen::Head, RequestSeen::Unparsed),
             http2: Some(Http2Info {
                 stream_id: self.id,
                 partial: self.partial,

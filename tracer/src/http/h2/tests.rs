@@ -409,7 +409,7 @@ fn a_connection_joined_midway_decodes_what_it_can_and_says_so() {
             (
                 e.request.head.target.clone(),
                 e.request.head.header("x-new").map(<[u8]>::to_vec),
-                e.unparsed_request.is_some(),
+                e.unparsed_request().is_some(),
                 e.http2.as_ref().unwrap().partial,
             )
         })
