@@ -1,0 +1,110 @@
+//! Each traced syscall, and descriptor reuse, over a loopback pair.
+use std::{
+    io::{IoSlice, IoSliceMut, Read, Write},
+    os::fd::AsRawFd,
+};
+
+use tracer_common::Direction;
+
+use super::{Kernel, SERIAL, Seen, data};
+
+#[test]
+fn each_traced_syscall_yields_its_bytes_and_close_ends_the_connection() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut kernel = Kernel::load();
+    let (mut client, mut server) = kernel.connection();
+    let fd = server.as_raw_fd();
+    let mut buf = [0u8; 64];
+
+    client.write_all(b"GET /read").unwrap();
+    assert_eq!(server.read(&mut buf).unwrap(), 9);
+    server.write_all(b"HTTP/1.1 200").unwrap();
+    client.write_all(b"readv!").unwrap();
+    let (mut a, mut b) = ([0u8; 2], [0u8; 8]);
+    let n = server
+        .read_vectored(&mut [IoSliceMut::new(&mut a), IoSliceMut::new(&mut b)])
+        .unwrap();
+    assert_eq!(n, 6);
+    let written = server
+        .write_vectored(&[IoSlice::new(b"wri"), IoSlice::new(b"tev")])
+        .unwrap();
+    assert_eq!(written, 6);
+    // SAFETY: plain socket calls on a descriptor this test owns, into local buffers;
+    // IoSlice and IoSliceMut are ABI-compatible with iovec.
+    unsafe {
+        assert_eq!(libc::send(fd, b"sendto".as_ptr().cast(), 6, 0), 6);
+        client.write_all(b"recvfrom").unwrap();
+        assert_eq!(libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0), 8);
+        let mut parts = [IoSlice::new(b"send"), IoSlice::new(b"msg")];
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = parts.as_mut_ptr().cast();
+        msg.msg_iovlen = parts.len();
+        assert_eq!(libc::sendmsg(fd, &msg, 0), 7);
+        client.write_all(b"recvmsg").unwrap();
+        let (mut c, mut d) = ([0u8; 3], [0u8; 8]);
+        let mut into = [IoSliceMut::new(&mut c), IoSliceMut::new(&mut d)];
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = into.as_mut_ptr().cast();
+        msg.msg_iovlen = into.len();
+        assert_eq!(libc::recvmsg(fd, &mut msg, 0), 7);
+    }
+    drop(server);
+    let conn_events = kernel.events(10);
+
+    let conn = conn_events.first().map(|(id, _)| *id).unwrap_or_default();
+    let expected = [
+        Seen::Open { fd },
+        data(fd, Direction::Ingress, b"GET /read"),
+        data(fd, Direction::Egress, b"HTTP/1.1 200"),
+        data(fd, Direction::Ingress, b"readv!"),
+        data(fd, Direction::Egress, b"writev"),
+        data(fd, Direction::Egress, b"sendto"),
+        data(fd, Direction::Ingress, b"recvfrom"),
+        data(fd, Direction::Egress, b"sendmsg"),
+        data(fd, Direction::Ingress, b"recvmsg"),
+        Seen::Close { fd },
+    ];
+    assert_eq!(
+        conn_events.iter().map(|(_, s)| s).collect::<Vec<_>>(),
+        expected.iter().collect::<Vec<_>>()
+    );
+    assert!(conn_events.iter().all(|(id, _)| *id == conn && conn != 0));
+    assert_eq!(kernel.losses().total(), 0, "{:?}", kernel.losses());
+    drop(client);
+}
+
+#[test]
+fn a_descriptor_reused_without_close_ends_the_old_connection() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut kernel = Kernel::load();
+    let (mut first_client, mut first) = kernel.connection();
+    let (mut second_client, second) = kernel.connection();
+    let fd = first.as_raw_fd();
+    let mut buf = [0u8; 16];
+
+    first_client.write_all(b"one").unwrap();
+    assert_eq!(first.read(&mut buf).unwrap(), 3);
+    // The second connection takes over the first one's descriptor number, with no
+    // close() the kernel programs would see.
+    // SAFETY: both descriptors are open and owned by this test.
+    assert_eq!(unsafe { libc::dup2(second.as_raw_fd(), fd) }, fd);
+    second_client.write_all(b"two").unwrap();
+    assert_eq!(first.read(&mut buf).unwrap(), 3);
+    let seen = kernel.events(5);
+
+    let ids: Vec<u64> = seen.iter().map(|(id, _)| *id).collect();
+    assert_eq!(
+        seen.iter().map(|(_, s)| s).collect::<Vec<_>>(),
+        [
+            &Seen::Open { fd },
+            &data(fd, Direction::Ingress, b"one"),
+            &Seen::Close { fd },
+            &Seen::Open { fd },
+            &data(fd, Direction::Ingress, b"two"),
+        ]
+    );
+    assert_eq!(ids[0], ids[2], "the close ends the first connection");
+    assert_ne!(ids[0], ids[3], "the reused descriptor is a new connection");
+    assert_eq!(ids[3], ids[4]);
+    assert_eq!(kernel.losses().total(), 0, "{:?}", kernel.losses());
+}
