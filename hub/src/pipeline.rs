@@ -335,6 +335,12 @@ impl Pipeline {
                     .extend(batch.resolve_alerts(rule, &entity, self.newest_ns)?);
             }
         }
+        // A silent sensor that speaks again is no longer silent.
+        for (rule, entity) in self.detector.revived() {
+            outcome
+                .alerts
+                .extend(batch.resolve_alerts(rule, &entity, self.newest_ns)?);
+        }
         self.detector.save(&mut batch)?;
         outcome.alerts.sort_unstable();
         outcome.alerts.dedup();

@@ -403,3 +403,38 @@ fn an_idle_sensor_writing_only_checkpoints_is_not_silent() {
     // Once the checkpoints stop too, the sensor is silent.
     assert_eq!(pipeline.tick(at("2026-12-03T03:06:00Z")).unwrap().len(), 1);
 }
+
+#[test]
+fn a_silent_sensor_alert_is_resolved_when_its_stream_speaks_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (raw, key) = stream(dir.path(), "web1");
+    let (mut pipeline, store) = pipeline(dir.path(), &[format!("web1={key}")]);
+    let all = lines(&raw);
+    pipeline.ingest(&all[..5]).unwrap();
+    // Half an hour after the last line, on the hub's clock.
+    let later = crate::when::parse_rfc3339_ns("2026-12-03T02:30:00Z").unwrap();
+    let raised = pipeline.tick(later).unwrap();
+    assert_eq!(raised.len(), 1);
+    let conn = store.open_reader().unwrap();
+    let silent = |conn: &rusqlite::Connection| {
+        let filter = crate::store::alerts::AlertFilter {
+            rule: Some("sensor_silent".to_owned()),
+            limit: 10,
+            ..Default::default()
+        };
+        crate::store::alerts::list(conn, &filter).unwrap()
+    };
+    let open = silent(&conn);
+    assert_eq!(open.len(), 1);
+    assert_eq!(open[0].resolved_ns, None);
+    let back = pipeline.ingest(&all[5..]).unwrap();
+    assert!(
+        back.alerts.contains(&open[0].id),
+        "the resolution is delivered: {:?}",
+        back.alerts
+    );
+    let resolved = silent(&conn);
+    assert!(resolved[0].resolved_ns.is_some(), "{resolved:?}");
+    assert!(resolved[0].revision > open[0].revision);
+    assert!(pipeline.tick(later + 60_000_000_000).unwrap().is_empty());
+}

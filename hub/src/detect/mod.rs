@@ -245,6 +245,12 @@ impl Detector {
         self.integrity.gaps_filled(stream)
     }
 
+    /// Streams that spoke again after they were found silent: the (rule, entity) of the
+    /// alerts that are over.
+    pub fn revived(&mut self) -> Vec<(&'static str, String)> {
+        self.integrity.revived()
+    }
+
     /// An integrity event from verification.
     pub fn event(&mut self, event: &Event, ts_ns: i64) -> Vec<Alerting> {
         let mut findings = Vec::new();

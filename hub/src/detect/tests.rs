@@ -868,3 +868,23 @@ fn every_stored_line_the_rules_receive_is_a_sign_of_life() {
     assert!(d.tick(t0 + 16 * MIN).is_empty(), "a new chain is a sensor");
     assert_eq!(rules(&d.tick(t0 + 21 * MIN)), ["sensor_silent"]);
 }
+
+#[test]
+fn a_silent_sensor_that_speaks_again_is_revived_once() {
+    let mut d = detector(&only(&["integrity"]));
+    let t0 = wednesday();
+    let r = req(t0, None, "10.0.0.1", "/", 200);
+    assert!(run(&mut d, &r).is_empty());
+    assert!(d.revived().is_empty(), "never silent");
+    assert_eq!(rules(&d.tick(t0 + 6 * MIN)), ["sensor_silent"]);
+    assert!(d.revived().is_empty(), "still silent");
+    // Any verified line is a sign of life: here a checkpoint.
+    d.heard("web1", t0 + 7 * MIN);
+    assert_eq!(
+        d.revived(),
+        [("sensor_silent", "stream:web1".to_owned())],
+        "the silence is over"
+    );
+    d.heard("web1", t0 + 8 * MIN);
+    assert!(d.revived().is_empty(), "once");
+}

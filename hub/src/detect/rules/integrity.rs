@@ -5,7 +5,8 @@
 //! - `sensor_loss`: the sensor reported what it could not record;
 //! - `sensor_silent`: a stream that sent nothing for longer than `silence`: no verified
 //!   line of any kind (access, checkpoint, start, loss), and no line that raised a
-//!   restart, reset or unkeyed event.
+//!   restart, reset or unkeyed event. The alert is resolved when the stream speaks
+//!   again.
 //!
 //! An attacker who got onto a host stops or edits its sensor before anything else.
 use serde::{Deserialize, Serialize};
@@ -54,6 +55,8 @@ const MAX_STREAMS: usize = 100_000;
 pub struct Integrity {
     settings: Settings,
     streams: Tracker<Heard>,
+    /// Streams heard again after they were found silent, until [`Integrity::revived`].
+    revived: Vec<String>,
 }
 
 impl Integrity {
@@ -61,6 +64,7 @@ impl Integrity {
         Self {
             settings,
             streams: Tracker::new("integrity", MAX_STREAMS),
+            revived: Vec::new(),
         }
     }
 
@@ -91,7 +95,18 @@ impl Integrity {
         }
         let heard = self.streams.entry(stream, ts_ns);
         heard.last_ns = heard.last_ns.max(ts_ns);
-        heard.silent = false;
+        if std::mem::take(&mut heard.silent) {
+            self.revived.push(stream.to_owned());
+        }
+    }
+
+    /// The (rule, entity) of the `sensor_silent` alerts that are over: their streams
+    /// spoke again since the last call.
+    pub fn revived(&mut self) -> Vec<(&'static str, String)> {
+        self.revived
+            .drain(..)
+            .map(|stream| ("sensor_silent", format!("stream:{stream}")))
+            .collect()
     }
 
     pub fn observe(&mut self, obs: &Observation<'_>, out: &mut Vec<Finding>) {
