@@ -48,6 +48,29 @@ pub struct StoreArgs {
     pub data: PathBuf,
 }
 
+/// Where `query` and `top` read: the store, or a running hub's API.
+#[derive(Args, Clone)]
+pub struct ReadArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Ask a running hub's JSON API (`http://127.0.0.1:8686`) instead of opening the
+    /// store: from any machine that reaches the hub, with the same answers.
+    #[arg(
+        long,
+        value_name = "URL",
+        requires = "token_file",
+        conflicts_with = "data"
+    )]
+    pub hub: Option<String>,
+    /// With --hub: a file holding the API token (the one given to `serve --token-file`).
+    #[arg(long, value_name = "FILE", requires = "hub")]
+    pub token_file: Option<PathBuf>,
+    /// With --hub over HTTPS: the CA certificate (PEM) the hub's certificate chains to,
+    /// when the system does not trust it.
+    #[arg(long, value_name = "FILE", requires = "hub")]
+    pub hub_ca: Option<PathBuf>,
+}
+
 #[derive(Args, Clone)]
 pub struct VerifyArgs {
     /// The public key of a stream's checkpoints: STREAM=KEY, KEY being a file or the
@@ -190,7 +213,7 @@ pub enum ReportFormat {
 #[derive(Args)]
 pub struct QueryArgs {
     #[command(flatten)]
-    pub store: StoreArgs,
+    pub source: ReadArgs,
     #[command(flatten)]
     pub filter: FilterArgs,
     #[arg(long, default_value_t = 100)]
@@ -203,7 +226,7 @@ pub struct QueryArgs {
 #[derive(Args)]
 pub struct TopArgs {
     #[command(flatten)]
-    pub store: StoreArgs,
+    pub source: ReadArgs,
     #[arg(value_enum)]
     pub kind: TopKind,
     #[command(flatten)]

@@ -3,6 +3,7 @@ pub mod alerts;
 pub mod import;
 pub mod password;
 pub mod read;
+mod remote;
 pub mod serve;
 
 use crate::{

@@ -83,6 +83,27 @@ pub struct Filter {
 }
 
 impl FilterArgs {
+    /// The filters given, as the API's query parameters (the same names).
+    pub fn pairs(&self) -> Vec<(&'static str, &str)> {
+        [
+            ("from", &self.from),
+            ("to", &self.to),
+            ("since", &self.since),
+            ("user", &self.user),
+            ("credential", &self.credential),
+            ("client", &self.client),
+            ("path", &self.path),
+            ("template", &self.template),
+            ("asset", &self.asset),
+            ("status", &self.status),
+            ("method", &self.method),
+            ("stream", &self.stream),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| value.as_deref().map(|v| (name, v)))
+        .collect()
+    }
+
     pub fn check(&self, now_ns: i64) -> Result<Filter, FilterError> {
         let time = |name: &'static str, text: &Option<String>| {
             text.as_deref()

@@ -1,13 +1,13 @@
 //! Records matching a filter, newest first, and one record with its proof.
 use rusqlite::{Connection, OptionalExtension as _, params, params_from_iter};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Map;
 
 use super::filter::Filter;
 use crate::when::format_ns;
 
-/// One record as lists show it.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+/// One record as lists show it (and as `query --hub` reads it back from the API).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Row {
     pub stream: String,
     pub seq: u64,

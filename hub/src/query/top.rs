@@ -4,7 +4,7 @@
 use std::{net::IpAddr, str::FromStr};
 
 use rusqlite::{Connection, OptionalExtension as _, params, params_from_iter};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::filter::Filter;
 use crate::store::{Dim, USERS_BUCKET_MINUTES, client_key};
@@ -65,7 +65,7 @@ impl TopKind {
     }
 }
 
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct TopRow {
     pub key: String,
     pub requests: u64,

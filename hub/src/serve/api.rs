@@ -31,9 +31,9 @@ use crate::{
 };
 
 /// Rows a page may ask for.
-const MAX_LIMIT: u64 = 1_000;
+pub const MAX_LIMIT: u64 = 1_000;
 /// Rows an export holds.
-const MAX_EXPORT: u64 = 100_000;
+pub const MAX_EXPORT: u64 = 100_000;
 const DAY_NS: i64 = 86_400_000_000_000;
 
 #[derive(Debug)]

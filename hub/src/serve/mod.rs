@@ -5,6 +5,9 @@ pub mod auth;
 pub mod tls;
 mod ui;
 
+/// The API's page and export bounds, which `query --hub` and `top --hub` live within.
+pub use api::{MAX_EXPORT, MAX_LIMIT};
+
 use std::{net::SocketAddr, sync::Arc};
 
 use axum::{
