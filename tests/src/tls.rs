@@ -14,23 +14,67 @@ pub struct Certificate {
 impl Certificate {
     pub fn generate() -> Result<Self> {
         let dir = tempfile::tempdir().context("creating certificate dir")?;
-        let output = Command::new("openssl")
-            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
-            .arg("ec_paramgen_curve:prime256v1")
-            .args(["-nodes", "-days", "2", "-subj", "/CN=localhost"])
-            .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
-            .arg("-keyout")
-            .arg(dir.path().join("key.pem"))
-            .arg("-out")
-            .arg(dir.path().join("cert.pem"))
-            .output()
-            .context("running openssl req")?;
-        if !output.status.success() {
-            bail!(
-                "openssl req failed: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
+        openssl(
+            Command::new("openssl")
+                .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+                .arg("ec_paramgen_curve:prime256v1")
+                .args(["-nodes", "-days", "2", "-subj", "/CN=localhost"])
+                .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+                .arg("-keyout")
+                .arg(dir.path().join("key.pem"))
+                .arg("-out")
+                .arg(dir.path().join("cert.pem")),
+        )?;
+        Self::finish(dir)
+    }
+
+    /// A certificate for `localhost` and 127.0.0.1 signed by its own throwaway CA
+    /// (`ca()`), as deployments have: rustls, unlike OpenSSL, refuses a self-signed CA
+    /// certificate presented as the server's own.
+    pub fn generate_with_ca() -> Result<Self> {
+        let dir = tempfile::tempdir().context("creating certificate dir")?;
+        let at = |name: &str| dir.path().join(name);
+        openssl(
+            Command::new("openssl")
+                .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+                .arg("ec_paramgen_curve:prime256v1")
+                .args(["-nodes", "-days", "2", "-subj", "/CN=tracer test CA"])
+                .arg("-keyout")
+                .arg(at("ca.key"))
+                .arg("-out")
+                .arg(at("ca.pem")),
+        )?;
+        openssl(
+            Command::new("openssl")
+                .args(["req", "-newkey", "ec", "-pkeyopt"])
+                .arg("ec_paramgen_curve:prime256v1")
+                .args(["-nodes", "-subj", "/CN=localhost"])
+                .arg("-keyout")
+                .arg(at("key.pem"))
+                .arg("-out")
+                .arg(at("leaf.csr")),
+        )?;
+        std::fs::write(
+            at("leaf.ext"),
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+        )?;
+        openssl(
+            Command::new("openssl")
+                .args(["x509", "-req", "-days", "2", "-in"])
+                .arg(at("leaf.csr"))
+                .arg("-CA")
+                .arg(at("ca.pem"))
+                .arg("-CAkey")
+                .arg(at("ca.key"))
+                .args(["-CAcreateserial", "-extfile"])
+                .arg(at("leaf.ext"))
+                .arg("-out")
+                .arg(at("cert.pem")),
+        )?;
+        Self::finish(dir)
+    }
+
+    fn finish(dir: TempDir) -> Result<Self> {
         // Servers whose workers drop privileges read these after startup.
         crate::servers::open_up(dir.path())?;
         for file in ["key.pem", "cert.pem"] {
@@ -50,6 +94,24 @@ impl Certificate {
     pub fn key(&self) -> PathBuf {
         self.dir.path().join("key.pem")
     }
+
+    /// The CA of [`Certificate::generate_with_ca`]'s certificate.
+    pub fn ca(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+}
+
+fn openssl(command: &mut Command) -> Result<()> {
+    let output = command
+        .output()
+        .with_context(|| format!("running {command:?}"))?;
+    if !output.status.success() {
+        bail!(
+            "{command:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(())
 }
 
 /// `https://127.0.0.1:PORT/PATH`.

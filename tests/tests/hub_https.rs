@@ -22,7 +22,7 @@ const WAIT: Duration = Duration::from_secs(30);
 #[test]
 fn the_dashboard_is_served_over_https_beyond_loopback_with_secure_cookies() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let cert = Certificate::generate()?;
+    let cert = Certificate::generate_with_ca()?;
     let token = dir.path().join("token");
     fs::write(&token, format!("{TOKEN}\n"))?;
     let data = dir.path().join("data");
@@ -128,16 +128,68 @@ fn the_dashboard_is_served_over_https_beyond_loopback_with_secure_cookies() -> R
 
     // Plain HTTP to the TLS port gets no page, and the failed handshake is reported.
     assert!(curl(&[&format!("http://127.0.0.1:{port}/api/totals")]).is_err());
-    let deadline = Instant::now() + WAIT;
-    let log = loop {
-        let log = fs::read_to_string(&stderr)?;
-        if log.contains("TLS handshake from") || Instant::now() > deadline {
-            break log;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let log = wait_for_log(&stderr, "TLS handshake from")?;
     assert!(log.contains("TLS handshake from 127.0.0.1"), "{log}");
     assert!(log.contains(&format!("https://0.0.0.0:{port}/")), "{log}");
+
+    // `query --hub` over HTTPS: refused for a certificate the system does not trust,
+    // answered with --hub-ca.
+    let remote = ["query", "--hub", &base, "--token-file", token_arg];
+    let untrusted = hub::run(&remote)?;
+    assert!(!untrusted.ok, "{}", untrusted.stdout);
+    let ca = cert.ca();
+    hub::ok(&[&remote[..], &["--hub-ca", ca.to_str().unwrap()]].concat())?;
+
+    // A renewed certificate is served without a restart. A key that does not fit is
+    // reported and the previous pair kept until the files change again.
+    let answers_with = |ca: &std::path::Path| {
+        curl(&[
+            "--cacert",
+            ca.to_str().unwrap_or_default(),
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &format!("{base}/api/totals"),
+        ])
+        .is_ok_and(|code| code == "401")
+    };
+    let old = cert.ca();
+    assert!(answers_with(&old));
+    let renewed = Certificate::generate_with_ca()?;
+    fs::copy(renewed.cert(), cert.cert())?;
+    let log = wait_for_log(&stderr, "cannot be used")?;
+    assert!(log.contains("cannot be used"), "{log}");
+    assert!(answers_with(&old), "the previous pair still serves");
+    fs::copy(renewed.key(), cert.key())?;
+    let deadline = Instant::now() + WAIT;
+    while !answers_with(&renewed.ca()) {
+        if Instant::now() > deadline {
+            bail!(
+                "the renewed certificate is not served: {}",
+                fs::read_to_string(&stderr)?
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        !answers_with(&old),
+        "the replaced certificate is still served"
+    );
+    let log = wait_for_log(&stderr, "reloaded")?;
+    assert!(log.contains("TLS certificate"), "{log}");
     assert!(!log.contains(TOKEN), "{log}");
     Ok(())
+}
+
+/// The hub's stderr once it holds `text`, or as it is at the deadline.
+fn wait_for_log(stderr: &std::path::Path, text: &str) -> Result<String> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let log = fs::read_to_string(stderr)?;
+        if log.contains(text) || Instant::now() > deadline {
+            return Ok(log);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

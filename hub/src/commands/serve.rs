@@ -13,7 +13,6 @@ use async_nats::jetstream::AckKind;
 use axum::serve::ListenerExt as _;
 use futures_util::future::join_all;
 use tokio::sync::broadcast;
-use tokio_rustls::rustls::ServerConfig;
 
 use crate::{
     cli::ServeArgs,
@@ -45,7 +44,7 @@ const EXPIRE_EVERY: Duration = Duration::from_secs(600);
 
 pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     let tls = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => Some(tls::server_config(cert, key)?),
+        (Some(cert), Some(key)) => Some(tls::Certified::load(cert, key)?),
         _ => None,
     };
     anyhow::ensure!(
@@ -78,7 +77,7 @@ fn scheme(tls: bool) -> &'static str {
 
 async fn serve(
     args: &ServeArgs,
-    tls: Option<Arc<ServerConfig>>,
+    tls: Option<tls::Certified>,
     secret: Secret,
     pipeline: Pipeline,
     targets: Vec<Box<dyn Target>>,

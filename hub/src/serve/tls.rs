@@ -1,6 +1,10 @@
 //! HTTPS for the dashboard and API (rustls), so the hub can listen beyond loopback
 //! without a proxy in front.
 //!
+//! The certificate and key files are watched: a renewed pair (certbot, a secret
+//! rotation) is used for new connections within seconds, without a restart. A pair that
+//! cannot be used is reported and the previous one kept.
+//!
 //! Handshakes run in their own tasks, bounded in number and time, so a client that
 //! stalls mid-handshake holds neither the accept loop nor a slot for long. Failed
 //! handshakes (scanners, plain HTTP sent to the TLS port) are counted and reported on
@@ -8,18 +12,18 @@
 use std::{
     io,
     net::SocketAddr,
-    path::Path,
+    path::{Path, PathBuf},
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
     },
-    time::Duration,
+    time::{Duration, SystemTime},
 };
 
 use anyhow::Context as _;
 use tokio::{
     net::{TcpListener, TcpStream},
-    sync::{Semaphore, mpsc},
+    sync::{Semaphore, mpsc, watch},
 };
 use tokio_rustls::{
     TlsAcceptor,
@@ -35,10 +39,83 @@ use tokio_rustls::{
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Handshakes under way at once; further connections wait in the kernel's backlog.
 const MAX_HANDSHAKES: usize = 256;
+/// How often the certificate and key files are looked at for a change.
+const RELOAD_CHECK: Duration = Duration::from_secs(2);
+
+/// The certificate and key files, and the configuration last loaded from them.
+pub struct Certified {
+    cert: PathBuf,
+    key: PathBuf,
+    stamps: Option<Stamps>,
+    config: Arc<ServerConfig>,
+}
+
+impl Certified {
+    /// Loads the pair now: one that cannot be used stops the hub at start.
+    pub fn load(cert: &Path, key: &Path) -> anyhow::Result<Self> {
+        // Taken first, so that a change while loading is seen at the first check.
+        let stamps = stamps(cert, key);
+        Ok(Self {
+            config: server_config(cert, key)?,
+            cert: cert.to_owned(),
+            key: key.to_owned(),
+            stamps,
+        })
+    }
+}
+
+/// What tells a file changed: its modification time and size, for both files.
+type Stamps = [(SystemTime, u64); 2];
+
+fn stamps(cert: &Path, key: &Path) -> Option<Stamps> {
+    let stamp = |path: &Path| {
+        std::fs::metadata(path)
+            .and_then(|m| Ok((m.modified()?, m.len())))
+            .ok()
+    };
+    Some([stamp(cert)?, stamp(key)?])
+}
+
+/// Loads the pair again whenever the files change, and hands it to the accept loop. A
+/// pair that fails (a key written before its certificate, say) is reported once and
+/// tried again at the next change; meanwhile the last good one serves.
+async fn reload_on_change(
+    cert: PathBuf,
+    key: PathBuf,
+    mut loaded: Option<Stamps>,
+    current: watch::Sender<Arc<ServerConfig>>,
+) {
+    let mut failed = None;
+    let mut tick = tokio::time::interval(RELOAD_CHECK);
+    loop {
+        tick.tick().await;
+        let now = stamps(&cert, &key);
+        if now.is_none() || now == loaded || now == failed {
+            continue;
+        }
+        match server_config(&cert, &key) {
+            Ok(config) => {
+                current.send_replace(config);
+                loaded = now;
+                failed = None;
+                eprintln!(
+                    "tracer-hub: TLS certificate {} reloaded; new connections use it",
+                    cert.display()
+                );
+            }
+            Err(e) => {
+                failed = now;
+                eprintln!(
+                    "tracer-hub: TLS certificate or key changed but cannot be used, still serving the previous pair: {e:#}"
+                );
+            }
+        }
+    }
+}
 
 /// The certificate chain and key from PEM files, as a server configuration that speaks
 /// HTTP/1.1 (what the API and the live feed use) over TLS 1.2 or 1.3.
-pub fn server_config(cert: &Path, key: &Path) -> anyhow::Result<Arc<ServerConfig>> {
+fn server_config(cert: &Path, key: &Path) -> anyhow::Result<Arc<ServerConfig>> {
     let chain = CertificateDer::pem_file_iter(cert)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
         .with_context(|| format!("reading the TLS certificate chain {}", cert.display()))?;
@@ -67,11 +144,19 @@ pub struct TlsListener {
 }
 
 impl TlsListener {
-    /// Starts accepting on `tcp` (within a Tokio runtime).
-    pub fn new(tcp: TcpListener, config: Arc<ServerConfig>) -> io::Result<Self> {
+    /// Starts accepting on `tcp`, and watching the certificate's files (within a Tokio
+    /// runtime).
+    pub fn new(tcp: TcpListener, certified: Certified) -> io::Result<Self> {
         let local = tcp.local_addr()?;
         let (done, ready) = mpsc::channel(MAX_HANDSHAKES);
-        tokio::spawn(accept_loop(tcp, TlsAcceptor::from(config), done));
+        let (current, configs) = watch::channel(certified.config);
+        tokio::spawn(reload_on_change(
+            certified.cert,
+            certified.key,
+            certified.stamps,
+            current,
+        ));
+        tokio::spawn(accept_loop(tcp, configs, done));
         Ok(Self { ready, local })
     }
 }
@@ -95,7 +180,7 @@ impl axum::serve::Listener for TlsListener {
 
 async fn accept_loop(
     tcp: TcpListener,
-    acceptor: TlsAcceptor,
+    configs: watch::Receiver<Arc<ServerConfig>>,
     done: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>,
 ) {
     let slots = Arc::new(Semaphore::new(MAX_HANDSHAKES));
@@ -113,7 +198,8 @@ async fn accept_loop(
                 continue;
             }
         };
-        let (acceptor, done, failures) = (acceptor.clone(), done.clone(), failures.clone());
+        let acceptor = TlsAcceptor::from(configs.borrow().clone());
+        let (done, failures) = (done.clone(), failures.clone());
         tokio::spawn(async move {
             let _slot = slot;
             let outcome = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
