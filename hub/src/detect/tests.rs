@@ -888,3 +888,27 @@ fn a_silent_sensor_that_speaks_again_is_revived_once() {
     d.heard("web1", t0 + 8 * MIN);
     assert!(d.revived().is_empty(), "once");
 }
+
+#[test]
+fn a_stream_can_have_its_own_silence() {
+    let settings = format!(
+        "{}\n[rules.integrity.streams.night-batch]\nsilence = \"30m\"\n",
+        only(&["integrity"])
+    );
+    let mut d = detector(&settings);
+    let t0 = wednesday();
+    d.heard("web1", t0);
+    d.heard("night-batch", t0);
+    let silent = d.tick(t0 + 6 * MIN);
+    assert_eq!(rules(&silent), ["sensor_silent"]);
+    assert_eq!(silent[0].finding.entity, "stream:web1");
+    assert!(d.tick(t0 + 29 * MIN).is_empty());
+    let silent = d.tick(t0 + 31 * MIN);
+    assert_eq!(rules(&silent), ["sensor_silent"]);
+    assert_eq!(silent[0].finding.entity, "stream:night-batch");
+    assert!(
+        silent[0].summary.contains("longer than 30m"),
+        "{}",
+        silent[0].summary
+    );
+}

@@ -9,6 +9,8 @@
 //!   again.
 //!
 //! An attacker who got onto a host stops or edits its sensor before anything else.
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use super::enabled;
@@ -31,6 +33,15 @@ pub struct Settings {
     /// A stream quiet for longer than this is silent.
     pub silence: Span,
     pub window: Span,
+    /// Per stream id, its own silence: a host idle at night, or one that must never
+    /// pause (`[rules.integrity.streams.web1] silence = "2h"`).
+    pub streams: BTreeMap<String, StreamSettings>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamSettings {
+    pub silence: Span,
 }
 
 impl Default for Settings {
@@ -39,7 +50,14 @@ impl Default for Settings {
             enabled: true,
             silence: Span::minutes(5),
             window: Span::hours(1),
+            streams: BTreeMap::new(),
         }
+    }
+}
+
+impl Settings {
+    fn silence(&self, stream: &str) -> Span {
+        self.streams.get(stream).map_or(self.silence, |s| s.silence)
     }
 }
 
@@ -182,14 +200,15 @@ impl Integrity {
         if !self.settings.enabled {
             return;
         }
-        let silence = self.settings.silence;
-        let quiet: Vec<(String, i64)> = self
+        let settings = &self.settings;
+        let quiet: Vec<(String, i64, Span)> = self
             .streams
             .iter()
-            .filter(|(_, heard)| !heard.silent && heard.last_ns < now_ns - silence.0)
-            .map(|(stream, heard)| (stream.to_owned(), heard.last_ns))
+            .map(|(stream, heard)| (stream, heard, settings.silence(stream)))
+            .filter(|(_, heard, silence)| !heard.silent && heard.last_ns < now_ns - silence.0)
+            .map(|(stream, heard, silence)| (stream.to_owned(), heard.last_ns, silence))
             .collect();
-        for (stream, last_ns) in quiet {
+        for (stream, last_ns, silence) in quiet {
             self.streams.entry(&stream, last_ns).silent = true;
             out.push(self.finding(
                 "sensor_silent",
