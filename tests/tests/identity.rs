@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
-use tests::clients::{curl, url};
+use tests::clients::{RawConn, curl, url};
 use tests::identity::{OidcIssuer, SigningKey, SilentIssuer, jwks, unix_now};
 use tests::ports::free_port;
 use tests::record::RecordExt;
@@ -513,6 +513,28 @@ fn secrets_appear_in_no_output_even_with_trace_logging() -> Result<()> {
         "agent\u{2028}{\"forged\":1}\u{202e}txt.exe",
         &url(port, "/case/agent"),
     ])?;
+    // Heads a reset cut off: whole header lines are read (fingerprinted), the raw start
+    // of the request line is written redacted.
+    for head in [
+        &b"GET /case/cut-head?access_token=CUT-Q-S3CRET HTTP/1.1\r\nHost: a\r\n\
+           Authorization: Bearer CUT-BEARER-S3CRET\r\nCookie: session=CUT-COOKIE-S3CRET\r\n"[..],
+        b"GET /reset/CUTLINE-S3CRET",
+    ] {
+        let mut conn = RawConn::connect(("127.0.0.1", port))?;
+        conn.send(head)?;
+        // Read by the server before the reset, which would discard it unread.
+        std::thread::sleep(Duration::from_millis(300));
+        conn.reset()?;
+    }
+    secrets.extend(
+        [
+            "CUT-Q-S3CRET",
+            "CUT-BEARER-S3CRET",
+            "CUT-COOKIE-S3CRET",
+            "CUTLINE-S3CRET",
+        ]
+        .map(str::to_owned),
+    );
     // A config check that reads the secret files says nothing of their contents.
     let check = std::process::Command::new(tests::workspace::tracer_bin()?)
         .args(["config", "check", &config])
@@ -520,7 +542,24 @@ fn secrets_appear_in_no_output_even_with_trace_logging() -> Result<()> {
     assert!(check.status.success(), "{check:?}");
     let run = tracer.stop()?;
 
-    assert_eq!(run.records.len(), 23, "{:#?}", run.records);
+    assert_eq!(run.records.len(), 25, "{:#?}", run.records);
+    let cut: Vec<&Value> = run
+        .records
+        .iter()
+        .filter(|r| r.str_field("tracer.outcome") == "connection_closed")
+        .collect();
+    assert_eq!(cut.len(), 2, "{cut:#?}");
+    assert_eq!(
+        cut[0].str_field("audit.auth.method"),
+        "bearer",
+        "{}",
+        cut[0]
+    );
+    assert!(
+        cut[1].str_field("tracer.request.line").contains("REDACTED"),
+        "{}",
+        cut[1]
+    );
     let p = by_case(&run, "pattern");
     let expected: Vec<String> = pattern_params
         .iter()
