@@ -97,6 +97,16 @@ fn lines(raw: &[Vec<u8>]) -> Vec<Line> {
         .collect()
 }
 
+/// The stored alerts of `rule`.
+fn alerts_of(conn: &rusqlite::Connection, rule: &str) -> Vec<crate::store::alerts::Alert> {
+    let filter = crate::store::alerts::AlertFilter {
+        rule: Some(rule.to_owned()),
+        limit: 10,
+        ..Default::default()
+    };
+    crate::store::alerts::list(conn, &filter).unwrap()
+}
+
 fn pipeline(dir: &Path, keys: &[String]) -> (Pipeline, StoreAt) {
     let store = StoreAt {
         data: dir.join("data"),
@@ -239,14 +249,7 @@ fn a_batch_redelivered_after_later_ones_fills_its_gap_and_is_proven() {
     assert!(later.events.is_empty(), "{:?}", later.events);
     let conn = store.open_reader().unwrap();
     assert_eq!(integrity(&conn).unwrap().streams[0].missing, 6);
-    let gap_alerts = |conn: &rusqlite::Connection| {
-        let filter = crate::store::alerts::AlertFilter {
-            rule: Some("chain_gap".to_owned()),
-            limit: 10,
-            ..Default::default()
-        };
-        crate::store::alerts::list(conn, &filter).unwrap()
-    };
+    let gap_alerts = |conn: &rusqlite::Connection| alerts_of(conn, "chain_gap");
     let open = gap_alerts(&conn);
     assert_eq!(open.len(), 1);
     assert_eq!(open[0].resolved_ns, None, "the gap is open");
@@ -288,12 +291,7 @@ fn a_gap_that_stays_open_keeps_its_alert_open() {
     pipeline.ingest(&all[11..12]).unwrap();
     let conn = store.open_reader().unwrap();
     assert_eq!(integrity(&conn).unwrap().streams[0].missing, 1);
-    let filter = crate::store::alerts::AlertFilter {
-        rule: Some("chain_gap".to_owned()),
-        limit: 10,
-        ..Default::default()
-    };
-    let alerts = crate::store::alerts::list(&conn, &filter).unwrap();
+    let alerts = alerts_of(&conn, "chain_gap");
     assert!(!alerts.is_empty());
     assert!(alerts.iter().all(|a| a.resolved_ns.is_none()), "{alerts:?}");
 }
@@ -416,14 +414,7 @@ fn a_silent_sensor_alert_is_resolved_when_its_stream_speaks_again() {
     let raised = pipeline.tick(later).unwrap();
     assert_eq!(raised.len(), 1);
     let conn = store.open_reader().unwrap();
-    let silent = |conn: &rusqlite::Connection| {
-        let filter = crate::store::alerts::AlertFilter {
-            rule: Some("sensor_silent".to_owned()),
-            limit: 10,
-            ..Default::default()
-        };
-        crate::store::alerts::list(conn, &filter).unwrap()
-    };
+    let silent = |conn: &rusqlite::Connection| alerts_of(conn, "sensor_silent");
     let open = silent(&conn);
     assert_eq!(open.len(), 1);
     assert_eq!(open[0].resolved_ns, None);

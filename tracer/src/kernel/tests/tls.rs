@@ -7,6 +7,7 @@
 use std::{
     ffi::{c_int, c_void},
     io::{Read, Write},
+    net::TcpStream,
     os::fd::AsRawFd,
 };
 
@@ -111,6 +112,17 @@ fn kernel_with_probes() -> (Kernel, TlsProbes) {
     (kernel, probes)
 }
 
+/// A connection whose first bytes, a handshake record read outside any SSL call, made
+/// it TLS: the client, the server's side and its descriptor.
+fn tls_connection(kernel: &Kernel) -> (TcpStream, TcpStream, i32) {
+    let (mut client, mut server) = kernel.connection();
+    client.write_all(HELLO).unwrap();
+    let mut buf = [0u8; 64];
+    assert_eq!(server.read(&mut buf).unwrap(), HELLO.len());
+    let fd = server.as_raw_fd();
+    (client, server, fd)
+}
+
 fn loss(kernel: &Kernel, name: &str) -> u64 {
     kernel
         .losses()
@@ -124,13 +136,9 @@ fn loss(kernel: &Kernel, name: &str) -> u64 {
 fn plaintext_of_ssl_calls_on_a_socket_is_reported_on_its_connection() {
     let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let (mut kernel, _probes) = kernel_with_probes();
-    let (mut client, mut server) = kernel.connection();
-    let fd = server.as_raw_fd();
-    let mut buf = [0u8; 64];
-
     // The handshake is read outside SSL_read: its first bytes make the connection TLS.
-    client.write_all(HELLO).unwrap();
-    assert_eq!(server.read(&mut buf).unwrap(), HELLO.len());
+    let (mut client, server, fd) = tls_connection(&kernel);
+    let mut buf = [0u8; 64];
     let mut ssl = StubSsl::new(true);
     assert_eq!(SSL_set_fd(ssl.ptr(), fd), 1);
     // A record read inside SSL_read, and one written inside SSL_write.
@@ -164,12 +172,8 @@ fn plaintext_of_ssl_calls_on_a_socket_is_reported_on_its_connection() {
 fn a_memory_bio_takes_the_tls_socket_its_thread_read_and_none_is_counted() {
     let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let (mut kernel, _probes) = kernel_with_probes();
-    let (mut client, mut server) = kernel.connection();
-    let fd = server.as_raw_fd();
+    let (mut client, mut server, fd) = tls_connection(&kernel);
     let mut buf = [0u8; 64];
-
-    client.write_all(HELLO).unwrap();
-    assert_eq!(server.read(&mut buf).unwrap(), HELLO.len());
     // Never given a socket, and this thread read none since the connection became TLS:
     // the plaintext cannot be placed, so it is counted, not guessed.
     let mut ssl = StubSsl::new(false);
