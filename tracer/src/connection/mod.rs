@@ -84,6 +84,11 @@ pub struct TrackerStats {
     pub http2_connections: u64,
     pub ambiguous_framing: u64,
     pub heads_cut_off: u64,
+    /// Open connections the kernel's connection cache (CONNS: an LRU of 65,536
+    /// descriptors of watched processes) dropped, found again when their descriptor
+    /// showed up as new: the same TCP connection continues where it was; a different one
+    /// means the forgotten one was closed unseen, and it ends there.
+    pub connections_forgotten: u64,
     /// Under `"http2"` in the summary.
     pub http2: crate::http::Http2Stats,
 }
@@ -107,6 +112,9 @@ pub struct Tracker {
     /// Boxed: a table sized for many idle connections then holds pointers, not 600-byte
     /// slots (half of the memory per connection at 10,000 open ones).
     conns: HashMap<u64, Box<Connection>>,
+    /// The open connection on each (tgid, fd): a second Open there, with no Close
+    /// between, means the kernel forgot the first.
+    by_fd: HashMap<(u32, i32), u64>,
     closed: TrackerStats,
     /// Sum of the open connections' `buffered`.
     buffered: usize,
@@ -127,6 +135,7 @@ impl Tracker {
     pub fn with_head_budget(budget: usize) -> Self {
         Self {
             conns: HashMap::new(),
+            by_fd: HashMap::new(),
             closed: TrackerStats::default(),
             buffered: 0,
             budget,
@@ -137,6 +146,22 @@ impl Tracker {
     pub fn handle(&mut self, event: ConnectionEvent<'_>, out: &mut Vec<Finished>) {
         match event {
             ConnectionEvent::Open { header, endpoints } => {
+                let forgotten = self
+                    .by_fd
+                    .insert((header.tgid, header.fd), header.conn_id)
+                    .filter(|&id| id != header.conn_id)
+                    .and_then(|id| self.conns.remove(&id));
+                if let Some(conn) = forgotten {
+                    self.closed.connections_forgotten += 1;
+                    if conn.meta.endpoints == Some(endpoints) {
+                        // A 4-tuple names one TCP connection while it is open: this is
+                        // the forgotten one, continuing under its new kernel id. Its
+                        // records keep the id they started with.
+                        self.conns.insert(header.conn_id, conn);
+                        return;
+                    }
+                    self.finish(conn, header.ts_ns, header.tid, false, out);
+                }
                 let meta = ConnMeta {
                     conn_id: header.conn_id,
                     tgid: header.tgid,
@@ -157,7 +182,7 @@ impl Tracker {
                 len,
                 lost_before,
                 payload,
-                ..
+                decrypted,
             } => {
                 let conn = Self::connection(
                     &mut self.conns,
@@ -165,6 +190,11 @@ impl Tracker {
                     header.conn_id,
                     header.tgid,
                 );
+                // Ciphertext: the kernel sends none once it knows a connection is TLS,
+                // but a forgotten one is new to it until the next SSL call says so.
+                if conn.meta.tls && !decrypted {
+                    return;
+                }
                 conn.plaintext = true;
                 let chunk = Chunk {
                     ts_ns: header.ts_ns,
@@ -208,6 +238,10 @@ impl Tracker {
                 }
             }
             ConnectionEvent::Close { header } => {
+                let key = (header.tgid, header.fd);
+                if self.by_fd.get(&key) == Some(&header.conn_id) {
+                    self.by_fd.remove(&key);
+                }
                 if let Some(conn) = self.conns.remove(&header.conn_id) {
                     self.finish(conn, header.ts_ns, header.tid, false, out);
                 }
@@ -219,6 +253,7 @@ impl Tracker {
                     .filter(|(_, c)| c.meta.tgid == header.tgid)
                     .map(|(&id, _)| id)
                     .collect();
+                self.by_fd.retain(|&(tgid, _), _| tgid != header.tgid);
                 for id in ended {
                     if let Some(conn) = self.conns.remove(&id) {
                         self.finish(conn, header.ts_ns, header.tid, false, out);
@@ -249,6 +284,7 @@ impl Tracker {
 
     /// The tracer is stopping: every connection still open yields what it has.
     pub fn shutdown(&mut self, now_ns: u64, out: &mut Vec<Finished>) {
+        self.by_fd.clear();
         for (_, conn) in std::mem::take(&mut self.conns) {
             let tgid = conn.meta.tgid;
             self.finish(conn, now_ns, tgid, true, out);

@@ -2,7 +2,7 @@ use tracer_common::{Direction, EventHeader};
 
 use super::{Finished, Tracker};
 use crate::http::ExchangeEnd;
-use crate::kernel::events::ConnectionEvent;
+use crate::kernel::events::{ConnectionEvent, Endpoints};
 
 /// What one captured syscall carries at most, as the kernel copies it.
 const PIECE: usize = 4096;
@@ -33,6 +33,7 @@ pub(crate) fn data(
         len: payload.len() as u32,
         lost_before: 0,
         payload,
+        decrypted: false,
     }
 }
 
@@ -96,4 +97,129 @@ fn partial_heads_past_the_global_budget_are_shed_counted_and_answered() {
         &mut out,
     );
     assert_eq!(tracker.buffered, 0);
+}
+
+/// The kernel's Open of `conn_id` on the test descriptor, from the client `peer_port`.
+fn open(conn_id: u64, ts_ns: u64, peer_port: u16) -> ConnectionEvent<'static> {
+    let loopback = std::net::IpAddr::from([127, 0, 0, 1]);
+    ConnectionEvent::Open {
+        header: header(conn_id, ts_ns),
+        endpoints: Endpoints {
+            local: loopback,
+            local_port: 8080,
+            peer: loopback,
+            peer_port,
+        },
+    }
+}
+
+fn handle(tracker: &mut Tracker, event: ConnectionEvent<'_>) -> Vec<Finished> {
+    let mut out = Vec::new();
+    tracker.handle(event, &mut out);
+    out
+}
+
+#[test]
+fn a_connection_the_kernel_forgot_continues_under_its_new_id_and_keeps_its_own() {
+    let mut tracker = Tracker::new();
+    assert!(handle(&mut tracker, open(1, 10, 40_000)).is_empty());
+    feed(
+        &mut tracker,
+        1,
+        Direction::Ingress,
+        b"GET /a HTTP/1.1\r\nHo",
+    );
+    // CONNS dropped the entry; the next syscall on the descriptor opens it anew.
+    assert!(handle(&mut tracker, open(2, 20, 40_000)).is_empty());
+    feed(&mut tracker, 2, Direction::Ingress, b"st: x\r\n\r\n");
+    let done = feed(
+        &mut tracker,
+        2,
+        Direction::Egress,
+        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+    );
+    assert_eq!(done.len(), 1);
+    assert_eq!(done[0].exchange.end, ExchangeEnd::Complete);
+    assert_eq!(done[0].exchange.request.head.target, "/a");
+    assert_eq!(done[0].meta.conn_id, 1);
+    let stats = tracker.stats();
+    assert_eq!(
+        (
+            stats.connections,
+            stats.open_connections,
+            stats.connections_forgotten
+        ),
+        (1, 1, 1)
+    );
+
+    // Its close arrives under the new id.
+    handle(
+        &mut tracker,
+        ConnectionEvent::Close {
+            header: header(2, 30),
+        },
+    );
+    assert_eq!(tracker.stats().open_connections, 0);
+    assert!(tracker.by_fd.is_empty());
+}
+
+#[test]
+fn a_forgotten_connection_closed_unseen_ends_when_its_descriptor_is_reused() {
+    let mut tracker = Tracker::new();
+    handle(&mut tracker, open(1, 10, 40_000));
+    feed(
+        &mut tracker,
+        1,
+        Direction::Ingress,
+        b"GET /gone HTTP/1.1\r\n\r\n",
+    );
+    // Another client's connection on the same descriptor: the first was closed unseen.
+    let ended = handle(&mut tracker, open(2, 20, 40_001));
+    assert_eq!(ended.len(), 1);
+    assert_eq!(ended[0].exchange.end, ExchangeEnd::ConnectionClosed);
+    assert_eq!(ended[0].meta.conn_id, 1);
+    let stats = tracker.stats();
+    assert_eq!(
+        (
+            stats.connections,
+            stats.open_connections,
+            stats.connections_forgotten
+        ),
+        (2, 1, 1)
+    );
+}
+
+#[test]
+fn ciphertext_of_a_forgotten_tls_connection_is_not_parsed() {
+    let mut tracker = Tracker::new();
+    handle(&mut tracker, open(1, 10, 40_000));
+    handle(
+        &mut tracker,
+        ConnectionEvent::Tls {
+            header: header(1, 11),
+        },
+    );
+    handle(&mut tracker, open(2, 20, 40_000));
+    // New to the kernel, the connection's socket reads come through until an SSL call.
+    feed(
+        &mut tracker,
+        2,
+        Direction::Ingress,
+        b"\x17\x03\x03\x00\x20junk",
+    );
+    let request = b"GET /tls HTTP/1.1\r\n\r\n";
+    let mut decrypted = data(2, 21, Direction::Ingress, request);
+    if let ConnectionEvent::Data { decrypted: d, .. } = &mut decrypted {
+        *d = true;
+    }
+    handle(&mut tracker, decrypted);
+    let mut response = data(2, 22, Direction::Egress, b"HTTP/1.1 204 No Content\r\n\r\n");
+    if let ConnectionEvent::Data { decrypted: d, .. } = &mut response {
+        *d = true;
+    }
+    let done = handle(&mut tracker, response);
+    assert_eq!(done.len(), 1);
+    assert!(done[0].meta.tls);
+    assert_eq!(done[0].exchange.request.head.target, "/tls");
+    assert_eq!(tracker.stats().non_http_chunks, 0);
 }

@@ -41,6 +41,8 @@ pub enum ConnectionEvent<'a> {
         len: u32,
         lost_before: u32,
         payload: &'a [u8],
+        /// Plaintext from the OpenSSL probes, not bytes of a read or write syscall.
+        decrypted: bool,
     },
     Close {
         header: EventHeader,
@@ -97,9 +99,8 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent<'_>, DecodeError> {
                 1 => Direction::Egress,
                 _ => return Err(bad()),
             };
-            // Which syscall it was only matters to the kernel; an unknown one means
-            // the event is not what it claims to be.
-            Syscall::from_u8(event.syscall).ok_or_else(bad)?;
+            // An unknown syscall means the event is not what it claims to be.
+            let syscall = Syscall::from_u8(event.syscall).ok_or_else(bad)?;
             let start = size_of::<DataEvent>();
             let captured = event.captured as usize;
             if captured > MAX_CAPTURE || captured > event.len as usize {
@@ -112,6 +113,7 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent<'_>, DecodeError> {
                 len: event.len,
                 lost_before: event.lost_before,
                 payload,
+                decrypted: matches!(syscall, Syscall::SslRead | Syscall::SslWrite),
             }
         }
     };

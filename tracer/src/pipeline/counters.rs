@@ -21,6 +21,9 @@ pub enum Counted {
     /// Not a loss but an anomaly: request heads a close or reset cut off; each is a
     /// `connection_closed` record with what was seen.
     HeadsCutOff,
+    /// Not a loss: open connections the kernel's connection cache dropped (more than
+    /// 65,536 descriptors of watched processes), picked up again at their next syscall.
+    ConnectionsForgotten,
     /// Requests that exist but are not recorded: inside TLS the tracer cannot decrypt.
     TlsWithoutPlaintext,
     /// Not losses: HTTP/2 connections and streams are decoded; counted to tell them apart.
@@ -50,7 +53,7 @@ pub struct Totals<'a> {
 
 impl Counted {
     /// Every counter, in the order loss lines always name them.
-    pub const ALL: [Counted; 23] = [
+    pub const ALL: [Counted; 24] = [
         Self::NonHttpChunks,
         Self::NonHttpBytes,
         Self::Desyncs,
@@ -59,6 +62,7 @@ impl Counted {
         Self::HeadsOverBudget,
         Self::AmbiguousFraming,
         Self::HeadsCutOff,
+        Self::ConnectionsForgotten,
         Self::TlsWithoutPlaintext,
         Self::Http2Connections,
         Self::Http2Streams,
@@ -87,6 +91,7 @@ impl Counted {
             | Self::AmbiguousFraming
             | Self::HeadsCutOff
             | Self::Http2Connections => LossSource::Http,
+            Self::ConnectionsForgotten => LossSource::Kernel,
             Self::TlsWithoutPlaintext => LossSource::Tls,
             Self::Http2Streams
             | Self::Http2Resets
@@ -115,6 +120,7 @@ impl Counted {
             Self::HeadsOverBudget => "heads_over_budget",
             Self::AmbiguousFraming => "ambiguous_framing",
             Self::HeadsCutOff => "heads_cut_off",
+            Self::ConnectionsForgotten => "connections_forgotten",
             Self::TlsWithoutPlaintext => "tls_without_plaintext",
             Self::Http2Connections => "http2_connections",
             Self::Http2Streams => "streams",
@@ -144,6 +150,7 @@ impl Counted {
             Self::HeadsOverBudget => s.heads_over_budget,
             Self::AmbiguousFraming => s.ambiguous_framing,
             Self::HeadsCutOff => s.heads_cut_off,
+            Self::ConnectionsForgotten => s.connections_forgotten,
             Self::TlsWithoutPlaintext => s.tls_without_plaintext,
             Self::Http2Connections => s.http2_connections,
             Self::Http2Streams => h2.streams,

@@ -108,3 +108,75 @@ fn a_descriptor_reused_without_close_ends_the_old_connection() {
     assert_eq!(ids[3], ids[4]);
     assert_eq!(kernel.losses().total(), 0, "{:?}", kernel.losses());
 }
+
+#[test]
+fn a_connection_evicted_from_conns_opens_again_at_its_next_syscall() {
+    /// Descriptors each helper process touches: below this VM's limit of 20,000 per
+    /// process, which root cannot raise here (no CAP_SYS_RESOURCE).
+    const PER_PROCESS: i32 = 16_000;
+    const MAX_PROCESSES: usize = 12;
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut kernel = Kernel::load();
+    let (mut client, mut server) = kernel.connection();
+    let fd = server.as_raw_fd();
+    let mut buf = [0u8; 16];
+    client.write_all(b"one").unwrap();
+    assert_eq!(server.read(&mut buf).unwrap(), 3);
+
+    // A lookup from user space does not mark the entry used, so watching it does not
+    // keep it in the LRU.
+    let conns: aya::maps::HashMap<_, [u32; 2], [u64; 4]> =
+        aya::maps::HashMap::try_from(kernel.loaded.ebpf.map("CONNS").unwrap()).unwrap();
+    let key = [std::process::id(), fd as u32];
+    assert!(conns.get(&key, 0).is_ok(), "the connection is cached");
+    let null = std::fs::File::open("/dev/null").unwrap();
+    let mut processes = 0;
+    // Children of a watched process are watched; each descriptor one writes to gets an
+    // entry (a negative one), which outlives the child. Entries used once are evicted
+    // first: the LRU's active list only gives up entries once it outgrows the inactive
+    // one, so each descriptor is used twice, as a busy connection's would be.
+    while conns.get(&key, 0).is_ok() && processes < MAX_PROCESSES {
+        processes += 1;
+        // SAFETY: the child only makes async-signal-safe calls (dup, write, _exit) on
+        // descriptors it inherited, then exits without unwinding.
+        unsafe {
+            let child = libc::fork();
+            assert!(child >= 0, "fork failed");
+            if child == 0 {
+                for _ in 0..PER_PROCESS {
+                    let copy = libc::dup(null.as_raw_fd());
+                    if copy < 0 {
+                        break;
+                    }
+                    libc::write(copy, buf.as_ptr().cast(), 0);
+                    libc::write(copy, buf.as_ptr().cast(), 0);
+                }
+                libc::_exit(0);
+            }
+            let mut status = 0;
+            assert_eq!(libc::waitpid(child, &mut status, 0), child);
+        }
+    }
+    assert!(
+        conns.get(&key, 0).is_err(),
+        "{processes} processes with {PER_PROCESS} descriptors each did not evict it"
+    );
+
+    client.write_all(b"two").unwrap();
+    assert_eq!(server.read(&mut buf).unwrap(), 3);
+    let seen = kernel.events(4);
+    let ids: Vec<u64> = seen.iter().map(|(id, _)| *id).collect();
+    assert_eq!(
+        seen.iter().map(|(_, s)| s).collect::<Vec<_>>(),
+        [
+            &Seen::Open { fd },
+            &data(fd, Direction::Ingress, b"one"),
+            &Seen::Open { fd },
+            &data(fd, Direction::Ingress, b"two"),
+        ]
+    );
+    // A new id for the same socket: user space tells it is the same TCP connection by
+    // its endpoints (connection::Tracker) and counts it as forgotten.
+    assert_ne!(ids[0], ids[2]);
+    assert_eq!(kernel.losses().total(), 0, "{:?}", kernel.losses());
+}
