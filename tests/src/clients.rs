@@ -80,6 +80,37 @@ impl RawConn {
         self.stream.write_all(bytes).context("writing to server")
     }
 
+    /// Waits until the server holds nothing unread from this connection: it read what
+    /// was sent, or closed its side. (On loopback, sent bytes are in the server's receive
+    /// queue when `send` returns.)
+    pub fn wait_until_read(&self) -> Result<()> {
+        let local = format!(":{:04X}", self.stream.peer_addr()?.port());
+        let remote = format!(":{:04X}", self.local_port()?);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut unread = false;
+            for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+                let table = std::fs::read_to_string(table)?;
+                unread |= table.lines().skip(1).any(|line| {
+                    // sl local_address rem_address st tx_queue:rx_queue ...
+                    let fields: Vec<&str> = line.split_whitespace().collect();
+                    fields.len() > 4
+                        && fields[1].ends_with(&local)
+                        && fields[2].ends_with(&remote)
+                        && !fields[4].ends_with(":00000000")
+                });
+            }
+            if !unread {
+                return Ok(());
+            }
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "the server did not read what was sent within 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// Writes `bytes` in pieces of 1..=`max_piece` bytes with `pause` between
     /// them, so the server (and the tracer) see many partial reads.
     pub fn send_split(&mut self, bytes: &[u8], max_piece: usize, pause: Duration) -> Result<()> {

@@ -256,8 +256,9 @@ fn crafted_requests(port: u16, server: &Witness<'_>) -> Result<Vec<String>> {
         let peer = conn.local_port()?;
         for part in &case.parts {
             // nginx may already have closed after an error; what it logged still counts.
+            // Each part is read on its own, as a separate segment would be.
             let _ = conn.send(part);
-            std::thread::sleep(Duration::from_millis(300));
+            conn.wait_until_read()?;
         }
         if case.reset {
             conn.reset()?;
@@ -368,7 +369,7 @@ fn a_connection_seen_mid_stream_is_not_switched_to_tls() -> Result<()> {
     assert_eq!(conn.read_response("GET")?.status, 200);
     let tracer = Tracer::start(&[port])?;
     conn.send(b"\x16\x03\x01\x00\xa5\x01junk\r\n\r\n")?;
-    std::thread::sleep(Duration::from_millis(300));
+    conn.wait_until_read()?;
     drop(conn);
     std::thread::sleep(Duration::from_millis(300));
     let run = tracer.stop()?;

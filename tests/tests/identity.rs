@@ -523,7 +523,7 @@ fn secrets_appear_in_no_output_even_with_trace_logging() -> Result<()> {
         let mut conn = RawConn::connect(("127.0.0.1", port))?;
         conn.send(head)?;
         // Read by the server before the reset, which would discard it unread.
-        std::thread::sleep(Duration::from_millis(300));
+        conn.wait_until_read()?;
         conn.reset()?;
     }
     secrets.extend(

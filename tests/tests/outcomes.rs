@@ -1,7 +1,6 @@
 //! Exchanges that end otherwise than with a complete response.
 
 use anyhow::Result;
-use std::time::Duration;
 use tests::clients::{RawConn, get};
 use tests::ports::free_port;
 use tests::record::RecordExt;
@@ -15,9 +14,8 @@ fn request_abandoned_before_the_response_is_connection_closed() -> Result<()> {
     let tracer = Tracer::start(&[port])?;
     let mut conn = RawConn::connect(("127.0.0.1", port))?;
     conn.send(&get("/sleep?ms=300", "localhost"))?;
-    // Give the server time to read the request, then abort like a client
-    // whose own timeout fired.
-    std::thread::sleep(Duration::from_millis(100));
+    // Once the server read the request, abort like a client whose own timeout fired.
+    conn.wait_until_read()?;
     conn.reset()?;
     let run = tracer.stop()?;
 
@@ -68,7 +66,7 @@ fn a_request_answered_just_after_sigterm_is_recorded_complete() -> Result<()> {
     let mut conn = RawConn::connect(("127.0.0.1", port))?;
     // Longer than detaching the programs takes (up to ~2.5 s here), within the grace.
     conn.send(&get("/sleep?ms=3000", "localhost"))?;
-    wait_until_read(port, conn.local_port()?)?;
+    conn.wait_until_read()?;
     let run = tracer.stop_with(libc::SIGTERM)?;
 
     assert_eq!(run.records.len(), 1, "records: {:#?}", run.records);
@@ -77,31 +75,4 @@ fn a_request_answered_just_after_sigterm_is_recorded_complete() -> Result<()> {
     assert_eq!(r.str_field("tracer.outcome"), "complete", "{r}");
     assert_eq!(r.u64_field("http.response.status_code"), 200);
     Ok(())
-}
-
-/// Waits until the server side of the connection from `client_port` to `server_port`
-/// has nothing left in its receive queue: the server read the request.
-fn wait_until_read(server_port: u16, client_port: u16) -> Result<()> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let local = format!(":{server_port:04X}");
-    let remote = format!(":{client_port:04X}");
-    loop {
-        let table = std::fs::read_to_string("/proc/net/tcp")?;
-        let read = table.lines().skip(1).any(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            // local_address rem_address st tx_queue:rx_queue ...
-            fields.len() > 4
-                && fields[1].ends_with(&local)
-                && fields[2].ends_with(&remote)
-                && fields[4].ends_with(":00000000")
-        });
-        if read {
-            return Ok(());
-        }
-        anyhow::ensure!(
-            std::time::Instant::now() < deadline,
-            "the server did not read the request within 10 s"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
 }
