@@ -20,9 +20,16 @@ const BPF_RB_NO_WAKEUP: u64 = 1;
 const BPF_RB_FORCE_WAKEUP: u64 = 2;
 const BPF_RB_AVAIL_DATA: u64 = 0;
 
+/// Wakes user space once per WAKEUP_BYTES of events: when this event makes the waiting
+/// amount cross a multiple of it. Waking whenever that much waits instead woke it for
+/// every event while it was behind: an interrupt (irq_work) per event in the server's
+/// context, just when the tracer is busiest. The ring is polled level-triggered and
+/// the drain timer picks up whatever no crossing announced.
 #[inline(always)]
-fn wakeup_flags() -> u64 {
-    if EVENTS.query(BPF_RB_AVAIL_DATA) >= WAKEUP_BYTES.load() {
+fn wakeup_flags(size: usize) -> u64 {
+    let threshold = WAKEUP_BYTES.load();
+    let waiting = EVENTS.query(BPF_RB_AVAIL_DATA);
+    if threshold > 0 && waiting / threshold != (waiting + size as u64) / threshold {
         BPF_RB_FORCE_WAKEUP
     } else {
         BPF_RB_NO_WAKEUP
@@ -73,7 +80,7 @@ pub fn conn(
     let flags = if kind as u8 == EventKind::Listen as u8 || kind as u8 == EventKind::Tls as u8 {
         BPF_RB_FORCE_WAKEUP
     } else {
-        wakeup_flags()
+        wakeup_flags(size_of::<ConnEvent>())
     };
     entry.write(ConnEvent {
         header: header(kind, tgid, tid, fd, conn_id),
@@ -151,7 +158,7 @@ pub fn data(pid_tgid: u64, inflight: &Inflight, len: u64) {
     let size = size_of::<DataEvent>() + captured;
     // SAFETY: `size` <= size_of::<DataEvent>() + MAX_CAPTURE, inside the scratch slot.
     let bytes = unsafe { core::slice::from_raw_parts(scratch as *const _ as *const u8, size) };
-    let delivered = EVENTS.output(bytes, wakeup_flags()).is_ok();
+    let delivered = EVENTS.output(bytes, wakeup_flags(size)).is_ok();
     if let Some(value) = conn {
         // SAFETY: entry pointer from a successful lookup.
         let lost = unsafe { &mut (*value).lost[dir] };
