@@ -74,23 +74,18 @@ pub fn resume(stream: StreamId, saved: Option<Saved>) -> Result<Resume, String> 
     })
 }
 
+#[serde_with::skip_serializing_none]
 #[derive(Serialize)]
 struct StartRecord<'a> {
     timestamp: &'a str,
     #[serde(rename = "audit.start.reason")]
     reason: &'static str,
     /// The seq the new line links to (its `audit.prev_hash` is that line's hash).
-    #[serde(
-        rename = "audit.start.previous_seq",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "audit.start.previous_seq")]
     previous_seq: Option<u64>,
     /// Seqs after `previous_seq` that this line skips: lines the stopped tracer may
     /// have written after its state was last saved, and seqs it reserved but never used.
-    #[serde(
-        rename = "audit.start.skipped_seqs",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "audit.start.skipped_seqs")]
     skipped_seqs: Option<u64>,
     #[serde(rename = "tracer.version")]
     version: &'static str,

@@ -1,5 +1,5 @@
 //! Each kind of damage on a stream written by the real `Output`, tampered with the way
-//! an attacker (or a crash) would.
+//! an attacker (or a crash) would. Over 400 lines: one test per kind of damage.
 use std::{
     cell::RefCell,
     io,

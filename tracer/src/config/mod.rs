@@ -4,6 +4,9 @@
 //! line and column it comes from. `resolve` lays the flags over the file and the
 //! defaults, once; `identity` builds the identifier the file describes; `check` is
 //! `tracer config check`.
+//!
+//! Over 400 lines: the file's schema is one serde tree; splitting it would split the
+//! place each option is documented from the place its default is resolved.
 use std::{
     fs, io,
     num::{NonZeroU16, NonZeroU64},

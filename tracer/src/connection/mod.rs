@@ -75,37 +75,14 @@ pub struct TrackerStats {
     /// TLS connections that ended without any decrypted byte: their server has no
     /// usable OpenSSL symbols, or they never carried a request.
     pub tls_without_plaintext: u64,
-    pub non_http_chunks: u64,
-    pub non_http_bytes: u64,
-    pub oversized_heads: u64,
-    pub desyncs: u64,
-    pub orphan_responses: u64,
-    pub heads_over_budget: u64,
-    pub http2_connections: u64,
-    pub ambiguous_framing: u64,
-    pub heads_cut_off: u64,
     /// Open connections the kernel's connection cache (CONNS: an LRU of 65,536
     /// descriptors of watched processes) dropped, found again when their descriptor
     /// showed up as new: the same TCP connection continues where it was; a different one
     /// means the forgotten one was closed unseen, and it ends there.
     pub connections_forgotten: u64,
-    /// Under `"http2"` in the summary.
-    pub http2: crate::http::Http2Stats,
-}
-
-impl TrackerStats {
-    fn absorb(&mut self, s: &HttpStats) {
-        self.non_http_chunks += s.non_http_chunks;
-        self.non_http_bytes += s.non_http_bytes;
-        self.oversized_heads += s.oversized_heads;
-        self.desyncs += s.desyncs;
-        self.orphan_responses += s.orphan_responses;
-        self.heads_over_budget += s.heads_over_budget;
-        self.http2_connections += s.http2_connections;
-        self.http2.absorb(&s.http2);
-        self.ambiguous_framing += s.ambiguous_framing;
-        self.heads_cut_off += s.heads_cut_off;
-    }
+    /// The HTTP counters, at the top level of the summary (HTTP/2's under `"http2"`).
+    #[serde(flatten)]
+    pub http: HttpStats,
 }
 
 pub struct Tracker {
@@ -302,7 +279,7 @@ impl Tracker {
     pub fn stats(&self) -> TrackerStats {
         let mut stats = self.closed.clone();
         for conn in self.conns.values() {
-            stats.absorb(conn.http.stats());
+            stats.http.absorb(conn.http.stats());
         }
         stats.open_connections = self.conns.len() as u64;
         stats
@@ -319,7 +296,7 @@ impl Tracker {
         self.buffered -= conn.buffered;
         let mut exchanges = conn.http.take_completed();
         exchanges.extend(conn.http.close(ts_ns));
-        self.closed.absorb(conn.http.stats());
+        self.closed.http.absorb(conn.http.stats());
         if conn.meta.tls && !conn.plaintext {
             self.closed.tls_without_plaintext += 1;
         }

@@ -59,11 +59,11 @@ fn partial_heads_past_the_global_budget_are_shed_counted_and_answered() {
     let head = unfinished_head(30 << 10);
     feed(&mut tracker, 1, Direction::Ingress, &head);
     feed(&mut tracker, 2, Direction::Ingress, &head);
-    assert_eq!(tracker.stats().heads_over_budget, 0);
+    assert_eq!(tracker.stats().http.heads_over_budget, 0);
     // The third would bring the total to 96 KiB: that connection sheds its buffer.
     // (Its later pieces start buffering anew, as after lost bytes, within the budget.)
     feed(&mut tracker, 3, Direction::Ingress, &head);
-    let shed = tracker.stats().heads_over_budget;
+    let shed = tracker.stats().http.heads_over_budget;
     assert!(shed >= 1);
     assert!(tracker.buffered <= 80 << 10, "{}", tracker.buffered);
 
@@ -86,7 +86,7 @@ fn partial_heads_past_the_global_budget_are_shed_counted_and_answered() {
     assert_eq!(tracker.buffered, 0);
     feed(&mut tracker, 4, Direction::Ingress, &head);
     feed(&mut tracker, 5, Direction::Ingress, &done);
-    assert_eq!(tracker.stats().heads_over_budget, shed);
+    assert_eq!(tracker.stats().http.heads_over_budget, shed);
 
     // Closing a connection returns its share.
     let mut out = Vec::new();
@@ -221,5 +221,5 @@ fn ciphertext_of_a_forgotten_tls_connection_is_not_parsed() {
     assert_eq!(done.len(), 1);
     assert!(done[0].meta.tls);
     assert_eq!(done[0].exchange.request.head.target, "/tls");
-    assert_eq!(tracker.stats().non_http_chunks, 0);
+    assert_eq!(tracker.stats().http.non_http_chunks, 0);
 }

@@ -2,6 +2,9 @@
 //!
 //! Body bytes are never buffered and never need to be seen: only chunked framing (size lines,
 //! the CRLF after each chunk, trailers) has to be read.
+//!
+//! Over 400 lines: request and response framing (RFC 9112 section 6) and the chunked
+//! decoder are one set of rules; the ambiguity checks need all of them in view.
 
 use super::chunk::{ChunkLine, chunk_size, trailers};
 use super::head::MAX_HEAD_BYTES;

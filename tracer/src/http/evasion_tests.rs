@@ -5,16 +5,16 @@ use proptest::prelude::*;
 
 use super::*;
 
-fn chunk(ts_ns: u64, data: &[u8]) -> Chunk<'_> {
-    Chunk {
-        ts_ns,
-        data,
-        missing: 0,
-        gap_before: 0,
-    }
-}
-
 const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+
+/// A connection that carried one answered request (at 10 and 11), so the next request
+/// starts at a known message boundary.
+fn answered_once() -> HttpConnection {
+    let mut conn = HttpConnection::new();
+    conn.on_request(chunk(10, b"GET /ok HTTP/1.1\r\nHost: a\r\n\r\n"));
+    conn.on_response(chunk(11, OK));
+    conn
+}
 
 /// Feeds `request` then one 200 response, returning the exchanges that completed.
 fn exchange(request: &[u8]) -> Vec<Exchange> {
@@ -154,9 +154,7 @@ fn conflicting_length_headers_mark_the_connection_ambiguous() {
 
 #[test]
 fn a_response_to_an_unparsed_request_is_recorded_with_its_line() {
-    let mut conn = HttpConnection::new();
-    conn.on_request(chunk(10, b"GET /ok HTTP/1.1\r\n\r\n"));
-    conn.on_response(chunk(11, OK));
+    let mut conn = answered_once();
     conn.on_request(chunk(
         12,
         b"G\x00T /hidden HTTP/1.1\r\nAuthorization: secret\r\n\r\n",
@@ -285,9 +283,7 @@ proptest! {
 
 #[test]
 fn a_head_cut_off_by_close_is_an_exchange_with_its_whole_lines_and_is_counted() {
-    let mut conn = HttpConnection::new();
-    conn.on_request(chunk(10, b"GET /ok HTTP/1.1\r\nHost: a\r\n\r\n"));
-    conn.on_response(chunk(11, OK));
+    let mut conn = answered_once();
     conn.on_request(chunk(
         12,
         b"GET /cut HTTP/1.1\r\nHost: a\r\nAuthorization: Basic YWxpY2U6eA==\r\nX-Api-Key: half-of-a-se",
@@ -346,9 +342,7 @@ fn a_partial_head_the_server_answered_is_not_also_cut_off() {
 
 #[test]
 fn a_connection_closed_between_requests_cuts_nothing_off() {
-    let mut conn = HttpConnection::new();
-    conn.on_request(chunk(10, b"GET /ok HTTP/1.1\r\nHost: a\r\n\r\n"));
-    conn.on_response(chunk(11, OK));
+    let mut conn = answered_once();
     assert_eq!(conn.close(12).len(), 1);
     assert_eq!(conn.stats().heads_cut_off, 0);
 }

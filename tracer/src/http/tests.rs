@@ -1,13 +1,6 @@
+//! HTTP/1.x parsing and pairing, one case per test. Long: each case is short and
+//! stands alone; they are grouped by topic below rather than split across files.
 use super::*;
-
-fn chunk(ts_ns: u64, data: &[u8]) -> Chunk<'_> {
-    Chunk {
-        ts_ns,
-        data,
-        missing: 0,
-        gap_before: 0,
-    }
-}
 
 fn truncated(ts_ns: u64, data: &[u8], missing: u32) -> Chunk<'_> {
     Chunk {

@@ -15,8 +15,20 @@ pub struct Chunk<'a> {
     pub gap_before: u32,
 }
 
+/// A chunk captured whole, at `ts_ns`: what most tests feed.
+#[cfg(test)]
+pub(crate) fn chunk(ts_ns: u64, data: &[u8]) -> Chunk<'_> {
+    Chunk {
+        ts_ns,
+        data,
+        missing: 0,
+        gap_before: 0,
+    }
+}
+
 /// Counters for diagnostics, cumulative for one connection.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(test, derive(serde::Deserialize))]
 pub struct HttpStats {
     /// Runs of bytes ignored because they are not HTTP (one per chunk they were found in).
     pub non_http_chunks: u64,
@@ -39,6 +51,22 @@ pub struct HttpStats {
     /// Request heads a close or reset cut off before they ended (each is a record:
     /// `RequestSeen::CutOff`).
     pub heads_cut_off: u64,
+}
+
+impl HttpStats {
+    /// Adds another connection's counts (totals over connections).
+    pub fn absorb(&mut self, s: &Self) {
+        self.non_http_chunks += s.non_http_chunks;
+        self.non_http_bytes += s.non_http_bytes;
+        self.oversized_heads += s.oversized_heads;
+        self.desyncs += s.desyncs;
+        self.orphan_responses += s.orphan_responses;
+        self.heads_over_budget += s.heads_over_budget;
+        self.http2_connections += s.http2_connections;
+        self.http2.absorb(&s.http2);
+        self.ambiguous_framing += s.ambiguous_framing;
+        self.heads_cut_off += s.heads_cut_off;
+    }
 }
 
 /// What HTTP/2 decoding met on one connection, for the loss report.

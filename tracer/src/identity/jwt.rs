@@ -136,37 +136,26 @@ pub fn decode(token: &[u8], role_claims: &[String]) -> Option<DecodedJwt> {
     })
 }
 
+#[serde_with::skip_serializing_none]
 #[derive(serde::Serialize)]
 struct Fields<'a> {
-    #[serde(rename = "user.id", skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "user.id")]
     user_id: Option<String>,
-    #[serde(rename = "user.name", skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "user.name")]
     user_name: Option<String>,
-    #[serde(rename = "user.email", skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "user.email")]
     user_email: Option<String>,
-    #[serde(rename = "user.roles", skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "user.roles")]
     user_roles: Option<Vec<String>>,
-    #[serde(rename = "audit.auth.issuer", skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "audit.auth.issuer")]
     issuer: Option<String>,
-    #[serde(
-        rename = "audit.auth.audience",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "audit.auth.audience")]
     audience: Option<&'a Vec<String>>,
-    #[serde(
-        rename = "audit.auth.client_id",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "audit.auth.client_id")]
     client_id: Option<String>,
-    #[serde(
-        rename = "audit.auth.token_id",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "audit.auth.token_id")]
     token_id: Option<String>,
-    #[serde(
-        rename = "audit.auth.expires_at",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "audit.auth.expires_at")]
     expires_at: Option<String>,
 }
 

@@ -294,33 +294,22 @@ fn unix_now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
+#[serde_with::skip_serializing_none]
 #[derive(Serialize)]
 struct Fields<'b> {
-    #[serde(rename = "user.name", skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "user.name")]
     user_name: Option<&'b str>,
-    #[serde(rename = "user.email", skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "user.email")]
     user_email: Option<&'b str>,
     #[serde(rename = "audit.auth.method")]
     method: &'static str,
-    #[serde(
-        rename = "audit.auth.verified",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "audit.auth.verified")]
     verified: Option<bool>,
-    #[serde(
-        rename = "audit.auth.failure_reason",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "audit.auth.failure_reason")]
     failure_reason: Option<&'static str>,
-    #[serde(
-        rename = "audit.credential.fingerprint",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "audit.credential.fingerprint")]
     credential: Option<Fingerprint>,
-    #[serde(
-        rename = "audit.session.fingerprint",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "audit.session.fingerprint")]
     session: Option<Fingerprint>,
     #[serde(
         rename = "audit.auth.untrusted_header",

@@ -140,7 +140,7 @@ impl Counted {
     }
 
     pub fn total(self, t: &Totals<'_>) -> u64 {
-        let (s, h2) = (t.tracker, &t.tracker.http2);
+        let (s, h2) = (&t.tracker.http, &t.tracker.http.http2);
         match self {
             Self::NonHttpChunks => s.non_http_chunks,
             Self::NonHttpBytes => s.non_http_bytes,
@@ -150,8 +150,8 @@ impl Counted {
             Self::HeadsOverBudget => s.heads_over_budget,
             Self::AmbiguousFraming => s.ambiguous_framing,
             Self::HeadsCutOff => s.heads_cut_off,
-            Self::ConnectionsForgotten => s.connections_forgotten,
-            Self::TlsWithoutPlaintext => s.tls_without_plaintext,
+            Self::ConnectionsForgotten => t.tracker.connections_forgotten,
+            Self::TlsWithoutPlaintext => t.tracker.tls_without_plaintext,
             Self::Http2Connections => s.http2_connections,
             Self::Http2Streams => h2.streams,
             Self::Http2Resets => h2.resets,

@@ -53,15 +53,21 @@ impl Report {
                 detail.join(" ")
             );
         }
-        let unparsed = |s: &TrackerStats| (s.non_http_chunks, s.desyncs, s.oversized_heads);
+        let unparsed = |s: &TrackerStats| {
+            (
+                s.http.non_http_chunks,
+                s.http.desyncs,
+                s.http.oversized_heads,
+            )
+        };
         if unparsed(&now.stats) != unparsed(&last.stats) || now.decode_errors != last.decode_errors
         {
             eprintln!(
                 "tracer: traffic not parsed as HTTP so far: non_http_chunks={} non_http_bytes={} desyncs={} oversized_heads={} decode_errors={}",
-                now.stats.non_http_chunks,
-                now.stats.non_http_bytes,
-                now.stats.desyncs,
-                now.stats.oversized_heads,
+                now.stats.http.non_http_chunks,
+                now.stats.http.non_http_bytes,
+                now.stats.http.desyncs,
+                now.stats.http.oversized_heads,
                 now.decode_errors
             );
         }

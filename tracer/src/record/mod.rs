@@ -24,51 +24,40 @@ use crate::{
 /// Borrowed view of what a record says about one request; serialized directly, never
 /// stored. The identity's fields follow, then the serving process's, from
 /// `ProcessFields`.
+#[serde_with::skip_serializing_none]
 #[derive(Serialize)]
 pub struct AccessRecord<'a> {
     pub timestamp: String,
-    #[serde(
-        rename = "http.response.timestamp",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "http.response.timestamp")]
     pub response_timestamp: Option<String>,
-    #[serde(rename = "event.duration", skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "event.duration")]
     pub duration_ns: Option<u64>,
     #[serde(rename = "http.request.method")]
     pub method: &'a str,
-    #[serde(rename = "url.path", skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "url.path")]
     pub path: Option<Cow<'a, str>>,
     /// Written whenever `url.path` is, equal or not: one field to query by.
-    #[serde(
-        rename = "url.path.normalized",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "url.path.normalized")]
     pub normalized_path: Option<Cow<'a, str>>,
-    #[serde(rename = "url.query", skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "url.query")]
     pub query: Option<Cow<'a, str>>,
     #[serde(rename = "url.scheme")]
     pub scheme: &'static str,
-    #[serde(rename = "server.address", skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "server.address")]
     pub server_address: Option<Cow<'a, str>>,
-    #[serde(rename = "server.port", skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "server.port")]
     pub server_port: Option<u16>,
-    #[serde(
-        rename = "network.local.address",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "network.local.address")]
     pub local_address: Option<IpAddr>,
-    #[serde(
-        rename = "network.peer.address",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "network.peer.address")]
     pub peer_address: Option<IpAddr>,
-    #[serde(rename = "network.peer.port", skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "network.peer.port")]
     pub peer_port: Option<u16>,
-    #[serde(rename = "client.address", skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "client.address")]
     pub client_address: Option<IpAddr>,
-    #[serde(rename = "client.port", skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "client.port")]
     pub client_port: Option<u16>,
-    #[serde(rename = "network.type", skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "network.type")]
     pub network_type: Option<&'static str>,
     #[serde(rename = "network.transport")]
     pub transport: &'static str,
@@ -76,31 +65,17 @@ pub struct AccessRecord<'a> {
     pub protocol_name: &'static str,
     #[serde(rename = "network.protocol.version")]
     pub protocol_version: &'static str,
-    #[serde(
-        rename = "http.response.status_code",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "http.response.status_code")]
     pub status_code: Option<u16>,
     #[serde(rename = "http.request.body.size")]
     pub request_body_size: u64,
-    #[serde(
-        rename = "http.response.body.size",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "http.response.body.size")]
     pub response_body_size: Option<u64>,
-    #[serde(
-        rename = "user_agent.original",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "user_agent.original")]
     pub user_agent: Option<Cow<'a, str>>,
-    #[serde(
-        rename = "http.request.header.x-request-id",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "http.request.header.x-request-id")]
     pub request_id: Option<Cow<'a, str>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub trace_id: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub span_id: Option<&'a str>,
     #[serde(rename = "process.pid")]
     pub pid: u32,
@@ -111,34 +86,25 @@ pub struct AccessRecord<'a> {
     #[serde(rename = "tracer.outcome")]
     pub outcome: &'static str,
     /// For `request_unparsed`: the start of the raw request line, escaped.
-    #[serde(
-        rename = "tracer.request.line",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "tracer.request.line")]
     pub request_line: Option<String>,
     /// "ambiguous" when servers may disagree on where this request starts.
-    #[serde(rename = "tracer.framing", skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "tracer.framing")]
     pub framing: Option<&'static str>,
     /// HTTP/2: "partial" when the stream's headers were decoded without the whole HPACK
     /// state (connection joined mid-way, capture gap, undecodable or truncated block).
-    #[serde(rename = "tracer.h2.state", skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "tracer.h2.state")]
     pub h2_state: Option<&'static str>,
     /// HTTP/2: the RST_STREAM error code of a `reset` stream.
-    #[serde(
-        rename = "tracer.h2.error_code",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "tracer.h2.error_code")]
     pub h2_error_code: Option<u32>,
-    #[serde(rename = "rpc.system", skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "rpc.system")]
     pub rpc_system: Option<&'static str>,
-    #[serde(rename = "rpc.service", skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "rpc.service")]
     pub rpc_service: Option<String>,
-    #[serde(rename = "rpc.method", skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "rpc.method")]
     pub rpc_method: Option<String>,
-    #[serde(
-        rename = "rpc.grpc.status_code",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "rpc.grpc.status_code")]
     pub grpc_status_code: Option<u32>,
 }
 

@@ -9,33 +9,22 @@ use serde::Serialize;
 
 use crate::enrich::ProcessInfo;
 
+#[serde_with::skip_serializing_none]
 #[derive(Serialize)]
 struct Fields<'a> {
-    #[serde(
-        rename = "process.executable.name",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "process.executable.name")]
     executable_name: Option<&'a str>,
-    #[serde(
-        rename = "process.executable.path",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "process.executable.path")]
     executable_path: Option<&'a str>,
-    #[serde(
-        rename = "process.command_line",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "process.command_line")]
     command_line: Option<&'a str>,
-    #[serde(rename = "process.owner", skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "process.owner")]
     owner: Option<&'a str>,
     #[serde(rename = "process.user.id")]
     uid: u32,
-    #[serde(
-        rename = "process.linux.cgroup",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "process.linux.cgroup")]
     cgroup: Option<&'a str>,
-    #[serde(rename = "container.id", skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "container.id")]
     container_id: Option<&'a str>,
 }
 

@@ -182,6 +182,13 @@ mod tests {
         cache.entries.insert(info.pid, Entry { info, checked_at });
     }
 
+    /// Caches, for this process's pid, an entry of an earlier process that had the pid
+    /// (another start time), as last checked at `checked_at`.
+    fn inject_earlier_owner(cache: &mut ProcessCache, checked_at: Instant) {
+        let info = fake_info(std::process::id(), own_start_time() + 1);
+        inject(cache, info, checked_at);
+    }
+
     /// Returns once the child has exec'd: between fork and exec it is a copy of the test binary,
     /// and during exec comm is already "sleep" while the arguments are not yet in place.
     fn spawn_sleep() -> Child {
@@ -277,11 +284,7 @@ mod tests {
     fn reused_pid_is_reread_after_revalidation() {
         let pid = std::process::id();
         let mut cache = ProcessCache::with_revalidate_after(Duration::ZERO);
-        inject(
-            &mut cache,
-            fake_info(pid, own_start_time() + 1),
-            Instant::now(),
-        );
+        inject_earlier_owner(&mut cache, Instant::now());
         let info = cache.get(pid).expect("own process");
         assert_ne!(info.name, "fake");
         assert_eq!(info.start_time, own_start_time());
@@ -291,17 +294,13 @@ mod tests {
     fn cached_entry_is_trusted_within_the_interval() {
         let pid = std::process::id();
         let mut cache = ProcessCache::new();
-        inject(
-            &mut cache,
-            fake_info(pid, own_start_time() + 1),
-            Instant::now(),
-        );
+        inject_earlier_owner(&mut cache, Instant::now());
         assert_eq!(cache.get(pid).expect("cached").name, "fake");
 
         let stale = Instant::now()
             .checked_sub(REVALIDATE_AFTER)
             .expect("uptime beyond the interval");
-        inject(&mut cache, fake_info(pid, own_start_time() + 1), stale);
+        inject_earlier_owner(&mut cache, stale);
         assert_ne!(cache.get(pid).expect("reread").name, "fake");
     }
 
@@ -309,11 +308,7 @@ mod tests {
     fn forget_forces_a_reread() {
         let pid = std::process::id();
         let mut cache = ProcessCache::new();
-        inject(
-            &mut cache,
-            fake_info(pid, own_start_time() + 1),
-            Instant::now(),
-        );
+        inject_earlier_owner(&mut cache, Instant::now());
         cache.forget(pid);
         assert_ne!(cache.get(pid).expect("reread").name, "fake");
     }

@@ -1,10 +1,12 @@
+//! HTTP/2 decoding, one case per test, with the frame builders they share. Long for
+//! the same reason as `http/tests.rs`: short, independent cases.
 use loona_hpack::Encoder;
 use proptest::prelude::*;
 
 use super::H2Connection;
 use super::frame::MAX_BUFFERED_PAYLOAD;
 use super::hpack::MAX_HEADER_LIST;
-use crate::http::{Chunk, Exchange, ExchangeEnd, HttpConnection};
+use crate::http::{Chunk, Exchange, ExchangeEnd, HttpConnection, types::chunk};
 
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -29,15 +31,6 @@ fn headers(
 
 fn settings() -> Vec<u8> {
     frame(0x4, 0, 0, &[0, 3, 0, 0, 0, 100])
-}
-
-fn chunk(ts_ns: u64, data: &[u8]) -> Chunk<'_> {
-    Chunk {
-        ts_ns,
-        data,
-        missing: 0,
-        gap_before: 0,
-    }
 }
 
 /// A prior-knowledge connection: two GETs (the second reusing the first's dynamic table
