@@ -121,6 +121,60 @@ impl Syscall {
     }
 }
 
+/// The read and write syscalls whose bytes are captured, written once: each entry is
+/// (`Syscall` variant, tracepoint suffix in `syscalls:sys_{enter,exit}_*`, enter program,
+/// exit program). `$m` receives the whole table: the kernel programs are generated from
+/// it, and user space attaches them through `Syscall::IO`.
+#[macro_export]
+macro_rules! io_syscalls {
+    ($m:ident) => {
+        $m! {
+            (Read, read, enter_read, exit_read),
+            (Readv, readv, enter_readv, exit_readv),
+            (Recvfrom, recvfrom, enter_recvfrom, exit_recvfrom),
+            (Recvmsg, recvmsg, enter_recvmsg, exit_recvmsg),
+            (Write, write, enter_write, exit_write),
+            (Writev, writev, enter_writev, exit_writev),
+            (Sendto, sendto, enter_sendto, exit_sendto),
+            (Sendmsg, sendmsg, enter_sendmsg, exit_sendmsg),
+            (Sendfile, sendfile64, enter_sendfile64, exit_sendfile64)
+        }
+    };
+}
+
+macro_rules! io_syscall_names {
+    ($(($variant:ident, $name:ident, $enter:ident, $exit:ident)),*) => {
+        impl Syscall {
+            /// Every captured syscall, in the table's order.
+            pub const IO: &'static [Syscall] = &[$(Syscall::$variant),*];
+
+            /// The tracepoint suffix (`sys_enter_NAME`) and program names
+            /// (`enter_NAME`, `exit_NAME`) of a captured syscall; `None` for the
+            /// OpenSSL calls.
+            pub const fn programs(self) -> Option<IoPrograms> {
+                match self {
+                    $(Syscall::$variant => Some(IoPrograms {
+                        tracepoint: stringify!($name),
+                        enter: stringify!($enter),
+                        exit: stringify!($exit),
+                    }),)*
+                    Syscall::SslRead | Syscall::SslWrite => None,
+                }
+            }
+        }
+    };
+}
+io_syscalls!(io_syscall_names);
+
+/// Names of a captured syscall's tracepoints and programs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IoPrograms {
+    /// `read` for `syscalls:sys_enter_read` and `syscalls:sys_exit_read`.
+    pub tracepoint: &'static str,
+    pub enter: &'static str,
+    pub exit: &'static str,
+}
+
 /// Fields common to every event; first in every event struct.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]

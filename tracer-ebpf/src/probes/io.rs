@@ -114,12 +114,10 @@ macro_rules! syscall_pair {
     };
 }
 
-syscall_pair!(enter_read, exit_read, Syscall::Read);
-syscall_pair!(enter_readv, exit_readv, Syscall::Readv);
-syscall_pair!(enter_recvfrom, exit_recvfrom, Syscall::Recvfrom);
-syscall_pair!(enter_recvmsg, exit_recvmsg, Syscall::Recvmsg);
-syscall_pair!(enter_write, exit_write, Syscall::Write);
-syscall_pair!(enter_writev, exit_writev, Syscall::Writev);
-syscall_pair!(enter_sendto, exit_sendto, Syscall::Sendto);
-syscall_pair!(enter_sendmsg, exit_sendmsg, Syscall::Sendmsg);
-syscall_pair!(enter_sendfile64, exit_sendfile64, Syscall::Sendfile);
+macro_rules! programs {
+    ($(($variant:ident, $name:ident, $enter:ident, $exit:ident)),*) => {
+        $(syscall_pair!($enter, $exit, Syscall::$variant);)*
+    };
+}
+
+tracer_common::io_syscalls!(programs);

@@ -5,7 +5,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use super::{loader::IO_SYSCALLS, offsets};
+use super::{loader::io_programs, offsets};
 
 /// Capability bits (include/uapi/linux/capability.h).
 const CAP_SYS_ADMIN: u32 = 21;
@@ -125,9 +125,9 @@ fn tracepoints(tracefs: &Path) -> Finding {
         "syscalls/sys_enter_listen".into(),
         "syscalls/sys_enter_close".into(),
     ];
-    for syscall in IO_SYSCALLS {
-        wanted.push(format!("syscalls/sys_enter_{syscall}"));
-        wanted.push(format!("syscalls/sys_exit_{syscall}"));
+    for io in io_programs() {
+        wanted.push(format!("syscalls/sys_enter_{}", io.tracepoint));
+        wanted.push(format!("syscalls/sys_exit_{}", io.tracepoint));
     }
     let missing: Vec<&String> = wanted
         .iter()

@@ -12,7 +12,7 @@ use aya::{
     },
 };
 
-use super::loader::IO_SYSCALLS;
+use super::loader::io_programs;
 
 /// The floor programs, built by build.rs next to the tracer's own.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/floors"));
@@ -50,9 +50,13 @@ impl fmt::Display for Hook {
 
 /// The tracer's perf-event syscall tracepoints, as `tracer run` attaches them.
 fn syscall_tracepoints() -> Vec<String> {
-    let mut names: Vec<String> = IO_SYSCALLS
-        .iter()
-        .flat_map(|s| [format!("sys_enter_{s}"), format!("sys_exit_{s}")])
+    let mut names: Vec<String> = io_programs()
+        .flat_map(|io| {
+            [
+                format!("sys_enter_{}", io.tracepoint),
+                format!("sys_exit_{}", io.tracepoint),
+            ]
+        })
         .collect();
     names.push("sys_enter_close".to_owned());
     names.push("sys_enter_listen".to_owned());

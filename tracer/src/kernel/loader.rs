@@ -10,6 +10,7 @@ use aya::{
     util::nr_cpus,
 };
 use log::debug;
+use tracer_common::{IoPrograms, Syscall};
 
 use super::offsets;
 
@@ -26,18 +27,10 @@ const LIFECYCLE: &[(&str, &str, &str)] = &[
     ("enter_close", "syscalls", "sys_enter_close"),
 ];
 
-/// Syscalls whose bytes are captured, as (program suffix, tracepoint suffix).
-pub const IO_SYSCALLS: &[&str] = &[
-    "read",
-    "readv",
-    "recvfrom",
-    "recvmsg",
-    "write",
-    "writev",
-    "sendto",
-    "sendmsg",
-    "sendfile64",
-];
+/// The captured syscalls' tracepoints and programs (`tracer_common::io_syscalls!`).
+pub fn io_programs() -> impl Iterator<Item = IoPrograms> {
+    Syscall::IO.iter().filter_map(|s| s.programs())
+}
 
 pub struct Loaded {
     /// Owns the programs and their links: dropping it detaches everything.
@@ -82,20 +75,20 @@ pub fn load(options: &Options<'_>) -> Result<Loaded> {
     for &(program, category, name) in LIFECYCLE {
         attach(&mut ebpf, program, category, name)?;
     }
-    for syscall in IO_SYSCALLS {
+    for io in io_programs() {
         attach(
             &mut ebpf,
-            &format!("exit_{syscall}"),
+            io.exit,
             "syscalls",
-            &format!("sys_exit_{syscall}"),
+            &format!("sys_exit_{}", io.tracepoint),
         )?;
     }
-    for syscall in IO_SYSCALLS {
+    for io in io_programs() {
         attach(
             &mut ebpf,
-            &format!("enter_{syscall}"),
+            io.enter,
             "syscalls",
-            &format!("sys_enter_{syscall}"),
+            &format!("sys_enter_{}", io.tracepoint),
         )?;
     }
 
