@@ -56,6 +56,8 @@ impl Response {
 /// One client TCP connection with a read buffer.
 pub struct RawConn {
     stream: TcpStream,
+    /// The server's port, kept: after a reset the socket no longer knows its peer.
+    server_port: u16,
     buf: Vec<u8>,
 }
 
@@ -67,6 +69,7 @@ impl RawConn {
         // Each write becomes its own segment: split-write tests rely on it.
         stream.set_nodelay(true)?;
         Ok(Self {
+            server_port: stream.peer_addr()?.port(),
             stream,
             buf: Vec::new(),
         })
@@ -81,10 +84,11 @@ impl RawConn {
     }
 
     /// Waits until the server holds nothing unread from this connection: it read what
-    /// was sent, or closed its side. (On loopback, sent bytes are in the server's receive
-    /// queue when `send` returns.)
+    /// was sent, or closed or shut down its side (then it reads no more). On loopback,
+    /// sent bytes are in the server's receive queue when `send` returns.
     pub fn wait_until_read(&self) -> Result<()> {
-        let local = format!(":{:04X}", self.stream.peer_addr()?.port());
+        const ESTABLISHED: &str = "01";
+        let local = format!(":{:04X}", self.server_port);
         let remote = format!(":{:04X}", self.local_port()?);
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         loop {
@@ -97,6 +101,7 @@ impl RawConn {
                     fields.len() > 4
                         && fields[1].ends_with(&local)
                         && fields[2].ends_with(&remote)
+                        && fields[3] == ESTABLISHED
                         && !fields[4].ends_with(":00000000")
                 });
             }

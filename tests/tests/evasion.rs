@@ -1,9 +1,10 @@
-//! Crafted requests against nginx 1.22 and Apache httpd 2.4, whose access logs are ground
-//! truth: each case runs on its own connection, then the records of that connection are
+//! Crafted requests against nginx 1.22, Apache httpd 2.4 and Node.js's http server
+//! (llhttp), whose access logs are ground truth: each case runs on its own connection, then the records of that connection are
 //! compared request by request with the lines the server logged for it. No request the
 //! server logged may lack a record (hiding), and no record may claim a method, path or
 //! user the server did not log for that request (forgery). The tracer frames requests as
-//! nginx does; behind Apache, which frames some of them differently, the same must hold.
+//! nginx does; behind Apache and Node, which frame some of them differently, the same
+//! must hold.
 
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ use serde_json::Value;
 use tests::clients::RawConn;
 use tests::ports::free_port;
 use tests::record::RecordExt;
-use tests::servers::{Apache, Nginx, NginxConfig};
+use tests::servers::{Apache, Nginx, NginxConfig, NodeHttpServer};
 use tests::tracer::Tracer;
 
 /// One connection's bytes, sent in parts with a pause between them, then closed.
@@ -236,6 +237,22 @@ fn crafted_requests_neither_hide_nor_forge_behind_apache() -> Result<()> {
         port,
         &Witness {
             log: &|| apache.access_log(),
+            parse: parse_apache_log,
+            rejects_at_bad_header_lines: true,
+        },
+    )?;
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    Ok(())
+}
+
+#[test]
+fn crafted_requests_neither_hide_nor_forge_behind_node() -> Result<()> {
+    let port = free_port();
+    let node = NodeHttpServer::start(port)?;
+    let failures = crafted_requests(
+        port,
+        &Witness {
+            log: &|| node.access_log(),
             parse: parse_apache_log,
             rejects_at_bad_header_lines: true,
         },

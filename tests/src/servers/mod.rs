@@ -4,12 +4,14 @@ mod apache;
 mod grpc;
 mod nats;
 mod nginx;
+mod node;
 mod python;
 
 pub use apache::{APACHE_HELLO, Apache};
 pub use grpc::{GRPC_VENV, GrpcServer, grpc_client, grpc_python};
 pub use nats::{Inbox, Message, NatsServer, subscribe};
 pub use nginx::{BIG_FILE_SIZE, HELLO, Nginx, NginxConfig, STATIC_PAGE};
+pub use node::NodeHttpServer;
 pub use python::{PyHttpServer, ScriptServer};
 
 use crate::process::Guarded;
