@@ -9,33 +9,57 @@ const MAX_UNIX_NS: i128 = 253_402_300_800 * NANOS_PER_SEC - 1;
 
 /// Formats nanoseconds since the Unix epoch as RFC 3339 UTC with exactly 9 fractional digits
 /// and `Z`. Values outside years 0000..=9999 (not representable in RFC 3339) are clamped.
-///
-/// Hand-rolled rather than going through a formatting library because it runs twice per
-/// record: this is a few integer divisions and one 30-byte allocation.
 pub fn format_rfc3339_ns(unix_ns: i128) -> String {
-    let unix_ns = unix_ns.clamp(MIN_UNIX_NS, MAX_UNIX_NS);
-    // In range after the clamp: |seconds| < 2^38, nanos < 10^9.
-    let secs = unix_ns.div_euclid(NANOS_PER_SEC) as i64;
-    let nanos = unix_ns.rem_euclid(NANOS_PER_SEC) as u32;
-    let (year, month, day) = civil_from_days(secs.div_euclid(SECS_PER_DAY));
-    let second_of_day = secs.rem_euclid(SECS_PER_DAY) as u32;
+    Rfc3339::new(unix_ns).as_str().to_owned()
+}
 
-    let mut out = String::with_capacity(30);
-    push_padded(&mut out, year, 4);
-    out.push('-');
-    push_padded(&mut out, month, 2);
-    out.push('-');
-    push_padded(&mut out, day, 2);
-    out.push('T');
-    push_padded(&mut out, second_of_day / 3600, 2);
-    out.push(':');
-    push_padded(&mut out, second_of_day / 60 % 60, 2);
-    out.push(':');
-    push_padded(&mut out, second_of_day % 60, 2);
-    out.push('.');
-    push_padded(&mut out, nanos, 9);
-    out.push('Z');
-    out
+/// A timestamp as [`format_rfc3339_ns`] writes it, held inline: a record carries two, and
+/// building them costs a few integer divisions, no allocation. Hand-rolled rather than
+/// going through a formatting library for the same reason.
+#[derive(Clone, Copy)]
+pub struct Rfc3339([u8; 30]);
+
+impl Rfc3339 {
+    pub fn new(unix_ns: i128) -> Self {
+        let unix_ns = unix_ns.clamp(MIN_UNIX_NS, MAX_UNIX_NS);
+        // In range after the clamp: |seconds| < 2^38, nanos < 10^9.
+        let secs = unix_ns.div_euclid(NANOS_PER_SEC) as i64;
+        let nanos = unix_ns.rem_euclid(NANOS_PER_SEC) as u32;
+        let (year, month, day) = civil_from_days(secs.div_euclid(SECS_PER_DAY));
+        let second_of_day = secs.rem_euclid(SECS_PER_DAY) as u32;
+        let mut out = *b"0000-00-00T00:00:00.000000000Z";
+        put_padded(&mut out[0..4], year);
+        put_padded(&mut out[5..7], month);
+        put_padded(&mut out[8..10], day);
+        put_padded(&mut out[11..13], second_of_day / 3600);
+        put_padded(&mut out[14..16], second_of_day / 60 % 60);
+        put_padded(&mut out[17..19], second_of_day % 60);
+        put_padded(&mut out[20..29], nanos);
+        Self(out)
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Only ASCII digits and separators are ever written.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Display for Rfc3339 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Debug for Rfc3339 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl serde::Serialize for Rfc3339 {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
 }
 
 /// Proleptic Gregorian (year, month, day) for days since 1970-01-01, after Howard Hinnant's
@@ -59,12 +83,11 @@ fn civil_from_days(days: i64) -> (u32, u32, u32) {
     (year as u32, month as u32, day as u32)
 }
 
-fn push_padded(out: &mut String, value: u32, width: u32) {
-    let mut divisor = 10u32.pow(width - 1);
-    while divisor > 0 {
-        let digit = (value / divisor % 10) as u8;
-        out.push(char::from(b'0' + digit));
-        divisor /= 10;
+/// Writes `value` as decimal digits filling `out`, zero-padded on the left.
+fn put_padded(out: &mut [u8], mut value: u32) {
+    for digit in out.iter_mut().rev() {
+        *digit = b'0' + (value % 10) as u8;
+        value /= 10;
     }
 }
 

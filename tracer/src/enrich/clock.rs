@@ -1,6 +1,6 @@
 //! Kernel timestamps (`bpf_ktime_get_ns`, CLOCK_MONOTONIC) to wall-clock UTC.
 
-use tracer_audit::timestamp::format_rfc3339_ns;
+use tracer_audit::timestamp::Rfc3339;
 
 const NANOS_PER_SEC: i128 = 1_000_000_000;
 /// Samples taken by [`Clock::calibrate`]; the best of a few filters out a read interrupted by
@@ -42,8 +42,8 @@ impl Clock {
 
     /// RFC 3339 UTC with exactly 9 fractional digits and `Z`, e.g.
     /// `2026-11-22T19:27:50.123456789Z`.
-    pub fn rfc3339(&self, monotonic_ns: u64) -> String {
-        format_rfc3339_ns(self.unix_ns(monotonic_ns))
+    pub fn rfc3339(&self, monotonic_ns: u64) -> Rfc3339 {
+        Rfc3339::new(self.unix_ns(monotonic_ns))
     }
 }
 
@@ -87,14 +87,17 @@ mod tests {
         let clock = Clock::with_offset_ns(1_795_375_000 * NS);
         let monotonic = 670 * 1_000_000_000 + 123_456_789;
         assert_eq!(clock.unix_ns(monotonic), 1_795_375_670 * NS + 123_456_789);
-        assert_eq!(clock.rfc3339(monotonic), "2026-11-22T19:27:50.123456789Z");
+        assert_eq!(
+            clock.rfc3339(monotonic).as_str(),
+            "2026-11-22T19:27:50.123456789Z"
+        );
     }
 
     #[test]
     fn negative_offset_is_applied() {
         let clock = Clock::with_offset_ns(-5);
         assert_eq!(clock.unix_ns(3), -2);
-        assert_eq!(clock.rfc3339(3), "1969-12-31T23:59:59.999999998Z");
+        assert_eq!(clock.rfc3339(3).as_str(), "1969-12-31T23:59:59.999999998Z");
     }
 
     #[test]

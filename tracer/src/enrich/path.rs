@@ -7,6 +7,8 @@
 //! loses every segment that decodes to a value redacted in the normalized one.
 use std::borrow::Cow;
 
+use smallvec::SmallVec;
+
 use super::{path_rule::PathRule, percent, query::REDACTED, secret_name::SecretNames};
 
 /// Rules on by default: links that carry one-time tokens in the path. Django's
@@ -59,26 +61,31 @@ impl PathRedactor {
         raw: &'a str,
         normalized: Cow<'a, str>,
     ) -> (Cow<'a, str>, Cow<'a, str>) {
-        let segments: Vec<&str> = normalized.split('/').collect();
-        let names: Vec<&str> = segments
-            .iter()
-            .map(|s| s.split(';').next().unwrap_or_default())
-            .collect();
-        let mut marked = vec![false; segments.len()];
-        for rule in &self.rules {
-            // The first piece is what precedes the leading `/`.
-            rule.mark(names.get(1..).unwrap_or_default(), &mut marked[1..]);
-        }
-        let secrets: Vec<&str> = segments
-            .iter()
-            .zip(&marked)
-            .filter(|(s, m)| **m && !s.is_empty())
-            .map(|(s, _)| *s)
-            .collect();
-        let new_normalized = self.rebuild(segments.iter().copied(), |i, _| marked[i]);
-        let new_raw = self.rebuild(raw.split('/'), |_, segment| {
-            !secrets.is_empty() && secrets.contains(&&*percent::decode_unreserved(segment))
-        });
+        // The lists borrow `normalized`, which is returned below: they end in this block.
+        let (new_raw, new_normalized) = {
+            // Inline up to 16 segments: this runs for every record, and paths are short.
+            let segments: SmallVec<[&str; 16]> = normalized.split('/').collect();
+            let names: SmallVec<[&str; 16]> = segments
+                .iter()
+                .map(|s| s.split(';').next().unwrap_or_default())
+                .collect();
+            let mut marked: SmallVec<[bool; 16]> = smallvec::smallvec![false; segments.len()];
+            for rule in &self.rules {
+                // The first piece is what precedes the leading `/`.
+                rule.mark(names.get(1..).unwrap_or_default(), &mut marked[1..]);
+            }
+            let secrets: SmallVec<[&str; 4]> = segments
+                .iter()
+                .zip(&marked)
+                .filter(|(s, m)| **m && !s.is_empty())
+                .map(|(s, _)| *s)
+                .collect();
+            let new_normalized = self.rebuild(segments.iter().copied(), |i, _| marked[i]);
+            let new_raw = self.rebuild(raw.split('/'), |_, segment| {
+                !secrets.is_empty() && secrets.contains(&&*percent::decode_unreserved(segment))
+            });
+            (new_raw, new_normalized)
+        };
         let normalized = match new_normalized {
             Some(changed) => Cow::Owned(changed),
             None => normalized,

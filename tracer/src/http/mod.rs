@@ -244,6 +244,12 @@ impl HttpConnection {
         std::mem::take(&mut self.completed)
     }
 
+    /// The finished exchanges, leaving their buffer's capacity for the next ones: what
+    /// the per-event path uses, so a request costs no allocation here.
+    pub fn drain_completed(&mut self) -> std::vec::Drain<'_, Exchange> {
+        self.completed.drain(..)
+    }
+
     /// Moves what the HTTP/2 decoder finished and counted into this connection's output.
     fn sync_h2(&mut self) {
         if let Some(h2) = &mut self.h2 {

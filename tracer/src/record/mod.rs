@@ -12,6 +12,7 @@ mod golden_tests;
 use std::{borrow::Cow, net::IpAddr};
 
 use serde::Serialize;
+use tracer_audit::timestamp::Rfc3339;
 
 use self::process_fields::ProcessFields;
 use crate::{
@@ -27,9 +28,9 @@ use crate::{
 #[serde_with::skip_serializing_none]
 #[derive(Serialize)]
 pub struct AccessRecord<'a> {
-    pub timestamp: String,
+    pub timestamp: Rfc3339,
     #[serde(rename = "http.response.timestamp")]
-    pub response_timestamp: Option<String>,
+    pub response_timestamp: Option<Rfc3339>,
     #[serde(rename = "event.duration")]
     pub duration_ns: Option<u64>,
     #[serde(rename = "http.request.method")]
