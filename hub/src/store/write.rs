@@ -1,10 +1,9 @@
 //! One ingest batch as one transaction: records, their integrity events, coverage by
 //! checkpoints, rejected lines, rollups and the chain state commit together, so a
 //! crash leaves the store at a batch boundary and redelivery finds what is stored.
-use std::{
-    collections::{HashMap, HashSet},
-    net::IpAddr,
-};
+use std::net::IpAddr;
+
+use hashbrown::{Equivalent, HashMap, HashSet};
 
 use rusqlite::{Connection, OptionalExtension as _, Transaction, TransactionBehavior, params};
 use sha2::{Digest as _, Sha256};
@@ -160,14 +159,21 @@ impl<'c> Batch<'c> {
         ];
         for (dim, key) in keys {
             let Some(key) = key else { continue };
-            let counts = self
-                .rollup
-                .entry((dim, key.to_owned(), dim.bucket(minute)))
-                .or_default();
+            // Looked up by borrowed key: a batch's keys repeat, and each owned copy
+            // was two allocations per dimension per record.
+            let bucket = (dim, key, dim.bucket(minute));
+            let counts = match self.rollup.get_mut(&RollupRef(bucket)) {
+                Some(counts) => counts,
+                None => self
+                    .rollup
+                    .entry((dim, key.to_owned(), bucket.2))
+                    .or_default(),
+            };
             counts.0 += 1;
             counts.1 += failed;
             if let Some(user) = f.user()
                 && matches!(dim, Dim::All | Dim::Template | Dim::Asset | Dim::Client)
+                && !self.users.contains(&UsersRef((dim, key, hour, user)))
             {
                 self.users
                     .insert((dim, key.to_owned(), hour, user.to_owned()));
@@ -380,6 +386,29 @@ impl Stored for Batch<'_> {
 
     fn stored_prev_hash(&mut self, stream: &str, seq: u64) -> anyhow::Result<Option<Hash>> {
         self.stored("prev_hash", stream, seq)
+    }
+}
+
+/// A rollup key borrowed from a record: hashes as the owned key does (a `String`
+/// hashes as its `str`), so the map is probed without building one.
+#[derive(Hash)]
+struct RollupRef<'a>((Dim, &'a str, i64));
+
+impl Equivalent<(Dim, String, i64)> for RollupRef<'_> {
+    fn equivalent(&self, key: &(Dim, String, i64)) -> bool {
+        let (dim, name, bucket) = self.0;
+        (dim, name, bucket) == (key.0, key.1.as_str(), key.2)
+    }
+}
+
+/// A distinct-users key borrowed from a record, as [`RollupRef`].
+#[derive(Hash)]
+struct UsersRef<'a>((Dim, &'a str, i64, &'a str));
+
+impl Equivalent<(Dim, String, i64, String)> for UsersRef<'_> {
+    fn equivalent(&self, key: &(Dim, String, i64, String)) -> bool {
+        let (dim, name, hour, user) = self.0;
+        (dim, name, hour, user) == (key.0, key.1.as_str(), key.2, key.3.as_str())
     }
 }
 
