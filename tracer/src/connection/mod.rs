@@ -190,12 +190,17 @@ impl Tracker {
                     conn.buffered = conn.http.buffered_bytes();
                 }
                 self.buffered += conn.buffered;
-                out.extend(conn.http.drain_completed().map(|exchange| Finished {
-                    meta: conn.meta,
-                    exchange,
-                    tid: header.tid,
-                    cut_by_shutdown: false,
-                }));
+                out.extend(
+                    conn.http
+                        .take_completed()
+                        .into_iter()
+                        .map(|exchange| Finished {
+                            meta: conn.meta,
+                            exchange,
+                            tid: header.tid,
+                            cut_by_shutdown: false,
+                        }),
+                );
             }
             ConnectionEvent::Tls { header } => {
                 let conn = Self::connection(
