@@ -48,7 +48,7 @@ pub struct StoreArgs {
     pub data: PathBuf,
 }
 
-/// Where `query` and `top` read: the store, or a running hub's API.
+/// Where `query`, `top` and `integrity` read: the store, or a running hub's API.
 #[derive(Args, Clone)]
 pub struct ReadArgs {
     #[command(flatten)]
@@ -240,7 +240,7 @@ pub struct TopArgs {
 #[derive(Args)]
 pub struct IntegrityArgs {
     #[command(flatten)]
-    pub store: StoreArgs,
+    pub source: ReadArgs,
     #[arg(long, value_enum, default_value = "table")]
     pub format: ReportFormat,
 }

@@ -324,9 +324,9 @@ fn every_request_nginx_logged_is_stored_once_and_queries_find_it() -> Result<()>
         Some(run.stdout.lines().count() as u64)
     );
 
-    // `query` and `top` through the running hub's API answer what the store answers,
-    // the JSONL byte for byte, in every format (the shutdown checkpoint is in, as the
-    // integrity report showed, so nothing changes between the two).
+    // `query`, `top` and `integrity` through the running hub's API answer what the store
+    // answers, the JSONL byte for byte, in every format (the shutdown checkpoint is in, as
+    // the integrity report showed, so nothing changes between the two).
     let url = hub.url("");
     let token = hub.token_file.to_str().unwrap_or_default().to_owned();
     for (what, filters) in [
@@ -335,6 +335,8 @@ fn every_request_nginx_logged_is_stored_once_and_queries_find_it() -> Result<()>
         ("query", vec!["--format", "table", "--path", "/orders/"]),
         ("top", vec!["endpoints", "--since", "1h"]),
         ("top", vec!["users", "--since", "1h", "--format", "json"]),
+        ("integrity", vec!["--format", "json"]),
+        ("integrity", vec![]),
     ] {
         let mut direct = vec![what, "--data", &data];
         direct.extend(&filters);

@@ -1,5 +1,5 @@
-//! `query`, `top` and `integrity`, straight from the store, or (`query` and `top`) through
-//! a running hub's API with `--hub`. From the store they work while `serve` ingests
+//! `query`, `top` and `integrity`, straight from the store, or through a running hub's
+//! API with `--hub`. From the store they work while `serve` ingests
 //! (SQLite WAL lets readers see the last commit without blocking the writer).
 use std::io::Write as _;
 
@@ -147,8 +147,10 @@ pub fn top_list(args: &TopArgs) -> anyhow::Result<()> {
 }
 
 pub fn integrity_report(args: &IntegrityArgs) -> anyhow::Result<()> {
-    let conn = reader(&args.store)?;
-    let report = integrity(&conn)?;
+    let report = match RemoteHub::from_args(&args.source)? {
+        Some(hub) => hub.json("/api/integrity", &[])?,
+        None => integrity(&reader(&args.source.store)?)?,
+    };
     match args.format {
         ReportFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
         ReportFormat::Table => print!("{}", format::integrity_table(&report)),

@@ -1,4 +1,4 @@
-//! `query --hub` and `top --hub`: a running hub's JSON API (the one the dashboard uses),
+//! `query --hub`, `top --hub` and `integrity --hub`: a running hub's JSON API (the one the dashboard uses),
 //! read with its bearer token, so the questions can be asked from any machine that
 //! reaches the hub rather than only where its data directory is.
 use std::{path::Path, time::Duration};

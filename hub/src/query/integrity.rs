@@ -1,11 +1,11 @@
 //! Per stream (host): how much of its chain is stored and proven, and every break,
 //! gap, restart and sensor loss; plus the lines that could not be stored at all.
 use rusqlite::{Connection, params};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{verify::StreamState, when::format_ns};
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Integrity {
     pub streams: Vec<StreamIntegrity>,
     /// Lines that were not records: not JSON, missing keys, wrong types, too long.
@@ -13,13 +13,13 @@ pub struct Integrity {
     pub reject_reasons: Vec<Reason>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Reason {
     pub reason: String,
     pub count: u64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct StreamIntegrity {
     pub stream: String,
     pub records: u64,
@@ -42,7 +42,7 @@ pub struct StreamIntegrity {
     pub expired: Option<ExpiredLines>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct ExpiredLines {
     pub lines: u64,
     pub through_seq: u64,
@@ -50,20 +50,20 @@ pub struct ExpiredLines {
     pub before: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct CheckpointMark {
     pub seq: u64,
     pub ts: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Finding {
     pub seq: u64,
     pub kind: String,
     pub detail: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct LossTotal {
     pub source: String,
     pub reason: String,
