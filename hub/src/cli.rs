@@ -48,7 +48,7 @@ pub struct StoreArgs {
     pub data: PathBuf,
 }
 
-/// Where `query`, `top` and `integrity` read: the store, or a running hub's API.
+/// Where `query`, `top`, `integrity` and `alerts` read: the store, or a running hub's API.
 #[derive(Args, Clone)]
 pub struct ReadArgs {
     #[command(flatten)]
@@ -248,7 +248,7 @@ pub struct IntegrityArgs {
 #[derive(Args)]
 pub struct AlertsArgs {
     #[command(flatten)]
-    pub store: StoreArgs,
+    pub source: ReadArgs,
     /// Alerts last seen within DURATION (`15m`, `24h`) or since an RFC 3339 time.
     #[arg(long)]
     pub since: Option<String>,

@@ -543,6 +543,25 @@ fn altered_and_junk_lines_in_files_are_flagged_and_a_file_imported_twice_is_stor
     for rule in ["chain_break", "chain_gap"] {
         assert!(rules.iter().any(|r| r == rule), "{rule} in {alerts}");
     }
+    // A hub serving that store (no broker: nothing more comes in) gives the same alerts
+    // through its API, in both formats.
+    let served = Hub::serve(&setup.path("tampered"), &["--key", &key])?;
+    let token = served.token_file.to_str().unwrap_or_default().to_owned();
+    let url = served.url("");
+    for format in ["jsonl", "table"] {
+        let direct = hub::ok(&["alerts", "--data", &data, "--format", format])?;
+        let remote = hub::ok(&[
+            "alerts",
+            "--hub",
+            &url,
+            "--token-file",
+            &token,
+            "--format",
+            format,
+        ])?;
+        assert_eq!(remote, direct, "alerts --hub, {format}");
+    }
+    served.stop()?;
     Ok(())
 }
 

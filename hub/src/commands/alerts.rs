@@ -1,16 +1,23 @@
-//! `tracer-hub alerts`: what the detections raised, from the store.
+//! `tracer-hub alerts`: what the detections raised, from the store or (`--hub`) through
+//! a running hub's API, printed the same either way.
 use std::io::Write as _;
 
-use anyhow::Context as _;
+use anyhow::{Context as _, bail};
+use serde_json::Value;
 
+use super::remote::RemoteHub;
 use crate::{
     cli::{AlertFormat, AlertsArgs},
-    query::{alerts::table, filter::parse_duration},
+    query::{
+        alerts::{json, table},
+        filter::parse_duration,
+    },
+    serve::MAX_LIMIT,
     store::{
         StoreAt,
         alerts::{AlertFilter, Severity, list},
     },
-    when::{now_ns, parse_rfc3339_ns},
+    when::{format_ns, now_ns, parse_rfc3339_ns},
 };
 
 pub fn run(args: &AlertsArgs) -> anyhow::Result<()> {
@@ -30,28 +37,67 @@ pub fn run(args: &AlertsArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("--severity {text:?}: low, medium, high or critical"))?,
         ),
     };
-    let conn = StoreAt {
-        data: args.store.data.clone(),
-    }
-    .open_reader()?;
-    let alerts = list(
-        &conn,
-        &AlertFilter {
-            since_ns,
-            rule: args.rule.clone(),
-            min_severity,
-            limit: args.limit,
-        },
-    )?;
+    let alerts = match RemoteHub::from_args(&args.source)? {
+        Some(hub) => remote(&hub, args, since_ns)?,
+        None => {
+            let conn = StoreAt {
+                data: args.source.store.data.clone(),
+            }
+            .open_reader()?;
+            let filter = AlertFilter {
+                since_ns,
+                rule: args.rule.clone(),
+                min_severity,
+                limit: args.limit,
+            };
+            list(&conn, &filter)?.iter().map(json).collect()
+        }
+    };
     let mut out = std::io::stdout().lock();
     match args.format {
         AlertFormat::Jsonl => {
             for alert in &alerts {
-                serde_json::to_writer(&mut out, &crate::query::alerts::json(alert))?;
+                serde_json::to_writer(&mut out, alert)?;
                 out.write_all(b"\n")?;
             }
         }
         AlertFormat::Table => out.write_all(table(&alerts).as_bytes())?,
     }
     Ok(())
+}
+
+/// The hub's `/api/alerts` answer, as `alerts --data` would print it. The start of the
+/// range is computed here, from this machine's clock, as the store path does; without
+/// `--since`, every alert (the API's own default is 7 days).
+fn remote(hub: &RemoteHub, args: &AlertsArgs, since_ns: Option<i64>) -> anyhow::Result<Vec<Value>> {
+    if args.limit > MAX_LIMIT as u32 {
+        bail!(
+            "--limit {}: a hub answers at most {MAX_LIMIT} alerts",
+            args.limit
+        );
+    }
+    let from = format_ns(since_ns.unwrap_or(0));
+    let limit = args.limit.to_string();
+    let mut params = vec![("from", from.as_str()), ("limit", limit.as_str())];
+    if let Some(rule) = &args.rule {
+        params.push(("rule", rule));
+    }
+    if let Some(severity) = &args.severity {
+        params.push(("severity", severity));
+    }
+    let mut page: Value = hub.json("/api/alerts", &params)?;
+    let Some(Value::Array(alerts)) = page.get_mut("alerts").map(Value::take) else {
+        bail!("GET /api/alerts: the answer has no alerts list");
+    };
+    Ok(alerts
+        .into_iter()
+        .map(|mut alert| {
+            // What the list adds to what `alerts` prints.
+            if let Value::Object(map) = &mut alert {
+                map.remove("revision");
+                map.remove("window_seconds");
+            }
+            alert
+        })
+        .collect())
 }

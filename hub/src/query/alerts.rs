@@ -30,18 +30,24 @@ pub fn json(alert: &Alert) -> Value {
     })
 }
 
-pub fn table(alerts: &[Alert]) -> String {
+/// Alerts as [`json`] writes them, one row each.
+pub fn table(alerts: &[Value]) -> String {
+    let text = |a: &Value, key: &str| match &a[key] {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    };
     let rows: Vec<Vec<String>> = alerts
         .iter()
         .map(|a| {
             vec![
-                a.id.to_string(),
-                format_ns(a.last_ns),
-                a.severity.as_str().to_owned(),
-                format::cell(&a.rule, 40),
-                format::cell(&a.entity, 60),
-                a.count.to_string(),
-                format::cell(&a.summary, 400),
+                text(a, "id"),
+                text(a, "last_seen"),
+                text(a, "severity"),
+                format::cell(&text(a, "rule"), 40),
+                format::cell(&text(a, "entity"), 60),
+                text(a, "count"),
+                format::cell(&text(a, "summary"), 400),
             ]
         })
         .collect();
