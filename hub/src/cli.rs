@@ -46,6 +46,22 @@ pub struct StoreArgs {
     /// The hub's data directory (the SQLite store).
     #[arg(long, value_name = "DIR", default_value = DEFAULT_DATA)]
     pub data: PathBuf,
+    /// A PostgreSQL database instead of SQLite (`postgres://USER:PASSWORD@HOST:PORT/DB`):
+    /// one store for several hubs. The hub creates its schema there.
+    #[arg(long, value_name = "URL", conflicts_with = "data")]
+    pub store: Option<String>,
+}
+
+impl StoreArgs {
+    /// Where the store is, resolved once: PostgreSQL if given, else SQLite in --data.
+    pub fn at(&self) -> crate::store::StoreAt {
+        match &self.store {
+            Some(url) => crate::store::StoreAt::Postgres { url: url.clone() },
+            None => crate::store::StoreAt::Sqlite {
+                data: self.data.clone(),
+            },
+        }
+    }
 }
 
 /// Where `query`, `top`, `integrity` and `alerts` read: the store, or a running hub's API.
@@ -59,7 +75,7 @@ pub struct ReadArgs {
         long,
         value_name = "URL",
         requires = "token_file",
-        conflicts_with = "data"
+        conflicts_with_all = ["data", "store"]
     )]
     pub hub: Option<String>,
     /// With --hub: a file holding the API token (the one given to `serve --token-file`).

@@ -52,7 +52,7 @@ pub struct Expiry {
 }
 
 /// Builds the detector from what the store holds.
-pub type DetectorFromStore = Box<dyn Fn(&Writer) -> anyhow::Result<Detector> + Send>;
+pub type DetectorFromStore = Box<dyn Fn(&mut Writer) -> anyhow::Result<Detector> + Send>;
 
 pub struct Pipeline {
     keys: Keys,
@@ -72,7 +72,7 @@ impl Pipeline {
     pub fn new(
         keys: Keys,
         enricher: Enricher,
-        writer: Writer,
+        mut writer: Writer,
         detector: DetectorFromStore,
     ) -> anyhow::Result<Self> {
         let chains = Chains::new(keys.clone(), writer.streams()?);
@@ -80,7 +80,7 @@ impl Pipeline {
             keys,
             chains,
             enricher,
-            detector: detector(&writer)?,
+            detector: detector(&mut writer)?,
             newest_ns: 0,
             detector_from_store: detector,
             writer,
@@ -88,7 +88,7 @@ impl Pipeline {
     }
 
     /// See [`Writer::analyze`].
-    pub fn analyze(&self) -> anyhow::Result<()> {
+    pub fn analyze(&mut self) -> anyhow::Result<()> {
         self.writer.analyze()
     }
 
@@ -116,7 +116,7 @@ impl Pipeline {
 
     fn resume_from_store(&mut self) -> anyhow::Result<()> {
         self.chains = Chains::new(self.keys.clone(), self.writer.streams()?);
-        self.detector = (self.detector_from_store)(&self.writer)?;
+        self.detector = (self.detector_from_store)(&mut self.writer)?;
         Ok(())
     }
 

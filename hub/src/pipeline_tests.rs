@@ -98,7 +98,7 @@ fn lines(raw: &[Vec<u8>]) -> Vec<Line> {
 }
 
 /// The stored alerts of `rule`.
-fn alerts_of(conn: &rusqlite::Connection, rule: &str) -> Vec<crate::store::alerts::Alert> {
+fn alerts_of(conn: &mut crate::store::Db, rule: &str) -> Vec<crate::store::alerts::Alert> {
     let filter = crate::store::alerts::AlertFilter {
         rule: Some(rule.to_owned()),
         limit: 10,
@@ -108,7 +108,7 @@ fn alerts_of(conn: &rusqlite::Connection, rule: &str) -> Vec<crate::store::alert
 }
 
 fn pipeline(dir: &Path, keys: &[String]) -> (Pipeline, StoreAt) {
-    let store = StoreAt {
+    let store = StoreAt::Sqlite {
         data: dir.join("data"),
     };
     let keys = Keys::from_pairs(keys.iter().map(String::as_str)).unwrap();
@@ -162,8 +162,8 @@ fn a_stream_is_stored_once_covered_by_its_checkpoint_and_redelivery_is_dropped()
     let again = pipeline.ingest(&lines(&raw)).unwrap();
     assert_eq!((again.stored, again.duplicates), (0, 27));
 
-    let conn = store.open_reader().unwrap();
-    let all = records::page(&conn, &Filter::default(), 100, 0).unwrap();
+    let mut conn = store.open_reader().unwrap();
+    let all = records::page(&mut conn, &Filter::default(), 100, 0).unwrap();
     assert_eq!(all.total, 25, "access records only");
     let covered = covered(&all);
     assert_eq!(
@@ -172,7 +172,7 @@ fn a_stream_is_stored_once_covered_by_its_checkpoint_and_redelivery_is_dropped()
         "the checkpoint covers seqs 2..=21: {covered:?}"
     );
     assert!(covered.iter().all(|s| (2..=21).contains(s)));
-    let report = integrity(&conn).unwrap();
+    let report = integrity(&mut conn).unwrap();
     let web1 = &report.streams[0];
     assert_eq!(
         (web1.first_seq, web1.last_seq, web1.verified_through),
@@ -200,8 +200,8 @@ fn altered_missing_and_foreign_lines_are_findings_and_junk_is_rejected() {
     assert_eq!(outcome.rejected, 2);
     let kinds: Vec<_> = outcome.events.iter().map(|e| (e.seq, e.kind)).collect();
     assert!(kinds.contains(&(6, EventKind::Modified)), "{kinds:?}");
-    let conn = store.open_reader().unwrap();
-    let report = integrity(&conn).unwrap();
+    let mut conn = store.open_reader().unwrap();
+    let report = integrity(&mut conn).unwrap();
     assert_eq!(report.rejected, 2);
     let web1 = &report.streams[0];
     let gaps: Vec<_> = web1
@@ -212,7 +212,7 @@ fn altered_missing_and_foreign_lines_are_findings_and_junk_is_rejected() {
         .collect();
     assert_eq!((gaps, web1.missing), (vec![11], 1));
     assert!(web1.verified_through.is_some_and(|v| v == 22));
-    let page = records::page(&conn, &Filter::default(), 100, 0).unwrap();
+    let page = records::page(&mut conn, &Filter::default(), 100, 0).unwrap();
     let covered = covered(&page);
     assert_eq!(
         covered,
@@ -247,10 +247,10 @@ fn a_batch_redelivered_after_later_ones_fills_its_gap_and_is_proven() {
     pipeline.ingest(head).unwrap();
     let later = pipeline.ingest(tail).unwrap();
     assert!(later.events.is_empty(), "{:?}", later.events);
-    let conn = store.open_reader().unwrap();
-    assert_eq!(integrity(&conn).unwrap().streams[0].missing, 6);
-    let gap_alerts = |conn: &rusqlite::Connection| alerts_of(conn, "chain_gap");
-    let open = gap_alerts(&conn);
+    let mut conn = store.open_reader().unwrap();
+    assert_eq!(integrity(&mut conn).unwrap().streams[0].missing, 6);
+    let gap_alerts = |conn: &mut crate::store::Db| alerts_of(conn, "chain_gap");
+    let open = gap_alerts(&mut conn);
     assert_eq!(open.len(), 1);
     assert_eq!(open[0].resolved_ns, None, "the gap is open");
     assert!(
@@ -265,12 +265,12 @@ fn a_batch_redelivered_after_later_ones_fills_its_gap_and_is_proven() {
         "the resolution is delivered: {:?}",
         late.alerts
     );
-    let report = integrity(&conn).unwrap();
+    let report = integrity(&mut conn).unwrap();
     assert_eq!(report.streams[0].missing, 0);
     assert!(report.streams[0].breaks.is_empty());
-    let page = records::page(&conn, &Filter::default(), 100, 0).unwrap();
+    let page = records::page(&mut conn, &Filter::default(), 100, 0).unwrap();
     assert_eq!(page.rows.iter().filter(|(r, _)| r.covered).count(), 20);
-    let resolved = gap_alerts(&conn);
+    let resolved = gap_alerts(&mut conn);
     assert!(
         resolved[0].resolved_ns.is_some(),
         "the filled gap resolves its alert"
@@ -289,9 +289,9 @@ fn a_gap_that_stays_open_keeps_its_alert_open() {
     pipeline.ingest(&all[6..11]).unwrap();
     pipeline.ingest(&all[12..]).unwrap();
     pipeline.ingest(&all[11..12]).unwrap();
-    let conn = store.open_reader().unwrap();
-    assert_eq!(integrity(&conn).unwrap().streams[0].missing, 1);
-    let alerts = alerts_of(&conn, "chain_gap");
+    let mut conn = store.open_reader().unwrap();
+    assert_eq!(integrity(&mut conn).unwrap().streams[0].missing, 1);
+    let alerts = alerts_of(&mut conn, "chain_gap");
     assert!(!alerts.is_empty());
     assert!(alerts.iter().all(|a| a.resolved_ns.is_none()), "{alerts:?}");
 }
@@ -313,15 +313,15 @@ fn a_checkpoint_that_arrives_before_its_head_line_is_proven_when_the_line_comes(
     let late = pipeline.ingest(head_line).unwrap();
     assert_eq!(late.stored, 1);
     assert!(late.events.is_empty(), "{:?}", late.events);
-    let conn = store.open_reader().unwrap();
-    let report = integrity(&conn).unwrap();
+    let mut conn = store.open_reader().unwrap();
+    let report = integrity(&mut conn).unwrap();
     assert!(
         report.streams[0].breaks.is_empty(),
         "{:?}",
         report.streams[0].breaks
     );
     assert_eq!(report.streams[0].missing, 0);
-    let page = records::page(&conn, &Filter::default(), 100, 0).unwrap();
+    let page = records::page(&mut conn, &Filter::default(), 100, 0).unwrap();
     assert_eq!(page.rows.iter().filter(|(r, _)| r.covered).count(), 20);
 }
 
@@ -345,12 +345,12 @@ fn retention_deletes_old_lines_in_chunks_and_they_are_not_stored_again() {
     }
     assert_eq!(steps, [4, 4, 3], "chunks of at most 4 lines");
 
-    let conn = store.open_reader().unwrap();
-    let left = records::page(&conn, &Filter::default(), 100, 0).unwrap();
+    let mut conn = store.open_reader().unwrap();
+    let left = records::page(&mut conn, &Filter::default(), 100, 0).unwrap();
     let mut seqs: Vec<u64> = left.rows.iter().map(|(r, _)| r.seq).collect();
     seqs.sort_unstable();
     assert_eq!(seqs, (12..=21).chain(23..=27).collect::<Vec<_>>());
-    let report = integrity(&conn).unwrap();
+    let report = integrity(&mut conn).unwrap();
     let web1 = &report.streams[0];
     let expired = web1.expired.as_ref().expect("retention is reported");
     assert_eq!((expired.lines, expired.through_seq), (11, 11));
@@ -413,9 +413,9 @@ fn a_silent_sensor_alert_is_resolved_when_its_stream_speaks_again() {
     let later = crate::when::parse_rfc3339_ns("2026-12-03T02:30:00Z").unwrap();
     let raised = pipeline.tick(later).unwrap();
     assert_eq!(raised.len(), 1);
-    let conn = store.open_reader().unwrap();
-    let silent = |conn: &rusqlite::Connection| alerts_of(conn, "sensor_silent");
-    let open = silent(&conn);
+    let mut conn = store.open_reader().unwrap();
+    let silent = |conn: &mut crate::store::Db| alerts_of(conn, "sensor_silent");
+    let open = silent(&mut conn);
     assert_eq!(open.len(), 1);
     assert_eq!(open[0].resolved_ns, None);
     let back = pipeline.ingest(&all[5..]).unwrap();
@@ -424,7 +424,7 @@ fn a_silent_sensor_alert_is_resolved_when_its_stream_speaks_again() {
         "the resolution is delivered: {:?}",
         back.alerts
     );
-    let resolved = silent(&conn);
+    let resolved = silent(&mut conn);
     assert!(resolved[0].resolved_ns.is_some(), "{resolved:?}");
     assert!(resolved[0].revision > open[0].revision);
     assert!(pipeline.tick(later + 60_000_000_000).unwrap().is_empty());

@@ -13,10 +13,7 @@ use crate::{
         filter::parse_duration,
     },
     serve::MAX_LIMIT,
-    store::{
-        StoreAt,
-        alerts::{AlertFilter, Severity, list},
-    },
+    store::alerts::{AlertFilter, Severity, list},
     when::{format_ns, now_ns, parse_rfc3339_ns},
 };
 
@@ -40,17 +37,14 @@ pub fn run(args: &AlertsArgs) -> anyhow::Result<()> {
     let alerts = match RemoteHub::from_args(&args.source)? {
         Some(hub) => remote(&hub, args, since_ns)?,
         None => {
-            let conn = StoreAt {
-                data: args.source.store.data.clone(),
-            }
-            .open_reader()?;
+            let mut conn = args.source.store.at().open_reader()?;
             let filter = AlertFilter {
                 since_ns,
                 rule: args.rule.clone(),
                 min_severity,
                 limit: args.limit,
             };
-            list(&conn, &filter)?.iter().map(json).collect()
+            list(&mut conn, &filter)?.iter().map(json).collect()
         }
     };
     let mut out = std::io::stdout().lock();

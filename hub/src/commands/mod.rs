@@ -11,7 +11,6 @@ use crate::{
     detect::{Detections, Detector, sigma::Sigma},
     enrich::Enricher,
     pipeline::{Expiry, Outcome, Pipeline},
-    store::StoreAt,
     verify::keys::Keys,
 };
 
@@ -25,10 +24,7 @@ fn pipeline(args: &IngestArgs) -> anyhow::Result<Pipeline> {
     } = args;
     let keys = Keys::from_pairs(verify.keys.iter().map(String::as_str))?;
     let enricher = Enricher::load(&enrich.settings())?;
-    let writer = StoreAt {
-        data: store.data.clone(),
-    }
-    .open_writer()?;
+    let writer = store.at().open_writer()?;
     let detect = detect.clone();
     Pipeline::new(
         keys,
@@ -40,7 +36,7 @@ fn pipeline(args: &IngestArgs) -> anyhow::Result<Pipeline> {
 
 /// The detector, resumed from the store. The rule files are read each time (at start,
 /// and after a failed batch), so an invalid edit shows at once.
-fn detector(args: &DetectArgs, writer: &crate::store::Writer) -> anyhow::Result<Detector> {
+fn detector(args: &DetectArgs, writer: &mut crate::store::Writer) -> anyhow::Result<Detector> {
     let settings = Detections::load(args.detections.as_deref())?;
     let sigma = Sigma::load(&args.rules)?;
     Ok(Detector::new(settings, sigma, writer.detect_state()?))

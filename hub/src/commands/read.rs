@@ -17,15 +17,12 @@ use crate::{
         top::{TopRow, top},
     },
     serve::{MAX_EXPORT, MAX_LIMIT},
-    store::StoreAt,
+    store::Db,
     when::now_ns,
 };
 
-fn reader(store: &StoreArgs) -> anyhow::Result<rusqlite::Connection> {
-    StoreAt {
-        data: store.data.clone(),
-    }
-    .open_reader()
+fn reader(store: &StoreArgs) -> anyhow::Result<Db> {
+    store.at().open_reader()
 }
 
 /// `/api/records` as JSON.
@@ -48,8 +45,8 @@ pub fn query(args: &QueryArgs) -> anyhow::Result<()> {
     if let Some(hub) = RemoteHub::from_args(&args.source)? {
         return query_hub(&hub, args);
     }
-    let conn = reader(&args.source.store)?;
-    let page = records::page(&conn, &filter, args.limit, 0)?;
+    let mut conn = reader(&args.source.store)?;
+    let page = records::page(&mut conn, &filter, args.limit, 0)?;
     let mut out = std::io::stdout().lock();
     match args.format {
         RowFormat::Jsonl => {
@@ -137,7 +134,12 @@ pub fn top_list(args: &TopArgs) -> anyhow::Result<()> {
             hub.json::<TopAnswer>(&format!("/api/top/{kind}"), &params)?
                 .rows
         }
-        None => top(&reader(&args.source.store)?, args.kind, &filter, args.limit)?,
+        None => top(
+            &mut reader(&args.source.store)?,
+            args.kind,
+            &filter,
+            args.limit,
+        )?,
     };
     match args.format {
         ReportFormat::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
@@ -149,7 +151,7 @@ pub fn top_list(args: &TopArgs) -> anyhow::Result<()> {
 pub fn integrity_report(args: &IntegrityArgs) -> anyhow::Result<()> {
     let report = match RemoteHub::from_args(&args.source)? {
         Some(hub) => hub.json("/api/integrity", &[])?,
-        None => integrity(&reader(&args.source.store)?)?,
+        None => integrity(&mut reader(&args.source.store)?)?,
     };
     match args.format {
         ReportFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),

@@ -25,7 +25,7 @@ use crate::{
         router,
         tls::{self, TlsListener},
     },
-    store::StoreAt,
+    store::Readers,
     when::now_ns,
 };
 
@@ -84,9 +84,7 @@ async fn serve(
 ) -> anyhow::Result<()> {
     let (live, _) = broadcast::channel(LIVE_BUFFER);
     let hub = Arc::new(Hub {
-        store: StoreAt {
-            data: args.ingest.store.data.clone(),
-        },
+        store: Readers::new(args.ingest.store.at()),
         auth: Auth::new(secret),
         live: live.clone(),
         secure_cookies: args.behind_tls || tls.is_some(),
@@ -97,7 +95,7 @@ async fn serve(
     let address = listener.local_addr()?;
     let (alerted, changed) = mpsc::channel();
     if !targets.is_empty() {
-        let store = hub.store.clone();
+        let store = args.ingest.store.at();
         std::thread::Builder::new()
             .name("alert-delivery".to_owned())
             .spawn(move || {

@@ -13,11 +13,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use rusqlite::Connection;
-
 pub use self::{alertmanager::Alertmanager, nats::NatsAlerts, webhook::Webhook};
 use crate::store::{
-    StoreAt,
+    Db, StoreAt,
     alerts::{self, Alert},
 };
 
@@ -51,7 +49,7 @@ pub fn run(
     if targets.is_empty() {
         return Ok(());
     }
-    let conn = store.open_deliveries()?;
+    let mut conn = store.open_deliveries()?;
     let mut tracked: Vec<Tracked> = targets
         .into_iter()
         .map(|target| Tracked {
@@ -62,9 +60,17 @@ pub fn run(
         })
         .collect();
     loop {
+        if conn.is_closed() {
+            // The server went away (PostgreSQL restarted): connect again, and until
+            // that works, try again at the next poll.
+            match store.open_deliveries() {
+                Ok(fresh) => conn = fresh,
+                Err(e) => eprintln!("tracer-hub: alert deliveries: {e:#}; retrying"),
+            }
+        }
         for t in &mut tracked {
             if Instant::now() >= t.next_try {
-                deliver(&conn, t);
+                deliver(&mut conn, t);
             }
         }
         match changed.recv_timeout(POLL) {
@@ -75,7 +81,7 @@ pub fn run(
 }
 
 /// Sends what `t` has not delivered yet, a batch at a time.
-fn deliver(conn: &Connection, t: &mut Tracked) {
+fn deliver(conn: &mut Db, t: &mut Tracked) {
     let name = t.target.name();
     loop {
         let result = (|| {

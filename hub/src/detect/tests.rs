@@ -513,7 +513,7 @@ fn integrity_events_gaps_and_silence() {
 #[test]
 fn what_was_learned_survives_a_restart_through_the_store() {
     let dir = tempfile::tempdir().unwrap();
-    let mut writer = StoreAt {
+    let mut writer = StoreAt::Sqlite {
         data: dir.path().to_owned(),
     }
     .open_writer()
@@ -553,7 +553,7 @@ fn what_was_learned_survives_a_restart_through_the_store() {
 #[test]
 fn findings_group_into_one_alert_per_rule_and_entity_per_window() {
     let dir = tempfile::tempdir().unwrap();
-    let store = StoreAt {
+    let store = StoreAt::Sqlite {
         data: dir.path().to_owned(),
     };
     let mut writer = store.open_writer().unwrap();
@@ -567,9 +567,9 @@ fn findings_group_into_one_alert_per_rule_and_entity_per_window() {
         }
     }
     batch.commit(std::iter::empty()).unwrap();
-    let conn = store.open_reader().unwrap();
+    let mut conn = store.open_reader().unwrap();
     let alerts = crate::store::alerts::list(
-        &conn,
+        &mut conn,
         &crate::store::alerts::AlertFilter {
             limit: 10,
             ..Default::default()

@@ -2,13 +2,15 @@
 //! filtered pages, counts per rule and severity, and where each delivery target is.
 use std::collections::BTreeMap;
 
-use rusqlite::{Connection, params_from_iter, types::Value as SqlValue};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use super::format;
 use crate::{
-    store::alerts::{self as store_alerts, Alert, Severity},
+    store::{
+        alerts::{self as store_alerts, Alert, Severity},
+        db::{Db, Value as SqlValue, args, dynamic},
+    },
     when::format_ns,
 };
 
@@ -93,7 +95,7 @@ impl Selection {
     /// The WHERE clause and its parameters (bound, never spliced). `facets` leaves out
     /// the rule and severity, for the counts that let a reader pick one.
     fn sql(&self, facets: bool) -> (String, Vec<SqlValue>) {
-        let mut clauses = vec!["1".to_owned()];
+        let mut clauses = vec!["TRUE".to_owned()];
         let mut params: Vec<SqlValue> = Vec::new();
         // Each `?` becomes `?N`, numbered across the whole clause list.
         let mut push = |clause: &str, values: Vec<SqlValue>| {
@@ -144,34 +146,31 @@ pub struct Page {
 }
 
 /// The selected alerts from `offset`, newest first; the store answers, a page at a time.
-pub fn page(
-    conn: &Connection,
-    selection: &Selection,
-    limit: u64,
-    offset: u64,
-) -> anyhow::Result<Page> {
+pub fn page(conn: &mut Db, selection: &Selection, limit: u64, offset: u64) -> anyhow::Result<Page> {
     let (clause, params) = selection.sql(false);
-    let total: i64 = conn.query_row(
-        &format!("SELECT COUNT(*) FROM alerts WHERE {clause}"),
-        params_from_iter(params.iter()),
-        |r| r.get(0),
-    )?;
+    let total: u64 = conn
+        .query_row(
+            &format!("SELECT COUNT(*) FROM alerts WHERE {clause}"),
+            &dynamic(&params),
+        )?
+        .get(0)?;
     let ids: Vec<i64> = conn
-        .prepare(&format!(
-            "SELECT id FROM alerts WHERE {clause} ORDER BY last_ns DESC, id DESC LIMIT {limit} OFFSET {offset}"
-        ))?
-        .query_map(params_from_iter(params.iter()), |r| r.get(0))?
-        .collect::<Result<_, _>>()?;
+        .query(
+            &format!(
+                "SELECT id FROM alerts WHERE {clause} ORDER BY last_ns DESC, id DESC LIMIT {limit} OFFSET {offset}"
+            ),
+            &dynamic(&params),
+        )?
+        .iter()
+        .map(|r| r.get(0))
+        .collect::<anyhow::Result<_>>()?;
     let mut alerts = Vec::with_capacity(ids.len());
     for id in ids {
         if let Some(alert) = store_alerts::get(conn, id)? {
             alerts.push(alert);
         }
     }
-    Ok(Page {
-        alerts,
-        total: total as u64,
-    })
+    Ok(Page { alerts, total })
 }
 
 /// Alerts of one rule, by severity.
@@ -207,32 +206,28 @@ pub struct Counts {
     pub rules: Vec<RuleCount>,
 }
 
-pub fn counts(conn: &Connection, selection: &Selection) -> anyhow::Result<Counts> {
+pub fn counts(conn: &mut Db, selection: &Selection) -> anyhow::Result<Counts> {
     let (clause, params) = selection.sql(true);
-    let mut stmt = conn.prepare(&format!(
-        "SELECT rule, severity, COUNT(*) FROM alerts WHERE {clause} GROUP BY rule, severity"
-    ))?;
-    let rows = stmt.query_map(params_from_iter(params.iter()), |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, i64>(1)?,
-            r.get::<_, i64>(2)?,
-        ))
-    })?;
+    let rows = conn.query(
+        &format!(
+            "SELECT rule, severity, COUNT(*) FROM alerts WHERE {clause} GROUP BY rule, severity"
+        ),
+        &dynamic(&params),
+    )?;
     let mut counts = Counts::default();
     counts.all.rule = "*".to_owned();
     let mut rules: BTreeMap<String, RuleCount> = BTreeMap::new();
     for row in rows {
-        let (rule, rank, n) = row?;
+        let (rule, rank, n): (String, i64, u64) = (row.get(0)?, row.get(1)?, row.get(2)?);
         let severity = severity_of(rank);
-        counts.all.add(severity, n as u64);
+        counts.all.add(severity, n);
         rules
             .entry(rule.clone())
             .or_insert_with(|| RuleCount {
                 rule,
                 ..RuleCount::default()
             })
-            .add(severity, n as u64);
+            .add(severity, n);
     }
     counts.rules = rules.into_values().collect();
     counts
@@ -256,20 +251,15 @@ pub struct Delivery {
 }
 
 /// Every target that ever delivered or tried, and where it is with `alert`.
-pub fn deliveries(conn: &Connection, alert: &Alert) -> anyhow::Result<Vec<Delivery>> {
-    let mut stmt = conn
-        .prepare("SELECT target, revision, failures, last_error FROM deliveries ORDER BY target")?;
-    let rows = stmt.query_map([], |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, i64>(1)?,
-            r.get::<_, i64>(2)?,
-            r.get::<_, Option<String>>(3)?,
-        ))
-    })?;
+pub fn deliveries(conn: &mut Db, alert: &Alert) -> anyhow::Result<Vec<Delivery>> {
+    let rows = conn.query(
+        "SELECT target, revision, failures, last_error FROM deliveries ORDER BY target",
+        args![],
+    )?;
     let mut out = Vec::new();
     for row in rows {
-        let (target, revision, failures, last_error) = row?;
+        let (target, revision, failures, last_error): (String, i64, i64, Option<String>) =
+            (row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?);
         let state = if revision >= alert.revision {
             "delivered"
         } else if last_error.is_some() {
@@ -409,7 +399,7 @@ mod tests {
 
     fn store() -> (tempfile::TempDir, StoreAt) {
         let dir = tempfile::tempdir().unwrap();
-        let store = StoreAt {
+        let store = StoreAt::Sqlite {
             data: dir.path().to_owned(),
         };
         let mut writer = store.open_writer().unwrap();
@@ -485,9 +475,9 @@ mod tests {
     #[test]
     fn pages_are_newest_first_with_the_total_of_the_whole_selection() {
         let (_dir, store) = store();
-        let conn = store.open_reader().unwrap();
+        let mut conn = store.open_reader().unwrap();
         let all = Selection::default();
-        let first = page(&conn, &all, 2, 0).unwrap();
+        let first = page(&mut conn, &all, 2, 0).unwrap();
         assert_eq!(first.total, 5);
         assert_eq!(
             entities(&first),
@@ -496,7 +486,7 @@ mod tests {
                 ("auth_failures", "client:203.0.113.66")
             ]
         );
-        let last = page(&conn, &all, 2, 4).unwrap();
+        let last = page(&mut conn, &all, 2, 4).unwrap();
         assert_eq!(last.total, 5);
         assert_eq!(entities(&last), [("restricted_access", "user:bob")]);
         assert_eq!(last.alerts[0].count, 2, "two findings, one alert");
@@ -504,18 +494,18 @@ mod tests {
             last.alerts[0].records,
             [("web1".to_owned(), 4), ("web1".to_owned(), 9)]
         );
-        assert!(page(&conn, &all, 10, 50).unwrap().alerts.is_empty());
+        assert!(page(&mut conn, &all, 10, 50).unwrap().alerts.is_empty());
     }
 
     #[test]
     fn rule_severity_entity_and_range_narrow_the_page() {
         let (_dir, store) = store();
-        let conn = store.open_reader().unwrap();
+        let mut conn = store.open_reader().unwrap();
         let by_rule = Selection {
             rule: Some("restricted_access".into()),
             ..Selection::default()
         };
-        let got = page(&conn, &by_rule, 10, 0).unwrap();
+        let got = page(&mut conn, &by_rule, 10, 0).unwrap();
         assert_eq!(
             entities(&got),
             [
@@ -528,7 +518,7 @@ mod tests {
             ..Selection::default()
         };
         assert_eq!(
-            page(&conn, &high, 10, 0).unwrap().total,
+            page(&mut conn, &high, 10, 0).unwrap().total,
             3,
             "high and critical"
         );
@@ -536,17 +526,17 @@ mod tests {
             entity: Some("user:bob".into()),
             ..Selection::default()
         };
-        assert_eq!(page(&conn, &bob, 10, 0).unwrap().total, 2);
+        assert_eq!(page(&mut conn, &bob, 10, 0).unwrap().total, 2);
         let users = Selection {
             entity: Some("user:*".into()),
             ..Selection::default()
         };
-        assert_eq!(page(&conn, &users, 10, 0).unwrap().total, 3);
+        assert_eq!(page(&mut conn, &users, 10, 0).unwrap().total, 3);
         let not_a_glob = Selection {
             entity: Some("user:%".into()),
             ..Selection::default()
         };
-        assert_eq!(page(&conn, &not_a_glob, 10, 0).unwrap().total, 0);
+        assert_eq!(page(&mut conn, &not_a_glob, 10, 0).unwrap().total, 0);
         // The span meets the range: bob's restricted_access (T0..T0+1s) is in
         // [T0+1s, T0+15s), carol's (T0+20s) is not.
         let range = Selection {
@@ -555,7 +545,7 @@ mod tests {
             ..Selection::default()
         };
         assert_eq!(
-            entities(&page(&conn, &range, 10, 0).unwrap()),
+            entities(&page(&mut conn, &range, 10, 0).unwrap()),
             [
                 ("least_privilege", "user:bob"),
                 ("restricted_access", "user:bob")
@@ -565,7 +555,7 @@ mod tests {
             rule: Some("x' OR '1'='1".into()),
             ..Selection::default()
         };
-        assert_eq!(page(&conn, &injected, 10, 0).unwrap().total, 0);
+        assert_eq!(page(&mut conn, &injected, 10, 0).unwrap().total, 0);
         let (sql, params) = Selection {
             from_ns: Some(1),
             rule: Some("r".into()),
@@ -575,7 +565,7 @@ mod tests {
         .sql(false);
         assert_eq!(
             sql,
-            "1 AND last_ns >= ?1 AND rule = ?2 AND substr(entity, 1, ?3) = ?4"
+            "TRUE AND last_ns >= ?1 AND rule = ?2 AND substr(entity, 1, ?3) = ?4"
         );
         assert_eq!(params.len(), 4);
     }
@@ -583,13 +573,13 @@ mod tests {
     #[test]
     fn counts_follow_range_and_entity_but_not_rule_or_severity() {
         let (_dir, store) = store();
-        let conn = store.open_reader().unwrap();
+        let mut conn = store.open_reader().unwrap();
         let selection = Selection {
             rule: Some("chain_break".into()),
             min_severity: Some(Severity::Critical),
             ..Selection::default()
         };
-        let c = counts(&conn, &selection).unwrap();
+        let c = counts(&mut conn, &selection).unwrap();
         assert_eq!(
             (
                 c.all.total,
@@ -611,7 +601,7 @@ mod tests {
             ]
         );
         let bob = counts(
-            &conn,
+            &mut conn,
             &Selection {
                 entity: Some("user:bob".into()),
                 to_ns: Some(T0 + 5 * SEC),
@@ -627,27 +617,27 @@ mod tests {
     #[test]
     fn deliveries_say_where_each_target_is_with_this_alert() {
         let (_dir, store) = store();
-        let writer = store.open_deliveries().unwrap();
+        let mut writer = store.open_deliveries().unwrap();
         // Revisions 1..=5 are the five batches (bob's second finding was batch 2).
-        mark_delivered(&writer, "nats nats://127.0.0.1:4222", 6, None).unwrap();
-        mark_delivered(&writer, "webhook http://hooks.example/h", 2, None).unwrap();
+        mark_delivered(&mut writer, "nats nats://127.0.0.1:4222", 6, None).unwrap();
+        mark_delivered(&mut writer, "webhook http://hooks.example/h", 2, None).unwrap();
         mark_delivered(
-            &writer,
+            &mut writer,
             "webhook http://hooks.example/h",
             2,
             Some("POST http://user:pw@hooks.example/h?token=s3cret: status 500"),
         )
         .unwrap();
         mark_delivered(
-            &writer,
+            &mut writer,
             "alertmanager http://am:9093/api/v2/alerts",
             3,
             None,
         )
         .unwrap();
-        let conn = store.open_reader().unwrap();
+        let mut conn = store.open_reader().unwrap();
         let carol = page(
-            &conn,
+            &mut conn,
             &Selection {
                 entity: Some("user:carol".into()),
                 ..Selection::default()
@@ -659,7 +649,7 @@ mod tests {
         .alerts
         .remove(0);
         assert_eq!(carol.revision, 4);
-        let got = deliveries(&conn, &carol).unwrap();
+        let got = deliveries(&mut conn, &carol).unwrap();
         let states: Vec<_> = got.iter().map(|d| (d.target.as_str(), d.state)).collect();
         assert_eq!(
             states,
@@ -720,8 +710,8 @@ mod tests {
     #[test]
     fn the_detail_searches_the_entity_over_the_alerts_span() {
         let (_dir, store) = store();
-        let conn = store.open_reader().unwrap();
-        let bob = store_alerts::get(&conn, 1).unwrap().unwrap();
+        let mut conn = store.open_reader().unwrap();
+        let bob = store_alerts::get(&mut conn, 1).unwrap().unwrap();
         let value = detail(&bob, &[]);
         assert_eq!(value["search"]["all"], json!({ "user": "bob" }));
         assert_eq!(value["search"]["during"]["from"], format_ns(T0));
@@ -729,7 +719,7 @@ mod tests {
         assert_eq!(value["window_seconds"], 3600);
         assert_eq!(value["revision"], 2);
         assert_eq!(value["deliveries"], json!([]));
-        let silent = store_alerts::get(&conn, 5).unwrap().unwrap();
+        let silent = store_alerts::get(&mut conn, 5).unwrap().unwrap();
         assert_eq!(
             detail(&silent, &[])["search"]["all"],
             json!({ "stream": "web2" })

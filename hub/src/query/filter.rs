@@ -3,11 +3,10 @@
 use std::{net::IpAddr, time::Duration};
 
 use ipnet::IpNet;
-use rusqlite::types::Value;
 use serde::Deserialize;
 
 use crate::{
-    store::{NANOS_PER_MINUTE, client_key},
+    store::{Dialect, NANOS_PER_MINUTE, client_key, db::Value},
     when,
 };
 
@@ -173,7 +172,7 @@ fn parse_status(text: &str) -> Result<(u16, u16), FilterError> {
 
 impl Filter {
     /// The WHERE clause (access records only) and its parameters.
-    pub fn sql(&self) -> (String, Vec<Value>) {
+    pub fn sql(&self, dialect: Dialect) -> (String, Vec<Value>) {
         let mut clauses = vec!["kind = 'access'".to_owned()];
         let mut params: Vec<Value> = Vec::new();
         // Each `?` becomes `?N`, numbered across the whole clause list.
@@ -190,12 +189,15 @@ impl Filter {
             clauses.push(numbered);
         };
         // With a filter that has its own (column, ts) index, the time bounds must not
-        // tempt the planner into the time index: `+ts` keeps them off it.
-        let ts = if self.user.is_some()
-            || self.credential.is_some()
-            || self.client.is_some()
-            || self.asset.is_some()
-            || self.template.is_some()
+        // tempt SQLite's planner into the time index: `+ts` keeps them off it.
+        // PostgreSQL's planner weighs both with its statistics, and uses the time
+        // bounds inside the (column, ts) index.
+        let ts = if dialect == Dialect::Sqlite
+            && (self.user.is_some()
+                || self.credential.is_some()
+                || self.client.is_some()
+                || self.asset.is_some()
+                || self.template.is_some())
         {
             "+ts"
         } else {
@@ -223,12 +225,17 @@ impl Filter {
             push("client_key BETWEEN ? AND ?", vec![low.into(), high.into()]);
         }
         if let Some(path) = &self.path {
-            let glob = if path.contains('*') {
-                path.replace("**", "*")
-            } else {
-                format!("{}*", escape_glob(path))
-            };
-            push("path GLOB ?", vec![glob.into()]);
+            match dialect {
+                Dialect::Sqlite => {
+                    let glob = if path.contains('*') {
+                        path.replace("**", "*")
+                    } else {
+                        format!("{}*", escape_glob(path))
+                    };
+                    push("path GLOB ?", vec![glob.into()]);
+                }
+                Dialect::Postgres => push("path ~ ?", vec![glob_regex(path).into()]),
+            }
         }
         if let Some(template) = &self.template {
             push("template = ?", vec![template.clone().into()]);
@@ -270,6 +277,33 @@ impl Filter {
                 ..Filter::default()
             }
     }
+}
+
+/// `--path` as a PostgreSQL regular expression, as GLOB reads it in SQLite: a pattern
+/// with `*` (any run, `**` the same) and `?` (one character) matches the whole path;
+/// one without `*` is a prefix.
+fn glob_regex(path: &str) -> String {
+    let whole = path.contains('*');
+    let mut out = String::from("^");
+    for c in path.chars() {
+        match c {
+            '*' if whole => {
+                if !out.ends_with(".*") {
+                    out.push_str(".*");
+                }
+            }
+            '?' if whole => out.push('.'),
+            c if c.is_ascii_alphanumeric() || !c.is_ascii() => out.push(c),
+            c => {
+                out.push('\\');
+                out.push(c);
+            }
+        }
+    }
+    if whole {
+        out.push('$');
+    }
+    out
 }
 
 /// A literal prefix for GLOB: its special characters each in a bracket class.
@@ -330,7 +364,7 @@ mod tests {
         }
         .check(0)
         .unwrap();
-        let (sql, params) = filter.sql();
+        let (sql, params) = filter.sql(Dialect::Sqlite);
         assert!(!sql.contains("alice"));
         assert!(
             sql.contains("user IN (SELECT ?1 UNION SELECT user FROM user_names WHERE name = ?2)")

@@ -1,9 +1,12 @@
 //! Per stream (host): how much of its chain is stored and proven, and every break,
 //! gap, restart and sensor loss; plus the lines that could not be stored at all.
-use rusqlite::{Connection, params};
 use serde::{Deserialize, Serialize};
 
-use crate::{verify::StreamState, when::format_ns};
+use crate::{
+    store::db::{Db, args},
+    verify::StreamState,
+    when::format_ns,
+};
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Integrity {
@@ -73,34 +76,25 @@ pub struct LossTotal {
 /// Findings listed per stream and kind; the rest are counted in the detail of the last.
 const MAX_FINDINGS: usize = 100;
 
-pub fn integrity(conn: &Connection) -> anyhow::Result<Integrity> {
-    let mut states = conn.prepare("SELECT stream, state FROM streams ORDER BY stream")?;
-    let states = states
-        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut events = conn.prepare(
-        "SELECT seq, kind, detail, is_break FROM events WHERE stream = ?1 ORDER BY seq, id",
-    )?;
-    let mut losses = conn.prepare(
-        "SELECT source, reason, sum(count) FROM losses WHERE stream = ?1 GROUP BY source, reason ORDER BY source, reason",
-    )?;
+pub fn integrity(conn: &mut Db) -> anyhow::Result<Integrity> {
+    let states = conn.query("SELECT stream, state FROM streams ORDER BY stream", args![])?;
     let mut streams = Vec::new();
-    for (stream, state) in states {
-        let state: StreamState = serde_json::from_str(&state)?;
+    for row in states {
+        let stream: String = row.get(0)?;
+        let state: StreamState = serde_json::from_str(&row.get::<String>(1)?)?;
         let mut breaks = Vec::new();
         let mut notes = Vec::new();
-        let rows = events.query_map([&stream], |r| {
-            Ok((
-                Finding {
-                    seq: r.get::<_, i64>(0)? as u64,
-                    kind: r.get(1)?,
-                    detail: r.get(2)?,
-                },
-                r.get::<_, bool>(3)?,
-            ))
-        })?;
-        for row in rows {
-            let (finding, is_break) = row?;
+        let rows = conn.query(
+            "SELECT seq, kind, detail, is_break FROM events WHERE stream = ?1 ORDER BY seq, id",
+            args![stream],
+        )?;
+        for r in rows {
+            let finding = Finding {
+                seq: r.get(0)?,
+                kind: r.get(1)?,
+                detail: r.get(2)?,
+            };
+            let is_break: bool = r.get(3)?;
             let list = if is_break { &mut breaks } else { &mut notes };
             if finding.kind != "loss" && list.len() < MAX_FINDINGS {
                 list.push(finding);
@@ -125,15 +119,21 @@ pub fn integrity(conn: &Connection) -> anyhow::Result<Integrity> {
         }
         breaks.sort_by_key(|f| f.seq);
         breaks.truncate(MAX_FINDINGS);
-        let losses = losses
-            .query_map([&stream], |r| {
+        let losses = conn
+            .query(
+                "SELECT source, reason, CAST(sum(count) AS BIGINT) FROM losses WHERE stream = ?1
+                 GROUP BY source, reason ORDER BY source, reason",
+                args![stream],
+            )?
+            .iter()
+            .map(|r| {
                 Ok(LossTotal {
                     source: r.get(0)?,
                     reason: r.get(1)?,
-                    count: r.get::<_, i64>(2)? as u64,
+                    count: r.get(2)?,
                 })
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
         streams.push(StreamIntegrity {
             stream,
             records: state.records,
@@ -158,21 +158,25 @@ pub fn integrity(conn: &Connection) -> anyhow::Result<Integrity> {
             }),
         });
     }
-    let mut reasons = conn.prepare(
-        "SELECT reason, count(*) FROM rejects GROUP BY reason ORDER BY count(*) DESC LIMIT 20",
-    )?;
-    let reject_reasons = reasons
-        .query_map(params![], |r| {
+    let reject_reasons = conn
+        .query(
+            "SELECT reason, count(*) FROM rejects GROUP BY reason ORDER BY count(*) DESC, reason LIMIT 20",
+            args![],
+        )?
+        .iter()
+        .map(|r| {
             Ok(Reason {
                 reason: r.get(0)?,
-                count: r.get::<_, i64>(1)? as u64,
+                count: r.get(1)?,
             })
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
-    let rejected: i64 = conn.query_row("SELECT count(*) FROM rejects", [], |r| r.get(0))?;
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let rejected: u64 = conn
+        .query_row("SELECT count(*) FROM rejects", args![])?
+        .get(0)?;
     Ok(Integrity {
         streams,
-        rejected: rejected as u64,
+        rejected,
         reject_reasons,
     })
 }

@@ -1,10 +1,12 @@
 //! Records matching a filter, newest first, and one record with its proof.
-use rusqlite::{Connection, OptionalExtension as _, params, params_from_iter};
 use serde::{Deserialize, Serialize};
 use serde_json::Map;
 
 use super::filter::Filter;
-use crate::when::format_ns;
+use crate::{
+    store::db::{Db, args, dynamic},
+    when::format_ns,
+};
 
 /// One record as lists show it (and as `query --hub` reads it back from the API).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -42,18 +44,19 @@ pub struct Page {
 }
 
 /// The matching records from `offset`, newest first, with their original lines.
-pub fn page(conn: &Connection, filter: &Filter, limit: u64, offset: u64) -> anyhow::Result<Page> {
-    let (clause, params) = filter.sql();
+pub fn page(db: &mut Db, filter: &Filter, limit: u64, offset: u64) -> anyhow::Result<Page> {
+    let (clause, params) = filter.sql(db.dialect());
     let sql = format!(
         "SELECT {ROW_COLUMNS} FROM records WHERE {clause} ORDER BY ts DESC, stream, seq DESC LIMIT {limit} OFFSET {offset}"
     );
-    let mut stmt = conn.prepare(&sql)?;
-    let rows = stmt
-        .query_map(params_from_iter(params.iter()), |row| {
+    let rows = db
+        .query(&sql, &dynamic(&params))?
+        .iter()
+        .map(|row| {
             Ok((
                 Row {
                     stream: row.get(0)?,
-                    seq: row.get::<_, i64>(1)? as u64,
+                    seq: row.get(1)?,
                     ts: format_ns(row.get(2)?),
                     method: row.get(3)?,
                     host: row.get(4)?,
@@ -65,23 +68,23 @@ pub fn page(conn: &Connection, filter: &Filter, limit: u64, offset: u64) -> anyh
                     client: row.get(10)?,
                     country: row.get(11)?,
                     asset: row.get(12)?,
-                    duration_ns: row.get::<_, Option<i64>>(13)?.map(|d| d as u64),
+                    duration_ns: row.get(13)?,
                     covered: row.get(14)?,
                     chain: row.get(15)?,
                 },
-                row.get::<_, Vec<u8>>(16)?,
+                row.get(16)?,
             ))
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
-    let total: i64 = conn.query_row(
-        &format!("SELECT count(*) FROM (SELECT 1 FROM records WHERE {clause} LIMIT {COUNT_CAP})"),
-        params_from_iter(params.iter()),
-        |row| row.get(0),
-    )?;
-    Ok(Page {
-        rows,
-        total: total as u64,
-    })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let total: u64 = db
+        .query_row(
+            &format!(
+                "SELECT count(*) FROM (SELECT 1 FROM records WHERE {clause} LIMIT {COUNT_CAP}) AS matching"
+            ),
+            &dynamic(&params),
+        )?
+        .get(0)?;
+    Ok(Page { rows, total })
 }
 
 /// One record: its fields, what the hub added, and its proof.
@@ -110,36 +113,30 @@ pub struct CheckpointProof {
     pub verified: bool,
 }
 
-pub fn detail(conn: &Connection, stream: &str, seq: u64) -> anyhow::Result<Option<Detail>> {
-    let found = conn
-        .query_row(
-            "SELECT line, enrichment, hash, prev_hash, link, checkpoint FROM records WHERE stream = ?1 AND seq = ?2",
-            params![stream, seq as i64],
-            |row| {
-                Ok((
-                    row.get::<_, Vec<u8>>(0)?,
-                    row.get::<_, String>(1)?,
-                    row.get::<_, Vec<u8>>(2)?,
-                    row.get::<_, Vec<u8>>(3)?,
-                    row.get::<_, String>(4)?,
-                    row.get::<_, Option<i64>>(5)?,
-                ))
-            },
-        )
-        .optional()?;
-    let Some((line, enrichment, hash, prev_hash, chain, checkpoint)) = found else {
+pub fn detail(db: &mut Db, stream: &str, seq: u64) -> anyhow::Result<Option<Detail>> {
+    let Some(found) = db.query_opt(
+        "SELECT line, enrichment, hash, prev_hash, link, checkpoint FROM records WHERE stream = ?1 AND seq = ?2",
+        args![stream, seq as i64],
+    )?
+    else {
         return Ok(None);
     };
+    let line: Vec<u8> = found.get(0)?;
+    let enrichment: String = found.get(1)?;
+    let hash: Vec<u8> = found.get(2)?;
+    let prev_hash: Vec<u8> = found.get(3)?;
+    let chain: String = found.get(4)?;
+    let checkpoint: Option<i64> = found.get(5)?;
     let fields = serde_json::from_slice(&line)?;
     let enrichment = serde_json::from_str(&enrichment)?;
     let checkpoint = match checkpoint {
-        Some(cp_seq) => conn
-            .query_row(
+        Some(cp_seq) => db
+            .query_opt(
                 "SELECT hash, line FROM records WHERE stream = ?1 AND seq = ?2",
-                params![stream, cp_seq],
-                |row| Ok((row.get::<_, Vec<u8>>(0)?, row.get::<_, Vec<u8>>(1)?)),
-            )
-            .optional()?
+                args![stream, cp_seq],
+            )?
+            .map(|row| anyhow::Ok((row.get::<Vec<u8>>(0)?, row.get::<Vec<u8>>(1)?)))
+            .transpose()?
             .map(|(hash, line)| {
                 let key = serde_json::from_slice::<Map<String, serde_json::Value>>(&line)
                     .ok()

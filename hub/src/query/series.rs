@@ -1,11 +1,13 @@
 //! The overview's numbers: requests over time by status class with failure spikes
 //! marked, and totals for a range. Both come from the rollups.
-use rusqlite::{Connection, params};
 use serde::Serialize;
 
 use super::filter::Filter;
 use crate::{
-    store::{Dim, NANOS_PER_MINUTE, USERS_BUCKET_MINUTES},
+    store::{
+        Dim, NANOS_PER_MINUTE, USERS_BUCKET_MINUTES,
+        db::{Db, args},
+    },
     when::format_ns,
 };
 
@@ -31,7 +33,7 @@ pub struct Series {
     pub spikes: Vec<String>,
 }
 
-pub fn timeseries(conn: &Connection, from_ns: i64, to_ns: i64) -> anyhow::Result<Series> {
+pub fn timeseries(conn: &mut Db, from_ns: i64, to_ns: i64) -> anyhow::Result<Series> {
     let first = from_ns.div_euclid(NANOS_PER_MINUTE);
     let last = (to_ns - 1).div_euclid(NANOS_PER_MINUTE).max(first);
     let step = ((last - first + 1) + MAX_POINTS - 1) / MAX_POINTS;
@@ -42,20 +44,13 @@ pub fn timeseries(conn: &Connection, from_ns: i64, to_ns: i64) -> anyhow::Result
             ..Point::default()
         })
         .collect();
-    let mut stmt = conn.prepare(
+    let rows = conn.query(
         "SELECT minute, key, requests FROM rollup WHERE dim = ?1 AND minute BETWEEN ?2 AND ?3",
+        args![Dim::StatusClass as i64, first, last],
     )?;
-    let rows = stmt.query_map(params![Dim::StatusClass as i64, first, last], |row| {
-        Ok((
-            row.get::<_, i64>(0)?,
-            row.get::<_, String>(1)?,
-            row.get::<_, i64>(2)?,
-        ))
-    })?;
     for row in rows {
-        let (minute, class, n) = row?;
+        let (minute, class, n): (i64, String, u64) = (row.get(0)?, row.get(1)?, row.get(2)?);
         let point = &mut points[((minute - first) / step) as usize];
-        let n = n as u64;
         match class.as_str() {
             "2xx" => point.s2xx += n,
             "3xx" => point.s3xx += n,
@@ -93,13 +88,13 @@ pub struct Totals {
     pub losses: u64,
 }
 
-pub fn totals(conn: &Connection, filter: &Filter) -> anyhow::Result<Totals> {
+pub fn totals(conn: &mut Db, filter: &Filter) -> anyhow::Result<Totals> {
     let (first, last) = filter.minutes();
-    let (requests, failures): (i64, i64) = conn.query_row(
-        "SELECT coalesce(sum(requests), 0), coalesce(sum(failures), 0) FROM rollup
-         WHERE dim = ?1 AND minute BETWEEN ?2 AND ?3",
-        params![Dim::All as i64, first, last],
-        |r| Ok((r.get(0)?, r.get(1)?)),
+    // Sums are cast back: PostgreSQL sums BIGINT as NUMERIC.
+    let sums = conn.query_row(
+        "SELECT CAST(coalesce(sum(requests), 0) AS BIGINT), CAST(coalesce(sum(failures), 0) AS BIGINT)
+         FROM rollup WHERE dim = ?1 AND minute BETWEEN ?2 AND ?3",
+        args![Dim::All as i64, first, last],
     )?;
     // Hourly buckets are named by their first minute: round the start down to it.
     let from_bucket = |minutes: i64| {
@@ -109,32 +104,36 @@ pub fn totals(conn: &Connection, filter: &Filter) -> anyhow::Result<Totals> {
             first - first.rem_euclid(minutes)
         }
     };
-    let distinct = |dim: Dim| -> rusqlite::Result<i64> {
+    let mut distinct = |dim: Dim| -> anyhow::Result<u64> {
         conn.query_row(
             "SELECT count(DISTINCT key) FROM rollup WHERE dim = ?1 AND minute BETWEEN ?2 AND ?3",
-            params![dim as i64, from_bucket(dim.bucket_minutes()), last],
-            |r| r.get(0),
-        )
+            args![dim as i64, from_bucket(dim.bucket_minutes()), last],
+        )?
+        .get(0)
     };
-    let users: i64 = conn.query_row(
-        "SELECT count(DISTINCT user) FROM rollup_users WHERE dim = ?1 AND minute BETWEEN ?2 AND ?3",
-        params![Dim::All as i64, from_bucket(USERS_BUCKET_MINUTES), last],
-        |r| r.get(0),
-    )?;
-    let losses: i64 = conn.query_row(
-        "SELECT coalesce(sum(count), 0) FROM losses WHERE ts >= ?1 AND ts < ?2",
-        params![
-            filter.from_ns.unwrap_or(i64::MIN),
-            filter.to_ns.unwrap_or(i64::MAX)
-        ],
-        |r| r.get(0),
-    )?;
+    let clients = distinct(Dim::Client)?;
+    let hosts = distinct(Dim::Stream)?;
+    let users = conn
+        .query_row(
+            "SELECT count(DISTINCT user) FROM rollup_users WHERE dim = ?1 AND minute BETWEEN ?2 AND ?3",
+            args![Dim::All as i64, from_bucket(USERS_BUCKET_MINUTES), last],
+        )?
+        .get(0)?;
+    let losses = conn
+        .query_row(
+            "SELECT CAST(coalesce(sum(count), 0) AS BIGINT) FROM losses WHERE ts >= ?1 AND ts < ?2",
+            args![
+                filter.from_ns.unwrap_or(i64::MIN),
+                filter.to_ns.unwrap_or(i64::MAX)
+            ],
+        )?
+        .get(0)?;
     Ok(Totals {
-        requests: requests as u64,
-        failures: failures as u64,
-        users: users as u64,
-        clients: distinct(Dim::Client)? as u64,
-        hosts: distinct(Dim::Stream)? as u64,
-        losses: losses as u64,
+        requests: sums.get(0)?,
+        failures: sums.get(1)?,
+        users,
+        clients,
+        hosts,
+        losses,
     })
 }

@@ -3,11 +3,13 @@
 //! user's sources, say) from the records through their indexes.
 use std::{net::IpAddr, str::FromStr};
 
-use rusqlite::{Connection, OptionalExtension as _, params, params_from_iter};
 use serde::{Deserialize, Serialize};
 
 use super::filter::Filter;
-use crate::store::{Dim, USERS_BUCKET_MINUTES, client_key};
+use crate::store::{
+    Dim, USERS_BUCKET_MINUTES, client_key,
+    db::{Db, Row, args, dynamic},
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum TopKind {
@@ -78,7 +80,7 @@ pub struct TopRow {
 }
 
 pub fn top(
-    conn: &Connection,
+    conn: &mut Db,
     kind: TopKind,
     filter: &Filter,
     limit: u64,
@@ -103,7 +105,7 @@ pub fn top(
 }
 
 fn from_rollups(
-    conn: &Connection,
+    conn: &mut Db,
     kind: TopKind,
     filter: &Filter,
     limit: u64,
@@ -111,65 +113,70 @@ fn from_rollups(
 ) -> anyhow::Result<Vec<TopRow>> {
     let (first, last) = filter.minutes();
     let dim = kind.dim() as i64;
-    let mut stmt = conn.prepare(&format!(
-        "SELECT key, sum(requests) AS requests, sum(failures) AS failures FROM rollup
-         WHERE dim = ?1 AND minute BETWEEN ?2 AND ?3 GROUP BY key ORDER BY {order} DESC, key LIMIT ?4"
-    ))?;
-    let mut rows: Vec<TopRow> = stmt
-        .query_map(params![dim, first, last, limit as i64], |row| {
-            counted(row, None)
-        })?
-        .collect::<Result<_, _>>()?;
+    // Sums are cast back: PostgreSQL sums BIGINT as NUMERIC.
+    let mut rows: Vec<TopRow> = conn
+        .query(
+            &format!(
+                "SELECT key, CAST(sum(requests) AS BIGINT) AS requests,
+                    CAST(sum(failures) AS BIGINT) AS failures FROM rollup
+                 WHERE dim = ?1 AND minute BETWEEN ?2 AND ?3
+                 GROUP BY key ORDER BY {order} DESC, key LIMIT ?4"
+            ),
+            args![dim, first, last, limit as i64],
+        )?
+        .iter()
+        .map(|row| counted(row, None))
+        .collect::<anyhow::Result<_>>()?;
     if matches!(kind.dim(), Dim::Template | Dim::Asset | Dim::Client) {
-        let mut users = conn.prepare(
-            "SELECT count(DISTINCT user) FROM rollup_users WHERE dim = ?1 AND key = ?2 AND minute BETWEEN ?3 AND ?4",
-        )?;
         let first = if first == i64::MIN {
             first
         } else {
             first - first.rem_euclid(USERS_BUCKET_MINUTES)
         };
         for row in &mut rows {
-            let n: i64 = users.query_row(params![dim, row.key, first, last], |r| r.get(0))?;
-            row.users = Some(n as u64);
+            row.users = Some(
+                conn.query_row(
+                    "SELECT count(DISTINCT user) FROM rollup_users
+                     WHERE dim = ?1 AND key = ?2 AND minute BETWEEN ?3 AND ?4",
+                    args![dim, row.key, first, last],
+                )?
+                .get(0)?,
+            );
         }
     }
     Ok(rows)
 }
 
 fn from_records(
-    conn: &Connection,
+    conn: &mut Db,
     kind: TopKind,
     filter: &Filter,
     limit: u64,
     order: &str,
 ) -> anyhow::Result<Vec<TopRow>> {
-    let (clause, params) = filter.sql();
+    let (clause, params) = filter.sql(conn.dialect());
     let column = kind.column();
     let sql = format!(
         "SELECT {column} AS key, count(*) AS requests,
-                sum(CASE WHEN status IS NULL OR status >= 400 THEN 1 ELSE 0 END) AS failures,
+                CAST(sum(CASE WHEN status IS NULL OR status >= 400 THEN 1 ELSE 0 END) AS BIGINT)
+                    AS failures,
                 count(DISTINCT user) AS users
          FROM records WHERE {clause} AND {column} IS NOT NULL
          GROUP BY {column} ORDER BY {order} DESC, key LIMIT {limit}"
     );
-    let mut stmt = conn.prepare(&sql)?;
     let with_users = matches!(kind.dim(), Dim::Template | Dim::Asset | Dim::Client);
-    let rows = stmt
-        .query_map(params_from_iter(params.iter()), |row| {
-            let users = with_users.then(|| row.get::<_, i64>(3)).transpose()?;
-            counted(row, users.map(|n| n as u64))
-        })?
-        .collect::<Result<_, _>>()?;
-    Ok(rows)
+    conn.query(&sql, &dynamic(&params))?
+        .iter()
+        .map(|row| counted(row, with_users.then(|| row.get(3)).transpose()?))
+        .collect()
 }
 
 /// A row of (key, requests, failures): geo is added later for clients.
-fn counted(row: &rusqlite::Row<'_>, users: Option<u64>) -> rusqlite::Result<TopRow> {
+fn counted(row: &Row, users: Option<u64>) -> anyhow::Result<TopRow> {
     Ok(TopRow {
         key: row.get(0)?,
-        requests: row.get::<_, i64>(1)? as u64,
-        failures: row.get::<_, i64>(2)? as u64,
+        requests: row.get(1)?,
+        failures: row.get(2)?,
         users,
         country: None,
         asn: None,
@@ -178,21 +185,16 @@ fn counted(row: &rusqlite::Row<'_>, users: Option<u64>) -> rusqlite::Result<TopR
 }
 
 /// Country and AS of each client, from its latest record.
-fn add_geo(conn: &Connection, rows: &mut [TopRow]) -> anyhow::Result<()> {
-    let mut stmt = conn.prepare(
-        "SELECT country, asn, as_org FROM records WHERE client_key = ?1 ORDER BY ts DESC LIMIT 1",
-    )?;
+fn add_geo(conn: &mut Db, rows: &mut [TopRow]) -> anyhow::Result<()> {
     for row in rows.iter_mut() {
         let Ok(ip) = row.key.parse::<IpAddr>() else {
             continue;
         };
-        if let Some(geo) = stmt
-            .query_row([client_key(ip).to_vec()], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            })
-            .optional()?
-        {
-            (row.country, row.asn, row.as_org) = geo;
+        if let Some(geo) = conn.query_opt(
+            "SELECT country, asn, as_org FROM records WHERE client_key = ?1 ORDER BY ts DESC LIMIT 1",
+            args![client_key(ip)],
+        )? {
+            (row.country, row.asn, row.as_org) = (geo.get(0)?, geo.get(1)?, geo.get(2)?);
         }
     }
     Ok(())

@@ -26,7 +26,10 @@ use crate::{
         series::{timeseries, totals},
         top::{TopKind, top},
     },
-    store::alerts::{self as store_alerts, Severity},
+    store::{
+        Db,
+        alerts::{self as store_alerts, Severity},
+    },
     when::{now_ns, parse_rfc3339_ns},
 };
 
@@ -88,16 +91,13 @@ fn ranged(args: &FilterArgs) -> Result<Filter, ApiError> {
 
 async fn blocking<T: Send + 'static>(
     hub: &Arc<Hub>,
-    work: impl FnOnce(&rusqlite::Connection) -> anyhow::Result<T> + Send + 'static,
+    work: impl FnOnce(&mut Db) -> anyhow::Result<T> + Send + 'static,
 ) -> Result<T, ApiError> {
-    let store = hub.store.clone();
-    tokio::task::spawn_blocking(move || {
-        let conn = store.open_reader()?;
-        work(&conn)
-    })
-    .await
-    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-    .map_err(ApiError::from)
+    let hub = Arc::clone(hub);
+    tokio::task::spawn_blocking(move || hub.store.with(work))
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(ApiError::from)
 }
 
 pub async fn records_list(

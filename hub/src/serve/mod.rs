@@ -23,11 +23,12 @@ use serde_json::json;
 use tokio::sync::broadcast;
 
 use self::auth::{Auth, COOKIE, Login, SESSION_LIFETIME};
-use crate::{query::records::Row, store::StoreAt};
+use crate::{query::records::Row, store::Readers};
 
 /// What every handler shares.
 pub struct Hub {
-    pub store: StoreAt,
+    /// Readers of the store, kept between requests.
+    pub store: Readers,
     pub auth: Auth,
     /// Access records as they are committed, for `/api/live`.
     pub live: broadcast::Sender<Arc<Row>>,

@@ -1,7 +1,8 @@
 //! Alerts as the store keeps them: grouped per rule and entity over the rule's window,
 //! with the first records that triggered them, and the per-target delivery cursors.
-use rusqlite::{Connection, OptionalExtension as _, Transaction, params};
 use serde::{Deserialize, Serialize};
+
+use super::db::{Db, Row, args};
 
 /// How urgent an alert is; ordered, so an update can only raise it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -94,7 +95,7 @@ pub struct Alert {
 const COLUMNS: &str = "id, rule, severity, entity, first_ns, last_ns, count, summary, records, \
      revision, window_ns, resolved_ns, raised_ns";
 
-fn alert(row: &rusqlite::Row<'_>) -> rusqlite::Result<Alert> {
+fn alert(row: &Row) -> anyhow::Result<Alert> {
     let records: String = row.get(8)?;
     Ok(Alert {
         id: row.get(0)?,
@@ -103,7 +104,7 @@ fn alert(row: &rusqlite::Row<'_>) -> rusqlite::Result<Alert> {
         entity: row.get(3)?,
         first_ns: row.get(4)?,
         last_ns: row.get(5)?,
-        count: row.get::<_, i64>(6)? as u64,
+        count: row.get(6)?,
         summary: row.get(7)?,
         records: serde_json::from_str(&records).unwrap_or_default(),
         revision: row.get(9)?,
@@ -115,25 +116,19 @@ fn alert(row: &rusqlite::Row<'_>) -> rusqlite::Result<Alert> {
 
 /// Groups `new` into the open alert of its rule and entity, or opens one; returns the
 /// alert's id.
-pub(super) fn upsert(
-    tx: &Transaction<'_>,
-    new: &NewAlert<'_>,
-    revision: i64,
-) -> anyhow::Result<i64> {
-    let open: Option<(i64, i64, i64, String)> = tx
-        .prepare_cached(
-            "SELECT id, severity, last_ns, records FROM alerts
-             WHERE rule = ?1 AND entity = ?2 AND resolved_ns IS NULL
-                AND last_ns >= ?3 - window_ns AND first_ns <= ?3 + window_ns
-             ORDER BY last_ns DESC LIMIT 1",
-        )?
-        .query_row(params![new.rule, new.entity, new.ts_ns], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-        })
-        .optional()?;
+pub(super) fn upsert(db: &mut Db, new: &NewAlert<'_>, revision: i64) -> anyhow::Result<i64> {
+    let open = db.query_opt(
+        "SELECT id, severity, last_ns, records FROM alerts
+         WHERE rule = ?1 AND entity = ?2 AND resolved_ns IS NULL
+            AND last_ns >= ?3 - window_ns AND first_ns <= ?3 + window_ns
+         ORDER BY last_ns DESC LIMIT 1",
+        args![new.rule, new.entity, new.ts_ns],
+    )?;
     let link = new.record.map(|(s, q)| (s.to_owned(), q));
     match open {
-        Some((id, severity, last_ns, records)) => {
+        Some(row) => {
+            let (id, severity, last_ns, records): (i64, i64, i64, String) =
+                (row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?);
             let mut linked: Vec<(String, u64)> = serde_json::from_str(&records).unwrap_or_default();
             if let Some(link) = link
                 && linked.len() < MAX_LINKED_RECORDS
@@ -143,61 +138,65 @@ pub(super) fn upsert(
             }
             let severity = Severity::from_rank(severity).max(new.severity);
             // The summary follows the latest finding: it says what is happening now.
-            let summary_changes = new.ts_ns >= last_ns;
-            tx.prepare_cached(
-                "UPDATE alerts SET severity = ?2, first_ns = MIN(first_ns, ?3),
-                    last_ns = MAX(last_ns, ?3), count = count + 1,
-                    summary = CASE WHEN ?4 THEN ?5 ELSE summary END, records = ?6, revision = ?7
+            let summary = (new.ts_ns >= last_ns).then_some(new.summary);
+            db.execute(
+                "UPDATE alerts SET severity = ?2,
+                    first_ns = CASE WHEN first_ns < ?3 THEN first_ns ELSE ?3 END,
+                    last_ns = CASE WHEN last_ns > ?3 THEN last_ns ELSE ?3 END,
+                    count = count + 1, summary = COALESCE(?4, summary), records = ?5,
+                    revision = ?6
                  WHERE id = ?1",
-            )?
-            .execute(params![
-                id,
-                severity as i64,
-                new.ts_ns,
-                summary_changes,
-                new.summary,
-                serde_json::to_string(&linked)?,
-                revision
-            ])?;
+                args![
+                    id,
+                    severity as i64,
+                    new.ts_ns,
+                    summary,
+                    serde_json::to_string(&linked)?,
+                    revision
+                ],
+            )?;
             Ok(id)
         }
         None => {
             let linked: Vec<(String, u64)> = link.into_iter().collect();
-            tx.prepare_cached(
+            let row = db.query_row(
                 "INSERT INTO alerts (rule, severity, entity, first_ns, last_ns, window_ns, count,
                     summary, records, revision, raised_ns)
-                 VALUES (?1, ?2, ?3, ?4, ?4, ?5, 1, ?6, ?7, ?8, ?9)",
-            )?
-            .execute(params![
-                new.rule,
-                new.severity as i64,
-                new.entity,
-                new.ts_ns,
-                new.window_ns,
-                new.summary,
-                serde_json::to_string(&linked)?,
-                revision,
-                crate::when::now_ns()
-            ])?;
-            Ok(tx.last_insert_rowid())
+                 VALUES (?1, ?2, ?3, ?4, ?4, ?5, 1, ?6, ?7, ?8, ?9) RETURNING id",
+                args![
+                    new.rule,
+                    new.severity as i64,
+                    new.entity,
+                    new.ts_ns,
+                    new.window_ns,
+                    new.summary,
+                    serde_json::to_string(&linked)?,
+                    revision,
+                    crate::when::now_ns()
+                ],
+            )?;
+            row.get(0)
         }
     }
 }
 
 /// Resolves the open alerts of `rule` on `entity` at `ts_ns`; returns their ids.
 pub(super) fn resolve(
-    tx: &Transaction<'_>,
+    db: &mut Db,
     rule: &str,
     entity: &str,
     ts_ns: i64,
     revision: i64,
 ) -> anyhow::Result<Vec<i64>> {
-    let mut stmt = tx.prepare_cached(
-        "UPDATE alerts SET resolved_ns = MAX(?3, last_ns), revision = ?4
+    db.query(
+        "UPDATE alerts SET resolved_ns = CASE WHEN last_ns > ?3 THEN last_ns ELSE ?3 END,
+            revision = ?4
          WHERE rule = ?1 AND entity = ?2 AND resolved_ns IS NULL RETURNING id",
-    )?;
-    let ids = stmt.query_map(params![rule, entity, ts_ns, revision], |r| r.get(0))?;
-    Ok(ids.collect::<Result<_, _>>()?)
+        args![rule, entity, ts_ns, revision],
+    )?
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
 }
 
 /// What `alerts` lists.
@@ -210,69 +209,71 @@ pub struct AlertFilter {
 }
 
 /// Alerts last seen at or after `since`, newest first.
-pub fn list(conn: &Connection, filter: &AlertFilter) -> anyhow::Result<Vec<Alert>> {
-    let mut stmt = conn.prepare(&format!(
-        "SELECT {COLUMNS} FROM alerts
-         WHERE last_ns >= ?1 AND (?2 IS NULL OR rule = ?2) AND severity >= ?3
-         ORDER BY last_ns DESC, id DESC LIMIT ?4"
-    ))?;
-    let rows = stmt.query_map(
-        params![
+pub fn list(db: &mut Db, filter: &AlertFilter) -> anyhow::Result<Vec<Alert>> {
+    db.query(
+        &format!(
+            "SELECT {COLUMNS} FROM alerts
+             WHERE last_ns >= ?1 AND (CAST(?2 AS TEXT) IS NULL OR rule = ?2) AND severity >= ?3
+             ORDER BY last_ns DESC, id DESC LIMIT ?4"
+        ),
+        args![
             filter.since_ns.unwrap_or(i64::MIN),
             filter.rule,
             filter.min_severity.map_or(0, |s| s as i64),
             filter.limit
         ],
-        alert,
-    )?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    )?
+    .iter()
+    .map(alert)
+    .collect()
 }
 
 /// One alert by id.
-pub fn get(conn: &Connection, id: i64) -> anyhow::Result<Option<Alert>> {
-    Ok(conn
-        .query_row(
-            &format!("SELECT {COLUMNS} FROM alerts WHERE id = ?1"),
-            [id],
-            alert,
-        )
-        .optional()?)
+pub fn get(db: &mut Db, id: i64) -> anyhow::Result<Option<Alert>> {
+    db.query_opt(
+        &format!("SELECT {COLUMNS} FROM alerts WHERE id = ?1"),
+        args![id],
+    )?
+    .as_ref()
+    .map(alert)
+    .transpose()
 }
 
 /// Alerts changed after `revision`, oldest change first.
-pub fn changed_after(conn: &Connection, revision: i64, limit: u32) -> anyhow::Result<Vec<Alert>> {
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM alerts WHERE revision > ?1 ORDER BY revision, id LIMIT ?2"
-    ))?;
-    let rows = stmt.query_map(params![revision, limit], alert)?;
-    Ok(rows.collect::<Result<_, _>>()?)
+pub fn changed_after(db: &mut Db, revision: i64, limit: u32) -> anyhow::Result<Vec<Alert>> {
+    db.query(
+        &format!("SELECT {COLUMNS} FROM alerts WHERE revision > ?1 ORDER BY revision, id LIMIT ?2"),
+        args![revision, limit],
+    )?
+    .iter()
+    .map(alert)
+    .collect()
 }
 
 /// The revision `target` delivered last; 0 before its first delivery.
-pub fn delivered(conn: &Connection, target: &str) -> anyhow::Result<i64> {
-    Ok(conn
-        .query_row(
-            "SELECT revision FROM deliveries WHERE target = ?1",
-            [target],
-            |r| r.get(0),
-        )
-        .optional()?
-        .unwrap_or(0))
+pub fn delivered(db: &mut Db, target: &str) -> anyhow::Result<i64> {
+    match db.query_opt(
+        "SELECT revision FROM deliveries WHERE target = ?1",
+        args![target],
+    )? {
+        Some(row) => row.get(0),
+        None => Ok(0),
+    }
 }
 
 /// Records how far `target` got, and its last error, if the last try failed.
 pub fn mark_delivered(
-    conn: &Connection,
+    db: &mut Db,
     target: &str,
     revision: i64,
     error: Option<&str>,
 ) -> anyhow::Result<()> {
-    conn.prepare_cached(
+    db.execute(
         "INSERT INTO deliveries (target, revision, failures, last_error) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT (target) DO UPDATE SET revision = excluded.revision,
-            failures = CASE WHEN excluded.last_error IS NULL THEN 0 ELSE failures + 1 END,
+            failures = CASE WHEN excluded.last_error IS NULL THEN 0 ELSE deliveries.failures + 1 END,
             last_error = excluded.last_error",
-    )?
-    .execute(params![target, revision, i64::from(error.is_some()), error])?;
+        args![target, revision, i64::from(error.is_some()), error],
+    )?;
     Ok(())
 }

@@ -1,100 +1,158 @@
-//! The hub's store: SQLite in the data directory, one writer (ingest) and any number
-//! of readers (query, serve) through WAL.
+//! The hub's store: SQLite in the data directory (one writer, ingest, and any number
+//! of readers through WAL), or PostgreSQL for a fleet. Both hold the same schema and
+//! answer the same statements through [`db::Db`].
 pub mod alerts;
 mod columns;
+pub mod db;
+mod postgres;
+mod readers;
 mod retention;
 mod schema;
 mod write;
 
-use std::{collections::HashMap, path::PathBuf, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    fmt,
+    path::PathBuf,
+    time::Duration,
+};
 
 use anyhow::Context as _;
 use rusqlite::{Connection, OpenFlags};
 
+pub use db::{Db, Dialect};
+pub use readers::Readers;
 pub use schema::{Dim, NANOS_PER_MINUTE, USERS_BUCKET_MINUTES};
 pub use write::{Batch, Entry, client_key};
 
 use crate::verify::StreamState;
+use db::args;
 
 const DB_FILE: &str = "hub.sqlite";
 
 /// Where the store lives.
-#[derive(Clone, Debug)]
-pub struct StoreAt {
-    pub data: PathBuf,
+#[derive(Clone)]
+pub enum StoreAt {
+    /// SQLite in the hub's data directory.
+    Sqlite { data: PathBuf },
+    /// A PostgreSQL database, by connection URL.
+    Postgres { url: String },
+}
+
+/// Shows where, never the PostgreSQL URL's password.
+impl fmt::Debug for StoreAt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl fmt::Display for StoreAt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreAt::Sqlite { data } => write!(f, "{}", data.join(DB_FILE).display()),
+            StoreAt::Postgres { url } => write!(f, "postgres {}", db::redact(url)),
+        }
+    }
 }
 
 impl StoreAt {
-    fn file(&self) -> PathBuf {
-        self.data.join(DB_FILE)
-    }
-
     /// The writer's connection; creates the directory and the schema.
     pub fn open_writer(&self) -> anyhow::Result<Writer> {
-        std::fs::create_dir_all(&self.data)
-            .with_context(|| format!("creating the data directory {}", self.data.display()))?;
-        let conn = Connection::open(self.file())
-            .with_context(|| format!("opening {}", self.file().display()))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        // A commit survives a crash of the hub (WAL); NORMAL leaves only the last
-        // transactions open to a power loss, and those were not acknowledged yet.
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        // Ingest writes several indexes per record: a 64 MiB page cache keeps their
-        // upper levels in memory, and checkpointing the WAL every 40 MB instead of 4 MB
-        // amortises it (measured: `cargo xtask bench --hub`).
-        conn.pragma_update(None, "cache_size", -65_536)?;
-        conn.pragma_update(None, "wal_autocheckpoint", 10_000)?;
-        conn.pragma_update(None, "temp_store", "MEMORY")?;
-        conn.busy_timeout(Duration::from_secs(10))?;
-        conn.execute_batch(schema::SCHEMA)
-            .with_context(|| format!("creating the schema in {}", self.file().display()))?;
-        schema::upgrade(&conn)
-            .with_context(|| format!("upgrading the schema in {}", self.file().display()))?;
-        Ok(Writer { conn })
+        let (db, partitions) = match self {
+            StoreAt::Sqlite { data } => (sqlite_writer(data)?, HashSet::new()),
+            StoreAt::Postgres { url } => {
+                let mut db = Db::postgres(url)?;
+                postgres::create(&mut db)
+                    .with_context(|| format!("creating the schema in {self}"))?;
+                let partitions = postgres::partitions(&mut db)?;
+                (db, partitions)
+            }
+        };
+        Ok(Writer { db, partitions })
     }
 
     /// A connection of its own for the alert deliveries: it reads alerts and writes
     /// only the delivery cursors, beside the ingest writer (WAL allows it; SQLite
     /// serialises the short cursor writes with the batches).
-    pub fn open_deliveries(&self) -> anyhow::Result<Connection> {
-        let conn = Connection::open(self.file())
-            .with_context(|| format!("opening {}", self.file().display()))?;
-        conn.busy_timeout(Duration::from_secs(30))?;
-        Ok(conn)
+    pub fn open_deliveries(&self) -> anyhow::Result<Db> {
+        match self {
+            StoreAt::Sqlite { data } => {
+                let file = data.join(DB_FILE);
+                let conn = Connection::open(&file)
+                    .with_context(|| format!("opening {}", file.display()))?;
+                conn.busy_timeout(Duration::from_secs(30))?;
+                Ok(Db::sqlite(conn))
+            }
+            StoreAt::Postgres { url } => Db::postgres(url),
+        }
     }
 
     /// A read-only connection; the store must exist.
-    pub fn open_reader(&self) -> anyhow::Result<Connection> {
-        let file = self.file();
-        let conn = Connection::open_with_flags(
-            &file,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .with_context(|| {
-            format!(
-                "opening {} (is --data the hub's data directory? nothing was ingested there yet)",
-                file.display()
-            )
-        })?;
-        conn.busy_timeout(Duration::from_secs(10))?;
-        Ok(conn)
+    pub fn open_reader(&self) -> anyhow::Result<Db> {
+        match self {
+            StoreAt::Sqlite { data } => {
+                let file = data.join(DB_FILE);
+                let conn = Connection::open_with_flags(
+                    &file,
+                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )
+                .with_context(|| {
+                    format!(
+                        "opening {} (is --data the hub's data directory? nothing was ingested there yet)",
+                        file.display()
+                    )
+                })?;
+                conn.busy_timeout(Duration::from_secs(10))?;
+                Ok(Db::sqlite(conn))
+            }
+            StoreAt::Postgres { url } => {
+                let mut db = Db::postgres(url)?;
+                // Readers never write; a statement that tried would fail here.
+                db.batch("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")?;
+                Ok(db)
+            }
+        }
     }
 }
 
+fn sqlite_writer(data: &std::path::Path) -> anyhow::Result<Db> {
+    std::fs::create_dir_all(data)
+        .with_context(|| format!("creating the data directory {}", data.display()))?;
+    let file = data.join(DB_FILE);
+    let conn = Connection::open(&file).with_context(|| format!("opening {}", file.display()))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    // A commit survives a crash of the hub (WAL); NORMAL leaves only the last
+    // transactions open to a power loss, and those were not acknowledged yet.
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    // Ingest writes several indexes per record: a 64 MiB page cache keeps their
+    // upper levels in memory, and checkpointing the WAL every 40 MB instead of 4 MB
+    // amortises it (measured: `cargo xtask bench --hub`).
+    conn.pragma_update(None, "cache_size", -65_536)?;
+    conn.pragma_update(None, "wal_autocheckpoint", 10_000)?;
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.execute_batch(schema::SCHEMA)
+        .with_context(|| format!("creating the schema in {}", file.display()))?;
+    schema::upgrade(&conn)
+        .with_context(|| format!("upgrading the schema in {}", file.display()))?;
+    Ok(Db::sqlite(conn))
+}
+
 pub struct Writer {
-    conn: Connection,
+    db: Db,
+    /// The day partitions of the records that exist (PostgreSQL).
+    partitions: HashSet<i64>,
 }
 
 impl Writer {
     /// The chain state of every stream, as last committed.
-    pub fn streams(&self) -> anyhow::Result<HashMap<String, StreamState>> {
-        let mut stmt = self.conn.prepare("SELECT stream, state FROM streams")?;
-        let rows = stmt.query_map([], |row| {
-            Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
-        })?;
+    pub fn streams(&mut self) -> anyhow::Result<HashMap<String, StreamState>> {
+        let rows = self
+            .db
+            .query("SELECT stream, state FROM streams", args![])?;
         let mut streams = HashMap::new();
         for row in rows {
-            let (stream, state) = row?;
+            let (stream, state): (String, String) = (row.get(0)?, row.get(1)?);
             let state = serde_json::from_str(&state)
                 .with_context(|| format!("the stored chain state of stream {stream}"))?;
             streams.insert(stream, state);
@@ -102,27 +160,31 @@ impl Writer {
         Ok(streams)
     }
 
-    /// Refreshes the query planner's statistics, sampling a bounded number of rows per
-    /// index: without them SQLite may scan by time where an index on user or client
-    /// answers in milliseconds.
-    pub fn analyze(&self) -> anyhow::Result<()> {
-        self.conn
-            .execute_batch("PRAGMA analysis_limit = 1000; ANALYZE;")
+    /// Refreshes the query planner's statistics. SQLite samples a bounded number of
+    /// rows per index: without them it may scan by time where an index on user or
+    /// client answers in milliseconds.
+    pub fn analyze(&mut self) -> anyhow::Result<()> {
+        let sql = match self.db.dialect() {
+            Dialect::Sqlite => "PRAGMA analysis_limit = 1000; ANALYZE;",
+            Dialect::Postgres => "ANALYZE",
+        };
+        self.db
+            .batch(sql)
             .context("refreshing the planner's statistics")?;
         Ok(())
     }
 
     /// What the detections learned: (tracker, key, state) of every entity.
-    pub fn detect_state(&self) -> anyhow::Result<Vec<(String, String, String)>> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT tracker, key, state FROM detect_state")?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+    pub fn detect_state(&mut self) -> anyhow::Result<Vec<(String, String, String)>> {
+        self.db
+            .query("SELECT tracker, key, state FROM detect_state", args![])?
+            .iter()
+            .map(|r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .collect()
     }
 
     pub fn batch(&mut self) -> anyhow::Result<Batch<'_>> {
-        Batch::begin(&mut self.conn)
+        Batch::begin(&mut self.db, &mut self.partitions)
     }
 }
 
@@ -136,11 +198,11 @@ mod tests {
     #[test]
     fn a_batch_takes_the_write_lock_when_it_begins() {
         let dir = tempfile::tempdir().unwrap();
-        let store = StoreAt {
+        let store = StoreAt::Sqlite {
             data: dir.path().to_owned(),
         };
         let mut writer = store.open_writer().unwrap();
-        let deliveries = store.open_deliveries().unwrap();
+        let deliveries = Connection::open(dir.path().join(DB_FILE)).unwrap();
         deliveries.busy_timeout(Duration::ZERO).unwrap();
         let batch = writer.batch().unwrap();
         let write = deliveries.execute("DELETE FROM deliveries", []);
@@ -155,11 +217,11 @@ mod tests {
     #[test]
     fn a_store_from_before_resolved_alerts_gets_the_columns_and_keeps_its_alerts() {
         let dir = tempfile::tempdir().unwrap();
-        let store = StoreAt {
+        let store = StoreAt::Sqlite {
             data: dir.path().to_owned(),
         };
-        std::fs::create_dir_all(&store.data).unwrap();
-        let old = Connection::open(store.file()).unwrap();
+        std::fs::create_dir_all(dir.path()).unwrap();
+        let old = Connection::open(dir.path().join(DB_FILE)).unwrap();
         old.execute_batch(
             "CREATE TABLE alerts (id INTEGER PRIMARY KEY, rule TEXT NOT NULL,
                 severity INTEGER NOT NULL, entity TEXT NOT NULL, first_ns INTEGER NOT NULL,
@@ -170,8 +232,10 @@ mod tests {
         .unwrap();
         drop(old);
         store.open_writer().unwrap();
-        let conn = store.open_reader().unwrap();
-        let kept = alerts::get(&conn, 1).unwrap().expect("the alert survives");
+        let mut conn = store.open_reader().unwrap();
+        let kept = alerts::get(&mut conn, 1)
+            .unwrap()
+            .expect("the alert survives");
         assert_eq!(
             (kept.rule.as_str(), kept.resolved_ns, kept.raised_ns),
             ("chain_gap", None, None)

@@ -1,9 +1,9 @@
 //! Retention: what is older than a cutoff leaves the store in bounded chunks, each its
 //! own transaction, so ingest keeps its turn between them. SQLite reuses the freed
 //! pages; the file does not shrink.
-use rusqlite::params;
-
 use super::{
+    db::{Dialect, args},
+    postgres,
     schema::{Dim, NANOS_PER_MINUTE},
     write::Batch,
 };
@@ -34,18 +34,23 @@ impl Batch<'_> {
         cutoff_ns: i64,
         limit: usize,
     ) -> anyhow::Result<Vec<ExpiredLine>> {
-        let mut delete = self.tx.prepare_cached(
-            "DELETE FROM records WHERE id IN
-                (SELECT id FROM records WHERE ts < ?1 ORDER BY ts LIMIT ?2)
-             RETURNING stream, seq",
-        )?;
-        let rows = delete.query_map(params![cutoff_ns, limit as i64], |r| {
-            Ok(ExpiredLine {
-                stream: r.get(0)?,
-                seq: r.get::<_, i64>(1)? as u64,
+        // By (stream, seq), which both stores index: PostgreSQL's partitioned records
+        // have no row id of their own.
+        self.tx
+            .query(
+                "DELETE FROM records WHERE (stream, seq) IN
+                    (SELECT stream, seq FROM records WHERE ts < ?1 ORDER BY ts LIMIT ?2)
+                 RETURNING stream, seq",
+                args![cutoff_ns, limit as i64],
+            )?
+            .iter()
+            .map(|r| {
+                Ok(ExpiredLine {
+                    stream: r.get(0)?,
+                    seq: r.get(1)?,
+                })
             })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+            .collect()
     }
 
     /// Deletes the rollup buckets that end before `cutoff_ns`, and the alerts, integrity
@@ -57,22 +62,28 @@ impl Batch<'_> {
         for dim in DIMS {
             deleted += self.tx.execute(
                 "DELETE FROM rollup WHERE dim = ?1 AND minute < ?2",
-                params![dim as i64, dim.bucket(minute)],
+                args![dim as i64, dim.bucket(minute)],
             )?;
         }
         deleted += self.tx.execute(
             "DELETE FROM rollup_users WHERE minute < ?1",
-            params![Dim::User.bucket(minute)],
+            args![Dim::User.bucket(minute)],
         )?;
         deleted += self
             .tx
-            .execute("DELETE FROM alerts WHERE last_ns < ?1", params![cutoff_ns])?;
+            .execute("DELETE FROM alerts WHERE last_ns < ?1", args![cutoff_ns])?;
         for table in ["events", "losses", "rejects"] {
             deleted += self.tx.execute(
                 &format!("DELETE FROM {table} WHERE ts < ?1"),
-                params![cutoff_ns],
+                args![cutoff_ns],
             )?;
         }
-        Ok(deleted as u64)
+        if self.tx.dialect() == Dialect::Postgres {
+            // Empty by now: the lines went first, in chunks.
+            for day in postgres::drop_partitions_before(&mut self.tx, cutoff_ns)? {
+                self.forget_partition(day);
+            }
+        }
+        Ok(deleted)
     }
 }

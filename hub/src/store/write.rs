@@ -5,13 +5,14 @@ use std::net::IpAddr;
 
 use hashbrown::{Equivalent, HashMap, HashSet};
 
-use rusqlite::{Connection, OptionalExtension as _, Transaction, TransactionBehavior, params};
 use sha2::{Digest as _, Sha256};
 use tracer_audit::{Kind, chain::Hash};
 
 use super::{
     alerts::{self, NewAlert},
     columns::{added_fields, columns},
+    db::{Db, Dialect, Tx, args},
+    postgres,
     schema::{Dim, NANOS_PER_MINUTE, USERS_BUCKET_MINUTES},
 };
 use crate::{
@@ -30,7 +31,11 @@ pub struct Entry<'a> {
 }
 
 pub struct Batch<'c> {
-    pub(super) tx: Transaction<'c>,
+    pub(super) tx: Tx<'c>,
+    /// The writer's known day partitions (PostgreSQL), and those this batch created:
+    /// they exist once it commits.
+    partitions: &'c mut std::collections::HashSet<i64>,
+    created: Vec<i64>,
     rollup: HashMap<(Dim, String, i64), (i64, i64)>,
     users: HashSet<(Dim, String, i64, String)>,
     names: HashSet<(String, String)>,
@@ -39,12 +44,14 @@ pub struct Batch<'c> {
 }
 
 impl<'c> Batch<'c> {
-    pub(super) fn begin(conn: &'c mut Connection) -> anyhow::Result<Self> {
+    pub(super) fn begin(
+        db: &'c mut Db,
+        partitions: &'c mut std::collections::HashSet<i64>,
+    ) -> anyhow::Result<Self> {
         Ok(Self {
-            // IMMEDIATE takes the write lock now, waiting out the deliveries' short
-            // writes (busy_timeout); a deferred transaction that reads first fails with
-            // SQLITE_BUSY_SNAPSHOT when the deliveries wrote after its first read.
-            tx: conn.transaction_with_behavior(TransactionBehavior::Immediate)?,
+            tx: db.begin()?,
+            partitions,
+            created: Vec::new(),
             rollup: HashMap::new(),
             users: HashSet::new(),
             names: HashSet::new(),
@@ -59,7 +66,11 @@ impl<'c> Batch<'c> {
         let sealed = &entry.verdict.sealed;
         let kind = f.kind.map_or("unknown", Kind::as_str);
         let enrichment = added_fields(e);
-        let mut stmt = self.tx.prepare_cached(
+        if self.tx.dialect() == Dialect::Postgres {
+            self.partition_for(f.ts_ns)?;
+        }
+        let columns = columns(e);
+        self.tx.execute(
             "INSERT INTO records (stream, seq, kind, ts, method, host, path, template, status,
                 req_bytes, resp_bytes, duration, client, client_key, user, user_name, auth,
                 credential, process, pid, user_agent, outcome, asset, sensitivity, country, asn,
@@ -67,61 +78,58 @@ impl<'c> Batch<'c> {
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
                 ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33,
                 ?34, ?35)",
+            args![
+                f.stream,
+                f.seq as i64,
+                kind,
+                f.ts_ns,
+                f.method,
+                f.host,
+                f.path,
+                (f.kind == Some(Kind::Access)).then_some(&e.template),
+                f.status,
+                f.request_bytes.map(|b| b as i64),
+                f.response_bytes.map(|b| b as i64),
+                f.duration_ns.map(|d| d as i64),
+                f.client.map(|c| c.to_string()),
+                f.client.map(|c| client_key(c).to_vec()),
+                f.user(),
+                f.user_name,
+                f.auth_method,
+                f.credential,
+                f.process,
+                f.pid,
+                f.user_agent,
+                f.outcome,
+                columns.asset,
+                columns.sensitivity,
+                columns.country,
+                columns.asn,
+                columns.as_org,
+                columns.full_name,
+                columns.department,
+                columns.user_status,
+                &sealed.hash[..],
+                &sealed.prev_hash[..],
+                entry.verdict.link.as_str(),
+                enrichment,
+                entry.line,
+            ],
         )?;
-        let columns = columns(e);
-        stmt.execute(params![
-            f.stream,
-            f.seq as i64,
-            kind,
-            f.ts_ns,
-            f.method,
-            f.host,
-            f.path,
-            (f.kind == Some(Kind::Access)).then_some(&e.template),
-            f.status,
-            f.request_bytes.map(|b| b as i64),
-            f.response_bytes.map(|b| b as i64),
-            f.duration_ns.map(|d| d as i64),
-            f.client.map(|c| c.to_string()),
-            f.client.map(|c| client_key(c).to_vec()),
-            f.user(),
-            f.user_name,
-            f.auth_method,
-            f.credential,
-            f.process,
-            f.pid,
-            f.user_agent,
-            f.outcome,
-            columns.asset,
-            columns.sensitivity,
-            columns.country,
-            columns.asn,
-            columns.as_org,
-            columns.full_name,
-            columns.department,
-            columns.user_status,
-            &sealed.hash[..],
-            &sealed.prev_hash[..],
-            entry.verdict.link.as_str(),
-            enrichment,
-            entry.line,
-        ])?;
-        drop(stmt);
         self.stored += 1;
         if let Some(loss) = &f.loss {
-            self.tx
-                .prepare_cached(
-                    "INSERT OR IGNORE INTO losses (stream, seq, source, reason, count, ts)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                )?
-                .execute(params![
+            self.tx.execute(
+                "INSERT INTO losses (stream, seq, source, reason, count, ts)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
+                args![
                     f.stream,
                     f.seq as i64,
                     loss.source,
                     loss.reason,
                     loss.count as i64,
                     f.ts_ns
-                ])?;
+                ],
+            )?;
         }
         if f.kind == Some(Kind::Access) {
             self.count(f, e, columns.asset);
@@ -182,30 +190,28 @@ impl<'c> Batch<'c> {
     }
 
     pub fn event(&mut self, event: &Event, ts_ns: i64) -> anyhow::Result<()> {
-        self.tx
-            .prepare_cached(
-                "INSERT INTO events (stream, seq, kind, is_break, detail, ts)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?
-            .execute(params![
+        self.tx.execute(
+            "INSERT INTO events (stream, seq, kind, is_break, detail, ts)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            args![
                 event.stream,
                 event.seq as i64,
                 event.kind.as_str(),
                 event.kind.is_break(),
                 event.detail,
                 ts_ns
-            ])?;
+            ],
+        )?;
         Ok(())
     }
 
     /// Marks the stored lines `from..=to` of `stream` as covered by the checkpoint at `to`.
     pub fn cover(&mut self, stream: &str, (from, to): (u64, u64)) -> anyhow::Result<()> {
-        self.tx
-            .prepare_cached(
-                "UPDATE records SET checkpoint = ?3
-                 WHERE stream = ?1 AND seq BETWEEN ?2 AND ?3 AND link != 'break'",
-            )?
-            .execute(params![stream, from as i64, to as i64])?;
+        self.tx.execute(
+            "UPDATE records SET checkpoint = ?3
+             WHERE stream = ?1 AND seq BETWEEN ?2 AND ?3 AND link != 'break'",
+            args![stream, from as i64, to as i64],
+        )?;
         Ok(())
     }
 
@@ -218,24 +224,24 @@ impl<'c> Batch<'c> {
         bytes: &[u8],
         len: u64,
     ) -> anyhow::Result<()> {
-        self.tx
-            .prepare_cached(
-                "INSERT OR IGNORE INTO rejects (origin, reason, bytes, sha256, ts) VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?
-            .execute(params![
+        self.tx.execute(
+            "INSERT INTO rejects (origin, reason, bytes, sha256, ts) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT DO NOTHING",
+            args![
                 origin.to_string(),
                 reason,
                 len as i64,
                 hex::encode(Sha256::digest(bytes)),
                 now_ns()
-            ])?;
+            ],
+        )?;
         Ok(())
     }
 
     /// Groups a finding into its alert; returns the alert's id.
     pub fn alert(&mut self, new: &NewAlert<'_>) -> anyhow::Result<i64> {
         let revision = self.revision()?;
-        alerts::upsert(&self.tx, new, revision)
+        alerts::upsert(&mut self.tx, new, revision)
     }
 
     /// Resolves the open alerts of `rule` on `entity`; returns their ids.
@@ -246,7 +252,7 @@ impl<'c> Batch<'c> {
         ts_ns: i64,
     ) -> anyhow::Result<Vec<i64>> {
         let revision = self.revision()?;
-        alerts::resolve(&self.tx, rule, entity, ts_ns, revision)
+        alerts::resolve(&mut self.tx, rule, entity, ts_ns, revision)
     }
 
     /// The revision of every alert this batch changes: one above the highest stored.
@@ -254,11 +260,10 @@ impl<'c> Batch<'c> {
         Ok(match self.revision {
             Some(revision) => revision,
             None => {
-                let next: i64 = self.tx.query_row(
-                    "SELECT COALESCE(MAX(revision), 0) + 1 FROM alerts",
-                    [],
-                    |r| r.get(0),
-                )?;
+                let next: i64 = self
+                    .tx
+                    .query_row("SELECT COALESCE(MAX(revision), 0) + 1 FROM alerts", args![])?
+                    .get(0)?;
                 *self.revision.insert(next)
             }
         })
@@ -272,17 +277,15 @@ impl<'c> Batch<'c> {
         state: Option<&str>,
     ) -> anyhow::Result<()> {
         match state {
-            Some(state) => self
-                .tx
-                .prepare_cached(
-                    "INSERT INTO detect_state (tracker, key, state) VALUES (?1, ?2, ?3)
+            Some(state) => self.tx.execute(
+                "INSERT INTO detect_state (tracker, key, state) VALUES (?1, ?2, ?3)
                  ON CONFLICT (tracker, key) DO UPDATE SET state = excluded.state",
-                )?
-                .execute(params![tracker, key, state])?,
-            None => self
-                .tx
-                .prepare_cached("DELETE FROM detect_state WHERE tracker = ?1 AND key = ?2")?
-                .execute(params![tracker, key])?,
+                args![tracker, key, state],
+            )?,
+            None => self.tx.execute(
+                "DELETE FROM detect_state WHERE tracker = ?1 AND key = ?2",
+                args![tracker, key],
+            )?,
         };
         Ok(())
     }
@@ -292,50 +295,51 @@ impl<'c> Batch<'c> {
         mut self,
         streams: impl IntoIterator<Item = (&'s String, &'s StreamState)>,
     ) -> anyhow::Result<u64> {
-        {
-            let mut up = self.tx.prepare_cached(
+        for ((dim, key, minute), (requests, failures)) in self.rollup.drain() {
+            self.tx.execute(
                 "INSERT INTO rollup (dim, key, minute, requests, failures) VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT (dim, minute, key) DO UPDATE SET
-                    requests = requests + excluded.requests, failures = failures + excluded.failures",
+                    requests = rollup.requests + excluded.requests,
+                    failures = rollup.failures + excluded.failures",
+                args![dim as i64, key, minute, requests, failures],
             )?;
-            for ((dim, key, minute), (requests, failures)) in self.rollup.drain() {
-                up.execute(params![dim as i64, key, minute, requests, failures])?;
-            }
-            let mut users = self.tx.prepare_cached(
-                "INSERT OR IGNORE INTO rollup_users (dim, key, minute, user) VALUES (?1, ?2, ?3, ?4)",
+        }
+        for (dim, key, minute, user) in self.users.drain() {
+            self.tx.execute(
+                "INSERT INTO rollup_users (dim, key, minute, user) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT DO NOTHING",
+                args![dim as i64, key, minute, user],
             )?;
-            for (dim, key, minute, user) in self.users.drain() {
-                users.execute(params![dim as i64, key, minute, user])?;
-            }
-            let mut names = self
-                .tx
-                .prepare_cached("INSERT OR IGNORE INTO user_names (name, user) VALUES (?1, ?2)")?;
-            for (name, user) in self.names.drain() {
-                names.execute(params![name, user])?;
-            }
-            let mut state = self.tx.prepare_cached(
+        }
+        for (name, user) in self.names.drain() {
+            self.tx.execute(
+                "INSERT INTO user_names (name, user) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+                args![name, user],
+            )?;
+        }
+        for (stream, s) in streams {
+            self.tx.execute(
                 "INSERT INTO streams (stream, state) VALUES (?1, ?2)
                  ON CONFLICT (stream) DO UPDATE SET state = excluded.state",
+                args![stream, serde_json::to_string(s)?],
             )?;
-            for (stream, s) in streams {
-                state.execute(params![stream, serde_json::to_string(s)?])?;
-            }
         }
         let stored = self.stored;
         self.tx.commit()?;
+        self.partitions.extend(self.created);
         Ok(stored)
     }
 }
 
 impl Batch<'_> {
     fn stored(&mut self, column: &str, stream: &str, seq: u64) -> anyhow::Result<Option<Hash>> {
-        let hash: Option<Vec<u8>> = self
-            .tx
-            .prepare_cached(&format!(
-                "SELECT {column} FROM records WHERE stream = ?1 AND seq = ?2"
-            ))?
-            .query_row(params![stream, seq as i64], |row| row.get(0))
-            .optional()?;
+        let hash: Option<Vec<u8>> = match self.tx.query_opt(
+            &format!("SELECT {column} FROM records WHERE stream = ?1 AND seq = ?2"),
+            args![stream, seq as i64],
+        )? {
+            Some(row) => row.get(0)?,
+            None => None,
+        };
         Ok(hash.and_then(|h| h.try_into().ok()))
     }
 
@@ -345,37 +349,58 @@ impl Batch<'_> {
     pub fn carry_cover_back(&mut self, stream: &str, seq: u64) -> anyhow::Result<()> {
         let mut seq = seq as i64;
         loop {
-            let next: Option<(Option<i64>, Vec<u8>)> = self
-                .tx
-                .prepare_cached(
-                    "SELECT checkpoint, prev_hash FROM records WHERE stream = ?1 AND seq = ?2",
-                )?
-                .query_row(params![stream, seq + 1], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()?;
-            let Some((Some(checkpoint), next_prev)) = next else {
+            let next = self.tx.query_opt(
+                "SELECT checkpoint, prev_hash FROM records WHERE stream = ?1 AND seq = ?2",
+                args![stream, seq + 1],
+            )?;
+            let Some(next) = next else { return Ok(()) };
+            let (Some(checkpoint), next_prev) =
+                (next.get::<Option<i64>>(0)?, next.get::<Vec<u8>>(1)?)
+            else {
                 return Ok(());
             };
-            let this: Option<(Option<i64>, Vec<u8>, String)> = self
-                .tx
-                .prepare_cached(
-                    "SELECT checkpoint, hash, link FROM records WHERE stream = ?1 AND seq = ?2",
-                )?
-                .query_row(params![stream, seq], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                })
-                .optional()?;
+            let this = self.tx.query_opt(
+                "SELECT checkpoint, hash, link FROM records WHERE stream = ?1 AND seq = ?2",
+                args![stream, seq],
+            )?;
+            let this = match this {
+                Some(r) => Some((
+                    r.get::<Option<i64>>(0)?,
+                    r.get::<Vec<u8>>(1)?,
+                    r.get::<String>(2)?,
+                )),
+                None => None,
+            };
             match this {
                 Some((None, hash, link)) if hash == next_prev && link != "break" => {
-                    self.tx
-                        .prepare_cached(
-                            "UPDATE records SET checkpoint = ?3 WHERE stream = ?1 AND seq = ?2",
-                        )?
-                        .execute(params![stream, seq, checkpoint])?;
+                    self.tx.execute(
+                        "UPDATE records SET checkpoint = ?3 WHERE stream = ?1 AND seq = ?2",
+                        args![stream, seq, checkpoint],
+                    )?;
                     seq -= 1;
                 }
                 _ => return Ok(()),
             }
         }
+    }
+}
+
+impl Batch<'_> {
+    /// A partition retention dropped: a late line of its day must create it again.
+    pub(super) fn forget_partition(&mut self, day: i64) {
+        self.partitions.remove(&day);
+    }
+
+    /// Creates the day partition of a record at `ts_ns` unless it exists (PostgreSQL).
+    fn partition_for(&mut self, ts_ns: i64) -> anyhow::Result<()> {
+        let Some(day) = postgres::day_of(ts_ns) else {
+            return Ok(());
+        };
+        if !self.partitions.contains(&day) && !self.created.contains(&day) {
+            postgres::create_partition(&mut self.tx, day)?;
+            self.created.push(day);
+        }
+        Ok(())
     }
 }
 
