@@ -159,6 +159,9 @@ impl Pipeline {
             };
             let mut touched = Vec::new();
             for line in &lines {
+                if let Some(state) = batch.claim_stream(&line.stream)? {
+                    self.chains.reload(&line.stream, state);
+                }
                 self.chains.expire(&line.stream, line.seq, cutoff_ns);
                 touched.push(line.stream.as_str());
             }
@@ -213,6 +216,9 @@ impl Pipeline {
                     continue;
                 }
             };
+            if let Some(state) = batch.claim_stream(&fields.stream)? {
+                self.chains.reload(&fields.stream, state);
+            }
             let verdict =
                 match self
                     .chains

@@ -373,4 +373,11 @@ mod tests {
         assert_eq!(params.len(), 4);
         assert!(!filter.only_time());
     }
+
+    #[test]
+    fn path_globs_read_the_same_in_both_dialects() {
+        assert_eq!(glob_regex("/api/*/orders/*"), "^\\/api\\/.*\\/orders\\/.*$");
+        assert_eq!(glob_regex("/a.b?c"), "^\\/a\\.b\\?c");
+        assert_eq!(glob_regex("/x/**/y?"), "^\\/x\\/.*\\/y.$");
+    }
 }

@@ -61,6 +61,19 @@ impl From<Vec<u8>> for Value {
     }
 }
 
+impl Value {
+    /// An argument, owned: for rows held back before a multi-row insert.
+    pub fn of(arg: &dyn ToArg) -> Self {
+        match arg.arg() {
+            Arg::Null => Value::Null,
+            Arg::Integer(v) => Value::Integer(v),
+            Arg::Real(v) => Value::Real(v),
+            Arg::Text(v) => Value::Text(v.to_owned()),
+            Arg::Blob(v) => Value::Blob(v.to_vec()),
+        }
+    }
+}
+
 /// An argument as bound: borrowed, so binding copies nothing.
 #[derive(Clone, Copy, Debug)]
 pub enum Arg<'a> {
@@ -202,6 +215,82 @@ impl PgToSql for Arg<'_> {
     }
 
     to_sql_checked!();
+}
+
+/// Rows per PostgreSQL multi-row insert: large enough that round trips vanish, small
+/// enough that one statement's arrays stay a few MiB.
+const INSERT_CHUNK: usize = 2_000;
+
+/// A column's type, for [`Db::insert_rows`]: PostgreSQL's arrays are typed.
+#[derive(Clone, Copy, Debug)]
+pub enum SqlType {
+    Integer,
+    Text,
+    Blob,
+}
+
+impl SqlType {
+    fn postgres(self) -> &'static str {
+        match self {
+            SqlType::Integer => "bigint",
+            SqlType::Text => "text",
+            SqlType::Blob => "bytea",
+        }
+    }
+}
+
+/// One column of a chunk of rows, as a PostgreSQL array.
+enum Column<'a> {
+    Integer(Vec<Option<i64>>),
+    Text(Vec<Option<&'a str>>),
+    Blob(Vec<Option<&'a [u8]>>),
+}
+
+impl<'a> Column<'a> {
+    fn gather(ty: SqlType, rows: &'a [Vec<Value>], i: usize, name: &str) -> anyhow::Result<Self> {
+        let cell = |row: &'a Vec<Value>| {
+            row.get(i)
+                .with_context(|| format!("a row without column {name}"))
+        };
+        let mismatch = |v: &Value| anyhow::anyhow!("{v:?} in the {ty:?} column {name}");
+        Ok(match ty {
+            SqlType::Integer => Column::Integer(
+                rows.iter()
+                    .map(|r| match cell(r)? {
+                        Value::Null => Ok(None),
+                        Value::Integer(v) => Ok(Some(*v)),
+                        other => Err(mismatch(other)),
+                    })
+                    .collect::<anyhow::Result<_>>()?,
+            ),
+            SqlType::Text => Column::Text(
+                rows.iter()
+                    .map(|r| match cell(r)? {
+                        Value::Null => Ok(None),
+                        Value::Text(v) => Ok(Some(v.as_str())),
+                        other => Err(mismatch(other)),
+                    })
+                    .collect::<anyhow::Result<_>>()?,
+            ),
+            SqlType::Blob => Column::Blob(
+                rows.iter()
+                    .map(|r| match cell(r)? {
+                        Value::Null => Ok(None),
+                        Value::Blob(v) => Ok(Some(v.as_slice())),
+                        other => Err(mismatch(other)),
+                    })
+                    .collect::<anyhow::Result<_>>()?,
+            ),
+        })
+    }
+
+    fn as_sql(&self) -> &(dyn PgToSql + Sync) {
+        match self {
+            Column::Integer(v) => v,
+            Column::Text(v) => v,
+            Column::Blob(v) => v,
+        }
+    }
 }
 
 /// One row, its values in the order of the statement's columns.
@@ -383,6 +472,60 @@ impl Db {
             }
         };
         Ok(changed)
+    }
+
+    /// Inserts `rows` into `table`, `tail` (`ON CONFLICT ...`) applying to each. SQLite
+    /// takes them one prepared statement at a time, in process; PostgreSQL in one
+    /// statement per chunk of rows, each column one array (`unnest`), so a batch costs
+    /// a few round trips, not one per row.
+    pub fn insert_rows(
+        &mut self,
+        table: &str,
+        columns: &[(&str, SqlType)],
+        rows: &[Vec<Value>],
+        tail: &str,
+    ) -> anyhow::Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let names = columns.iter().map(|c| c.0).collect::<Vec<_>>().join(", ");
+        match self.dialect() {
+            Dialect::Sqlite => {
+                let slots = (1..=columns.len())
+                    .map(|i| format!("?{i}"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let sql = format!("INSERT INTO {table} ({names}) VALUES ({slots}) {tail}");
+                for row in rows {
+                    self.execute(&sql, &dynamic(row))?;
+                }
+            }
+            Dialect::Postgres => {
+                let arrays = columns
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (_, ty))| format!("?{}::{}[]", i + 1, ty.postgres()))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let sql =
+                    format!("INSERT INTO {table} ({names}) SELECT * FROM unnest({arrays}) {tail}");
+                for chunk in rows.chunks(INSERT_CHUNK) {
+                    let columns = columns
+                        .iter()
+                        .enumerate()
+                        .map(|(i, (name, ty))| Column::gather(*ty, chunk, i, name))
+                        .collect::<anyhow::Result<Vec<_>>>()?;
+                    let Engine::Postgres { client, statements } = &mut self.engine else {
+                        unreachable!("the dialect is PostgreSQL")
+                    };
+                    let stmt = prepared(client, statements, &sql)?;
+                    let refs: Vec<&(dyn PgToSql + Sync)> =
+                        columns.iter().map(Column::as_sql).collect();
+                    client.execute(&stmt, &refs).map_err(pg_error)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Runs one query; returns its rows.

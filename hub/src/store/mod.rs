@@ -68,7 +68,11 @@ impl StoreAt {
                 (db, partitions)
             }
         };
-        Ok(Writer { db, partitions })
+        Ok(Writer {
+            at: self.clone(),
+            db,
+            partitions,
+        })
     }
 
     /// A connection of its own for the alert deliveries: it reads alerts and writes
@@ -139,16 +143,30 @@ fn sqlite_writer(data: &std::path::Path) -> anyhow::Result<Db> {
 }
 
 pub struct Writer {
+    at: StoreAt,
     db: Db,
     /// The day partitions of the records that exist (PostgreSQL).
     partitions: HashSet<i64>,
 }
 
 impl Writer {
+    /// The connection, made again if the server closed it (a PostgreSQL restart):
+    /// the failed batch comes again and finds the store as it was committed.
+    fn db(&mut self) -> anyhow::Result<&mut Db> {
+        if self.db.is_closed() {
+            eprintln!(
+                "tracer-hub: the connection to {} closed; connecting again",
+                self.at
+            );
+            *self = self.at.open_writer()?;
+        }
+        Ok(&mut self.db)
+    }
+
     /// The chain state of every stream, as last committed.
     pub fn streams(&mut self) -> anyhow::Result<HashMap<String, StreamState>> {
         let rows = self
-            .db
+            .db()?
             .query("SELECT stream, state FROM streams", args![])?;
         let mut streams = HashMap::new();
         for row in rows {
@@ -168,7 +186,7 @@ impl Writer {
             Dialect::Sqlite => "PRAGMA analysis_limit = 1000; ANALYZE;",
             Dialect::Postgres => "ANALYZE",
         };
-        self.db
+        self.db()?
             .batch(sql)
             .context("refreshing the planner's statistics")?;
         Ok(())
@@ -176,7 +194,7 @@ impl Writer {
 
     /// What the detections learned: (tracker, key, state) of every entity.
     pub fn detect_state(&mut self) -> anyhow::Result<Vec<(String, String, String)>> {
-        self.db
+        self.db()?
             .query("SELECT tracker, key, state FROM detect_state", args![])?
             .iter()
             .map(|r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
@@ -184,6 +202,7 @@ impl Writer {
     }
 
     pub fn batch(&mut self) -> anyhow::Result<Batch<'_>> {
+        self.db()?;
         Batch::begin(&mut self.db, &mut self.partitions)
     }
 }

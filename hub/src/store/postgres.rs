@@ -189,7 +189,7 @@ pub fn create_partition(db: &mut Db, day: i64) -> anyhow::Result<()> {
     db.execute("SELECT pg_advisory_xact_lock(?1)", args![SCHEMA_LOCK])?;
     db.batch(&format!(
         "CREATE TABLE IF NOT EXISTS records_d{day} PARTITION OF records
-         FOR VALUES FROM ({}) TO ({})",
+         FOR VALUES FROM ({}) TO ({}) WITH (fillfactor = 50)",
         day * NANOS_PER_DAY,
         (day + 1) * NANOS_PER_DAY
     ))

@@ -11,7 +11,7 @@ use tracer_audit::{Kind, chain::Hash};
 use super::{
     alerts::{self, NewAlert},
     columns::{added_fields, columns},
-    db::{Db, Dialect, Tx, args},
+    db::{Db, Dialect, SqlType, Tx, Value, args},
     postgres,
     schema::{Dim, NANOS_PER_MINUTE, USERS_BUCKET_MINUTES},
 };
@@ -30,12 +30,64 @@ pub struct Entry<'a> {
     pub line: &'a [u8],
 }
 
+/// Records held back per batch before one multi-row insert (see `Db::insert_rows`).
+const FLUSH_RECORDS: usize = 2_000;
+
+/// The records table's columns as ingest writes them.
+const RECORD_COLUMNS: [(&str, SqlType); 35] = {
+    use SqlType::{Blob, Integer as Int, Text};
+    [
+        ("stream", Text),
+        ("seq", Int),
+        ("kind", Text),
+        ("ts", Int),
+        ("method", Text),
+        ("host", Text),
+        ("path", Text),
+        ("template", Text),
+        ("status", Int),
+        ("req_bytes", Int),
+        ("resp_bytes", Int),
+        ("duration", Int),
+        ("client", Text),
+        ("client_key", Blob),
+        ("user", Text),
+        ("user_name", Text),
+        ("auth", Text),
+        ("credential", Text),
+        ("process", Text),
+        ("pid", Int),
+        ("user_agent", Text),
+        ("outcome", Text),
+        ("asset", Text),
+        ("sensitivity", Text),
+        ("country", Text),
+        ("asn", Int),
+        ("as_org", Text),
+        ("full_name", Text),
+        ("department", Text),
+        ("user_status", Text),
+        ("hash", Blob),
+        ("prev_hash", Blob),
+        ("link", Text),
+        ("enrichment", Text),
+        ("line", Blob),
+    ]
+};
+
 pub struct Batch<'c> {
     pub(super) tx: Tx<'c>,
+    /// Records not written yet.
+    records: Vec<Vec<Value>>,
+    /// What detections learned this batch, by (tracker, key), written at commit in
+    /// one statement (PostgreSQL takes each row once per statement).
+    learned: HashMap<(String, String), String>,
     /// The writer's known day partitions (PostgreSQL), and those this batch created:
     /// they exist once it commits.
     partitions: &'c mut std::collections::HashSet<i64>,
     created: Vec<i64>,
+    /// Streams whose chain state this batch locked (PostgreSQL).
+    claimed: HashSet<String>,
     rollup: HashMap<(Dim, String, i64), (i64, i64)>,
     users: HashSet<(Dim, String, i64, String)>,
     names: HashSet<(String, String)>,
@@ -52,6 +104,9 @@ impl<'c> Batch<'c> {
             tx: db.begin()?,
             partitions,
             created: Vec::new(),
+            claimed: HashSet::new(),
+            records: Vec::new(),
+            learned: HashMap::new(),
             rollup: HashMap::new(),
             users: HashSet::new(),
             names: HashSet::new(),
@@ -70,52 +125,51 @@ impl<'c> Batch<'c> {
             self.partition_for(f.ts_ns)?;
         }
         let columns = columns(e);
-        self.tx.execute(
-            "INSERT INTO records (stream, seq, kind, ts, method, host, path, template, status,
-                req_bytes, resp_bytes, duration, client, client_key, user, user_name, auth,
-                credential, process, pid, user_agent, outcome, asset, sensitivity, country, asn,
-                as_org, full_name, department, user_status, hash, prev_hash, link, enrichment, line)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
-                ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33,
-                ?34, ?35)",
-            args![
-                f.stream,
-                f.seq as i64,
-                kind,
-                f.ts_ns,
-                f.method,
-                f.host,
-                f.path,
-                (f.kind == Some(Kind::Access)).then_some(&e.template),
-                f.status,
-                f.request_bytes.map(|b| b as i64),
-                f.response_bytes.map(|b| b as i64),
-                f.duration_ns.map(|d| d as i64),
-                f.client.map(|c| c.to_string()),
-                f.client.map(|c| client_key(c).to_vec()),
-                f.user(),
-                f.user_name,
-                f.auth_method,
-                f.credential,
-                f.process,
-                f.pid,
-                f.user_agent,
-                f.outcome,
-                columns.asset,
-                columns.sensitivity,
-                columns.country,
-                columns.asn,
-                columns.as_org,
-                columns.full_name,
-                columns.department,
-                columns.user_status,
-                &sealed.hash[..],
-                &sealed.prev_hash[..],
-                entry.verdict.link.as_str(),
-                enrichment,
-                entry.line,
-            ],
-        )?;
+        // In RECORD_COLUMNS' order.
+        let row: Vec<Value> = args![
+            f.stream,
+            f.seq as i64,
+            kind,
+            f.ts_ns,
+            f.method,
+            f.host,
+            f.path,
+            (f.kind == Some(Kind::Access)).then_some(&e.template),
+            f.status,
+            f.request_bytes.map(|b| b as i64),
+            f.response_bytes.map(|b| b as i64),
+            f.duration_ns.map(|d| d as i64),
+            f.client.map(|c| c.to_string()),
+            f.client.map(|c| client_key(c).to_vec()),
+            f.user(),
+            f.user_name,
+            f.auth_method,
+            f.credential,
+            f.process,
+            f.pid,
+            f.user_agent,
+            f.outcome,
+            columns.asset,
+            columns.sensitivity,
+            columns.country,
+            columns.asn,
+            columns.as_org,
+            columns.full_name,
+            columns.department,
+            columns.user_status,
+            &sealed.hash[..],
+            &sealed.prev_hash[..],
+            entry.verdict.link.as_str(),
+            enrichment,
+            entry.line,
+        ]
+        .iter()
+        .map(|a| Value::of(*a))
+        .collect();
+        self.records.push(row);
+        if self.records.len() >= FLUSH_RECORDS {
+            self.flush_records()?;
+        }
         self.stored += 1;
         if let Some(loss) = &f.loss {
             self.tx.execute(
@@ -207,6 +261,7 @@ impl<'c> Batch<'c> {
 
     /// Marks the stored lines `from..=to` of `stream` as covered by the checkpoint at `to`.
     pub fn cover(&mut self, stream: &str, (from, to): (u64, u64)) -> anyhow::Result<()> {
+        self.flush_records()?;
         self.tx.execute(
             "UPDATE records SET checkpoint = ?3
              WHERE stream = ?1 AND seq BETWEEN ?2 AND ?3 AND link != 'break'",
@@ -277,16 +332,18 @@ impl<'c> Batch<'c> {
         state: Option<&str>,
     ) -> anyhow::Result<()> {
         match state {
-            Some(state) => self.tx.execute(
-                "INSERT INTO detect_state (tracker, key, state) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (tracker, key) DO UPDATE SET state = excluded.state",
-                args![tracker, key, state],
-            )?,
-            None => self.tx.execute(
-                "DELETE FROM detect_state WHERE tracker = ?1 AND key = ?2",
-                args![tracker, key],
-            )?,
-        };
+            Some(state) => {
+                self.learned
+                    .insert((tracker.to_owned(), key.to_owned()), state.to_owned());
+            }
+            None => {
+                self.learned.remove(&(tracker.to_owned(), key.to_owned()));
+                self.tx.execute(
+                    "DELETE FROM detect_state WHERE tracker = ?1 AND key = ?2",
+                    args![tracker, key],
+                )?;
+            }
+        }
         Ok(())
     }
 
@@ -295,28 +352,85 @@ impl<'c> Batch<'c> {
         mut self,
         streams: impl IntoIterator<Item = (&'s String, &'s StreamState)>,
     ) -> anyhow::Result<u64> {
-        for ((dim, key, minute), (requests, failures)) in self.rollup.drain() {
-            self.tx.execute(
-                "INSERT INTO rollup (dim, key, minute, requests, failures) VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT (dim, minute, key) DO UPDATE SET
-                    requests = rollup.requests + excluded.requests,
-                    failures = rollup.failures + excluded.failures",
-                args![dim as i64, key, minute, requests, failures],
-            )?;
-        }
-        for (dim, key, minute, user) in self.users.drain() {
-            self.tx.execute(
-                "INSERT INTO rollup_users (dim, key, minute, user) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT DO NOTHING",
-                args![dim as i64, key, minute, user],
-            )?;
-        }
-        for (name, user) in self.names.drain() {
-            self.tx.execute(
-                "INSERT INTO user_names (name, user) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
-                args![name, user],
-            )?;
-        }
+        self.flush_records()?;
+        let learned: Vec<Vec<Value>> = self
+            .learned
+            .drain()
+            .map(|((tracker, key), state)| {
+                vec![Value::Text(tracker), Value::Text(key), Value::Text(state)]
+            })
+            .collect();
+        self.tx.insert_rows(
+            "detect_state",
+            &[
+                ("tracker", SqlType::Text),
+                ("key", SqlType::Text),
+                ("state", SqlType::Text),
+            ],
+            &learned,
+            "ON CONFLICT (tracker, key) DO UPDATE SET state = excluded.state",
+        )?;
+        let rollup: Vec<Vec<Value>> = self
+            .rollup
+            .drain()
+            .map(|((dim, key, minute), (requests, failures))| {
+                vec![
+                    Value::Integer(dim as i64),
+                    Value::Text(key),
+                    Value::Integer(minute),
+                    Value::Integer(requests),
+                    Value::Integer(failures),
+                ]
+            })
+            .collect();
+        self.tx.insert_rows(
+            "rollup",
+            &[
+                ("dim", SqlType::Integer),
+                ("key", SqlType::Text),
+                ("minute", SqlType::Integer),
+                ("requests", SqlType::Integer),
+                ("failures", SqlType::Integer),
+            ],
+            &rollup,
+            "ON CONFLICT (dim, minute, key) DO UPDATE SET
+                requests = rollup.requests + excluded.requests,
+                failures = rollup.failures + excluded.failures",
+        )?;
+        let users: Vec<Vec<Value>> = self
+            .users
+            .drain()
+            .map(|(dim, key, minute, user)| {
+                vec![
+                    Value::Integer(dim as i64),
+                    Value::Text(key),
+                    Value::Integer(minute),
+                    Value::Text(user),
+                ]
+            })
+            .collect();
+        self.tx.insert_rows(
+            "rollup_users",
+            &[
+                ("dim", SqlType::Integer),
+                ("key", SqlType::Text),
+                ("minute", SqlType::Integer),
+                ("user", SqlType::Text),
+            ],
+            &users,
+            "ON CONFLICT DO NOTHING",
+        )?;
+        let names: Vec<Vec<Value>> = self
+            .names
+            .drain()
+            .map(|(name, user)| vec![Value::Text(name), Value::Text(user)])
+            .collect();
+        self.tx.insert_rows(
+            "user_names",
+            &[("name", SqlType::Text), ("user", SqlType::Text)],
+            &names,
+            "ON CONFLICT DO NOTHING",
+        )?;
         for (stream, s) in streams {
             self.tx.execute(
                 "INSERT INTO streams (stream, state) VALUES (?1, ?2)
@@ -333,6 +447,7 @@ impl<'c> Batch<'c> {
 
 impl Batch<'_> {
     fn stored(&mut self, column: &str, stream: &str, seq: u64) -> anyhow::Result<Option<Hash>> {
+        self.flush_records()?;
         let hash: Option<Vec<u8>> = match self.tx.query_opt(
             &format!("SELECT {column} FROM records WHERE stream = ?1 AND seq = ?2"),
             args![stream, seq as i64],
@@ -347,6 +462,7 @@ impl Batch<'_> {
     /// after it, when that line links to it; and so on backwards, through the lines
     /// that waited for the gap to fill, until one is covered already or does not link.
     pub fn carry_cover_back(&mut self, stream: &str, seq: u64) -> anyhow::Result<()> {
+        self.flush_records()?;
         let mut seq = seq as i64;
         loop {
             let next = self.tx.query_opt(
@@ -386,6 +502,41 @@ impl Batch<'_> {
 }
 
 impl Batch<'_> {
+    /// Writes the records held back; before any statement that reads or updates
+    /// records, and at commit.
+    pub(super) fn flush_records(&mut self) -> anyhow::Result<()> {
+        let rows = std::mem::take(&mut self.records);
+        self.tx.insert_rows("records", &RECORD_COLUMNS, &rows, "")
+    }
+
+    /// Locks `stream`'s chain state until this batch ends, and reads it, the first
+    /// time the batch meets the stream, when other hubs may write the store too
+    /// (PostgreSQL): they take turns per stream, each continuing the chain from what
+    /// the last one committed. `None`: nothing to reload (SQLite has one writer, whose
+    /// state in memory is the store's); `Some(None)`: the store has not seen it.
+    pub fn claim_stream(&mut self, stream: &str) -> anyhow::Result<Option<Option<StreamState>>> {
+        if self.tx.dialect() != Dialect::Postgres || self.claimed.contains(stream) {
+            return Ok(None);
+        }
+        // An advisory lock, not a row lock: a stream new to the store has no row yet.
+        self.tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended(?1, 0))",
+            args![stream],
+        )?;
+        let state =
+            match self
+                .tx
+                .query_opt("SELECT state FROM streams WHERE stream = ?1", args![stream])?
+            {
+                Some(row) => Some(serde_json::from_str(&row.get::<String>(0)?).map_err(|e| {
+                    anyhow::anyhow!("the stored chain state of stream {stream}: {e}")
+                })?),
+                None => None,
+            };
+        self.claimed.insert(stream.to_owned());
+        Ok(Some(state))
+    }
+
     /// A partition retention dropped: a late line of its day must create it again.
     pub(super) fn forget_partition(&mut self, day: i64) {
         self.partitions.remove(&day);

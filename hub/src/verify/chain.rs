@@ -481,6 +481,15 @@ impl Chains {
         &self.streams
     }
 
+    /// Takes `stream`'s state as the store holds it now (`None`: the store has not seen
+    /// it), for a store that other hubs write too.
+    pub fn reload(&mut self, stream: &str, state: Option<StreamState>) {
+        match state {
+            Some(state) => self.streams.insert(stream.to_owned(), state),
+            None => self.streams.remove(stream),
+        };
+    }
+
     /// Retention deleted `seq` of `stream`, a line older than `before_ns`.
     pub fn expire(&mut self, stream: &str, seq: u64, before_ns: i64) {
         if let Some(state) = self.streams.get_mut(stream) {
