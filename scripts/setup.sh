@@ -33,6 +33,8 @@ packages=(
   prometheus-alertmanager
   nghttp2-client
   python3-venv
+  # The hub's PostgreSQL e2e runs a throwaway cluster from /usr/lib/postgresql/15/bin.
+  postgresql-15
 )
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need_pkgs+=("$p")

@@ -1,5 +1,5 @@
 //! `tracer-hub` as the tests run it: `serve` as a guarded process with a token, and
-//! the one-shot commands (`import`, `query`, `top`, `integrity`).
+//! the one-shot commands (`import`, `query`, `top`, `integrity`), on either store.
 use std::{
     fs,
     path::{Path, PathBuf},
@@ -15,11 +15,35 @@ use crate::{clients::curl, ports::free_port, process::Guarded, workspace::hub_bi
 /// The token the tests log in with; long enough for the hub's minimum.
 pub const TOKEN: &str = "test-token-0123456789abcdef";
 
+/// Where a hub keeps everything it stores.
+#[derive(Clone, Debug)]
+pub enum Store {
+    /// SQLite in a data directory: `--data DIR`.
+    Sqlite(PathBuf),
+    /// A PostgreSQL database: `--store URL` (`postgres://USER:PASSWORD@HOST:PORT/DB`).
+    Postgres(String),
+}
+
+impl Store {
+    /// The arguments that name this store to any `tracer-hub` command.
+    pub fn args(&self) -> Result<[&str; 2]> {
+        Ok(match self {
+            Self::Sqlite(data) => [
+                "--data",
+                data.to_str()
+                    .with_context(|| format!("non-UTF-8 data dir {}", data.display()))?,
+            ],
+            Self::Postgres(url) => ["--store", url],
+        })
+    }
+}
+
 pub struct Hub {
     child: Guarded,
     pub port: u16,
-    pub data: PathBuf,
     pub token_file: PathBuf,
+    /// Where its stdout goes, to be read after it exited (the tests search it for secrets).
+    pub stdout_file: PathBuf,
     token: String,
     stderr: PathBuf,
 }
@@ -28,34 +52,47 @@ impl Hub {
     /// `tracer-hub serve --data DATA --token-file ... --listen 127.0.0.1:PORT ARGS...`,
     /// returning once it answers HTTP.
     pub fn serve(data: &Path, args: &[&str]) -> Result<Self> {
-        Self::serve_with(data, TOKEN, free_port(), args)
+        Self::serve_store(&Store::Sqlite(data.to_owned()), data, args)
     }
 
     /// `serve` with a token and port of the caller's choosing (the demo's).
     pub fn serve_with(data: &Path, token: &str, port: u16, args: &[&str]) -> Result<Self> {
-        fs::create_dir_all(data)?;
-        let token_file = data.with_extension("token");
+        Self::start(&Store::Sqlite(data.to_owned()), data, token, port, args)
+    }
+
+    /// `serve` on any store. Its token, stdout and stderr files are `files` with the
+    /// extensions `.token`, `.stdout` and `.stderr` (a SQLite store's are beside its
+    /// data dir: pass the dir).
+    pub fn serve_store(store: &Store, files: &Path, args: &[&str]) -> Result<Self> {
+        Self::start(store, files, TOKEN, free_port(), args)
+    }
+
+    fn start(store: &Store, files: &Path, token: &str, port: u16, args: &[&str]) -> Result<Self> {
+        if let Store::Sqlite(data) = store {
+            fs::create_dir_all(data)?;
+        }
+        let token_file = files.with_extension("token");
         fs::write(&token_file, format!("{token}\n"))?;
-        let stderr = data.with_extension("stderr");
+        let stdout_file = files.with_extension("stdout");
+        let stderr = files.with_extension("stderr");
         let mut command = Command::new(hub_bin()?);
         command
             .arg("serve")
-            .arg("--data")
-            .arg(data)
+            .args(store.args()?)
             .arg("--token-file")
             .arg(&token_file)
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
             .args(args)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(fs::File::create(&stdout_file)?)
             .stderr(fs::File::create(&stderr)?);
         let child = Guarded::spawn(&mut command, "tracer-hub")?;
         let mut hub = Self {
             child,
             port,
-            data: data.to_owned(),
             token_file,
+            stdout_file,
             token: token.to_owned(),
             stderr,
         };

@@ -1,21 +1,23 @@
 //! tracer-hub end to end: nginx traffic through the real tracer and a real nats-server
 //! into the hub, compared request by request with nginx's own access log; a hub
 //! SIGKILLed mid-ingest; tampered and junk files; and no secret anywhere it writes.
+//! Each test runs on both stores: SQLite (`--data`), and PostgreSQL (`--store`, the
+//! `_postgres` twins, each on a throwaway cluster of its own).
 use std::{
     collections::{BTreeMap, HashSet},
     path::Path,
     time::Duration,
 };
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, ensure};
 use serde_json::Value;
 use tests::{
     audit::key_show,
     clients::{curl, url},
-    hub::{self, Hub},
+    hub::{self, Hub, Store},
     load::ab_keepalive,
     ports::free_port,
-    servers::{NatsServer, Nginx, NginxConfig},
+    servers::{NatsServer, Nginx, NginxConfig, Postgres},
     tracer::{Tracer, TracerRun},
 };
 
@@ -25,15 +27,24 @@ const ALICE_PASSWORD: &str = "alice-pw-never-written-7f3a";
 const BOB_PASSWORD: &str = "bob-pw-never-written-91c2";
 const BEARER: &str = "sk-live-bearer-never-written-5e8d";
 
+/// What the hub under test keeps everything in.
+#[derive(Clone, Copy)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
 struct Setup {
     dir: tempfile::TempDir,
     nats: NatsServer,
     nginx: Nginx,
     port: u16,
+    /// The PostgreSQL twins' cluster: every store of the test is a database in it.
+    postgres: Option<Postgres>,
 }
 
 impl Setup {
-    fn new() -> Result<Self> {
+    fn new(backend: Backend) -> Result<Self> {
         let port = free_port();
         let mut config = NginxConfig::new(port);
         config.access_log = true;
@@ -42,6 +53,10 @@ impl Setup {
             nats: NatsServer::start()?,
             nginx: Nginx::start(config)?,
             port,
+            postgres: match backend {
+                Backend::Sqlite => None,
+                Backend::Postgres => Some(Postgres::start()?),
+            },
         })
     }
 
@@ -84,16 +99,127 @@ impl Setup {
         )
     }
 
+    /// The store `hub` serves: the data dir `hub`, or the cluster's `tracer` database.
+    fn store(&self) -> Store {
+        match &self.postgres {
+            None => Store::Sqlite(self.path("hub")),
+            Some(postgres) => Store::Postgres(postgres.url()),
+        }
+    }
+
+    /// Another, empty store: the data dir `name`, or a new database `name`.
+    fn new_store(&self, name: &str) -> Result<Store> {
+        Ok(match &self.postgres {
+            None => Store::Sqlite(self.path(name)),
+            Some(postgres) => Store::Postgres(postgres.create_database(name)?),
+        })
+    }
+
+    /// The hub reading NATS into [`Self::store`], its files beside the data dir `hub`.
     fn hub(&self, extra: &[&str]) -> Result<Hub> {
         let key = self.key_arg()?;
         let nats = self.nats.url();
         let mut args = vec!["--nats", nats.as_str(), "--key", key.as_str()];
         args.extend_from_slice(extra);
-        Hub::serve(&self.path("hub"), &args)
+        Hub::serve_store(&self.store(), &self.path("hub"), &args)
     }
 
-    fn data(&self) -> String {
-        self.path("hub").display().to_string()
+    /// `tracer-hub WORDS... STORE REST...`, `STORE` being `--data DIR` or `--store URL`;
+    /// neither its stdout nor its stderr may hold the store's password.
+    fn run(&self, store: &Store, words: &[&str], rest: &[&str]) -> Result<hub::Run> {
+        let run = hub::run(&[words, &store.args()?[..], rest].concat())?;
+        self.assert_no_password(&format!("the stdout of {words:?}"), &run.stdout);
+        self.assert_no_password(&format!("the stderr of {words:?}"), &run.stderr);
+        Ok(run)
+    }
+
+    /// [`Self::run`], failing unless it succeeded; its stdout.
+    fn ok(&self, store: &Store, words: &[&str], rest: &[&str]) -> Result<String> {
+        let run = self.run(store, words, rest)?;
+        ensure!(
+            run.ok,
+            "tracer-hub {words:?} STORE {rest:?} failed:\n{}",
+            run.stderr
+        );
+        Ok(run.stdout)
+    }
+
+    fn query_jsonl(&self, store: &Store, filters: &[&str]) -> Result<Vec<Value>> {
+        let rest = [&["--format", "jsonl", "--limit", "100000"][..], filters].concat();
+        self.ok(store, &["query"], &rest)?
+            .lines()
+            .map(|l| serde_json::from_str(l).with_context(|| format!("query line {l}")))
+            .collect()
+    }
+
+    /// `tracer-hub integrity --format json` of `store`.
+    fn integrity(&self, store: &Store) -> Result<Value> {
+        let report = self.ok(store, &["integrity"], &["--format", "json"])?;
+        Ok(serde_json::from_str(&report)?)
+    }
+
+    /// SIGTERM; the hub's stderr, once it and its stdout were checked for the password.
+    fn stop(&self, hub: Hub) -> Result<String> {
+        let stdout_file = hub.stdout_file.clone();
+        let stderr = hub.stop()?;
+        self.assert_quiet_hub(&stdout_file, &stderr)?;
+        Ok(stderr)
+    }
+
+    /// SIGKILL, then the same checks as [`Self::stop`].
+    fn kill(&self, hub: Hub) -> Result<()> {
+        let stdout_file = hub.stdout_file.clone();
+        let stderr = hub.kill()?;
+        self.assert_quiet_hub(&stdout_file, &stderr)
+    }
+
+    fn assert_quiet_hub(&self, stdout_file: &Path, stderr: &str) -> Result<()> {
+        self.assert_no_password("the hub's stderr", stderr);
+        let stdout = std::fs::read_to_string(stdout_file)
+            .with_context(|| format!("reading {}", stdout_file.display()))?;
+        self.assert_no_password("the hub's stdout", &stdout);
+        Ok(())
+    }
+
+    /// The hub must never print the password of its `--store` URL, nor keep it
+    /// (a SQLite store has none). The failure shows where, not all of `text` (which may
+    /// be a WAL segment).
+    fn assert_no_password(&self, what: &str, text: &str) {
+        let Some(postgres) = &self.postgres else {
+            return;
+        };
+        if let Some(at) = text.find(postgres.password()) {
+            let from = text.floor_char_boundary(at.saturating_sub(200));
+            let to = text.ceil_char_boundary(at + 200);
+            panic!(
+                "{what} holds the PostgreSQL password, at byte {at}: ...{}...",
+                &text[from..to]
+            );
+        }
+    }
+
+    /// Everything [`Self::store`] holds, named by where it is: each file under the data
+    /// dir; or a dump of the database (every row, decompressed) and each file of the
+    /// cluster (what rows were before they were updated or deleted, and the WAL).
+    fn stored_bytes(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        let Some(postgres) = &self.postgres else {
+            return files_under(&self.path("hub"))?
+                .into_iter()
+                .map(|file| Ok((file.display().to_string(), std::fs::read(&file)?)))
+                .collect();
+        };
+        // Writes every page the server holds in memory to the files searched below.
+        postgres.psql("CHECKPOINT")?;
+        let mut stored = vec![("a dump of the database".to_owned(), postgres.dump()?)];
+        for file in files_under(&postgres.data_dir())? {
+            // The running server may remove a file (a recycled WAL segment) meanwhile.
+            match std::fs::read(&file) {
+                Ok(bytes) => stored.push((file.display().to_string(), bytes)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e).with_context(|| format!("reading {}", file.display())),
+            }
+        }
+        Ok(stored)
     }
 }
 
@@ -168,28 +294,6 @@ fn hub_requests(records: &[Value]) -> BTreeMap<(String, String, String, u16), u3
     requests
 }
 
-fn query_jsonl(data: &str, filters: &[&str]) -> Result<Vec<Value>> {
-    let mut args = vec![
-        "query", "--data", data, "--format", "jsonl", "--limit", "100000",
-    ];
-    args.extend_from_slice(filters);
-    hub::ok(&args)?
-        .lines()
-        .map(|l| serde_json::from_str(l).with_context(|| format!("query line {l}")))
-        .collect()
-}
-
-/// `tracer-hub integrity --format json` of the store at `data`.
-fn integrity(data: &str) -> Result<Value> {
-    Ok(serde_json::from_str(&hub::ok(&[
-        "integrity",
-        "--data",
-        data,
-        "--format",
-        "json",
-    ])?)?)
-}
-
 fn paths(records: &[Value]) -> Vec<String> {
     let mut paths: Vec<String> = records
         .iter()
@@ -221,7 +325,16 @@ fn files_under(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
 
 #[test]
 fn every_request_nginx_logged_is_stored_once_and_queries_find_it() -> Result<()> {
-    let setup = Setup::new()?;
+    stored_once_and_found(Backend::Sqlite)
+}
+
+#[test]
+fn every_request_nginx_logged_is_stored_once_and_queries_find_it_postgres() -> Result<()> {
+    stored_once_and_found(Backend::Postgres)
+}
+
+fn stored_once_and_found(backend: Backend) -> Result<()> {
+    let setup = Setup::new(backend)?;
     let tracer = setup.tracer()?;
     let mut hub = setup.hub(&[])?;
     traffic(setup.port)?;
@@ -231,10 +344,10 @@ fn every_request_nginx_logged_is_stored_once_and_queries_find_it() -> Result<()>
     hub.wait_until(WAIT, "holding every request", |hub| {
         Ok(hub.stored()? >= logged)
     })?;
-    let data = setup.data();
+    let store = setup.store();
 
     // Request by request against nginx's own log.
-    let records = query_jsonl(&data, &[])?;
+    let records = setup.query_jsonl(&store, &[])?;
     assert_eq!(
         hub_requests(&records),
         nginx_requests(&setup.nginx.access_log()?)?,
@@ -242,7 +355,7 @@ fn every_request_nginx_logged_is_stored_once_and_queries_find_it() -> Result<()>
     );
     // The lines come back byte for byte as the tracer wrote them.
     let written: HashSet<&str> = run.stdout.lines().collect();
-    let out = hub::ok(&["query", "--data", &data, "--format", "jsonl"])?;
+    let out = setup.ok(&store, &["query"], &["--format", "jsonl"])?;
     for line in out.lines() {
         assert!(
             written.contains(line),
@@ -251,7 +364,7 @@ fn every_request_nginx_logged_is_stored_once_and_queries_find_it() -> Result<()>
     }
 
     // Filters.
-    let alice = query_jsonl(&data, &["--user", "alice"])?;
+    let alice = setup.query_jsonl(&store, &["--user", "alice"])?;
     assert_eq!(
         paths(&alice),
         [
@@ -263,43 +376,48 @@ fn every_request_nginx_logged_is_stored_once_and_queries_find_it() -> Result<()>
         ]
     );
     assert_eq!(
-        paths(&query_jsonl(&data, &["--status", "4xx"])?),
+        paths(&setup.query_jsonl(&store, &["--status", "4xx"])?),
         ["/static/missing.txt"]
     );
-    assert_eq!(paths(&query_jsonl(&data, &["--status", "204"])?), ["/204"]);
-    assert_eq!(query_jsonl(&data, &["--path", "/orders/"])?.len(), 6);
-    assert_eq!(query_jsonl(&data, &["--path", "/orders/*7"])?.len(), 1);
     assert_eq!(
-        paths(&query_jsonl(&data, &["--client", "203.0.113.0/24"])?),
+        paths(&setup.query_jsonl(&store, &["--status", "204"])?),
+        ["/204"]
+    );
+    assert_eq!(setup.query_jsonl(&store, &["--path", "/orders/"])?.len(), 6);
+    assert_eq!(
+        setup.query_jsonl(&store, &["--path", "/orders/*7"])?.len(),
+        1
+    );
+    assert_eq!(
+        paths(&setup.query_jsonl(&store, &["--client", "203.0.113.0/24"])?),
         ["/reports/2026"]
     );
-    let keyed = query_jsonl(&data, &["--method", "get", "--path", "/204"])?;
+    let keyed = setup.query_jsonl(&store, &["--method", "get", "--path", "/204"])?;
     let fingerprint = keyed[0]["audit.credential.fingerprint"]
         .as_str()
         .ok_or_else(|| anyhow!("no credential fingerprint: {}", keyed[0]))?;
     assert_eq!(
-        paths(&query_jsonl(&data, &["--credential", fingerprint])?),
+        paths(&setup.query_jsonl(&store, &["--credential", fingerprint])?),
         ["/204"]
     );
-    assert!(query_jsonl(&data, &["--since", "1h", "--stream", "elsewhere"])?.is_empty());
-    let bad = hub::run(&["query", "--data", &data, "--status", "4x"])?;
+    assert!(
+        setup
+            .query_jsonl(&store, &["--since", "1h", "--stream", "elsewhere"])?
+            .is_empty()
+    );
+    let bad = setup.run(&store, &["query"], &["--status", "4x"])?;
     assert!(!bad.ok && bad.stderr.contains("--status"), "{}", bad.stderr);
 
     // Top-N from the rollups folds ids into templates.
-    let top: Value = serde_json::from_str(&hub::ok(&[
-        "top",
-        "endpoints",
-        "--data",
-        &data,
-        "--since",
-        "1h",
-        "--format",
-        "json",
-    ])?)?;
+    let top: Value = serde_json::from_str(&setup.ok(
+        &store,
+        &["top", "endpoints"],
+        &["--since", "1h", "--format", "json"],
+    )?)?;
     assert_eq!(top[0]["key"], "/orders/{id}", "{top}");
     assert_eq!(top[0]["requests"], 6);
     assert_eq!(top[0]["users"], 2);
-    let users = hub::ok(&["top", "users", "--data", &data, "--since", "1h"])?;
+    let users = setup.ok(&store, &["top", "users"], &["--since", "1h"])?;
     assert!(
         users
             .lines()
@@ -309,7 +427,7 @@ fn every_request_nginx_logged_is_stored_once_and_queries_find_it() -> Result<()>
     );
 
     // Integrity: the whole stream, proven through the shutdown checkpoint.
-    let integrity: Value = integrity(&data)?;
+    let integrity: Value = setup.integrity(&store)?;
     let stream = &integrity["streams"][0];
     assert_eq!(stream["stream"], STREAM_ID);
     assert_eq!(stream["start_seen"], true);
@@ -338,13 +456,14 @@ fn every_request_nginx_logged_is_stored_once_and_queries_find_it() -> Result<()>
         ("integrity", vec!["--format", "json"]),
         ("integrity", vec![]),
     ] {
-        let mut direct = vec![what, "--data", &data];
-        direct.extend(&filters);
         let mut remote = vec![what, "--hub", &url, "--token-file", &token];
         remote.extend(&filters);
-        let answer = hub::ok(&direct)?;
-        assert!(!answer.trim().is_empty(), "{direct:?} found nothing");
-        assert_eq!(hub::ok(&remote)?, answer, "{remote:?} vs {direct:?}");
+        let answer = setup.ok(&store, &[what], &filters)?;
+        assert!(
+            !answer.trim().is_empty(),
+            "{what} {filters:?} found nothing"
+        );
+        assert_eq!(hub::ok(&remote)?, answer, "{remote:?} vs the store");
     }
     let wrong = setup.dir.path().join("wrong.token");
     std::fs::write(&wrong, "not-the-token\n")?;
@@ -396,11 +515,13 @@ fn every_request_nginx_logged_is_stored_once_and_queries_find_it() -> Result<()>
     ])?;
     assert_eq!(unauthenticated, "401");
 
-    // No secret in anything the hub wrote or served.
-    let stderr = hub.stop()?;
+    // No secret in anything the hub wrote or served (nor the store's password in what
+    // it keeps).
+    let stderr = setup.stop(hub)?;
     assert_no_secrets("the hub's stderr", stderr.as_bytes());
-    for file in files_under(&setup.path("hub"))? {
-        assert_no_secrets(&file.display().to_string(), &std::fs::read(&file)?);
+    for (what, bytes) in setup.stored_bytes()? {
+        assert_no_secrets(&what, &bytes);
+        setup.assert_no_password(&what, &String::from_utf8_lossy(&bytes));
     }
     assert_no_secrets("query output", out.as_bytes());
     assert_no_secrets("the record API", detail.to_string().as_bytes());
@@ -409,7 +530,16 @@ fn every_request_nginx_logged_is_stored_once_and_queries_find_it() -> Result<()>
 
 #[test]
 fn a_hub_killed_mid_ingest_loses_nothing_and_stores_nothing_twice() -> Result<()> {
-    let setup = Setup::new()?;
+    killed_mid_ingest(Backend::Sqlite)
+}
+
+#[test]
+fn a_hub_killed_mid_ingest_loses_nothing_and_stores_nothing_twice_postgres() -> Result<()> {
+    killed_mid_ingest(Backend::Postgres)
+}
+
+fn killed_mid_ingest(backend: Backend) -> Result<()> {
+    let setup = Setup::new(backend)?;
     let tracer = setup.tracer()?;
     let report = ab_keepalive(&url(setup.port, "/load"), 4, 30_000)?;
     let run = tracer.stop()?;
@@ -418,11 +548,13 @@ fn a_hub_killed_mid_ingest_loses_nothing_and_stores_nothing_twice() -> Result<()
 
     let mut hub = setup.hub(&[])?;
     hub.wait_until(WAIT, "storing a first batch", |hub| Ok(hub.stored()? > 0))?;
-    hub.kill()?;
-    let data = setup.data();
-    let at_kill: Value = serde_json::from_str(&hub::ok(&[
-        "top", "hosts", "--data", &data, "--since", "1h", "--format", "json",
-    ])?)?;
+    setup.kill(hub)?;
+    let store = setup.store();
+    let at_kill: Value = serde_json::from_str(&setup.ok(
+        &store,
+        &["top", "hosts"],
+        &["--since", "1h", "--format", "json"],
+    )?)?;
     let stored_at_kill = at_kill[0]["requests"].as_u64().unwrap_or(0);
     assert!(
         stored_at_kill < sent,
@@ -437,14 +569,14 @@ fn a_hub_killed_mid_ingest_loses_nothing_and_stores_nothing_twice() -> Result<()
     )?;
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(hub.stored()?, sent, "rollups count each record once");
-    let records = query_jsonl(&data, &[])?;
+    let records = setup.query_jsonl(&store, &[])?;
     assert_eq!(records.len() as u64, sent);
     let seqs: HashSet<u64> = records
         .iter()
         .filter_map(|r| r["audit.seq"].as_u64())
         .collect();
     assert_eq!(seqs.len() as u64, sent, "each seq once");
-    let integrity: Value = integrity(&data)?;
+    let integrity: Value = setup.integrity(&store)?;
     let stream = &integrity["streams"][0];
     assert_eq!(
         stream["breaks"].as_array().map(Vec::len),
@@ -456,14 +588,24 @@ fn a_hub_killed_mid_ingest_loses_nothing_and_stores_nothing_twice() -> Result<()
         Some(run.stdout.lines().count() as u64),
         "{stream}"
     );
-    hub.stop()?;
+    setup.stop(hub)?;
     Ok(())
 }
 
 #[test]
 fn altered_and_junk_lines_in_files_are_flagged_and_a_file_imported_twice_is_stored_once()
 -> Result<()> {
-    let setup = Setup::new()?;
+    tampered_and_twice_imported(Backend::Sqlite)
+}
+
+#[test]
+fn altered_and_junk_lines_in_files_are_flagged_and_a_file_imported_twice_is_stored_once_postgres()
+-> Result<()> {
+    tampered_and_twice_imported(Backend::Postgres)
+}
+
+fn tampered_and_twice_imported(backend: Backend) -> Result<()> {
+    let setup = Setup::new(backend)?;
     let tracer = setup.tracer()?;
     traffic(setup.port)?;
     let run = tracer.stop()?;
@@ -471,16 +613,13 @@ fn altered_and_junk_lines_in_files_are_flagged_and_a_file_imported_twice_is_stor
     let lines: Vec<&str> = run.stdout.lines().collect();
     let original = setup.path("access.jsonl");
     std::fs::write(&original, run.stdout.as_bytes())?;
-    let clean = setup.path("clean").display().to_string();
-    let import = |data: &str, file: &Path| {
-        hub::run(&[
-            "import",
-            "--data",
-            data,
-            "--key",
-            &key,
-            file.to_str().unwrap_or_default(),
-        ])
+    let clean = setup.new_store("clean")?;
+    let import = |store: &Store, file: &Path| {
+        setup.run(
+            store,
+            &["import"],
+            &["--key", &key, file.to_str().unwrap_or_default()],
+        )
     };
     let first = import(&clean, &original)?;
     assert!(first.ok, "{}", first.stderr);
@@ -492,7 +631,7 @@ fn altered_and_junk_lines_in_files_are_flagged_and_a_file_imported_twice_is_stor
         "{}",
         second.stderr
     );
-    assert_eq!(query_jsonl(&clean, &[])?.len(), 9);
+    assert_eq!(setup.query_jsonl(&clean, &[])?.len(), 9);
 
     // Alter bob's 404 into alice's 200, drop the record after it, add junk.
     let altered_at = lines
@@ -506,9 +645,9 @@ fn altered_and_junk_lines_in_files_are_flagged_and_a_file_imported_twice_is_stor
     tampered.push("x".repeat(2 << 20));
     let file = setup.path("tampered.jsonl");
     std::fs::write(&file, tampered.join("\n") + "\n")?;
-    let data = setup.path("tampered").display().to_string();
-    assert!(import(&data, &file)?.ok);
-    let integrity: Value = integrity(&data)?;
+    let tampered_store = setup.new_store("tampered")?;
+    assert!(import(&tampered_store, &file)?.ok);
+    let integrity: Value = setup.integrity(&tampered_store)?;
     let breaks = integrity["streams"][0]["breaks"]
         .as_array()
         .ok_or_else(|| anyhow!("no breaks: {integrity}"))?;
@@ -527,13 +666,13 @@ fn altered_and_junk_lines_in_files_are_flagged_and_a_file_imported_twice_is_stor
         "{integrity}"
     );
     assert_eq!(integrity["rejected"], 2, "{integrity}");
-    let table = hub::ok(&["integrity", "--data", &data])?;
+    let table = setup.ok(&tampered_store, &["integrity"], &[])?;
     assert!(
         table.contains("modified") && table.contains("gap") && table.contains("rejected lines"),
         "{table}"
     );
     // The detections saw the same: the modified line and the gap are alerts.
-    let alerts = hub::ok(&["alerts", "--data", &data, "--format", "jsonl"])?;
+    let alerts = setup.ok(&tampered_store, &["alerts"], &["--format", "jsonl"])?;
     let rules: Vec<String> = alerts
         .lines()
         .map(|l| {
@@ -545,11 +684,11 @@ fn altered_and_junk_lines_in_files_are_flagged_and_a_file_imported_twice_is_stor
     }
     // A hub serving that store (no broker: nothing more comes in) gives the same alerts
     // through its API, in both formats.
-    let served = Hub::serve(&setup.path("tampered"), &["--key", &key])?;
+    let served = Hub::serve_store(&tampered_store, &setup.path("tampered"), &["--key", &key])?;
     let token = served.token_file.to_str().unwrap_or_default().to_owned();
     let url = served.url("");
     for format in ["jsonl", "table"] {
-        let direct = hub::ok(&["alerts", "--data", &data, "--format", format])?;
+        let direct = setup.ok(&tampered_store, &["alerts"], &["--format", format])?;
         let remote = hub::ok(&[
             "alerts",
             "--hub",
@@ -561,14 +700,24 @@ fn altered_and_junk_lines_in_files_are_flagged_and_a_file_imported_twice_is_stor
         ])?;
         assert_eq!(remote, direct, "alerts --hub, {format}");
     }
-    served.stop()?;
+    setup.stop(served)?;
     Ok(())
 }
 
 #[test]
 fn records_are_enriched_from_a_real_mmdb_a_catalog_and_a_directory_reloaded_on_change() -> Result<()>
 {
-    let setup = Setup::new()?;
+    enriched_and_reloaded(Backend::Sqlite)
+}
+
+#[test]
+fn records_are_enriched_from_a_real_mmdb_a_catalog_and_a_directory_reloaded_on_change_postgres()
+-> Result<()> {
+    enriched_and_reloaded(Backend::Postgres)
+}
+
+fn enriched_and_reloaded(backend: Backend) -> Result<()> {
+    let setup = Setup::new(backend)?;
     let status = std::process::Command::new("perl")
         .arg(tests::workspace::root().join("scripts/make-test-mmdb.pl"))
         .arg(setup.dir.path())
@@ -619,9 +768,9 @@ fn records_are_enriched_from_a_real_mmdb_a_catalog_and_a_directory_reloaded_on_c
         &url(setup.port, "/hr/salaries"),
     ])?;
     hub.wait_until(WAIT, "holding both requests", |hub| Ok(hub.stored()? >= 2))?;
-    let data = setup.data();
+    let store = setup.store();
 
-    let hr = query_jsonl(&data, &["--asset", "hr-salaries"])?;
+    let hr = setup.query_jsonl(&store, &["--asset", "hr-salaries"])?;
     assert_eq!(paths(&hr), ["/hr/salaries"]);
     let seq = hr[0]["audit.seq"].as_u64().unwrap_or_default();
     let detail = hub.api(&format!("/api/records/{STREAM_ID}/{seq}"))?;
@@ -636,7 +785,7 @@ fn records_are_enriched_from_a_real_mmdb_a_catalog_and_a_directory_reloaded_on_c
     assert_eq!(added["user.status"], "disabled");
     assert_eq!(added["url.template"], "/hr/salaries");
 
-    let orders = query_jsonl(&data, &["--user", "Alice Liddell"])?;
+    let orders = setup.query_jsonl(&store, &["--user", "Alice Liddell"])?;
     assert_eq!(paths(&orders), ["/orders/9"]);
     let seq = orders[0]["audit.seq"].as_u64().unwrap_or_default();
     let detail = hub.api(&format!("/api/records/{STREAM_ID}/{seq}"))?;
@@ -645,9 +794,11 @@ fn records_are_enriched_from_a_real_mmdb_a_catalog_and_a_directory_reloaded_on_c
     assert_eq!(detail["enrichment"]["client.geo.network"], "loopback");
     assert_eq!(detail["enrichment"]["url.template"], "/orders/{id}");
 
-    let clients: Value = serde_json::from_str(&hub::ok(&[
-        "top", "clients", "--data", &data, "--since", "1h", "--format", "json",
-    ])?)?;
+    let clients: Value = serde_json::from_str(&setup.ok(
+        &store,
+        &["top", "clients"],
+        &["--since", "1h", "--format", "json"],
+    )?)?;
     let public = clients
         .as_array()
         .and_then(|rows| rows.iter().find(|r| r["key"] == "203.0.113.9"))
@@ -668,10 +819,62 @@ fn records_are_enriched_from_a_real_mmdb_a_catalog_and_a_directory_reloaded_on_c
         Ok(hub.stored()? >= 3)
     })?;
     assert_eq!(
-        paths(&query_jsonl(&data, &["--asset", "payroll"])?),
+        paths(&setup.query_jsonl(&store, &["--asset", "payroll"])?),
         ["/hr/bonus"]
     );
     tracer.stop()?;
-    hub.stop()?;
+    setup.stop(hub)?;
+    Ok(())
+}
+
+/// PostgreSQL only: the password of a `--store` URL is printed nowhere, not even in the
+/// errors of a store that refuses it, lacks the database, or is not there at all, nor
+/// when the URL comes with a `--data` that clap refuses.
+#[test]
+fn a_store_url_password_is_never_printed_even_when_the_store_fails_postgres() -> Result<()> {
+    let postgres = Postgres::start()?;
+    let wrong = "wrong-pw-never-printed-3b9e";
+    let base = postgres
+        .url()
+        .rsplit_once('/')
+        .map(|(server, _)| server.to_owned())
+        .ok_or_else(|| anyhow!("no database in the URL"))?;
+    let refused = postgres.url().replace(postgres.password(), wrong);
+    let missing = format!("{base}/missing");
+    let down = format!("postgres://tracer:{wrong}@127.0.0.1:{}/tracer", free_port());
+    for (what, url, password) in [
+        ("a wrong password", refused, wrong),
+        ("a missing database", missing, postgres.password()),
+        ("no server", down, wrong),
+    ] {
+        for words in [
+            &["query"][..],
+            &["top", "users"],
+            &["integrity"],
+            &["alerts"],
+        ] {
+            let run = hub::run(&[words, &["--store", &url]].concat())?;
+            assert!(!run.ok, "{words:?} on {what} succeeded");
+            for (stream, text) in [("stdout", &run.stdout), ("stderr", &run.stderr)] {
+                assert!(
+                    !text.contains(password),
+                    "the {stream} of {words:?} on {what} holds the password:\n{text}"
+                );
+            }
+        }
+    }
+    let both = hub::run(&[
+        "query",
+        "--data",
+        "/nonexistent",
+        "--store",
+        &postgres.url(),
+    ])?;
+    assert!(!both.ok, "--data and --store together were accepted");
+    assert!(
+        !both.stderr.contains(postgres.password()),
+        "clap's refusal holds the password:\n{}",
+        both.stderr
+    );
     Ok(())
 }

@@ -396,8 +396,7 @@ pub struct Db {
 enum Engine {
     Sqlite(rusqlite::Connection),
     Postgres {
-        // Boxed: the client is several times the size of a SQLite connection.
-        client: Box<postgres::Client>,
+        client: PgClient,
         /// Prepared statements by their hub SQL: PostgreSQL parses and plans a
         /// statement once per connection, as rusqlite's statement cache does.
         statements: HashMap<String, Statement>,
@@ -428,7 +427,7 @@ impl Db {
             .with_context(|| format!("connecting to PostgreSQL at {shown}"))?;
         Ok(Self {
             engine: Engine::Postgres {
-                client: Box::new(client),
+                client: PgClient(Some(Box::new(client))),
                 statements: HashMap::new(),
             },
         })
@@ -577,6 +576,44 @@ impl Db {
             db: self,
             open: true,
         })
+    }
+}
+
+/// The PostgreSQL client, boxed (it is several times the size of a SQLite connection)
+/// and closed where that is allowed.
+struct PgClient(Option<Box<postgres::Client>>);
+
+impl std::ops::Deref for PgClient {
+    type Target = postgres::Client;
+
+    fn deref(&self) -> &postgres::Client {
+        self.0
+            .as_ref()
+            .expect("the client is taken only when dropped")
+    }
+}
+
+impl std::ops::DerefMut for PgClient {
+    fn deref_mut(&mut self) -> &mut postgres::Client {
+        self.0
+            .as_mut()
+            .expect("the client is taken only when dropped")
+    }
+}
+
+impl Drop for PgClient {
+    fn drop(&mut self) {
+        let Some(client) = self.0.take() else { return };
+        // The blocking client closes its connection on a runtime of its own, which
+        // tokio refuses inside another runtime (a store dropped by `serve`): there it
+        // closes on a thread of its own.
+        if tokio::runtime::Handle::try_current().is_ok() {
+            let _ = std::thread::Builder::new()
+                .name("pg-close".to_owned())
+                .spawn(move || drop(client));
+        } else {
+            drop(client);
+        }
     }
 }
 

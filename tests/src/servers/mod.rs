@@ -5,6 +5,7 @@ mod grpc;
 mod nats;
 mod nginx;
 mod node;
+mod postgres;
 mod python;
 
 pub use apache::{APACHE_HELLO, Apache};
@@ -12,6 +13,7 @@ pub use grpc::{GRPC_VENV, GrpcServer, grpc_client, grpc_python};
 pub use nats::{Inbox, Message, NatsServer, subscribe};
 pub use nginx::{BIG_FILE_SIZE, HELLO, Nginx, NginxConfig, STATIC_PAGE};
 pub use node::NodeHttpServer;
+pub use postgres::Postgres;
 pub use python::{PyHttpServer, ScriptServer};
 
 use crate::process::Guarded;
