@@ -277,6 +277,8 @@ fn the_sensor_links_no_hub_dependency() {
     for crate_name in [
         "rusqlite",
         "libsqlite3-sys",
+        "postgres",
+        "tokio-postgres",
         "axum",
         "hyper",
         "maxminddb",

@@ -1,6 +1,7 @@
 //! `cargo xtask bench --hub`: tracer-hub's ingest rate (from a file, and from NATS
-//! JetStream into SQLite), and its answers on the stored records against what an
-//! operator runs today over the same JSONL: grep and jq. All in this one run.
+//! JetStream, into SQLite and into PostgreSQL), and its answers on the stored records
+//! from both stores against what an operator runs today over the same JSONL: grep and
+//! jq. All in this one run.
 //!
 //! The records are synthetic but sealed by tracer-audit's own chain and checkpoint
 //! writers, so the hub verifies them as it would a sensor's: 2,000 users, 20,000
@@ -17,7 +18,11 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
-use tests::{audit::key_show, hub::Hub, servers::NatsServer};
+use tests::{
+    audit::key_show,
+    hub::{Hub, Store},
+    servers::{NatsServer, Postgres},
+};
 use tracer_audit::{
     Kind, StreamId,
     chain::{Chain, ZERO_HASH},
@@ -68,29 +73,59 @@ pub fn run(hub_bin: &Path, records: u64, keep: Option<&Path>, with_nats: bool) -
         Ok(())
     };
 
-    // Ingest from a file.
+    // Ingest from a file, into each store.
     let data = dir.join("imported");
-    let data_arg = data.to_str().context("non-UTF-8 temp dir")?.to_owned();
+    let sqlite = Store::Sqlite(data.clone());
+    let postgres = Postgres::start()?;
+    let pg = Store::Postgres(postgres.url());
     let file_arg = file.to_str().context("non-UTF-8 temp dir")?.to_owned();
-    let t = Instant::now();
-    hub(&["import", "--data", &data_arg, "--key", &key_arg, &file_arg])?;
-    let import_s = t.elapsed().as_secs_f64();
+    let import = |store: &Store| -> Result<f64> {
+        let t = Instant::now();
+        hub(&[
+            &["import"],
+            &store.args()?[..],
+            &["--key", &key_arg, &file_arg],
+        ]
+        .concat())?;
+        Ok(t.elapsed().as_secs_f64())
+    };
+    let import_s = import(&sqlite)?;
+    let import_pg_s = import(&pg)?;
 
     // Ingest from NATS: publish everything first, then time the hub draining it.
     // Without it (a large store, to time the dashboard), serve what was imported.
     let (nats_s, views) = if with_nats {
         let nats = NatsServer::start()?;
         publish(&nats.url(), &file)?;
+        let drain = |store: &Store, files: &Path, consumer: &str| -> Result<(f64, Hub)> {
+            let t = Instant::now();
+            let args = [
+                "--nats",
+                &nats.url(),
+                "--nats-consumer",
+                consumer,
+                "--key",
+                &key_arg,
+            ];
+            let mut served = Hub::serve_store(store, files, &args)?;
+            served.wait_until(Duration::from_secs(3600), "holding every record", |hub| {
+                Ok(hub.stored()? >= records)
+            })?;
+            Ok((t.elapsed().as_secs_f64(), served))
+        };
         let nats_data = dir.join("from-nats");
-        let t = Instant::now();
-        let mut served = Hub::serve(&nats_data, &["--nats", &nats.url(), "--key", &key_arg])?;
-        served.wait_until(Duration::from_secs(3600), "holding every record", |hub| {
-            Ok(hub.stored()? >= records)
-        })?;
-        let nats_s = t.elapsed().as_secs_f64();
+        let (sqlite_s, served) = drain(
+            &Store::Sqlite(nats_data.clone()),
+            &nats_data,
+            "bench-sqlite",
+        )?;
         let views = dashboard_views(&served, now)?;
         served.stop()?;
-        (Some(nats_s), views)
+        // A second consumer of the same stream, into a database of its own.
+        let pg_nats = Store::Postgres(postgres.create_database("from_nats")?);
+        let (pg_s, served) = drain(&pg_nats, &dir.join("from-nats-pg"), "bench-postgres")?;
+        served.stop()?;
+        (Some((sqlite_s, pg_s)), views)
     } else {
         let served = Hub::serve(&data, &[])?;
         let views = dashboard_views(&served, now)?;
@@ -99,18 +134,26 @@ pub fn run(hub_bin: &Path, records: u64, keep: Option<&Path>, with_nats: bool) -
     };
 
     println!("\n| ingest | records/s | seconds |\n|---|---|---|");
-    println!(
-        "| file -> SQLite (`tracer-hub import`) | {:.0} | {import_s:.1} |",
-        records as f64 / import_s
+    let rate = |what: &str, s: f64| {
+        println!("| {what} | {:.0} | {s:.1} |", records as f64 / s);
+    };
+    rate("file -> SQLite (`tracer-hub import`)", import_s);
+    rate(
+        "file -> PostgreSQL (`tracer-hub import --store`)",
+        import_pg_s,
     );
-    if let Some(nats_s) = nats_s {
-        println!(
-            "| NATS JetStream -> SQLite (`serve`, acked after commit) | {:.0} | {nats_s:.1} |",
-            records as f64 / nats_s
+    if let Some((sqlite_s, pg_s)) = nats_s {
+        rate(
+            "NATS JetStream -> SQLite (`serve`, acked after commit)",
+            sqlite_s,
+        );
+        rate(
+            "NATS JetStream -> PostgreSQL (`serve --store`, acked after commit)",
+            pg_s,
         );
     }
 
-    // Questions, hub against grep/jq over the same file.
+    // Questions, hub (each store) against grep/jq over the same file.
     let user = "user42";
     let day_from = format_rfc3339_ns(now - DAY_NS);
     let day_to = format_rfc3339_ns(now);
@@ -118,23 +161,14 @@ pub fn run(hub_bin: &Path, records: u64, keep: Option<&Path>, with_nats: bool) -
         (
             "one user's requests over one day",
             strings(&[
-                "query", "--data", &data_arg, "--user", user, "--from", &day_from, "--to", &day_to,
-                "--limit", "100000", "--format", "jsonl",
+                "query", "--user", user, "--from", &day_from, "--to", &day_to, "--limit", "100000",
+                "--format", "jsonl",
             ]),
             format!("grep -cF '\"user.name\":\"{user}\"' {file_arg}"),
         ),
         (
             "top 10 endpoints over 24 h",
-            strings(&[
-                "top",
-                "endpoints",
-                "--data",
-                &data_arg,
-                "--from",
-                &day_from,
-                "--to",
-                &day_to,
-            ]),
+            strings(&["top", "endpoints", "--from", &day_from, "--to", &day_to]),
             format!(
                 "jq -r 'select(.\"audit.kind\"==\"access\") | .\"url.path\"' {file_arg} | sort | uniq -c | sort -rn | head -10"
             ),
@@ -143,8 +177,6 @@ pub fn run(hub_bin: &Path, records: u64, keep: Option<&Path>, with_nats: bool) -
             "a rare client /24 over one day",
             strings(&[
                 "query",
-                "--data",
-                &data_arg,
                 "--client",
                 "192.0.2.0/24",
                 "--from",
@@ -160,11 +192,16 @@ pub fn run(hub_bin: &Path, records: u64, keep: Option<&Path>, with_nats: bool) -
         ),
     ];
     println!(
-        "\n| question | tracer-hub (median of {RUNS}) | today's tool | ratio |\n|---|---|---|---|"
+        "\n| question | SQLite (median of {RUNS}) | PostgreSQL (median of {RUNS}) | today's tool | ratio to SQLite | ratio to PostgreSQL |\n|---|---|---|---|---|---|"
     );
     for (what, hub_args, shell) in questions {
-        let hub_args: Vec<&str> = hub_args.iter().map(String::as_str).collect();
-        let hub_ms = median_ms(|| hub(&hub_args))?;
+        let answer = |store: &Store| -> Result<f64> {
+            let args: Vec<&str> = hub_args.iter().map(String::as_str).collect();
+            let args = [&args[..], &store.args()?[..]].concat();
+            median_ms(|| hub(&args))
+        };
+        let sqlite_ms = answer(&sqlite)?;
+        let pg_ms = answer(&pg)?;
         let tool = if shell.starts_with("jq") {
             "jq"
         } else {
@@ -180,14 +217,17 @@ pub fn run(hub_bin: &Path, records: u64, keep: Option<&Path>, with_nats: bool) -
             Ok(())
         })?;
         println!(
-            "| {what} | {hub_ms:.1} ms | {tool}: {shell_ms:.0} ms | {:.1}x |",
-            shell_ms / hub_ms
+            "| {what} | {sqlite_ms:.1} ms | {pg_ms:.1} ms | {tool}: {shell_ms:.0} ms | {:.1}x | {:.1}x |",
+            shell_ms / sqlite_ms,
+            shell_ms / pg_ms
         );
     }
     println!(
-        "\n(query and top run as fresh processes on the SQLite store, process start included.)"
+        "\n(query and top run as fresh processes, process start included; PostgreSQL is a throwaway local cluster started by the bench, reached over TCP with a password, as the tests run it.)"
     );
-    println!("\n| dashboard view ({records} records) | API answers, median of {RUNS} |\n|---|---|");
+    println!(
+        "\n| dashboard view ({records} records, SQLite) | API answers, median of {RUNS} |\n|---|---|"
+    );
     for (view, ms) in views {
         println!("| {view} | {ms:.1} ms |");
     }
