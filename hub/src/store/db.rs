@@ -490,13 +490,13 @@ impl Db {
         let names = columns.iter().map(|c| c.0).collect::<Vec<_>>().join(", ");
         match self.dialect() {
             Dialect::Sqlite => {
-                let slots = (1..=columns.len())
-                    .map(|i| format!("?{i}"))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                let sql = format!("INSERT INTO {table} ({names}) VALUES ({slots}) {tail}");
+                let sql = sqlite_insert(table, columns, tail);
+                let Engine::Sqlite(conn) = &self.engine else {
+                    unreachable!("the dialect is SQLite")
+                };
+                let mut stmt = conn.prepare_cached(&sql)?;
                 for row in rows {
-                    self.execute(&sql, &dynamic(row))?;
+                    stmt.execute(rusqlite::params_from_iter(row.iter().map(ToArg::arg)))?;
                 }
             }
             Dialect::Postgres => {
@@ -524,6 +524,18 @@ impl Db {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Inserts one row now, its values borrowed: SQLite's way for rows that would be
+    /// copied only to be bound (see [`Db::insert_rows`] for PostgreSQL's).
+    /// `sql` is [`sqlite_insert`]'s, built once by the caller.
+    pub fn insert_row(&mut self, sql: &str, values: &[&dyn ToArg]) -> anyhow::Result<()> {
+        let Engine::Sqlite(conn) = &self.engine else {
+            anyhow::bail!("insert_row is SQLite's; PostgreSQL takes rows in bulk")
+        };
+        let mut stmt = conn.prepare_cached(sql)?;
+        stmt.execute(rusqlite::params_from_iter(values.iter().map(|a| a.arg())))?;
         Ok(())
     }
 
@@ -615,6 +627,16 @@ impl Drop for PgClient {
             drop(client);
         }
     }
+}
+
+/// `INSERT INTO table (columns) VALUES (?1, ...) tail`.
+pub fn sqlite_insert(table: &str, columns: &[(&str, SqlType)], tail: &str) -> String {
+    let names = columns.iter().map(|c| c.0).collect::<Vec<_>>().join(", ");
+    let slots = (1..=columns.len())
+        .map(|i| format!("?{i}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!("INSERT INTO {table} ({names}) VALUES ({slots}) {tail}")
 }
 
 /// A transaction: rolled back when dropped uncommitted.

@@ -11,7 +11,7 @@ use tracer_audit::{Kind, chain::Hash};
 use super::{
     alerts::{self, NewAlert},
     columns::{added_fields, columns},
-    db::{Db, Dialect, SqlType, Tx, Value, args},
+    db::{Db, Dialect, SqlType, ToArg, Tx, Value, args, sqlite_insert},
     postgres,
     schema::{Dim, NANOS_PER_MINUTE, USERS_BUCKET_MINUTES},
 };
@@ -30,7 +30,8 @@ pub struct Entry<'a> {
     pub line: &'a [u8],
 }
 
-/// Records held back per batch before one multi-row insert (see `Db::insert_rows`).
+/// Records held back per batch before one multi-row insert on PostgreSQL (see
+/// `Db::insert_rows`); SQLite takes each at once, in process.
 const FLUSH_RECORDS: usize = 2_000;
 
 /// The records table's columns as ingest writes them.
@@ -75,9 +76,13 @@ const RECORD_COLUMNS: [(&str, SqlType); 35] = {
     ]
 };
 
+/// SQLite's statement for one record, built once.
+static RECORDS_INSERT: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| sqlite_insert("records", &RECORD_COLUMNS, ""));
+
 pub struct Batch<'c> {
     pub(super) tx: Tx<'c>,
-    /// Records not written yet.
+    /// Records not written yet (PostgreSQL).
     records: Vec<Vec<Value>>,
     /// What detections learned this batch, by (tracker, key), written at commit in
     /// one statement (PostgreSQL takes each row once per statement).
@@ -126,7 +131,7 @@ impl<'c> Batch<'c> {
         }
         let columns = columns(e);
         // In RECORD_COLUMNS' order.
-        let row: Vec<Value> = args![
+        self.put_record(args![
             f.stream,
             f.seq as i64,
             kind,
@@ -162,14 +167,7 @@ impl<'c> Batch<'c> {
             entry.verdict.link.as_str(),
             enrichment,
             entry.line,
-        ]
-        .iter()
-        .map(|a| Value::of(*a))
-        .collect();
-        self.records.push(row);
-        if self.records.len() >= FLUSH_RECORDS {
-            self.flush_records()?;
-        }
+        ])?;
         self.stored += 1;
         if let Some(loss) = &f.loss {
             self.tx.execute(
@@ -502,6 +500,22 @@ impl Batch<'_> {
 }
 
 impl Batch<'_> {
+    /// Stores one record's values, in RECORD_COLUMNS' order: SQLite at once, in
+    /// process; PostgreSQL in bulk.
+    fn put_record(&mut self, values: &[&dyn ToArg]) -> anyhow::Result<()> {
+        match self.tx.dialect() {
+            Dialect::Sqlite => self.tx.insert_row(&RECORDS_INSERT, values),
+            Dialect::Postgres => {
+                self.records
+                    .push(values.iter().map(|a| Value::of(*a)).collect());
+                if self.records.len() >= FLUSH_RECORDS {
+                    self.flush_records()?;
+                }
+                Ok(())
+            }
+        }
+    }
+
     /// Writes the records held back; before any statement that reads or updates
     /// records, and at commit.
     pub(super) fn flush_records(&mut self) -> anyhow::Result<()> {
