@@ -1,6 +1,8 @@
 //! `tracer-hub` as the tests run it: `serve` as a guarded process with a token, and
-//! the one-shot commands (`import`, `query`, `top`, `integrity`), on either store.
+//! the one-shot commands (`import`, `query`, `top`, `integrity`), on either store; and
+//! the requests nginx logged and the hub stored, to compare.
 use std::{
+    collections::BTreeMap,
     fs,
     path::{Path, PathBuf},
     process::{Command, Stdio},
@@ -203,4 +205,56 @@ pub fn ok(args: &[&str]) -> Result<String> {
         bail!("tracer-hub {args:?} failed:\n{}", run.stderr);
     }
     Ok(run.stdout)
+}
+
+/// A request as nginx's access log and a stored record both name it:
+/// (user, method, path without the query, status).
+pub type Request = (String, String, String, u16);
+
+/// Every request nginx logged (the `combined` format), counted.
+pub fn nginx_requests(log: &str) -> Result<BTreeMap<Request, u32>> {
+    let mut requests = BTreeMap::new();
+    for line in log.lines() {
+        // $remote_addr - $remote_user [$time_local] "$request" $status ...
+        let user = line
+            .split(' ')
+            .nth(2)
+            .ok_or_else(|| anyhow!("bad log line {line}"))?;
+        let request = line
+            .split('"')
+            .nth(1)
+            .ok_or_else(|| anyhow!("bad log line {line}"))?;
+        let status: u16 = line
+            .split('"')
+            .nth(2)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| anyhow!("no status in {line}"))?;
+        let mut parts = request.split(' ');
+        let method = parts.next().unwrap_or_default().to_owned();
+        let target = parts.next().unwrap_or_default();
+        let path = target.split('?').next().unwrap_or_default().to_owned();
+        *requests
+            .entry((user.to_owned(), method, path, status))
+            .or_insert(0) += 1;
+    }
+    Ok(requests)
+}
+
+/// The same of every record (`query --format jsonl` lines), counted.
+pub fn hub_requests(records: &[Value]) -> BTreeMap<Request, u32> {
+    let mut requests = BTreeMap::new();
+    for r in records {
+        let key = (
+            r["user.name"].as_str().unwrap_or("-").to_owned(),
+            r["http.request.method"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            r["url.path"].as_str().unwrap_or_default().to_owned(),
+            r["http.response.status_code"].as_u64().unwrap_or_default() as u16,
+        );
+        *requests.entry(key).or_insert(0) += 1;
+    }
+    requests
 }

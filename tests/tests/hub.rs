@@ -3,18 +3,14 @@
 //! SIGKILLed mid-ingest; tampered and junk files; and no secret anywhere it writes.
 //! Each test runs on both stores: SQLite (`--data`), and PostgreSQL (`--store`, the
 //! `_postgres` twins, each on a throwaway cluster of its own).
-use std::{
-    collections::{BTreeMap, HashSet},
-    path::Path,
-    time::Duration,
-};
+use std::{collections::HashSet, path::Path, time::Duration};
 
 use anyhow::{Context, Result, anyhow, ensure};
 use serde_json::Value;
 use tests::{
     audit::key_show,
     clients::{curl, url},
-    hub::{self, Hub, Store},
+    hub::{self, Hub, Store, hub_requests, nginx_requests},
     load::ab_keepalive,
     ports::free_port,
     servers::{NatsServer, Nginx, NginxConfig, Postgres},
@@ -245,53 +241,6 @@ fn traffic(port: u16) -> Result<()> {
         &url(port, "/reports/2026"),
     ])?;
     Ok(())
-}
-
-/// (user, method, path without query, status) of every request nginx logged, counted.
-fn nginx_requests(log: &str) -> Result<BTreeMap<(String, String, String, u16), u32>> {
-    let mut requests = BTreeMap::new();
-    for line in log.lines() {
-        // $remote_addr - $remote_user [$time_local] "$request" $status ...
-        let user = line
-            .split(' ')
-            .nth(2)
-            .ok_or_else(|| anyhow!("bad log line {line}"))?;
-        let request = line
-            .split('"')
-            .nth(1)
-            .ok_or_else(|| anyhow!("bad log line {line}"))?;
-        let status: u16 = line
-            .split('"')
-            .nth(2)
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| anyhow!("no status in {line}"))?;
-        let mut parts = request.split(' ');
-        let method = parts.next().unwrap_or_default().to_owned();
-        let target = parts.next().unwrap_or_default();
-        let path = target.split('?').next().unwrap_or_default().to_owned();
-        *requests
-            .entry((user.to_owned(), method, path, status))
-            .or_insert(0) += 1;
-    }
-    Ok(requests)
-}
-
-fn hub_requests(records: &[Value]) -> BTreeMap<(String, String, String, u16), u32> {
-    let mut requests = BTreeMap::new();
-    for r in records {
-        let key = (
-            r["user.name"].as_str().unwrap_or("-").to_owned(),
-            r["http.request.method"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned(),
-            r["url.path"].as_str().unwrap_or_default().to_owned(),
-            r["http.response.status_code"].as_u64().unwrap_or_default() as u16,
-        );
-        *requests.entry(key).or_insert(0) += 1;
-    }
-    requests
 }
 
 fn paths(records: &[Value]) -> Vec<String> {

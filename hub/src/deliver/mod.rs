@@ -13,7 +13,10 @@ use std::{
     time::{Duration, Instant},
 };
 
+use anyhow::Context as _;
+
 pub use self::{alertmanager::Alertmanager, nats::NatsAlerts, webhook::Webhook};
+
 use crate::store::{
     Db, StoreAt,
     alerts::{self, Alert},
@@ -85,8 +88,9 @@ fn deliver(conn: &mut Db, t: &mut Tracked) {
     let name = t.target.name();
     loop {
         let result = (|| {
-            let done = alerts::delivered(conn, &name)?;
-            let pending = alerts::changed_after(conn, done, BATCH)?;
+            // Store errors say so: the target is not what failed.
+            let done = alerts::delivered(conn, &name).context("reading the store")?;
+            let pending = alerts::changed_after(conn, done, BATCH).context("reading the store")?;
             let Some(last) = pending.last().map(|a| a.revision) else {
                 return Ok(false);
             };
@@ -103,7 +107,7 @@ fn deliver(conn: &mut Db, t: &mut Tracked) {
                 .filter(|a| a.revision <= whole)
                 .collect();
             t.target.send(&send)?;
-            alerts::mark_delivered(conn, &name, whole, None)?;
+            alerts::mark_delivered(conn, &name, whole, None).context("writing the store")?;
             Ok::<_, anyhow::Error>(true)
         })();
         match result {

@@ -104,6 +104,35 @@ impl Postgres {
         Ok(self.url_of(name))
     }
 
+    /// Restarts the server on the same port and data dir, as an operator would
+    /// (`pg_ctl stop -m fast`: every session is ended, what was committed stays), and
+    /// returns once it accepts connections again. The clients connected (a hub) see
+    /// their connection closed.
+    pub fn restart(&mut self) -> Result<()> {
+        let output = as_owner(self.dir.path(), "pg_ctl")
+            .arg("stop")
+            .arg("-D")
+            .arg(self.data_dir())
+            .args(["-m", "fast", "-w"])
+            .output()
+            .context("running pg_ctl stop")?;
+        succeeded("pg_ctl stop -m fast", output)?;
+        self.server.wait_timeout(START_TIMEOUT)?;
+        // The new server's log starts afresh; the old one is kept beside it.
+        let log = log_file(self.dir.path());
+        std::fs::rename(&log, log.with_extension("log.before-restart"))
+            .with_context(|| format!("renaming {}", log.display()))?;
+        // The old server is reaped; its Guarded only kills a process group now gone.
+        self.server = spawn(self.dir.path(), self.port)?;
+        self.wait_accepting().with_context(|| {
+            format!(
+                "restarting PostgreSQL on 127.0.0.1:{}; its log ends:\n{}",
+                self.port,
+                self.log_tail()
+            )
+        })
+    }
+
     fn url_of(&self, database: &str) -> String {
         format!(
             "postgres://{ROLE}:{}@127.0.0.1:{}/{database}",
@@ -308,9 +337,10 @@ fn spawn(dir: &Path, port: u16) -> Result<Guarded> {
             "unix_socket_directories={}",
             socket_dir(dir).display()
         ))
-        // No flush to disk at commit: the tests kill hubs, never this server, so what a
-        // commit acknowledged is still there for the next reader, and the hub's batches
-        // do not wait on a disk shared with the rest of the test.
+        // No flush to disk at commit: the tests kill hubs, never this server (a restart
+        // stops it cleanly, writing out what was committed), so what a commit
+        // acknowledged is still there for the next reader, and the hub's batches do not
+        // wait on a disk shared with the rest of the test.
         .args(["-c", "fsync=off", "-c", "synchronous_commit=off"]);
     spawn_logged(&mut command, "postgres", &log_file(dir))
 }
