@@ -33,22 +33,34 @@ pub struct Postgres {
     dir: TempDir,
     port: u16,
     password: String,
+    durable: bool,
 }
 
 impl Postgres {
     /// A fresh cluster on 127.0.0.1 and a free port, with the role and database `tracer`
     /// (its password random), accepting connections when this returns.
     pub fn start() -> Result<Self> {
+        Self::start_with(false)
+    }
+
+    /// [`Self::start`], flushing every commit to disk as a production server does:
+    /// what the benchmarks measure.
+    pub fn start_durable() -> Result<Self> {
+        Self::start_with(true)
+    }
+
+    fn start_with(durable: bool) -> Result<Self> {
         let dir = owned_dir()?;
         initdb(dir.path())?;
         let port = free_port();
-        let server = spawn(dir.path(), port)?;
+        let server = spawn(dir.path(), port, durable)?;
         // Built before waiting, so that a failed start still stops the server on drop.
         let mut postgres = Self {
             server,
             dir,
             port,
             password: random_password()?,
+            durable,
         };
         postgres.ready().with_context(|| {
             format!(
@@ -123,7 +135,7 @@ impl Postgres {
         std::fs::rename(&log, log.with_extension("log.before-restart"))
             .with_context(|| format!("renaming {}", log.display()))?;
         // The old server is reaped; its Guarded only kills a process group now gone.
-        self.server = spawn(self.dir.path(), self.port)?;
+        self.server = spawn(self.dir.path(), self.port, self.durable)?;
         self.wait_accepting().with_context(|| {
             format!(
                 "restarting PostgreSQL on 127.0.0.1:{}; its log ends:\n{}",
@@ -324,7 +336,7 @@ fn initdb(dir: &Path) -> Result<()> {
 }
 
 /// The server in the foreground, as a Guarded child logging to `dir`/server.log.
-fn spawn(dir: &Path, port: u16) -> Result<Guarded> {
+fn spawn(dir: &Path, port: u16, durable: bool) -> Result<Guarded> {
     let mut command = as_owner(dir, "postgres");
     command
         .arg("-D")
@@ -336,12 +348,14 @@ fn spawn(dir: &Path, port: u16) -> Result<Guarded> {
         .arg(format!(
             "unix_socket_directories={}",
             socket_dir(dir).display()
-        ))
+        ));
+    if !durable {
         // No flush to disk at commit: the tests kill hubs, never this server (a restart
         // stops it cleanly, writing out what was committed), so what a commit
         // acknowledged is still there for the next reader, and the hub's batches do not
         // wait on a disk shared with the rest of the test.
-        .args(["-c", "fsync=off", "-c", "synchronous_commit=off"]);
+        command.args(["-c", "fsync=off", "-c", "synchronous_commit=off"]);
+    }
     spawn_logged(&mut command, "postgres", &log_file(dir))
 }
 

@@ -76,7 +76,7 @@ pub fn run(hub_bin: &Path, records: u64, keep: Option<&Path>, with_nats: bool) -
     // Ingest from a file, into each store.
     let data = dir.join("imported");
     let sqlite = Store::Sqlite(data.clone());
-    let postgres = Postgres::start()?;
+    let postgres = Postgres::start_durable()?;
     let pg = Store::Postgres(postgres.url());
     let file_arg = file.to_str().context("non-UTF-8 temp dir")?.to_owned();
     let import = |store: &Store| -> Result<f64> {
@@ -223,7 +223,7 @@ pub fn run(hub_bin: &Path, records: u64, keep: Option<&Path>, with_nats: bool) -
         );
     }
     println!(
-        "\n(query and top run as fresh processes, process start included; PostgreSQL is a throwaway local cluster started by the bench, reached over TCP with a password, as the tests run it.)"
+        "\n(query and top run as fresh processes, process start included; PostgreSQL 15 is a throwaway local cluster started by the bench with its default settings (fsync and synchronous commit on), reached over TCP with a password.)"
     );
     println!(
         "\n| dashboard view ({records} records, SQLite) | API answers, median of {RUNS} |\n|---|---|"
