@@ -1,5 +1,7 @@
 //! Alerts as the store keeps them: grouped per rule and entity over the rule's window,
 //! with the first records that triggered them, and the per-target delivery cursors.
+use std::collections::HashMap;
+
 use serde::{Deserialize, Serialize};
 
 use super::db::{Db, Row, args};
@@ -114,70 +116,169 @@ fn alert(row: &Row) -> anyhow::Result<Alert> {
     })
 }
 
+/// Open alerts a batch grouped findings into, held until it commits: a burst of
+/// findings on one alert is one write, not one per finding (on 200,000 synthetic
+/// records, 112,000 updates of 7,000 alerts).
+#[derive(Default)]
+pub(super) struct Held {
+    open: HashMap<(String, String), Grouped>,
+}
+
+/// One open alert as the batch changed it: the changes are written relative to the
+/// stored row (count added, bounds widened, severity raised).
+struct Grouped {
+    id: i64,
+    severity: Severity,
+    first_ns: i64,
+    last_ns: i64,
+    window_ns: i64,
+    added: i64,
+    summary: Option<String>,
+    records: Vec<(String, u64)>,
+    changed: bool,
+}
+
+impl Grouped {
+    fn takes(&self, ts_ns: i64) -> bool {
+        self.last_ns >= ts_ns - self.window_ns && self.first_ns <= ts_ns + self.window_ns
+    }
+
+    fn add(&mut self, new: &NewAlert<'_>) {
+        if let Some((stream, seq)) = new.record
+            && self.records.len() < MAX_LINKED_RECORDS
+            && !self.records.iter().any(|(s, q)| s == stream && *q == seq)
+        {
+            self.records.push((stream.to_owned(), seq));
+        }
+        self.severity = self.severity.max(new.severity);
+        // The summary follows the latest finding: it says what is happening now.
+        if new.ts_ns >= self.last_ns {
+            self.summary = Some(new.summary.to_owned());
+        }
+        self.first_ns = self.first_ns.min(new.ts_ns);
+        self.last_ns = self.last_ns.max(new.ts_ns);
+        self.added += 1;
+        self.changed = true;
+    }
+
+    fn write(&self, db: &mut Db, revision: i64) -> anyhow::Result<()> {
+        if !self.changed {
+            return Ok(());
+        }
+        db.execute(
+            "UPDATE alerts SET severity = CASE WHEN severity > ?2 THEN severity ELSE ?2 END,
+                first_ns = CASE WHEN first_ns < ?3 THEN first_ns ELSE ?3 END,
+                last_ns = CASE WHEN last_ns > ?4 THEN last_ns ELSE ?4 END,
+                count = count + ?5, summary = COALESCE(?6, summary), records = ?7,
+                revision = ?8
+             WHERE id = ?1",
+            args![
+                self.id,
+                self.severity as i64,
+                self.first_ns,
+                self.last_ns,
+                self.added,
+                self.summary,
+                serde_json::to_string(&self.records)?,
+                revision
+            ],
+        )?;
+        Ok(())
+    }
+}
+
+impl Held {
+    /// Writes every alert held.
+    pub(super) fn write(&mut self, db: &mut Db, revision: i64) -> anyhow::Result<()> {
+        for (_, grouped) in self.open.drain() {
+            grouped.write(db, revision)?;
+        }
+        Ok(())
+    }
+}
+
 /// Groups `new` into the open alert of its rule and entity, or opens one; returns the
 /// alert's id.
-pub(super) fn upsert(db: &mut Db, new: &NewAlert<'_>, revision: i64) -> anyhow::Result<i64> {
+pub(super) fn upsert(
+    db: &mut Db,
+    held: &mut Held,
+    new: &NewAlert<'_>,
+    revision: i64,
+) -> anyhow::Result<i64> {
+    let key = (new.rule.to_owned(), new.entity.to_owned());
+    if let Some(grouped) = held.open.get_mut(&key) {
+        if grouped.takes(new.ts_ns) {
+            grouped.add(new);
+            return Ok(grouped.id);
+        }
+        // Out of its window: stored as it is, and the store says what comes next.
+        if let Some(grouped) = held.open.remove(&key) {
+            grouped.write(db, revision)?;
+        }
+    }
     let open = db.query_opt(
-        "SELECT id, severity, last_ns, records FROM alerts
+        "SELECT id, severity, first_ns, last_ns, window_ns, records FROM alerts
          WHERE rule = ?1 AND entity = ?2 AND resolved_ns IS NULL
             AND last_ns >= ?3 - window_ns AND first_ns <= ?3 + window_ns
          ORDER BY last_ns DESC LIMIT 1",
         args![new.rule, new.entity, new.ts_ns],
     )?;
-    let link = new.record.map(|(s, q)| (s.to_owned(), q));
-    match open {
+    let grouped = match open {
         Some(row) => {
-            let (id, severity, last_ns, records): (i64, i64, i64, String) =
-                (row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?);
-            let mut linked: Vec<(String, u64)> = serde_json::from_str(&records).unwrap_or_default();
-            if let Some(link) = link
-                && linked.len() < MAX_LINKED_RECORDS
-                && !linked.contains(&link)
-            {
-                linked.push(link);
-            }
-            let severity = Severity::from_rank(severity).max(new.severity);
-            // The summary follows the latest finding: it says what is happening now.
-            let summary = (new.ts_ns >= last_ns).then_some(new.summary);
-            db.execute(
-                "UPDATE alerts SET severity = ?2,
-                    first_ns = CASE WHEN first_ns < ?3 THEN first_ns ELSE ?3 END,
-                    last_ns = CASE WHEN last_ns > ?3 THEN last_ns ELSE ?3 END,
-                    count = count + 1, summary = COALESCE(?4, summary), records = ?5,
-                    revision = ?6
-                 WHERE id = ?1",
-                args![
-                    id,
-                    severity as i64,
-                    new.ts_ns,
-                    summary,
-                    serde_json::to_string(&linked)?,
-                    revision
-                ],
-            )?;
-            Ok(id)
+            let mut grouped = Grouped {
+                id: row.get(0)?,
+                severity: Severity::from_rank(row.get(1)?),
+                first_ns: row.get(2)?,
+                last_ns: row.get(3)?,
+                window_ns: row.get(4)?,
+                added: 0,
+                summary: None,
+                records: serde_json::from_str(&row.get::<String>(5)?).unwrap_or_default(),
+                changed: false,
+            };
+            grouped.add(new);
+            grouped
         }
         None => {
-            let linked: Vec<(String, u64)> = link.into_iter().collect();
-            let row = db.query_row(
-                "INSERT INTO alerts (rule, severity, entity, first_ns, last_ns, window_ns, count,
-                    summary, records, revision, raised_ns)
-                 VALUES (?1, ?2, ?3, ?4, ?4, ?5, 1, ?6, ?7, ?8, ?9) RETURNING id",
-                args![
-                    new.rule,
-                    new.severity as i64,
-                    new.entity,
-                    new.ts_ns,
-                    new.window_ns,
-                    new.summary,
-                    serde_json::to_string(&linked)?,
-                    revision,
-                    crate::when::now_ns()
-                ],
-            )?;
-            row.get(0)
+            let records: Vec<(String, u64)> = new
+                .record
+                .map(|(s, q)| (s.to_owned(), q))
+                .into_iter()
+                .collect();
+            let id = db
+                .query_row(
+                    "INSERT INTO alerts (rule, severity, entity, first_ns, last_ns, window_ns,
+                        count, summary, records, revision, raised_ns)
+                     VALUES (?1, ?2, ?3, ?4, ?4, ?5, 1, ?6, ?7, ?8, ?9) RETURNING id",
+                    args![
+                        new.rule,
+                        new.severity as i64,
+                        new.entity,
+                        new.ts_ns,
+                        new.window_ns,
+                        new.summary,
+                        serde_json::to_string(&records)?,
+                        revision,
+                        crate::when::now_ns()
+                    ],
+                )?
+                .get(0)?;
+            Grouped {
+                id,
+                severity: new.severity,
+                first_ns: new.ts_ns,
+                last_ns: new.ts_ns,
+                window_ns: new.window_ns,
+                added: 0,
+                summary: None,
+                records,
+                changed: false,
+            }
         }
-    }
+    };
+    let id = grouped.id;
+    held.open.insert(key, grouped);
+    Ok(id)
 }
 
 /// Resolves the open alerts of `rule` on `entity` at `ts_ns`; returns their ids.

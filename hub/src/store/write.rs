@@ -82,6 +82,8 @@ static RECORDS_INSERT: std::sync::LazyLock<String> =
 
 pub struct Batch<'c> {
     pub(super) tx: Tx<'c>,
+    /// Open alerts this batch changed, written at commit.
+    alerts: alerts::Held,
     /// Records not written yet (PostgreSQL).
     records: Vec<Vec<Value>>,
     /// What detections learned this batch, by (tracker, key), written at commit in
@@ -112,6 +114,7 @@ impl<'c> Batch<'c> {
             claimed: HashSet::new(),
             records: Vec::new(),
             learned: HashMap::new(),
+            alerts: alerts::Held::default(),
             rollup: HashMap::new(),
             users: HashSet::new(),
             names: HashSet::new(),
@@ -294,7 +297,7 @@ impl<'c> Batch<'c> {
     /// Groups a finding into its alert; returns the alert's id.
     pub fn alert(&mut self, new: &NewAlert<'_>) -> anyhow::Result<i64> {
         let revision = self.revision()?;
-        alerts::upsert(&mut self.tx, new, revision)
+        alerts::upsert(&mut self.tx, &mut self.alerts, new, revision)
     }
 
     /// Resolves the open alerts of `rule` on `entity`; returns their ids.
@@ -305,6 +308,7 @@ impl<'c> Batch<'c> {
         ts_ns: i64,
     ) -> anyhow::Result<Vec<i64>> {
         let revision = self.revision()?;
+        self.alerts.write(&mut self.tx, revision)?;
         alerts::resolve(&mut self.tx, rule, entity, ts_ns, revision)
     }
 
@@ -351,6 +355,9 @@ impl<'c> Batch<'c> {
         streams: impl IntoIterator<Item = (&'s String, &'s StreamState)>,
     ) -> anyhow::Result<u64> {
         self.flush_records()?;
+        if let Some(revision) = self.revision {
+            self.alerts.write(&mut self.tx, revision)?;
+        }
         let learned: Vec<Vec<Value>> = self
             .learned
             .drain()
