@@ -279,6 +279,20 @@ impl Setup {
 
 /// Requests with identities: two Basic users, a bearer key, a proxied public client,
 /// a 404 and a 204; their paths name `round`. How many.
+/// Stops the tracer once the traffic is over; nginx logged every request sent, and the
+/// tracer recorded each. Returns the run and how many nginx logged.
+fn stop_and_count(tracer: Tracer, setup: &Setup, sent: u64) -> Result<(TracerRun, u64)> {
+    let run = tracer.stop()?;
+    let logged = setup.nginx.settled_access_log_lines()? as u64;
+    assert_eq!(logged, sent, "requests nginx logged vs requests sent");
+    assert_eq!(
+        run.records.len() as u64,
+        logged,
+        "the tracer's records vs nginx's log"
+    );
+    Ok((run, logged))
+}
+
 fn identities(port: u16, round: &str) -> Result<u64> {
     curl(&["-u", ALICE, &url(port, &format!("/orders/{round}?page=1"))])?;
     curl(&[
@@ -414,14 +428,7 @@ fn two_hubs_sharing_one_consumer_store_every_request_once_in_one_database() -> R
     for n in 1..=3 {
         sent += round(setup.port, &format!("/fleet-{n}"), 2_000)?;
     }
-    let run = tracer.stop()?;
-    let logged = setup.nginx.settled_access_log_lines()? as u64;
-    assert_eq!(logged, sent, "requests nginx logged vs requests sent");
-    assert_eq!(
-        run.records.len() as u64,
-        logged,
-        "the tracer's records vs nginx's log"
-    );
+    let (run, logged) = stop_and_count(tracer, &setup, sent)?;
     eprintln!(
         "fleet: {sent} requests in {:.1?}, {} lines",
         traffic.elapsed(),
@@ -576,14 +583,7 @@ fn a_postgres_restart_mid_ingest_loses_nothing_and_stores_nothing_twice() -> Res
     ensure!(ran_through, "the load stopped before the hub stored again");
     sent += round(setup.port, "/after", 1_000)?;
 
-    let run = tracer.stop()?;
-    let logged = setup.nginx.settled_access_log_lines()? as u64;
-    assert_eq!(logged, sent, "requests nginx logged vs requests sent");
-    assert_eq!(
-        run.records.len() as u64,
-        logged,
-        "the tracer's records vs nginx's log"
-    );
+    let (run, logged) = stop_and_count(tracer, &setup, sent)?;
     assert!(
         stored_before < logged,
         "the hub had stored all {logged} records before the restart: the test proved nothing"

@@ -128,7 +128,9 @@ fn the_dashboard_is_served_over_https_beyond_loopback_with_secure_cookies() -> R
 
     // Plain HTTP to the TLS port gets no page, and the failed handshake is reported.
     assert!(curl(&[&format!("http://127.0.0.1:{port}/api/totals")]).is_err());
-    let log = wait_for_log(&stderr, "TLS handshake from")?;
+    // The whole address is awaited: the hub's stderr is unbuffered, so a line can be
+    // read while it is half written.
+    let log = wait_for_log(&stderr, "TLS handshake from 127.0.0.1")?;
     assert!(log.contains("TLS handshake from 127.0.0.1"), "{log}");
     assert!(log.contains(&format!("https://0.0.0.0:{port}/")), "{log}");
 
