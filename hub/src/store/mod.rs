@@ -262,4 +262,75 @@ mod tests {
         // Opening again finds the column there.
         store.open_writer().unwrap();
     }
+
+    /// Findings held in a batch group as they would one statement each: within the
+    /// window into one alert (count, bounds, severity, summary, links), beyond it into
+    /// a new one, and across batches into what the store holds.
+    #[test]
+    fn findings_held_in_a_batch_group_as_the_store_would() {
+        use alerts::{AlertFilter, NewAlert, Severity};
+        let dir = tempfile::tempdir().unwrap();
+        let store = StoreAt::Sqlite {
+            data: dir.path().to_owned(),
+        };
+        let mut writer = store.open_writer().unwrap();
+        let finding = |ts_ns: i64, severity: Severity, summary: &'static str, seq: u64| NewAlert {
+            rule: "burst",
+            severity,
+            entity: "user:alice",
+            ts_ns,
+            window_ns: 10,
+            summary,
+            record: Some(("s", seq)),
+        };
+        let mut batch = writer.batch().unwrap();
+        let first = batch.alert(&finding(100, Severity::Low, "a", 1)).unwrap();
+        assert_eq!(
+            batch.alert(&finding(95, Severity::High, "b", 2)).unwrap(),
+            first
+        );
+        assert_eq!(
+            batch.alert(&finding(108, Severity::Low, "c", 2)).unwrap(),
+            first
+        );
+        let second = batch
+            .alert(&finding(500, Severity::Medium, "d", 3))
+            .unwrap();
+        assert_ne!(second, first);
+        batch.commit(std::iter::empty()).unwrap();
+        let mut batch = writer.batch().unwrap();
+        assert_eq!(
+            batch.alert(&finding(505, Severity::Low, "e", 4)).unwrap(),
+            second
+        );
+        batch.commit(std::iter::empty()).unwrap();
+
+        let mut conn = store.open_reader().unwrap();
+        let filter = AlertFilter {
+            limit: 10,
+            ..AlertFilter::default()
+        };
+        let mut stored = alerts::list(&mut conn, &filter).unwrap();
+        stored.sort_by_key(|a| a.id);
+        let shape: Vec<_> = stored
+            .iter()
+            .map(|a| {
+                (
+                    a.count,
+                    a.first_ns,
+                    a.last_ns,
+                    a.severity,
+                    a.summary.as_str(),
+                    a.records.iter().map(|r| r.1).collect::<Vec<_>>(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            shape,
+            [
+                (3, 95, 108, Severity::High, "c", vec![1, 2]),
+                (2, 500, 505, Severity::Medium, "e", vec![3, 4]),
+            ]
+        );
+    }
 }
