@@ -487,7 +487,6 @@ impl Db {
         if rows.is_empty() {
             return Ok(());
         }
-        let names = columns.iter().map(|c| c.0).collect::<Vec<_>>().join(", ");
         match self.dialect() {
             Dialect::Sqlite => {
                 let sql = sqlite_insert(table, columns, tail);
@@ -500,6 +499,7 @@ impl Db {
                 }
             }
             Dialect::Postgres => {
+                let names = columns.iter().map(|c| c.0).collect::<Vec<_>>().join(", ");
                 let arrays = columns
                     .iter()
                     .enumerate()
