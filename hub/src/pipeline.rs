@@ -1,14 +1,16 @@
 //! One batch of lines through verify, enrich and store, committed as one transaction.
 //! Both `import` and `serve` drive it; the live feed and the counters read its outcome.
-use std::net::IpAddr;
+use std::{net::IpAddr, sync::mpsc};
+
+use tracer_audit::verify::parse::Sealed;
 
 use crate::{
-    detect::{Detector, Observation},
+    detect::{Alerting, Detector, Observation},
     enrich::{Enricher, Enrichment, RequestView},
     ingest::{Line, record},
     query::records::Row,
-    store::{Entry, Writer},
-    verify::{Chains, Event, EventKind, Link, keys::Keys},
+    store::{Batch, Entry, Writer},
+    verify::{self, Chains, Event, EventKind, Link, keys::Keys},
     when::format_ns,
 };
 
@@ -75,7 +77,7 @@ impl Pipeline {
         mut writer: Writer,
         detector: DetectorFromStore,
     ) -> anyhow::Result<Self> {
-        let chains = Chains::new(keys.clone(), writer.streams()?);
+        let chains = Chains::new(writer.streams()?);
         Ok(Self {
             keys,
             chains,
@@ -115,7 +117,7 @@ impl Pipeline {
     }
 
     fn resume_from_store(&mut self) -> anyhow::Result<()> {
-        self.chains = Chains::new(self.keys.clone(), self.writer.streams()?);
+        self.chains = Chains::new(self.writer.streams()?);
         self.detector = (self.detector_from_store)(&mut self.writer)?;
         Ok(())
     }
@@ -185,141 +187,57 @@ impl Pipeline {
         &mut self,
         lines: impl IntoIterator<Item = &'a Line>,
     ) -> anyhow::Result<Outcome> {
-        let mut outcome = Outcome::default();
+        let lines: Vec<&Line> = lines.into_iter().collect();
         let mut batch = self.writer.batch()?;
-        let mut touched = Vec::new();
-        let mut filled = Vec::new();
-        for line in lines {
-            let bytes = match &line.bytes {
-                Ok(bytes) => bytes,
-                Err(too_long) => {
-                    batch.reject(
-                        &line.origin,
-                        "longer than the hub accepts (1 MiB)",
-                        &[],
-                        too_long.bytes,
-                    )?;
-                    outcome.rejected += 1;
-                    continue;
-                }
-            };
-            let fields = match record::parse(bytes) {
-                Ok(fields) => fields,
-                Err(malformed) => {
-                    batch.reject(
-                        &line.origin,
-                        &malformed.to_string(),
-                        bytes,
-                        bytes.len() as u64,
-                    )?;
-                    outcome.rejected += 1;
-                    continue;
-                }
-            };
-            if let Some(state) = batch.claim_stream(&fields.stream)? {
-                self.chains.reload(&fields.stream, state);
-            }
-            let verdict =
-                match self
-                    .chains
-                    .check(bytes, &fields.stream, fields.ts_ns, &mut batch)?
-                {
-                    Ok(verdict) => verdict,
-                    Err(reason) => {
-                        let event = Event {
-                            stream: fields.stream.clone(),
-                            seq: fields.seq,
-                            kind: EventKind::Unsealed,
-                            detail: format!("{} is not a sealed line: {reason}", line.origin),
-                        };
-                        batch.event(&event, fields.ts_ns)?;
-                        for alerting in self.detector.event(&event, fields.ts_ns) {
-                            outcome.alerts.push(batch.alert(&alerting.new_alert())?);
-                        }
-                        batch.reject(
-                            &line.origin,
-                            "not a sealed line",
-                            bytes,
-                            bytes.len() as u64,
-                        )?;
-                        outcome.events.push(event);
-                        outcome.rejected += 1;
-                        continue;
+        let Self {
+            keys,
+            chains,
+            enricher,
+            detector,
+            newest_ns,
+            ..
+        } = self;
+        // Three threads: one takes lines apart (JSON, the line's hash, a checkpoint's
+        // signature), this one links and stores them, one runs the detections on
+        // what was stored. The store is the slowest stage; the other two no longer
+        // add to its time (`import` of 200,000 records: 9.3 s -> 7.3 s, 3 interleaved
+        // runs). Alerts are grouped after the records are written, in the order the
+        // detections raised them.
+        let (written, alertings) = std::thread::scope(|scope| {
+            let (prepared_tx, prepared_rx) = mpsc::sync_channel(PREPARED_QUEUE);
+            let preparing = scope.spawn(move || {
+                for chunk in lines.chunks(PREPARE_CHUNK) {
+                    let prepared: Vec<Prepared<'_>> =
+                        chunk.iter().map(|line| prepare(line, keys)).collect();
+                    if prepared_tx.send(prepared).is_err() {
+                        // The writer failed; the batch is abandoned.
+                        break;
                     }
-                };
-            for event in &verdict.events {
-                batch.event(event, fields.ts_ns)?;
-                for alerting in self.detector.event(event, fields.ts_ns) {
-                    outcome.alerts.push(batch.alert(&alerting.new_alert())?);
                 }
-            }
-            outcome.events.extend(verdict.events.iter().cloned());
-            match verdict.link {
-                Link::Duplicate => {
-                    outcome.duplicates += 1;
-                    continue;
-                }
-                Link::Conflict => {
-                    outcome.conflicts += 1;
-                    continue;
-                }
-                Link::Expired => {
-                    outcome.expired += 1;
-                    continue;
-                }
-                Link::Linked
-                | Link::Joined
-                | Link::AfterGap
-                | Link::Filled
-                | Link::Restart
-                | Link::Broken => {}
-            }
-            let enrichment = self.enricher.enrich(&view(&fields));
-            batch.insert(&Entry {
-                fields: &fields,
-                verdict: &verdict,
-                enrichment: &enrichment,
-                line: bytes,
-            })?;
-            if let Some(loss) = &fields.loss {
-                let event = Event {
-                    stream: fields.stream.clone(),
-                    seq: fields.seq,
-                    kind: EventKind::Loss,
-                    detail: format!("{} {}: {}", loss.source, loss.reason, loss.count),
-                };
-                batch.event(&event, fields.ts_ns)?;
-                for alerting in self.detector.event(&event, fields.ts_ns) {
-                    outcome.alerts.push(batch.alert(&alerting.new_alert())?);
-                }
-                outcome.events.push(event);
-            }
-            if let Some(range) = verdict.covers {
-                batch.cover(&fields.stream, range)?;
-            }
-            // Any verified line the sensor wrote says it runs, a checkpoint of an idle
-            // host's sensor included; one that failed verification proves nothing.
-            let forged = verdict.link == Link::Broken
-                || verdict.events.iter().any(|e| e.kind.discredits_line());
-            if fields.kind != Some(tracer_audit::Kind::Access) && !forged {
-                self.detector.heard(&fields.stream, fields.ts_ns);
-            }
-            if verdict.link == Link::Filled {
-                filled.push((fields.stream.clone(), fields.seq));
-            }
-            self.newest_ns = self.newest_ns.max(fields.ts_ns);
-            if fields.kind == Some(tracer_audit::Kind::Access) {
-                let observation = Observation {
-                    fields: &fields,
-                    enrichment: &enrichment,
-                    link: verdict.link,
-                };
-                for alerting in self.detector.observe(&observation) {
-                    outcome.alerts.push(batch.alert(&alerting.new_alert())?);
-                }
-                outcome.rows.push(row(&fields, &enrichment, verdict.link));
-            }
-            touched.push(fields.stream);
+            });
+            let (found_tx, found_rx) = mpsc::channel();
+            let detecting_on = &mut *detector;
+            let detecting = scope.spawn(move || detect(detecting_on, found_rx));
+            let stored = store(
+                prepared_rx.iter().flatten(),
+                chains,
+                enricher,
+                &mut batch,
+                newest_ns,
+                &found_tx,
+            );
+            drop(found_tx);
+            let alertings = join(detecting);
+            join(preparing);
+            anyhow::Ok((stored?, alertings))
+        })?;
+        let Written {
+            mut outcome,
+            mut filled,
+            touched,
+        } = written;
+        for alerting in &alertings {
+            outcome.alerts.push(batch.alert(&alerting.new_alert())?);
         }
         // Late lines take the proof of the line after them, so the last goes first.
         filled.sort_by(|a, b| b.cmp(a));
@@ -330,32 +248,267 @@ impl Pipeline {
         // (JetStream redelivering a killed hub's batch late raises one).
         filled.dedup_by(|a, b| a.0 == b.0);
         for (stream, _) in &filled {
-            let closed = self
-                .chains
+            let closed = chains
                 .streams()
                 .get(stream)
                 .is_some_and(|s| s.gaps.is_empty() && !s.gaps_truncated);
-            if let Some((rule, entity)) = self.detector.gaps_filled(stream).filter(|_| closed) {
+            if let Some((rule, entity)) = detector.gaps_filled(stream).filter(|_| closed) {
                 outcome
                     .alerts
-                    .extend(batch.resolve_alerts(rule, &entity, self.newest_ns)?);
+                    .extend(batch.resolve_alerts(rule, &entity, *newest_ns)?);
             }
         }
         // A silent sensor that speaks again is no longer silent.
-        for (rule, entity) in self.detector.revived() {
+        for (rule, entity) in detector.revived() {
             outcome
                 .alerts
-                .extend(batch.resolve_alerts(rule, &entity, self.newest_ns)?);
+                .extend(batch.resolve_alerts(rule, &entity, *newest_ns)?);
         }
-        self.detector.save(&mut batch)?;
+        detector.save(&mut batch)?;
         outcome.alerts.sort_unstable();
         outcome.alerts.dedup();
-        touched.sort();
-        touched.dedup();
-        let streams = self.chains.streams();
+        let streams = chains.streams();
         outcome.stored = batch.commit(touched.iter().filter_map(|s| streams.get_key_value(s)))?;
         Ok(outcome)
     }
+}
+
+/// Lines taken apart per message to the writer: few enough that it starts at once,
+/// many enough that the channel costs nothing per line.
+const PREPARE_CHUNK: usize = 256;
+/// Chunks taken apart ahead of the writer.
+const PREPARED_QUEUE: usize = 16;
+
+/// One line taken apart, before any chain state is consulted.
+enum Prepared<'a> {
+    TooLong {
+        line: &'a Line,
+        bytes: u64,
+    },
+    Malformed {
+        line: &'a Line,
+        bytes: &'a [u8],
+        malformed: record::Malformed,
+    },
+    Parsed {
+        line: &'a Line,
+        bytes: &'a [u8],
+        parsed: Box<(record::Fields, Result<Sealed, String>)>,
+    },
+}
+
+fn prepare<'a>(line: &'a Line, keys: &Keys) -> Prepared<'a> {
+    let bytes = match &line.bytes {
+        Ok(bytes) => bytes,
+        Err(too_long) => {
+            return Prepared::TooLong {
+                line,
+                bytes: too_long.bytes,
+            };
+        }
+    };
+    match record::parse(bytes) {
+        Ok(fields) => Prepared::Parsed {
+            line,
+            bytes,
+            parsed: {
+                let sealed = verify::seal(bytes, &fields.stream, keys);
+                Box::new((fields, sealed))
+            },
+        },
+        Err(malformed) => Prepared::Malformed {
+            line,
+            bytes,
+            malformed,
+        },
+    }
+}
+
+/// What the detections learn from a batch, in the order the writer met it.
+enum Found {
+    Event(Event, i64),
+    Heard(String, i64),
+    Access(Box<(record::Fields, Enrichment)>, Link),
+}
+
+fn detect(detector: &mut Detector, found: mpsc::Receiver<Found>) -> Vec<Alerting> {
+    let mut alertings = Vec::new();
+    for found in found {
+        match found {
+            Found::Event(event, ts_ns) => alertings.extend(detector.event(&event, ts_ns)),
+            Found::Heard(stream, ts_ns) => detector.heard(&stream, ts_ns),
+            Found::Access(access, link) => {
+                let (fields, enrichment) = &*access;
+                alertings.extend(detector.observe(&Observation {
+                    fields,
+                    enrichment,
+                    link,
+                }));
+            }
+        }
+    }
+    alertings
+}
+
+/// A scoped thread's result; its panic is this thread's.
+fn join<T>(handle: std::thread::ScopedJoinHandle<'_, T>) -> T {
+    handle
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}
+
+/// What [`store`] did with a batch's lines.
+struct Written {
+    outcome: Outcome,
+    /// Late lines that filled a gap: (stream, seq).
+    filled: Vec<(String, u64)>,
+    /// The streams written, sorted.
+    touched: Vec<String>,
+}
+
+/// Links and stores the prepared lines, and tells the detections what it stored.
+fn store<'a>(
+    prepared: impl Iterator<Item = Prepared<'a>>,
+    chains: &mut Chains,
+    enricher: &Enricher,
+    batch: &mut Batch<'_>,
+    newest_ns: &mut i64,
+    found: &mpsc::Sender<Found>,
+) -> anyhow::Result<Written> {
+    // The detection thread ends only when `found` is dropped, so sending never fails
+    // while this runs.
+    let tell = |message| {
+        let _ = found.send(message);
+    };
+    let mut outcome = Outcome::default();
+    let mut touched = Vec::new();
+    let mut filled = Vec::new();
+    for prepared in prepared {
+        let (line, bytes, fields, sealed) = match prepared {
+            Prepared::TooLong { line, bytes } => {
+                batch.reject(
+                    &line.origin,
+                    "longer than the hub accepts (1 MiB)",
+                    &[],
+                    bytes,
+                )?;
+                outcome.rejected += 1;
+                continue;
+            }
+            Prepared::Malformed {
+                line,
+                bytes,
+                malformed,
+            } => {
+                batch.reject(
+                    &line.origin,
+                    &malformed.to_string(),
+                    bytes,
+                    bytes.len() as u64,
+                )?;
+                outcome.rejected += 1;
+                continue;
+            }
+            Prepared::Parsed {
+                line,
+                bytes,
+                parsed,
+            } => {
+                let (fields, sealed) = *parsed;
+                (line, bytes, fields, sealed)
+            }
+        };
+        if let Some(state) = batch.claim_stream(&fields.stream)? {
+            chains.reload(&fields.stream, state);
+        }
+        let sealed = match sealed {
+            Ok(sealed) => sealed,
+            Err(reason) => {
+                let event = Event {
+                    stream: fields.stream.clone(),
+                    seq: fields.seq,
+                    kind: EventKind::Unsealed,
+                    detail: format!("{} is not a sealed line: {reason}", line.origin),
+                };
+                batch.event(&event, fields.ts_ns)?;
+                tell(Found::Event(event.clone(), fields.ts_ns));
+                batch.reject(&line.origin, "not a sealed line", bytes, bytes.len() as u64)?;
+                outcome.events.push(event);
+                outcome.rejected += 1;
+                continue;
+            }
+        };
+        let verdict = chains.check(sealed, &fields.stream, fields.ts_ns, batch)?;
+        for event in &verdict.events {
+            batch.event(event, fields.ts_ns)?;
+            tell(Found::Event(event.clone(), fields.ts_ns));
+        }
+        outcome.events.extend(verdict.events.iter().cloned());
+        match verdict.link {
+            Link::Duplicate => {
+                outcome.duplicates += 1;
+                continue;
+            }
+            Link::Conflict => {
+                outcome.conflicts += 1;
+                continue;
+            }
+            Link::Expired => {
+                outcome.expired += 1;
+                continue;
+            }
+            Link::Linked
+            | Link::Joined
+            | Link::AfterGap
+            | Link::Filled
+            | Link::Restart
+            | Link::Broken => {}
+        }
+        let enrichment = enricher.enrich(&view(&fields));
+        batch.insert(&Entry {
+            fields: &fields,
+            verdict: &verdict,
+            enrichment: &enrichment,
+            line: bytes,
+        })?;
+        if let Some(loss) = &fields.loss {
+            let event = Event {
+                stream: fields.stream.clone(),
+                seq: fields.seq,
+                kind: EventKind::Loss,
+                detail: format!("{} {}: {}", loss.source, loss.reason, loss.count),
+            };
+            batch.event(&event, fields.ts_ns)?;
+            tell(Found::Event(event.clone(), fields.ts_ns));
+            outcome.events.push(event);
+        }
+        if let Some(range) = verdict.covers {
+            batch.cover(&fields.stream, range)?;
+        }
+        // Any verified line the sensor wrote says it runs, a checkpoint of an idle
+        // host's sensor included; one that failed verification proves nothing.
+        let forged =
+            verdict.link == Link::Broken || verdict.events.iter().any(|e| e.kind.discredits_line());
+        if fields.kind != Some(tracer_audit::Kind::Access) && !forged {
+            tell(Found::Heard(fields.stream.clone(), fields.ts_ns));
+        }
+        if verdict.link == Link::Filled {
+            filled.push((fields.stream.clone(), fields.seq));
+        }
+        *newest_ns = (*newest_ns).max(fields.ts_ns);
+        touched.push(fields.stream.clone());
+        if fields.kind == Some(tracer_audit::Kind::Access) {
+            outcome.rows.push(row(&fields, &enrichment, verdict.link));
+            tell(Found::Access(Box::new((fields, enrichment)), verdict.link));
+        }
+    }
+    touched.sort();
+    touched.dedup();
+    Ok(Written {
+        outcome,
+        filled,
+        touched,
+    })
 }
 
 fn view(fields: &record::Fields) -> RequestView<'_> {

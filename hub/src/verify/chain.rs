@@ -5,10 +5,10 @@ use serde::{Deserialize, Serialize};
 use tracer_audit::{
     chain::{Hash, to_hex},
     start::{NEW_STREAM, UNCLEAN_STOP},
-    verify::parse::{Sealed, parse},
+    verify::parse::Sealed,
 };
 
-use super::{Stored, keys::Keys};
+use super::Stored;
 
 /// Where a stream's chain stands after the lines stored so far.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -216,29 +216,25 @@ pub struct Verdict {
     pub covers: Option<(u64, u64)>,
 }
 
-/// The chain state of every stream, and the keys to check checkpoints with.
+/// The chain state of every stream.
 pub struct Chains {
-    keys: Keys,
     streams: HashMap<String, StreamState>,
 }
 
 impl Chains {
-    pub fn new(keys: Keys, streams: HashMap<String, StreamState>) -> Self {
-        Self { keys, streams }
+    pub fn new(streams: HashMap<String, StreamState>) -> Self {
+        Self { streams }
     }
 
-    /// Checks one line of `stream`. `Err(reason)`: it is not a sealed line at all.
+    /// Links one line of `stream`, taken apart by [`super::seal`] (which checked its
+    /// hash and signature, a step that needs no chain state).
     pub fn check(
         &mut self,
-        line: &[u8],
+        sealed: Sealed,
         stream: &str,
         ts_ns: i64,
         stored: &mut dyn Stored,
-    ) -> anyhow::Result<Result<Verdict, String>> {
-        let sealed = match parse(line, self.keys.get(stream)) {
-            Ok(sealed) => sealed,
-            Err(reason) => return Ok(Err(reason)),
-        };
+    ) -> anyhow::Result<Verdict> {
         let mut events = Vec::new();
         let mut event = |kind: EventKind, detail: String| {
             events.push(Event {
@@ -265,12 +261,12 @@ impl Chains {
                             short(&sealed.hash)
                         ),
                     );
-                    return Ok(Ok(Verdict {
+                    return Ok(Verdict {
                         sealed,
                         link: Link::Conflict,
                         events,
                         covers: None,
-                    }));
+                    });
                 }
                 None if state.fill(seq) => {
                     let before = match seq.checked_sub(1) {
@@ -293,12 +289,12 @@ impl Chains {
                     }
                 }
                 None if state.expired.is_some_and(|e| seq <= e.through_seq) => {
-                    return Ok(Ok(Verdict {
+                    return Ok(Verdict {
                         sealed,
                         link: Link::Expired,
                         events,
                         covers: None,
-                    }));
+                    });
                 }
                 None => {
                     event(
@@ -308,12 +304,12 @@ impl Chains {
                             state.last_seq
                         ),
                     );
-                    return Ok(Ok(Verdict {
+                    return Ok(Verdict {
                         sealed,
                         link: Link::Conflict,
                         events,
                         covers: None,
-                    }));
+                    });
                 }
             },
             Some(_) if new_stream => {
@@ -373,12 +369,12 @@ impl Chains {
             link = Link::Broken;
         }
         if link == Link::Duplicate {
-            return Ok(Ok(Verdict {
+            return Ok(Verdict {
                 sealed,
                 link,
                 events,
                 covers: None,
-            }));
+            });
         }
         let state = self
             .streams
@@ -469,12 +465,12 @@ impl Chains {
                 }
             }
         }
-        Ok(Ok(Verdict {
+        Ok(Verdict {
             sealed,
             link,
             events,
             covers,
-        }))
+        })
     }
 
     pub fn streams(&self) -> &HashMap<String, StreamState> {

@@ -10,7 +10,17 @@ pub mod keys;
 
 pub use chain::{Chains, Event, EventKind, Link, StreamState, Verdict};
 
-use tracer_audit::chain::Hash;
+use tracer_audit::{
+    chain::Hash,
+    verify::parse::{Sealed, parse},
+};
+
+/// Takes a line of `stream` apart and checks its own hash, and a checkpoint's signature
+/// with the stream's key. It needs no chain state, so ingest runs it ahead of the
+/// writer, on another thread. `Err(reason)`: it is not a sealed line at all.
+pub fn seal(line: &[u8], stream: &str, keys: &keys::Keys) -> Result<Sealed, String> {
+    parse(line, keys.get(stream))
+}
 
 /// What the store already holds, as far as verification needs to know.
 pub trait Stored {
