@@ -358,9 +358,12 @@ impl<'c> Batch<'c> {
         if let Some(revision) = self.revision {
             self.alerts.write(&mut self.tx, revision)?;
         }
-        let learned: Vec<Vec<Value>> = self
-            .learned
-            .drain()
+        // Every table below is taken in its primary key's order: each insert then
+        // lands beside the last in the b-tree instead of on a random page.
+        let mut learned: Vec<_> = self.learned.drain().collect();
+        learned.sort_unstable();
+        let learned: Vec<Vec<Value>> = learned
+            .into_iter()
             .map(|((tracker, key), state)| {
                 vec![Value::Text(tracker), Value::Text(key), Value::Text(state)]
             })
@@ -375,9 +378,12 @@ impl<'c> Batch<'c> {
             &learned,
             "ON CONFLICT (tracker, key) DO UPDATE SET state = excluded.state",
         )?;
-        let rollup: Vec<Vec<Value>> = self
-            .rollup
-            .drain()
+        let mut rollup: Vec<_> = self.rollup.drain().collect();
+        rollup.sort_unstable_by(|((d1, k1, m1), _), ((d2, k2, m2), _)| {
+            (*d1 as i64, m1, k1).cmp(&(*d2 as i64, m2, k2))
+        });
+        let rollup: Vec<Vec<Value>> = rollup
+            .into_iter()
             .map(|((dim, key, minute), (requests, failures))| {
                 vec![
                     Value::Integer(dim as i64),
@@ -402,9 +408,12 @@ impl<'c> Batch<'c> {
                 requests = rollup.requests + excluded.requests,
                 failures = rollup.failures + excluded.failures",
         )?;
-        let users: Vec<Vec<Value>> = self
-            .users
-            .drain()
+        let mut users: Vec<_> = self.users.drain().collect();
+        users.sort_unstable_by(|(d1, k1, m1, u1), (d2, k2, m2, u2)| {
+            (*d1 as i64, k1, m1, u1).cmp(&(*d2 as i64, k2, m2, u2))
+        });
+        let users: Vec<Vec<Value>> = users
+            .into_iter()
             .map(|(dim, key, minute, user)| {
                 vec![
                     Value::Integer(dim as i64),
@@ -425,9 +434,10 @@ impl<'c> Batch<'c> {
             &users,
             "ON CONFLICT DO NOTHING",
         )?;
-        let names: Vec<Vec<Value>> = self
-            .names
-            .drain()
+        let mut names: Vec<_> = self.names.drain().collect();
+        names.sort_unstable();
+        let names: Vec<Vec<Value>> = names
+            .into_iter()
             .map(|(name, user)| vec![Value::Text(name), Value::Text(user)])
             .collect();
         self.tx.insert_rows(
