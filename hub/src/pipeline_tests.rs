@@ -429,3 +429,77 @@ fn a_silent_sensor_alert_is_resolved_when_its_stream_speaks_again() {
     assert!(resolved[0].revision > open[0].revision);
     assert!(pipeline.tick(later + 60_000_000_000).unwrap().is_empty());
 }
+
+#[test]
+fn a_batch_the_store_fails_midway_stores_nothing_and_whole_when_given_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut sensor, key) = Sensor::new(dir.path(), "web1");
+    let mut start = Vec::new();
+    write_record(Start::New, "2026-12-03T02:00:00Z", "fp", &mut start).unwrap();
+    Chain::new("web1".parse::<StreamId>().unwrap(), 1, ZERO_HASH).seal(&mut start, Kind::Start);
+    start.pop();
+    // More lines than the preparing thread may hold ready (16 chunks of 256): the
+    // writer fails while that thread still waits to hand lines over.
+    let mut raw = vec![start];
+    for n in 1..=5_000 {
+        raw.push(sensor.access(n, if n % 3 == 0 { "alice" } else { "bob" }));
+    }
+    raw.push(sensor.checkpoint());
+    let keys = [format!("web1={key}")];
+    let (mut hub, store) = pipeline(dir.path(), &keys);
+    // A SQLite store displays as its file.
+    let fault = rusqlite::Connection::open(store.to_string()).unwrap();
+    fault
+        .execute_batch(
+            "CREATE TRIGGER injected BEFORE INSERT ON records WHEN NEW.seq = 3000
+             BEGIN SELECT RAISE(ABORT, 'injected fault'); END;",
+        )
+        .unwrap();
+    let failed = hub.ingest(&lines(&raw)).unwrap_err();
+    assert!(
+        format!("{failed:#}").contains("injected fault"),
+        "{failed:#}"
+    );
+    let mut conn = store.open_reader().unwrap();
+    let stored: i64 = conn
+        .query_row("SELECT count(*) FROM records", crate::store::db::args![])
+        .unwrap()
+        .get(0)
+        .unwrap();
+    assert_eq!(stored, 0, "the failed batch's transaction is rolled back");
+
+    fault.execute_batch("DROP TRIGGER injected").unwrap();
+    let outcome = hub.ingest(&lines(&raw)).unwrap();
+    assert_eq!(
+        (outcome.stored, outcome.duplicates, outcome.rejected),
+        (5_002, 0, 0)
+    );
+    assert!(outcome.events.is_empty(), "{:?}", outcome.events);
+
+    // The detections resumed from the store: the same alerts as a hub that never failed.
+    let clean = tempfile::tempdir().unwrap();
+    let (mut reference, reference_store) = pipeline(clean.path(), &keys);
+    reference.ingest(&lines(&raw)).unwrap();
+    let alerts = |store: &StoreAt| {
+        let mut conn = store.open_reader().unwrap();
+        conn.query(
+            "SELECT rule, entity, count, first_ns, last_ns FROM alerts ORDER BY id",
+            crate::store::db::args![],
+        )
+        .unwrap()
+        .iter()
+        .map(|row| {
+            (
+                row.get::<String>(0).unwrap(),
+                row.get::<String>(1).unwrap(),
+                row.get::<i64>(2).unwrap(),
+                row.get::<i64>(3).unwrap(),
+                row.get::<i64>(4).unwrap(),
+            )
+        })
+        .collect::<Vec<_>>()
+    };
+    let expected = alerts(&reference_store);
+    assert!(!expected.is_empty(), "the stream raises alerts");
+    assert_eq!(alerts(&store), expected);
+}
