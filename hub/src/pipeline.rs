@@ -496,7 +496,10 @@ fn store<'a>(
             filled.push((fields.stream.clone(), fields.seq));
         }
         *newest_ns = (*newest_ns).max(fields.ts_ns);
-        touched.push(fields.stream.clone());
+        // A batch is mostly one stream's run of lines: one name per run, not per line.
+        if touched.last() != Some(&fields.stream) {
+            touched.push(fields.stream.clone());
+        }
         if fields.kind == Some(tracer_audit::Kind::Access) {
             outcome.rows.push(row(&fields, &enrichment, verdict.link));
             tell(Found::Access(Box::new((fields, enrichment)), verdict.link));

@@ -215,15 +215,21 @@ impl Writer {
 mod tests {
     use super::*;
 
+    /// A SQLite store in a new temp dir, which lives as long as the returned guard.
+    fn temp_store() -> (tempfile::TempDir, StoreAt) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StoreAt::Sqlite {
+            data: dir.path().to_owned(),
+        };
+        (dir, store)
+    }
+
     /// A batch holds the write lock from its start, so a delivery cursor written
     /// meanwhile waits for it; with a deferred start the delivery got in between the
     /// batch's first read and first write, and the batch failed (SQLITE_BUSY_SNAPSHOT).
     #[test]
     fn a_batch_takes_the_write_lock_when_it_begins() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = StoreAt::Sqlite {
-            data: dir.path().to_owned(),
-        };
+        let (dir, store) = temp_store();
         let mut writer = store.open_writer().unwrap();
         let deliveries = Connection::open(dir.path().join(DB_FILE)).unwrap();
         deliveries.busy_timeout(Duration::ZERO).unwrap();
@@ -239,10 +245,7 @@ mod tests {
 
     #[test]
     fn a_store_from_before_resolved_alerts_gets_the_columns_and_keeps_its_alerts() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = StoreAt::Sqlite {
-            data: dir.path().to_owned(),
-        };
+        let (dir, store) = temp_store();
         std::fs::create_dir_all(dir.path()).unwrap();
         let old = Connection::open(dir.path().join(DB_FILE)).unwrap();
         old.execute_batch(
@@ -273,10 +276,7 @@ mod tests {
     #[test]
     fn findings_held_in_a_batch_group_as_the_store_would() {
         use alerts::{AlertFilter, NewAlert, Severity};
-        let dir = tempfile::tempdir().unwrap();
-        let store = StoreAt::Sqlite {
-            data: dir.path().to_owned(),
-        };
+        let (_dir, store) = temp_store();
         let mut writer = store.open_writer().unwrap();
         let finding = |ts_ns: i64, severity: Severity, summary: &'static str, seq: u64| NewAlert {
             rule: "burst",
