@@ -46,23 +46,30 @@ pub fn query(args: &QueryArgs) -> anyhow::Result<()> {
         return query_hub(&hub, args);
     }
     let mut conn = reader(&args.source.store)?;
-    let page = records::page(&mut conn, &filter, args.limit, 0)?;
-    let mut out = std::io::stdout().lock();
     match args.format {
         RowFormat::Jsonl => {
-            for (_, line) in &page.rows {
-                out.write_all(line)?;
+            // Stdout is line-buffered: one write per line would be a syscall per record.
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            for line in records::lines(&mut conn, &filter, args.limit)? {
+                out.write_all(&line)?;
                 out.write_all(b"\n")?;
             }
+            out.flush()?;
         }
         RowFormat::Csv => {
-            out.write_all(format::csv(page.rows.iter().map(|(r, _)| r)).as_bytes())?
+            let page = records::page(&mut conn, &filter, args.limit, 0)?;
+            std::io::stdout()
+                .lock()
+                .write_all(format::csv(page.rows.iter().map(|(r, _)| r)).as_bytes())?;
         }
-        RowFormat::Table => print_rows(
-            page.rows.iter().map(|(r, _)| r),
-            page.total,
-            page.total >= records::COUNT_CAP,
-        )?,
+        RowFormat::Table => {
+            let page = records::page(&mut conn, &filter, args.limit, 0)?;
+            print_rows(
+                page.rows.iter().map(|(r, _)| r),
+                page.total,
+                page.total >= records::COUNT_CAP,
+            )?;
+        }
     }
     Ok(())
 }

@@ -117,6 +117,25 @@ pub async fn records_list(
         ),
         Some(other) => return Err(bad_request(format!("format {other:?}: json, csv or jsonl"))),
     };
+    if export.as_deref() == Some("jsonl") {
+        let lines = blocking(&hub, move |conn| records::lines(conn, &filter, limit)).await?;
+        let mut body = Vec::with_capacity(lines.iter().map(|l| l.len() + 1).sum());
+        for line in &lines {
+            body.extend_from_slice(line);
+            body.push(b'\n');
+        }
+        return Ok((
+            [
+                (header::CONTENT_TYPE, "application/jsonl"),
+                (
+                    header::CONTENT_DISPOSITION,
+                    "attachment; filename=\"records.jsonl\"",
+                ),
+            ],
+            body,
+        )
+            .into_response());
+    }
     let page = blocking(&hub, move |conn| {
         records::page(conn, &filter, limit, offset)
     })
@@ -133,24 +152,6 @@ pub async fn records_list(
             crate::query::format::csv(page.rows.iter().map(|(row, _)| row)),
         )
             .into_response(),
-        Some("jsonl") => {
-            let mut body = Vec::new();
-            for (_, line) in &page.rows {
-                body.extend_from_slice(line);
-                body.push(b'\n');
-            }
-            (
-                [
-                    (header::CONTENT_TYPE, "application/jsonl"),
-                    (
-                        header::CONTENT_DISPOSITION,
-                        "attachment; filename=\"records.jsonl\"",
-                    ),
-                ],
-                body,
-            )
-                .into_response()
-        }
         _ => {
             let rows: Vec<_> = page.rows.into_iter().map(|(row, _)| row).collect();
             Json(json!({ "records": rows, "total": page.total, "total_capped": page.total >= records::COUNT_CAP }))
