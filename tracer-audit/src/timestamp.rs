@@ -22,9 +22,19 @@ pub struct Rfc3339([u8; 30]);
 impl Rfc3339 {
     pub fn new(unix_ns: i128) -> Self {
         let unix_ns = unix_ns.clamp(MIN_UNIX_NS, MAX_UNIX_NS);
-        // In range after the clamp: |seconds| < 2^38, nanos < 10^9.
-        let secs = unix_ns.div_euclid(NANOS_PER_SEC) as i64;
-        let nanos = unix_ns.rem_euclid(NANOS_PER_SEC) as u32;
+        // In range after the clamp: |seconds| < 2^38, nanos < 10^9. Years 1678-2262 fit
+        // in an i64, whose division is a few cycles; i128's is a library call, and was
+        // most of this function's time in the sensor's record loop.
+        let (secs, nanos) = match i64::try_from(unix_ns) {
+            Ok(ns) => {
+                let per_sec = NANOS_PER_SEC as i64;
+                (ns.div_euclid(per_sec), ns.rem_euclid(per_sec) as u32)
+            }
+            Err(_) => (
+                unix_ns.div_euclid(NANOS_PER_SEC) as i64,
+                unix_ns.rem_euclid(NANOS_PER_SEC) as u32,
+            ),
+        };
         let (year, month, day) = civil_from_days(secs.div_euclid(SECS_PER_DAY));
         let second_of_day = secs.rem_euclid(SECS_PER_DAY) as u32;
         let mut out = *b"0000-00-00T00:00:00.000000000Z";
@@ -36,6 +46,12 @@ impl Rfc3339 {
         put_padded(&mut out[17..19], second_of_day % 60);
         put_padded(&mut out[20..29], nanos);
         Self(out)
+    }
+
+    /// The text's bytes: only ASCII digits and separators, so JSON writers may copy
+    /// them without escaping (or UTF-8 checks).
+    pub fn as_bytes(&self) -> &[u8; 30] {
+        &self.0
     }
 
     pub fn as_str(&self) -> &str {

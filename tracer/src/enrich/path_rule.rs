@@ -12,6 +12,8 @@ pub struct PathRule {
     /// Starts at any segment (`**`), not only the first.
     anywhere: bool,
     elements: Vec<Element>,
+    /// Segments a path needs from where the rule starts: up to its last literal or `*`.
+    required: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,14 +62,31 @@ impl PathRule {
                 "path rule {pattern:?} names no segment to redact (`{SECRET}`)"
             ));
         }
-        Ok(Self { anywhere, elements })
+        let required = elements
+            .iter()
+            .rposition(|e| *e != Element::Secret)
+            .map_or(0, |last| last + 1);
+        Ok(Self {
+            anywhere,
+            elements,
+            required,
+        })
     }
 
     /// Marks in `redact` the segments this rule says are secret. `names` are the
     /// segment names to compare with literals (a segment without its `;` parameters).
     /// Work is at most segments x pattern elements.
     pub fn mark(&self, names: &[&str], redact: &mut [bool]) {
-        let starts = if self.anywhere { names.len() } else { 1 };
+        // Only starts that leave the rule's required segments can match: most paths are
+        // shorter than any rule, or have few such starts.
+        let Some(last_start) = names.len().checked_sub(self.required) else {
+            return;
+        };
+        let starts = if self.anywhere {
+            (last_start + 1).min(names.len())
+        } else {
+            1
+        };
         for start in 0..starts {
             if self.matches_at(names, start) {
                 for (j, element) in self.elements.iter().enumerate() {

@@ -1,6 +1,8 @@
 //! The access record: one JSON object per HTTP request, keys named after OpenTelemetry
 //! semantic conventions (see docs/record.md).
 mod escape;
+#[macro_use]
+mod json;
 mod normalize;
 mod process_fields;
 mod target;
@@ -11,10 +13,9 @@ mod golden_tests;
 
 use std::{borrow::Cow, net::IpAddr};
 
-use serde::Serialize;
 use tracer_audit::timestamp::Rfc3339;
 
-use self::process_fields::ProcessFields;
+use self::{json::Fields, process_fields::ProcessFields};
 use crate::{
     connection::Finished,
     enrich::{Clock, PathRedactor, ProcessInfo, QueryRedactor},
@@ -22,91 +23,107 @@ use crate::{
     identity::{ForwardedClient, Identifier},
 };
 
-/// Borrowed view of what a record says about one request; serialized directly, never
+/// Borrowed view of what a record says about one request; written directly, never
 /// stored. The identity's fields follow, then the serving process's, from
 /// `ProcessFields`.
-#[serde_with::skip_serializing_none]
-#[derive(Serialize)]
 pub struct AccessRecord<'a> {
     pub timestamp: Rfc3339,
-    #[serde(rename = "http.response.timestamp")]
     pub response_timestamp: Option<Rfc3339>,
-    #[serde(rename = "event.duration")]
     pub duration_ns: Option<u64>,
-    #[serde(rename = "http.request.method")]
     pub method: &'a str,
-    #[serde(rename = "url.path")]
     pub path: Option<Cow<'a, str>>,
     /// Written whenever `url.path` is, equal or not: one field to query by.
-    #[serde(rename = "url.path.normalized")]
     pub normalized_path: Option<Cow<'a, str>>,
-    #[serde(rename = "url.query")]
     pub query: Option<Cow<'a, str>>,
-    #[serde(rename = "url.scheme")]
     pub scheme: &'static str,
-    #[serde(rename = "server.address")]
     pub server_address: Option<Cow<'a, str>>,
-    #[serde(rename = "server.port")]
     pub server_port: Option<u16>,
-    #[serde(rename = "network.local.address")]
     pub local_address: Option<IpAddr>,
-    #[serde(rename = "network.peer.address")]
     pub peer_address: Option<IpAddr>,
-    #[serde(rename = "network.peer.port")]
     pub peer_port: Option<u16>,
-    #[serde(rename = "client.address")]
     pub client_address: Option<IpAddr>,
-    #[serde(rename = "client.port")]
     pub client_port: Option<u16>,
-    #[serde(rename = "network.type")]
     pub network_type: Option<&'static str>,
-    #[serde(rename = "network.transport")]
     pub transport: &'static str,
-    #[serde(rename = "network.protocol.name")]
     pub protocol_name: &'static str,
-    #[serde(rename = "network.protocol.version")]
     pub protocol_version: &'static str,
-    #[serde(rename = "http.response.status_code")]
     pub status_code: Option<u16>,
-    #[serde(rename = "http.request.body.size")]
     pub request_body_size: u64,
-    #[serde(rename = "http.response.body.size")]
     pub response_body_size: Option<u64>,
-    #[serde(rename = "user_agent.original")]
     pub user_agent: Option<Cow<'a, str>>,
-    #[serde(rename = "http.request.header.x-request-id")]
     pub request_id: Option<Cow<'a, str>>,
     pub trace_id: Option<&'a str>,
     pub span_id: Option<&'a str>,
-    #[serde(rename = "process.pid")]
     pub pid: u32,
-    #[serde(rename = "thread.id")]
     pub tid: u32,
-    #[serde(rename = "tracer.connection.id")]
     pub connection_id: u64,
-    #[serde(rename = "tracer.outcome")]
     pub outcome: &'static str,
     /// For `request_unparsed`: the start of the raw request line, escaped.
-    #[serde(rename = "tracer.request.line")]
     pub request_line: Option<String>,
     /// "ambiguous" when servers may disagree on where this request starts.
-    #[serde(rename = "tracer.framing")]
     pub framing: Option<&'static str>,
     /// HTTP/2: "partial" when the stream's headers were decoded without the whole HPACK
     /// state (connection joined mid-way, capture gap, undecodable or truncated block).
-    #[serde(rename = "tracer.h2.state")]
     pub h2_state: Option<&'static str>,
     /// HTTP/2: the RST_STREAM error code of a `reset` stream.
-    #[serde(rename = "tracer.h2.error_code")]
     pub h2_error_code: Option<u32>,
-    #[serde(rename = "rpc.system")]
     pub rpc_system: Option<&'static str>,
-    #[serde(rename = "rpc.service")]
     pub rpc_service: Option<String>,
-    #[serde(rename = "rpc.method")]
     pub rpc_method: Option<String>,
-    #[serde(rename = "rpc.grpc.status_code")]
     pub grpc_status_code: Option<u32>,
+}
+
+impl AccessRecord<'_> {
+    /// Writes `{` and the fields, in this order, leaving the object open for the
+    /// identity's and the process's fields.
+    fn write_open(&self, out: &mut Vec<u8>) {
+        let mut f = Fields::open(out);
+        f.time(key!("timestamp"), &self.timestamp);
+        f.opt_time(
+            key!("http.response.timestamp"),
+            self.response_timestamp.as_ref(),
+        );
+        f.opt_uint(key!("event.duration"), self.duration_ns);
+        f.str(key!("http.request.method"), self.method);
+        f.opt_str(key!("url.path"), self.path.as_deref());
+        f.opt_str(key!("url.path.normalized"), self.normalized_path.as_deref());
+        f.opt_str(key!("url.query"), self.query.as_deref());
+        f.str(key!("url.scheme"), self.scheme);
+        f.opt_str(key!("server.address"), self.server_address.as_deref());
+        f.opt_uint(key!("server.port"), self.server_port);
+        f.opt_ip(key!("network.local.address"), self.local_address);
+        f.opt_ip(key!("network.peer.address"), self.peer_address);
+        f.opt_uint(key!("network.peer.port"), self.peer_port);
+        f.opt_ip(key!("client.address"), self.client_address);
+        f.opt_uint(key!("client.port"), self.client_port);
+        f.opt_str(key!("network.type"), self.network_type);
+        f.str(key!("network.transport"), self.transport);
+        f.str(key!("network.protocol.name"), self.protocol_name);
+        f.str(key!("network.protocol.version"), self.protocol_version);
+        f.opt_uint(key!("http.response.status_code"), self.status_code);
+        f.uint(key!("http.request.body.size"), self.request_body_size);
+        f.opt_uint(key!("http.response.body.size"), self.response_body_size);
+        f.opt_str(key!("user_agent.original"), self.user_agent.as_deref());
+        f.opt_str(
+            key!("http.request.header.x-request-id"),
+            self.request_id.as_deref(),
+        );
+        f.opt_str(key!("trace_id"), self.trace_id);
+        f.opt_str(key!("span_id"), self.span_id);
+        f.uint(key!("process.pid"), self.pid);
+        f.uint(key!("thread.id"), self.tid);
+        f.uint(key!("tracer.connection.id"), self.connection_id);
+        f.str(key!("tracer.outcome"), self.outcome);
+        f.opt_str(key!("tracer.request.line"), self.request_line.as_deref());
+        f.opt_str(key!("tracer.framing"), self.framing);
+        f.opt_str(key!("tracer.h2.state"), self.h2_state);
+        f.opt_uint(key!("tracer.h2.error_code"), self.h2_error_code);
+        f.opt_str(key!("rpc.system"), self.rpc_system);
+        f.opt_str(key!("rpc.service"), self.rpc_service.as_deref());
+        f.opt_str(key!("rpc.method"), self.rpc_method.as_deref());
+        f.opt_uint(key!("rpc.grpc.status_code"), self.grpc_status_code);
+        f.finish();
+    }
 }
 
 /// What every record is built with.
@@ -159,14 +176,10 @@ impl RecordContext {
                 record.client_port = None;
             }
         }
-        serde_json::to_writer(&mut *out, &record)?;
-        // The object ends with '}': splice the identity's and the process's fields in
-        // before it.
-        debug_assert_eq!(out.last(), Some(&b'}'));
-        out.truncate(out.len() - 1);
+        record.write_open(out);
         identity.write_json(out)?;
         if let Some(process) = process {
-            out.extend_from_slice(self.process_fields.json(process)?);
+            out.extend_from_slice(self.process_fields.json(process));
         }
         out.push(b'}');
         escape::escape_invisible_breaks(out, start);
