@@ -7,6 +7,8 @@
 //! (checkpoints only) `,"audit.signature":"..."`; the bytes so far are the record's
 //! canonical bytes. `hash = SHA-256(P as 32 raw bytes || canonical bytes)` is appended as
 //! `,"audit.hash":"H"}` and a newline. No re-serialization, one SHA-256 per line.
+use std::io::Write as _;
+
 use sha2::{Digest as _, Sha256};
 
 use super::stream::StreamId;
@@ -118,7 +120,9 @@ impl Chain {
         line.extend_from_slice(b"\",\"audit.stream\":\"");
         line.extend_from_slice(self.stream.as_str().as_bytes());
         line.extend_from_slice(b"\",\"audit.seq\":");
-        line.extend_from_slice(seq.to_string().as_bytes());
+        // Formatted in place: a String per line showed among the sensor's allocations.
+        // Writing to a Vec cannot fail.
+        let _ = write!(line, "{seq}");
         line.extend_from_slice(b",\"audit.prev_hash\":\"");
         push_hex(line, &self.head.hash);
         line.push(b'"');

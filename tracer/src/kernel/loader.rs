@@ -139,10 +139,13 @@ pub struct ProgramRunTime {
     pub run_count: u64,
 }
 
-/// 64 KiB batches, but never more than a quarter of the ring: a small ring must wake
+/// 1 MiB batches, but never more than a quarter of the ring: a small ring must wake
 /// user space well before it is full, or the drain timer alone would let it overflow.
+/// At saturation the 10 ms drain timer then wakes the tracer more often than the ring
+/// does: 64 KiB woke it ~1,400 times a second, each an interrupt in the server's
+/// context and a switch to the tracer, and nginx served 4-5% less (docs/design.md).
 fn wakeup_bytes(ringbuf_bytes: u32) -> u64 {
-    u64::from(ringbuf_bytes / 4).min(64 * 1024)
+    u64::from(ringbuf_bytes / 4).min(1024 * 1024)
 }
 
 fn attach(ebpf: &mut Ebpf, program: &str, category: &str, name: &str) -> Result<()> {

@@ -28,7 +28,7 @@ use crate::{
     kernel::{loader, losses::KernelLosses},
 };
 
-/// The kernel wakes the tracer only when 64 KiB (a quarter of a smaller ring) of events
+/// The kernel wakes the tracer only when 1 MiB (a quarter of a smaller ring) of events
 /// are waiting (see tracer-ebpf/src/emit.rs); this timer picks up smaller amounts. It
 /// bounds how late a record is written and replaces one wakeup per event by one per batch.
 const DRAIN_INTERVAL: Duration = Duration::from_millis(10);
