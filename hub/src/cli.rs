@@ -50,17 +50,25 @@ pub struct StoreArgs {
     /// one store for several hubs. The hub creates its schema there.
     #[arg(long, value_name = "URL", conflicts_with = "data")]
     pub store: Option<String>,
+    /// CA certificates (PEM) that PostgreSQL's TLS certificate must chain to, instead of
+    /// the system's. The hub uses TLS whenever the server offers it (`sslmode=require`
+    /// in the URL insists on it, `sslmode=disable` turns it off) and always verifies.
+    #[arg(long, value_name = "FILE", requires = "store")]
+    pub store_ca: Option<PathBuf>,
 }
 
 impl StoreArgs {
     /// Where the store is, resolved once: PostgreSQL if given, else SQLite in --data.
-    pub fn at(&self) -> crate::store::StoreAt {
-        match &self.store {
-            Some(url) => crate::store::StoreAt::Postgres { url: url.clone() },
+    pub fn at(&self) -> anyhow::Result<crate::store::StoreAt> {
+        Ok(match &self.store {
+            Some(url) => crate::store::StoreAt::Postgres {
+                url: url.clone(),
+                tls: crate::store::PgTls::new(self.store_ca.as_deref())?,
+            },
             None => crate::store::StoreAt::Sqlite {
                 data: self.data.clone(),
             },
-        }
+        })
     }
 }
 

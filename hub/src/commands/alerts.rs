@@ -37,7 +37,7 @@ pub fn run(args: &AlertsArgs) -> anyhow::Result<()> {
     let alerts = match RemoteHub::from_args(&args.source)? {
         Some(hub) => remote(&hub, args, since_ns)?,
         None => {
-            let mut conn = args.source.store.at().open_reader()?;
+            let mut conn = args.source.store.at()?.open_reader()?;
             let filter = AlertFilter {
                 since_ns,
                 rule: args.rule.clone(),

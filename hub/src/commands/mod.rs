@@ -24,7 +24,7 @@ fn pipeline(args: &IngestArgs) -> anyhow::Result<Pipeline> {
     } = args;
     let keys = Keys::from_pairs(verify.keys.iter().map(String::as_str))?;
     let enricher = Enricher::load(&enrich.settings())?;
-    let writer = store.at().open_writer()?;
+    let writer = store.at()?.open_writer()?;
     let detect = detect.clone();
     Pipeline::new(
         keys,

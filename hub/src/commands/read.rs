@@ -22,7 +22,7 @@ use crate::{
 };
 
 fn reader(store: &StoreArgs) -> anyhow::Result<Db> {
-    store.at().open_reader()
+    store.at()?.open_reader()
 }
 
 /// `/api/records` as JSON.

@@ -84,7 +84,7 @@ async fn serve(
 ) -> anyhow::Result<()> {
     let (live, _) = broadcast::channel(LIVE_BUFFER);
     let hub = Arc::new(Hub {
-        store: Readers::new(args.ingest.store.at()),
+        store: Readers::new(args.ingest.store.at()?),
         auth: Auth::new(secret),
         live: live.clone(),
         secure_cookies: args.behind_tls || tls.is_some(),
@@ -95,7 +95,7 @@ async fn serve(
     let address = listener.local_addr()?;
     let (alerted, changed) = mpsc::channel();
     if !targets.is_empty() {
-        let store = args.ingest.store.at();
+        let store = args.ingest.store.at()?;
         std::thread::Builder::new()
             .name("alert-delivery".to_owned())
             .spawn(move || {

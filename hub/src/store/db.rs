@@ -15,10 +15,12 @@ use std::{collections::HashMap, error::Error as StdError, fmt};
 use anyhow::Context as _;
 use bytes::BytesMut;
 use postgres::{
-    NoTls, Statement,
+    Statement,
     types::{IsNull, ToSql as PgToSql, Type, to_sql_checked},
 };
 use rusqlite::types::{ToSqlOutput, ValueRef};
+
+use super::pg_tls::{self, PgTls};
 
 /// Which engine a connection speaks to, for the few statements that differ.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -420,11 +422,12 @@ impl Db {
 
     /// Connects to PostgreSQL. Errors name the server as [`redact`] shows it, never
     /// the URL, which may hold a password.
-    pub fn postgres(url: &str) -> anyhow::Result<Self> {
+    pub fn postgres(url: &str, tls: &PgTls) -> anyhow::Result<Self> {
         let shown = redact(url);
-        let client = postgres::Client::connect(url, NoTls)
+        let client = postgres::Client::connect(url, tls.connector())
             .map_err(pg_error)
-            .with_context(|| format!("connecting to PostgreSQL at {shown}"))?;
+            .with_context(|| format!("connecting to PostgreSQL at {shown}"))
+            .map_err(pg_tls::explain)?;
         Ok(Self {
             engine: Engine::Postgres {
                 client: PgClient(Some(Box::new(client))),

@@ -4,6 +4,7 @@
 pub mod alerts;
 mod columns;
 pub mod db;
+mod pg_tls;
 mod postgres;
 mod readers;
 mod retention;
@@ -21,6 +22,7 @@ use anyhow::Context as _;
 use rusqlite::{Connection, OpenFlags};
 
 pub use db::{Db, Dialect};
+pub use pg_tls::PgTls;
 pub use readers::Readers;
 pub use schema::{Dim, NANOS_PER_MINUTE, USERS_BUCKET_MINUTES};
 pub use write::{Batch, Entry, client_key};
@@ -35,8 +37,8 @@ const DB_FILE: &str = "hub.sqlite";
 pub enum StoreAt {
     /// SQLite in the hub's data directory.
     Sqlite { data: PathBuf },
-    /// A PostgreSQL database, by connection URL.
-    Postgres { url: String },
+    /// A PostgreSQL database, by connection URL, and how its connections are encrypted.
+    Postgres { url: String, tls: PgTls },
 }
 
 /// Shows where, never the PostgreSQL URL's password.
@@ -50,7 +52,7 @@ impl fmt::Display for StoreAt {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StoreAt::Sqlite { data } => write!(f, "{}", data.join(DB_FILE).display()),
-            StoreAt::Postgres { url } => write!(f, "postgres {}", db::redact(url)),
+            StoreAt::Postgres { url, .. } => write!(f, "postgres {}", db::redact(url)),
         }
     }
 }
@@ -60,8 +62,8 @@ impl StoreAt {
     pub fn open_writer(&self) -> anyhow::Result<Writer> {
         let (db, partitions) = match self {
             StoreAt::Sqlite { data } => (sqlite_writer(data)?, HashSet::new()),
-            StoreAt::Postgres { url } => {
-                let mut db = Db::postgres(url)?;
+            StoreAt::Postgres { url, tls } => {
+                let mut db = Db::postgres(url, tls)?;
                 postgres::create(&mut db)
                     .with_context(|| format!("creating the schema in {self}"))?;
                 let partitions = postgres::partitions(&mut db)?;
@@ -87,7 +89,7 @@ impl StoreAt {
                 conn.busy_timeout(Duration::from_secs(30))?;
                 Ok(Db::sqlite(conn))
             }
-            StoreAt::Postgres { url } => Db::postgres(url),
+            StoreAt::Postgres { url, tls } => Db::postgres(url, tls),
         }
     }
 
@@ -109,8 +111,8 @@ impl StoreAt {
                 conn.busy_timeout(Duration::from_secs(10))?;
                 Ok(Db::sqlite(conn))
             }
-            StoreAt::Postgres { url } => {
-                let mut db = Db::postgres(url)?;
+            StoreAt::Postgres { url, tls } => {
+                let mut db = Db::postgres(url, tls)?;
                 // Readers never write; a statement that tried would fail here.
                 db.batch("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")?;
                 Ok(db)

@@ -7,6 +7,7 @@
 use super::{START_TIMEOUT, spawn_logged};
 use crate::ports::free_port;
 use crate::process::Guarded;
+use crate::tls::Certificate;
 use anyhow::{Context, Result, bail, ensure};
 use std::io::Read as _;
 use std::os::unix::fs::PermissionsExt as _;
@@ -34,26 +35,36 @@ pub struct Postgres {
     port: u16,
     password: String,
     durable: bool,
+    tls: bool,
 }
 
 impl Postgres {
     /// A fresh cluster on 127.0.0.1 and a free port, with the role and database `tracer`
     /// (its password random), accepting connections when this returns.
     pub fn start() -> Result<Self> {
-        Self::start_with(false)
+        Self::start_with(false, None)
     }
 
     /// [`Self::start`], flushing every commit to disk as a production server does:
     /// what the benchmarks measure.
     pub fn start_durable() -> Result<Self> {
-        Self::start_with(true)
+        Self::start_with(true, None)
     }
 
-    fn start_with(durable: bool) -> Result<Self> {
+    /// [`Self::start`] serving TLS with `cert` (for 127.0.0.1) and refusing every TCP
+    /// connection without it (`hostssl` only in pg_hba.conf).
+    pub fn start_tls(cert: &Certificate) -> Result<Self> {
+        Self::start_with(false, Some(cert))
+    }
+
+    fn start_with(durable: bool, tls: Option<&Certificate>) -> Result<Self> {
         let dir = owned_dir()?;
         initdb(dir.path())?;
+        if let Some(cert) = tls {
+            require_tls(dir.path(), cert)?;
+        }
         let port = free_port();
-        let server = spawn(dir.path(), port, durable)?;
+        let server = spawn(dir.path(), port, durable, tls.is_some())?;
         // Built before waiting, so that a failed start still stops the server on drop.
         let mut postgres = Self {
             server,
@@ -61,6 +72,7 @@ impl Postgres {
             port,
             password: random_password()?,
             durable,
+            tls: tls.is_some(),
         };
         postgres.ready().with_context(|| {
             format!(
@@ -135,7 +147,7 @@ impl Postgres {
         std::fs::rename(&log, log.with_extension("log.before-restart"))
             .with_context(|| format!("renaming {}", log.display()))?;
         // The old server is reaped; its Guarded only kills a process group now gone.
-        self.server = spawn(self.dir.path(), self.port, self.durable)?;
+        self.server = spawn(self.dir.path(), self.port, self.durable, self.tls)?;
         self.wait_accepting().with_context(|| {
             format!(
                 "restarting PostgreSQL on 127.0.0.1:{}; its log ends:\n{}",
@@ -335,8 +347,37 @@ fn initdb(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The certificate and key in the data dir (the key readable by [`OWNER`] only, as the
+/// server demands), and TCP connections admitted over TLS only.
+fn require_tls(dir: &Path, cert: &Certificate) -> Result<()> {
+    let data = dir.join("data");
+    for (from, name) in [(cert.cert(), "server.crt"), (cert.key(), "server.key")] {
+        let to = data.join(name);
+        std::fs::copy(&from, &to).with_context(|| format!("copying {}", from.display()))?;
+        std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o600))?;
+        let status = Command::new("chown")
+            .arg(format!("{OWNER}:"))
+            .arg(&to)
+            .status()
+            .context("running chown")?;
+        ensure!(status.success(), "chown {}: {status}", to.display());
+    }
+    let hba = data.join("pg_hba.conf");
+    let rules = std::fs::read_to_string(&hba).context("reading pg_hba.conf")?;
+    let tls_only: String = rules
+        .lines()
+        .map(|line| match line.strip_prefix("host ") {
+            Some(rest) => format!("hostssl {rest}\n"),
+            None => format!("{line}\n"),
+        })
+        .collect();
+    ensure!(tls_only.contains("hostssl"), "no host rule in {rules}");
+    std::fs::write(&hba, tls_only).context("writing pg_hba.conf")?;
+    Ok(())
+}
+
 /// The server in the foreground, as a Guarded child logging to `dir`/server.log.
-fn spawn(dir: &Path, port: u16, durable: bool) -> Result<Guarded> {
+fn spawn(dir: &Path, port: u16, durable: bool, tls: bool) -> Result<Guarded> {
     let mut command = as_owner(dir, "postgres");
     command
         .arg("-D")
@@ -349,6 +390,9 @@ fn spawn(dir: &Path, port: u16, durable: bool) -> Result<Guarded> {
             "unix_socket_directories={}",
             socket_dir(dir).display()
         ));
+    if tls {
+        command.args(["-c", "ssl=on"]);
+    }
     if !durable {
         // No flush to disk at commit: the tests kill hubs, never this server (a restart
         // stops it cleanly, writing out what was committed), so what a commit
