@@ -13,6 +13,7 @@ use tests::workspace::root;
 /// `http` is a pure parser that `connection` feeds, so it sits beside `kernel`.
 const TRACER: &[(&str, u32)] = &[
     ("diagnostics", 0),
+    ("json", 0),
     ("kernel", 1),
     ("http", 1),
     ("connection", 2),

@@ -8,6 +8,9 @@
 //! `cli` resolve flags and the TOML file once; `pipeline` wires the layers together for
 //! `tracer run`; `commands` are the other subcommands. Every module is private, so
 //! rustc reports what nothing uses.
+// First: its `key!` macro is used by the modules declared after it.
+#[macro_use]
+mod json;
 mod audit;
 mod cli;
 mod commands;

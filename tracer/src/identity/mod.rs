@@ -19,7 +19,6 @@ use std::{
 };
 
 use lru::LruCache;
-use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
 pub use self::{
@@ -30,7 +29,7 @@ pub use self::{
     proxy::{ForwardedClient, ProxyTrust},
 };
 use self::{jwt::DecodedJwt, keys::KeySet};
-use crate::http::RequestHead;
+use crate::{http::RequestHead, json::Fields};
 
 /// Tokens whose decoding and verdict are remembered; a client reusing one token costs
 /// one verification until 4096 other tokens have been seen.
@@ -288,39 +287,33 @@ fn verdict(
     }
 }
 
+/// A fingerprint's hex digits as text (they are ASCII).
+fn hex_text(hex: Option<&[u8; 16]>) -> Option<&str> {
+    hex.and_then(|h| std::str::from_utf8(h).ok())
+}
+
 fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
 }
 
-#[serde_with::skip_serializing_none]
-#[derive(Serialize)]
-struct Fields<'b> {
-    #[serde(rename = "user.name")]
-    user_name: Option<&'b str>,
-    #[serde(rename = "user.email")]
-    user_email: Option<&'b str>,
-    #[serde(rename = "audit.auth.method")]
-    method: &'static str,
-    #[serde(rename = "audit.auth.verified")]
-    verified: Option<bool>,
-    #[serde(rename = "audit.auth.failure_reason")]
-    failure_reason: Option<&'static str>,
-    #[serde(rename = "audit.credential.fingerprint")]
-    credential: Option<Fingerprint>,
-    #[serde(rename = "audit.session.fingerprint")]
-    session: Option<Fingerprint>,
-    #[serde(
-        rename = "audit.auth.untrusted_header",
-        skip_serializing_if = "<[_]>::is_empty"
-    )]
-    untrusted: &'b [String],
-}
-
 impl Identity<'_> {
     /// Appends `,"key":value...` (the fields, no braces) to `out`.
-    pub fn write_json(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        let (verified, failure_reason) = match &self.token {
+            Some((info, verdict)) => {
+                if let Some(decoded) = &info.decoded {
+                    out.extend_from_slice(&decoded.fragment);
+                }
+                (Some(verdict.is_ok()), verdict.err().map(Unverified::as_str))
+            }
+            None => (None, None),
+        };
+        let (credential, session) = (
+            self.credential.map(|c| c.hex()),
+            self.session.map(|c| c.hex()),
+        );
         let untrusted: Vec<String> = self
             .untrusted
             .iter()
@@ -332,31 +325,22 @@ impl Identity<'_> {
                 format!("{}: {value}", name.to_ascii_lowercase())
             })
             .collect();
-        let (verified, failure_reason) = match &self.token {
-            Some((info, verdict)) => {
-                if let Some(decoded) = &info.decoded {
-                    out.extend_from_slice(&decoded.fragment);
-                }
-                (Some(verdict.is_ok()), verdict.err().map(Unverified::as_str))
-            }
-            None => (None, None),
-        };
-        let fields = Fields {
-            user_name: self.user_name.as_deref(),
-            user_email: self.user_email.as_deref(),
-            method: self.method.as_str(),
-            verified,
-            failure_reason,
-            credential: self.credential,
-            session: self.session,
-            untrusted: &untrusted,
-        };
-        let start = out.len();
-        serde_json::to_writer(&mut *out, &fields)?;
-        // `{...}` -> `,...`: `audit.auth.method` is always there.
-        out[start] = b',';
-        out.pop();
-        Ok(())
+        // A fragment after the record's fields: every key carries its comma.
+        let mut f = Fields::open(out);
+        f.opt_str(key!("user.name"), self.user_name.as_deref());
+        f.opt_str(key!("user.email"), self.user_email.as_deref());
+        f.str(key!("audit.auth.method"), self.method.as_str());
+        f.opt_bool(key!("audit.auth.verified"), verified);
+        f.opt_str(key!("audit.auth.failure_reason"), failure_reason);
+        f.opt_str(
+            key!("audit.credential.fingerprint"),
+            hex_text(credential.as_ref()),
+        );
+        f.opt_str(
+            key!("audit.session.fingerprint"),
+            hex_text(session.as_ref()),
+        );
+        f.str_list(key!("audit.auth.untrusted_header"), &untrusted);
     }
 }
 

@@ -127,8 +127,7 @@ impl State {
         for finished in self.finished.drain(..) {
             let process = self.processes.get(finished.meta.tgid);
             self.records
-                .write_json(&finished, process.as_deref(), self.output.line())
-                .context("serializing a record")?;
+                .write_json(&finished, process.as_deref(), self.output.line());
             result = self.output.commit(Kind::Access);
             if result.is_err() {
                 break;

@@ -1,8 +1,6 @@
 //! The access record: one JSON object per HTTP request, keys named after OpenTelemetry
 //! semantic conventions (see docs/record.md).
 mod escape;
-#[macro_use]
-mod json;
 mod normalize;
 mod process_fields;
 mod target;
@@ -15,12 +13,13 @@ use std::{borrow::Cow, net::IpAddr};
 
 use tracer_audit::timestamp::Rfc3339;
 
-use self::{json::Fields, process_fields::ProcessFields};
+use self::process_fields::ProcessFields;
 use crate::{
     connection::Finished,
     enrich::{Clock, PathRedactor, ProcessInfo, QueryRedactor},
     http::{ExchangeEnd, RequestSeen},
     identity::{ForwardedClient, Identifier},
+    json::Fields,
 };
 
 /// Borrowed view of what a record says about one request; written directly, never
@@ -158,7 +157,7 @@ impl RecordContext {
         finished: &Finished,
         process: Option<&ProcessInfo>,
         out: &mut Vec<u8>,
-    ) -> serde_json::Result<()> {
+    ) {
         let start = out.len();
         let head = &finished.exchange.request.head;
         let target = target::split(&head.target);
@@ -177,13 +176,12 @@ impl RecordContext {
             }
         }
         record.write_open(out);
-        identity.write_json(out)?;
+        identity.write_json(out);
         if let Some(process) = process {
             out.extend_from_slice(self.process_fields.json(process));
         }
         out.push(b'}');
         escape::escape_invisible_breaks(out, start);
-        Ok(())
     }
 
     fn build<'a>(&self, finished: &'a Finished, target: target::Target<'a>) -> AccessRecord<'a> {

@@ -5,8 +5,7 @@
 //! single cost of writing records.
 use std::collections::HashMap;
 
-use super::json::Fields;
-use crate::enrich::ProcessInfo;
+use crate::{enrich::ProcessInfo, json::Fields};
 
 /// Bound on cached fragments; the cache is simply cleared when it is reached.
 const MAX_CACHED: usize = 4096;

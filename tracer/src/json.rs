@@ -1,4 +1,5 @@
-//! The record's JSON writer. serde_json escaped every key of every record, ~40 of them,
+//! The JSON writer of records (`record`) and their identity fields (`identity`).
+//! serde_json escaped every key of every record, ~40 of them,
 //! byte by byte through its generic serializer: its string escaping alone was 27% of
 //! building a record (perf on the record's own loop, 2026-12-04). Keys here are
 //! constants checked at compile time to need no escaping, so they are copied; values
@@ -11,7 +12,7 @@ use tracer_audit::timestamp::Rfc3339;
 /// A [`Key`] checked at compile time: `key!("url.path")`.
 macro_rules! key {
     ($name:literal) => {
-        const { $crate::record::json::Key::new(concat!(",\"", $name, "\":")) }
+        const { $crate::json::Key::new(concat!(",\"", $name, "\":")) }
     };
 }
 
@@ -116,6 +117,29 @@ impl<'o> Fields<'o> {
         if let Some(value) = value {
             self.uint(key, value);
         }
+    }
+
+    pub fn opt_bool(&mut self, key: Key, value: Option<bool>) {
+        if let Some(value) = value {
+            self.key(key);
+            self.out
+                .extend_from_slice(if value { b"true" } else { b"false" });
+        }
+    }
+
+    /// An array of strings; nothing when `values` is empty.
+    pub fn str_list<S: AsRef<str>>(&mut self, key: Key, values: &[S]) {
+        let Some((first, rest)) = values.split_first() else {
+            return;
+        };
+        self.key(key);
+        self.out.push(b'[');
+        string(self.out, first.as_ref());
+        for value in rest {
+            self.out.push(b',');
+            string(self.out, value.as_ref());
+        }
+        self.out.push(b']');
     }
 
     pub fn opt_ip(&mut self, key: Key, value: Option<IpAddr>) {
@@ -285,6 +309,17 @@ mod tests {
         });
         assert_eq!(got, serde_json::json!({ "url.path": u64::MAX, "a": 0 }));
         assert_eq!(object(|f| f.opt_str(K, None)), serde_json::json!({}));
+        let got = object(|f| {
+            f.opt_bool(key!("t"), Some(true));
+            f.opt_bool(key!("f"), Some(false));
+            f.opt_bool(key!("n"), None);
+            f.str_list(key!("l"), &["a\"b", "c"]);
+            f.str_list::<&str>(key!("e"), &[]);
+        });
+        assert_eq!(
+            got,
+            serde_json::json!({ "t": true, "f": false, "l": ["a\"b", "c"] })
+        );
         let time = Rfc3339::new(1_795_375_670_123_456_789);
         assert_eq!(
             object(|f| f.opt_time(K, Some(&time))),
