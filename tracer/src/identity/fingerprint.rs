@@ -7,7 +7,6 @@ use std::{
 };
 
 use hmac::{Hmac, Mac as _};
-use serde::{Serialize, Serializer};
 use sha2::Sha256;
 
 use tracer_audit::secret_file::{self, SecretFileError};
@@ -60,13 +59,6 @@ impl fmt::Display for Fingerprint {
         let hex = self.hex();
         // Hex digits are ASCII.
         f.write_str(std::str::from_utf8(&hex).unwrap_or_default())
-    }
-}
-
-impl Serialize for Fingerprint {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let hex = self.hex();
-        s.serialize_str(std::str::from_utf8(&hex).unwrap_or_default())
     }
 }
 
