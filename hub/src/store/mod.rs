@@ -190,7 +190,7 @@ impl Writer {
     pub fn analyze(&mut self) -> anyhow::Result<()> {
         let sql = match self.db.dialect() {
             Dialect::Sqlite => "PRAGMA analysis_limit = 1000; ANALYZE;",
-            Dialect::Postgres => "ANALYZE",
+            Dialect::Postgres => postgres::ANALYZE,
         };
         self.db()?
             .batch(sql)
