@@ -17,6 +17,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use super::store_floor;
 use anyhow::{Context, Result, bail};
 use tests::{
     audit::key_show,
@@ -91,6 +92,8 @@ pub fn run(hub_bin: &Path, records: u64, keep: Option<&Path>, with_nats: bool) -
     };
     let import_s = import(&sqlite)?;
     let import_pg_s = import(&pg)?;
+    let floor_s = store_floor::sqlite(&data.join("hub.sqlite"), dir)?;
+    let floor_pg_s = store_floor::postgres(&postgres)?;
 
     // Ingest from NATS: publish everything first, then time the hub draining it.
     // Without it (a large store, to time the dashboard), serve what was imported.
@@ -139,8 +142,16 @@ pub fn run(hub_bin: &Path, records: u64, keep: Option<&Path>, with_nats: bool) -
     };
     rate("file -> SQLite (`tracer-hub import`)", import_s);
     rate(
+        "SQLite alone: the stored rows copied by `INSERT ... SELECT` (the floor)",
+        floor_s,
+    );
+    rate(
         "file -> PostgreSQL (`tracer-hub import --store`)",
         import_pg_s,
+    );
+    rate(
+        "PostgreSQL alone: the stored rows copied by `INSERT ... SELECT` (the floor)",
+        floor_pg_s,
     );
     if let Some((sqlite_s, pg_s)) = nats_s {
         rate(

@@ -11,6 +11,7 @@ mod memory;
 mod paced;
 mod procstat;
 mod sinks;
+mod store_floor;
 mod table;
 
 use crate::cargo;
