@@ -16,6 +16,7 @@ use anyhow::Context as _;
 use bytes::BytesMut;
 use postgres::{
     Statement,
+    binary_copy::BinaryCopyInWriter,
     types::{IsNull, ToSql as PgToSql, Type, to_sql_checked},
 };
 use rusqlite::types::{ToSqlOutput, ValueRef};
@@ -232,6 +233,14 @@ pub enum SqlType {
 }
 
 impl SqlType {
+    fn postgres_type(self) -> Type {
+        match self {
+            SqlType::Integer => Type::INT8,
+            SqlType::Text => Type::TEXT,
+            SqlType::Blob => Type::BYTEA,
+        }
+    }
+
     fn postgres(self) -> &'static str {
         match self {
             SqlType::Integer => "bigint",
@@ -527,6 +536,37 @@ impl Db {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Appends `rows` to `table` through `COPY ... FROM STDIN (FORMAT binary)`
+    /// (PostgreSQL): the server reads each value in its binary form, with no arrays to
+    /// build and take apart as [`Db::insert_rows`] has, and no statement to plan. For
+    /// rows that need no `ON CONFLICT`.
+    pub fn copy_rows(
+        &mut self,
+        table: &str,
+        columns: &[(&str, SqlType)],
+        rows: &[Vec<Value>],
+    ) -> anyhow::Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let Engine::Postgres { client, .. } = &mut self.engine else {
+            anyhow::bail!("copy_rows is PostgreSQL's; SQLite takes rows with insert_row")
+        };
+        let names = columns.iter().map(|c| c.0).collect::<Vec<_>>().join(", ");
+        let sql = postgres_sql(&format!(
+            "COPY {table} ({names}) FROM STDIN (FORMAT binary)"
+        ));
+        let types: Vec<Type> = columns.iter().map(|(_, ty)| ty.postgres_type()).collect();
+        let writer = client.copy_in(&sql).map_err(pg_error)?;
+        let mut writer = BinaryCopyInWriter::new(writer, &types);
+        for row in rows {
+            let args: Vec<Arg<'_>> = row.iter().map(ToArg::arg).collect();
+            writer.write(&pg_refs(&args)).map_err(pg_error)?;
+        }
+        writer.finish().map_err(pg_error)?;
         Ok(())
     }
 

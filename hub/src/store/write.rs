@@ -537,7 +537,7 @@ impl Batch<'_> {
     /// records, and at commit.
     pub(super) fn flush_records(&mut self) -> anyhow::Result<()> {
         let rows = std::mem::take(&mut self.records);
-        self.tx.insert_rows("records", &RECORD_COLUMNS, &rows, "")
+        self.tx.copy_rows("records", &RECORD_COLUMNS, &rows)
     }
 
     /// Locks `stream`'s chain state until this batch ends, and reads it, the first
