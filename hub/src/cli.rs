@@ -55,6 +55,13 @@ pub struct StoreArgs {
     /// in the URL insists on it, `sslmode=disable` turns it off) and always verifies.
     #[arg(long, value_name = "FILE", requires = "store")]
     pub store_ca: Option<PathBuf>,
+    /// The hub's own certificate chain (PEM) for PostgreSQL servers that authenticate
+    /// clients by certificate (`cert` in pg_hba.conf); with --store-key.
+    #[arg(long, value_name = "FILE", requires_all = ["store", "store_key"])]
+    pub store_cert: Option<PathBuf>,
+    /// The private key (PEM) of --store-cert. Keep it readable by the hub's user only.
+    #[arg(long, value_name = "FILE", requires = "store_cert")]
+    pub store_key: Option<PathBuf>,
 }
 
 impl StoreArgs {
@@ -63,7 +70,10 @@ impl StoreArgs {
         Ok(match &self.store {
             Some(url) => crate::store::StoreAt::Postgres {
                 url: url.clone(),
-                tls: crate::store::PgTls::new(self.store_ca.as_deref())?,
+                tls: crate::store::PgTls::new(
+                    self.store_ca.as_deref(),
+                    self.store_cert.as_deref().zip(self.store_key.as_deref()),
+                )?,
             },
             None => crate::store::StoreAt::Sqlite {
                 data: self.data.clone(),

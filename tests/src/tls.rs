@@ -74,6 +74,46 @@ impl Certificate {
         Self::finish(dir)
     }
 
+    /// A client certificate for `name` (its CN) and its key, issued by the CA of
+    /// [`Certificate::generate_with_ca`], in this certificate's directory.
+    pub fn issue_client(&self, name: &str) -> Result<(PathBuf, PathBuf)> {
+        let at = |file: String| self.dir.path().join(file);
+        let (key, csr, ext, cert) = (
+            at(format!("client-{name}.key")),
+            at(format!("client-{name}.csr")),
+            at(format!("client-{name}.ext")),
+            at(format!("client-{name}.pem")),
+        );
+        openssl(
+            Command::new("openssl")
+                .args(["req", "-newkey", "ec", "-pkeyopt"])
+                .arg("ec_paramgen_curve:prime256v1")
+                .args(["-nodes", "-subj", &format!("/CN={name}")])
+                .arg("-keyout")
+                .arg(&key)
+                .arg("-out")
+                .arg(&csr),
+        )?;
+        std::fs::write(
+            &ext,
+            "extendedKeyUsage=clientAuth\nbasicConstraints=CA:FALSE\n",
+        )?;
+        openssl(
+            Command::new("openssl")
+                .args(["x509", "-req", "-days", "2", "-in"])
+                .arg(&csr)
+                .arg("-CA")
+                .arg(self.ca())
+                .arg("-CAkey")
+                .arg(at("ca.key".to_owned()))
+                .args(["-CAcreateserial", "-extfile"])
+                .arg(&ext)
+                .arg("-out")
+                .arg(&cert),
+        )?;
+        Ok((cert, key))
+    }
+
     fn finish(dir: TempDir) -> Result<Self> {
         // Servers whose workers drop privileges read these after startup.
         crate::servers::open_up(dir.path())?;

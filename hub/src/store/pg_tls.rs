@@ -4,7 +4,9 @@
 //! certificates of `--store-ca`, and its name against the host connected to. A server
 //! whose certificate cannot be verified is an error that says how to fix it, never an
 //! unverified channel (libpq's `prefer` and `require` encrypt without verifying).
-//! `sslmode=disable` connects without TLS; so do Unix sockets.
+//! `sslmode=disable` connects without TLS; so do Unix sockets. Where the server
+//! authenticates clients by certificate, the hub presents its own (`--store-cert`,
+//! `--store-key`).
 use std::{path::Path, sync::Arc};
 
 use anyhow::{Context as _, bail};
@@ -12,7 +14,7 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 use tokio_rustls::rustls::{
     ClientConfig, RootCertStore,
     crypto::ring,
-    pki_types::{CertificateDer, pem::PemObject},
+    pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
 };
 
 /// How the hub's PostgreSQL connections are encrypted: made once, from the flags.
@@ -20,8 +22,9 @@ use tokio_rustls::rustls::{
 pub struct PgTls(MakeRustlsConnect);
 
 impl PgTls {
-    /// Trusts the certificates in `ca` (PEM) when given, else the system's roots.
-    pub fn new(ca: Option<&Path>) -> anyhow::Result<Self> {
+    /// Trusts the certificates in `ca` (PEM) when given, else the system's roots, and
+    /// presents `client` (certificate chain and key, PEM) when given.
+    pub fn new(ca: Option<&Path>, client: Option<(&Path, &Path)>) -> anyhow::Result<Self> {
         let roots = match ca {
             Some(file) => ca_file(file)?,
             None => system_roots(),
@@ -29,8 +32,20 @@ impl PgTls {
         let config = ClientConfig::builder_with_provider(Arc::new(ring::default_provider()))
             .with_safe_default_protocol_versions()
             .context("TLS for PostgreSQL")?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+            .with_root_certificates(roots);
+        let config = match client {
+            Some((cert_file, key_file)) => {
+                let (chain, key) = client_identity(cert_file, key_file)?;
+                config.with_client_auth_cert(chain, key).with_context(|| {
+                    format!(
+                        "--store-key {} does not belong to --store-cert {}",
+                        key_file.display(),
+                        cert_file.display()
+                    )
+                })?
+            }
+            None => config.with_no_client_auth(),
+        };
         Ok(Self(MakeRustlsConnect::new(config)))
     }
 
@@ -56,6 +71,25 @@ fn ca_file(file: &Path) -> anyhow::Result<RootCertStore> {
     Ok(roots)
 }
 
+/// The certificate chain and key the hub presents. Errors name the files, never what
+/// the key holds.
+fn client_identity(
+    cert: &Path,
+    key: &Path,
+) -> anyhow::Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
+    let shown = cert.display();
+    let chain = CertificateDer::pem_file_iter(cert)
+        .with_context(|| format!("--store-cert {shown}: reading it"))?
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("--store-cert {shown}: not PEM certificates"))?;
+    if chain.is_empty() {
+        bail!("--store-cert {shown}: no certificate in it");
+    }
+    let key = PrivateKeyDer::from_pem_file(key)
+        .with_context(|| format!("--store-key {}: no PEM private key in it", key.display()))?;
+    Ok((chain, key))
+}
+
 /// The system's CA certificates; ones that cannot be parsed are skipped, as every TLS
 /// client does (a system store often holds a few).
 fn system_roots() -> RootCertStore {
@@ -66,13 +100,19 @@ fn system_roots() -> RootCertStore {
 }
 
 /// A connection error in the TLS handshake (the server's certificate failing
-/// verification, nearly always) gets the ways out; others are returned as they are.
+/// verification, nearly always), or a server that wants a client certificate, gets the
+/// ways out; others are returned as they are.
 pub fn explain(error: anyhow::Error) -> anyhow::Error {
     if format!("{error:#}").contains("error performing TLS handshake") {
         error.context(
             "PostgreSQL's TLS handshake failed (is its certificate from a CA the hub \
              trusts?): give the hub that CA with --store-ca FILE, or connect without TLS \
              with sslmode=disable in the store URL",
+        )
+    } else if format!("{error:#}").contains("requires a valid client certificate") {
+        error.context(
+            "PostgreSQL logs this connection in by client certificate: give the hub its \
+             certificate and key with --store-cert FILE and --store-key FILE",
         )
     } else {
         error

@@ -54,14 +54,20 @@ impl Postgres {
     /// [`Self::start`] serving TLS with `cert` (for 127.0.0.1) and refusing every TCP
     /// connection without it (`hostssl` only in pg_hba.conf).
     pub fn start_tls(cert: &Certificate) -> Result<Self> {
-        Self::start_with(false, Some(cert))
+        Self::start_with(false, Some((cert, TlsLogin::Password)))
     }
 
-    fn start_with(durable: bool, tls: Option<&Certificate>) -> Result<Self> {
+    /// [`Self::start_tls`], where a TCP login proves itself with a client certificate
+    /// from `cert`'s CA naming the role (`cert` in pg_hba.conf), not with a password.
+    pub fn start_tls_client_certs(cert: &Certificate) -> Result<Self> {
+        Self::start_with(false, Some((cert, TlsLogin::ClientCertificate)))
+    }
+
+    fn start_with(durable: bool, tls: Option<(&Certificate, TlsLogin)>) -> Result<Self> {
         let dir = owned_dir()?;
         initdb(dir.path())?;
-        if let Some(cert) = tls {
-            require_tls(dir.path(), cert)?;
+        if let Some((cert, login)) = tls {
+            require_tls(dir.path(), cert, login)?;
         }
         let port = free_port();
         let server = spawn(dir.path(), port, durable, tls.is_some())?;
@@ -347,11 +353,27 @@ fn initdb(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// How a TCP session logs in to a cluster that serves TLS.
+#[derive(Clone, Copy, PartialEq)]
+enum TlsLogin {
+    Password,
+    ClientCertificate,
+}
+
 /// The certificate and key in the data dir (the key readable by [`OWNER`] only, as the
-/// server demands), and TCP connections admitted over TLS only.
-fn require_tls(dir: &Path, cert: &Certificate) -> Result<()> {
+/// server demands), and TCP connections admitted over TLS only; with client
+/// certificates, the CA that issues them is the one the server trusts (`root.crt`).
+fn require_tls(dir: &Path, cert: &Certificate, login: TlsLogin) -> Result<()> {
     let data = dir.join("data");
-    for (from, name) in [(cert.cert(), "server.crt"), (cert.key(), "server.key")] {
+    let mut files = vec![(cert.cert(), "server.crt"), (cert.key(), "server.key")];
+    if login == TlsLogin::ClientCertificate {
+        files.push((cert.ca(), "root.crt"));
+        let conf = data.join("postgresql.conf");
+        let mut settings = std::fs::read_to_string(&conf).context("reading postgresql.conf")?;
+        settings.push_str("ssl_ca_file = 'root.crt'\n");
+        std::fs::write(&conf, settings).context("writing postgresql.conf")?;
+    }
+    for (from, name) in files {
         let to = data.join(name);
         std::fs::copy(&from, &to).with_context(|| format!("copying {}", from.display()))?;
         std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o600))?;
@@ -367,6 +389,12 @@ fn require_tls(dir: &Path, cert: &Certificate) -> Result<()> {
     let tls_only: String = rules
         .lines()
         .map(|line| match line.strip_prefix("host ") {
+            Some(rest) if login == TlsLogin::ClientCertificate => {
+                // The last field is the login method.
+                let fields: Vec<&str> = rest.split_whitespace().collect();
+                let (_, rule) = fields.split_last().unwrap_or((&"", &[]));
+                format!("hostssl {} cert\n", rule.join(" "))
+            }
             Some(rest) => format!("hostssl {rest}\n"),
             None => format!("{line}\n"),
         })
