@@ -8,6 +8,7 @@ mod pg_tls;
 mod postgres;
 mod readers;
 mod retention;
+mod rollups;
 mod schema;
 mod write;
 
@@ -24,6 +25,7 @@ use rusqlite::{Connection, OpenFlags};
 pub use db::{Db, Dialect};
 pub use pg_tls::PgTls;
 pub use readers::Readers;
+pub use rollups::{RollupRows, Rollups};
 pub use schema::{Dim, NANOS_PER_MINUTE, USERS_BUCKET_MINUTES};
 pub use write::{Batch, Entry, client_key};
 

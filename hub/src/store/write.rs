@@ -3,7 +3,7 @@
 //! crash leaves the store at a batch boundary and redelivery finds what is stored.
 use std::net::IpAddr;
 
-use hashbrown::{Equivalent, HashMap, HashSet};
+use hashbrown::{HashMap, HashSet};
 
 use sha2::{Digest as _, Sha256};
 use tracer_audit::{Kind, chain::Hash};
@@ -13,7 +13,7 @@ use super::{
     columns::{added_fields, columns},
     db::{Db, Dialect, SqlType, ToArg, Tx, Value, args, sqlite_insert},
     postgres,
-    schema::{Dim, NANOS_PER_MINUTE, USERS_BUCKET_MINUTES},
+    rollups::RollupRows,
 };
 use crate::{
     enrich::Enrichment,
@@ -95,8 +95,7 @@ pub struct Batch<'c> {
     created: Vec<i64>,
     /// Streams whose chain state this batch locked (PostgreSQL).
     claimed: HashSet<String>,
-    rollup: HashMap<(Dim, String, i64), (i64, i64)>,
-    users: HashSet<(Dim, String, i64, String)>,
+    rollups: RollupRows,
     names: HashSet<(String, String)>,
     revision: Option<i64>,
     pub stored: u64,
@@ -115,8 +114,7 @@ impl<'c> Batch<'c> {
             records: Vec::new(),
             learned: HashMap::new(),
             alerts: alerts::Held::default(),
-            rollup: HashMap::new(),
-            users: HashSet::new(),
+            rollups: RollupRows::default(),
             names: HashSet::new(),
             revision: None,
             stored: 0,
@@ -186,62 +184,21 @@ impl<'c> Batch<'c> {
                 ],
             )?;
         }
-        if f.kind == Some(Kind::Access) {
-            self.count(f, e, columns.asset);
-            if let Some(user) = f.user() {
-                for name in [f.user_name.as_deref(), columns.full_name]
-                    .into_iter()
-                    .flatten()
-                {
-                    if name != user {
-                        self.names.insert((name.to_owned(), user.to_owned()));
-                    }
+        // The names a user goes by, for `--user NAME`; the rollups are counted on the
+        // detection thread (`Rollups`).
+        if f.kind == Some(Kind::Access)
+            && let Some(user) = f.user()
+        {
+            for name in [f.user_name.as_deref(), columns.full_name]
+                .into_iter()
+                .flatten()
+            {
+                if name != user {
+                    self.names.insert((name.to_owned(), user.to_owned()));
                 }
             }
         }
         Ok(())
-    }
-
-    fn count(&mut self, f: &Fields, e: &Enrichment, asset: Option<&str>) {
-        let minute = f.ts_ns.div_euclid(NANOS_PER_MINUTE);
-        let hour = minute - minute.rem_euclid(USERS_BUCKET_MINUTES);
-        let failed = i64::from(f.status.is_none_or(|s| s >= 400));
-        let client = f.client.map(|c| c.to_string());
-        let class = f
-            .status
-            .map_or("other".to_owned(), |s| format!("{}xx", s / 100));
-        let keys = [
-            (Dim::All, Some("")),
-            (Dim::Template, Some(e.template.as_str())),
-            (Dim::Asset, asset),
-            (Dim::User, f.user()),
-            (Dim::Client, client.as_deref()),
-            (Dim::Credential, f.credential.as_deref()),
-            (Dim::StatusClass, Some(class.as_str())),
-            (Dim::Stream, Some(f.stream.as_str())),
-        ];
-        for (dim, key) in keys {
-            let Some(key) = key else { continue };
-            // Looked up by borrowed key: a batch's keys repeat, and each owned copy
-            // was two allocations per dimension per record.
-            let bucket = (dim, key, dim.bucket(minute));
-            let counts = match self.rollup.get_mut(&RollupRef(bucket)) {
-                Some(counts) => counts,
-                None => self
-                    .rollup
-                    .entry((dim, key.to_owned(), bucket.2))
-                    .or_default(),
-            };
-            counts.0 += 1;
-            counts.1 += failed;
-            if let Some(user) = f.user()
-                && matches!(dim, Dim::All | Dim::Template | Dim::Asset | Dim::Client)
-                && !self.users.contains(&UsersRef((dim, key, hour, user)))
-            {
-                self.users
-                    .insert((dim, key.to_owned(), hour, user.to_owned()));
-            }
-        }
     }
 
     pub fn event(&mut self, event: &Event, ts_ns: i64) -> anyhow::Result<()> {
@@ -349,6 +306,11 @@ impl<'c> Batch<'c> {
         Ok(())
     }
 
+    /// The rollups of the access records this batch stored, written at commit.
+    pub fn rollups(&mut self, rows: RollupRows) {
+        self.rollups = rows;
+    }
+
     /// Writes the rollups and the chain state of `streams`, and commits.
     pub fn commit<'s>(
         mut self,
@@ -378,22 +340,6 @@ impl<'c> Batch<'c> {
             &learned,
             "ON CONFLICT (tracker, key) DO UPDATE SET state = excluded.state",
         )?;
-        let mut rollup: Vec<_> = self.rollup.drain().collect();
-        rollup.sort_unstable_by(|((d1, k1, m1), _), ((d2, k2, m2), _)| {
-            (*d1 as i64, m1, k1).cmp(&(*d2 as i64, m2, k2))
-        });
-        let rollup: Vec<Vec<Value>> = rollup
-            .into_iter()
-            .map(|((dim, key, minute), (requests, failures))| {
-                vec![
-                    Value::Integer(dim as i64),
-                    Value::Text(key),
-                    Value::Integer(minute),
-                    Value::Integer(requests),
-                    Value::Integer(failures),
-                ]
-            })
-            .collect();
         self.tx.insert_rows(
             "rollup",
             &[
@@ -403,26 +349,11 @@ impl<'c> Batch<'c> {
                 ("requests", SqlType::Integer),
                 ("failures", SqlType::Integer),
             ],
-            &rollup,
+            &self.rollups.counts,
             "ON CONFLICT (dim, minute, key) DO UPDATE SET
                 requests = rollup.requests + excluded.requests,
                 failures = rollup.failures + excluded.failures",
         )?;
-        let mut users: Vec<_> = self.users.drain().collect();
-        users.sort_unstable_by(|(d1, k1, m1, u1), (d2, k2, m2, u2)| {
-            (*d1 as i64, k1, m1, u1).cmp(&(*d2 as i64, k2, m2, u2))
-        });
-        let users: Vec<Vec<Value>> = users
-            .into_iter()
-            .map(|(dim, key, minute, user)| {
-                vec![
-                    Value::Integer(dim as i64),
-                    Value::Text(key),
-                    Value::Integer(minute),
-                    Value::Text(user),
-                ]
-            })
-            .collect();
         self.tx.insert_rows(
             "rollup_users",
             &[
@@ -431,7 +362,7 @@ impl<'c> Batch<'c> {
                 ("minute", SqlType::Integer),
                 ("user", SqlType::Text),
             ],
-            &users,
+            &self.rollups.users,
             "ON CONFLICT DO NOTHING",
         )?;
         let mut names: Vec<_> = self.names.drain().collect();
@@ -593,29 +524,6 @@ impl Stored for Batch<'_> {
 
     fn stored_prev_hash(&mut self, stream: &str, seq: u64) -> anyhow::Result<Option<Hash>> {
         self.stored("prev_hash", stream, seq)
-    }
-}
-
-/// A rollup key borrowed from a record: hashes as the owned key does (a `String`
-/// hashes as its `str`), so the map is probed without building one.
-#[derive(Hash)]
-struct RollupRef<'a>((Dim, &'a str, i64));
-
-impl Equivalent<(Dim, String, i64)> for RollupRef<'_> {
-    fn equivalent(&self, key: &(Dim, String, i64)) -> bool {
-        let (dim, name, bucket) = self.0;
-        (dim, name, bucket) == (key.0, key.1.as_str(), key.2)
-    }
-}
-
-/// A distinct-users key borrowed from a record, as [`RollupRef`].
-#[derive(Hash)]
-struct UsersRef<'a>((Dim, &'a str, i64, &'a str));
-
-impl Equivalent<(Dim, String, i64, String)> for UsersRef<'_> {
-    fn equivalent(&self, key: &(Dim, String, i64, String)) -> bool {
-        let (dim, name, hour, user) = self.0;
-        (dim, name, hour, user) == (key.0, key.1.as_str(), key.2, key.3.as_str())
     }
 }
 
