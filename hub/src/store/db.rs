@@ -14,14 +14,16 @@ use std::{collections::HashMap, error::Error as StdError, fmt};
 
 use anyhow::Context as _;
 use bytes::BytesMut;
-use postgres::{
+use rusqlite::types::{ToSqlOutput, ValueRef};
+use tokio_postgres::{
     Statement,
-    binary_copy::BinaryCopyInWriter,
     types::{IsNull, ToSql as PgToSql, Type, to_sql_checked},
 };
-use rusqlite::types::{ToSqlOutput, ValueRef};
 
-use super::pg_tls::{self, PgTls};
+use super::{
+    pg_client::{PgClient, pg_error},
+    pg_tls::{self, PgTls},
+};
 
 /// Which engine a connection speaks to, for the few statements that differ.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,19 +63,6 @@ impl From<&str> for Value {
 impl From<Vec<u8>> for Value {
     fn from(v: Vec<u8>) -> Self {
         Value::Blob(v)
-    }
-}
-
-impl Value {
-    /// An argument, owned: for rows held back before a multi-row insert.
-    pub fn of(arg: &dyn ToArg) -> Self {
-        match arg.arg() {
-            Arg::Null => Value::Null,
-            Arg::Integer(v) => Value::Integer(v),
-            Arg::Real(v) => Value::Real(v),
-            Arg::Text(v) => Value::Text(v.to_owned()),
-            Arg::Blob(v) => Value::Blob(v.to_vec()),
-        }
     }
 }
 
@@ -407,10 +396,12 @@ pub struct Db {
 enum Engine {
     Sqlite(rusqlite::Connection),
     Postgres {
-        client: PgClient,
+        client: Box<PgClient>,
         /// Prepared statements by their hub SQL: PostgreSQL parses and plans a
         /// statement once per connection, as rusqlite's statement cache does.
         statements: HashMap<String, Statement>,
+        /// `COPY` statements and their column types, by table (see [`Db::copy_row`]).
+        copies: HashMap<&'static str, (String, Vec<Type>)>,
     },
 }
 
@@ -433,14 +424,14 @@ impl Db {
     /// the URL, which may hold a password.
     pub fn postgres(url: &str, tls: &PgTls) -> anyhow::Result<Self> {
         let shown = redact(url);
-        let client = postgres::Client::connect(url, tls.connector())
-            .map_err(pg_error)
+        let client = PgClient::connect(url, tls.connector())
             .with_context(|| format!("connecting to PostgreSQL at {shown}"))
             .map_err(pg_tls::explain)?;
         Ok(Self {
             engine: Engine::Postgres {
-                client: PgClient(Some(Box::new(client))),
+                client: Box::new(client),
                 statements: HashMap::new(),
+                copies: HashMap::new(),
             },
         })
     }
@@ -476,7 +467,9 @@ impl Db {
                 let mut stmt = conn.prepare_cached(sql)?;
                 stmt.execute(rusqlite::params_from_iter(args.iter().map(|a| a.arg())))? as u64
             }
-            Engine::Postgres { client, statements } => {
+            Engine::Postgres {
+                client, statements, ..
+            } => {
                 let stmt = prepared(client, statements, sql)?;
                 let bound = pg_args(args);
                 client.execute(&stmt, &pg_refs(&bound)).map_err(pg_error)?
@@ -526,7 +519,10 @@ impl Db {
                         .enumerate()
                         .map(|(i, (name, ty))| Column::gather(*ty, chunk, i, name))
                         .collect::<anyhow::Result<Vec<_>>>()?;
-                    let Engine::Postgres { client, statements } = &mut self.engine else {
+                    let Engine::Postgres {
+                        client, statements, ..
+                    } = &mut self.engine
+                    else {
                         unreachable!("the dialect is PostgreSQL")
                     };
                     let stmt = prepared(client, statements, &sql)?;
@@ -539,34 +535,34 @@ impl Db {
         Ok(())
     }
 
-    /// Appends `rows` to `table` through `COPY ... FROM STDIN (FORMAT binary)`
-    /// (PostgreSQL): the server reads each value in its binary form, with no arrays to
-    /// build and take apart as [`Db::insert_rows`] has, and no statement to plan. For
-    /// rows that need no `ON CONFLICT`.
-    pub fn copy_rows(
+    /// Sends one row into `table` through `COPY ... FROM STDIN (FORMAT binary)`
+    /// (PostgreSQL), `columns` in [`Db::insert_rows`]'s form. The server reads each
+    /// value in its binary form (no arrays to build and take apart, no statement to
+    /// plan), and inserts while the caller prepares the next row: the COPY stays open
+    /// until the next other statement, which ends it first, so a failed row fails that
+    /// statement or the commit. For rows that need no `ON CONFLICT`.
+    pub fn copy_row(
         &mut self,
-        table: &str,
+        table: &'static str,
         columns: &[(&str, SqlType)],
-        rows: &[Vec<Value>],
+        values: &[&dyn ToArg],
     ) -> anyhow::Result<()> {
-        if rows.is_empty() {
-            return Ok(());
-        }
-        let Engine::Postgres { client, .. } = &mut self.engine else {
-            anyhow::bail!("copy_rows is PostgreSQL's; SQLite takes rows with insert_row")
+        let Engine::Postgres { client, copies, .. } = &mut self.engine else {
+            anyhow::bail!("copy_row is PostgreSQL's; SQLite takes rows with insert_row")
         };
-        let names = columns.iter().map(|c| c.0).collect::<Vec<_>>().join(", ");
-        let sql = postgres_sql(&format!(
-            "COPY {table} ({names}) FROM STDIN (FORMAT binary)"
-        ));
-        let types: Vec<Type> = columns.iter().map(|(_, ty)| ty.postgres_type()).collect();
-        let writer = client.copy_in(&sql).map_err(pg_error)?;
-        let mut writer = BinaryCopyInWriter::new(writer, &types);
-        for row in rows {
-            let args: Vec<Arg<'_>> = row.iter().map(ToArg::arg).collect();
-            writer.write(&pg_refs(&args)).map_err(pg_error)?;
-        }
-        writer.finish().map_err(pg_error)?;
+        let (sql, types) = copies.entry(table).or_insert_with(|| {
+            let names = columns.iter().map(|c| c.0).collect::<Vec<_>>().join(", ");
+            (
+                postgres_sql(&format!(
+                    "COPY {table} ({names}) FROM STDIN (FORMAT binary)"
+                )),
+                columns.iter().map(|(_, ty)| ty.postgres_type()).collect(),
+            )
+        });
+        let bound = pg_args(values);
+        client
+            .copy_row(sql, types, &pg_refs(&bound))
+            .map_err(pg_error)?;
         Ok(())
     }
 
@@ -599,7 +595,9 @@ impl Db {
                 }
                 Ok(out)
             }
-            Engine::Postgres { client, statements } => {
+            Engine::Postgres {
+                client, statements, ..
+            } => {
                 let stmt = prepared(client, statements, sql)?;
                 let bound = pg_args(args);
                 let rows = client.query(&stmt, &pg_refs(&bound)).map_err(pg_error)?;
@@ -631,44 +629,6 @@ impl Db {
             db: self,
             open: true,
         })
-    }
-}
-
-/// The PostgreSQL client, boxed (it is several times the size of a SQLite connection)
-/// and closed where that is allowed.
-struct PgClient(Option<Box<postgres::Client>>);
-
-impl std::ops::Deref for PgClient {
-    type Target = postgres::Client;
-
-    fn deref(&self) -> &postgres::Client {
-        self.0
-            .as_ref()
-            .expect("the client is taken only when dropped")
-    }
-}
-
-impl std::ops::DerefMut for PgClient {
-    fn deref_mut(&mut self) -> &mut postgres::Client {
-        self.0
-            .as_mut()
-            .expect("the client is taken only when dropped")
-    }
-}
-
-impl Drop for PgClient {
-    fn drop(&mut self) {
-        let Some(client) = self.0.take() else { return };
-        // The blocking client closes its connection on a runtime of its own, which
-        // tokio refuses inside another runtime (a store dropped by `serve`): there it
-        // closes on a thread of its own.
-        if tokio::runtime::Handle::try_current().is_ok() {
-            let _ = std::thread::Builder::new()
-                .name("pg-close".to_owned())
-                .spawn(move || drop(client));
-        } else {
-            drop(client);
-        }
     }
 }
 
@@ -712,6 +672,9 @@ impl std::ops::DerefMut for Tx<'_> {
 impl Drop for Tx<'_> {
     fn drop(&mut self) {
         if self.open {
+            if let Engine::Postgres { client, .. } = &mut self.db.engine {
+                client.abort_copy();
+            }
             // A failed statement may have ended the transaction already (SQLite rolls
             // back on some errors); then there is nothing to undo.
             let _ = self.db.batch("ROLLBACK");
@@ -729,7 +692,7 @@ fn sqlite_value(value: ValueRef<'_>) -> Value {
     }
 }
 
-fn pg_row(row: &postgres::Row) -> anyhow::Result<Row> {
+fn pg_row(row: &tokio_postgres::Row) -> anyhow::Result<Row> {
     let values = row
         .columns()
         .iter()
@@ -759,7 +722,7 @@ fn pg_row(row: &postgres::Row) -> anyhow::Result<Row> {
 }
 
 fn prepared(
-    client: &mut postgres::Client,
+    client: &mut PgClient,
     statements: &mut HashMap<String, Statement>,
     sql: &str,
 ) -> anyhow::Result<Statement> {
@@ -781,19 +744,6 @@ fn pg_args<'a>(args: &'a [&'a dyn ToArg]) -> Vec<Arg<'a>> {
 
 fn pg_refs<'a>(args: &'a [Arg<'a>]) -> Vec<&'a (dyn PgToSql + Sync)> {
     args.iter().map(|a| a as &(dyn PgToSql + Sync)).collect()
-}
-
-/// The server's own words: `postgres::Error` shows only "db error" for them.
-fn pg_error(e: postgres::Error) -> anyhow::Error {
-    match e.as_db_error() {
-        Some(db) => anyhow::anyhow!(
-            "PostgreSQL: {}: {}{}",
-            db.severity(),
-            db.message(),
-            db.detail().map(|d| format!(" ({d})")).unwrap_or_default()
-        ),
-        None => anyhow::Error::new(e),
-    }
 }
 
 /// A hub statement in PostgreSQL's spelling: `?N` and bare `?` become `$N`, and the
@@ -850,15 +800,15 @@ pub fn postgres_sql(sql: &str) -> String {
 /// A PostgreSQL URL or key=value string as it may be shown: user, host, port and
 /// database, never the password.
 pub fn redact(url: &str) -> String {
-    let Ok(config) = url.parse::<postgres::Config>() else {
+    let Ok(config) = url.parse::<tokio_postgres::Config>() else {
         return "(an unparsable connection string)".to_owned();
     };
     let hosts: Vec<String> = config
         .get_hosts()
         .iter()
         .map(|h| match h {
-            postgres::config::Host::Tcp(name) => name.clone(),
-            postgres::config::Host::Unix(path) => path.display().to_string(),
+            tokio_postgres::config::Host::Tcp(name) => name.clone(),
+            tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
         })
         .collect();
     let ports: Vec<String> = config.get_ports().iter().map(u16::to_string).collect();

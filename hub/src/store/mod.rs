@@ -4,6 +4,7 @@
 pub mod alerts;
 mod columns;
 pub mod db;
+mod pg_client;
 mod pg_tls;
 mod postgres;
 mod readers;

@@ -34,7 +34,6 @@ impl Batch<'_> {
         cutoff_ns: i64,
         limit: usize,
     ) -> anyhow::Result<Vec<ExpiredLine>> {
-        self.flush_records()?;
         // By (stream, seq), which both stores index: PostgreSQL's partitioned records
         // have no row id of their own.
         self.tx

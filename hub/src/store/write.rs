@@ -30,10 +30,6 @@ pub struct Entry<'a> {
     pub line: &'a [u8],
 }
 
-/// Records held back per batch before one multi-row insert on PostgreSQL (see
-/// `Db::insert_rows`); SQLite takes each at once, in process.
-const FLUSH_RECORDS: usize = 2_000;
-
 /// The records table's columns as ingest writes them.
 const RECORD_COLUMNS: [(&str, SqlType); 35] = {
     use SqlType::{Blob, Integer as Int, Text};
@@ -84,8 +80,6 @@ pub struct Batch<'c> {
     pub(super) tx: Tx<'c>,
     /// Open alerts this batch changed, written at commit.
     alerts: alerts::Held,
-    /// Records not written yet (PostgreSQL).
-    records: Vec<Vec<Value>>,
     /// What detections learned this batch, by (tracker, key), written at commit in
     /// one statement (PostgreSQL takes each row once per statement).
     learned: HashMap<(String, String), String>,
@@ -111,7 +105,6 @@ impl<'c> Batch<'c> {
             partitions,
             created: Vec::new(),
             claimed: HashSet::new(),
-            records: Vec::new(),
             learned: HashMap::new(),
             alerts: alerts::Held::default(),
             rollups: RollupRows::default(),
@@ -219,7 +212,6 @@ impl<'c> Batch<'c> {
 
     /// Marks the stored lines `from..=to` of `stream` as covered by the checkpoint at `to`.
     pub fn cover(&mut self, stream: &str, (from, to): (u64, u64)) -> anyhow::Result<()> {
-        self.flush_records()?;
         self.tx.execute(
             "UPDATE records SET checkpoint = ?3
              WHERE stream = ?1 AND seq BETWEEN ?2 AND ?3 AND link != 'break'",
@@ -316,7 +308,6 @@ impl<'c> Batch<'c> {
         mut self,
         streams: impl IntoIterator<Item = (&'s String, &'s StreamState)>,
     ) -> anyhow::Result<u64> {
-        self.flush_records()?;
         if let Some(revision) = self.revision {
             self.alerts.write(&mut self.tx, revision)?;
         }
@@ -393,7 +384,6 @@ impl<'c> Batch<'c> {
 
 impl Batch<'_> {
     fn stored(&mut self, column: &str, stream: &str, seq: u64) -> anyhow::Result<Option<Hash>> {
-        self.flush_records()?;
         let hash: Option<Vec<u8>> = match self.tx.query_opt(
             &format!("SELECT {column} FROM records WHERE stream = ?1 AND seq = ?2"),
             args![stream, seq as i64],
@@ -408,7 +398,6 @@ impl Batch<'_> {
     /// after it, when that line links to it; and so on backwards, through the lines
     /// that waited for the gap to fill, until one is covered already or does not link.
     pub fn carry_cover_back(&mut self, stream: &str, seq: u64) -> anyhow::Result<()> {
-        self.flush_records()?;
         let mut seq = seq as i64;
         loop {
             let next = self.tx.query_opt(
@@ -448,27 +437,13 @@ impl Batch<'_> {
 }
 
 impl Batch<'_> {
-    /// Stores one record's values, in RECORD_COLUMNS' order: SQLite at once, in
-    /// process; PostgreSQL in bulk.
+    /// Stores one record's values, in RECORD_COLUMNS' order: SQLite in process,
+    /// PostgreSQL into the open COPY, which the next other statement completes.
     fn put_record(&mut self, values: &[&dyn ToArg]) -> anyhow::Result<()> {
         match self.tx.dialect() {
             Dialect::Sqlite => self.tx.insert_row(&RECORDS_INSERT, values),
-            Dialect::Postgres => {
-                self.records
-                    .push(values.iter().map(|a| Value::of(*a)).collect());
-                if self.records.len() >= FLUSH_RECORDS {
-                    self.flush_records()?;
-                }
-                Ok(())
-            }
+            Dialect::Postgres => self.tx.copy_row("records", &RECORD_COLUMNS, values),
         }
-    }
-
-    /// Writes the records held back; before any statement that reads or updates
-    /// records, and at commit.
-    pub(super) fn flush_records(&mut self) -> anyhow::Result<()> {
-        let rows = std::mem::take(&mut self.records);
-        self.tx.copy_rows("records", &RECORD_COLUMNS, &rows)
     }
 
     /// Locks `stream`'s chain state until this batch ends, and reads it, the first
