@@ -9,7 +9,7 @@ use crate::{
     enrich::{Enricher, Enrichment, RequestView},
     ingest::{Line, record},
     query::records::Row,
-    store::{Batch, Entry, RollupRows, Rollups, Writer},
+    store::{Batch, Entry, Learned, RollupRows, Rollups, Writer},
     verify::{self, Chains, Event, EventKind, Link, keys::Keys},
     when::format_ns,
 };
@@ -203,7 +203,14 @@ impl Pipeline {
         // add to its time (`import` of 200,000 records: 21% less time, 3 interleaved
         // runs). Alerts are grouped after the records are written, in the order the
         // detections raised them.
-        let (written, alertings, rollups) = std::thread::scope(|scope| {
+        let (
+            written,
+            Detected {
+                alertings,
+                rollups,
+                learned,
+            },
+        ) = std::thread::scope(|scope| {
             let (prepared_tx, prepared_rx) = mpsc::sync_channel(PREPARED_QUEUE);
             let preparing = scope.spawn(move || {
                 for chunk in lines.chunks(PREPARE_CHUNK) {
@@ -227,9 +234,9 @@ impl Pipeline {
                 &found_tx,
             );
             drop(found_tx);
-            let (alertings, rollups) = join(detecting);
+            let detected = join(detecting);
             join(preparing);
-            anyhow::Ok((stored?, alertings, rollups))
+            anyhow::Ok((stored?, detected?))
         })?;
         let Written {
             mut outcome,
@@ -237,6 +244,7 @@ impl Pipeline {
             touched,
         } = written;
         batch.rollups(rollups);
+        batch.learn(learned)?;
         for alerting in &alertings {
             outcome.alerts.push(batch.alert(&alerting.new_alert())?);
         }
@@ -332,9 +340,18 @@ enum Found {
     Access(Box<(record::Fields, Enrichment)>, Link),
 }
 
-/// Runs the detections on what the writer stored, and counts the stored access records'
-/// rollups, which the writer writes at commit.
-fn detect(detector: &mut Detector, found: mpsc::Receiver<Found>) -> (Vec<Alerting>, RollupRows) {
+/// What the detection thread hands the writer for the batch's commit.
+struct Detected {
+    alertings: Vec<Alerting>,
+    /// The stored access records' rollups.
+    rollups: RollupRows,
+    /// What the detections learned, serialised.
+    learned: Learned,
+}
+
+/// Runs the detections on what the writer stored, counts the stored access records'
+/// rollups, and serialises what the detections learned, for the writer to store.
+fn detect(detector: &mut Detector, found: mpsc::Receiver<Found>) -> anyhow::Result<Detected> {
     let mut alertings = Vec::new();
     let mut rollups = Rollups::default();
     for found in found {
@@ -352,7 +369,11 @@ fn detect(detector: &mut Detector, found: mpsc::Receiver<Found>) -> (Vec<Alertin
             }
         }
     }
-    (alertings, rollups.into_rows())
+    Ok(Detected {
+        alertings,
+        rollups: rollups.into_rows(),
+        learned: detector.learned()?,
+    })
 }
 
 /// A scoped thread's result; its panic is this thread's.

@@ -24,7 +24,7 @@ use crate::{
     enrich::Enrichment,
     ingest::record::Fields,
     store::{
-        Batch,
+        Batch, Learned,
         alerts::{NewAlert, Severity},
     },
     verify::{Event, Link},
@@ -268,10 +268,21 @@ impl Detector {
 
     /// Saves what changed since the last save into `batch`.
     pub fn save(&mut self, batch: &mut Batch<'_>) -> anyhow::Result<()> {
+        batch.learn(self.learned()?)
+    }
+
+    /// What changed since the last save, as rows to store: each entity's state as JSON,
+    /// or `None` to forget it. Serialising is most of saving, so the detection thread
+    /// does it and the writer only stores the rows.
+    pub fn learned(&mut self) -> anyhow::Result<Learned> {
+        let mut rows = Vec::new();
         for tracker in self.trackers() {
-            tracker.changes(&mut |name, key, state| batch.detect_state(name, key, state))?;
+            tracker.changes(&mut |name, key, state| {
+                rows.push((name.to_owned(), key.to_owned(), state.map(str::to_owned)));
+                Ok(())
+            })?;
         }
-        Ok(())
+        Ok(rows)
     }
 }
 

@@ -28,7 +28,7 @@ pub use pg_tls::PgTls;
 pub use readers::Readers;
 pub use rollups::{RollupRows, Rollups};
 pub use schema::{Dim, NANOS_PER_MINUTE, USERS_BUCKET_MINUTES};
-pub use write::{Batch, Entry, client_key};
+pub use write::{Batch, Entry, Learned, client_key};
 
 use crate::verify::StreamState;
 use db::args;

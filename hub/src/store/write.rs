@@ -22,6 +22,10 @@ use crate::{
     when::now_ns,
 };
 
+/// What the detections learned, as rows of `detect_state`: (tracker, entity, its state
+/// as JSON, or `None` to forget it).
+pub type Learned = Vec<(String, String, Option<String>)>;
+
 /// A verified, enriched line ready to store.
 pub struct Entry<'a> {
     pub fields: &'a Fields,
@@ -275,24 +279,20 @@ impl<'c> Batch<'c> {
         })
     }
 
-    /// Keeps (`Some`) or forgets (`None`) what a detection learned about one entity.
-    pub fn detect_state(
-        &mut self,
-        tracker: &str,
-        key: &str,
-        state: Option<&str>,
-    ) -> anyhow::Result<()> {
-        match state {
-            Some(state) => {
-                self.learned
-                    .insert((tracker.to_owned(), key.to_owned()), state.to_owned());
-            }
-            None => {
-                self.learned.remove(&(tracker.to_owned(), key.to_owned()));
-                self.tx.execute(
-                    "DELETE FROM detect_state WHERE tracker = ?1 AND key = ?2",
-                    args![tracker, key],
-                )?;
+    /// Keeps (`Some`) or forgets (`None`) what the detections learned about entities.
+    pub fn learn(&mut self, rows: Learned) -> anyhow::Result<()> {
+        for (tracker, key, state) in rows {
+            match state {
+                Some(state) => {
+                    self.learned.insert((tracker, key), state);
+                }
+                None => {
+                    self.tx.execute(
+                        "DELETE FROM detect_state WHERE tracker = ?1 AND key = ?2",
+                        args![tracker, key],
+                    )?;
+                    self.learned.remove(&(tracker, key));
+                }
             }
         }
         Ok(())
