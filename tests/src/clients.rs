@@ -195,6 +195,27 @@ impl RawConn {
         Ok(())
     }
 
+    /// What the server sends until it sends nothing for `quiet`, closes or resets: a
+    /// client waiting for its answers before it closes.
+    pub fn read_until_quiet(&mut self, quiet: Duration) -> Result<Vec<u8>> {
+        use std::io::ErrorKind::{ConnectionReset, TimedOut, WouldBlock};
+        self.stream.set_read_timeout(Some(quiet))?;
+        let mut chunk = [0u8; 16384];
+        let read = loop {
+            match self.stream.read(&mut chunk) {
+                Ok(0) => break Ok(()),
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if matches!(e.kind(), WouldBlock | TimedOut | ConnectionReset) => {
+                    break Ok(());
+                }
+                Err(e) => break Err(e),
+            }
+        };
+        self.stream.set_read_timeout(Some(IO_TIMEOUT))?;
+        read.context("reading the server's answers")?;
+        Ok(std::mem::take(&mut self.buf))
+    }
+
     /// Everything until the server closes.
     pub fn read_to_end(&mut self) -> Result<Vec<u8>> {
         self.stream
