@@ -222,19 +222,13 @@ pub enum SqlType {
 }
 
 impl SqlType {
+    /// Its PostgreSQL type: of a COPY's columns, and (as `int8[]`, ...) of the arrays of
+    /// multi-row inserts.
     fn postgres_type(self) -> Type {
         match self {
             SqlType::Integer => Type::INT8,
             SqlType::Text => Type::TEXT,
             SqlType::Blob => Type::BYTEA,
-        }
-    }
-
-    fn postgres(self) -> &'static str {
-        match self {
-            SqlType::Integer => "bigint",
-            SqlType::Text => "text",
-            SqlType::Blob => "bytea",
         }
     }
 }
@@ -508,7 +502,7 @@ impl Db {
                 let arrays = columns
                     .iter()
                     .enumerate()
-                    .map(|(i, (_, ty))| format!("?{}::{}[]", i + 1, ty.postgres()))
+                    .map(|(i, (_, ty))| format!("?{}::{}[]", i + 1, ty.postgres_type()))
                     .collect::<Vec<_>>()
                     .join(", ");
                 let sql =
