@@ -145,34 +145,41 @@ impl Pipeline {
         result
     }
 
-    /// One retention step: deletes at most `limit` lines older than `cutoff_ns` in one
-    /// transaction, and, once none are left, the older rollups, alerts and notes. The
-    /// chain state remembers what went, so those lines are not stored again. Call it
-    /// until [`Expiry::done`].
+    /// One retention step, one transaction: drops the oldest day that ends before
+    /// `cutoff_ns`; once none is left, deletes at most `limit` older lines of the day
+    /// the cutoff falls in; once none of those is left either, the older rollups,
+    /// alerts and notes. The chain state remembers what went, so those lines are not
+    /// stored again. Call it until [`Expiry::done`].
     pub fn expire(&mut self, cutoff_ns: i64, limit: usize) -> anyhow::Result<Expiry> {
         let result = (|| {
             let mut batch = self.writer.batch()?;
-            let lines = batch.expire_lines(cutoff_ns, limit)?;
-            let done = lines.len() < limit;
+            let (gone, done) = match batch.expire_day(cutoff_ns)? {
+                Some(gone) => (gone, false),
+                None => {
+                    let gone = batch.expire_lines(cutoff_ns, limit)?;
+                    let lines: u64 = gone.iter().map(|g| g.lines).sum();
+                    (gone, lines < limit as u64)
+                }
+            };
             let other_rows = if done {
                 batch.expire_rest(cutoff_ns)?
             } else {
                 0
             };
-            let mut touched = Vec::new();
-            for line in &lines {
-                if let Some(state) = batch.claim_stream(&line.stream)? {
-                    self.chains.reload(&line.stream, state);
+            for lines in &gone {
+                if let Some(state) = batch.claim_stream(&lines.stream)? {
+                    self.chains.reload(&lines.stream, state);
                 }
-                self.chains.expire(&line.stream, line.seq, cutoff_ns);
-                touched.push(line.stream.as_str());
+                self.chains
+                    .expire(&lines.stream, lines.through_seq, lines.lines, cutoff_ns);
             }
-            touched.sort_unstable();
-            touched.dedup();
             let streams = self.chains.streams();
-            batch.commit(touched.iter().filter_map(|s| streams.get_key_value(*s)))?;
+            batch.commit(
+                gone.iter()
+                    .filter_map(|g| streams.get_key_value(g.stream.as_str())),
+            )?;
             Ok(Expiry {
-                lines: lines.len() as u64,
+                lines: gone.iter().map(|g| g.lines).sum(),
                 other_rows,
                 done,
             })

@@ -40,10 +40,13 @@ impl Sensor {
     }
 
     fn access(&mut self, n: u64, user: &str) -> Vec<u8> {
+        let at = format!("2026-12-03T02:{:02}:{:02}Z", n / 60 % 60, n % 60);
+        self.access_at(&at, n, user)
+    }
+
+    fn access_at(&mut self, timestamp: &str, n: u64, user: &str) -> Vec<u8> {
         let mut line = format!(
-            r#"{{"timestamp":"2026-12-03T02:{:02}:{:02}Z","http.request.method":"GET","url.path":"/orders/{n}","http.response.status_code":{},"client.address":"203.0.113.{}","user.name":"{user}"}}"#,
-            n / 60 % 60,
-            n % 60,
+            r#"{{"timestamp":"{timestamp}","http.request.method":"GET","url.path":"/orders/{n}","http.response.status_code":{},"client.address":"203.0.113.{}","user.name":"{user}"}}"#,
             if n.is_multiple_of(10) { 403 } else { 200 },
             n % 7
         )
@@ -108,9 +111,15 @@ fn alerts_of(conn: &mut crate::store::Db, rule: &str) -> Vec<crate::store::alert
 }
 
 fn pipeline(dir: &Path, keys: &[String]) -> (Pipeline, StoreAt) {
-    let store = StoreAt::Sqlite {
-        data: dir.join("data"),
-    };
+    pipeline_at(
+        StoreAt::Sqlite {
+            data: dir.join("data"),
+        },
+        keys,
+    )
+}
+
+fn pipeline_at(store: StoreAt, keys: &[String]) -> (Pipeline, StoreAt) {
     let keys = Keys::from_pairs(keys.iter().map(String::as_str)).unwrap();
     let enricher = Enricher::load(&EnrichSettings::default()).unwrap();
     (
@@ -129,6 +138,23 @@ fn pipeline(dir: &Path, keys: &[String]) -> (Pipeline, StoreAt) {
         .unwrap(),
         store,
     )
+}
+
+/// (stored, expired, duplicates, conflicts) of lines given again after retention.
+fn again_counts(o: &Outcome) -> (u64, u64, u64, u64) {
+    (o.stored, o.expired, o.duplicates, o.conflicts)
+}
+
+/// Retention steps until done: the lines each deleted.
+fn expire_all(pipeline: &mut Pipeline, cutoff_ns: i64, limit: usize) -> Vec<u64> {
+    let mut steps = Vec::new();
+    loop {
+        let step = pipeline.expire(cutoff_ns, limit).unwrap();
+        steps.push(step.lines);
+        if step.done {
+            return steps;
+        }
+    }
 }
 
 /// A start line, 20 access lines, a checkpoint, 5 more access lines.
@@ -335,14 +361,7 @@ fn retention_deletes_old_lines_in_chunks_and_they_are_not_stored_again() {
     // The start (02:00:00) and access lines 1..=10 (02:00:01..=02:00:10, seqs 2..=11)
     // are older than the cutoff.
     let cutoff = crate::when::parse_rfc3339_ns("2026-12-03T02:00:11Z").unwrap();
-    let mut steps = Vec::new();
-    loop {
-        let step = pipeline.expire(cutoff, 4).unwrap();
-        steps.push(step.lines);
-        if step.done {
-            break;
-        }
-    }
+    let steps = expire_all(&mut pipeline, cutoff, 4);
     assert_eq!(steps, [4, 4, 3], "chunks of at most 4 lines");
 
     let mut conn = store.open_reader().unwrap();
@@ -361,15 +380,7 @@ fn retention_deletes_old_lines_in_chunks_and_they_are_not_stored_again() {
     drop(pipeline);
     let (mut pipeline, _) = self::pipeline(dir.path(), &keys);
     let again = pipeline.ingest(&lines(&raw)).unwrap();
-    assert_eq!(
-        (
-            again.stored,
-            again.expired,
-            again.duplicates,
-            again.conflicts
-        ),
-        (0, 11, 16, 0)
-    );
+    assert_eq!(again_counts(&again), (0, 11, 16, 0));
     assert!(again.events.is_empty(), "{:?}", again.events);
 }
 
@@ -430,6 +441,104 @@ fn a_silent_sensor_alert_is_resolved_when_its_stream_speaks_again() {
     assert!(pipeline.tick(later + 60_000_000_000).unwrap().is_empty());
 }
 
+/// Days wholly older than the cutoff go whole, one per step; the day the cutoff falls
+/// in loses its older lines in chunks. A checkpoint covers lines across days.
+#[test]
+fn retention_drops_whole_days_and_deletes_the_older_lines_of_the_cutoffs_day() {
+    let dir = tempfile::tempdir().unwrap();
+    retention_by_day(
+        dir.path(),
+        StoreAt::Sqlite {
+            data: dir.path().join("data"),
+        },
+    );
+}
+
+/// The same on PostgreSQL (a throwaway cluster), whose days are partitions.
+#[test]
+fn retention_drops_whole_days_and_deletes_the_older_lines_of_the_cutoffs_day_postgres() {
+    let dir = tempfile::tempdir().unwrap();
+    let postgres = ::tests::servers::Postgres::start().unwrap();
+    let store = StoreAt::Postgres {
+        url: postgres.url(),
+        tls: crate::store::PgTls::new(None, None).unwrap(),
+    };
+    retention_by_day(dir.path(), store);
+}
+
+fn retention_by_day(dir: &Path, store: StoreAt) {
+    let (mut sensor, key) = Sensor::new(dir, "web1");
+    let mut start = Vec::new();
+    write_record(Start::New, "2026-12-03T02:00:00Z", "fp", &mut start).unwrap();
+    Chain::new("web1".parse::<StreamId>().unwrap(), 1, ZERO_HASH).seal(&mut start, Kind::Start);
+    start.pop();
+    let mut raw = vec![start];
+    for (n, day) in [
+        (1, "03"),
+        (2, "03"),
+        (3, "03"),
+        (4, "04"),
+        (5, "04"),
+        (6, "04"),
+    ] {
+        raw.push(sensor.access_at(&format!("2026-12-{day}T10:00:0{n}Z"), n, "alice"));
+    }
+    raw.push(sensor.checkpoint_at("2026-12-04T11:00:00Z"));
+    for n in 7..=9 {
+        raw.push(sensor.access_at(&format!("2026-12-05T10:00:0{n}Z"), n, "bob"));
+    }
+    let keys = [format!("web1={key}")];
+    let (mut pipeline, store) = pipeline_at(store, &keys);
+    assert_eq!(pipeline.ingest(&lines(&raw)).unwrap().stored, 11);
+    let mut conn = store.open_reader().unwrap();
+    let page = records::page(&mut conn, &Filter::default(), 100, 0).unwrap();
+    assert_eq!(
+        covered(&page),
+        [7, 6, 5, 4, 3, 2],
+        "across two days' tables"
+    );
+    // The day tables, or partitions, that hold records.
+    let days = |conn: &mut crate::store::Db| {
+        let sql = match conn.dialect() {
+            crate::store::Dialect::Sqlite => {
+                "SELECT name FROM sqlite_schema WHERE name GLOB 'records_d*' AND type = 'table'"
+            }
+            crate::store::Dialect::Postgres => {
+                "SELECT relname FROM pg_class WHERE relname ~ '^records_d[0-9]+$' AND relkind = 'r'"
+            }
+        };
+        let mut names: Vec<String> = conn
+            .query(sql, crate::store::db::args![])
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0).unwrap())
+            .collect();
+        names.sort_unstable();
+        names
+    };
+    assert_eq!(
+        days(&mut conn),
+        ["records_d20790", "records_d20791", "records_d20792"]
+    );
+
+    let cutoff = crate::when::parse_rfc3339_ns("2026-12-04T12:00:00Z").unwrap();
+    let steps = expire_all(&mut pipeline, cutoff, 2);
+    assert_eq!(steps, [4, 2, 2, 0], "a whole day, then chunks of at most 2");
+    assert_eq!(days(&mut conn), ["records_d20791", "records_d20792"]);
+    let left = records::page(&mut conn, &Filter::default(), 100, 0).unwrap();
+    let seqs: Vec<u64> = left.rows.iter().map(|(r, _)| r.seq).collect();
+    assert_eq!(seqs, [11, 10, 9]);
+    let report = integrity(&mut conn).unwrap();
+    let expired = report.streams[0]
+        .expired
+        .as_ref()
+        .expect("retention is reported");
+    assert_eq!((expired.lines, expired.through_seq), (8, 8));
+
+    let again = pipeline.ingest(&lines(&raw)).unwrap();
+    assert_eq!(again_counts(&again), (0, 8, 3, 0));
+}
+
 #[test]
 fn a_batch_the_store_fails_midway_stores_nothing_and_whole_when_given_again() {
     let dir = tempfile::tempdir().unwrap();
@@ -447,11 +556,13 @@ fn a_batch_the_store_fails_midway_stores_nothing_and_whole_when_given_again() {
     raw.push(sensor.checkpoint());
     let keys = [format!("web1={key}")];
     let (mut hub, store) = pipeline(dir.path(), &keys);
+    // The start line makes the day's table, which the fault is put on.
+    hub.ingest(&lines(&raw[..1])).unwrap();
     // A SQLite store displays as its file.
     let fault = rusqlite::Connection::open(store.to_string()).unwrap();
     fault
         .execute_batch(
-            "CREATE TRIGGER injected BEFORE INSERT ON records WHEN NEW.seq = 3000
+            "CREATE TRIGGER injected BEFORE INSERT ON records_d20790 WHEN NEW.seq = 3000
              BEGIN SELECT RAISE(ABORT, 'injected fault'); END;",
         )
         .unwrap();
@@ -462,17 +573,20 @@ fn a_batch_the_store_fails_midway_stores_nothing_and_whole_when_given_again() {
     );
     let mut conn = store.open_reader().unwrap();
     let stored: i64 = conn
-        .query_row("SELECT count(*) FROM records", crate::store::db::args![])
+        .query_row(
+            "SELECT count(*) FROM records_d20790",
+            crate::store::db::args![],
+        )
         .unwrap()
         .get(0)
         .unwrap();
-    assert_eq!(stored, 0, "the failed batch's transaction is rolled back");
+    assert_eq!(stored, 1, "the failed batch's transaction is rolled back");
 
     fault.execute_batch("DROP TRIGGER injected").unwrap();
     let outcome = hub.ingest(&lines(&raw)).unwrap();
     assert_eq!(
         (outcome.stored, outcome.duplicates, outcome.rejected),
-        (5_002, 0, 0)
+        (5_001, 1, 0)
     );
     assert!(outcome.events.is_empty(), "{:?}", outcome.events);
 

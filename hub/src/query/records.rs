@@ -4,7 +4,10 @@ use serde_json::Map;
 
 use super::filter::Filter;
 use crate::{
-    store::db::{Db, args, dynamic},
+    store::{
+        days,
+        db::{Db, Row as DbRow, args, dynamic},
+    },
     when::format_ns,
 };
 
@@ -46,44 +49,54 @@ pub struct Page {
 /// The matching records from `offset`, newest first, with their original lines.
 pub fn page(db: &mut Db, filter: &Filter, limit: u64, offset: u64) -> anyhow::Result<Page> {
     let (clause, params) = filter.sql(db.dialect());
-    let sql = format!(
-        "SELECT {ROW_COLUMNS} FROM records WHERE {clause} ORDER BY ts DESC, stream, seq DESC LIMIT {limit} OFFSET {offset}"
-    );
-    let rows = db
-        .query(&sql, &dynamic(&params))?
-        .iter()
-        .map(|row| {
-            Ok((
-                Row {
-                    stream: row.get(0)?,
-                    seq: row.get(1)?,
-                    ts: format_ns(row.get(2)?),
-                    method: row.get(3)?,
-                    host: row.get(4)?,
-                    path: row.get(5)?,
-                    template: row.get(6)?,
-                    status: row.get(7)?,
-                    user: row.get(8)?,
-                    credential: row.get(9)?,
-                    client: row.get(10)?,
-                    country: row.get(11)?,
-                    asset: row.get(12)?,
-                    duration_ns: row.get(13)?,
-                    covered: row.get(14)?,
-                    chain: row.get(15)?,
-                },
-                row.get(16)?,
-            ))
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let total: u64 = db
-        .query_row(
-            &format!(
-                "SELECT count(*) FROM (SELECT 1 FROM records WHERE {clause} LIMIT {COUNT_CAP}) AS matching"
-            ),
-            &dynamic(&params),
-        )?
-        .get(0)?;
+    let range = (filter.from_ns, filter.to_ns);
+    let rows = days::newest_first(db, range, offset + limit, |db, table, wanted| {
+        let sql = format!(
+            "SELECT {ROW_COLUMNS} FROM {table} WHERE {clause} ORDER BY ts DESC, stream, seq DESC LIMIT {wanted}"
+        );
+        db.query(&sql, &dynamic(&params))?
+            .iter()
+            .map(|row| {
+                Ok((
+                    Row {
+                        stream: row.get(0)?,
+                        seq: row.get(1)?,
+                        ts: format_ns(row.get(2)?),
+                        method: row.get(3)?,
+                        host: row.get(4)?,
+                        path: row.get(5)?,
+                        template: row.get(6)?,
+                        status: row.get(7)?,
+                        user: row.get(8)?,
+                        credential: row.get(9)?,
+                        client: row.get(10)?,
+                        country: row.get(11)?,
+                        asset: row.get(12)?,
+                        duration_ns: row.get(13)?,
+                        covered: row.get(14)?,
+                        chain: row.get(15)?,
+                    },
+                    row.get(16)?,
+                ))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()
+    })?;
+    let rows = rows.into_iter().skip(offset as usize).collect();
+    let mut total = 0;
+    for table in days::tables(db, filter.from_ns, filter.to_ns)? {
+        if total >= COUNT_CAP {
+            break;
+        }
+        let left = COUNT_CAP - total;
+        total += db
+            .query_row(
+                &format!(
+                    "SELECT count(*) FROM (SELECT 1 FROM {table} WHERE {clause} LIMIT {left}) AS matching"
+                ),
+                &dynamic(&params),
+            )?
+            .get::<u64>(0)?;
+    }
     Ok(Page { rows, total })
 }
 
@@ -92,13 +105,20 @@ pub fn page(db: &mut Db, filter: &Filter, limit: u64, offset: u64) -> anyhow::Re
 /// through [`page`] (every column, then a count) and 190-200 ms this way.
 pub fn lines(db: &mut Db, filter: &Filter, limit: u64) -> anyhow::Result<Vec<Vec<u8>>> {
     let (clause, params) = filter.sql(db.dialect());
-    let sql = format!(
-        "SELECT line FROM records WHERE {clause} ORDER BY ts DESC, stream, seq DESC LIMIT {limit}"
-    );
-    db.query(&sql, &dynamic(&params))?
-        .iter()
-        .map(|row| row.get(0))
-        .collect()
+    days::newest_first(
+        db,
+        (filter.from_ns, filter.to_ns),
+        limit,
+        |db, table, wanted| {
+            let sql = format!(
+                "SELECT line FROM {table} WHERE {clause} ORDER BY ts DESC, stream, seq DESC LIMIT {wanted}"
+            );
+            db.query(&sql, &dynamic(&params))?
+                .iter()
+                .map(|row| row.get(0))
+                .collect()
+        },
+    )
 }
 
 /// One record: its fields, what the hub added, and its proof.
@@ -127,10 +147,26 @@ pub struct CheckpointProof {
     pub verified: bool,
 }
 
+/// `columns` of the stored line `seq` of `stream`.
+fn find(db: &mut Db, columns: &str, stream: &str, seq: u64) -> anyhow::Result<Option<DbRow>> {
+    for table in days::locate(db, stream, (seq, seq))? {
+        let found = db.query_opt(
+            &format!("SELECT {columns} FROM {table} WHERE stream = ?1 AND seq = ?2"),
+            args![stream, seq as i64],
+        )?;
+        if found.is_some() {
+            return Ok(found);
+        }
+    }
+    Ok(None)
+}
+
 pub fn detail(db: &mut Db, stream: &str, seq: u64) -> anyhow::Result<Option<Detail>> {
-    let Some(found) = db.query_opt(
-        "SELECT line, enrichment, hash, prev_hash, link, checkpoint FROM records WHERE stream = ?1 AND seq = ?2",
-        args![stream, seq as i64],
+    let Some(found) = find(
+        db,
+        "line, enrichment, hash, prev_hash, link, checkpoint",
+        stream,
+        seq,
     )?
     else {
         return Ok(None);
@@ -144,11 +180,7 @@ pub fn detail(db: &mut Db, stream: &str, seq: u64) -> anyhow::Result<Option<Deta
     let fields = serde_json::from_slice(&line)?;
     let enrichment = serde_json::from_str(&enrichment)?;
     let checkpoint = match checkpoint {
-        Some(cp_seq) => db
-            .query_opt(
-                "SELECT hash, line FROM records WHERE stream = ?1 AND seq = ?2",
-                args![stream, cp_seq],
-            )?
+        Some(cp_seq) => find(db, "hash, line", stream, cp_seq as u64)?
             .map(|row| anyhow::Ok((row.get::<Vec<u8>>(0)?, row.get::<Vec<u8>>(1)?)))
             .transpose()?
             .map(|(hash, line)| {

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::filter::Filter;
 use crate::store::{
-    Dim, USERS_BUCKET_MINUTES, client_key,
+    Dim, USERS_BUCKET_MINUTES, client_key, days,
     db::{Db, Row, args, dynamic},
 };
 
@@ -156,12 +156,13 @@ fn from_records(
 ) -> anyhow::Result<Vec<TopRow>> {
     let (clause, params) = filter.sql(conn.dialect());
     let column = kind.column();
+    let records = days::source(conn, filter.from_ns, filter.to_ns)?;
     let sql = format!(
         "SELECT {column} AS key, count(*) AS requests,
                 CAST(sum(CASE WHEN status IS NULL OR status >= 400 THEN 1 ELSE 0 END) AS BIGINT)
                     AS failures,
                 count(DISTINCT user) AS users
-         FROM records WHERE {clause} AND {column} IS NOT NULL
+         FROM {records} WHERE {clause} AND {column} IS NOT NULL
          GROUP BY {column} ORDER BY {order} DESC, key LIMIT {limit}"
     );
     let with_users = matches!(kind.dim(), Dim::Template | Dim::Asset | Dim::Client);
@@ -190,10 +191,17 @@ fn add_geo(conn: &mut Db, rows: &mut [TopRow]) -> anyhow::Result<()> {
         let Ok(ip) = row.key.parse::<IpAddr>() else {
             continue;
         };
-        if let Some(geo) = conn.query_opt(
-            "SELECT country, asn, as_org FROM records WHERE client_key = ?1 ORDER BY ts DESC LIMIT 1",
-            args![client_key(ip)],
-        )? {
+        let key = client_key(ip);
+        let latest = days::newest_first(conn, (None, None), 1, |conn, table, _| {
+            conn.query(
+                &format!(
+                    "SELECT country, asn, as_org FROM {table} WHERE client_key = ?1
+                     ORDER BY ts DESC LIMIT 1"
+                ),
+                args![key],
+            )
+        })?;
+        if let Some(geo) = latest.first() {
             (row.country, row.asn, row.as_org) = (geo.get(0)?, geo.get(1)?, geo.get(2)?);
         }
     }

@@ -3,6 +3,7 @@
 //! answer the same statements through [`db::Db`].
 pub mod alerts;
 mod columns;
+pub mod days;
 pub mod db;
 mod pg_client;
 mod pg_tls;
@@ -13,12 +14,7 @@ mod rollups;
 mod schema;
 mod write;
 
-use std::{
-    collections::{HashMap, HashSet},
-    fmt,
-    path::PathBuf,
-    time::Duration,
-};
+use std::{collections::HashMap, fmt, path::PathBuf, time::Duration};
 
 use anyhow::Context as _;
 use rusqlite::{Connection, OpenFlags};
@@ -28,6 +24,7 @@ pub use pg_tls::PgTls;
 pub use readers::Readers;
 pub use rollups::{RollupRows, Rollups};
 pub use schema::{Dim, NANOS_PER_MINUTE, USERS_BUCKET_MINUTES};
+use write::Parts;
 pub use write::{Batch, Entry, Learned, client_key};
 
 use crate::verify::StreamState;
@@ -63,20 +60,24 @@ impl fmt::Display for StoreAt {
 impl StoreAt {
     /// The writer's connection; creates the directory and the schema.
     pub fn open_writer(&self) -> anyhow::Result<Writer> {
-        let (db, partitions) = match self {
-            StoreAt::Sqlite { data } => (sqlite_writer(data)?, HashSet::new()),
+        let (db, known) = match self {
+            StoreAt::Sqlite { data } => {
+                let mut db = sqlite_writer(data)?;
+                let known = days::sqlite_parts(&mut db)?.into_iter().collect();
+                (db, known)
+            }
             StoreAt::Postgres { url, tls } => {
                 let mut db = Db::postgres(url, tls)?;
                 postgres::create(&mut db)
                     .with_context(|| format!("creating the schema in {self}"))?;
-                let partitions = postgres::partitions(&mut db)?;
-                (db, partitions)
+                let known = postgres::partitions(&mut db)?;
+                (db, known)
             }
         };
         Ok(Writer {
             at: self.clone(),
             db,
-            partitions,
+            parts: Parts::new(known),
         })
     }
 
@@ -146,16 +147,20 @@ fn sqlite_writer(data: &std::path::Path) -> anyhow::Result<Db> {
     conn.busy_timeout(Duration::from_secs(10))?;
     conn.execute_batch(schema::SCHEMA)
         .with_context(|| format!("creating the schema in {}", file.display()))?;
+    // Always there, so a question over no day at all still has a table to read.
+    conn.execute_batch(&schema::records_table(&days::Part::Early.table()))?;
     schema::upgrade(&conn)
         .with_context(|| format!("upgrading the schema in {}", file.display()))?;
+    schema::divide_records(&conn)
+        .with_context(|| format!("moving the records of {} into day tables", file.display()))?;
     Ok(Db::sqlite(conn))
 }
 
 pub struct Writer {
     at: StoreAt,
     db: Db,
-    /// The day partitions of the records that exist (PostgreSQL).
-    partitions: HashSet<i64>,
+    /// The day tables or partitions of the records that exist.
+    parts: Parts,
 }
 
 impl Writer {
@@ -212,7 +217,7 @@ impl Writer {
 
     pub fn batch(&mut self) -> anyhow::Result<Batch<'_>> {
         self.db()?;
-        Batch::begin(&mut self.db, &mut self.partitions)
+        Batch::begin(&mut self.db, &mut self.parts)
     }
 }
 
@@ -272,6 +277,60 @@ mod tests {
             ("chain_gap", None, None)
         );
         // Opening again finds the column there.
+        store.open_writer().unwrap();
+    }
+
+    /// A store from before records were kept by day: at open, its one `records` table
+    /// becomes a table per day, and every line is found where it went.
+    #[test]
+    fn a_store_with_one_records_table_is_divided_by_day_when_opened() {
+        let (dir, store) = temp_store();
+        std::fs::create_dir_all(dir.path()).unwrap();
+        let old = Connection::open(dir.path().join(DB_FILE)).unwrap();
+        old.execute_batch(&schema::records_table("records"))
+            .unwrap();
+        let day = 20_790 * days::NANOS_PER_DAY;
+        for (seq, ts) in [
+            (1, 7),
+            (2, day),
+            (3, day + 5),
+            (4, day + days::NANOS_PER_DAY),
+        ] {
+            old.execute(
+                "INSERT INTO records (stream, seq, kind, ts, hash, prev_hash, link, enrichment, line)
+                 VALUES ('web1', ?1, 'access', ?2, x'00', x'00', 'linked', '{}', x'7b7d')",
+                [seq, ts],
+            )
+            .unwrap();
+        }
+        drop(old);
+        store.open_writer().unwrap();
+        let mut conn = store.open_reader().unwrap();
+        assert_eq!(
+            days::tables(&mut conn, None, None).unwrap(),
+            ["records_d20791", "records_d20790", "records_early"]
+        );
+        let found: Vec<Vec<String>> = (1..=4)
+            .map(|seq| days::locate(&mut conn, "web1", (seq, seq)).unwrap())
+            .collect();
+        assert_eq!(
+            found,
+            [
+                vec!["records_early"],
+                vec!["records_d20790"],
+                vec!["records_d20790"],
+                vec!["records_d20791"]
+            ]
+        );
+        let undivided = conn
+            .query_opt(
+                "SELECT name FROM sqlite_schema WHERE name = 'records'",
+                args![],
+            )
+            .unwrap();
+        assert!(undivided.is_none());
+        drop(conn);
+        // Opening it again finds nothing left to divide.
         store.open_writer().unwrap();
     }
 

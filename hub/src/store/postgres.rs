@@ -6,17 +6,13 @@ use std::collections::HashSet;
 
 use anyhow::Context as _;
 
-use super::db::{Db, args};
-
-const NANOS_PER_DAY: i64 = 86_400_000_000_000;
-
-/// Record times outside these days go to the default partition: a sensor's clock, or a
-/// forged line, must not make the hub create a table per absurd day.
-const FIRST_DAY: i64 = 10_957; // 2000-01-01
-const LAST_DAY: i64 = 84_006; // 2199-12-31
+use super::{
+    days::Part,
+    db::{Db, args},
+};
 
 /// Serialises schema changes (tables, partitions) between hubs sharing the database.
-const SCHEMA_LOCK: i64 = 0x7472_6163_6572; // "tracer"
+pub const SCHEMA_LOCK: i64 = 0x7472_6163_6572; // "tracer"
 
 /// Text compares byte by byte (`COLLATE "C"`), as SQLite's does: both stores sort alike,
 /// and the b-tree comparisons of ingest and questions skip the locale's rules (importing
@@ -175,8 +171,8 @@ pub fn create(db: &mut Db) -> anyhow::Result<()> {
     tx.commit()
 }
 
-/// The day partitions that exist, by day number since the epoch.
-pub fn partitions(db: &mut Db) -> anyhow::Result<HashSet<i64>> {
+/// The day partitions that exist.
+pub fn partitions(db: &mut Db) -> anyhow::Result<HashSet<Part>> {
     let rows = db.query(
         "SELECT c.relname FROM pg_inherits i
            JOIN pg_class c ON c.oid = i.inhrelid
@@ -187,41 +183,21 @@ pub fn partitions(db: &mut Db) -> anyhow::Result<HashSet<i64>> {
     let mut days = HashSet::new();
     for row in rows {
         let name: String = row.get(0)?;
-        if let Some(day) = name.strip_prefix("records_d").and_then(|d| d.parse().ok()) {
-            days.insert(day);
+        if let Some(part) = Part::from_table(&name) {
+            days.insert(part);
         }
     }
     Ok(days)
 }
 
-/// The day partition a record at `ts_ns` belongs in, if it gets one of its own.
-pub fn day_of(ts_ns: i64) -> Option<i64> {
-    Some(ts_ns.div_euclid(NANOS_PER_DAY)).filter(|d| (FIRST_DAY..=LAST_DAY).contains(d))
-}
-
 /// Creates the partition of `day` inside the caller's transaction.
 pub fn create_partition(db: &mut Db, day: i64) -> anyhow::Result<()> {
     db.execute("SELECT pg_advisory_xact_lock(?1)", args![SCHEMA_LOCK])?;
+    let (start, end) = Part::Day(day).span();
     db.batch(&format!(
-        "CREATE TABLE IF NOT EXISTS records_d{day} PARTITION OF records
-         FOR VALUES FROM ({}) TO ({}) WITH (fillfactor = 50)",
-        day * NANOS_PER_DAY,
-        (day + 1) * NANOS_PER_DAY
+        "CREATE TABLE IF NOT EXISTS {} PARTITION OF records
+         FOR VALUES FROM ({start}) TO ({end}) WITH (fillfactor = 50)",
+        Part::Day(day).table()
     ))
     .with_context(|| format!("creating the records partition of day {day}"))
-}
-
-/// Drops the day partitions wholly before `cutoff_ns`, whose lines retention deleted
-/// already (their chain state remembers them); returns the days dropped.
-pub fn drop_partitions_before(db: &mut Db, cutoff_ns: i64) -> anyhow::Result<Vec<i64>> {
-    let last_whole = cutoff_ns.div_euclid(NANOS_PER_DAY) - 1;
-    let mut dropped = Vec::new();
-    for day in partitions(db)? {
-        if day <= last_whole {
-            db.execute("SELECT pg_advisory_xact_lock(?1)", args![SCHEMA_LOCK])?;
-            db.batch(&format!("DROP TABLE IF EXISTS records_d{day}"))?;
-            dropped.push(day);
-        }
-    }
-    Ok(dropped)
 }

@@ -3,6 +3,8 @@
 //! crash leaves the store at a batch boundary and redelivery finds what is stored.
 use std::net::IpAddr;
 
+use anyhow::Context as _;
+
 use hashbrown::{HashMap, HashSet};
 
 use sha2::{Digest as _, Sha256};
@@ -11,9 +13,11 @@ use tracer_audit::{Kind, chain::Hash};
 use super::{
     alerts::{self, NewAlert},
     columns::{added_fields, columns},
-    db::{Db, Dialect, SqlType, ToArg, Tx, Value, args, sqlite_insert},
+    days::{self, Part},
+    db::{Db, Dialect, Row, SqlType, ToArg, Tx, Value, args, sqlite_insert},
     postgres,
     rollups::RollupRows,
+    schema,
 };
 use crate::{
     enrich::Enrichment,
@@ -76,9 +80,49 @@ const RECORD_COLUMNS: [(&str, SqlType); 35] = {
     ]
 };
 
-/// SQLite's statement for one record, built once.
-static RECORDS_INSERT: std::sync::LazyLock<String> =
-    std::sync::LazyLock::new(|| sqlite_insert("records", &RECORD_COLUMNS, ""));
+/// The day tables (SQLite) or partitions (PostgreSQL) the writer knows exist, and
+/// SQLite's insert statement of each, built once.
+pub struct Parts {
+    known: std::collections::HashSet<Part>,
+    inserts: HashMap<Part, String>,
+}
+
+impl Parts {
+    pub fn new(known: std::collections::HashSet<Part>) -> Self {
+        Self {
+            known,
+            inserts: HashMap::new(),
+        }
+    }
+}
+
+/// The seqs of each stream a batch stored in each part (SQLite): `record_days` takes
+/// them at commit, and lookups in the batch see them before.
+#[derive(Default)]
+struct Ranges(HashMap<String, Vec<(Part, u64, u64)>>);
+
+impl Ranges {
+    fn note(&mut self, stream: &str, part: Part, seq: u64) {
+        let parts = match self.0.get_mut(stream) {
+            Some(parts) => parts,
+            None => self.0.entry(stream.to_owned()).or_default(),
+        };
+        match parts.iter_mut().find(|(p, ..)| *p == part) {
+            Some((_, first, last)) => (*first, *last) = ((*first).min(seq), (*last).max(seq)),
+            None => parts.push((part, seq, seq)),
+        }
+    }
+
+    /// The parts holding seqs of `from..=to` of `stream` stored by this batch.
+    fn meeting(&self, stream: &str, (from, to): (u64, u64)) -> impl Iterator<Item = Part> {
+        self.0
+            .get(stream)
+            .into_iter()
+            .flatten()
+            .filter(move |(_, first, last)| *first <= to && *last >= from)
+            .map(|(part, ..)| *part)
+    }
+}
 
 pub struct Batch<'c> {
     pub(super) tx: Tx<'c>,
@@ -87,10 +131,12 @@ pub struct Batch<'c> {
     /// What detections learned this batch, by (tracker, key), written at commit in
     /// one statement (PostgreSQL takes each row once per statement).
     learned: HashMap<(String, String), String>,
-    /// The writer's known day partitions (PostgreSQL), and those this batch created:
-    /// they exist once it commits.
-    partitions: &'c mut std::collections::HashSet<i64>,
-    created: Vec<i64>,
+    /// The writer's known day parts, and those this batch created or dropped: so they
+    /// are once it commits.
+    parts: &'c mut Parts,
+    created: Vec<Part>,
+    dropped: Vec<Part>,
+    ranges: Ranges,
     /// Streams whose chain state this batch locked (PostgreSQL).
     claimed: HashSet<String>,
     rollups: RollupRows,
@@ -100,14 +146,13 @@ pub struct Batch<'c> {
 }
 
 impl<'c> Batch<'c> {
-    pub(super) fn begin(
-        db: &'c mut Db,
-        partitions: &'c mut std::collections::HashSet<i64>,
-    ) -> anyhow::Result<Self> {
+    pub(super) fn begin(db: &'c mut Db, parts: &'c mut Parts) -> anyhow::Result<Self> {
         Ok(Self {
             tx: db.begin()?,
-            partitions,
+            parts,
             created: Vec::new(),
+            dropped: Vec::new(),
+            ranges: Ranges::default(),
             claimed: HashSet::new(),
             learned: HashMap::new(),
             alerts: alerts::Held::default(),
@@ -124,48 +169,53 @@ impl<'c> Batch<'c> {
         let sealed = &entry.verdict.sealed;
         let kind = f.kind.map_or("unknown", Kind::as_str);
         let enrichment = added_fields(e);
-        if self.tx.dialect() == Dialect::Postgres {
-            self.partition_for(f.ts_ns)?;
-        }
+        let part = Part::of(f.ts_ns);
+        self.part_for(part)?;
         let columns = columns(e);
         // In RECORD_COLUMNS' order.
-        self.put_record(args![
-            f.stream,
-            f.seq as i64,
-            kind,
-            f.ts_ns,
-            f.method,
-            f.host,
-            f.path,
-            (f.kind == Some(Kind::Access)).then_some(&e.template),
-            f.status,
-            f.request_bytes.map(|b| b as i64),
-            f.response_bytes.map(|b| b as i64),
-            f.duration_ns.map(|d| d as i64),
-            f.client.map(|c| c.to_string()),
-            f.client.map(|c| client_key(c).to_vec()),
-            f.user(),
-            f.user_name,
-            f.auth_method,
-            f.credential,
-            f.process,
-            f.pid,
-            f.user_agent,
-            f.outcome,
-            columns.asset,
-            columns.sensitivity,
-            columns.country,
-            columns.asn,
-            columns.as_org,
-            columns.full_name,
-            columns.department,
-            columns.user_status,
-            &sealed.hash[..],
-            &sealed.prev_hash[..],
-            entry.verdict.link.as_str(),
-            enrichment,
-            entry.line,
-        ])?;
+        self.put_record(
+            part,
+            args![
+                f.stream,
+                f.seq as i64,
+                kind,
+                f.ts_ns,
+                f.method,
+                f.host,
+                f.path,
+                (f.kind == Some(Kind::Access)).then_some(&e.template),
+                f.status,
+                f.request_bytes.map(|b| b as i64),
+                f.response_bytes.map(|b| b as i64),
+                f.duration_ns.map(|d| d as i64),
+                f.client.map(|c| c.to_string()),
+                f.client.map(|c| client_key(c).to_vec()),
+                f.user(),
+                f.user_name,
+                f.auth_method,
+                f.credential,
+                f.process,
+                f.pid,
+                f.user_agent,
+                f.outcome,
+                columns.asset,
+                columns.sensitivity,
+                columns.country,
+                columns.asn,
+                columns.as_org,
+                columns.full_name,
+                columns.department,
+                columns.user_status,
+                &sealed.hash[..],
+                &sealed.prev_hash[..],
+                entry.verdict.link.as_str(),
+                enrichment,
+                entry.line,
+            ],
+        )?;
+        if self.tx.dialect() == Dialect::Sqlite {
+            self.ranges.note(&f.stream, part, f.seq);
+        }
         self.stored += 1;
         if let Some(loss) = &f.loss {
             self.tx.execute(
@@ -216,11 +266,15 @@ impl<'c> Batch<'c> {
 
     /// Marks the stored lines `from..=to` of `stream` as covered by the checkpoint at `to`.
     pub fn cover(&mut self, stream: &str, (from, to): (u64, u64)) -> anyhow::Result<()> {
-        self.tx.execute(
-            "UPDATE records SET checkpoint = ?3
-             WHERE stream = ?1 AND seq BETWEEN ?2 AND ?3 AND link != 'break'",
-            args![stream, from as i64, to as i64],
-        )?;
+        for table in self.tables_of(stream, (from, to))? {
+            self.tx.execute(
+                &format!(
+                    "UPDATE {table} SET checkpoint = ?3
+                     WHERE stream = ?1 AND seq BETWEEN ?2 AND ?3 AND link != 'break'"
+                ),
+                args![stream, from as i64, to as i64],
+            )?;
+        }
         Ok(())
     }
 
@@ -375,20 +429,88 @@ impl<'c> Batch<'c> {
                 args![stream, serde_json::to_string(s)?],
             )?;
         }
+        if self.tx.dialect() == Dialect::Sqlite {
+            let mut ranges: Vec<(String, String, u64, u64)> = self
+                .ranges
+                .0
+                .drain()
+                .flat_map(|(stream, parts)| {
+                    parts
+                        .into_iter()
+                        .map(move |(part, first, last)| (stream.clone(), part.table(), first, last))
+                })
+                .collect();
+            ranges.sort_unstable();
+            let days: Vec<Vec<Value>> = ranges
+                .into_iter()
+                .map(|(stream, table, first, last)| {
+                    vec![
+                        Value::Text(stream),
+                        Value::Text(table),
+                        Value::Integer(first as i64),
+                        Value::Integer(last as i64),
+                    ]
+                })
+                .collect();
+            self.tx.insert_rows(
+                "record_days",
+                &[
+                    ("stream", SqlType::Text),
+                    ("tbl", SqlType::Text),
+                    ("first_seq", SqlType::Integer),
+                    ("last_seq", SqlType::Integer),
+                ],
+                &days,
+                "ON CONFLICT (stream, tbl) DO UPDATE SET
+                    first_seq = min(first_seq, excluded.first_seq),
+                    last_seq = max(last_seq, excluded.last_seq)",
+            )?;
+        }
         let stored = self.stored;
         self.tx.commit()?;
-        self.partitions.extend(self.created);
+        self.parts.known.extend(self.created);
+        for part in self.dropped {
+            self.parts.known.remove(&part);
+            self.parts.inserts.remove(&part);
+        }
         Ok(stored)
     }
 }
 
 impl Batch<'_> {
+    /// The tables that may hold seqs `from..=to` of `stream`, this batch's first.
+    fn tables_of(&mut self, stream: &str, seqs: (u64, u64)) -> anyhow::Result<Vec<String>> {
+        let mut tables: Vec<String> = self.ranges.meeting(stream, seqs).map(Part::table).collect();
+        for table in days::locate(&mut self.tx, stream, seqs)? {
+            if !tables.contains(&table) {
+                tables.push(table);
+            }
+        }
+        Ok(tables)
+    }
+
+    /// `columns` of the stored line `seq` of `stream`, and the table that holds it.
+    fn find(
+        &mut self,
+        columns: &str,
+        stream: &str,
+        seq: u64,
+    ) -> anyhow::Result<Option<(String, Row)>> {
+        for table in self.tables_of(stream, (seq, seq))? {
+            let found = self.tx.query_opt(
+                &format!("SELECT {columns} FROM {table} WHERE stream = ?1 AND seq = ?2"),
+                args![stream, seq as i64],
+            )?;
+            if let Some(row) = found {
+                return Ok(Some((table, row)));
+            }
+        }
+        Ok(None)
+    }
+
     fn stored(&mut self, column: &str, stream: &str, seq: u64) -> anyhow::Result<Option<Hash>> {
-        let hash: Option<Vec<u8>> = match self.tx.query_opt(
-            &format!("SELECT {column} FROM records WHERE stream = ?1 AND seq = ?2"),
-            args![stream, seq as i64],
-        )? {
-            Some(row) => row.get(0)?,
+        let hash: Option<Vec<u8>> = match self.find(column, stream, seq)? {
+            Some((_, row)) => row.get(0)?,
             None => None,
         };
         Ok(hash.and_then(|h| h.try_into().ok()))
@@ -398,24 +520,19 @@ impl Batch<'_> {
     /// after it, when that line links to it; and so on backwards, through the lines
     /// that waited for the gap to fill, until one is covered already or does not link.
     pub fn carry_cover_back(&mut self, stream: &str, seq: u64) -> anyhow::Result<()> {
-        let mut seq = seq as i64;
+        let mut seq = seq;
         loop {
-            let next = self.tx.query_opt(
-                "SELECT checkpoint, prev_hash FROM records WHERE stream = ?1 AND seq = ?2",
-                args![stream, seq + 1],
-            )?;
-            let Some(next) = next else { return Ok(()) };
+            let Some((_, next)) = self.find("checkpoint, prev_hash", stream, seq + 1)? else {
+                return Ok(());
+            };
             let (Some(checkpoint), next_prev) =
                 (next.get::<Option<i64>>(0)?, next.get::<Vec<u8>>(1)?)
             else {
                 return Ok(());
             };
-            let this = self.tx.query_opt(
-                "SELECT checkpoint, hash, link FROM records WHERE stream = ?1 AND seq = ?2",
-                args![stream, seq],
-            )?;
-            let this = match this {
-                Some(r) => Some((
+            let this = match self.find("checkpoint, hash, link", stream, seq)? {
+                Some((table, r)) => Some((
+                    table,
                     r.get::<Option<i64>>(0)?,
                     r.get::<Vec<u8>>(1)?,
                     r.get::<String>(2)?,
@@ -423,10 +540,12 @@ impl Batch<'_> {
                 None => None,
             };
             match this {
-                Some((None, hash, link)) if hash == next_prev && link != "break" => {
+                Some((table, None, hash, link)) if hash == next_prev && link != "break" => {
                     self.tx.execute(
-                        "UPDATE records SET checkpoint = ?3 WHERE stream = ?1 AND seq = ?2",
-                        args![stream, seq, checkpoint],
+                        &format!(
+                            "UPDATE {table} SET checkpoint = ?3 WHERE stream = ?1 AND seq = ?2"
+                        ),
+                        args![stream, seq as i64, checkpoint],
                     )?;
                     seq -= 1;
                 }
@@ -437,11 +556,19 @@ impl Batch<'_> {
 }
 
 impl Batch<'_> {
-    /// Stores one record's values, in RECORD_COLUMNS' order: SQLite in process,
-    /// PostgreSQL into the open COPY, which the next other statement completes.
-    fn put_record(&mut self, values: &[&dyn ToArg]) -> anyhow::Result<()> {
+    /// Stores one record's values, in RECORD_COLUMNS' order: SQLite in process, into
+    /// its day's table, PostgreSQL into the open COPY, which the next other statement
+    /// completes (the partitioned table routes each row to its day).
+    fn put_record(&mut self, part: Part, values: &[&dyn ToArg]) -> anyhow::Result<()> {
         match self.tx.dialect() {
-            Dialect::Sqlite => self.tx.insert_row(&RECORDS_INSERT, values),
+            Dialect::Sqlite => {
+                let sql = self
+                    .parts
+                    .inserts
+                    .entry(part)
+                    .or_insert_with(|| sqlite_insert(&part.table(), &RECORD_COLUMNS, ""));
+                self.tx.insert_row(sql, values)
+            }
             Dialect::Postgres => self.tx.copy_row("records", &RECORD_COLUMNS, values),
         }
     }
@@ -474,20 +601,26 @@ impl Batch<'_> {
         Ok(Some(state))
     }
 
-    /// A partition retention dropped: a late line of its day must create it again.
-    pub(super) fn forget_partition(&mut self, day: i64) {
-        self.partitions.remove(&day);
+    /// Retention dropped `part`: a late line of its day must create it again.
+    pub(super) fn forget_part(&mut self, part: Part) {
+        self.dropped.push(part);
     }
 
-    /// Creates the day partition of a record at `ts_ns` unless it exists (PostgreSQL).
-    fn partition_for(&mut self, ts_ns: i64) -> anyhow::Result<()> {
-        let Some(day) = postgres::day_of(ts_ns) else {
+    /// Creates the table (SQLite) or partition (PostgreSQL) of `part` unless it exists.
+    fn part_for(&mut self, part: Part) -> anyhow::Result<()> {
+        if self.parts.known.contains(&part) || self.created.contains(&part) {
             return Ok(());
-        };
-        if !self.partitions.contains(&day) && !self.created.contains(&day) {
-            postgres::create_partition(&mut self.tx, day)?;
-            self.created.push(day);
         }
+        match (self.tx.dialect(), part) {
+            (Dialect::Sqlite, _) => self
+                .tx
+                .batch(&schema::records_table(&part.table()))
+                .with_context(|| format!("creating the records table {}", part.table()))?,
+            (Dialect::Postgres, Part::Day(day)) => postgres::create_partition(&mut self.tx, day)?,
+            // The default partition holds them.
+            (Dialect::Postgres, Part::Early | Part::Late) => return Ok(()),
+        }
+        self.created.push(part);
         Ok(())
     }
 }

@@ -486,16 +486,17 @@ impl Chains {
         };
     }
 
-    /// Retention deleted `seq` of `stream`, a line older than `before_ns`.
-    pub fn expire(&mut self, stream: &str, seq: u64, before_ns: i64) {
+    /// Retention deleted `lines` lines of `stream` older than `before_ns`, up to seq
+    /// `through_seq`.
+    pub fn expire(&mut self, stream: &str, through_seq: u64, lines: u64, before_ns: i64) {
         if let Some(state) = self.streams.get_mut(stream) {
             let expired = state.expired.get_or_insert(Expired {
                 through_seq: 0,
                 lines: 0,
                 before_ns,
             });
-            expired.through_seq = expired.through_seq.max(seq);
-            expired.lines += 1;
+            expired.through_seq = expired.through_seq.max(through_seq);
+            expired.lines += lines;
             expired.before_ns = before_ns;
         }
     }

@@ -33,7 +33,8 @@ pub fn sqlite(stored: &Path, dir: &Path) -> Result<f64> {
     let ddl: Vec<String> = conn
         .prepare(
             "SELECT sql FROM src.sqlite_master
-             WHERE tbl_name IN ('records', 'rollup', 'rollup_users') AND sql IS NOT NULL
+             WHERE (tbl_name GLOB 'records_*' OR tbl_name IN ('rollup', 'rollup_users'))
+                AND sql IS NOT NULL
              ORDER BY type = 'index'",
         )?
         .query_map([], |r| r.get(0))?
@@ -41,18 +42,34 @@ pub fn sqlite(stored: &Path, dir: &Path) -> Result<f64> {
     for sql in &ddl {
         conn.execute_batch(sql)?;
     }
-    let last: i64 = conn.query_row("SELECT COALESCE(MAX(id), 0) FROM src.records", [], |r| {
-        r.get(0)
-    })?;
+    // The hub keeps a table per day.
+    let days: Vec<(String, i64)> = conn
+        .prepare(
+            "SELECT name FROM src.sqlite_master WHERE type = 'table' AND name GLOB 'records_*'",
+        )?
+        .query_map([], |r| r.get::<_, String>(0))?
+        .collect::<rusqlite::Result<Vec<_>>>()?
+        .into_iter()
+        .map(|table| {
+            let last = conn.query_row(
+                &format!("SELECT COALESCE(MAX(id), 0) FROM src.{table}"),
+                [],
+                |r| r.get(0),
+            )?;
+            Ok((table, last))
+        })
+        .collect::<Result<_>>()?;
     let started = Instant::now();
-    let mut from = 0;
-    while from < last {
-        conn.execute_batch(&format!(
-            "BEGIN; INSERT INTO main.records SELECT * FROM src.records
-                WHERE id > {from} AND id <= {}; COMMIT;",
-            from + BATCH
-        ))?;
-        from += BATCH;
+    for (table, last) in &days {
+        let mut from = 0;
+        while from < *last {
+            conn.execute_batch(&format!(
+                "BEGIN; INSERT INTO main.{table} SELECT * FROM src.{table}
+                    WHERE id > {from} AND id <= {}; COMMIT;",
+                from + BATCH
+            ))?;
+            from += BATCH;
+        }
     }
     conn.execute_batch("BEGIN")?;
     for table in ROLLUPS {
