@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::db::{Db, Row, args};
+use super::db::{Db, Dialect, Row, args};
 
 /// How urgent an alert is; ordered, so an update can only raise it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -349,6 +349,22 @@ pub fn changed_after(db: &mut Db, revision: i64, limit: u32) -> anyhow::Result<V
     .iter()
     .map(alert)
     .collect()
+}
+
+/// Whether this connection delivers to `target`. SQLite's store has one hub, which
+/// does. On PostgreSQL several hubs may share the store and each may have the target
+/// configured: the one whose connection holds the target's lock delivers, so a change
+/// is sent once, not once per hub. The lock is the session's: it lasts until the
+/// connection closes (the hub stops or dies), and then another hub takes over.
+pub fn lead(db: &mut Db, target: &str) -> anyhow::Result<bool> {
+    if db.dialect() == Dialect::Sqlite {
+        return Ok(true);
+    }
+    db.query_row(
+        "SELECT pg_try_advisory_lock(hashtextextended(?1, 0))",
+        args![format!("tracer-hub delivers to {target}")],
+    )?
+    .get(0)
 }
 
 /// The revision `target` delivered last; 0 before its first delivery.

@@ -11,6 +11,9 @@ use super::{
     db::{Db, args},
 };
 
+/// Serialises the batches that change alerts, from reading the revision to commit.
+pub const ALERTS_LOCK: i64 = SCHEMA_LOCK + 1;
+
 /// Serialises schema changes (tables, partitions) between hubs sharing the database.
 pub const SCHEMA_LOCK: i64 = 0x7472_6163_6572; // "tracer"
 

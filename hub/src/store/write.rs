@@ -320,10 +320,24 @@ impl<'c> Batch<'c> {
     }
 
     /// The revision of every alert this batch changes: one above the highest stored.
+    ///
+    /// Deliveries send what changed after the last revision they sent, so revisions
+    /// must become visible in their order. With several hubs on one PostgreSQL store,
+    /// two batches could each read the same highest revision, or commit out of order,
+    /// and a delivery that had moved past a revision would never send the alerts
+    /// committed with it later. So a batch that changes alerts holds a lock from
+    /// reading the revision until it commits: the next one reads the revision it wrote.
+    /// It is the last lock a batch takes, after its streams' and the schema's.
     fn revision(&mut self) -> anyhow::Result<i64> {
         Ok(match self.revision {
             Some(revision) => revision,
             None => {
+                if self.tx.dialect() == Dialect::Postgres {
+                    self.tx.execute(
+                        "SELECT pg_advisory_xact_lock(?1)",
+                        args![postgres::ALERTS_LOCK],
+                    )?;
+                }
                 let next: i64 = self
                     .tx
                     .query_row("SELECT COALESCE(MAX(revision), 0) + 1 FROM alerts", args![])?
