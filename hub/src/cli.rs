@@ -103,6 +103,13 @@ pub struct ReadArgs {
     /// when the system does not trust it.
     #[arg(long, value_name = "FILE", requires = "hub")]
     pub hub_ca: Option<PathBuf>,
+    /// With --hub over mutual TLS (`serve --tls-client-ca`): this client's certificate
+    /// chain (PEM), with --hub-key.
+    #[arg(long, value_name = "FILE", requires_all = ["hub", "hub_key"])]
+    pub hub_cert: Option<PathBuf>,
+    /// The private key (PEM) of --hub-cert.
+    #[arg(long, value_name = "FILE", requires = "hub_cert")]
+    pub hub_key: Option<PathBuf>,
 }
 
 #[derive(Args, Clone)]
@@ -188,6 +195,10 @@ pub struct ServeArgs {
     /// The PEM private key of --tls-cert.
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Mutual TLS: every connection must present a client certificate issued by one of
+    /// the CAs in this PEM file, before any login (the token is still asked for).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
     /// A file holding the dashboard password's argon2 hash (`tracer-hub password-hash`).
     #[arg(long, value_name = "FILE")]
     pub password_hash_file: Option<PathBuf>,

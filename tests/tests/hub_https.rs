@@ -59,17 +59,10 @@ fn the_dashboard_is_served_over_https_beyond_loopback_with_secure_cookies() -> R
     );
 
     let stderr = dir.path().join("serve.stderr");
-    let _hub = Guarded::spawn(
-        Command::new(hub_bin()?)
-            .args(serve)
-            .args(["--listen", &listen, "--tls-cert"])
-            .arg(cert.cert())
-            .arg("--tls-key")
-            .arg(cert.key())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&stderr)?),
-        "tracer-hub",
+    let _hub = serve_over_tls(
+        &[&serve[..], &["--listen", &listen]].concat(),
+        &cert,
+        &stderr,
     )?;
     let base = format!("https://127.0.0.1:{port}");
     let deadline = Instant::now() + WAIT;
@@ -184,6 +177,22 @@ fn the_dashboard_is_served_over_https_beyond_loopback_with_secure_cookies() -> R
     Ok(())
 }
 
+/// `tracer-hub ARGS --tls-cert --tls-key` with `cert`'s pair, its stderr in `stderr`.
+fn serve_over_tls(args: &[&str], cert: &Certificate, stderr: &std::path::Path) -> Result<Guarded> {
+    Guarded::spawn(
+        Command::new(hub_bin()?)
+            .args(args)
+            .arg("--tls-cert")
+            .arg(cert.cert())
+            .arg("--tls-key")
+            .arg(cert.key())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(stderr)?),
+        "tracer-hub",
+    )
+}
+
 /// The hub's stderr once it holds `text`, or as it is at the deadline.
 fn wait_for_log(stderr: &std::path::Path, text: &str) -> Result<String> {
     let deadline = Instant::now() + WAIT;
@@ -194,4 +203,120 @@ fn wait_for_log(stderr: &std::path::Path, text: &str) -> Result<String> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// `serve --tls-client-ca`: a connection without a client certificate from those CAs
+/// gets no page at all, not even the login; with one, the token is still asked for.
+/// `query --hub` presents its certificate with --hub-cert and --hub-key.
+#[test]
+fn with_client_cas_only_clients_holding_their_certificates_reach_the_hub() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let server = Certificate::generate_with_ca()?;
+    let clients = Certificate::generate_with_ca()?;
+    let (alice_cert, alice_key) = clients.issue_client("alice")?;
+    let rogue = Certificate::generate_with_ca()?;
+    let (mallory_cert, mallory_key) = rogue.issue_client("mallory")?;
+    let token = dir.path().join("token");
+    fs::write(&token, format!("{TOKEN}\n"))?;
+    let data = dir.path().join("data");
+    let port = free_port();
+    let stderr = dir.path().join("serve.stderr");
+    let (data, token_arg, client_ca) = (data.to_str(), token.to_str(), clients.ca());
+    let listen = format!("127.0.0.1:{port}");
+    let _hub = serve_over_tls(
+        &[
+            "serve",
+            "--data",
+            data.unwrap_or_default(),
+            "--token-file",
+            token_arg.unwrap_or_default(),
+            "--listen",
+            &listen,
+            "--tls-client-ca",
+            client_ca.to_str().unwrap_or_default(),
+        ],
+        &server,
+        &stderr,
+    )?;
+    let base = format!("https://127.0.0.1:{port}");
+    let server_ca = server.ca();
+    let totals = format!("{base}/api/totals");
+    let with_cert = |cert: &std::path::Path, key: &std::path::Path, extra: &[&str]| {
+        let mut args = vec![
+            "--cacert",
+            server_ca.to_str().unwrap_or_default(),
+            "--cert",
+            cert.to_str().unwrap_or_default(),
+            "--key",
+            key.to_str().unwrap_or_default(),
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+        ];
+        args.extend_from_slice(extra);
+        args.push(&totals);
+        curl(&args)
+    };
+    // Alice's certificate without the token: the login is still asked for.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match with_cert(&alice_cert, &alice_key, &[]) {
+            Ok(code) if code == "401" => break,
+            status if Instant::now() > deadline => bail!(
+                "no HTTPS answer: {status:?}; {}",
+                fs::read_to_string(&stderr)?
+            ),
+            _ => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+    let bearer = format!("Authorization: Bearer {TOKEN}");
+    assert_eq!(with_cert(&alice_cert, &alice_key, &["-H", &bearer])?, "200");
+    // No certificate, or one from another CA: no answer at all, the token notwithstanding.
+    let without = curl(&[
+        "--cacert",
+        server_ca.to_str().unwrap_or_default(),
+        "-H",
+        &bearer,
+        &totals,
+    ]);
+    assert!(without.is_err(), "{without:?}");
+    let rogue_answer = with_cert(&mallory_cert, &mallory_key, &["-H", &bearer]);
+    assert!(rogue_answer.is_err(), "{rogue_answer:?}");
+    let log = wait_for_log(&stderr, "TLS handshake from 127.0.0.1")?;
+    assert!(log.contains("TLS handshake from 127.0.0.1"), "{log}");
+
+    // `query --hub`: refused without a certificate, with the flags to give; answered
+    // with Alice's.
+    let remote = [
+        "query",
+        "--hub",
+        &base,
+        "--token-file",
+        token.to_str().unwrap_or_default(),
+        "--hub-ca",
+        server_ca.to_str().unwrap_or_default(),
+    ];
+    let as_holder = |cert: &std::path::Path, key: &std::path::Path| {
+        let (cert, key) = (
+            cert.to_str().unwrap_or_default(),
+            key.to_str().unwrap_or_default(),
+        );
+        hub::run(&[&remote[..], &["--hub-cert", cert, "--hub-key", key]].concat())
+    };
+    let refused = hub::run(&remote)?;
+    assert!(!refused.ok, "{}", refused.stdout);
+    assert!(refused.stderr.contains("--hub-cert"), "{}", refused.stderr);
+    let rogue_query = as_holder(&mallory_cert, &mallory_key)?;
+    assert!(!rogue_query.ok, "{}", rogue_query.stdout);
+    assert!(
+        rogue_query
+            .stderr
+            .contains("refused the client certificate"),
+        "{}",
+        rogue_query.stderr
+    );
+    let answered = as_holder(&alice_cert, &alice_key)?;
+    assert!(answered.ok, "{}", answered.stderr);
+    Ok(())
 }

@@ -5,7 +5,7 @@ use std::{path::Path, time::Duration};
 
 use anyhow::{Context as _, bail};
 use serde::de::DeserializeOwned;
-use ureq::tls::{Certificate, RootCerts, TlsConfig};
+use ureq::tls::{Certificate, ClientCert, PemItem, PrivateKey, RootCerts, TlsConfig};
 
 use crate::cli::ReadArgs;
 
@@ -31,10 +31,16 @@ impl RemoteHub {
             .token_file
             .as_deref()
             .context("--hub needs --token-file")?;
-        Self::new(url, token_file, args.hub_ca.as_deref()).map(Some)
+        let client = args.hub_cert.as_deref().zip(args.hub_key.as_deref());
+        Self::new(url, token_file, args.hub_ca.as_deref(), client).map(Some)
     }
 
-    fn new(url: &str, token_file: &Path, ca: Option<&Path>) -> anyhow::Result<Self> {
+    fn new(
+        url: &str,
+        token_file: &Path,
+        ca: Option<&Path>,
+        client: Option<(&Path, &Path)>,
+    ) -> anyhow::Result<Self> {
         if !(url.starts_with("http://") || url.starts_with("https://")) {
             bail!("--hub {url:?}: expected http://HOST:PORT or https://HOST:PORT");
         }
@@ -51,17 +57,18 @@ impl RemoteHub {
         let mut config = ureq::Agent::config_builder()
             .timeout_global(Some(TIMEOUT))
             .http_status_as_error(false);
+        let mut tls = TlsConfig::builder();
         if let Some(ca) = ca {
             let pem =
                 std::fs::read(ca).with_context(|| format!("reading --hub-ca {}", ca.display()))?;
             let cert = Certificate::from_pem(&pem)
                 .with_context(|| format!("--hub-ca {}: not a PEM certificate", ca.display()))?;
-            config = config.tls_config(
-                TlsConfig::builder()
-                    .root_certs(RootCerts::new_with_certs(&[cert]))
-                    .build(),
-            );
+            tls = tls.root_certs(RootCerts::new_with_certs(&[cert]));
         }
+        if let Some((cert, key)) = client {
+            tls = tls.client_cert(Some(client_cert(cert, key)?));
+        }
+        config = config.tls_config(tls.build());
         Ok(Self {
             base: url.trim_end_matches('/').to_owned(),
             token,
@@ -78,7 +85,7 @@ impl RemoteHub {
             .query_pairs(params.iter().copied())
             .header("Authorization", &format!("Bearer {}", self.token))
             .call()
-            .with_context(|| format!("GET {url}: is the hub running there?"))?;
+            .map_err(|e| explain_tls(e, &url))?;
         let status = response.status();
         let body = response
             .body_mut()
@@ -110,4 +117,51 @@ impl RemoteHub {
             )
         })
     }
+}
+
+/// A failed request, with what to do when the hub's mutual TLS is why: rustls names
+/// the alert the hub sent. A certificate from an unknown CA named like a trusted one
+/// fails its signature check, which the hub reports as `DecryptError`.
+fn explain_tls(error: ureq::Error, url: &str) -> anyhow::Error {
+    let text = error.to_string();
+    let hint = if text.contains("CertificateRequired") {
+        "the hub asks for a client certificate (serve --tls-client-ca): give --hub-cert and --hub-key"
+    } else if [
+        "UnknownCA",
+        "BadCertificate",
+        "DecryptError",
+        "CertificateUnknown",
+    ]
+    .iter()
+    .any(|alert| text.contains(alert))
+    {
+        "the hub refused the client certificate of --hub-cert: is it issued by a CA of the hub's --tls-client-ca, and is --hub-key its key?"
+    } else {
+        "is the hub running there?"
+    };
+    anyhow::Error::new(error).context(format!("GET {url}: {hint}"))
+}
+
+/// `--hub-cert` and `--hub-key`: the chain (leaf first) and its key, for mutual TLS.
+fn client_cert(cert: &Path, key: &Path) -> anyhow::Result<ClientCert> {
+    let pem =
+        std::fs::read(cert).with_context(|| format!("reading --hub-cert {}", cert.display()))?;
+    let chain: Vec<Certificate<'static>> = ureq::tls::parse_pem(&pem)
+        .filter_map(|item| match item {
+            Ok(PemItem::Certificate(c)) => Some(Ok(c)),
+            Ok(_) => None,
+            Err(e) => Some(Err(e)),
+        })
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("--hub-cert {}: not PEM", cert.display()))?;
+    anyhow::ensure!(
+        !chain.is_empty(),
+        "--hub-cert {}: no certificate in it",
+        cert.display()
+    );
+    let key_pem =
+        std::fs::read(key).with_context(|| format!("reading --hub-key {}", key.display()))?;
+    let private = PrivateKey::from_pem(&key_pem)
+        .with_context(|| format!("--hub-key {}: not a PEM private key", key.display()))?;
+    Ok(ClientCert::new_with_certs(&chain, private))
 }

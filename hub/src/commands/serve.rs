@@ -44,7 +44,11 @@ const EXPIRE_EVERY: Duration = Duration::from_secs(600);
 
 pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     let tls = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => Some(tls::Certified::load(cert, key)?),
+        (Some(cert), Some(key)) => Some(tls::Certified::load(tls::TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            client_ca: args.tls_client_ca.clone(),
+        })?),
         _ => None,
     };
     anyhow::ensure!(
