@@ -113,6 +113,13 @@ impl StoreAt {
                     )
                 })?;
                 conn.busy_timeout(Duration::from_secs(10))?;
+                anyhow::ensure!(
+                    !schema::undivided(&conn)?,
+                    "{} was made by an older tracer-hub, with all records in one table; \
+                     `tracer-hub serve` or `import` on it moves them into a table per day \
+                     (once), then questions can read it",
+                    file.display()
+                );
                 Ok(Db::sqlite(conn))
             }
             StoreAt::Postgres { url, tls } => {
@@ -304,6 +311,12 @@ mod tests {
             .unwrap();
         }
         drop(old);
+        // Questions wait for a writer to divide it, and say so.
+        let early = store.open_reader().unwrap_err();
+        assert!(
+            format!("{early:#}").contains("serve` or `import`"),
+            "{early:#}"
+        );
         store.open_writer().unwrap();
         let mut conn = store.open_reader().unwrap();
         assert_eq!(

@@ -183,15 +183,19 @@ pub fn upgrade(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// The store was made before records were kept by day: they are all in `records`.
+pub fn undivided(conn: &rusqlite::Connection) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = 'records'",
+        [],
+        |r| r.get::<_, i64>(0).map(|n| n > 0),
+    )
+}
+
 /// Moves the records of a store made before they were kept by day, all in one table
 /// `records`, into day tables, in one transaction: a crash leaves them where they were.
 pub fn divide_records(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
-    let undivided: i64 = conn.query_row(
-        "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = 'records'",
-        [],
-        |r| r.get(0),
-    )?;
-    if undivided == 0 {
+    if !undivided(conn)? {
         return Ok(());
     }
     let lines: i64 = conn.query_row("SELECT count(*) FROM records", [], |r| r.get(0))?;
