@@ -131,8 +131,8 @@ pub struct Batch<'c> {
     /// What detections learned this batch, by (tracker, key), written at commit in
     /// one statement (PostgreSQL takes each row once per statement).
     learned: HashMap<(String, String), String>,
-    /// The writer's known day parts, and those this batch created or dropped: so they
-    /// are once it commits.
+    /// The writer's known day parts; those this batch created or dropped join or leave
+    /// them when it commits.
     parts: &'c mut Parts,
     created: Vec<Part>,
     dropped: Vec<Part>,
