@@ -24,13 +24,8 @@ pub const DEFAULT_CONSUMER: &str = "tracer-hub";
 const ACK_WAIT: Duration = Duration::from_secs(10);
 /// A batch ends at this many messages, or [`BATCH_WAIT`] after its first message. A
 /// backlog drains in large batches, because each commit rewrites every index page the
-/// batch touched (see `import`); live traffic is cut by the wait long before. No more
-/// than one batch is delivered unacknowledged, so a batch's messages wait for their
-/// own commit only, well within [`ACK_WAIT`] (50,000 commit in 2-4 s here). With
-/// 20,000 and four batches in flight, the same 200,000 messages drained 21,098/s into
-/// SQLite and 12,692/s into PostgreSQL; with this, 29,055/s and 14,776/s (one bench
-/// run each, back to back).
-const BATCH_MAX: usize = 50_000;
+/// batch touched (see `import`); live traffic is cut by the wait long before.
+const BATCH_MAX: usize = 20_000;
 const BATCH_WAIT: Duration = Duration::from_millis(50);
 /// How long [`Source::next_batch`] waits for a first message before it returns an empty
 /// batch, so that the caller's periodic work runs on an idle stream too.
@@ -111,7 +106,7 @@ impl Source {
                     deliver_policy: DeliverPolicy::All,
                     ack_policy: AckPolicy::Explicit,
                     ack_wait: ACK_WAIT,
-                    max_ack_pending: BATCH_MAX as i64,
+                    max_ack_pending: 4 * BATCH_MAX as i64,
                     ..Default::default()
                 },
             )
