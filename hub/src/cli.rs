@@ -5,7 +5,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::{
     enrich::EnrichSettings,
-    ingest::nats::{DEFAULT_CONSUMER, DEFAULT_STREAM, NatsSettings},
+    ingest::nats::{DEFAULT_BATCH, DEFAULT_CONSUMER, DEFAULT_STREAM, NatsSettings},
     query::{filter::FilterArgs, top::TopKind},
 };
 
@@ -185,6 +185,12 @@ pub struct ServeArgs {
     /// The durable consumer; hubs sharing one store share it.
     #[arg(long, value_name = "NAME", default_value = DEFAULT_CONSUMER)]
     pub nats_consumer: String,
+    /// The most NATS messages stored in one transaction, and unacknowledged at once.
+    /// Larger batches drain a backlog faster; each must commit within the 10 s ack
+    /// wait. Hubs sharing a consumer should give the same number.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_BATCH,
+          value_parser = parse_batch)]
+    pub nats_batch: usize,
     /// Where the dashboard and API listen. Other addresses than loopback need
     /// --tls-cert and --tls-key, or a TLS-terminating proxy in front.
     #[arg(long, value_name = "ADDR", default_value = DEFAULT_LISTEN)]
@@ -230,6 +236,7 @@ impl ServeArgs {
             url: url.clone(),
             stream: self.nats_stream.clone(),
             consumer: self.nats_consumer.clone(),
+            batch: self.nats_batch,
         })
     }
 }
@@ -313,4 +320,40 @@ pub struct AlertsArgs {
 pub enum AlertFormat {
     Table,
     Jsonl,
+}
+
+/// `--nats-batch`: 1 to 100,000. A larger batch would take longer to commit than the
+/// consumer's 10 s ack wait on a slow store, and come again while it is stored.
+fn parse_batch(text: &str) -> Result<usize, String> {
+    const MAX: usize = 100_000;
+    match text.parse::<usize>() {
+        Ok(n @ 1..=MAX) => Ok(n),
+        _ => Err(format!("expected a number of messages from 1 to {MAX}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::{Cli, Command};
+
+    fn nats_batch(value: &str) -> Result<usize, String> {
+        let cli = Cli::try_parse_from(["tracer-hub", "serve", "--nats-batch", value])
+            .map_err(|e| e.to_string())?;
+        match cli.command {
+            Command::Serve(args) => Ok(args.nats_batch),
+            _ => Err("not serve".to_owned()),
+        }
+    }
+
+    #[test]
+    fn nats_batch_is_bounded() {
+        assert_eq!(nats_batch("5000"), Ok(5000));
+        assert_eq!(nats_batch("100000"), Ok(100_000));
+        for bad in ["0", "100001", "many"] {
+            let err = nats_batch(bad).expect_err(bad);
+            assert!(err.contains("from 1 to 100000"), "{bad}: {err}");
+        }
+    }
 }

@@ -495,7 +495,9 @@ fn killed_mid_ingest(backend: Backend) -> Result<()> {
     let sent = run.records.len() as u64;
     assert_eq!(sent, report.complete);
 
-    let mut hub = setup.hub(&[])?;
+    // Small batches, so that the kill falls between commits: the default batch
+    // would take all 30,000 records in one transaction.
+    let mut hub = setup.hub(&["--nats-batch", "5000"])?;
     hub.wait_until(WAIT, "storing a first batch", |hub| Ok(hub.stored()? > 0))?;
     setup.kill(hub)?;
     let store = setup.store();
