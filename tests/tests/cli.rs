@@ -115,8 +115,9 @@ fn summary_has_the_documented_counters() -> Result<()> {
         "ringbuf_full_data",
         "ringbuf_full_conn",
         "read_user_failed",
-        "inflight_map_full",
+        "capture_dispatch_failed",
         "conn_map_full",
+        "tracepoint_args_unreadable",
     ] {
         let count = lost[key]
             .as_u64()

@@ -121,59 +121,49 @@ impl Syscall {
     }
 }
 
-/// The read and write syscalls whose bytes are captured, written once: each entry is
-/// (`Syscall` variant, tracepoint suffix in `syscalls:sys_{enter,exit}_*`, enter program,
-/// exit program). `$m` receives the whole table: the kernel programs are generated from
-/// it, and user space attaches them through `Syscall::IO`.
+/// The syscalls whose bytes are captured, written once: (`Syscall` variant, the kernel
+/// program that handles it as it returns). `$m` receives the whole table: the kernel
+/// programs are generated from it, and user space puts them in `CAPTURE_PROGRAMS` at
+/// their position in `Syscall::CAPTURED`.
 #[macro_export]
-macro_rules! io_syscalls {
+macro_rules! captured_syscalls {
     ($m:ident) => {
         $m! {
-            (Read, read, enter_read, exit_read),
-            (Readv, readv, enter_readv, exit_readv),
-            (Recvfrom, recvfrom, enter_recvfrom, exit_recvfrom),
-            (Recvmsg, recvmsg, enter_recvmsg, exit_recvmsg),
-            (Write, write, enter_write, exit_write),
-            (Writev, writev, enter_writev, exit_writev),
-            (Sendto, sendto, enter_sendto, exit_sendto),
-            (Sendmsg, sendmsg, enter_sendmsg, exit_sendmsg),
-            (Sendfile, sendfile64, enter_sendfile64, exit_sendfile64)
+            (Read, capture_read),
+            (Readv, capture_readv),
+            (Recvfrom, capture_recvfrom),
+            (Recvmsg, capture_recvmsg),
+            (Write, capture_write),
+            (Writev, capture_writev),
+            (Sendto, capture_sendto),
+            (Sendmsg, capture_sendmsg),
+            (Sendfile, capture_sendfile)
         }
     };
 }
 
-macro_rules! io_syscall_names {
-    ($(($variant:ident, $name:ident, $enter:ident, $exit:ident)),*) => {
+macro_rules! captured_table {
+    ($(($variant:ident, $program:ident)),*) => {
         impl Syscall {
-            /// Every captured syscall, in the table's order.
-            pub const IO: &'static [Syscall] = &[$(Syscall::$variant),*];
+            /// Every captured syscall, in the table's order: `KernelOffsets::syscall_nr`
+            /// and `CAPTURE_PROGRAMS` are indexed by position in it.
+            pub const CAPTURED: [Syscall; CAPTURED_SYSCALLS] = [$(Syscall::$variant),*];
 
-            /// The tracepoint suffix (`sys_enter_NAME`) and program names
-            /// (`enter_NAME`, `exit_NAME`) of a captured syscall; `None` for the
-            /// OpenSSL calls.
-            pub const fn programs(self) -> Option<IoPrograms> {
+            /// The kernel program that handles this syscall; `None` for the OpenSSL
+            /// calls.
+            pub const fn capture_program(self) -> Option<&'static str> {
                 match self {
-                    $(Syscall::$variant => Some(IoPrograms {
-                        tracepoint: stringify!($name),
-                        enter: stringify!($enter),
-                        exit: stringify!($exit),
-                    }),)*
+                    $(Syscall::$variant => Some(stringify!($program)),)*
                     Syscall::SslRead | Syscall::SslWrite => None,
                 }
             }
         }
     };
 }
-io_syscalls!(io_syscall_names);
+captured_syscalls!(captured_table);
 
-/// Names of a captured syscall's tracepoints and programs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct IoPrograms {
-    /// `read` for `syscalls:sys_enter_read` and `syscalls:sys_exit_read`.
-    pub tracepoint: &'static str,
-    pub enter: &'static str,
-    pub exit: &'static str,
-}
+/// How many syscalls are captured.
+pub const CAPTURED_SYSCALLS: usize = 9;
 
 /// Fields common to every event; first in every event struct.
 #[repr(C)]
@@ -240,8 +230,9 @@ pub enum Loss {
     RingbufConn = 1,
     /// A user buffer could not be read (bpf_probe_read_user failed).
     ReadUser = 2,
-    /// The per-thread syscall-argument map was full.
-    InflightFull = 3,
+    /// The jump from the `sys_exit` dispatcher to a captured syscall's program failed:
+    /// that syscall went unseen.
+    Dispatch = 3,
     /// The connection map was full.
     ConnFull = 4,
     /// An OpenSSL call returned plaintext but its socket was unknown (no syscall inside
@@ -249,8 +240,8 @@ pub enum Loss {
     SslNoSocket = 5,
     /// The per-thread SSL-call map was full.
     SslInflightFull = 6,
-    /// A tracepoint's own arguments could not be read: that syscall (a transfer, close,
-    /// listen or fork) went unseen.
+    /// A tracepoint's own arguments, or a returning syscall's saved registers, could
+    /// not be read: that syscall (a transfer, close, listen or fork) went unseen.
     ContextRead = 7,
     /// The CPU had no scratch slot (a CPU beyond the count the loader sized it for):
     /// a data event is missing.
@@ -264,7 +255,7 @@ impl Loss {
         Loss::RingbufData,
         Loss::RingbufConn,
         Loss::ReadUser,
-        Loss::InflightFull,
+        Loss::Dispatch,
         Loss::ConnFull,
         Loss::SslNoSocket,
         Loss::SslInflightFull,
@@ -277,7 +268,7 @@ impl Loss {
             Loss::RingbufData => "ringbuf_full_data",
             Loss::RingbufConn => "ringbuf_full_conn",
             Loss::ReadUser => "read_user_failed",
-            Loss::InflightFull => "inflight_map_full",
+            Loss::Dispatch => "capture_dispatch_failed",
             Loss::ConnFull => "conn_map_full",
             Loss::SslNoSocket => "ssl_socket_unknown",
             Loss::SslInflightFull => "ssl_inflight_map_full",
@@ -321,7 +312,19 @@ pub struct KernelOffsets {
     /// Offset of `child_pid` in the sched_process_fork tracepoint record, read from
     /// tracefs because the record's layout changed across kernel versions.
     pub fork_child_pid: u32,
+    /// `struct pt_regs` as a syscall left it, which `raw_syscalls:sys_exit` passes:
+    /// where the syscall number and the first three arguments were saved.
+    pub regs_syscall_nr: u32,
+    pub regs_args: [u32; 3],
+    /// `task_struct.thread_info.status`, whose `TS_COMPAT` bit marks a 32-bit syscall
+    /// (its number means another call); `u32::MAX` where there is no such field.
+    pub thread_status: u32,
+    /// This architecture's number of each `Syscall::CAPTURED`, by `Syscall` value.
+    pub syscall_nr: [u32; CAPTURED_SYSCALLS],
 }
+
+/// `TS_COMPAT` in `thread_info.status` (x86).
+pub const TS_COMPAT: u32 = 0x0002;
 
 #[cfg(feature = "user")]
 mod pod {

@@ -13,6 +13,9 @@ use crate::{
 pub struct Watched {
     pub conn_id: u64,
     pub flags: u32,
+    /// Its CONNS entry, for the data event's TLS check and lost-byte counter without a
+    /// second lookup; `None` when the map had no room for it.
+    pub entry: Option<*mut ConnValue>,
 }
 
 /// The connection of `fd` if it is a TCP connection on a watched port.
@@ -20,17 +23,22 @@ pub struct Watched {
 /// The first syscall on a descriptor classifies it (and announces a connection with an
 /// Open event); later ones cost one descriptor-table walk to check the cached entry still
 /// describes the same file. This is also how connections accepted before the tracer
-/// started are picked up: at their next read or write.
+/// started are picked up: at their next read or write. `moved` is what the call being
+/// looked at has itself read and written (it has returned): those bytes are its own,
+/// not earlier payload.
 #[inline(always)]
-pub fn watched_conn(tgid: u32, tid: u32, fd: i32) -> Option<Watched> {
+pub fn watched_conn(tgid: u32, tid: u32, fd: i32, moved: [u64; 2]) -> Option<Watched> {
     let file = current_file(fd)?;
     let key = ConnKey { tgid, fd };
-    // SAFETY: the value is copied out before any other map operation.
-    if let Some(cached) = unsafe { CONNS.get(&key) }.copied() {
+    if let Some(entry) = CONNS.get_ptr_mut(&key) {
+        // SAFETY: entry pointer from a successful lookup; copied before any other map
+        // operation.
+        let cached = unsafe { *entry };
         if cached.file == file {
             return (cached.conn_id != 0).then_some(Watched {
                 conn_id: cached.conn_id,
                 flags: cached.flags,
+                entry: Some(entry),
             });
         }
         // The descriptor was reused without a close() we saw (dup2, close_range, ...):
@@ -46,7 +54,7 @@ pub fn watched_conn(tgid: u32, tid: u32, fd: i32) -> Option<Watched> {
         0
     };
     // Connections accepted before the tracer started are first seen mid-stream.
-    let flags = if endpoints.is_some() && payload_moved(file) {
+    let flags = if endpoints.is_some() && payload_moved(file, moved) {
         CONN_MIDSTREAM
     } else {
         0
@@ -63,7 +71,11 @@ pub fn watched_conn(tgid: u32, tid: u32, fd: i32) -> Option<Watched> {
     }
     let endpoints = endpoints?;
     emit::conn(EventKind::Open, tgid, tid, fd, conn_id, Some(&endpoints));
-    Some(Watched { conn_id, flags })
+    Some(Watched {
+        conn_id,
+        flags,
+        entry: CONNS.get_ptr_mut(&key),
+    })
 }
 
 /// Marks the connection as TLS (once) and tells user space.

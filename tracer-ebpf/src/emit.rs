@@ -10,8 +10,7 @@ use tracer_common::{
 
 use crate::{
     maps::{
-        CONN_MIDSTREAM, CONN_SEEN, CONN_TLS, CONNS, ConnKey, EVENTS, Inflight, SCRATCH,
-        WAKEUP_BYTES, count_loss,
+        CONN_MIDSTREAM, CONN_SEEN, CONN_TLS, ConnValue, EVENTS, SCRATCH, WAKEUP_BYTES, count_loss,
     },
     sock::Endpoints,
 };
@@ -94,9 +93,22 @@ pub fn conn(
     entry.submit(flags);
 }
 
-/// A Data event for a finished syscall that transferred `len` bytes.
+/// A finished syscall or OpenSSL call on a watched connection: where its bytes are.
+#[derive(Clone, Copy)]
+pub struct Transfer {
+    pub conn_id: u64,
+    /// User buffer, iovec array or msghdr, depending on `syscall`.
+    pub buf: u64,
+    /// Number of iovecs for readv/writev.
+    pub iovcnt: u64,
+    pub fd: i32,
+    /// `Syscall` as u8.
+    pub syscall: u8,
+}
+
+/// A Data event for a finished call that transferred `len` bytes.
 #[inline(always)]
-pub fn data(pid_tgid: u64, inflight: &Inflight, len: u64) {
+pub fn data(pid_tgid: u64, transfer: &Transfer, len: u64, conn: Option<*mut ConnValue>) {
     // SAFETY: plain helper call.
     let cpu = unsafe { bpf_get_smp_processor_id() };
     let Some(scratch) = SCRATCH.get_ptr_mut(cpu) else {
@@ -105,18 +117,13 @@ pub fn data(pid_tgid: u64, inflight: &Inflight, len: u64) {
     };
     // SAFETY: one slot per CPU and these programs do not nest on a CPU.
     let scratch = unsafe { &mut *scratch };
-    let syscall = inflight.syscall;
+    let syscall = transfer.syscall;
     let direction = Syscall::from_u8(syscall).map_or(Direction::Egress, Syscall::direction);
-    let captured = capture(inflight, len, &mut scratch.data);
+    let captured = capture(transfer, len, &mut scratch.data);
     let tgid = (pid_tgid >> 32) as u32;
-    let key = ConnKey {
-        tgid,
-        fd: inflight.fd,
-    };
     let dir = direction as usize & 1;
-    // One lookup serves the TLS check and both the read and the update of the lost-byte
-    // counter: the pointer stays valid for the whole program run.
-    let conn = CONNS.get_ptr_mut(&key);
+    // The connection's entry serves the TLS check and both the read and the update of
+    // the lost-byte counter: the pointer stays valid for the whole program run.
     if syscall < Syscall::SslRead as u8
         && let Some(value) = conn
     {
@@ -130,8 +137,8 @@ pub fn data(pid_tgid: u64, inflight: &Inflight, len: u64) {
                     EventKind::Tls,
                     tgid,
                     pid_tgid as u32,
-                    inflight.fd,
-                    inflight.conn_id,
+                    transfer.fd,
+                    transfer.conn_id,
                     None,
                 );
                 return;
@@ -145,8 +152,8 @@ pub fn data(pid_tgid: u64, inflight: &Inflight, len: u64) {
             EventKind::Data,
             tgid,
             pid_tgid as u32,
-            inflight.fd,
-            inflight.conn_id,
+            transfer.fd,
+            transfer.conn_id,
         ),
         direction: direction as u8,
         syscall,
@@ -183,22 +190,22 @@ fn is_tls_record(data: &[u8; 2 * MAX_CAPTURE], captured: usize) -> bool {
 
 /// Copies up to MAX_CAPTURE of the transferred bytes into `dst`; returns how many.
 #[inline(always)]
-fn capture(inflight: &Inflight, len: u64, dst: &mut [u8; 2 * MAX_CAPTURE]) -> usize {
-    let syscall = inflight.syscall;
+fn capture(transfer: &Transfer, len: u64, dst: &mut [u8; 2 * MAX_CAPTURE]) -> usize {
+    let syscall = transfer.syscall;
     if syscall == Syscall::Sendfile as u8 {
         // sendfile bodies come from a file: counted, never copied.
         return 0;
     }
     if syscall == Syscall::Readv as u8 || syscall == Syscall::Writev as u8 {
-        return copy_iov(inflight.buf, inflight.iovcnt, len, dst);
+        return copy_iov(transfer.buf, transfer.iovcnt, len, dst);
     }
     if syscall == Syscall::Recvmsg as u8 || syscall == Syscall::Sendmsg as u8 {
         // struct user_msghdr: msg_iov at 16, msg_iovlen at 24 (x86_64 and arm64 ABI).
         // SAFETY: user pointers, read with the faulting-safe helper.
         let iov: u64 =
-            unsafe { bpf_probe_read_user((inflight.buf + 16) as *const u64) }.unwrap_or(0);
+            unsafe { bpf_probe_read_user((transfer.buf + 16) as *const u64) }.unwrap_or(0);
         let iovlen: u64 =
-            unsafe { bpf_probe_read_user((inflight.buf + 24) as *const u64) }.unwrap_or(0);
+            unsafe { bpf_probe_read_user((transfer.buf + 24) as *const u64) }.unwrap_or(0);
         return copy_iov(iov, iovlen, len, dst);
     }
     let n = if len > MAX_CAPTURE as u64 {
@@ -206,7 +213,7 @@ fn capture(inflight: &Inflight, len: u64, dst: &mut [u8; 2 * MAX_CAPTURE]) -> us
     } else {
         len as usize
     };
-    copy_user(inflight.buf, 0, n, dst)
+    copy_user(transfer.buf, 0, n, dst)
 }
 
 /// Walks at most MAX_IOV iovecs, copying until `len` bytes or MAX_CAPTURE.

@@ -2,9 +2,11 @@
 use aya_ebpf::{
     Global,
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
-use tracer_common::{DataEvent, KernelOffsets, LOSS_REASONS, Loss, MAX_CAPTURE, MAX_PORTS};
+use tracer_common::{
+    CAPTURED_SYSCALLS, DataEvent, KernelOffsets, LOSS_REASONS, Loss, MAX_CAPTURE, MAX_PORTS,
+};
 
 /// Field offsets of the running kernel, from its BTF (see tracer/src/kernel/offsets.rs).
 #[unsafe(no_mangle)]
@@ -33,6 +35,10 @@ pub static OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets {
     tcp_copied_seq: 0,
     tcp_bytes_sent: 0,
     fork_child_pid: 0,
+    regs_syscall_nr: 0,
+    regs_args: [0; 3],
+    thread_status: u32::MAX,
+    syscall_nr: [u32::MAX; CAPTURED_SYSCALLS],
 });
 
 /// Wake user space only once this much is waiting in EVENTS: waking it for every event
@@ -86,23 +92,11 @@ pub const CONN_MIDSTREAM: u32 = 4;
 #[map]
 pub static CONNS: LruHashMap<ConnKey, ConnValue> = LruHashMap::with_max_entries(65536, 0);
 
-/// Arguments of a read/write-family syscall between its enter and exit tracepoints.
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct Inflight {
-    pub conn_id: u64,
-    /// User buffer, iovec array or msghdr, depending on `syscall`.
-    pub buf: u64,
-    /// Number of iovecs for readv/writev.
-    pub iovcnt: u64,
-    pub fd: i32,
-    pub syscall: u8,
-    pub _pad: [u8; 3],
-}
-
-/// Keyed by pid_tgid (one syscall in flight per thread).
+/// The program of each captured syscall, by position in `Syscall::CAPTURED`: the
+/// `sys_exit` dispatcher jumps there. Filled by the loader.
 #[map]
-pub static INFLIGHT: HashMap<u64, Inflight> = HashMap::with_max_entries(16384, 0);
+pub static CAPTURE_PROGRAMS: ProgramArray =
+    ProgramArray::with_max_entries(CAPTURED_SYSCALLS as u32, 0);
 
 /// An OpenSSL read or write between its uprobe and uretprobe.
 #[repr(C)]

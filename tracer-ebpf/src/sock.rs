@@ -1,7 +1,7 @@
 //! Walks task -> files -> fdtable -> file -> socket -> sock with offsets from the running
 //! kernel's BTF (no CO-RE in Rust eBPF, so user space computes them and sets `OFFSETS`).
 use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel};
-use tracer_common::KernelOffsets;
+use tracer_common::{KernelOffsets, TS_COMPAT};
 
 use crate::maps::{OFFSETS, WATCHED_PORTS};
 
@@ -83,11 +83,15 @@ pub fn watched_endpoints(file: u64) -> Option<Endpoints> {
     })
 }
 
-/// Whether the application already read or wrote payload on this TCP socket: bytes
-/// received minus those still queued unread, and bytes sent. Unreadable counts as moved,
-/// so that a doubtful connection is not classified by bytes that may not be its first.
+/// Whether the application already read or wrote payload on this TCP socket before the
+/// call that just returned having moved `moved` (read, written) bytes: bytes received
+/// minus those still queued unread, and bytes sent, less that call's own. A write's
+/// bytes may still be queued (not yet counted as sent), so only sends beyond it count;
+/// a server has read a request before it writes, which the received side shows.
+/// Unreadable counts as moved, so that a doubtful connection is not classified by bytes
+/// that may not be its first.
 #[inline(always)]
-pub fn payload_moved(file: u64) -> bool {
+pub fn payload_moved(file: u64, moved: [u64; 2]) -> bool {
     let off = OFFSETS.load();
     let Some(sk) = tcp_sock(file, &off) else {
         return true;
@@ -99,10 +103,38 @@ pub fn payload_moved(file: u64) -> bool {
     match (received, rcv_nxt, copied_seq, sent) {
         (Some(received), Some(rcv_nxt), Some(copied_seq), Some(sent)) => {
             let unread = rcv_nxt.wrapping_sub(copied_seq) as u64;
-            received.saturating_sub(unread) > 0 || sent > 0
+            received.saturating_sub(unread).saturating_sub(moved[0]) > 0
+                || sent.saturating_sub(moved[1]) > 0
         }
         _ => true,
     }
+}
+
+/// The number of the syscall that is returning, from the registers it saved on entry
+/// (`raw_syscalls:sys_exit` passes them).
+#[inline(always)]
+pub fn syscall_nr(regs: u64) -> Option<u64> {
+    read(regs, OFFSETS.load().regs_syscall_nr)
+}
+
+/// The first three arguments of the syscall that is returning; `None` for a 32-bit
+/// (compat) syscall, whose number names another call.
+#[inline(always)]
+pub fn syscall_args(regs: u64) -> Option<[u64; 3]> {
+    let off = OFFSETS.load();
+    if off.thread_status != u32::MAX {
+        // SAFETY: the helper only returns the current task pointer.
+        let task = unsafe { bpf_get_current_task() };
+        let status: u32 = read(task, off.thread_status)?;
+        if status & TS_COMPAT != 0 {
+            return None;
+        }
+    }
+    Some([
+        read(regs, off.regs_args[0])?,
+        read(regs, off.regs_args[1])?,
+        read(regs, off.regs_args[2])?,
+    ])
 }
 
 /// Local port of a listening TCP socket, for listen() discovery.

@@ -1,56 +1,98 @@
-//! sys_enter/sys_exit of the read and write families.
+//! The read and write families, each call seen once: as it returns.
 //!
-//! Enter: a tgid lookup rejects unwatched processes; for watched ones the descriptor is
-//! classified and the arguments parked in INFLIGHT. Exit: the bytes the syscall really
-//! transferred (its return value) are copied out, so partial writes are exact.
+//! One raw tracepoint, `raw_syscalls:sys_exit`, runs for every syscall of the host; its
+//! first action is one hash lookup of the caller's tgid in `WATCHED_TGIDS`. For watched
+//! processes the syscall's number is read back from the registers it saved on entry,
+//! and a captured syscall jumps (tail call) to its own program, which reads the
+//! arguments the same way: per transfer, one hook instead of two perf-event
+//! tracepoints, and no per-thread map insert and delete to carry the arguments from
+//! entry to exit. One program per syscall keeps each simple enough for the verifier.
+//! The return value says what was really transferred, so partial reads and writes are
+//! exact.
 use aya_ebpf::{
-    helpers::bpf_get_current_pid_tgid, macros::tracepoint, programs::TracePointContext,
+    helpers::bpf_get_current_pid_tgid, macros::raw_tracepoint, programs::RawTracePointContext,
 };
 use tracer_common::{Direction, Loss, Syscall};
 
 use crate::{
     conn::watched_conn,
-    emit,
+    emit::{self, Transfer},
     maps::{
-        CONN_SEEN, CONN_TLS, INFLIGHT, Inflight, SSL_CALLS, THREAD_TLS_READ, WATCHED_TGIDS,
+        CAPTURE_PROGRAMS, CONN_SEEN, CONN_TLS, OFFSETS, SSL_CALLS, THREAD_TLS_READ, WATCHED_TGIDS,
         count_loss,
     },
+    sock::{syscall_args, syscall_nr},
 };
 
-/// Offsets in syscall tracepoint records: 8 bytes of common fields, the syscall number
-/// padded to 8, then one 8-byte slot per argument; sys_exit records hold `ret` at 16.
-const ARG0: usize = 16;
-const ARG1: usize = 24;
-const ARG2: usize = 32;
-const RET: usize = 16;
-
-#[inline(always)]
-fn enter(ctx: &TracePointContext, syscall: Syscall) -> u32 {
+/// `raw_syscalls:sys_exit(struct pt_regs *regs, long ret)`: the dispatcher.
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     // SAFETY: lookup only. This is the check every syscall on the host pays.
     if unsafe { WATCHED_TGIDS.get(&tgid) }.is_none() {
         return 0;
     }
-    // SAFETY: offsets inside the syscall tracepoint record.
-    let args = unsafe {
-        (
-            ctx.read_at::<u64>(ARG0),
-            ctx.read_at::<u64>(ARG1),
-            ctx.read_at::<u64>(ARG2),
-        )
-    };
-    let (Ok(fd), Ok(buf), Ok(third)) = args else {
+    // A call that moved nothing (EAGAIN after the last request, an error) has nothing
+    // to capture. A connection whose calls all fail is never announced, and never
+    // needs to be.
+    let ret: i64 = ctx.arg(1);
+    if ret <= 0 {
+        return 0;
+    }
+    let regs: u64 = ctx.arg(0);
+    let Some(nr) = syscall_nr(regs) else {
         count_loss(Loss::ContextRead);
         return 0;
     };
-    let fd = fd as i32;
-    let Some(conn) = watched_conn(tgid, pid_tgid as u32, fd) else {
+    let Some(index) = captured(nr) else {
         return 0;
+    };
+    // SAFETY: CAPTURE_PROGRAMS holds raw tracepoint programs for this same context.
+    unsafe { CAPTURE_PROGRAMS.tail_call(&ctx, index) };
+    // Only reached when the jump failed.
+    count_loss(Loss::Dispatch);
+    0
+}
+
+/// The index in `Syscall::CAPTURED` (its `Syscall` value) of syscall `nr`.
+#[inline(always)]
+fn captured(nr: u64) -> Option<u32> {
+    let numbers = OFFSETS.load().syscall_nr;
+    for (i, &number) in numbers.iter().enumerate() {
+        if u64::from(number) == nr {
+            return Some(i as u32);
+        }
+    }
+    None
+}
+
+/// A captured syscall of a watched process returned.
+#[inline(always)]
+fn returned(ctx: &RawTracePointContext, syscall: Syscall) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    let regs: u64 = ctx.arg(0);
+    let ret: i64 = ctx.arg(1);
+    if ret <= 0 {
+        return;
+    }
+    let len = ret as u64;
+    let Some([fd, buf, third]) = syscall_args(regs) else {
+        return;
+    };
+    let fd = fd as i32;
+    let moved = match syscall.direction() {
+        Direction::Ingress => [len, 0],
+        Direction::Egress => [0, len],
+    };
+    let Some(conn) = watched_conn(tgid, pid_tgid as u32, fd, moved) else {
+        return;
     };
     let tls = conn.flags & CONN_TLS != 0;
     // Connections known to be plain HTTP skip the OpenSSL bookkeeping; TLS ones and
     // those not looked at yet (a pre-existing TLS connection's first syscall) need it.
+    // OpenSSL's return probe runs after this, so naming the socket now is in time.
     if tls || conn.flags & CONN_SEEN == 0 {
         // A syscall inside an OpenSSL read or write names the socket of that SSL object.
         if let Some(call) = SSL_CALLS.get_ptr_mut(&pid_tgid) {
@@ -62,62 +104,28 @@ fn enter(ctx: &TracePointContext, syscall: Syscall) -> u32 {
     }
     // Ciphertext is never copied: the SSL probes report the plaintext.
     if tls {
-        return 0;
+        return;
     }
-    let inflight = Inflight {
+    let transfer = Transfer {
         conn_id: conn.conn_id,
         buf,
         iovcnt: third,
         fd,
         syscall: syscall as u8,
-        _pad: [0; 3],
     };
-    if INFLIGHT.insert(&pid_tgid, &inflight, 0).is_err() {
-        count_loss(Loss::InflightFull);
-    }
-    0
+    emit::data(pid_tgid, &transfer, len, conn.entry);
 }
 
-#[inline(always)]
-fn exit(ctx: &TracePointContext, syscall: Syscall) -> u32 {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    // SAFETY: the value is copied out before the entry is removed.
-    let Some(inflight) = unsafe { INFLIGHT.get(&pid_tgid) }.copied() else {
-        return 0;
-    };
-    let _ = INFLIGHT.remove(&pid_tgid);
-    if inflight.syscall != syscall as u8 {
-        return 0;
-    }
-    // SAFETY: offset inside the syscall tracepoint record.
-    let Ok(ret) = (unsafe { ctx.read_at::<i64>(RET) }) else {
-        count_loss(Loss::ContextRead);
-        return 0;
-    };
-    if ret > 0 {
-        emit::data(pid_tgid, &inflight, ret as u64);
-    }
-    0
-}
-
-macro_rules! syscall_pair {
-    ($enter:ident, $exit:ident, $syscall:expr) => {
-        #[tracepoint]
-        pub fn $enter(ctx: TracePointContext) -> u32 {
-            enter(&ctx, $syscall)
-        }
-
-        #[tracepoint]
-        pub fn $exit(ctx: TracePointContext) -> u32 {
-            exit(&ctx, $syscall)
-        }
+macro_rules! capture_programs {
+    ($(($variant:ident, $program:ident)),*) => {
+        $(
+            #[raw_tracepoint(tracepoint = "sys_exit")]
+            pub fn $program(ctx: RawTracePointContext) -> i32 {
+                returned(&ctx, Syscall::$variant);
+                0
+            }
+        )*
     };
 }
 
-macro_rules! programs {
-    ($(($variant:ident, $name:ident, $enter:ident, $exit:ident)),*) => {
-        $(syscall_pair!($enter, $exit, Syscall::$variant);)*
-    };
-}
-
-tracer_common::io_syscalls!(programs);
+tracer_common::captured_syscalls!(capture_programs);

@@ -15,10 +15,8 @@ use tracer_common::{Loss, Syscall};
 
 use crate::{
     conn::{mark_tls, watched_conn},
-    emit,
-    maps::{
-        Inflight, SSL_CALLS, SSL_FDS, SslCall, SslKey, THREAD_TLS_READ, WATCHED_TGIDS, count_loss,
-    },
+    emit::{self, Transfer},
+    maps::{SSL_CALLS, SSL_FDS, SslCall, SslKey, THREAD_TLS_READ, WATCHED_TGIDS, count_loss},
 };
 
 #[inline(always)]
@@ -84,19 +82,18 @@ fn exit(pid_tgid: u64, call: &SslCall, len: u64) {
     };
     let tid = pid_tgid as u32;
     // Not a socket on a watched port (an outgoing TLS connection of the server, say).
-    let Some(conn) = watched_conn(tgid, tid, fd) else {
+    let Some(conn) = watched_conn(tgid, tid, fd, [0; 2]) else {
         return;
     };
     mark_tls(tgid, tid, fd, conn.conn_id);
-    let inflight = Inflight {
+    let transfer = Transfer {
         conn_id: conn.conn_id,
         buf: call.buf,
         iovcnt: 0,
         fd,
         syscall: call.syscall,
-        _pad: [0; 3],
     };
-    emit::data(pid_tgid, &inflight, len);
+    emit::data(pid_tgid, &transfer, len, conn.entry);
 }
 
 /// Takes this thread's parked call.

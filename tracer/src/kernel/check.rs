@@ -5,7 +5,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use super::{loader::io_programs, offsets};
+use super::offsets;
 
 /// Capability bits (include/uapi/linux/capability.h).
 const CAP_SYS_ADMIN: u32 = 21;
@@ -119,16 +119,13 @@ fn btf() -> Finding {
 }
 
 fn tracepoints(tracefs: &Path) -> Finding {
-    let mut wanted: Vec<String> = vec![
+    let wanted: Vec<String> = vec![
         "sched/sched_process_fork".into(),
         "sched/sched_process_exit".into(),
         "syscalls/sys_enter_listen".into(),
         "syscalls/sys_enter_close".into(),
+        "raw_syscalls/sys_exit".into(),
     ];
-    for io in io_programs() {
-        wanted.push(format!("syscalls/sys_enter_{}", io.tracepoint));
-        wanted.push(format!("syscalls/sys_exit_{}", io.tracepoint));
-    }
     let missing: Vec<&String> = wanted
         .iter()
         .filter(|t| !tracefs.join("events").join(t).join("id").exists())

@@ -12,20 +12,22 @@ use aya::{
     },
 };
 
-use super::loader::io_programs;
-
 /// The floor programs, built by build.rs next to the tracer's own.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/floors"));
 
 /// A set of hooks to put empty programs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Hook {
-    /// The perf-event `syscalls:*` tracepoints `tracer run` attaches (I/O, close, listen).
+    /// The perf-event `syscalls:*` tracepoints `tracer run` attached until it captured on
+    /// `raw_syscalls:sys_exit` (the I/O pairs, close, listen).
     Syscalls,
     /// `raw_syscalls:sys_enter` and `sys_exit` as raw tracepoints.
     RawSyscalls,
     /// The same, dispatching on the syscall id and looking the tgid up.
     RawSyscallsFiltered,
+    /// `raw_syscalls:sys_exit` alone, looking the tgid up: the hook `tracer run` captures
+    /// on (besides `sys_enter_close` and `sys_enter_listen`, hit once per connection).
+    RawExitFiltered,
     /// `tp_btf/sys_enter` and `tp_btf/sys_exit` (BTF-typed raw tracepoints).
     TpBtf,
     /// `sock:sock_recv_length` and `sock:sock_send_length`, perf-event tracepoints.
@@ -48,15 +50,22 @@ impl fmt::Display for Hook {
     }
 }
 
-/// The tracer's perf-event syscall tracepoints, as `tracer run` attaches them.
+/// The perf-event syscall tracepoints of the per-syscall design.
 fn syscall_tracepoints() -> Vec<String> {
-    let mut names: Vec<String> = io_programs()
-        .flat_map(|io| {
-            [
-                format!("sys_enter_{}", io.tracepoint),
-                format!("sys_exit_{}", io.tracepoint),
-            ]
-        })
+    const IO: [&str; 9] = [
+        "read",
+        "readv",
+        "recvfrom",
+        "recvmsg",
+        "write",
+        "writev",
+        "sendto",
+        "sendmsg",
+        "sendfile64",
+    ];
+    let mut names: Vec<String> = IO
+        .iter()
+        .flat_map(|io| [format!("sys_enter_{io}"), format!("sys_exit_{io}")])
         .collect();
     names.push("sys_enter_close".to_owned());
     names.push("sys_enter_listen".to_owned());
@@ -94,6 +103,7 @@ pub fn attach(hook: Hook) -> Result<Ebpf> {
                 ("floor_raw_exit_filtered", "sys_exit"),
             ],
         )?,
+        Hook::RawExitFiltered => raw(&mut ebpf, &[("floor_raw_exit_filtered", "sys_exit")])?,
         Hook::RawSock => raw(
             &mut ebpf,
             &[

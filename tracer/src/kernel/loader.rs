@@ -5,21 +5,20 @@ use std::path::Path;
 use anyhow::{Context as _, Result, bail};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, PerCpuArray, RingBuf},
-    programs::{TracePoint, UProbe},
+    maps::{HashMap, MapData, PerCpuArray, ProgramArray, RingBuf},
+    programs::{RawTracePoint, TracePoint, UProbe},
     util::nr_cpus,
 };
 use log::debug;
-use tracer_common::{IoPrograms, Syscall};
+use tracer_common::Syscall;
 
 use super::offsets;
 
 /// The kernel programs, built by build.rs with the pinned nightly.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
 
-/// Attach order matters: lifecycle hooks first (so no new server or fork is missed while
-/// the rest attach), then sys_exit programs before their sys_enter partners (so an
-/// argument parked on enter always finds its exit).
+/// Attach order matters: lifecycle hooks first, so no new server or fork is missed while
+/// the capture attaches.
 const LIFECYCLE: &[(&str, &str, &str)] = &[
     ("sched_process_fork", "sched", "sched_process_fork"),
     ("sched_process_exit", "sched", "sched_process_exit"),
@@ -27,10 +26,8 @@ const LIFECYCLE: &[(&str, &str, &str)] = &[
     ("enter_close", "syscalls", "sys_enter_close"),
 ];
 
-/// The captured syscalls' tracepoints and programs (`tracer_common::io_syscalls!`).
-pub fn io_programs() -> impl Iterator<Item = IoPrograms> {
-    Syscall::IO.iter().filter_map(|s| s.programs())
-}
+/// Every read/write-family transfer, as its syscall returns (tracer-ebpf/src/probes/io.rs).
+const CAPTURE: &str = "sys_exit";
 
 pub struct Loaded {
     /// Owns the programs and their links: dropping it detaches everything.
@@ -75,22 +72,7 @@ pub fn load(options: &Options<'_>) -> Result<Loaded> {
     for &(program, category, name) in LIFECYCLE {
         attach(&mut ebpf, program, category, name)?;
     }
-    for io in io_programs() {
-        attach(
-            &mut ebpf,
-            io.exit,
-            "syscalls",
-            &format!("sys_exit_{}", io.tracepoint),
-        )?;
-    }
-    for io in io_programs() {
-        attach(
-            &mut ebpf,
-            io.enter,
-            "syscalls",
-            &format!("sys_enter_{}", io.tracepoint),
-        )?;
-    }
+    attach_capture(&mut ebpf)?;
 
     // Verified now, attached later to each OpenSSL found (kernel/tls.rs).
     for program in super::tls::PROGRAMS {
@@ -115,6 +97,22 @@ pub fn load(options: &Options<'_>) -> Result<Loaded> {
         losses,
         tgids,
     })
+}
+
+/// Detaches every program, the capture dispatcher first: dropping `Ebpf` closes its
+/// maps before its programs, and the kernel empties CAPTURE_PROGRAMS when its last
+/// descriptor closes, so a dispatcher still attached then would fail its jumps (and
+/// count them as losses) until it went too.
+pub fn detach(mut ebpf: Ebpf) -> Result<()> {
+    let dispatcher: &mut RawTracePoint = ebpf
+        .program_mut(CAPTURE)
+        .with_context(|| format!("program {CAPTURE} missing from the eBPF object"))?
+        .try_into()?;
+    dispatcher
+        .unload()
+        .with_context(|| format!("detaching program {CAPTURE}"))?;
+    drop(ebpf);
+    Ok(())
 }
 
 /// Total run time and run count of the loaded programs since the kernel started timing
@@ -146,6 +144,53 @@ pub struct ProgramRunTime {
 /// context and a switch to the tracer, and nginx served 4-5% less (docs/design.md).
 fn wakeup_bytes(ringbuf_bytes: u32) -> u64 {
     u64::from(ringbuf_bytes / 4).min(1024 * 1024)
+}
+
+/// Fills CAPTURE_PROGRAMS with each captured syscall's program, then attaches the
+/// dispatcher that jumps to them: no syscall reaches an empty slot.
+fn attach_capture(ebpf: &mut Ebpf) -> Result<()> {
+    // The kernel empties a program array once user space holds no descriptor of it,
+    // so the map stays in `ebpf` (which lives as long as the programs); programs are
+    // loaded first and put in afterwards.
+    let mut fds = Vec::with_capacity(Syscall::CAPTURED.len());
+    for syscall in Syscall::CAPTURED {
+        let name = syscall
+            .capture_program()
+            .with_context(|| format!("{syscall:?} has no capture program"))?;
+        let program: &mut RawTracePoint = ebpf
+            .program_mut(name)
+            .with_context(|| format!("program {name} missing from the eBPF object"))?
+            .try_into()?;
+        program
+            .load()
+            .with_context(|| format!("verifying program {name}"))?;
+        let fd = program
+            .fd()
+            .context("a loaded program's descriptor")?
+            .try_clone()
+            .context("duplicating a program's descriptor")?;
+        fds.push((name, fd));
+    }
+    let mut table = ProgramArray::try_from(
+        ebpf.map_mut("CAPTURE_PROGRAMS")
+            .context("map CAPTURE_PROGRAMS")?,
+    )?;
+    for (index, (name, fd)) in fds.iter().enumerate() {
+        table
+            .set(index as u32, fd, 0)
+            .with_context(|| format!("putting {name} into CAPTURE_PROGRAMS"))?;
+    }
+    let dispatcher: &mut RawTracePoint = ebpf
+        .program_mut(CAPTURE)
+        .with_context(|| format!("program {CAPTURE} missing from the eBPF object"))?
+        .try_into()?;
+    dispatcher
+        .load()
+        .with_context(|| format!("verifying program {CAPTURE}"))?;
+    dispatcher
+        .attach("sys_exit")
+        .context("attaching to raw tracepoint raw_syscalls/sys_exit")?;
+    Ok(())
 }
 
 fn attach(ebpf: &mut Ebpf, program: &str, category: &str, name: &str) -> Result<()> {

@@ -4,7 +4,7 @@ use std::{fs, path::Path};
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use btf_rs::{Btf, Type};
-use tracer_common::KernelOffsets;
+use tracer_common::{KernelOffsets, Syscall};
 
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
@@ -39,8 +39,51 @@ pub fn load(tracefs: &Path) -> Result<KernelOffsets> {
         tcp_copied_seq: f("tcp_sock.copied_seq")?,
         tcp_bytes_sent: f("tcp_sock.bytes_sent")?,
         fork_child_pid: tracepoint_field(tracefs, "sched/sched_process_fork", "child_pid")?,
+        regs_syscall_nr: f(abi::SYSCALL_NR)?,
+        regs_args: [f(abi::ARGS[0])?, f(abi::ARGS[1])?, f(abi::ARGS[2])?],
+        thread_status: match abi::THREAD_STATUS {
+            Some(status) => f("task_struct.thread_info")? + f(status)?,
+            None => u32::MAX,
+        },
+        syscall_nr: Syscall::CAPTURED.map(abi::number),
     })
 }
+
+/// Where this architecture's syscall entry saves the number and the first three
+/// arguments in `struct pt_regs`, and what each captured syscall's number is. The
+/// kernel programs read them back when the syscall returns.
+#[cfg(target_arch = "x86_64")]
+mod abi {
+    use tracer_common::Syscall;
+
+    pub const SYSCALL_NR: &str = "pt_regs.orig_ax";
+    pub const ARGS: [&str; 3] = ["pt_regs.di", "pt_regs.si", "pt_regs.dx"];
+    /// A 64-bit process may still make 32-bit syscalls (`int 0x80`), numbered apart.
+    pub const THREAD_STATUS: Option<&str> = Some("thread_info.status");
+
+    pub fn number(syscall: Syscall) -> u32 {
+        let nr = match syscall {
+            Syscall::Read => libc::SYS_read,
+            Syscall::Readv => libc::SYS_readv,
+            Syscall::Recvfrom => libc::SYS_recvfrom,
+            Syscall::Recvmsg => libc::SYS_recvmsg,
+            Syscall::Write => libc::SYS_write,
+            Syscall::Writev => libc::SYS_writev,
+            Syscall::Sendto => libc::SYS_sendto,
+            Syscall::Sendmsg => libc::SYS_sendmsg,
+            Syscall::Sendfile => libc::SYS_sendfile,
+            // Not syscalls: never matched.
+            Syscall::SslRead | Syscall::SslWrite => return u32::MAX,
+        };
+        nr as u32
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+compile_error!(
+    "the capture reads syscall arguments from x86_64's struct pt_regs; \
+     other architectures are not supported yet"
+);
 
 /// Byte offset of `struct.field`, searching through anonymous struct/union members the
 /// way C name lookup does. Bitfields are refused: the programs read whole bytes.
@@ -135,5 +178,12 @@ mod tests {
         assert_eq!(offsets.sock_common_num, offsets.sock_common_dport + 2);
         assert_eq!(offsets.sock_common_daddr + 4, offsets.sock_common_rcv_saddr);
         assert_ne!(offsets.task_files, 0);
+        // x86_64's pt_regs is user ABI (ptrace): orig_ax at 120, di 112, si 104, dx 96.
+        assert_eq!(offsets.regs_syscall_nr, 120);
+        assert_eq!(offsets.regs_args, [112, 104, 96]);
+        assert_ne!(offsets.thread_status, u32::MAX);
+        assert_eq!(offsets.syscall_nr[Syscall::Read as usize], 0);
+        assert_eq!(offsets.syscall_nr[Syscall::Recvfrom as usize], 45);
+        assert_eq!(offsets.syscall_nr[Syscall::Sendfile as usize], 40);
     }
 }

@@ -126,7 +126,7 @@ async fn run_async(config: RunSettings) -> Result<()> {
         None => None,
     };
     // Detach first so no new events arrive, then take what is still in the ring.
-    drop(ebpf);
+    loader::detach(ebpf)?;
     state.drain(ring.get_mut())?;
     // One reading of the counters for the last loss records and the summary, so the
     // two agree.

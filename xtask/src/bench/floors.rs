@@ -15,6 +15,7 @@ pub const HOOKS: &[&str] = &[
     "syscalls",
     "raw-syscalls",
     "raw-syscalls-filtered",
+    "raw-exit-filtered",
     "tp-btf",
     "sock",
     "raw-sock",

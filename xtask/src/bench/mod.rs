@@ -158,7 +158,7 @@ pub fn run(options: &Options) -> Result<()> {
         Arm::Off,
         Arm::AccessLog,
         Arm::Floor("syscalls"),
-        Arm::Floor("raw-syscalls-filtered"),
+        Arm::Floor("raw-exit-filtered"),
     ];
     plain_arms.extend(&tracers);
     let (plain_url, logging_url) = (url(port, "/"), url(logging_port, "/"));

@@ -129,10 +129,14 @@ fn a_connection_evicted_from_conns_opens_again_at_its_next_syscall() {
         aya::maps::HashMap::try_from(kernel.loaded.ebpf.map("CONNS").unwrap()).unwrap();
     let key = [std::process::id(), fd as u32];
     assert!(conns.get(&key, 0).is_ok(), "the connection is cached");
-    let null = std::fs::File::open("/dev/null").unwrap();
+    let null = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/null")
+        .unwrap();
     let mut processes = 0;
-    // Children of a watched process are watched; each descriptor one writes to gets an
-    // entry (a negative one), which outlives the child. Entries used once are evicted
+    // Children of a watched process are watched; each descriptor one writes a byte to
+    // gets an entry (a negative one), which outlives the child; calls that move nothing
+    // are not looked at. Entries used once are evicted
     // first: the LRU's active list only gives up entries once it outgrows the inactive
     // one, so each descriptor is used twice, as a busy connection's would be.
     while conns.get(&key, 0).is_ok() && processes < MAX_PROCESSES {
@@ -148,8 +152,8 @@ fn a_connection_evicted_from_conns_opens_again_at_its_next_syscall() {
                     if copy < 0 {
                         break;
                     }
-                    libc::write(copy, buf.as_ptr().cast(), 0);
-                    libc::write(copy, buf.as_ptr().cast(), 0);
+                    libc::write(copy, buf.as_ptr().cast(), 1);
+                    libc::write(copy, buf.as_ptr().cast(), 1);
                 }
                 libc::_exit(0);
             }
