@@ -104,11 +104,7 @@ pub fn load(options: &Options<'_>) -> Result<Loaded> {
 /// descriptor closes, so a dispatcher still attached then would fail its jumps (and
 /// count them as losses) until it went too.
 pub fn detach(mut ebpf: Ebpf) -> Result<()> {
-    let dispatcher: &mut RawTracePoint = ebpf
-        .program_mut(CAPTURE)
-        .with_context(|| format!("program {CAPTURE} missing from the eBPF object"))?
-        .try_into()?;
-    dispatcher
+    raw_tracepoint(&mut ebpf, CAPTURE)?
         .unload()
         .with_context(|| format!("detaching program {CAPTURE}"))?;
     drop(ebpf);
@@ -157,10 +153,7 @@ fn attach_capture(ebpf: &mut Ebpf) -> Result<()> {
         let name = syscall
             .capture_program()
             .with_context(|| format!("{syscall:?} has no capture program"))?;
-        let program: &mut RawTracePoint = ebpf
-            .program_mut(name)
-            .with_context(|| format!("program {name} missing from the eBPF object"))?
-            .try_into()?;
+        let program = raw_tracepoint(ebpf, name)?;
         program
             .load()
             .with_context(|| format!("verifying program {name}"))?;
@@ -180,10 +173,7 @@ fn attach_capture(ebpf: &mut Ebpf) -> Result<()> {
             .set(index as u32, fd, 0)
             .with_context(|| format!("putting {name} into CAPTURE_PROGRAMS"))?;
     }
-    let dispatcher: &mut RawTracePoint = ebpf
-        .program_mut(CAPTURE)
-        .with_context(|| format!("program {CAPTURE} missing from the eBPF object"))?
-        .try_into()?;
+    let dispatcher = raw_tracepoint(ebpf, CAPTURE)?;
     dispatcher
         .load()
         .with_context(|| format!("verifying program {CAPTURE}"))?;
@@ -191,6 +181,13 @@ fn attach_capture(ebpf: &mut Ebpf) -> Result<()> {
         .attach("sys_exit")
         .context("attaching to raw tracepoint raw_syscalls/sys_exit")?;
     Ok(())
+}
+
+fn raw_tracepoint<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut RawTracePoint> {
+    Ok(ebpf
+        .program_mut(name)
+        .with_context(|| format!("program {name} missing from the eBPF object"))?
+        .try_into()?)
 }
 
 fn attach(ebpf: &mut Ebpf, program: &str, category: &str, name: &str) -> Result<()> {
