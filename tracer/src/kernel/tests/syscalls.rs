@@ -184,3 +184,48 @@ fn a_connection_evicted_from_conns_opens_again_at_its_next_syscall() {
     assert_ne!(ids[0], ids[2]);
     assert_eq!(kernel.losses().total(), 0, "{:?}", kernel.losses());
 }
+
+#[test]
+fn a_32_bit_syscall_is_never_read_as_the_64_bit_one_of_its_number() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut kernel = Kernel::load();
+    let (mut client, mut server) = kernel.connection();
+    let fd = server.as_raw_fd();
+    let mut buf = [0u8; 16];
+    client.write_all(b"one").unwrap();
+    assert_eq!(server.read(&mut buf).unwrap(), 3);
+
+    // 32-bit getpid is number 20, 64-bit writev's. With the registers a writev of
+    // "forged" on the watched socket would have, it returns the pid (> 0), which read
+    // as writev's return value would report bytes the process never sent.
+    let forged = [IoSlice::new(b"forged")];
+    let ret: i64;
+    // SAFETY: `int 0x80` with eax = 20 is the 32-bit getpid: it reads no memory and
+    // changes rax and, on return to a 64-bit task, r8-r11.
+    unsafe {
+        std::arch::asm!(
+            "int 0x80",
+            inlateout("rax") 20i64 => ret,
+            in("rdi") fd as u64,
+            in("rsi") forged.as_ptr() as u64,
+            in("rdx") 1u64,
+            out("r8") _,
+            out("r9") _,
+            out("r10") _,
+            out("r11") _,
+        );
+    }
+    assert_eq!(ret, i64::from(std::process::id() as i32), "32-bit getpid");
+    server.write_all(b"after").unwrap();
+
+    let seen = kernel.events(3);
+    assert_eq!(
+        seen.iter().map(|(_, s)| s).collect::<Vec<_>>(),
+        [
+            &Seen::Open { fd },
+            &data(fd, Direction::Ingress, b"one"),
+            &data(fd, Direction::Egress, b"after"),
+        ]
+    );
+    assert_eq!(kernel.losses().total(), 0, "{:?}", kernel.losses());
+}
