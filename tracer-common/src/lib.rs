@@ -315,7 +315,10 @@ pub struct KernelOffsets {
     /// `struct pt_regs` as a syscall left it, which `raw_syscalls:sys_exit` passes:
     /// where the syscall number and the first three arguments were saved.
     pub regs_syscall_nr: u32,
-    pub regs_args: [u32; 3],
+    /// Where the three argument registers lie together, the third argument's first
+    /// (x86_64: dx, si, di), so one read fetches all three; user space checks the
+    /// layout.
+    pub regs_args: u32,
     /// `task_struct.thread_info.status`, whose `TS_COMPAT` bit marks a 32-bit syscall
     /// (its number means another call); `u32::MAX` where there is no such field.
     pub thread_status: u32,

@@ -36,7 +36,7 @@ pub static OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets {
     tcp_bytes_sent: 0,
     fork_child_pid: 0,
     regs_syscall_nr: 0,
-    regs_args: [0; 3],
+    regs_args: 0,
     thread_status: u32::MAX,
     syscall_nr: [u32::MAX; CAPTURED_SYSCALLS],
 });

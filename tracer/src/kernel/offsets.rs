@@ -40,13 +40,26 @@ pub fn load(tracefs: &Path) -> Result<KernelOffsets> {
         tcp_bytes_sent: f("tcp_sock.bytes_sent")?,
         fork_child_pid: tracepoint_field(tracefs, "sched/sched_process_fork", "child_pid")?,
         regs_syscall_nr: f(abi::SYSCALL_NR)?,
-        regs_args: [f(abi::ARGS[0])?, f(abi::ARGS[1])?, f(abi::ARGS[2])?],
+        regs_args: args_window([f(abi::ARGS[0])?, f(abi::ARGS[1])?, f(abi::ARGS[2])?])?,
         thread_status: match abi::THREAD_STATUS {
             Some(status) => f("task_struct.thread_info")? + f(status)?,
             None => u32::MAX,
         },
         syscall_nr: Syscall::CAPTURED.map(abi::number),
     })
+}
+
+/// The offset of the three argument registers, which the kernel programs read at once:
+/// the third argument's register first, then the second's and the first's, 8 bytes
+/// apart (x86_64's `pt_regs` is user ABI, through ptrace, so this holds on every kernel).
+fn args_window([first, second, third]: [u32; 3]) -> Result<u32> {
+    if second != third + 8 || first != third + 16 {
+        bail!(
+            "struct pt_regs keeps the syscall arguments at offsets {first}, {second}, {third}, \
+             not together in reverse order as the kernel programs read them"
+        );
+    }
+    Ok(third)
 }
 
 /// Where this architecture's syscall entry saves the number and the first three
@@ -172,6 +185,15 @@ mod tests {
     }
 
     #[test]
+    fn argument_registers_must_lie_together_in_reverse() {
+        assert_eq!(args_window([112, 104, 96]).unwrap(), 96);
+        for scattered in [[96, 104, 112], [112, 104, 88], [120, 104, 96]] {
+            let error = args_window(scattered).unwrap_err().to_string();
+            assert!(error.contains("not together"), "{error}");
+        }
+    }
+
+    #[test]
     fn running_kernel_offsets_resolve() {
         let offsets = load(Path::new("/sys/kernel/tracing")).expect("offsets");
         // skc_dport and skc_num share the skc_portpair word, in this order, on every kernel.
@@ -180,7 +202,7 @@ mod tests {
         assert_ne!(offsets.task_files, 0);
         // x86_64's pt_regs is user ABI (ptrace): orig_ax at 120, di 112, si 104, dx 96.
         assert_eq!(offsets.regs_syscall_nr, 120);
-        assert_eq!(offsets.regs_args, [112, 104, 96]);
+        assert_eq!(offsets.regs_args, 96);
         assert_ne!(offsets.thread_status, u32::MAX);
         assert_eq!(offsets.syscall_nr[Syscall::Read as usize], 0);
         assert_eq!(offsets.syscall_nr[Syscall::Recvfrom as usize], 45);
