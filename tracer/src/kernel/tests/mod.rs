@@ -13,7 +13,7 @@ mod tls;
 
 use std::{
     net::{TcpListener, TcpStream},
-    sync::Mutex,
+    sync::{Mutex, MutexGuard},
     time::{Duration, Instant},
 };
 
@@ -53,11 +53,15 @@ enum Seen {
 struct Kernel {
     loaded: Loaded,
     listener: TcpListener,
+    /// Dropped last: the next test loads only once these programs are gone.
+    _serial: MutexGuard<'static, ()>,
 }
 
 impl Kernel {
-    /// The programs, watching the port of a fresh loopback listener of this process.
+    /// The programs, watching the port of a fresh loopback listener of this process,
+    /// once no other test holds them.
     fn load() -> Self {
+        let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let tracefs = check::tracefs().expect("tracefs");
@@ -71,7 +75,11 @@ impl Kernel {
             .tgids
             .insert(&std::process::id(), &1u8, 0)
             .expect("watching this process");
-        Self { loaded, listener }
+        Self {
+            loaded,
+            listener,
+            _serial: serial,
+        }
     }
 
     /// A client connected to the watched port, and the server's side of it.

@@ -6,11 +6,10 @@ use std::{
 
 use tracer_common::Direction;
 
-use super::{Kernel, SERIAL, Seen, data};
+use super::{Kernel, Seen, data};
 
 #[test]
 fn each_traced_syscall_yields_its_bytes_and_close_ends_the_connection() {
-    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut kernel = Kernel::load();
     let (mut client, mut server) = kernel.connection();
     let fd = server.as_raw_fd();
@@ -75,7 +74,6 @@ fn each_traced_syscall_yields_its_bytes_and_close_ends_the_connection() {
 
 #[test]
 fn a_descriptor_reused_without_close_ends_the_old_connection() {
-    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut kernel = Kernel::load();
     let (mut first_client, mut first) = kernel.connection();
     let (mut second_client, second) = kernel.connection();
@@ -115,7 +113,6 @@ fn a_connection_evicted_from_conns_opens_again_at_its_next_syscall() {
     /// process, which root cannot raise here (no CAP_SYS_RESOURCE).
     const PER_PROCESS: i32 = 16_000;
     const MAX_PROCESSES: usize = 12;
-    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut kernel = Kernel::load();
     let (mut client, mut server) = kernel.connection();
     let fd = server.as_raw_fd();
@@ -187,7 +184,6 @@ fn a_connection_evicted_from_conns_opens_again_at_its_next_syscall() {
 
 #[test]
 fn a_32_bit_syscall_is_never_read_as_the_64_bit_one_of_its_number() {
-    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut kernel = Kernel::load();
     let (mut client, mut server) = kernel.connection();
     let fd = server.as_raw_fd();

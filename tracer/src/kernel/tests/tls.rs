@@ -13,7 +13,7 @@ use std::{
 
 use tracer_common::Direction;
 
-use super::{Kernel, SERIAL, Seen, data};
+use super::{Kernel, Seen, data};
 use crate::kernel::tls::TlsProbes;
 
 /// A TLS handshake record's start: the kernel marks a connection TLS by its first bytes.
@@ -134,7 +134,6 @@ fn loss(kernel: &Kernel, name: &str) -> u64 {
 
 #[test]
 fn plaintext_of_ssl_calls_on_a_socket_is_reported_on_its_connection() {
-    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let (mut kernel, _probes) = kernel_with_probes();
     // The handshake is read outside SSL_read: its first bytes make the connection TLS.
     let (mut client, server, fd) = tls_connection(&kernel);
@@ -170,7 +169,6 @@ fn plaintext_of_ssl_calls_on_a_socket_is_reported_on_its_connection() {
 
 #[test]
 fn a_memory_bio_takes_the_tls_socket_its_thread_read_and_none_is_counted() {
-    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let (mut kernel, _probes) = kernel_with_probes();
     let (mut client, mut server, fd) = tls_connection(&kernel);
     let mut buf = [0u8; 64];
