@@ -235,7 +235,7 @@ pub fn traced<T>(
     port: u16,
     load: impl FnOnce() -> Result<(u64, T)>,
 ) -> Result<(T, Traced)> {
-    let tracer = Tracer::spawn_with_args(bin, &[port], &["--bpf-stats"], &[], RecordSink::Count)?;
+    let tracer = Tracer::spawn_with_args(bin, &[port], &["--bpf-stats"], &[], RecordSink::Rotated)?;
     let pid = tracer.pid();
     let cpu_before = procstat::cpu_seconds(pid)?;
     let (requests, report) = load()?;
