@@ -140,7 +140,7 @@ fn a_connection_the_kernel_forgot_continues_under_its_new_id_and_keeps_its_own()
     );
     assert_eq!(done.len(), 1);
     assert_eq!(done[0].exchange.end, ExchangeEnd::Complete);
-    assert_eq!(done[0].exchange.request.head.target, "/a");
+    assert_eq!(done[0].exchange.request.head.target(), "/a");
     assert_eq!(done[0].meta.conn_id, 1);
     let stats = tracker.stats();
     assert_eq!(
@@ -220,6 +220,6 @@ fn ciphertext_of_a_forgotten_tls_connection_is_not_parsed() {
     let done = handle(&mut tracker, response);
     assert_eq!(done.len(), 1);
     assert!(done[0].meta.tls);
-    assert_eq!(done[0].exchange.request.head.target, "/tls");
+    assert_eq!(done[0].exchange.request.head.target(), "/tls");
     assert_eq!(tracker.stats().http.non_http_chunks, 0);
 }

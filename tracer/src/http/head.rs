@@ -73,13 +73,9 @@ fn parse_request<'b>(
             Status::Complete(len) => len,
             Status::Partial => return Ok(Status::Partial),
         };
-    let head = RequestHead {
-        method: req.method.unwrap_or_default().to_owned(),
-        target: req.path.unwrap_or_default().to_owned(),
-        minor_version: req.version.unwrap_or_default(),
-        http09: false,
-        headers: Headers::new(&buf[..len], req.headers),
-    };
+    let line = [req.method, req.path].map(|text| text.unwrap_or_default().as_bytes());
+    let (headers, line) = Headers::with_texts(&buf[..len], req.headers, line);
+    let head = RequestHead::new(headers, line, req.version.unwrap_or_default(), false);
     Ok(Status::Complete((head, len)))
 }
 

@@ -26,13 +26,10 @@ pub(crate) fn parse_request(buf: &[u8]) -> Parsed<RequestHead> {
         return Parsed::Invalid;
     };
     if line.http09 {
-        let head = RequestHead {
-            method: line.method.to_owned(),
-            target: String::from_utf8_lossy(line.target).into_owned(),
-            minor_version: 0,
-            http09: true,
-            headers: Headers::default(),
-        };
+        let target = String::from_utf8_lossy(line.target);
+        let (headers, texts) =
+            Headers::with_texts(&[], &[], [line.method.as_bytes(), target.as_bytes()]);
+        let head = RequestHead::new(headers, texts, 0, true);
         return Parsed::Complete(head, first.next);
     }
     let mut fields: Vec<RawHeader<'_>> = Vec::new();
@@ -52,13 +49,14 @@ pub(crate) fn parse_request(buf: &[u8]) -> Parsed<RequestHead> {
             Field::Invalid => return Parsed::Invalid,
         }
     }
-    let head = RequestHead {
-        method: line.method.to_owned(),
-        target: String::from_utf8_lossy(line.target).into_owned(),
-        minor_version: line.minor,
-        http09: false,
-        headers: Headers::new(&buf[..pos], &fields),
-    };
+    // A target that is not UTF-8 is kept with replacement characters, after the head.
+    let target = String::from_utf8_lossy(line.target);
+    let (headers, texts) = Headers::with_texts(
+        &buf[..pos],
+        &fields,
+        [line.method.as_bytes(), target.as_bytes()],
+    );
+    let head = RequestHead::new(headers, texts, line.minor, false);
     Parsed::Complete(head, pos)
 }
 

@@ -387,7 +387,7 @@ impl HttpConnection {
 
     fn request_head(&mut self, head: RequestHead, first_byte_ns: u64, size: u64, ts: u64) {
         let framing = request_framing(&head);
-        let may_switch = head.method == "CONNECT" || head.header("upgrade").is_some();
+        let may_switch = head.method() == "CONNECT" || head.header("upgrade").is_some();
         if self.pending.len() >= MAX_PENDING {
             self.stats.desyncs += 1;
             self.finish_front(ExchangeEnd::ResponseUnparsed);

@@ -67,7 +67,7 @@ impl HttpConnection {
         // Requests are answered in order, unparsed ones included.
         let paired = self.pair_response(first_byte_ns) && !self.unparsed_is_first(first_byte_ns);
         let method = match self.pending.front() {
-            Some(p) if paired => p.request.head.method.as_str(),
+            Some(p) if paired => p.request.head.method(),
             _ => "",
         };
         let switches =

@@ -46,8 +46,8 @@ fn get_keep_alive_three_requests() {
         conn.on_response(chunk(t + 10, format!("{head}hello").as_bytes()));
         let ex = one(&mut conn);
         assert_eq!(ex.end, ExchangeEnd::Complete);
-        assert_eq!(ex.request.head.method, "GET");
-        assert_eq!(ex.request.head.target, format!("/item/{i}?q=1"));
+        assert_eq!(ex.request.head.method(), "GET");
+        assert_eq!(ex.request.head.target(), format!("/item/{i}?q=1"));
         assert_eq!(ex.request.head.minor_version, 1);
         assert_eq!(ex.request.head.header("HOST"), Some(&b"example.com"[..]));
         assert_eq!(ex.request.first_byte_ns, t);
@@ -88,7 +88,7 @@ fn pipelined_requests_and_responses_in_one_chunk() {
         .map(|ex| {
             let resp = response(ex);
             (
-                ex.request.head.target.as_str(),
+                ex.request.head.target(),
                 ex.request.body_size,
                 resp.head.status,
                 resp.body_size,
@@ -123,8 +123,8 @@ fn heads_split_into_single_bytes() {
         conn.on_response(chunk(1000 + i as u64, std::slice::from_ref(b)));
     }
     let ex = one(&mut conn);
-    assert_eq!(ex.request.head.method, "PUT");
-    assert_eq!(ex.request.head.target, "/one/byte/at/a/time");
+    assert_eq!(ex.request.head.method(), "PUT");
+    assert_eq!(ex.request.head.target(), "/one/byte/at/a/time");
     assert_eq!(ex.request.first_byte_ns, 100);
     assert_eq!(ex.request.head_size, len(req) - 3);
     assert_eq!(ex.request.body_size, 3);
@@ -148,7 +148,7 @@ fn sixteen_kib_header_value_in_one_and_in_many_chunks() {
         }
         conn.on_response(chunk(100_000, b"HTTP/1.1 204 No Content\r\n\r\n"));
         let ex = one(&mut conn);
-        assert_eq!(ex.request.head.target, "/big");
+        assert_eq!(ex.request.head.target(), "/big");
         assert_eq!(ex.request.head.header("cookie"), Some(cookie.as_bytes()));
         assert_eq!(ex.request.head_size, len(req.as_bytes()));
         assert_eq!(ex.request.first_byte_ns, 10);
@@ -171,11 +171,11 @@ fn content_length_body_then_next_request_in_same_chunk() {
     conn.on_response(chunk(30, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"));
     let done = conn.take_completed();
     assert_eq!(done.len(), 2);
-    assert_eq!(done[0].request.head.target, "/form");
+    assert_eq!(done[0].request.head.target(), "/form");
     assert_eq!(done[0].request.body_size, 11);
     assert!(done[0].request.body_complete);
     assert_eq!(response(&done[0]).head.status, 303);
-    assert_eq!(done[1].request.head.target, "/after");
+    assert_eq!(done[1].request.head.target(), "/after");
     assert_eq!(done[1].request.first_byte_ns, 10);
     assert_eq!(response(&done[1]).head.status, 200);
     assert_clean(&conn);
@@ -199,10 +199,10 @@ fn chunked_request_with_extensions_and_trailers_then_next_request() {
         ));
         let done = conn.take_completed();
         assert_eq!(done.len(), 2, "piece {piece}");
-        assert_eq!(done[0].request.head.target, "/up");
+        assert_eq!(done[0].request.head.target(), "/up");
         assert_eq!(done[0].request.body_size, 15);
         assert!(done[0].request.body_complete);
-        assert_eq!(done[1].request.head.target, "/next");
+        assert_eq!(done[1].request.head.target(), "/next");
         // Servers disagree on this framing.
         assert_eq!(conn.stats().ambiguous_framing, 1);
         assert!(done.iter().all(|ex| ex.framing_ambiguous));
@@ -289,7 +289,7 @@ fn final_response_before_request_body_is_paired() {
     conn.on_request(truncated(30, b"", 99_990));
     conn.on_request(chunk(40, b"GET /again HTTP/1.1\r\n\r\n"));
     conn.on_response(chunk(50, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"));
-    assert_eq!(one(&mut conn).request.head.target, "/again");
+    assert_eq!(one(&mut conn).request.head.target(), "/again");
     assert_clean(&conn);
 }
 
@@ -311,14 +311,14 @@ fn head_response_has_no_body_despite_content_length() {
     ));
     let done = conn.take_completed();
     assert_eq!(done.len(), 2);
-    assert_eq!(done[0].request.head.method, "HEAD");
+    assert_eq!(done[0].request.head.method(), "HEAD");
     assert_eq!(response(&done[0]).body_size, 0);
     assert_eq!(response(&done[0]).head_size, len(head));
     assert_eq!(
         response(&done[0]).head.header("content-length"),
         Some(&b"1234"[..])
     );
-    assert_eq!(done[1].request.head.method, "GET");
+    assert_eq!(done[1].request.head.method(), "GET");
     assert_eq!(response(&done[1]).body_size, 3);
     assert_clean(&conn);
 }
@@ -409,7 +409,7 @@ fn switching_protocols_then_everything_ignored() {
     ));
     let ex = one(&mut conn);
     assert_eq!(ex.end, ExchangeEnd::Upgraded);
-    assert_eq!(ex.request.head.target, "/ws");
+    assert_eq!(ex.request.head.target(), "/ws");
     assert_eq!(ex.request.head_size, len(req));
     let r = response(&ex);
     assert_eq!(r.head.status, 101);
@@ -436,7 +436,7 @@ fn connect_tunnel_and_refused_connect() {
     ));
     let ex = one(&mut conn);
     assert_eq!(ex.end, ExchangeEnd::Complete);
-    assert_eq!(ex.request.head.target, "example.com:443");
+    assert_eq!(ex.request.head.target(), "example.com:443");
     conn.on_request(chunk(
         30,
         b"CONNECT example.com:443 HTTP/1.1\r\nProxy-Authorization: Basic eA==\r\n\r\n",
@@ -462,7 +462,7 @@ fn declined_upgrade_keeps_parsing() {
     assert_eq!(one(&mut conn).end, ExchangeEnd::Complete);
     conn.on_request(chunk(30, b"GET /2 HTTP/1.1\r\n\r\n"));
     conn.on_response(chunk(40, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"));
-    assert_eq!(one(&mut conn).request.head.target, "/2");
+    assert_eq!(one(&mut conn).request.head.target(), "/2");
     assert_clean(&conn);
 }
 
@@ -488,7 +488,7 @@ fn junk_then_valid_request_in_next_chunk() {
     assert_eq!(bad.request.first_byte_ns, 10);
     conn.on_response(chunk(30, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"));
     let ex = one(&mut conn);
-    assert_eq!(ex.request.head.target, "/ok");
+    assert_eq!(ex.request.head.target(), "/ok");
     assert_eq!(ex.request.first_byte_ns, 20);
     assert_eq!(ex.end, ExchangeEnd::Complete);
 }
@@ -517,7 +517,7 @@ fn garbage_response_ends_the_exchange_unparsed() {
     conn.on_request(chunk(11, b"GET /b HTTP/1.1\r\n\r\n"));
     conn.on_response(chunk(20, b"\x89PNG\r\n\x1a\n"));
     let ex = one(&mut conn);
-    assert_eq!(ex.request.head.target, "/a");
+    assert_eq!(ex.request.head.target(), "/a");
     assert_eq!(ex.end, ExchangeEnd::ResponseUnparsed);
     assert!(ex.response.is_none());
     // More of the same garbage is not another response.
@@ -526,7 +526,7 @@ fn garbage_response_ends_the_exchange_unparsed() {
     assert_eq!(conn.stats().non_http_chunks, 2);
     conn.on_response(chunk(30, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"));
     let ex = one(&mut conn);
-    assert_eq!(ex.request.head.target, "/b");
+    assert_eq!(ex.request.head.target(), "/b");
     assert_eq!(ex.end, ExchangeEnd::Complete);
 }
 
@@ -552,7 +552,7 @@ fn broken_chunked_framing_ends_the_exchange_unparsed_at_the_next_head() {
     let r = response(&done[0]);
     assert_eq!(r.head.status, 200);
     assert_eq!((r.body_size, r.end_ns, r.body_complete), (9, 31, false));
-    assert_eq!(done[1].request.head.target, "/2");
+    assert_eq!(done[1].request.head.target(), "/2");
     assert_eq!(done[1].end, ExchangeEnd::Complete);
     assert_eq!(conn.stats().non_http_chunks, 1);
 }
@@ -668,7 +668,7 @@ fn missing_bytes_inside_bodies_keep_sizes_exact() {
     assert!(done[0].request.body_complete);
     assert_eq!(response(&done[0]).body_size, 1_000_000);
     assert_eq!(response(&done[0]).end_ns, 20);
-    assert_eq!(done[1].request.head.target, "/next");
+    assert_eq!(done[1].request.head.target(), "/next");
     assert_eq!(response(&done[1]).body_size, 0x10000);
     assert_eq!(response(&done[1]).end_ns, 22);
     assert_clean(&conn);
@@ -686,7 +686,7 @@ fn next_head_inside_uncaptured_tail_is_a_desync() {
     assert_eq!(conn.stats().desyncs, 1);
     conn.on_response(chunk(11, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"));
     let ex = one(&mut conn);
-    assert_eq!(ex.request.head.target, "/a");
+    assert_eq!(ex.request.head.target(), "/a");
     assert_eq!(ex.request.body_size, 10);
     assert!(ex.request.body_complete);
     // The response to the lost request has nothing to pair with: it is recorded alone.
@@ -702,7 +702,7 @@ fn next_head_inside_uncaptured_tail_is_a_desync() {
     conn.on_request(chunk(20, b"GET /b HTTP/1.1\r\n\r\n"));
     conn.on_response(chunk(21, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"));
     let ex = one(&mut conn);
-    assert_eq!(ex.request.head.target, "/b");
+    assert_eq!(ex.request.head.target(), "/b");
     assert_eq!(response(&ex).head.status, 200);
     assert_eq!(conn.stats().non_http_chunks, 0);
 }
@@ -722,7 +722,7 @@ fn missing_bytes_inside_request_head_resync_at_next_chunk() {
     conn.on_request(chunk(20, b"GET /second HTTP/1.1\r\n\r\n"));
     conn.on_response(chunk(21, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"));
     let ex = one(&mut conn);
-    assert_eq!(ex.request.head.target, "/second");
+    assert_eq!(ex.request.head.target(), "/second");
     assert_eq!(ex.end, ExchangeEnd::Complete);
     assert_eq!(conn.stats().non_http_chunks, 0);
 }
@@ -733,7 +733,7 @@ fn missing_bytes_inside_response_head() {
     conn.on_request(chunk(10, b"GET /a HTTP/1.1\r\n\r\n"));
     conn.on_response(truncated(11, b"HTTP/1.1 200 OK\r\nContent-Len", 500));
     let ex = one(&mut conn);
-    assert_eq!(ex.request.head.target, "/a");
+    assert_eq!(ex.request.head.target(), "/a");
     assert_eq!(ex.end, ExchangeEnd::ResponseUnparsed);
     assert!(ex.response.is_none());
     // The rest of that response's body, written separately, is not mistaken for anything.
@@ -741,7 +741,7 @@ fn missing_bytes_inside_response_head() {
     conn.on_request(chunk(20, b"GET /b HTTP/1.1\r\n\r\n"));
     conn.on_response(chunk(21, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"));
     let ex = one(&mut conn);
-    assert_eq!(ex.request.head.target, "/b");
+    assert_eq!(ex.request.head.target(), "/b");
     assert_eq!(ex.end, ExchangeEnd::Complete);
     let stats = conn.stats();
     assert_eq!((stats.desyncs, stats.non_http_chunks), (1, 0));
@@ -768,7 +768,7 @@ fn missing_bytes_inside_chunked_framing() {
     // A request in the next read ends the body that lost its framing.
     conn.on_request(chunk(20, b"GET /next HTTP/1.1\r\n\r\n"));
     conn.on_response(chunk(21, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"));
-    assert_eq!(one(&mut conn).request.head.target, "/next");
+    assert_eq!(one(&mut conn).request.head.target(), "/next");
     assert_eq!(conn.stats().desyncs, 1);
     assert_eq!(conn.stats().non_http_chunks, 0);
 }
@@ -789,7 +789,7 @@ fn lost_events_inside_a_body_are_counted() {
     assert_eq!(done.len(), 2);
     assert_eq!(done[0].request.body_size, 100);
     assert!(done[0].request.body_complete);
-    assert_eq!(done[1].request.head.target, "/h");
+    assert_eq!(done[1].request.head.target(), "/h");
     assert_clean(&conn);
 }
 
@@ -811,7 +811,7 @@ fn lost_request_makes_its_response_an_orphan() {
     let done = conn.take_completed();
     let got: Vec<_> = done
         .iter()
-        .map(|ex| (ex.request.head.target.as_str(), response(ex).head.status))
+        .map(|ex| (ex.request.head.target(), response(ex).head.status))
         .collect();
     assert_eq!(got, [("/a", 200), ("", 201), ("/c", 202)]);
     let stats = conn.stats();
@@ -852,7 +852,7 @@ fn lost_whole_responses_realign_pairing() {
         .iter()
         .map(|ex| {
             (
-                ex.request.head.target.as_str(),
+                ex.request.head.target(),
                 ex.response.as_ref().map(|r| r.head.status),
                 ex.end,
             )
@@ -900,7 +900,7 @@ fn close_with_requests_but_no_response() {
         .iter()
         .map(|ex| {
             (
-                ex.request.head.target.as_str(),
+                ex.request.head.target(),
                 ex.request.body_size,
                 ex.request.body_complete,
                 ex.response.is_none(),
@@ -925,7 +925,7 @@ fn close_with_requests_but_no_response() {
     conn.on_request(chunk(10, b"GET /a HTTP/1.1\r\n\r\nGET /never-finished HT"));
     let done = conn.close(20);
     assert_eq!(done.len(), 2);
-    assert_eq!(done[0].request.head.target, "/a");
+    assert_eq!(done[0].request.head.target(), "/a");
     assert_eq!(done[0].end, ExchangeEnd::ConnectionClosed);
     assert_eq!(
         done[1].request_seen,
@@ -1008,7 +1008,7 @@ fn oversized_head_is_dropped_and_parsing_resumes() {
     conn.on_request(chunk(200, b"GET /ok HTTP/1.1\r\n\r\n"));
     conn.on_response(chunk(201, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"));
     let ex = one(&mut conn);
-    assert_eq!(ex.request.head.target, "/ok");
+    assert_eq!(ex.request.head.target(), "/ok");
     let stats = conn.stats();
     assert_eq!(
         (
@@ -1049,7 +1049,7 @@ fn blank_lines_between_requests_are_skipped() {
     ));
     let done = conn.take_completed();
     assert_eq!(done.len(), 2);
-    assert_eq!(done[1].request.head.target, "/b");
+    assert_eq!(done[1].request.head.target(), "/b");
     assert_eq!(done[1].request.first_byte_ns, 30);
     assert_eq!(done[1].request.head_size, 19);
     assert_clean(&conn);
@@ -1067,7 +1067,7 @@ fn unknowable_request_length_swallows_the_rest() {
         b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
     ));
     let ex = one(&mut conn);
-    assert_eq!(ex.request.head.target, "/x");
+    assert_eq!(ex.request.head.target(), "/x");
     assert_eq!(ex.request.body_size, 24);
     assert!(!ex.request.body_complete);
     assert!(conn.close(30).is_empty());
@@ -1344,8 +1344,8 @@ mod props {
         done.iter()
             .map(|ex| {
                 (
-                    ex.request.head.method.clone(),
-                    ex.request.head.target.clone(),
+                    ex.request.head.method().to_owned(),
+                    ex.request.head.target().to_owned(),
                     ex.response.as_ref().map_or(0, |r| r.head.status),
                     ex.request.body_size,
                     ex.response.as_ref().map_or(u64::MAX, |r| r.body_size),
@@ -1592,7 +1592,7 @@ fn requests_that_begin_like_the_http2_preface_are_held_then_parsed() {
         b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n",
     ));
     let ex = one(&mut post);
-    assert_eq!(ex.request.head.method, "POST");
+    assert_eq!(ex.request.head.method(), "POST");
     assert_eq!(ex.request.first_byte_ns, 1);
     assert_clean(&post);
 }

@@ -131,15 +131,24 @@ pub struct Headers {
 impl Headers {
     /// `head` is the buffer httparse parsed; every name and value of `raw` borrows from it.
     pub(crate) fn new(head: &[u8], raw: &[httparse::Header<'_>]) -> Self {
+        Self::with_texts(head, raw, []).0
+    }
+
+    /// As [`Headers::new`], also holding `texts` (a request's method and target), and
+    /// where each lies in the buffer: a text inside `head` is found there, any other is
+    /// appended. One allocation for the request line and the headers together.
+    pub(crate) fn with_texts<const N: usize>(
+        head: &[u8],
+        raw: &[httparse::Header<'_>],
+        texts: [&[u8]; N],
+    ) -> (Self, [[u32; 2]; N]) {
         let base = head.as_ptr() as usize;
-        let span = |s: &[u8]| -> [u32; 2] {
+        let within = |s: &[u8]| -> Option<[u32; 2]> {
             let start = (s.as_ptr() as usize).wrapping_sub(base);
-            // Empty slices need not point into the buffer.
-            if s.is_empty() || start + s.len() > head.len() {
-                return [0, 0];
-            }
-            [start as u32, (start + s.len()) as u32]
+            (start + s.len() <= head.len()).then_some([start as u32, (start + s.len()) as u32])
         };
+        // Empty slices need not point into the buffer.
+        let span = |s: &[u8]| if s.is_empty() { None } else { within(s) }.unwrap_or([0, 0]);
         let spans = raw
             .iter()
             .map(|h| {
@@ -148,15 +157,48 @@ impl Headers {
                 [ns, ne, vs, ve]
             })
             .collect();
-        Self {
-            bytes: head.into(),
-            spans,
-        }
+        let outside: usize = texts
+            .iter()
+            .filter(|t| within(t).is_none())
+            .map(|t| t.len())
+            .sum();
+        let mut bytes = Vec::with_capacity(head.len() + outside);
+        bytes.extend_from_slice(head);
+        let texts = texts.map(|text| {
+            within(text).unwrap_or_else(|| {
+                let start = bytes.len() as u32;
+                bytes.extend_from_slice(text);
+                [start, bytes.len() as u32]
+            })
+        });
+        (
+            Self {
+                bytes: bytes.into(),
+                spans,
+            },
+            texts,
+        )
     }
 
-    /// Fields decoded elsewhere (HTTP/2's HPACK), copied into one buffer.
-    pub(crate) fn from_pairs(pairs: &[(Vec<u8>, Vec<u8>)]) -> Self {
-        let mut bytes = Vec::with_capacity(pairs.iter().map(|(n, v)| n.len() + v.len()).sum());
+    /// The text at `span`, as [`Headers::with_texts`] gave it; texts are only ever
+    /// given as `str`, so this is never empty for want of UTF-8.
+    fn text(&self, [start, end]: [u32; 2]) -> &str {
+        self.bytes
+            .get(start as usize..end as usize)
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .unwrap_or_default()
+    }
+
+    /// Fields decoded elsewhere (HTTP/2's HPACK), copied into one buffer with `texts`
+    /// after them; see [`Headers::with_texts`].
+    pub(crate) fn from_pairs<const N: usize>(
+        pairs: &[(Vec<u8>, Vec<u8>)],
+        texts: [&[u8]; N],
+    ) -> (Self, [[u32; 2]; N]) {
+        let mut bytes = Vec::with_capacity(
+            pairs.iter().map(|(n, v)| n.len() + v.len()).sum::<usize>()
+                + texts.iter().map(|t| t.len()).sum::<usize>(),
+        );
         let mut spans = Vec::with_capacity(pairs.len());
         for (name, value) in pairs {
             let ns = bytes.len() as u32;
@@ -165,10 +207,18 @@ impl Headers {
             bytes.extend_from_slice(value);
             spans.push([ns, vs, vs, bytes.len() as u32]);
         }
-        Self {
-            bytes: bytes.into(),
-            spans,
-        }
+        let texts = texts.map(|text| {
+            let start = bytes.len() as u32;
+            bytes.extend_from_slice(text);
+            [start, bytes.len() as u32]
+        });
+        (
+            Self {
+                bytes: bytes.into(),
+                spans,
+            },
+            texts,
+        )
     }
 
     #[cfg(test)]
@@ -213,9 +263,9 @@ impl Headers {
 /// The default is the placeholder for a request that did not parse.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RequestHead {
-    pub method: String,
-    /// Request-target as sent: origin-form, absolute-form, `*`, or authority for CONNECT.
-    pub target: String,
+    /// Where the method and the request-target lie in `headers`' buffer, which holds the
+    /// request line too: no allocation of their own.
+    line: [[u32; 2]; 2],
     /// 0 for HTTP/1.0 (and 0.9), 1 for HTTP/1.1; larger for the HTTP/1.x versions servers
     /// accept as 1.1.
     pub minor_version: u8,
@@ -226,6 +276,31 @@ pub struct RequestHead {
 }
 
 impl RequestHead {
+    /// `headers` holds `method` and `target` where `line` says, as
+    /// [`Headers::with_texts`] or [`Headers::from_pairs`] placed them.
+    pub(crate) fn new(
+        headers: Headers,
+        line: [[u32; 2]; 2],
+        minor_version: u8,
+        http09: bool,
+    ) -> Self {
+        Self {
+            line,
+            minor_version,
+            http09,
+            headers,
+        }
+    }
+
+    pub fn method(&self) -> &str {
+        self.headers.text(self.line[0])
+    }
+
+    /// Request-target as sent: origin-form, absolute-form, `*`, or authority for CONNECT.
+    pub fn target(&self) -> &str {
+        self.headers.text(self.line[1])
+    }
+
     /// Value of the first header called `name`, ignoring case.
     pub fn header(&self, name: &str) -> Option<&[u8]> {
         self.headers.get(name)
@@ -341,5 +416,41 @@ impl Exchange {
             RequestSeen::Unparsed(line) => Some(line),
             RequestSeen::Head | RequestSeen::CutOff(_) => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn texts_inside_the_head_are_found_there_and_others_appended() {
+        let head = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n";
+        // As httparse gives them: borrowed from the head.
+        let raw = [httparse::Header {
+            name: std::str::from_utf8(&head[17..21]).unwrap(),
+            value: &head[23..24],
+        }];
+        let (headers, [method, target]) =
+            Headers::with_texts(head, &raw, [&head[..3], &head[4..6]]);
+        assert_eq!((method, target), ([0, 3], [4, 6]));
+        assert_eq!(headers.bytes.len(), head.len(), "nothing appended");
+        let lossy = "/caf\u{fffd}";
+        let (headers, [method, target]) =
+            Headers::with_texts(head, &raw, [&head[..3], lossy.as_bytes()]);
+        let request = RequestHead::new(headers, [method, target], 1, false);
+        assert_eq!(request.method(), "GET");
+        assert_eq!(request.target(), lossy);
+        assert_eq!(request.header("host"), Some(&b"x"[..]));
+    }
+
+    #[test]
+    fn pairs_keep_their_texts_after_the_fields() {
+        let pairs = [(b"host".to_vec(), b"example".to_vec())];
+        let (headers, line) = Headers::from_pairs(&pairs, [&b"POST"[..], &b"/up"[..]]);
+        let request = RequestHead::new(headers, line, 0, false);
+        assert_eq!((request.method(), request.target()), ("POST", "/up"));
+        assert_eq!(request.header("Host"), Some(&b"example"[..]));
+        assert_eq!(RequestHead::default().target(), "");
     }
 }

@@ -357,13 +357,9 @@ pub(crate) mod test_support {
         let mut raw = [httparse::EMPTY_HEADER; 32];
         let mut request = httparse::Request::new(&mut raw);
         request.parse(text.as_bytes()).unwrap();
-        RequestHead {
-            method: "GET".into(),
-            target: target.into(),
-            minor_version: 1,
-            http09: false,
-            headers: Headers::new(text.as_bytes(), request.headers),
-        }
+        let line = [request.method, request.path].map(|t| t.unwrap_or_default().as_bytes());
+        let (headers, line) = Headers::with_texts(text.as_bytes(), request.headers, line);
+        RequestHead::new(headers, line, 1, false)
     }
 }
 

@@ -160,7 +160,7 @@ impl RecordContext {
     ) {
         let start = out.len();
         let head = &finished.exchange.request.head;
-        let target = target::split(&head.target);
+        let target = target::split(head.target());
         let query = target.query;
         let mut record = self.build(finished, target);
         let identity = self.identifier.identify(head, query, record.peer_address);
@@ -219,10 +219,10 @@ impl RecordContext {
             response_timestamp: response.map(|r| self.clock.rfc3339(r.head_ns)),
             duration_ns: response.map(|r| r.head_ns.saturating_sub(request.first_byte_ns)),
             // OpenTelemetry's name for a method the instrumentation does not know.
-            method: if unparsed.is_some() || head.method.is_empty() {
+            method: if unparsed.is_some() || head.method().is_empty() {
                 "_OTHER"
             } else {
-                &head.method
+                head.method()
             },
             path,
             normalized_path,

@@ -38,8 +38,8 @@ impl Fields {
     pub fn from_http1(head: &RequestHead) -> Self {
         Self {
             pseudo: vec![
-                (b":method".to_vec(), head.method.as_bytes().to_vec()),
-                (b":path".to_vec(), head.target.as_bytes().to_vec()),
+                (b":method".to_vec(), head.method().as_bytes().to_vec()),
+                (b":path".to_vec(), head.target().as_bytes().to_vec()),
             ],
             regular: head
                 .headers
@@ -93,14 +93,17 @@ impl Stream {
             Grpc::from_request(r.pseudo(":path")?, r.get("content-type")?, self.grpc_status)
         });
         let head = self.request.map(request_head).unwrap_or_default();
-        let unparsed = head.method.is_empty().then(|| Box::<[u8]>::from(&b""[..]));
+        let unparsed = head
+            .method()
+            .is_empty()
+            .then(|| Box::<[u8]>::from(&b""[..]));
         // A response block that did not decode has no status to report: no response.
         let response = self.response.and_then(|(fields, head_ns)| {
             Some(Response {
                 head: ResponseHead {
                     status: fields.status()?,
                     minor_version: 0,
-                    headers: Headers::from_pairs(&fields.regular),
+                    headers: Headers::from_pairs(&fields.regular, []).0,
                 },
                 head_ns,
                 end_ns: self.last_ns,
@@ -133,27 +136,16 @@ impl Stream {
 
 /// An HTTP/1-shaped head, so identity, redaction and records treat both versions alike:
 /// `:authority` becomes `host` (unless one was sent), `:path` the request target.
-fn request_head(fields: Fields) -> RequestHead {
-    let text = |name| {
-        fields
-            .pseudo(name)
-            .map(|v| String::from_utf8_lossy(v).into_owned())
-            .unwrap_or_default()
-    };
+fn request_head(mut fields: Fields) -> RequestHead {
     let mut pairs = Vec::with_capacity(fields.regular.len() + 1);
     if fields.get("host").is_none()
         && let Some(authority) = fields.pseudo(":authority")
     {
         pairs.push((b"host".to_vec(), authority.to_vec()));
     }
-    let method = text(":method");
-    let target = text(":path");
-    pairs.extend(fields.regular);
-    RequestHead {
-        method,
-        target,
-        minor_version: 0,
-        http09: false,
-        headers: Headers::from_pairs(&pairs),
-    }
+    pairs.append(&mut fields.regular);
+    let text = |name| String::from_utf8_lossy(fields.pseudo(name).unwrap_or_default());
+    let (method, target) = (text(":method"), text(":path"));
+    let (headers, line) = Headers::from_pairs(&pairs, [method.as_bytes(), target.as_bytes()]);
+    RequestHead::new(headers, line, 0, false)
 }
