@@ -9,7 +9,7 @@
 use super::chunk::{ChunkLine, chunk_size, trailers};
 use super::head::MAX_HEAD_BYTES;
 use super::span::{Parsed, Spanned, parse_spanning, release};
-use super::types::{Headers, RequestHead, ResponseHead};
+use super::types::{Declared, HeaderLookup, RequestHead, ResponseHead};
 
 /// A chunk-size line longer than this (extensions included) is treated as garbage.
 const MAX_CHUNK_LINE: usize = 4096;
@@ -20,16 +20,6 @@ pub(crate) enum Framing {
     Length(u64),
     Chunked,
     UntilClose,
-}
-
-/// How a body is delimited per RFC 9112 section 6.3, before the message kind is considered.
-enum Declared {
-    Chunked,
-    Length(u64),
-    /// Transfer-Encoding without chunked last, or an unusable Content-Length: the length
-    /// cannot be known, so the peer will close.
-    Unknowable,
-    Absent,
 }
 
 pub(crate) fn request_framing(head: &RequestHead) -> Framing {
@@ -63,7 +53,7 @@ pub(crate) fn response_framing(head: &ResponseHead, to_head: bool) -> Framing {
     if to_head || matches!(head.status, 100..=199 | 204 | 304) {
         return Framing::None;
     }
-    match declared(&head.headers, head.minor_version) {
+    match head.declared {
         Declared::Chunked => Framing::Chunked,
         Declared::Length(0) => Framing::None,
         Declared::Length(n) => Framing::Length(n),
@@ -71,9 +61,9 @@ pub(crate) fn response_framing(head: &ResponseHead, to_head: bool) -> Framing {
     }
 }
 
-fn declared(headers: &Headers, minor_version: u8) -> Declared {
+pub(crate) fn declared(headers: &(impl HeaderLookup + ?Sized), minor_version: u8) -> Declared {
     let mut last_coding = None;
-    for value in headers.get_all("transfer-encoding") {
+    for value in headers.values("transfer-encoding") {
         if let Some(coding) = list_items(value).last() {
             last_coding = Some(coding);
         }
@@ -88,7 +78,7 @@ fn declared(headers: &Headers, minor_version: u8) -> Declared {
         };
     }
     let mut length = None;
-    for value in headers.get_all("content-length") {
+    for value in headers.values("content-length") {
         for item in list_items(value) {
             // Repeated values are allowed only if they agree (RFC 9110 section 8.6).
             match (parse_decimal(item), length) {

@@ -5,9 +5,9 @@ use std::mem::MaybeUninit;
 
 use httparse::{Header as RawHeader, ParserConfig, Status};
 
-use super::lenient;
 use super::span::Parsed;
 use super::types::{Headers, RequestHead, ResponseHead};
+use super::{body::declared, lenient, offers_h2c};
 
 /// Heads that do not complete within this many bytes are dropped as oversized.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -96,10 +96,12 @@ fn parse_response<'b>(
         Status::Complete(len) => len,
         Status::Partial => return Ok(Status::Partial),
     };
+    let minor_version = resp.version.unwrap_or_default();
     let head = ResponseHead {
         status: resp.code.unwrap_or_default(),
-        minor_version: resp.version.unwrap_or_default(),
-        headers: Headers::new(&buf[..len], resp.headers),
+        minor_version,
+        declared: declared(resp.headers, minor_version),
+        offers_h2c: offers_h2c(resp.headers),
     };
     Ok(Status::Complete((head, len)))
 }

@@ -39,8 +39,9 @@ use self::head::MAX_HEAD_BYTES;
 use self::preface::{Preface, Verdict};
 use self::span::Parsed;
 use self::stream::{Cursor, Event, Stream};
+use self::types::HeaderLookup;
 #[cfg(test)]
-use self::types::chunk;
+use self::types::{Declared, chunk};
 
 pub use self::types::{
     Chunk, Exchange, ExchangeEnd, Headers, HttpStats, Request, RequestHead, RequestSeen, Response,
@@ -444,8 +445,8 @@ fn whole_lines_head(bytes: &[u8]) -> Option<RequestHead> {
 }
 
 /// `Upgrade: h2c` among the protocols a request asks for or a 101 switches to.
-fn offers_h2c(headers: &Headers) -> bool {
-    headers.get_all("upgrade").any(|v| {
+fn offers_h2c(headers: &(impl HeaderLookup + ?Sized)) -> bool {
+    headers.values("upgrade").any(|v| {
         v.split(|&b| b == b',')
             .any(|p| p.trim_ascii().eq_ignore_ascii_case(b"h2c"))
     })

@@ -92,7 +92,7 @@ impl HttpConnection {
             return;
         }
         if head.status == 101
-            && offers_h2c(&head.headers)
+            && head.offers_h2c
             && self
                 .pending
                 .front()

@@ -129,13 +129,9 @@ pub struct Headers {
 }
 
 impl Headers {
-    /// `head` is the buffer httparse parsed; every name and value of `raw` borrows from it.
-    pub(crate) fn new(head: &[u8], raw: &[httparse::Header<'_>]) -> Self {
-        Self::with_texts(head, raw, []).0
-    }
-
-    /// As [`Headers::new`], also holding `texts` (a request's method and target), and
-    /// where each lies in the buffer: a text inside `head` is found there, any other is
+    /// `head` is the buffer httparse parsed; every name and value of `raw` borrows from
+    /// it. `texts` (a request's method and target) are held too, and where each lies in
+    /// the buffer is returned: a text inside `head` is found there, any other is
     /// appended. One allocation for the request line and the headers together.
     pub(crate) fn with_texts<const N: usize>(
         head: &[u8],
@@ -307,19 +303,48 @@ impl RequestHead {
     }
 }
 
+/// What a response head says, read while it is parsed: its fields are not kept, since
+/// no record needs them (two allocations and a copy of the head less per exchange).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResponseHead {
     pub status: u16,
     /// 0 for HTTP/1.0, 1 for HTTP/1.1.
     pub minor_version: u8,
-    pub headers: Headers,
+    /// What its Transfer-Encoding and Content-Length declare about the body.
+    pub declared: Declared,
+    /// Its `Upgrade` offers h2c (with a 101: the connection switches to HTTP/2).
+    pub offers_h2c: bool,
 }
 
-impl ResponseHead {
-    /// Value of the first header called `name`, ignoring case.
-    #[cfg(test)]
-    pub fn header(&self, name: &str) -> Option<&[u8]> {
-        self.headers.get(name)
+/// How a body is delimited per RFC 9112 section 6.3, before the message kind is considered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Declared {
+    Chunked,
+    Length(u64),
+    /// Transfer-Encoding without chunked last, or an unusable Content-Length: the length
+    /// cannot be known, so the peer will close.
+    Unknowable,
+    Absent,
+}
+
+/// Header fields looked up by name, however they are held: a parsed request's
+/// [`Headers`], or httparse's view of a response head being parsed.
+pub(crate) trait HeaderLookup {
+    /// Values of every field called `name`, ignoring case, in order.
+    fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a;
+}
+
+impl HeaderLookup for Headers {
+    fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.get_all(name)
+    }
+}
+
+impl HeaderLookup for [httparse::Header<'_>] {
+    fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.iter()
+            .filter(move |h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value)
     }
 }
 

@@ -2,8 +2,8 @@
 
 use super::grpc::Grpc;
 use crate::http::types::{
-    Exchange, ExchangeEnd, Headers, Http2Info, Request, RequestHead, RequestSeen, Response,
-    ResponseHead,
+    Declared, Exchange, ExchangeEnd, Headers, Http2Info, Request, RequestHead, RequestSeen,
+    Response, ResponseHead,
 };
 
 pub struct Stream {
@@ -103,7 +103,9 @@ impl Stream {
                 head: ResponseHead {
                     status: fields.status()?,
                     minor_version: 0,
-                    headers: Headers::from_pairs(&fields.regular, []).0,
+                    // Frames delimit an HTTP/2 body, and it has no Upgrade.
+                    declared: Declared::Absent,
+                    offers_h2c: false,
                 },
                 head_ns,
                 end_ns: self.last_ns,
