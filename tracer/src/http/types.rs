@@ -160,20 +160,15 @@ impl Headers {
             .sum();
         let mut bytes = Vec::with_capacity(head.len() + outside);
         bytes.extend_from_slice(head);
-        let texts = texts.map(|text| {
-            within(text).unwrap_or_else(|| {
-                let start = bytes.len() as u32;
-                bytes.extend_from_slice(text);
-                [start, bytes.len() as u32]
-            })
-        });
-        (
-            Self {
-                bytes: bytes.into(),
-                spans,
-            },
-            texts,
-        )
+        let texts = texts.map(|text| within(text).unwrap_or_else(|| append(&mut bytes, text)));
+        (Self::held(bytes, spans), texts)
+    }
+
+    fn held(bytes: Vec<u8>, spans: Vec<[u32; 4]>) -> Self {
+        Self {
+            bytes: bytes.into(),
+            spans,
+        }
     }
 
     /// The text at `span`, as [`Headers::with_texts`] gave it; texts are only ever
@@ -197,24 +192,12 @@ impl Headers {
         );
         let mut spans = Vec::with_capacity(pairs.len());
         for (name, value) in pairs {
-            let ns = bytes.len() as u32;
-            bytes.extend_from_slice(name);
-            let vs = bytes.len() as u32;
-            bytes.extend_from_slice(value);
-            spans.push([ns, vs, vs, bytes.len() as u32]);
+            let [ns, ne] = append(&mut bytes, name);
+            let [vs, ve] = append(&mut bytes, value);
+            spans.push([ns, ne, vs, ve]);
         }
-        let texts = texts.map(|text| {
-            let start = bytes.len() as u32;
-            bytes.extend_from_slice(text);
-            [start, bytes.len() as u32]
-        });
-        (
-            Self {
-                bytes: bytes.into(),
-                spans,
-            },
-            texts,
-        )
+        let texts = texts.map(|text| append(&mut bytes, text));
+        (Self::held(bytes, spans), texts)
     }
 
     #[cfg(test)]
@@ -254,6 +237,13 @@ impl Headers {
             })
             .map(|&[_, _, vs, ve]| &self.bytes[vs as usize..ve as usize])
     }
+}
+
+/// Appends `text` to `bytes`; returns where it lies there.
+fn append(bytes: &mut Vec<u8>, text: &[u8]) -> [u32; 2] {
+    let start = bytes.len() as u32;
+    bytes.extend_from_slice(text);
+    [start, bytes.len() as u32]
 }
 
 /// The default is the placeholder for a request that did not parse.
