@@ -338,3 +338,48 @@ fn a_connection_closed_between_requests_cuts_nothing_off() {
     assert_eq!(conn.close(12).len(), 1);
     assert_eq!(conn.stats().heads_cut_off, 0);
 }
+
+/// A response's framing is read from httparse's view of its head, not from a copy of its
+/// fields: names in any case count, and lengths that disagree mean the body runs to the
+/// close, so a second response hidden after the first is not taken for one.
+#[test]
+fn response_framing_reads_length_headers_in_any_case_and_distrusts_conflicts() {
+    let mut conn = answered_once();
+    conn.on_request(chunk(20, b"GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\n"));
+    conn.on_response(chunk(
+        21,
+        b"HTTP/1.1 200 OK\r\ncOnTeNt-LeNgTh: 3\r\n\r\nabcHTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n",
+    ));
+    let done = conn.take_completed();
+    let statuses: Vec<(&str, Option<u16>)> = done
+        .iter()
+        .map(|ex| {
+            (
+                ex.request.head.target(),
+                ex.response.as_ref().map(|r| r.head.status),
+            )
+        })
+        .collect();
+    assert_eq!(
+        statuses,
+        [("/ok", Some(200)), ("/a", Some(200)), ("/b", Some(404))]
+    );
+
+    let mut conn = answered_once();
+    conn.on_request(chunk(30, b"GET /c HTTP/1.1\r\n\r\nGET /d HTTP/1.1\r\n\r\n"));
+    let hidden = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\ncontent-length: 50\r\n\r\n\
+        abcHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+    conn.on_response(chunk(31, hidden));
+    let mut done = conn.take_completed();
+    done.extend(conn.close(40));
+    let c = done
+        .iter()
+        .find(|ex| ex.request.head.target() == "/c")
+        .expect("/c recorded");
+    let response = c.response.as_ref().expect("/c answered");
+    assert_eq!(response.head.declared, Declared::Unknowable);
+    // Everything after the head is its body, up to the close.
+    assert_eq!(response.body_size, (hidden.len() - 58) as u64);
+    let d = done.iter().find(|ex| ex.request.head.target() == "/d");
+    assert!(d.is_none_or(|ex| ex.response.is_none()), "{d:#?}");
+}
