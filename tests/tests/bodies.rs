@@ -6,7 +6,7 @@ use tempfile::TempDir;
 use tests::clients::{RawConn, curl, get, url};
 use tests::ports::free_port;
 use tests::record::{RecordExt, strings, u64s};
-use tests::servers::{HELLO, Nginx, NginxConfig, STATIC_PAGE, ScriptServer};
+use tests::servers::{BIG_FILE_SIZE, HELLO, Nginx, NginxConfig, STATIC_PAGE, ScriptServer};
 use tests::tracer::Tracer;
 
 /// A temp file of `len` bytes for curl's `--data-binary @file`.
@@ -221,5 +221,104 @@ fn close_delimited_http10_response_size() -> Result<()> {
     assert_eq!(r.u64_field("http.response.status_code"), 200);
     assert_eq!(r.u64_field("http.response.body.size"), 5000);
     assert_eq!(r.str_field("tracer.outcome"), "complete");
+    Ok(())
+}
+
+/// nginx with `sendfile off` writes a file with writev, 32 KiB at a time, as a proxy or
+/// an application server writes its bodies: once a response head has declared the
+/// length, the kernel reports the writes inside the body by length only. The records
+/// still match nginx's own log, a HEAD response (which declares a length it does not
+/// send) does not make the kernel skip the responses after it, pipelined or not, and
+/// the parser agrees with every skip.
+#[test]
+fn long_response_bodies_are_counted_without_copying_and_match_nginx_log() -> Result<()> {
+    let port = free_port();
+    let mut config = NginxConfig::new(port);
+    config.access_log = true;
+    config.extra_locations = "        location = /big.bin { sendfile off; }\n".to_owned();
+    let nginx = Nginx::start(config)?;
+    let tracer = Tracer::start(&[port])?;
+    let big = BIG_FILE_SIZE as u64;
+    let mut conn = RawConn::connect(("127.0.0.1", port))?;
+    let mut expected = Vec::new();
+    for (method, path) in [
+        ("GET", "/big.bin"),
+        ("GET", "/big.bin"),
+        ("HEAD", "/big.bin"),
+        ("GET", "/small"),
+        ("GET", "/big.bin"),
+    ] {
+        conn.send(format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes())?;
+        let response = conn.read_response(method)?;
+        assert_eq!(response.status, 200);
+        expected.push((method, path, response.body.len() as u64));
+    }
+    // Pipelined: the HEAD response and the next response's head may share a write.
+    conn.send(
+        b"HEAD /big.bin HTTP/1.1\r\nHost: localhost\r\n\r\n\
+          GET /small HTTP/1.1\r\nHost: localhost\r\n\r\n\
+          GET /big.bin HTTP/1.1\r\nHost: localhost\r\n\r\n\
+          HEAD /big.bin HTTP/1.1\r\nHost: localhost\r\n\r\n\
+          GET /big.bin HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    )?;
+    for (method, path) in [
+        ("HEAD", "/big.bin"),
+        ("GET", "/small"),
+        ("GET", "/big.bin"),
+        ("HEAD", "/big.bin"),
+        ("GET", "/big.bin"),
+    ] {
+        let response = conn.read_response(method)?;
+        assert_eq!(response.status, 200);
+        expected.push((method, path, response.body.len() as u64));
+    }
+    drop(conn);
+    let run = tracer.stop()?;
+
+    let got: Vec<(String, String, u64)> = run
+        .records
+        .iter()
+        .map(|r| {
+            (
+                r.str_field("http.request.method").to_owned(),
+                r.str_field("url.path").to_owned(),
+                r.u64_field("http.response.body.size"),
+            )
+        })
+        .collect();
+    let want: Vec<(String, String, u64)> = expected
+        .iter()
+        .map(|&(m, p, n)| (m.to_owned(), p.to_owned(), n))
+        .collect();
+    assert_eq!(got, want);
+    assert_eq!(u64s(&run.records, "http.response.status_code"), [200; 10]);
+    assert_eq!(want.iter().filter(|w| w.2 == big).count(), 5);
+    // nginx's own log, line by line: `"GET /big.bin HTTP/1.1" 200 131072`.
+    let log = nginx.access_log()?;
+    let logged: Vec<(String, String, u64)> = log
+        .lines()
+        .map(|line| {
+            let request = line.split('"').nth(1).unwrap_or_default();
+            let mut parts = request.split(' ');
+            let method = parts.next().unwrap_or_default().to_owned();
+            let path = parts.next().unwrap_or_default().to_owned();
+            let after = line.split('"').nth(2).unwrap_or_default();
+            let sent = after
+                .split_whitespace()
+                .nth(1)
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(u64::MAX);
+            (method, path, sent)
+        })
+        .collect();
+    assert_eq!(logged, want, "nginx's log:\n{log}");
+    assert!(
+        run.summary_u64("response_body_bytes_uncopied")? >= 4 * big / 2,
+        "summary: {}",
+        run.summary
+    );
+    assert_eq!(run.summary_u64("body_skip_mismatches")?, 0);
+    assert_eq!(run.summary_u64("desyncs")?, 0);
+    assert_eq!(run.summary_u64("kernel_lost_total")?, 0);
     Ok(())
 }

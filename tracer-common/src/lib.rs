@@ -209,7 +209,8 @@ pub struct DataEvent {
     pub direction: u8,
     /// `Syscall` as u8.
     pub syscall: u8,
-    pub _pad: u16,
+    /// `DATA_BODY_SKIPPED` or 0.
+    pub flags: u16,
     /// Bytes the syscall transferred (its return value).
     pub len: u32,
     /// Bytes copied after this struct (<= min(len, MAX_CAPTURE)).
@@ -218,6 +219,10 @@ pub struct DataEvent {
     /// were lost (ring buffer full): user space treats them as a gap, not a desync.
     pub lost_before: u32,
 }
+
+/// `DataEvent::flags`: the kernel copied nothing because the write lay wholly inside a
+/// response body whose length the head declared (tracer-ebpf's `body`).
+pub const DATA_BODY_SKIPPED: u16 = 1;
 
 /// Reasons the kernel side could not deliver something; indexes of the `LOSSES`
 /// per-CPU array. Every one is reported by user space.

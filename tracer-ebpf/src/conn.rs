@@ -65,6 +65,8 @@ pub fn watched_conn(tgid: u32, tid: u32, fd: i32, moved: [u64; 2]) -> Option<Wat
         lost: [0; 2],
         flags,
         _pad: 0,
+        written: 0,
+        body_end: 0,
     };
     if CONNS.insert(&key, &value, 0).is_err() {
         count_loss(Loss::ConnFull);

@@ -5,12 +5,15 @@ use aya_ebpf::helpers::{
     bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_user, generated,
 };
 use tracer_common::{
-    ConnEvent, DataEvent, Direction, EventHeader, EventKind, Loss, MAX_CAPTURE, MAX_IOV, Syscall,
+    ConnEvent, DATA_BODY_SKIPPED, DataEvent, Direction, EventHeader, EventKind, Loss, MAX_CAPTURE,
+    MAX_IOV, Syscall,
 };
 
 use crate::{
+    body,
     maps::{
-        CONN_MIDSTREAM, CONN_SEEN, CONN_TLS, ConnValue, EVENTS, SCRATCH, WAKEUP_BYTES, count_loss,
+        CONN_MIDSTREAM, CONN_SEEN, CONN_TLS, ConnKey, ConnValue, EVENTS, SCRATCH, WAKEUP_BYTES,
+        count_loss,
     },
     sock::Endpoints,
 };
@@ -106,20 +109,43 @@ pub struct Transfer {
     pub syscall: u8,
 }
 
-/// A Data event for a finished call that transferred `len` bytes.
+/// A Data event for a finished call that transferred `len` bytes. With `bodies`, the
+/// server's writes are followed for response bodies (`body`): returns true when the
+/// caller should jump to the head scan (`body::park` parked the write for it). The
+/// OpenSSL probes pass false, which keeps them within the verifier's limit (and a tail
+/// call could not reach the scan from their program type anyway).
 #[inline(always)]
-pub fn data(pid_tgid: u64, transfer: &Transfer, len: u64, conn: Option<*mut ConnValue>) {
+pub fn data(
+    pid_tgid: u64,
+    transfer: &Transfer,
+    len: u64,
+    conn: Option<*mut ConnValue>,
+    bodies: bool,
+) -> bool {
     // SAFETY: plain helper call.
     let cpu = unsafe { bpf_get_smp_processor_id() };
     let Some(scratch) = SCRATCH.get_ptr_mut(cpu) else {
         count_loss(Loss::ScratchMissing);
-        return;
+        return false;
     };
     // SAFETY: one slot per CPU and these programs do not nest on a CPU.
     let scratch = unsafe { &mut *scratch };
     let syscall = transfer.syscall;
     let direction = Syscall::from_u8(syscall).map_or(Direction::Egress, Syscall::direction);
-    let captured = capture(transfer, len, &mut scratch.data);
+    let egress = bodies && direction as u8 == Direction::Egress as u8;
+    // Where this write starts in what the server wrote, and whether it lies wholly
+    // inside a response body whose length an earlier head declared.
+    // SAFETY: entry pointer from a successful lookup.
+    let (written, body_end) = match conn {
+        Some(value) if egress => unsafe { ((*value).written, (*value).body_end) },
+        _ => (0, 0),
+    };
+    let skipped = egress && len >= body::MIN_SKIP && written + len <= body_end;
+    let captured = if skipped {
+        0
+    } else {
+        capture(transfer, len, &mut scratch.data)
+    };
     let tgid = (pid_tgid >> 32) as u32;
     let dir = direction as usize & 1;
     // The connection's entry serves the TLS check and both the read and the update of
@@ -141,7 +167,7 @@ pub fn data(pid_tgid: u64, transfer: &Transfer, len: u64, conn: Option<*mut Conn
                     transfer.conn_id,
                     None,
                 );
-                return;
+                return false;
             }
         }
     }
@@ -157,7 +183,7 @@ pub fn data(pid_tgid: u64, transfer: &Transfer, len: u64, conn: Option<*mut Conn
         ),
         direction: direction as u8,
         syscall,
-        _pad: 0,
+        flags: if skipped { DATA_BODY_SKIPPED } else { 0 },
         len: len as u32,
         captured: captured as u32,
         lost_before,
@@ -166,18 +192,40 @@ pub fn data(pid_tgid: u64, transfer: &Transfer, len: u64, conn: Option<*mut Conn
     // SAFETY: `size` <= size_of::<DataEvent>() + MAX_CAPTURE, inside the scratch slot.
     let bytes = unsafe { core::slice::from_raw_parts(scratch as *const _ as *const u8, size) };
     let delivered = EVENTS.output(bytes, wakeup_flags(size)).is_ok();
+    let mut scan = false;
     if let Some(value) = conn {
         // SAFETY: entry pointer from a successful lookup.
-        let lost = unsafe { &mut (*value).lost[dir] };
+        let value = unsafe { &mut *value };
+        let lost = &mut value.lost[dir];
         *lost = if delivered {
             0
         } else {
             lost.saturating_add(len as u32)
         };
+        if egress {
+            value.written = written + len;
+            // A head opens a window only outside one: a head-like text inside a body
+            // must not move it.
+            if !skipped && written >= body_end && len >= body::MIN_SKIP {
+                body::park(
+                    &mut scratch.scan,
+                    ConnKey {
+                        tgid,
+                        fd: transfer.fd,
+                    },
+                    transfer.conn_id,
+                    written,
+                    len,
+                    captured,
+                );
+                scan = true;
+            }
+        }
     }
     if !delivered {
         count_loss(Loss::RingbufData);
     }
+    scan
 }
 
 /// A TLS record header: content type change_cipher_spec..heartbeat (20-24), then major

@@ -1,4 +1,5 @@
 //! Every map shared between the programs and user space.
+use crate::body::HeadScan;
 use aya_ebpf::{
     Global,
     macros::map,
@@ -78,6 +79,12 @@ pub struct ConnValue {
     /// `CONN_SEEN` | `CONN_TLS` | `CONN_MIDSTREAM`.
     pub flags: u32,
     pub _pad: u32,
+    /// Bytes the server wrote so far (data events, delivered or lost): where its next
+    /// write starts. Plaintext only: a TLS connection's ciphertext is not counted.
+    pub written: u64,
+    /// `written` at which the response body the last announcing head declared ends
+    /// (see `body`); writes wholly before it are not copied.
+    pub body_end: u64,
 }
 
 /// The connection's first bytes were looked at (for a TLS record header).
@@ -97,6 +104,11 @@ pub static CONNS: LruHashMap<ConnKey, ConnValue> = LruHashMap::with_max_entries(
 #[map]
 pub static CAPTURE_PROGRAMS: ProgramArray =
     ProgramArray::with_max_entries(CAPTURED_SYSCALLS as u32, 0);
+
+/// `scan_response_head`, which a capture program jumps to after a write that may start
+/// a response head announcing a long body (see `body`). Filled by the loader.
+#[map]
+pub static HEAD_SCAN_PROGRAM: ProgramArray = ProgramArray::with_max_entries(1, 0);
 
 /// An OpenSSL read or write between its uprobe and uretprobe.
 #[repr(C)]
@@ -145,6 +157,7 @@ pub static THREAD_TLS_READ: LruHashMap<u64, i32> = LruHashMap::with_max_entries(
 pub struct Scratch {
     pub event: DataEvent,
     pub data: [u8; 2 * MAX_CAPTURE],
+    pub scan: HeadScan,
 }
 
 /// One slot per CPU (max_entries set by the loader); too big for a per-CPU map value.

@@ -15,11 +15,12 @@ use aya_ebpf::{
 use tracer_common::{Direction, Loss, Syscall};
 
 use crate::{
+    body,
     conn::watched_conn,
     emit::{self, Transfer},
     maps::{
-        CAPTURE_PROGRAMS, CONN_SEEN, CONN_TLS, OFFSETS, SSL_CALLS, THREAD_TLS_READ, WATCHED_TGIDS,
-        count_loss,
+        CAPTURE_PROGRAMS, CONN_SEEN, CONN_TLS, HEAD_SCAN_PROGRAM, OFFSETS, SSL_CALLS,
+        THREAD_TLS_READ, WATCHED_TGIDS, count_loss,
     },
     sock::{syscall_args, syscall_nr},
 };
@@ -113,7 +114,20 @@ fn returned(ctx: &RawTracePointContext, syscall: Syscall) {
         fd,
         syscall: syscall as u8,
     };
-    emit::data(pid_tgid, &transfer, len, conn.entry);
+    if emit::data(pid_tgid, &transfer, len, conn.entry, true) {
+        // SAFETY: HEAD_SCAN_PROGRAM holds a raw tracepoint program for this same context.
+        unsafe { HEAD_SCAN_PROGRAM.tail_call(ctx, 0) };
+        // Only reached when the jump failed: the body is copied, as without a window.
+        count_loss(Loss::Dispatch);
+    }
+}
+
+/// The head scan of a write a capture program parked (`body::park`); loaded, never
+/// attached: only reached by a tail call.
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn scan_response_head(_ctx: RawTracePointContext) -> i32 {
+    body::scan_parked();
+    0
 }
 
 macro_rules! capture_programs {

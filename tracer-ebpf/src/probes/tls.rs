@@ -93,7 +93,8 @@ fn exit(pid_tgid: u64, call: &SslCall, len: u64) {
         fd,
         syscall: call.syscall,
     };
-    emit::data(pid_tgid, &transfer, len, conn.entry);
+    // Decrypted responses are copied whole (see `emit::data`).
+    emit::data(pid_tgid, &transfer, len, conn.entry, false);
 }
 
 /// Takes this thread's parked call.

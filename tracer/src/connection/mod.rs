@@ -80,6 +80,13 @@ pub struct TrackerStats {
     /// showed up as new: the same TCP connection continues where it was; a different one
     /// means the forgotten one was closed unseen, and it ends there.
     pub connections_forgotten: u64,
+    /// Response body bytes the kernel counted without copying them: writes wholly inside
+    /// a body whose length the response head declared.
+    pub response_body_bytes_uncopied: u64,
+    /// Writes the kernel left uncopied where the parser expected more than body bytes
+    /// (a head or chunked framing): handled as lost bytes. Zero unless the kernel and
+    /// the parser disagree on a response's framing.
+    pub body_skip_mismatches: u64,
     /// The HTTP counters, at the top level of the summary (HTTP/2's under `"http2"`).
     #[serde(flatten)]
     pub http: HttpStats,
@@ -160,6 +167,7 @@ impl Tracker {
                 lost_before,
                 payload,
                 decrypted,
+                body_skipped,
             } => {
                 let conn = Self::connection(
                     &mut self.conns,
@@ -173,6 +181,12 @@ impl Tracker {
                     return;
                 }
                 conn.plaintext = true;
+                if body_skipped {
+                    self.closed.response_body_bytes_uncopied += u64::from(len);
+                    if !conn.http.response_body_absorbs(u64::from(len)) {
+                        self.closed.body_skip_mismatches += 1;
+                    }
+                }
                 let chunk = Chunk {
                     ts_ns: header.ts_ns,
                     data: payload,

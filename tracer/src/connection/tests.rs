@@ -34,6 +34,7 @@ pub(crate) fn data(
         lost_before: 0,
         payload,
         decrypted: false,
+        body_skipped: false,
     }
 }
 

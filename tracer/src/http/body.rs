@@ -196,6 +196,16 @@ impl Body {
         self.progress
     }
 
+    /// Whether the next `n` bytes are body bytes that need not be seen: they hold no
+    /// chunked framing and nothing after the body.
+    pub(crate) fn absorbs(&self, n: u64) -> bool {
+        match self.phase {
+            Phase::Length(remaining) | Phase::ChunkData(remaining) => n <= remaining,
+            Phase::UntilClose => true,
+            _ => false,
+        }
+    }
+
     pub(crate) fn is_until_close(&self) -> bool {
         matches!(self.phase, Phase::UntilClose)
     }

@@ -240,6 +240,12 @@ impl HttpConnection {
         }
     }
 
+    /// Whether the next `n` response bytes are body bytes this parser need not see: the
+    /// kernel may then leave them uncopied.
+    pub fn response_body_absorbs(&self, n: u64) -> bool {
+        !self.closed && self.h2.is_none() && self.responses.body_absorbs(n)
+    }
+
     /// Exchanges completed so far, in request order (HTTP/2: in the order streams ended).
     /// Moves the finished exchanges out. Not a drain that keeps the buffer: an idle
     /// keep-alive connection would then hold a buffer of four exchanges (1.3 KiB; 10,000

@@ -203,6 +203,12 @@ impl<H: Head> Stream<H> {
         }
     }
 
+    /// Whether the next `n` bytes fall inside the current body, unseen (see
+    /// `Body::absorbs`).
+    pub(crate) fn body_absorbs(&self, n: u64) -> bool {
+        matches!(&self.state, State::Body(body) if body.absorbs(n))
+    }
+
     pub(crate) fn body_until_close(&self) -> bool {
         matches!(&self.state, State::Body(body) if body.is_until_close())
     }

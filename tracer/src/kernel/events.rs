@@ -3,7 +3,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use thiserror::Error;
 use tracer_common::{
-    ConnEvent, DataEvent, Direction, EventHeader, EventKind, MAX_CAPTURE, Syscall,
+    ConnEvent, DATA_BODY_SKIPPED, DataEvent, Direction, EventHeader, EventKind, MAX_CAPTURE,
+    Syscall,
 };
 
 /// Both ends of a TCP connection, as the kernel saw them.
@@ -43,6 +44,9 @@ pub enum ConnectionEvent<'a> {
         payload: &'a [u8],
         /// Plaintext from the OpenSSL probes, not bytes of a read or write syscall.
         decrypted: bool,
+        /// The kernel copied nothing: the write lay inside a response body whose length
+        /// the head declared.
+        body_skipped: bool,
     },
     Close {
         header: EventHeader,
@@ -103,7 +107,11 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent<'_>, DecodeError> {
             let syscall = Syscall::from_u8(event.syscall).ok_or_else(bad)?;
             let start = size_of::<DataEvent>();
             let captured = event.captured as usize;
-            if captured > MAX_CAPTURE || captured > event.len as usize {
+            let skipped = event.flags & DATA_BODY_SKIPPED != 0;
+            if captured > MAX_CAPTURE
+                || captured > event.len as usize
+                || (skipped && (captured > 0 || direction != Direction::Egress))
+            {
                 return Err(bad());
             }
             let payload = bytes.get(start..start + captured).ok_or_else(bad)?;
@@ -114,6 +122,7 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent<'_>, DecodeError> {
                 lost_before: event.lost_before,
                 payload,
                 decrypted: matches!(syscall, Syscall::SslRead | Syscall::SslWrite),
+                body_skipped: event.flags & DATA_BODY_SKIPPED != 0,
             }
         }
     };
@@ -172,7 +181,7 @@ mod tests {
             header: header(EventKind::Data),
             direction: 1,
             syscall: 5,
-            _pad: 0,
+            flags: 0,
             len: 10,
             captured: 4,
             lost_before: 2,
@@ -198,7 +207,7 @@ mod tests {
             header: header(EventKind::Data),
             direction: 0,
             syscall: 0,
-            _pad: 0,
+            flags: 0,
             len: 10,
             captured: 4,
             lost_before: 0,

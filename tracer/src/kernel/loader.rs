@@ -6,7 +6,7 @@ use anyhow::{Context as _, Result, bail};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap, MapData, PerCpuArray, ProgramArray, RingBuf},
-    programs::{RawTracePoint, TracePoint, UProbe},
+    programs::{ProgramFd, RawTracePoint, TracePoint, UProbe},
     util::nr_cpus,
 };
 use log::debug;
@@ -28,6 +28,8 @@ const LIFECYCLE: &[(&str, &str, &str)] = &[
 
 /// Every read/write-family transfer, as its syscall returns (tracer-ebpf/src/probes/io.rs).
 const CAPTURE: &str = "sys_exit";
+/// The response head scan the write programs jump to (tracer-ebpf/src/body.rs).
+const HEAD_SCAN: &str = "scan_response_head";
 
 pub struct Loaded {
     /// Owns the programs and their links: dropping it detaches everything.
@@ -153,16 +155,7 @@ fn attach_capture(ebpf: &mut Ebpf) -> Result<()> {
         let name = syscall
             .capture_program()
             .with_context(|| format!("{syscall:?} has no capture program"))?;
-        let program = raw_tracepoint(ebpf, name)?;
-        program
-            .load()
-            .with_context(|| format!("verifying program {name}"))?;
-        let fd = program
-            .fd()
-            .context("a loaded program's descriptor")?
-            .try_clone()
-            .context("duplicating a program's descriptor")?;
-        fds.push((name, fd));
+        fds.push((name, load_jump_target(ebpf, name)?));
     }
     let mut table = ProgramArray::try_from(
         ebpf.map_mut("CAPTURE_PROGRAMS")
@@ -173,6 +166,13 @@ fn attach_capture(ebpf: &mut Ebpf) -> Result<()> {
             .set(index as u32, fd, 0)
             .with_context(|| format!("putting {name} into CAPTURE_PROGRAMS"))?;
     }
+    let scan = load_jump_target(ebpf, HEAD_SCAN)?;
+    ProgramArray::try_from(
+        ebpf.map_mut("HEAD_SCAN_PROGRAM")
+            .context("map HEAD_SCAN_PROGRAM")?,
+    )?
+    .set(0, &scan, 0)
+    .with_context(|| format!("putting {HEAD_SCAN} into HEAD_SCAN_PROGRAM"))?;
     let dispatcher = raw_tracepoint(ebpf, CAPTURE)?;
     dispatcher
         .load()
@@ -181,6 +181,20 @@ fn attach_capture(ebpf: &mut Ebpf) -> Result<()> {
         .attach("sys_exit")
         .context("attaching to raw tracepoint raw_syscalls/sys_exit")?;
     Ok(())
+}
+
+/// Loads raw tracepoint program `name`, which is only jumped to, and returns a
+/// descriptor of it for a program array.
+fn load_jump_target(ebpf: &mut Ebpf, name: &str) -> Result<ProgramFd> {
+    let program = raw_tracepoint(ebpf, name)?;
+    program
+        .load()
+        .with_context(|| format!("verifying program {name}"))?;
+    program
+        .fd()
+        .context("a loaded program's descriptor")?
+        .try_clone()
+        .context("duplicating a program's descriptor")
 }
 
 fn raw_tracepoint<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut RawTracePoint> {
