@@ -4,6 +4,8 @@
 //! buffer or a map and user space reads the same bytes back.
 #![no_std]
 
+pub mod response_head;
+
 /// Most request or response bytes copied out of one syscall. Bytes beyond this are
 /// counted (`DataEvent::len`) but not copied; the user-space parser treats them as a gap.
 pub const MAX_CAPTURE: usize = 32 * 1024;
@@ -209,7 +211,7 @@ pub struct DataEvent {
     pub direction: u8,
     /// `Syscall` as u8.
     pub syscall: u8,
-    /// `DATA_BODY_SKIPPED` or 0.
+    /// `DATA_BODY_SKIPPED`, `DATA_HEAD_ONLY` or 0.
     pub flags: u16,
     /// Bytes the syscall transferred (its return value).
     pub len: u32,
@@ -223,6 +225,9 @@ pub struct DataEvent {
 /// `DataEvent::flags`: the kernel copied nothing because the write lay wholly inside a
 /// response body whose length the head declared (tracer-ebpf's `body`).
 pub const DATA_BODY_SKIPPED: u16 = 1;
+/// `DataEvent::flags`: only the response head was copied; the rest of the write is the
+/// start of a body whose length the head declared.
+pub const DATA_HEAD_ONLY: u16 = 2;
 
 /// Reasons the kernel side could not deliver something; indexes of the `LOSSES`
 /// per-CPU array. Every one is reported by user space.

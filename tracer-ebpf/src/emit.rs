@@ -6,14 +6,14 @@ use aya_ebpf::helpers::{
 };
 use tracer_common::{
     ConnEvent, DATA_BODY_SKIPPED, DataEvent, Direction, EventHeader, EventKind, Loss, MAX_CAPTURE,
-    MAX_IOV, Syscall,
+    MAX_IOV, Syscall, response_head::MIN_SKIP,
 };
 
 use crate::{
     body,
     maps::{
-        CONN_MIDSTREAM, CONN_SEEN, CONN_TLS, ConnKey, ConnValue, EVENTS, SCRATCH, WAKEUP_BYTES,
-        count_loss,
+        CONN_MIDSTREAM, CONN_SEEN, CONN_TLS, ConnKey, ConnValue, EVENTS, SCRATCH, Scratch,
+        WAKEUP_BYTES, count_loss,
     },
     sock::Endpoints,
 };
@@ -111,7 +111,7 @@ pub struct Transfer {
 
 /// A Data event for a finished call that transferred `len` bytes. With `bodies`, the
 /// server's writes are followed for response bodies (`body`): returns true when the
-/// caller should jump to the head scan (`body::park` parked the write for it). The
+/// caller should jump to the head scan (`body::park` parked the write, and the scan sends its event). The
 /// OpenSSL probes pass false, which keeps them within the verifier's limit (and a tail
 /// call could not reach the scan from their program type anyway).
 #[inline(always)]
@@ -140,7 +140,7 @@ pub fn data(
         Some(value) if egress => unsafe { ((*value).written, (*value).body_end) },
         _ => (0, 0),
     };
-    let skipped = egress && len >= body::MIN_SKIP && written + len <= body_end;
+    let skipped = egress && len >= MIN_SKIP && written + len <= body_end;
     let captured = if skipped {
         0
     } else {
@@ -188,11 +188,43 @@ pub fn data(
         captured: captured as u32,
         lost_before,
     };
+    // A head opens a window only outside one: a head-like text inside a body must not
+    // move it. The head scan sends the event.
+    if egress && !skipped && written >= body_end && len >= MIN_SKIP && conn.is_some() {
+        body::park(
+            scratch,
+            ConnKey {
+                tgid,
+                fd: transfer.fd,
+            },
+            transfer.conn_id,
+            written,
+            len,
+            captured,
+        );
+        return true;
+    }
+    send(scratch, captured, conn, len, egress.then_some(written));
+    false
+}
+
+/// Sends the data event built in `scratch` with its first `captured` payload bytes, and
+/// keeps the connection's counters: the bytes of its direction lost before the next
+/// event, and for a server's write that started at `written`, where the next one starts.
+#[inline(always)]
+pub fn send(
+    scratch: &mut Scratch,
+    captured: usize,
+    conn: Option<*mut ConnValue>,
+    len: u64,
+    written: Option<u64>,
+) {
+    let captured = captured.min(MAX_CAPTURE);
+    let dir = scratch.event.direction as usize & 1;
     let size = size_of::<DataEvent>() + captured;
     // SAFETY: `size` <= size_of::<DataEvent>() + MAX_CAPTURE, inside the scratch slot.
     let bytes = unsafe { core::slice::from_raw_parts(scratch as *const _ as *const u8, size) };
     let delivered = EVENTS.output(bytes, wakeup_flags(size)).is_ok();
-    let mut scan = false;
     if let Some(value) = conn {
         // SAFETY: entry pointer from a successful lookup.
         let value = unsafe { &mut *value };
@@ -202,30 +234,13 @@ pub fn data(
         } else {
             lost.saturating_add(len as u32)
         };
-        if egress {
+        if let Some(written) = written {
             value.written = written + len;
-            // A head opens a window only outside one: a head-like text inside a body
-            // must not move it.
-            if !skipped && written >= body_end && len >= body::MIN_SKIP {
-                body::park(
-                    &mut scratch.scan,
-                    ConnKey {
-                        tgid,
-                        fd: transfer.fd,
-                    },
-                    transfer.conn_id,
-                    written,
-                    len,
-                    captured,
-                );
-                scan = true;
-            }
         }
     }
     if !delivered {
         count_loss(Loss::RingbufData);
     }
-    scan
 }
 
 /// A TLS record header: content type change_cipher_spec..heartbeat (20-24), then major

@@ -1,5 +1,5 @@
 //! Every map shared between the programs and user space.
-use crate::body::HeadScan;
+use crate::body::Parked;
 use aya_ebpf::{
     Global,
     macros::map,
@@ -7,6 +7,7 @@ use aya_ebpf::{
 };
 use tracer_common::{
     CAPTURED_SYSCALLS, DataEvent, KernelOffsets, LOSS_REASONS, Loss, MAX_CAPTURE, MAX_PORTS,
+    response_head::HeadScan,
 };
 
 /// Field offsets of the running kernel, from its BTF (see tracer/src/kernel/offsets.rs).
@@ -157,7 +158,9 @@ pub static THREAD_TLS_READ: LruHashMap<u64, i32> = LruHashMap::with_max_entries(
 pub struct Scratch {
     pub event: DataEvent,
     pub data: [u8; 2 * MAX_CAPTURE],
+    /// A server's write waiting for the head scan (`body`).
     pub scan: HeadScan,
+    pub parked: Parked,
 }
 
 /// One slot per CPU (max_entries set by the loader); too big for a per-CPU map value.

@@ -117,8 +117,10 @@ fn returned(ctx: &RawTracePointContext, syscall: Syscall) {
     if emit::data(pid_tgid, &transfer, len, conn.entry, true) {
         // SAFETY: HEAD_SCAN_PROGRAM holds a raw tracepoint program for this same context.
         unsafe { HEAD_SCAN_PROGRAM.tail_call(ctx, 0) };
-        // Only reached when the jump failed: the body is copied, as without a window.
+        // Only reached when the jump failed: the write goes out as it was copied, and
+        // its body is copied, as without a window.
         count_loss(Loss::Dispatch);
+        body::finish_parked(false);
     }
 }
 
@@ -126,7 +128,7 @@ fn returned(ctx: &RawTracePointContext, syscall: Syscall) {
 /// attached: only reached by a tail call.
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn scan_response_head(_ctx: RawTracePointContext) -> i32 {
-    body::scan_parked();
+    body::finish_parked(true);
     0
 }
 

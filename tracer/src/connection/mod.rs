@@ -11,7 +11,7 @@ use tracer_common::Direction;
 
 use crate::{
     http::{Chunk, Exchange, HttpConnection, HttpStats},
-    kernel::events::{ConnectionEvent, Endpoints},
+    kernel::events::{BodyCopy, ConnectionEvent, Endpoints},
 };
 
 /// What the record needs to know about the connection an exchange happened on.
@@ -81,11 +81,12 @@ pub struct TrackerStats {
     /// means the forgotten one was closed unseen, and it ends there.
     pub connections_forgotten: u64,
     /// Response body bytes the kernel counted without copying them: writes wholly inside
-    /// a body whose length the response head declared.
+    /// a body whose length the response head declared, and the body bytes that followed
+    /// such a head in its own write.
     pub response_body_bytes_uncopied: u64,
-    /// Writes the kernel left uncopied where the parser expected more than body bytes
-    /// (a head or chunked framing): handled as lost bytes. Zero unless the kernel and
-    /// the parser disagree on a response's framing.
+    /// Writes the kernel left (partly) uncopied where the parser expected more than body
+    /// bytes (a head or chunked framing): handled as lost bytes. Zero unless the kernel
+    /// and the parser disagree on a response's framing, or a lost event took the head.
     pub body_skip_mismatches: u64,
     /// The HTTP counters, at the top level of the summary (HTTP/2's under `"http2"`).
     #[serde(flatten)]
@@ -167,7 +168,7 @@ impl Tracker {
                 lost_before,
                 payload,
                 decrypted,
-                body_skipped,
+                body,
             } => {
                 let conn = Self::connection(
                     &mut self.conns,
@@ -181,9 +182,11 @@ impl Tracker {
                     return;
                 }
                 conn.plaintext = true;
-                if body_skipped {
-                    self.closed.response_body_bytes_uncopied += u64::from(len);
-                    if !conn.http.response_body_absorbs(u64::from(len)) {
+                // The kernel left body bytes uncopied: the parser must agree they are.
+                let uncopied = u64::from(len) - payload.len() as u64;
+                if body == BodyCopy::Skipped {
+                    self.closed.response_body_bytes_uncopied += uncopied;
+                    if !conn.http.response_body_absorbs(uncopied) {
                         self.closed.body_skip_mismatches += 1;
                     }
                 }
@@ -196,6 +199,13 @@ impl Tracker {
                 match direction {
                     Direction::Ingress => conn.http.on_request(chunk),
                     Direction::Egress => conn.http.on_response(chunk),
+                }
+                if body == BodyCopy::HeadOnly {
+                    self.closed.response_body_bytes_uncopied += uncopied;
+                    // The rest of the write went into a body that goes on past it.
+                    if !conn.http.response_body_absorbs(1) {
+                        self.closed.body_skip_mismatches += 1;
+                    }
                 }
                 self.buffered -= conn.buffered;
                 conn.buffered = conn.http.buffered_bytes();

@@ -2,7 +2,7 @@ use tracer_common::{Direction, EventHeader};
 
 use super::{Finished, Tracker};
 use crate::http::ExchangeEnd;
-use crate::kernel::events::{ConnectionEvent, Endpoints};
+use crate::kernel::events::{BodyCopy, ConnectionEvent, Endpoints};
 
 /// What one captured syscall carries at most, as the kernel copies it.
 const PIECE: usize = 4096;
@@ -34,7 +34,7 @@ pub(crate) fn data(
         lost_before: 0,
         payload,
         decrypted: false,
-        body_skipped: false,
+        body: BodyCopy::Whole,
     }
 }
 

@@ -3,8 +3,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use thiserror::Error;
 use tracer_common::{
-    ConnEvent, DATA_BODY_SKIPPED, DataEvent, Direction, EventHeader, EventKind, MAX_CAPTURE,
-    Syscall,
+    ConnEvent, DATA_BODY_SKIPPED, DATA_HEAD_ONLY, DataEvent, Direction, EventHeader, EventKind,
+    MAX_CAPTURE, Syscall,
 };
 
 /// Both ends of a TCP connection, as the kernel saw them.
@@ -28,6 +28,17 @@ pub enum KernelEvent<'a> {
     },
 }
 
+/// How much of a server's write the kernel copied, given what it knew of the response.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyCopy {
+    /// Up to `MAX_CAPTURE`, as always.
+    Whole,
+    /// Nothing: the write lay inside a response body whose length the head declared.
+    Skipped,
+    /// Only the response head: the rest of the write starts its body.
+    HeadOnly,
+}
+
 /// What happened to watched connections.
 #[derive(Debug)]
 pub enum ConnectionEvent<'a> {
@@ -44,9 +55,9 @@ pub enum ConnectionEvent<'a> {
         payload: &'a [u8],
         /// Plaintext from the OpenSSL probes, not bytes of a read or write syscall.
         decrypted: bool,
-        /// The kernel copied nothing: the write lay inside a response body whose length
-        /// the head declared.
-        body_skipped: bool,
+        /// The kernel copied less than it could because the bytes are response body
+        /// whose length a head declared.
+        body: BodyCopy,
     },
     Close {
         header: EventHeader,
@@ -107,10 +118,15 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent<'_>, DecodeError> {
             let syscall = Syscall::from_u8(event.syscall).ok_or_else(bad)?;
             let start = size_of::<DataEvent>();
             let captured = event.captured as usize;
-            let skipped = event.flags & DATA_BODY_SKIPPED != 0;
+            let body = match event.flags {
+                0 => BodyCopy::Whole,
+                DATA_BODY_SKIPPED if captured == 0 => BodyCopy::Skipped,
+                DATA_HEAD_ONLY => BodyCopy::HeadOnly,
+                _ => return Err(bad()),
+            };
             if captured > MAX_CAPTURE
                 || captured > event.len as usize
-                || (skipped && (captured > 0 || direction != Direction::Egress))
+                || (body != BodyCopy::Whole && direction != Direction::Egress)
             {
                 return Err(bad());
             }
@@ -122,7 +138,7 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent<'_>, DecodeError> {
                 lost_before: event.lost_before,
                 payload,
                 decrypted: matches!(syscall, Syscall::SslRead | Syscall::SslWrite),
-                body_skipped: event.flags & DATA_BODY_SKIPPED != 0,
+                body,
             }
         }
     };
@@ -214,6 +230,40 @@ mod tests {
         });
         assert!(matches!(decode(&bytes), Err(DecodeError::Data { .. })));
         assert_eq!(decode(&bytes[..3]).unwrap_err(), DecodeError::Short(3));
+    }
+
+    #[test]
+    fn body_flags_decode_only_on_server_writes_that_fit_them() {
+        let event = |direction: u8, flags: u16, captured: u32| {
+            let mut bytes = bytes_of(&DataEvent {
+                header: header(EventKind::Data),
+                direction,
+                syscall: 5,
+                flags,
+                len: 40_000,
+                captured,
+                lost_before: 0,
+            });
+            bytes.extend(std::iter::repeat_n(b'x', captured as usize));
+            bytes
+        };
+        let body = |bytes: &[u8]| match decode(bytes) {
+            Ok(KernelEvent::Connection(ConnectionEvent::Data { body, .. })) => Some(body),
+            _ => None,
+        };
+        assert_eq!(body(&event(1, 0, 100)), Some(BodyCopy::Whole));
+        assert_eq!(
+            body(&event(1, DATA_BODY_SKIPPED, 0)),
+            Some(BodyCopy::Skipped)
+        );
+        assert_eq!(
+            body(&event(1, DATA_HEAD_ONLY, 200)),
+            Some(BodyCopy::HeadOnly)
+        );
+        // A skipped write that carries bytes, a request marked as body, unknown flags.
+        assert_eq!(body(&event(1, DATA_BODY_SKIPPED, 10)), None);
+        assert_eq!(body(&event(0, DATA_HEAD_ONLY, 200)), None);
+        assert_eq!(body(&event(1, 4, 0)), None);
     }
 
     #[test]

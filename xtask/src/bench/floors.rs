@@ -58,5 +58,11 @@ pub fn one_worker(port: u16, tls_port: Option<u16>, access_log: bool) -> NginxCo
     config.tls_port = tls_port;
     config.access_log = access_log;
     config.access_log_json_buffered = access_log;
+    // The big file written by writev, 32 KiB at a time, as a proxy or an application
+    // server writes its bodies (sendfile's are never copied).
+    config.extra_locations = format!("        location = {BODIES_PATH} {{ sendfile off; }}\n");
     config
 }
+
+/// A 100 KiB file nginx serves without sendfile (`tests::servers::BIG_FILE_SIZE`).
+pub const BODIES_PATH: &str = "/big.bin";

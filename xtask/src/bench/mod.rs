@@ -173,6 +173,25 @@ pub fn run(options: &Options) -> Result<()> {
         &plain_arms,
         &settings,
     )?;
+    // Long response bodies written by the server (not sendfile): what the kernel must
+    // count without copying.
+    let mut bodies_arms = vec![Arm::Off, Arm::AccessLog];
+    bodies_arms.extend(&tracers);
+    let (bodies_url, logging_bodies_url) = (
+        url(port, floors::BODIES_PATH),
+        url(logging_port, floors::BODIES_PATH),
+    );
+    let bodies = arms::run(
+        &bin,
+        &Target {
+            url: &bodies_url,
+            port,
+            logging_url: Some(&logging_bodies_url),
+            load: Load::Wrk,
+        },
+        &bodies_arms,
+        &settings,
+    )?;
     // Keep-alive HTTPS: the handshakes happen once per connection, the rounds measure
     // the cost of the SSL probes on every read and write.
     let mut https_arms = vec![Arm::Off, Arm::AccessLog];
@@ -219,6 +238,10 @@ pub fn run(options: &Options) -> Result<()> {
     })?;
 
     table::print_arms("wrk, plain HTTP", &plain);
+    table::print_arms(
+        "wrk, plain HTTP, 100 KiB response bodies (writev, sendfile off)",
+        &bodies,
+    );
     table::print_arms("wrk, HTTPS (keep-alive)", &https);
     table::print_arms(
         &format!("h2load, HTTP/2 over TLS (-m{})", options.h2_streams),

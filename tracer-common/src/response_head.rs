@@ -1,0 +1,347 @@
+//! The kernel's reading of a response head (tracer-ebpf's `body`): where the body it
+//! announces ends, when nothing about that is in doubt. Here rather than in the kernel
+//! crate so that it is unit-tested on the host; user space does not use it.
+//!
+//! Written for the verifier: a bounded loop over at most `HEAD_SCAN` bytes, whose
+//! variables live in [`HeadScan`] (the per-CPU scratch map in the kernel), and byte
+//! comparisons instead of slice comparisons.
+use crate::MAX_CAPTURE;
+
+/// Bytes of a write searched for the end of a response head. nginx, Apache, Node.js and
+/// Python write heads of 150-400 bytes; a longer head is copied whole, with its body.
+pub const HEAD_SCAN: usize = 512;
+
+/// Writes shorter than this are copied even inside a body: the lookup and the parse cost
+/// about what copying them does.
+pub const MIN_SKIP: u64 = 2048;
+
+const fn be(bytes: &[u8; 8]) -> u64 {
+    u64::from_be_bytes(*bytes)
+}
+
+/// The last 16 bytes seen, lower-cased, as two words: `hi` the older eight.
+const CONTENT_LENGTH: (u64, u64) = (be(b"\ncontent"), be(b"-length:"));
+const TRANSFER_ENCODING: (u64, u64) = (be(b"\ntransfe"), be(b"r-encodi"));
+const HEAD_END: u64 = be(b"\0\0\0\0\r\n\r\n");
+
+macro_rules! load {
+    ($scan:ident . $field:ident) => {{
+        let field = &$scan.$field;
+        // SAFETY: a field of a live `HeadScan` borrowed by the caller.
+        unsafe { core::ptr::read_volatile(field) }
+    }};
+}
+
+macro_rules! store {
+    ($scan:ident . $field:ident, $value:expr) => {{
+        let value = $value;
+        let field = &mut $scan.$field;
+        // SAFETY: a field of a live `HeadScan` borrowed by the caller.
+        unsafe { core::ptr::write_volatile(field, value) }
+    }};
+}
+
+/// The head scan's variables, kept in the per-CPU scratch map rather than in registers
+/// (through volatile accesses, so the compiler cannot keep them there): the verifier does
+/// not track map memory, so every pass of the loop reaches its head in the same state and
+/// is verified once, where registers holding these would multiply the states it explores
+/// by every combination of their values, past its million-instruction limit.
+#[repr(C)]
+#[derive(Default)]
+pub struct HeadScan {
+    /// The last 16 bytes seen, lower-cased: `hi` the older eight.
+    hi: u64,
+    lo: u64,
+    /// The Content-Length value read so far, and how many digits it has.
+    length: u64,
+    digits: u64,
+    /// `IN_LENGTH` | `DIGITS_ENDED` | `SEEN_LENGTH` | `REFUSED`.
+    state: u64,
+    /// Bytes of the head, its blank line included; 0 until it ends.
+    head_len: u64,
+    /// Bytes copied from the write. Read from here, not from a register: the copy's
+    /// loop ends in as many states as it can copy lengths, and each would be verified
+    /// through the whole scan.
+    captured: u64,
+    /// The write's start in what the server wrote, and its length.
+    written: u64,
+    len: u64,
+}
+
+/// What a head announces, counted from the start of its write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Announced {
+    /// Bytes of the head: what of the write user space needs to see.
+    pub head_len: u64,
+    /// Where the body ends; past the end of the write.
+    pub body_end: u64,
+}
+
+impl HeadScan {
+    /// Records the write to scan: `len` bytes at `written`, `captured` of them copied.
+    #[inline(always)]
+    pub fn park(&mut self, written: u64, len: u64, captured: usize) {
+        let scan = self;
+        store!(scan.written, written);
+        store!(scan.len, len);
+        store!(scan.captured, captured as u64);
+    }
+
+    #[inline(always)]
+    pub fn written(&self) -> u64 {
+        let scan = self;
+        load!(scan.written)
+    }
+
+    #[inline(always)]
+    pub fn write_len(&self) -> u64 {
+        let scan = self;
+        load!(scan.len)
+    }
+
+    #[inline(always)]
+    pub fn captured(&self) -> u64 {
+        let scan = self;
+        load!(scan.captured)
+    }
+
+    /// What the parked write's head announces (`data` holds its copied bytes); `None`
+    /// unless it announces a body that goes on past the write.
+    #[inline(always)]
+    pub fn announced(&mut self, data: &[u8; 2 * MAX_CAPTURE]) -> Option<Announced> {
+        announced(data, self)
+    }
+}
+
+const IN_LENGTH: u64 = 1;
+const DIGITS_ENDED: u64 = 2;
+const SEEN_LENGTH: u64 = 4;
+const REFUSED: u64 = 8;
+
+#[inline(always)]
+fn announced(data: &[u8; 2 * MAX_CAPTURE], scan: &mut HeadScan) -> Option<Announced> {
+    if load!(scan.captured) < 16 || !status_has_body(data) {
+        return None;
+    }
+    store!(scan.hi, 0);
+    store!(scan.lo, 0);
+    store!(scan.length, 0);
+    store!(scan.digits, 0);
+    store!(scan.state, 0);
+    store!(scan.head_len, 0);
+    // An index loop with a constant bound: the form the verifier follows most cheaply.
+    #[allow(clippy::needless_range_loop)]
+    for i in 0..HEAD_SCAN {
+        if i as u64 >= load!(scan.captured) || !scan_byte(data[i], i, scan) {
+            break;
+        }
+    }
+    let state = load!(scan.state);
+    let head_len = load!(scan.head_len) as usize;
+    if state & (REFUSED | SEEN_LENGTH) != SEEN_LENGTH
+        || load!(scan.digits) == 0
+        || head_len == 0
+        || head_len as u64 + 5 > load!(scan.captured)
+    {
+        return None;
+    }
+    // Body bytes follow the head, and they are not another response.
+    if starts_with(data, head_len, b"HTTP/") {
+        return None;
+    }
+    let body_end = head_len as u64 + load!(scan.length);
+    (body_end > load!(scan.len)).then_some(Announced {
+        head_len: head_len as u64,
+        body_end,
+    })
+}
+
+/// Takes the head's byte at `i`; false once the scan is over (the head ended, or it
+/// announces nothing a window can be opened for).
+#[inline(always)]
+fn scan_byte(byte: u8, i: usize, scan: &mut HeadScan) -> bool {
+    let mut state = load!(scan.state);
+    if state & IN_LENGTH != 0 {
+        let digits = load!(scan.digits);
+        match byte {
+            b'0'..=b'9' if state & DIGITS_ENDED == 0 && digits < 15 => {
+                store!(
+                    scan.length,
+                    load!(scan.length) * 10 + u64::from(byte - b'0')
+                );
+                store!(scan.digits, digits + 1);
+            }
+            b' ' | b'\t' if digits > 0 => state |= DIGITS_ENDED,
+            b' ' | b'\t' => {}
+            b'\r' => state &= !IN_LENGTH,
+            _ => {
+                store!(scan.state, state | REFUSED);
+                return false;
+            }
+        }
+    }
+    let lower = if byte.is_ascii_uppercase() {
+        byte | 0x20
+    } else {
+        byte
+    };
+    let lo = load!(scan.lo);
+    let hi = (load!(scan.hi) << 8) | (lo >> 56);
+    let lo = (lo << 8) | u64::from(lower);
+    store!(scan.hi, hi);
+    store!(scan.lo, lo);
+    if lo & 0xffff_ffff == HEAD_END {
+        store!(scan.head_len, i as u64 + 1);
+        store!(scan.state, state);
+        return false;
+    }
+    if (hi, lo) == TRANSFER_ENCODING || ((hi, lo) == CONTENT_LENGTH && state & SEEN_LENGTH != 0) {
+        store!(scan.state, state | REFUSED);
+        return false;
+    }
+    if (hi, lo) == CONTENT_LENGTH {
+        state |= SEEN_LENGTH | IN_LENGTH;
+    }
+    store!(scan.state, state);
+    true
+}
+
+/// `HTTP/1.x NNN` with a status whose response has a body.
+#[inline(always)]
+fn status_has_body(data: &[u8; 2 * MAX_CAPTURE]) -> bool {
+    if !starts_with(data, 0, b"HTTP/1.") || data[8] != b' ' {
+        return false;
+    }
+    let digit = |b: u8| b.is_ascii_digit().then(|| u16::from(b - b'0'));
+    let (Some(a), Some(b), Some(c)) = (digit(data[9]), digit(data[10]), digit(data[11])) else {
+        return false;
+    };
+    let status = a * 100 + b * 10 + c;
+    status >= 200 && status != 204 && status != 304
+}
+
+/// Whether `data[at..]` starts with `text` (compared byte by byte: a slice comparison
+/// would call `bcmp`, which BPF has not).
+#[inline(always)]
+fn starts_with<const N: usize>(data: &[u8; 2 * MAX_CAPTURE], at: usize, text: &[u8; N]) -> bool {
+    let at = at & (MAX_CAPTURE - 1);
+    let mut i = 0;
+    while i < N {
+        if data[at + i] != text[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use std::{boxed::Box, format, string::String, vec};
+
+    use super::*;
+
+    /// What the kernel's scan says of a write of `len` bytes whose copied bytes start
+    /// with `bytes`.
+    fn scan(bytes: &[u8], len: u64) -> Option<Announced> {
+        let mut data: Box<[u8; 2 * MAX_CAPTURE]> = vec![0u8; 2 * MAX_CAPTURE]
+            .into_boxed_slice()
+            .try_into()
+            .unwrap();
+        let captured = bytes.len().min(MAX_CAPTURE);
+        data[..captured].copy_from_slice(&bytes[..captured]);
+        let mut scan = HeadScan::default();
+        scan.park(0, len, captured);
+        scan.announced(&data)
+    }
+
+    fn response(head: &str, body: &[u8]) -> std::vec::Vec<u8> {
+        let mut bytes = head.as_bytes().to_vec();
+        bytes.extend_from_slice(body);
+        bytes
+    }
+
+    const HEAD: &str = "HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Length: 100000\r\n\r\n";
+
+    #[test]
+    fn a_length_going_past_the_write_opens_a_window_after_the_head() {
+        let bytes = response(HEAD, &[b'a'; 4000]);
+        let head_len = HEAD.len() as u64;
+        assert_eq!(
+            scan(&bytes, bytes.len() as u64),
+            Some(Announced {
+                head_len,
+                body_end: head_len + 100_000
+            })
+        );
+        // Any case, spaces around the value, HTTP/1.0.
+        let head = "HTTP/1.0 206 Partial\r\ncOnTeNt-LeNgTh:  100000 \r\n\r\n";
+        let bytes = response(head, &[b'a'; 4000]);
+        assert_eq!(
+            scan(&bytes, bytes.len() as u64).map(|a| a.body_end),
+            Some(head.len() as u64 + 100_000)
+        );
+    }
+
+    #[test]
+    fn a_head_alone_or_followed_by_another_response_opens_nothing() {
+        // A response to HEAD declares a length it does not send: its write ends at the
+        // head, or goes on with the next response.
+        assert_eq!(scan(HEAD.as_bytes(), HEAD.len() as u64), None);
+        let next = response(HEAD, b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello");
+        assert_eq!(scan(&next, next.len() as u64 + 3000), None);
+    }
+
+    #[test]
+    fn a_body_that_ends_within_the_write_opens_nothing() {
+        let head = "HTTP/1.1 200 OK\r\nContent-Length: 3000\r\n\r\n";
+        let bytes = response(head, &[b'a'; 3000]);
+        assert_eq!(scan(&bytes, bytes.len() as u64), None);
+    }
+
+    #[test]
+    fn doubtful_framing_opens_nothing() {
+        let body = [b'a'; 4000];
+        for head in [
+            // Statuses without a body.
+            "HTTP/1.1 204 No Content\r\nContent-Length: 100000\r\n\r\n",
+            "HTTP/1.1 304 Not Modified\r\nContent-Length: 100000\r\n\r\n",
+            "HTTP/1.1 101 Switching\r\nContent-Length: 100000\r\n\r\n",
+            // Two lengths, even equal ones; a list; a transfer coding.
+            "HTTP/1.1 200 OK\r\nContent-Length: 100000\r\nContent-Length: 100000\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 100000, 100000\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 100000\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 100000\r\ntransfer-encoding: chunked\r\n\r\n",
+            // Not a plain number.
+            "HTTP/1.1 200 OK\r\nContent-Length: 100 000\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: +100000\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: \r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 1000000000000000000\r\n\r\n",
+            // No length: chunked or until close.
+            "HTTP/1.1 200 OK\r\nServer: x\r\n\r\n",
+            // Not a status line.
+            "HTTP/2 200 OK\r\nContent-Length: 100000\r\n\r\n",
+            "GET / HTTP/1.1\r\nContent-Length: 100000\r\n\r\n",
+            // A header that only ends in the name.
+            "HTTP/1.1 200 OK\r\nX-Content-Length: 100000\r\n\r\n",
+        ] {
+            let bytes = response(head, &body);
+            assert_eq!(scan(&bytes, bytes.len() as u64), None, "{head}");
+        }
+    }
+
+    #[test]
+    fn a_head_longer_than_the_scan_opens_nothing() {
+        let pad: String = "x".repeat(HEAD_SCAN);
+        let head = format!("HTTP/1.1 200 OK\r\nX-Pad: {pad}\r\nContent-Length: 100000\r\n\r\n");
+        let bytes = response(&head, &[b'a'; 4000]);
+        assert_eq!(scan(&bytes, bytes.len() as u64), None);
+    }
+
+    #[test]
+    fn too_few_bytes_after_the_head_to_tell_open_nothing() {
+        let bytes = response(HEAD, b"abc");
+        assert_eq!(scan(&bytes, 5000), None);
+    }
+}
