@@ -56,7 +56,17 @@ pub struct Target<'a> {
     pub load: Load,
 }
 
-impl Target<'_> {
+impl<'a> Target<'a> {
+    /// `wrk` on `url` (`port`), beside the access-logging twin at `logging_url`.
+    pub fn wrk(url: &'a str, port: u16, logging_url: &'a str) -> Self {
+        Self {
+            url,
+            port,
+            logging_url: Some(logging_url),
+            load: Load::Wrk,
+        }
+    }
+
     fn drive(&self, url: &str, connections: u32, seconds: u32) -> Result<WrkReport> {
         match self.load {
             Load::Wrk => wrk(url, 1, connections, seconds),

@@ -161,51 +161,33 @@ pub fn run(options: &Options) -> Result<()> {
         Arm::Floor("raw-exit-filtered"),
     ];
     plain_arms.extend(&tracers);
-    let (plain_url, logging_url) = (url(port, "/"), url(logging_port, "/"));
     let plain = arms::run(
         &bin,
-        &Target {
-            url: &plain_url,
-            port,
-            logging_url: Some(&logging_url),
-            load: Load::Wrk,
-        },
+        &Target::wrk(&url(port, "/"), port, &url(logging_port, "/")),
         &plain_arms,
         &settings,
     )?;
     // Long response bodies written by the server (not sendfile): what the kernel must
     // count without copying.
-    let mut bodies_arms = vec![Arm::Off, Arm::AccessLog];
-    bodies_arms.extend(&tracers);
+    let mut other_arms = vec![Arm::Off, Arm::AccessLog];
+    other_arms.extend(&tracers);
     let (bodies_url, logging_bodies_url) = (
         url(port, floors::BODIES_PATH),
         url(logging_port, floors::BODIES_PATH),
     );
     let bodies = arms::run(
         &bin,
-        &Target {
-            url: &bodies_url,
-            port,
-            logging_url: Some(&logging_bodies_url),
-            load: Load::Wrk,
-        },
-        &bodies_arms,
+        &Target::wrk(&bodies_url, port, &logging_bodies_url),
+        &other_arms,
         &settings,
     )?;
     // Keep-alive HTTPS: the handshakes happen once per connection, the rounds measure
     // the cost of the SSL probes on every read and write.
-    let mut https_arms = vec![Arm::Off, Arm::AccessLog];
-    https_arms.extend(&tracers);
     let (https_url, logging_https_url) = (tls_url(tls_port, "/"), tls_url(logging_tls_port, "/"));
     let https = arms::run(
         &bin,
-        &Target {
-            url: &https_url,
-            port: tls_port,
-            logging_url: Some(&logging_https_url),
-            load: Load::Wrk,
-        },
-        &https_arms,
+        &Target::wrk(&https_url, tls_port, &logging_https_url),
+        &other_arms,
         &settings,
     )?;
     // HTTP/2 over TLS (ALPN h2): the same servers, the same arms, h2load's streams
@@ -220,7 +202,7 @@ pub fn run(options: &Options) -> Result<()> {
                 streams: options.h2_streams,
             },
         },
-        &https_arms,
+        &other_arms,
         &settings,
     )?;
 
