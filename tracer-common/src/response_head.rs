@@ -11,6 +11,10 @@ use crate::MAX_CAPTURE;
 /// Python write heads of 150-400 bytes; a longer head is copied whole, with its body.
 pub const HEAD_SCAN: usize = 512;
 
+/// Bytes of a write copied before its head is scanned: the scan's, and the five after a
+/// head of `HEAD_SCAN` bytes that tell whether another response follows.
+pub const HEAD_PREFIX: usize = HEAD_SCAN + 8;
+
 /// Writes shorter than this are copied even inside a body: the lookup and the parse cost
 /// about what copying them does.
 pub const MIN_SKIP: u64 = 2048;

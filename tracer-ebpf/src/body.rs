@@ -23,41 +23,56 @@
 //! knows the request methods) expected body bytes there; a disagreement is counted and
 //! handled as lost bytes.
 use aya_ebpf::helpers::bpf_get_smp_processor_id;
-use tracer_common::{DATA_HEAD_ONLY, MAX_CAPTURE, response_head::Announced};
+use tracer_common::{
+    DATA_HEAD_ONLY, MAX_CAPTURE,
+    response_head::{Announced, HEAD_PREFIX},
+};
 
 use crate::{
-    emit,
+    emit::{self, Transfer},
     maps::{CONNS, ConnKey, ConnValue, SCRATCH, Scratch},
 };
 
-/// The connection of the parked write.
+/// The parked write: its connection, where its bytes are, where it starts in what the
+/// server wrote, and its length.
 #[repr(C)]
 pub struct Parked {
     key: ConnKey,
-    conn_id: u64,
+    transfer: Transfer,
+    written: u64,
+    len: u64,
 }
 
-/// Parks a server's write of `len` bytes at `written` on connection `key` (`captured`
-/// of them copied into the scratch slot, its event built there) for the head scan,
-/// which then sends the event. The scan runs in its own program (`scan_response_head`,
-/// reached by a tail call): verified inline after the copy loops, it was verified once
-/// for every length they can copy, past the verifier's limit.
+/// Parks a server's write of `len` bytes at `written` on connection `key` (its first
+/// `captured` bytes copied into the scratch slot, its event built there) for the head
+/// scan, which then sends the event. The scan runs in its own program
+/// (`scan_response_head`, reached by a tail call), where it starts in one verifier
+/// state: inline after the copy loops it was walked once for every length they can
+/// copy, past the verifier's limit.
 #[inline(always)]
 pub fn park(
     scratch: &mut Scratch,
     key: ConnKey,
-    conn_id: u64,
+    transfer: Transfer,
     written: u64,
     len: u64,
     captured: usize,
 ) {
-    scratch.parked = Parked { key, conn_id };
+    scratch.parked = Parked {
+        key,
+        transfer,
+        written,
+        len,
+    };
     scratch.scan.park(written, len, captured);
 }
 
-/// Sends the parked write's event, after scanning its head when `scan`: a head that
+/// Sends the parked write's event. With `scan`, its head is scanned first: a head that
 /// announces a body going on past the write opens the connection's window, and only the
-/// head is sent. Without `scan` (the jump to the scan failed) it goes as it was copied.
+/// head is sent; otherwise the rest of the write is copied, up to `MAX_CAPTURE`, and
+/// sent as always. Without `scan` (the jump to the scan failed, counted as a dispatch
+/// loss) the prefix goes as it is and the rest of the write is a gap: copying it there
+/// would put the copy loop after every path of the capture program.
 #[inline(always)]
 pub fn finish_parked(scan: bool) {
     // SAFETY: plain helper call.
@@ -73,20 +88,41 @@ pub fn finish_parked(scan: bool) {
     } else {
         None
     };
+    let Parked {
+        key,
+        transfer,
+        written,
+        len,
+    } = parked(scratch);
     let conn = CONNS
-        .get_ptr_mut(&scratch.parked.key)
+        .get_ptr_mut(&key)
         // SAFETY: entry pointer from a successful lookup.
-        .filter(|&value| unsafe { (*value).conn_id } == scratch.parked.conn_id);
-    let scan = &scratch.scan;
-    let (written, len) = (scan.written(), scan.write_len());
-    let mut captured = scan.captured().min(MAX_CAPTURE as u64) as usize;
-    if let (Some(Announced { head_len, body_end }), Some(value)) = (announced, conn) {
-        open_window(value, written + body_end);
-        captured = (head_len as usize).min(captured);
-        scratch.event.captured = captured as u32;
-        scratch.event.flags = DATA_HEAD_ONLY;
-    }
-    emit::send(scratch, captured, conn, len, Some(written));
+        .filter(|&value| unsafe { (*value).conn_id } == transfer.conn_id);
+    let prefix = scratch.scan.captured().min(HEAD_PREFIX as u64) as usize;
+    let captured = match (announced, conn) {
+        (Some(Announced { head_len, body_end }), Some(value)) => {
+            open_window(value, written + body_end);
+            scratch.event.flags = DATA_HEAD_ONLY;
+            (head_len as usize).min(prefix)
+        }
+        _ if scan => emit::capture(
+            &transfer,
+            len,
+            MAX_CAPTURE,
+            &mut scratch.data,
+            &mut scratch.copied,
+        ),
+        _ => prefix,
+    };
+    scratch.event.captured = captured as u32;
+    emit::send(scratch, conn, len, Some(written));
+}
+
+/// The parked write, read back from the slot.
+#[inline(always)]
+fn parked(scratch: &Scratch) -> Parked {
+    // SAFETY: a field of this CPU's scratch slot.
+    unsafe { core::ptr::read_volatile(&scratch.parked) }
 }
 
 #[inline(always)]

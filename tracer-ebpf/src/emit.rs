@@ -6,7 +6,8 @@ use aya_ebpf::helpers::{
 };
 use tracer_common::{
     ConnEvent, DATA_BODY_SKIPPED, DataEvent, Direction, EventHeader, EventKind, Loss, MAX_CAPTURE,
-    MAX_IOV, Syscall, response_head::MIN_SKIP,
+    MAX_IOV, Syscall,
+    response_head::{HEAD_PREFIX, MIN_SKIP},
 };
 
 use crate::{
@@ -141,10 +142,15 @@ pub fn data(
         _ => (0, 0),
     };
     let skipped = egress && len >= MIN_SKIP && written + len <= body_end;
+    // A long write outside any window may start with a head that opens one: only its
+    // prefix is copied here, for the head scan, which copies the rest if no window
+    // opens.
+    let scanned = egress && !skipped && written >= body_end && len >= MIN_SKIP && conn.is_some();
     let captured = if skipped {
         0
     } else {
-        capture(transfer, len, &mut scratch.data)
+        let max = if scanned { HEAD_PREFIX } else { MAX_CAPTURE };
+        capture(transfer, len, max, &mut scratch.data, &mut scratch.copied)
     };
     let tgid = (pid_tgid >> 32) as u32;
     let dir = direction as usize & 1;
@@ -190,35 +196,35 @@ pub fn data(
     };
     // A head opens a window only outside one: a head-like text inside a body must not
     // move it. The head scan sends the event.
-    if egress && !skipped && written >= body_end && len >= MIN_SKIP && conn.is_some() {
+    if scanned {
         body::park(
             scratch,
             ConnKey {
                 tgid,
                 fd: transfer.fd,
             },
-            transfer.conn_id,
+            *transfer,
             written,
             len,
             captured,
         );
         return true;
     }
-    send(scratch, captured, conn, len, egress.then_some(written));
+    send(scratch, conn, len, egress.then_some(written));
     false
 }
 
-/// Sends the data event built in `scratch` with its first `captured` payload bytes, and
-/// keeps the connection's counters: the bytes of its direction lost before the next
-/// event, and for a server's write that started at `written`, where the next one starts.
+/// Sends the data event built in `scratch` with the payload bytes it says it carries,
+/// and keeps the connection's counters: the bytes of its direction lost before the
+/// next event, and for a server's write that started at `written`, where the next one
+/// starts.
 #[inline(always)]
-pub fn send(
-    scratch: &mut Scratch,
-    captured: usize,
-    conn: Option<*mut ConnValue>,
-    len: u64,
-    written: Option<u64>,
-) {
+pub fn send(scratch: &mut Scratch, conn: Option<*mut ConnValue>, len: u64, written: Option<u64>) {
+    // Read back from the slot, not kept in a register: the copy loops end in as many
+    // verifier states as they can copy lengths, and each would be verified through
+    // everything below; a value loaded from map memory carries none of them.
+    // SAFETY: a field of this CPU's scratch slot.
+    let captured = unsafe { core::ptr::read_volatile(&scratch.event.captured) } as usize;
     let captured = captured.min(MAX_CAPTURE);
     let dir = scratch.event.direction as usize & 1;
     let size = size_of::<DataEvent>() + captured;
@@ -251,16 +257,24 @@ fn is_tls_record(data: &[u8; 2 * MAX_CAPTURE], captured: usize) -> bool {
     captured >= 1 && (20..=24).contains(&data[0]) && (captured < 2 || data[1] == 3)
 }
 
-/// Copies up to MAX_CAPTURE of the transferred bytes into `dst`; returns how many.
+/// Copies up to `max` (at most MAX_CAPTURE) of the transferred bytes into `dst`; returns
+/// how many.
 #[inline(always)]
-fn capture(transfer: &Transfer, len: u64, dst: &mut [u8; 2 * MAX_CAPTURE]) -> usize {
+pub fn capture(
+    transfer: &Transfer,
+    len: u64,
+    max: usize,
+    dst: &mut [u8; 2 * MAX_CAPTURE],
+    copied: &mut u64,
+) -> usize {
+    let len = len.min(max as u64);
     let syscall = transfer.syscall;
     if syscall == Syscall::Sendfile as u8 {
         // sendfile bodies come from a file: counted, never copied.
         return 0;
     }
     if syscall == Syscall::Readv as u8 || syscall == Syscall::Writev as u8 {
-        return copy_iov(transfer.buf, transfer.iovcnt, len, dst);
+        return copy_iov(transfer.buf, transfer.iovcnt, len, dst, copied);
     }
     if syscall == Syscall::Recvmsg as u8 || syscall == Syscall::Sendmsg as u8 {
         // struct user_msghdr: msg_iov at 16, msg_iovlen at 24 (x86_64 and arm64 ABI).
@@ -269,7 +283,7 @@ fn capture(transfer: &Transfer, len: u64, dst: &mut [u8; 2 * MAX_CAPTURE]) -> us
             unsafe { bpf_probe_read_user((transfer.buf + 16) as *const u64) }.unwrap_or(0);
         let iovlen: u64 =
             unsafe { bpf_probe_read_user((transfer.buf + 24) as *const u64) }.unwrap_or(0);
-        return copy_iov(iov, iovlen, len, dst);
+        return copy_iov(iov, iovlen, len, dst, copied);
     }
     let n = if len > MAX_CAPTURE as u64 {
         MAX_CAPTURE
@@ -279,17 +293,25 @@ fn capture(transfer: &Transfer, len: u64, dst: &mut [u8; 2 * MAX_CAPTURE]) -> us
     copy_user(transfer.buf, 0, n, dst)
 }
 
-/// Walks at most MAX_IOV iovecs, copying until `len` bytes or MAX_CAPTURE.
+/// Walks at most MAX_IOV iovecs, copying until `len` bytes or MAX_CAPTURE. The count
+/// so far lives in `copied` (the scratch slot), not in a register: a register would be
+/// a different verifier state for every length copied so far, each walked through the
+/// rest of the loop and of the program (275,000 instructions of the verifier's million
+/// for readv alone); a value read back from map memory is one state.
 #[inline(always)]
-fn copy_iov(iov: u64, iovcnt: u64, len: u64, dst: &mut [u8; 2 * MAX_CAPTURE]) -> usize {
-    let want = if len > MAX_CAPTURE as u64 {
-        MAX_CAPTURE
-    } else {
-        len as usize
-    };
-    let mut copied = 0usize;
+fn copy_iov(
+    iov: u64,
+    iovcnt: u64,
+    len: u64,
+    dst: &mut [u8; 2 * MAX_CAPTURE],
+    copied: &mut u64,
+) -> usize {
+    let want = len.min(MAX_CAPTURE as u64);
+    // SAFETY (all volatile accesses below): a field of this CPU's scratch slot.
+    unsafe { core::ptr::write_volatile(copied, 0) };
     for i in 0..MAX_IOV {
-        if i as u64 >= iovcnt || copied >= want {
+        let done = unsafe { core::ptr::read_volatile(copied) };
+        if i as u64 >= iovcnt || done >= want {
             break;
         }
         // SAFETY: user pointer read with the faulting-safe helper.
@@ -298,19 +320,14 @@ fn copy_iov(iov: u64, iovcnt: u64, len: u64, dst: &mut [u8; 2 * MAX_CAPTURE]) ->
             count_loss(Loss::ReadUser);
             break;
         };
-        let room = want - copied;
-        let n = if vec[1] > room as u64 {
-            room
-        } else {
-            vec[1] as usize
-        };
-        let got = copy_user(vec[0], copied, n, dst);
+        let n = vec[1].min(want - done) as usize;
+        let got = copy_user(vec[0], done as usize, n, dst);
         if got < n {
             break;
         }
-        copied += got;
+        unsafe { core::ptr::write_volatile(copied, done + got as u64) };
     }
-    copied
+    (unsafe { core::ptr::read_volatile(copied) }).min(want) as usize
 }
 
 /// Copies `n` (<= MAX_CAPTURE) user bytes to `dst[at..]` (`at` < MAX_CAPTURE); 0 on fault.

@@ -158,6 +158,8 @@ pub static THREAD_TLS_READ: LruHashMap<u64, i32> = LruHashMap::with_max_entries(
 pub struct Scratch {
     pub event: DataEvent,
     pub data: [u8; 2 * MAX_CAPTURE],
+    /// Bytes copied so far by the iovec loop (see `emit::copy_iov`).
+    pub copied: u64,
     /// A server's write waiting for the head scan (`body`).
     pub scan: HeadScan,
     pub parked: Parked,

@@ -56,6 +56,7 @@ pub fn load(options: &Options<'_>) -> Result<Loaded> {
         .map_err(|(what, e)| anyhow::anyhow!("{what}: {e}"))
         .context("counting possible CPUs")?;
     let mut ebpf = EbpfLoader::new()
+        .verifier_log_level(aya::VerifierLogLevel::STATS)
         .override_global("OFFSETS", &offsets, true)
         .override_global("WAKEUP_BYTES", &wakeup_bytes(options.ringbuf_bytes), true)
         .map_max_entries("SCRATCH", cpus.get())
@@ -190,6 +191,14 @@ fn load_jump_target(ebpf: &mut Ebpf, name: &str) -> Result<ProgramFd> {
     program
         .load()
         .with_context(|| format!("verifying program {name}"))?;
+    // How close each program is to the verifier's limit of a million instructions.
+    if let Some(count) = program
+        .info()
+        .ok()
+        .and_then(|info| info.verified_instruction_count())
+    {
+        debug!("program {name}: the verifier walked {count} instructions");
+    }
     program
         .fd()
         .context("a loaded program's descriptor")?
