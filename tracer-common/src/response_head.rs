@@ -67,8 +67,7 @@ pub struct HeadScan {
     /// loop ends in as many states as it can copy lengths, and each would be verified
     /// through the whole scan.
     captured: u64,
-    /// The write's start in what the server wrote, and its length.
-    written: u64,
+    /// The write's length.
     len: u64,
 }
 
@@ -82,25 +81,12 @@ pub struct Announced {
 }
 
 impl HeadScan {
-    /// Records the write to scan: `len` bytes at `written`, `captured` of them copied.
+    /// Records the write to scan: `len` bytes, `captured` of them copied.
     #[inline(always)]
-    pub fn park(&mut self, written: u64, len: u64, captured: usize) {
+    pub fn park(&mut self, len: u64, captured: usize) {
         let scan = self;
-        store!(scan.written, written);
         store!(scan.len, len);
         store!(scan.captured, captured as u64);
-    }
-
-    #[inline(always)]
-    pub fn written(&self) -> u64 {
-        let scan = self;
-        load!(scan.written)
-    }
-
-    #[inline(always)]
-    pub fn write_len(&self) -> u64 {
-        let scan = self;
-        load!(scan.len)
     }
 
     #[inline(always)]
@@ -256,7 +242,7 @@ mod tests {
         let captured = bytes.len().min(MAX_CAPTURE);
         data[..captured].copy_from_slice(&bytes[..captured]);
         let mut scan = HeadScan::default();
-        scan.park(0, len, captured);
+        scan.park(len, captured);
         scan.announced(&data)
     }
 

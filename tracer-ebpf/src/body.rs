@@ -64,7 +64,7 @@ pub fn park(
         written,
         len,
     };
-    scratch.scan.park(written, len, captured);
+    scratch.scan.park(len, captured);
 }
 
 /// Sends the parked write's event. With `scan`, its head is scanned first: a head that
