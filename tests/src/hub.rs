@@ -69,7 +69,23 @@ impl Hub {
         Self::start(store, files, TOKEN, free_port(), args)
     }
 
+    /// [`Hub::serve_store`] with another build of `tracer-hub` (the bench's comparison).
+    pub fn serve_store_of(bin: &Path, store: &Store, files: &Path, args: &[&str]) -> Result<Self> {
+        Self::start_of(bin, store, files, TOKEN, free_port(), args)
+    }
+
     fn start(store: &Store, files: &Path, token: &str, port: u16, args: &[&str]) -> Result<Self> {
+        Self::start_of(&hub_bin()?, store, files, token, port, args)
+    }
+
+    fn start_of(
+        bin: &Path,
+        store: &Store,
+        files: &Path,
+        token: &str,
+        port: u16,
+        args: &[&str],
+    ) -> Result<Self> {
         if let Store::Sqlite(data) = store {
             fs::create_dir_all(data)?;
         }
@@ -77,7 +93,7 @@ impl Hub {
         fs::write(&token_file, format!("{token}\n"))?;
         let stdout_file = files.with_extension("stdout");
         let stderr = files.with_extension("stderr");
-        let mut command = Command::new(hub_bin()?);
+        let mut command = Command::new(bin);
         command
             .arg("serve")
             .args(store.args()?)
@@ -171,10 +187,11 @@ impl Hub {
     pub fn stop(mut self) -> Result<String> {
         self.child.signal(libc::SIGTERM)?;
         let status = self.child.wait_timeout(Duration::from_secs(20))?;
-        if !status.success() {
-            bail!("tracer-hub exited with {status}:\n{}", self.stderr());
+        let stderr = self.stderr();
+        if !status.success() || stderr.contains("panicked") {
+            bail!("tracer-hub exited with {status}:\n{stderr}");
         }
-        Ok(self.stderr())
+        Ok(stderr)
     }
 }
 

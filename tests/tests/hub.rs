@@ -512,6 +512,19 @@ fn killed_mid_ingest(backend: Backend) -> Result<()> {
         "the hub had stored all {sent} records before the kill: the test proved nothing"
     );
 
+    // Stopped (SIGTERM) while it stores, in batches small enough that more remain: the
+    // batch under way is committed and acknowledged, and the hub exits cleanly (it
+    // used to panic, its acknowledgements failing).
+    let mut hub = setup.hub(&["--nats-batch", "1000"])?;
+    hub.wait_until(WAIT, "storing another batch", |hub| {
+        Ok(hub.stored()? > stored_at_kill)
+    })?;
+    let stderr = setup.stop(hub)?;
+    assert!(
+        !stderr.contains("acknowledgements failed"),
+        "a stopped hub left its stored batch unacknowledged:\n{stderr}"
+    );
+
     let mut hub = setup.hub(&[])?;
     hub.wait_until(
         WAIT,

@@ -12,7 +12,7 @@ use anyhow::Context as _;
 use async_nats::jetstream::AckKind;
 use axum::serve::ListenerExt as _;
 use futures_util::future::join_all;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
 use crate::{
     cli::ServeArgs,
@@ -113,7 +113,7 @@ async fn serve(
         "tracer-hub: dashboard and API at {}://{address}/ (log in with the password or token given to serve)",
         scheme(tls.is_some())
     );
-    match args.nats() {
+    let ingesting = match args.nats() {
         Some(settings) => {
             eprintln!(
                 "tracer-hub: ingesting from {} stream {} as durable consumer {}",
@@ -122,13 +122,20 @@ async fn serve(
                 settings.consumer
             );
             let retention = args.ingest.retain.map(Retention::new);
-            tokio::spawn(ingest(settings, pipeline, retention, live, alerted));
+            let (stop, stopping) = watch::channel(false);
+            let task = tokio::spawn(ingest(
+                settings, pipeline, retention, live, alerted, stopping,
+            ));
+            Some((stop, task))
         }
         None if args.ingest.retain.is_some() => anyhow::bail!(
             "--retain needs --nats: retention runs beside ingest, in the hub that writes the store"
         ),
-        None => eprintln!("tracer-hub: no --nats: serving the store without ingesting"),
-    }
+        None => {
+            eprintln!("tracer-hub: no --nats: serving the store without ingesting");
+            None
+        }
+    };
     let app = router(hub).into_make_service_with_connect_info::<SocketAddr>();
     match tls {
         // `tap_io` with nothing to do: axum gives the peer address as connect info only
@@ -141,6 +148,11 @@ async fn serve(
             .with_graceful_shutdown(stopped())
             .await
             .context("serving HTTP")?,
+    }
+    // The batch being stored is committed and acknowledged before the runtime goes.
+    if let Some((stop, task)) = ingesting {
+        let _ = stop.send(true);
+        let _ = task.await;
     }
     eprintln!("tracer-hub: stopped");
     Ok(())
@@ -174,6 +186,19 @@ async fn stopped() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+    }
+}
+
+/// Resolves once the hub is told to stop (or whoever could tell it is gone).
+async fn stopped_by(stopping: &mut watch::Receiver<bool>) {
+    let _ = stopping.wait_for(|stop| *stop).await;
+}
+
+/// Waits [`RETRY`]; true if the hub is told to stop meanwhile.
+async fn pause(stopping: &mut watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        _ = stopped_by(stopping) => true,
+        _ = tokio::time::sleep(RETRY) => false,
     }
 }
 
@@ -233,6 +258,7 @@ async fn ingest(
     mut retention: Option<Retention>,
     live: broadcast::Sender<Arc<crate::query::records::Row>>,
     alerted: mpsc::Sender<()>,
+    mut stopping: watch::Receiver<bool>,
 ) {
     let mut ticked = tokio::time::Instant::now();
     let mut last_error = String::new();
@@ -242,7 +268,11 @@ async fn ingest(
     // The first statistics soon after start, then every few minutes.
     let mut analyzed = tokio::time::Instant::now() - ANALYZE_EVERY + Duration::from_secs(30);
     loop {
-        let mut source = match Source::connect(&settings).await {
+        let connected = tokio::select! {
+            _ = stopped_by(&mut stopping) => return,
+            connected = Source::connect(&settings) => connected,
+        };
+        let mut source = match connected {
             Ok(source) => {
                 eprintln!("tracer-hub: nats: consuming");
                 last_error.clear();
@@ -254,7 +284,9 @@ async fn ingest(
                     eprintln!("tracer-hub: {message}; retrying every {}s", RETRY.as_secs());
                     last_error = message;
                 }
-                tokio::time::sleep(RETRY).await;
+                if pause(&mut stopping).await {
+                    return;
+                }
                 continue;
             }
         };
@@ -284,7 +316,12 @@ async fn ingest(
             if let Some(retention) = &mut retention {
                 retention.step(&mut pipeline);
             }
-            let batch = match source.next_batch().await {
+            let next = tokio::select! {
+                // What was read and not stored is not acknowledged: it comes again.
+                _ = stopped_by(&mut stopping) => return,
+                next = source.next_batch() => next,
+            };
+            let batch = match next {
                 Ok(batch) => batch,
                 Err(e) => {
                     eprintln!("tracer-hub: {e}; reconnecting");
@@ -328,8 +365,13 @@ async fn ingest(
                         batch.len()
                     );
                     join_all(batch.iter().map(|d| d.nak(AckKind::Nak(Some(RETRY))))).await;
-                    tokio::time::sleep(RETRY).await;
+                    if pause(&mut stopping).await {
+                        return;
+                    }
                 }
+            }
+            if *stopping.borrow() {
+                return;
             }
             if reported.elapsed() >= REPORT_EVERY
                 && total.stored + total.rejected + total.duplicates > 0

@@ -35,10 +35,28 @@ use tracer_audit::{
 
 const STREAM_ID: &str = "bench-host";
 const DAY_NS: i128 = 86_400_000_000_000;
+/// Rounds of `--hub-compare-bin`, each build once per round, the first alternating.
+const COMPARE_ROUNDS: usize = 4;
 /// Timed runs of each query; the median is reported.
 const RUNS: usize = 5;
 
-pub fn run(hub_bin: &Path, records: u64, keep: Option<&Path>, with_nats: bool) -> Result<()> {
+/// What the hub section runs beside the ingest and the questions.
+pub struct Extras<'a> {
+    /// Keep the file and the stores here instead of a temp dir.
+    pub keep: Option<&'a Path>,
+    /// Drain NATS too (the dashboard row otherwise serves the imported store).
+    pub with_nats: bool,
+    /// Another tracer-hub build, drained from NATS into SQLite in interleaved rounds
+    /// with this one.
+    pub compare: Option<&'a Path>,
+}
+
+pub fn run(hub_bin: &Path, records: u64, extras: &Extras<'_>) -> Result<()> {
+    let Extras {
+        keep,
+        with_nats,
+        compare,
+    } = *extras;
     let temp = tempfile::tempdir().context("creating the bench dir")?;
     let dir = match keep {
         Some(dir) => {
@@ -100,21 +118,25 @@ pub fn run(hub_bin: &Path, records: u64, keep: Option<&Path>, with_nats: bool) -
     let (nats_s, views) = if with_nats {
         let nats = NatsServer::start()?;
         publish(&nats.url(), &file)?;
-        let drain = |store: &Store, files: &Path, consumer: &str| -> Result<(f64, Hub)> {
-            let t = Instant::now();
-            let args = [
-                "--nats",
-                &nats.url(),
-                "--nats-consumer",
-                consumer,
-                "--key",
-                &key_arg,
-            ];
-            let mut served = Hub::serve_store(store, files, &args)?;
-            served.wait_until(Duration::from_secs(3600), "holding every record", |hub| {
-                Ok(hub.stored()? >= records)
-            })?;
-            Ok((t.elapsed().as_secs_f64(), served))
+        let drain_with =
+            |bin: &Path, store: &Store, files: &Path, consumer: &str| -> Result<(f64, Hub)> {
+                let t = Instant::now();
+                let args = [
+                    "--nats",
+                    &nats.url(),
+                    "--nats-consumer",
+                    consumer,
+                    "--key",
+                    &key_arg,
+                ];
+                let mut served = Hub::serve_store_of(bin, store, files, &args)?;
+                served.wait_until(Duration::from_secs(3600), "holding every record", |hub| {
+                    Ok(hub.stored()? >= records)
+                })?;
+                Ok((t.elapsed().as_secs_f64(), served))
+            };
+        let drain = |store: &Store, files: &Path, consumer: &str| {
+            drain_with(hub_bin, store, files, consumer)
         };
         let nats_data = dir.join("from-nats");
         let (sqlite_s, served) = drain(
@@ -128,6 +150,31 @@ pub fn run(hub_bin: &Path, records: u64, keep: Option<&Path>, with_nats: bool) -
         let pg_nats = Store::Postgres(postgres.create_database("from_nats")?);
         let (pg_s, served) = drain(&pg_nats, &dir.join("from-nats-pg"), "bench-postgres")?;
         served.stop()?;
+        if let Some(other) = compare {
+            // Each round a consumer of its own, so each build drains the whole stream.
+            let mut rows = Vec::new();
+            for round in 0..COMPARE_ROUNDS {
+                let mut rates = [0.0; 2];
+                let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+                for which in order {
+                    let bin = [hub_bin, other][which];
+                    let name = format!("compare-{round}-{which}");
+                    let data = dir.join(&name);
+                    let (s, served) = drain_with(bin, &Store::Sqlite(data.clone()), &data, &name)?;
+                    served.stop()?;
+                    std::fs::remove_dir_all(&data)?;
+                    rates[which] = records as f64 / s;
+                }
+                rows.push(rates);
+            }
+            println!(
+                "\n| NATS JetStream -> SQLite, interleaved | this build, records/s | {}, records/s |\n|---|---|---|",
+                other.display()
+            );
+            for (round, [this, that]) in rows.iter().enumerate() {
+                println!("| round {} | {this:.0} | {that:.0} |", round + 1);
+            }
+        }
         (Some((sqlite_s, pg_s)), views)
     } else {
         let served = Hub::serve(&data, &[])?;

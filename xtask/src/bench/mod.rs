@@ -83,6 +83,10 @@ pub struct Options {
     /// Keep the hub section's file and stores in DIR (emptied first) instead of a temp dir.
     #[arg(long, value_name = "DIR")]
     hub_dir: Option<std::path::PathBuf>,
+    /// Also drain NATS into SQLite with this tracer-hub binary (an older build, say),
+    /// in rounds interleaved with this one.
+    #[arg(long, value_name = "PATH")]
+    hub_compare_bin: Option<std::path::PathBuf>,
 }
 
 /// One measured stretch of load with the tracer running.
@@ -103,8 +107,11 @@ pub fn run(options: &Options) -> Result<()> {
         return hub::run(
             &bins.hub,
             options.hub_records,
-            options.hub_dir.as_deref(),
-            !options.hub_no_nats,
+            &hub::Extras {
+                keep: options.hub_dir.as_deref(),
+                with_nats: !options.hub_no_nats,
+                compare: options.hub_compare_bin.as_deref(),
+            },
         );
     }
     let bin = bins.tracer;
