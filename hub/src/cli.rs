@@ -37,6 +37,9 @@ pub enum Command {
     Integrity(IntegrityArgs),
     /// Alerts the detections raised, newest first.
     Alerts(AlertsArgs),
+    /// Checks the detections file and Sigma rules as `serve` would, and lists every
+    /// rule with whether it runs, its severity and its settings.
+    Rules(RulesArgs),
     /// Reads a password on stdin and prints its argon2 hash for --password-hash-file.
     PasswordHash,
 }
@@ -254,6 +257,14 @@ pub enum RowFormat {
     Table,
     Jsonl,
     Csv,
+}
+
+#[derive(Args)]
+pub struct RulesArgs {
+    #[command(flatten)]
+    pub detect: DetectArgs,
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: ReportFormat,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]

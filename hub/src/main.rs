@@ -32,6 +32,7 @@ fn main() -> ExitCode {
         Command::Top(args) => commands::read::top_list(args),
         Command::Integrity(args) => commands::read::integrity_report(args),
         Command::Alerts(args) => commands::alerts::run(args),
+        Command::Rules(args) => commands::rules::run(args),
         Command::PasswordHash => commands::password::run(),
     };
     match result {

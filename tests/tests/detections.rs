@@ -592,3 +592,70 @@ fn injected_attacks_are_detected_normal_use_is_not_and_alerts_reach_every_receiv
     drop(tracer);
     Ok(())
 }
+
+/// `tracer-hub rules` checks the files as `serve` reads them and lists what they give;
+/// a bad edit is the error `serve` would stop with, before any hub restarts with it.
+#[test]
+fn the_rules_command_lists_the_configured_rules_and_refuses_a_bad_file() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let detections = dir.path().join("detections.toml");
+    let sigma = dir.path().join("sigma.yml");
+    std::fs::write(
+        &detections,
+        "[rules.volume]\nenabled = false\n[rules.scraping]\ndistinct = 40\n",
+    )?;
+    std::fs::write(&sigma, SIGMA_RULES)?;
+    let (detections, sigma) = (
+        detections.to_str().context("temp path")?,
+        sigma.to_str().context("temp path")?,
+    );
+    let listed: Vec<Value> = serde_json::from_str(&hub::ok(&[
+        "rules",
+        "--detections",
+        detections,
+        "--rules",
+        sigma,
+        "--format",
+        "json",
+    ])?)?;
+    let rule = |id: &str| {
+        listed
+            .iter()
+            .find(|l| l["rule"] == id)
+            .ok_or_else(|| anyhow!("{id} not listed: {listed:?}"))
+    };
+    assert_eq!(rule("volume")?["runs"], false);
+    assert_eq!(rule("scraping")?["settings"]["distinct"], 40);
+    assert_eq!(rule("chain_gap")?["runs"], true);
+    let traversal = rule("sigma.web-path-traversal")?;
+    assert_eq!(traversal["severity"], "high");
+    assert_eq!(traversal["source"], sigma);
+    let table = hub::ok(&["rules", "--detections", detections, "--rules", sigma])?;
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("volume ") && l.contains(" no ")),
+        "{table}"
+    );
+
+    std::fs::write(detections, "[rules.volume]\nbucket = \"soon\"\n")?;
+    let bad = hub::run(&["rules", "--detections", detections])?;
+    assert!(
+        !bad.ok,
+        "a bad detections file was accepted:\n{}",
+        bad.stdout
+    );
+    assert!(
+        bad.stderr.contains("detections.toml:2:10") && bad.stderr.contains("rules.volume.bucket"),
+        "{}",
+        bad.stderr
+    );
+    std::fs::write(
+        sigma,
+        "title: no detection\nlogsource:\n  category: webserver\n",
+    )?;
+    let bad = hub::run(&["rules", "--rules", sigma])?;
+    assert!(!bad.ok, "a bad Sigma file was accepted:\n{}", bad.stdout);
+    assert!(bad.stderr.contains("sigma.yml"), "{}", bad.stderr);
+    Ok(())
+}

@@ -4,6 +4,7 @@ pub mod import;
 pub mod password;
 pub mod read;
 mod remote;
+pub mod rules;
 pub mod serve;
 
 use crate::{

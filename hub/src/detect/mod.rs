@@ -19,6 +19,30 @@ use std::net::IpAddr;
 
 pub use settings::Detections;
 
+/// A rule as configured, for `tracer-hub rules`.
+#[derive(Debug, serde::Serialize)]
+pub struct Listed {
+    /// The id its alerts carry.
+    pub rule: String,
+    /// `built-in`, `integrity`, or the Sigma rules file.
+    pub source: String,
+    pub runs: bool,
+    pub severity: crate::store::alerts::Severity,
+    /// A built-in rule's other settings, as resolved; a Sigma rule's title and kind.
+    pub settings: serde_json::Value,
+}
+
+/// Every rule the detections file and the Sigma files give, checked as `serve`
+/// checks them: an invalid file is the same error.
+pub fn listing(
+    detections: Option<&std::path::Path>,
+    sigma_files: &[std::path::PathBuf],
+) -> anyhow::Result<Vec<Listed>> {
+    let mut listed = Detections::load(detections)?.rules.listing()?;
+    listed.extend(sigma::listing(sigma_files)?);
+    Ok(listed)
+}
+
 use self::{rules::Rule, sigma::Sigma, tracker::Persist};
 use crate::{
     enrich::Enrichment,

@@ -4,7 +4,7 @@
 use std::{fmt, path::Path, time::Duration};
 
 use anyhow::Context as _;
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::{
     calendar::{Calendar, RawCalendar},
@@ -34,6 +34,13 @@ impl fmt::Display for Span {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let d = Duration::from_nanos(self.0.max(0) as u64);
         write!(f, "{}", humantime::format_duration(d))
+    }
+}
+
+/// Written back as the detections file takes it (`10m`, `7days`).
+impl Serialize for Span {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
     }
 }
 

@@ -23,7 +23,7 @@ use rsigma_parser::{
 use serde_json::{Map, Value, json};
 
 use super::{
-    Finding, Note, Observation,
+    Finding, Listed, Note, Observation,
     tracker::{Persist, RowSink},
 };
 use crate::store::alerts::Severity;
@@ -81,8 +81,7 @@ impl Sigma {
         self.changed = true;
         for result in results {
             let header = &result.header;
-            let name = header.rule_id.as_deref().unwrap_or(&header.rule_title);
-            let rule = format!("sigma.{}", slug(name));
+            let rule = rule_id(header.rule_id.as_deref(), &header.rule_title);
             let severity = severity(header.level);
             let (entity, note, record) = match result.as_correlation() {
                 Some(c) => {
@@ -124,6 +123,40 @@ impl Sigma {
             });
         }
     }
+}
+
+/// The id a Sigma rule's alerts carry: `sigma.` and its id, or else its title, made
+/// a slug.
+fn rule_id(id: Option<&str>, title: &str) -> String {
+    format!("sigma.{}", slug(id.unwrap_or(title)))
+}
+
+/// Each rule of `paths`, after checking them as [`Sigma::load`] does.
+pub fn listing(paths: &[PathBuf]) -> anyhow::Result<Vec<Listed>> {
+    Sigma::load(paths)?;
+    let mut listed = Vec::new();
+    for path in paths {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the Sigma rules {}", path.display()))?;
+        let collection = Source::new(path, &text).parse()?;
+        let mut add = |id: Option<&str>, title: &str, level: Option<Level>, kind: &str| {
+            listed.push(Listed {
+                rule: rule_id(id, title),
+                source: path.display().to_string(),
+                runs: true,
+                severity: severity(level),
+                settings: json!({"title": title, "kind": kind}),
+            });
+        };
+        for rule in &collection.rules {
+            add(rule.id.as_deref(), &rule.title, rule.level, "detection");
+        }
+        for rule in &collection.correlations {
+            let kind = format!("correlation: {}", rule.correlation_type.as_str());
+            add(rule.id.as_deref(), &rule.title, rule.level, &kind);
+        }
+    }
+    Ok(listed)
 }
 
 /// One rules file, split into its YAML documents, to say where a problem is.

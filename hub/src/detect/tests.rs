@@ -585,13 +585,8 @@ fn findings_group_into_one_alert_per_rule_and_entity_per_window() {
     assert_eq!(alerts[0].entity, "client:198.51.100.9");
 }
 
-#[test]
-fn sigma_detection_and_correlation_rules_run_on_webserver_fields_with_record_time() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("rules.yml");
-    std::fs::write(
-        &path,
-        r#"title: Path traversal to passwd
+/// A detection rule, a detection rule a correlation uses, and the correlation.
+const SIGMA_RULES: &str = r#"title: Path traversal to passwd
 id: passwd-read
 status: test
 logsource:
@@ -625,9 +620,13 @@ correlation:
   condition:
     gte: 3
 level: medium
-"#,
-    )
-    .unwrap();
+"#;
+
+#[test]
+fn sigma_detection_and_correlation_rules_run_on_webserver_fields_with_record_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rules.yml");
+    std::fs::write(&path, SIGMA_RULES).unwrap();
     let sigma = Sigma::load(&[path]).unwrap();
     let mut d = Detector::new(
         Detections::from_toml(&only(&[])).unwrap(),
@@ -910,5 +909,77 @@ fn a_stream_can_have_its_own_silence() {
         silent[0].summary.contains("longer than 30m"),
         "{}",
         silent[0].summary
+    );
+}
+
+#[test]
+fn the_listing_names_each_rule_as_its_alerts_do_with_its_resolved_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let detections = dir.path().join("detections.toml");
+    std::fs::write(
+        &detections,
+        "[rules.scraping]\nenabled = false\n\n[rules.auth_failures]\nthreshold = 3\nseverity = \"critical\"\n",
+    )
+    .unwrap();
+    let sigma = dir.path().join("rules.yml");
+    std::fs::write(&sigma, SIGMA_RULES).unwrap();
+    let listed = listing(Some(&detections), std::slice::from_ref(&sigma)).unwrap();
+    let by_rule: std::collections::HashMap<&str, &Listed> =
+        listed.iter().map(|l| (l.rule.as_str(), l)).collect();
+    assert_eq!(by_rule.len(), listed.len(), "each rule once");
+    let built_in: Vec<&str> = listed
+        .iter()
+        .filter(|l| l.source == "built-in")
+        .map(|l| l.rule.as_str())
+        .collect();
+    assert_eq!(
+        built_in,
+        [
+            "auth_failures",
+            "broken_auth",
+            "credential_sharing",
+            "credential_stuffing",
+            "disabled_user",
+            "first_confidential",
+            "least_privilege",
+            "new_source",
+            "off_hours",
+            "restricted_access",
+            "scanning",
+            "scraping",
+            "server_errors",
+            "volume",
+        ]
+    );
+    assert!(!by_rule["scraping"].runs);
+    assert!(by_rule["volume"].runs);
+    let auth = by_rule["auth_failures"];
+    assert_eq!(auth.severity, Severity::Critical);
+    assert_eq!(auth.settings["threshold"], 3);
+    assert_eq!(auth.settings["window"], "5m");
+    for rule in [
+        "chain_break",
+        "signature",
+        "chain_gap",
+        "sensor_loss",
+        "sensor_silent",
+    ] {
+        assert_eq!(by_rule[rule].source, "integrity", "{rule}");
+        assert_eq!(by_rule[rule].settings["silence"], "5m", "{rule}");
+    }
+    let passwd = by_rule["sigma.passwd-read"];
+    assert_eq!(passwd.severity, Severity::High);
+    assert_eq!(passwd.settings["kind"], "detection");
+    assert_eq!(passwd.source, sigma.display().to_string());
+    let many = by_rule["sigma.many-404"];
+    assert_eq!(many.severity, Severity::Medium);
+    assert_eq!(many.settings["kind"], "correlation: event_count");
+    assert_eq!(listed.len(), 14 + 5 + 3);
+
+    std::fs::write(&detections, "[rules.scraping]\nthreshold = 3\n").unwrap();
+    let error = listing(Some(&detections), &[]).unwrap_err();
+    assert!(
+        format!("{error:#}").contains("detections.toml:2:1"),
+        "{error:#}"
     );
 }

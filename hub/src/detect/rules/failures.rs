@@ -3,7 +3,7 @@
 //! - `credential_stuffing`: failed logins for many distinct users from one client;
 //! - `scanning`: 404s from one client (content discovery, vulnerability scanners);
 //! - `server_errors`: 5xx on one endpoint (an outage, or an attack that breaks it).
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{Context, Rule, enabled};
 use crate::{
@@ -17,7 +17,7 @@ use crate::{
 
 macro_rules! burst_settings {
     ($name:ident, $severity:expr, $window:expr, $threshold:expr) => {
-        #[derive(Debug, Deserialize)]
+        #[derive(Debug, Serialize, Deserialize)]
         #[serde(default, deny_unknown_fields)]
         pub struct $name {
             #[serde(default = "enabled")]

@@ -25,7 +25,21 @@ use crate::{
     when::format_ns,
 };
 
-#[derive(Debug, Deserialize)]
+/// The integrity rules: one switch (`[rules.integrity]`), fixed severities.
+pub const CHAIN_BREAK: (&str, Severity) = ("chain_break", Severity::Critical);
+pub const SIGNATURE: (&str, Severity) = ("signature", Severity::Critical);
+pub const CHAIN_GAP: (&str, Severity) = ("chain_gap", Severity::High);
+pub const SENSOR_LOSS: (&str, Severity) = ("sensor_loss", Severity::Medium);
+pub const SENSOR_SILENT: (&str, Severity) = ("sensor_silent", Severity::High);
+pub const RULES: [(&str, Severity); 5] = [
+    CHAIN_BREAK,
+    SIGNATURE,
+    CHAIN_GAP,
+    SENSOR_LOSS,
+    SENSOR_SILENT,
+];
+
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
     #[serde(default = "enabled")]
@@ -38,7 +52,7 @@ pub struct Settings {
     pub streams: BTreeMap<String, StreamSettings>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StreamSettings {
     pub silence: Span,
@@ -123,7 +137,7 @@ impl Integrity {
     pub fn revived(&mut self) -> Vec<(&'static str, String)> {
         self.revived
             .drain(..)
-            .map(|stream| ("sensor_silent", format!("stream:{stream}")))
+            .map(|stream| (SENSOR_SILENT.0, format!("stream:{stream}")))
             .collect()
     }
 
@@ -135,8 +149,8 @@ impl Integrity {
         self.heard(stream, obs.ts_ns());
         if obs.link == Link::AfterGap {
             out.push(self.finding(
-                "chain_gap",
-                Severity::High,
+                CHAIN_GAP.0,
+                CHAIN_GAP.1,
                 stream,
                 Some(obs.fields.seq),
                 obs.ts_ns(),
@@ -166,10 +180,10 @@ impl Integrity {
         }
         let (rule, severity) = match event.kind {
             EventKind::Modified | EventKind::Conflict | EventKind::Reset | EventKind::Unsealed => {
-                ("chain_break", Severity::Critical)
+                CHAIN_BREAK
             }
-            EventKind::Signature => ("signature", Severity::Critical),
-            EventKind::Loss => ("sensor_loss", Severity::Medium),
+            EventKind::Signature => SIGNATURE,
+            EventKind::Loss => SENSOR_LOSS,
             EventKind::Restart | EventKind::Unkeyed => return,
         };
         out.push(self.finding(
@@ -193,7 +207,7 @@ impl Integrity {
     pub fn gaps_filled(&self, stream: &str) -> Option<(&'static str, String)> {
         self.settings
             .enabled
-            .then(|| ("chain_gap", format!("stream:{stream}")))
+            .then(|| (CHAIN_GAP.0, format!("stream:{stream}")))
     }
 
     pub fn tick(&mut self, now_ns: i64, out: &mut Vec<Finding>) {
@@ -211,8 +225,8 @@ impl Integrity {
         for (stream, last_ns, silence) in quiet {
             self.streams.entry(&stream, last_ns).silent = true;
             out.push(self.finding(
-                "sensor_silent",
-                Severity::High,
+                SENSOR_SILENT.0,
+                SENSOR_SILENT.1,
                 &stream,
                 None,
                 now_ns,

@@ -11,10 +11,10 @@ pub mod sensitive;
 pub mod sharing;
 pub mod volume;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{
-    Finding, Observation,
+    Finding, Listed, Observation,
     calendar::Calendar,
     settings::{Detections, Span},
     tracker::Persist,
@@ -33,7 +33,7 @@ pub trait Rule: Send {
 }
 
 /// `[rules.*]`: one table per rule.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     #[serde(default)]
@@ -66,6 +66,49 @@ pub struct Settings {
     credential_sharing: sharing::Settings,
     #[serde(default)]
     integrity: integrity::Settings,
+}
+
+impl Settings {
+    /// Each rule under its alert id, from its resolved settings: the table key is the
+    /// id, and every table has `enabled` and, but for integrity's, `severity`.
+    pub fn listing(&self) -> anyhow::Result<Vec<Listed>> {
+        let serde_json::Value::Object(tables) = serde_json::to_value(self)? else {
+            anyhow::bail!("the rules' settings are not a table");
+        };
+        let mut listed = Vec::new();
+        for (id, table) in tables {
+            let serde_json::Value::Object(mut table) = table else {
+                anyhow::bail!("the settings of {id} are not a table");
+            };
+            let runs = table
+                .remove("enabled")
+                .and_then(|v| v.as_bool())
+                .unwrap_or(true);
+            if id == "integrity" {
+                for (rule, severity) in integrity::RULES {
+                    listed.push(Listed {
+                        rule: rule.to_owned(),
+                        source: "integrity".to_owned(),
+                        runs,
+                        severity,
+                        settings: serde_json::Value::Object(table.clone()),
+                    });
+                }
+                continue;
+            }
+            let severity = table
+                .remove("severity")
+                .ok_or_else(|| anyhow::anyhow!("{id} has no severity"))?;
+            listed.push(Listed {
+                severity: serde_json::from_value(severity)?,
+                rule: id,
+                source: "built-in".to_owned(),
+                runs,
+                settings: serde_json::Value::Object(table),
+            });
+        }
+        Ok(listed)
+    }
 }
 
 /// The enabled rules, the integrity rules (which also see verification events and

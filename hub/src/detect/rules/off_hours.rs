@@ -2,7 +2,7 @@
 //! credentials are often used when their owner is asleep; so is an insider's
 //! after-hours download. Severity rises on confidential and restricted assets. Only
 //! identities the server accepted count (see `Observation::identity_accepted`).
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{Context, Rule, enabled, raised_on_sensitive};
 use crate::{
@@ -10,7 +10,7 @@ use crate::{
     store::alerts::Severity,
 };
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
     #[serde(default = "enabled")]

@@ -5,7 +5,7 @@
 //! - `broken_auth`: a bearer token that failed verification (expired, bad signature,
 //!   unknown key, untrusted issuer, wrong audience, not yet valid) was accepted;
 //! - `disabled_user`: a user the directory marks disabled still gets 2xx.
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{Context, Rule, enabled, sensitive::allowed};
 use crate::{
@@ -28,7 +28,7 @@ const REJECTABLE: &[&str] = &[
 
 macro_rules! simple_settings {
     ($name:ident, $severity:expr) => {
-        #[derive(Debug, Deserialize)]
+        #[derive(Debug, Serialize, Deserialize)]
         #[serde(default, deny_unknown_fields)]
         pub struct $name {
             #[serde(default = "enabled")]

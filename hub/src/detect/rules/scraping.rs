@@ -1,7 +1,7 @@
 //! `scraping`: one actor (user, credential, else client) touching many distinct
 //! resources under one URL template within a window: `/customers/{id}` walked id by id
 //! is what scraping and exfiltration look like, while normal use revisits a few.
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{Context, Rule, enabled, raised_on_sensitive};
 use crate::{
@@ -13,7 +13,7 @@ use crate::{
     store::alerts::Severity,
 };
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
     #[serde(default = "enabled")]

@@ -30,7 +30,7 @@ pub fn allowed(asset: &Asset, obs: &Observation<'_>) -> bool {
     named || f.roles.iter().any(|r| asset.allowed_roles.contains(r))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RestrictedSettings {
     #[serde(default = "enabled")]
@@ -87,7 +87,7 @@ impl Rule for Restricted {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FirstSettings {
     #[serde(default = "enabled")]

@@ -18,7 +18,7 @@ use crate::{
 /// Recent sources remembered per actor.
 const MAX_SOURCES: usize = 8;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
     #[serde(default = "enabled")]

@@ -21,7 +21,7 @@ use crate::{
 /// Empty buckets folded into the baseline at most, after a long silence.
 const MAX_EMPTY_BUCKETS: i64 = 168;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
     #[serde(default = "enabled")]
