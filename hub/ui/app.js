@@ -10,6 +10,7 @@ import { alerts } from './js/alerts.js';
 import { search, liveTail } from './js/search.js';
 import { record } from './js/record.js';
 import { integrity } from './js/integrity.js';
+import { rules } from './js/rules.js';
 
 const ROUTES = {
   '': ['Overview', overview, ''],
@@ -21,6 +22,7 @@ const ROUTES = {
   record: ['Request', record, 'search'],
   integrity: ['Integrity', integrity, 'integrity'],
   alerts: ['Alerts', alerts, 'alerts'],
+  rules: ['Detection rules', rules, 'alerts'],
   live: ['Live tail', liveTail, 'live'],
 };
 

@@ -19,6 +19,9 @@
 // EXPECT_LIVE_ALERT_ENTITY it prints READY_FOR_ALERT with the filtered page
 // open, waits for a line on stdin (the caller raises an alert for that entity
 // meanwhile) and checks that the alert shows up without a reload.
+// With EXPECT_RULE_OFF (a built-in rule the hub's detections file switches off),
+// checks the rules page reached from the Alerts page: that rule listed as not
+// running, chain_gap running at high severity, and a rule's link to its alerts.
 // FORBIDDEN: strings (one a line) no page and no API answer may contain.
 // Optional: CHROMIUM (default /usr/bin/chromium), TEST_TIMEOUT_MS (180 s).
 // Exits 0 when every step passed, 1 with "FAIL: <step>: <why>" otherwise.
@@ -48,6 +51,7 @@ const EXPECT_BREAK_STREAM = env('EXPECT_BREAK_STREAM', false);
 const EXPECT_ALERT = process.env.EXPECT_ALERT ? JSON.parse(process.env.EXPECT_ALERT) : null;
 const EXPECT_ALERT_PATH = env('EXPECT_ALERT_PATH', false);
 const EXPECT_LIVE_ALERT_ENTITY = env('EXPECT_LIVE_ALERT_ENTITY', false);
+const EXPECT_RULE_OFF = env('EXPECT_RULE_OFF', false);
 const FORBIDDEN = (process.env.FORBIDDEN || '').split('\n').filter((x) => x.length >= 6);
 const LIVE_TIMEOUT_MS = Number(process.env.LIVE_TIMEOUT_MS || 10000);
 const TEST_TIMEOUT_MS = Number(process.env.TEST_TIMEOUT_MS || 180000);
@@ -380,6 +384,25 @@ async function main() {
       if (!EXPECT_ALERT || hash !== '#/alerts') await shot(page, name);
     }
   });
+
+  if (EXPECT_RULE_OFF) {
+    await step('the rules page lists what runs, reached from the alerts page', async () => {
+      await route(page, '#/alerts');
+      await navigate(page, (u) => new URL(u).hash === '#/rules',
+        () => page.locator('main h1 a.title-link').click());
+      await page.locator('main table.rules tbody tr').first().waitFor();
+      const runs = async (rule) => (await page.locator(`main table.rules tr[data-rule="${rule}"] td.c-runs`).textContent()).trim();
+      if ((await runs(EXPECT_RULE_OFF)) !== 'no') throw new Error(`${EXPECT_RULE_OFF} runs: ${await runs(EXPECT_RULE_OFF)}`);
+      if ((await runs('chain_gap')) !== 'yes') throw new Error(`chain_gap runs: ${await runs('chain_gap')}`);
+      const severity = (await page.locator('main table.rules tr[data-rule="chain_gap"] .sev').textContent()).trim();
+      if (severity !== 'high') throw new Error(`chain_gap severity ${severity}`);
+      const banner = (await page.locator('main p.banner').textContent()).trim();
+      if (!banner.includes(`Switched off: ${EXPECT_RULE_OFF}`)) throw new Error(`banner: ${banner}`);
+      await shot(page, '17-rules');
+      await navigate(page, (u) => hashParams(u).get('rule') === 'chain_gap',
+        () => page.locator('main table.rules tr[data-rule="chain_gap"] th a').click());
+    });
+  }
 
   await step('keyboard: Tab reaches the navigation links', async () => {
     // A fresh load (a hash-only goto would keep the focus where it was).

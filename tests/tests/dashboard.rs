@@ -59,6 +59,9 @@ fn a_security_engineer_logs_in_watches_live_traffic_and_finds_the_break() -> Res
         &catalog,
         "[[asset]]\nname = \"hr-salaries\"\nsensitivity = \"restricted\"\nallowed_roles = [\"hr-admin\"]\nallowed_users = [\"hank\"]\npaths = [\"/hr/**\"]\n",
     )?;
+    // One rule switched off, which the rules page must show.
+    let detections = dir.path().join("detections.toml");
+    std::fs::write(&detections, "[rules.scraping]\nenabled = false\n")?;
     let data = dir.path().join("hub");
     let mut hub = Hub::serve(
         &data,
@@ -69,6 +72,8 @@ fn a_security_engineer_logs_in_watches_live_traffic_and_finds_the_break() -> Res
             &key_arg,
             "--catalog",
             path_str(&catalog)?,
+            "--detections",
+            path_str(&detections)?,
         ],
     )?;
     for n in 1..=3 {
@@ -159,6 +164,7 @@ fn a_security_engineer_logs_in_watches_live_traffic_and_finds_the_break() -> Res
         .env("EXPECT_ALERT", expected_alert.to_string())
         .env("EXPECT_ALERT_PATH", "/hr/salaries")
         .env("EXPECT_LIVE_ALERT_ENTITY", "user:carol")
+        .env("EXPECT_RULE_OFF", "scraping")
         .env("FORBIDDEN", secrets.join("\n"))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -20,7 +20,7 @@ use crate::{
     ingest::nats::{NatsSettings, Source},
     pipeline::{Expiry, Outcome, Pipeline},
     serve::{
-        Hub,
+        Hub, Rules,
         auth::{Auth, Secret},
         router,
         tls::{self, TlsListener},
@@ -92,6 +92,13 @@ async fn serve(
         auth: Auth::new(secret),
         live: live.clone(),
         secure_cookies: args.behind_tls || tls.is_some(),
+        rules: Rules {
+            detecting: args.nats().is_some(),
+            rules: crate::detect::listing(
+                args.ingest.detect.detections.as_deref(),
+                &args.ingest.detect.rules,
+            )?,
+        },
     });
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

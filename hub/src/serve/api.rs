@@ -213,6 +213,11 @@ pub async fn integrity_view(State(hub): State<Arc<Hub>>) -> Result<Response, Api
     Ok(Json(report).into_response())
 }
 
+/// The rules as `tracer-hub rules` lists them, read when the hub started.
+pub async fn rules_list(State(hub): State<Arc<Hub>>) -> Response {
+    Json(&hub.rules).into_response()
+}
+
 #[derive(Debug, Default, Deserialize)]
 pub struct AlertParams {
     /// `24h`, `7d`: alerts last seen within it; without it and `from`, 7 days.

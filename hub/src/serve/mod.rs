@@ -34,6 +34,16 @@ pub struct Hub {
     pub live: broadcast::Sender<Arc<Row>>,
     /// Cookies get `Secure` when the page is served over TLS.
     pub secure_cookies: bool,
+    /// The detections as configured at start (`tracer-hub rules`), for `/api/rules`.
+    pub rules: Rules,
+}
+
+/// What `/api/rules` answers.
+#[derive(serde::Serialize)]
+pub struct Rules {
+    /// This hub ingests, so the rules run in it; a hub serving a store only runs none.
+    pub detecting: bool,
+    pub rules: Vec<crate::detect::Listed>,
 }
 
 pub fn router(hub: Arc<Hub>) -> Router {
@@ -46,6 +56,7 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/api/integrity", get(api::integrity_view))
         .route("/api/alerts", get(api::alerts_list))
         .route("/api/alerts/{id}", get(api::alert_detail))
+        .route("/api/rules", get(api::rules_list))
         .route("/api/live", get(api::live))
         .route_layer(middleware::from_fn_with_state(hub.clone(), require_login));
     Router::new()

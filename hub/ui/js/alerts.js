@@ -191,7 +191,8 @@ async function alertList(main, params) {
   const filters = filtersOf(params);
   const offset = Math.max(0, parseInt(params.get('offset') || '0', 10) || 0);
   const liveState = h('span', { class: 'live-state', role: 'status' });
-  const title = () => h('h1', { tabindex: '-1' }, 'Alerts ', liveState);
+  const title = () => h('h1', { tabindex: '-1' }, 'Alerts ', liveState,
+    h('a', { href: href('rules'), class: 'title-link' }, 'Detection rules'));
   const win0 = alertWindow(params);
   const picker = () => rangePicker(['alerts'], params, { ...win0, to: win0.to || 'now' });
   setMain(main, title(), picker(), loading());
