@@ -454,15 +454,17 @@ fn stored_once_and_found(backend: Backend) -> Result<()> {
     assert_eq!(detail["proof"]["chain"], "linked");
     assert_eq!(detail["proof"]["checkpoint"]["verified"], true);
     assert_eq!(detail["fields"]["user.name"], "alice");
-    let unauthenticated = curl(&[
-        "-s",
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}",
-        &hub.url("/api/records"),
-    ])?;
-    assert_eq!(unauthenticated, "401");
+    for path in ["/api/records", "/api/rules"] {
+        let unauthenticated = curl(&[
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &hub.url(path),
+        ])?;
+        assert_eq!(unauthenticated, "401", "{path}");
+    }
 
     // No secret in anything the hub wrote or served (nor the store's password in what
     // it keeps).
