@@ -135,6 +135,19 @@ impl Hub {
         serde_json::from_str(&body).with_context(|| format!("GET {path}: {body}"))
     }
 
+    /// `curl -N` following `/api/live`, as a dashboard does; it runs until the hub
+    /// ends the stream.
+    pub fn follow_live(&self) -> Result<Guarded> {
+        Guarded::spawn(
+            Command::new("curl")
+                .args(["-sN", "-o", "/dev/null", "-H"])
+                .arg(format!("Authorization: Bearer {}", self.token))
+                .arg(self.url("/api/live"))
+                .stdin(Stdio::null()),
+            "curl /api/live",
+        )
+    }
+
     pub fn stderr(&self) -> String {
         fs::read_to_string(&self.stderr).unwrap_or_default()
     }

@@ -466,9 +466,35 @@ fn stored_once_and_found(backend: Backend) -> Result<()> {
         assert_eq!(unauthenticated, "401", "{path}");
     }
 
+    // A dashboard following the live feed does not keep the hub from stopping: the
+    // stream ends with it (it used to hold the HTTP server's graceful shutdown open).
+    let mut follower = hub.follow_live()?;
+    let port = hub
+        .url("")
+        .rsplit(':')
+        .next()
+        .unwrap_or("")
+        .trim_end_matches('/')
+        .to_owned();
+    let pid = format!("pid={},", follower.pid());
+    hub.wait_until(WAIT, "the live feed connected", |_| {
+        let sockets = std::process::Command::new("ss")
+            .args([
+                "-Htnp",
+                "state",
+                "established",
+                "dport",
+                "=",
+                &format!(":{port}"),
+            ])
+            .output()?;
+        Ok(String::from_utf8_lossy(&sockets.stdout).contains(&pid))
+    })?;
+
     // No secret in anything the hub wrote or served (nor the store's password in what
     // it keeps).
     let stderr = setup.stop(hub)?;
+    follower.wait_timeout(Duration::from_secs(5))?;
     assert_no_secrets("the hub's stderr", stderr.as_bytes());
     for (what, bytes) in setup.stored_bytes()? {
         assert_no_secrets(&what, &bytes);

@@ -87,10 +87,15 @@ async fn serve(
     targets: Vec<Box<dyn Target>>,
 ) -> anyhow::Result<()> {
     let (live, _) = broadcast::channel(LIVE_BUFFER);
+    // One signal for everything that must end before the process: the ingest loop,
+    // and the live streams, which the HTTP server's graceful shutdown waits for.
+    let (stop, stopping) = watch::channel(false);
+    let stop = Arc::new(stop);
     let hub = Arc::new(Hub {
         store: Readers::new(args.ingest.store.at()?),
         auth: Auth::new(secret),
         live: live.clone(),
+        stopping: stopping.clone(),
         secure_cookies: args.behind_tls || tls.is_some(),
         rules: Rules {
             detecting: args.nats().is_some(),
@@ -129,11 +134,9 @@ async fn serve(
                 settings.consumer
             );
             let retention = args.ingest.retain.map(Retention::new);
-            let (stop, stopping) = watch::channel(false);
-            let task = tokio::spawn(ingest(
+            Some(tokio::spawn(ingest(
                 settings, pipeline, retention, live, alerted, stopping,
-            ));
-            Some((stop, task))
+            )))
         }
         None if args.ingest.retain.is_some() => anyhow::bail!(
             "--retain needs --nats: retention runs beside ingest, in the hub that writes the store"
@@ -144,23 +147,35 @@ async fn serve(
         }
     };
     let app = router(hub).into_make_service_with_connect_info::<SocketAddr>();
-    match tls {
+    let signalled = {
+        let stop = Arc::clone(&stop);
+        async move {
+            stopped().await;
+            stop.send_replace(true);
+        }
+    };
+    let served = match tls {
         // `tap_io` with nothing to do: axum gives the peer address as connect info only
         // to its own listeners and to tapped ones.
-        Some(config) => axum::serve(TlsListener::new(listener, config)?.tap_io(|_| {}), app)
-            .with_graceful_shutdown(stopped())
-            .await
-            .context("serving HTTPS")?,
+        Some(config) => match TlsListener::new(listener, config) {
+            Ok(listener) => axum::serve(listener.tap_io(|_| {}), app)
+                .with_graceful_shutdown(signalled)
+                .await
+                .context("serving HTTPS"),
+            Err(e) => Err(anyhow::Error::from(e)),
+        },
         None => axum::serve(listener, app)
-            .with_graceful_shutdown(stopped())
+            .with_graceful_shutdown(signalled)
             .await
-            .context("serving HTTP")?,
-    }
-    // The batch being stored is committed and acknowledged before the runtime goes.
-    if let Some((stop, task)) = ingesting {
-        let _ = stop.send(true);
+            .context("serving HTTP"),
+    };
+    // The batch being stored is committed and acknowledged before the runtime goes,
+    // whether the server stopped on a signal or failed.
+    stop.send_replace(true);
+    if let Some(task) = ingesting {
         let _ = task.await;
     }
+    served?;
     eprintln!("tracer-hub: stopped");
     Ok(())
 }

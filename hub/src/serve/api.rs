@@ -331,19 +331,28 @@ pub async fn live(
     State(hub): State<Arc<Hub>>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let receiver = hub.live.subscribe();
-    let events = stream::unfold(receiver, |mut receiver| async move {
-        let event = match receiver.recv().await {
-            Ok(row) => Event::default()
-                .event("record")
-                .json_data(&*row)
-                .unwrap_or_default(),
-            Err(broadcast::error::RecvError::Lagged(n)) => {
-                Event::default().event("lagged").data(n.to_string())
-            }
-            Err(broadcast::error::RecvError::Closed) => return None,
-        };
-        Some((Ok(event), receiver))
-    });
+    let stopping = hub.stopping.clone();
+    let events = stream::unfold(
+        (receiver, stopping),
+        |(mut receiver, mut stopping)| async move {
+            let received = tokio::select! {
+                // The hub is stopping: the stream ends, or the server would wait for it.
+                _ = stopping.wait_for(|stop| *stop) => return None,
+                received = receiver.recv() => received,
+            };
+            let event = match received {
+                Ok(row) => Event::default()
+                    .event("record")
+                    .json_data(&*row)
+                    .unwrap_or_default(),
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    Event::default().event("lagged").data(n.to_string())
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
+            };
+            Some((Ok(event), (receiver, stopping)))
+        },
+    );
     Sse::new(events.boxed()).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }
 

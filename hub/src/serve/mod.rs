@@ -32,6 +32,8 @@ pub struct Hub {
     pub auth: Auth,
     /// Access records as they are committed, for `/api/live`.
     pub live: broadcast::Sender<Arc<Row>>,
+    /// Becomes true when the hub stops: live streams end, so the server can.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
     /// Cookies get `Secure` when the page is served over TLS.
     pub secure_cookies: bool,
     /// The detections as configured at start (`tracer-hub rules`), for `/api/rules`.
