@@ -55,8 +55,11 @@ pub enum TlsWork {
 }
 
 impl State {
-    pub fn drain(&mut self, ring: &mut RingBuf<MapData>) -> Result<()> {
+    /// Takes every event waiting in the ring; returns how many.
+    pub fn drain(&mut self, ring: &mut RingBuf<MapData>) -> Result<u64> {
+        let mut events = 0;
         while let Some(item) = ring.next() {
+            events += 1;
             match decode(&item) {
                 Ok(KernelEvent::Listen { header }) => {
                     self.tls_work.push(TlsWork::Listener(header.tgid));
@@ -92,7 +95,7 @@ impl State {
             self.processes.forget(pid);
             self.tls_work.push(TlsWork::Exited(pid));
         }
-        Ok(())
+        Ok(events)
     }
 
     /// Attaches the OpenSSL probes for servers that started listening or turned out to
