@@ -7,7 +7,6 @@
 //! syscalls that produced the bytes, and one thread keeps the record order equal to the
 //! kernel's event order.
 mod counters;
-mod priority;
 mod report;
 mod startup;
 mod state;
@@ -21,7 +20,6 @@ use tokio::{
 };
 
 use self::{
-    priority::Priority,
     report::{Report, Summary},
     startup::Started,
 };
@@ -86,7 +84,6 @@ async fn run_async(config: RunSettings) -> Result<()> {
     let mut checkpoint_ticker = tokio::time::interval(config.audit.checkpoint_interval);
     checkpoint_ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     checkpoint_ticker.tick().await;
-    let priority = Priority::start()?;
     let mut reported = Report::default();
     // Set by the first signal: from then on the loop runs only until no request awaits
     // its response, or the grace ends.
@@ -100,16 +97,16 @@ async fn run_async(config: RunSettings) -> Result<()> {
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard.context("waiting for the ring buffer")?;
-                priority.drained(state.drain(guard.get_inner_mut())?);
+                state.drain(guard.get_inner_mut())?;
                 guard.clear_ready();
                 state.inspect_tls(&mut ebpf);
             }
             _ = drain_timer.tick() => {
-                priority.drained(state.drain(ring.get_mut())?);
+                state.drain(ring.get_mut())?;
                 state.inspect_tls(&mut ebpf);
             }
-            _ = sigint.recv() => if stop(&mut stopping) { break } else { state.drain(ring.get_mut())?; },
-            _ = sigterm.recv() => if stop(&mut stopping) { break } else { state.drain(ring.get_mut())?; },
+            _ = sigint.recv() => if stop(&mut stopping) { break } else { state.drain(ring.get_mut())? },
+            _ = sigterm.recv() => if stop(&mut stopping) { break } else { state.drain(ring.get_mut())? },
             _ = ticker.tick() => {
                 reported = Report::changes(&state, &losses, reported)?;
             }
@@ -124,8 +121,6 @@ async fn run_async(config: RunSettings) -> Result<()> {
         }
     }
 
-    let priority_raises = priority.raises();
-    drop(priority);
     let bpf = match bpf_stats {
         Some(_) => Some(loader::program_run_time(&ebpf)?),
         None => None,
@@ -137,7 +132,7 @@ async fn run_async(config: RunSettings) -> Result<()> {
     // two agree.
     let kernel = KernelLosses::read(&losses).context("reading the kernel loss counters")?;
     state.shutdown(&kernel)?;
-    Summary::of(&state, kernel, bpf, priority_raises).print()
+    Summary::of(&state, kernel, bpf).print()
 }
 
 /// A stop signal: the first starts the grace (the caller drains at once, so the

@@ -95,9 +95,6 @@ pub struct Summary {
     decode_errors: u64,
     /// Files the OpenSSL probes are attached to.
     tls_libraries: usize,
-    /// Times the event loop fell behind at its lowered priority and was raised
-    /// (priority.rs).
-    priority_raises: u64,
     #[serde(flatten)]
     tracker: TrackerStats,
     /// With --bpf-stats: time the kernel spent in the tracer's programs.
@@ -112,12 +109,7 @@ pub struct Summary {
 impl Summary {
     /// The summary of a stopped run: `losses` is the one last reading of the kernel's
     /// counters, the same the last loss lines were made from.
-    pub fn of(
-        state: &State,
-        losses: KernelLosses,
-        bpf: Option<loader::ProgramRunTime>,
-        priority_raises: u64,
-    ) -> Self {
+    pub fn of(state: &State, losses: KernelLosses, bpf: Option<loader::ProgramRunTime>) -> Self {
         let counts = state.output.counts();
         Self {
             records: counts.access,
@@ -125,7 +117,6 @@ impl Summary {
             kernel_lost: losses,
             decode_errors: state.decode_errors,
             tls_libraries: state.tls.libraries(),
-            priority_raises,
             tracker: state.tracker.stats(),
             bpf,
             sinks: state.output.sinks().counters(),

@@ -55,11 +55,8 @@ pub enum TlsWork {
 }
 
 impl State {
-    /// Takes every event waiting in the ring; returns how many.
-    pub fn drain(&mut self, ring: &mut RingBuf<MapData>) -> Result<u64> {
-        let mut events = 0;
+    pub fn drain(&mut self, ring: &mut RingBuf<MapData>) -> Result<()> {
         while let Some(item) = ring.next() {
-            events += 1;
             match decode(&item) {
                 Ok(KernelEvent::Listen { header }) => {
                     self.tls_work.push(TlsWork::Listener(header.tgid));
@@ -95,7 +92,7 @@ impl State {
             self.processes.forget(pid);
             self.tls_work.push(TlsWork::Exited(pid));
         }
-        Ok(events)
+        Ok(())
     }
 
     /// Attaches the OpenSSL probes for servers that started listening or turned out to
