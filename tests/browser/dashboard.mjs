@@ -398,6 +398,8 @@ async function main() {
       if (severity !== 'high') throw new Error(`chain_gap severity ${severity}`);
       const banner = (await page.locator('main p.banner').textContent()).trim();
       if (!banner.includes(`Switched off: ${EXPECT_RULE_OFF}`)) throw new Error(`banner: ${banner}`);
+      const shared = (await page.locator('main p.rules-shared').textContent()).trim();
+      if (!shared.includes('08:00-18:00 UTC')) throw new Error(`working hours: ${shared}`);
       await shot(page, '17-rules');
       await navigate(page, (u) => hashParams(u).get('rule') === 'chain_gap',
         () => page.locator('main table.rules tr[data-rule="chain_gap"] th a').click());

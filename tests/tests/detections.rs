@@ -609,7 +609,7 @@ fn the_rules_command_lists_the_configured_rules_and_refuses_a_bad_file() -> Resu
         detections.to_str().context("temp path")?,
         sigma.to_str().context("temp path")?,
     );
-    let listed: Vec<Value> = serde_json::from_str(&hub::ok(&[
+    let listing: Value = serde_json::from_str(&hub::ok(&[
         "rules",
         "--detections",
         detections,
@@ -618,6 +618,8 @@ fn the_rules_command_lists_the_configured_rules_and_refuses_a_bad_file() -> Resu
         "--format",
         "json",
     ])?)?;
+    assert_eq!(listing["learning"], "7days");
+    let listed = listing["rules"].as_array().context("no rules listed")?;
     let rule = |id: &str| {
         listed
             .iter()
@@ -631,6 +633,10 @@ fn the_rules_command_lists_the_configured_rules_and_refuses_a_bad_file() -> Resu
     assert_eq!(traversal["severity"], "high");
     assert_eq!(traversal["source"], sigma);
     let table = hub::ok(&["rules", "--detections", detections, "--rules", sigma])?;
+    assert!(
+        table.starts_with("learning 7days,") && table.contains("08:00-18:00 UTC"),
+        "{table}"
+    );
     assert!(
         table
             .lines()

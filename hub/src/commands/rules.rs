@@ -8,11 +8,25 @@ use crate::{
 };
 
 pub fn run(args: &RulesArgs) -> anyhow::Result<()> {
-    let listed = detect::listing(args.detect.detections.as_deref(), &args.detect.rules)?;
+    let listing = detect::listing(args.detect.detections.as_deref(), &args.detect.rules)?;
     match args.format {
-        ReportFormat::Json => println!("{}", serde_json::to_string_pretty(&listed)?),
+        ReportFormat::Json => println!("{}", serde_json::to_string_pretty(&listing)?),
         ReportFormat::Table => {
-            let rows: Vec<Vec<String>> = listed
+            let overrides = |kind: &str| {
+                listing.calendar[kind]
+                    .as_object()
+                    .map_or(0, serde_json::Map::len)
+            };
+            println!(
+                "learning {}, at most {} entities per tracker, working hours {} ({} user and {} department overrides)\n",
+                listing.learning,
+                listing.max_entities,
+                listing.calendar["default"].as_str().unwrap_or("?"),
+                overrides("users"),
+                overrides("departments"),
+            );
+            let rows: Vec<Vec<String>> = listing
+                .rules
                 .iter()
                 .map(|l| {
                     vec![

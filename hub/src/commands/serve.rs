@@ -99,7 +99,7 @@ async fn serve(
         secure_cookies: args.behind_tls || tls.is_some(),
         rules: Rules {
             detecting: args.nats().is_some(),
-            rules: crate::detect::listing(
+            listing: crate::detect::listing(
                 args.ingest.detect.detections.as_deref(),
                 &args.ingest.detect.rules,
             )?,

@@ -181,6 +181,21 @@ pub struct Calendar {
 }
 
 impl Calendar {
+    /// The default schedule and each override, described, for `tracer-hub rules`.
+    pub fn listing(&self) -> serde_json::Value {
+        let described = |schedules: &HashMap<String, Schedule>| {
+            schedules
+                .iter()
+                .map(|(name, s)| (name.clone(), serde_json::Value::String(s.describe())))
+                .collect::<serde_json::Map<_, _>>()
+        };
+        serde_json::json!({
+            "default": self.default.describe(),
+            "users": described(&self.users),
+            "departments": described(&self.departments),
+        })
+    }
+
     pub fn resolve(raw: &RawCalendar) -> Self {
         let default = Schedule::resolve(&raw.default_schedule(), None);
         let users = raw

@@ -32,15 +32,32 @@ pub struct Listed {
     pub settings: serde_json::Value,
 }
 
-/// Every rule the detections file and the Sigma files give, checked as `serve`
-/// checks them: an invalid file is the same error.
+/// What the detections file and the Sigma files configure, for `tracer-hub rules`.
+#[derive(Debug, serde::Serialize)]
+pub struct Listing {
+    /// How long an entity is watched before what is new for it is news.
+    pub learning: String,
+    pub max_entities: usize,
+    /// The working calendar `off_hours` reads: the default and each override.
+    pub calendar: serde_json::Value,
+    pub rules: Vec<Listed>,
+}
+
+/// Every rule the detections file and the Sigma files give, and the settings they
+/// share, checked as `serve` checks them: an invalid file is the same error.
 pub fn listing(
     detections: Option<&std::path::Path>,
     sigma_files: &[std::path::PathBuf],
-) -> anyhow::Result<Vec<Listed>> {
-    let mut listed = Detections::load(detections)?.rules.listing()?;
-    listed.extend(sigma::listing(sigma_files)?);
-    Ok(listed)
+) -> anyhow::Result<Listing> {
+    let settings = Detections::load(detections)?;
+    let mut rules = settings.rules.listing()?;
+    rules.extend(sigma::listing(sigma_files)?);
+    Ok(Listing {
+        learning: settings.learning.to_string(),
+        max_entities: settings.max_entities,
+        calendar: settings.calendar.listing(),
+        rules,
+    })
 }
 
 use self::{rules::Rule, sigma::Sigma, tracker::Persist};

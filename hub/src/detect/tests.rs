@@ -918,12 +918,27 @@ fn the_listing_names_each_rule_as_its_alerts_do_with_its_resolved_settings() {
     let detections = dir.path().join("detections.toml");
     std::fs::write(
         &detections,
-        "[rules.scraping]\nenabled = false\n\n[rules.auth_failures]\nthreshold = 3\nseverity = \"critical\"\n",
+        "learning = \"2d\"\n[calendar]\ntimezone = \"Europe/Berlin\"\n[calendar.users.olga]\nhours = \"22:00-06:00\"\n\n[rules.scraping]\nenabled = false\n\n[rules.auth_failures]\nthreshold = 3\nseverity = \"critical\"\n",
     )
     .unwrap();
     let sigma = dir.path().join("rules.yml");
     std::fs::write(&sigma, SIGMA_RULES).unwrap();
-    let listed = listing(Some(&detections), std::slice::from_ref(&sigma)).unwrap();
+    let Listing {
+        learning,
+        max_entities,
+        calendar,
+        rules: listed,
+    } = listing(Some(&detections), std::slice::from_ref(&sigma)).unwrap();
+    assert_eq!(learning, "2days");
+    assert_eq!(max_entities, 100_000);
+    assert_eq!(
+        calendar["default"],
+        "Mon,Tue,Wed,Thu,Fri 08:00-18:00 Europe/Berlin"
+    );
+    assert_eq!(
+        calendar["users"]["olga"],
+        "Mon,Tue,Wed,Thu,Fri 22:00-06:00 Europe/Berlin"
+    );
     let by_rule: std::collections::HashMap<&str, &Listed> =
         listed.iter().map(|l| (l.rule.as_str(), l)).collect();
     assert_eq!(by_rule.len(), listed.len(), "each rule once");

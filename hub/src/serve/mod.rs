@@ -45,7 +45,8 @@ pub struct Hub {
 pub struct Rules {
     /// This hub ingests, so the rules run in it; a hub serving a store only runs none.
     pub detecting: bool,
-    pub rules: Vec<crate::detect::Listed>,
+    #[serde(flatten)]
+    pub listing: crate::detect::Listing,
 }
 
 pub fn router(hub: Arc<Hub>) -> Router {

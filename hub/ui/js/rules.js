@@ -2,7 +2,7 @@
 // the id its alerts carry (a link to them), whether it runs, its severity, where it
 // comes from and its settings, so "why did this not alert" starts with what runs.
 
-import { h, loading, errorBox, td, th } from './dom.js';
+import { h, num, loading, errorBox, td, th } from './dom.js';
 import { getJson } from './api.js';
 import { href, setMain } from './route.js';
 import { severityBadge } from './alerts.js';
@@ -24,12 +24,20 @@ export async function rules(main) {
       ? `${list.length - off.length} of ${list.length} rules run on what this hub ingests.`
       : 'This hub serves a store without ingesting: no rule runs in it.',
     off.length ? ` Switched off: ${off.map((r) => r.rule).join(', ')}.` : '');
+  const calendar = res.calendar || {};
+  const overrides = (kind) => Object.entries(calendar[kind] || {}).map(([name, hours]) => `${name}: ${hours}`);
+  const shared = h('p', { class: 'rules-shared' },
+    `Working hours ${calendar.default || '–'}`,
+    [...overrides('users'), ...overrides('departments')].length
+      ? ` (overrides: ${[...overrides('users'), ...overrides('departments')].join('; ')})` : '',
+    `. New sources and first accesses are learned for ${res.learning || '–'} before they alert;`,
+    ` at most ${res.max_entities === undefined ? '–' : num(res.max_entities)} entities are remembered per tracker.`);
   const table = h('div', { class: 'table-wrap' }, h('table', { class: 'rules' },
     h('caption', null, 'Rules, as read when the hub started'),
     h('thead', null, h('tr', null, ['Rule', 'Runs', 'Severity', 'Source', 'Settings']
       .map((l) => h('th', { scope: 'col' }, l)))),
     h('tbody', null, list.map(ruleRow))));
-  setMain(main, title, summary, table);
+  setMain(main, title, summary, shared, table);
   return null;
 }
 
