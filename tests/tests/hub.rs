@@ -469,13 +469,7 @@ fn stored_once_and_found(backend: Backend) -> Result<()> {
     // A dashboard following the live feed does not keep the hub from stopping: the
     // stream ends with it (it used to hold the HTTP server's graceful shutdown open).
     let mut follower = hub.follow_live()?;
-    let port = hub
-        .url("")
-        .rsplit(':')
-        .next()
-        .unwrap_or("")
-        .trim_end_matches('/')
-        .to_owned();
+    let port = hub.port;
     let pid = format!("pid={},", follower.pid());
     hub.wait_until(WAIT, "the live feed connected", |_| {
         let sockets = std::process::Command::new("ss")

@@ -43,6 +43,14 @@ impl Sigma {
     /// (of the bad key when it can be found, else of the rule's YAML document), and
     /// the rule's title and id.
     pub fn load(paths: &[PathBuf]) -> anyhow::Result<Option<Self>> {
+        Self::load_each(paths, |_, _| ())
+    }
+
+    /// [`Sigma::load`], showing `each` every file's parsed rules once they compiled.
+    fn load_each(
+        paths: &[PathBuf],
+        mut each: impl FnMut(&Path, &SigmaCollection),
+    ) -> anyhow::Result<Option<Self>> {
         if paths.is_empty() {
             return Ok(None);
         }
@@ -65,6 +73,7 @@ impl Sigma {
                     source.compile_error(&collection, &error)
                 );
             }
+            each(path, &collection);
         }
         Ok(Some(Self {
             engine,
@@ -133,12 +142,8 @@ fn rule_id(id: Option<&str>, title: &str) -> String {
 
 /// Each rule of `paths`, after checking them as [`Sigma::load`] does.
 pub fn listing(paths: &[PathBuf]) -> anyhow::Result<Vec<Listed>> {
-    Sigma::load(paths)?;
     let mut listed = Vec::new();
-    for path in paths {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading the Sigma rules {}", path.display()))?;
-        let collection = Source::new(path, &text).parse()?;
+    Sigma::load_each(paths, |path, collection| {
         let mut add = |id: Option<&str>, title: &str, level: Option<Level>, kind: &str| {
             listed.push(Listed {
                 rule: rule_id(id, title),
@@ -155,7 +160,7 @@ pub fn listing(paths: &[PathBuf]) -> anyhow::Result<Vec<Listed>> {
             let kind = format!("correlation: {}", rule.correlation_type.as_str());
             add(rule.id.as_deref(), &rule.title, rule.level, &kind);
         }
-    }
+    })?;
     Ok(listed)
 }
 
