@@ -252,8 +252,10 @@ impl Pipeline {
         } = written;
         batch.rollups(rollups);
         batch.learn(learned)?;
-        for alerting in &alertings {
-            outcome.alerts.push(batch.alert(&alerting.new_alert())?);
+        let findings: Vec<_> = alertings.iter().map(Alerting::new_alert).collect();
+        batch.prefetch_alerts(&findings)?;
+        for finding in &findings {
+            outcome.alerts.push(batch.alert(finding)?);
         }
         // Late lines take the proof of the line after them, so the last goes first.
         filled.sort_by(|a, b| b.cmp(a));

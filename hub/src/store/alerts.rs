@@ -122,6 +122,11 @@ fn alert(row: &Row) -> anyhow::Result<Alert> {
 #[derive(Default)]
 pub(super) struct Held {
     open: HashMap<(String, String), Grouped>,
+    /// The stored open alerts of the rules and entities a batch's findings name, read
+    /// in one query per rule ([`prefetch`]) instead of one per finding: on PostgreSQL
+    /// each statement is a round trip. A key present here lists every open alert that
+    /// may take the batch's findings, less those in `open`.
+    stored: HashMap<(String, String), Vec<Grouped>>,
 }
 
 /// One open alert as the batch changed it: the changes are written relative to the
@@ -139,6 +144,22 @@ struct Grouped {
 }
 
 impl Grouped {
+    /// A stored alert, from a row of `id, severity, first_ns, last_ns, window_ns,
+    /// records`.
+    fn stored(row: &Row) -> anyhow::Result<Self> {
+        Ok(Grouped {
+            id: row.get(0)?,
+            severity: Severity::from_rank(row.get(1)?),
+            first_ns: row.get(2)?,
+            last_ns: row.get(3)?,
+            window_ns: row.get(4)?,
+            added: 0,
+            summary: None,
+            records: serde_json::from_str(&row.get::<String>(5)?).unwrap_or_default(),
+            changed: false,
+        })
+    }
+
     fn takes(&self, ts_ns: i64) -> bool {
         self.last_ns >= ts_ns - self.window_ns && self.first_ns <= ts_ns + self.window_ns
     }
@@ -161,7 +182,15 @@ impl Grouped {
         self.changed = true;
     }
 
-    fn write(&self, db: &mut Db, revision: i64) -> anyhow::Result<()> {
+    /// Writes the changes; what is left is the alert as stored.
+    fn write(mut self, db: &mut Db, revision: i64) -> anyhow::Result<Self> {
+        self.update(db, revision)?;
+        self.written();
+        Ok(self)
+    }
+
+    /// Writes the changes, if any.
+    fn update(&self, db: &mut Db, revision: i64) -> anyhow::Result<()> {
         if !self.changed {
             return Ok(());
         }
@@ -185,16 +214,142 @@ impl Grouped {
         )?;
         Ok(())
     }
+
+    /// The alert as stored once its changes are written.
+    fn written(&mut self) {
+        self.added = 0;
+        self.summary = None;
+        self.changed = false;
+    }
 }
 
 impl Held {
     /// Writes every alert held.
     pub(super) fn write(&mut self, db: &mut Db, revision: i64) -> anyhow::Result<()> {
-        for (_, grouped) in self.open.drain() {
-            grouped.write(db, revision)?;
+        let held: Vec<_> = self.open.drain().collect();
+        let changed: Vec<&Grouped> = held.iter().map(|(_, g)| g).filter(|g| g.changed).collect();
+        match db.dialect() {
+            Dialect::Postgres => {
+                for chunk in changed.chunks(WRITE_CHUNK) {
+                    write_together(db, chunk, revision)?;
+                }
+            }
+            // In process, the one cached statement per alert is as fast (200,000
+            // synthetic records imported in 5.0-5.3 s either way).
+            Dialect::Sqlite => {
+                for grouped in changed {
+                    grouped.update(db, revision)?;
+                }
+            }
+        }
+        for (key, mut grouped) in held {
+            if let Some(candidates) = self.stored.get_mut(&key) {
+                grouped.written();
+                candidates.push(grouped);
+            }
         }
         Ok(())
     }
+}
+
+/// Alerts changed per statement at commit.
+const WRITE_CHUNK: usize = 500;
+
+/// [`Grouped::update`] for many alerts in one statement, for PostgreSQL, where each
+/// statement is a round trip (on 200,000 synthetic records, 6,020 at commit). The rows'
+/// values are cast so that PostgreSQL types them as SQLite takes them.
+fn write_together(db: &mut Db, changed: &[&Grouped], revision: i64) -> anyhow::Result<()> {
+    if changed.is_empty() {
+        return Ok(());
+    }
+    let records = changed
+        .iter()
+        .map(|g| serde_json::to_string(&g.records))
+        .collect::<Result<Vec<_>, _>>()?;
+    let row = "SELECT CAST(? AS BIGINT) AS id, CAST(? AS BIGINT) AS severity, \
+               CAST(? AS BIGINT) AS first_ns, CAST(? AS BIGINT) AS last_ns, \
+               CAST(? AS BIGINT) AS added, CAST(? AS TEXT) AS summary, CAST(? AS TEXT) AS records";
+    let sql = format!(
+        "UPDATE alerts SET
+            severity = CASE WHEN alerts.severity > v.severity THEN alerts.severity ELSE v.severity END,
+            first_ns = CASE WHEN alerts.first_ns < v.first_ns THEN alerts.first_ns ELSE v.first_ns END,
+            last_ns = CASE WHEN alerts.last_ns > v.last_ns THEN alerts.last_ns ELSE v.last_ns END,
+            count = alerts.count + v.added, summary = COALESCE(v.summary, alerts.summary),
+            records = v.records, revision = ?
+         FROM ({}) AS v WHERE alerts.id = v.id",
+        vec![row; changed.len()].join(" UNION ALL ")
+    );
+    let severities: Vec<i64> = changed.iter().map(|g| g.severity as i64).collect();
+    // `?` are numbered in the text's order: the revision comes first.
+    let mut args: Vec<&dyn super::db::ToArg> = Vec::with_capacity(changed.len() * 7 + 1);
+    args.push(&revision);
+    for ((grouped, severity), records) in changed.iter().zip(&severities).zip(&records) {
+        args.extend([
+            &grouped.id as &dyn super::db::ToArg,
+            severity,
+            &grouped.first_ns,
+            &grouped.last_ns,
+            &grouped.added,
+            &grouped.summary,
+            records,
+        ]);
+    }
+    db.execute(&sql, &args)?;
+    Ok(())
+}
+
+/// Entities per prefetch query: well under either engine's bound on parameters.
+const PREFETCH_CHUNK: usize = 500;
+
+/// Reads the stored open alerts that `findings` may be grouped into, one query per rule
+/// and [`PREFETCH_CHUNK`] entities, so that [`upsert`] needs no query of its own.
+pub(super) fn prefetch(
+    db: &mut Db,
+    held: &mut Held,
+    findings: &[NewAlert<'_>],
+) -> anyhow::Result<()> {
+    let Some(from_ns) = findings.iter().map(|f| f.ts_ns).min() else {
+        return Ok(());
+    };
+    let to_ns = findings.iter().map(|f| f.ts_ns).max().unwrap_or(from_ns);
+    let mut by_rule: std::collections::BTreeMap<&str, std::collections::BTreeSet<&str>> =
+        Default::default();
+    for finding in findings {
+        let key = (finding.rule.to_owned(), finding.entity.to_owned());
+        if !held.open.contains_key(&key) && !held.stored.contains_key(&key) {
+            by_rule
+                .entry(finding.rule)
+                .or_default()
+                .insert(finding.entity);
+        }
+    }
+    for (rule, entities) in by_rule {
+        let entities: Vec<&str> = entities.into_iter().collect();
+        for chunk in entities.chunks(PREFETCH_CHUNK) {
+            let sql = format!(
+                "SELECT id, severity, first_ns, last_ns, window_ns, records, entity FROM alerts
+                 WHERE rule = ? AND resolved_ns IS NULL
+                    AND last_ns >= ? - window_ns AND first_ns <= ? + window_ns
+                    AND entity IN ({})",
+                vec!["?"; chunk.len()].join(", ")
+            );
+            let mut args: Vec<&dyn super::db::ToArg> = vec![&rule, &from_ns, &to_ns];
+            args.extend(chunk.iter().map(|e| e as &dyn super::db::ToArg));
+            for entity in chunk {
+                held.stored
+                    .insert((rule.to_owned(), (*entity).to_owned()), Vec::new());
+            }
+            for row in db.query(&sql, &args)? {
+                let entity: String = row.get(6)?;
+                let grouped = Grouped::stored(&row)?;
+                held.stored
+                    .entry((rule.to_owned(), entity))
+                    .or_default()
+                    .push(grouped);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Groups `new` into the open alert of its rule and entity, or opens one; returns the
@@ -213,29 +368,35 @@ pub(super) fn upsert(
         }
         // Out of its window: stored as it is, and the store says what comes next.
         if let Some(grouped) = held.open.remove(&key) {
-            grouped.write(db, revision)?;
+            let stored = grouped.write(db, revision)?;
+            if let Some(candidates) = held.stored.get_mut(&key) {
+                candidates.push(stored);
+            }
         }
     }
-    let open = db.query_opt(
-        "SELECT id, severity, first_ns, last_ns, window_ns, records FROM alerts
-         WHERE rule = ?1 AND entity = ?2 AND resolved_ns IS NULL
-            AND last_ns >= ?3 - window_ns AND first_ns <= ?3 + window_ns
-         ORDER BY last_ns DESC LIMIT 1",
-        args![new.rule, new.entity, new.ts_ns],
-    )?;
+    let open = match held.stored.get_mut(&key) {
+        // As the query below: the open alert last seen among those that take it.
+        Some(candidates) => candidates
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.takes(new.ts_ns))
+            .max_by_key(|(_, c)| c.last_ns)
+            .map(|(at, _)| at)
+            .map(|at| candidates.swap_remove(at)),
+        None => db
+            .query_opt(
+                "SELECT id, severity, first_ns, last_ns, window_ns, records FROM alerts
+                 WHERE rule = ?1 AND entity = ?2 AND resolved_ns IS NULL
+                    AND last_ns >= ?3 - window_ns AND first_ns <= ?3 + window_ns
+                 ORDER BY last_ns DESC LIMIT 1",
+                args![new.rule, new.entity, new.ts_ns],
+            )?
+            .as_ref()
+            .map(Grouped::stored)
+            .transpose()?,
+    };
     let grouped = match open {
-        Some(row) => {
-            let mut grouped = Grouped {
-                id: row.get(0)?,
-                severity: Severity::from_rank(row.get(1)?),
-                first_ns: row.get(2)?,
-                last_ns: row.get(3)?,
-                window_ns: row.get(4)?,
-                added: 0,
-                summary: None,
-                records: serde_json::from_str(&row.get::<String>(5)?).unwrap_or_default(),
-                changed: false,
-            };
+        Some(mut grouped) => {
             grouped.add(new);
             grouped
         }
@@ -284,11 +445,14 @@ pub(super) fn upsert(
 /// Resolves the open alerts of `rule` on `entity` at `ts_ns`; returns their ids.
 pub(super) fn resolve(
     db: &mut Db,
+    held: &mut Held,
     rule: &str,
     entity: &str,
     ts_ns: i64,
     revision: i64,
 ) -> anyhow::Result<Vec<i64>> {
+    // Resolved alerts take no more findings: the store says what is open after this.
+    held.stored.remove(&(rule.to_owned(), entity.to_owned()));
     db.query(
         "UPDATE alerts SET resolved_ns = CASE WHEN last_ns > ?3 THEN last_ns ELSE ?3 END,
             revision = ?4
@@ -393,4 +557,106 @@ pub fn mark_delivered(
         args![target, revision, i64::from(error.is_some()), error],
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreAt;
+
+    const SEC: i64 = 1_000_000_000;
+    const T0: i64 = 1_800_000_000 * SEC;
+    const WINDOW: i64 = 60 * SEC;
+
+    fn finding(entity: &str, ts_ns: i64, seq: u64) -> NewAlert<'_> {
+        NewAlert {
+            rule: "auth_failures",
+            severity: if seq.is_multiple_of(7) {
+                Severity::High
+            } else {
+                Severity::Medium
+            },
+            entity,
+            ts_ns,
+            window_ns: WINDOW,
+            summary: "failures",
+            record: Some(("web1", seq)),
+        }
+    }
+
+    /// Every alert as stored, ids left out.
+    fn stored(store: &StoreAt) -> Vec<String> {
+        let mut db = store.open_reader().unwrap();
+        db.query(
+            "SELECT rule, entity, severity, first_ns, last_ns, count, summary, records, revision,
+                resolved_ns FROM alerts ORDER BY entity, first_ns",
+            args![],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| format!("{r:?}"))
+        .collect()
+    }
+
+    /// Three batches over 600 entities (more than a prefetch query or a commit's
+    /// statement takes): findings inside a stored alert's window, past it, and past an
+    /// alert the same batch opened; a resolve of one entity halfway through a batch
+    /// (which writes every alert held, before the rest of the batch's findings).
+    fn run(prefetch: bool) -> Vec<String> {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StoreAt::Sqlite {
+            data: dir.path().to_owned(),
+        };
+        let mut writer = store.open_writer().unwrap();
+        let entities: Vec<String> = (0..600)
+            .map(|i| format!("client:10.0.{}.{}", i / 256, i % 256))
+            .collect();
+        let mut seq = 0;
+        for (batch_no, offsets) in [
+            vec![0],
+            vec![10 * SEC, 200 * SEC, 230 * SEC],
+            vec![240 * SEC, 1000 * SEC, 1010 * SEC, 30 * SEC],
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut findings = Vec::new();
+            for offset in &offsets {
+                for entity in &entities {
+                    seq += 1;
+                    findings.push(finding(entity, T0 + offset, seq));
+                }
+            }
+            let mut batch = writer.batch().unwrap();
+            if prefetch {
+                batch.prefetch_alerts(&findings).unwrap();
+            }
+            let half = findings.len() / 2;
+            for new in &findings[..half] {
+                batch.alert(new).unwrap();
+            }
+            if batch_no == 2 {
+                batch
+                    .resolve_alerts("auth_failures", &entities[599], T0 + 900 * SEC)
+                    .unwrap();
+            }
+            for new in &findings[half..] {
+                batch.alert(new).unwrap();
+            }
+            batch.commit(std::iter::empty()).unwrap();
+        }
+        stored(&store)
+    }
+
+    #[test]
+    fn alerts_read_ahead_and_written_together_are_the_alerts_grouped_one_at_a_time() {
+        let one_at_a_time = run(false);
+        // Three alerts per entity (0-30 s, 200-240 s, 1000-1010 s), and two more for
+        // the entity resolved halfway (its 1010 s and 30 s findings open alerts anew).
+        assert_eq!(one_at_a_time.len(), 600 * 3 + 2);
+        let read_ahead = run(true);
+        assert_eq!(read_ahead.len(), one_at_a_time.len());
+        let differing = read_ahead.iter().zip(&one_at_a_time).find(|(a, b)| a != b);
+        assert!(differing.is_none(), "first difference: {differing:?}");
+    }
 }

@@ -301,6 +301,17 @@ impl<'c> Batch<'c> {
         Ok(())
     }
 
+    /// Reads at once the stored alerts that `findings` may be grouped into, which
+    /// [`Batch::alert`] would otherwise read one finding at a time.
+    pub fn prefetch_alerts(&mut self, findings: &[NewAlert<'_>]) -> anyhow::Result<()> {
+        if findings.is_empty() {
+            return Ok(());
+        }
+        // Under the revision's lock, as each finding's own read would be.
+        self.revision()?;
+        alerts::prefetch(&mut self.tx, &mut self.alerts, findings)
+    }
+
     /// Groups a finding into its alert; returns the alert's id.
     pub fn alert(&mut self, new: &NewAlert<'_>) -> anyhow::Result<i64> {
         let revision = self.revision()?;
@@ -316,7 +327,14 @@ impl<'c> Batch<'c> {
     ) -> anyhow::Result<Vec<i64>> {
         let revision = self.revision()?;
         self.alerts.write(&mut self.tx, revision)?;
-        alerts::resolve(&mut self.tx, rule, entity, ts_ns, revision)
+        alerts::resolve(
+            &mut self.tx,
+            &mut self.alerts,
+            rule,
+            entity,
+            ts_ns,
+            revision,
+        )
     }
 
     /// The revision of every alert this batch changes: one above the highest stored.
