@@ -295,8 +295,9 @@ impl Loss {
 pub struct KernelOffsets {
     pub task_files: u32,
     pub files_fdt: u32,
+    /// `struct fdtable`'s `max_fds`, which its `fd` array pointer follows 8 bytes on,
+    /// so one read fetches both; user space checks the layout.
     pub fdt_max_fds: u32,
-    pub fdt_fd: u32,
     pub file_private_data: u32,
     pub file_f_inode: u32,
     pub inode_i_mode: u32,

@@ -16,7 +16,6 @@ pub static OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets {
     task_files: 0,
     files_fdt: 0,
     fdt_max_fds: 0,
-    fdt_fd: 0,
     file_private_data: 0,
     file_f_inode: 0,
     inode_i_mode: 0,

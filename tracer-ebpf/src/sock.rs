@@ -30,11 +30,11 @@ pub fn current_file(fd: i32) -> Option<u64> {
     let task = unsafe { bpf_get_current_task() };
     let files: u64 = read(task, off.task_files)?;
     let fdt: u64 = read(files, off.files_fdt)?;
-    let max_fds: u32 = read(fdt, off.fdt_max_fds)?;
-    if fd as u32 >= max_fds {
+    // `unsigned int max_fds` (padded to 8 bytes), then `struct file **fd`: one read.
+    let [max_fds, fd_array]: [u64; 2] = read(fdt, off.fdt_max_fds)?;
+    if fd as u32 >= max_fds as u32 {
         return None;
     }
-    let fd_array: u64 = read(fdt, off.fdt_fd)?;
     let file: u64 = read(fd_array, fd as u32 * 8)?;
     (file != 0).then_some(file)
 }

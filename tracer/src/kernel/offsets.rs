@@ -17,8 +17,7 @@ pub fn load(tracefs: &Path) -> Result<KernelOffsets> {
     Ok(KernelOffsets {
         task_files: f("task_struct.files")?,
         files_fdt: f("files_struct.fdt")?,
-        fdt_max_fds: f("fdtable.max_fds")?,
-        fdt_fd: f("fdtable.fd")?,
+        fdt_max_fds: fdt_window(f("fdtable.max_fds")?, f("fdtable.fd")?)?,
         file_private_data: f("file.private_data")?,
         file_f_inode: f("file.f_inode")?,
         inode_i_mode: f("inode.i_mode")?,
@@ -60,6 +59,19 @@ fn args_window([first, second, third]: [u32; 3]) -> Result<u32> {
         );
     }
     Ok(third)
+}
+
+/// The offset of `fdtable.max_fds`, which the kernel programs read together with the
+/// `fd` array pointer 8 bytes after it: the descriptor walk runs on every captured
+/// syscall, and each kernel read it saves is paid per request.
+fn fdt_window(max_fds: u32, fd: u32) -> Result<u32> {
+    if fd != max_fds + 8 {
+        bail!(
+            "struct fdtable keeps max_fds at offset {max_fds} and fd at {fd}, \
+             not 8 bytes apart as the kernel programs read them"
+        );
+    }
+    Ok(max_fds)
 }
 
 /// Where this architecture's syscall entry saves the number and the first three
@@ -190,6 +202,15 @@ mod tests {
         for scattered in [[96, 104, 112], [112, 104, 88], [120, 104, 96]] {
             let error = args_window(scattered).unwrap_err().to_string();
             assert!(error.contains("not together"), "{error}");
+        }
+    }
+
+    #[test]
+    fn the_descriptor_array_must_follow_max_fds() {
+        assert_eq!(fdt_window(0, 8).unwrap(), 0);
+        for apart in [(0, 16), (8, 0), (4, 8)] {
+            let error = fdt_window(apart.0, apart.1).unwrap_err().to_string();
+            assert!(error.contains("not 8 bytes apart"), "{error}");
         }
     }
 
