@@ -58,6 +58,9 @@ pub enum Command {
     Floor {
         #[arg(value_enum)]
         hook: Hook,
+        /// For openssl-probes: the port whose serving processes get the probes.
+        #[arg(long = "port", value_name = "PORT")]
+        ports: Vec<u16>,
     },
 }
 

@@ -76,7 +76,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Floor { hook } => match commands::floor::run(hook) {
+        Command::Floor { hook, ports } => match commands::floor::run(hook, &ports) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("tracer: error: {e:#}");

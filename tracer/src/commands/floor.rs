@@ -6,8 +6,17 @@ use crate::kernel::floors::{self, Hook};
 
 pub const READY: &str = "tracer: floor ready";
 
-pub fn run(hook: Hook) -> Result<()> {
-    let _programs = floors::attach(hook)?;
+pub fn run(hook: Hook, ports: &[u16]) -> Result<()> {
+    match hook {
+        Hook::OpensslProbes => {
+            anyhow::ensure!(
+                !ports.is_empty(),
+                "openssl-probes needs --port: whose OpenSSL"
+            )
+        }
+        _ => anyhow::ensure!(ports.is_empty(), "--port is for openssl-probes only"),
+    }
+    let _programs = floors::attach(hook, ports)?;
     eprintln!("{READY} ({hook})");
     // Links are file descriptors: the kernel detaches them when SIGTERM ends the process.
     loop {

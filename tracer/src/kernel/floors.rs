@@ -8,8 +8,13 @@ use aya::{
     Btf, Ebpf,
     programs::{
         BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, RawTracePoint,
-        SchedClassifier, TcAttachType, TracePoint,
+        SchedClassifier, TcAttachType, TracePoint, UProbe,
     },
+};
+
+use super::{
+    discovery,
+    tls::{self, TlsProbes},
 };
 
 /// The floor programs, built by build.rs next to the tracer's own.
@@ -38,6 +43,9 @@ pub enum Hook {
     CgroupSkb,
     /// TC (tcx) ingress and egress on `lo`.
     Tc,
+    /// The OpenSSL uprobes and return probes `tracer run` puts on each process serving
+    /// the given ports (the same functions and files, one process each).
+    OpensslProbes,
 }
 
 impl fmt::Display for Hook {
@@ -72,9 +80,9 @@ fn syscall_tracepoints() -> Vec<String> {
     names
 }
 
-/// Loads the floor object and attaches the programs of `hook`; dropping the result
-/// detaches them.
-pub fn attach(hook: Hook) -> Result<Ebpf> {
+/// Loads the floor object and attaches the programs of `hook` (the OpenSSL probes to
+/// the processes serving `ports`); dropping the result detaches them.
+pub fn attach(hook: Hook, ports: &[u16]) -> Result<Ebpf> {
     if OBJECT.is_empty() {
         bail!("this tracer binary was built with AYA_BUILD_SKIP: it has no eBPF programs");
     }
@@ -134,6 +142,7 @@ pub fn attach(hook: Hook) -> Result<Ebpf> {
                     .with_context(|| format!("attaching cgroup_skb {direction:?}"))?;
             }
         }
+        Hook::OpensslProbes => openssl_probes(&mut ebpf, ports)?,
         Hook::Tc => {
             let prog: &mut SchedClassifier = program_mut(&mut ebpf, "floor_tc")?;
             prog.load()?;
@@ -154,6 +163,27 @@ where
         .program_mut(name)
         .with_context(|| format!("program {name} missing from the floor object"))?;
     Ok(program.try_into()?)
+}
+
+/// Attaches the empty OpenSSL probes through `TlsProbes`, the code `tracer run` uses.
+fn openssl_probes(ebpf: &mut Ebpf, ports: &[u16]) -> Result<()> {
+    for &program in tls::PROGRAMS {
+        let prog: &mut UProbe = program_mut(ebpf, program)?;
+        prog.load()
+            .with_context(|| format!("verifying program {program}"))?;
+    }
+    let servers = discovery::processes_on_ports(ports)?;
+    let mut probes = TlsProbes::new();
+    for &pid in &servers {
+        probes.inspect(ebpf, pid);
+    }
+    if probes.libraries() == 0 {
+        bail!(
+            "none of the processes serving port(s) {ports:?} ({servers:?}) maps an OpenSSL \
+             the probes attach to"
+        );
+    }
+    Ok(())
 }
 
 fn tracepoints(ebpf: &mut Ebpf, category: &str, names: &[String]) -> Result<()> {

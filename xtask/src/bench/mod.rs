@@ -189,12 +189,15 @@ pub fn run(options: &Options) -> Result<()> {
         &settings,
     )?;
     // Keep-alive HTTPS: the handshakes happen once per connection, the rounds measure
-    // the cost of the SSL probes on every read and write.
+    // the cost of the SSL probes on every read and write. The floor there is the
+    // probes themselves, empty: a breakpoint per OpenSSL call and a return probe.
     let (https_url, logging_https_url) = (tls_url(tls_port, "/"), tls_url(logging_tls_port, "/"));
+    let mut tls_arms = vec![Arm::Off, Arm::AccessLog, Arm::Floor(arms::OPENSSL_PROBES)];
+    tls_arms.extend(&tracers);
     let https = arms::run(
         &bin,
         &Target::wrk(&https_url, tls_port, &logging_https_url),
-        &other_arms,
+        &tls_arms,
         &settings,
     )?;
     // HTTP/2 over TLS (ALPN h2): the same servers, the same arms, h2load's streams
@@ -209,7 +212,7 @@ pub fn run(options: &Options) -> Result<()> {
                 streams: options.h2_streams,
             },
         },
-        &other_arms,
+        &tls_arms,
         &settings,
     )?;
 
