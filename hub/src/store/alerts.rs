@@ -182,13 +182,6 @@ impl Grouped {
         self.changed = true;
     }
 
-    /// Writes the changes; what is left is the alert as stored.
-    fn write(mut self, db: &mut Db, revision: i64) -> anyhow::Result<Self> {
-        self.update(db, revision)?;
-        self.written();
-        Ok(self)
-    }
-
     /// Writes the changes, if any.
     fn update(&self, db: &mut Db, revision: i64) -> anyhow::Result<()> {
         if !self.changed {
@@ -243,13 +236,19 @@ impl Held {
                 }
             }
         }
-        for (key, mut grouped) in held {
-            if let Some(candidates) = self.stored.get_mut(&key) {
-                grouped.written();
-                candidates.push(grouped);
-            }
+        for (key, grouped) in held {
+            self.keep_written(&key, grouped);
         }
         Ok(())
+    }
+
+    /// An alert whose changes were just written: when its key was read ahead, it goes
+    /// back among the stored alerts later findings of the batch may join.
+    fn keep_written(&mut self, key: &(String, String), mut grouped: Grouped) {
+        if let Some(candidates) = self.stored.get_mut(key) {
+            grouped.written();
+            candidates.push(grouped);
+        }
     }
 }
 
@@ -369,10 +368,8 @@ pub(super) fn upsert(
         }
         // Out of its window: stored as it is, and the store says what comes next.
         if let Some(grouped) = held.open.remove(&key) {
-            let stored = grouped.write(db, revision)?;
-            if let Some(candidates) = held.stored.get_mut(&key) {
-                candidates.push(stored);
-            }
+            grouped.update(db, revision)?;
+            held.keep_written(&key, grouped);
         }
     }
     let open = match held.stored.get_mut(&key) {
