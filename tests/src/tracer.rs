@@ -29,14 +29,11 @@ pub enum RecordSink {
     /// measured for CPU (a pipe to a counting thread took CPU the bench did not charge to
     /// the tracer).
     Count,
-    /// The file sink rotated every 64 MiB, keeping one rotated file, uncompressed, as a
-    /// bench needs it: the page cache the run writes stays small and is reused. On the
-    /// development VMs freed memory goes back to the host at once (virtio-balloon free
-    /// page reporting), so a file that keeps growing makes each page written a first
-    /// touch the hypervisor backs anew, about 1 us per record measured, which no real host
-    /// pays. Rotated files are deleted during the run, so the access records are the
-    /// tracer's own count (its summary), and the run fails if the sink discarded any.
-    Rotated,
+    /// The file sink with its defaults (one growing file), as an auditor runs it, counted
+    /// from the tracer's own summary instead of by reading the file back: a bench's
+    /// rounds write hundreds of MB each. The run fails if the sink discarded any record
+    /// or had any write error.
+    Summary,
 }
 
 pub struct Tracer {
@@ -133,17 +130,10 @@ impl Tracer {
                 let file = File::create(&records_path).context("creating tracer stdout file")?;
                 command.stdout(file);
             }
-            RecordSink::Count => {
+            RecordSink::Count | RecordSink::Summary => {
                 command
                     .arg("--output")
                     .arg(&records_path)
-                    .stdout(Stdio::null());
-            }
-            RecordSink::Rotated => {
-                command
-                    .arg("--output")
-                    .arg(&records_path)
-                    .args(["--rotate-size", "64M", "--keep", "1", "--compress", "none"])
                     .stdout(Stdio::null());
             }
         }
@@ -272,7 +262,7 @@ impl Tracer {
                 let count = count_lines(file).context("reading the tracer's output file")?;
                 (String::new(), Vec::new(), count)
             }
-            RecordSink::Rotated => {
+            RecordSink::Summary => {
                 let file_sink = summary
                     .pointer("/sinks/file")
                     .ok_or_else(|| anyhow!("summary has no file sink: {summary}"))?;

@@ -250,7 +250,7 @@ pub fn traced<T>(
     port: u16,
     load: impl FnOnce() -> Result<(u64, T)>,
 ) -> Result<(T, Traced)> {
-    let tracer = Tracer::spawn_with_args(bin, &[port], &["--bpf-stats"], &[], RecordSink::Rotated)?;
+    let tracer = Tracer::spawn_with_args(bin, &[port], &["--bpf-stats"], &[], RecordSink::Summary)?;
     let pid = tracer.pid();
     let cpu_before = procstat::cpu_seconds(pid)?;
     let (requests, report) = load()?;

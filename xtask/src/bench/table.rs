@@ -109,7 +109,7 @@ pub fn print_paced(
     println!(
         "\nwrk counts only requests answered before its deadline: records may exceed it by up \
          to the connection count; they are the tracer's own count of what its file sink \
-         wrote (rotated every 64 MiB, one rotated file kept, uncompressed, with the hash \
+         wrote (one growing file, its defaults, with the hash \
          chain), which fails the run if the sink discarded any.\nuser us is the tracer's \
          own process, user and system time (its file writes included); eBPF us is program \
          time charged to the traced processes (it shows in throughput, as do the uprobe \
