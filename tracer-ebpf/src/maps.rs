@@ -124,10 +124,16 @@ pub struct SslCall {
     pub fd: i32,
     /// `Syscall::SslRead` or `Syscall::SslWrite`.
     pub syscall: u8,
-    pub _pad: [u8; 3],
+    /// 1 from the call's entry until its return: the slot is the thread's, kept
+    /// between calls.
+    pub active: u8,
+    pub _pad: [u8; 2],
 }
 
-/// Keyed by pid_tgid: OpenSSL calls do not nest within a thread.
+/// Keyed by pid_tgid: OpenSSL calls do not nest within a thread. A thread's slot is
+/// written in place at each call and kept until the thread exits (`sched_process_exit`):
+/// an insert and a delete per call (the bucket lock and the free list, each time) cost
+/// more than the rest of the entry and return probes' work.
 #[map]
 pub static SSL_CALLS: HashMap<u64, SslCall> = HashMap::with_max_entries(16384, 0);
 

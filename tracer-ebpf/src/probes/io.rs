@@ -96,8 +96,12 @@ fn returned(ctx: &RawTracePointContext, syscall: Syscall) {
     // OpenSSL's return probe runs after this, so naming the socket now is in time.
     if tls || conn.flags & CONN_SEEN == 0 {
         // A syscall inside an OpenSSL read or write names the socket of that SSL object.
-        if let Some(call) = SSL_CALLS.get_ptr_mut(&pid_tgid) {
+        let call = SSL_CALLS
+            .get_ptr_mut(&pid_tgid)
             // SAFETY: entry pointer from a successful lookup.
+            .filter(|&call| unsafe { (*call).active } != 0);
+        if let Some(call) = call {
+            // SAFETY: as above.
             unsafe { (*call).fd = fd };
         } else if tls && syscall.direction() == Direction::Ingress {
             let _ = THREAD_TLS_READ.insert(&pid_tgid, &fd, 0);

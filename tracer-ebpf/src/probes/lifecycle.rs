@@ -7,7 +7,7 @@ use tracer_common::{EventKind, Loss};
 
 use crate::{
     conn, emit,
-    maps::{OFFSETS, WATCHED_PORTS, WATCHED_TGIDS, count_loss},
+    maps::{OFFSETS, SSL_CALLS, WATCHED_PORTS, WATCHED_TGIDS, count_loss},
     sock::{current_file, tcp_local_port},
 };
 
@@ -81,6 +81,9 @@ pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
     if tid == tgid && unsafe { WATCHED_TGIDS.get(&tgid) }.is_some() {
         emit::conn(EventKind::Exit, tgid, tid, -1, 0, None);
     }
+    // The thread's OpenSSL call slot (tls.rs), if it made any call. Whatever the
+    // process: its leader may have exited, and left WATCHED_TGIDS, first.
+    let _ = SSL_CALLS.remove(&pid_tgid);
     // The exiting task is current; removing its thread id drops both a process's entry
     // (when its leader exits) and entries that fork added for threads.
     let _ = WATCHED_TGIDS.remove(&tid);

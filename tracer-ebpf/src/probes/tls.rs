@@ -16,7 +16,9 @@ use tracer_common::{Loss, Syscall};
 use crate::{
     conn::{mark_tls, watched_conn},
     emit::{self, Transfer},
-    maps::{SSL_CALLS, SSL_FDS, SslCall, SslKey, THREAD_TLS_READ, WATCHED_TGIDS, count_loss},
+    maps::{
+        CONN_TLS, SSL_CALLS, SSL_FDS, SslCall, SslKey, THREAD_TLS_READ, WATCHED_TGIDS, count_loss,
+    },
 };
 
 #[inline(always)]
@@ -38,9 +40,13 @@ fn enter(ctx: &ProbeContext, syscall: Syscall) -> u32 {
         out_len: ctx.arg::<u64>(3).unwrap_or(0),
         fd: -1,
         syscall: syscall as u8,
-        _pad: [0; 3],
+        active: 1,
+        _pad: [0; 2],
     };
-    if SSL_CALLS.insert(&pid_tgid, &call, 0).is_err() {
+    if let Some(slot) = SSL_CALLS.get_ptr_mut(&pid_tgid) {
+        // SAFETY: entry pointer from a successful lookup; only this thread uses its slot.
+        unsafe { *slot = call };
+    } else if SSL_CALLS.insert(&pid_tgid, &call, 0).is_err() {
         count_loss(Loss::SslInflightFull);
     }
     0
@@ -85,7 +91,9 @@ fn exit(pid_tgid: u64, call: &SslCall, len: u64) {
     let Some(conn) = watched_conn(tgid, tid, fd, [0; 2]) else {
         return;
     };
-    mark_tls(tgid, tid, fd, conn.conn_id);
+    if conn.flags & CONN_TLS == 0 {
+        mark_tls(tgid, tid, fd, conn.conn_id);
+    }
     let transfer = Transfer {
         conn_id: conn.conn_id,
         buf: call.buf,
@@ -97,12 +105,17 @@ fn exit(pid_tgid: u64, call: &SslCall, len: u64) {
     emit::data(pid_tgid, &transfer, len, conn.entry, false);
 }
 
-/// Takes this thread's parked call.
+/// Takes this thread's parked call, leaving its slot inactive.
 #[inline(always)]
 fn take_call(pid_tgid: u64) -> Option<SslCall> {
-    // SAFETY: the value is copied out before the entry is removed.
-    let call = unsafe { SSL_CALLS.get(&pid_tgid) }.copied()?;
-    let _ = SSL_CALLS.remove(&pid_tgid);
+    let slot = SSL_CALLS.get_ptr_mut(&pid_tgid)?;
+    // SAFETY: entry pointer from a successful lookup; only this thread uses its slot.
+    let call = unsafe { *slot };
+    if call.active == 0 {
+        return None;
+    }
+    // SAFETY: as above.
+    unsafe { (*slot).active = 0 };
     Some(call)
 }
 
