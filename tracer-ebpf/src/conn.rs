@@ -80,6 +80,22 @@ pub fn watched_conn(tgid: u32, tid: u32, fd: i32, moved: [u64; 2]) -> Option<Wat
     })
 }
 
+/// The watched connection `conn_id` on `fd`, as a syscall of this same OpenSSL call
+/// found it a moment ago: its cached entry, without walking the descriptor table again.
+/// `None` if the descriptor has since been closed or given to another connection.
+#[inline(always)]
+pub fn known_conn(tgid: u32, fd: i32, conn_id: u64) -> Option<Watched> {
+    let entry = CONNS.get_ptr_mut(&ConnKey { tgid, fd })?;
+    // SAFETY: entry pointer from a successful lookup; copied before any other map
+    // operation.
+    let cached = unsafe { *entry };
+    (cached.conn_id == conn_id).then_some(Watched {
+        conn_id,
+        flags: cached.flags,
+        entry: Some(entry),
+    })
+}
+
 /// Marks the connection as TLS (once) and tells user space.
 #[inline(always)]
 pub fn mark_tls(tgid: u32, tid: u32, fd: i32, conn_id: u64) {

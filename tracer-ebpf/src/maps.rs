@@ -120,6 +120,8 @@ pub struct SslCall {
     pub buf: u64,
     /// `size_t *readbytes` / `*written` of the `_ex` forms.
     pub out_len: u64,
+    /// The watched connection a syscall inside this call used, 0 until one does.
+    pub conn_id: u64,
     /// The socket a syscall inside this call used, -1 until one does.
     pub fd: i32,
     /// `Syscall::SslRead` or `Syscall::SslWrite`.

@@ -102,7 +102,10 @@ fn returned(ctx: &RawTracePointContext, syscall: Syscall) {
             .filter(|&call| unsafe { (*call).active } != 0);
         if let Some(call) = call {
             // SAFETY: as above.
-            unsafe { (*call).fd = fd };
+            unsafe {
+                (*call).fd = fd;
+                (*call).conn_id = conn.conn_id;
+            }
         } else if tls && syscall.direction() == Direction::Ingress {
             let _ = THREAD_TLS_READ.insert(&pid_tgid, &fd, 0);
         }

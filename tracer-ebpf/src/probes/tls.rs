@@ -14,7 +14,7 @@ use aya_ebpf::{
 use tracer_common::{Loss, Syscall};
 
 use crate::{
-    conn::{mark_tls, watched_conn},
+    conn::{known_conn, mark_tls, watched_conn},
     emit::{self, Transfer},
     maps::{
         CONN_TLS, SSL_CALLS, SSL_FDS, SslCall, SslKey, THREAD_TLS_READ, WATCHED_TGIDS, count_loss,
@@ -38,6 +38,7 @@ fn enter(ctx: &ProbeContext, syscall: Syscall) -> u32 {
         ssl: ctx.arg::<u64>(0).unwrap_or(0),
         buf: ctx.arg::<u64>(1).unwrap_or(0),
         out_len: ctx.arg::<u64>(3).unwrap_or(0),
+        conn_id: 0,
         fd: -1,
         syscall: syscall as u8,
         active: 1,
@@ -87,8 +88,16 @@ fn exit(pid_tgid: u64, call: &SslCall, len: u64) {
         }
     };
     let tid = pid_tgid as u32;
-    // Not a socket on a watched port (an outgoing TLS connection of the server, say).
-    let Some(conn) = watched_conn(tgid, tid, fd, [0; 2]) else {
+    // The syscall inside the call found the connection already. Without one (or if its
+    // entry is gone: a full map, a descriptor closed meanwhile) the descriptor table
+    // says what `fd` is. Not a socket on a watched port: an outgoing TLS connection of
+    // the server, say.
+    let known = if call.conn_id != 0 {
+        known_conn(tgid, fd, call.conn_id)
+    } else {
+        None
+    };
+    let Some(conn) = known.or_else(|| watched_conn(tgid, tid, fd, [0; 2])) else {
         return;
     };
     if conn.flags & CONN_TLS == 0 {
