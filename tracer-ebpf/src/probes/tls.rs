@@ -31,7 +31,10 @@ fn watched(pid_tgid: u64) -> bool {
 #[inline(always)]
 fn enter(ctx: &ProbeContext, syscall: Syscall) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
-    if !watched(pid_tgid) {
+    // A thread with a slot belongs to a watched process (slots are only made below),
+    // so one lookup serves both.
+    let slot = SSL_CALLS.get_ptr_mut(&pid_tgid);
+    if slot.is_none() && !watched(pid_tgid) {
         return 0;
     }
     let call = SslCall {
@@ -44,7 +47,7 @@ fn enter(ctx: &ProbeContext, syscall: Syscall) -> u32 {
         active: 1,
         _pad: [0; 2],
     };
-    if let Some(slot) = SSL_CALLS.get_ptr_mut(&pid_tgid) {
+    if let Some(slot) = slot {
         // SAFETY: entry pointer from a successful lookup; only this thread uses its slot.
         unsafe { *slot = call };
     } else if SSL_CALLS.insert(&pid_tgid, &call, 0).is_err() {
