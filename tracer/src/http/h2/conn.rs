@@ -7,7 +7,7 @@ use super::frame::{
     RST_STREAM,
 };
 use super::grpc::parse_status;
-use super::hpack::Hpack;
+use super::hpack::{Hpack, Keep};
 use super::stream::{Fields, Stream};
 use crate::http::types::{Chunk, Exchange, ExchangeEnd, Http2Stats, Request};
 
@@ -40,9 +40,12 @@ struct Direction {
     frames: Vec<Frame>,
 }
 
+/// What a record takes from a response's header blocks (`response_block`).
+const RESPONSE_FIELDS: Keep = Keep::Only(&[":status", "grpc-status"]);
+
 impl Direction {
-    fn new(partial: bool) -> Self {
-        let mut hpack = Hpack::new();
+    fn new(partial: bool, keep: Keep) -> Self {
+        let mut hpack = Hpack::new(keep);
         if partial {
             hpack.lost();
         }
@@ -77,8 +80,8 @@ impl H2Connection {
     /// HPACK tables are unknown.
     pub fn new(partial: bool) -> Self {
         Self {
-            client: Direction::new(partial),
-            server: Direction::new(partial),
+            client: Direction::new(partial, Keep::All),
+            server: Direction::new(partial, RESPONSE_FIELDS),
             streams: BTreeMap::new(),
             seen: None,
             goaway_last: None,

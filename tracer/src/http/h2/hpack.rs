@@ -62,23 +62,43 @@ pub struct Block {
     pub truncated: bool,
 }
 
+/// Which fields a decoded block keeps.
+#[derive(Clone, Copy)]
+pub enum Keep {
+    /// Every field: a request's headers are all read (identity, records).
+    All,
+    /// Only fields of these names (ASCII case aside): a record needs a response's
+    /// status, not the `server`, `date`, `content-type` and `content-length` nginx
+    /// sends with each one, which were copied twice per response for nothing. A field
+    /// that is not kept and not added to the table is also stepped over without
+    /// decoding its value. Only kept fields count toward [`MAX_HEADER_LIST`].
+    Only(&'static [&'static str]),
+}
+
+impl Keep {
+    fn wants(self, name: &[u8]) -> bool {
+        match self {
+            Keep::All => true,
+            Keep::Only(names) => names
+                .iter()
+                .any(|n| n.as_bytes().eq_ignore_ascii_case(name)),
+        }
+    }
+}
+
 pub struct Hpack {
     table: Table,
     /// Blocks were missed: headers may refer to entries this side never saw.
     partial: bool,
-}
-
-impl Default for Hpack {
-    fn default() -> Self {
-        Self::new()
-    }
+    keep: Keep,
 }
 
 impl Hpack {
-    pub fn new() -> Self {
+    pub fn new(keep: Keep) -> Self {
         Self {
             table: Table::new(INITIAL_TABLE_SIZE),
             partial: false,
+            keep,
         }
     }
 
@@ -104,17 +124,11 @@ impl Hpack {
     fn decode_inner(&mut self, block: &[u8]) -> Result<Block, HpackError> {
         let mut out = Output::default();
         let mut input = Input { data: block };
+        // A size update must come before the block's first field, kept or not.
+        let mut fields = false;
         while let Some(&first) = input.data.first() {
-            if first & 0x80 != 0 {
-                let index = input.integer(7)?;
-                let (name, value) = self.table.get(index)?;
-                out.push(name, value);
-            } else if first & 0xc0 == 0x40 {
-                let (name, value) = self.literal(&mut input, 6)?;
-                out.push(&name, &value);
-                self.table.insert(&name, &value);
-            } else if first & 0xe0 == 0x20 {
-                if out.size > 0 {
+            if first & 0xe0 == 0x20 {
+                if fields {
                     return Err(HpackError::LateSizeUpdate);
                 }
                 let size = input.integer(5)?;
@@ -122,10 +136,33 @@ impl Hpack {
                     return Err(HpackError::TableSize(size));
                 }
                 self.table.resize(size);
+                continue;
+            }
+            fields = true;
+            if first & 0x80 != 0 {
+                let index = input.integer(7)?;
+                let (name, value) = self.table.get(index)?;
+                if self.keep.wants(name) {
+                    out.push(name, value);
+                }
+            } else if first & 0xc0 == 0x40 {
+                // Owned: inserting may evict the table entry the name came from.
+                let name = self.name(&mut input, 6)?.into_owned();
+                let value = input.string()?;
+                if self.keep.wants(&name) {
+                    out.push(&name, &value);
+                }
+                self.table.insert(&name, &value);
             } else {
-                // Without indexing (0000) or never indexed (0001): not kept in the table.
-                let (name, value) = self.literal(&mut input, 4)?;
-                out.push(&name, &value);
+                // Without indexing (0000) or never indexed (0001): not kept in the table,
+                // so its name may stay borrowed from it, and its value need not be
+                // decoded at all unless the field is kept.
+                let name = self.name(&mut input, 4)?;
+                if self.keep.wants(&name) {
+                    out.push(&name, &input.string()?);
+                } else {
+                    input.skip_string()?;
+                }
             }
         }
         Ok(Block {
@@ -134,21 +171,22 @@ impl Hpack {
         })
     }
 
-    /// A literal field whose name is an index (prefix of `bits`) or a string.
-    /// An indexed name is copied: the table may evict it when the field is inserted.
-    fn literal<'a>(&self, input: &mut Input<'a>, bits: u32) -> Result<Field<'a>, HpackError> {
+    /// A literal field's name (an index with a prefix of `bits`, or a string), borrowed
+    /// from the table or the block.
+    fn name<'x, 'a: 'x>(
+        &'x self,
+        input: &mut Input<'a>,
+        bits: u32,
+    ) -> Result<Cow<'x, [u8]>, HpackError> {
         let index = input.integer(bits)?;
-        let name = if index == 0 {
+        Ok(if index == 0 {
             input.string()?
         } else {
-            Cow::Owned(self.table.get(index)?.0.to_vec())
-        };
-        Ok((name, input.string()?))
+            Cow::Borrowed(self.table.get(index)?.0)
+        })
     }
 }
 
-/// A decoded name and value, borrowed from the block where no Huffman decoding was needed.
-type Field<'a> = (Cow<'a, [u8]>, Cow<'a, [u8]>);
 /// A dynamic table entry's name and value.
 type Entry = (Box<[u8]>, Box<[u8]>);
 
@@ -200,6 +238,13 @@ impl<'a> Input<'a> {
         }
         self.data = rest;
         Ok(value)
+    }
+
+    /// Steps over a string literal (RFC 7541 §5.2) without decoding it.
+    fn skip_string(&mut self) -> Result<(), HpackError> {
+        let len = self.integer(7)?;
+        self.data = self.data.get(len..).ok_or(HpackError::Truncated)?;
+        Ok(())
     }
 
     /// A string literal (RFC 7541 §5.2), Huffman-decoded if its H bit is set.
@@ -343,7 +388,7 @@ const STATIC: [(&str, &str); 61] = [
 
 #[cfg(test)]
 mod tests {
-    use super::{Hpack, HpackError, MAX_TABLE_SIZE, STATIC};
+    use super::{Hpack, HpackError, Keep, MAX_TABLE_SIZE, STATIC};
 
     fn hex(s: &str) -> Vec<u8> {
         (0..s.len())
@@ -367,7 +412,7 @@ mod tests {
     /// RFC 7541 C.4: three requests with Huffman coding, sharing the dynamic table.
     #[test]
     fn rfc7541_huffman_request_examples() {
-        let mut h = Hpack::new();
+        let mut h = Hpack::new(Keep::All);
         let first = h
             .decode(&hex("828684418cf1e3c2e5f23a6ba0ab90f4ff"))
             .unwrap();
@@ -404,11 +449,58 @@ mod tests {
         assert_eq!(h.table.size, 164, "RFC 7541 C.4.3's table size");
     }
 
+    /// RFC 7541 C.6.1 and C.6.2 (responses, Huffman coded, every field added to the
+    /// table) keeping only the status: the other fields still enter the table, so the
+    /// second response's references to them decode, and are dropped.
+    #[test]
+    fn a_response_decoder_keeps_the_status_and_the_table() {
+        let mut h = Hpack::new(Keep::Only(&[":status"]));
+        // The examples' table holds 256 bytes, so C.6.2 evicts.
+        h.table.resize(256);
+        let first = h
+            .decode(&hex(
+                "488264025885aec3771a4b6196d07abe941054d444a8200595040b8166e082a62d1bff6e919d29ad171863c78f0b97c8e9ae82ae43d3",
+            ))
+            .unwrap();
+        assert_eq!(text(&first.fields), [(":status".into(), "302".into())]);
+        assert_eq!(h.table.size, 222, "RFC 7541 C.6.1's table size");
+        let second = h.decode(&hex("4883640effc1c0bf")).unwrap();
+        assert_eq!(text(&second.fields), [(":status".into(), "307".into())]);
+        assert_eq!(h.table.size, 222, "RFC 7541 C.6.2's table size");
+    }
+
+    /// A field outside the table that is not kept is stepped over, its value never
+    /// decoded: here `date` (static name 33, without indexing) with a value that is not
+    /// valid Huffman, which a decoder keeping every field rejects.
+    #[test]
+    fn fields_not_kept_and_not_indexed_are_not_decoded() {
+        let block = [0x88, 0x0f, 0x12, 0x84, 0xff, 0xff, 0xff, 0xff, 0x89];
+        let mut status_only = Hpack::new(Keep::Only(&[":status"]));
+        let fields = status_only.decode(&block).unwrap().fields;
+        assert_eq!(
+            text(&fields),
+            [
+                (":status".into(), "200".into()),
+                (":status".into(), "204".into())
+            ]
+        );
+        assert!(!status_only.is_partial());
+        assert_eq!(
+            Hpack::new(Keep::All).decode(&block),
+            Err(HpackError::Huffman)
+        );
+        // A size update after a field that was not kept is still late.
+        assert_eq!(
+            status_only.decode(&[0x0f, 0x12, 0x01, b'x', 0x20]),
+            Err(HpackError::LateSizeUpdate)
+        );
+    }
+
     /// Every static entry, against loona-hpack's decoder as an independent reading.
     #[test]
     fn the_static_table_matches_an_independent_decoder() {
         let mut theirs = loona_hpack::Decoder::new();
-        let mut ours = Hpack::new();
+        let mut ours = Hpack::new(Keep::All);
         for index in 1..=STATIC.len() as u8 {
             let block = [0x80 | index];
             let want: Vec<(Vec<u8>, Vec<u8>)> = theirs.decode(&block).unwrap();
@@ -418,18 +510,18 @@ mod tests {
 
     #[test]
     fn hostile_blocks_fail_cleanly_and_reset_the_table() {
-        let mut h = Hpack::new();
+        let mut h = Hpack::new(Keep::All);
         // Index 62 with an empty dynamic table.
         assert_eq!(h.decode(&[0x80 | 62]), Err(HpackError::Index(62)));
         assert!(h.is_partial());
         // A size update beyond the cap (0x3f then a long continuation).
-        let mut h = Hpack::new();
+        let mut h = Hpack::new(Keep::All);
         assert!(matches!(
             h.decode(&[0x3f, 0xe1, 0xff, 0x7f]),
             Err(HpackError::TableSize(s)) if s > MAX_TABLE_SIZE
         ));
         // An integer that never ends, a string longer than the block, bad Huffman.
-        let mut h = Hpack::new();
+        let mut h = Hpack::new(Keep::All);
         assert_eq!(h.decode(&[0xff, 0xff, 0xff]), Err(HpackError::Truncated));
         assert_eq!(
             h.decode(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]),
