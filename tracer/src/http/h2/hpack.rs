@@ -5,7 +5,7 @@
 //! maintained hpack-rs fork, used before) builds a HashMap of the whole Huffman code for
 //! every Huffman-coded string, which was ~70% of the tracer's CPU under h2load (`perf`),
 //! and httlib-hpack decodes into owned fields, so an HPACK bomb would allocate. Huffman
-//! strings are decoded by httlib-huffman's flattened 4-bit tables; loona-hpack's encoder
+//! strings are decoded by httlib-huffman's flattened 5-bit tables; loona-hpack's encoder
 //! stays as the independent peer in the tests.
 //!
 //! The dynamic table must see every header block in order, so a block is always decoded
@@ -257,7 +257,7 @@ impl<'a> Input<'a> {
             return Ok(Cow::Borrowed(bytes));
         }
         let mut decoded = Vec::with_capacity(len * 8 / 5);
-        httlib_huffman::decode(bytes, &mut decoded, httlib_huffman::DecoderSpeed::FourBits)
+        httlib_huffman::decode(bytes, &mut decoded, httlib_huffman::DecoderSpeed::FiveBits)
             .map_err(|_| HpackError::Huffman)?;
         Ok(Cow::Owned(decoded))
     }
