@@ -91,6 +91,7 @@ pub struct Hpack {
     /// Blocks were missed: headers may refer to entries this side never saw.
     partial: bool,
     keep: Keep,
+    recent: Recent,
 }
 
 impl Hpack {
@@ -99,6 +100,7 @@ impl Hpack {
             table: Table::new(INITIAL_TABLE_SIZE),
             partial: false,
             keep,
+            recent: Recent::default(),
         }
     }
 
@@ -123,7 +125,10 @@ impl Hpack {
 
     fn decode_inner(&mut self, block: &[u8]) -> Result<Block, HpackError> {
         let mut out = Output::default();
-        let mut input = Input { data: block };
+        let mut input = Input {
+            data: block,
+            recent: &mut self.recent,
+        };
         // A size update must come before the block's first field, kept or not.
         let mut fields = false;
         while let Some(&first) = input.data.first() {
@@ -147,7 +152,7 @@ impl Hpack {
                 }
             } else if first & 0xc0 == 0x40 {
                 // Owned: inserting may evict the table entry the name came from.
-                let name = self.name(&mut input, 6)?.into_owned();
+                let name = name(&self.table, &mut input, 6)?.into_owned();
                 let value = input.string()?;
                 if self.keep.wants(&name) {
                     out.push(&name, &value);
@@ -157,7 +162,7 @@ impl Hpack {
                 // Without indexing (0000) or never indexed (0001): not kept in the table,
                 // so its name may stay borrowed from it, and its value need not be
                 // decoded at all unless the field is kept.
-                let name = self.name(&mut input, 4)?;
+                let name = name(&self.table, &mut input, 4)?;
                 if self.keep.wants(&name) {
                     out.push(&name, &input.string()?);
                 } else {
@@ -170,21 +175,67 @@ impl Hpack {
             truncated: out.truncated,
         })
     }
+}
 
-    /// A literal field's name (an index with a prefix of `bits`, or a string), borrowed
-    /// from the table or the block.
-    fn name<'x, 'a: 'x>(
-        &'x self,
-        input: &mut Input<'a>,
-        bits: u32,
-    ) -> Result<Cow<'x, [u8]>, HpackError> {
-        let index = input.integer(bits)?;
-        Ok(if index == 0 {
-            input.string()?
+/// A literal field's name (an index with a prefix of `bits`, or a string), borrowed from
+/// the table or the block.
+fn name<'x, 'a: 'x>(
+    table: &'x Table,
+    input: &mut Input<'a, '_>,
+    bits: u32,
+) -> Result<Cow<'x, [u8]>, HpackError> {
+    let index = input.integer(bits)?;
+    Ok(if index == 0 {
+        input.string()?
+    } else {
+        Cow::Borrowed(table.get(index)?.0)
+    })
+}
+
+/// Huffman strings this direction decoded lately (at most `RECENT_SLOTS` of at most
+/// `RECENT_MAX_CODED` coded bytes), by their coded bytes. nginx sends the same `server`,
+/// `content-type` and `content-length` values, and a `date` that changes once a second,
+/// Huffman-coded in every response and added to the table each time, so each must be
+/// decoded to keep the table's size right: decoding was a tenth of the tracer's CPU
+/// under h2load. A string's decoding depends on its bytes alone, so a hit is exact.
+#[derive(Default)]
+struct Recent {
+    slots: Vec<CodedString>,
+    /// The slot the next new string replaces once all are used.
+    next: usize,
+}
+
+/// A Huffman-coded string and what it decodes to.
+type CodedString = (Box<[u8]>, Box<[u8]>);
+
+const RECENT_SLOTS: usize = 8;
+const RECENT_MAX_CODED: usize = 32;
+
+impl Recent {
+    fn decode(&mut self, coded: &[u8]) -> Result<Vec<u8>, HpackError> {
+        if coded.len() > RECENT_MAX_CODED {
+            return huffman(coded);
+        }
+        if let Some((_, decoded)) = self.slots.iter().find(|(c, _)| **c == *coded) {
+            return Ok(decoded.to_vec());
+        }
+        let decoded = huffman(coded)?;
+        let slot = (Box::from(coded), Box::from(decoded.as_slice()));
+        if self.slots.len() < RECENT_SLOTS {
+            self.slots.push(slot);
         } else {
-            Cow::Borrowed(self.table.get(index)?.0)
-        })
+            self.slots[self.next] = slot;
+            self.next = (self.next + 1) % RECENT_SLOTS;
+        }
+        Ok(decoded)
     }
+}
+
+fn huffman(coded: &[u8]) -> Result<Vec<u8>, HpackError> {
+    let mut decoded = Vec::with_capacity(coded.len() * 8 / 5);
+    httlib_huffman::decode(coded, &mut decoded, httlib_huffman::DecoderSpeed::FiveBits)
+        .map_err(|_| HpackError::Huffman)?;
+    Ok(decoded)
 }
 
 /// A dynamic table entry: its name and value in one allocation, and where the name ends.
@@ -231,11 +282,12 @@ impl Output {
     }
 }
 
-struct Input<'a> {
+struct Input<'a, 'r> {
     data: &'a [u8],
+    recent: &'r mut Recent,
 }
 
-impl<'a> Input<'a> {
+impl<'a> Input<'a, '_> {
     /// An integer with an N-bit prefix (RFC 7541 §5.1), the first byte's high bits ignored.
     fn integer(&mut self, bits: u32) -> Result<usize, HpackError> {
         let (&first, mut rest) = self.data.split_first().ok_or(HpackError::Truncated)?;
@@ -277,10 +329,7 @@ impl<'a> Input<'a> {
         if !huffman {
             return Ok(Cow::Borrowed(bytes));
         }
-        let mut decoded = Vec::with_capacity(len * 8 / 5);
-        httlib_huffman::decode(bytes, &mut decoded, httlib_huffman::DecoderSpeed::FiveBits)
-            .map_err(|_| HpackError::Huffman)?;
-        Ok(Cow::Owned(decoded))
+        self.recent.decode(bytes).map(Cow::Owned)
     }
 }
 
@@ -409,7 +458,9 @@ const STATIC: [(&str, &str); 61] = [
 
 #[cfg(test)]
 mod tests {
-    use super::{Hpack, HpackError, Keep, MAX_TABLE_SIZE, STATIC};
+    use super::{
+        Hpack, HpackError, Keep, MAX_TABLE_SIZE, RECENT_MAX_CODED, RECENT_SLOTS, Recent, STATIC,
+    };
 
     fn hex(s: &str) -> Vec<u8> {
         (0..s.len())
@@ -515,6 +566,47 @@ mod tests {
             status_only.decode(&[0x0f, 0x12, 0x01, b'x', 0x20]),
             Err(HpackError::LateSizeUpdate)
         );
+    }
+
+    /// Recently decoded Huffman strings come back as decoding them gives, whatever was
+    /// decoded between; at most `RECENT_SLOTS` short strings are kept, and a string that
+    /// does not decode fails each time.
+    #[test]
+    fn recent_strings_decode_as_decoding_them() {
+        // Up to 66 bytes: the longer ones code to more than RECENT_MAX_CODED.
+        let texts: Vec<Vec<u8>> = (0..20)
+            .map(|i| format!("value-{i}-{}", "x".repeat(3 * i)).into_bytes())
+            .collect();
+        let mut recent = Recent::default();
+        for round in 0..3 {
+            for text in texts.iter().chain(texts.iter().take(3)) {
+                let huffman_coded = httlib_huffman_encode(text);
+                assert_eq!(
+                    recent.decode(&huffman_coded).unwrap(),
+                    *text,
+                    "round {round}"
+                );
+                assert!(recent.slots.len() <= RECENT_SLOTS);
+                assert!(
+                    recent
+                        .slots
+                        .iter()
+                        .all(|(c, _)| c.len() <= RECENT_MAX_CODED)
+                );
+            }
+        }
+        for _ in 0..2 {
+            assert_eq!(
+                recent.decode(&[0xff, 0xff, 0xff, 0xff]),
+                Err(HpackError::Huffman)
+            );
+        }
+    }
+
+    fn httlib_huffman_encode(text: &[u8]) -> Vec<u8> {
+        let mut coded = Vec::new();
+        httlib_huffman::encode(text, &mut coded).unwrap();
+        coded
     }
 
     /// Every static entry, against loona-hpack's decoder as an independent reading.
