@@ -5,7 +5,7 @@
 //! maintained hpack-rs fork, used before) builds a HashMap of the whole Huffman code for
 //! every Huffman-coded string, which was ~70% of the tracer's CPU under h2load (`perf`),
 //! and httlib-hpack decodes into owned fields, so an HPACK bomb would allocate. Huffman
-//! strings are decoded by httlib-huffman's flattened 5-bit tables; loona-hpack's encoder
+//! strings are decoded in `huffman.rs` (httlib-huffman's tables); loona-hpack's encoder
 //! stays as the independent peer in the tests.
 //!
 //! The dynamic table must see every header block in order, so a block is always decoded
@@ -25,6 +25,8 @@
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
+
+use super::huffman::Recent;
 
 /// Largest dynamic table a size update may ask for. Peers advertise 4 KiB almost always;
 /// the cap bounds memory per connection whatever SETTINGS_HEADER_TABLE_SIZE says.
@@ -192,52 +194,6 @@ fn name<'x, 'a: 'x>(
     })
 }
 
-/// Huffman strings this direction decoded lately (at most `RECENT_SLOTS` of at most
-/// `RECENT_MAX_CODED` coded bytes), by their coded bytes. nginx sends the same `server`,
-/// `content-type` and `content-length` values, and a `date` that changes once a second,
-/// Huffman-coded in every response and added to the table each time, so each must be
-/// decoded to keep the table's size right: decoding was a tenth of the tracer's CPU
-/// under h2load. A string's decoding depends on its bytes alone, so a hit is exact.
-#[derive(Default)]
-struct Recent {
-    slots: Vec<CodedString>,
-    /// The slot the next new string replaces once all are used.
-    next: usize,
-}
-
-/// A Huffman-coded string and what it decodes to.
-type CodedString = (Box<[u8]>, Box<[u8]>);
-
-const RECENT_SLOTS: usize = 8;
-const RECENT_MAX_CODED: usize = 32;
-
-impl Recent {
-    fn decode(&mut self, coded: &[u8]) -> Result<Vec<u8>, HpackError> {
-        if coded.len() > RECENT_MAX_CODED {
-            return huffman(coded);
-        }
-        if let Some((_, decoded)) = self.slots.iter().find(|(c, _)| **c == *coded) {
-            return Ok(decoded.to_vec());
-        }
-        let decoded = huffman(coded)?;
-        let slot = (Box::from(coded), Box::from(decoded.as_slice()));
-        if self.slots.len() < RECENT_SLOTS {
-            self.slots.push(slot);
-        } else {
-            self.slots[self.next] = slot;
-            self.next = (self.next + 1) % RECENT_SLOTS;
-        }
-        Ok(decoded)
-    }
-}
-
-fn huffman(coded: &[u8]) -> Result<Vec<u8>, HpackError> {
-    let mut decoded = Vec::with_capacity(coded.len() * 8 / 5);
-    httlib_huffman::decode(coded, &mut decoded, httlib_huffman::DecoderSpeed::FiveBits)
-        .map_err(|_| HpackError::Huffman)?;
-    Ok(decoded)
-}
-
 /// A dynamic table entry: its name and value in one allocation, and where the name ends.
 /// nginx adds four fields to the table with every response, and an allocation each for
 /// name and value showed among the tracer's costs under HTTP/2.
@@ -329,7 +285,10 @@ impl<'a> Input<'a, '_> {
         if !huffman {
             return Ok(Cow::Borrowed(bytes));
         }
-        self.recent.decode(bytes).map(Cow::Owned)
+        self.recent
+            .decode(bytes)
+            .map(Cow::Owned)
+            .ok_or(HpackError::Huffman)
     }
 }
 
@@ -458,9 +417,7 @@ const STATIC: [(&str, &str); 61] = [
 
 #[cfg(test)]
 mod tests {
-    use super::{
-        Hpack, HpackError, Keep, MAX_TABLE_SIZE, RECENT_MAX_CODED, RECENT_SLOTS, Recent, STATIC,
-    };
+    use super::{Hpack, HpackError, Keep, MAX_TABLE_SIZE, STATIC};
 
     fn hex(s: &str) -> Vec<u8> {
         (0..s.len())
@@ -566,47 +523,6 @@ mod tests {
             status_only.decode(&[0x0f, 0x12, 0x01, b'x', 0x20]),
             Err(HpackError::LateSizeUpdate)
         );
-    }
-
-    /// Recently decoded Huffman strings come back as decoding them gives, whatever was
-    /// decoded between; at most `RECENT_SLOTS` short strings are kept, and a string that
-    /// does not decode fails each time.
-    #[test]
-    fn recent_strings_decode_as_decoding_them() {
-        // Up to 66 bytes: the longer ones code to more than RECENT_MAX_CODED.
-        let texts: Vec<Vec<u8>> = (0..20)
-            .map(|i| format!("value-{i}-{}", "x".repeat(3 * i)).into_bytes())
-            .collect();
-        let mut recent = Recent::default();
-        for round in 0..3 {
-            for text in texts.iter().chain(texts.iter().take(3)) {
-                let huffman_coded = httlib_huffman_encode(text);
-                assert_eq!(
-                    recent.decode(&huffman_coded).unwrap(),
-                    *text,
-                    "round {round}"
-                );
-                assert!(recent.slots.len() <= RECENT_SLOTS);
-                assert!(
-                    recent
-                        .slots
-                        .iter()
-                        .all(|(c, _)| c.len() <= RECENT_MAX_CODED)
-                );
-            }
-        }
-        for _ in 0..2 {
-            assert_eq!(
-                recent.decode(&[0xff, 0xff, 0xff, 0xff]),
-                Err(HpackError::Huffman)
-            );
-        }
-    }
-
-    fn httlib_huffman_encode(text: &[u8]) -> Vec<u8> {
-        let mut coded = Vec::new();
-        httlib_huffman::encode(text, &mut coded).unwrap();
-        coded
     }
 
     /// Every static entry, against loona-hpack's decoder as an independent reading.

@@ -5,6 +5,7 @@ mod conn;
 mod frame;
 mod grpc;
 mod hpack;
+mod huffman;
 mod stream;
 #[cfg(test)]
 mod tests;
