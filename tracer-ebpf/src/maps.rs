@@ -42,6 +42,25 @@ pub static OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets {
     syscall_nr: [u32::MAX; CAPTURED_SYSCALLS],
 });
 
+/// One field of [`OFFSETS`]. `Global::load` reads the whole struct, volatile, so every
+/// one of its 35 loads stayed in the program for each field a program used: 70 in the
+/// dispatcher that runs for every syscall of a watched process.
+macro_rules! offset {
+    ($field:ident) => {
+        // SAFETY: `Global<T>` is `repr(transparent)` over an always-initialised
+        // `MaybeUninit<T>`. Volatile, as `Global::load` is, so that the compiler reads
+        // what the loader wrote instead of folding the initial value.
+        unsafe {
+            core::ptr::read_volatile(core::ptr::addr_of!(
+                (*core::ptr::addr_of!($crate::maps::OFFSETS)
+                    .cast::<tracer_common::KernelOffsets>())
+                .$field
+            ))
+        }
+    };
+}
+pub(crate) use offset;
+
 /// Wake user space only once this much is waiting in EVENTS: waking it for every event
 /// cost more than everything else the tracer does; user space drains smaller amounts on a
 /// timer. Set by the loader from the ring size.

@@ -1,9 +1,9 @@
 //! Walks task -> files -> fdtable -> file -> socket -> sock with offsets from the running
 //! kernel's BTF (no CO-RE in Rust eBPF, so user space computes them and sets `OFFSETS`).
 use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel};
-use tracer_common::{KernelOffsets, TS_COMPAT};
+use tracer_common::TS_COMPAT;
 
-use crate::maps::{OFFSETS, WATCHED_PORTS};
+use crate::maps::{WATCHED_PORTS, offset};
 
 const S_IFMT: u16 = 0o170000;
 const S_IFSOCK: u16 = 0o140000;
@@ -25,13 +25,12 @@ pub fn current_file(fd: i32) -> Option<u64> {
     if fd < 0 {
         return None;
     }
-    let off = OFFSETS.load();
     // SAFETY: the helper only returns the current task pointer.
     let task = unsafe { bpf_get_current_task() };
-    let files: u64 = read(task, off.task_files)?;
-    let fdt: u64 = read(files, off.files_fdt)?;
+    let files: u64 = read(task, offset!(task_files))?;
+    let fdt: u64 = read(files, offset!(files_fdt))?;
     // `unsigned int max_fds` (padded to 8 bytes), then `struct file **fd`: one read.
-    let [max_fds, fd_array]: [u64; 2] = read(fdt, off.fdt_max_fds)?;
+    let [max_fds, fd_array]: [u64; 2] = read(fdt, offset!(fdt_max_fds))?;
     if fd as u32 >= max_fds as u32 {
         return None;
     }
@@ -51,28 +50,27 @@ pub struct Endpoints {
 /// `Some` only for a connected (not listening) TCP socket whose local port is watched.
 #[inline(always)]
 pub fn watched_endpoints(file: u64) -> Option<Endpoints> {
-    let off = OFFSETS.load();
-    let sk = tcp_sock(file, &off)?;
-    let common = sk + off.sock_common as u64;
-    let local_port: u16 = read(common, off.sock_common_num)?;
+    let sk = tcp_sock(file)?;
+    let common = sk + offset!(sock_common) as u64;
+    let local_port: u16 = read(common, offset!(sock_common_num))?;
     // SAFETY: lookup only; the value is not used.
     unsafe { WATCHED_PORTS.get(&local_port) }?;
-    let state: u8 = read(common, off.sock_common_state)?;
+    let state: u8 = read(common, offset!(sock_common_state))?;
     if state == TCP_LISTEN {
         return None;
     }
-    let family: u16 = read(common, off.sock_common_family)?;
-    let peer_port: u16 = u16::from_be(read(common, off.sock_common_dport)?);
+    let family: u16 = read(common, offset!(sock_common_family))?;
+    let peer_port: u16 = u16::from_be(read(common, offset!(sock_common_dport))?);
     let mut local_addr = [0u8; 16];
     let mut peer_addr = [0u8; 16];
     if family == AF_INET {
-        let l: [u8; 4] = read(common, off.sock_common_rcv_saddr)?;
-        let p: [u8; 4] = read(common, off.sock_common_daddr)?;
+        let l: [u8; 4] = read(common, offset!(sock_common_rcv_saddr))?;
+        let p: [u8; 4] = read(common, offset!(sock_common_daddr))?;
         local_addr[..4].copy_from_slice(&l);
         peer_addr[..4].copy_from_slice(&p);
     } else {
-        local_addr = read(common, off.sock_common_v6_rcv_saddr)?;
-        peer_addr = read(common, off.sock_common_v6_daddr)?;
+        local_addr = read(common, offset!(sock_common_v6_rcv_saddr))?;
+        peer_addr = read(common, offset!(sock_common_v6_daddr))?;
     }
     Some(Endpoints {
         family,
@@ -92,14 +90,13 @@ pub fn watched_endpoints(file: u64) -> Option<Endpoints> {
 /// that may not be its first.
 #[inline(always)]
 pub fn payload_moved(file: u64, moved: [u64; 2]) -> bool {
-    let off = OFFSETS.load();
-    let Some(sk) = tcp_sock(file, &off) else {
+    let Some(sk) = tcp_sock(file) else {
         return true;
     };
-    let received: Option<u64> = read(sk, off.tcp_bytes_received);
-    let rcv_nxt: Option<u32> = read(sk, off.tcp_rcv_nxt);
-    let copied_seq: Option<u32> = read(sk, off.tcp_copied_seq);
-    let sent: Option<u64> = read(sk, off.tcp_bytes_sent);
+    let received: Option<u64> = read(sk, offset!(tcp_bytes_received));
+    let rcv_nxt: Option<u32> = read(sk, offset!(tcp_rcv_nxt));
+    let copied_seq: Option<u32> = read(sk, offset!(tcp_copied_seq));
+    let sent: Option<u64> = read(sk, offset!(tcp_bytes_sent));
     match (received, rcv_nxt, copied_seq, sent) {
         (Some(received), Some(rcv_nxt), Some(copied_seq), Some(sent)) => {
             let unread = rcv_nxt.wrapping_sub(copied_seq) as u64;
@@ -114,53 +111,55 @@ pub fn payload_moved(file: u64, moved: [u64; 2]) -> bool {
 /// (`raw_syscalls:sys_exit` passes them).
 #[inline(always)]
 pub fn syscall_nr(regs: u64) -> Option<u64> {
-    read(regs, OFFSETS.load().regs_syscall_nr)
+    read(regs, offset!(regs_syscall_nr))
 }
 
 /// The first three arguments of the syscall that is returning; `None` for a 32-bit
 /// (compat) syscall, whose number names another call.
 #[inline(always)]
 pub fn syscall_args(regs: u64) -> Option<[u64; 3]> {
-    let off = OFFSETS.load();
-    if off.thread_status != u32::MAX {
+    let thread_status = offset!(thread_status);
+    if thread_status != u32::MAX {
         // SAFETY: the helper only returns the current task pointer.
         let task = unsafe { bpf_get_current_task() };
-        let status: u32 = read(task, off.thread_status)?;
+        let status: u32 = read(task, thread_status)?;
         if status & TS_COMPAT != 0 {
             return None;
         }
     }
     // One read instead of three: every helper call is paid on each captured syscall.
-    let [third, second, first]: [u64; 3] = read(regs, off.regs_args)?;
+    let [third, second, first]: [u64; 3] = read(regs, offset!(regs_args))?;
     Some([first, second, third])
 }
 
 /// Local port of a listening TCP socket, for listen() discovery.
 #[inline(always)]
 pub fn tcp_local_port(file: u64) -> Option<u16> {
-    let off = OFFSETS.load();
-    let sk = tcp_sock(file, &off)?;
-    read(sk + off.sock_common as u64, off.sock_common_num)
+    let sk = tcp_sock(file)?;
+    read(sk + offset!(sock_common) as u64, offset!(sock_common_num))
 }
 
 /// The `struct sock *` of an IPv4/IPv6 TCP stream socket file.
 #[inline(always)]
-fn tcp_sock(file: u64, off: &KernelOffsets) -> Option<u64> {
-    let inode: u64 = read(file, off.file_f_inode)?;
-    let mode: u16 = read(inode, off.inode_i_mode)?;
+fn tcp_sock(file: u64) -> Option<u64> {
+    let inode: u64 = read(file, offset!(file_f_inode))?;
+    let mode: u16 = read(inode, offset!(inode_i_mode))?;
     if mode & S_IFMT != S_IFSOCK {
         return None;
     }
-    let socket: u64 = read(file, off.file_private_data)?;
-    let sk: u64 = read(socket, off.socket_sk)?;
+    let socket: u64 = read(file, offset!(file_private_data))?;
+    let sk: u64 = read(socket, offset!(socket_sk))?;
     if sk == 0 {
         return None;
     }
-    let family: u16 = read(sk + off.sock_common as u64, off.sock_common_family)?;
+    let family: u16 = read(
+        sk + offset!(sock_common) as u64,
+        offset!(sock_common_family),
+    )?;
     if family != AF_INET && family != AF_INET6 {
         return None;
     }
-    let protocol: u16 = read(sk, off.sock_protocol)?;
-    let sk_type: u16 = read(sk, off.sock_type)?;
+    let protocol: u16 = read(sk, offset!(sock_protocol))?;
+    let sk_type: u16 = read(sk, offset!(sock_type))?;
     (protocol == IPPROTO_TCP && sk_type == SOCK_STREAM).then_some(sk)
 }

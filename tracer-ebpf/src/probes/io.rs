@@ -19,8 +19,8 @@ use crate::{
     conn::watched_conn,
     emit::{self, Transfer},
     maps::{
-        CAPTURE_PROGRAMS, CONN_SEEN, CONN_TLS, HEAD_SCAN_PROGRAM, OFFSETS, SSL_CALLS,
-        THREAD_TLS_READ, WATCHED_TGIDS, count_loss,
+        CAPTURE_PROGRAMS, CONN_SEEN, CONN_TLS, HEAD_SCAN_PROGRAM, SSL_CALLS, THREAD_TLS_READ,
+        WATCHED_TGIDS, count_loss, offset,
     },
     sock::{syscall_args, syscall_nr},
 };
@@ -59,7 +59,7 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
 /// The index in `Syscall::CAPTURED` (its `Syscall` value) of syscall `nr`.
 #[inline(always)]
 fn captured(nr: u64) -> Option<u32> {
-    let numbers = OFFSETS.load().syscall_nr;
+    let numbers = offset!(syscall_nr);
     for (i, &number) in numbers.iter().enumerate() {
         if u64::from(number) == nr {
             return Some(i as u32);

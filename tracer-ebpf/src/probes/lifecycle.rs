@@ -7,7 +7,7 @@ use tracer_common::{EventKind, Loss};
 
 use crate::{
     conn, emit,
-    maps::{OFFSETS, SSL_CALLS, WATCHED_PORTS, WATCHED_TGIDS, count_loss},
+    maps::{SSL_CALLS, WATCHED_PORTS, WATCHED_TGIDS, count_loss, offset},
     sock::{current_file, tcp_local_port},
 };
 
@@ -62,7 +62,7 @@ pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
     if unsafe { WATCHED_TGIDS.get(&parent) }.is_none() {
         return 0;
     }
-    let offset = OFFSETS.load().fork_child_pid as usize;
+    let offset = offset!(fork_child_pid) as usize;
     // SAFETY: offset read from this tracepoint's format file by the loader.
     let Ok(child) = (unsafe { ctx.read_at::<u32>(offset) }) else {
         count_loss(Loss::ContextRead);
