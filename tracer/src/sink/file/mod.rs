@@ -200,7 +200,7 @@ impl Sink for FileSink {
         if self.trouble.is_some() {
             return Ok(());
         }
-        if let Err(e) = self.live.sync() {
+        if let Err(e) = self.live.finish() {
             self.rotation_failed("syncing it", &e);
             return Ok(());
         }
@@ -260,7 +260,7 @@ impl Sink for FileSink {
             );
             self.pending.clear();
         }
-        if let Err(e) = self.live.sync() {
+        if let Err(e) = self.live.finish() {
             eprintln!(
                 "tracer: file sink: syncing {} at exit: {e}",
                 self.settings.path.display()
