@@ -182,15 +182,15 @@ impl Headers {
 
     /// Fields decoded elsewhere (HTTP/2's HPACK), copied into one buffer with `texts`
     /// after them; see [`Headers::with_texts`].
-    pub(crate) fn from_pairs<const N: usize>(
-        pairs: &[(Vec<u8>, Vec<u8>)],
+    pub(crate) fn from_pairs<'p, const N: usize>(
+        pairs: impl Clone + Iterator<Item = (&'p [u8], &'p [u8])>,
         texts: [&[u8]; N],
     ) -> (Self, [[u32; 2]; N]) {
-        let mut bytes = Vec::with_capacity(
-            pairs.iter().map(|(n, v)| n.len() + v.len()).sum::<usize>()
-                + texts.iter().map(|t| t.len()).sum::<usize>(),
-        );
-        let mut spans = Vec::with_capacity(pairs.len());
+        let (count, len) = pairs.clone().fold((0, 0), |(count, len), (n, v)| {
+            (count + 1, len + n.len() + v.len())
+        });
+        let mut bytes = Vec::with_capacity(len + texts.iter().map(|t| t.len()).sum::<usize>());
+        let mut spans = Vec::with_capacity(count);
         for (name, value) in pairs {
             let [ns, ne] = append(&mut bytes, name);
             let [vs, ve] = append(&mut bytes, value);
@@ -395,6 +395,42 @@ pub struct Http2Info {
     pub grpc: Option<Grpc>,
 }
 
+/// Finished exchanges until their connection's owner takes them: most often one. The
+/// first is given room for exactly one. A `Vec`'s first growth is to four, 1.3 KiB,
+/// which glibc's malloc serves only after consolidating its fast bins, freed a moment
+/// before by the request's parsing: 3% of the tracer's CPU under `h2load` (`perf`).
+#[derive(Default)]
+pub struct Finished(Vec<Exchange>);
+
+impl Finished {
+    pub fn push(&mut self, exchange: Exchange) {
+        if self.0.capacity() == 0 {
+            self.0.reserve_exact(1);
+        }
+        self.0.push(exchange);
+    }
+
+    /// Adds `more` after those held; takes its buffer over when none are.
+    pub fn append(&mut self, more: Vec<Exchange>) {
+        if self.0.is_empty() {
+            self.0 = more;
+        } else {
+            self.0.extend(more);
+        }
+    }
+
+    pub fn last_mut(&mut self) -> Option<&mut Exchange> {
+        self.0.last_mut()
+    }
+
+    /// Moves them out. Not a drain that keeps the buffer: an idle keep-alive connection
+    /// would then hold it for nothing (10,000 connections went from 58 to 71 MiB of RSS
+    /// with four exchanges' room each).
+    pub fn take(&mut self) -> Vec<Exchange> {
+        std::mem::take(&mut self.0)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Exchange {
     pub request: Request,
@@ -461,8 +497,8 @@ mod tests {
 
     #[test]
     fn pairs_keep_their_texts_after_the_fields() {
-        let pairs = [(b"host".to_vec(), b"example".to_vec())];
-        let (headers, line) = Headers::from_pairs(&pairs, [&b"POST"[..], &b"/up"[..]]);
+        let pairs = [(&b"host"[..], &b"example"[..])];
+        let (headers, line) = Headers::from_pairs(pairs.into_iter(), [&b"POST"[..], &b"/up"[..]]);
         let request = RequestHead::new(headers, line, 0, false);
         assert_eq!((request.method(), request.target()), ("POST", "/up"));
         assert_eq!(request.header("Host"), Some(&b"example"[..]));

@@ -8,8 +8,11 @@ use super::frame::{
 };
 use super::grpc::parse_status;
 use super::hpack::{Hpack, Keep};
-use super::stream::{Fields, Stream};
-use crate::http::types::{Chunk, Exchange, ExchangeEnd, Http2Stats, Request};
+use super::{
+    fields::Fields,
+    stream::{self, Stream},
+};
+use crate::http::types::{Chunk, Exchange, ExchangeEnd, Finished, Http2Stats, Request};
 
 /// Streams tracked at once. Servers allow 100 or 128 concurrent streams; more open
 /// streams mean their ends are not being seen. Newer streams beyond it are not tracked.
@@ -71,7 +74,7 @@ pub struct H2Connection {
     seen: Option<(u32, u32)>,
     /// Streams above this id were refused by a GOAWAY.
     goaway_last: Option<u32>,
-    completed: Vec<Exchange>,
+    completed: Finished,
     stats: Http2Stats,
 }
 
@@ -85,7 +88,7 @@ impl H2Connection {
             streams: BTreeMap::new(),
             seen: None,
             goaway_last: None,
-            completed: Vec::new(),
+            completed: Finished::default(),
             stats: Http2Stats {
                 partial_connections: u64::from(partial),
                 ..Http2Stats::default()
@@ -99,7 +102,7 @@ impl H2Connection {
     pub fn upgraded(request: Request) -> Self {
         let mut conn = Self::new(false);
         let mut stream = Stream::new(1, request.first_byte_ns);
-        stream.request = Some(Fields::from_http1(&request.head));
+        stream.request = Some(stream::from_http1(&request.head));
         stream.request_body = request.body_size;
         stream.request_ended = true;
         conn.stats.streams += 1;
@@ -126,7 +129,7 @@ impl H2Connection {
     }
 
     pub fn take_completed(&mut self) -> Vec<Exchange> {
-        std::mem::take(&mut self.completed)
+        self.completed.take()
     }
 
     /// The connection closed (or the tracer stops): streams still open end here.
@@ -289,7 +292,7 @@ impl H2Connection {
                 if b.truncated {
                     self.stats.header_lists_truncated += 1;
                 }
-                (Some(Fields::new(b.fields)), was_partial || b.truncated)
+                (Some(b.fields), was_partial || b.truncated)
             }
             Err(_) => {
                 self.stats.hpack_errors += 1;

@@ -2,6 +2,7 @@
 //! yields, so identity, redaction and records treat both alike.
 
 mod conn;
+mod fields;
 mod frame;
 mod grpc;
 mod hpack;

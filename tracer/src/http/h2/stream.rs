@@ -1,6 +1,6 @@
 //! One HTTP/2 stream while it is open: what its header blocks and DATA frames said.
 
-use super::grpc::Grpc;
+use super::{fields::Fields, grpc::Grpc};
 use crate::http::types::{
     Declared, Exchange, ExchangeEnd, Headers, Http2Info, Request, RequestHead, RequestSeen,
     Response, ResponseHead,
@@ -22,53 +22,16 @@ pub struct Stream {
     pub partial: bool,
 }
 
-/// Decoded fields of one header block, pseudo-headers apart.
-pub struct Fields {
-    pub pseudo: Vec<(Vec<u8>, Vec<u8>)>,
-    pub regular: Vec<(Vec<u8>, Vec<u8>)>,
-}
-
-impl Fields {
-    pub fn new(fields: Vec<(Vec<u8>, Vec<u8>)>) -> Self {
-        let (pseudo, regular) = fields.into_iter().partition(|(n, _)| n.starts_with(b":"));
-        Self { pseudo, regular }
+/// The fields of the HTTP/1.1 request that asked for `Upgrade: h2c`, which becomes
+/// stream 1.
+pub fn from_http1(head: &RequestHead) -> Fields {
+    let mut fields = Fields::default();
+    fields.push(b":method", head.method().as_bytes());
+    fields.push(b":path", head.target().as_bytes());
+    for (name, value) in head.headers.iter() {
+        fields.push(name, value);
     }
-
-    /// The HTTP/1.1 request that asked for `Upgrade: h2c`, which becomes stream 1.
-    pub fn from_http1(head: &RequestHead) -> Self {
-        Self {
-            pseudo: vec![
-                (b":method".to_vec(), head.method().as_bytes().to_vec()),
-                (b":path".to_vec(), head.target().as_bytes().to_vec()),
-            ],
-            regular: head
-                .headers
-                .iter()
-                .map(|(n, v)| (n.to_vec(), v.to_vec()))
-                .collect(),
-        }
-    }
-
-    pub fn pseudo(&self, name: &str) -> Option<&[u8]> {
-        self.pseudo
-            .iter()
-            .find(|(n, _)| n == name.as_bytes())
-            .map(|(_, v)| v.as_slice())
-    }
-
-    pub fn get(&self, name: &str) -> Option<&[u8]> {
-        self.regular
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
-            .map(|(_, v)| v.as_slice())
-    }
-
-    pub fn status(&self) -> Option<u16> {
-        std::str::from_utf8(self.pseudo(":status")?)
-            .ok()?
-            .parse()
-            .ok()
-    }
+    fields
 }
 
 impl Stream {
@@ -138,16 +101,16 @@ impl Stream {
 
 /// An HTTP/1-shaped head, so identity, redaction and records treat both versions alike:
 /// `:authority` becomes `host` (unless one was sent), `:path` the request target.
-fn request_head(mut fields: Fields) -> RequestHead {
-    let mut pairs = Vec::with_capacity(fields.regular.len() + 1);
-    if fields.get("host").is_none()
-        && let Some(authority) = fields.pseudo(":authority")
-    {
-        pairs.push((b"host".to_vec(), authority.to_vec()));
-    }
-    pairs.append(&mut fields.regular);
+fn request_head(fields: Fields) -> RequestHead {
+    let host = match fields.get("host") {
+        Some(_) => None,
+        None => fields.pseudo(":authority").map(|a| (&b"host"[..], a)),
+    };
     let text = |name| String::from_utf8_lossy(fields.pseudo(name).unwrap_or_default());
     let (method, target) = (text(":method"), text(":path"));
-    let (headers, line) = Headers::from_pairs(&pairs, [method.as_bytes(), target.as_bytes()]);
+    let (headers, line) = Headers::from_pairs(
+        host.into_iter().chain(fields.regular()),
+        [method.as_bytes(), target.as_bytes()],
+    );
     RequestHead::new(headers, line, 0, false)
 }
