@@ -15,6 +15,14 @@ pub struct Fields {
 }
 
 impl Fields {
+    /// Empty, with room for `bytes` of names and values and `fields` fields.
+    pub fn with_capacity(bytes: usize, fields: usize) -> Self {
+        Self {
+            bytes: Vec::with_capacity(bytes),
+            spans: Vec::with_capacity(fields),
+        }
+    }
+
     /// Appends a field. A block is bounded far below 4 GiB (HPACK's header list bound,
     /// HTTP/1's head limit), so the offsets fit; a field that would not is dropped.
     pub fn push(&mut self, name: &[u8], value: &[u8]) {

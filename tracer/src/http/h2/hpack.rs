@@ -78,6 +78,18 @@ pub enum Keep {
 }
 
 impl Keep {
+    /// Room for what a block of `len` bytes decodes to, so that the fields do not grow
+    /// their buffers field by field (reallocation showed under `h2load`). A request's
+    /// fields are mostly one-byte references to the tables, each decoding to tens of
+    /// bytes; a response keeps a status or two. Large blocks grow as they decode, so a
+    /// stream held open costs no more than its fields.
+    fn room(self, len: usize) -> (usize, usize) {
+        match self {
+            Keep::All => ((len * 8 + 128).min(8 * 1024), 12),
+            Keep::Only(names) => (32 * names.len(), names.len()),
+        }
+    }
+
     fn wants(self, name: &[u8]) -> bool {
         match self {
             Keep::All => true,
@@ -126,7 +138,12 @@ impl Hpack {
     }
 
     fn decode_inner(&mut self, block: &[u8]) -> Result<Block, HpackError> {
-        let mut out = Output::default();
+        let (bytes, fields) = self.keep.room(block.len());
+        let mut out = Output {
+            fields: Fields::with_capacity(bytes, fields),
+            size: 0,
+            truncated: false,
+        };
         let mut input = Input {
             data: block,
             recent: &mut self.recent,
@@ -218,7 +235,6 @@ impl Entry {
     }
 }
 
-#[derive(Default)]
 struct Output {
     fields: Fields,
     size: usize,
