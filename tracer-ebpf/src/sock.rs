@@ -1,6 +1,15 @@
 //! Walks task -> files -> fdtable -> file -> socket -> sock with offsets from the running
 //! kernel's BTF (no CO-RE in Rust eBPF, so user space computes them and sets `OFFSETS`).
-use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel};
+//!
+//! What every captured syscall reads (the task, its descriptor table, the syscall's
+//! saved registers) is reached through pointers whose type the verifier knows
+//! (`bpf_get_current_task_btf`, `bpf_task_pt_regs`), so those fields are plain loads;
+//! the rest (a descriptor's file, its socket) goes through `bpf_probe_read_kernel`,
+//! a helper call per field.
+use aya_ebpf::helpers::{
+    bpf_probe_read_kernel,
+    generated::{bpf_get_current_task_btf, bpf_task_pt_regs},
+};
 use tracer_common::TS_COMPAT;
 
 use crate::maps::{WATCHED_PORTS, offset};
@@ -19,6 +28,18 @@ fn read<T>(base: u64, offset: u32) -> Option<T> {
     unsafe { bpf_probe_read_kernel((base + offset as u64) as *const T) }.ok()
 }
 
+/// A field at `offset` of a kernel object whose type the verifier knows: the current
+/// task (`bpf_get_current_task_btf`) and the objects reached through its pointer
+/// fields. A plain load, which the verifier checks against the kernel's BTF (the
+/// offsets come from the frozen `.rodata`, so it knows them) and the JIT guards against
+/// faults, where `bpf_probe_read_kernel` is a helper call per field.
+#[inline(always)]
+fn field<T: Copy>(base: *const u8, offset: u32) -> T {
+    // SAFETY: `base` is a BTF-typed kernel pointer; the verifier rejects a load that is
+    // not a field of its type, and a faulting load reads zero.
+    unsafe { core::ptr::read(base.add(offset as usize).cast::<T>()) }
+}
+
 /// The `struct file *` behind `fd` in the current process.
 #[inline(always)]
 pub fn current_file(fd: i32) -> Option<u64> {
@@ -26,14 +47,17 @@ pub fn current_file(fd: i32) -> Option<u64> {
         return None;
     }
     // SAFETY: the helper only returns the current task pointer.
-    let task = unsafe { bpf_get_current_task() };
-    let files: u64 = read(task, offset!(task_files))?;
-    let fdt: u64 = read(files, offset!(files_fdt))?;
-    // `unsigned int max_fds` (padded to 8 bytes), then `struct file **fd`: one read.
-    let [max_fds, fd_array]: [u64; 2] = read(fdt, offset!(fdt_max_fds))?;
-    if fd as u32 >= max_fds as u32 {
+    let task = unsafe { bpf_get_current_task_btf() }
+        .cast::<u8>()
+        .cast_const();
+    let files: *const u8 = field(task, offset!(task_files));
+    let fdt: *const u8 = field(files, offset!(files_fdt));
+    // `unsigned int max_fds`, then `struct file **fd` 8 bytes on.
+    let max_fds: u32 = field(fdt, offset!(fdt_max_fds));
+    if fd as u32 >= max_fds {
         return None;
     }
+    let fd_array: u64 = field(fdt, offset!(fdt_max_fds) + 8);
     let file: u64 = read(fd_array, fd as u32 * 8)?;
     (file != 0).then_some(file)
 }
@@ -107,29 +131,40 @@ pub fn payload_moved(file: u64, moved: [u64; 2]) -> bool {
     }
 }
 
-/// The number of the syscall that is returning, from the registers it saved on entry
-/// (`raw_syscalls:sys_exit` passes them).
+/// The registers the returning syscall saved on entry: the `struct pt_regs` that
+/// `raw_syscalls:sys_exit` passes, as a pointer whose type the verifier knows, so its
+/// fields are plain loads (see [`field`]).
 #[inline(always)]
-pub fn syscall_nr(regs: u64) -> Option<u64> {
-    read(regs, offset!(regs_syscall_nr))
+fn current_regs() -> *const u8 {
+    // SAFETY: both helpers only return pointers the verifier types.
+    unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) as *const u8 }
+}
+
+/// The number of the syscall that is returning.
+#[inline(always)]
+pub fn syscall_nr() -> u64 {
+    field(current_regs(), offset!(regs_syscall_nr))
 }
 
 /// The first three arguments of the syscall that is returning; `None` for a 32-bit
 /// (compat) syscall, whose number names another call.
 #[inline(always)]
-pub fn syscall_args(regs: u64) -> Option<[u64; 3]> {
+pub fn syscall_args() -> Option<[u64; 3]> {
     let thread_status = offset!(thread_status);
     if thread_status != u32::MAX {
         // SAFETY: the helper only returns the current task pointer.
-        let task = unsafe { bpf_get_current_task() };
-        let status: u32 = read(task, thread_status)?;
+        let task = unsafe { bpf_get_current_task_btf() }
+            .cast::<u8>()
+            .cast_const();
+        let status: u32 = field(task, thread_status);
         if status & TS_COMPAT != 0 {
             return None;
         }
     }
-    // One read instead of three: every helper call is paid on each captured syscall.
-    let [third, second, first]: [u64; 3] = read(regs, offset!(regs_args))?;
-    Some([first, second, third])
+    // The third argument's register first (x86_64: dx, si, di; user space checks it).
+    let regs = current_regs();
+    let at = offset!(regs_args);
+    Some([field(regs, at + 16), field(regs, at + 8), field(regs, at)])
 }
 
 /// Local port of a listening TCP socket, for listen() discovery.

@@ -41,12 +41,7 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
     if ret <= 0 {
         return 0;
     }
-    let regs: u64 = ctx.arg(0);
-    let Some(nr) = syscall_nr(regs) else {
-        count_loss(Loss::ContextRead);
-        return 0;
-    };
-    let Some(index) = captured(nr) else {
+    let Some(index) = captured(syscall_nr()) else {
         return 0;
     };
     // SAFETY: CAPTURE_PROGRAMS holds raw tracepoint programs for this same context.
@@ -73,13 +68,12 @@ fn captured(nr: u64) -> Option<u32> {
 fn returned(ctx: &RawTracePointContext, syscall: Syscall) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
-    let regs: u64 = ctx.arg(0);
     let ret: i64 = ctx.arg(1);
     if ret <= 0 {
         return;
     }
     let len = ret as u64;
-    let Some([fd, buf, third]) = syscall_args(regs) else {
+    let Some([fd, buf, third]) = syscall_args() else {
         return;
     };
     let fd = fd as i32;
