@@ -46,10 +46,7 @@ pub fn current_file(fd: i32) -> Option<u64> {
     if fd < 0 {
         return None;
     }
-    // SAFETY: the helper only returns the current task pointer.
-    let task = unsafe { bpf_get_current_task_btf() }
-        .cast::<u8>()
-        .cast_const();
+    let task = current_task();
     let files: *const u8 = field(task, offset!(task_files));
     let fdt: *const u8 = field(files, offset!(files_fdt));
     // `unsigned int max_fds`, then `struct file **fd` 8 bytes on.
@@ -131,6 +128,15 @@ pub fn payload_moved(file: u64, moved: [u64; 2]) -> bool {
     }
 }
 
+/// The current task, as a pointer whose type the verifier knows (see [`field`]).
+#[inline(always)]
+fn current_task() -> *const u8 {
+    // SAFETY: the helper only returns the current task pointer.
+    unsafe { bpf_get_current_task_btf() }
+        .cast::<u8>()
+        .cast_const()
+}
+
 /// The registers the returning syscall saved on entry: the `struct pt_regs` that
 /// `raw_syscalls:sys_exit` passes, as a pointer whose type the verifier knows, so its
 /// fields are plain loads (see [`field`]).
@@ -152,10 +158,7 @@ pub fn syscall_nr() -> u64 {
 pub fn syscall_args() -> Option<[u64; 3]> {
     let thread_status = offset!(thread_status);
     if thread_status != u32::MAX {
-        // SAFETY: the helper only returns the current task pointer.
-        let task = unsafe { bpf_get_current_task_btf() }
-            .cast::<u8>()
-            .cast_const();
+        let task = current_task();
         let status: u32 = field(task, thread_status);
         if status & TS_COMPAT != 0 {
             return None;
