@@ -13,6 +13,21 @@ pub const MAX_CAPTURE: usize = 32 * 1024;
 /// Upper bound on watched ports (a hash map in the kernel).
 pub const MAX_PORTS: u32 = 64;
 
+/// Words of the watched-process bitmap (`WATCHED_TGIDS`): one bit for every pid up to
+/// `PID_MAX_LIMIT`, the largest `kernel.pid_max` a 64-bit kernel accepts (4,194,304),
+/// so the bitmap is 512 KiB whatever the host's setting.
+pub const PID_BITMAP_WORDS: u32 = 4_194_304 / 64;
+
+/// The bitmap word and bit of `pid`.
+#[inline(always)]
+pub const fn pid_bit(pid: u32) -> (u32, u64) {
+    (pid / 64, 1 << (pid % 64))
+}
+
+/// `BPF_F_MMAPABLE`: user space sets the bits of the servers it finds at start with
+/// atomic operations on the mapped words, as the kernel programs do.
+pub const BPF_F_MMAPABLE: u32 = 1 << 10;
+
 /// Upper bound on iovec entries walked for readv/writev/recvmsg/sendmsg. gRPC (grpcio)
 /// writes a unary response as one sendmsg of ~14 small iovecs (frame headers, HPACK
 /// blocks, message, trailers); 8 cut off its trailers. Bytes past the last iovec walked

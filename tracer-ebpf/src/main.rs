@@ -2,9 +2,12 @@
 //!
 //! Only tracepoints are used: this kernel (and many locked-down production kernels) has no
 //! kprobes and no BPF trampolines. The hot path, run for every read/write-family syscall
-//! of every process on the host, is one hash lookup of the caller's tgid in
-//! `WATCHED_TGIDS`; everything else happens only for processes that serve a watched port.
+//! of every process on the host, is one bit of the `WATCHED_TGIDS` bitmap, the caller's
+//! tgid; everything else happens only for processes that serve a watched port.
 #![no_std]
+// Atomic OR and AND on map memory (maps.rs): the BPF target hides `AtomicU64`'s.
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 #![no_main]
 
 mod body;

@@ -5,9 +5,10 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
+use core::intrinsics::{AtomicOrdering::Relaxed, atomic_and, atomic_or};
 use tracer_common::{
-    CAPTURED_SYSCALLS, DataEvent, KernelOffsets, LOSS_REASONS, Loss, MAX_CAPTURE, MAX_PORTS,
-    response_head::HeadScan,
+    BPF_F_MMAPABLE, CAPTURED_SYSCALLS, DataEvent, KernelOffsets, LOSS_REASONS, Loss, MAX_CAPTURE,
+    MAX_PORTS, PID_BITMAP_WORDS, pid_bit, response_head::HeadScan,
 };
 
 /// Field offsets of the running kernel, from its BTF (see tracer/src/kernel/offsets.rs).
@@ -71,10 +72,42 @@ pub static WAKEUP_BYTES: Global<u64> = Global::new(64 * 1024);
 #[map]
 pub static WATCHED_PORTS: HashMap<u16, u8> = HashMap::with_max_entries(MAX_PORTS, 0);
 
-/// Processes that hold a socket on a watched port: found by user space at start
-/// (/proc scan), added here on listen() and inherited on fork.
+/// Processes that hold a socket on a watched port, one bit per pid: found by user space
+/// at start (/proc scan), added here on listen() and inherited on fork. A bitmap, not a
+/// hash map, because every syscall on the host looks its caller up here: an array
+/// lookup is inlined by the verifier into a bounds check and a load, where a hash map's
+/// hashes the key and walks a bucket.
 #[map]
-pub static WATCHED_TGIDS: HashMap<u32, u8> = HashMap::with_max_entries(32768, 0);
+pub static WATCHED_TGIDS: Array<u64> = Array::with_max_entries(PID_BITMAP_WORDS, BPF_F_MMAPABLE);
+
+/// Whether `pid` (a process, or a thread that fork added) is watched.
+#[inline(always)]
+pub fn watched(pid: u32) -> bool {
+    let (word, bit) = pid_bit(pid);
+    WATCHED_TGIDS.get(word).is_some_and(|w| *w & bit != 0)
+}
+
+/// Watches `pid`. Atomic: forks and exits on other CPUs change bits of the same word.
+#[inline(always)]
+pub fn watch(pid: u32) {
+    let (word, bit) = pid_bit(pid);
+    if let Some(w) = WATCHED_TGIDS.get_ptr_mut(word) {
+        // SAFETY: a live, aligned u64 of the map's value memory. The intrinsic, because
+        // the BPF target declares no compare-and-swap, which hides `AtomicU64::fetch_or`;
+        // the instruction (BPF_ATOMIC | BPF_OR) exists since Linux 5.12.
+        unsafe { atomic_or::<u64, u64, { Relaxed }>(w, bit) };
+    }
+}
+
+/// Stops watching `pid`.
+#[inline(always)]
+pub fn unwatch(pid: u32) {
+    let (word, bit) = pid_bit(pid);
+    if let Some(w) = WATCHED_TGIDS.get_ptr_mut(word) {
+        // SAFETY: as in `watch`.
+        unsafe { atomic_and::<u64, u64, { Relaxed }>(w, !bit) };
+    }
+}
 
 #[repr(C)]
 #[derive(Clone, Copy)]

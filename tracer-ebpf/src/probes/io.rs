@@ -1,7 +1,7 @@
 //! The read and write families, each call seen once: as it returns.
 //!
 //! One raw tracepoint, `raw_syscalls:sys_exit`, runs for every syscall of the host; its
-//! first action is one hash lookup of the caller's tgid in `WATCHED_TGIDS`. For watched
+//! first action tests the caller's bit in the `WATCHED_TGIDS` bitmap. For watched
 //! processes the syscall's number is read back from the registers it saved on entry,
 //! and a captured syscall jumps (tail call) to its own program, which reads the
 //! arguments the same way: per transfer, one hook instead of two perf-event
@@ -20,7 +20,7 @@ use crate::{
     emit::{self, Transfer},
     maps::{
         CAPTURE_PROGRAMS, CONN_SEEN, CONN_TLS, HEAD_SCAN_PROGRAM, SSL_CALLS, THREAD_TLS_READ,
-        WATCHED_TGIDS, count_loss, offset,
+        count_loss, offset, watched,
     },
     sock::{syscall_args, syscall_nr},
 };
@@ -30,8 +30,8 @@ use crate::{
 pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
-    // SAFETY: lookup only. This is the check every syscall on the host pays.
-    if unsafe { WATCHED_TGIDS.get(&tgid) }.is_none() {
+    // The check every syscall on the host pays.
+    if !watched(tgid) {
         return 0;
     }
     // A call that moved nothing (EAGAIN after the last request, an error) has nothing

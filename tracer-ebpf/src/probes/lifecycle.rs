@@ -7,7 +7,7 @@ use tracer_common::{EventKind, Loss};
 
 use crate::{
     conn, emit,
-    maps::{SSL_CALLS, WATCHED_PORTS, WATCHED_TGIDS, count_loss, offset},
+    maps::{SSL_CALLS, WATCHED_PORTS, count_loss, offset, unwatch, watch, watched},
     sock::{current_file, tcp_local_port},
 };
 
@@ -15,8 +15,7 @@ use crate::{
 pub fn enter_close(ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
-    // SAFETY: lookup only.
-    if unsafe { WATCHED_TGIDS.get(&tgid) }.is_none() {
+    if !watched(tgid) {
         return 0;
     }
     // SAFETY: fd is the first argument of the syscall record.
@@ -44,7 +43,7 @@ pub fn enter_listen(ctx: TracePointContext) -> u32 {
     if unsafe { WATCHED_PORTS.get(&port) }.is_some() {
         let pid_tgid = bpf_get_current_pid_tgid();
         let tgid = (pid_tgid >> 32) as u32;
-        let _ = WATCHED_TGIDS.insert(&tgid, &1, 0);
+        watch(tgid);
         // User space attaches the TLS probes to the libraries this process maps.
         emit::conn(EventKind::Listen, tgid, pid_tgid as u32, fd, 0, None);
     }
@@ -58,8 +57,7 @@ pub fn enter_listen(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
     let parent = (bpf_get_current_pid_tgid() >> 32) as u32;
-    // SAFETY: lookup only.
-    if unsafe { WATCHED_TGIDS.get(&parent) }.is_none() {
+    if !watched(parent) {
         return 0;
     }
     let offset = offset!(fork_child_pid) as usize;
@@ -68,7 +66,7 @@ pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
         count_loss(Loss::ContextRead);
         return 0;
     };
-    let _ = WATCHED_TGIDS.insert(&child, &1, 0);
+    watch(child);
     emit::conn(EventKind::Listen, child, child, -1, 0, None);
     0
 }
@@ -77,8 +75,7 @@ pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
 pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let (tgid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
-    // SAFETY: lookup only.
-    if tid == tgid && unsafe { WATCHED_TGIDS.get(&tgid) }.is_some() {
+    if tid == tgid && watched(tgid) {
         emit::conn(EventKind::Exit, tgid, tid, -1, 0, None);
     }
     // The thread's OpenSSL call slot (tls.rs), if it made any call. Whatever the
@@ -86,6 +83,6 @@ pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
     let _ = SSL_CALLS.remove(&pid_tgid);
     // The exiting task is current; removing its thread id drops both a process's entry
     // (when its leader exits) and entries that fork added for threads.
-    let _ = WATCHED_TGIDS.remove(&tid);
+    unwatch(tid);
     0
 }

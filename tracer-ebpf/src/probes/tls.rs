@@ -16,16 +16,14 @@ use tracer_common::{Loss, Syscall};
 use crate::{
     conn::{known_conn, mark_tls, watched_conn},
     emit::{self, Transfer},
-    maps::{
-        CONN_TLS, SSL_CALLS, SSL_FDS, SslCall, SslKey, THREAD_TLS_READ, WATCHED_TGIDS, count_loss,
-    },
+    maps::{CONN_TLS, SSL_CALLS, SSL_FDS, SslCall, SslKey, THREAD_TLS_READ, count_loss},
 };
 
 #[inline(always)]
 fn watched(pid_tgid: u64) -> bool {
     let tgid = (pid_tgid >> 32) as u32;
-    // SAFETY: lookup only. Every process on the host using this libssl pays this check.
-    unsafe { WATCHED_TGIDS.get(&tgid) }.is_some()
+    // Every process on the host using this libssl pays this check.
+    crate::maps::watched(tgid)
 }
 
 #[inline(always)]

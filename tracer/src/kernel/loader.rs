@@ -12,7 +12,7 @@ use aya::{
 use log::debug;
 use tracer_common::Syscall;
 
-use super::offsets;
+use super::{offsets, watched::WatchedTgids};
 
 /// The kernel programs, built by build.rs with the pinned nightly.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
@@ -36,7 +36,7 @@ pub struct Loaded {
     pub ebpf: Ebpf,
     pub events: RingBuf<MapData>,
     pub losses: PerCpuArray<MapData, u64>,
-    pub tgids: HashMap<MapData, u32, u8>,
+    pub tgids: WatchedTgids,
 }
 
 pub struct Options<'a> {
@@ -90,7 +90,7 @@ pub fn load(options: &Options<'_>) -> Result<Loaded> {
 
     let events = RingBuf::try_from(ebpf.take_map("EVENTS").context("map EVENTS")?)?;
     let losses = PerCpuArray::try_from(ebpf.take_map("LOSSES").context("map LOSSES")?)?;
-    let tgids = HashMap::try_from(
+    let tgids = WatchedTgids::new(
         ebpf.take_map("WATCHED_TGIDS")
             .context("map WATCHED_TGIDS")?,
     )?;

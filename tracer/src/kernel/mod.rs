@@ -12,3 +12,4 @@ pub mod ssl_entry;
 #[cfg(test)]
 mod tests;
 pub mod tls;
+pub mod watched;

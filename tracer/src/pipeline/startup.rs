@@ -66,7 +66,7 @@ pub fn start(config: &RunSettings) -> Result<Started> {
     for pid in &existing {
         loaded
             .tgids
-            .insert(pid, &1u8, 0)
+            .watch(*pid)
             .context("adding a running server to WATCHED_TGIDS")?;
         tls.inspect(&mut loaded.ebpf, *pid);
     }

@@ -10,6 +10,7 @@
 //! test, with the loader's message.
 mod syscalls;
 mod tls;
+mod watching;
 
 use std::{
     net::{TcpListener, TcpStream},
@@ -65,7 +66,7 @@ impl Kernel {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let tracefs = check::tracefs().expect("tracefs");
-        let mut loaded = loader::load(&Options {
+        let loaded = loader::load(&Options {
             ports: &[port],
             ringbuf_bytes: 1 << 20,
             tracefs: &tracefs,
@@ -73,7 +74,7 @@ impl Kernel {
         .expect("loading the eBPF programs (as root)");
         loaded
             .tgids
-            .insert(&std::process::id(), &1u8, 0)
+            .watch(std::process::id())
             .expect("watching this process");
         Self {
             loaded,
