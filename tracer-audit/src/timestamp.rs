@@ -21,20 +21,11 @@ pub struct Rfc3339([u8; 30]);
 
 impl Rfc3339 {
     pub fn new(unix_ns: i128) -> Self {
-        let unix_ns = unix_ns.clamp(MIN_UNIX_NS, MAX_UNIX_NS);
-        // In range after the clamp: |seconds| < 2^38, nanos < 10^9. Years 1678-2262 fit
-        // in an i64, whose division is a few cycles; i128's is a library call, and was
-        // most of this function's time in the sensor's record loop.
-        let (secs, nanos) = match i64::try_from(unix_ns) {
-            Ok(ns) => {
-                let per_sec = NANOS_PER_SEC as i64;
-                (ns.div_euclid(per_sec), ns.rem_euclid(per_sec) as u32)
-            }
-            Err(_) => (
-                unix_ns.div_euclid(NANOS_PER_SEC) as i64,
-                unix_ns.rem_euclid(NANOS_PER_SEC) as u32,
-            ),
-        };
+        let (secs, nanos) = split(unix_ns);
+        Self::from_parts(secs, nanos)
+    }
+
+    fn from_parts(secs: i64, nanos: u32) -> Self {
         let (year, month, day) = civil_from_days(secs.div_euclid(SECS_PER_DAY));
         let second_of_day = secs.rem_euclid(SECS_PER_DAY) as u32;
         let mut out = *b"0000-00-00T00:00:00.000000000Z";
@@ -75,6 +66,51 @@ impl std::fmt::Debug for Rfc3339 {
 impl serde::Serialize for Rfc3339 {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(self.as_str())
+    }
+}
+
+/// Whole seconds since the epoch and the nanoseconds past them, after clamping to what
+/// RFC 3339 can write.
+fn split(unix_ns: i128) -> (i64, u32) {
+    let unix_ns = unix_ns.clamp(MIN_UNIX_NS, MAX_UNIX_NS);
+    // In range after the clamp: |seconds| < 2^38, nanos < 10^9. Years 1678-2262 fit
+    // in an i64, whose division is a few cycles; i128's is a library call, and was
+    // most of this function's time in the sensor's record loop.
+    match i64::try_from(unix_ns) {
+        Ok(ns) => {
+            let per_sec = NANOS_PER_SEC as i64;
+            (ns.div_euclid(per_sec), ns.rem_euclid(per_sec) as u32)
+        }
+        Err(_) => (
+            unix_ns.div_euclid(NANOS_PER_SEC) as i64,
+            unix_ns.rem_euclid(NANOS_PER_SEC) as u32,
+        ),
+    }
+}
+
+/// Formats timestamps that mostly fall in the second of the one before, as a record's
+/// do: the date and time of day of the last second are kept, and a timestamp in the same
+/// second writes only its nine fractional digits.
+#[derive(Default)]
+pub struct Rfc3339Cache {
+    last: Option<(i64, Rfc3339)>,
+}
+
+impl Rfc3339Cache {
+    pub fn format(&mut self, unix_ns: i128) -> Rfc3339 {
+        let (secs, nanos) = split(unix_ns);
+        match &self.last {
+            Some((second, text)) if *second == secs => {
+                let mut text = *text;
+                put_padded(&mut text.0[20..29], nanos);
+                text
+            }
+            _ => {
+                let text = Rfc3339::from_parts(secs, nanos);
+                self.last = Some((secs, text));
+                text
+            }
+        }
     }
 }
 
@@ -169,6 +205,20 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn the_cache_writes_what_new_writes(
+            start in MIN_UNIX_NS..=MAX_UNIX_NS,
+            steps in proptest::collection::vec(-3 * NS..3 * NS, 1..20),
+        ) {
+            let mut cache = Rfc3339Cache::default();
+            let mut ns = start;
+            for step in steps {
+                let (cached, new) = (cache.format(ns), Rfc3339::new(ns));
+                prop_assert_eq!(cached.as_str(), new.as_str());
+                ns = ns.saturating_add(step);
+            }
+        }
+
         #[test]
         fn agrees_with_time_crate(ns in MIN_UNIX_NS..=MAX_UNIX_NS) {
             let format = format_description!(

@@ -5,7 +5,7 @@
 #[cfg(test)]
 pub(crate) mod tests;
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt as _};
 
 use tracer_common::Direction;
 

@@ -1,7 +1,5 @@
 //! Kernel timestamps (`bpf_ktime_get_ns`, CLOCK_MONOTONIC) to wall-clock UTC.
 
-use tracer_audit::timestamp::Rfc3339;
-
 const NANOS_PER_SEC: i128 = 1_000_000_000;
 /// Samples taken by [`Clock::calibrate`]; the best of a few filters out a read interrupted by
 /// preemption without making calibration noticeable.
@@ -39,12 +37,6 @@ impl Clock {
     pub fn unix_ns(&self, monotonic_ns: u64) -> i128 {
         i128::from(monotonic_ns) + self.offset_ns
     }
-
-    /// RFC 3339 UTC with exactly 9 fractional digits and `Z`, e.g.
-    /// `2026-11-22T19:27:50.123456789Z`.
-    pub fn rfc3339(&self, monotonic_ns: u64) -> Rfc3339 {
-        Rfc3339::new(self.unix_ns(monotonic_ns))
-    }
 }
 
 struct OffsetSample {
@@ -78,6 +70,8 @@ fn clock_ns(clock: libc::clockid_t) -> i128 {
 mod tests {
     use std::time::{SystemTime, UNIX_EPOCH};
 
+    use tracer_audit::timestamp::Rfc3339;
+
     use super::*;
 
     const NS: i128 = NANOS_PER_SEC;
@@ -88,7 +82,7 @@ mod tests {
         let monotonic = 670 * 1_000_000_000 + 123_456_789;
         assert_eq!(clock.unix_ns(monotonic), 1_795_375_670 * NS + 123_456_789);
         assert_eq!(
-            clock.rfc3339(monotonic).as_str(),
+            Rfc3339::new(clock.unix_ns(monotonic)).as_str(),
             "2026-11-22T19:27:50.123456789Z"
         );
     }
@@ -97,7 +91,10 @@ mod tests {
     fn negative_offset_is_applied() {
         let clock = Clock::with_offset_ns(-5);
         assert_eq!(clock.unix_ns(3), -2);
-        assert_eq!(clock.rfc3339(3).as_str(), "1969-12-31T23:59:59.999999998Z");
+        assert_eq!(
+            Rfc3339::new(clock.unix_ns(3)).as_str(),
+            "1969-12-31T23:59:59.999999998Z"
+        );
     }
 
     #[test]

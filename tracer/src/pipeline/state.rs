@@ -5,7 +5,7 @@
 //! to the tracker: an Open caches the serving process (short-lived handlers may be gone
 //! by the time their response completes), Exit forgets it once its records are
 //! written, Listen and Tls ask for OpenSSL probes.
-use std::io;
+use std::{io, time::Instant};
 
 use anyhow::{Context as _, Result};
 use aya::maps::{MapData, RingBuf};
@@ -65,7 +65,7 @@ impl State {
                     // What the pipeline needs besides the tracker's work.
                     match &event {
                         ConnectionEvent::Open { header, .. } => {
-                            self.processes.get(header.tgid);
+                            self.processes.get(header.tgid, Instant::now());
                         }
                         ConnectionEvent::Exit { header } => self.exited.push(header.tgid),
                         ConnectionEvent::Tls { header } => {
@@ -124,8 +124,9 @@ impl State {
             return Ok(());
         }
         let mut result = Ok(());
+        let now = Instant::now();
         for finished in self.finished.drain(..) {
-            let process = self.processes.get(finished.meta.tgid);
+            let process = self.processes.get(finished.meta.tgid, now);
             self.records
                 .write_json(&finished, process.as_deref(), self.output.line());
             result = self.output.commit(Kind::Access);

@@ -11,7 +11,7 @@ mod golden_tests;
 
 use std::{borrow::Cow, net::IpAddr};
 
-use tracer_audit::timestamp::Rfc3339;
+use tracer_audit::timestamp::{Rfc3339, Rfc3339Cache};
 
 use self::process_fields::ProcessFields;
 use crate::{
@@ -128,6 +128,8 @@ impl AccessRecord<'_> {
 /// What every record is built with.
 pub struct RecordContext {
     clock: Clock,
+    /// A batch's records fall mostly in one second: its date and time are written once.
+    times: Rfc3339Cache,
     redactor: QueryRedactor,
     paths: PathRedactor,
     process_fields: ProcessFields,
@@ -143,6 +145,7 @@ impl RecordContext {
     ) -> Self {
         Self {
             clock,
+            times: Rfc3339Cache::default(),
             redactor,
             paths,
             process_fields: ProcessFields::default(),
@@ -162,7 +165,8 @@ impl RecordContext {
         let head = &finished.exchange.request.head;
         let target = target::split(head.target());
         let query = target.query;
-        let mut record = self.build(finished, target);
+        let times = self.timestamps(finished);
+        let mut record = self.build(finished, target, times);
         let identity = self.identifier.identify(head, query, record.peer_address);
         match identity.client {
             None => {}
@@ -184,7 +188,25 @@ impl RecordContext {
         escape::escape_invisible_breaks(out, start);
     }
 
-    fn build<'a>(&self, finished: &'a Finished, target: target::Target<'a>) -> AccessRecord<'a> {
+    /// The request's and the response's timestamps.
+    fn timestamps(&mut self, finished: &Finished) -> (Rfc3339, Option<Rfc3339>) {
+        let exchange = &finished.exchange;
+        let request = self
+            .times
+            .format(self.clock.unix_ns(exchange.request.first_byte_ns));
+        let response = exchange
+            .response
+            .as_ref()
+            .map(|r| self.times.format(self.clock.unix_ns(r.head_ns)));
+        (request, response)
+    }
+
+    fn build<'a>(
+        &self,
+        finished: &'a Finished,
+        target: target::Target<'a>,
+        (timestamp, response_timestamp): (Rfc3339, Option<Rfc3339>),
+    ) -> AccessRecord<'a> {
         let exchange = &finished.exchange;
         let request = &exchange.request;
         let head = &request.head;
@@ -215,8 +237,8 @@ impl RecordContext {
             None => (None, None),
         };
         AccessRecord {
-            timestamp: self.clock.rfc3339(request.first_byte_ns),
-            response_timestamp: response.map(|r| self.clock.rfc3339(r.head_ns)),
+            timestamp,
+            response_timestamp,
             duration_ns: response.map(|r| r.head_ns.saturating_sub(request.first_byte_ns)),
             // OpenTelemetry's name for a method the instrumentation does not know.
             method: if unparsed.is_some() || head.method().is_empty() {

@@ -3,7 +3,7 @@
 //! Executable path, command line and cgroup are the longest strings of a record and the
 //! same for every request a process serves; escaping them per record was the largest
 //! single cost of writing records.
-use std::collections::HashMap;
+use foldhash::HashMap;
 
 use crate::{enrich::ProcessInfo, json::Fields};
 

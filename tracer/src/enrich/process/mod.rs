@@ -8,10 +8,11 @@ mod passwd;
 mod procfs;
 
 use std::{
-    collections::HashMap,
     sync::Arc,
     time::{Duration, Instant},
 };
+
+use foldhash::{HashMap, HashMapExt as _};
 
 use self::{
     passwd::UserNames,
@@ -91,8 +92,8 @@ impl ProcessCache {
     /// instance. Reading /proc on every call would be too costly at 10k+ requests/s, so the
     /// start time is compared at most once per revalidation interval, and at the first call
     /// after [`forget`](Self::forget). None when the process is gone and nothing is cached.
-    pub fn get(&mut self, pid: u32) -> Option<Arc<ProcessInfo>> {
-        let now = Instant::now();
+    /// `now` is the caller's: one clock read serves a batch of records.
+    pub fn get(&mut self, pid: u32, now: Instant) -> Option<Arc<ProcessInfo>> {
         self.cached(pid, now).or_else(|| self.load(pid, now))
     }
 
@@ -213,7 +214,9 @@ mod tests {
     #[test]
     fn describes_the_test_process() {
         let pid = std::process::id();
-        let info = ProcessCache::new().get(pid).expect("own process");
+        let info = ProcessCache::new()
+            .get(pid, Instant::now())
+            .expect("own process");
         let exe = std::env::current_exe().expect("current_exe");
         let exe_name = exe.file_name().expect("exe name").to_string_lossy();
         let args: Vec<String> = std::env::args().collect();
@@ -246,15 +249,18 @@ mod tests {
         let child = spawn_sleep();
         let pid = child.id();
         let mut cache = ProcessCache::new();
-        let info = cache.get(pid).expect("child");
+        let info = cache.get(pid, Instant::now()).expect("child");
         assert_eq!(info.name, "sleep");
         assert_eq!(info.command_line.as_deref(), Some("sleep 30"));
         assert!(info.executable_path.is_some());
-        assert!(Arc::ptr_eq(&info, &cache.get(pid).expect("cached")));
+        assert!(Arc::ptr_eq(
+            &info,
+            &cache.get(pid, Instant::now()).expect("cached")
+        ));
 
         kill_and_reap(child);
         cache.forget(pid);
-        assert!(cache.get(pid).is_none());
+        assert!(cache.get(pid, Instant::now()).is_none());
     }
 
     #[test]
@@ -262,9 +268,9 @@ mod tests {
         let child = spawn_sleep();
         let pid = child.id();
         let mut cache = ProcessCache::with_revalidate_after(Duration::ZERO);
-        let info = cache.get(pid).expect("child");
+        let info = cache.get(pid, Instant::now()).expect("child");
         kill_and_reap(child);
-        let after_exit = cache.get(pid).expect("still cached");
+        let after_exit = cache.get(pid, Instant::now()).expect("still cached");
         assert!(Arc::ptr_eq(&info, &after_exit));
     }
 
@@ -272,12 +278,16 @@ mod tests {
     fn process_gone_before_first_lookup_is_none() {
         let mut child = Command::new("true").spawn().expect("spawn true");
         child.wait().expect("reap true");
-        assert!(ProcessCache::new().get(child.id()).is_none());
+        assert!(
+            ProcessCache::new()
+                .get(child.id(), Instant::now())
+                .is_none()
+        );
     }
 
     #[test]
     fn pid_out_of_range_is_none() {
-        assert!(ProcessCache::new().get(u32::MAX).is_none());
+        assert!(ProcessCache::new().get(u32::MAX, Instant::now()).is_none());
     }
 
     #[test]
@@ -285,7 +295,7 @@ mod tests {
         let pid = std::process::id();
         let mut cache = ProcessCache::with_revalidate_after(Duration::ZERO);
         inject_earlier_owner(&mut cache, Instant::now());
-        let info = cache.get(pid).expect("own process");
+        let info = cache.get(pid, Instant::now()).expect("own process");
         assert_ne!(info.name, "fake");
         assert_eq!(info.start_time, own_start_time());
     }
@@ -295,13 +305,13 @@ mod tests {
         let pid = std::process::id();
         let mut cache = ProcessCache::new();
         inject_earlier_owner(&mut cache, Instant::now());
-        assert_eq!(cache.get(pid).expect("cached").name, "fake");
+        assert_eq!(cache.get(pid, Instant::now()).expect("cached").name, "fake");
 
         let stale = Instant::now()
             .checked_sub(REVALIDATE_AFTER)
             .expect("uptime beyond the interval");
         inject_earlier_owner(&mut cache, stale);
-        assert_ne!(cache.get(pid).expect("reread").name, "fake");
+        assert_ne!(cache.get(pid, Instant::now()).expect("reread").name, "fake");
     }
 
     #[test]
@@ -310,7 +320,7 @@ mod tests {
         let mut cache = ProcessCache::new();
         inject_earlier_owner(&mut cache, Instant::now());
         cache.forget(pid);
-        assert_ne!(cache.get(pid).expect("reread").name, "fake");
+        assert_ne!(cache.get(pid, Instant::now()).expect("reread").name, "fake");
     }
 
     #[test]
@@ -318,7 +328,7 @@ mod tests {
         let pid = std::process::id();
         let mut cache = ProcessCache::with_revalidate_after(Duration::ZERO);
         inject(&mut cache, fake_info(pid, own_start_time()), Instant::now());
-        assert_eq!(cache.get(pid).expect("cached").name, "fake");
+        assert_eq!(cache.get(pid, Instant::now()).expect("cached").name, "fake");
     }
 
     #[test]
@@ -338,7 +348,7 @@ mod tests {
                 .expect("uptime");
             inject(&mut cache, fake_info(fake_pid, 1), checked_at);
         }
-        cache.get(pid).expect("own process");
+        cache.get(pid, Instant::now()).expect("own process");
         let mut kept: Vec<u32> = cache.entries.keys().copied().collect();
         kept.sort_unstable();
         assert_eq!(kept, [pid, u32::MAX - 3]);
