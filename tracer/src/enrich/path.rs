@@ -70,9 +70,21 @@ impl PathRedactor {
                 .map(|s| s.split(';').next().unwrap_or_default())
                 .collect();
             let mut marked: SmallVec<[bool; 16]> = smallvec::smallvec![false; segments.len()];
+            // The first piece is what precedes the leading `/`.
+            let names = names.get(1..).unwrap_or_default();
+            // Which segment lengths the path has (63 for any longer): a rule that starts
+            // with a literal of a length no segment has cannot match, and is skipped
+            // without comparing. Most paths meet no rule at all.
+            let lengths = names
+                .iter()
+                .fold(0u64, |mask, name| mask | 1 << name.len().min(63));
             for rule in &self.rules {
-                // The first piece is what precedes the leading `/`.
-                rule.mark(names.get(1..).unwrap_or_default(), &mut marked[1..]);
+                let possible = rule
+                    .first_literal_len()
+                    .is_none_or(|len| lengths & 1 << len.min(63) != 0);
+                if possible {
+                    rule.mark(names, &mut marked[1..]);
+                }
             }
             let secrets: SmallVec<[&str; 4]> = segments
                 .iter()
@@ -210,6 +222,28 @@ mod tests {
         let only_custom = PathRedactor::new(false, std::slice::from_ref(&rule), [""; 0]);
         let (raw, _) = only_custom.redact("/s/x/reset/T", Cow::Borrowed("/s/x/reset/T"));
         assert_eq!(raw, "/s/REDACTED/reset/T");
+    }
+
+    #[test]
+    fn rules_are_skipped_only_when_no_segment_has_their_literal_length() {
+        let long = "l".repeat(70);
+        let rules = [
+            PathRule::parse(&format!("**/{long}/{{secret}}")).unwrap(),
+            PathRule::parse("/*/k/{secret}").unwrap(),
+            PathRule::parse("**/KEY/{secret}").unwrap(),
+        ];
+        let redactor = PathRedactor::new(false, &rules, [""; 0]);
+        let redact = |path: &str| redactor.redact(path, Cow::Borrowed(path)).0.into_owned();
+        // A literal longer than the length mask holds.
+        assert_eq!(
+            redact(&format!("/a/{long}/t")),
+            format!("/a/{long}/REDACTED")
+        );
+        // A rule that starts with `*` is always tried.
+        assert_eq!(redact("/x/k/t"), "/x/k/REDACTED");
+        // Case-insensitive, and a segment of another length does not hide the match.
+        assert_eq!(redact("/abcdef/Key/t"), "/abcdef/Key/REDACTED");
+        assert_eq!(redact("/keys/t"), "/keys/t");
     }
 
     #[test]

@@ -76,6 +76,15 @@ impl PathRule {
     /// Marks in `redact` the segments this rule says are secret. `names` are the
     /// segment names to compare with literals (a segment without its `;` parameters).
     /// Work is at most segments x pattern elements.
+    /// The length of the literal that every match starts with, if the rule starts
+    /// with one: a path without a segment of that length cannot match.
+    pub fn first_literal_len(&self) -> Option<usize> {
+        match self.elements.first() {
+            Some(Element::Literal(literal)) => Some(literal.len()),
+            _ => None,
+        }
+    }
+
     pub fn mark(&self, names: &[&str], redact: &mut [bool]) {
         // Only starts that leave the rule's required segments can match: most paths are
         // shorter than any rule, or have few such starts.
