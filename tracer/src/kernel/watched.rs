@@ -3,13 +3,13 @@
 //! operations that the kernel's fork, listen and exit hooks use on the same memory. A
 //! map update (read the word, write it back) could undo a bit a fork had just set.
 use std::{
+    os::fd::{AsFd as _, AsRawFd as _},
     ptr::NonNull,
     sync::atomic::{AtomicU64, Ordering},
 };
 
 use anyhow::{Context as _, Result, bail};
 use aya::maps::{Map, MapData};
-use std::os::fd::{AsFd as _, AsRawFd as _};
 use tracer_common::{PID_BITMAP_WORDS, pid_bit};
 
 const BYTES: usize = PID_BITMAP_WORDS as usize * size_of::<u64>();
