@@ -307,6 +307,15 @@ fn copy_iov(
     copied: &mut u64,
 ) -> usize {
     let want = len.min(MAX_CAPTURE as u64);
+    // The first two iovecs in one user read, when there are two: a server writes a
+    // response as its head and its body (nginx's writev), and each helper call costs
+    // more than the 16 bytes it copies. A constant size, which the verifier needs.
+    // SAFETY: user pointer read with the faulting-safe helper.
+    let first: Option<[[u64; 2]; 2]> = if iovcnt >= 2 {
+        unsafe { bpf_probe_read_user(iov as *const [[u64; 2]; 2]) }.ok()
+    } else {
+        None
+    };
     // SAFETY (all volatile accesses below): a field of this CPU's scratch slot.
     unsafe { core::ptr::write_volatile(copied, 0) };
     for i in 0..MAX_IOV {
@@ -314,9 +323,12 @@ fn copy_iov(
         if i as u64 >= iovcnt || done >= want {
             break;
         }
-        // SAFETY: user pointer read with the faulting-safe helper.
-        let Ok(vec) = (unsafe { bpf_probe_read_user((iov + i as u64 * 16) as *const [u64; 2]) })
-        else {
+        let vec = match first {
+            Some(first) if i < 2 => Ok(first[i & 1]),
+            // SAFETY: user pointer read with the faulting-safe helper.
+            _ => unsafe { bpf_probe_read_user((iov + i as u64 * 16) as *const [u64; 2]) },
+        };
+        let Ok(vec) = vec else {
             count_loss(Loss::ReadUser);
             break;
         };
