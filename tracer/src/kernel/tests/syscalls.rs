@@ -72,6 +72,39 @@ fn each_traced_syscall_yields_its_bytes_and_close_ends_the_connection() {
     drop(client);
 }
 
+/// The first two iovecs of a call are read together (`emit::copy_iov`), the rest one
+/// by one: empty ones, one alone, and more than two must all come out whole and in order.
+#[test]
+fn a_writev_copies_every_iovec_whether_read_together_or_alone() {
+    let mut kernel = Kernel::load();
+    let (_client, mut server) = kernel.connection();
+    let fd = server.as_raw_fd();
+    let parts = [
+        IoSlice::new(b"HTTP/1.1 "),
+        IoSlice::new(b""),
+        IoSlice::new(b"200 OK\r\n"),
+        IoSlice::new(b"\r\n"),
+    ];
+    assert_eq!(server.write_vectored(&parts).unwrap(), 19);
+    assert_eq!(server.write_vectored(&[IoSlice::new(b"alone")]).unwrap(), 5);
+    let written = server
+        .write_vectored(&[IoSlice::new(b""), IoSlice::new(b"second")])
+        .unwrap();
+    assert_eq!(written, 6);
+    let events = kernel.events(4);
+    let expected = [
+        Seen::Open { fd },
+        data(fd, Direction::Egress, b"HTTP/1.1 200 OK\r\n\r\n"),
+        data(fd, Direction::Egress, b"alone"),
+        data(fd, Direction::Egress, b"second"),
+    ];
+    assert_eq!(
+        events.iter().map(|(_, s)| s).collect::<Vec<_>>(),
+        expected.iter().collect::<Vec<_>>()
+    );
+    assert_eq!(kernel.losses().total(), 0, "{:?}", kernel.losses());
+}
+
 #[test]
 fn a_descriptor_reused_without_close_ends_the_old_connection() {
     let mut kernel = Kernel::load();
