@@ -24,10 +24,6 @@ pub const fn pid_bit(pid: u32) -> (u32, u64) {
     (pid / 64, 1 << (pid % 64))
 }
 
-/// `BPF_F_MMAPABLE`: user space sets the bits of the servers it finds at start with
-/// atomic operations on the mapped words, as the kernel programs do.
-pub const BPF_F_MMAPABLE: u32 = 1 << 10;
-
 /// Upper bound on iovec entries walked for readv/writev/recvmsg/sendmsg. gRPC (grpcio)
 /// writes a unary response as one sendmsg of ~14 small iovecs (frame headers, HPACK
 /// blocks, message, trailers); 8 cut off its trailers. Bytes past the last iovec walked

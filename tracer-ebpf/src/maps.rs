@@ -2,13 +2,14 @@
 use crate::body::Parked;
 use aya_ebpf::{
     Global,
+    bindings::BPF_F_MMAPABLE,
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use core::intrinsics::{AtomicOrdering::Relaxed, atomic_and, atomic_or};
 use tracer_common::{
-    BPF_F_MMAPABLE, CAPTURED_SYSCALLS, DataEvent, KernelOffsets, LOSS_REASONS, Loss, MAX_CAPTURE,
-    MAX_PORTS, PID_BITMAP_WORDS, pid_bit, response_head::HeadScan,
+    CAPTURED_SYSCALLS, DataEvent, KernelOffsets, LOSS_REASONS, Loss, MAX_CAPTURE, MAX_PORTS,
+    PID_BITMAP_WORDS, pid_bit, response_head::HeadScan,
 };
 
 /// Field offsets of the running kernel, from its BTF (see tracer/src/kernel/offsets.rs).
@@ -76,7 +77,8 @@ pub static WATCHED_PORTS: HashMap<u16, u8> = HashMap::with_max_entries(MAX_PORTS
 /// at start (/proc scan), added here on listen() and inherited on fork. A bitmap, not a
 /// hash map, because every syscall on the host looks its caller up here: an array
 /// lookup is inlined by the verifier into a bounds check and a load, where a hash map's
-/// hashes the key and walks a bucket.
+/// hashes the key and walks a bucket. Mappable: user space sets the bits of the servers
+/// it finds at start with atomic operations on the mapped words, as these programs do.
 #[map]
 pub static WATCHED_TGIDS: Array<u64> = Array::with_max_entries(PID_BITMAP_WORDS, BPF_F_MMAPABLE);
 
