@@ -2,8 +2,9 @@
 //! a map bounded in entries, whose least recently seen entities are forgotten first,
 //! and which knows what changed since it was last saved, so each batch writes only
 //! the entities it touched.
-use std::collections::{HashMap, HashSet};
+use std::hash::RandomState;
 
+use hashbrown::HashMap;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 /// Entities kept per tracker unless the detections file says otherwise.
@@ -13,13 +14,22 @@ pub const DEFAULT_MAX_ENTITIES: usize = 100_000;
 struct Slot<S> {
     last_ns: i64,
     state: S,
+    /// Changed since the last save: its key is in [`Tracker::dirty`].
+    #[serde(skip)]
+    dirty: bool,
 }
 
 pub struct Tracker<S> {
     name: &'static str,
     max: usize,
-    slots: HashMap<String, Slot<S>>,
-    dirty: HashSet<String>,
+    /// Keyed by what records carry (user names, addresses, paths), so SipHash with a
+    /// random key (std's), not hashbrown's faster default, which does not claim to
+    /// resist keys chosen to collide.
+    slots: HashMap<String, Slot<S>, RandomState>,
+    /// Keys changed since the last save, each once while its slot is dirty (a key
+    /// forgotten and seen again in one batch may be here twice; its slot says whether
+    /// it is still to be written).
+    dirty: Vec<String>,
     forgotten: Vec<String>,
 }
 
@@ -28,24 +38,29 @@ impl<S: Default + Serialize + DeserializeOwned> Tracker<S> {
         Self {
             name,
             max: max.max(1),
-            slots: HashMap::new(),
-            dirty: HashSet::new(),
+            slots: HashMap::default(),
+            dirty: Vec::new(),
             forgotten: Vec::new(),
         }
     }
 
     /// The state of `key`, created empty when new; `ts_ns` marks it recently seen.
+    /// One hash lookup for a key already held, and its key copied only when it
+    /// becomes dirty (every record calls this for several trackers: the lookups and
+    /// copies per call were a tenth of the detection thread's time).
     pub fn entry(&mut self, key: &str, ts_ns: i64) -> &mut S {
-        if !self.slots.contains_key(key) && self.slots.len() >= self.max {
+        if self.slots.len() >= self.max && !self.slots.contains_key(key) {
             self.forget_oldest();
         }
-        if !self.dirty.contains(key) {
-            self.dirty.insert(key.to_owned());
-        }
-        let slot = self.slots.entry(key.to_owned()).or_insert_with(|| Slot {
+        let slot = self.slots.entry_ref(key).or_insert_with(|| Slot {
             last_ns: ts_ns,
             state: S::default(),
+            dirty: false,
         });
+        if !slot.dirty {
+            slot.dirty = true;
+            self.dirty.push(key.to_owned());
+        }
         slot.last_ns = slot.last_ns.max(ts_ns);
         &mut slot.state
     }
@@ -76,7 +91,6 @@ impl<S: Default + Serialize + DeserializeOwned> Tracker<S> {
         ages.select_nth_unstable_by_key(drop - 1, |(ns, _)| *ns);
         for (_, key) in ages.into_iter().take(drop) {
             self.slots.remove(&key);
-            self.dirty.remove(&key);
             self.forgotten.push(key);
         }
     }
@@ -111,8 +125,11 @@ impl<S: Default + Serialize + DeserializeOwned> Persist for Tracker<S> {
         for key in self.forgotten.drain(..) {
             out(self.name, &key, None)?;
         }
-        for key in self.dirty.drain() {
-            if let Some(slot) = self.slots.get(&key) {
+        for key in std::mem::take(&mut self.dirty) {
+            if let Some(slot) = self.slots.get_mut(&key)
+                && slot.dirty
+            {
+                slot.dirty = false;
                 out(self.name, &key, Some(&serde_json::to_string(slot)?))?;
             }
         }
@@ -168,6 +185,11 @@ impl Distinct {
 
     pub fn values(&self) -> impl Iterator<Item = &str> {
         self.seen.iter().map(|(v, _)| v.as_str())
+    }
+
+    /// When the newest value was seen; 0 when none was.
+    pub fn last_ns(&self) -> i64 {
+        self.seen.iter().map(|(_, t)| *t).max().unwrap_or(0)
     }
 }
 
