@@ -22,23 +22,16 @@ pub const DEFAULT_CONSUMER: &str = "tracer-hub";
 /// Unacknowledged messages redeliver after this: longer than any batch commit, short
 /// enough that the batch a killed hub held comes back soon after it restarts.
 const ACK_WAIT: Duration = Duration::from_secs(10);
-/// A batch ends at this many messages (`--nats-batch`). While the server holds more
-/// for the consumer (a backlog: each message says how many), a batch fills up to this,
-/// for at most [`BACKLOG_WAIT`], because each commit rewrites every index page the
-/// batch touched (see `import`); once the hub has caught up, a batch ends
-/// [`BATCH_WAIT`] after its first message, so live records are stored and alerted on
-/// at once. The consumer hands out no more than one batch unacknowledged, so a batch's
+/// A batch ends at this many messages (`--nats-batch`), or [`BATCH_WAIT`] after its
+/// first message. A backlog drains in large batches, because each commit rewrites every
+/// index page the batch touched (see `import`); live traffic is cut by the wait long
+/// before. The consumer hands out no more than one batch unacknowledged, so a batch's
 /// messages wait for their own commit only, well within [`ACK_WAIT`] (50,000 commit in
 /// 2-4 s here). With 20,000 and four batches in flight, the same 200,000 messages
 /// drained 21,098/s into SQLite and 12,692/s into PostgreSQL; with this, 29,055/s and
-/// 14,776/s (one bench run each, back to back). Cut 50 ms after their first message,
-/// a backlog's batches held 14,000-19,000 (the server hands out about 300,000 messages
-/// a second here); filled while messages are pending, 200,021 drained at a median of
-/// 21,403/s against 20,315/s (four interleaved rounds, higher in three).
+/// 14,776/s (one bench run each, back to back).
 pub const DEFAULT_BATCH: usize = 50_000;
 const BATCH_WAIT: Duration = Duration::from_millis(50);
-/// How long a batch may fill while a backlog is pending (see [`DEFAULT_BATCH`]).
-const BACKLOG_WAIT: Duration = Duration::from_secs(1);
 /// How long [`Source::next_batch`] waits for a first message before it returns an empty
 /// batch, so that the caller's periodic work runs on an idle stream too.
 const IDLE_WAIT: Duration = Duration::from_secs(1);
@@ -142,9 +135,8 @@ impl Source {
         })
     }
 
-    /// The next messages: up to [`NatsSettings::batch`], or what came within
-    /// [`BATCH_WAIT`] of the first ([`BACKLOG_WAIT`] while the server says more are
-    /// pending); empty when nothing came for [`IDLE_WAIT`].
+    /// The next messages: up to [`NatsSettings::batch`], or what came within [`BATCH_WAIT`] of the
+    /// first; empty when nothing came for [`IDLE_WAIT`].
     pub async fn next_batch(&mut self) -> Result<Vec<Delivery>, NatsError> {
         let stream = &self.settings.stream;
         let fetch_error = |detail: String| NatsError::Fetch {
@@ -153,7 +145,6 @@ impl Source {
         };
         let mut batch = Vec::new();
         let mut deadline = tokio::time::Instant::now() + IDLE_WAIT;
-        let mut first = deadline;
         while batch.len() < self.settings.batch {
             let message = match tokio::time::timeout_at(deadline, self.messages.next()).await {
                 Err(_elapsed) => break,
@@ -161,17 +152,9 @@ impl Source {
                 Ok(Some(message)) => message.map_err(|e| fetch_error(e.to_string()))?,
             };
             if batch.is_empty() {
-                first = tokio::time::Instant::now();
+                deadline = tokio::time::Instant::now() + BATCH_WAIT;
             }
-            let (stream_seq, pending) = message
-                .info()
-                .map_or((0, 0), |i| (i.stream_sequence, i.pending));
-            deadline = first
-                + if pending > 0 {
-                    BACKLOG_WAIT
-                } else {
-                    BATCH_WAIT
-                };
+            let stream_seq = message.info().map(|i| i.stream_sequence).unwrap_or(0);
             let mut bytes = message.payload.as_ref();
             if let Some(stripped) = bytes.strip_suffix(b"\n") {
                 bytes = stripped;
