@@ -186,11 +186,6 @@ impl Distinct {
     pub fn values(&self) -> impl Iterator<Item = &str> {
         self.seen.iter().map(|(v, _)| v.as_str())
     }
-
-    /// When the newest value was seen; 0 when none was.
-    pub fn last_ns(&self) -> i64 {
-        self.seen.iter().map(|(_, t)| *t).max().unwrap_or(0)
-    }
 }
 
 #[cfg(test)]

@@ -40,37 +40,40 @@ impl Default for Settings {
 /// templates it touches.
 const MAX_TEMPLATES: usize = 1_024;
 
-/// One actor's walks: per template, the distinct paths read within the window.
-/// Kept per actor, not per actor and template: each batch saves every entity it
-/// touched, and an actor touches many templates (200,000 records imported: 85,562
-/// saved states of scraping alone, against 2,000 actors).
+/// One actor's walks: per template, when it was last read and the distinct paths
+/// read within the window. Kept per actor, not per actor and template: each batch
+/// saves every entity it touched, and an actor touches many templates (200,000
+/// records imported: 85,562 saved states of scraping alone, against 2,000 actors).
 #[derive(Default, Serialize, Deserialize)]
 #[serde(default)]
 struct Walks {
-    templates: Vec<(String, Distinct)>,
+    templates: Vec<(String, i64, Distinct)>,
 }
 
 impl Walks {
-    /// The walk under `template` at `ts_ns`, after dropping the walks whose every
-    /// path is older than the window: they could count nothing any more.
+    /// The walk under `template` at `ts_ns`, after dropping the walks not read within
+    /// the window: they could count nothing any more. Each walk keeps when it was last
+    /// read, so this costs one comparison per template, however many paths each holds.
     fn under(&mut self, template: &str, ts_ns: i64, window_ns: i64) -> &mut Distinct {
         self.templates
-            .retain(|(t, walk)| t == template || walk.last_ns() > ts_ns - window_ns);
-        let at = match self.templates.iter().position(|(t, _)| t == template) {
+            .retain(|(t, last_ns, _)| t == template || *last_ns > ts_ns - window_ns);
+        let at = match self.templates.iter().position(|(t, ..)| t == template) {
             Some(at) => at,
             None => {
                 if self.templates.len() >= MAX_TEMPLATES
                     && let Some(oldest) =
-                        (0..self.templates.len()).min_by_key(|&i| self.templates[i].1.last_ns())
+                        (0..self.templates.len()).min_by_key(|&i| self.templates[i].1)
                 {
                     self.templates.swap_remove(oldest);
                 }
                 self.templates
-                    .push((template.to_owned(), Distinct::default()));
+                    .push((template.to_owned(), ts_ns, Distinct::default()));
                 self.templates.len() - 1
             }
         };
-        &mut self.templates[at].1
+        let (_, last_ns, walk) = &mut self.templates[at];
+        *last_ns = (*last_ns).max(ts_ns);
+        walk
     }
 }
 
@@ -176,7 +179,7 @@ mod tests {
                 .add("/x", i, window, 100);
         }
         assert_eq!(walks.templates.len(), MAX_TEMPLATES);
-        assert!(walks.templates.iter().all(|(t, _)| t != "/t0/{id}"));
+        assert!(walks.templates.iter().all(|(t, ..)| t != "/t0/{id}"));
     }
 
     #[test]
