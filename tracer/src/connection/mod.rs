@@ -65,6 +65,10 @@ impl Connection {
 /// responses to what was shed still become records (`request_unparsed`).
 pub const HEAD_BUDGET_BYTES: usize = 32 << 20;
 
+/// Room for this many exchanges is kept in the tracker's spare buffer; one event rarely
+/// completes more than one.
+const MAX_SPARE_EXCHANGES: usize = 16;
+
 /// Totals over all connections, including closed ones.
 #[derive(Clone, Debug, Default, serde::Serialize)]
 #[cfg_attr(test, derive(serde::Deserialize))]
@@ -104,6 +108,9 @@ pub struct Tracker {
     /// Sum of the open connections' `buffered`.
     buffered: usize,
     budget: usize,
+    /// The one buffer that connections are lent to hold the exchanges an event completes
+    /// (`HttpConnection::lend_output`): an allocation per record otherwise.
+    spare: Vec<Exchange>,
 }
 
 impl Default for Tracker {
@@ -124,6 +131,7 @@ impl Tracker {
             closed: TrackerStats::default(),
             buffered: 0,
             budget,
+            spare: Vec::new(),
         }
     }
 
@@ -196,6 +204,7 @@ impl Tracker {
                     missing: len.saturating_sub(payload.len() as u32),
                     gap_before: lost_before,
                 };
+                conn.http.lend_output(&mut self.spare);
                 match direction {
                     Direction::Ingress => conn.http.on_request(chunk),
                     Direction::Egress => conn.http.on_response(chunk),
@@ -214,17 +223,18 @@ impl Tracker {
                     conn.buffered = conn.http.buffered_bytes();
                 }
                 self.buffered += conn.buffered;
-                out.extend(
-                    conn.http
-                        .take_completed()
-                        .into_iter()
-                        .map(|exchange| Finished {
-                            meta: conn.meta,
-                            exchange,
-                            tid: header.tid,
-                            cut_by_shutdown: false,
-                        }),
-                );
+                let mut completed = conn.http.take_completed();
+                out.extend(completed.drain(..).map(|exchange| Finished {
+                    meta: conn.meta,
+                    exchange,
+                    tid: header.tid,
+                    cut_by_shutdown: false,
+                }));
+                // Taken back for the next event, unless the connection used a buffer of its
+                // own or a burst of pipelined requests grew this one.
+                if self.spare.capacity() == 0 && completed.capacity() <= MAX_SPARE_EXCHANGES {
+                    self.spare = completed;
+                }
             }
             ConnectionEvent::Tls { header } => {
                 let conn = Self::connection(

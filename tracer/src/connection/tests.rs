@@ -224,3 +224,76 @@ fn ciphertext_of_a_forgotten_tls_connection_is_not_parsed() {
     assert_eq!(done[0].exchange.request.head.target(), "/tls");
     assert_eq!(tracker.stats().http.non_http_chunks, 0);
 }
+
+/// Counts each thread's allocations, so that a test can tell what its own code
+/// allocated while other tests run beside it.
+struct CountingAllocator;
+
+thread_local! {
+    static ALLOCATIONS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+fn count_allocation() {
+    // Not during the thread's teardown, when the counter may be gone.
+    let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+}
+
+// SAFETY: every call is passed on to the system allocator unchanged.
+unsafe impl std::alloc::GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        count_allocation();
+        // SAFETY: the caller's guarantees are the system allocator's.
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
+        count_allocation();
+        // SAFETY: as above.
+        unsafe { std::alloc::System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, size: usize) -> *mut u8 {
+        count_allocation();
+        // SAFETY: as above.
+        unsafe { std::alloc::System.realloc(ptr, layout, size) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        // SAFETY: as above.
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static COUNTING: CountingAllocator = CountingAllocator;
+
+#[test]
+fn keep_alive_exchanges_allocate_nothing_once_warm() {
+    let request = b"GET /orders/42?x=1 HTTP/1.1\r\nHost: localhost:8080\r\nUser-Agent: wrk\r\nAccept: */*\r\n\r\n";
+    let response = b"HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Length: 3\r\n\r\nok\n";
+    let mut tracker = Tracker::new();
+    let mut out = Vec::with_capacity(4);
+    tracker.handle(open(1, 10, 40_000), &mut out);
+    let mut ts = 100;
+    let mut exchange = |tracker: &mut Tracker, out: &mut Vec<Finished>| {
+        tracker.handle(data(1, ts, Direction::Ingress, request), out);
+        tracker.handle(data(1, ts + 1, Direction::Egress, response), out);
+        ts += 2;
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].exchange.request.head.target(), "/orders/42?x=1");
+        // The record has been written: the exchange goes, its buffers with it.
+        out.clear();
+    };
+    for _ in 0..10 {
+        exchange(&mut tracker, &mut out);
+    }
+    let before = ALLOCATIONS.with(|n| n.get());
+    for _ in 0..1_000 {
+        exchange(&mut tracker, &mut out);
+    }
+    assert_eq!(
+        ALLOCATIONS.with(|n| n.get()) - before,
+        0,
+        "allocations in 1,000 exchanges"
+    );
+}

@@ -23,6 +23,7 @@ mod held;
 mod lenient;
 mod preface;
 mod responses;
+mod reuse;
 mod span;
 mod stream;
 #[cfg(test)]
@@ -244,6 +245,12 @@ impl HttpConnection {
     /// kernel may then leave them uncopied.
     pub fn response_body_absorbs(&self, n: u64) -> bool {
         !self.closed && self.h2.is_none() && self.responses.body_absorbs(n)
+    }
+
+    /// Lends `spare` (empty) to hold what the next input completes; the tracker keeps one
+    /// such buffer for all its connections, so none holds one while idle.
+    pub fn lend_output(&mut self, spare: &mut Vec<Exchange>) {
+        self.completed.lend(spare);
     }
 
     /// Exchanges completed so far, in request order (HTTP/2: in the order streams ended).

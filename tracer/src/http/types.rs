@@ -1,6 +1,7 @@
 //! The public data model: what goes in (chunks) and what comes out (exchanges).
 
 pub use super::h2::Grpc;
+use super::reuse;
 
 /// One kernel data event's bytes for one direction of a connection.
 #[derive(Debug, Clone, Copy)]
@@ -119,20 +120,30 @@ impl Http2Stats {
 }
 
 /// The header fields of one head: a single copy of their bytes plus where each name
-/// and value lies in it. Two allocations per head instead of two per header, which
-/// was the largest allocation cost of the tracer at high request rates.
+/// and value lies in it. Two buffers per head instead of two per header, both taken
+/// from and given back to the free lists of `reuse`, so a head costs no allocation
+/// once the tracer has run a moment.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Headers {
-    bytes: Box<[u8]>,
+    bytes: Vec<u8>,
     /// (name start, name end, value start, value end) into `bytes`.
     spans: Vec<[u32; 4]>,
+}
+
+impl Drop for Headers {
+    fn drop(&mut self) {
+        reuse::give_back(
+            std::mem::take(&mut self.bytes),
+            std::mem::take(&mut self.spans),
+        );
+    }
 }
 
 impl Headers {
     /// `head` is the buffer httparse parsed; every name and value of `raw` borrows from
     /// it. `texts` (a request's method and target) are held too, and where each lies in
     /// the buffer is returned: a text inside `head` is found there, any other is
-    /// appended. One allocation for the request line and the headers together.
+    /// appended. One buffer for the request line and the headers together.
     pub(crate) fn with_texts<const N: usize>(
         head: &[u8],
         raw: &[httparse::Header<'_>],
@@ -145,30 +156,25 @@ impl Headers {
         };
         // Empty slices need not point into the buffer.
         let span = |s: &[u8]| if s.is_empty() { None } else { within(s) }.unwrap_or([0, 0]);
-        let spans = raw
-            .iter()
-            .map(|h| {
-                let [ns, ne] = span(h.name.as_bytes());
-                let [vs, ve] = span(h.value);
-                [ns, ne, vs, ve]
-            })
-            .collect();
+        let mut spans = reuse::spans(raw.len());
+        spans.extend(raw.iter().map(|h| {
+            let [ns, ne] = span(h.name.as_bytes());
+            let [vs, ve] = span(h.value);
+            [ns, ne, vs, ve]
+        }));
         let outside: usize = texts
             .iter()
             .filter(|t| within(t).is_none())
             .map(|t| t.len())
             .sum();
-        let mut bytes = Vec::with_capacity(head.len() + outside);
+        let mut bytes = reuse::bytes(head.len() + outside);
         bytes.extend_from_slice(head);
         let texts = texts.map(|text| within(text).unwrap_or_else(|| append(&mut bytes, text)));
         (Self::held(bytes, spans), texts)
     }
 
     fn held(bytes: Vec<u8>, spans: Vec<[u32; 4]>) -> Self {
-        Self {
-            bytes: bytes.into(),
-            spans,
-        }
+        Self { bytes, spans }
     }
 
     /// The text at `span`, as [`Headers::with_texts`] gave it; texts are only ever
@@ -189,8 +195,8 @@ impl Headers {
         let (count, len) = pairs.clone().fold((0, 0), |(count, len), (n, v)| {
             (count + 1, len + n.len() + v.len())
         });
-        let mut bytes = Vec::with_capacity(len + texts.iter().map(|t| t.len()).sum::<usize>());
-        let mut spans = Vec::with_capacity(count);
+        let mut bytes = reuse::bytes(len + texts.iter().map(|t| t.len()).sum::<usize>());
+        let mut spans = reuse::spans(count);
         for (name, value) in pairs {
             let [ns, ne] = append(&mut bytes, name);
             let [vs, ve] = append(&mut bytes, value);
@@ -408,6 +414,15 @@ impl Finished {
             self.0.reserve_exact(1);
         }
         self.0.push(exchange);
+    }
+
+    /// Takes `spare`, an empty buffer that the connection's owner keeps between events,
+    /// when this holds no buffer: what one event completes then needs no allocation of
+    /// its own, and [`Finished::take`] hands the buffer back.
+    pub fn lend(&mut self, spare: &mut Vec<Exchange>) {
+        if self.0.capacity() == 0 && spare.is_empty() {
+            std::mem::swap(&mut self.0, spare);
+        }
     }
 
     /// Adds `more` after those held; takes its buffer over when none are.

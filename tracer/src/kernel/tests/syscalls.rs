@@ -145,7 +145,7 @@ fn a_connection_evicted_from_conns_opens_again_at_its_next_syscall() {
     /// Descriptors each helper process touches: below this VM's limit of 20,000 per
     /// process, which root cannot raise here (no CAP_SYS_RESOURCE).
     const PER_PROCESS: i32 = 16_000;
-    const MAX_PROCESSES: usize = 12;
+    const MAX_PROCESSES: usize = 32;
     let mut kernel = Kernel::load();
     let (mut client, mut server) = kernel.connection();
     let fd = server.as_raw_fd();
