@@ -8,15 +8,18 @@
 //! thread (the tracer's event loop), and the next head takes them.
 //!
 //! Bounded both ways so that a burst of huge heads does not stay resident: at most
-//! `MAX_KEPT` of each kind, and no buffer larger than `MAX_KEPT_BYTES`.
+//! `MAX_KEPT` of each kind, and none larger than `MAX_KEPT_BYTES` (head bytes) or
+//! `MAX_KEPT_SPANS` (fields): at most 2.5 MiB kept, about 100 KiB for ordinary heads.
 
 use std::cell::RefCell;
 
-/// More than a batch of records (256) plus the heads waiting for their responses on a
-/// few hundred keep-alive connections.
-const MAX_KEPT: usize = 1024;
+/// Twice a batch of records (256), all of whose heads come back at once when the batch
+/// has been written.
+const MAX_KEPT: usize = 512;
 /// Heads of ordinary clients fit; a larger buffer is freed instead of kept.
 const MAX_KEPT_BYTES: usize = 4096;
+/// Fields of ordinary heads fit (16 bytes each).
+const MAX_KEPT_SPANS: usize = 64;
 
 #[derive(Default)]
 struct Free {
@@ -56,13 +59,13 @@ pub(super) fn give_back(mut bytes: Vec<u8>, mut spans: Vec<[u32; 4]>) {
     // buffers are simply freed.
     let _ = FREE.try_with(|free| {
         let mut free = free.borrow_mut();
-        let span_bytes = spans.capacity() * size_of::<[u32; 4]>();
         if bytes.capacity() > 0 && bytes.capacity() <= MAX_KEPT_BYTES && free.bytes.len() < MAX_KEPT
         {
             bytes.clear();
             free.bytes.push(bytes);
         }
-        if spans.capacity() > 0 && span_bytes <= MAX_KEPT_BYTES && free.spans.len() < MAX_KEPT {
+        if spans.capacity() > 0 && spans.capacity() <= MAX_KEPT_SPANS && free.spans.len() < MAX_KEPT
+        {
             spans.clear();
             free.spans.push(spans);
         }
@@ -95,8 +98,11 @@ mod tests {
     #[test]
     fn large_buffers_and_a_full_list_are_freed_not_kept() {
         let before = kept();
-        give_back(Vec::with_capacity(MAX_KEPT_BYTES + 1), Vec::new());
-        assert_eq!(kept(), before, "a huge head's buffer is not kept");
+        give_back(
+            Vec::with_capacity(MAX_KEPT_BYTES + 1),
+            Vec::with_capacity(MAX_KEPT_SPANS + 1),
+        );
+        assert_eq!(kept(), before, "a huge head's buffers are not kept");
         for _ in 0..MAX_KEPT + 10 {
             give_back(Vec::with_capacity(64), Vec::with_capacity(4));
         }
