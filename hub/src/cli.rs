@@ -188,9 +188,10 @@ pub struct ServeArgs {
     /// The durable consumer; hubs sharing one store share it.
     #[arg(long, value_name = "NAME", default_value = DEFAULT_CONSUMER)]
     pub nats_consumer: String,
-    /// The most NATS messages stored in one transaction, and unacknowledged at once.
-    /// Larger batches drain a backlog faster; each must commit within the 10 s ack
-    /// wait. Hubs sharing a consumer should give the same number.
+    /// The records stored in one transaction (whole NATS messages until they hold this
+    /// many), and the most messages unacknowledged at once. Larger batches drain a
+    /// backlog faster; each must commit within the 10 s ack wait. Hubs sharing a
+    /// consumer should give the same number.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_BATCH,
           value_parser = parse_batch)]
     pub nats_batch: usize,
@@ -339,7 +340,7 @@ fn parse_batch(text: &str) -> Result<usize, String> {
     const MAX: usize = 100_000;
     match text.parse::<usize>() {
         Ok(n @ 1..=MAX) => Ok(n),
-        _ => Err(format!("expected a number of messages from 1 to {MAX}")),
+        _ => Err(format!("expected a number of records from 1 to {MAX}")),
     }
 }
 

@@ -186,6 +186,21 @@ fn traffic(port: u16, requests: u32) -> Result<u64> {
     Ok(report.complete)
 }
 
+/// `tracer run --config FILE` with `toml` in the file, which must fail: its stderr.
+fn refused_config(toml: &str) -> Result<String> {
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("tracer.toml");
+    std::fs::write(&config, toml)?;
+    let output = Command::new(workspace::tracer_bin()?)
+        .arg("run")
+        .arg("--config")
+        .arg(&config)
+        .output()?;
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(!output.status.success(), "{stderr}");
+    Ok(stderr)
+}
+
 #[test]
 fn every_record_is_published_once_in_order() -> Result<()> {
     let setup = Setup::new()?;
@@ -320,6 +335,83 @@ fn a_tracer_restart_with_a_spooled_backlog_loses_and_duplicates_nothing() -> Res
     Ok(())
 }
 
+/// With `--nats-records-per-message`, a backlog goes out several records to a message,
+/// one per line, each message's id the SHA-256 of its payload; every record arrives, in
+/// order. (A message sent again after a failure may group its records differently, and
+/// JetStream then keeps both copies: the hub stores each record once.)
+#[test]
+fn a_backlog_goes_out_several_records_to_a_message() -> Result<()> {
+    let mut setup = Setup::new()?;
+    let tracer = setup.tracer(&[
+        "--nats-records-per-message",
+        "16",
+        "--nats-drain-timeout-ms",
+        "60000",
+    ])?;
+    tracer.wait_for_stderr("tracer: nats: connected to", WAIT)?;
+    let mut requests = setup.traffic(50)?;
+    setup.nats.stop()?;
+    tracer.wait_for_stderr("records are kept in the spool", WAIT)?;
+    requests += setup.traffic(300)?;
+    setup.nats.restart()?;
+    tracer.wait_for_stderr("caught up", WAIT)?;
+    requests += setup.traffic(50)?;
+    let run = tracer.stop()?;
+    assert_eq!(run.records.len() as u64, requests, "{}", run.summary);
+
+    let stored = setup.stored()?;
+    let mut seen = HashSet::new();
+    let mut arrived = Vec::new();
+    for (i, message) in stored.iter().enumerate() {
+        let expected_id = format!("{:x}", Sha256::digest(message.payload.as_bytes()));
+        assert_eq!(
+            message.msg_id,
+            expected_id,
+            "Nats-Msg-Id of message {}",
+            i + 1
+        );
+        let lines: Vec<&str> = message.payload.split('\n').collect();
+        assert!(lines.len() <= 16, "message {} holds {}", i + 1, lines.len());
+        arrived.extend(lines.into_iter().filter(|l| seen.insert(*l)));
+    }
+    assert_eq!(arrived, record_lines(&run), "every record once, in order");
+    assert!(
+        stored.iter().any(|m| m.payload.contains('\n')),
+        "the backlog of 300 records went out one to a message"
+    );
+    assert!(stored.len() < arrived.len(), "{} messages", stored.len());
+    assert_eq!(nats_summary(&run, "acked"), arrived.len() as u64);
+    Ok(())
+}
+
+/// A bad number of records per message is refused before the tracer starts, from the
+/// flag and from the config file.
+#[test]
+fn records_per_message_out_of_range_is_a_clear_error() -> Result<()> {
+    let bin = workspace::tracer_bin()?;
+    for bad in ["0", "1025", "many"] {
+        let output = Command::new(&bin)
+            .args(["run", "--port", "8080", "--nats", "nats://127.0.0.1:4222"])
+            .args(["--nats-records-per-message", bad])
+            .output()?;
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{bad}: {stderr}");
+        assert!(
+            stderr.contains("--nats-records-per-message"),
+            "{bad}: {stderr}"
+        );
+        assert!(!stderr.contains("tracer: ready"), "{stderr}");
+    }
+    let stderr = refused_config(
+        "ports = [8080]\n\n[nats]\nurl = \"nats://127.0.0.1:4222\"\nrecords_per_message = 5000\n",
+    )?;
+    assert!(
+        stderr.contains("records per message must be 1 to 1024, not 5000"),
+        "{stderr}"
+    );
+    Ok(())
+}
+
 /// A replay of records JetStream already stored (the cursor lost, as after a crash before
 /// it was written) is dropped by the stream's de-duplication: nothing is stored twice.
 #[test]
@@ -435,19 +527,7 @@ fn a_bad_nats_url_is_a_clear_error_before_ready() -> Result<()> {
             "a password was printed: {stderr}"
         );
     }
-    let dir = tempfile::tempdir()?;
-    let config = dir.path().join("tracer.toml");
-    std::fs::write(
-        &config,
-        "ports = [8080]\n\n[nats]\nurl = \"bogus://u:hunter2@x\"\n",
-    )?;
-    let output = Command::new(&bin)
-        .arg("run")
-        .arg("--config")
-        .arg(&config)
-        .output()?;
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success());
+    let stderr = refused_config("ports = [8080]\n\n[nats]\nurl = \"bogus://u:hunter2@x\"\n")?;
     assert!(
         stderr.contains("nats.url") && stderr.contains("invalid scheme"),
         "{stderr}"

@@ -2,7 +2,7 @@
 //!
 //! Over 400 lines: every flag of every command, with its help text; no logic.
 use std::{
-    num::{NonZeroU16, NonZeroU32, NonZeroU64},
+    num::{NonZeroU16, NonZeroU32, NonZeroU64, NonZeroUsize},
     path::PathBuf,
 };
 
@@ -20,7 +20,7 @@ use crate::{
     sink::{
         OutputSettings,
         file::{ByteSize, Compression, FileSettings, Interval, Mode},
-        nats::{NatsConfig, StreamName, SubjectTemplate},
+        nats::{self, NatsConfig, StreamName, SubjectTemplate},
     },
 };
 
@@ -328,6 +328,13 @@ pub struct NatsArgs {
     #[arg(long = "nats-drain-timeout-ms", value_name = "MS")]
     pub drain_timeout_ms: Option<u64>,
 
+    /// Records one JetStream message carries, one per line, 1 to 1024 [default: 1]. More
+    /// than one cuts the broker's and the hub's work per record; a publish that fails and
+    /// is sent again may then group records differently, and JetStream keeps both copies
+    /// (the hub stores each record once).
+    #[arg(long = "nats-records-per-message", value_name = "N", value_parser = parse_records_per_message)]
+    pub records_per_message: Option<NonZeroUsize>,
+
     /// NATS credentials file (user JWT and NKey seed).
     #[arg(long = "nats-creds", value_name = "FILE")]
     pub creds_file: Option<PathBuf>,
@@ -358,6 +365,9 @@ impl NatsArgs {
         if let Some(ms) = self.drain_timeout_ms {
             config.drain_timeout_ms = ms;
         }
+        if let Some(n) = self.records_per_message {
+            config.records_per_message = n;
+        }
         if let Some(file) = &self.creds_file {
             config.creds_file = Some(file.clone());
         }
@@ -365,6 +375,10 @@ impl NatsArgs {
             config.token_file = Some(file.clone());
         }
     }
+}
+
+fn parse_records_per_message(s: &str) -> Result<NonZeroUsize, String> {
+    nats::parse_records_per_message(s.parse().map_err(|e| format!("{e}"))?)
 }
 
 fn parse_ringbuf_size(s: &str) -> Result<u32, String> {

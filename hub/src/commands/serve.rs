@@ -353,8 +353,9 @@ async fn ingest(
             if batch.is_empty() {
                 continue;
             }
-            let result =
-                tokio::task::block_in_place(|| pipeline.ingest(batch.iter().map(|d| &d.line)));
+            let result = tokio::task::block_in_place(|| {
+                pipeline.ingest(batch.iter().flat_map(|d| &d.lines))
+            });
             match result {
                 Ok(mut outcome) => {
                     let acks = join_all(batch.iter().map(|d| d.ack())).await;
@@ -383,8 +384,8 @@ async fn ingest(
                 }
                 Err(e) => {
                     eprintln!(
-                        "tracer-hub: storing a batch of {} failed, it will be delivered again: {e:#}",
-                        batch.len()
+                        "tracer-hub: storing a batch of {} records failed, it will be delivered again: {e:#}",
+                        batch.iter().map(|d| d.lines.len()).sum::<usize>()
                     );
                     join_all(batch.iter().map(|d| d.nak(AckKind::Nak(Some(RETRY))))).await;
                     if pause(&mut stopping).await {

@@ -13,9 +13,11 @@ pub const MAX_LINE_BYTES: usize = 1 << 20;
 /// Where one line was read.
 #[derive(Clone, Debug)]
 pub enum Origin {
-    /// The JetStream stream sequence of the message.
+    /// The JetStream stream sequence of the message, and for a message of several
+    /// records (`tracer run --nats-records-per-message`) which line of it, from 1.
     Nats {
         stream_seq: u64,
+        line: Option<u32>,
     },
     File {
         path: Arc<Path>,
@@ -26,7 +28,14 @@ pub enum Origin {
 impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Origin::Nats { stream_seq } => write!(f, "nats message {stream_seq}"),
+            Origin::Nats {
+                stream_seq,
+                line: None,
+            } => write!(f, "nats message {stream_seq}"),
+            Origin::Nats {
+                stream_seq,
+                line: Some(line),
+            } => write!(f, "nats message {stream_seq} line {line}"),
             Origin::File { path, line } => write!(f, "{} line {line}", path.display()),
         }
     }

@@ -22,8 +22,8 @@ pub const DEFAULT_CONSUMER: &str = "tracer-hub";
 /// Unacknowledged messages redeliver after this: longer than any batch commit, short
 /// enough that the batch a killed hub held comes back soon after it restarts.
 const ACK_WAIT: Duration = Duration::from_secs(10);
-/// A batch ends at this many messages (`--nats-batch`), or [`BATCH_WAIT`] after its
-/// first message. A backlog drains in large batches, because each commit rewrites every
+/// A batch ends once its messages hold this many records (`--nats-batch`), or
+/// [`BATCH_WAIT`] after its first message. A backlog drains in large batches, because each commit rewrites every
 /// index page the batch touched (see `import`); live traffic is cut by the wait long
 /// before. The consumer hands out no more than one batch unacknowledged, so a batch's
 /// messages wait for their own commit only, well within [`ACK_WAIT`] (50,000 commit in
@@ -35,6 +35,13 @@ const BATCH_WAIT: Duration = Duration::from_millis(50);
 /// How long [`Source::next_batch`] waits for a first message before it returns an empty
 /// batch, so that the caller's periodic work runs on an idle stream too.
 const IDLE_WAIT: Duration = Duration::from_secs(1);
+/// Bytes a pull asks for. The server keeps at most 64 MiB waiting to be written to a
+/// client (`max_pending`) and drops what passes it (a "slow consumer"): the messages
+/// then come again only after [`ACK_WAIT`], behind later ones. A pull of 50,000 messages
+/// of 1 KiB each stayed just under it; one of 64 records per message (60 KiB each) went
+/// far past it and left gaps of thousands of records open for 10 s. Further pulls follow
+/// as the messages are read.
+const PULL_BYTES: usize = 16 << 20;
 /// The server proves the pull stream alive this often when no message flows.
 const HEARTBEAT: Duration = Duration::from_secs(5);
 
@@ -65,9 +72,9 @@ pub enum NatsError {
     Fetch { stream: String, detail: String },
 }
 
-/// One message, as a line, until it is acknowledged.
+/// One message, as its lines (one per record), until it is acknowledged.
 pub struct Delivery {
-    pub line: Line,
+    pub lines: Vec<Line>,
     message: jetstream::Message,
 }
 
@@ -135,8 +142,8 @@ impl Source {
         })
     }
 
-    /// The next messages: up to [`NatsSettings::batch`], or what came within [`BATCH_WAIT`] of the
-    /// first; empty when nothing came for [`IDLE_WAIT`].
+    /// The next messages: until they hold [`NatsSettings::batch`] records, or what came
+    /// within [`BATCH_WAIT`] of the first; empty when nothing came for [`IDLE_WAIT`].
     pub async fn next_batch(&mut self) -> Result<Vec<Delivery>, NatsError> {
         let stream = &self.settings.stream;
         let fetch_error = |detail: String| NatsError::Fetch {
@@ -144,8 +151,9 @@ impl Source {
             detail,
         };
         let mut batch = Vec::new();
+        let mut lines = 0;
         let mut deadline = tokio::time::Instant::now() + IDLE_WAIT;
-        while batch.len() < self.settings.batch {
+        while lines < self.settings.batch {
             let message = match tokio::time::timeout_at(deadline, self.messages.next()).await {
                 Err(_elapsed) => break,
                 Ok(None) => return Err(fetch_error("the pull stream ended".to_owned())),
@@ -155,33 +163,51 @@ impl Source {
                 deadline = tokio::time::Instant::now() + BATCH_WAIT;
             }
             let stream_seq = message.info().map(|i| i.stream_sequence).unwrap_or(0);
-            let mut bytes = message.payload.as_ref();
-            if let Some(stripped) = bytes.strip_suffix(b"\n") {
-                bytes = stripped;
-            }
-            let bytes = if bytes.len() > MAX_LINE_BYTES {
-                Err(TooLong {
-                    bytes: bytes.len() as u64,
-                })
-            } else {
-                Ok(bytes.to_vec())
-            };
-            batch.push(Delivery {
-                line: Line {
-                    origin: Origin::Nats { stream_seq },
-                    bytes,
-                },
+            let delivery = Delivery {
+                lines: lines_of(stream_seq, &message.payload),
                 message,
-            });
+            };
+            lines += delivery.lines.len();
+            batch.push(delivery);
         }
         Ok(batch)
     }
 }
 
+/// A message's records, one per line. A sensor sends one record per message unless told
+/// otherwise (`--nats-records-per-message`); empty lines (a trailing newline) are not
+/// records.
+fn lines_of(stream_seq: u64, payload: &[u8]) -> Vec<Line> {
+    let several = payload
+        .strip_suffix(b"\n")
+        .unwrap_or(payload)
+        .contains(&b'\n');
+    payload
+        .split(|&b| b == b'\n')
+        .filter(|line| !line.is_empty())
+        .enumerate()
+        .map(|(i, bytes)| Line {
+            origin: Origin::Nats {
+                stream_seq,
+                line: several.then(|| u32::try_from(i + 1).unwrap_or(u32::MAX)),
+            },
+            bytes: if bytes.len() > MAX_LINE_BYTES {
+                Err(TooLong {
+                    bytes: bytes.len() as u64,
+                })
+            } else {
+                Ok(bytes.to_vec())
+            },
+        })
+        .collect()
+}
+
+/// Messages are pulled by count and by bytes ([`PULL_BYTES`]).
 async fn pull_stream(consumer: &PullConsumer, batch: usize) -> Result<pull::Stream, String> {
     consumer
         .stream()
         .max_messages_per_batch(batch)
+        .max_bytes_per_batch(PULL_BYTES)
         .heartbeat(HEARTBEAT)
         .messages()
         .await
@@ -196,5 +222,51 @@ pub fn redact_url(url: &str) -> String {
             None => format!("***@{after}"),
         },
         None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn taken(lines: &[Line]) -> Vec<(String, Result<&[u8], u64>)> {
+        lines
+            .iter()
+            .map(|l| {
+                let bytes = match &l.bytes {
+                    Ok(bytes) => Ok(bytes.as_slice()),
+                    Err(too_long) => Err(too_long.bytes),
+                };
+                (l.origin.to_string(), bytes)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_message_of_one_record_is_one_line_named_by_its_message() {
+        for payload in [&b"{\"a\":1}"[..], b"{\"a\":1}\n"] {
+            assert_eq!(
+                taken(&lines_of(7, payload)),
+                [("nats message 7".to_owned(), Ok(&b"{\"a\":1}"[..]))]
+            );
+        }
+    }
+
+    #[test]
+    fn a_message_of_several_records_is_one_line_each_named_by_its_place() {
+        let long = vec![b'x'; MAX_LINE_BYTES + 1];
+        let payload = [&b"{\"a\":1}\n\n{\"a\":2}\n"[..], &long, b"\n{\"a\":3}"].concat();
+        assert_eq!(
+            taken(&lines_of(9, &payload)),
+            [
+                ("nats message 9 line 1".to_owned(), Ok(&b"{\"a\":1}"[..])),
+                ("nats message 9 line 2".to_owned(), Ok(&b"{\"a\":2}"[..])),
+                (
+                    "nats message 9 line 3".to_owned(),
+                    Err(MAX_LINE_BYTES as u64 + 1)
+                ),
+                ("nats message 9 line 4".to_owned(), Ok(&b"{\"a\":3}"[..])),
+            ]
+        );
     }
 }

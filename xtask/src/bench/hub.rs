@@ -117,24 +117,36 @@ pub fn run(hub_bin: &Path, records: u64, extras: &Extras<'_>) -> Result<()> {
     // Without it (a large store, to time the dashboard), serve what was imported.
     let (nats_s, views) = if with_nats {
         let nats = NatsServer::start()?;
-        publish(&nats.url(), &file)?;
-        let drain_with =
-            |bin: &Path, store: &Store, files: &Path, consumer: &str| -> Result<(f64, Hub)> {
-                let t = Instant::now();
-                let args = [
-                    "--nats",
-                    &nats.url(),
-                    "--nats-consumer",
-                    consumer,
-                    "--key",
-                    &key_arg,
-                ];
-                let mut served = Hub::serve_store_of(bin, store, files, &args)?;
-                served.wait_until(Duration::from_secs(3600), "holding every record", |hub| {
-                    Ok(hub.stored()? >= records)
-                })?;
-                Ok((t.elapsed().as_secs_f64(), served))
-            };
+        publish(&nats.url(), &file, 1)?;
+        // The same records 64 to a message (`tracer run --nats-records-per-message 64`),
+        // on a server of their own.
+        let grouped = NatsServer::start()?;
+        publish(&grouped.url(), &file, GROUPED_RECORDS)?;
+        let drain_from = |url: &str,
+                          bin: &Path,
+                          store: &Store,
+                          files: &Path,
+                          consumer: &str|
+         -> Result<(f64, Hub)> {
+            let t = Instant::now();
+            let args = [
+                "--nats",
+                url,
+                "--nats-consumer",
+                consumer,
+                "--key",
+                &key_arg,
+            ];
+            let mut served = Hub::serve_store_of(bin, store, files, &args)?;
+            served.wait_until(Duration::from_secs(3600), "holding every record", |hub| {
+                Ok(hub.stored()? >= records)
+            })?;
+            Ok((t.elapsed().as_secs_f64(), served))
+        };
+        let url = nats.url();
+        let drain_with = |bin: &Path, store: &Store, files: &Path, consumer: &str| {
+            drain_from(&url, bin, store, files, consumer)
+        };
         let drain = |store: &Store, files: &Path, consumer: &str| {
             drain_with(hub_bin, store, files, consumer)
         };
@@ -149,6 +161,15 @@ pub fn run(hub_bin: &Path, records: u64, extras: &Extras<'_>) -> Result<()> {
         // A second consumer of the same stream, into a database of its own.
         let pg_nats = Store::Postgres(postgres.create_database("from_nats")?);
         let (pg_s, served) = drain(&pg_nats, &dir.join("from-nats-pg"), "bench-postgres")?;
+        served.stop()?;
+        let grouped_data = dir.join("from-nats-grouped");
+        let (grouped_s, served) = drain_from(
+            &grouped.url(),
+            hub_bin,
+            &Store::Sqlite(grouped_data.clone()),
+            &grouped_data,
+            "bench-grouped",
+        )?;
         served.stop()?;
         if let Some(other) = compare {
             // Each round a consumer of its own, so each build drains the whole stream.
@@ -175,7 +196,7 @@ pub fn run(hub_bin: &Path, records: u64, extras: &Extras<'_>) -> Result<()> {
                 println!("| round {} | {this:.0} | {that:.0} |", round + 1);
             }
         }
-        (Some((sqlite_s, pg_s)), views)
+        (Some((sqlite_s, pg_s, grouped_s)), views)
     } else {
         let served = Hub::serve(&data, &[])?;
         let views = dashboard_views(&served, now)?;
@@ -200,10 +221,14 @@ pub fn run(hub_bin: &Path, records: u64, extras: &Extras<'_>) -> Result<()> {
         "PostgreSQL alone: the stored rows copied by `INSERT ... SELECT` (the floor)",
         floor_pg_s,
     );
-    if let Some((sqlite_s, pg_s)) = nats_s {
+    if let Some((sqlite_s, pg_s, grouped_s)) = nats_s {
         rate(
             "NATS JetStream -> SQLite (`serve`, acked after commit)",
             sqlite_s,
+        );
+        rate(
+            "NATS JetStream -> SQLite, 64 records per message (`tracer run --nats-records-per-message 64`)",
+            grouped_s,
         );
         rate(
             "NATS JetStream -> PostgreSQL (`serve --store`, acked after commit)",
@@ -474,9 +499,12 @@ fn generate(file: &Path, key: &Path, records: u64, now: i128) -> Result<u64> {
     Ok(lines)
 }
 
-/// Publishes every line of `file` to the `TRACER` stream (created here), with acks in
-/// flight in windows, as the sensor's NATS sink does.
-fn publish(url: &str, file: &Path) -> Result<()> {
+/// Records per message of the grouped NATS row.
+const GROUPED_RECORDS: usize = 64;
+
+/// Publishes every line of `file` to the `TRACER` stream (created here), `per_message`
+/// lines to a message, with acks in flight in windows, as the sensor's NATS sink does.
+fn publish(url: &str, file: &Path, per_message: usize) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -492,9 +520,10 @@ fn publish(url: &str, file: &Path) -> Result<()> {
         })
         .await?;
         let mut pending = std::collections::VecDeque::new();
-        for line in text.lines() {
+        let lines: Vec<&str> = text.lines().collect();
+        for group in lines.chunks(per_message) {
             pending.push_back(
-                js.publish(format!("access.{STREAM_ID}"), line.to_owned().into())
+                js.publish(format!("access.{STREAM_ID}"), group.join("\n").into())
                     .await?,
             );
             if pending.len() >= 4_096 {

@@ -20,7 +20,7 @@ use std::{
 use anyhow::{Context as _, Result};
 use tokio::sync::watch;
 
-pub use settings::{NatsConfig, StreamName, SubjectTemplate};
+pub use settings::{NatsConfig, StreamName, SubjectTemplate, parse_records_per_message};
 
 use self::{
     auth::Auth,
@@ -95,6 +95,7 @@ impl NatsSink {
             },
             ack_timeout: config.ack_timeout(),
             max_in_flight: config.max_in_flight.get(),
+            records_per_message: config.records_per_message.get(),
             reader,
             link: Link::new(servers.to_string(), config.spool_dir.clone(), report_every),
             stop: stop_rx,

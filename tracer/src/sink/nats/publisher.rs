@@ -1,6 +1,8 @@
-//! The publisher thread: reads the spool in order and publishes each record to JetStream
+//! The publisher thread: reads the spool in order and publishes its records to JetStream
 //! with a `Nats-Msg-Id`, keeping up to `max_in_flight` publishes ahead of the oldest
 //! unacknowledged one, and moves the spool's cursor as acknowledgements arrive (in order).
+//! A message carries one record, or with `records_per_message` above one as many as the
+//! spool holds up to that number, one per line (within [`MAX_MESSAGE_BYTES`]).
 //!
 //! Order across failures: each connection is a fresh client whose automatic reconnection
 //! is disabled. async-nats would otherwise resend, after reconnecting, publishes queued
@@ -29,6 +31,7 @@ use async_nats::{
         message::PublishMessage,
     },
 };
+use bytes::{Bytes, BytesMut};
 use sha2::{Digest as _, Sha256};
 use tokio::sync::{Notify, watch};
 
@@ -47,6 +50,9 @@ const MAX_RETRY: Duration = Duration::from_secs(5);
 /// What a client "waits" before reconnecting by itself: never, in practice; the
 /// publisher drops it long before.
 const NO_RECONNECT: Duration = Duration::from_secs(24 * 3600);
+/// A message of several records ends before it would pass this; a single record larger
+/// than this still goes alone, as with one record per message.
+const MAX_MESSAGE_BYTES: usize = 64 << 10;
 
 pub struct Publisher {
     pub servers: Servers,
@@ -54,6 +60,7 @@ pub struct Publisher {
     pub stream: StreamSpec,
     pub ack_timeout: Duration,
     pub max_in_flight: usize,
+    pub records_per_message: usize,
     pub reader: SpoolReader,
     pub link: Link,
     pub stop: watch::Receiver<bool>,
@@ -83,9 +90,32 @@ impl Failure {
     }
 }
 
+/// Consecutive records of the spool, to be sent as one message.
+struct Message {
+    /// The records, one per line (no newline after the last).
+    payload: Bytes,
+    records: u64,
+    /// Where the last record ends.
+    end: Position,
+    /// Bytes the records take in the spool.
+    bytes: u64,
+}
+
+impl Message {
+    fn single(record: Record) -> Self {
+        Self {
+            bytes: record.spooled_bytes(),
+            end: record.end,
+            records: 1,
+            payload: record.payload,
+        }
+    }
+}
+
 /// A publish waiting for its acknowledgement.
 struct InFlight {
     end: Position,
+    records: u64,
     bytes: u64,
     ack: Pin<Box<dyn Future<Output = Result<Delivery, PublishError>> + Send>>,
 }
@@ -225,15 +255,17 @@ impl Publisher {
         let shared = Arc::clone(self.reader.shared());
         let counters = &shared.counters;
         let mut window: VecDeque<InFlight> = VecDeque::new();
+        // A record read from the spool that did not fit the message before it.
+        let mut held = None;
         // One publish until this connection's first acknowledgement: right after a
         // restart the server may answer before its streams are loaded.
         let mut limit = 1;
         loop {
             while window.len() < limit {
-                let Some(record) = self.reader.next_record().map_err(Failure::Spool)? else {
+                let Some(message) = self.next_message(&mut held).map_err(Failure::Spool)? else {
                     break;
                 };
-                window.push_back(send(js, &subject, record, counters).await?);
+                window.push_back(send(js, &subject, message, counters).await?);
             }
             let room = window.len() < limit;
             let Some(oldest) = window.front_mut() else {
@@ -247,50 +279,102 @@ impl Publisher {
             tokio::select! {
                 biased;
                 delivery = &mut oldest.ack => {
-                    let sent = window.len() as u64;
+                    let records = oldest.records;
                     match delivery {
                         Ok(Delivery::Stored { duplicate }) => {
-                            Counters::add(&counters.duplicates, u64::from(duplicate));
+                            Counters::add(&counters.duplicates, if duplicate { records } else { 0 });
                         }
                         Ok(Delivery::TooLarge(e)) => {
-                            Counters::add(&counters.discarded, 1);
-                            eprintln!("tracer: nats: a record is not published: {e} (counted as discarded)");
+                            Counters::add(&counters.discarded, records);
+                            eprintln!("tracer: nats: {records} record(s) not published: {e} (counted as discarded)");
                         }
                         Err(e) => {
-                            Counters::add(&counters.retries, sent);
+                            Counters::add(&counters.retries, in_flight(&window));
                             return Err(Failure::Publish(e));
                         }
                     }
                     if let Some(done) = window.pop_front() {
-                        self.reader.ack(done.end, done.bytes);
+                        self.reader.ack(done.end, done.records, done.bytes);
                     }
                     self.persist(false);
                     self.link.progress(counters.backlog());
                     limit = self.max_in_flight;
                 }
                 _ = disconnected.notified() => {
-                    Counters::add(&counters.retries, window.len() as u64);
+                    Counters::add(&counters.retries, in_flight(&window));
                     return Err(Failure::Disconnected);
                 }
                 _ = shared.data.notified(), if room => {}
             }
         }
     }
+
+    /// The next message: the held record or the spool's next, then as many following
+    /// records as the spool holds now, up to `records_per_message` and
+    /// [`MAX_MESSAGE_BYTES`]. A record that would pass the bytes is held for the next.
+    fn next_message(&mut self, held: &mut Option<Record>) -> io::Result<Option<Message>> {
+        let first = match held.take() {
+            Some(record) => record,
+            None => match self.reader.next_record()? {
+                Some(record) => record,
+                None => return Ok(None),
+            },
+        };
+        if self.records_per_message <= 1 {
+            return Ok(Some(Message::single(first)));
+        }
+        let mut message = Message::single(first);
+        let mut payload: Option<BytesMut> = None;
+        while (message.records as usize) < self.records_per_message {
+            let Some(record) = self.reader.next_record()? else {
+                break;
+            };
+            let len = payload
+                .as_ref()
+                .map_or(message.payload.len(), BytesMut::len);
+            if len + 1 + record.payload.len() > MAX_MESSAGE_BYTES {
+                *held = Some(record);
+                break;
+            }
+            let joined = payload.get_or_insert_with(|| {
+                let mut joined = BytesMut::with_capacity(MAX_MESSAGE_BYTES);
+                joined.extend_from_slice(&message.payload);
+                joined
+            });
+            joined.extend_from_slice(b"\n");
+            joined.extend_from_slice(&record.payload);
+            message.records += 1;
+            message.bytes += record.spooled_bytes();
+            message.end = record.end;
+        }
+        if let Some(joined) = payload {
+            message.payload = joined.freeze();
+        }
+        Ok(Some(message))
+    }
 }
 
-/// Sends one record; its acknowledgement is awaited later, in order.
+/// Records in the messages not yet acknowledged: sent again after a failure.
+fn in_flight(window: &VecDeque<InFlight>) -> u64 {
+    window.iter().map(|f| f.records).sum()
+}
+
+/// Sends one message; its acknowledgement is awaited later, in order.
 async fn send(
     js: &jetstream::Context,
     subject: &Subject,
-    record: Record,
+    message: Message,
     counters: &Counters,
 ) -> Result<InFlight, Failure> {
-    let bytes = record.spooled_bytes();
-    let id = message_id(&record.payload);
-    let message = PublishMessage::build()
-        .payload(record.payload)
-        .message_id(id);
-    Counters::add(&counters.published, 1);
+    let Message {
+        payload,
+        records,
+        end,
+        bytes,
+    } = message;
+    let id = message_id(&payload);
+    let message = PublishMessage::build().payload(payload).message_id(id);
+    Counters::add(&counters.published, records);
     let ack: Pin<Box<dyn Future<Output = _> + Send>> =
         match js.send_publish(subject.clone(), message).await {
             Ok(ack) => Box::pin(async move {
@@ -305,14 +389,16 @@ async fn send(
             Err(e) => return Err(Failure::Publish(e)),
         };
     Ok(InFlight {
-        end: record.end,
+        end,
+        records,
         bytes,
         ack,
     })
 }
 
-/// The de-duplication id: the hex SHA-256 of the record, unique per record since each
-/// carries its own time, connection and (with the audit chain) sequence number.
+/// The de-duplication id: the hex SHA-256 of the message's records, unique per record
+/// since each carries its own time, connection and (with the audit chain) sequence
+/// number. With one record per message, the record's own SHA-256.
 pub fn message_id(payload: &[u8]) -> String {
     format!("{:x}", Sha256::digest(payload))
 }

@@ -42,6 +42,10 @@ pub struct NatsConfig {
     pub ack_timeout_ms: NonZeroU64,
     /// Publishes sent ahead of the oldest unacknowledged one.
     pub max_in_flight: NonZeroUsize,
+    /// Records one JetStream message may carry, one per line (1 to
+    /// [`MAX_RECORDS_PER_MESSAGE`]).
+    #[serde(deserialize_with = "records_per_message")]
+    pub records_per_message: NonZeroUsize,
     /// NATS credentials file (JWT and NKey seed), as `nats context` writes it.
     pub creds_file: Option<PathBuf>,
     /// File holding a connection token (trailing newlines ignored).
@@ -61,6 +65,7 @@ impl Default for NatsConfig {
             drain_timeout_ms: 5000,
             ack_timeout_ms: NonZeroU64::new(5000).unwrap_or(NonZeroU64::MIN),
             max_in_flight: NonZeroUsize::new(256).unwrap_or(NonZeroUsize::MIN),
+            records_per_message: NonZeroUsize::MIN,
             creds_file: None,
             token_file: None,
         }
@@ -88,6 +93,25 @@ impl NatsConfig {
     pub fn duplicate_window(&self) -> Duration {
         Duration::from_secs(self.duplicate_window_seconds.get())
     }
+}
+
+/// The most records one message may carry: a message stays far below JetStream's
+/// default 1 MiB payload limit for records of a few KiB.
+pub const MAX_RECORDS_PER_MESSAGE: usize = 1024;
+
+/// A number of records per message, 1 to [`MAX_RECORDS_PER_MESSAGE`].
+pub fn parse_records_per_message(n: u64) -> Result<NonZeroUsize, String> {
+    usize::try_from(n)
+        .ok()
+        .filter(|&n| n <= MAX_RECORDS_PER_MESSAGE)
+        .and_then(NonZeroUsize::new)
+        .ok_or_else(|| {
+            format!("records per message must be 1 to {MAX_RECORDS_PER_MESSAGE}, not {n}")
+        })
+}
+
+fn records_per_message<'de, D: Deserializer<'de>>(d: D) -> Result<NonZeroUsize, D::Error> {
+    parse_records_per_message(u64::deserialize(d)?).map_err(D::Error::custom)
 }
 
 fn from_str<'de, D: Deserializer<'de>, T>(d: D) -> Result<T, D::Error>

@@ -140,12 +140,12 @@ impl SpoolReader {
         self.buf.clear();
     }
 
-    /// JetStream acknowledged the record that ends at `end`; records must be acknowledged
-    /// in order.
-    pub fn ack(&mut self, end: Position, bytes: u64) {
+    /// JetStream acknowledged the `records` that end at `end`; records must be
+    /// acknowledged in order.
+    pub fn ack(&mut self, end: Position, records: u64, bytes: u64) {
         self.acked = end;
         let counters = &self.shared.counters;
-        Counters::add(&counters.acked_records, 1);
+        Counters::add(&counters.acked_records, records);
         Counters::add(&counters.acked_bytes, bytes);
     }
 

@@ -12,7 +12,7 @@ fn read_all(reader: &mut SpoolReader) -> Vec<String> {
     while let Some(record) = reader.next_record().unwrap() {
         out.push(String::from_utf8(record.payload.to_vec()).unwrap());
         let bytes = record.spooled_bytes();
-        reader.ack(record.end, bytes);
+        reader.ack(record.end, 1, bytes);
     }
     out
 }
@@ -57,7 +57,7 @@ fn rewind_goes_back_to_the_oldest_unacknowledged_record() {
     writer.commit().unwrap();
     let first = reader.next_record().unwrap().unwrap();
     reader.next_record().unwrap().unwrap();
-    reader.ack(first.end, first.spooled_bytes());
+    reader.ack(first.end, 1, first.spooled_bytes());
     reader.rewind();
     assert_eq!(read_all(&mut reader), expected(1..3));
 }
@@ -73,7 +73,7 @@ fn a_reopened_spool_replays_the_unacknowledged_records_first() {
         writer.sync().unwrap();
         for _ in 0..2 {
             let record = reader.next_record().unwrap().unwrap();
-            reader.ack(record.end, record.spooled_bytes());
+            reader.ack(record.end, 1, record.spooled_bytes());
         }
         // Read but never acknowledged: must come back.
         reader.next_record().unwrap().unwrap();
