@@ -1,5 +1,6 @@
 //! `cargo xtask bench --hub`: tracer-hub's ingest rate (from a file, and from NATS
-//! JetStream, into SQLite and into PostgreSQL), and its answers on the stored records
+//! JetStream, into SQLite and into PostgreSQL; from NATS also with 64 records per
+//! message, interleaved with one per message), and its answers on the stored records
 //! from both stores against what an operator runs today over the same JSONL: grep and
 //! jq. All in this one run.
 //!
@@ -144,11 +145,8 @@ pub fn run(hub_bin: &Path, records: u64, extras: &Extras<'_>) -> Result<()> {
             Ok((t.elapsed().as_secs_f64(), served))
         };
         let url = nats.url();
-        let drain_with = |bin: &Path, store: &Store, files: &Path, consumer: &str| {
-            drain_from(&url, bin, store, files, consumer)
-        };
         let drain = |store: &Store, files: &Path, consumer: &str| {
-            drain_with(hub_bin, store, files, consumer)
+            drain_from(&url, hub_bin, store, files, consumer)
         };
         let nats_data = dir.join("from-nats");
         let (sqlite_s, served) = drain(
@@ -162,41 +160,51 @@ pub fn run(hub_bin: &Path, records: u64, extras: &Extras<'_>) -> Result<()> {
         let pg_nats = Store::Postgres(postgres.create_database("from_nats")?);
         let (pg_s, served) = drain(&pg_nats, &dir.join("from-nats-pg"), "bench-postgres")?;
         served.stop()?;
-        let grouped_data = dir.join("from-nats-grouped");
-        let (grouped_s, served) = drain_from(
-            &grouped.url(),
-            hub_bin,
-            &Store::Sqlite(grouped_data.clone()),
-            &grouped_data,
-            "bench-grouped",
-        )?;
-        served.stop()?;
-        if let Some(other) = compare {
-            // Each round a consumer of its own, so each build drains the whole stream.
+        // Whole drains of the stream at each arm's URL by each arm's build, in
+        // interleaved rounds (every second one backwards), each with a consumer and a
+        // database of its own.
+        let interleaved = |arms: [(&str, &Path); 2], tag: &str| -> Result<Vec<[f64; 2]>> {
             let mut rows = Vec::new();
             for round in 0..COMPARE_ROUNDS {
                 let mut rates = [0.0; 2];
                 let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
                 for which in order {
-                    let bin = [hub_bin, other][which];
-                    let name = format!("compare-{round}-{which}");
+                    let (url, bin) = arms[which];
+                    let name = format!("{tag}-{round}-{which}");
                     let data = dir.join(&name);
-                    let (s, served) = drain_with(bin, &Store::Sqlite(data.clone()), &data, &name)?;
+                    let (s, served) =
+                        drain_from(url, bin, &Store::Sqlite(data.clone()), &data, &name)?;
                     served.stop()?;
                     std::fs::remove_dir_all(&data)?;
                     rates[which] = records as f64 / s;
                 }
                 rows.push(rates);
             }
+            Ok(rows)
+        };
+        let print_rounds = |arms: [&str; 2], rows: &[[f64; 2]]| {
             println!(
-                "\n| NATS JetStream -> SQLite, interleaved | this build, records/s | {}, records/s |\n|---|---|---|",
-                other.display()
+                "\n| NATS JetStream -> SQLite, interleaved | {}, records/s | {}, records/s |\n|---|---|---|",
+                arms[0], arms[1]
             );
             for (round, [this, that]) in rows.iter().enumerate() {
                 println!("| round {} | {this:.0} | {that:.0} |", round + 1);
             }
+        };
+        let grouped_url = grouped.url();
+        let rows = interleaved([(&url, hub_bin), (&grouped_url, hub_bin)], "grouped")?;
+        print_rounds(
+            [
+                "1 record per message",
+                "64 records per message (`tracer run --nats-records-per-message 64`)",
+            ],
+            &rows,
+        );
+        if let Some(other) = compare {
+            let rows = interleaved([(&url, hub_bin), (&url, other)], "compare")?;
+            print_rounds(["this build", &other.display().to_string()], &rows);
         }
-        (Some((sqlite_s, pg_s, grouped_s)), views)
+        (Some((sqlite_s, pg_s)), views)
     } else {
         let served = Hub::serve(&data, &[])?;
         let views = dashboard_views(&served, now)?;
@@ -221,14 +229,10 @@ pub fn run(hub_bin: &Path, records: u64, extras: &Extras<'_>) -> Result<()> {
         "PostgreSQL alone: the stored rows copied by `INSERT ... SELECT` (the floor)",
         floor_pg_s,
     );
-    if let Some((sqlite_s, pg_s, grouped_s)) = nats_s {
+    if let Some((sqlite_s, pg_s)) = nats_s {
         rate(
             "NATS JetStream -> SQLite (`serve`, acked after commit)",
             sqlite_s,
-        );
-        rate(
-            "NATS JetStream -> SQLite, 64 records per message (`tracer run --nats-records-per-message 64`)",
-            grouped_s,
         );
         rate(
             "NATS JetStream -> PostgreSQL (`serve --store`, acked after commit)",
@@ -499,7 +503,7 @@ fn generate(file: &Path, key: &Path, records: u64, now: i128) -> Result<u64> {
     Ok(lines)
 }
 
-/// Records per message of the grouped NATS row.
+/// Records per message of the grouped NATS rounds.
 const GROUPED_RECORDS: usize = 64;
 
 /// Publishes every line of `file` to the `TRACER` stream (created here), `per_message`
