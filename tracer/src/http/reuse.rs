@@ -33,24 +33,24 @@ thread_local! {
 
 /// An empty buffer with room for `capacity` bytes.
 pub(super) fn bytes(capacity: usize) -> Vec<u8> {
-    let mut buf = FREE
-        .try_with(|free| free.borrow_mut().bytes.pop())
-        .ok()
-        .flatten()
-        .unwrap_or_default();
-    buf.reserve(capacity);
-    buf
+    take(|free| free.bytes.pop(), capacity)
 }
 
 /// An empty list with room for `capacity` spans.
 pub(super) fn spans(capacity: usize) -> Vec<[u32; 4]> {
-    let mut list = FREE
-        .try_with(|free| free.borrow_mut().spans.pop())
+    take(|free| free.spans.pop(), capacity)
+}
+
+/// A kept vector `pick` takes from the free lists, or a new one, with room for
+/// `capacity`.
+fn take<T>(pick: impl FnOnce(&mut Free) -> Option<Vec<T>>, capacity: usize) -> Vec<T> {
+    let mut kept = FREE
+        .try_with(|free| pick(&mut free.borrow_mut()))
         .ok()
         .flatten()
         .unwrap_or_default();
-    list.reserve(capacity);
-    list
+    kept.reserve(capacity);
+    kept
 }
 
 /// Takes a head's buffers back for the next head; drops what the bounds exclude.
