@@ -176,13 +176,13 @@ impl Source {
 
 /// A message's records, one per line. A sensor sends one record per message unless told
 /// otherwise (`--nats-records-per-message`); empty lines (a trailing newline) are not
-/// records.
+/// records, but an empty message is one empty line, rejected and counted like any junk.
 fn lines_of(stream_seq: u64, payload: &[u8]) -> Vec<Line> {
     let several = payload
         .strip_suffix(b"\n")
         .unwrap_or(payload)
         .contains(&b'\n');
-    payload
+    let mut lines = payload
         .split(|&b| b == b'\n')
         .filter(|line| !line.is_empty())
         .enumerate()
@@ -199,7 +199,17 @@ fn lines_of(stream_seq: u64, payload: &[u8]) -> Vec<Line> {
                 Ok(bytes.to_vec())
             },
         })
-        .collect()
+        .collect::<Vec<_>>();
+    if lines.is_empty() {
+        lines.push(Line {
+            origin: Origin::Nats {
+                stream_seq,
+                line: None,
+            },
+            bytes: Ok(Vec::new()),
+        });
+    }
+    lines
 }
 
 /// Messages are pulled by count and by bytes ([`PULL_BYTES`]).
@@ -248,6 +258,13 @@ mod tests {
             assert_eq!(
                 taken(&lines_of(7, payload)),
                 [("nats message 7".to_owned(), Ok(&b"{\"a\":1}"[..]))]
+            );
+        }
+        // Junk to reject and count, not to drop unseen.
+        for empty in [&b""[..], b"\n", b"\n\n"] {
+            assert_eq!(
+                taken(&lines_of(8, empty)),
+                [("nats message 8".to_owned(), Ok(&b""[..]))]
             );
         }
     }

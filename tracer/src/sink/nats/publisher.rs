@@ -320,9 +320,6 @@ impl Publisher {
                 None => return Ok(None),
             },
         };
-        if self.records_per_message <= 1 {
-            return Ok(Some(Message::single(first)));
-        }
         let mut message = Message::single(first);
         let mut payload: Option<BytesMut> = None;
         while (message.records as usize) < self.records_per_message {
