@@ -322,3 +322,101 @@ fn long_response_bodies_are_counted_without_copying_and_match_nginx_log() -> Res
     assert_eq!(run.summary_u64("kernel_lost_total")?, 0);
     Ok(())
 }
+
+/// Uploads on one keep-alive connection: while every request before them was an upload
+/// whose body the kernel read the length of, their bodies are counted without copying
+/// (nginx reads a discarded body in pieces of at most what is left of it, so each
+/// upload's last read ends where the next request starts). A GET's head says nothing of
+/// what follows it, so after it the kernel no longer skips, and a chunked upload whose
+/// data looks like an upload head hides nothing. Every request is in nginx's own log,
+/// with every record's body size the client's.
+#[test]
+fn upload_bodies_are_counted_without_copying_and_match_nginx_log() -> Result<()> {
+    const BODY: usize = 100_000;
+    let port = free_port();
+    let mut config = NginxConfig::new(port);
+    config.access_log = true;
+    let nginx = Nginx::start(config)?;
+    let tracer = Tracer::start(&[port])?;
+    let upload = |path: &str| {
+        let mut bytes = format!(
+            "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/octet-stream\r\n\
+             Content-Length: {BODY}\r\n\r\n"
+        )
+        .into_bytes();
+        bytes.extend((0..BODY).map(|i| (i % 251) as u8));
+        bytes
+    };
+    let mut conn = RawConn::connect(("127.0.0.1", port))?;
+    let mut expected = Vec::new();
+    for path in ["/up/1", "/up/2", "/up/3"] {
+        conn.send(&upload(path))?;
+        assert_eq!(conn.read_response("POST")?.status, 200);
+        expected.push(("POST", path.to_owned(), BODY as u64));
+    }
+    conn.send(&get("/after", "localhost"))?;
+    assert_eq!(conn.read_response("GET")?.status, 200);
+    expected.push(("GET", "/after".to_owned(), 0));
+    // Chunk data that starts like an upload of a body long enough to hide the request
+    // sent after it.
+    let hidden = upload("/hidden");
+    let mut chunked =
+        b"POST /chunked HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    chunked.extend_from_slice(format!("{:x}\r\n", 200).as_bytes());
+    chunked.extend_from_slice(&hidden[..200]);
+    chunked.extend_from_slice(b"\r\n0\r\n\r\n");
+    conn.send(&chunked)?;
+    assert_eq!(conn.read_response("POST")?.status, 200);
+    expected.push(("POST", "/chunked".to_owned(), 200));
+    conn.send(&upload("/up/4"))?;
+    assert_eq!(conn.read_response("POST")?.status, 200);
+    expected.push(("POST", "/up/4".to_owned(), BODY as u64));
+    drop(conn);
+    let run = tracer.stop()?;
+
+    let got: Vec<(String, String, u64)> = run
+        .records
+        .iter()
+        .map(|r| {
+            (
+                r.str_field("http.request.method").to_owned(),
+                r.str_field("url.path").to_owned(),
+                r.u64_field("http.request.body.size"),
+            )
+        })
+        .collect();
+    let want: Vec<(String, String, u64)> = expected
+        .iter()
+        .map(|(m, p, n)| ((*m).to_owned(), p.clone(), *n))
+        .collect();
+    assert_eq!(got, want);
+    assert_eq!(u64s(&run.records, "http.response.status_code"), [200; 6]);
+    // nginx's own log, line by line: `"POST /up/1 HTTP/1.1" 200 ...`.
+    let log = nginx.access_log()?;
+    let logged: Vec<(String, String)> = log
+        .lines()
+        .map(|line| {
+            let request = line.split('"').nth(1).unwrap_or_default();
+            let mut parts = request.split(' ');
+            let method = parts.next().unwrap_or_default().to_owned();
+            (method, parts.next().unwrap_or_default().to_owned())
+        })
+        .collect();
+    let want_logged: Vec<(String, String)> = want
+        .iter()
+        .map(|(m, p, _)| (m.clone(), p.clone()))
+        .collect();
+    assert_eq!(logged, want_logged, "nginx's log:\n{log}");
+    // The first three bodies, but for what nginx read with their heads; none of the
+    // last upload's, read after the GET.
+    let uncopied = run.summary_u64("request_body_bytes_uncopied")?;
+    assert!(
+        (2 * BODY as u64..=3 * BODY as u64).contains(&uncopied),
+        "summary: {}",
+        run.summary
+    );
+    assert_eq!(run.summary_u64("body_skip_mismatches")?, 0);
+    assert_eq!(run.summary_u64("desyncs")?, 0);
+    assert_eq!(run.summary_u64("kernel_lost_total")?, 0);
+    Ok(())
+}

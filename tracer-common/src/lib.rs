@@ -4,7 +4,7 @@
 //! buffer or a map and user space reads the same bytes back.
 #![no_std]
 
-pub mod response_head;
+pub mod head_scan;
 
 /// Most request or response bytes copied out of one syscall. Bytes beyond this are
 /// counted (`DataEvent::len`) but not copied; the user-space parser treats them as a gap.
@@ -233,10 +233,11 @@ pub struct DataEvent {
     pub lost_before: u32,
 }
 
-/// `DataEvent::flags`: the kernel copied nothing because the write lay wholly inside a
-/// response body whose length the head declared (tracer-ebpf's `body`).
+/// `DataEvent::flags`: the kernel copied nothing because the read or write lay wholly
+/// inside a request or response body whose length the head declared (tracer-ebpf's
+/// `body`).
 pub const DATA_BODY_SKIPPED: u16 = 1;
-/// `DataEvent::flags`: only the response head was copied; the rest of the write is the
+/// `DataEvent::flags`: only the head was copied; the rest of the read or write is the
 /// start of a body whose length the head declared.
 pub const DATA_HEAD_ONLY: u16 = 2;
 

@@ -1,6 +1,6 @@
 //! Which descriptors are watched connections, cached per (tgid, fd).
 use aya_ebpf::helpers::bpf_get_smp_processor_id;
-use tracer_common::{EventKind, Loss};
+use tracer_common::{EventKind, Loss, head_scan::UNKNOWN};
 
 use crate::{
     emit,
@@ -67,6 +67,13 @@ pub fn watched_conn(tgid: u32, tid: u32, fd: i32, moved: [u64; 2]) -> Option<Wat
         _pad: 0,
         written: 0,
         body_end: 0,
+        read: 0,
+        // Only a connection's first byte is known to start a request.
+        next_request: if flags & CONN_MIDSTREAM == 0 {
+            0
+        } else {
+            UNKNOWN
+        },
     };
     if CONNS.insert(&key, &value, 0).is_err() {
         count_loss(Loss::ConnFull);

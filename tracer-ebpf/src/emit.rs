@@ -7,7 +7,7 @@ use aya_ebpf::helpers::{
 use tracer_common::{
     ConnEvent, DATA_BODY_SKIPPED, DataEvent, Direction, EventHeader, EventKind, Loss, MAX_CAPTURE,
     MAX_IOV, Syscall,
-    response_head::{HEAD_PREFIX, MIN_SKIP},
+    head_scan::{HEAD_PREFIX, MIN_SKIP, RequestRead, request_read},
 };
 
 use crate::{
@@ -111,10 +111,11 @@ pub struct Transfer {
 }
 
 /// A Data event for a finished call that transferred `len` bytes. With `bodies`, the
-/// server's writes are followed for response bodies (`body`): returns true when the
-/// caller should jump to the head scan (`body::park` parked the write, and the scan sends its event). The
-/// OpenSSL probes pass false, which keeps them within the verifier's limit (and a tail
-/// call could not reach the scan from their program type anyway).
+/// server's reads and writes are followed for request and response bodies (`body`):
+/// returns true when the caller should jump to the head scan of the transfer's
+/// direction (`body::park` parked it, and the scan sends its event). The OpenSSL probes
+/// pass false, which keeps them within the verifier's limit (and a tail call could not
+/// reach the scan from their program type anyway).
 #[inline(always)]
 pub fn data(
     pid_tgid: u64,
@@ -133,19 +134,33 @@ pub fn data(
     let scratch = unsafe { &mut *scratch };
     let syscall = transfer.syscall;
     let direction = Syscall::from_u8(syscall).map_or(Direction::Egress, Syscall::direction);
-    let egress = bodies && direction as u8 == Direction::Egress as u8;
-    // Where this write starts in what the server wrote, and whether it lies wholly
-    // inside a response body whose length an earlier head declared.
-    // SAFETY: entry pointer from a successful lookup.
-    let (written, body_end) = match conn {
-        Some(value) if egress => unsafe { ((*value).written, (*value).body_end) },
-        _ => (0, 0),
+    let value = conn.filter(|_| bodies);
+    // Where this transfer starts in its direction's bytes, whether it lies wholly inside
+    // a body whose length an earlier head declared, and whether it may start a head that
+    // opens such a window: a long write outside any window, or a read where the kernel
+    // knows a request starts. Only the prefix of a scanned transfer is copied here, for
+    // the head scan, which copies the rest if no window opens.
+    let (at, skipped, scanned, next_request) = match value {
+        // SAFETY: entry pointer from a successful lookup.
+        Some(value) if direction as u8 == Direction::Egress as u8 => unsafe {
+            let (written, body_end) = ((*value).written, (*value).body_end);
+            let skipped = len >= MIN_SKIP && written + len <= body_end;
+            let scanned = !skipped && written >= body_end && len >= MIN_SKIP;
+            (written, skipped, scanned, None)
+        },
+        // SAFETY: as above.
+        Some(value) => unsafe {
+            let read = (*value).read;
+            let (action, next) = request_read(read, len, (*value).next_request);
+            (
+                read,
+                action == RequestRead::Skip,
+                action == RequestRead::Scan,
+                Some(next),
+            )
+        },
+        None => (0, false, false, None),
     };
-    let skipped = egress && len >= MIN_SKIP && written + len <= body_end;
-    // A long write outside any window may start with a head that opens one: only its
-    // prefix is copied here, for the head scan, which copies the rest if no window
-    // opens.
-    let scanned = egress && !skipped && written >= body_end && len >= MIN_SKIP && conn.is_some();
     let captured = if skipped {
         0
     } else {
@@ -196,6 +211,10 @@ pub fn data(
     };
     // A head opens a window only outside one: a head-like text inside a body must not
     // move it. The head scan sends the event.
+    if let (Some(next), Some(value), false) = (next_request, value, scanned) {
+        // SAFETY: entry pointer from a successful lookup.
+        unsafe { (*value).next_request = next };
+    }
     if scanned {
         body::park(
             scratch,
@@ -204,22 +223,22 @@ pub fn data(
                 fd: transfer.fd,
             },
             *transfer,
-            written,
+            at,
             len,
             captured,
         );
         return true;
     }
-    send(scratch, conn, len, egress.then_some(written));
+    send(scratch, conn, len, value.map(|_| at));
     false
 }
 
 /// Sends the data event built in `scratch` with the payload bytes it says it carries,
 /// and keeps the connection's counters: the bytes of its direction lost before the
-/// next event, and for a server's write that started at `written`, where the next one
-/// starts.
+/// next event, and for a plaintext read or write that started `at` bytes into its
+/// direction, where the next one starts.
 #[inline(always)]
-pub fn send(scratch: &mut Scratch, conn: Option<*mut ConnValue>, len: u64, written: Option<u64>) {
+pub fn send(scratch: &mut Scratch, conn: Option<*mut ConnValue>, len: u64, at: Option<u64>) {
     // Read back from the slot, not kept in a register: the copy loops end in as many
     // verifier states as they can copy lengths, and each would be verified through
     // everything below; a value loaded from map memory carries none of them.
@@ -240,8 +259,10 @@ pub fn send(scratch: &mut Scratch, conn: Option<*mut ConnValue>, len: u64, writt
         } else {
             lost.saturating_add(len as u32)
         };
-        if let Some(written) = written {
-            value.written = written + len;
+        match at {
+            Some(at) if dir == Direction::Egress as usize => value.written = at + len,
+            Some(at) => value.read = at + len,
+            None => {}
         }
     }
     if !delivered {

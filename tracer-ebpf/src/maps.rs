@@ -9,7 +9,7 @@ use aya_ebpf::{
 use core::intrinsics::{AtomicOrdering::Relaxed, atomic_and, atomic_or};
 use tracer_common::{
     CAPTURED_SYSCALLS, DataEvent, KernelOffsets, LOSS_REASONS, Loss, MAX_CAPTURE, MAX_PORTS,
-    PID_BITMAP_WORDS, pid_bit, response_head::HeadScan,
+    PID_BITMAP_WORDS, head_scan::HeadScan, pid_bit,
 };
 
 /// Field offsets of the running kernel, from its BTF (see tracer/src/kernel/offsets.rs).
@@ -139,6 +139,13 @@ pub struct ConnValue {
     /// `written` at which the response body the last announcing head declared ends
     /// (see `body`); writes wholly before it are not copied.
     pub body_end: u64,
+    /// Bytes the server read so far (data events, delivered or lost): where its next
+    /// read starts. Plaintext only, as `written`.
+    pub read: u64,
+    /// `read` at which the client's next request starts, `head_scan::UNKNOWN` once the
+    /// kernel lost track (see `head_scan::request_read`); reads wholly before it lie in a
+    /// request body whose length the kernel read, and are not copied.
+    pub next_request: u64,
 }
 
 /// The connection's first bytes were looked at (for a TLS record header).
@@ -159,10 +166,11 @@ pub static CONNS: LruHashMap<ConnKey, ConnValue> = LruHashMap::with_max_entries(
 pub static CAPTURE_PROGRAMS: ProgramArray =
     ProgramArray::with_max_entries(CAPTURED_SYSCALLS as u32, 0);
 
-/// `scan_response_head`, which a capture program jumps to after a write that may start
-/// a response head announcing a long body (see `body`). Filled by the loader.
+/// The head scans a capture program jumps to after a transfer that may start a head
+/// announcing a long body (see `body`), by `Direction`: `scan_request_head` for reads,
+/// `scan_response_head` for writes. Filled by the loader.
 #[map]
-pub static HEAD_SCAN_PROGRAM: ProgramArray = ProgramArray::with_max_entries(1, 0);
+pub static HEAD_SCAN_PROGRAMS: ProgramArray = ProgramArray::with_max_entries(2, 0);
 
 /// An OpenSSL read or write between its uprobe and uretprobe.
 #[repr(C)]

@@ -19,7 +19,7 @@ use crate::{
     conn::watched_conn,
     emit::{self, Transfer},
     maps::{
-        CAPTURE_PROGRAMS, CONN_SEEN, CONN_TLS, HEAD_SCAN_PROGRAM, SSL_CALLS, THREAD_TLS_READ,
+        CAPTURE_PROGRAMS, CONN_SEEN, CONN_TLS, HEAD_SCAN_PROGRAMS, SSL_CALLS, THREAD_TLS_READ,
         count_loss, offset, watched,
     },
     sock::{syscall_args, syscall_nr},
@@ -116,20 +116,30 @@ fn returned(ctx: &RawTracePointContext, syscall: Syscall) {
         syscall: syscall as u8,
     };
     if emit::data(pid_tgid, &transfer, len, conn.entry, true) {
-        // SAFETY: HEAD_SCAN_PROGRAM holds a raw tracepoint program for this same context.
-        unsafe { HEAD_SCAN_PROGRAM.tail_call(ctx, 0) };
-        // Only reached when the jump failed: the write goes out as it was copied, and
+        // SAFETY: HEAD_SCAN_PROGRAMS holds raw tracepoint programs for this same context.
+        unsafe { HEAD_SCAN_PROGRAMS.tail_call(ctx, syscall.direction() as u32) };
+        // Only reached when the jump failed: the transfer goes out as it was copied, and
         // its body is copied, as without a window.
         count_loss(Loss::Dispatch);
-        body::finish_parked(false);
+        match syscall.direction() {
+            Direction::Ingress => body::finish_parked::<true>(false),
+            Direction::Egress => body::finish_parked::<false>(false),
+        }
     }
 }
 
-/// The head scan of a write a capture program parked (`body::park`); loaded, never
+/// The head scan of a read a capture program parked (`body::park`); loaded, never
 /// attached: only reached by a tail call.
 #[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn scan_request_head(_ctx: RawTracePointContext) -> i32 {
+    body::finish_parked::<true>(true);
+    0
+}
+
+/// The head scan of a write a capture program parked; as `scan_request_head`.
+#[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn scan_response_head(_ctx: RawTracePointContext) -> i32 {
-    body::finish_parked(true);
+    body::finish_parked::<false>(true);
     0
 }
 

@@ -88,9 +88,13 @@ pub struct TrackerStats {
     /// a body whose length the response head declared, and the body bytes that followed
     /// such a head in its own write.
     pub response_body_bytes_uncopied: u64,
-    /// Writes the kernel left (partly) uncopied where the parser expected more than body
-    /// bytes (a head or chunked framing): handled as lost bytes. Zero unless the kernel
-    /// and the parser disagree on a response's framing, or a lost event took the head.
+    /// The same for request bodies: reads wholly inside an upload whose head the kernel
+    /// read at a request start it knew, and the body bytes in that head's own read.
+    pub request_body_bytes_uncopied: u64,
+    /// Reads or writes the kernel left (partly) uncopied where the parser expected more
+    /// than body bytes (a head or chunked framing): handled as lost bytes. Zero unless the
+    /// kernel and the parser disagree on a message's framing, or a lost event took the
+    /// head.
     pub body_skip_mismatches: u64,
     /// The HTTP counters, at the top level of the summary (HTTP/2's under `"http2"`).
     #[serde(flatten)]
@@ -193,10 +197,7 @@ impl Tracker {
                 // The kernel left body bytes uncopied: the parser must agree they are.
                 let uncopied = u64::from(len) - payload.len() as u64;
                 if body == BodyCopy::Skipped {
-                    self.closed.response_body_bytes_uncopied += uncopied;
-                    if !conn.http.response_body_absorbs(uncopied) {
-                        self.closed.body_skip_mismatches += 1;
-                    }
+                    Self::check_skip(&mut self.closed, &conn.http, direction, uncopied, uncopied);
                 }
                 let chunk = Chunk {
                     ts_ns: header.ts_ns,
@@ -210,11 +211,8 @@ impl Tracker {
                     Direction::Egress => conn.http.on_response(chunk),
                 }
                 if body == BodyCopy::HeadOnly {
-                    self.closed.response_body_bytes_uncopied += uncopied;
-                    // The rest of the write went into a body that goes on past it.
-                    if !conn.http.response_body_absorbs(1) {
-                        self.closed.body_skip_mismatches += 1;
-                    }
+                    // The rest of the transfer went into a body that goes on past it.
+                    Self::check_skip(&mut self.closed, &conn.http, direction, uncopied, 1);
                 }
                 self.buffered -= conn.buffered;
                 conn.buffered = conn.http.buffered_bytes();
@@ -271,6 +269,30 @@ impl Tracker {
                     }
                 }
             }
+        }
+    }
+
+    /// Counts `uncopied` body bytes of a transfer the kernel did not copy whole, and a
+    /// mismatch unless the parser's body in that direction takes the next `absorbed`.
+    fn check_skip(
+        stats: &mut TrackerStats,
+        http: &HttpConnection,
+        direction: Direction,
+        uncopied: u64,
+        absorbed: u64,
+    ) {
+        let agreed = match direction {
+            Direction::Ingress => {
+                stats.request_body_bytes_uncopied += uncopied;
+                http.request_body_absorbs(absorbed)
+            }
+            Direction::Egress => {
+                stats.response_body_bytes_uncopied += uncopied;
+                http.response_body_absorbs(absorbed)
+            }
+        };
+        if !agreed {
+            stats.body_skip_mismatches += 1;
         }
     }
 

@@ -247,6 +247,11 @@ impl HttpConnection {
         !self.closed && self.h2.is_none() && self.responses.body_absorbs(n)
     }
 
+    /// The same for the next `n` request bytes.
+    pub fn request_body_absorbs(&self, n: u64) -> bool {
+        !self.closed && self.h2.is_none() && self.requests.body_absorbs(n)
+    }
+
     /// Lends `spare` (empty) to hold what the next input completes; the tracker keeps one
     /// such buffer for all its connections, so none holds one while idle.
     pub fn lend_output(&mut self, spare: &mut Vec<Exchange>) {

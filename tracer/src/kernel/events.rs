@@ -28,14 +28,15 @@ pub enum KernelEvent<'a> {
     },
 }
 
-/// How much of a server's write the kernel copied, given what it knew of the response.
+/// How much of a server's read or write the kernel copied, given what it knew of the
+/// request or response.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BodyCopy {
     /// Up to `MAX_CAPTURE`, as always.
     Whole,
-    /// Nothing: the write lay inside a response body whose length the head declared.
+    /// Nothing: the transfer lay inside a body whose length the head declared.
     Skipped,
-    /// Only the response head: the rest of the write starts its body.
+    /// Only the head: the rest of the transfer starts its body.
     HeadOnly,
 }
 
@@ -126,7 +127,7 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent<'_>, DecodeError> {
             };
             if captured > MAX_CAPTURE
                 || captured > event.len as usize
-                || (body != BodyCopy::Whole && direction != Direction::Egress)
+                || (body != BodyCopy::Whole && decrypted_call(syscall))
             {
                 return Err(bad());
             }
@@ -137,12 +138,18 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent<'_>, DecodeError> {
                 len: event.len,
                 lost_before: event.lost_before,
                 payload,
-                decrypted: matches!(syscall, Syscall::SslRead | Syscall::SslWrite),
+                decrypted: decrypted_call(syscall),
                 body,
             }
         }
     };
     Ok(KernelEvent::Connection(event))
+}
+
+/// The OpenSSL probes' calls: their plaintext is never skipped (`body` is the syscall
+/// path's).
+fn decrypted_call(syscall: Syscall) -> bool {
+    matches!(syscall, Syscall::SslRead | Syscall::SslWrite)
 }
 
 fn read<T: Copy>(bytes: &[u8]) -> Result<T, DecodeError> {
@@ -233,12 +240,17 @@ mod tests {
     }
 
     #[test]
-    fn body_flags_decode_only_on_server_writes_that_fit_them() {
+    fn body_flags_decode_only_on_plaintext_transfers_that_fit_them() {
         let event = |direction: u8, flags: u16, captured: u32| {
+            let syscall = if direction < 2 {
+                5
+            } else {
+                Syscall::SslWrite as u8
+            };
             let mut bytes = bytes_of(&DataEvent {
                 header: header(EventKind::Data),
-                direction,
-                syscall: 5,
+                direction: direction & 1,
+                syscall,
                 flags,
                 len: 40_000,
                 captured,
@@ -260,9 +272,20 @@ mod tests {
             body(&event(1, DATA_HEAD_ONLY, 200)),
             Some(BodyCopy::HeadOnly)
         );
-        // A skipped write that carries bytes, a request marked as body, unknown flags.
+        // Request bodies too (the syscall number does not say the direction here).
+        assert_eq!(
+            body(&event(0, DATA_BODY_SKIPPED, 0)),
+            Some(BodyCopy::Skipped)
+        );
+        assert_eq!(
+            body(&event(0, DATA_HEAD_ONLY, 200)),
+            Some(BodyCopy::HeadOnly)
+        );
+        // A skipped write that carries bytes, decrypted bytes marked as body (direction
+        // 3: an SSL_write), unknown flags.
         assert_eq!(body(&event(1, DATA_BODY_SKIPPED, 10)), None);
-        assert_eq!(body(&event(0, DATA_HEAD_ONLY, 200)), None);
+        assert_eq!(body(&event(3, DATA_HEAD_ONLY, 200)), None);
+        assert_eq!(body(&event(3, 0, 200)), Some(BodyCopy::Whole));
         assert_eq!(body(&event(1, 4, 0)), None);
     }
 

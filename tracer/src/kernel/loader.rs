@@ -28,8 +28,9 @@ const LIFECYCLE: &[(&str, &str, &str)] = &[
 
 /// Every read/write-family transfer, as its syscall returns (tracer-ebpf/src/probes/io.rs).
 const CAPTURE: &str = "sys_exit";
-/// The response head scan the write programs jump to (tracer-ebpf/src/body.rs).
-const HEAD_SCAN: &str = "scan_response_head";
+/// The head scans the read and write programs jump to, by `Direction`
+/// (tracer-ebpf/src/body.rs).
+const HEAD_SCANS: [&str; 2] = ["scan_request_head", "scan_response_head"];
 
 pub struct Loaded {
     /// Owns the programs and their links: dropping it detaches everything.
@@ -167,13 +168,19 @@ fn attach_capture(ebpf: &mut Ebpf) -> Result<()> {
             .set(index as u32, fd, 0)
             .with_context(|| format!("putting {name} into CAPTURE_PROGRAMS"))?;
     }
-    let scan = load_jump_target(ebpf, HEAD_SCAN)?;
-    ProgramArray::try_from(
-        ebpf.map_mut("HEAD_SCAN_PROGRAM")
-            .context("map HEAD_SCAN_PROGRAM")?,
-    )?
-    .set(0, &scan, 0)
-    .with_context(|| format!("putting {HEAD_SCAN} into HEAD_SCAN_PROGRAM"))?;
+    let scans = HEAD_SCANS
+        .iter()
+        .map(|name| load_jump_target(ebpf, name))
+        .collect::<Result<Vec<_>>>()?;
+    let mut table = ProgramArray::try_from(
+        ebpf.map_mut("HEAD_SCAN_PROGRAMS")
+            .context("map HEAD_SCAN_PROGRAMS")?,
+    )?;
+    for (index, (name, scan)) in HEAD_SCANS.iter().zip(&scans).enumerate() {
+        table
+            .set(index as u32, scan, 0)
+            .with_context(|| format!("putting {name} into HEAD_SCAN_PROGRAMS"))?;
+    }
     let dispatcher = raw_tracepoint(ebpf, CAPTURE)?;
     dispatcher
         .load()

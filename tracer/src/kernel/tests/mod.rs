@@ -2,12 +2,14 @@
 //! aya's integration tests: the process is the watched server (its tgid in
 //! WATCHED_TGIDS, as for a server found at start) and accepts loopback connections on
 //! the watched port. `syscalls` moves bytes through each traced syscall, `tls` through
-//! stub OpenSSL functions of this test binary with the real uprobes attached. The ring
+//! stub OpenSSL functions of this test binary with the real uprobes attached, `bodies`
+//! through uploads whose bodies the kernel counts without copying. The ring
 //! buffer must carry exactly the events those calls make, and the loss counters must
 //! move exactly as expected.
 //!
 //! Needs root (CI runs the tests as root): without it loading fails, and so does the
 //! test, with the loader's message.
+mod bodies;
 mod syscalls;
 mod tls;
 mod watching;
@@ -18,11 +20,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tracer_common::Direction;
+use tracer_common::{Direction, EventHeader};
 
 use super::{
     check,
-    events::{ConnectionEvent, KernelEvent, decode},
+    events::{BodyCopy, ConnectionEvent, KernelEvent, decode},
     loader::{self, Loaded, Options},
     losses::KernelLosses,
 };
@@ -30,6 +32,15 @@ use super::{
 /// The tests share one tgid: one at a time, so each sees only its own connections.
 static SERIAL: Mutex<()> = Mutex::new(());
 const WAIT: Duration = Duration::from_secs(10);
+
+/// What a test expects of one data event: how much the kernel copied of the bytes moved.
+#[derive(Debug, PartialEq, Eq)]
+struct Transfer {
+    direction: Direction,
+    len: u32,
+    copied: usize,
+    body: BodyCopy,
+}
 
 /// What a test expects from one event of its connections.
 #[derive(Debug, PartialEq, Eq)]
@@ -92,6 +103,64 @@ impl Kernel {
 
     /// The next `n` events of this process's connections, or what came before `WAIT`.
     fn events(&mut self, n: usize) -> Vec<(u64, Seen)> {
+        self.collect(n, |event| match event {
+            ConnectionEvent::Open { header, .. } => Some((header, Seen::Open { fd: header.fd })),
+            ConnectionEvent::Data {
+                header,
+                direction,
+                payload,
+                ..
+            } => Some((
+                header,
+                Seen::Data {
+                    fd: header.fd,
+                    direction,
+                    bytes: payload.to_vec(),
+                },
+            )),
+            ConnectionEvent::Close { header } => Some((header, Seen::Close { fd: header.fd })),
+            ConnectionEvent::Tls { header } => Some((header, Seen::Tls { fd: header.fd })),
+            ConnectionEvent::Exit { .. } => None,
+        })
+        .into_iter()
+        .map(|(header, seen)| (header.conn_id, seen))
+        .collect()
+    }
+
+    /// The next `n` data events of this process's connections: direction, bytes moved,
+    /// bytes copied and how.
+    fn transfers(&mut self, n: usize) -> Vec<Transfer> {
+        self.collect(n, |event| match event {
+            ConnectionEvent::Data {
+                header,
+                direction,
+                len,
+                payload,
+                body,
+                ..
+            } => Some((
+                header,
+                Transfer {
+                    direction,
+                    len,
+                    copied: payload.len(),
+                    body,
+                },
+            )),
+            _ => None,
+        })
+        .into_iter()
+        .map(|(_, transfer)| transfer)
+        .collect()
+    }
+
+    /// The next `n` events of this process's connections that `keep` keeps, or what
+    /// came before `WAIT`.
+    fn collect<T>(
+        &mut self,
+        n: usize,
+        keep: impl Fn(ConnectionEvent<'_>) -> Option<(EventHeader, T)>,
+    ) -> Vec<(EventHeader, T)> {
         let deadline = Instant::now() + WAIT;
         let mut seen = Vec::new();
         while seen.len() < n && Instant::now() < deadline {
@@ -103,27 +172,10 @@ impl Kernel {
                 KernelEvent::Connection(event) => event,
                 KernelEvent::Listen { .. } => continue,
             };
-            let (header, what) = match event {
-                ConnectionEvent::Open { header, .. } => (header, Seen::Open { fd: header.fd }),
-                ConnectionEvent::Data {
-                    header,
-                    direction,
-                    payload,
-                    ..
-                } => (
-                    header,
-                    Seen::Data {
-                        fd: header.fd,
-                        direction,
-                        bytes: payload.to_vec(),
-                    },
-                ),
-                ConnectionEvent::Close { header } => (header, Seen::Close { fd: header.fd }),
-                ConnectionEvent::Tls { header } => (header, Seen::Tls { fd: header.fd }),
-                ConnectionEvent::Exit { .. } => continue,
-            };
-            if header.tgid == std::process::id() {
-                seen.push((header.conn_id, what));
+            if let Some((header, what)) = keep(event)
+                && header.tgid == std::process::id()
+            {
+                seen.push((header, what));
             }
         }
         seen

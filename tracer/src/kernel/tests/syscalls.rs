@@ -155,7 +155,7 @@ fn a_connection_evicted_from_conns_opens_again_at_its_next_syscall() {
 
     // A lookup from user space does not mark the entry used, so watching it does not
     // keep it in the LRU.
-    let conns: aya::maps::HashMap<_, [u32; 2], [u64; 6]> =
+    let conns: aya::maps::HashMap<_, [u32; 2], [u64; 8]> =
         aya::maps::HashMap::try_from(kernel.loaded.ebpf.map("CONNS").unwrap()).unwrap();
     let key = [std::process::id(), fd as u32];
     assert!(conns.get(&key, 0).is_ok(), "the connection is cached");

@@ -1,5 +1,6 @@
-//! The kernel's reading of a response head (tracer-ebpf's `body`): where the body it
-//! announces ends, when nothing about that is in doubt. Here rather than in the kernel
+//! The kernel's reading of a message head (tracer-ebpf's `body`): where the body a
+//! response or request head announces ends, when nothing about that is in doubt, and
+//! where the kernel stands in the client's requests. Here rather than in the kernel
 //! crate so that it is unit-tested on the host; user space does not use it.
 //!
 //! Written for the verifier: a bounded loop over at most `HEAD_SCAN` bytes, whose
@@ -7,8 +8,9 @@
 //! comparisons instead of slice comparisons.
 use crate::MAX_CAPTURE;
 
-/// Bytes of a write searched for the end of a response head. nginx, Apache, Node.js and
-/// Python write heads of 150-400 bytes; a longer head is copied whole, with its body.
+/// Bytes of a transfer searched for the end of a head. nginx, Apache, Node.js and Python
+/// write response heads of 150-400 bytes, and curl, wrk and ab send request heads of
+/// 80-200; a longer head is copied whole, with its body.
 pub const HEAD_SCAN: usize = 512;
 
 /// Bytes of a write copied before its head is scanned: the scan's, and the five after a
@@ -26,6 +28,11 @@ const fn be(bytes: &[u8; 8]) -> u64 {
 /// The last 16 bytes seen, lower-cased, as two words: `hi` the older eight.
 const CONTENT_LENGTH: (u64, u64) = (be(b"\ncontent"), be(b"-length:"));
 const TRANSFER_ENCODING: (u64, u64) = (be(b"\ntransfe"), be(b"r-encodi"));
+/// Request headers after which the body may not follow the head (`Expect: 100-continue`
+/// lets the server answer first and the client send another request instead) or the
+/// bytes after the head may not be HTTP at all (`Upgrade`).
+const EXPECT: u64 = be(b"\nexpect:");
+const UPGRADE: (u64, u64) = (b'\n' as u64, be(b"upgrade:"));
 const HEAD_END: u64 = be(b"\0\0\0\0\r\n\r\n");
 
 macro_rules! load {
@@ -95,11 +102,18 @@ impl HeadScan {
         load!(scan.captured)
     }
 
-    /// What the parked write's head announces (`data` holds its copied bytes); `None`
-    /// unless it announces a body that goes on past the write.
+    /// What the parked write's response head announces (`data` holds its copied
+    /// bytes); `None` unless it announces a body that goes on past the write.
     #[inline(always)]
     pub fn announced(&mut self, data: &[u8; 2 * MAX_CAPTURE]) -> Option<Announced> {
         announced(data, self)
+    }
+
+    /// What the parked read's request head announces; `None` unless it announces a body
+    /// that goes on past the read.
+    #[inline(always)]
+    pub fn request_announced(&mut self, data: &[u8; 2 * MAX_CAPTURE]) -> Option<Announced> {
+        request_announced(data, self)
     }
 }
 
@@ -113,26 +127,8 @@ fn announced(data: &[u8; 2 * MAX_CAPTURE], scan: &mut HeadScan) -> Option<Announ
     if load!(scan.captured) < 16 || !status_has_body(data) {
         return None;
     }
-    store!(scan.hi, 0);
-    store!(scan.lo, 0);
-    store!(scan.length, 0);
-    store!(scan.digits, 0);
-    store!(scan.state, 0);
-    store!(scan.head_len, 0);
-    // An index loop with a constant bound: the form the verifier follows most cheaply.
-    #[allow(clippy::needless_range_loop)]
-    for i in 0..HEAD_SCAN {
-        if i as u64 >= load!(scan.captured) || !scan_byte(data[i], i, scan) {
-            break;
-        }
-    }
-    let state = load!(scan.state);
-    let head_len = load!(scan.head_len) as usize;
-    if state & (REFUSED | SEEN_LENGTH) != SEEN_LENGTH
-        || load!(scan.digits) == 0
-        || head_len == 0
-        || head_len as u64 + 5 > load!(scan.captured)
-    {
+    let head_len = scan_head::<false>(data, scan)? as usize;
+    if head_len as u64 + 5 > load!(scan.captured) {
         return None;
     }
     // Body bytes follow the head, and they are not another response.
@@ -146,10 +142,113 @@ fn announced(data: &[u8; 2 * MAX_CAPTURE], scan: &mut HeadScan) -> Option<Announ
     })
 }
 
+/// `next_request` when where the client's next request starts is not known: the kernel
+/// then reads no request head and skips no request body on that connection.
+pub const UNKNOWN: u64 = u64::MAX;
+
+/// What the kernel does with a server's read on a plain connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequestRead {
+    /// The read starts a request: its head is scanned, which says where the next
+    /// request starts ([`after_request_scan`]).
+    Scan,
+    /// The read lies wholly inside a request body whose length a scanned head declared:
+    /// counted, not copied.
+    Skip,
+    /// Copied as always.
+    Copy,
+}
+
+/// A server's read of `len` bytes that starts `at` bytes into what it read from the
+/// connection, when the client's next request is known to start at `next_request`
+/// (`UNKNOWN` if not): what to do with it, and where the next request starts after it.
+///
+/// The kernel knows where a request starts only at the connection's first byte and at
+/// the end of a body whose length it read in a head at such a start; a read that ends
+/// elsewhere loses that knowledge for good. So a body is only skipped when every byte
+/// the server read before it was framed by heads the kernel read itself, and a
+/// request-like text that a client places at the start of a read inside some other
+/// body, or inside a head, never opens a window.
+#[inline(always)]
+pub fn request_read(at: u64, len: u64, next_request: u64) -> (RequestRead, u64) {
+    if next_request == UNKNOWN || at > next_request {
+        (RequestRead::Copy, UNKNOWN)
+    } else if at == next_request {
+        (RequestRead::Scan, next_request)
+    } else if at + len > next_request {
+        // The read ends past where the body ended: whatever follows it there is not read.
+        (RequestRead::Copy, UNKNOWN)
+    } else if len >= MIN_SKIP {
+        (RequestRead::Skip, next_request)
+    } else {
+        (RequestRead::Copy, next_request)
+    }
+}
+
+/// Where the next request starts after a read `at` whose head the scan read: the end
+/// of the body it announced, or `UNKNOWN` when it announced none going past the read
+/// (a GET, a body within the read, a head the scan does not take).
+#[inline(always)]
+pub fn after_request_scan(at: u64, announced: Option<Announced>) -> u64 {
+    match announced {
+        Some(Announced { body_end, .. }) => at + body_end,
+        None => UNKNOWN,
+    }
+}
+
+/// A request whose method has a body, with a head that declares its length and nothing
+/// that could keep that body from following it (a transfer coding, a second length,
+/// `Expect`, `Upgrade`): where its body ends, when that is past the read.
+///
+/// Only POST, PUT and PATCH: the methods whose bodies every server reads by their
+/// length. Some servers ignore a GET's body (and would take it for the next request),
+/// CONNECT and `PRI` (HTTP/2) are followed by bytes that are not HTTP/1 at all.
+#[inline(always)]
+fn request_announced(data: &[u8; 2 * MAX_CAPTURE], scan: &mut HeadScan) -> Option<Announced> {
+    if load!(scan.captured) < 16
+        || !(starts_with(data, 0, b"POST ")
+            || starts_with(data, 0, b"PUT ")
+            || starts_with(data, 0, b"PATCH "))
+    {
+        return None;
+    }
+    let head_len = scan_head::<true>(data, scan)?;
+    let body_end = head_len + load!(scan.length);
+    (body_end > load!(scan.len)).then_some(Announced { head_len, body_end })
+}
+
+/// Scans the copied bytes for a head that ends within `HEAD_SCAN` bytes and declares
+/// exactly one plain Content-Length and no transfer coding (nor, for a `REQUEST`,
+/// `Expect` or `Upgrade`); returns the head's length, its blank line included, with the
+/// declared length in `scan.length`.
+#[inline(always)]
+fn scan_head<const REQUEST: bool>(
+    data: &[u8; 2 * MAX_CAPTURE],
+    scan: &mut HeadScan,
+) -> Option<u64> {
+    store!(scan.hi, 0);
+    store!(scan.lo, 0);
+    store!(scan.length, 0);
+    store!(scan.digits, 0);
+    store!(scan.state, 0);
+    store!(scan.head_len, 0);
+    // An index loop with a constant bound: the form the verifier follows most cheaply.
+    #[allow(clippy::needless_range_loop)]
+    for i in 0..HEAD_SCAN {
+        if i as u64 >= load!(scan.captured) || !scan_byte::<REQUEST>(data[i], i, scan) {
+            break;
+        }
+    }
+    let state = load!(scan.state);
+    let head_len = load!(scan.head_len);
+    (state & (REFUSED | SEEN_LENGTH) == SEEN_LENGTH && load!(scan.digits) > 0 && head_len > 0)
+        .then_some(head_len)
+}
+
 /// Takes the head's byte at `i`; false once the scan is over (the head ended, or it
 /// announces nothing a window can be opened for).
 #[inline(always)]
-fn scan_byte(byte: u8, i: usize, scan: &mut HeadScan) -> bool {
+fn scan_byte<const REQUEST: bool>(byte: u8, i: usize, scan: &mut HeadScan) -> bool {
     let mut state = load!(scan.state);
     if state & IN_LENGTH != 0 {
         let digits = load!(scan.digits);
@@ -185,7 +284,10 @@ fn scan_byte(byte: u8, i: usize, scan: &mut HeadScan) -> bool {
         store!(scan.state, state);
         return false;
     }
-    if (hi, lo) == TRANSFER_ENCODING || ((hi, lo) == CONTENT_LENGTH && state & SEEN_LENGTH != 0) {
+    if (hi, lo) == TRANSFER_ENCODING
+        || ((hi, lo) == CONTENT_LENGTH && state & SEEN_LENGTH != 0)
+        || (REQUEST && (lo == EXPECT || (hi & 0xff, lo) == UPGRADE))
+    {
         store!(scan.state, state | REFUSED);
         return false;
     }
@@ -333,5 +435,99 @@ mod tests {
     fn too_few_bytes_after_the_head_to_tell_open_nothing() {
         let bytes = response(HEAD, b"abc");
         assert_eq!(scan(&bytes, 5000), None);
+    }
+
+    /// What the kernel's scan says of a read of `len` bytes whose copied bytes start
+    /// with `bytes`.
+    fn scan_request(bytes: &[u8], len: u64) -> Option<Announced> {
+        let mut data: Box<[u8; 2 * MAX_CAPTURE]> = vec![0u8; 2 * MAX_CAPTURE]
+            .into_boxed_slice()
+            .try_into()
+            .unwrap();
+        let captured = bytes.len().min(MAX_CAPTURE);
+        data[..captured].copy_from_slice(&bytes[..captured]);
+        let mut scan = HeadScan::default();
+        scan.park(len, captured);
+        scan.request_announced(&data)
+    }
+
+    const UPLOAD: &str = "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n";
+
+    #[test]
+    fn an_upload_opens_a_window_after_its_head_even_when_the_read_ends_there() {
+        let head_len = UPLOAD.len() as u64;
+        let want = Some(Announced {
+            head_len,
+            body_end: head_len + 100_000,
+        });
+        assert_eq!(scan_request(UPLOAD.as_bytes(), head_len), want);
+        let bytes = response(UPLOAD, &[b'a'; 900]);
+        assert_eq!(scan_request(&bytes, bytes.len() as u64), want);
+        for head in [
+            "PUT /f HTTP/1.1\r\ncontent-length: 100000\r\n\r\n",
+            "PATCH /f HTTP/1.0\r\nCONTENT-LENGTH:100000\r\n\r\n",
+        ] {
+            assert_eq!(
+                scan_request(head.as_bytes(), head.len() as u64).map(|a| a.body_end),
+                Some(head.len() as u64 + 100_000),
+                "{head}"
+            );
+        }
+    }
+
+    #[test]
+    fn requests_whose_body_may_not_follow_by_its_length_open_nothing() {
+        for head in [
+            // Methods some server takes the body of for the next request, or not HTTP/1.
+            "GET / HTTP/1.1\r\nContent-Length: 100000\r\n\r\n",
+            "CONNECT x:443 HTTP/1.1\r\nContent-Length: 100000\r\n\r\n",
+            "PRI * HTTP/2.0\r\nContent-Length: 100000\r\n\r\n",
+            "post / HTTP/1.1\r\nContent-Length: 100000\r\n\r\n",
+            // The server may answer before the body, or switch protocols.
+            "POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 100000\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: 100000\r\nupgrade: websocket\r\n\r\n",
+            // Doubtful lengths, as for responses.
+            "POST / HTTP/1.1\r\nContent-Length: 100000\r\nContent-Length: 100000\r\n\r\n",
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 100000\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: 100000, 5\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\n\r\n",
+            // A head with bare LF line ends never ends for the scan.
+            "POST / HTTP/1.1\nContent-Length: 100000\n\n",
+        ] {
+            assert_eq!(
+                scan_request(head.as_bytes(), head.len() as u64),
+                None,
+                "{head}"
+            );
+        }
+        // A body that ends within the read.
+        let head = "POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\n";
+        let bytes = response(head, b"abc");
+        assert_eq!(scan_request(&bytes, bytes.len() as u64), None);
+    }
+
+    #[test]
+    fn the_kernel_follows_requests_only_from_a_start_it_knows() {
+        use RequestRead::*;
+        // The connection's first read starts a request.
+        assert_eq!(request_read(0, 1000, 0), (Scan, 0));
+        let next = after_request_scan(0, scan_request(UPLOAD.as_bytes(), 1000));
+        assert_eq!(next, UPLOAD.len() as u64 + 100_000);
+        // Reads wholly inside the body: long ones skipped, short ones copied.
+        assert_eq!(request_read(1000, 4096, next), (Skip, next));
+        assert_eq!(request_read(5096, 100, next), (Copy, next));
+        // The read that ends where the body does; the next request's head is scanned.
+        let last = next - 4096;
+        assert_eq!(request_read(last, 4096, next), (Skip, next));
+        assert_eq!(request_read(next, 500, next), (Scan, next));
+        // A read that goes past the body's end: where the next request starts is lost,
+        // and no later read is scanned or skipped.
+        assert_eq!(request_read(last, 5000, next), (Copy, UNKNOWN));
+        assert_eq!(request_read(next + 904, 4096, UNKNOWN), (Copy, UNKNOWN));
+        assert_eq!(request_read(0, 1000, UNKNOWN), (Copy, UNKNOWN));
+        // A scanned head that announces no body going past its read.
+        assert_eq!(after_request_scan(next, None), UNKNOWN);
+        // Counting went wrong: never guess.
+        assert_eq!(request_read(next + 1, 4096, next), (Copy, UNKNOWN));
     }
 }
