@@ -15,11 +15,41 @@ pub struct WrkReport {
 
 /// `wrk -t<threads> -c<connections> -d<secs>s --latency URL`.
 pub fn wrk(url: &str, threads: u32, connections: u32, secs: u32) -> Result<WrkReport> {
+    run_wrk(url, threads, connections, secs, &[])
+}
+
+/// The same load, each request a POST of `body_bytes` (wrk's Lua `wrk.body`).
+pub fn wrk_upload(url: &str, connections: u32, secs: u32, body_bytes: usize) -> Result<WrkReport> {
+    let mut script = tempfile::Builder::new()
+        .suffix(".lua")
+        .tempfile()
+        .context("creating wrk's script")?;
+    std::io::Write::write_all(
+        &mut script,
+        format!(
+            "wrk.method = \"POST\"\nwrk.body = string.rep(\"a\", {body_bytes})\n\
+             wrk.headers[\"Content-Type\"] = \"application/octet-stream\"\n"
+        )
+        .as_bytes(),
+    )
+    .context("writing wrk's script")?;
+    let path = script.path().to_string_lossy().into_owned();
+    run_wrk(url, 1, connections, secs, &["-s", &path])
+}
+
+fn run_wrk(
+    url: &str,
+    threads: u32,
+    connections: u32,
+    secs: u32,
+    extra: &[&str],
+) -> Result<WrkReport> {
     let output = Command::new("wrk")
         .arg(format!("-t{threads}"))
         .arg(format!("-c{connections}"))
         .arg(format!("-d{secs}s"))
         .arg("--latency")
+        .args(extra)
         .arg(url)
         .output()
         .context("running wrk")?;

@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use tests::load::{WrkReport, h2load, wrk};
+use tests::load::{WrkReport, h2load, wrk, wrk_upload};
 use tests::process::Guarded;
 
 /// The floor hook of the OpenSSL probes: the only one that needs the server's port.
@@ -46,6 +46,8 @@ impl Arm<'_> {
 pub enum Load {
     /// `wrk -t1`: HTTP/1.1 keep-alive.
     Wrk,
+    /// The same, each request a POST of this many body bytes.
+    WrkUpload { bytes: usize },
     /// `h2load -t1` with this many concurrent streams per connection.
     H2load { streams: u32 },
 }
@@ -73,6 +75,7 @@ impl<'a> Target<'a> {
     fn drive(&self, url: &str, connections: u32, seconds: u32) -> Result<WrkReport> {
         match self.load {
             Load::Wrk => wrk(url, 1, connections, seconds),
+            Load::WrkUpload { bytes } => wrk_upload(url, connections, seconds, bytes),
             Load::H2load { streams } => h2load(url, connections, streams, seconds),
         }
     }

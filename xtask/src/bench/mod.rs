@@ -26,6 +26,9 @@ use tests::servers::Nginx;
 use tests::tls::tls_url;
 use tests::tracer::{RecordSink, Tracer, TracerRun};
 
+/// The body of each request in the uploads section.
+const UPLOAD_BYTES: usize = 100 * 1024;
+
 #[derive(clap::Args)]
 pub struct Options {
     /// Seconds of each wrk round and of each fixed-rate phase.
@@ -188,6 +191,21 @@ pub fn run(options: &Options) -> Result<()> {
         &other_arms,
         &settings,
     )?;
+    // Uploads: request bodies the kernel must count without copying (nginx discards
+    // them, reading 4 KiB at a time).
+    let uploads = arms::run(
+        &bin,
+        &Target {
+            url: &url(port, "/"),
+            port,
+            logging_url: Some(&url(logging_port, "/")),
+            load: Load::WrkUpload {
+                bytes: UPLOAD_BYTES,
+            },
+        },
+        &other_arms,
+        &settings,
+    )?;
     // Keep-alive HTTPS: the handshakes happen once per connection, the rounds measure
     // the cost of the SSL probes on every read and write. The floor there is the
     // probes themselves, empty: a breakpoint per OpenSSL call and a return probe.
@@ -233,6 +251,10 @@ pub fn run(options: &Options) -> Result<()> {
     table::print_arms(
         "wrk, plain HTTP, 100 KiB response bodies (writev, sendfile off)",
         &bodies,
+    );
+    table::print_arms(
+        "wrk, plain HTTP, 100 KiB uploads (POST, nginx discards the body)",
+        &uploads,
     );
     table::print_arms("wrk, HTTPS (keep-alive)", &https);
     table::print_arms(
