@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use std::time::Duration;
-use tests::clients::{curl, url};
+use tests::clients::{RawConn, curl, url};
 use tests::ports::free_port;
 use tests::record::{RecordExt, strings, u64s};
 use tests::servers::{BIG_FILE_SIZE, HELLO, Nginx, NginxConfig, ScriptServer};
@@ -97,6 +97,44 @@ fn nginx_https_and_plain_http_ports_in_one_run() -> Result<()> {
         "{}",
         run.summary
     );
+    assert_clean_tls(&run)
+}
+
+/// nginx peeks at the first byte of every connection to a TLS port, to answer plain
+/// HTTP sent there with a 400 of its own. A peek reads nothing for good: the request
+/// is recorded once, as nginx logged it, not with its first byte twice (`GGET`).
+#[test]
+fn plain_http_to_the_tls_port_is_recorded_as_nginx_logged_it() -> Result<()> {
+    let (plain, tls) = (free_port(), free_port());
+    let mut config = NginxConfig::new(plain);
+    config.tls_port = Some(tls);
+    config.access_log = true;
+    let nginx = Nginx::start(config)?;
+    let tracer = Tracer::start(&[tls])?;
+    let mut conn = RawConn::connect(("127.0.0.1", tls))?;
+    conn.send(b"GET /plain-to-tls HTTP/1.1\r\nHost: localhost\r\n\r\n")?;
+    assert_eq!(conn.read_response("GET")?.status, 400);
+    drop(conn);
+    assert_eq!(curl(&["-k", &tls_url(tls, "/after")])?, HELLO);
+    let run = tracer.stop()?;
+
+    let log = nginx.access_log()?;
+    let logged: Vec<&str> = log
+        .lines()
+        .map(|line| line.split('"').nth(1).unwrap_or_default())
+        .collect();
+    assert_eq!(
+        logged,
+        ["GET /plain-to-tls HTTP/1.1", "GET /after HTTP/1.1"],
+        "{log}"
+    );
+    assert_eq!(strings(&run.records, "http.request.method"), ["GET", "GET"]);
+    assert_eq!(
+        strings(&run.records, "url.path"),
+        ["/plain-to-tls", "/after"]
+    );
+    assert_eq!(u64s(&run.records, "http.response.status_code"), [400, 200]);
+    assert_eq!(strings(&run.records, "url.scheme"), ["http", "https"]);
     assert_clean_tls(&run)
 }
 

@@ -342,6 +342,8 @@ pub struct KernelOffsets {
     /// (x86_64: dx, si, di), so one read fetches all three; user space checks the
     /// layout.
     pub regs_args: u32,
+    /// Where the fourth argument's register lies (x86_64: r10): recvfrom's flags.
+    pub regs_arg4: u32,
     /// `task_struct.thread_info.status`, whose `TS_COMPAT` bit marks a 32-bit syscall
     /// (its number means another call); `u32::MAX` where there is no such field.
     pub thread_status: u32,

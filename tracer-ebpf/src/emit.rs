@@ -272,7 +272,7 @@ pub fn send(scratch: &mut Scratch, conn: Option<*mut ConnValue>, len: u64, at: O
 
 /// A TLS record header: content type change_cipher_spec..heartbeat (20-24), then major
 /// version 3. No HTTP/1 request or response starts with such a byte. One byte decides
-/// when that is all the first read took (nginx peeks one byte to tell TLS from HTTP).
+/// when that is all the first read took.
 #[inline(always)]
 fn is_tls_record(data: &[u8; 2 * MAX_CAPTURE], captured: usize) -> bool {
     captured >= 1 && (20..=24).contains(&data[0]) && (captured < 2 || data[1] == 3)

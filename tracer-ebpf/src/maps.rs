@@ -40,6 +40,7 @@ pub static OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets {
     fork_child_pid: 0,
     regs_syscall_nr: 0,
     regs_args: 0,
+    regs_arg4: 0,
     thread_status: u32::MAX,
     syscall_nr: [u32::MAX; CAPTURED_SYSCALLS],
 });

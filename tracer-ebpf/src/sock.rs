@@ -170,6 +170,13 @@ pub fn syscall_args() -> Option<[u64; 3]> {
     Some([field(regs, at + 16), field(regs, at + 8), field(regs, at)])
 }
 
+/// The fourth argument of the syscall that is returning (call `syscall_args` first: it
+/// rules out 32-bit syscalls, whose arguments lie elsewhere).
+#[inline(always)]
+pub fn syscall_arg4() -> u64 {
+    field(current_regs(), offset!(regs_arg4))
+}
+
 /// Local port of a listening TCP socket, for listen() discovery.
 #[inline(always)]
 pub fn tcp_local_port(file: u64) -> Option<u16> {

@@ -22,8 +22,11 @@ use crate::{
         CAPTURE_PROGRAMS, CONN_SEEN, CONN_TLS, HEAD_SCAN_PROGRAMS, SSL_CALLS, THREAD_TLS_READ,
         count_loss, offset, watched,
     },
-    sock::{syscall_args, syscall_nr},
+    sock::{syscall_arg4, syscall_args, syscall_nr},
 };
+
+/// `recv(2)`'s flag for reading without consuming.
+const MSG_PEEK: u64 = 2;
 
 /// `raw_syscalls:sys_exit(struct pt_regs *regs, long ret)`: the dispatcher.
 #[raw_tracepoint(tracepoint = "sys_exit")]
@@ -76,6 +79,17 @@ fn returned(ctx: &RawTracePointContext, syscall: Syscall) {
     let Some([fd, buf, third]) = syscall_args() else {
         return;
     };
+    // A peek leaves the bytes to be read again: seen twice, they would make another
+    // request of the same bytes (nginx peeks one byte of every connection to its TLS
+    // ports, and a plain request sent there became `GGET`).
+    let flags = match syscall {
+        Syscall::Recvfrom => syscall_arg4(),
+        Syscall::Recvmsg => third,
+        _ => 0,
+    };
+    if flags & MSG_PEEK != 0 {
+        return;
+    }
     let fd = fd as i32;
     let moved = match syscall.direction() {
         Direction::Ingress => [len, 0],

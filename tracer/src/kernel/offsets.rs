@@ -40,6 +40,7 @@ pub fn load(tracefs: &Path) -> Result<KernelOffsets> {
         fork_child_pid: tracepoint_field(tracefs, "sched/sched_process_fork", "child_pid")?,
         regs_syscall_nr: f(abi::SYSCALL_NR)?,
         regs_args: args_window([f(abi::ARGS[0])?, f(abi::ARGS[1])?, f(abi::ARGS[2])?])?,
+        regs_arg4: f(abi::ARG4)?,
         thread_status: match abi::THREAD_STATUS {
             Some(status) => f("task_struct.thread_info")? + f(status)?,
             None => u32::MAX,
@@ -83,6 +84,8 @@ mod abi {
 
     pub const SYSCALL_NR: &str = "pt_regs.orig_ax";
     pub const ARGS: [&str; 3] = ["pt_regs.di", "pt_regs.si", "pt_regs.dx"];
+    /// The syscall ABI's fourth argument (the C ABI's is rcx, which `syscall` clobbers).
+    pub const ARG4: &str = "pt_regs.r10";
     /// A 64-bit process may still make 32-bit syscalls (`int 0x80`), numbered apart.
     pub const THREAD_STATUS: Option<&str> = Some("thread_info.status");
 
@@ -224,6 +227,7 @@ mod tests {
         // x86_64's pt_regs is user ABI (ptrace): orig_ax at 120, di 112, si 104, dx 96.
         assert_eq!(offsets.regs_syscall_nr, 120);
         assert_eq!(offsets.regs_args, 96);
+        assert_eq!(offsets.regs_arg4, 56);
         assert_ne!(offsets.thread_status, u32::MAX);
         assert_eq!(offsets.syscall_nr[Syscall::Read as usize], 0);
         assert_eq!(offsets.syscall_nr[Syscall::Recvfrom as usize], 45);
