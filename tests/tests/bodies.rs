@@ -329,7 +329,11 @@ fn long_response_bodies_are_counted_without_copying_and_match_nginx_log() -> Res
 /// upload's last read ends where the next request starts). A GET's head says nothing of
 /// what follows it, so after it the kernel no longer skips, and a chunked upload whose
 /// data looks like an upload head hides nothing. Every request is in nginx's own log,
-/// with every record's body size the client's.
+/// and the requests after each body parse: the skipped bytes were counted exactly.
+///
+/// nginx's `return` answers before it has read (and discarded) all of a body that is
+/// still arriving, and a record ends with its response: a body size may be what nginx
+/// had read by then (docs/design.md, "Known limits").
 #[test]
 fn upload_bodies_are_counted_without_copying_and_match_nginx_log() -> Result<()> {
     const BODY: usize = 100_000;
@@ -374,22 +378,29 @@ fn upload_bodies_are_counted_without_copying_and_match_nginx_log() -> Result<()>
     drop(conn);
     let run = tracer.stop()?;
 
-    let got: Vec<(String, String, u64)> = run
+    let got: Vec<(String, String)> = run
         .records
         .iter()
         .map(|r| {
             (
                 r.str_field("http.request.method").to_owned(),
                 r.str_field("url.path").to_owned(),
-                r.u64_field("http.request.body.size"),
             )
         })
         .collect();
-    let want: Vec<(String, String, u64)> = expected
+    let want: Vec<(String, String)> = expected
         .iter()
-        .map(|(m, p, n)| ((*m).to_owned(), p.clone(), *n))
+        .map(|(m, p, _)| ((*m).to_owned(), p.clone()))
         .collect();
     assert_eq!(got, want);
+    for (record, (_, _, size)) in run.records.iter().zip(&expected) {
+        let recorded = record.u64_field("http.request.body.size");
+        if *size == BODY as u64 {
+            assert!((1..=*size).contains(&recorded), "{record}");
+        } else {
+            assert_eq!(recorded, *size, "{record}");
+        }
+    }
     assert_eq!(u64s(&run.records, "http.response.status_code"), [200; 6]);
     // nginx's own log, line by line: `"POST /up/1 HTTP/1.1" 200 ...`.
     let log = nginx.access_log()?;
@@ -402,11 +413,7 @@ fn upload_bodies_are_counted_without_copying_and_match_nginx_log() -> Result<()>
             (method, parts.next().unwrap_or_default().to_owned())
         })
         .collect();
-    let want_logged: Vec<(String, String)> = want
-        .iter()
-        .map(|(m, p, _)| (m.clone(), p.clone()))
-        .collect();
-    assert_eq!(logged, want_logged, "nginx's log:\n{log}");
+    assert_eq!(logged, want, "nginx's log:\n{log}");
     // The first three bodies, but for what nginx read with their heads; none of the
     // last upload's, read after the GET.
     let uncopied = run.summary_u64("request_body_bytes_uncopied")?;
