@@ -334,9 +334,13 @@ mod tests {
 
     use super::*;
 
-    /// What the kernel's scan says of a write of `len` bytes whose copied bytes start
-    /// with `bytes`.
-    fn scan(bytes: &[u8], len: u64) -> Option<Announced> {
+    /// What `read_head` says of a transfer of `len` bytes whose copied bytes start with
+    /// `bytes`.
+    fn scan_with(
+        bytes: &[u8],
+        len: u64,
+        read_head: fn(&mut HeadScan, &[u8; 2 * MAX_CAPTURE]) -> Option<Announced>,
+    ) -> Option<Announced> {
         let mut data: Box<[u8; 2 * MAX_CAPTURE]> = vec![0u8; 2 * MAX_CAPTURE]
             .into_boxed_slice()
             .try_into()
@@ -345,7 +349,12 @@ mod tests {
         data[..captured].copy_from_slice(&bytes[..captured]);
         let mut scan = HeadScan::default();
         scan.park(len, captured);
-        scan.announced(&data)
+        read_head(&mut scan, &data)
+    }
+
+    /// What the kernel's scan says of a write.
+    fn scan(bytes: &[u8], len: u64) -> Option<Announced> {
+        scan_with(bytes, len, HeadScan::announced)
     }
 
     fn response(head: &str, body: &[u8]) -> std::vec::Vec<u8> {
@@ -437,18 +446,9 @@ mod tests {
         assert_eq!(scan(&bytes, 5000), None);
     }
 
-    /// What the kernel's scan says of a read of `len` bytes whose copied bytes start
-    /// with `bytes`.
+    /// What the kernel's scan says of a read.
     fn scan_request(bytes: &[u8], len: u64) -> Option<Announced> {
-        let mut data: Box<[u8; 2 * MAX_CAPTURE]> = vec![0u8; 2 * MAX_CAPTURE]
-            .into_boxed_slice()
-            .try_into()
-            .unwrap();
-        let captured = bytes.len().min(MAX_CAPTURE);
-        data[..captured].copy_from_slice(&bytes[..captured]);
-        let mut scan = HeadScan::default();
-        scan.park(len, captured);
-        scan.request_announced(&data)
+        scan_with(bytes, len, HeadScan::request_announced)
     }
 
     const UPLOAD: &str = "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n";
