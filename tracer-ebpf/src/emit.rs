@@ -101,7 +101,8 @@ pub fn conn(
 #[derive(Clone, Copy)]
 pub struct Transfer {
     pub conn_id: u64,
-    /// User buffer, iovec array or msghdr, depending on `syscall`.
+    /// User buffer, iovec array or msghdr, depending on `syscall`; 0 when the bytes
+    /// never reached one (recv with `MSG_TRUNC`): counted, not copied (`data`).
     pub buf: u64,
     /// Number of iovecs for readv/writev.
     pub iovcnt: u64,
@@ -161,7 +162,11 @@ pub fn data(
         },
         None => (0, false, false, None),
     };
-    let captured = if skipped {
+    // Bytes the server discarded (`Transfer::buf`) are counted like skipped ones; no
+    // head is read from them, and the kernel then no longer knows where requests start.
+    let discarded = transfer.buf == 0;
+    let scanned = scanned && !discarded;
+    let captured = if skipped || discarded {
         0
     } else {
         let max = if scanned { HEAD_PREFIX } else { MAX_CAPTURE };
@@ -291,7 +296,8 @@ pub fn capture(
     let len = len.min(max as u64);
     let syscall = transfer.syscall;
     if syscall == Syscall::Sendfile as u8 {
-        // sendfile bodies come from a file: counted, never copied.
+        // sendfile bodies come from a file, discarded bytes from nowhere: counted,
+        // never copied.
         return 0;
     }
     if syscall == Syscall::Readv as u8 || syscall == Syscall::Writev as u8 {

@@ -27,6 +27,9 @@ use crate::{
 
 /// `recv(2)`'s flag for reading without consuming.
 const MSG_PEEK: u64 = 2;
+/// `recv(2)`'s flag that, on a TCP socket, consumes bytes without copying them into the
+/// buffer, which keeps whatever it held before.
+const MSG_TRUNC: u64 = 0x20;
 
 /// `raw_syscalls:sys_exit(struct pt_regs *regs, long ret)`: the dispatcher.
 #[raw_tracepoint(tracepoint = "sys_exit")]
@@ -90,6 +93,9 @@ fn returned(ctx: &RawTracePointContext, syscall: Syscall) {
     if flags & MSG_PEEK != 0 {
         return;
     }
+    // Bytes a server discarded are counted, never read from a buffer that does not hold
+    // them: parsed, its stale contents could become a request.
+    let buf = if flags & MSG_TRUNC == 0 { buf } else { 0 };
     let fd = fd as i32;
     let moved = match syscall.direction() {
         Direction::Ingress => [len, 0],

@@ -6,7 +6,8 @@ use std::{
 
 use tracer_common::Direction;
 
-use super::{Kernel, Seen, data};
+use super::{Kernel, Seen, Transfer, data};
+use crate::kernel::events::BodyCopy;
 
 #[test]
 fn each_traced_syscall_yields_its_bytes_and_close_ends_the_connection() {
@@ -256,5 +257,44 @@ fn a_32_bit_syscall_is_never_read_as_the_64_bit_one_of_its_number() {
             &data(fd, Direction::Egress, b"after"),
         ]
     );
+    assert_eq!(kernel.losses().total(), 0, "{:?}", kernel.losses());
+}
+
+#[test]
+fn a_peek_is_not_captured_and_discarded_bytes_are_counted_not_read() {
+    let mut kernel = Kernel::load();
+    let (mut client, mut server) = kernel.connection();
+    let fd = server.as_raw_fd();
+    client.write_all(b"0123456789abcdefghij").unwrap();
+    // What the buffer held before: a discard must not make it a request.
+    let mut buf = *b"GET /stale HTTP/1.1\r\n\r\n";
+    // SAFETY: plain socket calls on a descriptor this test owns, into a local buffer;
+    // IoSliceMut is ABI-compatible with iovec.
+    unsafe {
+        assert_eq!(
+            libc::recv(fd, buf.as_mut_ptr().cast(), 4, libc::MSG_PEEK),
+            4
+        );
+        let mut parts = [IoSliceMut::new(&mut buf[..3])];
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = parts.as_mut_ptr().cast();
+        msg.msg_iovlen = parts.len();
+        assert_eq!(libc::recvmsg(fd, &mut msg, libc::MSG_PEEK), 3);
+        assert_eq!(
+            libc::recv(fd, buf.as_mut_ptr().cast(), 5, libc::MSG_TRUNC),
+            5
+        );
+    }
+    let mut rest = [0u8; 15];
+    server.read_exact(&mut rest).unwrap();
+    assert_eq!(&rest, b"56789abcdefghij");
+
+    let ingress = |len: u32, copied: usize| Transfer {
+        direction: Direction::Ingress,
+        len,
+        copied,
+        body: BodyCopy::Whole,
+    };
+    assert_eq!(kernel.transfers(2), [ingress(5, 0), ingress(15, 15)]);
     assert_eq!(kernel.losses().total(), 0, "{:?}", kernel.losses());
 }
