@@ -6,7 +6,9 @@ use tempfile::TempDir;
 use tests::clients::{RawConn, curl, get, url};
 use tests::ports::free_port;
 use tests::record::{RecordExt, strings, u64s};
-use tests::servers::{BIG_FILE_SIZE, HELLO, Nginx, NginxConfig, STATIC_PAGE, ScriptServer};
+use tests::servers::{
+    BIG_FILE_SIZE, HELLO, Nginx, NginxConfig, STATIC_PAGE, ScriptServer, SpliceServer,
+};
 use tests::tracer::{Tracer, TracerRun};
 
 /// A temp file of `len` bytes for curl's `--data-binary @file`.
@@ -426,4 +428,59 @@ fn upload_bodies_are_counted_without_copying_and_match_nginx_log() -> Result<()>
         run.summary
     );
     assert_skips_agreed(&run)
+}
+
+/// A server that moves every body with splice (a proxy's way), on one keep-alive
+/// connection: the bodies never pass through its memory, so the kernel counts them
+/// without copying, and each record agrees with the server's own log on the method, the
+/// path and both body sizes. A body made of request heads is never parsed as requests.
+#[test]
+fn spliced_bodies_are_counted_and_match_the_servers_log() -> Result<()> {
+    let port = free_port();
+    let server = SpliceServer::start(port)?;
+    let tracer = Tracer::start(&[port])?;
+    let fake = b"GET /inside-body HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut conn = RawConn::connect(("127.0.0.1", port))?;
+    let requests: [(&str, &str, usize); 4] = [
+        ("POST", "/bytes/1000", 100_000),
+        ("GET", "/bytes/70000", 0),
+        ("PUT", "/bytes/0", 5),
+        ("GET", "/bytes/3", 0),
+    ];
+    for (method, path, size) in requests {
+        let mut bytes = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\n").into_bytes();
+        if size > 0 {
+            bytes.extend(format!("Content-Length: {size}\r\n").bytes());
+        }
+        bytes.extend(b"\r\n");
+        bytes.extend(fake.iter().copied().cycle().take(size));
+        conn.send(&bytes)?;
+        let response = conn.read_response(method)?;
+        assert_eq!(response.status, 200);
+        let answered: usize = path["/bytes/".len()..].parse()?;
+        assert_eq!(response.body.len(), answered);
+    }
+    drop(conn);
+    let run = tracer.stop()?;
+
+    let recorded: Vec<String> = run
+        .records
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {} {} {} {}",
+                r.str_field("http.request.method"),
+                r.str_field("url.path"),
+                r.u64_field("http.response.status_code"),
+                r.u64_field("http.request.body.size"),
+                r.u64_field("http.response.body.size"),
+            )
+        })
+        .collect();
+    let logged = server.access_log(requests.len())?;
+    assert_eq!(logged.len(), requests.len(), "{logged:?}");
+    assert_eq!(recorded, logged, "records: {:#?}", run.records);
+    assert_eq!(run.summary_u64("desyncs")?, 0);
+    assert_eq!(run.summary_u64("kernel_lost_total")?, 0);
+    Ok(())
 }

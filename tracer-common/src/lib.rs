@@ -81,7 +81,8 @@ pub enum Direction {
 }
 
 /// Which call produced a `DataEvent`: a syscall, or an OpenSSL read/write whose plaintext
-/// the uprobes captured. Kept for diagnostics and for sendfile, whose bytes are never copied.
+/// the uprobes captured. Kept for diagnostics and for sendfile and splice, whose bytes are
+/// never copied.
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Syscall {
@@ -94,10 +95,17 @@ pub enum Syscall {
     Sendto = 6,
     Sendmsg = 7,
     Sendfile = 8,
+    /// `splice(2)` moved bytes from the connection into a pipe: the server read them
+    /// without their passing through its memory, so they are counted, never copied. The
+    /// one program for splice's number: it tells the two directions apart.
+    SpliceRead = 9,
+    /// `splice(2)` moved bytes from a pipe into the connection (a proxy forwarding a
+    /// body); counted, never copied. Reached only from `SpliceRead`'s program.
+    SpliceWrite = 10,
     /// SSL_read or SSL_read_ex returned plaintext.
-    SslRead = 9,
+    SslRead = 11,
     /// SSL_write or SSL_write_ex accepted plaintext.
-    SslWrite = 10,
+    SslWrite = 12,
 }
 
 impl Syscall {
@@ -112,8 +120,10 @@ impl Syscall {
             6 => Self::Sendto,
             7 => Self::Sendmsg,
             8 => Self::Sendfile,
-            9 => Self::SslRead,
-            10 => Self::SslWrite,
+            9 => Self::SpliceRead,
+            10 => Self::SpliceWrite,
+            11 => Self::SslRead,
+            12 => Self::SslWrite,
             _ => return None,
         })
     }
@@ -121,14 +131,18 @@ impl Syscall {
     /// Whether the call moves bytes towards the server (a request) or away from it.
     pub const fn direction(self) -> Direction {
         match self {
-            Self::Read | Self::Readv | Self::Recvfrom | Self::Recvmsg | Self::SslRead => {
-                Direction::Ingress
-            }
+            Self::Read
+            | Self::Readv
+            | Self::Recvfrom
+            | Self::Recvmsg
+            | Self::SpliceRead
+            | Self::SslRead => Direction::Ingress,
             Self::Write
             | Self::Writev
             | Self::Sendto
             | Self::Sendmsg
             | Self::Sendfile
+            | Self::SpliceWrite
             | Self::SslWrite => Direction::Egress,
         }
     }
@@ -150,7 +164,8 @@ macro_rules! captured_syscalls {
             (Writev, capture_writev),
             (Sendto, capture_sendto),
             (Sendmsg, capture_sendmsg),
-            (Sendfile, capture_sendfile)
+            (Sendfile, capture_sendfile),
+            (SpliceRead, capture_splice)
         }
     };
 }
@@ -167,7 +182,7 @@ macro_rules! captured_table {
             pub const fn capture_program(self) -> Option<&'static str> {
                 match self {
                     $(Syscall::$variant => Some(stringify!($program)),)*
-                    Syscall::SslRead | Syscall::SslWrite => None,
+                    Syscall::SpliceWrite | Syscall::SslRead | Syscall::SslWrite => None,
                 }
             }
         }
@@ -176,7 +191,7 @@ macro_rules! captured_table {
 captured_syscalls!(captured_table);
 
 /// How many syscalls are captured.
-pub const CAPTURED_SYSCALLS: usize = 9;
+pub const CAPTURED_SYSCALLS: usize = 10;
 
 /// Fields common to every event; first in every event struct.
 #[repr(C)]

@@ -102,7 +102,7 @@ pub fn conn(
 pub struct Transfer {
     pub conn_id: u64,
     /// User buffer, iovec array or msghdr, depending on `syscall`; 0 when the bytes
-    /// never reached one (recv with `MSG_TRUNC`): counted, not copied (`data`).
+    /// never reached one (recv with `MSG_TRUNC`, splice): counted, not copied (`data`).
     pub buf: u64,
     /// Number of iovecs for readv/writev.
     pub iovcnt: u64,

@@ -8,6 +8,8 @@ use anyhow::{Context, Result};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::thread;
+use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 fn python() -> String {
@@ -257,6 +259,129 @@ impl ScriptServer {
 
     pub fn pid(&self) -> u32 {
         self.child.pid()
+    }
+}
+
+/// An HTTP/1.1 keep-alive server on 127.0.0.1 that moves every body with `splice(2)`,
+/// as a proxy forwarding bodies between sockets does: it peeks for the head, reads
+/// exactly the head, splices the request body into a pipe (and discards it there), and
+/// answers `/bytes/N` with N bytes spliced from a pipe into the socket. It logs
+/// `METHOD PATH STATUS REQUEST_BODY RESPONSE_BODY` per request (`access_log`), as it
+/// counted them. One connection at a time.
+pub struct SpliceServer {
+    child: Guarded,
+    dir: TempDir,
+}
+
+const SPLICE_SCRIPT: &str = r#"
+import os
+import socket
+import sys
+import time
+
+PIECE = 16384
+
+
+def read_head(conn):
+    # Peeked, not read: the body must stay in the socket for splice.
+    while True:
+        data = conn.recv(65536, socket.MSG_PEEK)
+        if not data:
+            return None
+        end = data.find(b"\r\n\r\n")
+        if end >= 0:
+            return conn.recv(end + 4, socket.MSG_WAITALL)
+        time.sleep(0.001)
+
+
+def drain(fd, n):
+    while n > 0:
+        n -= len(os.read(fd, min(n, PIECE)))
+
+
+def serve(conn, log):
+    pipe_r, pipe_w = os.pipe()
+    try:
+        while True:
+            head = read_head(conn)
+            if head is None:
+                return
+            lines = head.decode("latin-1").split("\r\n")
+            method, path, _ = lines[0].split(" ")
+            length = 0
+            for line in lines[1:]:
+                name, _, value = line.partition(":")
+                if name.strip().lower() == "content-length":
+                    length = int(value)
+            received = 0
+            while received < length:
+                n = os.splice(conn.fileno(), pipe_w, min(length - received, PIECE))
+                if n == 0:
+                    return
+                drain(pipe_r, n)
+                received += n
+            size = int(path[len("/bytes/"):]) if path.startswith("/bytes/") else 0
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size)
+            sent = 0
+            while sent < size:
+                piece = min(size - sent, PIECE)
+                os.write(pipe_w, b"s" * piece)
+                left = piece
+                while left > 0:
+                    left -= os.splice(pipe_r, conn.fileno(), left)
+                sent += piece
+            log.write("%s %s 200 %d %d\n" % (method, path, received, sent))
+            log.flush()
+    finally:
+        os.close(pipe_r)
+        os.close(pipe_w)
+
+
+listener = socket.socket()
+listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+listener.bind(("127.0.0.1", int(sys.argv[1])))
+listener.listen(16)
+print("listening", file=sys.stderr, flush=True)
+with open(sys.argv[2], "a") as log:
+    while True:
+        conn, _ = listener.accept()
+        with conn:
+            serve(conn, log)
+"#;
+
+impl SpliceServer {
+    pub fn start(port: u16) -> Result<Self> {
+        let dir = tempfile::tempdir().context("creating splice server dir")?;
+        let script = dir.path().join("splice.py");
+        std::fs::write(&script, SPLICE_SCRIPT)?;
+        let log = dir.path().join("server.log");
+        let mut command = Command::new(python());
+        command
+            .arg(&script)
+            .arg(port.to_string())
+            .arg(dir.path().join("access.log"));
+        let mut child = spawn_logged(&mut command, "python3 splice.py", &log)?;
+        wait_logged(&mut child, "listening", &log)?;
+        Ok(Self { child, dir })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.pid()
+    }
+
+    /// The server's own log, once it has `lines` lines (it logs a request after
+    /// answering it) or after 10 s.
+    pub fn access_log(&self, lines: usize) -> Result<Vec<String>> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = std::fs::read_to_string(self.dir.path().join("access.log"))
+                .context("reading the splice server's log")?;
+            let logged: Vec<String> = text.lines().map(str::to_owned).collect();
+            if logged.len() >= lines || Instant::now() > deadline {
+                return Ok(logged);
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 

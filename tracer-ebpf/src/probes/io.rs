@@ -16,7 +16,7 @@ use tracer_common::{Direction, Loss, Syscall};
 
 use crate::{
     body,
-    conn::watched_conn,
+    conn::{Watched, watched_conn},
     emit::{self, Transfer},
     maps::{
         CAPTURE_PROGRAMS, CONN_SEEN, CONN_TLS, HEAD_SCAN_PROGRAMS, SSL_CALLS, THREAD_TLS_READ,
@@ -82,6 +82,11 @@ fn returned(ctx: &RawTracePointContext, syscall: Syscall) {
     let Some([fd, buf, third]) = syscall_args() else {
         return;
     };
+    // Folded away in every other syscall's program.
+    if syscall == Syscall::SpliceRead {
+        spliced(ctx, pid_tgid, fd as i32, third as i32, len);
+        return;
+    }
     // A peek leaves the bytes to be read again: seen twice, they would make another
     // request of the same bytes (nginx peeks one byte of every connection to its TLS
     // ports, and a plain request sent there became `GGET`).
@@ -104,6 +109,41 @@ fn returned(ctx: &RawTracePointContext, syscall: Syscall) {
     let Some(conn) = watched_conn(tgid, pid_tgid as u32, fd, moved) else {
         return;
     };
+    transferred(ctx, pid_tgid, syscall, conn, fd, buf, third, len);
+}
+
+/// `splice(fd_in, off_in, fd_out, ...)` returned: one end is a pipe, so at most one is a
+/// connection, and which one its number does not say. A proxy splices bodies from one
+/// socket into a pipe and from the pipe into the other socket; the bytes never pass
+/// through its memory, so they are counted (a buffer of 0), never copied, and user
+/// space's parser takes them as body bytes or, inside a head, as a counted desync.
+#[inline(always)]
+fn spliced(ctx: &RawTracePointContext, pid_tgid: u64, fd_in: i32, fd_out: i32, len: u64) {
+    let (tgid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
+    let (syscall, fd, conn) = if let Some(conn) = watched_conn(tgid, tid, fd_in, [len, 0]) {
+        (Syscall::SpliceRead, fd_in, conn)
+    } else if let Some(conn) = watched_conn(tgid, tid, fd_out, [0, len]) {
+        (Syscall::SpliceWrite, fd_out, conn)
+    } else {
+        return;
+    };
+    transferred(ctx, pid_tgid, syscall, conn, fd, 0, 0, len);
+}
+
+/// `len` bytes moved on the watched connection `conn`: the OpenSSL bookkeeping, then the
+/// data event (or the head scan it jumps to).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn transferred(
+    ctx: &RawTracePointContext,
+    pid_tgid: u64,
+    syscall: Syscall,
+    conn: Watched,
+    fd: i32,
+    buf: u64,
+    third: u64,
+    len: u64,
+) {
     let tls = conn.flags & CONN_TLS != 0;
     // Connections known to be plain HTTP skip the OpenSSL bookkeeping; TLS ones and
     // those not looked at yet (a pre-existing TLS connection's first syscall) need it.

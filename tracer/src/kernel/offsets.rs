@@ -100,8 +100,10 @@ mod abi {
             Syscall::Sendto => libc::SYS_sendto,
             Syscall::Sendmsg => libc::SYS_sendmsg,
             Syscall::Sendfile => libc::SYS_sendfile,
-            // Not syscalls: never matched.
-            Syscall::SslRead | Syscall::SslWrite => return u32::MAX,
+            Syscall::SpliceRead => libc::SYS_splice,
+            // Not syscalls, or splice's other direction (one program for both): never
+            // matched.
+            Syscall::SpliceWrite | Syscall::SslRead | Syscall::SslWrite => return u32::MAX,
         };
         nr as u32
     }

@@ -298,3 +298,65 @@ fn a_peek_is_not_captured_and_discarded_bytes_are_counted_not_read() {
     assert_eq!(kernel.transfers(2), [ingress(5, 0), ingress(15, 15)]);
     assert_eq!(kernel.losses().total(), 0, "{:?}", kernel.losses());
 }
+
+/// A proxy splices bodies through a pipe: the bytes never pass through its memory. Both
+/// directions are counted with nothing copied, and the reads around them are whole.
+#[test]
+fn spliced_bytes_are_counted_in_their_direction_and_never_copied() {
+    let mut kernel = Kernel::load();
+    let (mut client, mut server) = kernel.connection();
+    let fd = server.as_raw_fd();
+    let mut pipe = [0i32; 2];
+    // SAFETY: creates two descriptors this test owns and closes below.
+    assert_eq!(unsafe { libc::pipe(pipe.as_mut_ptr()) }, 0);
+    let [pipe_out, pipe_in] = pipe;
+    let splice = |from: i32, to: i32, len: usize| {
+        // SAFETY: splice between descriptors this test owns, without offsets.
+        unsafe { libc::splice(from, std::ptr::null_mut(), to, std::ptr::null_mut(), len, 0) }
+    };
+    client
+        .write_all(b"GET / HTTP/1.1\r\n\r\n0123456789")
+        .unwrap();
+    let mut head = [0u8; 18];
+    server.read_exact(&mut head).unwrap();
+    assert_eq!(splice(fd, pipe_in, 10), 10);
+    let mut through = [0u8; 10];
+    // SAFETY: reads into a local buffer from a pipe this test owns.
+    assert_eq!(
+        unsafe { libc::read(pipe_out, through.as_mut_ptr().cast(), 10) },
+        10
+    );
+    assert_eq!(&through, b"0123456789");
+    server.write_all(b"HTTP/1.1 200 OK\r\n\r\n").unwrap();
+    // SAFETY: writes a local buffer into a pipe this test owns.
+    assert_eq!(
+        unsafe { libc::write(pipe_in, b"spliced".as_ptr().cast(), 7) },
+        7
+    );
+    assert_eq!(splice(pipe_out, fd, 7), 7);
+    let mut answer = [0u8; 26];
+    client.read_exact(&mut answer).unwrap();
+    assert_eq!(&answer[19..], b"spliced");
+    // SAFETY: closes the pipe's two descriptors, owned by this test.
+    unsafe {
+        libc::close(pipe_in);
+        libc::close(pipe_out);
+    }
+
+    let transfer = |direction, len: u32, copied: usize| Transfer {
+        direction,
+        len,
+        copied,
+        body: BodyCopy::Whole,
+    };
+    assert_eq!(
+        kernel.transfers(4),
+        [
+            transfer(Direction::Ingress, 18, 18),
+            transfer(Direction::Ingress, 10, 0),
+            transfer(Direction::Egress, 19, 19),
+            transfer(Direction::Egress, 7, 0),
+        ]
+    );
+    assert_eq!(kernel.losses().total(), 0, "{:?}", kernel.losses());
+}
