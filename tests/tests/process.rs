@@ -1,10 +1,11 @@
 //! Which process served a request.
 
 use anyhow::Result;
+use std::time::Duration;
 use tests::clients::{RawConn, get};
 use tests::ports::free_port;
 use tests::record::RecordExt;
-use tests::servers::{Nginx, NginxConfig};
+use tests::servers::{Nginx, NginxConfig, RingServer, RingSetup};
 use tests::tracer::Tracer;
 
 #[test]
@@ -47,5 +48,46 @@ fn nginx_requests_are_attributed_to_workers_not_the_master() -> Result<()> {
         assert_eq!(r.u64_field("process.user.id"), 33);
         assert!(!r.has("container.id"), "{r}");
     }
+    Ok(())
+}
+
+/// A server that holds an io_uring may read and write through it, where the capture
+/// cannot see: the tracer says so instead of staying silent. One server set up its ring
+/// before the tracer started (found by its descriptors), the other after, while watched
+/// (the kernel reports the setup); each is named on stderr once, counted in the summary
+/// and in the trail's loss lines. Their plain recv/send requests are still recorded.
+#[test]
+fn servers_holding_an_io_uring_are_named_and_counted() -> Result<()> {
+    let (early_port, late_port) = (free_port(), free_port());
+    let early = RingServer::start(early_port, RingSetup::BeforeListening)?;
+    let tracer = Tracer::start(&[early_port, late_port])?;
+    let late = RingServer::start(late_port, RingSetup::AtFirstConnection)?;
+    for port in [early_port, late_port, late_port] {
+        let mut conn = RawConn::connect(("127.0.0.1", port))?;
+        conn.send(&get("/", "localhost"))?;
+        assert_eq!(conn.read_response("GET")?.body, b"ok");
+    }
+    tracer.wait_for_stderr(
+        &format!("pid {} (python3) set up an io_uring", late.pid()),
+        Duration::from_secs(10),
+    )?;
+    let run = tracer.stop()?;
+
+    assert_eq!(run.records.len(), 3, "{:#?}", run.records);
+    let named = |pid: u32, what: &str| {
+        run.stderr
+            .matches(&format!("tracer: pid {pid} (python3) {what}: "))
+            .count()
+    };
+    assert_eq!(named(early.pid(), "holds an io_uring"), 1, "{}", run.stderr);
+    assert_eq!(named(late.pid(), "set up an io_uring"), 1, "{}", run.stderr);
+    assert_eq!(run.summary_u64("io_uring_processes")?, 2);
+    let counted: u64 = run
+        .lines
+        .iter()
+        .filter(|l| l["audit.loss.reason"] == "io_uring_processes")
+        .map(|l| l.u64_field("audit.loss.count"))
+        .sum();
+    assert_eq!(counted, 2);
     Ok(())
 }

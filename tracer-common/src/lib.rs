@@ -54,6 +54,10 @@ pub enum EventKind {
     /// space tells apart). User space attaches the TLS probes to the libraries it maps.
     /// `ConnEvent` with `conn_id` 0.
     Listen = 6,
+    /// A watched process set up an io_uring: what it submits through the ring moves bytes
+    /// without the syscalls the capture sees. `ConnEvent` with `conn_id` 0 and `fd` the
+    /// ring's descriptor.
+    IoUring = 7,
 }
 
 impl EventKind {
@@ -65,6 +69,7 @@ impl EventKind {
             4 => Some(Self::Exit),
             5 => Some(Self::Tls),
             6 => Some(Self::Listen),
+            7 => Some(Self::IoUring),
             _ => None,
         }
     }

@@ -385,6 +385,82 @@ impl SpliceServer {
     }
 }
 
+/// A minimal HTTP/1.1 server on 127.0.0.1 that sets up an io_uring (through libc's
+/// `syscall`, as liburing does), either before it listens or when its first connection
+/// arrives; it serves with plain recv and send, one request per connection, answering
+/// `ok`. What a server that moves some of its I/O to a ring looks like to the tracer.
+pub struct RingServer {
+    child: Guarded,
+    _dir: TempDir,
+}
+
+/// When the ring server sets up its ring.
+#[derive(Clone, Copy)]
+pub enum RingSetup {
+    BeforeListening,
+    AtFirstConnection,
+}
+
+const RING_SCRIPT: &str = r#"
+import ctypes
+import socket
+import sys
+
+libc = ctypes.CDLL(None, use_errno=True)
+SYS_io_uring_setup = 425
+rings = []
+
+
+def set_up_ring():
+    params = ctypes.create_string_buffer(120)
+    fd = libc.syscall(SYS_io_uring_setup, 4, params)
+    if fd < 0:
+        raise OSError(ctypes.get_errno(), "io_uring_setup")
+    rings.append(fd)
+
+
+if sys.argv[2] == "early":
+    set_up_ring()
+listener = socket.socket()
+listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+listener.bind(("127.0.0.1", int(sys.argv[1])))
+listener.listen(16)
+print("listening", file=sys.stderr, flush=True)
+while True:
+    conn, _ = listener.accept()
+    if not rings:
+        set_up_ring()
+    with conn:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            more = conn.recv(4096)
+            if not more:
+                break
+            data += more
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+"#;
+
+impl RingServer {
+    pub fn start(port: u16, setup: RingSetup) -> Result<Self> {
+        let dir = tempfile::tempdir().context("creating ring server dir")?;
+        let script = dir.path().join("ring.py");
+        std::fs::write(&script, RING_SCRIPT)?;
+        let log = dir.path().join("server.log");
+        let mut command = Command::new(python());
+        command.arg(&script).arg(port.to_string()).arg(match setup {
+            RingSetup::BeforeListening => "early",
+            RingSetup::AtFirstConnection => "late",
+        });
+        let mut child = spawn_logged(&mut command, "python3 ring.py", &log)?;
+        wait_logged(&mut child, "listening", &log)?;
+        Ok(Self { child, _dir: dir })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.pid()
+    }
+}
+
 fn probe_addr(bind: IpAddr, port: u16) -> SocketAddr {
     let ip = match bind {
         IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),

@@ -1,4 +1,5 @@
 //! One file per group of probes.
 mod io;
+mod io_uring;
 mod lifecycle;
 mod tls;

@@ -26,6 +26,10 @@ pub enum KernelEvent<'a> {
     Listen {
         header: EventHeader,
     },
+    /// `header.tgid` set up an io_uring while watched (`header.fd` is the ring).
+    IoUring {
+        header: EventHeader,
+    },
 }
 
 /// How much of a server's read or write the kernel copied, given what it knew of the
@@ -103,6 +107,7 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent<'_>, DecodeError> {
         EventKind::Exit => ConnectionEvent::Exit { header },
         EventKind::Tls => ConnectionEvent::Tls { header },
         EventKind::Listen => return Ok(KernelEvent::Listen { header }),
+        EventKind::IoUring => return Ok(KernelEvent::IoUring { header }),
         EventKind::Data => {
             let event: DataEvent = read(bytes)?;
             let bad = || DecodeError::Data {

@@ -26,6 +26,11 @@ const LIFECYCLE: &[(&str, &str, &str)] = &[
     ("enter_close", "syscalls", "sys_enter_close"),
 ];
 
+/// Watched processes that set up an io_uring (tracer-ebpf/src/probes/io_uring.rs); a
+/// kernel built without io_uring has neither the call nor its tracepoint.
+const IO_URING_SETUP: (&str, &str, &str) =
+    ("exit_io_uring_setup", "syscalls", "sys_exit_io_uring_setup");
+
 /// Every read/write-family transfer, as its syscall returns (tracer-ebpf/src/probes/io.rs).
 const CAPTURE: &str = "sys_exit";
 /// The head scans the read and write programs jump to, by `Direction`
@@ -74,6 +79,16 @@ pub fn load(options: &Options<'_>) -> Result<Loaded> {
     }
 
     for &(program, category, name) in LIFECYCLE {
+        attach(&mut ebpf, program, category, name)?;
+    }
+    let (program, category, name) = IO_URING_SETUP;
+    if options
+        .tracefs
+        .join("events")
+        .join(category)
+        .join(name)
+        .exists()
+    {
         attach(&mut ebpf, program, category, name)?;
     }
     attach_capture(&mut ebpf)?;

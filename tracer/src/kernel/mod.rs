@@ -5,6 +5,7 @@ pub mod check;
 pub mod discovery;
 pub mod events;
 pub mod floors;
+pub mod io_uring;
 pub mod loader;
 pub mod losses;
 pub mod offsets;

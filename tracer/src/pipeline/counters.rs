@@ -24,6 +24,9 @@ pub enum Counted {
     /// Not a loss: open connections the kernel's connection cache dropped (more than
     /// 65,536 descriptors of watched processes), picked up again at their next syscall.
     ConnectionsForgotten,
+    /// Watched processes holding an io_uring: requests they read through a ring are
+    /// missing, in a number nobody can count.
+    IoUringProcesses,
     /// Requests that exist but are not recorded: inside TLS the tracer cannot decrypt.
     TlsWithoutPlaintext,
     /// Not losses: HTTP/2 connections and streams are decoded; counted to tell them apart.
@@ -48,12 +51,13 @@ pub enum Counted {
 pub struct Totals<'a> {
     pub tracker: &'a TrackerStats,
     pub decode_errors: u64,
+    pub io_uring_processes: u64,
     pub discarded: u64,
 }
 
 impl Counted {
     /// Every counter, in the order loss lines always name them.
-    pub const ALL: [Counted; 24] = [
+    pub const ALL: [Counted; 25] = [
         Self::NonHttpChunks,
         Self::NonHttpBytes,
         Self::Desyncs,
@@ -63,6 +67,7 @@ impl Counted {
         Self::AmbiguousFraming,
         Self::HeadsCutOff,
         Self::ConnectionsForgotten,
+        Self::IoUringProcesses,
         Self::TlsWithoutPlaintext,
         Self::Http2Connections,
         Self::Http2Streams,
@@ -91,7 +96,7 @@ impl Counted {
             | Self::AmbiguousFraming
             | Self::HeadsCutOff
             | Self::Http2Connections => LossSource::Http,
-            Self::ConnectionsForgotten => LossSource::Kernel,
+            Self::ConnectionsForgotten | Self::IoUringProcesses => LossSource::Kernel,
             Self::TlsWithoutPlaintext => LossSource::Tls,
             Self::Http2Streams
             | Self::Http2Resets
@@ -121,6 +126,7 @@ impl Counted {
             Self::AmbiguousFraming => "ambiguous_framing",
             Self::HeadsCutOff => "heads_cut_off",
             Self::ConnectionsForgotten => "connections_forgotten",
+            Self::IoUringProcesses => "io_uring_processes",
             Self::TlsWithoutPlaintext => "tls_without_plaintext",
             Self::Http2Connections => "http2_connections",
             Self::Http2Streams => "streams",
@@ -151,6 +157,7 @@ impl Counted {
             Self::AmbiguousFraming => s.ambiguous_framing,
             Self::HeadsCutOff => s.heads_cut_off,
             Self::ConnectionsForgotten => t.tracker.connections_forgotten,
+            Self::IoUringProcesses => t.io_uring_processes,
             Self::TlsWithoutPlaintext => t.tracker.tls_without_plaintext,
             Self::Http2Connections => s.http2_connections,
             Self::Http2Streams => h2.streams,
@@ -197,6 +204,7 @@ mod tests {
         let totals = Totals {
             tracker: &tracker,
             decode_errors: 7,
+            io_uring_processes: 9,
             discarded: 8,
         };
         for counted in Counted::ALL {
@@ -204,6 +212,7 @@ mod tests {
                 LossSource::Http2 => &summary["http2"][counted.name()],
                 LossSource::Decoder => &serde_json::json!(7),
                 LossSource::Sink => &serde_json::json!(8),
+                _ if counted == Counted::IoUringProcesses => &serde_json::json!(9),
                 _ => &summary[counted.name()],
             };
             assert_eq!(

@@ -93,6 +93,8 @@ pub struct Summary {
     kernel_lost: KernelLosses,
     kernel_lost_total: u64,
     decode_errors: u64,
+    /// Watched processes holding an io_uring, whose ring I/O is not seen.
+    io_uring_processes: u64,
     /// Files the OpenSSL probes are attached to.
     tls_libraries: usize,
     #[serde(flatten)]
@@ -116,6 +118,7 @@ impl Summary {
             kernel_lost_total: losses.total(),
             kernel_lost: losses,
             decode_errors: state.decode_errors,
+            io_uring_processes: state.io_uring.total(),
             tls_libraries: state.tls.libraries(),
             tracker: state.tracker.stats(),
             bpf,
@@ -144,11 +147,13 @@ pub fn loss_snapshot(
     kernel: &KernelLosses,
     tracker: &TrackerStats,
     decode_errors: u64,
+    io_uring_processes: u64,
     discarded: u64,
 ) -> LossSnapshot {
     let totals = Totals {
         tracker,
         decode_errors,
+        io_uring_processes,
         discarded,
     };
     let kernel = kernel.by_reason().map(|(reason, total)| Counter {

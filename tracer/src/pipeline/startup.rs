@@ -15,6 +15,7 @@ use crate::{
     enrich::{Clock, PathRedactor, ProcessCache, QueryRedactor},
     kernel::{
         check, discovery,
+        io_uring::IoUringProcesses,
         loader::{self, Options},
         tls::TlsProbes,
     },
@@ -63,7 +64,9 @@ pub fn start(config: &RunSettings) -> Result<Started> {
     })?;
     let existing = discovery::processes_on_ports(&config.ports)?;
     let mut tls = TlsProbes::new();
+    let mut io_uring = IoUringProcesses::default();
     for pid in &existing {
+        io_uring.scan(*pid);
         loaded
             .tgids
             .watch(*pid)
@@ -89,6 +92,7 @@ pub fn start(config: &RunSettings) -> Result<Started> {
         tls,
         tls_work: Vec::new(),
         decode_errors: 0,
+        io_uring,
         stdout_closed: false,
     };
     // SAFETY: the RingBuf owns its map fd and keeps it open until it is dropped, which

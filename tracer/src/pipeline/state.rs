@@ -19,6 +19,7 @@ use crate::{
     enrich::ProcessCache,
     kernel::{
         events::{ConnectionEvent, KernelEvent, decode},
+        io_uring::IoUringProcesses,
         losses::KernelLosses,
         tls::TlsProbes,
     },
@@ -44,6 +45,8 @@ pub struct State {
     /// TLS inspections asked for by the current batch; done after it, with the programs.
     pub tls_work: Vec<TlsWork>,
     pub decode_errors: u64,
+    /// Watched processes whose ring I/O the capture cannot see.
+    pub io_uring: IoUringProcesses,
     /// The reader of stdout went away: stop tracing instead of failing every write.
     pub stdout_closed: bool,
 }
@@ -61,6 +64,7 @@ impl State {
                 Ok(KernelEvent::Listen { header }) => {
                     self.tls_work.push(TlsWork::Listener(header.tgid));
                 }
+                Ok(KernelEvent::IoUring { header }) => self.io_uring.set_up(header.tgid),
                 Ok(KernelEvent::Connection(event)) => {
                     // What the pipeline needs besides the tracker's work.
                     match &event {
@@ -90,6 +94,7 @@ impl State {
         // Only now: the records just written still needed the exited processes' details.
         for pid in self.exited.drain(..) {
             self.processes.forget(pid);
+            self.io_uring.exited(pid);
             self.tls_work.push(TlsWork::Exited(pid));
         }
         Ok(())
@@ -148,6 +153,7 @@ impl State {
             kernel,
             &self.tracker.stats(),
             self.decode_errors,
+            self.io_uring.total(),
             self.output.sinks().discarded(),
         );
         let result = self

@@ -161,6 +161,19 @@ impl Kernel {
         n: usize,
         keep: impl Fn(ConnectionEvent<'_>) -> Option<(EventHeader, T)>,
     ) -> Vec<(EventHeader, T)> {
+        self.collect_any(n, |event| match event {
+            KernelEvent::Connection(event) => keep(event),
+            KernelEvent::Listen { .. } | KernelEvent::IoUring { .. } => None,
+        })
+    }
+
+    /// The next `n` events of this process that `keep` keeps, or what came before
+    /// `WAIT`.
+    fn collect_any<T>(
+        &mut self,
+        n: usize,
+        keep: impl Fn(KernelEvent<'_>) -> Option<(EventHeader, T)>,
+    ) -> Vec<(EventHeader, T)> {
         let deadline = Instant::now() + WAIT;
         let mut seen = Vec::new();
         while seen.len() < n && Instant::now() < deadline {
@@ -168,11 +181,7 @@ impl Kernel {
                 std::thread::sleep(Duration::from_millis(5));
                 continue;
             };
-            let event = match decode(&item).expect("decodes") {
-                KernelEvent::Connection(event) => event,
-                KernelEvent::Listen { .. } => continue,
-            };
-            if let Some((header, what)) = keep(event)
+            if let Some((header, what)) = keep(decode(&item).expect("decodes"))
                 && header.tgid == std::process::id()
             {
                 seen.push((header, what));

@@ -3,6 +3,7 @@
 use std::{process::Command, sync::mpsc, thread, time::Instant};
 
 use super::{Kernel, WAIT};
+use crate::kernel::events::KernelEvent;
 
 /// Waits until `pid`'s bit reads `watched`, or fails after WAIT.
 fn until(kernel: &Kernel, pid: u32, watched: bool) {
@@ -54,5 +55,40 @@ fn children_and_threads_of_a_watched_process_are_watched_until_they_exit() {
     assert!(
         kernel.loaded.tgids.contains(std::process::id()),
         "a thread's exit leaves its process watched"
+    );
+}
+
+/// A watched process that sets up an io_uring is reported with the ring's descriptor:
+/// what it submits through the ring bypasses the capture, and user space says so. A
+/// refused setup reports nothing.
+#[test]
+fn a_ring_set_up_by_a_watched_process_is_reported() {
+    let mut kernel = Kernel::load();
+    // struct io_uring_params is 120 bytes; zeroed asks for defaults. The refused call
+    // comes first: had it been reported, its event would be the one collected.
+    let mut params = [0u8; 120];
+    // SAFETY: io_uring_setup writes the ring's parameters into `params`, which is as
+    // large as the kernel's struct; entries 0 is refused with EINVAL.
+    let (refused, ring) = unsafe {
+        (
+            libc::syscall(libc::SYS_io_uring_setup, 0, params.as_mut_ptr()),
+            libc::syscall(libc::SYS_io_uring_setup, 4, params.as_mut_ptr()),
+        )
+    };
+    assert_eq!(refused, -1);
+    assert!(
+        ring >= 0,
+        "io_uring_setup: {}",
+        std::io::Error::last_os_error()
+    );
+    let reported = kernel.collect_any(1, |event| match event {
+        KernelEvent::IoUring { header } => Some((header, header.fd)),
+        _ => None,
+    });
+    // SAFETY: closes the ring this test made.
+    unsafe { libc::close(ring as i32) };
+    assert_eq!(
+        reported.iter().map(|(_, fd)| *fd).collect::<Vec<_>>(),
+        [ring as i32]
     );
 }
