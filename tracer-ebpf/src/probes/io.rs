@@ -30,6 +30,8 @@ const MSG_PEEK: u64 = 2;
 /// `recv(2)`'s flag that, on a TCP socket, consumes bytes without copying them into the
 /// buffer, which keeps whatever it held before.
 const MSG_TRUNC: u64 = 0x20;
+/// `recvmsg(2)`'s flag for reading the socket's error queue, not its stream.
+const MSG_ERRQUEUE: u64 = 0x2000;
 
 /// `raw_syscalls:sys_exit(struct pt_regs *regs, long ret)`: the dispatcher.
 #[raw_tracepoint(tracepoint = "sys_exit")]
@@ -89,13 +91,15 @@ fn returned(ctx: &RawTracePointContext, syscall: Syscall) {
     }
     // A peek leaves the bytes to be read again: seen twice, they would make another
     // request of the same bytes (nginx peeks one byte of every connection to its TLS
-    // ports, and a plain request sent there became `GGET`).
+    // ports, and a plain request sent there became `GGET`). A read of the error queue
+    // takes nothing from the stream: with SO_TIMESTAMPING it returns the server's own
+    // sent packets, headers and payload, which would reach the parser as a request.
     let flags = match syscall {
         Syscall::Recvfrom => syscall_arg4(),
         Syscall::Recvmsg => third,
         _ => 0,
     };
-    if flags & MSG_PEEK != 0 {
+    if flags & (MSG_PEEK | MSG_ERRQUEUE) != 0 {
         return;
     }
     // Bytes a server discarded are counted, never read from a buffer that does not hold

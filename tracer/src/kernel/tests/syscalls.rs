@@ -261,10 +261,29 @@ fn a_32_bit_syscall_is_never_read_as_the_64_bit_one_of_its_number() {
 }
 
 #[test]
-fn a_peek_is_not_captured_and_discarded_bytes_are_counted_not_read() {
+fn peeks_and_error_queue_reads_are_not_captured_and_discarded_bytes_are_counted_not_read() {
     let mut kernel = Kernel::load();
     let (mut client, mut server) = kernel.connection();
     let fd = server.as_raw_fd();
+    // Software timestamps of what the server sends: its error queue then returns each
+    // sent packet, headers and payload, to a read with MSG_ERRQUEUE.
+    let stamps = libc::SOF_TIMESTAMPING_TX_SOFTWARE | libc::SOF_TIMESTAMPING_SOFTWARE;
+    // SAFETY: sets an integer option on a descriptor this test owns.
+    let set = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMPING,
+            (&stamps as *const u32).cast(),
+            size_of::<u32>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(set, 0);
+    server
+        .write_all(b"GET /from-the-error-queue HTTP/1.1\r\n\r\n")
+        .unwrap();
+    let mut sent = [0u8; 38];
+    client.read_exact(&mut sent).unwrap();
     client.write_all(b"0123456789abcdefghij").unwrap();
     // What the buffer held before: a discard must not make it a request.
     let mut buf = *b"GET /stale HTTP/1.1\r\n\r\n";
@@ -284,6 +303,19 @@ fn a_peek_is_not_captured_and_discarded_bytes_are_counted_not_read() {
             libc::recv(fd, buf.as_mut_ptr().cast(), 5, libc::MSG_TRUNC),
             5
         );
+        let mut queued = [0u8; 256];
+        let mut control = [0u8; 256];
+        let mut parts = [IoSliceMut::new(&mut queued)];
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = parts.as_mut_ptr().cast();
+        msg.msg_iovlen = parts.len();
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = control.len();
+        let looped = libc::recvmsg(fd, &mut msg, libc::MSG_ERRQUEUE);
+        assert!(
+            looped > 38,
+            "the sent packet from the error queue: {looped}"
+        );
     }
     let mut rest = [0u8; 15];
     server.read_exact(&mut rest).unwrap();
@@ -295,7 +327,16 @@ fn a_peek_is_not_captured_and_discarded_bytes_are_counted_not_read() {
         copied,
         body: BodyCopy::Whole,
     };
-    assert_eq!(kernel.transfers(2), [ingress(5, 0), ingress(15, 15)]);
+    let egress = Transfer {
+        direction: Direction::Egress,
+        len: 38,
+        copied: 38,
+        body: BodyCopy::Whole,
+    };
+    assert_eq!(
+        kernel.transfers(3),
+        [egress, ingress(5, 0), ingress(15, 15)]
+    );
     assert_eq!(kernel.losses().total(), 0, "{:?}", kernel.losses());
 }
 
