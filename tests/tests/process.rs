@@ -2,10 +2,10 @@
 
 use anyhow::Result;
 use std::time::Duration;
-use tests::clients::{RawConn, get};
+use tests::clients::{RawConn, curl, get};
 use tests::ports::free_port;
-use tests::record::RecordExt;
-use tests::servers::{Nginx, NginxConfig, RingServer, RingSetup};
+use tests::record::{RecordExt, strings, u64s};
+use tests::servers::{Nginx, NginxConfig, PyHttpServer, RingServer, RingSetup};
 use tests::tracer::Tracer;
 
 #[test]
@@ -89,5 +89,74 @@ fn servers_holding_an_io_uring_are_named_and_counted() -> Result<()> {
         .map(|l| l.u64_field("audit.loss.count"))
         .sum();
     assert_eq!(counted, 2);
+    Ok(())
+}
+
+/// Python's CGI: the server reads the request and writes the status line, then forks the
+/// script with the socket dup2'd onto its stdin and stdout, and the script reads the
+/// body and writes the rest of the response on those descriptors. Each request is one
+/// record, as the server logged it, with both body sizes, attributed to the server that
+/// read it; the child's descriptors join the connection instead of being connections
+/// (and non-HTTP bytes) of their own.
+#[test]
+fn cgi_scripts_writing_to_an_inherited_socket_complete_the_servers_record() -> Result<()> {
+    let port = free_port();
+    let server = PyHttpServer::start_cgi(port)?;
+    let tracer = Tracer::start(&[port])?;
+    let body = "x".repeat(5000);
+    let base = format!("http://127.0.0.1:{port}");
+    assert_eq!(
+        curl(&["-s", &format!("{base}/cgi-bin/hello.py")])?,
+        "hello from cgi\n"
+    );
+    assert_eq!(
+        curl(&[
+            "-s",
+            "--data-binary",
+            &body,
+            &format!("{base}/cgi-bin/count.py")
+        ])?,
+        "5000\n"
+    );
+    assert_eq!(
+        curl(&["-s", &format!("{base}/hello.txt")])?,
+        "hello from python\n"
+    );
+    let run = tracer.stop()?;
+
+    let recorded: Vec<String> = run
+        .records
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {} {}",
+                r.str_field("http.request.method"),
+                r.str_field("url.path"),
+                r.u64_field("http.response.status_code")
+            )
+        })
+        .collect();
+    assert_eq!(recorded, server.logged_requests()?, "{:#?}", run.records);
+    assert_eq!(u64s(&run.records, "http.request.body.size"), [0, 5000, 0]);
+    assert_eq!(u64s(&run.records, "http.response.body.size"), [15, 5, 18]);
+    assert_eq!(
+        strings(&run.records, "tracer.outcome"),
+        ["complete", "complete", "complete"]
+    );
+    assert!(
+        run.records
+            .iter()
+            .all(|r| r.u64_field("process.pid") == u64::from(server.pid())),
+        "{:#?}",
+        run.records
+    );
+    assert!(
+        run.summary_u64("shared_descriptors")? >= 2,
+        "{}",
+        run.summary
+    );
+    assert_eq!(run.summary_u64("connections")?, 3, "{}", run.summary);
+    assert_eq!(run.summary_u64("non_http_bytes")?, 0, "{}", run.summary);
+    assert_eq!(run.summary_u64("desyncs")?, 0, "{}", run.summary);
     Ok(())
 }

@@ -231,6 +231,10 @@ pub struct ConnEvent {
     /// Addresses in network byte order; IPv4 in the first 4 bytes.
     pub local_addr: [u8; 16],
     pub peer_addr: [u8; 16],
+    /// The socket's inode number (`socket:[N]` in /proc/PID/fd; 0 but in Open events):
+    /// one socket open on several descriptors (dup2, or inherited by a fork after
+    /// accept) is one TCP connection, unique across network namespaces while open.
+    pub socket: u64,
 }
 
 /// `EventKind::Data`; followed in the ring buffer by `captured` payload bytes.
@@ -333,6 +337,7 @@ pub struct KernelOffsets {
     pub file_private_data: u32,
     pub file_f_inode: u32,
     pub inode_i_mode: u32,
+    pub inode_i_ino: u32,
     pub socket_sk: u32,
     pub sock_common_family: u32,
     pub sock_common_state: u32,

@@ -66,15 +66,16 @@ pub fn conn(
         count_loss(Loss::RingbufConn);
         return;
     };
-    let (family, local_port, peer_port, local_addr, peer_addr) = match endpoints {
+    let (family, local_port, peer_port, local_addr, peer_addr, socket) = match endpoints {
         Some(e) => (
             e.family,
             e.local_port,
             e.peer_port,
             e.local_addr,
             e.peer_addr,
+            e.socket,
         ),
-        None => (0, 0, 0, [0; 16], [0; 16]),
+        None => (0, 0, 0, [0; 16], [0; 16], 0),
     };
     // A new watched process, or one whose first TLS connection may have just loaded
     // OpenSSL, waits for its TLS probes: wake user space now, not at the next batch or
@@ -93,6 +94,7 @@ pub fn conn(
         _pad: 0,
         local_addr,
         peer_addr,
+        socket,
     });
     entry.submit(flags);
 }

@@ -21,6 +21,7 @@ pub static OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets {
     file_private_data: 0,
     file_f_inode: 0,
     inode_i_mode: 0,
+    inode_i_ino: 0,
     socket_sk: 0,
     sock_common_family: 0,
     sock_common_state: 0,

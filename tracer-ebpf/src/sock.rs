@@ -66,6 +66,8 @@ pub struct Endpoints {
     pub peer_port: u16,
     pub local_addr: [u8; 16],
     pub peer_addr: [u8; 16],
+    /// The socket's inode number: several descriptors of one socket are one connection.
+    pub socket: u64,
 }
 
 /// `Some` only for a connected (not listening) TCP socket whose local port is watched.
@@ -93,12 +95,15 @@ pub fn watched_endpoints(file: u64) -> Option<Endpoints> {
         local_addr = read(common, offset!(sock_common_v6_rcv_saddr))?;
         peer_addr = read(common, offset!(sock_common_v6_daddr))?;
     }
+    let inode: u64 = read(file, offset!(file_f_inode))?;
+    let socket: u64 = read(inode, offset!(inode_i_ino))?;
     Some(Endpoints {
         family,
         local_port,
         peer_port,
         local_addr,
         peer_addr,
+        socket,
     })
 }
 

@@ -6,6 +6,7 @@ use crate::process::Guarded;
 use crate::tls::Certificate;
 use anyhow::{Context, Result};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::thread;
@@ -28,14 +29,52 @@ impl PyHttpServer {
     /// `HTTP/1.0` (the module's default: one request per connection) or
     /// `HTTP/1.1` (keep-alive and pipelining).
     pub fn start(bind: IpAddr, port: u16, protocol: &str) -> Result<Self> {
+        Self::spawn(bind, port, protocol, &[])
+    }
+
+    /// With `--cgi` on 127.0.0.1, HTTP/1.0 (a script's output ends with the connection):
+    /// `/cgi-bin/hello.py` prints a line and
+    /// `/cgi-bin/count.py` the size of the body it read. Python writes the status line
+    /// itself, then forks the script with the socket dup2'd onto its stdin and stdout:
+    /// the rest of the response, and a POST's body, move on the child's descriptors.
+    pub fn start_cgi(port: u16) -> Result<Self> {
+        let scripts: &[(&str, &str)] = &[
+            (
+                "hello.py",
+                "print('Content-Type: text/plain')\nprint()\nprint('hello from cgi')\n",
+            ),
+            (
+                "count.py",
+                "import os, sys\n\
+                 body = sys.stdin.buffer.read(int(os.environ.get('CONTENT_LENGTH') or 0))\n\
+                 print('Content-Type: text/plain')\nprint()\nprint(len(body))\n",
+            ),
+        ];
+        Self::spawn(Ipv4Addr::LOCALHOST.into(), port, "HTTP/1.0", scripts)
+    }
+
+    fn spawn(bind: IpAddr, port: u16, protocol: &str, cgi: &[(&str, &str)]) -> Result<Self> {
         let dir = tempfile::tempdir().context("creating http.server dir")?;
         let www = dir.path().join("www");
         std::fs::create_dir(&www)?;
         std::fs::write(www.join("hello.txt"), "hello from python\n")?;
+        if !cgi.is_empty() {
+            let bin = www.join("cgi-bin");
+            std::fs::create_dir(&bin)?;
+            for (name, body) in cgi {
+                let path = bin.join(name);
+                std::fs::write(&path, format!("#!/usr/bin/env python3\n{body}"))?;
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+            }
+        }
         let log = dir.path().join("server.log");
         let mut command = Command::new(python());
+        command.args(["-m", "http.server"]);
+        if !cgi.is_empty() {
+            command.arg("--cgi");
+        }
         command
-            .args(["-m", "http.server", "--bind"])
+            .arg("--bind")
             .arg(bind.to_string())
             .arg("--directory")
             .arg(&www)
@@ -44,6 +83,23 @@ impl PyHttpServer {
         let mut child = spawn_logged(&mut command, "python3 -m http.server", &log)?;
         wait_listening(&mut child, probe_addr(bind, port), &log)?;
         Ok(Self { child, dir })
+    }
+
+    /// Its own log's request lines so far, as `METHOD PATH STATUS`
+    /// (`127.0.0.1 - - [...] "GET /x HTTP/1.1" 200 -`).
+    pub fn logged_requests(&self) -> Result<Vec<String>> {
+        let text = std::fs::read_to_string(self.dir.path().join("server.log"))
+            .context("reading http.server's log")?;
+        Ok(text
+            .lines()
+            .filter_map(|line| {
+                let mut quoted = line.split('"');
+                let request = quoted.nth(1)?;
+                let status = quoted.next()?.split_whitespace().next()?;
+                let mut parts = request.split(' ');
+                Some(format!("{} {} {status}", parts.next()?, parts.next()?))
+            })
+            .collect())
     }
 
     pub fn pid(&self) -> u32 {

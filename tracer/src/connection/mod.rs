@@ -2,6 +2,11 @@
 //!
 //! Connections are keyed by the kernel's connection id, which is unique for the life of
 //! the loaded programs; a descriptor number reused by the server is a new connection.
+//! The kernel gives each descriptor its own id, so a socket open on several descriptors
+//! (dup2 onto stdin and stdout; a fork after accept, as a CGI child writes the response
+//! to the socket its parent read the request from) would split one TCP connection's
+//! bytes between parsers: its later descriptors join the first one's connection, by the
+//! socket's inode number, and the connection ends when the last of them closes.
 #[cfg(test)]
 pub(crate) mod tests;
 
@@ -45,17 +50,35 @@ struct Connection {
     /// `http.buffered_bytes()` when last looked at, this connection's share of the
     /// tracker's buffered total.
     buffered: usize,
+    /// The socket's inode number; 0 when the Open event was lost.
+    socket: u64,
+    /// Whether the descriptor it was opened on is still open.
+    own_open: bool,
+    /// Other descriptors of the socket that joined it and are still open.
+    others: u32,
 }
 
 impl Connection {
-    fn new(meta: ConnMeta) -> Self {
+    fn new(meta: ConnMeta, socket: u64) -> Self {
         Self {
             meta,
             http: HttpConnection::new(),
             plaintext: false,
             buffered: 0,
+            socket,
+            own_open: true,
+            others: 0,
         }
     }
+}
+
+/// A descriptor of a socket that was already a connection: its events go to that one.
+#[derive(Clone, Copy)]
+struct Joined {
+    /// The key of the connection in `Tracker::conns`.
+    conn: u64,
+    /// The process holding the descriptor.
+    tgid: u32,
 }
 
 /// Heap bytes all connections together may hold in partial heads and held-back bytes.
@@ -91,6 +114,9 @@ pub struct TrackerStats {
     /// The same for request bodies: reads wholly inside an upload whose head the kernel
     /// read at a request start it knew, and the body bytes in that head's own read.
     pub request_body_bytes_uncopied: u64,
+    /// Descriptors of a socket that was already an open connection (dup2, inherited by a
+    /// fork after accept) that joined it: not connections of their own.
+    pub shared_descriptors: u64,
     /// Reads or writes the kernel left (partly) uncopied where the parser expected more
     /// than body bytes (a head or chunked framing): handled as lost bytes. Zero unless the
     /// kernel and the parser disagree on a message's framing, or a lost event took the
@@ -108,6 +134,10 @@ pub struct Tracker {
     /// The open connection on each (tgid, fd): a second Open there, with no Close
     /// between, means the kernel forgot the first.
     by_fd: HashMap<(u32, i32), u64>,
+    /// The open connection of each socket, by inode number.
+    by_socket: HashMap<u64, u64>,
+    /// Descriptors that joined a connection, by their own kernel id.
+    joined: HashMap<u64, Joined>,
     closed: TrackerStats,
     /// Sum of the open connections' `buffered`.
     buffered: usize,
@@ -132,6 +162,8 @@ impl Tracker {
         Self {
             conns: HashMap::new(),
             by_fd: HashMap::new(),
+            by_socket: HashMap::new(),
+            joined: HashMap::new(),
             closed: TrackerStats::default(),
             buffered: 0,
             budget,
@@ -142,22 +174,35 @@ impl Tracker {
     /// Applies one kernel event; finished exchanges are appended to `out`.
     pub fn handle(&mut self, event: ConnectionEvent<'_>, out: &mut Vec<Finished>) {
         match event {
-            ConnectionEvent::Open { header, endpoints } => {
+            ConnectionEvent::Open {
+                header,
+                endpoints,
+                socket,
+            } => {
                 let forgotten = self
                     .by_fd
                     .insert((header.tgid, header.fd), header.conn_id)
-                    .filter(|&id| id != header.conn_id)
-                    .and_then(|id| self.conns.remove(&id));
-                if let Some(conn) = forgotten {
-                    self.closed.connections_forgotten += 1;
-                    if conn.meta.endpoints == Some(endpoints) {
-                        // A 4-tuple names one TCP connection while it is open: this is
-                        // the forgotten one, continuing under its new kernel id. Its
-                        // records keep the id they started with.
-                        self.conns.insert(header.conn_id, conn);
-                        return;
-                    }
-                    self.finish(conn, header.ts_ns, header.tid, false, out);
+                    .filter(|&id| id != header.conn_id);
+                if let Some(id) = forgotten
+                    && self.forgot(id, header.conn_id, endpoints, header.ts_ns, header.tid, out)
+                {
+                    return;
+                }
+                // Another descriptor of a socket already open: the same connection.
+                if let Some(&key) = self.by_socket.get(&socket)
+                    && let Some(conn) = self.conns.get_mut(&key)
+                    && conn.meta.endpoints == Some(endpoints)
+                {
+                    conn.others += 1;
+                    self.joined.insert(
+                        header.conn_id,
+                        Joined {
+                            conn: key,
+                            tgid: header.tgid,
+                        },
+                    );
+                    self.closed.shared_descriptors += 1;
+                    return;
                 }
                 let meta = ConnMeta {
                     conn_id: header.conn_id,
@@ -166,11 +211,19 @@ impl Tracker {
                     tls: false,
                 };
                 self.closed.connections += 1;
+                self.by_socket.insert(socket, header.conn_id);
                 let previous = self
                     .conns
-                    .insert(header.conn_id, Box::new(Connection::new(meta)));
+                    .insert(header.conn_id, Box::new(Connection::new(meta, socket)));
                 if let Some(previous) = previous {
-                    self.finish(previous, header.ts_ns, header.tid, false, out);
+                    self.finish(
+                        header.conn_id,
+                        previous,
+                        header.ts_ns,
+                        header.tid,
+                        false,
+                        out,
+                    );
                 }
             }
             ConnectionEvent::Data {
@@ -185,7 +238,9 @@ impl Tracker {
                 let conn = Self::connection(
                     &mut self.conns,
                     &mut self.closed,
-                    header.conn_id,
+                    self.joined
+                        .get(&header.conn_id)
+                        .map_or(header.conn_id, |j| j.conn),
                     header.tgid,
                 );
                 // Ciphertext: the kernel sends none once it knows a connection is TLS,
@@ -238,7 +293,9 @@ impl Tracker {
                 let conn = Self::connection(
                     &mut self.conns,
                     &mut self.closed,
-                    header.conn_id,
+                    self.joined
+                        .get(&header.conn_id)
+                        .map_or(header.conn_id, |j| j.conn),
                     header.tgid,
                 );
                 if !conn.meta.tls {
@@ -251,24 +308,86 @@ impl Tracker {
                 if self.by_fd.get(&key) == Some(&header.conn_id) {
                     self.by_fd.remove(&key);
                 }
-                if let Some(conn) = self.conns.remove(&header.conn_id) {
-                    self.finish(conn, header.ts_ns, header.tid, false, out);
-                }
+                self.descriptor_closed(header.conn_id, header.ts_ns, header.tid, out);
             }
             ConnectionEvent::Exit { header } => {
-                let ended: Vec<u64> = self
+                let joined = self
+                    .joined
+                    .iter()
+                    .filter(|(_, j)| j.tgid == header.tgid)
+                    .map(|(&id, _)| id);
+                let own = self
                     .conns
                     .iter()
-                    .filter(|(_, c)| c.meta.tgid == header.tgid)
-                    .map(|(&id, _)| id)
-                    .collect();
+                    .filter(|(_, c)| c.meta.tgid == header.tgid && c.own_open)
+                    .map(|(&id, _)| id);
+                let ended: Vec<u64> = joined.chain(own).collect();
                 self.by_fd.retain(|&(tgid, _), _| tgid != header.tgid);
                 for id in ended {
-                    if let Some(conn) = self.conns.remove(&id) {
-                        self.finish(conn, header.ts_ns, header.tid, false, out);
-                    }
+                    self.descriptor_closed(id, header.ts_ns, header.tid, out);
                 }
             }
+        }
+    }
+
+    /// The kernel forgot descriptor `id` (another Open on its (tgid, fd) with no Close
+    /// between) and now calls it `new_id`. Returns true when it is the same TCP
+    /// connection (a 4-tuple names one while it is open), which then continues under
+    /// the new id; its records keep the id they started with.
+    fn forgot(
+        &mut self,
+        id: u64,
+        new_id: u64,
+        endpoints: Endpoints,
+        ts_ns: u64,
+        tid: u32,
+        out: &mut Vec<Finished>,
+    ) -> bool {
+        if self.joined.contains_key(&id) {
+            // A joined descriptor, forgotten: it leaves its connection, and the new
+            // Open joins it again if it is the same socket.
+            self.closed.connections_forgotten += 1;
+            self.descriptor_closed(id, ts_ns, tid, out);
+            return false;
+        }
+        let Some(conn) = self.conns.remove(&id) else {
+            return false;
+        };
+        self.closed.connections_forgotten += 1;
+        if conn.meta.endpoints != Some(endpoints) {
+            self.finish(id, conn, ts_ns, tid, false, out);
+            return false;
+        }
+        if self.by_socket.get(&conn.socket) == Some(&id) {
+            self.by_socket.insert(conn.socket, new_id);
+        }
+        for joined in self.joined.values_mut().filter(|j| j.conn == id) {
+            joined.conn = new_id;
+        }
+        self.conns.insert(new_id, conn);
+        true
+    }
+
+    /// Descriptor `id` (a connection's own, or one that joined it) was closed: the
+    /// connection ends with the last of its descriptors.
+    fn descriptor_closed(&mut self, id: u64, ts_ns: u64, tid: u32, out: &mut Vec<Finished>) {
+        let (key, own) = match self.joined.remove(&id) {
+            Some(joined) => (joined.conn, false),
+            None => (id, true),
+        };
+        let Some(conn) = self.conns.get_mut(&key) else {
+            return;
+        };
+        if own {
+            conn.own_open = false;
+        } else {
+            conn.others = conn.others.saturating_sub(1);
+        }
+        if conn.own_open || conn.others > 0 {
+            return;
+        }
+        if let Some(conn) = self.conns.remove(&key) {
+            self.finish(key, conn, ts_ns, tid, false, out);
         }
     }
 
@@ -306,21 +425,24 @@ impl Tracker {
     ) -> &'c mut Connection {
         conns.entry(conn_id).or_insert_with(|| {
             closed.connections += 1;
-            Box::new(Connection::new(ConnMeta {
-                conn_id,
-                tgid,
-                endpoints: None,
-                tls: false,
-            }))
+            Box::new(Connection::new(
+                ConnMeta {
+                    conn_id,
+                    tgid,
+                    endpoints: None,
+                    tls: false,
+                },
+                0,
+            ))
         })
     }
 
     /// The tracer is stopping: every connection still open yields what it has.
     pub fn shutdown(&mut self, now_ns: u64, out: &mut Vec<Finished>) {
         self.by_fd.clear();
-        for (_, conn) in std::mem::take(&mut self.conns) {
+        for (key, conn) in std::mem::take(&mut self.conns) {
             let tgid = conn.meta.tgid;
-            self.finish(conn, now_ns, tgid, true, out);
+            self.finish(key, conn, now_ns, tgid, true, out);
         }
     }
 
@@ -341,14 +463,22 @@ impl Tracker {
         stats
     }
 
+    /// Ends connection `key`, already taken out of `conns`.
     fn finish(
         &mut self,
+        key: u64,
         mut conn: Box<Connection>,
         ts_ns: u64,
         tid: u32,
         cut_by_shutdown: bool,
         out: &mut Vec<Finished>,
     ) {
+        if self.by_socket.get(&conn.socket) == Some(&key) {
+            self.by_socket.remove(&conn.socket);
+        }
+        if conn.others > 0 {
+            self.joined.retain(|_, j| j.conn != key);
+        }
         self.buffered -= conn.buffered;
         let mut exchanges = conn.http.take_completed();
         exchanges.extend(conn.http.close(ts_ns));

@@ -111,6 +111,7 @@ fn open(conn_id: u64, ts_ns: u64, peer_port: u16) -> ConnectionEvent<'static> {
             peer: loopback,
             peer_port,
         },
+        socket: u64::from(peer_port),
     }
 }
 
@@ -296,4 +297,131 @@ fn keep_alive_exchanges_allocate_nothing_once_warm() {
         0,
         "allocations in 1,000 exchanges"
     );
+}
+
+/// The kernel's Open of `conn_id` on descriptor `fd` of process `tgid`, for `socket`.
+fn open_as(
+    conn_id: u64,
+    tgid: u32,
+    fd: i32,
+    peer_port: u16,
+    socket: u64,
+) -> ConnectionEvent<'static> {
+    let ConnectionEvent::Open { endpoints, .. } = open(conn_id, 10, peer_port) else {
+        unreachable!("open() makes an Open");
+    };
+    ConnectionEvent::Open {
+        header: EventHeader {
+            tgid,
+            tid: tgid,
+            fd,
+            ..header(conn_id, 10)
+        },
+        endpoints,
+        socket,
+    }
+}
+
+/// `payload` moving on descriptor `conn_id` of process `tgid`.
+fn data_as(conn_id: u64, tgid: u32, direction: Direction, payload: &[u8]) -> ConnectionEvent<'_> {
+    let ConnectionEvent::Data {
+        header,
+        len,
+        lost_before,
+        decrypted,
+        body,
+        ..
+    } = data(conn_id, 20, direction, payload)
+    else {
+        unreachable!("data() makes a Data event");
+    };
+    ConnectionEvent::Data {
+        header: EventHeader { tgid, ..header },
+        direction,
+        len,
+        lost_before,
+        payload,
+        decrypted,
+        body,
+    }
+}
+
+/// A CGI server: the parent reads the request and writes the status line; its forked
+/// child, the socket dup2'd onto its stdout, writes the rest. One connection, one
+/// record, whichever of the two lets go of the socket first.
+#[test]
+fn a_socket_on_a_second_descriptor_is_one_connection_until_its_last_close() {
+    for child_exits_first in [true, false] {
+        let mut tracker = Tracker::new();
+        handle(&mut tracker, open(1, 10, 40_000));
+        feed(
+            &mut tracker,
+            1,
+            Direction::Ingress,
+            b"GET /cgi-bin/hello HTTP/1.1\r\nHost: a\r\n\r\n",
+        );
+        feed(
+            &mut tracker,
+            1,
+            Direction::Egress,
+            b"HTTP/1.0 200 Script output follows\r\n",
+        );
+        assert!(handle(&mut tracker, open_as(2, 5000, 1, 40_000, 40_000)).is_empty());
+        let body = b"Content-Type: text/plain\r\n\r\nhello";
+        assert!(handle(&mut tracker, data_as(2, 5000, Direction::Egress, body)).is_empty());
+        let stats = tracker.stats();
+        assert_eq!((stats.connections, stats.shared_descriptors), (1, 1));
+
+        let child_exit = ConnectionEvent::Exit {
+            header: EventHeader {
+                tgid: 5000,
+                tid: 5000,
+                ..header(0, 30)
+            },
+        };
+        let parent_close = ConnectionEvent::Close {
+            header: header(1, 40),
+        };
+        let (first, last) = if child_exits_first {
+            (child_exit, parent_close)
+        } else {
+            (parent_close, child_exit)
+        };
+        assert!(handle(&mut tracker, first).is_empty());
+        assert_eq!(tracker.stats().open_connections, 1);
+        let done = handle(&mut tracker, last);
+        assert_eq!(done.len(), 1, "child exits first: {child_exits_first}");
+        let exchange = &done[0].exchange;
+        assert_eq!(exchange.end, ExchangeEnd::Complete);
+        assert_eq!(exchange.request.head.target(), "/cgi-bin/hello");
+        assert_eq!(done[0].meta.conn_id, 1);
+        assert_eq!(done[0].meta.tgid, 4242);
+        assert_eq!(tracker.stats().open_connections, 0);
+        assert!(tracker.by_socket.is_empty() && tracker.joined.is_empty());
+    }
+}
+
+/// A socket number is trusted only with the same endpoints: a stale or reused number
+/// never merges two TCP connections.
+#[test]
+fn the_same_socket_number_with_other_endpoints_is_another_connection() {
+    let mut tracker = Tracker::new();
+    handle(&mut tracker, open_as(1, 4242, 7, 40_000, 99));
+    handle(&mut tracker, open_as(2, 4242, 8, 40_001, 99));
+    let stats = tracker.stats();
+    assert_eq!((stats.connections, stats.shared_descriptors), (2, 0));
+    feed(
+        &mut tracker,
+        2,
+        Direction::Ingress,
+        b"GET /two HTTP/1.1\r\n\r\n",
+    );
+    let done = feed(
+        &mut tracker,
+        2,
+        Direction::Egress,
+        b"HTTP/1.1 204 No Content\r\n\r\n",
+    );
+    assert_eq!(done.len(), 1);
+    assert_eq!(done[0].meta.conn_id, 2);
 }

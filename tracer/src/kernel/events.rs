@@ -50,6 +50,8 @@ pub enum ConnectionEvent<'a> {
     Open {
         header: EventHeader,
         endpoints: Endpoints,
+        /// The socket's inode number: descriptors of one socket are one connection.
+        socket: u64,
     },
     Data {
         header: EventHeader,
@@ -101,6 +103,7 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent<'_>, DecodeError> {
             ConnectionEvent::Open {
                 header,
                 endpoints: endpoints(&event)?,
+                socket: event.socket,
             }
         }
         EventKind::Close => ConnectionEvent::Close { header },
@@ -308,6 +311,7 @@ mod tests {
             _pad: 0,
             local_addr: Ipv6Addr::LOCALHOST.octets(),
             peer_addr: peer,
+            socket: 1,
         });
         let KernelEvent::Connection(ConnectionEvent::Open { endpoints, .. }) =
             decode(&bytes).expect("decodes")

@@ -21,6 +21,7 @@ pub fn load(tracefs: &Path) -> Result<KernelOffsets> {
         file_private_data: f("file.private_data")?,
         file_f_inode: f("file.f_inode")?,
         inode_i_mode: f("inode.i_mode")?,
+        inode_i_ino: f("inode.i_ino")?,
         socket_sk: f("socket.sk")?,
         sock_common_family: f("sock_common.skc_family")?,
         sock_common_state: f("sock_common.skc_state")?,

@@ -65,6 +65,7 @@ fn records() -> String {
             peer: IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)),
             peer_port,
         },
+        socket: u64::from(peer_port),
     };
     let ingress = Direction::Ingress;
     let egress = Direction::Egress;

@@ -7,7 +7,7 @@ use std::{
 use tracer_common::Direction;
 
 use super::{Kernel, Seen, Transfer, data};
-use crate::kernel::events::BodyCopy;
+use crate::kernel::events::{BodyCopy, ConnectionEvent};
 
 #[test]
 fn each_traced_syscall_yields_its_bytes_and_close_ends_the_connection() {
@@ -400,4 +400,35 @@ fn spliced_bytes_are_counted_in_their_direction_and_never_copied() {
         ]
     );
     assert_eq!(kernel.losses().total(), 0, "{:?}", kernel.losses());
+}
+
+/// A descriptor dup'd from a connection's is a connection of its own to the kernel (its
+/// own id and counters), but names the same socket, as fstat does, so user space joins
+/// the two.
+#[test]
+fn a_duplicated_descriptor_opens_with_the_socket_number_of_the_original() {
+    let mut kernel = Kernel::load();
+    let (mut client, mut server) = kernel.connection();
+    let fd = server.as_raw_fd();
+    // SAFETY: duplicates a descriptor this test owns; closed below.
+    let copy = unsafe { libc::dup(fd) };
+    assert!(copy > fd);
+    client.write_all(b"GET /").unwrap();
+    let mut buf = [0u8; 5];
+    server.read_exact(&mut buf).unwrap();
+    // SAFETY: writes a local buffer to the duplicate, then closes it.
+    unsafe {
+        assert_eq!(libc::write(copy, b"HTTP/".as_ptr().cast(), 5), 5);
+        libc::close(copy);
+    }
+    let inode = std::fs::metadata(format!("/proc/self/fd/{fd}"))
+        .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+        .unwrap();
+    let opens = kernel.collect(2, |event| match event {
+        ConnectionEvent::Open { header, socket, .. } => Some((header, (header.fd, socket))),
+        _ => None,
+    });
+    let opens: Vec<(i32, u64)> = opens.into_iter().map(|(_, open)| open).collect();
+    assert_eq!(opens, [(fd, inode), (copy, inode)]);
+    drop(client);
 }
