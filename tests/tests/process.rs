@@ -5,7 +5,7 @@ use std::time::Duration;
 use tests::clients::{RawConn, curl, get};
 use tests::ports::free_port;
 use tests::record::{RecordExt, strings, u64s};
-use tests::servers::{Nginx, NginxConfig, PyHttpServer, RingServer, RingSetup};
+use tests::servers::{Nginx, NginxConfig, PassedListener, PyHttpServer, RingServer, RingSetup};
 use tests::tracer::Tracer;
 
 #[test]
@@ -158,5 +158,39 @@ fn cgi_scripts_writing_to_an_inherited_socket_complete_the_servers_record() -> R
     assert_eq!(run.summary_u64("connections")?, 3, "{}", run.summary);
     assert_eq!(run.summary_u64("non_http_bytes")?, 0, "{}", run.summary);
     assert_eq!(run.summary_u64("desyncs")?, 0, "{}", run.summary);
+    Ok(())
+}
+
+/// A listener passed over a unix socket to a process of its own, as a proxy's seamless
+/// reload hands its listeners to the new process: the receiver never listened and no
+/// watched process forked it, yet its requests are recorded, attributed to it, from its
+/// first accept on the watched port.
+#[test]
+fn a_process_serving_a_listener_passed_to_it_is_watched_from_its_first_accept() -> Result<()> {
+    let port = free_port();
+    let tracer = Tracer::start(&[port])?;
+    let passed = PassedListener::start(port)?;
+    for i in 0..3 {
+        let mut conn = RawConn::connect(("127.0.0.1", port))?;
+        conn.send(&get(&format!("/passed/{i}"), "localhost"))?;
+        assert_eq!(conn.read_response("GET")?.body, b"ok");
+    }
+    let run = tracer.stop()?;
+
+    assert_eq!(
+        strings(&run.records, "url.path"),
+        ["/passed/0", "/passed/1", "/passed/2"],
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.records
+            .iter()
+            .all(|r| r.u64_field("process.pid") == u64::from(passed.taker_pid())),
+        "taker {}, giver {}: {:#?}",
+        passed.taker_pid(),
+        passed.giver_pid(),
+        run.records
+    );
     Ok(())
 }

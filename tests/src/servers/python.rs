@@ -517,6 +517,93 @@ impl RingServer {
     }
 }
 
+/// A listener handed from one process to another over a unix socket, as a proxy's
+/// seamless reload hands its listeners to the new process (`SCM_RIGHTS`): the giver
+/// listens on 127.0.0.1 and sends the listener, the taker (a process of its own, not the
+/// giver's child) receives it and serves HTTP/1.1 on it, one request per connection,
+/// answering `ok`. The giver keeps its copy open and never accepts.
+pub struct PassedListener {
+    giver: Guarded,
+    taker: Guarded,
+    _dir: TempDir,
+}
+
+const PASS_SCRIPT: &str = r#"
+import os
+import socket
+import sys
+import time
+
+role, port, path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+if role == "give":
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", port))
+    listener.listen(16)
+    channel = socket.socket(socket.AF_UNIX)
+    channel.connect(path)
+    socket.send_fds(channel, [b"listener"], [listener.fileno()])
+    print("given", file=sys.stderr, flush=True)
+    while True:
+        time.sleep(60)
+else:
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(path)
+    server.listen(1)
+    print("waiting", file=sys.stderr, flush=True)
+    channel, _ = server.accept()
+    _, fds, _, _ = socket.recv_fds(channel, 64, 1)
+    listener = socket.socket(fileno=fds[0])
+    print("listening", file=sys.stderr, flush=True)
+    while True:
+        conn, _ = listener.accept()
+        with conn:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                more = conn.recv(4096)
+                if not more:
+                    break
+                data += more
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+"#;
+
+impl PassedListener {
+    pub fn start(port: u16) -> Result<Self> {
+        let dir = tempfile::tempdir().context("creating passed listener dir")?;
+        let script = dir.path().join("pass.py");
+        std::fs::write(&script, PASS_SCRIPT)?;
+        let channel = dir.path().join("channel.sock");
+        let spawn = |role: &str, ready: &str| -> Result<Guarded> {
+            let log = dir.path().join(format!("{role}.log"));
+            let mut command = Command::new(python());
+            command
+                .arg(&script)
+                .arg(role)
+                .arg(port.to_string())
+                .arg(&channel);
+            let mut child = spawn_logged(&mut command, &format!("python3 pass.py {role}"), &log)?;
+            wait_logged(&mut child, ready, &log)?;
+            Ok(child)
+        };
+        let mut taker = spawn("take", "waiting")?;
+        let giver = spawn("give", "given")?;
+        wait_logged(&mut taker, "listening", &dir.path().join("take.log"))?;
+        Ok(Self {
+            giver,
+            taker,
+            _dir: dir,
+        })
+    }
+
+    pub fn giver_pid(&self) -> u32 {
+        self.giver.pid()
+    }
+
+    pub fn taker_pid(&self) -> u32 {
+        self.taker.pid()
+    }
+}
+
 fn probe_addr(bind: IpAddr, port: u16) -> SocketAddr {
     let ip = match bind {
         IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),

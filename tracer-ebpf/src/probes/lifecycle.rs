@@ -1,4 +1,4 @@
-//! Keeps WATCHED_TGIDS and CONNS current: close(), listen(), fork and exit.
+//! Keeps WATCHED_TGIDS and CONNS current: close(), listen(), accept(), fork and exit.
 use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid, macros::tracepoint, programs::TracePointContext,
 };
@@ -46,6 +46,36 @@ pub fn enter_listen(ctx: TracePointContext) -> u32 {
         watch(tgid);
         // User space attaches the TLS probes to the libraries this process maps.
         emit::conn(EventKind::Listen, tgid, pid_tgid as u32, fd, 0, None);
+    }
+    0
+}
+
+/// A process that accepts a connection on a watched port without being watched: it
+/// holds a listener it neither made nor inherited from a watched process, such as one
+/// passed over a unix socket (a proxy's seamless reload hands its listeners to the new
+/// process) or inherited from an unwatched parent. It is watched from this connection
+/// on. Attached to `sys_exit_accept4` and `sys_exit_accept`, which only accepts hit.
+#[tracepoint]
+pub fn exit_accept(ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    if watched(tgid) {
+        return 0;
+    }
+    // SAFETY: `long ret` follows the common fields and the syscall number in every
+    // `sys_exit_*` record.
+    let Ok(fd) = (unsafe { ctx.read_at::<i64>(16) }) else {
+        count_loss(Loss::ContextRead);
+        return 0;
+    };
+    let Some(port) = current_file(fd as i32).and_then(tcp_local_port) else {
+        return 0;
+    };
+    // SAFETY: lookup only.
+    if unsafe { WATCHED_PORTS.get(&port) }.is_some() {
+        watch(tgid);
+        // User space attaches the TLS probes, as for a listen().
+        emit::conn(EventKind::Listen, tgid, pid_tgid as u32, fd as i32, 0, None);
     }
     0
 }

@@ -124,6 +124,8 @@ fn tracepoints(tracefs: &Path) -> Finding {
         "sched/sched_process_exit".into(),
         "syscalls/sys_enter_listen".into(),
         "syscalls/sys_enter_close".into(),
+        "syscalls/sys_exit_accept4".into(),
+        "syscalls/sys_exit_accept".into(),
         "raw_syscalls/sys_exit".into(),
     ];
     let missing: Vec<&String> = wanted

@@ -2,8 +2,8 @@
 //! a ring never pass the syscalls the capture hooks, so its requests may be missing from
 //! the trail: each such process is counted once (`io_uring_processes`, which loss lines
 //! carry) and named on stderr, found either when it sets up a ring while watched (the
-//! kernel's `IoUring` event) or, for servers running before the tracer, by the ring
-//! descriptors it holds.
+//! kernel's `IoUring` event) or, when it becomes watched (a server running before the
+//! tracer, one that listens or accepts later), by the ring descriptors it holds.
 use std::collections::HashSet;
 
 use procfs::process::{FDTarget, Process};
@@ -21,7 +21,9 @@ impl IoUringProcesses {
         self.found(pid, "set up an io_uring");
     }
 
-    /// A server found running at start: counted if it already holds a ring.
+    /// A process that became watched without the kernel seeing it set up a ring (a
+    /// server found at start, one that listened or accepted later): counted if it
+    /// already holds one.
     pub fn scan(&mut self, pid: u32) {
         let holds = Process::new(pid as i32)
             .and_then(|p| p.fd())

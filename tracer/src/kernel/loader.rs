@@ -24,6 +24,8 @@ const LIFECYCLE: &[(&str, &str, &str)] = &[
     ("sched_process_exit", "sched", "sched_process_exit"),
     ("enter_listen", "syscalls", "sys_enter_listen"),
     ("enter_close", "syscalls", "sys_enter_close"),
+    ("exit_accept", "syscalls", "sys_exit_accept4"),
+    ("exit_accept", "syscalls", "sys_exit_accept"),
 ];
 
 /// Watched processes that set up an io_uring (tracer-ebpf/src/probes/io_uring.rs); a
@@ -240,9 +242,12 @@ fn attach(ebpf: &mut Ebpf, program: &str, category: &str, name: &str) -> Result<
         .program_mut(program)
         .with_context(|| format!("program {program} missing from the eBPF object"))?
         .try_into()?;
-    tracepoint
-        .load()
-        .with_context(|| format!("verifying program {program}"))?;
+    // One program may serve several tracepoints (accept and accept4): loaded once.
+    if tracepoint.fd().is_err() {
+        tracepoint
+            .load()
+            .with_context(|| format!("verifying program {program}"))?;
+    }
     tracepoint
         .attach(category, name)
         .with_context(|| format!("attaching to tracepoint {category}/{name}"))?;

@@ -63,6 +63,11 @@ impl State {
             match decode(&item) {
                 Ok(KernelEvent::Listen { header }) => {
                     self.tls_work.push(TlsWork::Listener(header.tgid));
+                    // A process that listened or accepted (not a fork, whose parent was
+                    // looked at already) may have set up a ring before it was watched.
+                    if header.fd >= 0 {
+                        self.io_uring.scan(header.tgid);
+                    }
                 }
                 Ok(KernelEvent::IoUring { header }) => self.io_uring.set_up(header.tgid),
                 Ok(KernelEvent::Connection(event)) => {
