@@ -67,6 +67,23 @@ pub fn u64s(records: &[Value], key: &str) -> Vec<u64> {
     records.iter().map(|r| r.u64_field(key)).collect()
 }
 
+/// Each record as its `keys`' values (strings as they are, numbers in decimal) joined by
+/// spaces: the shape of a server's own log line, to compare with it line by line.
+pub fn log_lines(records: &[Value], keys: &[&str]) -> Vec<String> {
+    records
+        .iter()
+        .map(|r| {
+            keys.iter()
+                .map(|&key| match &r[key] {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod unit {
     use super::*;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use tempfile::TempDir;
 use tests::clients::{RawConn, curl, get, url};
 use tests::ports::free_port;
-use tests::record::{RecordExt, strings, u64s};
+use tests::record::{RecordExt, log_lines, strings, u64s};
 use tests::servers::{
     BIG_FILE_SIZE, HELLO, Nginx, NginxConfig, STATIC_PAGE, ScriptServer, SpliceServer,
 };
@@ -463,20 +463,16 @@ fn spliced_bodies_are_counted_and_match_the_servers_log() -> Result<()> {
     drop(conn);
     let run = tracer.stop()?;
 
-    let recorded: Vec<String> = run
-        .records
-        .iter()
-        .map(|r| {
-            format!(
-                "{} {} {} {} {}",
-                r.str_field("http.request.method"),
-                r.str_field("url.path"),
-                r.u64_field("http.response.status_code"),
-                r.u64_field("http.request.body.size"),
-                r.u64_field("http.response.body.size"),
-            )
-        })
-        .collect();
+    let recorded = log_lines(
+        &run.records,
+        &[
+            "http.request.method",
+            "url.path",
+            "http.response.status_code",
+            "http.request.body.size",
+            "http.response.body.size",
+        ],
+    );
     let logged = server.access_log(requests.len())?;
     assert_eq!(logged.len(), requests.len(), "{logged:?}");
     assert_eq!(recorded, logged, "records: {:#?}", run.records);

@@ -4,7 +4,7 @@ use anyhow::Result;
 use std::time::Duration;
 use tests::clients::{RawConn, curl, get};
 use tests::ports::free_port;
-use tests::record::{RecordExt, strings, u64s};
+use tests::record::{RecordExt, log_lines, strings, u64s};
 use tests::servers::{Nginx, NginxConfig, PassedListener, PyHttpServer, RingServer, RingSetup};
 use tests::tracer::Tracer;
 
@@ -124,18 +124,14 @@ fn cgi_scripts_writing_to_an_inherited_socket_complete_the_servers_record() -> R
     );
     let run = tracer.stop()?;
 
-    let recorded: Vec<String> = run
-        .records
-        .iter()
-        .map(|r| {
-            format!(
-                "{} {} {}",
-                r.str_field("http.request.method"),
-                r.str_field("url.path"),
-                r.u64_field("http.response.status_code")
-            )
-        })
-        .collect();
+    let recorded = log_lines(
+        &run.records,
+        &[
+            "http.request.method",
+            "url.path",
+            "http.response.status_code",
+        ],
+    );
     assert_eq!(recorded, server.logged_requests()?, "{:#?}", run.records);
     assert_eq!(u64s(&run.records, "http.request.body.size"), [0, 5000, 0]);
     assert_eq!(u64s(&run.records, "http.response.body.size"), [15, 5, 18]);

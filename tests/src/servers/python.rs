@@ -5,6 +5,7 @@ use super::{spawn_logged, wait_listening, wait_logged};
 use crate::process::Guarded;
 use crate::tls::Certificate;
 use anyhow::{Context, Result};
+use std::ffi::OsStr;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
@@ -408,16 +409,10 @@ with open(sys.argv[2], "a") as log:
 impl SpliceServer {
     pub fn start(port: u16) -> Result<Self> {
         let dir = tempfile::tempdir().context("creating splice server dir")?;
-        let script = dir.path().join("splice.py");
-        std::fs::write(&script, SPLICE_SCRIPT)?;
-        let log = dir.path().join("server.log");
-        let mut command = Command::new(python());
-        command
-            .arg(&script)
-            .arg(port.to_string())
-            .arg(dir.path().join("access.log"));
-        let mut child = spawn_logged(&mut command, "python3 splice.py", &log)?;
-        wait_logged(&mut child, "listening", &log)?;
+        let access_log = dir.path().join("access.log");
+        let port = port.to_string();
+        let args = [port.as_ref(), access_log.as_os_str()];
+        let child = run_script(dir.path(), "splice.py", SPLICE_SCRIPT, &args, "listening")?;
         Ok(Self { child, dir })
     }
 
@@ -499,16 +494,13 @@ while True:
 impl RingServer {
     pub fn start(port: u16, setup: RingSetup) -> Result<Self> {
         let dir = tempfile::tempdir().context("creating ring server dir")?;
-        let script = dir.path().join("ring.py");
-        std::fs::write(&script, RING_SCRIPT)?;
-        let log = dir.path().join("server.log");
-        let mut command = Command::new(python());
-        command.arg(&script).arg(port.to_string()).arg(match setup {
+        let when = match setup {
             RingSetup::BeforeListening => "early",
             RingSetup::AtFirstConnection => "late",
-        });
-        let mut child = spawn_logged(&mut command, "python3 ring.py", &log)?;
-        wait_logged(&mut child, "listening", &log)?;
+        };
+        let port = port.to_string();
+        let args = [port.as_ref(), OsStr::new(when)];
+        let child = run_script(dir.path(), "ring.py", RING_SCRIPT, &args, "listening")?;
         Ok(Self { child, _dir: dir })
     }
 
@@ -570,24 +562,12 @@ else:
 impl PassedListener {
     pub fn start(port: u16) -> Result<Self> {
         let dir = tempfile::tempdir().context("creating passed listener dir")?;
-        let script = dir.path().join("pass.py");
-        std::fs::write(&script, PASS_SCRIPT)?;
         let channel = dir.path().join("channel.sock");
-        let spawn = |role: &str, ready: &str| -> Result<Guarded> {
-            let log = dir.path().join(format!("{role}.log"));
-            let mut command = Command::new(python());
-            command
-                .arg(&script)
-                .arg(role)
-                .arg(port.to_string())
-                .arg(&channel);
-            let mut child = spawn_logged(&mut command, &format!("python3 pass.py {role}"), &log)?;
-            wait_logged(&mut child, ready, &log)?;
-            Ok(child)
-        };
-        let mut taker = spawn("take", "waiting")?;
-        let giver = spawn("give", "given")?;
-        wait_logged(&mut taker, "listening", &dir.path().join("take.log"))?;
+        let port = port.to_string();
+        let args = |role| [OsStr::new(role), port.as_ref(), channel.as_os_str()];
+        let mut taker = run_script(dir.path(), "take.py", PASS_SCRIPT, &args("take"), "waiting")?;
+        let giver = run_script(dir.path(), "give.py", PASS_SCRIPT, &args("give"), "given")?;
+        wait_logged(&mut taker, "listening", &dir.path().join("take.py.log"))?;
         Ok(Self {
             giver,
             taker,
@@ -602,6 +582,19 @@ impl PassedListener {
     pub fn taker_pid(&self) -> u32 {
         self.taker.pid()
     }
+}
+
+/// Saves `text` as `name` in `dir` and runs it with `args` until it logs `ready` (its
+/// output goes to `<name>.log` there).
+fn run_script(dir: &Path, name: &str, text: &str, args: &[&OsStr], ready: &str) -> Result<Guarded> {
+    let script = dir.join(name);
+    std::fs::write(&script, text).with_context(|| format!("writing {name}"))?;
+    let log = dir.join(format!("{name}.log"));
+    let mut command = Command::new(python());
+    command.arg(&script).args(args);
+    let mut child = spawn_logged(&mut command, &format!("python3 {name}"), &log)?;
+    wait_logged(&mut child, ready, &log)?;
+    Ok(child)
 }
 
 fn probe_addr(bind: IpAddr, port: u16) -> SocketAddr {

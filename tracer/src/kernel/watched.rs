@@ -63,6 +63,14 @@ impl WatchedTgids {
         Ok(())
     }
 
+    /// Clears `pid`'s bit, as its exit would: for tests of how a process becomes watched.
+    #[cfg(test)]
+    pub fn unwatch(&self, pid: u32) {
+        if let Some((word, bit)) = self.word(pid) {
+            word.fetch_and(!bit, Ordering::Relaxed);
+        }
+    }
+
     #[cfg(test)]
     pub fn contains(&self, pid: u32) -> bool {
         self.word(pid)

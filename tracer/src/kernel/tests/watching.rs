@@ -92,3 +92,23 @@ fn a_ring_set_up_by_a_watched_process_is_reported() {
         [ring as i32]
     );
 }
+
+/// A process that accepts on a watched port without being watched (its listener came
+/// from elsewhere) is watched from that accept, and user space is told as for a listen.
+#[test]
+fn an_unwatched_process_that_accepts_on_a_watched_port_becomes_watched() {
+    let mut kernel = Kernel::load();
+    let pid = std::process::id();
+    kernel.loaded.tgids.unwatch(pid);
+    assert!(!kernel.loaded.tgids.contains(pid));
+    let (_client, server) = kernel.connection();
+    assert!(kernel.loaded.tgids.contains(pid), "watched from its accept");
+    let told = kernel.collect_any(1, |event| match event {
+        KernelEvent::Listen { header } if header.fd >= 0 => Some((header, header.fd)),
+        _ => None,
+    });
+    assert_eq!(
+        told.iter().map(|(_, fd)| *fd).collect::<Vec<_>>(),
+        [std::os::fd::AsRawFd::as_raw_fd(&server)]
+    );
+}
