@@ -477,18 +477,7 @@ listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 listener.bind(("127.0.0.1", int(sys.argv[1])))
 listener.listen(16)
 print("listening", file=sys.stderr, flush=True)
-while True:
-    conn, _ = listener.accept()
-    if not rings:
-        set_up_ring()
-    with conn:
-        data = b""
-        while b"\r\n\r\n" not in data:
-            more = conn.recv(4096)
-            if not more:
-                break
-            data += more
-        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+serve_ok(listener, lambda: rings or set_up_ring())
 "#;
 
 impl RingServer {
@@ -547,16 +536,7 @@ else:
     _, fds, _, _ = socket.recv_fds(channel, 64, 1)
     listener = socket.socket(fileno=fds[0])
     print("listening", file=sys.stderr, flush=True)
-    while True:
-        conn, _ = listener.accept()
-        with conn:
-            data = b""
-            while b"\r\n\r\n" not in data:
-                more = conn.recv(4096)
-                if not more:
-                    break
-                data += more
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+    serve_ok(listener, lambda: None)
 "#;
 
 impl PassedListener {
@@ -584,11 +564,29 @@ impl PassedListener {
     }
 }
 
-/// Saves `text` as `name` in `dir` and runs it with `args` until it logs `ready` (its
-/// output goes to `<name>.log` there).
+/// What the minimal servers do once they hold a listener: for each connection, call
+/// `before`, read a request head and answer `ok`, closing the connection.
+const SERVE_OK: &str = r#"
+def serve_ok(listener, before):
+    while True:
+        conn, _ = listener.accept()
+        before()
+        with conn:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                more = conn.recv(4096)
+                if not more:
+                    break
+                data += more
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+"#;
+
+/// Saves `text` (after `SERVE_OK`, which it may call) as `name` in `dir` and runs it
+/// with `args` until it logs `ready` (its output goes to `<name>.log` there).
 fn run_script(dir: &Path, name: &str, text: &str, args: &[&OsStr], ready: &str) -> Result<Guarded> {
     let script = dir.join(name);
-    std::fs::write(&script, text).with_context(|| format!("writing {name}"))?;
+    std::fs::write(&script, format!("{SERVE_OK}{text}"))
+        .with_context(|| format!("writing {name}"))?;
     let log = dir.join(format!("{name}.log"));
     let mut command = Command::new(python());
     command.arg(&script).args(args);
