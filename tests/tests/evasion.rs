@@ -68,6 +68,15 @@ fn cases() -> Vec<Case> {
                 GET /lf HTTP/1.1\r\nHost: a\r\n\r\n"],
         ),
         case(
+            "pipelined requests after Connection: close",
+            &[b"GET /closing HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n\
+                GET /admin/after-close HTTP/1.1\r\nHost: a\r\n\r\nGET /admin/cut HTTP/1.1\r\nHo"],
+        ),
+        case(
+            "pipelined requests after HTTP/1.0 without keep-alive",
+            &[b"GET /ten HTTP/1.0\r\nHost: a\r\n\r\nGET /admin/after-ten HTTP/1.1\r\nHost: a\r\n\r\n"],
+        ),
+        case(
             "HTTP/1.2 and HTTP/1.10",
             &[b"GET /v2 HTTP/1.2\r\nHost: a\r\n\r\nGET /v10 HTTP/1.10\r\nHost: a\r\n\r\n"],
         ),
@@ -404,5 +413,72 @@ fn a_connection_seen_mid_stream_is_not_switched_to_tls() -> Result<()> {
     assert_eq!(r.str_field("tracer.outcome"), "request_unparsed", "{r}");
     assert_eq!(r.u64_field("http.response.status_code"), 400);
     assert_eq!(r.str_field("url.scheme"), "http");
+    Ok(())
+}
+
+/// Requests pipelined after one that closes the connection (`Connection: close`, or
+/// HTTP/1.0 without keep-alive) reach nginx in the same read, and it drops them: only
+/// the closing request is in its log. They make no record, not even an unanswered one,
+/// so a client cannot put requests to paths it never got served into the trail; they
+/// are counted. A keep-alive HTTP/1.0 request is followed as before.
+#[test]
+fn requests_pipelined_after_a_closing_one_are_counted_not_recorded() -> Result<()> {
+    let port = free_port();
+    let mut config = NginxConfig::new(port);
+    config.access_log = true;
+    let nginx = Nginx::start(config)?;
+    let tracer = Tracer::start(&[port])?;
+    let connections: [&[u8]; 3] = [
+        b"GET /closing HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n\
+          GET /admin/after-close HTTP/1.1\r\nHost: a\r\n\r\nGET /admin/cut HTTP/1.1\r\nHo",
+        b"GET /ten HTTP/1.0\r\nHost: a\r\n\r\nGET /admin/after-ten HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"GET /kept HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n\r\n\
+          GET /next HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    ];
+    for bytes in connections {
+        let mut conn = RawConn::connect(("127.0.0.1", port))?;
+        conn.send(bytes)?;
+        conn.read_to_end()?;
+    }
+    let run = tracer.stop()?;
+
+    let logged: Vec<String> = nginx
+        .access_log()?
+        .lines()
+        .map(|line| parse_log(line).map(|l| l.request))
+        .collect::<Result<_>>()?;
+    assert_eq!(
+        logged,
+        [
+            "GET /closing HTTP/1.1",
+            "GET /ten HTTP/1.0",
+            "GET /kept HTTP/1.0",
+            "GET /next HTTP/1.1"
+        ]
+    );
+    let recorded: Vec<&str> = run
+        .records
+        .iter()
+        .map(|r| r.str_field("url.path"))
+        .collect();
+    assert_eq!(
+        recorded,
+        ["/closing", "/ten", "/kept", "/next"],
+        "{:#?}",
+        run.records
+    );
+    assert_eq!(
+        run.summary_u64("requests_after_close")?,
+        3,
+        "{}",
+        run.summary
+    );
+    let counted: u64 = run
+        .lines
+        .iter()
+        .filter(|l| l["audit.loss.reason"] == "requests_after_close")
+        .map(|l| l.u64_field("audit.loss.count"))
+        .sum();
+    assert_eq!(counted, 3);
     Ok(())
 }

@@ -383,3 +383,54 @@ fn response_framing_reads_length_headers_in_any_case_and_distrusts_conflicts() {
     let d = done.iter().find(|ex| ex.request.head.target() == "/d");
     assert!(d.is_none_or(|ex| ex.response.is_none()), "{d:#?}");
 }
+
+/// Pipelined requests after one that closes the connection were never requests to the
+/// server (nginx answers the closing one and closes, dropping what it read after it):
+/// unanswered at close, they are counted, not recorded, so a client cannot write
+/// requests it never made into the trail. Whichever side said close, and a head cut
+/// off after it alike. One that is answered after all is recorded.
+#[test]
+fn requests_after_one_that_closes_are_counted_not_recorded() {
+    let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+    let cases: [(&[u8], &[u8]); 3] = [
+        (
+            b"GET /a HTTP/1.1\r\nConnection: keep-alive, close\r\n\r\n",
+            ok,
+        ),
+        (b"GET /a HTTP/1.0\r\n\r\n", ok),
+        (
+            b"GET /a HTTP/1.1\r\n\r\n",
+            b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+        ),
+    ];
+    for (first, answer) in cases {
+        let mut conn = HttpConnection::new();
+        let mut sent = first.to_vec();
+        sent.extend_from_slice(
+            b"GET /admin/delete HTTP/1.1\r\n\r\nGET /admin/too HTTP/1.1\r\n\r\n",
+        );
+        sent.extend_from_slice(b"GET /cut HTTP/1.1\r\nHo");
+        conn.on_request(chunk(1, &sent));
+        conn.on_response(chunk(2, answer));
+        let mut done = conn.take_completed();
+        done.extend(conn.close(3));
+        let targets: Vec<&str> = done.iter().map(|e| e.request.head.target()).collect();
+        assert_eq!(targets, ["/a"], "{}", String::from_utf8_lossy(first));
+        assert_eq!(conn.stats().requests_after_close, 3);
+        assert_eq!(conn.stats().heads_cut_off, 0);
+    }
+
+    // HTTP/1.0 with keep-alive stays open; and a server that answers a request after a
+    // close anyway gets its record.
+    let mut conn = HttpConnection::new();
+    conn.on_request(chunk(
+        1,
+        b"GET /a HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /b HTTP/1.1\r\nConnection: close\r\n\r\nGET /c HTTP/1.1\r\n\r\n",
+    ));
+    conn.on_response(chunk(2, &[&ok[..], ok, ok].concat()));
+    let done = conn.take_completed();
+    let targets: Vec<&str> = done.iter().map(|e| e.request.head.target()).collect();
+    assert_eq!(targets, ["/a", "/b", "/c"]);
+    assert!(conn.close(3).is_empty());
+    assert_eq!(conn.stats().requests_after_close, 0);
+}

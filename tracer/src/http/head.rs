@@ -7,7 +7,7 @@ use httparse::{Header as RawHeader, ParserConfig, Status};
 
 use super::span::Parsed;
 use super::types::{Headers, RequestHead, ResponseHead};
-use super::{body::declared, lenient, offers_h2c};
+use super::{body::declared, closes_connection, lenient, offers_h2c};
 
 /// Heads that do not complete within this many bytes are dropped as oversized.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -102,6 +102,7 @@ fn parse_response<'b>(
         minor_version,
         declared: declared(resp.headers, minor_version),
         offers_h2c: offers_h2c(resp.headers),
+        closes: closes_connection(resp.headers, minor_version),
     };
     Ok(Status::Complete((head, len)))
 }

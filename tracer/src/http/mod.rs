@@ -100,6 +100,10 @@ pub struct HttpConnection {
     /// The first byte of the partial request head a response answered (the server gave
     /// up on it, say with 414): at close it is accounted for, not cut off.
     answered_partial_head: Option<u64>,
+    /// The first exchange after which the connection closes (its request or its
+    /// response said so): requests after it that no response answered were never
+    /// requests to the server (nginx reads them with the closing one, and drops them).
+    closing_seq: Option<u64>,
     stats: HttpStats,
 }
 
@@ -110,6 +114,11 @@ impl Default for HttpConnection {
 }
 
 impl HttpConnection {
+    /// Exchange `seq` ends the connection: the earliest such one counts.
+    fn closes_after(&mut self, seq: u64) {
+        self.closing_seq = Some(self.closing_seq.map_or(seq, |closing| closing.min(seq)));
+    }
+
     pub fn new() -> Self {
         Self {
             requests: Stream::new(),
@@ -129,6 +138,7 @@ impl HttpConnection {
             unparsed_lines: VecDeque::new(),
             ambiguous_since: None,
             answered_partial_head: None,
+            closing_seq: None,
             stats: HttpStats::default(),
         }
     }
@@ -305,8 +315,13 @@ impl HttpConnection {
         {
             self.finish_front(ExchangeEnd::ResponseUnparsed);
         }
-        while !self.pending.is_empty() {
-            self.finish_front(ExchangeEnd::ConnectionClosed);
+        while let Some(front) = self.pending.front() {
+            if self.closing_seq.is_some_and(|closing| front.seq > closing) {
+                self.pending.pop_front();
+                self.stats.requests_after_close += 1;
+            } else {
+                self.finish_front(ExchangeEnd::ConnectionClosed);
+            }
         }
         self.cut_off_head();
         self.take_completed()
@@ -324,6 +339,11 @@ impl HttpConnection {
             return;
         };
         if self.answered_partial_head == Some(first_byte_ns) {
+            return;
+        }
+        // It came after the request that closes the connection.
+        if self.closing_seq.is_some() {
+            self.stats.requests_after_close += 1;
             return;
         }
         self.stats.heads_cut_off += 1;
@@ -414,6 +434,9 @@ impl HttpConnection {
             self.framing_ambiguous(seq);
         }
         let http09 = head.http09;
+        if !http09 && closes_connection(&head.headers, head.minor_version) {
+            self.closes_after(seq);
+        }
         self.pending.push_back(Pending {
             seq,
             request: Request {
@@ -457,6 +480,18 @@ fn whole_lines_head(bytes: &[u8]) -> Option<RequestHead> {
         Parsed::Complete(head, _) => Some(head),
         _ => None,
     }
+}
+
+/// Whether the connection ends after this message (RFC 9112, section 9.6): its
+/// `Connection` has the `close` option, or it is HTTP/1.0 without `keep-alive`.
+fn closes_connection(headers: &(impl HeaderLookup + ?Sized), minor_version: u8) -> bool {
+    let has = |option: &[u8]| {
+        headers.values("connection").any(|v| {
+            v.split(|&b| b == b',')
+                .any(|o| o.trim_ascii().eq_ignore_ascii_case(option))
+        })
+    };
+    has(b"close") || (minor_version == 0 && !has(b"keep-alive"))
 }
 
 /// `Upgrade: h2c` among the protocols a request asks for or a 101 switches to.

@@ -102,6 +102,11 @@ impl HttpConnection {
             return;
         }
         let complete = switches || framing == Framing::None;
+        if head.closes
+            && let Some(seq) = self.pending.front().map(|p| p.seq)
+        {
+            self.closes_after(seq);
+        }
         let response = Response {
             head,
             head_ns: ts,

@@ -52,6 +52,11 @@ pub struct HttpStats {
     /// Request heads a close or reset cut off before they ended (each is a record:
     /// `RequestSeen::CutOff`).
     pub heads_cut_off: u64,
+    /// Requests (whole or cut off) that followed one after which the connection closes
+    /// (`Connection: close` from either side, HTTP/1.0 without keep-alive) and were left
+    /// unanswered when it closed: the server never took them for requests, so they are
+    /// counted, not recorded.
+    pub requests_after_close: u64,
 }
 
 impl HttpStats {
@@ -67,6 +72,7 @@ impl HttpStats {
         self.http2.absorb(&s.http2);
         self.ambiguous_framing += s.ambiguous_framing;
         self.heads_cut_off += s.heads_cut_off;
+        self.requests_after_close += s.requests_after_close;
     }
 }
 
@@ -310,6 +316,8 @@ pub struct ResponseHead {
     pub declared: Declared,
     /// Its `Upgrade` offers h2c (with a 101: the connection switches to HTTP/2).
     pub offers_h2c: bool,
+    /// The server closes the connection after it (`closes_connection`).
+    pub closes: bool,
 }
 
 /// How a body is delimited per RFC 9112 section 6.3, before the message kind is considered.

@@ -21,6 +21,9 @@ pub enum Counted {
     /// Not a loss but an anomaly: request heads a close or reset cut off; each is a
     /// `connection_closed` record with what was seen.
     HeadsCutOff,
+    /// Not a loss but an anomaly: requests sent after one that closes the connection,
+    /// never answered; the server did not take them for requests, so no record.
+    RequestsAfterClose,
     /// Not a loss: open connections the kernel's connection cache dropped (more than
     /// 65,536 descriptors of watched processes), picked up again at their next syscall.
     ConnectionsForgotten,
@@ -57,7 +60,7 @@ pub struct Totals<'a> {
 
 impl Counted {
     /// Every counter, in the order loss lines always name them.
-    pub const ALL: [Counted; 25] = [
+    pub const ALL: [Counted; 26] = [
         Self::NonHttpChunks,
         Self::NonHttpBytes,
         Self::Desyncs,
@@ -66,6 +69,7 @@ impl Counted {
         Self::HeadsOverBudget,
         Self::AmbiguousFraming,
         Self::HeadsCutOff,
+        Self::RequestsAfterClose,
         Self::ConnectionsForgotten,
         Self::IoUringProcesses,
         Self::TlsWithoutPlaintext,
@@ -95,6 +99,7 @@ impl Counted {
             | Self::HeadsOverBudget
             | Self::AmbiguousFraming
             | Self::HeadsCutOff
+            | Self::RequestsAfterClose
             | Self::Http2Connections => LossSource::Http,
             Self::ConnectionsForgotten | Self::IoUringProcesses => LossSource::Kernel,
             Self::TlsWithoutPlaintext => LossSource::Tls,
@@ -125,6 +130,7 @@ impl Counted {
             Self::HeadsOverBudget => "heads_over_budget",
             Self::AmbiguousFraming => "ambiguous_framing",
             Self::HeadsCutOff => "heads_cut_off",
+            Self::RequestsAfterClose => "requests_after_close",
             Self::ConnectionsForgotten => "connections_forgotten",
             Self::IoUringProcesses => "io_uring_processes",
             Self::TlsWithoutPlaintext => "tls_without_plaintext",
@@ -156,6 +162,7 @@ impl Counted {
             Self::HeadsOverBudget => s.heads_over_budget,
             Self::AmbiguousFraming => s.ambiguous_framing,
             Self::HeadsCutOff => s.heads_cut_off,
+            Self::RequestsAfterClose => s.requests_after_close,
             Self::ConnectionsForgotten => t.tracker.connections_forgotten,
             Self::IoUringProcesses => t.io_uring_processes,
             Self::TlsWithoutPlaintext => t.tracker.tls_without_plaintext,

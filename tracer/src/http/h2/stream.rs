@@ -66,9 +66,11 @@ impl Stream {
                 head: ResponseHead {
                     status: fields.status()?,
                     minor_version: 0,
-                    // Frames delimit an HTTP/2 body, and it has no Upgrade.
+                    // Frames delimit an HTTP/2 body, and it has no Upgrade; a stream
+                    // ends, never its connection.
                     declared: Declared::Absent,
                     offers_h2c: false,
+                    closes: false,
                 },
                 head_ns,
                 end_ns: self.last_ns,
