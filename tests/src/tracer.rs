@@ -383,6 +383,15 @@ impl TracerRun {
     pub fn summary_u64(&self, key: &str) -> Result<u64> {
         summary_u64(&self.summary, key)
     }
+
+    /// What the trail's loss lines for `reason` add up to.
+    pub fn loss_count(&self, reason: &str) -> u64 {
+        self.lines
+            .iter()
+            .filter(|l| l["audit.kind"] == "loss" && l["audit.loss.reason"] == reason)
+            .filter_map(|l| l["audit.loss.count"].as_u64())
+            .sum()
+    }
 }
 
 fn summary_u64(summary: &Value, key: &str) -> Result<u64> {

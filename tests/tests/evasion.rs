@@ -473,12 +473,6 @@ fn requests_pipelined_after_a_closing_one_are_counted_not_recorded() -> Result<(
         "{}",
         run.summary
     );
-    let counted: u64 = run
-        .lines
-        .iter()
-        .filter(|l| l["audit.loss.reason"] == "requests_after_close")
-        .map(|l| l.u64_field("audit.loss.count"))
-        .sum();
-    assert_eq!(counted, 3);
+    assert_eq!(run.loss_count("requests_after_close"), 3);
     Ok(())
 }

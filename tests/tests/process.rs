@@ -82,13 +82,7 @@ fn servers_holding_an_io_uring_are_named_and_counted() -> Result<()> {
     assert_eq!(named(early.pid(), "holds an io_uring"), 1, "{}", run.stderr);
     assert_eq!(named(late.pid(), "set up an io_uring"), 1, "{}", run.stderr);
     assert_eq!(run.summary_u64("io_uring_processes")?, 2);
-    let counted: u64 = run
-        .lines
-        .iter()
-        .filter(|l| l["audit.loss.reason"] == "io_uring_processes")
-        .map(|l| l.u64_field("audit.loss.count"))
-        .sum();
-    assert_eq!(counted, 2);
+    assert_eq!(run.loss_count("io_uring_processes"), 2);
     Ok(())
 }
 

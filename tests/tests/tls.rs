@@ -384,13 +384,12 @@ fn tls_without_openssl_symbols_is_reported_once_and_counted_not_recorded() -> Re
     );
     assert_eq!(run.summary_u64("non_http_chunks")?, 0, "{}", run.summary);
     // In the stream too: loss records say how many TLS connections went unrecorded.
-    let unrecorded: u64 = run
-        .lines
-        .iter()
-        .filter(|l| l["audit.kind"] == "loss" && l["audit.loss.reason"] == "tls_without_plaintext")
-        .map(|l| l.u64_field("audit.loss.count"))
-        .sum();
-    assert_eq!(unrecorded, 3, "lines: {:#?}", run.lines);
+    assert_eq!(
+        run.loss_count("tls_without_plaintext"),
+        3,
+        "lines: {:#?}",
+        run.lines
+    );
     let warnings: Vec<&str> = run
         .stderr
         .lines()
