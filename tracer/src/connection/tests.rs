@@ -324,26 +324,11 @@ fn open_as(
 
 /// `payload` moving on descriptor `conn_id` of process `tgid`.
 fn data_as(conn_id: u64, tgid: u32, direction: Direction, payload: &[u8]) -> ConnectionEvent<'_> {
-    let ConnectionEvent::Data {
-        header,
-        len,
-        lost_before,
-        decrypted,
-        body,
-        ..
-    } = data(conn_id, 20, direction, payload)
-    else {
-        unreachable!("data() makes a Data event");
-    };
-    ConnectionEvent::Data {
-        header: EventHeader { tgid, ..header },
-        direction,
-        len,
-        lost_before,
-        payload,
-        decrypted,
-        body,
+    let mut event = data(conn_id, 20, direction, payload);
+    if let ConnectionEvent::Data { header, .. } = &mut event {
+        header.tgid = tgid;
     }
+    event
 }
 
 /// A CGI server: the parent reads the request and writes the status line; its forked
