@@ -5,7 +5,9 @@ use std::time::Duration;
 use tests::clients::{RawConn, curl, get};
 use tests::ports::free_port;
 use tests::record::{RecordExt, log_lines, strings, u64s};
-use tests::servers::{Nginx, NginxConfig, PassedListener, PyHttpServer, RingServer, RingSetup};
+use tests::servers::{
+    Nginx, NginxConfig, NodeCluster, PassedListener, PyHttpServer, RingServer, RingSetup,
+};
 use tests::tracer::Tracer;
 
 #[test]
@@ -148,6 +150,46 @@ fn cgi_scripts_writing_to_an_inherited_socket_complete_the_servers_record() -> R
     assert_eq!(run.summary_u64("connections")?, 3, "{}", run.summary);
     assert_eq!(run.summary_u64("non_http_bytes")?, 0, "{}", run.summary);
     assert_eq!(run.summary_u64("desyncs")?, 0, "{}", run.summary);
+    Ok(())
+}
+
+/// Node's cluster module (round-robin, its default on Linux): the primary accepts each
+/// connection and hands it to a worker over a unix socket. The workers were forked
+/// before the primary listened, so no hook saw them become servers; they are watched
+/// from the message that hands them a connection, before its first byte. Every request
+/// a worker logged is recorded once, attributed to that worker, never to the primary.
+#[test]
+fn connections_handed_to_node_cluster_workers_are_recorded_against_their_logs() -> Result<()> {
+    let port = free_port();
+    let tracer = Tracer::start(&[port])?;
+    let cluster = NodeCluster::start(port, 2)?;
+    const CONNECTIONS: usize = 6;
+    for i in 0..CONNECTIONS {
+        let mut conn = RawConn::connect(("127.0.0.1", port))?;
+        conn.send(&get(&format!("/cluster/{i}"), "localhost"))?;
+        assert_eq!(conn.read_response("GET")?.body, b"ok");
+    }
+    let run = tracer.stop()?;
+
+    let mut logged = cluster.access_log()?;
+    assert_eq!(logged.len(), CONNECTIONS, "{logged:?}");
+    let workers: std::collections::BTreeSet<u32> = logged.iter().map(|l| l.3).collect();
+    assert!(!workers.contains(&cluster.primary_pid()), "{logged:?}");
+    let mut recorded: Vec<(String, String, u16, u32)> = run
+        .records
+        .iter()
+        .map(|r| {
+            (
+                r.str_field("http.request.method").to_owned(),
+                r.str_field("url.path").to_owned(),
+                r.u64_field("http.response.status_code") as u16,
+                r.u64_field("process.pid") as u32,
+            )
+        })
+        .collect();
+    logged.sort();
+    recorded.sort();
+    assert_eq!(recorded, logged, "{}", run.stderr);
     Ok(())
 }
 

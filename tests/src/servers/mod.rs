@@ -12,7 +12,7 @@ pub use apache::{APACHE_HELLO, Apache};
 pub use grpc::{GRPC_VENV, GrpcServer, grpc_client, grpc_python};
 pub use nats::{Inbox, Message, NatsServer, subscribe};
 pub use nginx::{BIG_FILE_SIZE, HELLO, Nginx, NginxConfig, STATIC_PAGE};
-pub use node::NodeHttpServer;
+pub use node::{NodeCluster, NodeHttpServer};
 pub use postgres::Postgres;
 pub use python::{PassedListener, PyHttpServer, RingServer, RingSetup, ScriptServer, SpliceServer};
 

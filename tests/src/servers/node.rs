@@ -2,7 +2,7 @@
 //! every request 200 and logs each request, and each request it rejects, in Apache's
 //! `"%r" %>s %{Authorization}i` form.
 
-use super::start_listening;
+use super::{spawn_logged, start_listening, wait_logged};
 use crate::process::Guarded;
 use anyhow::{Context, Result};
 use std::process::Command;
@@ -73,5 +73,86 @@ impl NodeHttpServer {
     pub fn access_log(&self) -> Result<String> {
         let path = self.dir.path().join("access.log");
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
+    }
+}
+
+/// Node's cluster module in its default mode on Linux (round-robin): the primary forks
+/// its workers, then listens when they ask it to, accepts every connection and hands it
+/// to a worker over their IPC channel (`SCM_RIGHTS`). So the workers never listen, and
+/// were forked before the primary did. Each worker answers `ok` and logs
+/// `METHOD URL STATUS PID` per request.
+const CLUSTER: &str = r#"
+const cluster = require('cluster');
+const fs = require('fs');
+const http = require('http');
+const [port, log, workers] = process.argv.slice(2);
+if (cluster.isPrimary) {
+  cluster.schedulingPolicy = cluster.SCHED_RR;
+  for (let i = 0; i < Number(workers); i++) cluster.fork();
+  let listening = 0;
+  cluster.on('listening', () => {
+    if (++listening === Number(workers)) console.log('ready');
+  });
+} else {
+  http.createServer((req, res) => {
+    res.on('finish', () =>
+      fs.appendFileSync(log, `${req.method} ${req.url} ${res.statusCode} ${process.pid}\n`));
+    req.resume();
+    req.on('end', () => {
+      res.writeHead(200, { 'Content-Length': 2 });
+      res.end('ok');
+    });
+  }).listen(Number(port), '127.0.0.1');
+}
+"#;
+
+pub struct NodeCluster {
+    child: Guarded,
+    dir: TempDir,
+}
+
+impl NodeCluster {
+    pub fn start(port: u16, workers: u32) -> Result<Self> {
+        let dir = tempfile::tempdir().context("creating node cluster dir")?;
+        let script = dir.path().join("cluster.js");
+        std::fs::write(&script, CLUSTER)?;
+        let access = dir.path().join("access.log");
+        std::fs::write(&access, "")?;
+        let log = dir.path().join("cluster.log");
+        let mut command = Command::new("node");
+        command
+            .arg(&script)
+            .arg(port.to_string())
+            .arg(&access)
+            .arg(workers.to_string());
+        let mut child = spawn_logged(&mut command, "node cluster", &log)?;
+        wait_logged(&mut child, "ready", &log)?;
+        Ok(Self { child, dir })
+    }
+
+    /// The primary, which accepts every connection.
+    pub fn primary_pid(&self) -> u32 {
+        self.child.pid()
+    }
+
+    /// `(method, url, status, worker pid)` per request, in the order served.
+    pub fn access_log(&self) -> Result<Vec<(String, String, u16, u32)>> {
+        let path = self.dir.path().join("access.log");
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        text.lines()
+            .map(|line| {
+                let fields: Vec<&str> = line.split(' ').collect();
+                let [method, url, status, pid] = fields[..] else {
+                    anyhow::bail!("unexpected access log line {line:?}");
+                };
+                Ok((
+                    method.to_owned(),
+                    url.to_owned(),
+                    status.parse()?,
+                    pid.parse()?,
+                ))
+            })
+            .collect()
     }
 }

@@ -1,6 +1,9 @@
-//! Keeps WATCHED_TGIDS and CONNS current: close(), listen(), accept(), fork and exit.
+//! Keeps WATCHED_TGIDS and CONNS current: close(), listen(), accept(), connections
+//! received over unix sockets, fork and exit.
 use aya_ebpf::{
-    helpers::bpf_get_current_pid_tgid, macros::tracepoint, programs::TracePointContext,
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
+    macros::tracepoint,
+    programs::TracePointContext,
 };
 
 use tracer_common::{EventKind, Loss};
@@ -8,8 +11,15 @@ use tracer_common::{EventKind, Loss};
 use crate::{
     conn, emit,
     maps::{SSL_CALLS, WATCHED_PORTS, count_loss, offset, unwatch, watch, watched},
-    sock::{current_file, tcp_local_port},
+    sock::{current_file, syscall_args, tcp_local_port, watched_endpoints},
 };
+
+/// `SOL_SOCKET` and `SCM_RIGHTS`: a control message that carries descriptors.
+const SOL_SOCKET: i32 = 1;
+const SCM_RIGHTS: i32 = 1;
+/// Descriptors of one `SCM_RIGHTS` message looked at. Node's cluster module and the
+/// servers that hand connections to workers pass one per message.
+const PASSED_FDS: usize = 4;
 
 #[tracepoint]
 pub fn enter_close(ctx: TracePointContext) -> u32 {
@@ -76,6 +86,65 @@ pub fn exit_accept(ctx: TracePointContext) -> u32 {
         watch(tgid);
         // User space attaches the TLS probes, as for a listen().
         emit::conn(EventKind::Listen, tgid, pid_tgid as u32, fd as i32, 0, None);
+    }
+    0
+}
+
+/// A process that receives a connection on a watched port over a unix socket without
+/// being watched: a primary that accepts and hands each connection to a worker forked
+/// before it listened (Node's cluster module, its default on Linux). It is watched from
+/// this message on, before it reads the connection's first byte. Attached to
+/// `sys_exit_recvmsg`, which only recvmsg hits; looks at the first control message.
+#[tracepoint]
+pub fn exit_recvmsg(ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    if watched(tgid) {
+        return 0;
+    }
+    // SAFETY: `long ret` follows the common fields and the syscall number in every
+    // `sys_exit_*` record. Descriptors travel with at least one byte of data.
+    match unsafe { ctx.read_at::<i64>(16) } {
+        Ok(ret) if ret > 0 => {}
+        Ok(_) => return 0,
+        Err(_) => {
+            count_loss(Loss::ContextRead);
+            return 0;
+        }
+    }
+    let Some([_, msg, _]) = syscall_args() else {
+        return 0;
+    };
+    // struct user_msghdr: msg_control at 32, msg_controllen (what the kernel filled
+    // in) at 40; struct cmsghdr: len (u64), level and type (i32), then the data.
+    // SAFETY (all reads): user pointers, read with the faulting-safe helper.
+    let control: u64 = unsafe { bpf_probe_read_user((msg + 32) as *const u64) }.unwrap_or(0);
+    let length: u64 = unsafe { bpf_probe_read_user((msg + 40) as *const u64) }.unwrap_or(0);
+    if control == 0 || length < 20 {
+        return 0;
+    }
+    let Ok(header) = (unsafe { bpf_probe_read_user(control as *const [u64; 2]) }) else {
+        return 0;
+    };
+    let (len, level, kind) = (header[0], header[1] as i32, (header[1] >> 32) as i32);
+    if level != SOL_SOCKET || kind != SCM_RIGHTS || len < 20 || len > length {
+        return 0;
+    }
+    let passed = (len - 16) / 4;
+    for i in 0..PASSED_FDS as u64 {
+        if i >= passed {
+            break;
+        }
+        // One at a time: the message may end at the end of a page.
+        let Ok(fd) = (unsafe { bpf_probe_read_user((control + 16 + 4 * i) as *const i32) }) else {
+            break;
+        };
+        if current_file(fd).and_then(watched_endpoints).is_some() {
+            watch(tgid);
+            // User space attaches the TLS probes, as for a listen().
+            emit::conn(EventKind::Listen, tgid, pid_tgid as u32, fd, 0, None);
+            break;
+        }
     }
     0
 }

@@ -119,15 +119,15 @@ fn btf() -> Finding {
 }
 
 fn tracepoints(tracefs: &Path) -> Finding {
-    let wanted: Vec<String> = vec![
-        "sched/sched_process_fork".into(),
-        "sched/sched_process_exit".into(),
-        "syscalls/sys_enter_listen".into(),
-        "syscalls/sys_enter_close".into(),
-        "syscalls/sys_exit_accept4".into(),
-        "syscalls/sys_exit_accept".into(),
-        "raw_syscalls/sys_exit".into(),
-    ];
+    // The ones the loader attaches, so the two lists cannot drift apart.
+    let wanted: Vec<String> = super::loader::LIFECYCLE
+        .iter()
+        .map(|(_, category, name)| format!("{category}/{name}"))
+        .chain(std::iter::once(format!(
+            "raw_syscalls/{}",
+            super::loader::CAPTURE
+        )))
+        .collect();
     let missing: Vec<&String> = wanted
         .iter()
         .filter(|t| !tracefs.join("events").join(t).join("id").exists())

@@ -1,6 +1,7 @@
 //! Finds the processes that already hold a socket on a watched port when the tracer
 //! starts: servers started earlier, their pre-forked workers, and connections accepted
-//! before the tracer existed. Later ones are found in the kernel (listen() and fork).
+//! before the tracer existed. Later ones are found in the kernel (listen(), accept(), a
+//! connection received over a unix socket, and fork).
 use std::{
     collections::{HashMap, HashSet},
     os::unix::fs::MetadataExt as _,

@@ -19,13 +19,14 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tr
 
 /// Attach order matters: lifecycle hooks first, so no new server or fork is missed while
 /// the capture attaches.
-const LIFECYCLE: &[(&str, &str, &str)] = &[
+pub(super) const LIFECYCLE: &[(&str, &str, &str)] = &[
     ("sched_process_fork", "sched", "sched_process_fork"),
     ("sched_process_exit", "sched", "sched_process_exit"),
     ("enter_listen", "syscalls", "sys_enter_listen"),
     ("enter_close", "syscalls", "sys_enter_close"),
     ("exit_accept", "syscalls", "sys_exit_accept4"),
     ("exit_accept", "syscalls", "sys_exit_accept"),
+    ("exit_recvmsg", "syscalls", "sys_exit_recvmsg"),
 ];
 
 /// Watched processes that set up an io_uring (tracer-ebpf/src/probes/io_uring.rs); a
@@ -34,7 +35,7 @@ const IO_URING_SETUP: (&str, &str, &str) =
     ("exit_io_uring_setup", "syscalls", "sys_exit_io_uring_setup");
 
 /// Every read/write-family transfer, as its syscall returns (tracer-ebpf/src/probes/io.rs).
-const CAPTURE: &str = "sys_exit";
+pub(super) const CAPTURE: &str = "sys_exit";
 /// The head scans the read and write programs jump to, by `Direction`
 /// (tracer-ebpf/src/body.rs).
 const HEAD_SCANS: [&str; 2] = ["scan_request_head", "scan_response_head"];

@@ -1,6 +1,6 @@
 //! The watched-process bitmap: what user space sets at start, the fork hook extends to
 //! children and threads, and the exit hook clears.
-use std::{process::Command, sync::mpsc, thread, time::Instant};
+use std::{os::fd::AsRawFd, process::Command, sync::mpsc, thread, time::Instant};
 
 use super::{Kernel, WAIT};
 use crate::kernel::events::KernelEvent;
@@ -109,6 +109,98 @@ fn an_unwatched_process_that_accepts_on_a_watched_port_becomes_watched() {
     });
     assert_eq!(
         told.iter().map(|(_, fd)| *fd).collect::<Vec<_>>(),
-        [std::os::fd::AsRawFd::as_raw_fd(&server)]
+        [server.as_raw_fd()]
     );
+}
+
+/// A process that receives a connection on a watched port over a unix socket without
+/// being watched (a worker handed connections by the process that accepts them) is
+/// watched from that message, and user space is told with the descriptor it received.
+/// A message that passes a descriptor of anything else changes nothing.
+#[test]
+fn an_unwatched_process_that_receives_a_watched_connection_becomes_watched() {
+    let mut kernel = Kernel::load();
+    let pid = std::process::id();
+    let (_client, server) = kernel.connection();
+    let (left, right) = std::os::unix::net::UnixStream::pair().unwrap();
+    kernel.loaded.tgids.unwatch(pid);
+
+    // A descriptor that is not a connection: the pipe end of a unix socket.
+    send_fd(&left, right.as_raw_fd());
+    let other = recv_fd(&right);
+    assert!(
+        !kernel.loaded.tgids.contains(pid),
+        "no connection was passed"
+    );
+
+    send_fd(&left, server.as_raw_fd());
+    let received = recv_fd(&right);
+    assert!(
+        kernel.loaded.tgids.contains(pid),
+        "watched from the message"
+    );
+    let told = kernel.collect_any(1, |event| match event {
+        KernelEvent::Listen { header } if header.fd >= 0 => Some((header, header.fd)),
+        _ => None,
+    });
+    assert_eq!(
+        told.iter().map(|(_, fd)| *fd).collect::<Vec<_>>(),
+        [received.as_raw_fd()]
+    );
+    drop(other);
+}
+
+/// Sends one byte with `fd` attached (`SCM_RIGHTS`).
+fn send_fd(socket: &std::os::unix::net::UnixStream, fd: i32) {
+    let mut byte = [1u8];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    // Room for one cmsghdr (16 bytes) and one descriptor, padded to 8.
+    let mut control = [0u64; 3];
+    // SAFETY: msghdr is plain data; the fields set below are the ones sendmsg reads.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&control);
+    // SAFETY: the control buffer holds one header and one descriptor (CMSG_SPACE of
+    // an int is 24 bytes on x86_64).
+    unsafe {
+        let header = libc::CMSG_FIRSTHDR(&msg);
+        (*header).cmsg_level = libc::SOL_SOCKET;
+        (*header).cmsg_type = libc::SCM_RIGHTS;
+        (*header).cmsg_len = libc::CMSG_LEN(4) as usize;
+        libc::CMSG_DATA(header).cast::<i32>().write_unaligned(fd);
+        assert_eq!(libc::sendmsg(socket.as_raw_fd(), &msg, 0), 1, "sendmsg");
+    }
+}
+
+/// Receives one byte and the descriptor sent with it.
+fn recv_fd(socket: &std::os::unix::net::UnixStream) -> std::os::fd::OwnedFd {
+    let mut byte = [0u8];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    let mut control = [0u64; 8];
+    // SAFETY: msghdr is plain data; recvmsg fills what the fields point to.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&control);
+    // SAFETY: as above; the received descriptor is owned at once.
+    unsafe {
+        assert_eq!(libc::recvmsg(socket.as_raw_fd(), &mut msg, 0), 1, "recvmsg");
+        let header = libc::CMSG_FIRSTHDR(&msg);
+        assert!(!header.is_null(), "no descriptor came with the byte");
+        assert_eq!(
+            ((*header).cmsg_level, (*header).cmsg_type),
+            (libc::SOL_SOCKET, libc::SCM_RIGHTS)
+        );
+        let fd = libc::CMSG_DATA(header).cast::<i32>().read_unaligned();
+        std::os::fd::FromRawFd::from_raw_fd(fd)
+    }
 }
