@@ -118,8 +118,10 @@ pub fn exit_recvmsg(ctx: TracePointContext) -> u32 {
     // struct user_msghdr: msg_control at 32, msg_controllen (what the kernel filled
     // in) at 40; struct cmsghdr: len (u64), level and type (i32), then the data.
     // SAFETY (all reads): user pointers, read with the faulting-safe helper.
-    let control: u64 = unsafe { bpf_probe_read_user((msg + 32) as *const u64) }.unwrap_or(0);
-    let length: u64 = unsafe { bpf_probe_read_user((msg + 40) as *const u64) }.unwrap_or(0);
+    let Ok([control, length]) = (unsafe { bpf_probe_read_user((msg + 32) as *const [u64; 2]) })
+    else {
+        return 0;
+    };
     if control == 0 || length < 20 {
         return 0;
     }
