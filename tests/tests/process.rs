@@ -162,7 +162,7 @@ fn cgi_scripts_writing_to_an_inherited_socket_complete_the_servers_record() -> R
 fn connections_handed_to_node_cluster_workers_are_recorded_against_their_logs() -> Result<()> {
     let port = free_port();
     let tracer = Tracer::start(&[port])?;
-    let cluster = NodeCluster::start(port, 2)?;
+    let cluster = NodeCluster::start(port, 2, None)?;
     const CONNECTIONS: usize = 6;
     for i in 0..CONNECTIONS {
         let mut conn = RawConn::connect(("127.0.0.1", port))?;

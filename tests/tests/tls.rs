@@ -5,7 +5,7 @@ use std::time::Duration;
 use tests::clients::{RawConn, curl, url};
 use tests::ports::free_port;
 use tests::record::{RecordExt, strings, u64s};
-use tests::servers::{BIG_FILE_SIZE, HELLO, Nginx, NginxConfig, ScriptServer};
+use tests::servers::{BIG_FILE_SIZE, HELLO, Nginx, NginxConfig, NodeCluster, ScriptServer};
 use tests::tls::{
     Certificate, GnutlsServer, NodeHttpsServer, host_libssl, s_client, tls_exchange, tls_url,
 };
@@ -274,6 +274,72 @@ fn an_nginx_started_after_the_tracer_has_its_forked_workers_probed() -> Result<(
 
     assert_eq!(strings(&run.records, "url.path"), paths);
     assert_clean_tls(&run)
+}
+
+/// Node's cluster module over TLS: the workers were forked before the primary listened
+/// and never listen themselves, so neither the fork nor the listen hook finds them. They
+/// are watched and probed as children of the server, when the primary listens (tracer
+/// first) or at start (cluster first), before a connection reaches them: every request
+/// is recorded against the workers' own log, none counted as missed. (Found only by the
+/// `recvmsg` that hands them a connection, their probes came too late for its TLS
+/// request: with requests back to back, none was recorded.)
+#[test]
+fn node_cluster_workers_forked_before_the_primary_listened_are_probed_in_time() -> Result<()> {
+    let cert = Certificate::generate()?;
+    for tracer_first in [true, false] {
+        let port = free_port();
+        let (tracer, cluster) = if tracer_first {
+            let tracer = Tracer::start_with_args(&[port], &[], &[PROBES_LOG])?;
+            (tracer, NodeCluster::start(port, 2, Some(&cert))?)
+        } else {
+            let cluster = NodeCluster::start(port, 2, Some(&cert))?;
+            (
+                Tracer::start_with_args(&[port], &[], &[PROBES_LOG])?,
+                cluster,
+            )
+        };
+        for &worker in cluster.worker_pids() {
+            tracer.wait_for_stderr(&probed_line(worker), Duration::from_secs(10))?;
+        }
+        for i in 0..6 {
+            assert_eq!(
+                curl(&["-k", &tls_url(port, &format!("/cluster/{i}"))])?,
+                "ok"
+            );
+        }
+        let run = tracer.stop()?;
+
+        let mut logged = cluster.access_log()?;
+        let mut recorded: Vec<(String, String, u16, u32)> = run
+            .records
+            .iter()
+            .map(|r| {
+                (
+                    r.str_field("http.request.method").to_owned(),
+                    r.str_field("url.path").to_owned(),
+                    r.u64_field("http.response.status_code") as u16,
+                    r.u64_field("process.pid") as u32,
+                )
+            })
+            .collect();
+        logged.sort();
+        recorded.sort();
+        assert_eq!(logged.len(), 6, "tracer first: {tracer_first}");
+        assert_eq!(
+            recorded, logged,
+            "tracer first: {tracer_first}\n{}",
+            run.stderr
+        );
+        assert_eq!(
+            run.summary_u64("tls_without_plaintext")?,
+            0,
+            "{}",
+            run.summary
+        );
+        assert_eq!(run.summary_u64("children_watched")?, 2, "{}", run.summary);
+        assert_clean_tls(&run)?;
+    }
+    Ok(())
 }
 
 /// A TLS client on the same host as a watched server: the probes are attached per

@@ -4,6 +4,7 @@
 
 use super::{spawn_logged, start_listening, wait_logged};
 use crate::process::Guarded;
+use crate::tls::Certificate;
 use anyhow::{Context, Result};
 use std::process::Command;
 use tempfile::TempDir;
@@ -79,22 +80,24 @@ impl NodeHttpServer {
 /// Node's cluster module in its default mode on Linux (round-robin): the primary forks
 /// its workers, then listens when they ask it to, accepts every connection and hands it
 /// to a worker over their IPC channel (`SCM_RIGHTS`). So the workers never listen, and
-/// were forked before the primary did. Each worker answers `ok` and logs
-/// `METHOD URL STATUS PID` per request.
+/// were forked before the primary did. Each worker answers `ok` (over TLS with a
+/// certificate) and logs `METHOD URL STATUS PID` per request.
 const CLUSTER: &str = r#"
 const cluster = require('cluster');
 const fs = require('fs');
 const http = require('http');
-const [port, log, workers] = process.argv.slice(2);
+const https = require('https');
+const [port, log, workers, cert, key] = process.argv.slice(2);
 if (cluster.isPrimary) {
   cluster.schedulingPolicy = cluster.SCHED_RR;
-  for (let i = 0; i < Number(workers); i++) cluster.fork();
+  const pids = [];
+  for (let i = 0; i < Number(workers); i++) pids.push(cluster.fork().process.pid);
   let listening = 0;
   cluster.on('listening', () => {
-    if (++listening === Number(workers)) console.log('ready');
+    if (++listening === Number(workers)) console.log(`workers ${pids.join(' ')}\nready`);
   });
 } else {
-  http.createServer((req, res) => {
+  const serve = (req, res) => {
     res.on('finish', () =>
       fs.appendFileSync(log, `${req.method} ${req.url} ${res.statusCode} ${process.pid}\n`));
     req.resume();
@@ -102,17 +105,22 @@ if (cluster.isPrimary) {
       res.writeHead(200, { 'Content-Length': 2 });
       res.end('ok');
     });
-  }).listen(Number(port), '127.0.0.1');
+  };
+  const server = cert
+    ? https.createServer({ cert: fs.readFileSync(cert), key: fs.readFileSync(key) }, serve)
+    : http.createServer(serve);
+  server.listen(Number(port), '127.0.0.1');
 }
 "#;
 
 pub struct NodeCluster {
     child: Guarded,
+    workers: Vec<u32>,
     dir: TempDir,
 }
 
 impl NodeCluster {
-    pub fn start(port: u16, workers: u32) -> Result<Self> {
+    pub fn start(port: u16, workers: u32, tls: Option<&Certificate>) -> Result<Self> {
         let dir = tempfile::tempdir().context("creating node cluster dir")?;
         let script = dir.path().join("cluster.js");
         std::fs::write(&script, CLUSTER)?;
@@ -125,9 +133,30 @@ impl NodeCluster {
             .arg(port.to_string())
             .arg(&access)
             .arg(workers.to_string());
+        if let Some(cert) = tls {
+            command.arg(cert.cert()).arg(cert.key());
+        }
         let mut child = spawn_logged(&mut command, "node cluster", &log)?;
         wait_logged(&mut child, "ready", &log)?;
-        Ok(Self { child, dir })
+        let ready = std::fs::read_to_string(&log)?;
+        let workers = ready
+            .lines()
+            .find_map(|line| line.strip_prefix("workers "))
+            .context("no workers line")?
+            .split(' ')
+            .map(str::parse)
+            .collect::<Result<_, _>>()
+            .context("worker pids")?;
+        Ok(Self {
+            child,
+            workers,
+            dir,
+        })
+    }
+
+    /// The workers, which serve every connection.
+    pub fn worker_pids(&self) -> &[u32] {
+        &self.workers
     }
 
     /// The primary, which accepts every connection.

@@ -66,3 +66,25 @@ fn watched_socket_inodes(process: &Process, ports: &[u16]) -> Result<HashSet<u64
         .map(|e| e.inode)
         .collect())
 }
+
+/// The processes whose parent is `pid` and that run its executable: the workers a
+/// server forked before it became watched (the fork hook sees only forks of watched
+/// processes). Node's cluster module forks its workers first; the primary listens when
+/// they ask it to, and hands them every connection. Children running another program
+/// are left alone: a supervisor that listens for its services (systemd's socket
+/// activation) would otherwise bring every daemon it started. This kernel lacks
+/// `/proc/PID/task/TID/children`, so every process's parent is read.
+pub fn workers_of(pid: u32) -> Vec<u32> {
+    let Ok(exe) = Process::new(pid as i32).and_then(|p| p.exe()) else {
+        return Vec::new();
+    };
+    let Ok(processes) = all_processes() else {
+        return Vec::new();
+    };
+    processes
+        .flatten()
+        .filter(|p| p.stat().is_ok_and(|s| s.ppid == pid as i32))
+        .filter(|p| p.exe().is_ok_and(|e| e == exe))
+        .map(|p| p.pid as u32)
+        .collect()
+}

@@ -71,7 +71,6 @@ impl WatchedTgids {
         }
     }
 
-    #[cfg(test)]
     pub fn contains(&self, pid: u32) -> bool {
         self.word(pid)
             .is_some_and(|(word, bit)| word.load(Ordering::Relaxed) & bit != 0)

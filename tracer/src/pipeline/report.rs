@@ -97,6 +97,9 @@ pub struct Summary {
     io_uring_processes: u64,
     /// Files the OpenSSL probes are attached to.
     tls_libraries: usize,
+    /// Processes watched because their parent became a server after forking them
+    /// (`State::watch_children`).
+    children_watched: u64,
     #[serde(flatten)]
     tracker: TrackerStats,
     /// With --bpf-stats: time the kernel spent in the tracer's programs.
@@ -120,6 +123,7 @@ impl Summary {
             decode_errors: state.decode_errors,
             io_uring_processes: state.io_uring.total(),
             tls_libraries: state.tls.libraries(),
+            children_watched: state.children_watched,
             tracker: state.tracker.stats(),
             bpf,
             sinks: state.output.sinks().counters(),

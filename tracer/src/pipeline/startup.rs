@@ -73,7 +73,7 @@ pub fn start(config: &RunSettings) -> Result<Started> {
             .context("adding a running server to WATCHED_TGIDS")?;
         tls.inspect(&mut loaded.ebpf, *pid);
     }
-    let state = State {
+    let mut state = State {
         tracker: Tracker::new(),
         processes: ProcessCache::new(),
         records: RecordContext::new(
@@ -93,8 +93,15 @@ pub fn start(config: &RunSettings) -> Result<Started> {
         tls_work: Vec::new(),
         decode_errors: 0,
         io_uring,
+        tgids: loaded.tgids,
+        children_watched: 0,
         stdout_closed: false,
     };
+    // Workers a running server forked before it listened.
+    for pid in &existing {
+        state.watch_children(*pid);
+    }
+    state.inspect_tls(&mut loaded.ebpf);
     // SAFETY: the RingBuf owns its map fd and keeps it open until it is dropped, which
     // happens only when the AsyncFd is dropped.
     let ring = unsafe { AsyncFd::register_with_interest(loaded.events, Interest::READABLE) }

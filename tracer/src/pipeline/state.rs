@@ -18,10 +18,12 @@ use crate::{
     connection::{Finished, Tracker},
     enrich::ProcessCache,
     kernel::{
+        discovery,
         events::{ConnectionEvent, KernelEvent, decode},
         io_uring::IoUringProcesses,
         losses::KernelLosses,
         tls::TlsProbes,
+        watched::WatchedTgids,
     },
     record::RecordContext,
     sink::Sinks,
@@ -47,6 +49,10 @@ pub struct State {
     pub decode_errors: u64,
     /// Watched processes whose ring I/O the capture cannot see.
     pub io_uring: IoUringProcesses,
+    /// The kernel's watched-process bitmap, for children found in user space.
+    pub tgids: WatchedTgids,
+    /// Processes watched because their parent became a server after forking them.
+    pub children_watched: u64,
     /// The reader of stdout went away: stop tracing instead of failing every write.
     pub stdout_closed: bool,
 }
@@ -67,6 +73,7 @@ impl State {
                     // looked at already) may have set up a ring before it was watched.
                     if header.fd >= 0 {
                         self.io_uring.scan(header.tgid);
+                        self.watch_children(header.tgid);
                     }
                 }
                 Ok(KernelEvent::IoUring { header }) => self.io_uring.set_up(header.tgid),
@@ -103,6 +110,28 @@ impl State {
             self.tls_work.push(TlsWork::Exited(pid));
         }
         Ok(())
+    }
+
+    /// Watches the children `tgid` forked before it became a server and that run its
+    /// program, as their parent is: the fork hook only sees forks of watched processes,
+    /// and a server that forks its workers before it listens (Node's cluster module)
+    /// hands them its connections. Their OpenSSL probes are attached with the parent's, before their
+    /// first connection, where the kernel's `recvmsg` hook would find them only as it
+    /// arrives, too late for the probes to see its first TLS request.
+    pub fn watch_children(&mut self, tgid: u32) {
+        for child in discovery::workers_of(tgid) {
+            if self.tgids.contains(child) {
+                continue;
+            }
+            match self.tgids.watch(child) {
+                Ok(()) => {
+                    self.children_watched += 1;
+                    self.io_uring.scan(child);
+                    self.tls_work.push(TlsWork::Listener(child));
+                }
+                Err(e) => warn!("not watching pid {child}, a child of server {tgid}: {e:#}"),
+            }
+        }
     }
 
     /// Attaches the OpenSSL probes for servers that started listening or turned out to
