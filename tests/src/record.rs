@@ -67,6 +67,22 @@ pub fn u64s(records: &[Value], key: &str) -> Vec<u64> {
     records.iter().map(|r| r.u64_field(key)).collect()
 }
 
+/// Each record as `METHOD PATH STATUS PID`, sorted: what served what, to compare with
+/// a log of several processes whose lines interleave in their own order.
+pub fn served_by(records: &[Value]) -> Vec<String> {
+    let mut lines = log_lines(
+        records,
+        &[
+            "http.request.method",
+            "url.path",
+            "http.response.status_code",
+            "process.pid",
+        ],
+    );
+    lines.sort();
+    lines
+}
+
 /// Each record as its `keys`' values (strings as they are, numbers in decimal) joined by
 /// spaces: the shape of a server's own log line, to compare with it line by line.
 pub fn log_lines(records: &[Value], keys: &[&str]) -> Vec<String> {

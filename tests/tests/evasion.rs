@@ -442,18 +442,21 @@ fn requests_pipelined_after_a_closing_one_are_counted_not_recorded() -> Result<(
     }
     let run = tracer.stop()?;
 
-    let logged: Vec<String> = nginx
+    let mut logged: Vec<String> = nginx
         .access_log()?
         .lines()
         .map(|line| parse_log(line).map(|l| l.request))
         .collect::<Result<_>>()?;
+    // nginx logs a connection it closes with unread bytes after its lingering close,
+    // which can end after the next connection's request was logged by another worker.
+    logged.sort();
     assert_eq!(
         logged,
         [
             "GET /closing HTTP/1.1",
-            "GET /ten HTTP/1.0",
             "GET /kept HTTP/1.0",
-            "GET /next HTTP/1.1"
+            "GET /next HTTP/1.1",
+            "GET /ten HTTP/1.0",
         ]
     );
     let recorded: Vec<&str> = run

@@ -4,7 +4,7 @@ use anyhow::Result;
 use std::time::Duration;
 use tests::clients::{RawConn, curl, url};
 use tests::ports::free_port;
-use tests::record::{RecordExt, strings, u64s};
+use tests::record::{RecordExt, served_by, strings, u64s};
 use tests::servers::{BIG_FILE_SIZE, HELLO, Nginx, NginxConfig, NodeCluster, ScriptServer};
 use tests::tls::{
     Certificate, GnutlsServer, NodeHttpsServer, host_libssl, s_client, tls_exchange, tls_url,
@@ -310,20 +310,8 @@ fn node_cluster_workers_forked_before_the_primary_listened_are_probed_in_time() 
         let run = tracer.stop()?;
 
         let mut logged = cluster.access_log()?;
-        let mut recorded: Vec<(String, String, u16, u32)> = run
-            .records
-            .iter()
-            .map(|r| {
-                (
-                    r.str_field("http.request.method").to_owned(),
-                    r.str_field("url.path").to_owned(),
-                    r.u64_field("http.response.status_code") as u16,
-                    r.u64_field("process.pid") as u32,
-                )
-            })
-            .collect();
         logged.sort();
-        recorded.sort();
+        let recorded = served_by(&run.records);
         assert_eq!(logged.len(), 6, "tracer first: {tracer_first}");
         assert_eq!(
             recorded, logged,

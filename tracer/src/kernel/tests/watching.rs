@@ -150,6 +150,17 @@ fn an_unwatched_process_that_receives_a_watched_connection_becomes_watched() {
     drop(other);
 }
 
+/// A one-byte message through `iov` with `control` for its control messages.
+fn message(iov: &mut libc::iovec, control: &mut [u64]) -> libc::msghdr {
+    // SAFETY: msghdr is plain data; the fields set below are the ones used.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(control);
+    msg
+}
+
 /// Sends one byte with `fd` attached (`SCM_RIGHTS`).
 fn send_fd(socket: &std::os::unix::net::UnixStream, fd: i32) {
     let mut byte = [1u8];
@@ -159,12 +170,7 @@ fn send_fd(socket: &std::os::unix::net::UnixStream, fd: i32) {
     };
     // Room for one cmsghdr (16 bytes) and one descriptor, padded to 8.
     let mut control = [0u64; 3];
-    // SAFETY: msghdr is plain data; the fields set below are the ones sendmsg reads.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = std::mem::size_of_val(&control);
+    let msg = message(&mut iov, &mut control);
     // SAFETY: the control buffer holds one header and one descriptor (CMSG_SPACE of
     // an int is 24 bytes on x86_64).
     unsafe {
@@ -185,13 +191,9 @@ fn recv_fd(socket: &std::os::unix::net::UnixStream) -> std::os::fd::OwnedFd {
         iov_len: 1,
     };
     let mut control = [0u64; 8];
-    // SAFETY: msghdr is plain data; recvmsg fills what the fields point to.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = std::mem::size_of_val(&control);
-    // SAFETY: as above; the received descriptor is owned at once.
+    let mut msg = message(&mut iov, &mut control);
+    // SAFETY: recvmsg fills what the message points to; the received descriptor is
+    // owned at once.
     unsafe {
         assert_eq!(libc::recvmsg(socket.as_raw_fd(), &mut msg, 0), 1, "recvmsg");
         let header = libc::CMSG_FIRSTHDR(&msg);
