@@ -1,7 +1,7 @@
 //! Everything `tracer run` does before the first event: host checks, identity, sinks
 //! and the chain (so a bad setup fails before any program loads), then the programs,
 //! the servers already running, and their OpenSSL.
-use std::{io, os::fd::OwnedFd};
+use std::{collections::HashSet, io, os::fd::OwnedFd};
 
 use anyhow::{Context as _, Result, bail};
 use aya::maps::{MapData, PerCpuArray, RingBuf};
@@ -95,6 +95,7 @@ pub fn start(config: &RunSettings) -> Result<Started> {
         io_uring,
         tgids: loaded.tgids,
         children_watched: 0,
+        children_examined: HashSet::new(),
         stdout_closed: false,
     };
     // Workers a running server forked before it listened.

@@ -5,7 +5,7 @@
 //! to the tracker: an Open caches the serving process (short-lived handlers may be gone
 //! by the time their response completes), Exit forgets it once its records are
 //! written, Listen and Tls ask for OpenSSL probes.
-use std::{io, time::Instant};
+use std::{collections::HashSet, io, time::Instant};
 
 use anyhow::{Context as _, Result};
 use aya::maps::{MapData, RingBuf};
@@ -53,6 +53,9 @@ pub struct State {
     pub tgids: WatchedTgids,
     /// Processes watched because their parent became a server after forking them.
     pub children_watched: u64,
+    /// Servers whose children were looked at: a server listening on several ports
+    /// scans /proc once, not once per port.
+    pub children_examined: HashSet<u32>,
     /// The reader of stdout went away: stop tracing instead of failing every write.
     pub stdout_closed: bool,
 }
@@ -107,6 +110,7 @@ impl State {
         for pid in self.exited.drain(..) {
             self.processes.forget(pid);
             self.io_uring.exited(pid);
+            self.children_examined.remove(&pid);
             self.tls_work.push(TlsWork::Exited(pid));
         }
         Ok(())
@@ -115,10 +119,14 @@ impl State {
     /// Watches the children `tgid` forked before it became a server and that run its
     /// program, as their parent is: the fork hook only sees forks of watched processes,
     /// and a server that forks its workers before it listens (Node's cluster module)
-    /// hands them its connections. Their OpenSSL probes are attached with the parent's, before their
-    /// first connection, where the kernel's `recvmsg` hook would find them only as it
-    /// arrives, too late for the probes to see its first TLS request.
+    /// hands them its connections. Their OpenSSL probes are attached with the
+    /// parent's, before their first connection, where the kernel's `recvmsg` hook
+    /// would find them only as it arrives, too late for the probes to see its first
+    /// TLS request. Later children are the fork hook's.
     pub fn watch_children(&mut self, tgid: u32) {
+        if !self.children_examined.insert(tgid) {
+            return;
+        }
         for child in discovery::workers_of(tgid) {
             if self.tgids.contains(child) {
                 continue;
