@@ -7,7 +7,7 @@ use tests::clients::{RawConn, curl, get, url};
 use tests::ports::free_port;
 use tests::record::{RecordExt, log_lines, strings, u64s};
 use tests::servers::{
-    BIG_FILE_SIZE, HELLO, Nginx, NginxConfig, STATIC_PAGE, ScriptServer, SpliceServer,
+    BIG_FILE_SIZE, HELLO, Moves, MovingServer, Nginx, NginxConfig, STATIC_PAGE, ScriptServer,
 };
 use tests::tracer::{Tracer, TracerRun};
 
@@ -436,8 +436,22 @@ fn upload_bodies_are_counted_without_copying_and_match_nginx_log() -> Result<()>
 /// path and both body sizes. A body made of request heads is never parsed as requests.
 #[test]
 fn spliced_bodies_are_counted_and_match_the_servers_log() -> Result<()> {
+    bodies_match_the_servers_log(Moves::Splice)
+}
+
+/// A server that reads with preadv2 and writes with pwritev2 (Python's `os.preadv` and
+/// `os.pwritev`): before the twenty-third session neither was captured, and such a
+/// server's requests were missing without a word.
+#[test]
+fn preadv2_and_pwritev2_are_captured_and_match_the_servers_log() -> Result<()> {
+    bodies_match_the_servers_log(Moves::VectoredWithFlags)
+}
+
+/// Requests with and without bodies on one keep-alive connection to a `MovingServer`:
+/// each record agrees with its log on the method, the path and both body sizes.
+fn bodies_match_the_servers_log(moves: Moves) -> Result<()> {
     let port = free_port();
-    let server = SpliceServer::start(port)?;
+    let server = MovingServer::start(port, moves)?;
     let tracer = Tracer::start(&[port])?;
     let fake = b"GET /inside-body HTTP/1.1\r\nHost: x\r\n\r\n";
     let mut conn = RawConn::connect(("127.0.0.1", port))?;

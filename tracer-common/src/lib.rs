@@ -104,13 +104,23 @@ pub enum Syscall {
     /// without their passing through its memory, so they are counted, never copied. The
     /// one program for splice's number: it tells the two directions apart.
     SpliceRead = 9,
+    /// `preadv2(2)` at the current position (offset -1; any other offset fails on a
+    /// socket): `readv` with flags.
+    Preadv2 = 10,
+    /// `pwritev2(2)`, as `Preadv2`.
+    Pwritev2 = 11,
+    /// `recvmmsg(2)`: several `recvmsg` in one call. Its first message is copied; when
+    /// it filled more than one, the others are counted, not copied.
+    Recvmmsg = 12,
+    /// `sendmmsg(2)`, as `Recvmmsg`.
+    Sendmmsg = 13,
     /// `splice(2)` moved bytes from a pipe into the connection (a proxy forwarding a
     /// body); counted, never copied. Reached only from `SpliceRead`'s program.
-    SpliceWrite = 10,
+    SpliceWrite = 14,
     /// SSL_read or SSL_read_ex returned plaintext.
-    SslRead = 11,
+    SslRead = 15,
     /// SSL_write or SSL_write_ex accepted plaintext.
-    SslWrite = 12,
+    SslWrite = 16,
 }
 
 impl Syscall {
@@ -126,9 +136,13 @@ impl Syscall {
             7 => Self::Sendmsg,
             8 => Self::Sendfile,
             9 => Self::SpliceRead,
-            10 => Self::SpliceWrite,
-            11 => Self::SslRead,
-            12 => Self::SslWrite,
+            10 => Self::Preadv2,
+            11 => Self::Pwritev2,
+            12 => Self::Recvmmsg,
+            13 => Self::Sendmmsg,
+            14 => Self::SpliceWrite,
+            15 => Self::SslRead,
+            16 => Self::SslWrite,
             _ => return None,
         })
     }
@@ -141,12 +155,16 @@ impl Syscall {
             | Self::Recvfrom
             | Self::Recvmsg
             | Self::SpliceRead
+            | Self::Preadv2
+            | Self::Recvmmsg
             | Self::SslRead => Direction::Ingress,
             Self::Write
             | Self::Writev
             | Self::Sendto
             | Self::Sendmsg
             | Self::Sendfile
+            | Self::Pwritev2
+            | Self::Sendmmsg
             | Self::SpliceWrite
             | Self::SslWrite => Direction::Egress,
         }
@@ -170,7 +188,11 @@ macro_rules! captured_syscalls {
             (Sendto, capture_sendto),
             (Sendmsg, capture_sendmsg),
             (Sendfile, capture_sendfile),
-            (SpliceRead, capture_splice)
+            (SpliceRead, capture_splice),
+            (Preadv2, capture_preadv2),
+            (Pwritev2, capture_pwritev2),
+            (Recvmmsg, capture_recvmmsg),
+            (Sendmmsg, capture_sendmmsg)
         }
     };
 }
@@ -196,7 +218,7 @@ macro_rules! captured_table {
 captured_syscalls!(captured_table);
 
 /// How many syscalls are captured.
-pub const CAPTURED_SYSCALLS: usize = 10;
+pub const CAPTURED_SYSCALLS: usize = 14;
 
 /// Fields common to every event; first in every event struct.
 #[repr(C)]

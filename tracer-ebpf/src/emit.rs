@@ -108,6 +108,11 @@ pub struct Transfer {
     pub buf: u64,
     /// Number of iovecs for readv/writev.
     pub iovcnt: u64,
+    /// The bytes of a recvmmsg's or sendmmsg's first message when it moved several:
+    /// only those are copied, the rest of the call is counted (a gap to user space,
+    /// which takes it as body bytes or a counted desync) and no head is scanned.
+    /// `u64::MAX` for every other call.
+    pub first: u64,
     pub fd: i32,
     /// `Syscall` as u8.
     pub syscall: u8,
@@ -167,7 +172,7 @@ pub fn data(
     // Bytes the server discarded (`Transfer::buf`) are counted like skipped ones; no
     // head is read from them, and the kernel then no longer knows where requests start.
     let discarded = transfer.buf == 0;
-    let scanned = scanned && !discarded;
+    let scanned = scanned && !discarded && transfer.first >= len;
     let captured = if skipped || discarded {
         0
     } else {
@@ -295,18 +300,27 @@ pub fn capture(
     dst: &mut [u8; 2 * MAX_CAPTURE],
     copied: &mut u64,
 ) -> usize {
-    let len = len.min(max as u64);
+    let len = len.min(transfer.first).min(max as u64);
     let syscall = transfer.syscall;
     if syscall == Syscall::Sendfile as u8 {
         // sendfile bodies come from a file, discarded bytes from nowhere: counted,
         // never copied.
         return 0;
     }
-    if syscall == Syscall::Readv as u8 || syscall == Syscall::Writev as u8 {
+    if syscall == Syscall::Readv as u8
+        || syscall == Syscall::Writev as u8
+        || syscall == Syscall::Preadv2 as u8
+        || syscall == Syscall::Pwritev2 as u8
+    {
         return copy_iov(transfer.buf, transfer.iovcnt, len, dst, copied);
     }
-    if syscall == Syscall::Recvmsg as u8 || syscall == Syscall::Sendmsg as u8 {
-        // struct user_msghdr: msg_iov at 16, msg_iovlen at 24 (x86_64 and arm64 ABI).
+    if syscall == Syscall::Recvmsg as u8
+        || syscall == Syscall::Sendmsg as u8
+        || syscall == Syscall::Recvmmsg as u8
+        || syscall == Syscall::Sendmmsg as u8
+    {
+        // struct user_msghdr (an mmsghdr's first message starts with one): msg_iov at 16,
+        // msg_iovlen at 24 (x86_64 and arm64 ABI).
         // SAFETY: user pointers, read with the faulting-safe helper.
         let iov: u64 =
             unsafe { bpf_probe_read_user((transfer.buf + 16) as *const u64) }.unwrap_or(0);

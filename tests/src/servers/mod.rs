@@ -14,7 +14,9 @@ pub use nats::{Inbox, Message, NatsServer, subscribe};
 pub use nginx::{BIG_FILE_SIZE, HELLO, Nginx, NginxConfig, STATIC_PAGE};
 pub use node::{NodeCluster, NodeHttpServer};
 pub use postgres::Postgres;
-pub use python::{PassedListener, PyHttpServer, RingServer, RingSetup, ScriptServer, SpliceServer};
+pub use python::{
+    Moves, MovingServer, PassedListener, PyHttpServer, RingServer, RingSetup, ScriptServer,
+};
 
 use crate::process::Guarded;
 use anyhow::{Context, Result, bail};

@@ -319,24 +319,46 @@ impl ScriptServer {
     }
 }
 
-/// An HTTP/1.1 keep-alive server on 127.0.0.1 that moves every body with `splice(2)`,
-/// as a proxy forwarding bodies between sockets does: it peeks for the head, reads
-/// exactly the head, splices the request body into a pipe (and discards it there), and
-/// answers `/bytes/N` with N bytes spliced from a pipe into the socket. It logs
+/// How `MovingServer` moves a connection's bytes.
+#[derive(Clone, Copy, Debug)]
+pub enum Moves {
+    /// Every body with `splice(2)`, as a proxy forwarding bodies between sockets does:
+    /// it peeks for the head, reads exactly the head, splices the request body into a
+    /// pipe (and discards it there), and sends the response body from a pipe.
+    Splice,
+    /// Every byte with `preadv2(2)` and `pwritev2(2)` at the current position (Python's
+    /// `os.preadv` and `os.pwritev`), each response as its head and body in one call.
+    VectoredWithFlags,
+}
+
+/// An HTTP/1.1 keep-alive server on 127.0.0.1 that moves its bytes in one of the less
+/// common ways (`Moves`), and answers `/bytes/N` with N bytes. It logs
 /// `METHOD PATH STATUS REQUEST_BODY RESPONSE_BODY` per request (`access_log`), as it
 /// counted them. One connection at a time.
-pub struct SpliceServer {
+pub struct MovingServer {
     child: Guarded,
     dir: TempDir,
 }
 
-const SPLICE_SCRIPT: &str = r#"
+const MOVING_SCRIPT: &str = r#"
 import os
 import socket
 import sys
 import time
 
 PIECE = 16384
+
+
+def parse(head):
+    lines = head.decode("latin-1").split("\r\n")
+    method, path, _ = lines[0].split(" ")
+    length = 0
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        if name.strip().lower() == "content-length":
+            length = int(value)
+    size = int(path[len("/bytes/"):]) if path.startswith("/bytes/") else 0
+    return method, path, length, size
 
 
 def read_head(conn):
@@ -356,20 +378,14 @@ def drain(fd, n):
         n -= len(os.read(fd, min(n, PIECE)))
 
 
-def serve(conn, log):
+def serve_splice(conn, log):
     pipe_r, pipe_w = os.pipe()
     try:
         while True:
             head = read_head(conn)
             if head is None:
                 return
-            lines = head.decode("latin-1").split("\r\n")
-            method, path, _ = lines[0].split(" ")
-            length = 0
-            for line in lines[1:]:
-                name, _, value = line.partition(":")
-                if name.strip().lower() == "content-length":
-                    length = int(value)
+            method, path, length, size = parse(head)
             received = 0
             while received < length:
                 n = os.splice(conn.fileno(), pipe_w, min(length - received, PIECE))
@@ -377,7 +393,6 @@ def serve(conn, log):
                     return
                 drain(pipe_r, n)
                 received += n
-            size = int(path[len("/bytes/"):]) if path.startswith("/bytes/") else 0
             conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size)
             sent = 0
             while sent < size:
@@ -394,6 +409,42 @@ def serve(conn, log):
         os.close(pipe_w)
 
 
+def read_vectored(fd, n):
+    buf = bytearray(n)
+    # Offset -1: the current position, the only one a socket takes (preadv2).
+    got = os.preadv(fd, [buf], -1)
+    return bytes(buf[:got])
+
+
+def serve_vectored(conn, log):
+    fd = conn.fileno()
+    pending = b""
+    while True:
+        while b"\r\n\r\n" not in pending:
+            data = read_vectored(fd, PIECE)
+            if not data:
+                return
+            pending += data
+        end = pending.index(b"\r\n\r\n") + 4
+        method, path, length, size = parse(pending[:end])
+        received = min(len(pending) - end, length)
+        pending = pending[end + received:]
+        while received < length:
+            data = read_vectored(fd, min(length - received, PIECE))
+            if not data:
+                return
+            received += len(data)
+        parts = [b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size, b"v" * size]
+        left = len(parts[0]) + size
+        while left > 0:
+            left -= os.pwritev(fd, parts, -1)
+            whole = b"".join(parts)
+            parts = [whole[len(whole) - left:]]
+        log.write("%s %s 200 %d %d\n" % (method, path, received, size))
+        log.flush()
+
+
+serve = serve_splice if sys.argv[3] == "splice" else serve_vectored
 listener = socket.socket()
 listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 listener.bind(("127.0.0.1", int(sys.argv[1])))
@@ -406,13 +457,17 @@ with open(sys.argv[2], "a") as log:
             serve(conn, log)
 "#;
 
-impl SpliceServer {
-    pub fn start(port: u16) -> Result<Self> {
-        let dir = tempfile::tempdir().context("creating splice server dir")?;
+impl MovingServer {
+    pub fn start(port: u16, moves: Moves) -> Result<Self> {
+        let dir = tempfile::tempdir().context("creating the server's dir")?;
         let access_log = dir.path().join("access.log");
         let port = port.to_string();
-        let args = [port.as_ref(), access_log.as_os_str()];
-        let child = run_script(dir.path(), "splice.py", SPLICE_SCRIPT, &args, "listening")?;
+        let mode = match moves {
+            Moves::Splice => "splice",
+            Moves::VectoredWithFlags => "vectored",
+        };
+        let args = [port.as_ref(), access_log.as_os_str(), mode.as_ref()];
+        let child = run_script(dir.path(), "moving.py", MOVING_SCRIPT, &args, "listening")?;
         Ok(Self { child, dir })
     }
 
@@ -426,7 +481,7 @@ impl SpliceServer {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let text = std::fs::read_to_string(self.dir.path().join("access.log"))
-                .context("reading the splice server's log")?;
+                .context("reading the server's log")?;
             let logged: Vec<String> = text.lines().map(str::to_owned).collect();
             if logged.len() >= lines || Instant::now() > deadline {
                 return Ok(logged);

@@ -10,7 +10,9 @@
 //! The return value says what was really transferred, so partial reads and writes are
 //! exact.
 use aya_ebpf::{
-    helpers::bpf_get_current_pid_tgid, macros::raw_tracepoint, programs::RawTracePointContext,
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
+    macros::raw_tracepoint,
+    programs::RawTracePointContext,
 };
 use tracer_common::{Direction, Loss, Syscall};
 
@@ -95,11 +97,20 @@ fn returned(ctx: &RawTracePointContext, syscall: Syscall) {
     // takes nothing from the stream: with SO_TIMESTAMPING it returns the server's own
     // sent packets, headers and payload, which would reach the parser as a request.
     let flags = match syscall {
-        Syscall::Recvfrom => syscall_arg4(),
+        Syscall::Recvfrom | Syscall::Recvmmsg => syscall_arg4(),
         Syscall::Recvmsg => third,
         _ => 0,
     };
     if flags & (MSG_PEEK | MSG_ERRQUEUE) != 0 {
+        return;
+    }
+    // recvmmsg and sendmmsg return how many messages they filled or sent, each with its
+    // length beside its header.
+    let (len, first) = match syscall {
+        Syscall::Recvmmsg | Syscall::Sendmmsg => messages(buf, len),
+        _ => (len, u64::MAX),
+    };
+    if len == 0 {
         return;
     }
     // Bytes a server discarded are counted, never read from a buffer that does not hold
@@ -113,7 +124,48 @@ fn returned(ctx: &RawTracePointContext, syscall: Syscall) {
     let Some(conn) = watched_conn(tgid, pid_tgid as u32, fd, moved) else {
         return;
     };
-    transferred(ctx, pid_tgid, syscall, conn, fd, buf, third, len);
+    let transfer = Transfer {
+        conn_id: conn.conn_id,
+        buf,
+        iovcnt: third,
+        first,
+        fd,
+        syscall: syscall as u8,
+    };
+    transferred(ctx, pid_tgid, conn, transfer, len);
+}
+
+/// `struct mmsghdr`: a `struct user_msghdr` (56 bytes on x86_64 and arm64), then the
+/// bytes that message moved (u32), padded to 64.
+const MMSGHDR_SIZE: u64 = 64;
+const MMSGHDR_LEN: u64 = 56;
+/// The kernel's cap on the messages of one call (`UIO_MAXIOV`): no call moves more, so
+/// every byte of one is counted.
+const MAX_MESSAGES: u64 = 1024;
+
+/// The bytes the `count` messages of a recvmmsg or sendmmsg at `msgvec` moved, and the
+/// first message's, when there was more than one (`u64::MAX` otherwise: the call is a
+/// recvmsg or sendmsg of its first header). A length that cannot be read counts as 0:
+/// a fault here is a program that unmapped its vector while the call returned, and the
+/// bytes it hid reach user space as a gap (`lost_before`) at the next event.
+#[inline(always)]
+fn messages(msgvec: u64, count: u64) -> (u64, u64) {
+    let mut total = 0;
+    let mut first = u64::MAX;
+    for i in 0..MAX_MESSAGES {
+        if i >= count {
+            break;
+        }
+        // SAFETY: user pointer read with the faulting-safe helper.
+        let moved: u32 =
+            unsafe { bpf_probe_read_user((msgvec + i * MMSGHDR_SIZE + MMSGHDR_LEN) as *const u32) }
+                .unwrap_or(0);
+        if i == 0 && count > 1 {
+            first = u64::from(moved);
+        }
+        total += u64::from(moved);
+    }
+    (total, first)
 }
 
 /// `splice(fd_in, off_in, fd_out, ...)` returned: one end is a pipe, so at most one is a
@@ -131,23 +183,30 @@ fn spliced(ctx: &RawTracePointContext, pid_tgid: u64, fd_in: i32, fd_out: i32, l
     } else {
         return;
     };
-    transferred(ctx, pid_tgid, syscall, conn, fd, 0, 0, len);
+    let transfer = Transfer {
+        conn_id: conn.conn_id,
+        buf: 0,
+        iovcnt: 0,
+        first: u64::MAX,
+        fd,
+        syscall: syscall as u8,
+    };
+    transferred(ctx, pid_tgid, conn, transfer, len);
 }
 
 /// `len` bytes moved on the watched connection `conn`: the OpenSSL bookkeeping, then the
 /// data event (or the head scan it jumps to).
-#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn transferred(
     ctx: &RawTracePointContext,
     pid_tgid: u64,
-    syscall: Syscall,
     conn: Watched,
-    fd: i32,
-    buf: u64,
-    third: u64,
+    transfer: Transfer,
     len: u64,
 ) {
+    let fd = transfer.fd;
+    let direction =
+        Syscall::from_u8(transfer.syscall).map_or(Direction::Egress, Syscall::direction);
     let tls = conn.flags & CONN_TLS != 0;
     // Connections known to be plain HTTP skip the OpenSSL bookkeeping; TLS ones and
     // those not looked at yet (a pre-existing TLS connection's first syscall) need it.
@@ -164,7 +223,7 @@ fn transferred(
                 (*call).fd = fd;
                 (*call).conn_id = conn.conn_id;
             }
-        } else if tls && syscall.direction() == Direction::Ingress {
+        } else if tls && direction == Direction::Ingress {
             let _ = THREAD_TLS_READ.insert(&pid_tgid, &fd, 0);
         }
     }
@@ -172,20 +231,13 @@ fn transferred(
     if tls {
         return;
     }
-    let transfer = Transfer {
-        conn_id: conn.conn_id,
-        buf,
-        iovcnt: third,
-        fd,
-        syscall: syscall as u8,
-    };
     if emit::data(pid_tgid, &transfer, len, conn.entry, true) {
         // SAFETY: HEAD_SCAN_PROGRAMS holds raw tracepoint programs for this same context.
-        unsafe { HEAD_SCAN_PROGRAMS.tail_call(ctx, syscall.direction() as u32) };
+        unsafe { HEAD_SCAN_PROGRAMS.tail_call(ctx, direction as u32) };
         // Only reached when the jump failed: the transfer goes out as it was copied, and
         // its body is copied, as without a window.
         count_loss(Loss::Dispatch);
-        match syscall.direction() {
+        match direction {
             Direction::Ingress => body::finish_parked::<true>(false),
             Direction::Egress => body::finish_parked::<false>(false),
         }

@@ -108,6 +108,7 @@ fn exit(pid_tgid: u64, call: &SslCall, len: u64) {
         conn_id: conn.conn_id,
         buf: call.buf,
         iovcnt: 0,
+        first: u64::MAX,
         fd,
         syscall: call.syscall,
     };

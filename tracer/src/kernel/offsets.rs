@@ -102,6 +102,10 @@ mod abi {
             Syscall::Sendmsg => libc::SYS_sendmsg,
             Syscall::Sendfile => libc::SYS_sendfile,
             Syscall::SpliceRead => libc::SYS_splice,
+            Syscall::Preadv2 => libc::SYS_preadv2,
+            Syscall::Pwritev2 => libc::SYS_pwritev2,
+            Syscall::Recvmmsg => libc::SYS_recvmmsg,
+            Syscall::Sendmmsg => libc::SYS_sendmmsg,
             // Not syscalls, or splice's other direction (one program for both): never
             // matched.
             Syscall::SpliceWrite | Syscall::SslRead | Syscall::SslWrite => return u32::MAX,

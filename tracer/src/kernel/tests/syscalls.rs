@@ -432,3 +432,133 @@ fn a_duplicated_descriptor_opens_with_the_socket_number_of_the_original() {
     assert_eq!(opens, [(fd, inode), (copy, inode)]);
     drop(client);
 }
+
+/// `iovecs` as the messages of one recvmmsg or sendmmsg call, one iovec each.
+fn messages(iovecs: &mut [libc::iovec]) -> Vec<libc::mmsghdr> {
+    iovecs
+        .iter_mut()
+        .map(|iov| {
+            // SAFETY: a plain C struct, all zeroes valid.
+            let mut message: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            message.msg_hdr.msg_iov = iov;
+            message.msg_hdr.msg_iovlen = 1;
+            message
+        })
+        .collect()
+}
+
+/// An iovec the kernel fills.
+fn into(buf: &mut [u8]) -> libc::iovec {
+    libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    }
+}
+
+/// An iovec the kernel only reads (iovec has no const form).
+fn from(buf: &[u8]) -> libc::iovec {
+    libc::iovec {
+        iov_base: buf.as_ptr().cast_mut().cast(),
+        iov_len: buf.len(),
+    }
+}
+
+/// preadv2 at the current position and pwritev2 are readv and writev with flags; a
+/// recvmmsg or sendmmsg that moves one message is a recvmsg or sendmsg of it. Each is
+/// copied whole, and a preadv2 at an offset (which a socket refuses) is nothing.
+#[test]
+fn vectored_calls_with_flags_and_single_message_calls_yield_their_bytes() {
+    let mut kernel = Kernel::load();
+    let (mut client, server) = kernel.connection();
+    let fd = server.as_raw_fd();
+    let (mut a, mut b) = ([0u8; 3], [0u8; 8]);
+    let mut parts = [into(&mut a), into(&mut b)];
+    let mut one = [0u8; 16];
+    let mut answer = [0u8; 3];
+    // SAFETY: plain socket calls on a descriptor this test owns; every iovec and
+    // message points into a local buffer that outlives the call.
+    unsafe {
+        client.write_all(b"preadv2").unwrap();
+        assert_eq!(libc::preadv2(fd, parts.as_mut_ptr(), 2, 5, 0), -1);
+        assert_eq!(*libc::__errno_location(), libc::ESPIPE);
+        assert_eq!(libc::preadv2(fd, parts.as_mut_ptr(), 2, -1, 0), 7);
+        let written = [from(b"pwrite"), from(b"v2")];
+        assert_eq!(libc::pwritev2(fd, written.as_ptr(), 2, -1, 0), 8);
+        client.write_all(b"recvmmsg").unwrap();
+        let mut iovecs = [into(&mut one)];
+        let mut received = messages(&mut iovecs);
+        let n = libc::recvmmsg(fd, received.as_mut_ptr(), 1, 0, std::ptr::null_mut());
+        assert_eq!((n, received[0].msg_len), (1, 8));
+        let mut iovecs = [from(b"one")];
+        let mut sent = messages(&mut iovecs);
+        assert_eq!(libc::sendmmsg(fd, sent.as_mut_ptr(), 1, 0), 1);
+    }
+    let mut pwritten = [0u8; 8];
+    client.read_exact(&mut pwritten).unwrap();
+    client.read_exact(&mut answer).unwrap();
+    assert_eq!((&pwritten, &answer), (b"pwritev2", b"one"));
+    assert_eq!((&a, &one[..8]), (b"pre", &b"recvmmsg"[..]));
+    assert_eq!(
+        kernel
+            .events(5)
+            .into_iter()
+            .map(|(_, s)| s)
+            .collect::<Vec<_>>(),
+        [
+            Seen::Open { fd },
+            data(fd, Direction::Ingress, b"preadv2"),
+            data(fd, Direction::Egress, b"pwritev2"),
+            data(fd, Direction::Ingress, b"recvmmsg"),
+            data(fd, Direction::Egress, b"one"),
+        ]
+    );
+    assert_eq!(kernel.losses().total(), 0, "{:?}", kernel.losses());
+}
+
+/// A recvmmsg or sendmmsg that moves several messages is counted whole: its first
+/// message is copied, the rest reaches user space as a gap, never as bytes it did not
+/// see, and the reads after it are whole.
+#[test]
+fn a_multi_message_call_is_counted_whole_with_its_first_message_copied() {
+    let mut kernel = Kernel::load();
+    let (mut client, mut server) = kernel.connection();
+    let fd = server.as_raw_fd();
+    let (mut first, mut second) = ([0u8; 5], [0u8; 5]);
+    let mut rest = [0u8; 9];
+    // SAFETY: plain socket calls on a descriptor this test owns; every iovec and
+    // message points into a local buffer that outlives the call.
+    unsafe {
+        client.write_all(b"GET /two HTTP/1.1\r\n").unwrap();
+        let mut iovecs = [into(&mut first), into(&mut second)];
+        let mut received = messages(&mut iovecs);
+        let n = libc::recvmmsg(
+            fd,
+            received.as_mut_ptr(),
+            2,
+            libc::MSG_WAITFORONE,
+            std::ptr::null_mut(),
+        );
+        assert_eq!(n, 2);
+        let mut iovecs = [from(b"HTTP/1.1 "), from(b"200 OK\r\n\r\n")];
+        let mut sent = messages(&mut iovecs);
+        assert_eq!(libc::sendmmsg(fd, sent.as_mut_ptr(), 2, 0), 2);
+    }
+    assert_eq!((&first, &second), (b"GET /", b"two H"));
+    server.read_exact(&mut rest).unwrap();
+    assert_eq!(&rest, b"TTP/1.1\r\n");
+    let transfer = |direction, len: u32, copied: usize| Transfer {
+        direction,
+        len,
+        copied,
+        body: BodyCopy::Whole,
+    };
+    assert_eq!(
+        kernel.transfers(3),
+        [
+            transfer(Direction::Ingress, 10, 5),
+            transfer(Direction::Egress, 19, 9),
+            transfer(Direction::Ingress, 9, 9),
+        ]
+    );
+    assert_eq!(kernel.losses().total(), 0, "{:?}", kernel.losses());
+}
