@@ -20,6 +20,11 @@ const SCM_RIGHTS: i32 = 1;
 /// Descriptors of one `SCM_RIGHTS` message looked at. Node's cluster module and the
 /// servers that hand connections to workers pass one per message.
 const PASSED_FDS: usize = 4;
+/// Control messages looked at, while they are `SOL_SOCKET` ones: a receiver with
+/// `SO_PASSCRED` (or `SO_PASSPIDFD`, `SO_PASSSEC`) gets its sender's credentials, pidfd
+/// and security label before the descriptors. A message from an IP socket carries other
+/// levels after its timestamps, so a UDP server's reads stop there.
+const CONTROL_MESSAGES: usize = 4;
 
 #[tracepoint]
 pub fn enter_close(ctx: TracePointContext) -> u32 {
@@ -94,7 +99,8 @@ pub fn exit_accept(ctx: TracePointContext) -> u32 {
 /// being watched: a primary that accepts and hands each connection to a worker forked
 /// before it listened (Node's cluster module, its default on Linux). It is watched from
 /// this message on, before it reads the connection's first byte. Attached to
-/// `sys_exit_recvmsg`, which only recvmsg hits; looks at the first control message.
+/// `sys_exit_recvmsg`, which only recvmsg hits; looks at the first `SCM_RIGHTS` control
+/// message among the first `CONTROL_MESSAGES`.
 #[tracepoint]
 pub fn exit_recvmsg(ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
@@ -116,29 +122,49 @@ pub fn exit_recvmsg(ctx: TracePointContext) -> u32 {
         return 0;
     };
     // struct user_msghdr: msg_control at 32, msg_controllen (what the kernel filled
-    // in) at 40; struct cmsghdr: len (u64), level and type (i32), then the data.
+    // in) at 40; struct cmsghdr: len (u64), level and type (i32), then the data, the
+    // next header 8-aligned after it.
     // SAFETY (all reads): user pointers, read with the faulting-safe helper.
     let Ok([control, length]) = (unsafe { bpf_probe_read_user((msg + 32) as *const [u64; 2]) })
     else {
         return 0;
     };
-    if control == 0 || length < 20 {
+    if control == 0 {
         return 0;
     }
-    let Ok(header) = (unsafe { bpf_probe_read_user(control as *const [u64; 2]) }) else {
-        return 0;
-    };
-    let (len, level, kind) = (header[0], header[1] as i32, (header[1] >> 32) as i32);
-    if level != SOL_SOCKET || kind != SCM_RIGHTS || len < 20 || len > length {
-        return 0;
+    let mut at = 0;
+    for _ in 0..CONTROL_MESSAGES {
+        if at + 20 > length {
+            return 0;
+        }
+        let Ok(header) = (unsafe { bpf_probe_read_user((control + at) as *const [u64; 2]) }) else {
+            return 0;
+        };
+        let (len, level, kind) = (header[0], header[1] as i32, (header[1] >> 32) as i32);
+        if level != SOL_SOCKET || len < 16 || len > length - at {
+            return 0;
+        }
+        if kind == SCM_RIGHTS {
+            passed(pid_tgid, control + at + 16, (len - 16) / 4);
+            return 0;
+        }
+        at += (len + 7) & !7;
     }
-    let passed = (len - 16) / 4;
+    0
+}
+
+/// A process received `count` descriptors at `fds`: if one is a connection on a watched
+/// port, it is watched from now on.
+#[inline(always)]
+fn passed(pid_tgid: u64, fds: u64, count: u64) {
+    let tgid = (pid_tgid >> 32) as u32;
     for i in 0..PASSED_FDS as u64 {
-        if i >= passed {
+        if i >= count {
             break;
         }
         // One at a time: the message may end at the end of a page.
-        let Ok(fd) = (unsafe { bpf_probe_read_user((control + 16 + 4 * i) as *const i32) }) else {
+        // SAFETY: user pointer, read with the faulting-safe helper.
+        let Ok(fd) = (unsafe { bpf_probe_read_user((fds + 4 * i) as *const i32) }) else {
             break;
         };
         if current_file(fd).and_then(watched_endpoints).is_some() {
@@ -148,7 +174,6 @@ pub fn exit_recvmsg(ctx: TracePointContext) -> u32 {
             break;
         }
     }
-    0
 }
 
 /// Children of a watched process inherit its sockets (pre-forking servers such as nginx).

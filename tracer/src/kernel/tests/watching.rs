@@ -127,14 +127,14 @@ fn an_unwatched_process_that_receives_a_watched_connection_becomes_watched() {
 
     // A descriptor that is not a connection: the pipe end of a unix socket.
     send_fd(&left, right.as_raw_fd());
-    let other = recv_fd(&right);
+    let (other, _) = recv_fd(&right);
     assert!(
         !kernel.loaded.tgids.contains(pid),
         "no connection was passed"
     );
 
     send_fd(&left, server.as_raw_fd());
-    let received = recv_fd(&right);
+    let (received, _) = recv_fd(&right);
     assert!(
         kernel.loaded.tgids.contains(pid),
         "watched from the message"
@@ -148,6 +148,36 @@ fn an_unwatched_process_that_receives_a_watched_connection_becomes_watched() {
         [received.as_raw_fd()]
     );
     drop(other);
+}
+
+/// A receiver with `SO_PASSCRED` gets its sender's credentials in a control message
+/// before the descriptors: the connection is still found.
+#[test]
+fn a_connection_received_after_the_senders_credentials_is_watched() {
+    let kernel = Kernel::load();
+    let pid = std::process::id();
+    let (_client, server) = kernel.connection();
+    let (left, right) = std::os::unix::net::UnixStream::pair().unwrap();
+    let on: i32 = 1;
+    // SAFETY: sets an integer option on a socket this test owns.
+    let set = unsafe {
+        libc::setsockopt(
+            right.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PASSCRED,
+            (&on as *const i32).cast(),
+            size_of::<i32>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(set, 0);
+    kernel.loaded.tgids.unwatch(pid);
+    send_fd(&left, server.as_raw_fd());
+    let (_received, types) = recv_fd(&right);
+    assert_eq!(types, [libc::SCM_CREDENTIALS, libc::SCM_RIGHTS]);
+    assert!(
+        kernel.loaded.tgids.contains(pid),
+        "watched from the message"
+    );
 }
 
 /// A one-byte message through `iov` with `control` for its control messages.
@@ -183,8 +213,9 @@ fn send_fd(socket: &std::os::unix::net::UnixStream, fd: i32) {
     }
 }
 
-/// Receives one byte and the descriptor sent with it.
-fn recv_fd(socket: &std::os::unix::net::UnixStream) -> std::os::fd::OwnedFd {
+/// Receives one byte and the descriptor sent with it; the types of the control
+/// messages that came with it, in order.
+fn recv_fd(socket: &std::os::unix::net::UnixStream) -> (std::os::fd::OwnedFd, Vec<i32>) {
     let mut byte = [0u8];
     let mut iov = libc::iovec {
         iov_base: byte.as_mut_ptr().cast(),
@@ -192,17 +223,22 @@ fn recv_fd(socket: &std::os::unix::net::UnixStream) -> std::os::fd::OwnedFd {
     };
     let mut control = [0u64; 8];
     let mut msg = message(&mut iov, &mut control);
-    // SAFETY: recvmsg fills what the message points to; the received descriptor is
-    // owned at once.
+    let mut types = Vec::new();
+    let mut fd = None;
+    // SAFETY: recvmsg fills what the message points to; the headers walked are the
+    // ones it filled in, and the received descriptor is owned at once.
     unsafe {
         assert_eq!(libc::recvmsg(socket.as_raw_fd(), &mut msg, 0), 1, "recvmsg");
-        let header = libc::CMSG_FIRSTHDR(&msg);
-        assert!(!header.is_null(), "no descriptor came with the byte");
-        assert_eq!(
-            ((*header).cmsg_level, (*header).cmsg_type),
-            (libc::SOL_SOCKET, libc::SCM_RIGHTS)
-        );
-        let fd = libc::CMSG_DATA(header).cast::<i32>().read_unaligned();
-        std::os::fd::FromRawFd::from_raw_fd(fd)
+        let mut header = libc::CMSG_FIRSTHDR(&msg);
+        while !header.is_null() {
+            assert_eq!((*header).cmsg_level, libc::SOL_SOCKET);
+            types.push((*header).cmsg_type);
+            if (*header).cmsg_type == libc::SCM_RIGHTS {
+                let raw = libc::CMSG_DATA(header).cast::<i32>().read_unaligned();
+                fd = Some(std::os::fd::FromRawFd::from_raw_fd(raw));
+            }
+            header = libc::CMSG_NXTHDR(&msg, header);
+        }
     }
+    (fd.expect("no descriptor came with the byte"), types)
 }
