@@ -5,7 +5,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::{
     enrich::EnrichSettings,
-    ingest::nats::{DEFAULT_BATCH, DEFAULT_CONSUMER, DEFAULT_STREAM, NatsSettings},
+    ingest::nats::{DEFAULT_BATCH, DEFAULT_CONSUMER, DEFAULT_STREAM, NatsSettings, Readers},
     query::{filter::FilterArgs, top::TopKind},
 };
 
@@ -241,6 +241,13 @@ impl ServeArgs {
             stream: self.nats_stream.clone(),
             consumer: self.nats_consumer.clone(),
             batch: self.nats_batch,
+            // Hubs share a consumer only when they share a store, which only
+            // PostgreSQL can be.
+            readers: if self.ingest.store.store.is_some() {
+                Readers::Shared
+            } else {
+                Readers::Alone
+            },
         })
     }
 }

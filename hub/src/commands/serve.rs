@@ -9,9 +9,7 @@ use std::{
 };
 
 use anyhow::Context as _;
-use async_nats::jetstream::AckKind;
 use axum::serve::ListenerExt as _;
-use futures_util::future::join_all;
 use tokio::sync::{broadcast, watch};
 
 use crate::{
@@ -297,6 +295,12 @@ async fn ingest(
         let mut source = match connected {
             Ok(source) => {
                 eprintln!("tracer-hub: nats: consuming");
+                if source.acknowledges_each_alone() {
+                    eprintln!(
+                        "tracer-hub: nats: consumer {} acknowledges each message, as it was created; a new consumer (another --nats-consumer) would acknowledge a batch at once, which drains faster",
+                        settings.consumer
+                    );
+                }
                 last_error.clear();
                 source
             }
@@ -358,8 +362,7 @@ async fn ingest(
             });
             match result {
                 Ok(mut outcome) => {
-                    let acks = join_all(batch.iter().map(|d| d.ack())).await;
-                    let failed = acks.iter().filter(|a| a.is_err()).count();
+                    let failed = source.acknowledge(&batch).await;
                     if failed > 0 {
                         eprintln!(
                             "tracer-hub: nats: {failed} acknowledgements failed; those messages come again and are recognised as stored"
@@ -387,9 +390,12 @@ async fn ingest(
                         "tracer-hub: storing a batch of {} records failed, it will be delivered again: {e:#}",
                         batch.iter().map(|d| d.lines.len()).sum::<usize>()
                     );
-                    join_all(batch.iter().map(|d| d.nak(AckKind::Nak(Some(RETRY))))).await;
+                    let reconnect = source.reject(&batch, RETRY).await;
                     if pause(&mut stopping).await {
                         return;
+                    }
+                    if reconnect {
+                        break;
                     }
                 }
             }

@@ -94,6 +94,35 @@ pub struct Message {
     pub at: Instant,
 }
 
+/// A JetStream API request (`$JS.API.<api>`) and its JSON answer; an answer with an
+/// `error` is an error.
+pub fn jetstream_api(url: &str, api: &str, body: &serde_json::Value) -> Result<serde_json::Value> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let answer = runtime.block_on(async {
+        let client = async_nats::connect(url).await?;
+        let reply = client
+            .request(format!("$JS.API.{api}"), serde_json::to_vec(body)?.into())
+            .await?;
+        anyhow::Ok(serde_json::from_slice::<serde_json::Value>(&reply.payload)?)
+    })?;
+    if let Some(error) = answer.get("error") {
+        bail!("$JS.API.{api}: {error}");
+    }
+    Ok(answer)
+}
+
+/// What nats-server says of a consumer: its configuration, what it delivered and what
+/// waits for an acknowledgement.
+pub fn consumer_info(url: &str, stream: &str, consumer: &str) -> Result<serde_json::Value> {
+    jetstream_api(
+        url,
+        &format!("CONSUMER.INFO.{stream}.{consumer}"),
+        &serde_json::json!({}),
+    )
+}
+
 /// Messages received so far, shared with the collecting thread.
 pub type Inbox = Arc<Mutex<Vec<Message>>>;
 
