@@ -11,6 +11,7 @@ use std::time::Duration;
 use async_nats::jetstream::{
     self, AckKind,
     consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull},
+    context::ConsumerInfoErrorKind,
 };
 use futures_util::{StreamExt as _, future::join_all};
 
@@ -61,9 +62,10 @@ pub enum Readers {
     /// This hub alone: its store is its own (SQLite). A consumer it creates acknowledges
     /// every earlier message with each acknowledgement (`AckPolicy::All`), so one
     /// acknowledgement, of the batch's newest message, covers the batch: nats-server
-    /// and the hub then do one instead of one per message, and NATS -> SQLite drained
-    /// 21,561-27,862 records/s against 20,039-21,855 (`cargo xtask bench --hub
-    /// --hub-compare-bin`, four interleaved rounds).
+    /// and the hub then do one instead of one per message. NATS -> SQLite drained
+    /// faster in all eight interleaved rounds of two runs of `cargo xtask bench --hub
+    /// --hub-compare-bin` (medians 25,860 against 20,564 records/s and 21,784 against
+    /// 20,393).
     Alone,
     /// Hubs sharing one PostgreSQL store share the consumer, and each message is
     /// acknowledged by itself: acknowledging every earlier message would acknowledge
@@ -163,7 +165,12 @@ impl Source {
         };
         // A consumer's acknowledgement and delivery policies cannot change: an existing
         // one keeps its own (an error when they do not suit these readers).
-        let existing = stream.consumer_info(&settings.consumer).await.ok();
+        let existing = match stream.consumer_info(&settings.consumer).await {
+            Ok(info) => Some(info),
+            Err(e) if matches!(e.kind(), ConsumerInfoErrorKind::NotFound) => None,
+            // Not knowing what pending messages it has, the hub must not take it.
+            Err(e) => return Err(consumer_error(e.to_string())),
+        };
         let acks = ack_policy(
             existing.as_ref().map(|info| info.config.ack_policy),
             settings.readers,
