@@ -154,6 +154,26 @@ impl Setup {
         Ok(serde_json::from_str(&report)?)
     }
 
+    /// Waits until `hub` holds `sent` records, then checks that it stored each once, and
+    /// counted it once in its rollups.
+    fn assert_stored_once(&self, hub: &mut Hub, sent: u64) -> Result<()> {
+        hub.wait_until(
+            WAIT,
+            "holding every record",
+            |hub| Ok(hub.stored()? >= sent),
+        )?;
+        std::thread::sleep(Duration::from_millis(500));
+        assert_eq!(hub.stored()?, sent, "rollups count each record once");
+        let records = self.query_jsonl(&self.store(), &[])?;
+        assert_eq!(records.len() as u64, sent);
+        let seqs: HashSet<u64> = records
+            .iter()
+            .filter_map(|r| r["audit.seq"].as_u64())
+            .collect();
+        assert_eq!(seqs.len() as u64, sent, "each seq once");
+        Ok(())
+    }
+
     /// SIGTERM; the hub's stderr, once it and its stdout were checked for the password.
     fn stop(&self, hub: Hub) -> Result<String> {
         let stdout_file = hub.stdout_file.clone();
@@ -548,20 +568,7 @@ fn killed_mid_ingest(backend: Backend) -> Result<()> {
     );
 
     let mut hub = setup.hub(&[])?;
-    hub.wait_until(
-        WAIT,
-        "holding every record",
-        |hub| Ok(hub.stored()? >= sent),
-    )?;
-    std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(hub.stored()?, sent, "rollups count each record once");
-    let records = setup.query_jsonl(&store, &[])?;
-    assert_eq!(records.len() as u64, sent);
-    let seqs: HashSet<u64> = records
-        .iter()
-        .filter_map(|r| r["audit.seq"].as_u64())
-        .collect();
-    assert_eq!(seqs.len() as u64, sent, "each seq once");
+    setup.assert_stored_once(&mut hub, sent)?;
     let integrity: Value = setup.integrity(&store)?;
     let stream = &integrity["streams"][0];
     assert_eq!(
@@ -644,24 +651,8 @@ fn a_batch_that_failed_to_store_is_stored_before_newer_ones_once_there_is_room()
         Ok(hub.stderr().contains("storing a batch of"))
     })?;
     disk.resize("512m")?;
-    hub.wait_until(
-        WAIT,
-        "holding every record",
-        |hub| Ok(hub.stored()? >= sent),
-    )?;
-    std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(hub.stored()?, sent);
-    let stderr = setup.stop(hub)?;
-    let records = setup.query_jsonl(&setup.store(), &[])?;
-    let seqs: HashSet<u64> = records
-        .iter()
-        .filter_map(|r| r["audit.seq"].as_u64())
-        .collect();
-    assert_eq!(
-        (records.len() as u64, seqs.len() as u64),
-        (sent, sent),
-        "{stderr}"
-    );
+    setup.assert_stored_once(&mut hub, sent)?;
+    setup.stop(hub)?;
     assert_acknowledged(&consumer_info(&setup.nats.url(), "TRACER", "tracer-hub")?);
     drop(disk);
     Ok(())
