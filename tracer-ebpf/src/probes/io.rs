@@ -145,9 +145,10 @@ const MAX_MESSAGES: u64 = 1024;
 
 /// The bytes the `count` messages of a recvmmsg or sendmmsg at `msgvec` moved, and the
 /// first message's, when there was more than one (`u64::MAX` otherwise: the call is a
-/// recvmsg or sendmsg of its first header). A length that cannot be read counts as 0:
-/// a fault here is a program that unmapped its vector while the call returned, and the
-/// bytes it hid reach user space as a gap (`lost_before`) at the next event.
+/// recvmsg or sendmsg of its first header). A length that cannot be read (a program
+/// that unmapped its vector while the call returned: the kernel had just written it
+/// there) counts as 0 and as a `read_user_failed` loss, so the loss line reports what the
+/// record may lack.
 #[inline(always)]
 fn messages(msgvec: u64, count: u64) -> (u64, u64) {
     let mut total = 0;
@@ -159,7 +160,10 @@ fn messages(msgvec: u64, count: u64) -> (u64, u64) {
         // SAFETY: user pointer read with the faulting-safe helper.
         let moved: u32 =
             unsafe { bpf_probe_read_user((msgvec + i * MMSGHDR_SIZE + MMSGHDR_LEN) as *const u32) }
-                .unwrap_or(0);
+                .unwrap_or_else(|_| {
+                    count_loss(Loss::ReadUser);
+                    0
+                });
         if i == 0 && count > 1 {
             first = u64::from(moved);
         }
