@@ -94,6 +94,12 @@ impl Pipeline {
         self.writer.analyze()
     }
 
+    /// The store keeps where a NATS consumer being started again starts
+    /// (`ingest::nats::Restarts`).
+    pub fn writer(&mut self) -> &mut Writer {
+        &mut self.writer
+    }
+
     pub fn enricher(&mut self) -> &mut Enricher {
         &mut self.enricher
     }

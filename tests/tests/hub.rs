@@ -24,7 +24,7 @@ const BOB_PASSWORD: &str = "bob-pw-never-written-91c2";
 const BEARER: &str = "sk-live-bearer-never-written-5e8d";
 
 /// What the hub under test keeps everything in.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq)]
 enum Backend {
     Sqlite,
     Postgres,
@@ -146,6 +146,40 @@ impl Setup {
             .lines()
             .map(|l| serde_json::from_str(l).with_context(|| format!("query line {l}")))
             .collect()
+    }
+
+    /// Runs SQL on the SQLite store (Python's sqlite3: no client is installed), printing
+    /// what a query returns.
+    fn sqlite(&self, sql: &str) -> Result<String> {
+        let output = std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import sqlite3, sys\n\
+                 db = sqlite3.connect(sys.argv[1])\n\
+                 for row in db.execute(sys.argv[2]): print(*row)\n\
+                 db.commit()",
+            ])
+            .arg(self.path("hub").join("hub.sqlite"))
+            .arg(sql)
+            .output()?;
+        ensure!(
+            output.status.success(),
+            "{sql}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Ok(String::from_utf8(output.stdout)?)
+    }
+
+    /// A restart point for the consumer, as the hub keeps one before it deletes it.
+    fn keep_restart(&self, stream_created_ns: i64, start_sequence: u64) -> Result<()> {
+        self.sqlite(&format!(
+            "INSERT INTO nats_restarts VALUES ('TRACER', 'tracer-hub', {stream_created_ns}, {start_sequence})"
+        ))?;
+        Ok(())
+    }
+
+    fn kept_restarts(&self) -> Result<String> {
+        self.sqlite("SELECT * FROM nats_restarts")
     }
 
     /// `tracer-hub integrity --format json` of `store`.
@@ -591,6 +625,11 @@ fn killed_mid_ingest(backend: Backend) -> Result<()> {
     assert_eq!(consumer["config"]["ack_policy"], policy, "{consumer}");
     assert_acknowledged(&consumer);
     setup.stop(hub)?;
+    // The restarts after the kill kept where the consumer was to start; nothing of it
+    // is left once the consumer exists.
+    if backend == Backend::Sqlite {
+        assert_eq!(setup.kept_restarts()?, "");
+    }
     Ok(())
 }
 
@@ -666,6 +705,92 @@ fn assert_acknowledged(consumer: &Value) {
         consumer["ack_floor"]["stream_seq"], consumer["delivered"]["stream_seq"],
         "{consumer}"
     );
+}
+
+/// A hub that starts its consumer again (messages were pending from a reader that went
+/// away) deletes it and creates it from the message after the acknowledged floor,
+/// keeping that point in its store first. One that died between the delete and the
+/// create left the point and no consumer: the next hub creates the consumer there, not
+/// at the stream's first message (which would read the whole stream again). A point
+/// kept for an earlier stream of the same name (numbered from 1 again) is not used.
+#[test]
+fn a_consumer_restart_cut_short_starts_where_it_was_to_start() -> Result<()> {
+    let setup = Setup::new(Backend::Sqlite)?;
+    let url_ = setup.nats.url();
+    // One sensor run (one chain) in two parts, the hub stopped in between.
+    let tracer = setup.tracer()?;
+    traffic(setup.port)?;
+    let mut hub = setup.hub(&[])?;
+    hub.wait_until(WAIT, "storing the first part", |hub| {
+        Ok(hub.stored()? > 0
+            && consumer_info(&url_, "TRACER", "tracer-hub")
+                .is_ok_and(|c| c["num_ack_pending"] == 0))
+    })?;
+    setup.stop(hub)?;
+    let floor = consumer_info(&url_, "TRACER", "tracer-hub")?["ack_floor"]["stream_seq"]
+        .as_u64()
+        .context("no ack floor")?;
+    assert!(floor > 0);
+    traffic(setup.port)?;
+    let sent = tracer.stop()?.records.len() as u64;
+
+    // What the hub leaves when it dies between the delete and the create.
+    let created = stream_created_ns(&url_)?;
+    jetstream_api(
+        &url_,
+        "CONSUMER.DELETE.TRACER.tracer-hub",
+        &serde_json::json!({}),
+    )?;
+    setup.keep_restart(created, floor + 1)?;
+    let mut hub = setup.hub(&[])?;
+    setup.assert_stored_once(&mut hub, sent)?;
+    let consumer = consumer_info(&url_, "TRACER", "tracer-hub")?;
+    assert_eq!(
+        consumer["config"]["deliver_policy"], "by_start_sequence",
+        "{consumer}"
+    );
+    assert_eq!(consumer["config"]["opt_start_seq"], floor + 1, "{consumer}");
+    assert_eq!(
+        consumer["delivered"]["stream_seq"].as_u64(),
+        consumer["ack_floor"]["stream_seq"].as_u64(),
+        "{consumer}"
+    );
+    let stderr = setup.stop(hub)?;
+    assert!(
+        stderr.contains(&format!("created again from stream message {}", floor + 1)),
+        "{stderr}"
+    );
+    assert_eq!(setup.kept_restarts()?, "", "the point outlived the restart");
+
+    // A point from a stream created at another time: the consumer starts at the first
+    // message, and what is stored is recognised as stored.
+    jetstream_api(
+        &url_,
+        "CONSUMER.DELETE.TRACER.tracer-hub",
+        &serde_json::json!({}),
+    )?;
+    setup.keep_restart(created - 1, floor + 1)?;
+    let mut hub = setup.hub(&[])?;
+    hub.wait_until(WAIT, "reading the stream again", |_| {
+        Ok(consumer_info(&url_, "TRACER", "tracer-hub")
+            .is_ok_and(|c| c["num_pending"] == 0 && c["num_ack_pending"] == 0))
+    })?;
+    let consumer = consumer_info(&url_, "TRACER", "tracer-hub")?;
+    assert_eq!(consumer["config"]["deliver_policy"], "all", "{consumer}");
+    setup.assert_stored_once(&mut hub, sent)?;
+    let stderr = setup.stop(hub)?;
+    assert!(!stderr.contains("created again from"), "{stderr}");
+    assert_eq!(setup.kept_restarts()?, "");
+    Ok(())
+}
+
+/// When nats-server says the stream was created, in ns since the epoch (what the hub
+/// keeps beside a restart point).
+fn stream_created_ns(url: &str) -> Result<i64> {
+    let info = jetstream_api(url, "STREAM.INFO.TRACER", &serde_json::json!({}))?;
+    let created = info["created"].as_str().context("no creation time")?;
+    let at = time::OffsetDateTime::parse(created, &time::format_description::well_known::Rfc3339)?;
+    Ok(i64::try_from(at.unix_timestamp_nanos())?)
 }
 
 /// A hub alone on its SQLite store whose consumer already acknowledges each message

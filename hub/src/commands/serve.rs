@@ -15,7 +15,7 @@ use tokio::sync::{broadcast, watch};
 use crate::{
     cli::ServeArgs,
     deliver::{self, Alertmanager, NatsAlerts, Target, Webhook},
-    ingest::nats::{NatsSettings, Source},
+    ingest::nats::{NatsSettings, Restart, Restarts, Source},
     pipeline::{Expiry, Outcome, Pipeline},
     serve::{
         Hub, Rules,
@@ -23,7 +23,7 @@ use crate::{
         router,
         tls::{self, TlsListener},
     },
-    store::Readers,
+    store::{Readers, Writer},
     when::now_ns,
 };
 
@@ -288,13 +288,20 @@ async fn ingest(
     // The first statistics soon after start, then every few minutes.
     let mut analyzed = tokio::time::Instant::now() - ANALYZE_EVERY + Duration::from_secs(30);
     loop {
+        let mut restarts = StoredRestarts(pipeline.writer());
         let connected = tokio::select! {
             _ = stopped_by(&mut stopping) => return,
-            connected = Source::connect(&settings) => connected,
+            connected = Source::connect(&settings, &mut restarts) => connected,
         };
         let mut source = match connected {
             Ok(source) => {
                 eprintln!("tracer-hub: nats: consuming");
+                if let Some(sequence) = source.resumed() {
+                    eprintln!(
+                        "tracer-hub: nats: consumer {} was missing while a restart of it was under way; created again from stream message {sequence}, the first not acknowledged",
+                        settings.consumer
+                    );
+                }
                 if source.acknowledges_each_alone() {
                     eprintln!(
                         "tracer-hub: nats: consumer {} acknowledges each message, as it was created; a new consumer (another --nats-consumer) would acknowledge a batch at once, which drains faster",
@@ -410,5 +417,39 @@ async fn ingest(
                 reported = tokio::time::Instant::now();
             }
         }
+    }
+}
+
+/// The store as the keeper of NATS consumer restarts, read and written from the async
+/// ingest loop (each a short statement outside any batch).
+struct StoredRestarts<'a>(&'a mut Writer);
+
+impl Restarts for StoredRestarts<'_> {
+    fn saved(&mut self, stream: &str, consumer: &str) -> Result<Option<Restart>, String> {
+        let saved = tokio::task::block_in_place(|| self.0.nats_restart(stream, consumer))
+            .map_err(|e| format!("reading its restart point from the store: {e:#}"))?;
+        Ok(saved.map(|(stream_created_ns, start_sequence)| Restart {
+            stream: stream.to_owned(),
+            consumer: consumer.to_owned(),
+            stream_created_ns,
+            start_sequence,
+        }))
+    }
+
+    fn save(&mut self, restart: &Restart) -> Result<(), String> {
+        tokio::task::block_in_place(|| {
+            self.0.save_nats_restart(
+                &restart.stream,
+                &restart.consumer,
+                restart.stream_created_ns,
+                restart.start_sequence,
+            )
+        })
+        .map_err(|e| format!("keeping its restart point in the store: {e:#}"))
+    }
+
+    fn clear(&mut self, stream: &str, consumer: &str) -> Result<(), String> {
+        tokio::task::block_in_place(|| self.0.clear_nats_restart(stream, consumer))
+            .map_err(|e| format!("clearing its restart point in the store: {e:#}"))
     }
 }

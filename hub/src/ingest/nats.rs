@@ -138,10 +138,42 @@ pub struct Source {
     settings: NatsSettings,
     messages: pull::Stream,
     acks: AckPolicy,
+    resumed: Option<u64>,
+}
+
+/// Where a consumer that must start again (see [`Source::connect`]) starts: the
+/// message after the acknowledged floor, on the stream created at `stream_created_ns`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Restart {
+    pub stream: String,
+    pub consumer: String,
+    pub stream_created_ns: i64,
+    pub start_sequence: u64,
+}
+
+/// Keeps a [`Restart`] from before a consumer is deleted until it is created again
+/// (the hub's store).
+pub trait Restarts {
+    /// The restart begun and not finished for this consumer, if any.
+    fn saved(&mut self, stream: &str, consumer: &str) -> Result<Option<Restart>, String>;
+    fn save(&mut self, restart: &Restart) -> Result<(), String>;
+    /// The consumer exists: no restart is pending any more.
+    fn clear(&mut self, stream: &str, consumer: &str) -> Result<(), String>;
+}
+
+/// When the stream was created, which tells a stream from one of the same name created
+/// again (its sequence numbers start over).
+fn stream_created_ns(info: &jetstream::stream::Info) -> i64 {
+    i64::try_from(info.created.unix_timestamp_nanos()).unwrap_or(i64::MAX)
 }
 
 impl Source {
-    pub async fn connect(settings: &NatsSettings) -> Result<Self, NatsError> {
+    /// Connects to the consumer, creating it if it is missing. `restarts` keeps where a
+    /// consumer that must start again starts, while it is deleted and created again.
+    pub async fn connect(
+        settings: &NatsSettings,
+        restarts: &mut (dyn Restarts + Send),
+    ) -> Result<Self, NatsError> {
         let client = async_nats::ConnectOptions::new()
             .connection_timeout(Duration::from_secs(5))
             .connect(&settings.url)
@@ -176,23 +208,49 @@ impl Source {
             settings.readers,
         )
         .map_err(consumer_error)?;
+        let created_ns = stream_created_ns(stream.cached_info());
+        let saved = restarts
+            .saved(&settings.stream, &settings.consumer)
+            .map_err(consumer_error)?;
+        let mut resumed = None;
+        let mut restarting = saved.is_some();
         let deliver_policy = match &existing {
             // A reader that went away holding messages (a killed hub, a lost
             // connection, a batch that failed to store) left them pending: they come
             // again only after the ack wait, and acknowledging a newer message first
             // would cover them unstored. So the consumer starts again right after what
-            // was acknowledged, and they come first, in order.
+            // was acknowledged, and they come first, in order. Where is kept first: a
+            // hub that dies between the delete and the create finds no consumer, and
+            // would otherwise read the whole stream again.
             Some(info) if acks == AckPolicy::All && info.num_ack_pending > 0 => {
+                let start_sequence = info.ack_floor.stream_sequence + 1;
+                restarting = true;
+                restarts
+                    .save(&Restart {
+                        stream: settings.stream.clone(),
+                        consumer: settings.consumer.clone(),
+                        stream_created_ns: created_ns,
+                        start_sequence,
+                    })
+                    .map_err(consumer_error)?;
                 stream
                     .delete_consumer(&settings.consumer)
                     .await
                     .map_err(|e| consumer_error(e.to_string()))?;
-                DeliverPolicy::ByStartSequence {
-                    start_sequence: info.ack_floor.stream_sequence + 1,
-                }
+                DeliverPolicy::ByStartSequence { start_sequence }
             }
             Some(info) => info.config.deliver_policy,
-            None => DeliverPolicy::All,
+            // A restart that did not finish. Only on the stream it was begun on: one
+            // deleted and created again numbers its messages from 1.
+            None => match &saved {
+                Some(restart) if restart.stream_created_ns == created_ns => {
+                    resumed = Some(restart.start_sequence);
+                    DeliverPolicy::ByStartSequence {
+                        start_sequence: restart.start_sequence,
+                    }
+                }
+                _ => DeliverPolicy::All,
+            },
         };
         // Create or update: a consumer made by a hub with another --nats-batch takes
         // this one's bound on unacknowledged messages.
@@ -207,6 +265,11 @@ impl Source {
             })
             .await
             .map_err(|e| consumer_error(e.to_string()))?;
+        if restarting {
+            restarts
+                .clear(&settings.stream, &settings.consumer)
+                .map_err(consumer_error)?;
+        }
         let messages =
             pull_stream(&consumer, settings.batch)
                 .await
@@ -218,7 +281,14 @@ impl Source {
             settings: settings.clone(),
             messages,
             acks,
+            resumed,
         })
+    }
+
+    /// The stream sequence the consumer was created at, when it was missing and a
+    /// restart of it had begun (see [`Restarts`]).
+    pub fn resumed(&self) -> Option<u64> {
+        self.resumed
     }
 
     /// Whether each message is acknowledged by itself, though this hub reads its

@@ -222,6 +222,47 @@ impl Writer {
             .collect()
     }
 
+    /// A NATS consumer restart begun and not finished: (stream created, start sequence).
+    pub fn nats_restart(
+        &mut self,
+        stream: &str,
+        consumer: &str,
+    ) -> anyhow::Result<Option<(i64, u64)>> {
+        let row = self.db()?.query_opt(
+            "SELECT stream_created_ns, start_sequence FROM nats_restarts
+             WHERE stream = ?1 AND consumer = ?2",
+            args![stream, consumer],
+        )?;
+        row.map(|r| Ok((r.get(0)?, r.get::<i64>(1)? as u64)))
+            .transpose()
+    }
+
+    pub fn save_nats_restart(
+        &mut self,
+        stream: &str,
+        consumer: &str,
+        stream_created_ns: i64,
+        start_sequence: u64,
+    ) -> anyhow::Result<()> {
+        self.db()?.execute(
+            "INSERT INTO nats_restarts (stream, consumer, stream_created_ns, start_sequence)
+             VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (stream, consumer) DO UPDATE SET
+                stream_created_ns = excluded.stream_created_ns,
+                start_sequence = excluded.start_sequence",
+            args![stream, consumer, stream_created_ns, start_sequence as i64],
+        )?;
+        Ok(())
+    }
+
+    pub fn clear_nats_restart(&mut self, stream: &str, consumer: &str) -> anyhow::Result<()> {
+        self.db()?.execute(
+            "DELETE FROM nats_restarts WHERE stream = ?1 AND consumer = ?2",
+            args![stream, consumer],
+        )?;
+        Ok(())
+    }
+
     pub fn batch(&mut self) -> anyhow::Result<Batch<'_>> {
         self.db()?;
         Batch::begin(&mut self.db, &mut self.parts)

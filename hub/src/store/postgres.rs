@@ -153,6 +153,13 @@ CREATE TABLE IF NOT EXISTS deliveries (
     failures BIGINT NOT NULL,
     last_error TEXT COLLATE \"C\"
 );
+CREATE TABLE IF NOT EXISTS nats_restarts (
+    stream TEXT COLLATE \"C\" NOT NULL,
+    consumer TEXT COLLATE \"C\" NOT NULL,
+    stream_created_ns BIGINT NOT NULL,
+    start_sequence BIGINT NOT NULL,
+    PRIMARY KEY (stream, consumer)
+);
 ";
 
 /// The planner's statistics: of the records, only the columns questions filter, group

@@ -108,6 +108,14 @@ CREATE TABLE IF NOT EXISTS deliveries (
     failures INTEGER NOT NULL,
     last_error TEXT
 );
+-- Where a NATS consumer being deleted and created again starts (ingest::nats::Restart).
+CREATE TABLE IF NOT EXISTS nats_restarts (
+    stream TEXT NOT NULL,
+    consumer TEXT NOT NULL,
+    stream_created_ns INTEGER NOT NULL,
+    start_sequence INTEGER NOT NULL,
+    PRIMARY KEY (stream, consumer)
+);
 ";
 
 /// One day's records (days.rs): the table and its indexes, named after it.
