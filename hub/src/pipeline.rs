@@ -1,6 +1,9 @@
 //! One batch of lines through verify, enrich and store, committed as one transaction.
 //! Both `import` and `serve` drive it; the live feed and the counters read its outcome.
-use std::{net::IpAddr, sync::mpsc};
+use std::{
+    net::IpAddr,
+    sync::{Arc, mpsc},
+};
 
 use tracer_audit::verify::parse::Sealed;
 
@@ -9,9 +12,12 @@ use crate::{
     enrich::{Enricher, Enrichment, RequestView},
     ingest::{Line, record},
     query::records::Row,
-    store::{Batch, Entry, Learned, RollupRows, Rollups, Writer},
+    store::{
+        Batch, Entry, Learned, RollupRows, Rollups, Writer,
+        lines::{Compressor, Dictionary, TRAINING_LINES},
+    },
     verify::{self, Chains, Event, EventKind, Link, keys::Keys},
-    when::format_ns,
+    when::{format_ns, now_ns},
 };
 
 /// What one batch did.
@@ -66,6 +72,8 @@ pub struct Pipeline {
     newest_ns: i64,
     /// Rebuilds the detector from the store after a failed batch.
     detector_from_store: DetectorFromStore,
+    /// Lines kept to train the stored lines' dictionary on, until there are enough.
+    samples: Vec<Vec<u8>>,
 }
 
 impl Pipeline {
@@ -86,6 +94,7 @@ impl Pipeline {
             newest_ns: 0,
             detector_from_store: detector,
             writer,
+            samples: Vec::new(),
         })
     }
 
@@ -201,7 +210,17 @@ impl Pipeline {
         lines: impl IntoIterator<Item = &'a Line>,
     ) -> anyhow::Result<Outcome> {
         let lines: Vec<&Line> = lines.into_iter().collect();
+        let (dictionary, trained) = match self.writer.dictionary() {
+            Some(dictionary) => (Some(dictionary), None),
+            None => {
+                let trained = self.train(&lines);
+                (trained.clone(), trained)
+            }
+        };
         let mut batch = self.writer.batch()?;
+        if let Some(trained) = &trained {
+            batch.save_dictionary(trained, now_ns())?;
+        }
         let Self {
             keys,
             chains,
@@ -226,9 +245,13 @@ impl Pipeline {
         ) = std::thread::scope(|scope| {
             let (prepared_tx, prepared_rx) = mpsc::sync_channel(PREPARED_QUEUE);
             let preparing = scope.spawn(move || {
+                // A compressor that cannot be made leaves the lines as they came.
+                let mut compressor = dictionary.as_deref().and_then(|d| d.compressor().ok());
                 for chunk in lines.chunks(PREPARE_CHUNK) {
-                    let prepared: Vec<Prepared<'_>> =
-                        chunk.iter().map(|line| prepare(line, keys)).collect();
+                    let prepared: Vec<Prepared<'_>> = chunk
+                        .iter()
+                        .map(|line| prepare(line, keys, compressor.as_mut()))
+                        .collect();
                     if prepared_tx.send(prepared).is_err() {
                         // The writer failed; the batch is abandoned.
                         break;
@@ -293,7 +316,28 @@ impl Pipeline {
         outcome.alerts.dedup();
         let streams = chains.streams();
         outcome.stored = batch.commit(touched.iter().filter_map(|s| streams.get_key_value(s)))?;
+        if let Some(trained) = trained {
+            self.writer.adopt(trained);
+        }
         Ok(outcome)
+    }
+
+    /// A dictionary for the stored lines, once [`TRAINING_LINES`] lines have come
+    /// (this batch's among them). Should training fail, lines stay as they came and
+    /// the next ones are sampled for another try.
+    fn train(&mut self, lines: &[&Line]) -> Option<Arc<Dictionary>> {
+        let wanted = TRAINING_LINES - self.samples.len();
+        self.samples.extend(
+            lines
+                .iter()
+                .filter_map(|line| line.bytes.as_ref().ok())
+                .take(wanted)
+                .cloned(),
+        );
+        if self.samples.len() < TRAINING_LINES {
+            return None;
+        }
+        Dictionary::train(&std::mem::take(&mut self.samples)).ok()
     }
 }
 
@@ -317,11 +361,17 @@ enum Prepared<'a> {
     Parsed {
         line: &'a Line,
         bytes: &'a [u8],
+        /// The line compressed as it is to be stored, when that is shorter.
+        compressed: Option<Vec<u8>>,
         parsed: Box<(record::Fields, Result<Sealed, String>)>,
     },
 }
 
-fn prepare<'a>(line: &'a Line, keys: &Keys) -> Prepared<'a> {
+fn prepare<'a>(
+    line: &'a Line,
+    keys: &Keys,
+    compressor: Option<&mut Compressor<'_>>,
+) -> Prepared<'a> {
     let bytes = match &line.bytes {
         Ok(bytes) => bytes,
         Err(too_long) => {
@@ -335,6 +385,7 @@ fn prepare<'a>(line: &'a Line, keys: &Keys) -> Prepared<'a> {
         Ok(fields) => Prepared::Parsed {
             line,
             bytes,
+            compressed: compressor.and_then(|c| c.compress(bytes)),
             parsed: {
                 let sealed = verify::seal(bytes, &fields.stream, keys);
                 Box::new((fields, sealed))
@@ -425,7 +476,7 @@ fn store<'a>(
     let mut touched = Vec::new();
     let mut filled = Vec::new();
     for prepared in prepared {
-        let (line, bytes, fields, sealed) = match prepared {
+        let (line, bytes, compressed, fields, sealed) = match prepared {
             Prepared::TooLong { line, bytes } => {
                 batch.reject(
                     &line.origin,
@@ -453,10 +504,11 @@ fn store<'a>(
             Prepared::Parsed {
                 line,
                 bytes,
+                compressed,
                 parsed,
             } => {
                 let (fields, sealed) = *parsed;
-                (line, bytes, fields, sealed)
+                (line, bytes, compressed, fields, sealed)
             }
         };
         if let Some(state) = batch.claim_stream(&fields.stream)? {
@@ -510,7 +562,7 @@ fn store<'a>(
             fields: &fields,
             verdict: &verdict,
             enrichment: &enrichment,
-            line: bytes,
+            line: compressed.as_deref().unwrap_or(bytes),
         })?;
         if let Some(loss) = &fields.loss {
             let event = Event {

@@ -617,3 +617,58 @@ fn a_batch_the_store_fails_midway_stores_nothing_and_whole_when_given_again() {
     assert!(!expected.is_empty(), "the stream raises alerts");
     assert_eq!(alerts(&store), expected);
 }
+
+/// Once enough lines came to train the store's dictionary, lines are stored compressed
+/// (the batch that trained it too), and every question gives them back byte for byte:
+/// the page, the JSONL export and one record's detail with its checkpoint.
+#[test]
+fn lines_stored_compressed_come_back_byte_for_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut sensor, key) = Sensor::new(dir.path(), "web1");
+    let mut raw: Vec<Vec<u8>> = (0..TRAINING_LINES as u64 + 500)
+        .map(|n| sensor.access(n % 3_600, &format!("user{}", n % 13)))
+        .collect();
+    raw.push(sensor.checkpoint());
+    let (mut pipeline, store) = pipeline(dir.path(), &[format!("web1={key}")]);
+    // Fewer lines than training needs: stored as they came.
+    let (first, rest) = raw.split_at(100);
+    assert_eq!(pipeline.ingest(&lines(first)).unwrap().stored, 100);
+    assert_eq!(
+        pipeline.ingest(&lines(rest)).unwrap().stored,
+        rest.len() as u64
+    );
+
+    let mut conn = store.open_reader().unwrap();
+    let stored: Vec<Vec<u8>> = conn
+        .query("SELECT line FROM records_d20790 ORDER BY seq", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0).unwrap())
+        .collect();
+    assert_eq!(stored.len(), raw.len());
+    assert!(stored[..100].iter().all(|l| l.starts_with(b"{")));
+    // The access records after the first batch; the checkpoint's signature and hashes
+    // may not compress.
+    let after = 100..raw.len() - 1;
+    let compressed: usize = stored[after.clone()].iter().map(Vec::len).sum();
+    let original: usize = raw[after.clone()].iter().map(Vec::len).sum();
+    assert!(
+        stored[after].iter().all(|l| !l.starts_with(b"{")) && compressed * 2 < original,
+        "{compressed} bytes stored for {original}"
+    );
+
+    let wanted = raw.len() as u64;
+    let mut exported = records::lines(&mut conn, &Filter::default(), wanted).unwrap();
+    exported.reverse();
+    let access: Vec<Vec<u8>> = raw[..raw.len() - 1].to_vec();
+    assert_eq!(exported, access, "the JSONL export, byte for byte");
+    let page = records::page(&mut conn, &Filter::default(), 10, 0).unwrap();
+    assert_eq!(page.rows[0].1, raw[raw.len() - 2]);
+    // The start line took seq 1: raw[i] is seq i + 2.
+    let detail = records::detail(&mut conn, "web1", 2_001).unwrap().unwrap();
+    let expected: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&raw[1_999]).unwrap();
+    assert_eq!(detail.fields, expected);
+    let checkpoint = detail.proof.checkpoint.expect("covered by the checkpoint");
+    assert!(checkpoint.key_fingerprint.is_some(), "read from its line");
+}

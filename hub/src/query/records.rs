@@ -7,6 +7,7 @@ use crate::{
     store::{
         days,
         db::{Db, Row as DbRow, args, dynamic},
+        lines::Originals,
     },
     when::format_ns,
 };
@@ -81,7 +82,12 @@ pub fn page(db: &mut Db, filter: &Filter, limit: u64, offset: u64) -> anyhow::Re
             })
             .collect::<anyhow::Result<Vec<_>>>()
     })?;
-    let rows = rows.into_iter().skip(offset as usize).collect();
+    let mut originals = Originals::default();
+    let rows = rows
+        .into_iter()
+        .skip(offset as usize)
+        .map(|(row, line)| Ok((row, originals.original(db, line)?)))
+        .collect::<anyhow::Result<_>>()?;
     let mut total = 0;
     for table in days::tables(db, filter.from_ns, filter.to_ns)? {
         if total >= COUNT_CAP {
@@ -105,7 +111,7 @@ pub fn page(db: &mut Db, filter: &Filter, limit: u64, offset: u64) -> anyhow::Re
 /// through [`page`] (every column, then a count) and 190-200 ms this way.
 pub fn lines(db: &mut Db, filter: &Filter, limit: u64) -> anyhow::Result<Vec<Vec<u8>>> {
     let (clause, params) = filter.sql(db.dialect());
-    days::newest_first(
+    let stored = days::newest_first(
         db,
         (filter.from_ns, filter.to_ns),
         limit,
@@ -118,7 +124,12 @@ pub fn lines(db: &mut Db, filter: &Filter, limit: u64) -> anyhow::Result<Vec<Vec
                 .map(|row| row.get(0))
                 .collect()
         },
-    )
+    )?;
+    let mut originals = Originals::default();
+    stored
+        .into_iter()
+        .map(|line| originals.original(db, line))
+        .collect()
 }
 
 /// One record: its fields, what the hub added, and its proof.
@@ -171,7 +182,8 @@ pub fn detail(db: &mut Db, stream: &str, seq: u64) -> anyhow::Result<Option<Deta
     else {
         return Ok(None);
     };
-    let line: Vec<u8> = found.get(0)?;
+    let mut originals = Originals::default();
+    let line = originals.original(db, found.get(0)?)?;
     let enrichment: String = found.get(1)?;
     let hash: Vec<u8> = found.get(2)?;
     let prev_hash: Vec<u8> = found.get(3)?;
@@ -181,7 +193,7 @@ pub fn detail(db: &mut Db, stream: &str, seq: u64) -> anyhow::Result<Option<Deta
     let enrichment = serde_json::from_str(&enrichment)?;
     let checkpoint = match checkpoint {
         Some(cp_seq) => find(db, "hash, line", stream, cp_seq as u64)?
-            .map(|row| anyhow::Ok((row.get::<Vec<u8>>(0)?, row.get::<Vec<u8>>(1)?)))
+            .map(|row| anyhow::Ok((row.get::<Vec<u8>>(0)?, originals.original(db, row.get(1)?)?)))
             .transpose()?
             .map(|(hash, line)| {
                 let key = serde_json::from_slice::<Map<String, serde_json::Value>>(&line)

@@ -5,6 +5,7 @@ pub mod alerts;
 mod columns;
 pub mod days;
 pub mod db;
+pub mod lines;
 mod pg_client;
 mod pg_tls;
 mod postgres;
@@ -14,7 +15,7 @@ mod rollups;
 mod schema;
 mod write;
 
-use std::{collections::HashMap, fmt, path::PathBuf, time::Duration};
+use std::{collections::HashMap, fmt, path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use rusqlite::{Connection, OpenFlags};
@@ -74,10 +75,14 @@ impl StoreAt {
                 (db, known)
             }
         };
+        let mut db = db;
+        let dictionary = lines::newest(&mut db)
+            .with_context(|| format!("reading the stored lines' dictionary in {self}"))?;
         Ok(Writer {
             at: self.clone(),
             db,
             parts: Parts::new(known),
+            dictionary,
         })
     }
 
@@ -168,6 +173,8 @@ pub struct Writer {
     db: Db,
     /// The day tables or partitions of the records that exist.
     parts: Parts,
+    /// What lines are compressed with (`lines`); none until enough came to train one.
+    dictionary: Option<Arc<lines::Dictionary>>,
 }
 
 impl Writer {
@@ -261,6 +268,15 @@ impl Writer {
             args![stream, consumer],
         )?;
         Ok(())
+    }
+
+    pub fn dictionary(&self) -> Option<Arc<lines::Dictionary>> {
+        self.dictionary.clone()
+    }
+
+    /// Compresses lines with `dictionary` from now on: a batch that saved it committed.
+    pub fn adopt(&mut self, dictionary: Arc<lines::Dictionary>) {
+        self.dictionary = Some(dictionary);
     }
 
     pub fn batch(&mut self) -> anyhow::Result<Batch<'_>> {

@@ -153,6 +153,11 @@ CREATE TABLE IF NOT EXISTS deliveries (
     failures BIGINT NOT NULL,
     last_error TEXT COLLATE \"C\"
 );
+CREATE TABLE IF NOT EXISTS line_dictionaries (
+    id BIGINT PRIMARY KEY,
+    created_ns BIGINT NOT NULL,
+    dict BYTEA NOT NULL
+);
 CREATE TABLE IF NOT EXISTS nats_restarts (
     stream TEXT COLLATE \"C\" NOT NULL,
     consumer TEXT COLLATE \"C\" NOT NULL,

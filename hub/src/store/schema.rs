@@ -108,6 +108,12 @@ CREATE TABLE IF NOT EXISTS deliveries (
     failures INTEGER NOT NULL,
     last_error TEXT
 );
+-- The dictionaries stored lines are compressed with (store::lines), by zstd's id.
+CREATE TABLE IF NOT EXISTS line_dictionaries (
+    id INTEGER PRIMARY KEY,
+    created_ns INTEGER NOT NULL,
+    dict BLOB NOT NULL
+);
 -- Where a NATS consumer being deleted and created again starts (ingest::nats::Restart).
 CREATE TABLE IF NOT EXISTS nats_restarts (
     stream TEXT NOT NULL,

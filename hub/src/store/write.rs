@@ -384,6 +384,15 @@ impl<'c> Batch<'c> {
         Ok(())
     }
 
+    /// Keeps the dictionary this batch's lines are compressed with.
+    pub fn save_dictionary(
+        &mut self,
+        dictionary: &super::lines::Dictionary,
+        created_ns: i64,
+    ) -> anyhow::Result<()> {
+        super::lines::save(&mut self.tx, dictionary, created_ns)
+    }
+
     /// The rollups of the access records this batch stored, written at commit.
     pub fn rollups(&mut self, rows: RollupRows) {
         self.rollups = rows;
