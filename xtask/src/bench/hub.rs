@@ -111,6 +111,12 @@ pub fn run(hub_bin: &Path, records: u64, extras: &Extras<'_>) -> Result<()> {
     };
     let import_s = import(&sqlite)?;
     let import_pg_s = import(&pg)?;
+    let sqlite_bytes = dir_bytes(&data)?;
+    let pg_bytes: u64 = postgres
+        .psql("SELECT pg_database_size(current_database())")?
+        .trim()
+        .parse()
+        .context("the database's size")?;
     let floor_s = store_floor::sqlite(&data.join("hub.sqlite"), dir)?;
     let floor_pg_s = store_floor::postgres(&postgres)?;
 
@@ -239,6 +245,18 @@ pub fn run(hub_bin: &Path, records: u64, extras: &Extras<'_>) -> Result<()> {
             pg_s,
         );
     }
+
+    println!("\n| what holds the records after `import` | MB | bytes per record |\n|---|---|---|");
+    let size = |what: &str, bytes: u64| {
+        println!(
+            "| {what} | {:.0} | {:.0} |",
+            bytes as f64 / 1e6,
+            bytes as f64 / records as f64
+        );
+    };
+    size("the JSONL file", file.metadata()?.len());
+    size("SQLite (`--data`: the file and its WAL)", sqlite_bytes);
+    size("PostgreSQL (`pg_database_size`)", pg_bytes);
 
     // Questions, hub (each store) against grep/jq over the same file.
     let user = "user42";
@@ -541,4 +559,16 @@ fn publish(url: &str, file: &Path, per_message: usize) -> Result<()> {
         }
         anyhow::Ok(())
     })
+}
+
+/// The bytes of the files in `dir` (not below).
+fn dir_bytes(dir: &Path) -> Result<u64> {
+    let mut bytes = 0;
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let meta = entry?.metadata()?;
+        if meta.is_file() {
+            bytes += meta.len();
+        }
+    }
+    Ok(bytes)
 }
