@@ -14,7 +14,7 @@ use crate::{
     query::records::Row,
     store::{
         Batch, Entry, Learned, RollupRows, Rollups, Writer,
-        lines::{Compressor, Dictionary, TRAINING_LINES},
+        lines::{Compressor, Dictionary, MAX_SAMPLE_BYTES, TRAINING_LINES},
     },
     verify::{self, Chains, Event, EventKind, Link, keys::Keys},
     when::{format_ns, now_ns},
@@ -322,15 +322,17 @@ impl Pipeline {
         Ok(outcome)
     }
 
-    /// A dictionary for the stored lines, once [`TRAINING_LINES`] lines have come
-    /// (this batch's among them). Should training fail, lines stay as they came and
-    /// the next ones are sampled for another try.
+    /// A dictionary for the stored lines, once [`TRAINING_LINES`] lines of at most
+    /// [`MAX_SAMPLE_BYTES`] have come (this batch's among them). Should training fail,
+    /// lines stay as they came and the next ones are sampled for another try.
     fn train(&mut self, lines: &[&Line]) -> Option<Arc<Dictionary>> {
         let wanted = TRAINING_LINES - self.samples.len();
         self.samples.extend(
             lines
                 .iter()
                 .filter_map(|line| line.bytes.as_ref().ok())
+                // Junk (not a JSON object) would only teach the dictionary junk.
+                .filter(|bytes| bytes.len() <= MAX_SAMPLE_BYTES && bytes.first() == Some(&b'{'))
                 .take(wanted)
                 .cloned(),
         );

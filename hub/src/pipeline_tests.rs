@@ -672,3 +672,24 @@ fn lines_stored_compressed_come_back_byte_for_byte() {
     let checkpoint = detail.proof.checkpoint.expect("covered by the checkpoint");
     assert!(checkpoint.key_fingerprint.is_some(), "read from its line");
 }
+
+/// The dictionary is trained on records only: lines over [`MAX_SAMPLE_BYTES`] (a
+/// stream may send 2,000 lines of 1 MiB) and junk are not kept as samples.
+#[test]
+fn long_lines_and_junk_are_not_sampled_for_the_dictionary() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut sensor, key) = Sensor::new(dir.path(), "web1");
+    let long_name = "u".repeat(MAX_SAMPLE_BYTES);
+    let mut raw: Vec<Vec<u8>> = (0..TRAINING_LINES as u64)
+        .map(|n| sensor.access(n % 3_600, &long_name))
+        .collect();
+    raw.extend((0..TRAINING_LINES).map(|n| format!("junk {n}").into_bytes()));
+    let (mut pipeline, _) = pipeline(dir.path(), &[format!("web1={key}")]);
+    let outcome = pipeline.ingest(&lines(&raw)).unwrap();
+    assert_eq!(
+        (outcome.stored, outcome.rejected),
+        (TRAINING_LINES as u64, TRAINING_LINES as u64)
+    );
+    assert!(pipeline.samples.is_empty());
+    assert!(pipeline.writer.dictionary().is_none());
+}

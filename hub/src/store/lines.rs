@@ -25,6 +25,9 @@ use super::db::{Db, args};
 
 /// Lines a dictionary is trained on: enough for the trainer to find what they share.
 pub const TRAINING_LINES: usize = 2_000;
+/// Longer lines are not sampled: a stream may send lines of up to 1 MiB, and 2,000 of
+/// them would hold 2 GiB until the training. Records are about 1 KiB.
+pub const MAX_SAMPLE_BYTES: usize = 16 << 10;
 /// The dictionary's size: zstd's default for its trainer.
 const DICTIONARY_BYTES: usize = 110 << 10;
 /// zstd's fastest level: the lines are compressed on the thread that parses them, and
