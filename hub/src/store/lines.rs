@@ -22,6 +22,7 @@ use zstd::{
 };
 
 use super::db::{Db, args};
+use crate::ingest::MAX_LINE_BYTES;
 
 /// Lines a dictionary is trained on: enough for the trainer to find what they share.
 pub const TRAINING_LINES: usize = 2_000;
@@ -34,8 +35,6 @@ const DICTIONARY_BYTES: usize = 110 << 10;
 /// higher levels gained little on lines this short.
 const LEVEL: i32 = 1;
 const MAGIC: [u8; 4] = 0xFD2F_B528_u32.to_le_bytes();
-/// The longest line a frame may claim to hold: the hub accepts no longer line.
-const MAX_LINE_BYTES: u64 = 1 << 20;
 
 /// A trained dictionary, ready to compress with.
 pub struct Dictionary {
@@ -140,7 +139,8 @@ impl Originals {
             .get(&id)
             .with_context(|| format!("the store has no dictionary {id} for a stored line"))?;
         let size = match zstd_safe::get_frame_content_size(&stored) {
-            Ok(Some(size)) if size <= MAX_LINE_BYTES => size as usize,
+            // No frame holds a longer line than the hub accepts.
+            Ok(Some(size)) if size <= MAX_LINE_BYTES as u64 => size as usize,
             _ => anyhow::bail!("a stored line's frame does not say a size up to 1 MiB"),
         };
         let mut line = Vec::with_capacity(size);
