@@ -1,9 +1,6 @@
 //! One batch of lines through verify, enrich and store, committed as one transaction.
 //! Both `import` and `serve` drive it; the live feed and the counters read its outcome.
-use std::{
-    net::IpAddr,
-    sync::{Arc, mpsc},
-};
+use std::sync::{Arc, mpsc};
 
 use tracer_audit::verify::parse::Sealed;
 
@@ -13,7 +10,7 @@ use crate::{
     ingest::{Line, record},
     query::records::Row,
     store::{
-        Batch, Entry, Learned, RollupRows, Rollups, Writer,
+        Batch, Derived, Entry, Learned, RollupRows, Rollups, Writer,
         lines::{Compressor, Dictionary, MAX_SAMPLE_BYTES, TRAINING_LINES},
     },
     verify::{self, Chains, Event, EventKind, Link, keys::Keys},
@@ -230,8 +227,8 @@ impl Pipeline {
             ..
         } = self;
         // Three threads: one takes lines apart (JSON, the line's hash, a checkpoint's
-        // signature), this one links and stores them, one runs the detections on
-        // what was stored. The store is the slowest stage; the other two no longer
+        // signature, the enrichment and the row's worked-out values), this one links
+        // and stores them, one runs the detections on what was stored. The store is the slowest stage; the other two no longer
         // add to its time (`import` of 200,000 records: 21% less time, 3 interleaved
         // runs). Alerts are grouped after the records are written, in the order the
         // detections raised them.
@@ -244,13 +241,14 @@ impl Pipeline {
             },
         ) = std::thread::scope(|scope| {
             let (prepared_tx, prepared_rx) = mpsc::sync_channel(PREPARED_QUEUE);
+            let enricher = &*enricher;
             let preparing = scope.spawn(move || {
                 // A compressor that cannot be made leaves the lines as they came.
                 let mut compressor = dictionary.as_deref().and_then(|d| d.compressor().ok());
                 for chunk in lines.chunks(PREPARE_CHUNK) {
                     let prepared: Vec<Prepared<'_>> = chunk
                         .iter()
-                        .map(|line| prepare(line, keys, compressor.as_mut()))
+                        .map(|line| prepare(line, keys, enricher, compressor.as_mut()))
                         .collect();
                     if prepared_tx.send(prepared).is_err() {
                         // The writer failed; the batch is abandoned.
@@ -264,7 +262,6 @@ impl Pipeline {
             let stored = store(
                 prepared_rx.iter().flatten(),
                 chains,
-                enricher,
                 &mut batch,
                 newest_ns,
                 &found_tx,
@@ -365,13 +362,24 @@ enum Prepared<'a> {
         bytes: &'a [u8],
         /// The line compressed as it is to be stored, when that is shorter.
         compressed: Option<Vec<u8>>,
-        parsed: Box<(record::Fields, Result<Sealed, String>)>,
+        sealed: Box<Result<Sealed, String>>,
+        parsed: Box<Parsed>,
     },
+}
+
+/// A line's fields and what the hub adds to them. Enriched before its place in the
+/// chain is known: the rare line that turns out to be stored already was enriched for
+/// nothing.
+struct Parsed {
+    fields: record::Fields,
+    enrichment: Enrichment,
+    derived: Derived,
 }
 
 fn prepare<'a>(
     line: &'a Line,
     keys: &Keys,
+    enricher: &Enricher,
     compressor: Option<&mut Compressor<'_>>,
 ) -> Prepared<'a> {
     let bytes = match &line.bytes {
@@ -388,9 +396,15 @@ fn prepare<'a>(
             line,
             bytes,
             compressed: compressor.and_then(|c| c.compress(bytes)),
+            sealed: Box::new(verify::seal(bytes, &fields.stream, keys)),
             parsed: {
-                let sealed = verify::seal(bytes, &fields.stream, keys);
-                Box::new((fields, sealed))
+                let enrichment = enricher.enrich(&view(&fields));
+                let derived = Derived::of(fields.client, &enrichment);
+                Box::new(Parsed {
+                    fields,
+                    enrichment,
+                    derived,
+                })
             },
         },
         Err(malformed) => Prepared::Malformed {
@@ -405,7 +419,7 @@ fn prepare<'a>(
 enum Found {
     Event(Event, i64),
     Heard(String, i64),
-    Access(Box<(record::Fields, Enrichment)>, Link),
+    Access(Box<Parsed>, Link),
 }
 
 /// What the detection thread hands the writer for the batch's commit.
@@ -427,8 +441,13 @@ fn detect(detector: &mut Detector, found: mpsc::Receiver<Found>) -> anyhow::Resu
             Found::Event(event, ts_ns) => alertings.extend(detector.event(&event, ts_ns)),
             Found::Heard(stream, ts_ns) => detector.heard(&stream, ts_ns),
             Found::Access(access, link) => {
-                let (fields, enrichment) = &*access;
-                rollups.count(fields, enrichment);
+                let Parsed {
+                    fields,
+                    enrichment,
+                    derived,
+                    ..
+                } = &*access;
+                rollups.count(fields, enrichment, derived);
                 alertings.extend(detector.observe(&Observation {
                     fields,
                     enrichment,
@@ -437,10 +456,16 @@ fn detect(detector: &mut Detector, found: mpsc::Receiver<Found>) -> anyhow::Resu
             }
         }
     }
+    // The writer waits for both; the two cores take one each.
+    let (rollups, learned) = std::thread::scope(|scope| {
+        let rows = scope.spawn(|| rollups.into_rows());
+        let learned = detector.learned();
+        (join(rows), learned)
+    });
     Ok(Detected {
         alertings,
-        rollups: rollups.into_rows(),
-        learned: detector.learned()?,
+        rollups,
+        learned: learned?,
     })
 }
 
@@ -464,7 +489,6 @@ struct Written {
 fn store<'a>(
     prepared: impl Iterator<Item = Prepared<'a>>,
     chains: &mut Chains,
-    enricher: &Enricher,
     batch: &mut Batch<'_>,
     newest_ns: &mut i64,
     found: &mpsc::Sender<Found>,
@@ -478,7 +502,7 @@ fn store<'a>(
     let mut touched = Vec::new();
     let mut filled = Vec::new();
     for prepared in prepared {
-        let (line, bytes, compressed, fields, sealed) = match prepared {
+        let (line, bytes, compressed, sealed, parsed) = match prepared {
             Prepared::TooLong { line, bytes } => {
                 batch.reject(
                     &line.origin,
@@ -507,16 +531,15 @@ fn store<'a>(
                 line,
                 bytes,
                 compressed,
+                sealed,
                 parsed,
-            } => {
-                let (fields, sealed) = *parsed;
-                (line, bytes, compressed, fields, sealed)
-            }
+            } => (line, bytes, compressed, sealed, parsed),
         };
+        let fields = &parsed.fields;
         if let Some(state) = batch.claim_stream(&fields.stream)? {
             chains.reload(&fields.stream, state);
         }
-        let sealed = match sealed {
+        let sealed = match *sealed {
             Ok(sealed) => sealed,
             Err(reason) => {
                 let event = Event {
@@ -559,11 +582,11 @@ fn store<'a>(
             | Link::Restart
             | Link::Broken => {}
         }
-        let enrichment = enricher.enrich(&view(&fields));
         batch.insert(&Entry {
-            fields: &fields,
+            fields,
             verdict: &verdict,
-            enrichment: &enrichment,
+            enrichment: &parsed.enrichment,
+            derived: &parsed.derived,
             line: compressed.as_deref().unwrap_or(bytes),
         })?;
         if let Some(loss) = &fields.loss {
@@ -596,8 +619,8 @@ fn store<'a>(
             touched.push(fields.stream.clone());
         }
         if fields.kind == Some(tracer_audit::Kind::Access) {
-            outcome.rows.push(row(&fields, &enrichment, verdict.link));
-            tell(Found::Access(Box::new((fields, enrichment)), verdict.link));
+            outcome.rows.push(row(&parsed, verdict.link));
+            tell(Found::Access(parsed, verdict.link));
         }
     }
     touched.sort();
@@ -619,7 +642,12 @@ fn view(fields: &record::Fields) -> RequestView<'_> {
     }
 }
 
-fn row(fields: &record::Fields, enrichment: &Enrichment, link: Link) -> Row {
+fn row(parsed: &Parsed, link: Link) -> Row {
+    let Parsed {
+        fields,
+        enrichment,
+        derived,
+    } = parsed;
     Row {
         stream: fields.stream.clone(),
         seq: fields.seq,
@@ -631,7 +659,7 @@ fn row(fields: &record::Fields, enrichment: &Enrichment, link: Link) -> Row {
         status: fields.status,
         user: fields.user().map(str::to_owned),
         credential: fields.credential.clone(),
-        client: fields.client.as_ref().map(IpAddr::to_string),
+        client: derived.client.clone(),
         country: enrichment
             .place
             .as_ref()

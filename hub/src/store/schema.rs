@@ -256,8 +256,8 @@ pub fn divide_records(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
 /// Rollup buckets are named by minutes since the Unix epoch.
 pub const NANOS_PER_MINUTE: i64 = 60_000_000_000;
 
-/// What a rollup row counts by.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// What a rollup row counts by; ordered as its stored number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Dim {
     All = 0,
     Template = 1,

@@ -1,8 +1,6 @@
 //! One ingest batch as one transaction: records, their integrity events, coverage by
 //! checkpoints, rejected lines, rollups and the chain state commit together, so a
 //! crash leaves the store at a batch boundary and redelivery finds what is stored.
-use std::net::IpAddr;
-
 use anyhow::Context as _;
 
 use hashbrown::{HashMap, HashSet};
@@ -12,7 +10,7 @@ use tracer_audit::{Kind, chain::Hash};
 
 use super::{
     alerts::{self, NewAlert},
-    columns::{added_fields, columns},
+    columns::{Derived, columns},
     days::{self, Part},
     db::{Db, Dialect, Row, SqlType, ToArg, Tx, Value, args, sqlite_insert},
     postgres,
@@ -35,6 +33,7 @@ pub struct Entry<'a> {
     pub fields: &'a Fields,
     pub verdict: &'a Verdict,
     pub enrichment: &'a Enrichment,
+    pub derived: &'a Derived,
     pub line: &'a [u8],
 }
 
@@ -168,7 +167,7 @@ impl<'c> Batch<'c> {
         let e = entry.enrichment;
         let sealed = &entry.verdict.sealed;
         let kind = f.kind.map_or("unknown", Kind::as_str);
-        let enrichment = added_fields(e);
+        let derived = entry.derived;
         let part = Part::of(f.ts_ns);
         self.part_for(part)?;
         let columns = columns(e);
@@ -188,8 +187,8 @@ impl<'c> Batch<'c> {
                 f.request_bytes.map(|b| b as i64),
                 f.response_bytes.map(|b| b as i64),
                 f.duration_ns.map(|d| d as i64),
-                f.client.map(|c| c.to_string()),
-                f.client.map(|c| client_key(c).to_vec()),
+                derived.client,
+                derived.client_key,
                 f.user(),
                 f.user_name,
                 f.auth_method,
@@ -209,7 +208,7 @@ impl<'c> Batch<'c> {
                 &sealed.hash[..],
                 &sealed.prev_hash[..],
                 entry.verdict.link.as_str(),
-                enrichment,
+                derived.added,
                 entry.line,
             ],
         )?;
@@ -673,13 +672,5 @@ impl Stored for Batch<'_> {
 
     fn stored_prev_hash(&mut self, stream: &str, seq: u64) -> anyhow::Result<Option<Hash>> {
         self.stored("prev_hash", stream, seq)
-    }
-}
-
-/// An address as 16 bytes (IPv4 mapped into IPv6), so a CIDR is a byte range.
-pub fn client_key(ip: IpAddr) -> [u8; 16] {
-    match ip {
-        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
-        IpAddr::V6(v6) => v6.octets(),
     }
 }
