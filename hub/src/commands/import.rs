@@ -1,7 +1,12 @@
 //! `tracer-hub import FILE...`: files in chain order, committed in batches.
+use std::{path::PathBuf, sync::mpsc};
+
 use crate::{
     cli::ImportArgs,
-    ingest::file::{FileLines, chain_order},
+    ingest::{
+        Line,
+        file::{FileLines, chain_order},
+    },
     pipeline::{Expiry, Outcome},
 };
 
@@ -14,25 +19,23 @@ const BATCH: usize = 50_000;
 pub fn run(args: &ImportArgs) -> anyhow::Result<()> {
     let mut pipeline = super::pipeline(&args.ingest)?;
     let mut total = Outcome::default();
-    for path in chain_order(&args.files)? {
-        let mut file = FileLines::open(&path)?;
-        let mut lines = Vec::with_capacity(BATCH);
-        loop {
-            let line = file.next_line()?;
-            let done = line.is_none();
-            lines.extend(line);
-            if lines.len() >= BATCH || (done && !lines.is_empty()) {
-                let mut outcome = pipeline.ingest(&lines)?;
-                outcome.rows.clear();
-                total.add(outcome);
-                lines.clear();
-            }
-            if done {
-                break;
+    let files = chain_order(&args.files)?;
+    // The next batch is read while this one is stored.
+    std::thread::scope(|scope| -> anyhow::Result<()> {
+        let (read_tx, read_rx) = mpsc::sync_channel(1);
+        scope.spawn(move || read(&files, &read_tx));
+        for read in read_rx {
+            match read? {
+                Read::Lines(lines) => {
+                    let mut outcome = pipeline.ingest(&lines)?;
+                    outcome.rows.clear();
+                    total.add(outcome);
+                }
+                Read::End(path) => eprintln!("tracer-hub: imported {}", path.display()),
             }
         }
-        eprintln!("tracer-hub: imported {}", path.display());
-    }
+        Ok(())
+    })?;
     // Silent sensors, judged at the newest record's time: an import has no "now".
     total.alerts.extend(pipeline.tick(pipeline.newest_ns())?);
     if let Some(retain) = args.ingest.retain {
@@ -51,4 +54,41 @@ pub fn run(args: &ImportArgs) -> anyhow::Result<()> {
     pipeline.analyze()?;
     eprintln!("tracer-hub: {}", super::summary(&total));
     Ok(())
+}
+
+/// What the reading thread hands over, in the files' order.
+enum Read {
+    Lines(Vec<Line>),
+    /// The file's every line was handed over.
+    End(PathBuf),
+}
+
+/// Reads `files` in [`BATCH`]es until they end, a read fails, or `to` is dropped (the
+/// import failed).
+fn read(files: &[PathBuf], to: &mpsc::SyncSender<anyhow::Result<Read>>) {
+    let result = (|| -> anyhow::Result<()> {
+        for path in files {
+            let mut file = FileLines::open(path)?;
+            let mut lines = Vec::with_capacity(BATCH);
+            while let Some(line) = file.next_line()? {
+                lines.push(line);
+                if lines.len() >= BATCH {
+                    let full = std::mem::replace(&mut lines, Vec::with_capacity(BATCH));
+                    if to.send(Ok(Read::Lines(full))).is_err() {
+                        return Ok(());
+                    }
+                }
+            }
+            if !lines.is_empty() && to.send(Ok(Read::Lines(lines))).is_err() {
+                return Ok(());
+            }
+            if to.send(Ok(Read::End(path.clone()))).is_err() {
+                return Ok(());
+            }
+        }
+        Ok(())
+    })();
+    if let Err(e) = result {
+        let _ = to.send(Err(e));
+    }
 }
