@@ -11,7 +11,7 @@ use crate::{
     query::records::Row,
     store::{
         Batch, Derived, Entry, Learned, RollupRows, Rollups, Writer,
-        lines::{Compressor, Dictionary, MAX_SAMPLE_BYTES, TRAINING_LINES},
+        lines::{Compressor, Dictionary, Fit, MAX_SAMPLE_BYTES, TRAINING_LINES},
     },
     verify::{self, Chains, Event, EventKind, Link, keys::Keys},
     when::{format_ns, now_ns},
@@ -71,6 +71,10 @@ pub struct Pipeline {
     detector_from_store: DetectorFromStore,
     /// Lines kept to train the stored lines' dictionary on, until there are enough.
     samples: Vec<Vec<u8>>,
+    /// How well the dictionary in use fits the lines.
+    fit: Fit,
+    /// The dictionary no longer fits: the next lines train another.
+    retraining: bool,
 }
 
 impl Pipeline {
@@ -92,6 +96,8 @@ impl Pipeline {
             detector_from_store: detector,
             writer,
             samples: Vec::new(),
+            fit: Fit::default(),
+            retraining: false,
         })
     }
 
@@ -208,10 +214,10 @@ impl Pipeline {
     ) -> anyhow::Result<Outcome> {
         let lines: Vec<&Line> = lines.into_iter().collect();
         let (dictionary, trained) = match self.writer.dictionary() {
-            Some(dictionary) => (Some(dictionary), None),
-            None => {
+            Some(dictionary) if !self.retraining => (Some(dictionary), None),
+            current => {
                 let trained = self.train(&lines);
-                (trained.clone(), trained)
+                (trained.clone().or(current), trained)
             }
         };
         let mut batch = self.writer.batch()?;
@@ -228,10 +234,10 @@ impl Pipeline {
         } = self;
         // Three threads: one takes lines apart (JSON, the line's hash, a checkpoint's
         // signature, the enrichment and the row's worked-out values), this one links
-        // and stores them, one runs the detections on what was stored. The store is the slowest stage; the other two no longer
-        // add to its time (`import` of 200,000 records: 21% less time, 3 interleaved
-        // runs). Alerts are grouped after the records are written, in the order the
-        // detections raised them.
+        // and stores them, one runs the detections on what was stored. The store is
+        // the slowest stage; the other two no longer add to its time (`import` of
+        // 200,000 records: 21% less time, 3 interleaved runs). Alerts are grouped
+        // after the records are written, in the order the detections raised them.
         let (
             written,
             Detected {
@@ -239,22 +245,28 @@ impl Pipeline {
                 rollups,
                 learned,
             },
+            sizes,
         ) = std::thread::scope(|scope| {
             let (prepared_tx, prepared_rx) = mpsc::sync_channel(PREPARED_QUEUE);
             let enricher = &*enricher;
             let preparing = scope.spawn(move || {
                 // A compressor that cannot be made leaves the lines as they came.
                 let mut compressor = dictionary.as_deref().and_then(|d| d.compressor().ok());
+                let mut sizes = Sizes::default();
                 for chunk in lines.chunks(PREPARE_CHUNK) {
                     let prepared: Vec<Prepared<'_>> = chunk
                         .iter()
                         .map(|line| prepare(line, keys, enricher, compressor.as_mut()))
                         .collect();
+                    if compressor.is_some() {
+                        sizes.count(&prepared);
+                    }
                     if prepared_tx.send(prepared).is_err() {
                         // The writer failed; the batch is abandoned.
                         break;
                     }
                 }
+                sizes
             });
             let (found_tx, found_rx) = mpsc::channel();
             let detecting_on = &mut *detector;
@@ -268,8 +280,8 @@ impl Pipeline {
             );
             drop(found_tx);
             let detected = join(detecting);
-            join(preparing);
-            anyhow::Ok((stored?, detected?))
+            let sizes = join(preparing);
+            anyhow::Ok((stored?, detected?, sizes))
         })?;
         let Written {
             mut outcome,
@@ -315,13 +327,24 @@ impl Pipeline {
         outcome.stored = batch.commit(touched.iter().filter_map(|s| streams.get_key_value(s)))?;
         if let Some(trained) = trained {
             self.writer.adopt(trained);
+            self.fit = Fit::default();
+            self.retraining = false;
+        }
+        if let Some(worn) = self.fit.observe(sizes.lines, sizes.bytes, sizes.stored) {
+            eprintln!(
+                "tracer-hub: the stored lines' dictionary no longer fits the lines: they are stored at {:.0}% of their size, {:.0}% when it was new; the next {TRAINING_LINES} lines train another",
+                worn.now * 100.0,
+                worn.was * 100.0
+            );
+            self.retraining = true;
         }
         Ok(outcome)
     }
 
     /// A dictionary for the stored lines, once [`TRAINING_LINES`] lines of at most
     /// [`MAX_SAMPLE_BYTES`] have come (this batch's among them). Should training fail,
-    /// lines stay as they came and the next ones are sampled for another try.
+    /// lines are stored as before (as they came, or with the dictionary in use) and the
+    /// next ones are sampled for another try.
     fn train(&mut self, lines: &[&Line]) -> Option<Arc<Dictionary>> {
         let wanted = TRAINING_LINES - self.samples.len();
         self.samples.extend(
@@ -345,6 +368,30 @@ impl Pipeline {
 const PREPARE_CHUNK: usize = 256;
 /// Chunks taken apart ahead of the writer.
 const PREPARED_QUEUE: usize = 16;
+
+/// The lines of a batch given to the compressor: how many, their bytes, and the bytes
+/// stored for them.
+#[derive(Default)]
+struct Sizes {
+    lines: u64,
+    bytes: u64,
+    stored: u64,
+}
+
+impl Sizes {
+    fn count(&mut self, prepared: &[Prepared<'_>]) {
+        for prepared in prepared {
+            if let Prepared::Parsed {
+                bytes, compressed, ..
+            } = prepared
+            {
+                self.lines += 1;
+                self.bytes += bytes.len() as u64;
+                self.stored += compressed.as_ref().map_or(bytes.len(), Vec::len) as u64;
+            }
+        }
+    }
+}
 
 /// One line taken apart, before any chain state is consulted.
 enum Prepared<'a> {

@@ -45,8 +45,13 @@ impl Sensor {
     }
 
     fn access_at(&mut self, timestamp: &str, n: u64, user: &str) -> Vec<u8> {
+        self.access_with(timestamp, n, user, "")
+    }
+
+    /// An access line with `more` (JSON members, each with a leading comma) at its end.
+    fn access_with(&mut self, timestamp: &str, n: u64, user: &str, more: &str) -> Vec<u8> {
         let mut line = format!(
-            r#"{{"timestamp":"{timestamp}","http.request.method":"GET","url.path":"/orders/{n}","http.response.status_code":{},"client.address":"203.0.113.{}","user.name":"{user}"}}"#,
+            r#"{{"timestamp":"{timestamp}","http.request.method":"GET","url.path":"/orders/{n}","http.response.status_code":{},"client.address":"203.0.113.{}","user.name":"{user}"{more}}}"#,
             if n.is_multiple_of(10) { 403 } else { 200 },
             n % 7
         )
@@ -692,4 +697,64 @@ fn long_lines_and_junk_are_not_sampled_for_the_dictionary() {
     );
     assert!(pipeline.samples.is_empty());
     assert!(pipeline.writer.dictionary().is_none());
+}
+
+/// The dictionary trained on a store's first lines is replaced once the lines change so
+/// much that it stores them half again larger than it did; lines compressed with
+/// either come back byte for byte.
+#[test]
+fn a_dictionary_the_lines_outgrew_is_replaced_by_one_trained_on_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut sensor, key) = Sensor::new(dir.path(), "web1");
+    let first: Vec<Vec<u8>> = (0..2_500)
+        .map(|n| sensor.access(n % 3_600, &format!("user{}", n % 13)))
+        .collect();
+    // Then another fleet's lines: fields and values the first lines never had.
+    let more = r#","user_agent.original":"Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36","url.domain":"payments.internal.example.com","service.name":"payments-api","service.environment":"production-eu-west-3""#;
+    let later: Vec<Vec<u8>> = (0..13_000)
+        .map(|n| {
+            let at = format!(
+                "2026-12-03T{:02}:{:02}:{:02}Z",
+                3 + n / 3_600,
+                n / 60 % 60,
+                n % 60
+            );
+            sensor.access_with(&at, n, &format!("svc-{}", n % 17), more)
+        })
+        .collect();
+    let (worn, retrained) = later.split_at(10_000);
+    let (mut pipeline, store) = pipeline(dir.path(), &[format!("web1={key}")]);
+    for batch in [&first[..], worn, retrained] {
+        assert_eq!(
+            pipeline.ingest(&lines(batch)).unwrap().stored,
+            batch.len() as u64
+        );
+    }
+
+    let mut conn = store.open_reader().unwrap();
+    let dictionaries: i64 = conn
+        .query_row("SELECT count(*) FROM line_dictionaries", &[])
+        .unwrap()
+        .get(0)
+        .unwrap();
+    assert_eq!(dictionaries, 2);
+    let stored: Vec<i64> = conn
+        .query("SELECT length(line) FROM records_d20790 ORDER BY seq", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0).unwrap())
+        .collect();
+    let mean = |lines: &[i64]| lines.iter().sum::<i64>() as f64 / lines.len() as f64;
+    let (with_first, with_second) = stored[first.len()..].split_at(worn.len());
+    assert!(
+        mean(with_second) < 0.7 * mean(with_first),
+        "{} bytes a line with the first dictionary, {} with the second",
+        mean(with_first),
+        mean(with_second)
+    );
+
+    let all: Vec<Vec<u8>> = first.iter().chain(&later).cloned().collect();
+    let mut exported = records::lines(&mut conn, &Filter::default(), all.len() as u64).unwrap();
+    exported.reverse();
+    assert_eq!(exported, all, "the JSONL export, byte for byte");
 }

@@ -88,6 +88,55 @@ impl Compressor<'_> {
     }
 }
 
+/// Lines compressed with one dictionary before a worse fit may replace it: training
+/// takes about 0.1 s, so a stream no dictionary fits costs at most that per 10,000 lines.
+const RETRAIN_AFTER_LINES: u64 = 10_000;
+/// Lines whose sizes are summed before they are judged: a live stream's batches are
+/// small.
+const FIT_WINDOW_LINES: u64 = 2_000;
+/// How much worse than when it was new the dictionary may compress before another is
+/// trained: a share of the lines' size 1.5 times what it was.
+const WORSE: f64 = 1.5;
+
+/// How well the dictionary in use still fits the lines. It was trained on a store's
+/// first lines, and a fleet's lines change: new services, new fields, new clients.
+/// The share of their size the lines are stored at, over its first window of
+/// [`FIT_WINDOW_LINES`], is its measure; a later window that is [`WORSE`] asks for a
+/// new dictionary, trained on the lines as they are now.
+#[derive(Debug, Default)]
+pub struct Fit {
+    /// The stored share of the first window.
+    baseline: Option<f64>,
+    /// (lines, their bytes, the bytes stored) of the window being summed.
+    window: (u64, u64, u64),
+    /// Lines compressed with this dictionary.
+    lines: u64,
+}
+
+/// A dictionary that no longer fits: the stored shares when it was new and now.
+#[derive(Debug, PartialEq)]
+pub struct Worn {
+    pub was: f64,
+    pub now: f64,
+}
+
+impl Fit {
+    /// Counts a batch's lines given to the compressor: how many, their bytes and the
+    /// bytes stored. `Some` once the dictionary should be replaced.
+    pub fn observe(&mut self, lines: u64, bytes: u64, stored: u64) -> Option<Worn> {
+        self.lines += lines;
+        let window = &mut self.window;
+        *window = (window.0 + lines, window.1 + bytes, window.2 + stored);
+        if window.0 < FIT_WINDOW_LINES || window.1 == 0 {
+            return None;
+        }
+        let now = window.2 as f64 / window.1 as f64;
+        *window = (0, 0, 0);
+        let was = *self.baseline.get_or_insert(now);
+        (self.lines >= RETRAIN_AFTER_LINES && now > was * WORSE).then_some(Worn { was, now })
+    }
+}
+
 /// The newest dictionary in the store, to compress with.
 pub fn newest(db: &mut Db) -> anyhow::Result<Option<Arc<Dictionary>>> {
     db.query_opt(
@@ -182,6 +231,26 @@ mod tests {
             n % 37
         )
         .into_bytes()
+    }
+
+    /// Judged per window of lines, against the first window, and only once the
+    /// dictionary has served enough lines.
+    #[test]
+    fn a_dictionary_is_worn_when_lines_store_half_again_larger_than_when_it_was_new() {
+        let mut fit = Fit::default();
+        // Small batches add up to the first window: lines stored at 20% of their size.
+        for _ in 0..19 {
+            assert_eq!(fit.observe(100, 80_000, 16_000), None);
+        }
+        assert_eq!(fit.observe(100, 80_000, 16_000), None);
+        // 29% is not yet worse enough.
+        assert_eq!(fit.observe(2_000, 1_000_000, 290_000), None);
+        // 40% is, but only 8,000 lines were compressed with it so far.
+        assert_eq!(fit.observe(4_000, 1_000_000, 400_000), None);
+        assert_eq!(
+            fit.observe(2_000, 1_000_000, 400_000),
+            Some(Worn { was: 0.2, now: 0.4 })
+        );
     }
 
     #[test]
