@@ -2,7 +2,6 @@
 //! of readers through WAL), or PostgreSQL for a fleet. Both hold the same schema and
 //! answer the same statements through [`db::Db`].
 pub mod alerts;
-mod checkpoints;
 mod columns;
 pub mod days;
 pub mod db;
@@ -21,7 +20,6 @@ use std::{collections::HashMap, fmt, path::PathBuf, sync::Arc, time::Duration};
 use anyhow::Context as _;
 use rusqlite::{Connection, OpenFlags};
 
-use checkpoints::Checkpointer;
 pub use columns::{Derived, client_key};
 pub use db::{Db, Dialect};
 pub use pg_tls::PgTls;
@@ -64,19 +62,18 @@ impl fmt::Display for StoreAt {
 impl StoreAt {
     /// The writer's connection; creates the directory and the schema.
     pub fn open_writer(&self) -> anyhow::Result<Writer> {
-        let (db, known, checkpoints) = match self {
+        let (db, known) = match self {
             StoreAt::Sqlite { data } => {
                 let mut db = sqlite_writer(data)?;
                 let known = days::sqlite_parts(&mut db)?.into_iter().collect();
-                let checkpoints = Checkpointer::start(&data.join(DB_FILE))?;
-                (db, known, Some(checkpoints))
+                (db, known)
             }
             StoreAt::Postgres { url, tls } => {
                 let mut db = Db::postgres(url, tls)?;
                 postgres::create(&mut db)
                     .with_context(|| format!("creating the schema in {self}"))?;
                 let known = postgres::partitions(&mut db)?;
-                (db, known, None)
+                (db, known)
             }
         };
         let mut db = db;
@@ -84,7 +81,6 @@ impl StoreAt {
             .with_context(|| format!("reading the stored lines' dictionary in {self}"))?;
         Ok(Writer {
             at: self.clone(),
-            _checkpoints: checkpoints,
             db,
             parts: Parts::new(known),
             dictionary,
@@ -156,14 +152,13 @@ fn sqlite_writer(data: &std::path::Path) -> anyhow::Result<Db> {
     // transactions open to a power loss, and those were not acknowledged yet.
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     // Ingest writes several indexes per record: a 64 MiB page cache keeps their
-    // upper levels in memory (measured: `cargo xtask bench --hub`). The WAL is
-    // checkpointed by a thread of its own (`checkpoints`).
+    // upper levels in memory, and checkpointing the WAL every 40 MB instead of 4 MB
+    // amortises it (measured: `cargo xtask bench --hub`). The writer checkpoints at
+    // its commits: a thread of its own was tried three times (docs/hub.md), and the
+    // log then never starts over, since SQLite restarts it only for a transaction that
+    // begins with every frame copied, and the next batch begins at once.
     conn.pragma_update(None, "cache_size", -65_536)?;
-    conn.pragma_update(
-        None,
-        "wal_autocheckpoint",
-        checkpoints::WRITER_FALLBACK_PAGES,
-    )?;
+    conn.pragma_update(None, "wal_autocheckpoint", 10_000)?;
     conn.pragma_update(None, "temp_store", "MEMORY")?;
     conn.busy_timeout(Duration::from_secs(10))?;
     conn.execute_batch(schema::SCHEMA)
@@ -179,9 +174,6 @@ fn sqlite_writer(data: &std::path::Path) -> anyhow::Result<Db> {
 
 pub struct Writer {
     at: StoreAt,
-    /// SQLite's, held only to run until the writer goes; declared before `db` so that
-    /// it stops before the connection closes.
-    _checkpoints: Option<Checkpointer>,
     db: Db,
     /// The day tables or partitions of the records that exist.
     parts: Parts,
