@@ -330,7 +330,11 @@ impl Pipeline {
             self.fit = Fit::default();
             self.retraining = false;
         }
-        if let Some(worn) = self.fit.observe(sizes.lines, sizes.bytes, sizes.stored) {
+        // Once asked for, a new dictionary waits for its samples; judging the old one
+        // again meanwhile would only say so again.
+        if !self.retraining
+            && let Some(worn) = self.fit.observe(sizes.lines, sizes.bytes, sizes.stored)
+        {
             eprintln!(
                 "tracer-hub: the stored lines' dictionary no longer fits the lines: they are stored at {:.0}% of their size, {:.0}% when it was new; the next {TRAINING_LINES} lines train another",
                 worn.now * 100.0,
