@@ -216,6 +216,32 @@ fn a_stream_is_stored_once_covered_by_its_checkpoint_and_redelivery_is_dropped()
 }
 
 #[test]
+fn an_altered_copy_of_a_stored_line_is_a_finding_and_the_stored_line_stands() {
+    let dir = tempfile::tempdir().unwrap();
+    let (raw, key) = stream(dir.path(), "web1");
+    let (mut pipeline, store) = pipeline(dir.path(), &[format!("web1={key}")]);
+    pipeline.ingest(&lines(&raw)).unwrap();
+    // Its audit.hash left as it was, so it names the stored line's hash.
+    let altered = String::from_utf8(raw[5].clone())
+        .unwrap()
+        .replace("bob", "eve")
+        .into_bytes();
+    let again = pipeline.ingest(&lines(&[altered, raw[6].clone()])).unwrap();
+    assert_eq!((again.stored, again.duplicates, again.conflicts), (0, 1, 1));
+    let kinds: Vec<_> = again.events.iter().map(|e| (e.seq, e.kind)).collect();
+    assert_eq!(kinds, [(6, EventKind::Modified)]);
+    let mut conn = store.open_reader().unwrap();
+    let page = records::page(&mut conn, &Filter::default(), 100, 0).unwrap();
+    let (_, line) = page.rows.iter().find(|(row, _)| row.seq == 6).unwrap();
+    assert_eq!(*line, raw[5], "the stored line stands");
+    let breaks = &integrity(&mut conn).unwrap().streams[0].breaks;
+    assert!(
+        breaks.iter().any(|b| b.seq == 6 && b.kind == "modified"),
+        "{breaks:?}"
+    );
+}
+
+#[test]
 fn altered_missing_and_foreign_lines_are_findings_and_junk_is_rejected() {
     let dir = tempfile::tempdir().unwrap();
     let (mut raw, key) = stream(dir.path(), "web1");

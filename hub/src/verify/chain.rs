@@ -251,7 +251,24 @@ impl Chains {
             None if new_stream => Link::Linked,
             None => Link::Joined,
             Some(state) if seq <= state.last_seq => match stored.stored_hash(stream, seq)? {
-                Some(hash) if hash == sealed.hash => Link::Duplicate,
+                Some(hash) if hash == sealed.hash && sealed.content_ok => Link::Duplicate,
+                // A copy of a stored line, altered but with its hash left as it was:
+                // redelivery brings the same bytes, so this is someone else's line. The
+                // stored one stands; this one is named, never dropped in silence.
+                Some(hash) if hash == sealed.hash => {
+                    event(
+                        EventKind::Modified,
+                        format!(
+                            "seq {seq} is stored; this copy of it does not match its audit.hash"
+                        ),
+                    );
+                    return Ok(Verdict {
+                        sealed,
+                        link: Link::Conflict,
+                        events,
+                        covers: None,
+                    });
+                }
                 Some(hash) => {
                     event(
                         EventKind::Conflict,
@@ -361,7 +378,7 @@ impl Chains {
                 }
             }
         };
-        if !sealed.content_ok && link != Link::Duplicate {
+        if !sealed.content_ok {
             event(
                 EventKind::Modified,
                 "its bytes do not match its audit.hash".to_owned(),

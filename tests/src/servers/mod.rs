@@ -10,7 +10,9 @@ mod python;
 
 pub use apache::{APACHE_HELLO, Apache};
 pub use grpc::{GRPC_VENV, GrpcServer, grpc_client, grpc_python};
-pub use nats::{Inbox, Message, NatsServer, consumer_info, jetstream_api, subscribe};
+pub use nats::{
+    Inbox, Message, NatsServer, consumer_info, jetstream_api, publish, stream_messages, subscribe,
+};
 pub use nginx::{BIG_FILE_SIZE, HELLO, Nginx, NginxConfig, STATIC_PAGE};
 pub use node::{NodeCluster, NodeHttpServer};
 pub use postgres::Postgres;

@@ -113,6 +113,53 @@ pub fn jetstream_api(url: &str, api: &str, body: &serde_json::Value) -> Result<s
     Ok(answer)
 }
 
+/// Publishes `payload` on `subject` as any client with publish rights could, and waits
+/// for the server to take it.
+pub fn publish(url: &str, subject: &str, payload: &str) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let client = async_nats::connect(url).await?;
+        client
+            .publish(subject.to_owned(), payload.to_owned().into())
+            .await?;
+        client.flush().await?;
+        anyhow::Ok(())
+    })
+}
+
+/// Every message of the JetStream `stream` in order, as (subject, payload): what anyone
+/// allowed to read the stream sees.
+pub fn stream_messages(url: &str, stream: &str) -> Result<Vec<(String, String)>> {
+    use base64::Engine as _;
+    let info = jetstream_api(
+        url,
+        &format!("STREAM.INFO.{stream}"),
+        &serde_json::json!({}),
+    )?;
+    let (first, last) = (
+        info["state"]["first_seq"].as_u64().unwrap_or(1),
+        info["state"]["last_seq"].as_u64().unwrap_or(0),
+    );
+    (first..=last)
+        .map(|seq| {
+            let got = jetstream_api(
+                url,
+                &format!("STREAM.MSG.GET.{stream}"),
+                &serde_json::json!({ "seq": seq }),
+            )?;
+            let message = &got["message"];
+            let data = base64::engine::general_purpose::STANDARD
+                .decode(message["data"].as_str().unwrap_or_default())?;
+            Ok((
+                message["subject"].as_str().unwrap_or_default().to_owned(),
+                String::from_utf8(data)?,
+            ))
+        })
+        .collect()
+}
+
 /// What nats-server says of a consumer: its configuration, what it delivered and what
 /// waits for an acknowledgement.
 pub fn consumer_info(url: &str, stream: &str, consumer: &str) -> Result<serde_json::Value> {

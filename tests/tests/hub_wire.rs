@@ -1,0 +1,298 @@
+//! What someone who can publish to the records' JetStream stream, or stop a sensor, can
+//! do to the trail, and what `tracer-hub serve` says of it: a forged record that
+//! continues the chain with a checkpoint signed by another key, an altered copy of a
+//! stored line, and the sensor SIGKILLed and started again. The real tracer, nginx,
+//! nats-server and hub; the attacker is this test, on the wire.
+use std::{path::Path, time::Duration};
+
+use anyhow::{Context, Result, anyhow, ensure};
+use serde_json::Value;
+use tests::{
+    audit::{hash_of, key_show, reseal},
+    clients::{curl, url},
+    hub::Hub,
+    ports::free_port,
+    servers::{NatsServer, Nginx, NginxConfig, publish, stream_messages},
+    tracer::Tracer,
+};
+use tracer_audit::key::AuditKey;
+
+const STREAM_ID: &str = "web-wire";
+/// The JetStream stream the tracer creates.
+const JETSTREAM: &str = "TRACER";
+/// The hub's `sensor_silent` threshold: short, so that the test waits seconds. The
+/// tracer is kept busy for longer than this before it is killed, so the rule is also
+/// shown to stay quiet while the sensor speaks.
+const SILENCE_S: u64 = 4;
+const WAIT: Duration = Duration::from_secs(60);
+
+/// The tracer publishing to NATS, with its key, chain state and spool in `dir`, so that
+/// a second one continues the first's chain; a checkpoint every 2 records.
+fn start_tracer(dir: &Path, nats: &str, port: u16) -> Result<Tracer> {
+    let path = |name: &str| -> Result<String> {
+        Ok(dir
+            .join(name)
+            .to_str()
+            .ok_or_else(|| anyhow!("non-UTF-8 temp dir"))?
+            .to_owned())
+    };
+    Tracer::start_with_args(
+        &[port],
+        &[
+            "--audit-key",
+            &path("audit.key")?,
+            "--audit-state",
+            &path("audit.state")?,
+            "--nats-spool-dir",
+            &path("spool")?,
+            "--stream-id",
+            STREAM_ID,
+            "--nats",
+            nats,
+            "--nats-create-stream",
+            "--checkpoint-records",
+            "2",
+            // Only records make checkpoints, so the chain's head stays put while the
+            // test forges the lines after it.
+            "--checkpoint-seconds",
+            "3600",
+        ],
+        &[],
+    )
+}
+
+/// Every line of the stream, in order, with the subject it came on.
+fn lines_on_the_wire(nats: &str) -> Result<Vec<(String, String)>> {
+    Ok(stream_messages(nats, JETSTREAM)?
+        .into_iter()
+        .flat_map(|(subject, payload)| {
+            payload
+                .lines()
+                .map(|line| (subject.clone(), line.to_owned()))
+                .collect::<Vec<_>>()
+        })
+        .collect())
+}
+
+/// `line` with the JSON value of `key` (a number or a string without escapes) replaced
+/// by `value`, written as JSON; the rest of the line byte for byte.
+fn set_field(line: &str, key: &str, value: &str) -> Result<String> {
+    let name = format!("\"{key}\":");
+    let at = line.find(&name).context(format!("no {key} in {line}"))? + name.len();
+    let rest = &line[at..];
+    let len = if let Some(text) = rest.strip_prefix('"') {
+        text.find('"').context("unterminated string")? + 2
+    } else {
+        rest.find([',', '}']).context("unterminated value")?
+    };
+    Ok(format!("{}{value}{}", &line[..at], &rest[len..]))
+}
+
+fn seq_of(line: &str) -> Result<u64> {
+    let value: Value = serde_json::from_str(line)?;
+    value["audit.seq"]
+        .as_u64()
+        .ok_or_else(|| anyhow!("no audit.seq in {line}"))
+}
+
+fn kind_of(line: &str) -> String {
+    serde_json::from_str::<Value>(line)
+        .ok()
+        .and_then(|v| v["audit.kind"].as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// The stream's breaks (or notes) in the hub's integrity report, as (kind, seq).
+fn findings(hub: &Hub, which: &str) -> Result<Vec<(String, u64)>> {
+    let report = hub.api("/api/integrity")?;
+    let stream = report["streams"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["stream"] == STREAM_ID))
+        .ok_or_else(|| anyhow!("no stream {STREAM_ID} in {report}"))?;
+    Ok(stream[which]
+        .as_array()
+        .map(|found| {
+            found
+                .iter()
+                .map(|f| {
+                    (
+                        f["kind"].as_str().unwrap_or_default().to_owned(),
+                        f["seq"].as_u64().unwrap_or_default(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+/// The alerts of `rule`, newest first.
+fn alerts(hub: &Hub, rule: &str) -> Result<Vec<Value>> {
+    let page = hub.api(&format!("/api/alerts?rule={rule}&since=1h"))?;
+    Ok(page["alerts"].as_array().cloned().unwrap_or_default())
+}
+
+/// The stored records of `path`, as the records API lists them.
+fn records_of(hub: &Hub, path: &str) -> Result<Vec<Value>> {
+    let page = hub.api(&format!(
+        "/api/records?path={path}&from=1970-01-01T00:00:00Z"
+    ))?;
+    Ok(page["records"].as_array().cloned().unwrap_or_default())
+}
+
+#[test]
+fn forgeries_on_the_wire_and_a_killed_sensor_are_named_by_the_hub() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let nats = NatsServer::start()?;
+    let nats_url = nats.url();
+    let port = free_port();
+    let _nginx = Nginx::start(NginxConfig::new(port))?;
+    let first = start_tracer(dir.path(), &nats_url, port)?;
+
+    let public = dir.path().join("audit.pub");
+    std::fs::write(&public, key_show(&dir.path().join("audit.key"))?)?;
+    let detections = dir.path().join("detections.toml");
+    std::fs::write(
+        &detections,
+        format!("[rules.integrity]\nsilence = \"{SILENCE_S}s\"\n"),
+    )?;
+    let key_arg = format!("{STREAM_ID}={}", public.display());
+    let mut hub = Hub::serve(
+        &dir.path().join("hub"),
+        &[
+            "--nats",
+            &nats_url,
+            "--key",
+            &key_arg,
+            "--detections",
+            detections.to_str().context("path")?,
+        ],
+    )?;
+
+    // An honest sensor that speaks more often than the silence, for longer than the
+    // silence and the hub's 5 s clock: nothing is raised.
+    let honest = (SILENCE_S + 6) as u32;
+    for n in 0..honest {
+        curl(&[&url(port, &format!("/honest/{n}"))])?;
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    hub.wait_until(WAIT, "holding the honest records", |hub| {
+        Ok(hub.stored()? == u64::from(honest))
+    })?;
+    ensure!(
+        alerts(&hub, "sensor_silent")?.is_empty(),
+        "a live sensor was reported silent"
+    );
+    ensure!(
+        findings(&hub, "breaks")?.is_empty(),
+        "breaks in an honest stream"
+    );
+
+    // The attacker reads the stream, and continues the chain after its last line with a
+    // record of a request nobody made and a checkpoint that covers it, signed with a
+    // key of their own. Both hash correctly: only the signature can tell.
+    let wire = lines_on_the_wire(&nats_url)?;
+    let (subject, last) = wire.last().context("nothing on the wire")?.clone();
+    let head = seq_of(&last)?;
+    let template = wire
+        .iter()
+        .rev()
+        .map(|(_, line)| line)
+        .find(|line| kind_of(line) == "access")
+        .context("no access record on the wire")?;
+    let forged = set_field(template, "audit.seq", &(head + 1).to_string())?;
+    let forged = set_field(&forged, "url.path", "\"/forged-by-wire\"")?;
+    let forged = reseal(&forged, &hash_of(&last)?, None)?;
+    let checkpoint = wire
+        .iter()
+        .rev()
+        .map(|(_, line)| line)
+        .find(|line| kind_of(line) == "checkpoint")
+        .context("no checkpoint on the wire")?;
+    let attacker = dir.path().join("attacker.key");
+    AuditKey::load_or_create(&attacker)?;
+    let mut forged_checkpoint = set_field(checkpoint, "audit.seq", &(head + 2).to_string())?;
+    for (key, value) in [
+        ("audit.checkpoint.head_seq", (head + 1).to_string()),
+        (
+            "audit.checkpoint.head_hash",
+            format!("\"{}\"", hex::encode(hash_of(&forged)?)),
+        ),
+    ] {
+        forged_checkpoint = set_field(&forged_checkpoint, key, &value)?;
+    }
+    let forged_checkpoint = reseal(&forged_checkpoint, &hash_of(&forged)?, Some(&attacker))?;
+    publish(&nats_url, &subject, &forged)?;
+    publish(&nats_url, &subject, &forged_checkpoint)?;
+    hub.wait_until(WAIT, "naming the forged checkpoint", |hub| {
+        Ok(findings(hub, "breaks")?.contains(&("signature".to_owned(), head + 2)))
+    })?;
+
+    // And an altered copy of a stored record, its hash left as it was: the hub keeps
+    // the line it has and says that this one is not it.
+    let stored = wire
+        .iter()
+        .map(|(_, line)| line)
+        .find(|line| line.contains("\"/honest/3\""))
+        .context("no /honest/3 on the wire")?;
+    let altered = stored.replacen("\"/honest/3\"", "\"/honest/X\"", 1);
+    publish(&nats_url, &subject, &altered)?;
+    let altered_seq = seq_of(stored)?;
+    hub.wait_until(WAIT, "naming the altered copy", |hub| {
+        Ok(findings(hub, "breaks")?.contains(&("modified".to_owned(), altered_seq)))
+    })?;
+    ensure!(
+        records_of(&hub, "/honest/X")?.is_empty(),
+        "the altered copy was stored"
+    );
+
+    // The sensor's own next lines take the forged seqs: each is named a conflict, and
+    // its checkpoint proves the forged record is not the sensor's.
+    for n in 0..4 {
+        curl(&[&url(port, &format!("/after/{n}"))])?;
+    }
+    hub.wait_until(WAIT, "naming the sensor's lines that collide", |hub| {
+        let breaks = findings(hub, "breaks")?;
+        Ok(breaks.contains(&("conflict".to_owned(), head + 1))
+            && breaks.contains(&("conflict".to_owned(), head + 2)))
+    })?;
+    let forged_rows = records_of(&hub, "/forged-by-wire")?;
+    ensure!(forged_rows.len() == 1, "{forged_rows:?}");
+    ensure!(
+        forged_rows[0]["covered"] == false,
+        "a verified checkpoint covers the forged record: {}",
+        forged_rows[0]
+    );
+    let chain_breaks = alerts(&hub, "chain_break")?;
+    let signatures = alerts(&hub, "signature")?;
+    ensure!(!chain_breaks.is_empty(), "no chain_break alert");
+    ensure!(!signatures.is_empty(), "no signature alert");
+
+    // The sensor is killed: once the silence has passed, the hub says so.
+    first.kill()?;
+    hub.wait_until(WAIT, "raising sensor_silent", |hub| {
+        Ok(alerts(hub, "sensor_silent")?
+            .iter()
+            .any(|a| a["entity"] == format!("stream:{STREAM_ID}")))
+    })?;
+
+    // Started again on its own chain state: a restart note, and the silence is over.
+    let second = start_tracer(dir.path(), &nats_url, port)?;
+    curl(&[&url(port, "/back")])?;
+    hub.wait_until(WAIT, "resolving sensor_silent after the restart", |hub| {
+        let silent = alerts(hub, "sensor_silent")?;
+        Ok(!silent.is_empty() && silent.iter().all(|a| !a["resolved"].is_null()))
+    })?;
+    ensure!(
+        findings(&hub, "notes")?
+            .iter()
+            .any(|(kind, _)| kind == "restart"),
+        "no restart note"
+    );
+    ensure!(
+        records_of(&hub, "/back")?.len() == 1,
+        "the restarted sensor's record"
+    );
+    second.stop()?;
+    hub.stop()?;
+    Ok(())
+}
