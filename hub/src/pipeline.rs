@@ -613,6 +613,9 @@ fn store<'a>(
             tell(Found::Event(event.clone(), fields.ts_ns));
         }
         outcome.events.extend(verdict.events.iter().cloned());
+        for &seq in &verdict.disowned {
+            batch.disown(&fields.stream, seq)?;
+        }
         match verdict.link {
             Link::Duplicate => {
                 outcome.duplicates += 1;

@@ -162,16 +162,20 @@ fn expire_all(pipeline: &mut Pipeline, cutoff_ns: i64, limit: usize) -> Vec<u64>
     }
 }
 
-/// A start line, 20 access lines, a checkpoint, 5 more access lines.
-fn stream(dir: &Path, name: &str) -> (Vec<Vec<u8>>, String) {
-    let (mut sensor, key) = Sensor::new(dir, name);
+/// The start line [`Sensor::new`] sealed for stream `name`.
+fn start_line(name: &str) -> Vec<u8> {
     let mut start = Vec::new();
     write_record(Start::New, "2026-12-03T02:00:00Z", "fp", &mut start).unwrap();
-    let mut out = Vec::new();
     let mut first = Chain::new(name.parse::<StreamId>().unwrap(), 1, ZERO_HASH);
     first.seal(&mut start, Kind::Start);
     start.pop();
-    out.push(start);
+    start
+}
+
+/// A start line, 20 access lines, a checkpoint, 5 more access lines.
+fn stream(dir: &Path, name: &str) -> (Vec<Vec<u8>>, String) {
+    let (mut sensor, key) = Sensor::new(dir, name);
+    let mut out = vec![start_line(name)];
     for n in 1..=20 {
         out.push(sensor.access(n, if n % 2 == 0 { "alice" } else { "bob" }));
     }
@@ -239,6 +243,89 @@ fn an_altered_copy_of_a_stored_line_is_a_finding_and_the_stored_line_stands() {
         breaks.iter().any(|b| b.seq == 6 && b.kind == "modified"),
         "{breaks:?}"
     );
+}
+
+/// Events as (seq, kind).
+fn kinds(outcome: &Outcome) -> Vec<(u64, EventKind)> {
+    outcome.events.iter().map(|e| (e.seq, e.kind)).collect()
+}
+
+#[test]
+fn a_line_forged_ahead_of_its_sensor_is_named_by_the_sensors_next_signed_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut sensor, key) = Sensor::new(dir.path(), "web1");
+    let mut honest = vec![start_line("web1")];
+    honest.extend((2..=5).map(|n| sensor.access(n, "alice")));
+    honest.push(sensor.checkpoint());
+    let (mut pipeline, store) = pipeline(dir.path(), &[format!("web1={key}")]);
+    pipeline.ingest(&lines(&honest)).unwrap();
+
+    // Whoever can publish to the stream continues the chain first: the hash is right.
+    let head = tracer_audit::verify::parse::parse(&honest[5], None).unwrap();
+    let mut forger = Chain::new("web1".parse::<StreamId>().unwrap(), 7, head.hash);
+    let mut forged = br#"{"timestamp":"2026-12-03T02:00:07Z","http.request.method":"GET","url.path":"/forged","http.response.status_code":200,"user.name":"mallory"}"#.to_vec();
+    forger.seal(&mut forged, Kind::Access);
+    forged.pop();
+    let outcome = pipeline.ingest(&lines(&[forged])).unwrap();
+    assert_eq!((outcome.stored, kinds(&outcome)), (1, vec![]));
+
+    // The sensor's own seq 7 collides, and its checkpoint at 8, which follows the stored
+    // checkpoint at 6, commits to its seq 7: the stored one is not the sensor's.
+    let real = [sensor.access(7, "bob"), sensor.checkpoint()];
+    let outcome = pipeline.ingest(&lines(&real)).unwrap();
+    let found = kinds(&outcome);
+    for expected in [
+        (7, EventKind::Conflict),
+        (8, EventKind::Modified),
+        (8, EventKind::Signature),
+        (7, EventKind::Forged),
+    ] {
+        assert!(found.contains(&expected), "{expected:?} in {found:?}");
+    }
+    let mut conn = store.open_reader().unwrap();
+    let page = records::page(&mut conn, &Filter::default(), 100, 0).unwrap();
+    let (row, _) = page.rows.iter().find(|(row, _)| row.seq == 7).unwrap();
+    assert_eq!((row.chain.as_str(), row.covered), ("forged", false));
+    let breaks = &integrity(&mut conn).unwrap().streams[0].breaks;
+    assert!(
+        breaks.iter().any(|b| b.seq == 7 && b.kind == "forged"),
+        "{breaks:?}"
+    );
+}
+
+#[test]
+fn a_sensor_that_began_a_new_chain_with_its_key_disowns_nothing_it_wrote_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut before, key) = Sensor::new(dir.path(), "web1");
+    let mut first = vec![start_line("web1")];
+    first.extend((2..=5).map(|n| before.access(n, "alice")));
+    first.push(before.checkpoint());
+    first.push(before.access(7, "alice"));
+    let (mut pipeline, store) = pipeline(dir.path(), &[format!("web1={key}")]);
+    pipeline.ingest(&lines(&first)).unwrap();
+
+    // Its chain state lost, the key kept: seq 1 again, and checkpoints at 4 and 6 whose
+    // seqs, heads and previous checkpoint all name lines of the first chain.
+    let (mut after, _) = Sensor::new(dir.path(), "web1");
+    let mut second = vec![start_line("web1")];
+    second.extend((2..=3).map(|n| after.access(n, "bob")));
+    second.push(after.checkpoint());
+    second.push(after.access(5, "bob"));
+    second.push(after.checkpoint());
+    let outcome = pipeline.ingest(&lines(&second)).unwrap();
+    let found = kinds(&outcome);
+    // (Its start line is byte for byte the first one's here, so a duplicate.)
+    assert!(
+        found.contains(&(4, EventKind::Conflict)) && found.contains(&(6, EventKind::Conflict)),
+        "{found:?}"
+    );
+    assert!(
+        !found.iter().any(|(_, kind)| *kind == EventKind::Forged),
+        "{found:?}"
+    );
+    let mut conn = store.open_reader().unwrap();
+    let page = records::page(&mut conn, &Filter::default(), 100, 0).unwrap();
+    assert!(page.rows.iter().all(|(row, _)| row.chain != "forged"));
 }
 
 #[test]

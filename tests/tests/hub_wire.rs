@@ -2,7 +2,8 @@
 //! do to the trail, and what `tracer-hub serve` says of it: a forged record that
 //! continues the chain with a checkpoint signed by another key, an altered copy of a
 //! stored line, and the sensor SIGKILLed and started again. The real tracer, nginx,
-//! nats-server and hub; the attacker is this test, on the wire.
+//! nats-server and hub; the attacker is this test, on the wire. On both stores, as the
+//! other hub tests: SQLite, and PostgreSQL (the `_postgres` twin).
 use std::{path::Path, time::Duration};
 
 use anyhow::{Context, Result, anyhow, ensure};
@@ -10,9 +11,9 @@ use serde_json::Value;
 use tests::{
     audit::{hash_of, key_show, reseal},
     clients::{curl, url},
-    hub::Hub,
+    hub::{Hub, Store},
     ports::free_port,
-    servers::{NatsServer, Nginx, NginxConfig, publish, stream_messages},
+    servers::{NatsServer, Nginx, NginxConfig, Postgres, publish, stream_messages},
     tracer::Tracer,
 };
 use tracer_audit::key::AuditKey;
@@ -27,7 +28,8 @@ const SILENCE_S: u64 = 4;
 const WAIT: Duration = Duration::from_secs(60);
 
 /// The tracer publishing to NATS, with its key, chain state and spool in `dir`, so that
-/// a second one continues the first's chain; a checkpoint every 2 records.
+/// a second one continues the first's chain; a checkpoint after every record, so the
+/// sensor's next line after any record is a signed checkpoint.
 fn start_tracer(dir: &Path, nats: &str, port: u16) -> Result<Tracer> {
     let path = |name: &str| -> Result<String> {
         Ok(dir
@@ -51,7 +53,7 @@ fn start_tracer(dir: &Path, nats: &str, port: u16) -> Result<Tracer> {
             nats,
             "--nats-create-stream",
             "--checkpoint-records",
-            "2",
+            "1",
             // Only records make checkpoints, so the chain's head stays put while the
             // test forges the lines after it.
             "--checkpoint-seconds",
@@ -142,22 +144,35 @@ fn records_of(hub: &Hub, path: &str) -> Result<Vec<Value>> {
 #[test]
 fn forgeries_on_the_wire_and_a_killed_sensor_are_named_by_the_hub() -> Result<()> {
     let dir = tempfile::tempdir()?;
+    let store = Store::Sqlite(dir.path().join("hub"));
+    forgeries_and_a_killed_sensor(dir.path(), &store)
+}
+
+#[test]
+fn forgeries_on_the_wire_and_a_killed_sensor_are_named_by_the_hub_postgres() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let postgres = Postgres::start()?;
+    forgeries_and_a_killed_sensor(dir.path(), &Store::Postgres(postgres.url()))
+}
+
+fn forgeries_and_a_killed_sensor(dir: &Path, store: &Store) -> Result<()> {
     let nats = NatsServer::start()?;
     let nats_url = nats.url();
     let port = free_port();
     let _nginx = Nginx::start(NginxConfig::new(port))?;
-    let first = start_tracer(dir.path(), &nats_url, port)?;
+    let first = start_tracer(dir, &nats_url, port)?;
 
-    let public = dir.path().join("audit.pub");
-    std::fs::write(&public, key_show(&dir.path().join("audit.key"))?)?;
-    let detections = dir.path().join("detections.toml");
+    let public = dir.join("audit.pub");
+    std::fs::write(&public, key_show(&dir.join("audit.key"))?)?;
+    let detections = dir.join("detections.toml");
     std::fs::write(
         &detections,
         format!("[rules.integrity]\nsilence = \"{SILENCE_S}s\"\n"),
     )?;
     let key_arg = format!("{STREAM_ID}={}", public.display());
-    let mut hub = Hub::serve(
-        &dir.path().join("hub"),
+    let mut hub = Hub::serve_store(
+        store,
+        &dir.join("hub"),
         &[
             "--nats",
             &nats_url,
@@ -208,7 +223,7 @@ fn forgeries_on_the_wire_and_a_killed_sensor_are_named_by_the_hub() -> Result<()
         .map(|(_, line)| line)
         .find(|line| kind_of(line) == "checkpoint")
         .context("no checkpoint on the wire")?;
-    let attacker = dir.path().join("attacker.key");
+    let attacker = dir.join("attacker.key");
     AuditKey::load_or_create(&attacker)?;
     let mut forged_checkpoint = set_field(checkpoint, "audit.seq", &(head + 2).to_string())?;
     for (key, value) in [
@@ -245,21 +260,28 @@ fn forgeries_on_the_wire_and_a_killed_sensor_are_named_by_the_hub() -> Result<()
         "the altered copy was stored"
     );
 
-    // The sensor's own next lines take the forged seqs: each is named a conflict, and
-    // its checkpoint proves the forged record is not the sensor's.
+    // The sensor's own next lines take the forged seqs: each is a conflict, and its
+    // checkpoint, which follows the stored one before the forgery, shows that the
+    // sensor wrote neither stored line.
     for n in 0..4 {
         curl(&[&url(port, &format!("/after/{n}"))])?;
     }
-    hub.wait_until(WAIT, "naming the sensor's lines that collide", |hub| {
+    hub.wait_until(WAIT, "naming the forged lines", |hub| {
         let breaks = findings(hub, "breaks")?;
-        Ok(breaks.contains(&("conflict".to_owned(), head + 1))
-            && breaks.contains(&("conflict".to_owned(), head + 2)))
+        Ok([
+            ("conflict", head + 1),
+            ("conflict", head + 2),
+            ("forged", head + 1),
+            ("forged", head + 2),
+        ]
+        .iter()
+        .all(|&(kind, seq)| breaks.contains(&(kind.to_owned(), seq))))
     })?;
     let forged_rows = records_of(&hub, "/forged-by-wire")?;
     ensure!(forged_rows.len() == 1, "{forged_rows:?}");
     ensure!(
-        forged_rows[0]["covered"] == false,
-        "a verified checkpoint covers the forged record: {}",
+        forged_rows[0]["chain"] == "forged" && forged_rows[0]["covered"] == false,
+        "the forged record: {}",
         forged_rows[0]
     );
     let chain_breaks = alerts(&hub, "chain_break")?;
@@ -276,7 +298,7 @@ fn forgeries_on_the_wire_and_a_killed_sensor_are_named_by_the_hub() -> Result<()
     })?;
 
     // Started again on its own chain state: a restart note, and the silence is over.
-    let second = start_tracer(dir.path(), &nats_url, port)?;
+    let second = start_tracer(dir, &nats_url, port)?;
     curl(&[&url(port, "/back")])?;
     hub.wait_until(WAIT, "resolving sensor_silent after the restart", |hub| {
         let silent = alerts(hub, "sensor_silent")?;

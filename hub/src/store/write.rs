@@ -24,6 +24,9 @@ use crate::{
     when::now_ns,
 };
 
+/// The chain position of a stored line the sensor's own signed checkpoint disowns.
+const FORGED: &str = "forged";
+
 /// What the detections learned, as rows of `detect_state`: (tracker, entity, its state
 /// as JSON, or `None` to forget it).
 pub type Learned = Vec<(String, String, Option<String>)>;
@@ -269,9 +272,24 @@ impl<'c> Batch<'c> {
             self.tx.execute(
                 &format!(
                     "UPDATE {table} SET checkpoint = ?3
-                     WHERE stream = ?1 AND seq BETWEEN ?2 AND ?3 AND link != 'break'"
+                     WHERE stream = ?1 AND seq BETWEEN ?2 AND ?3 AND link NOT IN ('break', '{FORGED}')"
                 ),
                 args![stream, from as i64, to as i64],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Marks the stored line `seq` of `stream` as one the sensor did not write (a
+    /// checkpoint signed with the stream's key names another line there): its chain
+    /// position reads `forged`, and no checkpoint covers it, now or later.
+    pub fn disown(&mut self, stream: &str, seq: u64) -> anyhow::Result<()> {
+        if let Some((table, _)) = self.find("seq", stream, seq)? {
+            self.tx.execute(
+                &format!(
+                    "UPDATE {table} SET link = '{FORGED}', checkpoint = NULL WHERE stream = ?1 AND seq = ?2"
+                ),
+                args![stream, seq as i64],
             )?;
         }
         Ok(())
@@ -580,7 +598,9 @@ impl Batch<'_> {
                 None => None,
             };
             match this {
-                Some((table, None, hash, link)) if hash == next_prev && link != "break" => {
+                Some((table, None, hash, link))
+                    if hash == next_prev && link != "break" && link != FORGED =>
+                {
                     self.tx.execute(
                         &format!(
                             "UPDATE {table} SET checkpoint = ?3 WHERE stream = ?1 AND seq = ?2"

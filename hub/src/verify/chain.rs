@@ -162,6 +162,9 @@ pub enum EventKind {
     Unkeyed,
     /// A line that is not a sealed record.
     Unsealed,
+    /// A stored line that a checkpoint signed with the stream's key contradicts: the
+    /// sensor did not write it. The event's seq is the stored line's.
+    Forged,
 }
 
 impl EventKind {
@@ -175,6 +178,7 @@ impl EventKind {
             EventKind::Loss => "loss",
             EventKind::Unkeyed => "unkeyed",
             EventKind::Unsealed => "unsealed",
+            EventKind::Forged => "forged",
         }
     }
 
@@ -188,13 +192,15 @@ impl EventKind {
                 | EventKind::Reset
                 | EventKind::Signature
                 | EventKind::Unsealed
+                | EventKind::Forged
         )
     }
 
     /// The line it is about failed verification, so it proves nothing about its sensor.
-    /// (A reset breaks the chain, but its line is a sensor's genuine new start.)
+    /// (A reset breaks the chain, but its line is a sensor's genuine new start; a
+    /// forgery is named by a genuine checkpoint, about another line.)
     pub fn discredits_line(self) -> bool {
-        self.is_break() && self != EventKind::Reset
+        self.is_break() && !matches!(self, EventKind::Reset | EventKind::Forged)
     }
 }
 
@@ -214,6 +220,9 @@ pub struct Verdict {
     pub events: Vec<Event>,
     /// A verified checkpoint: the seqs it newly covers.
     pub covers: Option<(u64, u64)>,
+    /// Stored seqs that this line, a checkpoint signed with the stream's key, shows the
+    /// sensor did not write.
+    pub disowned: Vec<u64>,
 }
 
 /// The chain state of every stream.
@@ -267,6 +276,7 @@ impl Chains {
                         link: Link::Conflict,
                         events,
                         covers: None,
+                        disowned: Vec::new(),
                     });
                 }
                 Some(hash) => {
@@ -278,11 +288,14 @@ impl Chains {
                             short(&sealed.hash)
                         ),
                     );
+                    let disowned = disowned(&sealed, stream, stored)?;
+                    events.extend(forgeries(stream, seq, &disowned));
                     return Ok(Verdict {
                         sealed,
                         link: Link::Conflict,
                         events,
                         covers: None,
+                        disowned: disowned.iter().map(|d| d.seq).collect(),
                     });
                 }
                 None if state.fill(seq) => {
@@ -311,6 +324,7 @@ impl Chains {
                         link: Link::Expired,
                         events,
                         covers: None,
+                        disowned: Vec::new(),
                     });
                 }
                 None => {
@@ -326,6 +340,7 @@ impl Chains {
                         link: Link::Conflict,
                         events,
                         covers: None,
+                        disowned: Vec::new(),
                     });
                 }
             },
@@ -391,6 +406,7 @@ impl Chains {
                 link,
                 events,
                 covers: None,
+                disowned: Vec::new(),
             });
         }
         let state = self
@@ -422,6 +438,7 @@ impl Chains {
         state.records += 1;
         state.last_seen_ns = state.last_seen_ns.max(ts_ns);
         let mut covers = None;
+        let mut disowned = Vec::new();
         if let Some(cp) = &sealed.checkpoint {
             state.last_checkpoint = Some(seq);
             state.last_checkpoint_ns = Some(ts_ns);
@@ -465,6 +482,7 @@ impl Chains {
                         ),
                     );
                     state.clean_from = seq + 1;
+                    disowned = self::disowned(&sealed, stream, stored)?;
                 }
                 Some(true) => {
                     // Lines before an open gap are not linked to the checkpoint until
@@ -482,11 +500,13 @@ impl Chains {
                 }
             }
         }
+        events.extend(forgeries(stream, seq, &disowned));
         Ok(Verdict {
             sealed,
             link,
             events,
             covers,
+            disowned: disowned.iter().map(|d| d.seq).collect(),
         })
     }
 
@@ -517,6 +537,69 @@ impl Chains {
             expired.before_ns = before_ns;
         }
     }
+}
+
+/// A stored line that a signed checkpoint names with another hash.
+struct Disowned {
+    seq: u64,
+    stored: Hash,
+    signed: Hash,
+}
+
+/// The stored lines that `sealed`, a checkpoint signed with the stream's key, shows the
+/// sensor did not write: at the checkpoint's own seq and at its head, where the store
+/// holds another hash than the one signed for. Only a checkpoint that continues the
+/// stored chain speaks for it (its previous checkpoint is stored, with the hash it
+/// names): a sensor that lost its chain state begins again at seq 1 with the same key,
+/// and the checkpoints of that new chain name seqs of lines it did write in the old.
+fn disowned(
+    sealed: &Sealed,
+    stream: &str,
+    stored: &mut dyn Stored,
+) -> anyhow::Result<Vec<Disowned>> {
+    let Some(cp) = &sealed.checkpoint else {
+        return Ok(Vec::new());
+    };
+    let Some(prev_seq) = cp.prev_seq else {
+        return Ok(Vec::new());
+    };
+    if !sealed.content_ok
+        || cp.signature_ok != Some(true)
+        || stored.stored_hash(stream, prev_seq)? != Some(cp.prev_hash)
+    {
+        return Ok(Vec::new());
+    }
+    let mut found = Vec::new();
+    for (seq, signed) in [(cp.head_seq, cp.head_hash), (sealed.seq, sealed.hash)] {
+        if let Some(hash) = stored.stored_hash(stream, seq)?
+            && hash != signed
+        {
+            found.push(Disowned {
+                seq,
+                stored: hash,
+                signed,
+            });
+        }
+    }
+    Ok(found)
+}
+
+/// A `forged` event for each disowned line, naming the checkpoint at `by`.
+fn forgeries<'a>(
+    stream: &'a str,
+    by: u64,
+    disowned: &'a [Disowned],
+) -> impl Iterator<Item = Event> + 'a {
+    disowned.iter().map(move |d| Event {
+        stream: stream.to_owned(),
+        seq: d.seq,
+        kind: EventKind::Forged,
+        detail: format!(
+            "the sensor did not write the stored line: it has hash {}, and the checkpoint at seq {by}, signed with the stream's key, names {}",
+            short(&d.stored),
+            short(&d.signed)
+        ),
+    })
 }
 
 fn short(hash: &Hash) -> String {

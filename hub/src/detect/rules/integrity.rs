@@ -179,9 +179,11 @@ impl Integrity {
             self.heard(&event.stream, ts_ns);
         }
         let (rule, severity) = match event.kind {
-            EventKind::Modified | EventKind::Conflict | EventKind::Reset | EventKind::Unsealed => {
-                CHAIN_BREAK
-            }
+            EventKind::Modified
+            | EventKind::Conflict
+            | EventKind::Reset
+            | EventKind::Unsealed
+            | EventKind::Forged => CHAIN_BREAK,
             EventKind::Signature => SIGNATURE,
             EventKind::Loss => SENSOR_LOSS,
             EventKind::Restart | EventKind::Unkeyed => return,
