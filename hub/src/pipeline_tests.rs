@@ -329,6 +329,27 @@ fn a_sensor_that_began_a_new_chain_with_its_key_disowns_nothing_it_wrote_before(
 }
 
 #[test]
+fn a_new_chain_over_stored_seqs_is_a_reset_that_says_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let (raw, key) = stream(dir.path(), "web1");
+    let (mut pipeline, _store) = pipeline(dir.path(), &[format!("web1={key}")]);
+    pipeline.ingest(&lines(&raw)).unwrap();
+    // The same sensor a day later, its state file gone.
+    let mut start = Vec::new();
+    write_record(Start::New, "2026-12-04T02:00:00Z", "fp", &mut start).unwrap();
+    Chain::new("web1".parse::<StreamId>().unwrap(), 1, ZERO_HASH).seal(&mut start, Kind::Start);
+    start.pop();
+    let outcome = pipeline.ingest(&lines(&[start])).unwrap();
+    assert_eq!((outcome.stored, outcome.conflicts), (0, 1));
+    assert_eq!(kinds(&outcome), [(1, EventKind::Reset)]);
+    let detail = &outcome.events[0].detail;
+    assert!(
+        detail.contains("up to 27 are stored") && detail.contains("--stream-id"),
+        "{detail}"
+    );
+}
+
+#[test]
 fn altered_missing_and_foreign_lines_are_findings_and_junk_is_rejected() {
     let dir = tempfile::tempdir().unwrap();
     let (mut raw, key) = stream(dir.path(), "web1");

@@ -279,6 +279,26 @@ impl Chains {
                         disowned: Vec::new(),
                     });
                 }
+                // A sensor that lost its chain state begins again at seq 1 under the
+                // same stream id: its seqs collide with the stored ones until they
+                // pass them, and those lines are not stored. Said once, where it begins,
+                // with what to do.
+                Some(_) if new_stream => {
+                    event(
+                        EventKind::Reset,
+                        format!(
+                            "a new chain starts (seq 1) in the middle of the stream, whose seqs up to {} are stored: the sensor lost its chain state, and its lines up to that seq collide with stored ones and are not stored (conflicts); give it a new --stream-id, or restore its state file",
+                            state.last_seq
+                        ),
+                    );
+                    return Ok(Verdict {
+                        sealed,
+                        link: Link::Conflict,
+                        events,
+                        covers: None,
+                        disowned: Vec::new(),
+                    });
+                }
                 Some(hash) => {
                     event(
                         EventKind::Conflict,

@@ -148,6 +148,11 @@ impl<S: SealedLines> Output<S> {
         self.chain.stream()
     }
 
+    /// Whether this run begins a new chain at seq 1 (there was no state file).
+    pub fn starts_new_chain(&self) -> bool {
+        self.start == Start::New
+    }
+
     pub fn sinks(&self) -> &S {
         &self.sinks
     }

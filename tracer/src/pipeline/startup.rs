@@ -51,6 +51,15 @@ pub fn start(config: &RunSettings) -> Result<Started> {
     // configuration error, and an unusable key or state file fails fast.
     let sinks = sink::open(&config.output, &config.nats, config.stats_interval)?;
     let output = Output::open(&config.audit, sinks).context("setting up the audit chain")?;
+    if output.starts_new_chain() {
+        // A hub that stored this stream id before holds its seqs, and refuses a new
+        // chain's lines until they pass them: say so where the operator looks first.
+        eprintln!(
+            "tracer: audit: no chain state in {}: stream {} begins a new chain at seq 1; if a hub stored this stream before (the state file was lost), give the sensor a new --stream-id",
+            config.audit.state_file.display(),
+            output.stream().as_str()
+        );
+    }
 
     let bpf_stats = config
         .bpf_stats
