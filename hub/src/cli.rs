@@ -35,6 +35,9 @@ pub enum Command {
     Top(TopArgs),
     /// Per stream: records, seqs, what checkpoints prove, breaks, gaps and losses.
     Integrity(IntegrityArgs),
+    /// The lines refused because their seq was stored with another hash, byte for byte,
+    /// one per line, by stream and seq: what `tracer verify` reads.
+    Conflicts(ConflictsArgs),
     /// Alerts the detections raised, newest first.
     Alerts(AlertsArgs),
     /// Checks the detections file and Sigma rules as `serve` would, and lists every
@@ -306,6 +309,15 @@ pub struct TopArgs {
     pub limit: u64,
     #[arg(long, value_enum, default_value = "table")]
     pub format: ReportFormat,
+}
+
+#[derive(Args)]
+pub struct ConflictsArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Only this stream's.
+    #[arg(long, value_name = "ID")]
+    pub stream: Option<String>,
 }
 
 #[derive(Args)]

@@ -31,6 +31,7 @@ fn main() -> ExitCode {
         Command::Query(args) => commands::read::query(args),
         Command::Top(args) => commands::read::top_list(args),
         Command::Integrity(args) => commands::read::integrity_report(args),
+        Command::Conflicts(args) => commands::read::conflicts(args),
         Command::Alerts(args) => commands::alerts::run(args),
         Command::Rules(args) => commands::rules::run(args),
         Command::PasswordHash => commands::password::run(),

@@ -623,6 +623,13 @@ fn store<'a>(
             }
             Link::Conflict => {
                 outcome.conflicts += 1;
+                batch.keep_conflict(
+                    &fields.stream,
+                    fields.seq,
+                    &verdict.sealed.hash,
+                    bytes,
+                    fields.ts_ns,
+                )?;
                 continue;
             }
             Link::Expired => {

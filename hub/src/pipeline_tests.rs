@@ -14,7 +14,11 @@ use super::*;
 use crate::{
     enrich::EnrichSettings,
     ingest::Origin,
-    query::{filter::Filter, integrity::integrity, records},
+    query::{
+        filter::Filter,
+        integrity::{conflict_lines, integrity},
+        records,
+    },
     store::StoreAt,
 };
 
@@ -230,7 +234,9 @@ fn an_altered_copy_of_a_stored_line_is_a_finding_and_the_stored_line_stands() {
         .unwrap()
         .replace("bob", "eve")
         .into_bytes();
-    let again = pipeline.ingest(&lines(&[altered, raw[6].clone()])).unwrap();
+    let again = pipeline
+        .ingest(&lines(&[altered.clone(), raw[6].clone()]))
+        .unwrap();
     assert_eq!((again.stored, again.duplicates, again.conflicts), (0, 1, 1));
     let kinds: Vec<_> = again.events.iter().map(|e| (e.seq, e.kind)).collect();
     assert_eq!(kinds, [(6, EventKind::Modified)]);
@@ -243,6 +249,7 @@ fn an_altered_copy_of_a_stored_line_is_a_finding_and_the_stored_line_stands() {
         breaks.iter().any(|b| b.seq == 6 && b.kind == "modified"),
         "{breaks:?}"
     );
+    assert_eq!(conflict_lines(&mut conn, None).unwrap(), [altered]);
 }
 
 /// Events as (seq, kind).
@@ -282,14 +289,30 @@ fn a_line_forged_ahead_of_its_sensor_is_named_by_the_sensors_next_signed_checkpo
     ] {
         assert!(found.contains(&expected), "{expected:?} in {found:?}");
     }
+    let forged = outcome
+        .events
+        .iter()
+        .find(|e| e.kind == EventKind::Forged)
+        .unwrap();
+    assert!(
+        forged.detail.contains("the sensor's line is kept"),
+        "{forged:?}"
+    );
     let mut conn = store.open_reader().unwrap();
     let page = records::page(&mut conn, &Filter::default(), 100, 0).unwrap();
     let (row, _) = page.rows.iter().find(|(row, _)| row.seq == 7).unwrap();
     assert_eq!((row.chain.as_str(), row.covered), ("forged", false));
-    let breaks = &integrity(&mut conn).unwrap().streams[0].breaks;
+    let report = integrity(&mut conn).unwrap();
+    let breaks = &report.streams[0].breaks;
     assert!(
         breaks.iter().any(|b| b.seq == 7 && b.kind == "forged"),
         "{breaks:?}"
+    );
+    // The sensor's own seq 7, refused, is kept byte for byte.
+    assert_eq!(report.streams[0].conflicts_kept, 1);
+    assert_eq!(
+        conflict_lines(&mut conn, Some("web1")).unwrap(),
+        [real[0].clone()]
     );
 }
 

@@ -11,7 +11,7 @@ use serde_json::Value;
 use tests::{
     audit::{hash_of, key_show, reseal},
     clients::{curl, url},
-    hub::{Hub, Store},
+    hub::{self, Hub, Store},
     ports::free_port,
     servers::{NatsServer, Nginx, NginxConfig, Postgres, publish, stream_messages},
     tracer::Tracer,
@@ -277,6 +277,13 @@ fn forgeries_and_a_killed_sensor(dir: &Path, store: &Store) -> Result<()> {
         .iter()
         .all(|&(kind, seq)| breaks.contains(&(kind.to_owned(), seq))))
     })?;
+    // The sensor's own lines at those seqs were refused, and are kept byte for byte.
+    let kept = hub::ok(&[&["conflicts"][..], &store.args()?[..]].concat())?;
+    let after_0 = kept
+        .lines()
+        .find(|line| line.contains("\"/after/0\""))
+        .context(format!("the sensor's /after/0 is not kept:\n{kept}"))?;
+    ensure!(seq_of(after_0)? == head + 1, "{after_0}");
     let forged_rows = records_of(&hub, "/forged-by-wire")?;
     ensure!(forged_rows.len() == 1, "{forged_rows:?}");
     ensure!(

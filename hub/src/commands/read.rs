@@ -9,10 +9,10 @@ use serde::Deserialize;
 
 use super::remote::RemoteHub;
 use crate::{
-    cli::{IntegrityArgs, QueryArgs, ReportFormat, RowFormat, StoreArgs, TopArgs},
+    cli::{ConflictsArgs, IntegrityArgs, QueryArgs, ReportFormat, RowFormat, StoreArgs, TopArgs},
     query::{
         format,
-        integrity::integrity,
+        integrity::{conflict_lines, integrity},
         records::{self, Row},
         top::{TopRow, top},
     },
@@ -152,6 +152,18 @@ pub fn top_list(args: &TopArgs) -> anyhow::Result<()> {
         ReportFormat::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
         ReportFormat::Table => print!("{}", format::top_table(args.kind.heading(), &rows)),
     }
+    Ok(())
+}
+
+/// From the store only: the kept lines are evidence to verify, not an API answer.
+pub fn conflicts(args: &ConflictsArgs) -> anyhow::Result<()> {
+    let mut conn = reader(&args.store)?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for line in conflict_lines(&mut conn, args.stream.as_deref())? {
+        out.write_all(&line)?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()?;
     Ok(())
 }
 

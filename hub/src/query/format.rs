@@ -188,6 +188,14 @@ pub fn integrity_table(report: &Integrity) -> String {
                 cell(&f.detail, 200)
             );
         }
+        if s.conflicts_kept > 0 {
+            let _ = writeln!(
+                out,
+                "{}: {} conflicting lines kept (tracer-hub conflicts)",
+                cell(&s.stream, 40),
+                s.conflicts_kept
+            );
+        }
         for l in &s.losses {
             let _ = writeln!(
                 out,

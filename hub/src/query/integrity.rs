@@ -43,6 +43,9 @@ pub struct StreamIntegrity {
     pub losses: Vec<LossTotal>,
     /// What retention deleted: those lines are gone by policy, not by damage.
     pub expired: Option<ExpiredLines>,
+    /// Lines refused as conflicts and kept byte for byte (`tracer-hub conflicts`).
+    #[serde(default)]
+    pub conflicts_kept: u64,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -71,6 +74,21 @@ pub struct LossTotal {
     pub source: String,
     pub reason: String,
     pub count: u64,
+}
+
+/// The kept conflicting lines, of one stream or all, by stream and seq.
+pub fn conflict_lines(conn: &mut Db, stream: Option<&str>) -> anyhow::Result<Vec<Vec<u8>>> {
+    let rows = match stream {
+        Some(stream) => conn.query(
+            "SELECT line FROM conflicts WHERE stream = ?1 ORDER BY seq, ts, hash",
+            args![stream],
+        )?,
+        None => conn.query(
+            "SELECT line FROM conflicts ORDER BY stream, seq, ts, hash",
+            args![],
+        )?,
+    };
+    rows.iter().map(|r| r.get(0)).collect()
 }
 
 /// Findings listed per stream and kind; the rest are counted in the detail of the last.
@@ -134,7 +152,14 @@ pub fn integrity(conn: &mut Db) -> anyhow::Result<Integrity> {
                 })
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
+        let conflicts_kept: u64 = conn
+            .query_row(
+                "SELECT count(*) FROM conflicts WHERE stream = ?1",
+                args![stream],
+            )?
+            .get(0)?;
         streams.push(StreamIntegrity {
+            conflicts_kept,
             stream,
             records: state.records,
             missing: state.missing(),

@@ -148,7 +148,7 @@ impl Batch<'_> {
         deleted += self
             .tx
             .execute("DELETE FROM alerts WHERE last_ns < ?1", args![cutoff_ns])?;
-        for table in ["events", "losses", "rejects"] {
+        for table in ["events", "losses", "rejects", "conflicts"] {
             deleted += self.tx.execute(
                 &format!("DELETE FROM {table} WHERE ts < ?1"),
                 args![cutoff_ns],

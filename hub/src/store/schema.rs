@@ -60,6 +60,17 @@ CREATE TABLE IF NOT EXISTS losses (
     ts INTEGER NOT NULL,
     PRIMARY KEY (stream, seq)
 );
+-- Lines refused because their seq is stored with another hash (the sensor's own line
+-- after one forged ahead of it, a new chain over stored seqs, an altered copy), kept
+-- byte for byte: a conflict is named in `integrity` and its line is not lost.
+CREATE TABLE IF NOT EXISTS conflicts (
+    stream TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    hash BLOB NOT NULL,
+    line BLOB NOT NULL,
+    ts INTEGER NOT NULL,
+    PRIMARY KEY (stream, seq, hash)
+);
 CREATE TABLE IF NOT EXISTS rejects (
     id INTEGER PRIMARY KEY,
     origin TEXT NOT NULL UNIQUE,

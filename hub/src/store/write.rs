@@ -318,6 +318,24 @@ impl<'c> Batch<'c> {
         Ok(())
     }
 
+    /// Keeps a line refused because its seq is stored with another hash (its own
+    /// `audit.hash`, which an altered copy shares with the stored line), at its time.
+    pub fn keep_conflict(
+        &mut self,
+        stream: &str,
+        seq: u64,
+        hash: &Hash,
+        line: &[u8],
+        ts_ns: i64,
+    ) -> anyhow::Result<()> {
+        self.tx.execute(
+            "INSERT INTO conflicts (stream, seq, hash, line, ts) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT DO NOTHING",
+            args![stream, seq as i64, &hash[..], line, ts_ns],
+        )?;
+        Ok(())
+    }
+
     /// Reads at once the stored alerts that `findings` may be grouped into, which
     /// [`Batch::alert`] would otherwise read one finding at a time.
     pub fn prefetch_alerts(&mut self, findings: &[NewAlert<'_>]) -> anyhow::Result<()> {
@@ -692,5 +710,15 @@ impl Stored for Batch<'_> {
 
     fn stored_prev_hash(&mut self, stream: &str, seq: u64) -> anyhow::Result<Option<Hash>> {
         self.stored("prev_hash", stream, seq)
+    }
+
+    fn kept_conflict(&mut self, stream: &str, seq: u64, hash: &Hash) -> anyhow::Result<bool> {
+        Ok(self
+            .tx
+            .query_opt(
+                "SELECT 1 FROM conflicts WHERE stream = ?1 AND seq = ?2 AND hash = ?3",
+                args![stream, seq as i64, &hash[..]],
+            )?
+            .is_some())
     }
 }

@@ -564,6 +564,8 @@ struct Disowned {
     seq: u64,
     stored: Hash,
     signed: Hash,
+    /// The line the sensor signed for is kept among the conflicts.
+    kept: bool,
 }
 
 /// The stored lines that `sealed`, a checkpoint signed with the stream's key, shows the
@@ -594,10 +596,13 @@ fn disowned(
         if let Some(hash) = stored.stored_hash(stream, seq)?
             && hash != signed
         {
+            // The checkpoint itself, refused as a conflict, is kept next.
+            let kept = seq == sealed.seq || stored.kept_conflict(stream, seq, &signed)?;
             found.push(Disowned {
                 seq,
                 stored: hash,
                 signed,
+                kept,
             });
         }
     }
@@ -615,9 +620,14 @@ fn forgeries<'a>(
         seq: d.seq,
         kind: EventKind::Forged,
         detail: format!(
-            "the sensor did not write the stored line: it has hash {}, and the checkpoint at seq {by}, signed with the stream's key, names {}",
+            "the sensor did not write the stored line: it has hash {}, and the checkpoint at seq {by}, signed with the stream's key, names {}{}",
             short(&d.stored),
-            short(&d.signed)
+            short(&d.signed),
+            if d.kept {
+                "; the sensor's line is kept (tracer-hub conflicts)"
+            } else {
+                ""
+            }
         ),
     })
 }
