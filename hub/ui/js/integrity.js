@@ -82,6 +82,10 @@ function streamDetails(s) {
         td(h('span', { class: 'badge bad' }, b.kind)),
         td(b.detail || '', { class: 'wrap' })))))));
   }
+  if (s.conflicts_kept) {
+    sec.appendChild(h('p', null, `${num(s.conflicts_kept)} conflicting lines of ${s.stream} are kept byte for byte: `,
+      h('code', null, `tracer-hub conflicts --stream ${s.stream}`), ' prints them.'));
+  }
   if ((s.losses || []).length) {
     sec.appendChild(h('div', { class: 'table-wrap' }, h('table', null,
       h('caption', null, `Sensor losses in ${s.stream}`),
