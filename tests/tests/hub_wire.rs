@@ -1,7 +1,8 @@
 //! What someone who can publish to the records' JetStream stream, or stop a sensor, can
 //! do to the trail, and what `tracer-hub serve` says of it: a forged record that
 //! continues the chain with a checkpoint signed by another key, an altered copy of a
-//! stored line, and the sensor SIGKILLed and started again. The real tracer, nginx,
+//! stored line, the sensor SIGKILLed and started again, and then overwhelmed (a ring
+//! buffer far too small, so it loses events and says so). The real tracer, nginx,
 //! nats-server and hub; the attacker is this test, on the wire. On both stores, as the
 //! other hub tests: SQLite, and PostgreSQL (the `_postgres` twin).
 use std::{path::Path, time::Duration};
@@ -12,6 +13,7 @@ use tests::{
     audit::{hash_of, key_show, reseal},
     clients::{curl, url},
     hub::{self, Hub, Store},
+    load::ab_keepalive,
     ports::free_port,
     servers::{NatsServer, Nginx, NginxConfig, Postgres, publish, stream_messages},
     tracer::Tracer,
@@ -29,8 +31,8 @@ const WAIT: Duration = Duration::from_secs(60);
 
 /// The tracer publishing to NATS, with its key, chain state and spool in `dir`, so that
 /// a second one continues the first's chain; a checkpoint after every record, so the
-/// sensor's next line after any record is a signed checkpoint.
-fn start_tracer(dir: &Path, nats: &str, port: u16) -> Result<Tracer> {
+/// sensor's next line after any record is a signed checkpoint. `more`: further flags.
+fn start_tracer(dir: &Path, nats: &str, port: u16, more: &[&str]) -> Result<Tracer> {
     let path = |name: &str| -> Result<String> {
         Ok(dir
             .join(name)
@@ -58,7 +60,11 @@ fn start_tracer(dir: &Path, nats: &str, port: u16) -> Result<Tracer> {
             // test forges the lines after it.
             "--checkpoint-seconds",
             "3600",
-        ],
+        ]
+        .iter()
+        .chain(more)
+        .copied()
+        .collect::<Vec<_>>(),
         &[],
     )
 }
@@ -142,25 +148,26 @@ fn records_of(hub: &Hub, path: &str) -> Result<Vec<Value>> {
 }
 
 #[test]
-fn forgeries_on_the_wire_and_a_killed_sensor_are_named_by_the_hub() -> Result<()> {
+fn forgeries_on_the_wire_a_killed_sensor_and_its_losses_are_named_by_the_hub() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let store = Store::Sqlite(dir.path().join("hub"));
-    forgeries_and_a_killed_sensor(dir.path(), &store)
+    forgeries_killed_and_overwhelmed(dir.path(), &store)
 }
 
 #[test]
-fn forgeries_on_the_wire_and_a_killed_sensor_are_named_by_the_hub_postgres() -> Result<()> {
+fn forgeries_on_the_wire_a_killed_sensor_and_its_losses_are_named_by_the_hub_postgres() -> Result<()>
+{
     let dir = tempfile::tempdir()?;
     let postgres = Postgres::start()?;
-    forgeries_and_a_killed_sensor(dir.path(), &Store::Postgres(postgres.url()))
+    forgeries_killed_and_overwhelmed(dir.path(), &Store::Postgres(postgres.url()))
 }
 
-fn forgeries_and_a_killed_sensor(dir: &Path, store: &Store) -> Result<()> {
+fn forgeries_killed_and_overwhelmed(dir: &Path, store: &Store) -> Result<()> {
     let nats = NatsServer::start()?;
     let nats_url = nats.url();
     let port = free_port();
     let _nginx = Nginx::start(NginxConfig::new(port))?;
-    let first = start_tracer(dir, &nats_url, port)?;
+    let first = start_tracer(dir, &nats_url, port, &[])?;
 
     let public = dir.join("audit.pub");
     std::fs::write(&public, key_show(&dir.join("audit.key"))?)?;
@@ -305,7 +312,13 @@ fn forgeries_and_a_killed_sensor(dir: &Path, store: &Store) -> Result<()> {
     })?;
 
     // Started again on its own chain state: a restart note, and the silence is over.
-    let second = start_tracer(dir, &nats_url, port)?;
+    // Its ring buffer is far too small for what comes next.
+    let second = start_tracer(
+        dir,
+        &nats_url,
+        port,
+        &["--ringbuf-bytes", "4096", "--stats-interval", "1"],
+    )?;
     curl(&[&url(port, "/back")])?;
     hub.wait_until(WAIT, "resolving sensor_silent after the restart", |hub| {
         let silent = alerts(hub, "sensor_silent")?;
@@ -321,7 +334,44 @@ fn forgeries_and_a_killed_sensor(dir: &Path, store: &Store) -> Result<()> {
         records_of(&hub, "/back")?.len() == 1,
         "the restarted sensor's record"
     );
-    second.stop()?;
+
+    // Overwhelmed, the sensor loses events and says so in loss lines: the hub totals
+    // them per reason as the sensor counted them, and raises sensor_loss.
+    let burst = ab_keepalive(&url(port, "/burst"), 20, 20_000)?;
+    ensure!(burst.complete == 20_000, "{}", burst.raw);
+    second.wait_for_stderr("tracer: kernel events lost:", WAIT)?;
+    let run = second.stop()?;
+    let counted = run.summary["kernel_lost"]
+        .as_object()
+        .context(format!("no kernel_lost: {}", run.summary))?
+        .iter()
+        .filter(|(_, n)| n.as_u64() > Some(0))
+        .map(|(reason, n)| (reason.clone(), n.as_u64().unwrap_or_default()))
+        .collect::<Vec<_>>();
+    ensure!(
+        !counted.is_empty(),
+        "a 4 KiB ring lost nothing: {}",
+        run.summary
+    );
+    hub.wait_until(WAIT, "totalling the sensor's losses", |hub| {
+        let report = hub.api("/api/integrity")?;
+        let losses = report["streams"]
+            .as_array()
+            .and_then(|s| s.iter().find(|s| s["stream"] == STREAM_ID))
+            .map(|s| s["losses"].clone())
+            .unwrap_or_default();
+        Ok(counted.iter().all(|(reason, n)| {
+            losses.as_array().is_some_and(|losses| {
+                losses.iter().any(|l| {
+                    l["source"] == "kernel" && l["reason"] == reason.as_str() && l["count"] == *n
+                })
+            })
+        }))
+    })?;
+    ensure!(
+        !alerts(&hub, "sensor_loss")?.is_empty(),
+        "no sensor_loss alert"
+    );
     hub.stop()?;
     Ok(())
 }
