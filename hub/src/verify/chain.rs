@@ -225,6 +225,20 @@ pub struct Verdict {
     pub disowned: Vec<u64>,
 }
 
+impl Verdict {
+    /// A line that is not stored as a record (a redelivery, a conflict, an expired
+    /// seq), with the events that say why.
+    fn unstored(sealed: Sealed, link: Link, events: Vec<Event>) -> Self {
+        Self {
+            sealed,
+            link,
+            events,
+            covers: None,
+            disowned: Vec::new(),
+        }
+    }
+}
+
 /// The chain state of every stream.
 pub struct Chains {
     streams: HashMap<String, StreamState>,
@@ -271,33 +285,21 @@ impl Chains {
                             "seq {seq} is stored; this copy of it does not match its audit.hash"
                         ),
                     );
-                    return Ok(Verdict {
-                        sealed,
-                        link: Link::Conflict,
-                        events,
-                        covers: None,
-                        disowned: Vec::new(),
-                    });
+                    return Ok(Verdict::unstored(sealed, Link::Conflict, events));
                 }
                 // A sensor that lost its chain state begins again at seq 1 under the
                 // same stream id: its seqs collide with the stored ones until they
-                // pass them, and those lines are not stored. Said once, where it begins,
-                // with what to do.
+                // pass them, and those lines are conflicts. Said once, where it
+                // begins, with what to do.
                 Some(_) if new_stream => {
                     event(
                         EventKind::Reset,
                         format!(
-                            "a new chain starts (seq 1) in the middle of the stream, whose seqs up to {} are stored: the sensor lost its chain state, and its lines up to that seq collide with stored ones and are not stored (conflicts); give it a new --stream-id, or restore its state file",
+                            "a new chain starts (seq 1) in the middle of the stream, whose seqs up to {} are stored: the sensor lost its chain state, and its lines up to that seq collide with stored ones and are kept apart as conflicts (tracer-hub conflicts), not stored as records; give it a new --stream-id, or restore its state file",
                             state.last_seq
                         ),
                     );
-                    return Ok(Verdict {
-                        sealed,
-                        link: Link::Conflict,
-                        events,
-                        covers: None,
-                        disowned: Vec::new(),
-                    });
+                    return Ok(Verdict::unstored(sealed, Link::Conflict, events));
                 }
                 Some(hash) => {
                     event(
@@ -339,13 +341,7 @@ impl Chains {
                     }
                 }
                 None if state.expired.is_some_and(|e| seq <= e.through_seq) => {
-                    return Ok(Verdict {
-                        sealed,
-                        link: Link::Expired,
-                        events,
-                        covers: None,
-                        disowned: Vec::new(),
-                    });
+                    return Ok(Verdict::unstored(sealed, Link::Expired, events));
                 }
                 None => {
                     event(
@@ -355,13 +351,7 @@ impl Chains {
                             state.last_seq
                         ),
                     );
-                    return Ok(Verdict {
-                        sealed,
-                        link: Link::Conflict,
-                        events,
-                        covers: None,
-                        disowned: Vec::new(),
-                    });
+                    return Ok(Verdict::unstored(sealed, Link::Conflict, events));
                 }
             },
             Some(_) if new_stream => {
