@@ -607,7 +607,7 @@ fn store<'a>(
                 continue;
             }
         };
-        let verdict = chains.check(sealed, &fields.stream, fields.ts_ns, batch)?;
+        let verdict = chains.check(sealed, bytes, &fields.stream, fields.ts_ns, batch)?;
         for event in &verdict.events {
             batch.event(event, fields.ts_ns)?;
             tell(Found::Event(event.clone(), fields.ts_ns));

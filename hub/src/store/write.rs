@@ -13,6 +13,7 @@ use super::{
     columns::{Derived, columns},
     days::{self, Part},
     db::{Db, Dialect, Row, SqlType, ToArg, Tx, Value, args, sqlite_insert},
+    lines::Originals,
     postgres,
     rollups::RollupRows,
     schema,
@@ -710,6 +711,17 @@ impl Stored for Batch<'_> {
 
     fn stored_prev_hash(&mut self, stream: &str, seq: u64) -> anyhow::Result<Option<Hash>> {
         self.stored("prev_hash", stream, seq)
+    }
+
+    fn stored_line(&mut self, stream: &str, seq: u64) -> anyhow::Result<Option<Vec<u8>>> {
+        let Some((_, row)) = self.find("line", stream, seq)? else {
+            return Ok(None);
+        };
+        // Rare (a line that fails its own hash, given again): the dictionaries are
+        // loaded for it alone.
+        Originals::default()
+            .original(&mut self.tx, row.get(0)?)
+            .map(Some)
     }
 
     fn kept_conflict(&mut self, stream: &str, seq: u64, hash: &Hash) -> anyhow::Result<bool> {

@@ -254,6 +254,7 @@ impl Chains {
     pub fn check(
         &mut self,
         sealed: Sealed,
+        line: &[u8],
         stream: &str,
         ts_ns: i64,
         stored: &mut dyn Stored,
@@ -275,6 +276,15 @@ impl Chains {
             None => Link::Joined,
             Some(state) if seq <= state.last_seq => match stored.stored_hash(stream, seq)? {
                 Some(hash) if hash == sealed.hash && sealed.content_ok => Link::Duplicate,
+                // The same bytes as the stored line, which failed its hash when it was
+                // stored (a tampered line redelivered, or a file imported twice): named
+                // once, then.
+                Some(hash)
+                    if hash == sealed.hash
+                        && stored.stored_line(stream, seq)?.as_deref() == Some(line) =>
+                {
+                    Link::Duplicate
+                }
                 // A copy of a stored line, altered but with its hash left as it was:
                 // redelivery brings the same bytes, so this is someone else's line. The
                 // stored one stands; this one is named, never dropped in silence.
@@ -403,7 +413,7 @@ impl Chains {
                 }
             }
         };
-        if !sealed.content_ok {
+        if !sealed.content_ok && link != Link::Duplicate {
             event(
                 EventKind::Modified,
                 "its bytes do not match its audit.hash".to_owned(),

@@ -30,6 +30,9 @@ pub trait Stored {
     /// The `audit.prev_hash` of the stored line (`stream`, `seq`), if there is one.
     fn stored_prev_hash(&mut self, stream: &str, seq: u64) -> anyhow::Result<Option<Hash>>;
 
+    /// The stored line (`stream`, `seq`) as the sensor wrote it, if there is one.
+    fn stored_line(&mut self, stream: &str, seq: u64) -> anyhow::Result<Option<Vec<u8>>>;
+
     /// Whether a line refused as a conflict at (`stream`, `seq`) with `hash` is kept.
     fn kept_conflict(&mut self, stream: &str, seq: u64, hash: &Hash) -> anyhow::Result<bool>;
 }
