@@ -314,7 +314,7 @@ pub struct TopArgs {
 #[derive(Args)]
 pub struct ConflictsArgs {
     #[command(flatten)]
-    pub store: StoreArgs,
+    pub source: ReadArgs,
     /// Only this stream's.
     #[arg(long, value_name = "ID")]
     pub stream: Option<String>,

@@ -249,7 +249,7 @@ fn an_altered_copy_of_a_stored_line_is_a_finding_and_the_stored_line_stands() {
         breaks.iter().any(|b| b.seq == 6 && b.kind == "modified"),
         "{breaks:?}"
     );
-    assert_eq!(conflict_lines(&mut conn, None).unwrap(), [altered]);
+    assert_eq!(conflict_lines(&mut conn, None, 10).unwrap(), [altered]);
 }
 
 /// Events as (seq, kind).
@@ -311,7 +311,7 @@ fn a_line_forged_ahead_of_its_sensor_is_named_by_the_sensors_next_signed_checkpo
     // The sensor's own seq 7, refused, is kept byte for byte.
     assert_eq!(report.streams[0].conflicts_kept, 1);
     assert_eq!(
-        conflict_lines(&mut conn, Some("web1")).unwrap(),
+        conflict_lines(&mut conn, Some("web1"), 10).unwrap(),
         [real[0].clone()]
     );
 }
@@ -394,7 +394,7 @@ fn a_stored_line_that_fails_its_hash_given_again_is_a_duplicate() {
         (0, 1, 0, vec![])
     );
     let mut conn = store.open_reader().unwrap();
-    assert!(conflict_lines(&mut conn, None).unwrap().is_empty());
+    assert!(conflict_lines(&mut conn, None, 10).unwrap().is_empty());
 }
 
 #[test]

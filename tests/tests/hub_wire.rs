@@ -291,6 +291,21 @@ fn forgeries_killed_and_overwhelmed(dir: &Path, store: &Store) -> Result<()> {
         .find(|line| line.contains("\"/after/0\""))
         .context(format!("the sensor's /after/0 is not kept:\n{kept}"))?;
     ensure!(seq_of(after_0)? == head + 1, "{after_0}");
+    // The same, asked of the running hub's API.
+    let token = hub.token_file.to_str().context("path")?.to_owned();
+    let remote = hub::ok(&[
+        "conflicts",
+        "--hub",
+        &hub.url(""),
+        "--token-file",
+        &token,
+        "--stream",
+        STREAM_ID,
+    ])?;
+    ensure!(
+        remote == kept,
+        "through --hub:\n{remote}\nfrom the store:\n{kept}"
+    );
     let forged_rows = records_of(&hub, "/forged-by-wire")?;
     ensure!(forged_rows.len() == 1, "{forged_rows:?}");
     ensure!(

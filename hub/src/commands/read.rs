@@ -155,13 +155,19 @@ pub fn top_list(args: &TopArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// From the store only: the kept lines are evidence to verify, not an API answer.
+/// Every kept line from the store; at most [`MAX_EXPORT`] through a hub's API.
 pub fn conflicts(args: &ConflictsArgs) -> anyhow::Result<()> {
-    let mut conn = reader(&args.store)?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    for line in conflict_lines(&mut conn, args.stream.as_deref())? {
-        out.write_all(&line)?;
-        out.write_all(b"\n")?;
+    if let Some(hub) = RemoteHub::from_args(&args.source)? {
+        let params: Vec<(&str, &str)> =
+            args.stream.iter().map(|s| ("stream", s.as_str())).collect();
+        out.write_all(&hub.get("/api/conflicts", &params)?)?;
+    } else {
+        let mut conn = reader(&args.source.store)?;
+        for line in conflict_lines(&mut conn, args.stream.as_deref(), u64::MAX)? {
+            out.write_all(&line)?;
+            out.write_all(b"\n")?;
+        }
     }
     out.flush()?;
     Ok(())

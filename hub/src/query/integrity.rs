@@ -76,16 +76,21 @@ pub struct LossTotal {
     pub count: u64,
 }
 
-/// The kept conflicting lines, of one stream or all, by stream and seq.
-pub fn conflict_lines(conn: &mut Db, stream: Option<&str>) -> anyhow::Result<Vec<Vec<u8>>> {
+/// The first `limit` kept conflicting lines, of one stream or all, by stream and seq.
+pub fn conflict_lines(
+    conn: &mut Db,
+    stream: Option<&str>,
+    limit: u64,
+) -> anyhow::Result<Vec<Vec<u8>>> {
+    let limit = limit.min(i64::MAX as u64) as i64;
     let rows = match stream {
         Some(stream) => conn.query(
-            "SELECT line FROM conflicts WHERE stream = ?1 ORDER BY seq, ts, hash",
-            args![stream],
+            "SELECT line FROM conflicts WHERE stream = ?1 ORDER BY seq, ts, hash LIMIT ?2",
+            args![stream, limit],
         )?,
         None => conn.query(
-            "SELECT line FROM conflicts ORDER BY stream, seq, ts, hash",
-            args![],
+            "SELECT line FROM conflicts ORDER BY stream, seq, ts, hash LIMIT ?1",
+            args![limit],
         )?,
     };
     rows.iter().map(|r| r.get(0)).collect()

@@ -119,22 +119,10 @@ pub async fn records_list(
     };
     if export.as_deref() == Some("jsonl") {
         let lines = blocking(&hub, move |conn| records::lines(conn, &filter, limit)).await?;
-        let mut body = Vec::with_capacity(lines.iter().map(|l| l.len() + 1).sum());
-        for line in &lines {
-            body.extend_from_slice(line);
-            body.push(b'\n');
-        }
-        return Ok((
-            [
-                (header::CONTENT_TYPE, "application/jsonl"),
-                (
-                    header::CONTENT_DISPOSITION,
-                    "attachment; filename=\"records.jsonl\"",
-                ),
-            ],
-            body,
-        )
-            .into_response());
+        return Ok(jsonl_attachment(
+            &lines,
+            "attachment; filename=\"records.jsonl\"",
+        ));
     }
     let page = blocking(&hub, move |conn| {
         records::page(conn, &filter, limit, offset)
@@ -206,6 +194,43 @@ pub async fn totals_view(
     let filter = ranged(&params.filter)?;
     let totals = blocking(&hub, move |conn| totals(conn, &filter)).await?;
     Ok(Json(totals).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ConflictParams {
+    stream: Option<String>,
+}
+
+/// The kept conflicting lines as JSONL, byte for byte, up to [`MAX_EXPORT`].
+pub async fn conflicts_export(
+    State(hub): State<Arc<Hub>>,
+    Query(params): Query<ConflictParams>,
+) -> Result<Response, ApiError> {
+    let lines = blocking(&hub, move |conn| {
+        integrity::conflict_lines(conn, params.stream.as_deref(), MAX_EXPORT)
+    })
+    .await?;
+    Ok(jsonl_attachment(
+        &lines,
+        "attachment; filename=\"conflicts.jsonl\"",
+    ))
+}
+
+/// Stored lines, byte for byte, one per line, as a download.
+fn jsonl_attachment(lines: &[Vec<u8>], disposition: &'static str) -> Response {
+    let mut body = Vec::with_capacity(lines.iter().map(|l| l.len() + 1).sum());
+    for line in lines {
+        body.extend_from_slice(line);
+        body.push(b'\n');
+    }
+    (
+        [
+            (header::CONTENT_TYPE, "application/jsonl"),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 pub async fn integrity_view(State(hub): State<Arc<Hub>>) -> Result<Response, ApiError> {

@@ -57,6 +57,7 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/api/timeseries", get(api::series))
         .route("/api/totals", get(api::totals_view))
         .route("/api/integrity", get(api::integrity_view))
+        .route("/api/conflicts", get(api::conflicts_export))
         .route("/api/alerts", get(api::alerts_list))
         .route("/api/alerts/{id}", get(api::alert_detail))
         .route("/api/rules", get(api::rules_list))
