@@ -13,7 +13,7 @@ use crate::{
         Batch, Derived, Entry, Learned, RollupRows, Rollups, Writer,
         lines::{Compressor, Dictionary, Fit, MAX_SAMPLE_BYTES, TRAINING_LINES},
     },
-    verify::{self, Chains, Event, EventKind, Link, keys::Keys},
+    verify::{self, Chains, Event, EventKind, Link, Verdict, keys::Keys},
     when::{format_ns, now_ns},
 };
 
@@ -249,6 +249,7 @@ impl Pipeline {
         ) = std::thread::scope(|scope| {
             let (prepared_tx, prepared_rx) = mpsc::sync_channel(PREPARED_QUEUE);
             let enricher = &*enricher;
+            let keys = &*keys;
             let preparing = scope.spawn(move || {
                 // A compressor that cannot be made leaves the lines as they came.
                 let mut compressor = dictionary.as_deref().and_then(|d| d.compressor().ok());
@@ -273,6 +274,7 @@ impl Pipeline {
             let detecting = scope.spawn(move || detect(detecting_on, found_rx));
             let stored = store(
                 prepared_rx.iter().flatten(),
+                keys,
                 chains,
                 &mut batch,
                 newest_ns,
@@ -469,7 +471,10 @@ fn prepare<'a>(
 /// What the detections learn from a batch, in the order the writer met it.
 enum Found {
     Event(Event, i64),
+    /// A line that says its sensor runs ([`signs_of_life`]).
     Heard(String, i64),
+    /// A verified line that does not.
+    Seen(String, i64),
     Access(Box<Parsed>, Link),
 }
 
@@ -491,6 +496,7 @@ fn detect(detector: &mut Detector, found: mpsc::Receiver<Found>) -> anyhow::Resu
         match found {
             Found::Event(event, ts_ns) => alertings.extend(detector.event(&event, ts_ns)),
             Found::Heard(stream, ts_ns) => detector.heard(&stream, ts_ns),
+            Found::Seen(stream, ts_ns) => detector.seen(&stream, ts_ns),
             Found::Access(access, link) => {
                 let Parsed {
                     fields,
@@ -539,6 +545,7 @@ struct Written {
 /// Links and stores the prepared lines, and tells the detections what it stored.
 fn store<'a>(
     prepared: impl Iterator<Item = Prepared<'a>>,
+    keys: &Keys,
     chains: &mut Chains,
     batch: &mut Batch<'_>,
     newest_ns: &mut i64,
@@ -613,6 +620,11 @@ fn store<'a>(
             tell(Found::Event(event.clone(), fields.ts_ns));
         }
         outcome.events.extend(verdict.events.iter().cloned());
+        match signs_of_life(&verdict, keys.get(&fields.stream).is_some()) {
+            Some(true) => tell(Found::Heard(fields.stream.clone(), fields.ts_ns)),
+            Some(false) => tell(Found::Seen(fields.stream.clone(), fields.ts_ns)),
+            None => {}
+        }
         for &seq in &verdict.disowned {
             batch.disown(&fields.stream, seq)?;
         }
@@ -664,13 +676,6 @@ fn store<'a>(
         if let Some(range) = verdict.covers {
             batch.cover(&fields.stream, range)?;
         }
-        // Any verified line the sensor wrote says it runs, a checkpoint of an idle
-        // host's sensor included; one that failed verification proves nothing.
-        let forged =
-            verdict.link == Link::Broken || verdict.events.iter().any(|e| e.kind.discredits_line());
-        if fields.kind != Some(tracer_audit::Kind::Access) && !forged {
-            tell(Found::Heard(fields.stream.clone(), fields.ts_ns));
-        }
         if verdict.link == Link::Filled {
             filled.push((fields.stream.clone(), fields.seq));
         }
@@ -691,6 +696,34 @@ fn store<'a>(
         filled,
         touched,
     })
+}
+
+/// Whether a line says its sensor runs (for `sensor_silent`). With a key, only a
+/// checkpoint signed with it does: whoever can publish to the stream can write records,
+/// start and loss lines that link (the chain's hash is not keyed), and so keep a killed
+/// sensor's stream speaking; a live sensor signs a checkpoint at least every 2 minutes,
+/// idle or not. Without a key, any line that did not fail verification. `Some(false)`:
+/// a verified line that proves nothing, whose stream is watched from then on; `None`: a
+/// line given again, or one that failed verification.
+fn signs_of_life(verdict: &Verdict, keyed: bool) -> Option<bool> {
+    let verified = !matches!(verdict.link, Link::Duplicate | Link::Expired | Link::Broken)
+        && !verdict.events.iter().any(|e| e.kind.discredits_line());
+    let signed = verdict.sealed.content_ok
+        && verdict
+            .sealed
+            .checkpoint
+            .as_ref()
+            .is_some_and(|cp| cp.signature_ok == Some(true));
+    match (keyed, verified) {
+        // A signed checkpoint says so even where the chain broke before it (after a
+        // forgery ahead of its sensor).
+        (true, _) if signed && !matches!(verdict.link, Link::Duplicate | Link::Expired) => {
+            Some(true)
+        }
+        (true, true) => Some(false),
+        (false, true) => Some(true),
+        (_, false) => None,
+    }
 }
 
 fn view(fields: &record::Fields) -> RequestView<'_> {

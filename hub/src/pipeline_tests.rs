@@ -600,6 +600,32 @@ fn an_idle_sensor_writing_only_checkpoints_is_not_silent() {
     assert_eq!(pipeline.tick(at("2026-12-03T03:06:00Z")).unwrap().len(), 1);
 }
 
+/// A checkpoint at 02:00:02, then ten minutes of records and no checkpoint.
+fn records_after_the_last_checkpoint(dir: &Path) -> (Vec<Vec<u8>>, String) {
+    let (mut sensor, key) = Sensor::new(dir, "web1");
+    let mut raw = vec![start_line("web1"), sensor.access(1, "alice")];
+    raw.push(sensor.checkpoint_at("2026-12-03T02:00:02Z"));
+    raw.extend((60..=600).step_by(60).map(|n| sensor.access(n, "alice")));
+    (raw, key)
+}
+
+#[test]
+fn with_a_key_only_signed_checkpoints_say_the_sensor_runs() {
+    let at = crate::when::parse_rfc3339_ns("2026-12-03T02:10:00Z").unwrap();
+    // Records link whoever wrote them: a killed sensor's stream could go on.
+    let dir = tempfile::tempdir().unwrap();
+    let (raw, key) = records_after_the_last_checkpoint(dir.path());
+    let (mut keyed, _) = pipeline(dir.path(), &[format!("web1={key}")]);
+    keyed.ingest(&lines(&raw)).unwrap();
+    assert_eq!(keyed.tick(at).unwrap().len(), 1, "silent since 02:00:02");
+    // Without a key nothing is signed, and every verified line counts.
+    let dir = tempfile::tempdir().unwrap();
+    let (raw, _) = records_after_the_last_checkpoint(dir.path());
+    let (mut unkeyed, _) = pipeline(dir.path(), &[]);
+    unkeyed.ingest(&lines(&raw)).unwrap();
+    assert!(unkeyed.tick(at).unwrap().is_empty());
+}
+
 #[test]
 fn a_silent_sensor_alert_is_resolved_when_its_stream_speaks_again() {
     let dir = tempfile::tempdir().unwrap();

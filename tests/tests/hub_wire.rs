@@ -318,13 +318,19 @@ fn forgeries_killed_and_overwhelmed(dir: &Path, store: &Store) -> Result<()> {
     ensure!(!chain_breaks.is_empty(), "no chain_break alert");
     ensure!(!signatures.is_empty(), "no signature alert");
 
-    // The sensor is killed: once the silence has passed, the hub says so.
-    first.kill()?;
-    hub.wait_until(WAIT, "raising sensor_silent", |hub| {
+    // The sensor is killed: once the silence has passed, the hub says so. Just before,
+    // it speaks (a record, and the checkpoint it signs after it): no silence is open.
+    let open_silence = |hub: &Hub| -> Result<bool> {
         Ok(alerts(hub, "sensor_silent")?
             .iter()
-            .any(|a| a["entity"] == format!("stream:{STREAM_ID}")))
+            .any(|a| a["entity"] == format!("stream:{STREAM_ID}") && a["resolved"].is_null()))
+    };
+    curl(&[&url(port, "/last-word")])?;
+    hub.wait_until(WAIT, "hearing the sensor's last word", |hub| {
+        Ok(records_of(hub, "/last-word")?.len() == 1 && !open_silence(hub)?)
     })?;
+    first.kill()?;
+    hub.wait_until(WAIT, "raising sensor_silent", |hub| open_silence(hub))?;
 
     // Started again on its own chain state: a restart note, and the silence is over.
     // Its ring buffer is far too small for what comes next.

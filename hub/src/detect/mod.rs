@@ -274,11 +274,17 @@ impl Detector {
         summarise(obs, findings)
     }
 
-    /// A verified line of `stream` written at `ts_ns` that is not an access record (a
-    /// checkpoint, a start or loss line): a sign of life for `sensor_silent`. An idle
-    /// host's sensor writes only checkpoints.
+    /// A line of `stream` written at `ts_ns` that says its sensor runs, for
+    /// `sensor_silent` (which lines do, the pipeline decides: with a key, only signed
+    /// checkpoints). An idle host's sensor writes only checkpoints.
     pub fn heard(&mut self, stream: &str, ts_ns: i64) {
         self.integrity.heard(stream, ts_ns);
+    }
+
+    /// A stored line of `stream` that does not say its sensor runs: the stream is
+    /// watched from then on.
+    pub fn seen(&mut self, stream: &str, ts_ns: i64) {
+        self.integrity.seen(stream, ts_ns);
     }
 
     /// Every gap of `stream` is filled: the (rule, entity) of the alerts that are over.

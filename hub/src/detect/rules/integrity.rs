@@ -120,7 +120,20 @@ impl Integrity {
         }
     }
 
-    /// A line of `stream` written at `ts_ns` that the hub stored: the sensor is alive.
+    /// A line of `stream` that does not say its sensor runs (a record of a stream with
+    /// a key): the stream is watched from its first line on, but a silence is not
+    /// broken by it.
+    pub fn seen(&mut self, stream: &str, ts_ns: i64) {
+        if !self.settings.enabled {
+            return;
+        }
+        let heard = self.streams.entry(stream, ts_ns);
+        if heard.last_ns == 0 {
+            heard.last_ns = ts_ns;
+        }
+    }
+
+    /// A line of `stream` written at `ts_ns` that says its sensor runs.
     pub fn heard(&mut self, stream: &str, ts_ns: i64) {
         if !self.settings.enabled {
             return;
@@ -146,7 +159,6 @@ impl Integrity {
             return;
         }
         let stream = &obs.fields.stream;
-        self.heard(stream, obs.ts_ns());
         if obs.link == Link::AfterGap {
             out.push(self.finding(
                 CHAIN_GAP.0,
@@ -165,18 +177,6 @@ impl Integrity {
     pub fn event(&mut self, event: &Event, ts_ns: i64, out: &mut Vec<Finding>) {
         if !self.settings.enabled {
             return;
-        }
-        // The events that come from a stored line the sensor wrote are signs of life
-        // too: a loss line, a start line (a restart, or a new chain), a checkpoint of
-        // a stream without a key. A line that fails verification (modified, a
-        // conflicting copy, not sealed, a bad signature) proves nothing about the
-        // sensor. Access records arrive through `observe`; other verified lines
-        // (checkpoints, clean start lines) through `heard`.
-        if matches!(
-            event.kind,
-            EventKind::Loss | EventKind::Restart | EventKind::Reset | EventKind::Unkeyed
-        ) {
-            self.heard(&event.stream, ts_ns);
         }
         let (rule, severity) = match event.kind {
             EventKind::Modified
