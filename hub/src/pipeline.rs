@@ -475,7 +475,9 @@ enum Found {
     Heard(String, i64),
     /// A verified line that does not.
     Seen(String, i64),
-    Access(Box<Parsed>, Link),
+    /// A stored access record, with what it says of its sensor (as [`signs_of_life`]):
+    /// carried here, so that a record costs one message.
+    Access(Box<Parsed>, Link, Option<bool>),
 }
 
 /// What the detection thread hands the writer for the batch's commit.
@@ -497,13 +499,18 @@ fn detect(detector: &mut Detector, found: mpsc::Receiver<Found>) -> anyhow::Resu
             Found::Event(event, ts_ns) => alertings.extend(detector.event(&event, ts_ns)),
             Found::Heard(stream, ts_ns) => detector.heard(&stream, ts_ns),
             Found::Seen(stream, ts_ns) => detector.seen(&stream, ts_ns),
-            Found::Access(access, link) => {
+            Found::Access(access, link, life) => {
                 let Parsed {
                     fields,
                     enrichment,
                     derived,
                     ..
                 } = &*access;
+                match life {
+                    Some(true) => detector.heard(&fields.stream, fields.ts_ns),
+                    Some(false) => detector.seen(&fields.stream, fields.ts_ns),
+                    None => {}
+                }
                 rollups.count(fields, enrichment, derived);
                 alertings.extend(detector.observe(&Observation {
                     fields,
@@ -620,7 +627,11 @@ fn store<'a>(
             tell(Found::Event(event.clone(), fields.ts_ns));
         }
         outcome.events.extend(verdict.events.iter().cloned());
-        match signs_of_life(&verdict, keys.get(&fields.stream).is_some()) {
+        let life = signs_of_life(&verdict, keys.get(&fields.stream).is_some());
+        let access = fields.kind == Some(tracer_audit::Kind::Access);
+        match life {
+            // An access record's goes with it, once it is stored.
+            _ if access => {}
             Some(true) => tell(Found::Heard(fields.stream.clone(), fields.ts_ns)),
             Some(false) => tell(Found::Seen(fields.stream.clone(), fields.ts_ns)),
             None => {}
@@ -684,9 +695,9 @@ fn store<'a>(
         if touched.last() != Some(&fields.stream) {
             touched.push(fields.stream.clone());
         }
-        if fields.kind == Some(tracer_audit::Kind::Access) {
+        if access {
             outcome.rows.push(row(&parsed, verdict.link));
-            tell(Found::Access(parsed, verdict.link));
+            tell(Found::Access(parsed, verdict.link, life));
         }
     }
     touched.sort();
