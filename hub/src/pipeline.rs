@@ -13,7 +13,7 @@ use crate::{
         Batch, Derived, Entry, Learned, RollupRows, Rollups, Writer,
         lines::{Compressor, Dictionary, Fit, MAX_SAMPLE_BYTES, TRAINING_LINES},
     },
-    verify::{self, Chains, Event, EventKind, Link, Verdict, keys::Keys},
+    verify::{self, Chains, Event, EventKind, Link, Restoration, Verdict, keys::Keys},
     when::{format_ns, now_ns},
 };
 
@@ -275,6 +275,7 @@ impl Pipeline {
             let stored = store(
                 prepared_rx.iter().flatten(),
                 keys,
+                enricher,
                 chains,
                 &mut batch,
                 newest_ns,
@@ -450,15 +451,7 @@ fn prepare<'a>(
             bytes,
             compressed: compressor.and_then(|c| c.compress(bytes)),
             sealed: Box::new(verify::seal(bytes, &fields.stream, keys)),
-            parsed: {
-                let enrichment = enricher.enrich(&view(&fields));
-                let derived = Derived::of(fields.client, &enrichment);
-                Box::new(Parsed {
-                    fields,
-                    enrichment,
-                    derived,
-                })
-            },
+            parsed: Box::new(parsed(fields, enricher)),
         },
         Err(malformed) => Prepared::Malformed {
             line,
@@ -478,6 +471,8 @@ enum Found {
     /// A stored access record, with what it says of its sensor (as [`signs_of_life`]):
     /// carried here, so that a record costs one message.
     Access(Box<Parsed>, Link, Option<bool>),
+    /// A stored access record replaced by the sensor's own line: its counts go.
+    Retract(Box<Parsed>),
 }
 
 /// What the detection thread hands the writer for the batch's commit.
@@ -499,6 +494,9 @@ fn detect(detector: &mut Detector, found: mpsc::Receiver<Found>) -> anyhow::Resu
             Found::Event(event, ts_ns) => alertings.extend(detector.event(&event, ts_ns)),
             Found::Heard(stream, ts_ns) => detector.heard(&stream, ts_ns),
             Found::Seen(stream, ts_ns) => detector.seen(&stream, ts_ns),
+            Found::Retract(forged) => {
+                rollups.retract(&forged.fields, &forged.enrichment, &forged.derived);
+            }
             Found::Access(access, link, life) => {
                 let Parsed {
                     fields,
@@ -553,6 +551,7 @@ struct Written {
 fn store<'a>(
     prepared: impl Iterator<Item = Prepared<'a>>,
     keys: &Keys,
+    enricher: &Enricher,
     chains: &mut Chains,
     batch: &mut Batch<'_>,
     newest_ns: &mut i64,
@@ -621,6 +620,9 @@ fn store<'a>(
                 continue;
             }
         };
+        if let Some(restoration) = chains.restoration(&sealed, &fields.stream, batch)? {
+            restore(restoration, fields, enricher, batch, &tell, &mut outcome)?;
+        }
         let verdict = chains.check(sealed, bytes, &fields.stream, fields.ts_ns, batch)?;
         for event in &verdict.events {
             batch.event(event, fields.ts_ns)?;
@@ -665,6 +667,12 @@ fn store<'a>(
             | Link::Filled
             | Link::Restart
             | Link::Broken => {}
+            // The checkpoint takes its own seq back from a forged line.
+            Link::Restored => {
+                if let Some(forged) = batch.take_forged(&fields.stream, fields.seq)? {
+                    retract(&forged, enricher, &tell);
+                }
+            }
         }
         batch.insert(&Entry {
             fields,
@@ -707,6 +715,70 @@ fn store<'a>(
         filled,
         touched,
     })
+}
+
+/// Stores the sensor's own lines that a signed checkpoint chains to in place of the
+/// forged ones the store held (`restoration`), keeping those among the conflicts, and
+/// tells the detections: the forged records' counts are taken back, the sensor's
+/// records are observed, late.
+fn restore(
+    restoration: Restoration,
+    checkpoint: &record::Fields,
+    enricher: &Enricher,
+    batch: &mut Batch<'_>,
+    tell: &dyn Fn(Found),
+    outcome: &mut Outcome,
+) -> anyhow::Result<()> {
+    let stream = &checkpoint.stream;
+    for event in restoration.events {
+        batch.event(&event, checkpoint.ts_ns)?;
+        tell(Found::Event(event.clone(), checkpoint.ts_ns));
+        outcome.events.push(event);
+    }
+    for seq in restoration.relinked {
+        batch.relink(stream, seq)?;
+    }
+    for restored in restoration.lines {
+        let seq = restored.sealed.seq;
+        if let Some(forged) = batch.take_forged(stream, seq)? {
+            retract(&forged, enricher, tell);
+        }
+        let parsed = parsed(restored.fields, enricher);
+        let verdict = Verdict::restored(restored.sealed);
+        batch.insert(&Entry {
+            fields: &parsed.fields,
+            verdict: &verdict,
+            enrichment: &parsed.enrichment,
+            derived: &parsed.derived,
+            line: &restored.line,
+        })?;
+        batch.unkeep_conflict(stream, seq, &verdict.sealed.hash)?;
+        if parsed.fields.kind == Some(tracer_audit::Kind::Access) {
+            outcome.rows.push(row(&parsed, Link::Restored));
+            tell(Found::Access(Box::new(parsed), Link::Restored, None));
+        }
+    }
+    Ok(())
+}
+
+/// Takes a replaced forged line's request back from the rollups.
+fn retract(line: &[u8], enricher: &Enricher, tell: &dyn Fn(Found)) {
+    if let Ok(fields) = record::parse(line)
+        && fields.kind == Some(tracer_audit::Kind::Access)
+    {
+        tell(Found::Retract(Box::new(parsed(fields, enricher))));
+    }
+}
+
+/// A line's fields with what the hub adds to them.
+fn parsed(fields: record::Fields, enricher: &Enricher) -> Parsed {
+    let enrichment = enricher.enrich(&view(&fields));
+    let derived = Derived::of(fields.client, &enrichment);
+    Parsed {
+        fields,
+        enrichment,
+        derived,
+    }
 }
 
 /// Whether a line says its sensor runs (for `sensor_silent`). With a key, only a

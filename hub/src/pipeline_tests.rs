@@ -257,63 +257,240 @@ fn kinds(outcome: &Outcome) -> Vec<(u64, EventKind)> {
     outcome.events.iter().map(|e| (e.seq, e.kind)).collect()
 }
 
-#[test]
-fn a_line_forged_ahead_of_its_sensor_is_named_by_the_sensors_next_signed_checkpoint() {
-    let dir = tempfile::tempdir().unwrap();
-    let (mut sensor, key) = Sensor::new(dir.path(), "web1");
+/// The honest start of a keyed stream "web1": start, records 2..=5 by alice, a
+/// checkpoint at 6, ingested; and a forger's chain continuing after it at seq 7.
+fn forged_ahead(dir: &Path) -> (Sensor, Chain, Pipeline, StoreAt) {
+    let store = StoreAt::Sqlite {
+        data: dir.join("data"),
+    };
+    forged_ahead_in(dir, store)
+}
+
+fn forged_ahead_in(dir: &Path, store: StoreAt) -> (Sensor, Chain, Pipeline, StoreAt) {
+    let (mut sensor, key) = Sensor::new(dir, "web1");
     let mut honest = vec![start_line("web1")];
     honest.extend((2..=5).map(|n| sensor.access(n, "alice")));
     honest.push(sensor.checkpoint());
-    let (mut pipeline, store) = pipeline(dir.path(), &[format!("web1={key}")]);
+    let (mut pipeline, store) = pipeline_at(store, &[format!("web1={key}")]);
     pipeline.ingest(&lines(&honest)).unwrap();
-
     // Whoever can publish to the stream continues the chain first: the hash is right.
     let head = tracer_audit::verify::parse::parse(&honest[5], None).unwrap();
-    let mut forger = Chain::new("web1".parse::<StreamId>().unwrap(), 7, head.hash);
-    let mut forged = br#"{"timestamp":"2026-12-03T02:00:07Z","http.request.method":"GET","url.path":"/forged","http.response.status_code":200,"user.name":"mallory"}"#.to_vec();
+    let forger = Chain::new("web1".parse::<StreamId>().unwrap(), 7, head.hash);
+    (sensor, forger, pipeline, store)
+}
+
+fn forged_record(forger: &mut Chain, path: &str) -> Vec<u8> {
+    let mut forged = format!(r#"{{"timestamp":"2026-12-03T02:00:07Z","http.request.method":"GET","url.path":"{path}","http.response.status_code":200,"user.name":"mallory"}}"#).into_bytes();
     forger.seal(&mut forged, Kind::Access);
     forged.pop();
-    let outcome = pipeline.ingest(&lines(&[forged])).unwrap();
+    forged
+}
+
+/// Requests per user in the rollups, as `top users` reads them.
+fn top_users(conn: &mut crate::store::Db) -> Vec<(String, u64)> {
+    crate::query::top::top(
+        conn,
+        crate::query::top::TopKind::Users,
+        &Filter::default(),
+        10,
+    )
+    .unwrap()
+    .into_iter()
+    .map(|row| (row.key, row.requests))
+    .collect()
+}
+
+#[test]
+fn a_line_forged_ahead_of_its_sensor_is_replaced_by_the_sensors_own_once_its_checkpoint_comes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut sensor, mut forger, mut pipeline, store) = forged_ahead(dir.path());
+    let forged = forged_record(&mut forger, "/forged");
+    let outcome = pipeline
+        .ingest(&lines(std::slice::from_ref(&forged)))
+        .unwrap();
     assert_eq!((outcome.stored, kinds(&outcome)), (1, vec![]));
 
-    // The sensor's own seq 7 collides, and its checkpoint at 8, which follows the stored
-    // checkpoint at 6, commits to its seq 7: the stored one is not the sensor's.
+    // The sensor's own seq 7 collides and is kept; its checkpoint at 8, which follows
+    // the stored checkpoint at 6, chains to it: the stored seq 7 was forged, and the
+    // sensor's takes its place.
     let real = [sensor.access(7, "bob"), sensor.checkpoint()];
     let outcome = pipeline.ingest(&lines(&real)).unwrap();
+    assert_eq!(
+        kinds(&outcome),
+        [(7, EventKind::Conflict), (7, EventKind::Forged)]
+    );
+    let forged_event = &outcome.events[1];
+    assert!(
+        forged_event.detail.contains("now stands in its place"),
+        "{forged_event:?}"
+    );
+    let mut conn = store.open_reader().unwrap();
+    let page = records::page(&mut conn, &Filter::default(), 100, 0).unwrap();
+    let (row, _) = page.rows.iter().find(|(row, _)| row.seq == 7).unwrap();
+    assert_eq!(
+        (row.chain.as_str(), row.covered, row.user.as_deref()),
+        ("restored", true, Some("bob"))
+    );
+    assert_eq!(covered(&page), [7, 5, 4, 3, 2]);
+    assert!(
+        page.rows
+            .iter()
+            .all(|(row, _)| row.path.as_deref() != Some("/forged"))
+    );
+    let report = integrity(&mut conn).unwrap();
+    let stream = &report.streams[0];
+    assert!(
+        stream
+            .breaks
+            .iter()
+            .any(|b| b.seq == 7 && b.kind == "forged"),
+        "{:?}",
+        stream.breaks
+    );
+    assert_eq!(stream.verified_through, Some(8));
+    // The forged line is what is kept now, byte for byte.
+    assert_eq!(stream.conflicts_kept, 1);
+    assert_eq!(
+        conflict_lines(&mut conn, Some("web1"), 10).unwrap(),
+        [forged]
+    );
+    // Its request is taken back from the rollups.
+    assert_eq!(
+        top_users(&mut conn),
+        [("alice".to_owned(), 4), ("bob".to_owned(), 1)]
+    );
+
+    // The sensor goes on, linked to its own line.
+    let next = [sensor.access(9, "bob"), sensor.checkpoint()];
+    let outcome = pipeline.ingest(&lines(&next)).unwrap();
+    assert_eq!(kinds(&outcome), []);
+    let page = records::page(&mut conn, &Filter::default(), 100, 0).unwrap();
+    assert_eq!(covered(&page), [9, 7, 5, 4, 3, 2]);
+}
+
+#[test]
+fn a_forged_checkpoint_and_lines_past_it_are_replaced_checkpoint_by_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = StoreAt::Sqlite {
+        data: dir.path().join("data"),
+    };
+    replaced_checkpoint_by_checkpoint(dir.path(), store);
+}
+
+#[test]
+fn a_forged_checkpoint_and_lines_past_it_are_replaced_checkpoint_by_checkpoint_postgres() {
+    let dir = tempfile::tempdir().unwrap();
+    let postgres = ::tests::servers::Postgres::start().unwrap();
+    let store = StoreAt::Postgres {
+        url: postgres.url(),
+        tls: crate::store::PgTls::new(None, None).unwrap(),
+    };
+    replaced_checkpoint_by_checkpoint(dir.path(), store);
+}
+
+fn replaced_checkpoint_by_checkpoint(dir: &Path, store: StoreAt) {
+    let (mut sensor, mut forger, mut pipeline, store) = forged_ahead_in(dir, store);
+    // A record at 7, a checkpoint at 8 signed with another key, records at 9 and 10.
+    let attacker = AuditKey::load_or_create(&dir.join("attacker.key")).unwrap();
+    let mut forged = vec![forged_record(&mut forger, "/forged/7")];
+    let mut checkpoint = Vec::new();
+    Checkpointer::new(attacker, None)
+        .write(
+            &mut forger,
+            Reason::Interval,
+            1,
+            "2026-12-03T03:00:00Z",
+            &mut checkpoint,
+        )
+        .unwrap();
+    checkpoint.pop();
+    forged.push(checkpoint);
+    forged.push(forged_record(&mut forger, "/forged/9"));
+    forged.push(forged_record(&mut forger, "/forged/10"));
+    let outcome = pipeline.ingest(&lines(&forged)).unwrap();
+    assert_eq!(kinds(&outcome), [(8, EventKind::Signature)]);
+
+    // The sensor's 7, and its checkpoint at 8 over the forged one.
+    let real = [sensor.access(7, "bob"), sensor.checkpoint()];
+    let outcome = pipeline.ingest(&lines(&real)).unwrap();
+    assert_eq!(
+        kinds(&outcome),
+        [
+            (7, EventKind::Conflict),
+            (7, EventKind::Forged),
+            (8, EventKind::Forged)
+        ]
+    );
+    // Then 9, 10 and its checkpoint at 11: 9 and 10 collide with forged lines, which
+    // the checkpoint at 11 replaces.
+    let real = [
+        sensor.access(9, "carol"),
+        sensor.access(10, "carol"),
+        sensor.checkpoint(),
+    ];
+    let outcome = pipeline.ingest(&lines(&real)).unwrap();
+    assert_eq!(
+        kinds(&outcome),
+        [
+            (9, EventKind::Conflict),
+            (10, EventKind::Conflict),
+            (9, EventKind::Forged),
+            (10, EventKind::Forged)
+        ]
+    );
+    let mut conn = store.open_reader().unwrap();
+    let page = records::page(&mut conn, &Filter::default(), 100, 0).unwrap();
+    assert_eq!(covered(&page), [10, 9, 7, 5, 4, 3, 2]);
+    assert!(
+        page.rows
+            .iter()
+            .all(|(row, _)| row.user.as_deref() != Some("mallory")),
+        "a forged record stands"
+    );
+    let report = integrity(&mut conn).unwrap();
+    assert_eq!(report.streams[0].verified_through, Some(11));
+    assert_eq!(report.streams[0].conflicts_kept, 4);
+    assert_eq!(
+        top_users(&mut conn),
+        [
+            ("alice".to_owned(), 4),
+            ("carol".to_owned(), 2),
+            ("bob".to_owned(), 1)
+        ]
+    );
+    // Nor is the forger among any hour's distinct users.
+    let mallory: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM rollup_users WHERE user = 'mallory'",
+            crate::store::db::args![],
+        )
+        .unwrap()
+        .get(0)
+        .unwrap();
+    assert_eq!(mallory, 0);
+}
+
+#[test]
+fn without_the_sensors_own_line_a_forged_line_is_named_and_stays() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut sensor, mut forger, mut pipeline, store) = forged_ahead(dir.path());
+    let forged = forged_record(&mut forger, "/forged");
+    pipeline.ingest(&lines(&[forged])).unwrap();
+    // The sensor's seq 7 never arrives; its checkpoint at 8 does.
+    let _lost = sensor.access(7, "bob");
+    let outcome = pipeline.ingest(&lines(&[sensor.checkpoint()])).unwrap();
     let found = kinds(&outcome);
     for expected in [
-        (7, EventKind::Conflict),
         (8, EventKind::Modified),
         (8, EventKind::Signature),
         (7, EventKind::Forged),
     ] {
         assert!(found.contains(&expected), "{expected:?} in {found:?}");
     }
-    let forged = outcome
-        .events
-        .iter()
-        .find(|e| e.kind == EventKind::Forged)
-        .unwrap();
-    assert!(
-        forged.detail.contains("the sensor's line is kept"),
-        "{forged:?}"
-    );
     let mut conn = store.open_reader().unwrap();
     let page = records::page(&mut conn, &Filter::default(), 100, 0).unwrap();
     let (row, _) = page.rows.iter().find(|(row, _)| row.seq == 7).unwrap();
     assert_eq!((row.chain.as_str(), row.covered), ("forged", false));
-    let report = integrity(&mut conn).unwrap();
-    let breaks = &report.streams[0].breaks;
-    assert!(
-        breaks.iter().any(|b| b.seq == 7 && b.kind == "forged"),
-        "{breaks:?}"
-    );
-    // The sensor's own seq 7, refused, is kept byte for byte.
-    assert_eq!(report.streams[0].conflicts_kept, 1);
-    assert_eq!(
-        conflict_lines(&mut conn, Some("web1"), 10).unwrap(),
-        [real[0].clone()]
-    );
 }
 
 #[test]

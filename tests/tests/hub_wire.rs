@@ -267,30 +267,61 @@ fn forgeries_killed_and_overwhelmed(dir: &Path, store: &Store) -> Result<()> {
         "the altered copy was stored"
     );
 
-    // The sensor's own next lines take the forged seqs: each is a conflict, and its
-    // checkpoint, which follows the stored one before the forgery, shows that the
-    // sensor wrote neither stored line.
+    // The sensor's own next lines take the forged seqs. Its record is refused (a
+    // conflict) and kept; its checkpoint, which follows the stored one before the
+    // forgery, chains to that record: both stored lines were forged, and the sensor's
+    // own take their places.
     for n in 0..4 {
         curl(&[&url(port, &format!("/after/{n}"))])?;
     }
-    hub.wait_until(WAIT, "naming the forged lines", |hub| {
+    hub.wait_until(WAIT, "replacing the forged lines", |hub| {
         let breaks = findings(hub, "breaks")?;
         Ok([
             ("conflict", head + 1),
-            ("conflict", head + 2),
             ("forged", head + 1),
             ("forged", head + 2),
         ]
         .iter()
-        .all(|&(kind, seq)| breaks.contains(&(kind.to_owned(), seq))))
+        .all(|&(kind, seq)| breaks.contains(&(kind.to_owned(), seq)))
+            && (0..4)
+                .all(|n| records_of(hub, &format!("/after/{n}")).is_ok_and(|rows| rows.len() == 1)))
     })?;
-    // The sensor's own lines at those seqs were refused, and are kept byte for byte.
+    ensure!(
+        !findings(&hub, "breaks")?.contains(&("conflict".to_owned(), head + 2)),
+        "the sensor's checkpoint at the forged one's seq was refused"
+    );
+    // Every request nginx answered after the forgery is a record, once, proven by the
+    // sensor's signed checkpoints; the first stands where the forged one stood.
+    for n in 0..4 {
+        let rows = records_of(&hub, &format!("/after/{n}"))?;
+        ensure!(
+            rows.len() == 1 && rows[0]["covered"] == true,
+            "/after/{n}: {rows:?}"
+        );
+        let expected = if n == 0 { "restored" } else { "linked" };
+        ensure!(rows[0]["chain"] == expected, "/after/{n}: {}", rows[0]);
+    }
+    ensure!(
+        records_of(&hub, "/after/0")?[0]["seq"] == head + 1,
+        "/after/0 is not at seq {}",
+        head + 1
+    );
+    ensure!(
+        records_of(&hub, "/forged-by-wire")?.is_empty(),
+        "the forged record is still a record"
+    );
+    // The forged lines are kept byte for byte, as the attacker published them.
     let kept = hub::ok(&[&["conflicts"][..], &store.args()?[..]].concat())?;
-    let after_0 = kept
-        .lines()
-        .find(|line| line.contains("\"/after/0\""))
-        .context(format!("the sensor's /after/0 is not kept:\n{kept}"))?;
-    ensure!(seq_of(after_0)? == head + 1, "{after_0}");
+    for line in [&forged, &forged_checkpoint] {
+        ensure!(
+            kept.lines().any(|k| k == line.as_str()),
+            "a forged line is not kept:\n{line}\nkept:\n{kept}"
+        );
+    }
+    ensure!(
+        !kept.contains("\"/after/"),
+        "a sensor's line is kept:\n{kept}"
+    );
     // The same, asked of the running hub's API.
     let token = hub.token_file.to_str().context("path")?.to_owned();
     let remote = hub::ok(&[
@@ -305,13 +336,6 @@ fn forgeries_killed_and_overwhelmed(dir: &Path, store: &Store) -> Result<()> {
     ensure!(
         remote == kept,
         "through --hub:\n{remote}\nfrom the store:\n{kept}"
-    );
-    let forged_rows = records_of(&hub, "/forged-by-wire")?;
-    ensure!(forged_rows.len() == 1, "{forged_rows:?}");
-    ensure!(
-        forged_rows[0]["chain"] == "forged" && forged_rows[0]["covered"] == false,
-        "the forged record: {}",
-        forged_rows[0]
     );
     let chain_breaks = alerts(&hub, "chain_break")?;
     let signatures = alerts(&hub, "signature")?;

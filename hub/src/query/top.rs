@@ -113,14 +113,16 @@ fn from_rollups(
 ) -> anyhow::Result<Vec<TopRow>> {
     let (first, last) = filter.minutes();
     let dim = kind.dim() as i64;
-    // Sums are cast back: PostgreSQL sums BIGINT as NUMERIC.
+    // Sums are cast back: PostgreSQL sums BIGINT as NUMERIC. A key whose every record
+    // was taken back (forged records the sensor's own replaced) sums to nothing.
     let mut rows: Vec<TopRow> = conn
         .query(
             &format!(
                 "SELECT key, CAST(sum(requests) AS BIGINT) AS requests,
                     CAST(sum(failures) AS BIGINT) AS failures FROM rollup
                  WHERE dim = ?1 AND minute BETWEEN ?2 AND ?3
-                 GROUP BY key ORDER BY {order} DESC, key LIMIT ?4"
+                 GROUP BY key HAVING sum(requests) > 0
+                 ORDER BY {order} DESC, key LIMIT ?4"
             ),
             args![dim, first, last, limit as i64],
         )?

@@ -43,6 +43,17 @@ pub struct RollupRows {
 impl Rollups {
     /// Counts one stored access record.
     pub fn count(&mut self, f: &Fields, e: &Enrichment, derived: &Derived) {
+        self.add(f, e, derived, 1);
+    }
+
+    /// Takes back the requests and failures of a stored access record that the
+    /// sensor's own line replaced (a forgery). Its user stays among the hour's distinct
+    /// users, which are a set per hour, not a count.
+    pub fn retract(&mut self, f: &Fields, e: &Enrichment, derived: &Derived) {
+        self.add(f, e, derived, -1);
+    }
+
+    fn add(&mut self, f: &Fields, e: &Enrichment, derived: &Derived, weight: i64) {
         let minute = f.ts_ns.div_euclid(NANOS_PER_MINUTE);
         let hour = minute - minute.rem_euclid(USERS_BUCKET_MINUTES);
         let failed = i64::from(f.status.is_none_or(|s| s >= 400));
@@ -69,9 +80,10 @@ impl Rollups {
                     .or_default(),
                 key,
             );
-            counts.0 += 1;
-            counts.1 += failed;
+            counts.0 += weight;
+            counts.1 += weight * failed;
             if let Some(user) = f.user()
+                && weight > 0
                 && matches!(dim, Dim::All | Dim::Template | Dim::Asset | Dim::Client)
             {
                 let users = entry(self.users.entry(dim).or_default(), key)

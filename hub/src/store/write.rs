@@ -16,12 +16,12 @@ use super::{
     lines::Originals,
     postgres,
     rollups::RollupRows,
-    schema,
+    schema::{self, Dim},
 };
 use crate::{
     enrich::Enrichment,
     ingest::{Origin, record::Fields},
-    verify::{Event, Stored, StreamState, Verdict},
+    verify::{Event, Stored, StoredLink, StreamState, Verdict},
     when::now_ns,
 };
 
@@ -143,6 +143,8 @@ pub struct Batch<'c> {
     /// Streams whose chain state this batch locked (PostgreSQL).
     claimed: HashSet<String>,
     rollups: RollupRows,
+    /// Users of forged access records this batch took out ([`Batch::take_forged`]).
+    retracted: Vec<Retracted>,
     names: HashSet<(String, String)>,
     revision: Option<i64>,
     pub stored: u64,
@@ -160,6 +162,7 @@ impl<'c> Batch<'c> {
             learned: HashMap::new(),
             alerts: alerts::Held::default(),
             rollups: RollupRows::default(),
+            retracted: Vec::new(),
             names: HashSet::new(),
             revision: None,
             stored: 0,
@@ -290,6 +293,74 @@ impl<'c> Batch<'c> {
                 &format!(
                     "UPDATE {table} SET link = '{FORGED}', checkpoint = NULL WHERE stream = ?1 AND seq = ?2"
                 ),
+                args![stream, seq as i64],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Takes the stored line `seq` of `stream` out of the records, to be replaced by the
+    /// sensor's own (a restoration): it is kept among the conflicts byte for byte, with
+    /// its loss total if it was a loss line. Returns it as it came.
+    pub fn take_forged(&mut self, stream: &str, seq: u64) -> anyhow::Result<Option<Vec<u8>>> {
+        let Some((table, row)) = self.find(
+            "hash, line, ts, kind, user, template, asset, client",
+            stream,
+            seq,
+        )?
+        else {
+            return Ok(None);
+        };
+        if row.get::<String>(3)? == Kind::Access.as_str()
+            && let Some(user) = row.get::<Option<String>>(4)?
+        {
+            let ts: i64 = row.get(2)?;
+            let minute = ts.div_euclid(schema::NANOS_PER_MINUTE);
+            self.retracted.push(Retracted {
+                table: table.clone(),
+                hour: minute - minute.rem_euclid(schema::USERS_BUCKET_MINUTES),
+                user,
+                keys: [
+                    (Dim::All, None, Some(String::new())),
+                    (Dim::Template, Some("template"), row.get(5)?),
+                    (Dim::Asset, Some("asset"), row.get(6)?),
+                    (Dim::Client, Some("client"), row.get(7)?),
+                ]
+                .into_iter()
+                .filter_map(|(dim, column, key)| Some((dim, column, key?)))
+                .collect(),
+            });
+        }
+        let hash: Vec<u8> = row.get(0)?;
+        let hash: Hash = hash
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("a stored hash that is not 32 bytes"))?;
+        let line = Originals::default().original(&mut self.tx, row.get(1)?)?;
+        self.keep_conflict(stream, seq, &hash, &line, row.get(2)?)?;
+        for table in [table.as_str(), "losses"] {
+            self.tx.execute(
+                &format!("DELETE FROM {table} WHERE stream = ?1 AND seq = ?2"),
+                args![stream, seq as i64],
+            )?;
+        }
+        Ok(Some(line))
+    }
+
+    /// The kept conflict (`stream`, `seq`, `hash`) is stored as a record now.
+    pub fn unkeep_conflict(&mut self, stream: &str, seq: u64, hash: &Hash) -> anyhow::Result<()> {
+        self.tx.execute(
+            "DELETE FROM conflicts WHERE stream = ?1 AND seq = ?2 AND hash = ?3",
+            args![stream, seq as i64, &hash[..]],
+        )?;
+        Ok(())
+    }
+
+    /// The stored line `seq` of `stream`, marked broken because a forged line stood
+    /// before it, links to the sensor's own line restored there.
+    pub fn relink(&mut self, stream: &str, seq: u64) -> anyhow::Result<()> {
+        if let Some((table, _)) = self.find("seq", stream, seq)? {
+            self.tx.execute(
+                &format!("UPDATE {table} SET link = 'linked' WHERE stream = ?1 AND seq = ?2"),
                 args![stream, seq as i64],
             )?;
         }
@@ -487,6 +558,9 @@ impl<'c> Batch<'c> {
             &self.rollups.users,
             "ON CONFLICT DO NOTHING",
         )?;
+        for retracted in std::mem::take(&mut self.retracted) {
+            retracted.forget(&mut self.tx)?;
+        }
         let mut names: Vec<_> = self.names.drain().collect();
         names.sort_unstable();
         let names: Vec<Vec<Value>> = names
@@ -704,6 +778,39 @@ impl Batch<'_> {
     }
 }
 
+/// The user of a forged access record taken out: it stays among its hour's distinct
+/// users (`rollup_users`) per dimension key only while another stored record of that
+/// hour has it.
+struct Retracted {
+    /// The records table of its day (SQLite) or the partitioned table (PostgreSQL).
+    table: String,
+    hour: i64,
+    user: String,
+    /// (dimension, the records column its key is, the key).
+    keys: Vec<(Dim, Option<&'static str>, String)>,
+}
+
+impl Retracted {
+    fn forget(self, tx: &mut Tx<'_>) -> anyhow::Result<()> {
+        let from = self.hour * schema::NANOS_PER_MINUTE;
+        let to = from + schema::USERS_BUCKET_MINUTES * schema::NANOS_PER_MINUTE;
+        for (dim, column, key) in &self.keys {
+            let same_key = column.map_or(String::new(), |c| format!(" AND {c} = ?2"));
+            tx.execute(
+                &format!(
+                    "DELETE FROM rollup_users
+                     WHERE dim = ?1 AND key = ?2 AND minute = ?3 AND user = ?4
+                     AND NOT EXISTS (SELECT 1 FROM {table}
+                        WHERE user = ?4 AND kind = 'access' AND ts >= ?5 AND ts < ?6{same_key})",
+                    table = self.table
+                ),
+                args![*dim as i64, key, self.hour, self.user, from, to],
+            )?;
+        }
+        Ok(())
+    }
+}
+
 impl Stored for Batch<'_> {
     fn stored_hash(&mut self, stream: &str, seq: u64) -> anyhow::Result<Option<Hash>> {
         self.stored("hash", stream, seq)
@@ -724,13 +831,35 @@ impl Stored for Batch<'_> {
             .map(Some)
     }
 
-    fn kept_conflict(&mut self, stream: &str, seq: u64, hash: &Hash) -> anyhow::Result<bool> {
-        Ok(self
-            .tx
-            .query_opt(
-                "SELECT 1 FROM conflicts WHERE stream = ?1 AND seq = ?2 AND hash = ?3",
-                args![stream, seq as i64, &hash[..]],
-            )?
-            .is_some())
+    fn stored_link(&mut self, stream: &str, seq: u64) -> anyhow::Result<Option<StoredLink>> {
+        let Some((_, row)) = self.find("hash, prev_hash, link", stream, seq)? else {
+            return Ok(None);
+        };
+        let hash = |at: usize| -> anyhow::Result<Hash> {
+            let bytes: Vec<u8> = row.get(at)?;
+            bytes
+                .try_into()
+                .map_err(|_| anyhow::anyhow!("a stored hash that is not 32 bytes"))
+        };
+        Ok(Some(StoredLink {
+            hash: hash(0)?,
+            prev_hash: hash(1)?,
+            broken: row.get::<String>(2)? == "break",
+        }))
+    }
+
+    fn kept_conflict_line(
+        &mut self,
+        stream: &str,
+        seq: u64,
+        hash: &Hash,
+    ) -> anyhow::Result<Option<Vec<u8>>> {
+        match self.tx.query_opt(
+            "SELECT line FROM conflicts WHERE stream = ?1 AND seq = ?2 AND hash = ?3",
+            args![stream, seq as i64, &hash[..]],
+        )? {
+            Some(row) => Ok(Some(row.get(0)?)),
+            None => Ok(None),
+        }
     }
 }

@@ -9,6 +9,7 @@ use tracer_audit::{
 };
 
 use super::Stored;
+use crate::ingest::record::{self, Fields};
 
 /// Where a stream's chain stands after the lines stored so far.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -124,6 +125,9 @@ pub enum Link {
     Conflict,
     /// Retention deleted its seq already: not stored again.
     Expired,
+    /// The sensor's own line, kept as a conflict or arriving now, in place of a stored
+    /// line that the sensor's next signed checkpoint shows was forged.
+    Restored,
 }
 
 impl Link {
@@ -138,6 +142,7 @@ impl Link {
             Link::Duplicate => "duplicate",
             Link::Conflict => "conflict",
             Link::Expired => "expired",
+            Link::Restored => "restored",
         }
     }
 }
@@ -226,6 +231,11 @@ pub struct Verdict {
 }
 
 impl Verdict {
+    /// A kept line of the sensor's, stored in place of a forged one ([`Restoration`]).
+    pub fn restored(sealed: Sealed) -> Self {
+        Self::unstored(sealed, Link::Restored, Vec::new())
+    }
+
     /// A line that is not stored as a record (a redelivery, a conflict, an expired
     /// seq), with the events that say why.
     fn unstored(sealed: Sealed, link: Link, events: Vec<Event>) -> Self {
@@ -242,11 +252,187 @@ impl Verdict {
 /// The chain state of every stream.
 pub struct Chains {
     streams: HashMap<String, StreamState>,
+    /// The checkpoint ([`Chains::restoration`]) whose own seq holds a forged line it
+    /// replaces: (stream, seq), until [`Chains::check`] meets it.
+    restoring: Option<(String, u64)>,
+}
+
+/// Lines a restoration walks back at most: a sensor signs a checkpoint at least every
+/// 2 minutes and every few thousand records, so its chain back to the last one is
+/// short; a longer walk is someone else's doing and is not followed.
+const MAX_RESTORE_WALK: u64 = 100_000;
+
+/// What a signed checkpoint's own chain puts back ([`Chains::restoration`]).
+pub struct Restoration {
+    /// The sensor's lines kept as conflicts that take the place of forged stored ones,
+    /// lowest seq first.
+    pub lines: Vec<Restored>,
+    /// Stored lines on the chain that were marked broken because a forged line stood
+    /// before them: they link now.
+    pub relinked: Vec<u64>,
+    /// One `forged` event per stored line replaced (the checkpoint's own seq among them).
+    pub events: Vec<Event>,
+}
+
+/// A kept line of the sensor's, to store in place of a forged one.
+pub struct Restored {
+    pub sealed: Sealed,
+    pub fields: Fields,
+    pub line: Vec<u8>,
+}
+
+/// What verification needs of a stored line to walk the chain through it.
+pub struct StoredLink {
+    pub hash: Hash,
+    pub prev_hash: Hash,
+    /// Stored as a break (`link` = `break`).
+    pub broken: bool,
 }
 
 impl Chains {
     pub fn new(streams: HashMap<String, StreamState>) -> Self {
-        Self { streams }
+        Self {
+            streams,
+            restoring: None,
+        }
+    }
+
+    /// A checkpoint signed with the stream's key commits, through its `prev_hash` and
+    /// the `prev_hash` of every line before it, to the sensor's own chain back to its
+    /// previous checkpoint. Where the store holds other lines on that chain (forged
+    /// ahead of the sensor, which can publish to the stream, so the sensor's own were
+    /// refused as conflicts and kept), this walks it back and returns the kept lines
+    /// that take their places, with a `forged` event for each line they replace; the
+    /// chain state then continues from the sensor's lines. `None`: nothing to restore,
+    /// or the chain cannot be followed all the way (a line neither stored nor kept, a
+    /// stored broken line that fails its own hash, a head the walk does not meet), and
+    /// [`Chains::check`] names what it can as before.
+    ///
+    /// Only a checkpoint that continues the stored chain speaks for it (its previous
+    /// checkpoint is stored with the hash it names), as for `forged` findings. It walks
+    /// only after a break since the previous checkpoint, or when the checkpoint does not
+    /// follow the stream's last stored line: an honest stream never does.
+    pub fn restoration(
+        &mut self,
+        sealed: &Sealed,
+        stream: &str,
+        stored: &mut dyn Stored,
+    ) -> anyhow::Result<Option<Restoration>> {
+        self.restoring = None;
+        let (Some(cp), Some(state)) = (&sealed.checkpoint, self.streams.get(stream)) else {
+            return Ok(None);
+        };
+        let seq = sealed.seq;
+        let Some(prev_seq) = cp
+            .prev_seq
+            .filter(|&p| p < seq && seq - p <= MAX_RESTORE_WALK)
+        else {
+            return Ok(None);
+        };
+        let follows = seq == state.last_seq + 1 && sealed.prev_hash == state.last_hash;
+        if !sealed.content_ok
+            || cp.signature_ok != Some(true)
+            || (follows && state.clean_from <= prev_seq + 1)
+            || stored.stored_hash(stream, prev_seq)? != Some(cp.prev_hash)
+        {
+            return Ok(None);
+        }
+        let mut lines = Vec::new();
+        let mut relinked = Vec::new();
+        let mut replaced = Vec::new();
+        // The hash the sensor's line at `at` has, walking down from the checkpoint.
+        let mut want = sealed.prev_hash;
+        let mut head_met = cp.head_seq == prev_seq && cp.head_hash == cp.prev_hash;
+        for at in (prev_seq + 1..seq).rev() {
+            if at == cp.head_seq {
+                if want != cp.head_hash {
+                    return Ok(None);
+                }
+                head_met = true;
+            }
+            match stored.stored_link(stream, at)? {
+                Some(line) if line.hash == want => {
+                    if line.broken {
+                        let verifies = stored.stored_line(stream, at)?.is_some_and(|bytes| {
+                            tracer_audit::verify::parse::parse(&bytes, None)
+                                .is_ok_and(|s| s.content_ok && s.hash == want)
+                        });
+                        if !verifies {
+                            return Ok(None);
+                        }
+                        relinked.push(at);
+                    }
+                    want = line.prev_hash;
+                }
+                Some(line) => {
+                    let Some(bytes) = stored.kept_conflict_line(stream, at, &want)? else {
+                        return Ok(None);
+                    };
+                    let Ok(kept) = tracer_audit::verify::parse::parse(&bytes, None) else {
+                        return Ok(None);
+                    };
+                    // It was kept as a conflict, so it parsed then; it is held to that.
+                    let Ok(fields) = record::parse(&bytes) else {
+                        return Ok(None);
+                    };
+                    if !kept.content_ok || kept.hash != want || kept.seq != at {
+                        return Ok(None);
+                    }
+                    want = kept.prev_hash;
+                    replaced.push((at, line.hash, kept.hash));
+                    lines.push(Restored {
+                        sealed: kept,
+                        fields,
+                        line: bytes,
+                    });
+                }
+                None => return Ok(None),
+            }
+        }
+        if want != cp.prev_hash || !head_met {
+            return Ok(None);
+        }
+        let own = stored
+            .stored_hash(stream, seq)?
+            .filter(|&h| h != sealed.hash);
+        if let Some(forged) = own {
+            replaced.push((seq, forged, sealed.hash));
+        }
+        if replaced.is_empty() {
+            return Ok(None);
+        }
+        lines.reverse();
+        replaced.sort_by_key(|&(at, ..)| at);
+        let state = self.streams.get_mut(stream).expect("looked up above");
+        // The chain from the previous checkpoint through this one is the sensor's now;
+        // a break after it stands.
+        if state.clean_from <= seq + 1 {
+            state.clean_from = state.clean_from.min(prev_seq + 1);
+        }
+        if let Some(restored) = lines.iter().find(|r| r.sealed.seq == state.last_seq) {
+            state.last_hash = restored.sealed.hash;
+        }
+        if own.is_some() {
+            self.restoring = Some((stream.to_owned(), seq));
+        }
+        let events = replaced
+            .into_iter()
+            .map(|(at, forged, own)| Event {
+                stream: stream.to_owned(),
+                seq: at,
+                kind: EventKind::Forged,
+                detail: format!(
+                    "the sensor did not write the stored line: it has hash {}, and the checkpoint at seq {seq}, signed with the stream's key, chains to the sensor's own line there ({}), which now stands in its place; the forged line is kept (tracer-hub conflicts)",
+                    short(&forged),
+                    short(&own)
+                ),
+            })
+            .collect();
+        Ok(Some(Restoration {
+            lines,
+            relinked,
+            events,
+        }))
     }
 
     /// Links one line of `stream`, taken apart by [`super::seal`] (which checked its
@@ -269,6 +455,10 @@ impl Chains {
             })
         };
         let seq = sealed.seq;
+        let restoring = self
+            .restoring
+            .take()
+            .is_some_and(|(s, at)| s == stream && at == seq);
         let start_reason = sealed.start.as_ref().map(|s| s.reason.as_str());
         let new_stream = seq == 1 && start_reason == Some(NEW_STREAM);
         let mut link = match self.streams.get_mut(stream) {
@@ -301,6 +491,8 @@ impl Chains {
                 // same stream id: its seqs collide with the stored ones until they
                 // pass them, and those lines are conflicts. Said once, where it
                 // begins, with what to do.
+                // The forged line at this checkpoint's own seq, which it replaces.
+                Some(_) if restoring => Link::Restored,
                 Some(_) if new_stream => {
                     event(
                         EventKind::Reset,
@@ -451,11 +643,14 @@ impl Chains {
         if link == Link::Broken {
             state.clean_from = seq + 1;
         }
-        if seq > state.last_seq {
+        if seq > state.last_seq || (restoring && seq == state.last_seq) {
             state.last_seq = seq;
             state.last_hash = sealed.hash;
         }
-        state.records += 1;
+        // A line that takes a forged one's place was counted as that one.
+        if link != Link::Restored {
+            state.records += 1;
+        }
         state.last_seen_ns = state.last_seen_ns.max(ts_ns);
         let mut covers = None;
         let mut disowned = Vec::new();
@@ -597,7 +792,8 @@ fn disowned(
             && hash != signed
         {
             // The checkpoint itself, refused as a conflict, is kept next.
-            let kept = seq == sealed.seq || stored.kept_conflict(stream, seq, &signed)?;
+            let kept =
+                seq == sealed.seq || stored.kept_conflict_line(stream, seq, &signed)?.is_some();
             found.push(Disowned {
                 seq,
                 stored: hash,

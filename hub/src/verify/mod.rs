@@ -8,7 +8,7 @@
 mod chain;
 pub mod keys;
 
-pub use chain::{Chains, Event, EventKind, Link, StreamState, Verdict};
+pub use chain::{Chains, Event, EventKind, Link, Restoration, StoredLink, StreamState, Verdict};
 
 use tracer_audit::{
     chain::Hash,
@@ -33,6 +33,14 @@ pub trait Stored {
     /// The stored line (`stream`, `seq`) as the sensor wrote it, if there is one.
     fn stored_line(&mut self, stream: &str, seq: u64) -> anyhow::Result<Option<Vec<u8>>>;
 
-    /// Whether a line refused as a conflict at (`stream`, `seq`) with `hash` is kept.
-    fn kept_conflict(&mut self, stream: &str, seq: u64, hash: &Hash) -> anyhow::Result<bool>;
+    /// The hashes and chain position of the stored line (`stream`, `seq`), if there is one.
+    fn stored_link(&mut self, stream: &str, seq: u64) -> anyhow::Result<Option<StoredLink>>;
+
+    /// The line refused as a conflict at (`stream`, `seq`) with `hash`, if it is kept.
+    fn kept_conflict_line(
+        &mut self,
+        stream: &str,
+        seq: u64,
+        hash: &Hash,
+    ) -> anyhow::Result<Option<Vec<u8>>>;
 }

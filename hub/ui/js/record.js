@@ -11,6 +11,7 @@ const CHAIN_TEXT = {
   break: 'break: the chain does not link here (modified, inserted or removed records)',
   gap: 'gap: records before this one are missing',
   forged: 'forged: a checkpoint signed with the stream\'s key names another line at this seq; the sensor did not write this one',
+  restored: 'restored: the sensor\'s own line, to which its next signed checkpoint chains, in place of a forged one (kept among the conflicts)',
   unverified: 'unverified: not yet checked against the chain',
 };
 
@@ -73,7 +74,7 @@ export async function record(main, { parts }) {
     ['Seq', h('code', null, String(p.seq ?? seq))],
     ['Hash', h('code', { class: 'hash' }, p.hash || '–')],
     ['Prev hash', h('code', { class: 'hash' }, p.prev_hash || '–')],
-    ['Chain', h('span', { class: `chain chain-${['linked', 'break', 'gap', 'forged', 'unverified'].includes(chain) ? chain : 'unverified'}` }, CHAIN_TEXT[chain] || chain)],
+    ['Chain', h('span', { class: `chain chain-${['linked', 'restored', 'break', 'gap', 'forged', 'unverified'].includes(chain) ? chain : 'unverified'}` }, CHAIN_TEXT[chain] || chain)],
     ['Checkpoint', cp
       ? h('span', null, `seq ${cp.seq} · key `, h('code', null, cp.key_fingerprint || '–'), ' · signature ',
         h('span', { class: cp.verified ? 'ok' : 'bad' }, cp.verified ? 'verified: yes' : 'verified: NO'))
