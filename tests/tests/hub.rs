@@ -762,14 +762,19 @@ fn a_consumer_restart_cut_short_starts_where_it_was_to_start() -> Result<()> {
     );
     assert_eq!(setup.kept_restarts()?, "", "the point outlived the restart");
 
-    // A point from a stream created at another time: the consumer starts at the first
-    // message, and what is stored is recognised as stored.
+    // Points from a stream created at another time (the restart's, and the committed
+    // one every hub alone keeps): the consumer starts at the first message, and what
+    // is stored is recognised as stored.
     jetstream_api(
         &url_,
         "CONSUMER.DELETE.TRACER.tracer-hub",
         &serde_json::json!({}),
     )?;
     setup.keep_restart(created - 1, floor + 1)?;
+    setup.sqlite(&format!(
+        "UPDATE nats_committed SET stream_created_ns = {}",
+        created - 1
+    ))?;
     let mut hub = setup.hub(&[])?;
     hub.wait_until(WAIT, "reading the stream again", |_| {
         Ok(consumer_info(&url_, "TRACER", "tracer-hub")
@@ -781,6 +786,65 @@ fn a_consumer_restart_cut_short_starts_where_it_was_to_start() -> Result<()> {
     let stderr = setup.stop(hub)?;
     assert!(!stderr.contains("created again from"), "{stderr}");
     assert_eq!(setup.kept_restarts()?, "");
+    Ok(())
+}
+
+/// A consumer an operator deleted, not the hub, is created again by a hub reading it
+/// alone at the message after the last its store committed, not at the stream's first
+/// (which would read the whole stream again); every record is stored once.
+#[test]
+fn a_consumer_deleted_by_an_operator_starts_after_what_the_store_committed() -> Result<()> {
+    let setup = Setup::new(Backend::Sqlite)?;
+    let url_ = setup.nats.url();
+    let tracer = setup.tracer()?;
+    traffic(setup.port)?;
+    let mut hub = setup.hub(&[])?;
+    hub.wait_until(WAIT, "storing the first part", |hub| {
+        Ok(hub.stored()? > 0
+            && consumer_info(&url_, "TRACER", "tracer-hub")
+                .is_ok_and(|c| c["num_pending"] == 0 && c["num_ack_pending"] == 0))
+    })?;
+    setup.stop(hub)?;
+    let floor = consumer_info(&url_, "TRACER", "tracer-hub")?["ack_floor"]["stream_seq"]
+        .as_u64()
+        .context("no ack floor")?;
+    assert!(floor > 0);
+    jetstream_api(
+        &url_,
+        "CONSUMER.DELETE.TRACER.tracer-hub",
+        &serde_json::json!({}),
+    )?;
+    traffic(setup.port)?;
+    let sent = tracer.stop()?.records.len() as u64;
+    let last =
+        jetstream_api(&url_, "STREAM.INFO.TRACER", &serde_json::json!({}))?["state"]["last_seq"]
+            .as_u64()
+            .context("no last sequence")?;
+    assert!(last > floor);
+
+    let mut hub = setup.hub(&[])?;
+    setup.assert_stored_once(&mut hub, sent)?;
+    let consumer = consumer_info(&url_, "TRACER", "tracer-hub")?;
+    assert_eq!(
+        consumer["config"]["deliver_policy"], "by_start_sequence",
+        "{consumer}"
+    );
+    assert_eq!(consumer["config"]["opt_start_seq"], floor + 1, "{consumer}");
+    // Only the messages after the point were delivered, each once.
+    assert_eq!(
+        consumer["delivered"]["consumer_seq"].as_u64(),
+        Some(last - floor),
+        "{consumer}"
+    );
+    assert_acknowledged(&consumer);
+    let stderr = setup.stop(hub)?;
+    assert!(
+        stderr.contains(&format!(
+            "was missing (deleted); created again from stream message {}",
+            floor + 1
+        )),
+        "{stderr}"
+    );
     Ok(())
 }
 

@@ -15,7 +15,7 @@ use tokio::sync::{broadcast, watch};
 use crate::{
     cli::ServeArgs,
     deliver::{self, Alertmanager, NatsAlerts, Target, Webhook},
-    ingest::nats::{NatsSettings, Restart, Restarts, Source},
+    ingest::nats::{NatsSettings, Restart, Restarts, Resumed, Source},
     pipeline::{Expiry, Outcome, Pipeline},
     serve::{
         Hub, Rules,
@@ -23,7 +23,7 @@ use crate::{
         router,
         tls::{self, TlsListener},
     },
-    store::{Readers, Writer},
+    store::{NatsPoint, Readers, Writer},
     when::now_ns,
 };
 
@@ -296,11 +296,16 @@ async fn ingest(
         let mut source = match connected {
             Ok(source) => {
                 eprintln!("tracer-hub: nats: consuming");
-                if let Some(sequence) = source.resumed() {
-                    eprintln!(
+                match source.resumed() {
+                    Some(Resumed::Restart(sequence)) => eprintln!(
                         "tracer-hub: nats: consumer {} was missing while a restart of it was under way; created again from stream message {sequence}, the first not acknowledged",
                         settings.consumer
-                    );
+                    ),
+                    Some(Resumed::Committed(sequence)) => eprintln!(
+                        "tracer-hub: nats: consumer {} was missing (deleted); created again from stream message {sequence}, the first after what this store committed",
+                        settings.consumer
+                    ),
+                    None => {}
                 }
                 if source.acknowledges_each_alone() {
                     eprintln!(
@@ -369,6 +374,21 @@ async fn ingest(
             });
             match result {
                 Ok(mut outcome) => {
+                    // Kept after the commit, outside it: a hub killed in between keeps
+                    // an older point, whose messages are then recognised as stored.
+                    if let Some(point) = source.committed(&batch)
+                        && let Err(e) = tokio::task::block_in_place(|| {
+                            pipeline.writer().save_nats_point(
+                                NatsPoint::Committed,
+                                &point.stream,
+                                &point.consumer,
+                                point.stream_created_ns,
+                                point.start_sequence,
+                            )
+                        })
+                    {
+                        eprintln!("tracer-hub: nats: keeping the committed point: {e:#}");
+                    }
                     let failed = source.acknowledge(&batch).await;
                     if failed > 0 {
                         eprintln!(
@@ -426,8 +446,9 @@ struct StoredRestarts<'a>(&'a mut Writer);
 
 impl Restarts for StoredRestarts<'_> {
     fn saved(&mut self, stream: &str, consumer: &str) -> Result<Option<Restart>, String> {
-        let saved = tokio::task::block_in_place(|| self.0.nats_restart(stream, consumer))
-            .map_err(|e| format!("reading its restart point from the store: {e:#}"))?;
+        let saved =
+            tokio::task::block_in_place(|| self.0.nats_point(NatsPoint::Restart, stream, consumer))
+                .map_err(|e| format!("reading its restart point from the store: {e:#}"))?;
         Ok(saved.map(|(stream_created_ns, start_sequence)| Restart {
             stream: stream.to_owned(),
             consumer: consumer.to_owned(),
@@ -438,7 +459,8 @@ impl Restarts for StoredRestarts<'_> {
 
     fn save(&mut self, restart: &Restart) -> Result<(), String> {
         tokio::task::block_in_place(|| {
-            self.0.save_nats_restart(
+            self.0.save_nats_point(
+                NatsPoint::Restart,
                 &restart.stream,
                 &restart.consumer,
                 restart.stream_created_ns,
@@ -448,8 +470,24 @@ impl Restarts for StoredRestarts<'_> {
         .map_err(|e| format!("keeping its restart point in the store: {e:#}"))
     }
 
+    fn committed(&mut self, stream: &str, consumer: &str) -> Result<Option<Restart>, String> {
+        let kept = tokio::task::block_in_place(|| {
+            self.0.nats_point(NatsPoint::Committed, stream, consumer)
+        })
+        .map_err(|e| format!("reading its committed point from the store: {e:#}"))?;
+        Ok(kept.map(|(stream_created_ns, start_sequence)| Restart {
+            stream: stream.to_owned(),
+            consumer: consumer.to_owned(),
+            stream_created_ns,
+            start_sequence,
+        }))
+    }
+
     fn clear(&mut self, stream: &str, consumer: &str) -> Result<(), String> {
-        tokio::task::block_in_place(|| self.0.clear_nats_restart(stream, consumer))
-            .map_err(|e| format!("clearing its restart point in the store: {e:#}"))
+        tokio::task::block_in_place(|| {
+            self.0
+                .clear_nats_point(NatsPoint::Restart, stream, consumer)
+        })
+        .map_err(|e| format!("clearing its restart point in the store: {e:#}"))
     }
 }

@@ -138,7 +138,17 @@ pub struct Source {
     settings: NatsSettings,
     messages: pull::Stream,
     acks: AckPolicy,
-    resumed: Option<u64>,
+    resumed: Option<Resumed>,
+    stream_created_ns: i64,
+}
+
+/// A consumer that was missing, created again at a point the store kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resumed {
+    /// A restart of it was under way: at the message after the acknowledged floor.
+    Restart(u64),
+    /// At the message after the last this hub, reading it alone, committed.
+    Committed(u64),
 }
 
 /// Where a consumer that must start again (see [`Source::connect`]) starts: the
@@ -159,6 +169,8 @@ pub trait Restarts {
     fn save(&mut self, restart: &Restart) -> Result<(), String>;
     /// The consumer exists: no restart is pending any more.
     fn clear(&mut self, stream: &str, consumer: &str) -> Result<(), String>;
+    /// The message after the last one a hub reading this consumer alone committed.
+    fn committed(&mut self, stream: &str, consumer: &str) -> Result<Option<Restart>, String>;
 }
 
 /// When the stream was created, which tells a stream from one of the same name created
@@ -244,12 +256,30 @@ impl Source {
             // deleted and created again numbers its messages from 1.
             None => match &saved {
                 Some(restart) if restart.stream_created_ns == created_ns => {
-                    resumed = Some(restart.start_sequence);
+                    resumed = Some(Resumed::Restart(restart.start_sequence));
                     DeliverPolicy::ByStartSequence {
                         start_sequence: restart.start_sequence,
                     }
                 }
-                _ => DeliverPolicy::All,
+                // Deleted by someone else (an operator): a hub reading it alone knows
+                // what it committed, and a stream read again from its first message
+                // takes as long as the stream is big. Hubs sharing a consumer each
+                // know only their own share, so theirs starts at the first message.
+                _ => match settings.readers {
+                    Readers::Alone => match restarts
+                        .committed(&settings.stream, &settings.consumer)
+                        .map_err(consumer_error)?
+                    {
+                        Some(point) if point.stream_created_ns == created_ns => {
+                            resumed = Some(Resumed::Committed(point.start_sequence));
+                            DeliverPolicy::ByStartSequence {
+                                start_sequence: point.start_sequence,
+                            }
+                        }
+                        _ => DeliverPolicy::All,
+                    },
+                    Readers::Shared => DeliverPolicy::All,
+                },
             },
         };
         // Create or update: a consumer made by a hub with another --nats-batch takes
@@ -282,13 +312,31 @@ impl Source {
             messages,
             acks,
             resumed,
+            stream_created_ns: created_ns,
         })
     }
 
-    /// The stream sequence the consumer was created at, when it was missing and a
-    /// restart of it had begun (see [`Restarts`]).
-    pub fn resumed(&self) -> Option<u64> {
+    /// Where the consumer was created, when it was missing and the store kept a point
+    /// for it (see [`Restarts`]).
+    pub fn resumed(&self) -> Option<Resumed> {
         self.resumed
+    }
+
+    /// The point to keep once `batch` is committed, for a consumer this hub reads
+    /// alone and whose acknowledgement covers every earlier message: the message after
+    /// the batch's newest. (With each message acknowledged by itself, or shared, the
+    /// messages before it need not all be committed.)
+    pub fn committed(&self, batch: &[Delivery]) -> Option<Restart> {
+        if self.settings.readers != Readers::Alone || self.acks != AckPolicy::All {
+            return None;
+        }
+        let newest = batch.iter().map(Delivery::stream_sequence).max()?;
+        Some(Restart {
+            stream: self.settings.stream.clone(),
+            consumer: self.settings.consumer.clone(),
+            stream_created_ns: self.stream_created_ns,
+            start_sequence: newest + 1,
+        })
     }
 
     /// Whether each message is acknowledged by itself, though this hub reads its

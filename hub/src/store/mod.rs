@@ -172,6 +172,24 @@ fn sqlite_writer(data: &std::path::Path) -> anyhow::Result<Db> {
     Ok(Db::sqlite(conn))
 }
 
+/// A point in a JetStream stream the store keeps per consumer (`ingest::nats`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NatsPoint {
+    /// Where a consumer being deleted and created again starts, until it exists.
+    Restart,
+    /// The message after the last one a hub reading its consumer alone committed.
+    Committed,
+}
+
+impl NatsPoint {
+    fn table(self) -> &'static str {
+        match self {
+            NatsPoint::Restart => "nats_restarts",
+            NatsPoint::Committed => "nats_committed",
+        }
+    }
+}
+
 pub struct Writer {
     at: StoreAt,
     db: Db,
@@ -234,41 +252,59 @@ impl Writer {
     }
 
     /// A NATS consumer restart begun and not finished: (stream created, start sequence).
-    pub fn nats_restart(
+    /// The `point` kept for a JetStream consumer: (the stream's creation time, the
+    /// start sequence).
+    pub fn nats_point(
         &mut self,
+        point: NatsPoint,
         stream: &str,
         consumer: &str,
     ) -> anyhow::Result<Option<(i64, u64)>> {
         let row = self.db()?.query_opt(
-            "SELECT stream_created_ns, start_sequence FROM nats_restarts
-             WHERE stream = ?1 AND consumer = ?2",
+            &format!(
+                "SELECT stream_created_ns, start_sequence FROM {}
+                 WHERE stream = ?1 AND consumer = ?2",
+                point.table()
+            ),
             args![stream, consumer],
         )?;
         row.map(|r| Ok((r.get(0)?, r.get::<i64>(1)? as u64)))
             .transpose()
     }
 
-    pub fn save_nats_restart(
+    pub fn save_nats_point(
         &mut self,
+        point: NatsPoint,
         stream: &str,
         consumer: &str,
         stream_created_ns: i64,
         start_sequence: u64,
     ) -> anyhow::Result<()> {
         self.db()?.execute(
-            "INSERT INTO nats_restarts (stream, consumer, stream_created_ns, start_sequence)
-             VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (stream, consumer) DO UPDATE SET
-                stream_created_ns = excluded.stream_created_ns,
-                start_sequence = excluded.start_sequence",
+            &format!(
+                "INSERT INTO {} (stream, consumer, stream_created_ns, start_sequence)
+                 VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (stream, consumer) DO UPDATE SET
+                    stream_created_ns = excluded.stream_created_ns,
+                    start_sequence = excluded.start_sequence",
+                point.table()
+            ),
             args![stream, consumer, stream_created_ns, start_sequence as i64],
         )?;
         Ok(())
     }
 
-    pub fn clear_nats_restart(&mut self, stream: &str, consumer: &str) -> anyhow::Result<()> {
+    pub fn clear_nats_point(
+        &mut self,
+        point: NatsPoint,
+        stream: &str,
+        consumer: &str,
+    ) -> anyhow::Result<()> {
         self.db()?.execute(
-            "DELETE FROM nats_restarts WHERE stream = ?1 AND consumer = ?2",
+            &format!(
+                "DELETE FROM {} WHERE stream = ?1 AND consumer = ?2",
+                point.table()
+            ),
             args![stream, consumer],
         )?;
         Ok(())

@@ -173,6 +173,13 @@ CREATE TABLE IF NOT EXISTS nats_restarts (
     start_sequence BIGINT NOT NULL,
     PRIMARY KEY (stream, consumer)
 );
+CREATE TABLE IF NOT EXISTS nats_committed (
+    stream TEXT COLLATE \"C\" NOT NULL,
+    consumer TEXT COLLATE \"C\" NOT NULL,
+    stream_created_ns BIGINT NOT NULL,
+    start_sequence BIGINT NOT NULL,
+    PRIMARY KEY (stream, consumer)
+);
 ";
 
 /// The planner's statistics: of the records, only the columns questions filter, group

@@ -133,6 +133,15 @@ CREATE TABLE IF NOT EXISTS nats_restarts (
     start_sequence INTEGER NOT NULL,
     PRIMARY KEY (stream, consumer)
 );
+-- The message after the last one a hub reading its consumer alone committed, where a
+-- consumer an operator deleted is created again (ingest::nats).
+CREATE TABLE IF NOT EXISTS nats_committed (
+    stream TEXT NOT NULL,
+    consumer TEXT NOT NULL,
+    stream_created_ns INTEGER NOT NULL,
+    start_sequence INTEGER NOT NULL,
+    PRIMARY KEY (stream, consumer)
+);
 ";
 
 /// One day's records (days.rs): the table and its indexes, named after it.
