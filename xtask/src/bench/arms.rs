@@ -26,8 +26,12 @@ pub enum Arm<'a> {
     AccessLog,
     /// Empty programs on one hook set (`tracer floor HOOK`).
     Floor(&'static str),
-    /// `tracer run` on the server's port, from this binary.
-    Tracer { bin: &'a Path, label: &'a str },
+    /// `tracer run` on the server's port, from this binary, with these further flags.
+    Tracer {
+        bin: &'a Path,
+        label: &'a str,
+        args: &'a [&'a str],
+    },
 }
 
 impl Arm<'_> {
@@ -132,8 +136,8 @@ pub fn run<'a>(
                     let _floor = floor(bin, hook, target.port)?;
                     target.drive(target.url, s.connections, s.seconds)?
                 }
-                Arm::Tracer { bin, .. } => {
-                    let (report, t) = traced(bin, target.port, || {
+                Arm::Tracer { bin, args, .. } => {
+                    let (report, t) = traced(bin, target.port, args, || {
                         let report = target.drive(target.url, s.connections, s.seconds)?;
                         Ok((report.requests, report))
                     })?;

@@ -37,6 +37,7 @@ pub fn run(bin: &Path, settings: &Settings) -> Result<()> {
     arms.push(Arm::Tracer {
         bin,
         label: "tracer",
+        args: &[],
     });
     let (plain, logging) = (url(port, "/"), url(logging_port, "/"));
     let target = Target {

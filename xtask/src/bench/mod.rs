@@ -157,11 +157,13 @@ pub fn run(options: &Options) -> Result<()> {
     let mut tracers = vec![Arm::Tracer {
         bin: &bin,
         label: "tracer",
+        args: &[],
     }];
     if let Some(other) = &options.compare_bin {
         tracers.push(Arm::Tracer {
             bin: other,
             label: "tracer (--compare-bin)",
+            args: &[],
         });
     }
     let mut plain_arms = vec![
@@ -171,6 +173,20 @@ pub fn run(options: &Options) -> Result<()> {
         Arm::Floor("raw-exit-filtered"),
     ];
     plain_arms.extend(&tracers);
+    // The file sink as an auditor keeps it: rotated, and each rotated file compressed
+    // on the same host, which at this rate happens every few seconds.
+    plain_arms.extend([
+        Arm::Tracer {
+            bin: &bin,
+            label: "tracer, rotating every 64 MiB, gzip",
+            args: ROTATING_GZIP,
+        },
+        Arm::Tracer {
+            bin: &bin,
+            label: "tracer, rotating every 64 MiB, zstd",
+            args: ROTATING_ZSTD,
+        },
+    ]);
     let plain = arms::run(
         &bin,
         &Target::wrk(&url(port, "/"), port, &url(logging_port, "/")),
@@ -242,7 +258,7 @@ pub fn run(options: &Options) -> Result<()> {
         options.rate, options.connections
     );
     let paced_off = paced::run(addr, options.rate, options.connections, duration)?;
-    let (paced_on, paced_traced) = traced(&bin, port, || {
+    let (paced_on, paced_traced) = traced(&bin, port, &[], || {
         let report = paced::run(addr, options.rate, options.connections, duration)?;
         Ok((report.completed, report))
     })?;
@@ -266,13 +282,28 @@ pub fn run(options: &Options) -> Result<()> {
     memory::run(&bin, options.rss_connections)
 }
 
-/// Runs `load` under a fresh tracer and measures the tracer around it.
+/// The file sink rotated every 64 MiB, the newest rotated file kept, compressed with
+/// the default (gzip) or zstd.
+const ROTATING_GZIP: &[&str] = &["--rotate-size", "64MiB", "--keep", "1"];
+const ROTATING_ZSTD: &[&str] = &[
+    "--rotate-size",
+    "64MiB",
+    "--keep",
+    "1",
+    "--compress",
+    "zstd",
+];
+
+/// Runs `load` under a fresh tracer, with `args` beside its defaults, and measures the
+/// tracer around it.
 pub fn traced<T>(
     bin: &Path,
     port: u16,
+    args: &[&str],
     load: impl FnOnce() -> Result<(u64, T)>,
 ) -> Result<(T, Traced)> {
-    let tracer = Tracer::spawn_with_args(bin, &[port], &["--bpf-stats"], &[], RecordSink::Summary)?;
+    let args: Vec<&str> = ["--bpf-stats"].iter().chain(args).copied().collect();
+    let tracer = Tracer::spawn_with_args(bin, &[port], &args, &[], RecordSink::Summary)?;
     let pid = tracer.pid();
     let cpu_before = procstat::cpu_seconds(pid)?;
     let (requests, report) = load()?;
