@@ -681,17 +681,7 @@ fn store<'a>(
             derived: &parsed.derived,
             line: compressed.as_deref().unwrap_or(bytes),
         })?;
-        if let Some(loss) = &fields.loss {
-            let event = Event {
-                stream: fields.stream.clone(),
-                seq: fields.seq,
-                kind: EventKind::Loss,
-                detail: format!("{} {}: {}", loss.source, loss.reason, loss.count),
-            };
-            batch.event(&event, fields.ts_ns)?;
-            tell(Found::Event(event.clone(), fields.ts_ns));
-            outcome.events.push(event);
-        }
+        reported_loss(fields, batch, &tell, &mut outcome)?;
         if let Some(range) = verdict.covers {
             batch.cover(&fields.stream, range)?;
         }
@@ -753,10 +743,32 @@ fn restore(
             line: &restored.line,
         })?;
         batch.unkeep_conflict(stream, seq, &verdict.sealed.hash)?;
+        reported_loss(&parsed.fields, batch, tell, outcome)?;
         if parsed.fields.kind == Some(tracer_audit::Kind::Access) {
             outcome.rows.push(row(&parsed, Link::Restored));
             tell(Found::Access(Box::new(parsed), Link::Restored, None));
         }
+    }
+    Ok(())
+}
+
+/// The integrity event of a stored loss line: what its sensor could not record.
+fn reported_loss(
+    fields: &record::Fields,
+    batch: &mut Batch<'_>,
+    tell: &dyn Fn(Found),
+    outcome: &mut Outcome,
+) -> anyhow::Result<()> {
+    if let Some(loss) = &fields.loss {
+        let event = Event {
+            stream: fields.stream.clone(),
+            seq: fields.seq,
+            kind: EventKind::Loss,
+            detail: format!("{} {}: {}", loss.source, loss.reason, loss.count),
+        };
+        batch.event(&event, fields.ts_ns)?;
+        tell(Found::Event(event.clone(), fields.ts_ns));
+        outcome.events.push(event);
     }
     Ok(())
 }

@@ -471,6 +471,47 @@ fn replaced_checkpoint_by_checkpoint(dir: &Path, store: StoreAt) {
 }
 
 #[test]
+fn a_restored_loss_line_is_a_loss_the_hub_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut sensor, mut forger, mut pipeline, store) = forged_ahead(dir.path());
+    pipeline
+        .ingest(&lines(&[forged_record(&mut forger, "/forged")]))
+        .unwrap();
+    // The sensor's seq 7 is a loss line: it collides, and comes back with its checkpoint.
+    let loss = tracer_audit::loss::Loss {
+        counter: tracer_audit::loss::Counter {
+            source: tracer_audit::loss::LossSource::Kernel,
+            reason: "ringbuf_full",
+            total: 12,
+        },
+        count: 12,
+        start_ns: 1_796_000_000_000_000_000,
+        end_ns: 1_796_000_001_000_000_000,
+    };
+    let mut line = Vec::new();
+    tracer_audit::loss::write_record(&loss, &mut line).unwrap();
+    sensor.chain.seal(&mut line, Kind::Loss);
+    line.pop();
+    sensor.since += 1;
+    let outcome = pipeline
+        .ingest(&lines(&[line, sensor.checkpoint()]))
+        .unwrap();
+    assert_eq!(
+        kinds(&outcome),
+        [
+            (7, EventKind::Conflict),
+            (7, EventKind::Forged),
+            (7, EventKind::Loss)
+        ]
+    );
+    let mut conn = store.open_reader().unwrap();
+    let report = integrity(&mut conn).unwrap();
+    let losses = &report.streams[0].losses;
+    assert_eq!(losses.len(), 1, "{losses:?}");
+    assert_eq!(losses[0].count, 12, "{losses:?}");
+}
+
+#[test]
 fn without_the_sensors_own_line_a_forged_line_is_named_and_stays() {
     let dir = tempfile::tempdir().unwrap();
     let (mut sensor, mut forger, mut pipeline, store) = forged_ahead(dir.path());

@@ -487,12 +487,12 @@ impl Chains {
                     );
                     return Ok(Verdict::unstored(sealed, Link::Conflict, events));
                 }
+                // The forged line at this checkpoint's own seq, which it replaces.
+                Some(_) if restoring => Link::Restored,
                 // A sensor that lost its chain state begins again at seq 1 under the
                 // same stream id: its seqs collide with the stored ones until they
                 // pass them, and those lines are conflicts. Said once, where it
                 // begins, with what to do.
-                // The forged line at this checkpoint's own seq, which it replaces.
-                Some(_) if restoring => Link::Restored,
                 Some(_) if new_stream => {
                     event(
                         EventKind::Reset,
