@@ -253,6 +253,14 @@ fn an_altered_copy_of_a_stored_line_is_a_finding_and_the_stored_line_stands() {
 }
 
 /// Events as (seq, kind).
+/// A store in a throwaway PostgreSQL cluster, which `postgres` keeps running.
+fn postgres_store(postgres: &::tests::servers::Postgres) -> StoreAt {
+    StoreAt::Postgres {
+        url: postgres.url(),
+        tls: crate::store::PgTls::new(None, None).unwrap(),
+    }
+}
+
 fn kinds(outcome: &Outcome) -> Vec<(u64, EventKind)> {
     outcome.events.iter().map(|e| (e.seq, e.kind)).collect()
 }
@@ -381,10 +389,7 @@ fn a_forged_checkpoint_and_lines_past_it_are_replaced_checkpoint_by_checkpoint()
 fn a_forged_checkpoint_and_lines_past_it_are_replaced_checkpoint_by_checkpoint_postgres() {
     let dir = tempfile::tempdir().unwrap();
     let postgres = ::tests::servers::Postgres::start().unwrap();
-    let store = StoreAt::Postgres {
-        url: postgres.url(),
-        tls: crate::store::PgTls::new(None, None).unwrap(),
-    };
+    let store = postgres_store(&postgres);
     replaced_checkpoint_by_checkpoint(dir.path(), store);
 }
 
@@ -890,10 +895,7 @@ fn retention_drops_whole_days_and_deletes_the_older_lines_of_the_cutoffs_day() {
 fn retention_drops_whole_days_and_deletes_the_older_lines_of_the_cutoffs_day_postgres() {
     let dir = tempfile::tempdir().unwrap();
     let postgres = ::tests::servers::Postgres::start().unwrap();
-    let store = StoreAt::Postgres {
-        url: postgres.url(),
-        tls: crate::store::PgTls::new(None, None).unwrap(),
-    };
+    let store = postgres_store(&postgres);
     retention_by_day(dir.path(), store);
 }
 

@@ -719,18 +719,7 @@ fn a_consumer_restart_cut_short_starts_where_it_was_to_start() -> Result<()> {
     let url_ = setup.nats.url();
     // One sensor run (one chain) in two parts, the hub stopped in between.
     let tracer = setup.tracer()?;
-    traffic(setup.port)?;
-    let mut hub = setup.hub(&[])?;
-    hub.wait_until(WAIT, "storing the first part", |hub| {
-        Ok(hub.stored()? > 0
-            && consumer_info(&url_, "TRACER", "tracer-hub")
-                .is_ok_and(|c| c["num_ack_pending"] == 0))
-    })?;
-    setup.stop(hub)?;
-    let floor = consumer_info(&url_, "TRACER", "tracer-hub")?["ack_floor"]["stream_seq"]
-        .as_u64()
-        .context("no ack floor")?;
-    assert!(floor > 0);
+    let floor = first_part_stored(&setup)?;
     traffic(setup.port)?;
     let sent = tracer.stop()?.records.len() as u64;
 
@@ -744,12 +733,7 @@ fn a_consumer_restart_cut_short_starts_where_it_was_to_start() -> Result<()> {
     setup.keep_restart(created, floor + 1)?;
     let mut hub = setup.hub(&[])?;
     setup.assert_stored_once(&mut hub, sent)?;
-    let consumer = consumer_info(&url_, "TRACER", "tracer-hub")?;
-    assert_eq!(
-        consumer["config"]["deliver_policy"], "by_start_sequence",
-        "{consumer}"
-    );
-    assert_eq!(consumer["config"]["opt_start_seq"], floor + 1, "{consumer}");
+    let consumer = created_at(&url_, floor + 1)?;
     assert_eq!(
         consumer["delivered"]["stream_seq"].as_u64(),
         consumer["ack_floor"]["stream_seq"].as_u64(),
@@ -797,18 +781,7 @@ fn a_consumer_deleted_by_an_operator_starts_after_what_the_store_committed() -> 
     let setup = Setup::new(Backend::Sqlite)?;
     let url_ = setup.nats.url();
     let tracer = setup.tracer()?;
-    traffic(setup.port)?;
-    let mut hub = setup.hub(&[])?;
-    hub.wait_until(WAIT, "storing the first part", |hub| {
-        Ok(hub.stored()? > 0
-            && consumer_info(&url_, "TRACER", "tracer-hub")
-                .is_ok_and(|c| c["num_pending"] == 0 && c["num_ack_pending"] == 0))
-    })?;
-    setup.stop(hub)?;
-    let floor = consumer_info(&url_, "TRACER", "tracer-hub")?["ack_floor"]["stream_seq"]
-        .as_u64()
-        .context("no ack floor")?;
-    assert!(floor > 0);
+    let floor = first_part_stored(&setup)?;
     jetstream_api(
         &url_,
         "CONSUMER.DELETE.TRACER.tracer-hub",
@@ -824,12 +797,7 @@ fn a_consumer_deleted_by_an_operator_starts_after_what_the_store_committed() -> 
 
     let mut hub = setup.hub(&[])?;
     setup.assert_stored_once(&mut hub, sent)?;
-    let consumer = consumer_info(&url_, "TRACER", "tracer-hub")?;
-    assert_eq!(
-        consumer["config"]["deliver_policy"], "by_start_sequence",
-        "{consumer}"
-    );
-    assert_eq!(consumer["config"]["opt_start_seq"], floor + 1, "{consumer}");
+    let consumer = created_at(&url_, floor + 1)?;
     // Only the messages after the point were delivered, each once.
     assert_eq!(
         consumer["delivered"]["consumer_seq"].as_u64(),
@@ -846,6 +814,36 @@ fn a_consumer_deleted_by_an_operator_starts_after_what_the_store_committed() -> 
         "{stderr}"
     );
     Ok(())
+}
+
+/// Traffic under the running tracer, stored by a hub that is then stopped once nothing
+/// waits for delivery or acknowledgement; returns the consumer's acknowledged floor.
+fn first_part_stored(setup: &Setup) -> Result<u64> {
+    let url = setup.nats.url();
+    traffic(setup.port)?;
+    let mut hub = setup.hub(&[])?;
+    hub.wait_until(WAIT, "storing the first part", |hub| {
+        Ok(hub.stored()? > 0
+            && consumer_info(&url, "TRACER", "tracer-hub")
+                .is_ok_and(|c| c["num_pending"] == 0 && c["num_ack_pending"] == 0))
+    })?;
+    setup.stop(hub)?;
+    let floor = consumer_info(&url, "TRACER", "tracer-hub")?["ack_floor"]["stream_seq"]
+        .as_u64()
+        .context("no ack floor")?;
+    assert!(floor > 0);
+    Ok(floor)
+}
+
+/// The hub's consumer, checked to have been created at stream message `start`.
+fn created_at(url: &str, start: u64) -> Result<Value> {
+    let consumer = consumer_info(url, "TRACER", "tracer-hub")?;
+    assert_eq!(
+        consumer["config"]["deliver_policy"], "by_start_sequence",
+        "{consumer}"
+    );
+    assert_eq!(consumer["config"]["opt_start_seq"], start, "{consumer}");
+    Ok(consumer)
 }
 
 /// When nats-server says the stream was created, in ns since the epoch (what the hub

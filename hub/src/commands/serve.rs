@@ -444,17 +444,28 @@ async fn ingest(
 /// ingest loop (each a short statement outside any batch).
 struct StoredRestarts<'a>(&'a mut Writer);
 
-impl Restarts for StoredRestarts<'_> {
-    fn saved(&mut self, stream: &str, consumer: &str) -> Result<Option<Restart>, String> {
-        let saved =
-            tokio::task::block_in_place(|| self.0.nats_point(NatsPoint::Restart, stream, consumer))
-                .map_err(|e| format!("reading its restart point from the store: {e:#}"))?;
-        Ok(saved.map(|(stream_created_ns, start_sequence)| Restart {
+impl StoredRestarts<'_> {
+    fn point(
+        &mut self,
+        point: NatsPoint,
+        stream: &str,
+        consumer: &str,
+    ) -> Result<Option<Restart>, String> {
+        let kept = tokio::task::block_in_place(|| self.0.nats_point(point, stream, consumer))
+            .map_err(|e| format!("{e:#}"))?;
+        Ok(kept.map(|(stream_created_ns, start_sequence)| Restart {
             stream: stream.to_owned(),
             consumer: consumer.to_owned(),
             stream_created_ns,
             start_sequence,
         }))
+    }
+}
+
+impl Restarts for StoredRestarts<'_> {
+    fn saved(&mut self, stream: &str, consumer: &str) -> Result<Option<Restart>, String> {
+        self.point(NatsPoint::Restart, stream, consumer)
+            .map_err(|e| format!("reading its restart point from the store: {e}"))
     }
 
     fn save(&mut self, restart: &Restart) -> Result<(), String> {
@@ -471,16 +482,8 @@ impl Restarts for StoredRestarts<'_> {
     }
 
     fn committed(&mut self, stream: &str, consumer: &str) -> Result<Option<Restart>, String> {
-        let kept = tokio::task::block_in_place(|| {
-            self.0.nats_point(NatsPoint::Committed, stream, consumer)
-        })
-        .map_err(|e| format!("reading its committed point from the store: {e:#}"))?;
-        Ok(kept.map(|(stream_created_ns, start_sequence)| Restart {
-            stream: stream.to_owned(),
-            consumer: consumer.to_owned(),
-            stream_created_ns,
-            start_sequence,
-        }))
+        self.point(NatsPoint::Committed, stream, consumer)
+            .map_err(|e| format!("reading its committed point from the store: {e}"))
     }
 
     fn clear(&mut self, stream: &str, consumer: &str) -> Result<(), String> {
