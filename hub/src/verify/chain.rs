@@ -233,7 +233,13 @@ pub struct Verdict {
 impl Verdict {
     /// A kept line of the sensor's, stored in place of a forged one ([`Restoration`]).
     pub fn restored(sealed: Sealed) -> Self {
-        Self::unstored(sealed, Link::Restored, Vec::new())
+        Self {
+            sealed,
+            link: Link::Restored,
+            events: Vec::new(),
+            covers: None,
+            disowned: Vec::new(),
+        }
     }
 
     /// A line that is not stored as a record (a redelivery, a conflict, an expired
