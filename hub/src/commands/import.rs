@@ -20,21 +20,46 @@ pub fn run(args: &ImportArgs) -> anyhow::Result<()> {
     let mut pipeline = super::pipeline(&args.ingest)?;
     let mut total = Outcome::default();
     let files = chain_order(&args.files)?;
-    // The next batch is read while this one is stored.
+    // The next batch is read while this one is stored, and its first lines are taken
+    // apart while this one commits.
     std::thread::scope(|scope| -> anyhow::Result<()> {
         let (read_tx, read_rx) = mpsc::sync_channel(1);
         scope.spawn(move || read(&files, &read_tx));
-        for read in read_rx {
-            match read? {
-                Read::Lines(lines) => {
-                    let mut outcome = pipeline.ingest(&lines)?;
-                    outcome.rows.clear();
-                    total.add(outcome);
+        let mut reads = read_rx.into_iter();
+        let mut current: Option<Vec<Line>> = None;
+        loop {
+            // The files that end before the next batch: after this one. A read that
+            // fails ends the import after what was read before it is stored.
+            let mut ended = Vec::new();
+            let mut next = None;
+            let mut failed = None;
+            for read in reads.by_ref() {
+                match read {
+                    Ok(Read::Lines(lines)) => {
+                        next = Some(lines);
+                        break;
+                    }
+                    Ok(Read::End(path)) => ended.push(path),
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
                 }
-                Read::End(path) => eprintln!("tracer-hub: imported {}", path.display()),
+            }
+            if let Some(lines) = current.take() {
+                total.add(pipeline.ingest_before(&lines, next.as_deref().unwrap_or_default())?);
+            }
+            for path in ended {
+                eprintln!("tracer-hub: imported {}", path.display());
+            }
+            if let Some(e) = failed {
+                return Err(e);
+            }
+            match next {
+                Some(lines) => current = Some(lines),
+                None => return Ok(()),
             }
         }
-        Ok(())
     })?;
     // Silent sensors, judged at the newest record's time: an import has no "now".
     total.alerts.extend(pipeline.tick(pipeline.newest_ns())?);

@@ -369,6 +369,7 @@ async fn ingest(
             if batch.is_empty() {
                 continue;
             }
+            pipeline.keep_rows(live.receiver_count() > 0);
             let result = tokio::task::block_in_place(|| {
                 pipeline.ingest(batch.iter().flat_map(|d| &d.lines))
             });

@@ -11,7 +11,7 @@ use std::{fmt, path::Path, sync::Arc};
 pub const MAX_LINE_BYTES: usize = 1 << 20;
 
 /// Where one line was read.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Origin {
     /// The JetStream stream sequence of the message, and for a message of several
     /// records (`tracer run --nats-records-per-message`) which line of it, from 1.
