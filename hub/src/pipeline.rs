@@ -102,17 +102,69 @@ impl Ahead {
         self.taken_from.push(identity(line));
     }
 
-    /// The prepared lines, when `lines` begins with the lines they were taken from;
-    /// none otherwise.
+    /// The prepared lines `lines` begins with, when it begins with the lines they were
+    /// taken from (none otherwise). A batch may end before them: the rest wait for the
+    /// next.
     fn take_for(&mut self, lines: &[&Line]) -> Self {
-        let ahead = std::mem::take(self);
-        let fits = lines.len() >= ahead.taken_from.len()
-            && ahead
-                .taken_from
-                .iter()
-                .zip(lines)
-                .all(|(taken, line)| *taken == identity(line));
-        if fits { ahead } else { Self::default() }
+        let fits = self
+            .taken_from
+            .iter()
+            .zip(lines)
+            .all(|(taken, line)| *taken == identity(line));
+        if !fits {
+            *self = Self::default();
+            return Self::default();
+        }
+        let n = self.prepared.len().min(lines.len());
+        let rest = Self {
+            prepared: self.prepared.split_off(n),
+            taken_from: self.taken_from.split_off(n),
+            compressed: self.compressed,
+        };
+        std::mem::replace(self, rest)
+    }
+
+    /// `more`, taken apart after these.
+    fn append(&mut self, mut more: Self) {
+        self.compressed = if self.prepared.is_empty() {
+            more.compressed
+        } else {
+            self.compressed && more.compressed
+        };
+        self.prepared.append(&mut more.prepared);
+        self.taken_from.append(&mut more.taken_from);
+    }
+}
+
+/// Where the lines of the batch after the one being stored come from, as they come:
+/// the file being imported, the messages NATS delivered meanwhile.
+pub trait Next: Send {
+    /// Hands `take` the next lines, in order. They stay with their owner, who gives
+    /// them to the call that stores them, first.
+    fn pull(&mut self, take: &mut dyn FnMut(&Line)) -> Pulled;
+}
+
+pub enum Pulled {
+    /// Lines were handed over; more may follow.
+    Lines,
+    /// None came yet; some may.
+    NotYet,
+    /// No more before the next batch.
+    Done,
+}
+
+/// The lines of a slice, a chunk at a time.
+pub struct Following<'a>(pub &'a [Line]);
+
+impl Next for Following<'_> {
+    fn pull(&mut self, take: &mut dyn FnMut(&Line)) -> Pulled {
+        if self.0.is_empty() {
+            return Pulled::Done;
+        }
+        let (chunk, rest) = self.0.split_at(self.0.len().min(PREPARE_CHUNK));
+        chunk.iter().for_each(take);
+        self.0 = rest;
+        Pulled::Lines
     }
 }
 
@@ -163,31 +215,36 @@ impl Pipeline {
         &mut self.writer
     }
 
-    /// The enrichment, to reload its files: lines taken apart ahead were enriched
-    /// with what may change, so they are taken apart again.
-    pub fn enricher(&mut self) -> &mut Enricher {
-        self.ahead = Ahead::default();
-        &mut self.enricher
+    /// Reloads the enrichment's files that changed; what it says. Lines taken apart
+    /// ahead were enriched with what a reload changed: they are taken apart again.
+    pub fn refresh_enrichment(&mut self) -> Vec<String> {
+        let messages = self.enricher.refresh();
+        if !messages.is_empty() {
+            self.ahead = Ahead::default();
+        }
+        messages
     }
 
     /// Verifies, enriches and stores `lines` in one transaction. On error nothing of
     /// the batch is stored and the chain state is read back from the store, so the
     /// same lines can be given again.
+    #[cfg(test)]
     pub fn ingest<'a>(
         &mut self,
         lines: impl IntoIterator<Item = &'a Line>,
     ) -> anyhow::Result<Outcome> {
-        self.ingest_before(lines, &[])
+        self.ingest_before(lines, &mut Following(&[]))
     }
 
     /// [`Self::ingest`], and while the batch commits (the writer's work alone), the
-    /// first lines of `next` are taken apart on the core the commit leaves idle: the
-    /// next call, given `next`, starts with them. `import` of 200,000 records had one
-    /// core idle for a third of its time, one commit per 50,000 lines.
+    /// lines `next` has by then are taken apart on the core the commit leaves idle: the
+    /// next call, given them first, starts with them. `import` of 200,000 records had
+    /// one core idle for a third of its time, one commit per 50,000 lines, and `serve`
+    /// draining NATS a quarter.
     pub fn ingest_before<'a>(
         &mut self,
         lines: impl IntoIterator<Item = &'a Line>,
-        next: &[Line],
+        next: &mut dyn Next,
     ) -> anyhow::Result<Outcome> {
         let result = self.try_ingest(lines, next);
         if result.is_err() {
@@ -278,7 +335,7 @@ impl Pipeline {
     fn try_ingest<'a>(
         &mut self,
         lines: impl IntoIterator<Item = &'a Line>,
-        next: &[Line],
+        next: &mut dyn Next,
     ) -> anyhow::Result<Outcome> {
         let lines: Vec<&Line> = lines.into_iter().collect();
         let ahead = self.ahead.take_for(&lines);
@@ -350,15 +407,17 @@ impl Pipeline {
                     ..Ahead::default()
                 };
                 // A batch that failed drops the sender: nothing is taken apart ahead.
-                if next.is_empty() || stored_rx.recv().is_err() {
+                if stored_rx.recv().is_err() {
                     return (sizes, ahead);
                 }
-                for chunk in next.chunks(PREPARE_CHUNK) {
-                    if committed.load(Ordering::Relaxed) || ahead.prepared.len() >= MAX_AHEAD {
-                        break;
-                    }
-                    for line in chunk {
+                while !committed.load(Ordering::Relaxed) && ahead.prepared.len() < MAX_AHEAD {
+                    let pulled = next.pull(&mut |line| {
                         ahead.push(line, prepare(line, keys, enricher, compressor.as_mut()));
+                    });
+                    match pulled {
+                        Pulled::Lines => {}
+                        Pulled::NotYet => std::thread::sleep(NEXT_POLL),
+                        Pulled::Done => break,
                     }
                 }
                 (sizes, ahead)
@@ -399,7 +458,7 @@ impl Pipeline {
             (outcome, sizes, ahead)
         });
         let outcome = outcome?;
-        self.ahead = ahead_of_next;
+        self.ahead.append(ahead_of_next);
         sizes.add(prepared_sizes);
         if let Some(trained) = trained {
             self.writer.adopt(trained);
@@ -448,9 +507,11 @@ impl Pipeline {
 const PREPARE_CHUNK: usize = 256;
 /// Chunks taken apart ahead of the writer.
 const PREPARED_QUEUE: usize = 16;
-/// Lines of the next batch taken apart while one commits, at most: about what one
-/// thread takes apart in a 50,000-line batch's commit, and ~50 MB held meanwhile.
+/// Lines of the next batch taken apart while one commits, at most: a batch of `import`
+/// and, by default, of `serve` (about 100 MB more held meanwhile).
 const MAX_AHEAD: usize = 50_000;
+/// How often lines of the next batch are looked for while a commit runs and none came.
+const NEXT_POLL: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// The lines of a batch given to the compressor: how many, their bytes, and the bytes
 /// stored for them.

@@ -1277,6 +1277,16 @@ fn lines_taken_apart_ahead_are_stored_only_with_the_batch_they_came_from() {
     assert_eq!(ahead.ingest(&second).unwrap().stored, 31);
     assert_eq!(listed(&ahead_store), listed(&plain_store));
 
+    // A batch that ends before the lines taken ahead: the rest wait for the next.
+    let (mut split, split_store) = pipeline(&dir.path().join("split"), &keys);
+    split.ingest(&first).unwrap();
+    split.ahead = ahead_of(&split, &second);
+    split.ingest(&second[..4]).unwrap();
+    assert_eq!(split.ahead.prepared.len(), 6, "kept for the next batch");
+    split.ingest(&second[4..]).unwrap();
+    assert!(split.ahead.prepared.is_empty());
+    assert_eq!(listed(&split_store), listed(&plain_store));
+
     // Offered the second batch's lines ahead, the first batch of another pipeline
     // stores its own lines.
     let (mut other, other_store) = pipeline(&dir.path().join("other"), &keys);

@@ -7,7 +7,7 @@ use crate::{
         Line,
         file::{FileLines, chain_order},
     },
-    pipeline::{Expiry, Outcome},
+    pipeline::{Expiry, Following, Outcome},
 };
 
 /// Lines per transaction. Every commit rewrites each index page the batch touched
@@ -47,7 +47,8 @@ pub fn run(args: &ImportArgs) -> anyhow::Result<()> {
                 }
             }
             if let Some(lines) = current.take() {
-                total.add(pipeline.ingest_before(&lines, next.as_deref().unwrap_or_default())?);
+                let following = next.as_deref().unwrap_or_default();
+                total.add(pipeline.ingest_before(&lines, &mut Following(following))?);
             }
             for path in ended {
                 eprintln!("tracer-hub: imported {}", path.display());

@@ -336,7 +336,7 @@ async fn ingest(
                 analyzed = tokio::time::Instant::now();
             }
             if refreshed.elapsed() >= REFRESH_EVERY {
-                for message in pipeline.enricher().refresh() {
+                for message in pipeline.refresh_enrichment() {
                     eprintln!("tracer-hub: {message}");
                 }
                 refreshed = tokio::time::Instant::now();
@@ -371,7 +371,7 @@ async fn ingest(
             }
             pipeline.keep_rows(live.receiver_count() > 0);
             let result = tokio::task::block_in_place(|| {
-                pipeline.ingest(batch.iter().flat_map(|d| &d.lines))
+                pipeline.ingest_before(batch.iter().flat_map(|d| &d.lines), &mut source)
             });
             match result {
                 Ok(mut outcome) => {

@@ -6,7 +6,7 @@
 //! Messages come from the consumer's continuous pull stream, and batches are cut on the
 //! hub's own clock. (async-nats' one-shot `batch()` waits its expiry plus 5 s when the
 //! server's timeout status does not come, which stalled live alerts for ~5 s.)
-use std::time::Duration;
+use std::{collections::VecDeque, sync::Arc, time::Duration};
 
 use async_nats::jetstream::{
     self, AckKind,
@@ -14,8 +14,13 @@ use async_nats::jetstream::{
     context::ConsumerInfoErrorKind,
 };
 use futures_util::{StreamExt as _, future::join_all};
+use tokio::sync::{
+    Semaphore,
+    mpsc::{self, error::TryRecvError},
+};
 
 use super::{Line, MAX_LINE_BYTES, Origin, TooLong};
+use crate::pipeline::{Next, Pulled};
 
 /// The stream the sensor publishes to by default (`tracer run --nats-stream`).
 pub const DEFAULT_STREAM: &str = "TRACER";
@@ -26,9 +31,10 @@ const ACK_WAIT: Duration = Duration::from_secs(10);
 /// A batch ends once its messages hold this many records (`--nats-batch`), or
 /// [`BATCH_WAIT`] after its first message. A backlog drains in large batches, because each commit rewrites every
 /// index page the batch touched (see `import`); live traffic is cut by the wait long
-/// before. The consumer hands out no more than one batch unacknowledged, so a batch's
-/// messages wait for their own commit only, well within [`ACK_WAIT`] (50,000 commit in
-/// 2-4 s here). With 20,000 and four batches in flight, the same 200,000 messages
+/// before. The consumer hands out no more than two batches unacknowledged (the one
+/// being stored, and the next, whose lines are taken apart while the first commits),
+/// so a batch's messages wait for the commit before theirs and their own, within
+/// [`ACK_WAIT`] (50,000 commit in 2-4 s here). With 20,000 and four batches in flight, the same 200,000 messages
 /// drained 21,098/s into SQLite and 12,692/s into PostgreSQL; with this, 29,055/s and
 /// 14,776/s (one bench run each, back to back).
 pub const DEFAULT_BATCH: usize = 50_000;
@@ -136,10 +142,69 @@ impl Delivery {
 
 pub struct Source {
     settings: NatsSettings,
-    messages: pull::Stream,
+    /// What the task reading the pull stream delivered, in order.
+    delivered: mpsc::UnboundedReceiver<Result<Delivery, NatsError>>,
+    reader: tokio::task::JoinHandle<()>,
+    /// Lines the reader may hold delivered and not yet taken: a batch's worth, so
+    /// messages of many records cannot pile up in the hub while a batch is stored.
+    budget: Arc<Semaphore>,
+    /// Messages taken while a batch was stored ([`Next`]): the next batch begins with
+    /// them.
+    ahead: VecDeque<Delivery>,
+    ahead_lines: usize,
+    /// What the reader met after the messages taken ahead: the next batch ends there.
+    failed: Option<NatsError>,
     acks: AckPolicy,
     resumed: Option<Resumed>,
     stream_created_ns: i64,
+}
+
+impl Drop for Source {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+/// The reader's hold on the lines of one message: at most the whole budget.
+fn permits(delivery: &Delivery, budget: usize) -> u32 {
+    u32::try_from(delivery.lines.len().min(budget)).unwrap_or(u32::MAX)
+}
+
+/// Reads the pull stream as messages come, until it fails or the source is dropped,
+/// so the next batch's messages are in the hub while one is stored.
+async fn read(
+    mut messages: pull::Stream,
+    to: mpsc::UnboundedSender<Result<Delivery, NatsError>>,
+    budget: Arc<Semaphore>,
+    batch: usize,
+    stream: String,
+) {
+    let failed = |detail: String| NatsError::Fetch {
+        stream: stream.clone(),
+        detail,
+    };
+    loop {
+        let item = match messages.next().await {
+            None => Err(failed("the pull stream ended".to_owned())),
+            Some(Err(e)) => Err(failed(e.to_string())),
+            Some(Ok(message)) => {
+                let stream_seq = message.info().map(|i| i.stream_sequence).unwrap_or(0);
+                let delivery = Delivery {
+                    lines: lines_of(stream_seq, &message.payload),
+                    message,
+                };
+                match budget.acquire_many(permits(&delivery, batch)).await {
+                    Ok(held) => held.forget(),
+                    Err(_closed) => return,
+                }
+                Ok(delivery)
+            }
+        };
+        let end = item.is_err();
+        if to.send(item).is_err() || end {
+            return;
+        }
+    }
 }
 
 /// A consumer that was missing, created again at a point the store kept.
@@ -290,7 +355,7 @@ impl Source {
                 deliver_policy,
                 ack_policy: acks,
                 ack_wait: ACK_WAIT,
-                max_ack_pending: settings.batch as i64,
+                max_ack_pending: 2 * settings.batch as i64,
                 ..Default::default()
             })
             .await
@@ -307,9 +372,23 @@ impl Source {
                     stream: settings.stream.clone(),
                     detail: e.to_string(),
                 })?;
+        let (to, delivered) = mpsc::unbounded_channel();
+        let budget = Arc::new(Semaphore::new(settings.batch));
+        let reader = tokio::spawn(read(
+            messages,
+            to,
+            budget.clone(),
+            settings.batch,
+            settings.stream.clone(),
+        ));
         Ok(Self {
             settings: settings.clone(),
-            messages,
+            delivered,
+            reader,
+            budget,
+            ahead: VecDeque::new(),
+            ahead_lines: 0,
+            failed: None,
             acks,
             resumed,
             stream_created_ns: created_ns,
@@ -381,32 +460,78 @@ impl Source {
     /// The next messages: until they hold [`NatsSettings::batch`] records, or what came
     /// within [`BATCH_WAIT`] of the first; empty when nothing came for [`IDLE_WAIT`].
     pub async fn next_batch(&mut self) -> Result<Vec<Delivery>, NatsError> {
-        let stream = &self.settings.stream;
-        let fetch_error = |detail: String| NatsError::Fetch {
-            stream: stream.clone(),
-            detail,
-        };
         let mut batch = Vec::new();
         let mut lines = 0;
-        let mut deadline = tokio::time::Instant::now() + IDLE_WAIT;
-        while lines < self.settings.batch {
-            let message = match tokio::time::timeout_at(deadline, self.messages.next()).await {
-                Err(_elapsed) => break,
-                Ok(None) => return Err(fetch_error("the pull stream ended".to_owned())),
-                Ok(Some(message)) => message.map_err(|e| fetch_error(e.to_string()))?,
+        while lines < self.settings.batch
+            && let Some(delivery) = self.ahead.pop_front()
+        {
+            self.ahead_lines -= delivery.lines.len();
+            lines += delivery.lines.len();
+            batch.push(delivery);
+        }
+        if !self.ahead.is_empty() {
+            return Ok(batch);
+        }
+        if let Some(failed) = self.failed.take() {
+            return if batch.is_empty() {
+                Err(failed)
+            } else {
+                self.failed = Some(failed);
+                Ok(batch)
             };
+        }
+        let wait = if batch.is_empty() {
+            IDLE_WAIT
+        } else {
+            BATCH_WAIT
+        };
+        let mut deadline = tokio::time::Instant::now() + wait;
+        while lines < self.settings.batch {
+            let delivery = match tokio::time::timeout_at(deadline, self.delivered.recv()).await {
+                Err(_elapsed) => break,
+                Ok(None) => {
+                    return Err(NatsError::Fetch {
+                        stream: self.settings.stream.clone(),
+                        detail: "the pull stream's reader ended".to_owned(),
+                    });
+                }
+                Ok(Some(delivery)) => delivery?,
+            };
+            self.budget
+                .add_permits(permits(&delivery, self.settings.batch) as usize);
             if batch.is_empty() {
                 deadline = tokio::time::Instant::now() + BATCH_WAIT;
             }
-            let stream_seq = message.info().map(|i| i.stream_sequence).unwrap_or(0);
-            let delivery = Delivery {
-                lines: lines_of(stream_seq, &message.payload),
-                message,
-            };
             lines += delivery.lines.len();
             batch.push(delivery);
         }
         Ok(batch)
+    }
+}
+
+/// The messages delivered while a batch is stored, taken without waiting, up to a
+/// batch: the next batch begins with them.
+impl Next for Source {
+    fn pull(&mut self, take: &mut dyn FnMut(&Line)) -> Pulled {
+        if self.ahead_lines >= self.settings.batch || self.failed.is_some() {
+            return Pulled::Done;
+        }
+        match self.delivered.try_recv() {
+            Ok(Ok(delivery)) => {
+                self.budget
+                    .add_permits(permits(&delivery, self.settings.batch) as usize);
+                delivery.lines.iter().for_each(take);
+                self.ahead_lines += delivery.lines.len();
+                self.ahead.push_back(delivery);
+                Pulled::Lines
+            }
+            Ok(Err(failed)) => {
+                self.failed = Some(failed);
+                Pulled::Done
+            }
+            Err(TryRecvError::Empty) => Pulled::NotYet,
+            Err(TryRecvError::Disconnected) => Pulled::Done,
+        }
     }
 }
 
