@@ -1,5 +1,6 @@
 //! Where lines come from: JetStream (`nats`) or files (`file`), and what a line holds
 //! (`record`). Nothing here trusts a line: `record::parse` says what is wrong with one.
+mod delivered;
 pub mod file;
 pub mod nats;
 pub mod record;

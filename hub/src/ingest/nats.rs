@@ -6,20 +6,19 @@
 //! Messages come from the consumer's continuous pull stream, and batches are cut on the
 //! hub's own clock. (async-nats' one-shot `batch()` waits its expiry plus 5 s when the
 //! server's timeout status does not come, which stalled live alerts for ~5 s.)
-use std::{collections::VecDeque, sync::Arc, time::Duration};
+use std::{collections::VecDeque, time::Duration};
 
 use async_nats::jetstream::{
     self, AckKind,
     consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull},
     context::ConsumerInfoErrorKind,
 };
-use futures_util::{StreamExt as _, future::join_all};
-use tokio::sync::{
-    Semaphore,
-    mpsc::{self, error::TryRecvError},
-};
+use futures_util::future::join_all;
 
-use super::{Line, MAX_LINE_BYTES, Origin, TooLong};
+use super::{
+    Line,
+    delivered::{Delivered, Delivery},
+};
 use crate::pipeline::{Next, Pulled};
 
 /// The stream the sensor publishes to by default (`tracer run --nats-stream`).
@@ -119,35 +118,10 @@ pub enum NatsError {
     Fetch { stream: String, detail: String },
 }
 
-/// One message, as its lines (one per record), until it is acknowledged.
-pub struct Delivery {
-    pub lines: Vec<Line>,
-    message: jetstream::Message,
-}
-
-impl Delivery {
-    async fn ack(&self) -> Result<(), String> {
-        self.message.ack().await.map_err(|e| e.to_string())
-    }
-
-    fn stream_sequence(&self) -> u64 {
-        self.message.info().map_or(0, |info| info.stream_sequence)
-    }
-
-    /// Asks for redelivery (after the delay the kind names).
-    async fn nak(&self, kind: AckKind) -> Result<(), String> {
-        self.message.ack_with(kind).await.map_err(|e| e.to_string())
-    }
-}
-
 pub struct Source {
     settings: NatsSettings,
-    /// What the task reading the pull stream delivered, in order.
-    delivered: mpsc::UnboundedReceiver<Result<Delivery, NatsError>>,
-    reader: tokio::task::JoinHandle<()>,
-    /// Lines the reader may hold delivered and not yet taken: a batch's worth, so
-    /// messages of many records cannot pile up in the hub while a batch is stored.
-    budget: Arc<Semaphore>,
+    /// The pull stream's messages as they come, read by a task of their own.
+    delivered: Delivered,
     /// Messages taken while a batch was stored ([`Next`]): the next batch begins with
     /// them.
     ahead: VecDeque<Delivery>,
@@ -157,54 +131,6 @@ pub struct Source {
     acks: AckPolicy,
     resumed: Option<Resumed>,
     stream_created_ns: i64,
-}
-
-impl Drop for Source {
-    fn drop(&mut self) {
-        self.reader.abort();
-    }
-}
-
-/// The reader's hold on the lines of one message: at most the whole budget.
-fn permits(delivery: &Delivery, budget: usize) -> u32 {
-    u32::try_from(delivery.lines.len().min(budget)).unwrap_or(u32::MAX)
-}
-
-/// Reads the pull stream as messages come, until it fails or the source is dropped,
-/// so the next batch's messages are in the hub while one is stored.
-async fn read(
-    mut messages: pull::Stream,
-    to: mpsc::UnboundedSender<Result<Delivery, NatsError>>,
-    budget: Arc<Semaphore>,
-    batch: usize,
-    stream: String,
-) {
-    let failed = |detail: String| NatsError::Fetch {
-        stream: stream.clone(),
-        detail,
-    };
-    loop {
-        let item = match messages.next().await {
-            None => Err(failed("the pull stream ended".to_owned())),
-            Some(Err(e)) => Err(failed(e.to_string())),
-            Some(Ok(message)) => {
-                let stream_seq = message.info().map(|i| i.stream_sequence).unwrap_or(0);
-                let delivery = Delivery {
-                    lines: lines_of(stream_seq, &message.payload),
-                    message,
-                };
-                match budget.acquire_many(permits(&delivery, batch)).await {
-                    Ok(held) => held.forget(),
-                    Err(_closed) => return,
-                }
-                Ok(delivery)
-            }
-        };
-        let end = item.is_err();
-        if to.send(item).is_err() || end {
-            return;
-        }
-    }
 }
 
 /// A consumer that was missing, created again at a point the store kept.
@@ -372,20 +298,11 @@ impl Source {
                     stream: settings.stream.clone(),
                     detail: e.to_string(),
                 })?;
-        let (to, delivered) = mpsc::unbounded_channel();
-        let budget = Arc::new(Semaphore::new(settings.batch));
-        let reader = tokio::spawn(read(
-            messages,
-            to,
-            budget.clone(),
-            settings.batch,
-            settings.stream.clone(),
-        ));
         Ok(Self {
             settings: settings.clone(),
-            delivered,
-            reader,
-            budget,
+            // Lines held delivered and not yet taken: a batch's worth, so messages of
+            // many records cannot pile up in the hub while a batch is stored.
+            delivered: Delivered::start(messages, settings.batch),
             ahead: VecDeque::new(),
             ahead_lines: 0,
             failed: None,
@@ -457,6 +374,13 @@ impl Source {
         false
     }
 
+    fn fetch_error(&self, detail: String) -> NatsError {
+        NatsError::Fetch {
+            stream: self.settings.stream.clone(),
+            detail,
+        }
+    }
+
     /// The next messages: until they hold [`NatsSettings::batch`] records, or what came
     /// within [`BATCH_WAIT`] of the first; empty when nothing came for [`IDLE_WAIT`].
     pub async fn next_batch(&mut self) -> Result<Vec<Delivery>, NatsError> {
@@ -487,18 +411,10 @@ impl Source {
         };
         let mut deadline = tokio::time::Instant::now() + wait;
         while lines < self.settings.batch {
-            let delivery = match tokio::time::timeout_at(deadline, self.delivered.recv()).await {
+            let delivery = match tokio::time::timeout_at(deadline, self.delivered.next()).await {
                 Err(_elapsed) => break,
-                Ok(None) => {
-                    return Err(NatsError::Fetch {
-                        stream: self.settings.stream.clone(),
-                        detail: "the pull stream's reader ended".to_owned(),
-                    });
-                }
-                Ok(Some(delivery)) => delivery?,
+                Ok(delivery) => delivery.map_err(|detail| self.fetch_error(detail))?,
             };
-            self.budget
-                .add_permits(permits(&delivery, self.settings.batch) as usize);
             if batch.is_empty() {
                 deadline = tokio::time::Instant::now() + BATCH_WAIT;
             }
@@ -516,61 +432,20 @@ impl Next for Source {
         if self.ahead_lines >= self.settings.batch || self.failed.is_some() {
             return Pulled::Done;
         }
-        match self.delivered.try_recv() {
-            Ok(Ok(delivery)) => {
-                self.budget
-                    .add_permits(permits(&delivery, self.settings.batch) as usize);
+        match self.delivered.try_next() {
+            Some(Ok(delivery)) => {
                 delivery.lines.iter().for_each(take);
                 self.ahead_lines += delivery.lines.len();
                 self.ahead.push_back(delivery);
                 Pulled::Lines
             }
-            Ok(Err(failed)) => {
-                self.failed = Some(failed);
+            Some(Err(detail)) => {
+                self.failed = Some(self.fetch_error(detail));
                 Pulled::Done
             }
-            Err(TryRecvError::Empty) => Pulled::NotYet,
-            Err(TryRecvError::Disconnected) => Pulled::Done,
+            None => Pulled::NotYet,
         }
     }
-}
-
-/// A message's records, one per line. A sensor sends one record per message unless told
-/// otherwise (`--nats-records-per-message`); empty lines (a trailing newline) are not
-/// records, but an empty message is one empty line, rejected and counted like any junk.
-fn lines_of(stream_seq: u64, payload: &[u8]) -> Vec<Line> {
-    let several = payload
-        .strip_suffix(b"\n")
-        .unwrap_or(payload)
-        .contains(&b'\n');
-    let mut lines = payload
-        .split(|&b| b == b'\n')
-        .filter(|line| !line.is_empty())
-        .enumerate()
-        .map(|(i, bytes)| Line {
-            origin: Origin::Nats {
-                stream_seq,
-                line: several.then(|| u32::try_from(i + 1).unwrap_or(u32::MAX)),
-            },
-            bytes: if bytes.len() > MAX_LINE_BYTES {
-                Err(TooLong {
-                    bytes: bytes.len() as u64,
-                })
-            } else {
-                Ok(bytes.to_vec())
-            },
-        })
-        .collect::<Vec<_>>();
-    if lines.is_empty() {
-        lines.push(Line {
-            origin: Origin::Nats {
-                stream_seq,
-                line: None,
-            },
-            bytes: Ok(Vec::new()),
-        });
-    }
-    lines
 }
 
 /// Messages are pulled by count and by bytes ([`PULL_BYTES`]).
@@ -600,19 +475,6 @@ pub fn redact_url(url: &str) -> String {
 mod tests {
     use super::*;
 
-    fn taken(lines: &[Line]) -> Vec<(String, Result<&[u8], u64>)> {
-        lines
-            .iter()
-            .map(|l| {
-                let bytes = match &l.bytes {
-                    Ok(bytes) => Ok(bytes.as_slice()),
-                    Err(too_long) => Err(too_long.bytes),
-                };
-                (l.origin.to_string(), bytes)
-            })
-            .collect()
-    }
-
     #[test]
     fn a_hub_alone_acknowledges_batches_at_once_and_hubs_sharing_a_store_each_message() {
         use AckPolicy::{All, Explicit, None as Never};
@@ -627,40 +489,5 @@ mod tests {
         // where nothing waits for the commit.
         assert!(ack_policy(Some(All), Shared).is_err_and(|e| e.contains("--nats-consumer")));
         assert!(ack_policy(Some(Never), Alone).is_err_and(|e| e.contains("lose the batch")));
-    }
-
-    #[test]
-    fn a_message_of_one_record_is_one_line_named_by_its_message() {
-        for payload in [&b"{\"a\":1}"[..], b"{\"a\":1}\n"] {
-            assert_eq!(
-                taken(&lines_of(7, payload)),
-                [("nats message 7".to_owned(), Ok(&b"{\"a\":1}"[..]))]
-            );
-        }
-        // Junk to reject and count, not to drop unseen.
-        for empty in [&b""[..], b"\n", b"\n\n"] {
-            assert_eq!(
-                taken(&lines_of(8, empty)),
-                [("nats message 8".to_owned(), Ok(&b""[..]))]
-            );
-        }
-    }
-
-    #[test]
-    fn a_message_of_several_records_is_one_line_each_named_by_its_place() {
-        let long = vec![b'x'; MAX_LINE_BYTES + 1];
-        let payload = [&b"{\"a\":1}\n\n{\"a\":2}\n"[..], &long, b"\n{\"a\":3}"].concat();
-        assert_eq!(
-            taken(&lines_of(9, &payload)),
-            [
-                ("nats message 9 line 1".to_owned(), Ok(&b"{\"a\":1}"[..])),
-                ("nats message 9 line 2".to_owned(), Ok(&b"{\"a\":2}"[..])),
-                (
-                    "nats message 9 line 3".to_owned(),
-                    Err(MAX_LINE_BYTES as u64 + 1)
-                ),
-                ("nats message 9 line 4".to_owned(), Ok(&b"{\"a\":3}"[..])),
-            ]
-        );
     }
 }
