@@ -192,9 +192,10 @@ pub struct ServeArgs {
     #[arg(long, value_name = "NAME", default_value = DEFAULT_CONSUMER)]
     pub nats_consumer: String,
     /// The records stored in one transaction (whole NATS messages until they hold this
-    /// many), and the most messages unacknowledged at once. Larger batches drain a
-    /// backlog faster; each must commit within the 10 s ack wait. Hubs sharing a
-    /// consumer should give the same number.
+    /// many); twice this many messages may be unacknowledged at once (the next batch
+    /// is taken apart while one commits). Larger batches drain a backlog faster; two
+    /// must commit within the 10 s ack wait. Hubs sharing a consumer should give the
+    /// same number.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_BATCH,
           value_parser = parse_batch)]
     pub nats_batch: usize,

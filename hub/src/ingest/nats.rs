@@ -56,7 +56,7 @@ pub struct NatsSettings {
     pub url: String,
     pub stream: String,
     pub consumer: String,
-    /// The most messages in one batch, and unacknowledged at once.
+    /// The most records in one batch; twice as many messages may be unacknowledged.
     pub batch: usize,
     pub readers: Readers,
 }
