@@ -11,7 +11,7 @@ use tracer_audit::verify::parse::Sealed;
 use crate::{
     detect::{Alerting, Detector, Observation},
     enrich::{Enricher, Enrichment, RequestView},
-    ingest::{Line, Origin, record},
+    ingest::{Line, Next, Origin, Pulled, record},
     query::records::Row,
     store::{
         Batch, Derived, Entry, Learned, RollupRows, Rollups, Writer,
@@ -136,38 +136,7 @@ impl Ahead {
     }
 }
 
-/// Where the lines of the batch after the one being stored come from, as they come:
-/// the file being imported, the messages NATS delivered meanwhile.
-pub trait Next: Send {
-    /// Hands `take` the next lines, in order. They stay with their owner, who gives
-    /// them to the call that stores them, first.
-    fn pull(&mut self, take: &mut dyn FnMut(&Line)) -> Pulled;
-}
-
-pub enum Pulled {
-    /// Lines were handed over; more may follow.
-    Lines,
-    /// None came yet; some may.
-    NotYet,
-    /// No more before the next batch.
-    Done,
-}
-
-/// The lines of a slice, a chunk at a time.
-pub struct Following<'a>(pub &'a [Line]);
-
-impl Next for Following<'_> {
-    fn pull(&mut self, take: &mut dyn FnMut(&Line)) -> Pulled {
-        if self.0.is_empty() {
-            return Pulled::Done;
-        }
-        let (chunk, rest) = self.0.split_at(self.0.len().min(PREPARE_CHUNK));
-        chunk.iter().for_each(take);
-        self.0 = rest;
-        Pulled::Lines
-    }
-}
-
+/// A line's origin and length: which line a line taken apart ahead was.
 fn identity(line: &Line) -> (Origin, Option<usize>) {
     (line.origin.clone(), line.bytes.as_ref().ok().map(Vec::len))
 }
@@ -233,7 +202,7 @@ impl Pipeline {
         &mut self,
         lines: impl IntoIterator<Item = &'a Line>,
     ) -> anyhow::Result<Outcome> {
-        self.ingest_before(lines, &mut Following(&[]))
+        self.ingest_before(lines, &mut crate::ingest::Following(&[]))
     }
 
     /// [`Self::ingest`], and while the batch commits (the writer's work alone), the

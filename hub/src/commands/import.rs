@@ -4,10 +4,10 @@ use std::{path::PathBuf, sync::mpsc};
 use crate::{
     cli::ImportArgs,
     ingest::{
-        Line,
+        Following, Line,
         file::{FileLines, chain_order},
     },
-    pipeline::{Expiry, Following, Outcome},
+    pipeline::{Expiry, Outcome},
 };
 
 /// Lines per transaction. Every commit rewrites each index page the batch touched

@@ -54,3 +54,38 @@ pub struct Line {
 pub struct TooLong {
     pub bytes: u64,
 }
+
+/// Where the lines of the batch after the one being stored come from, as they come:
+/// the file being imported, the messages NATS delivered meanwhile.
+pub trait Next: Send {
+    /// Hands `take` the next lines, in order. They stay with their owner, who gives
+    /// them to the call that stores them, first.
+    fn pull(&mut self, take: &mut dyn FnMut(&Line)) -> Pulled;
+}
+
+pub enum Pulled {
+    /// Lines were handed over; more may follow.
+    Lines,
+    /// None came yet; some may.
+    NotYet,
+    /// No more before the next batch.
+    Done,
+}
+
+/// Lines handed over per pull: few, so a pull ends soon after it is asked to stop.
+const FOLLOWING_CHUNK: usize = 256;
+
+/// The lines of a slice, a chunk at a time.
+pub struct Following<'a>(pub &'a [Line]);
+
+impl Next for Following<'_> {
+    fn pull(&mut self, take: &mut dyn FnMut(&Line)) -> Pulled {
+        if self.0.is_empty() {
+            return Pulled::Done;
+        }
+        let (chunk, rest) = self.0.split_at(self.0.len().min(FOLLOWING_CHUNK));
+        chunk.iter().for_each(take);
+        self.0 = rest;
+        Pulled::Lines
+    }
+}

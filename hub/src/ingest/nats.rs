@@ -16,10 +16,9 @@ use async_nats::jetstream::{
 use futures_util::future::join_all;
 
 use super::{
-    Line,
+    Line, Next, Pulled,
     delivered::{Delivered, Delivery},
 };
-use crate::pipeline::{Next, Pulled};
 
 /// The stream the sensor publishes to by default (`tracer run --nats-stream`).
 pub const DEFAULT_STREAM: &str = "TRACER";
