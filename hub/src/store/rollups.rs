@@ -25,7 +25,8 @@ pub struct Rollups {
     users: HashSet<UserKey>,
 }
 
-#[derive(Hash, PartialEq, Eq)]
+/// Ordered as `rollup`'s primary key: dim, bucket, key.
+#[derive(Hash, PartialEq, Eq, PartialOrd, Ord)]
 struct CountKey {
     dim: Dim,
     bucket: i64,
@@ -56,6 +57,7 @@ impl From<&CountRef<'_>> for CountKey {
     }
 }
 
+/// Ordered as `rollup_users`' primary key: dim, key, hour, user.
 #[derive(Hash, PartialEq, Eq, PartialOrd, Ord)]
 struct UserKey {
     dim: Dim,
@@ -156,9 +158,7 @@ impl Rollups {
 
     pub fn into_rows(self) -> RollupRows {
         let mut counts: Vec<_> = self.counts.into_iter().collect();
-        counts.sort_unstable_by(|(a, _), (b, _)| {
-            (a.dim, a.bucket, &a.key).cmp(&(b.dim, b.bucket, &b.key))
-        });
+        counts.sort_unstable_by(|(a, _), (b, _)| a.cmp(b));
         let counts = counts
             .into_iter()
             .map(|(k, (requests, failures))| {
