@@ -858,7 +858,7 @@ fn commit(
         let closed = chains
             .streams()
             .get(stream)
-            .is_some_and(|s| s.gaps.is_empty() && !s.gaps_truncated);
+            .is_some_and(|s| s.gaps.is_empty());
         if let Some((rule, entity)) = detector.gaps_filled(stream).filter(|_| closed) {
             outcome
                 .alerts

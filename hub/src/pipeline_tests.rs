@@ -737,6 +737,72 @@ fn a_gap_that_stays_open_keeps_its_alert_open() {
     assert!(alerts.iter().all(|a| a.resolved_ns.is_none()), "{alerts:?}");
 }
 
+/// Hubs sharing one consumer take a stream's messages as the server hands them out, down
+/// to one at a time in turn: each hub's batch leaves gaps the other's fills, more of
+/// them than the chain state itemises. Every late line still fills a gap, none is a
+/// conflict, and the next checkpoint proves them all.
+#[test]
+fn lines_taken_in_turn_by_two_hubs_fill_more_gaps_than_are_itemised() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut sensor, key) = Sensor::new(dir.path(), "web1");
+    let mut raw = vec![start_line("web1")];
+    for n in 1..=24_000 {
+        raw.push(sensor.access(n, "alice"));
+    }
+    raw.push(sensor.checkpoint());
+    let (mut pipeline, store) = pipeline(dir.path(), &[format!("web1={key}")]);
+    let all = lines(&raw);
+    // The first hub takes every second line, and the checkpoint.
+    let checkpoint = raw.len() - 1;
+    let mut first = Vec::new();
+    let mut second = Vec::new();
+    for (i, line) in all.into_iter().enumerate() {
+        if i % 2 == 0 || i == checkpoint {
+            first.push(line);
+        } else {
+            second.push(line);
+        }
+    }
+    let one = pipeline.ingest(&first).unwrap();
+    assert_eq!((one.stored, one.conflicts), (first.len() as u64, 0));
+    let mut conn = store.open_reader().unwrap();
+    let report = integrity(&mut conn).unwrap();
+    assert_eq!(report.streams[0].missing, second.len() as u64);
+    let other = pipeline.ingest(&second).unwrap();
+    assert_eq!((other.stored, other.conflicts), (second.len() as u64, 0));
+    assert!(
+        other.events.is_empty(),
+        "{:?}",
+        other.events.iter().take(3).collect::<Vec<_>>()
+    );
+    let report = integrity(&mut conn).unwrap();
+    assert_eq!(report.streams[0].missing, 0);
+    assert!(
+        report.streams[0].breaks.is_empty(),
+        "{:?}",
+        report.streams[0].breaks.iter().take(3).collect::<Vec<_>>()
+    );
+    // Where gaps past the itemised ones ended was not known when the checkpoint came:
+    // the next one proves what it could not.
+    let next = [sensor.access(24_001, "alice"), sensor.checkpoint()];
+    let last = pipeline
+        .ingest(&lines_from(&next, raw.len() as u64 + 1))
+        .unwrap();
+    assert_eq!(last.stored, 2);
+    let report = integrity(&mut conn).unwrap();
+    assert_eq!(
+        report.streams[0].verified_through,
+        Some(raw.len() as u64 + 2)
+    );
+    let uncovered = records::page(&mut conn, &Filter::default(), 30_000, 0)
+        .unwrap()
+        .rows
+        .iter()
+        .filter(|(r, _)| !r.covered)
+        .count();
+    assert_eq!(uncovered, 0);
+}
+
 /// JetStream redelivers a killed hub's unacknowledged batch after later messages, so a
 /// checkpoint can arrive before the line it commits to.
 #[test]

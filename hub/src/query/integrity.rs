@@ -123,7 +123,7 @@ pub fn integrity(conn: &mut Db) -> anyhow::Result<Integrity> {
                 list.push(finding);
             }
         }
-        for &(from, to) in &state.gaps {
+        for (from, to) in state.gaps.itemised() {
             breaks.push(Finding {
                 seq: from,
                 kind: "gap".to_owned(),
@@ -133,11 +133,15 @@ pub fn integrity(conn: &mut Db) -> anyhow::Result<Integrity> {
                 ),
             });
         }
-        if state.gaps_truncated {
+        if let Some((from, missing)) = state.gaps.beyond() {
+            let how_many =
+                missing.map_or_else(|| "more seqs".to_owned(), |m| format!("{m} more seq(s)"));
             breaks.push(Finding {
-                seq: state.last_seq,
+                seq: from,
                 kind: "gap".to_owned(),
-                detail: "more gaps than the hub itemises; later ones are not listed".to_owned(),
+                detail: format!(
+                    "{how_many} from seq {from} on were not received, in more gaps than the hub itemises"
+                ),
             });
         }
         breaks.sort_by_key(|f| f.seq);

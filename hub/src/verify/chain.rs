@@ -8,7 +8,7 @@ use tracer_audit::{
     verify::parse::Sealed,
 };
 
-use super::Stored;
+use super::{Stored, gaps::Gaps};
 use crate::ingest::record::{self, Fields};
 
 /// Where a stream's chain stands after the lines stored so far.
@@ -33,14 +33,9 @@ pub struct StreamState {
     pub last_seen_ns: i64,
     /// The first line stored was the stream's first (seq 1, a new stream).
     pub start_seen: bool,
-    /// Seqs missing below `last_seq`, as inclusive ranges. JetStream redelivers a
-    /// batch a killed hub held after later messages, so a gap may fill later; the
-    /// integrity report shows the ones still open.
-    #[serde(default)]
-    pub gaps: Vec<(u64, u64)>,
-    /// More than [`MAX_GAPS`] gaps: later ones are not itemised.
-    #[serde(default)]
-    pub gaps_truncated: bool,
+    /// Seqs missing below `last_seq`.
+    #[serde(flatten)]
+    pub gaps: Gaps,
     /// What retention deleted of this stream.
     #[serde(default)]
     pub expired: Option<Expired>,
@@ -58,35 +53,10 @@ pub struct Expired {
     pub before_ns: i64,
 }
 
-/// Open gaps itemised per stream.
-const MAX_GAPS: usize = 10_000;
-
 impl StreamState {
-    fn open_gap(&mut self, from: u64, to: u64) {
-        if self.gaps.len() < MAX_GAPS {
-            self.gaps.push((from, to));
-        } else {
-            self.gaps_truncated = true;
-        }
-    }
-
-    /// Removes `seq` from the open gaps; whether it was in one.
-    fn fill(&mut self, seq: u64) -> bool {
-        let Some(at) = self.gaps.iter().position(|&(a, b)| (a..=b).contains(&seq)) else {
-            return false;
-        };
-        let (a, b) = self.gaps.remove(at);
-        if a < seq {
-            self.gaps.push((a, seq - 1));
-        }
-        if seq < b {
-            self.gaps.push((seq + 1, b));
-        }
-        true
-    }
-
+    /// Seqs known to be missing (see [`Gaps::missing`]).
     pub fn missing(&self) -> u64 {
-        self.gaps.iter().map(|(a, b)| b - a + 1).sum()
+        self.gaps.missing()
     }
 }
 
@@ -528,7 +498,7 @@ impl Chains {
                         disowned: disowned.iter().map(|d| d.seq).collect(),
                     });
                 }
-                None if state.fill(seq) => {
+                None if state.gaps.fill(seq) => {
                     let before = match seq.checked_sub(1) {
                         Some(prev) if prev > 0 => stored.stored_hash(stream, prev)?,
                         _ => None,
@@ -606,7 +576,7 @@ impl Chains {
                     );
                     Link::Restart
                 } else {
-                    state.open_gap(last_seq + 1, seq - 1);
+                    state.gaps.open(last_seq + 1, seq - 1);
                     Link::AfterGap
                 }
             }
@@ -642,8 +612,7 @@ impl Chains {
                 records: 0,
                 last_seen_ns: ts_ns,
                 start_seen: link == Link::Linked,
-                gaps: Vec::new(),
-                gaps_truncated: false,
+                gaps: Gaps::default(),
                 expired: None,
             });
         if link == Link::Broken {
@@ -708,7 +677,7 @@ impl Chains {
                 Some(true) => {
                     // Lines before an open gap are not linked to the checkpoint until
                     // the gap fills (then the store carries the proof back to them).
-                    let after_gaps = state.gaps.iter().map(|&(_, to)| to + 1).max().unwrap_or(0);
+                    let after_gaps = state.gaps.after(state.last_seq);
                     let from = state
                         .verified_through
                         .map_or(state.first_seq, |v| v + 1)

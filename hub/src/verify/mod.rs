@@ -6,6 +6,7 @@
 //! so the state per stream is its last line; lines already stored are recognised by
 //! their hash through [`Stored`], which makes redelivery harmless.
 mod chain;
+mod gaps;
 pub mod keys;
 
 pub use chain::{Chains, Event, EventKind, Link, Restoration, StoredLink, StreamState, Verdict};
