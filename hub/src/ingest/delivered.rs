@@ -10,12 +10,17 @@ use tokio::sync::{
     mpsc::{self, error::TryRecvError},
 };
 
-use super::{Line, MAX_LINE_BYTES, Origin, TooLong};
+use super::{
+    Line, MAX_LINE_BYTES, Origin, TooLong,
+    working::{Holder, Holding, Working},
+};
 
 /// One message, as its lines (one per record), until it is acknowledged.
 pub struct Delivery {
     pub lines: Vec<Line>,
     message: jetstream::Message,
+    /// Reported in progress while held long (`working`).
+    _holding: Option<Holding>,
 }
 
 impl Delivery {
@@ -40,6 +45,7 @@ pub struct Delivered {
     /// Lines the reader may hold that were not taken yet.
     budget: Arc<Semaphore>,
     limit: usize,
+    _working: Working,
 }
 
 impl Drop for Delivered {
@@ -49,16 +55,18 @@ impl Drop for Delivered {
 }
 
 impl Delivered {
-    /// Starts reading `messages`, holding at most `limit` lines not taken.
-    pub fn start(messages: pull::Stream, limit: usize) -> Self {
+    /// Starts reading `messages`, holding at most `limit` lines not taken; `working`
+    /// reports the messages held in progress until they are acknowledged.
+    pub fn start(messages: pull::Stream, limit: usize, working: Working) -> Self {
         let (to, queue) = mpsc::unbounded_channel();
         let budget = Arc::new(Semaphore::new(limit));
-        let reader = tokio::spawn(read(messages, to, budget.clone(), limit));
+        let reader = tokio::spawn(read(messages, to, budget.clone(), limit, working.holder()));
         Self {
             queue,
             reader,
             budget,
             limit,
+            _working: working,
         }
     }
 
@@ -101,6 +109,7 @@ async fn read(
     to: mpsc::UnboundedSender<Result<Delivery, String>>,
     budget: Arc<Semaphore>,
     limit: usize,
+    holder: Holder,
 ) {
     loop {
         let item = match messages.next().await {
@@ -110,6 +119,7 @@ async fn read(
                 let stream_seq = message.info().map(|i| i.stream_sequence).unwrap_or(0);
                 let delivery = Delivery {
                     lines: lines_of(stream_seq, &message.payload),
+                    _holding: message.reply.as_ref().map(|reply| holder.hold(reply)),
                     message,
                 };
                 match budget.acquire_many(permits(&delivery, limit)).await {

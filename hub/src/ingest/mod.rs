@@ -4,6 +4,7 @@ mod delivered;
 pub mod file;
 pub mod nats;
 pub mod record;
+mod working;
 
 use std::{fmt, path::Path, sync::Arc};
 

@@ -18,6 +18,7 @@ use futures_util::future::join_all;
 use super::{
     Line, Next, Pulled,
     delivered::{Delivered, Delivery},
+    working::Working,
 };
 
 /// The stream the sensor publishes to by default (`tracer run --nats-stream`).
@@ -184,7 +185,7 @@ impl Source {
                 url: redact_url(&settings.url),
                 detail: e.to_string(),
             })?;
-        let js = jetstream::new(client);
+        let js = jetstream::new(client.clone());
         let stream = js
             .get_stream(&settings.stream)
             .await
@@ -301,7 +302,7 @@ impl Source {
             settings: settings.clone(),
             // Lines held delivered and not yet taken: a batch's worth, so messages of
             // many records cannot pile up in the hub while a batch is stored.
-            delivered: Delivered::start(messages, settings.batch),
+            delivered: Delivered::start(messages, settings.batch, Working::start(client, ACK_WAIT)),
             ahead: VecDeque::new(),
             ahead_lines: 0,
             failed: None,
