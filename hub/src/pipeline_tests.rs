@@ -803,6 +803,33 @@ fn lines_taken_in_turn_by_two_hubs_fill_more_gaps_than_are_itemised() {
     assert_eq!(uncovered, 0);
 }
 
+/// The other hub's share can commit first: the store then meets the stream in its
+/// middle, and the lines before, the start line among them, come after.
+#[test]
+fn lines_before_the_first_stored_come_later_and_link() {
+    let dir = tempfile::tempdir().unwrap();
+    let (raw, key) = stream(dir.path(), "web1");
+    let (mut pipeline, store) = pipeline(dir.path(), &[format!("web1={key}")]);
+    let all = lines(&raw);
+    let (early, late) = all.split_at(8);
+    let first = pipeline.ingest(late).unwrap();
+    assert_eq!(first.conflicts, 0);
+    let before = pipeline.ingest(early).unwrap();
+    assert_eq!((before.stored, before.conflicts), (8, 0));
+    assert!(before.events.is_empty(), "{:?}", before.events);
+    let mut conn = store.open_reader().unwrap();
+    let report = integrity(&mut conn).unwrap();
+    let web1 = &report.streams[0];
+    assert_eq!(
+        (web1.missing, web1.breaks.len()),
+        (0, 0),
+        "{:?}",
+        web1.breaks
+    );
+    let page = records::page(&mut conn, &Filter::default(), 100, 0).unwrap();
+    assert_eq!(covered(&page), (2..=21).rev().collect::<Vec<_>>());
+}
+
 /// JetStream redelivers a killed hub's unacknowledged batch after later messages, so a
 /// checkpoint can arrive before the line it commits to.
 #[test]

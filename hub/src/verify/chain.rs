@@ -521,6 +521,29 @@ impl Chains {
                 None if state.expired.is_some_and(|e| seq <= e.through_seq) => {
                     return Ok(Verdict::unstored(sealed, Link::Expired, events));
                 }
+                // A line before the first the store met: hubs sharing a consumer each
+                // take a share from the stream's first message on, and the stream is
+                // first stored from whichever share commits first. The lines between
+                // this one and that first line are missing until they come.
+                None if seq < state.first_seq => {
+                    if seq + 1 < state.first_seq {
+                        state.gaps.open(seq + 1, state.first_seq - 1);
+                    }
+                    state.first_seq = seq;
+                    state.start_seen |= new_stream;
+                    let after = stored.stored_prev_hash(stream, seq + 1)?;
+                    if after.is_some_and(|h| h != sealed.hash) {
+                        event(
+                            EventKind::Modified,
+                            format!(
+                                "seq {seq} arrived after later lines and does not link to the stored line after it"
+                            ),
+                        );
+                        Link::Broken
+                    } else {
+                        Link::Filled
+                    }
+                }
                 None => {
                     event(
                         EventKind::Conflict,
