@@ -846,10 +846,19 @@ fn commit(
     for finding in &findings {
         outcome.alerts.push(batch.alert(finding)?);
     }
-    // Late lines take the proof of the line after them, so the last goes first.
+    // Late lines take the proof of the line after them, so the last goes first. Only
+    // lines up to a stream's verified-through seq are proven: a line past it has no
+    // proof to take (two hubs in turn fill tens of thousands of such lines a batch).
     filled.sort_by(|a, b| b.cmp(a));
     for (stream, seq) in &filled {
-        batch.carry_cover_back(stream, *seq)?;
+        let proven_after = chains
+            .streams()
+            .get(stream)
+            .and_then(|s| s.verified_through)
+            .is_some_and(|through| *seq < through);
+        if proven_after {
+            batch.carry_cover_back(stream, *seq)?;
+        }
     }
     // A stream whose every gap is now filled lost nothing: its gap alert is over
     // (JetStream redelivering a killed hub's batch late raises one).

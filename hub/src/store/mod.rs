@@ -13,6 +13,7 @@ mod readers;
 mod retention;
 mod rollups;
 mod schema;
+mod window;
 mod write;
 
 use std::{collections::HashMap, fmt, path::PathBuf, sync::Arc, time::Duration};

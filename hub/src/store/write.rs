@@ -17,6 +17,7 @@ use super::{
     postgres,
     rollups::RollupRows,
     schema::{self, Dim},
+    window::{Known, Window},
 };
 use crate::{
     enrich::Enrichment,
@@ -147,6 +148,8 @@ pub struct Batch<'c> {
     retracted: Vec<Retracted>,
     names: HashSet<(String, String)>,
     revision: Option<i64>,
+    /// Stored lines the chain check asked about, read a run of seqs at once.
+    window: Option<Window>,
     pub stored: u64,
 }
 
@@ -165,6 +168,7 @@ impl<'c> Batch<'c> {
             retracted: Vec::new(),
             names: HashSet::new(),
             revision: None,
+            window: None,
             stored: 0,
         })
     }
@@ -221,6 +225,17 @@ impl<'c> Batch<'c> {
         )?;
         if self.tx.dialect() == Dialect::Sqlite {
             self.ranges.note(&f.stream, part, f.seq);
+        }
+        if let Some(window) = &mut self.window {
+            let link = entry.verdict.link.as_str();
+            let known = Known {
+                hash: sealed.hash,
+                prev_hash: sealed.prev_hash,
+                broken: link == "break",
+                forged: link == FORGED,
+                checkpoint: None,
+            };
+            window.stored(&f.stream, f.seq, known);
         }
         self.stored += 1;
         if let Some(loss) = &f.loss {
@@ -281,6 +296,9 @@ impl<'c> Batch<'c> {
                 args![stream, from as i64, to as i64],
             )?;
         }
+        if let Some(window) = &mut self.window {
+            window.covered(stream, (from, to), to as i64);
+        }
         Ok(())
     }
 
@@ -288,6 +306,7 @@ impl<'c> Batch<'c> {
     /// checkpoint signed with the stream's key names another line there): its chain
     /// position reads `forged`, and no checkpoint covers it, now or later.
     pub fn disown(&mut self, stream: &str, seq: u64) -> anyhow::Result<()> {
+        self.window = None;
         if let Some((table, _)) = self.find("seq", stream, seq)? {
             self.tx.execute(
                 &format!(
@@ -303,6 +322,7 @@ impl<'c> Batch<'c> {
     /// sensor's own (a restoration): it is kept among the conflicts byte for byte, with
     /// its loss total if it was a loss line. Returns it as it came.
     pub fn take_forged(&mut self, stream: &str, seq: u64) -> anyhow::Result<Option<Vec<u8>>> {
+        self.window = None;
         let Some((table, row)) = self.find(
             "hash, line, ts, kind, user, template, asset, client",
             stream,
@@ -358,6 +378,7 @@ impl<'c> Batch<'c> {
     /// The stored line `seq` of `stream`, marked broken because a forged line stood
     /// before it, links to the sensor's own line restored there.
     pub fn relink(&mut self, stream: &str, seq: u64) -> anyhow::Result<()> {
+        self.window = None;
         if let Some((table, _)) = self.find("seq", stream, seq)? {
             self.tx.execute(
                 &format!("UPDATE {table} SET link = 'linked' WHERE stream = ?1 AND seq = ?2"),
@@ -659,52 +680,86 @@ impl Batch<'_> {
         Ok(None)
     }
 
-    fn stored(&mut self, column: &str, stream: &str, seq: u64) -> anyhow::Result<Option<Hash>> {
-        let hash: Option<Vec<u8>> = match self.find(column, stream, seq)? {
-            Some((_, row)) => row.get(0)?,
-            None => None,
-        };
-        Ok(hash.and_then(|h| h.try_into().ok()))
+    /// The stored line `seq` of `stream` as the chain check sees it, from the window,
+    /// which is read anew around `seq` when it does not hold it.
+    fn known(&mut self, stream: &str, seq: u64) -> anyhow::Result<Option<Known>> {
+        if let Some(known) = self.window.as_ref().and_then(|w| w.get(stream, seq)) {
+            return Ok(known);
+        }
+        let (from, to) = Window::around(seq);
+        let mut lines = HashMap::new();
+        for table in self.tables_of(stream, (from, to))? {
+            let rows = self.tx.query(
+                &format!(
+                    "SELECT seq, hash, prev_hash, link, checkpoint FROM {table}
+                     WHERE stream = ?1 AND seq BETWEEN ?2 AND ?3"
+                ),
+                args![stream, from as i64, to as i64],
+            )?;
+            for row in rows {
+                let hash = |at: usize| -> anyhow::Result<Hash> {
+                    let bytes: Vec<u8> = row.get(at)?;
+                    bytes
+                        .try_into()
+                        .map_err(|_| anyhow::anyhow!("a stored hash that is not 32 bytes"))
+                };
+                let link: String = row.get(3)?;
+                let known = Known {
+                    hash: hash(1)?,
+                    prev_hash: hash(2)?,
+                    broken: link == "break",
+                    forged: link == FORGED,
+                    checkpoint: row.get(4)?,
+                };
+                lines.insert(row.get::<i64>(0)? as u64, known);
+            }
+        }
+        let known = lines.get(&seq).copied();
+        self.window = Some(Window::new(stream, (from, to), lines));
+        Ok(known)
     }
 
     /// A late line that filled a gap is proven by the checkpoint that covers the line
     /// after it, when that line links to it; and so on backwards, through the lines
     /// that waited for the gap to fill, until one is covered already or does not link.
+    /// The walk reads the window; the lines it proves are updated in one statement.
     pub fn carry_cover_back(&mut self, stream: &str, seq: u64) -> anyhow::Result<()> {
-        let mut seq = seq;
-        loop {
-            let Some((_, next)) = self.find("checkpoint, prev_hash", stream, seq + 1)? else {
-                return Ok(());
+        let Some(checkpoint) = self.known(stream, seq + 1)?.and_then(|k| k.checkpoint) else {
+            return Ok(());
+        };
+        let mut lowest = None;
+        let mut at = seq;
+        while at > 0 {
+            let Some(next) = self.known(stream, at + 1)? else {
+                break;
             };
-            let (Some(checkpoint), next_prev) =
-                (next.get::<Option<i64>>(0)?, next.get::<Vec<u8>>(1)?)
-            else {
-                return Ok(());
-            };
-            let this = match self.find("checkpoint, hash, link", stream, seq)? {
-                Some((table, r)) => Some((
-                    table,
-                    r.get::<Option<i64>>(0)?,
-                    r.get::<Vec<u8>>(1)?,
-                    r.get::<String>(2)?,
-                )),
-                None => None,
-            };
-            match this {
-                Some((table, None, hash, link))
-                    if hash == next_prev && link != "break" && link != FORGED =>
+            match self.known(stream, at)? {
+                Some(this)
+                    if this.checkpoint.is_none()
+                        && this.provable()
+                        && this.hash == next.prev_hash =>
                 {
-                    self.tx.execute(
-                        &format!(
-                            "UPDATE {table} SET checkpoint = ?3 WHERE stream = ?1 AND seq = ?2"
-                        ),
-                        args![stream, seq as i64, checkpoint],
-                    )?;
-                    seq -= 1;
+                    if let Some(window) = &mut self.window {
+                        window.covered(stream, (at, at), checkpoint);
+                    }
+                    lowest = Some(at);
+                    at -= 1;
                 }
-                _ => return Ok(()),
+                _ => break,
             }
         }
+        let Some(lowest) = lowest else {
+            return Ok(());
+        };
+        for table in self.tables_of(stream, (lowest, seq))? {
+            self.tx.execute(
+                &format!(
+                    "UPDATE {table} SET checkpoint = ?4 WHERE stream = ?1 AND seq BETWEEN ?2 AND ?3"
+                ),
+                args![stream, lowest as i64, seq as i64, checkpoint],
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -813,11 +868,11 @@ impl Retracted {
 
 impl Stored for Batch<'_> {
     fn stored_hash(&mut self, stream: &str, seq: u64) -> anyhow::Result<Option<Hash>> {
-        self.stored("hash", stream, seq)
+        Ok(self.known(stream, seq)?.map(|k| k.hash))
     }
 
     fn stored_prev_hash(&mut self, stream: &str, seq: u64) -> anyhow::Result<Option<Hash>> {
-        self.stored("prev_hash", stream, seq)
+        Ok(self.known(stream, seq)?.map(|k| k.prev_hash))
     }
 
     fn stored_line(&mut self, stream: &str, seq: u64) -> anyhow::Result<Option<Vec<u8>>> {
@@ -832,19 +887,10 @@ impl Stored for Batch<'_> {
     }
 
     fn stored_link(&mut self, stream: &str, seq: u64) -> anyhow::Result<Option<StoredLink>> {
-        let Some((_, row)) = self.find("hash, prev_hash, link", stream, seq)? else {
-            return Ok(None);
-        };
-        let hash = |at: usize| -> anyhow::Result<Hash> {
-            let bytes: Vec<u8> = row.get(at)?;
-            bytes
-                .try_into()
-                .map_err(|_| anyhow::anyhow!("a stored hash that is not 32 bytes"))
-        };
-        Ok(Some(StoredLink {
-            hash: hash(0)?,
-            prev_hash: hash(1)?,
-            broken: row.get::<String>(2)? == "break",
+        Ok(self.known(stream, seq)?.map(|k| StoredLink {
+            hash: k.hash,
+            prev_hash: k.prev_hash,
+            broken: k.broken,
         }))
     }
 
