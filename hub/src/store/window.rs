@@ -12,6 +12,9 @@ use hashbrown::HashMap;
 
 use tracer_audit::chain::Hash;
 
+/// The chain position of a stored line the sensor's own signed checkpoint disowns.
+pub const FORGED: &str = "forged";
+
 /// Seqs read at once on either side of the one asked for: a late line's check goes
 /// forward, the walk down a checkpoint's chain backward.
 pub const SPAN: u64 = 4096;
@@ -30,6 +33,17 @@ pub struct Known {
 }
 
 impl Known {
+    /// A line stored with chain position `link` (`break`, `forged`, ...).
+    pub fn new(hash: Hash, prev_hash: Hash, link: &str, checkpoint: Option<i64>) -> Self {
+        Self {
+            hash,
+            prev_hash,
+            broken: link == "break",
+            forged: link == FORGED,
+            checkpoint,
+        }
+    }
+
     /// Whether a checkpoint may cover it: not a break, not forged.
     pub fn provable(&self) -> bool {
         !self.broken && !self.forged

@@ -17,7 +17,7 @@ use super::{
     postgres,
     rollups::RollupRows,
     schema::{self, Dim},
-    window::{Known, Window},
+    window::{FORGED, Known, Window},
 };
 use crate::{
     enrich::Enrichment,
@@ -25,9 +25,6 @@ use crate::{
     verify::{Event, Stored, StoredLink, StreamState, Verdict},
     when::now_ns,
 };
-
-/// The chain position of a stored line the sensor's own signed checkpoint disowns.
-const FORGED: &str = "forged";
 
 /// What the detections learned, as rows of `detect_state`: (tracker, entity, its state
 /// as JSON, or `None` to forget it).
@@ -228,13 +225,7 @@ impl<'c> Batch<'c> {
         }
         if let Some(window) = &mut self.window {
             let link = entry.verdict.link.as_str();
-            let known = Known {
-                hash: sealed.hash,
-                prev_hash: sealed.prev_hash,
-                broken: link == "break",
-                forged: link == FORGED,
-                checkpoint: None,
-            };
+            let known = Known::new(sealed.hash, sealed.prev_hash, link, None);
             window.stored(&f.stream, f.seq, known);
         }
         self.stored += 1;
@@ -703,14 +694,7 @@ impl Batch<'_> {
                         .try_into()
                         .map_err(|_| anyhow::anyhow!("a stored hash that is not 32 bytes"))
                 };
-                let link: String = row.get(3)?;
-                let known = Known {
-                    hash: hash(1)?,
-                    prev_hash: hash(2)?,
-                    broken: link == "break",
-                    forged: link == FORGED,
-                    checkpoint: row.get(4)?,
-                };
+                let known = Known::new(hash(1)?, hash(2)?, &row.get::<String>(3)?, row.get(4)?);
                 lines.insert(row.get::<i64>(0)? as u64, known);
             }
         }
@@ -724,24 +708,25 @@ impl Batch<'_> {
     /// that waited for the gap to fill, until one is covered already or does not link.
     /// The walk reads the window; the lines it proves are updated in one statement.
     pub fn carry_cover_back(&mut self, stream: &str, seq: u64) -> anyhow::Result<()> {
-        let Some(checkpoint) = self.known(stream, seq + 1)?.and_then(|k| k.checkpoint) else {
+        let Some(next) = self.known(stream, seq + 1)? else {
             return Ok(());
         };
+        let Some(checkpoint) = next.checkpoint else {
+            return Ok(());
+        };
+        // The hash the line at `at` must have to link to the proven line after it.
+        let mut links_to = next.prev_hash;
         let mut lowest = None;
         let mut at = seq;
         while at > 0 {
-            let Some(next) = self.known(stream, at + 1)? else {
-                break;
-            };
             match self.known(stream, at)? {
                 Some(this)
-                    if this.checkpoint.is_none()
-                        && this.provable()
-                        && this.hash == next.prev_hash =>
+                    if this.checkpoint.is_none() && this.provable() && this.hash == links_to =>
                 {
                     if let Some(window) = &mut self.window {
                         window.covered(stream, (at, at), checkpoint);
                     }
+                    links_to = this.prev_hash;
                     lowest = Some(at);
                     at -= 1;
                 }
