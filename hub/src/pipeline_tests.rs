@@ -768,6 +768,15 @@ fn lines_taken_in_turn_by_two_hubs_fill_more_gaps_than_are_itemised() {
     let mut conn = store.open_reader().unwrap();
     let report = integrity(&mut conn).unwrap();
     assert_eq!(report.streams[0].missing, second.len() as u64);
+    assert_eq!(report.streams[0].verified_through, None);
+    assert_eq!(
+        report.streams[0]
+            .notes
+            .iter()
+            .map(|n| (n.seq, n.kind.as_str()))
+            .collect::<Vec<_>>(),
+        [(raw.len() as u64, "pending")]
+    );
     let other = pipeline.ingest(&second).unwrap();
     assert_eq!((other.stored, other.conflicts), (second.len() as u64, 0));
     assert!(
@@ -783,7 +792,18 @@ fn lines_taken_in_turn_by_two_hubs_fill_more_gaps_than_are_itemised() {
         report.streams[0].breaks.iter().take(3).collect::<Vec<_>>()
     );
     // Where gaps past the itemised ones ended was not known when the checkpoint came:
-    // the next one proves what it could not.
+    // it proves its lines once the last of them is filled, without waiting for the next.
+    assert_eq!(report.streams[0].verified_through, Some(raw.len() as u64));
+    assert!(report.streams[0].notes.is_empty());
+    let uncovered = |conn: &mut crate::store::Db| {
+        records::page(conn, &Filter::default(), 30_000, 0)
+            .unwrap()
+            .rows
+            .iter()
+            .filter(|(r, _)| !r.covered)
+            .count()
+    };
+    assert_eq!(uncovered(&mut conn), 0);
     let next = [sensor.access(24_001, "alice"), sensor.checkpoint()];
     let last = pipeline
         .ingest(&lines_from(&next, raw.len() as u64 + 1))
@@ -794,13 +814,7 @@ fn lines_taken_in_turn_by_two_hubs_fill_more_gaps_than_are_itemised() {
         report.streams[0].verified_through,
         Some(raw.len() as u64 + 2)
     );
-    let uncovered = records::page(&mut conn, &Filter::default(), 30_000, 0)
-        .unwrap()
-        .rows
-        .iter()
-        .filter(|(r, _)| !r.covered)
-        .count();
-    assert_eq!(uncovered, 0);
+    assert_eq!(uncovered(&mut conn), 0);
 }
 
 /// The other hub's share can commit first: the store then meets the stream in its

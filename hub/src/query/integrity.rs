@@ -144,6 +144,15 @@ pub fn integrity(conn: &mut Db) -> anyhow::Result<Integrity> {
                 ),
             });
         }
+        if let Some(seq) = state.pending_proof {
+            notes.push(Finding {
+                seq,
+                kind: "pending".to_owned(),
+                detail: format!(
+                    "the checkpoint at seq {seq} verified; it proves the lines before it once the gaps it came after are filled"
+                ),
+            });
+        }
         breaks.sort_by_key(|f| f.seq);
         breaks.truncate(MAX_FINDINGS);
         let losses = conn

@@ -29,6 +29,10 @@ pub struct StreamState {
     /// The fingerprint of the key the last checkpoint names (`audit.key.fingerprint`).
     #[serde(default)]
     pub key: Option<String>,
+    /// A verified checkpoint that came while gaps past the itemised ones were open:
+    /// where they end was not known, so it proves its lines once they fill.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_proof: Option<u64>,
     pub records: u64,
     pub last_seen_ns: i64,
     /// The first line stored was the stream's first (seq 1, a new stream).
@@ -57,6 +61,20 @@ impl StreamState {
     /// Seqs known to be missing (see [`Gaps::missing`]).
     pub fn missing(&self) -> u64 {
         self.gaps.missing()
+    }
+
+    /// What a verified checkpoint at `seq` proves: the lines after the last proven one,
+    /// the last break and every open gap, through `seq`.
+    fn prove(&mut self, seq: u64) -> Option<(u64, u64)> {
+        let from = self
+            .verified_through
+            .map_or(self.first_seq, |v| v + 1)
+            .max(self.clean_from)
+            .max(self.gaps.after(self.last_seq));
+        (from <= seq).then(|| {
+            self.verified_through = Some(seq);
+            (from, seq)
+        })
     }
 }
 
@@ -632,6 +650,7 @@ impl Chains {
                 last_checkpoint: None,
                 last_checkpoint_ns: None,
                 key: None,
+                pending_proof: None,
                 records: 0,
                 last_seen_ns: ts_ns,
                 start_seen: link == Link::Linked,
@@ -697,21 +716,19 @@ impl Chains {
                     state.clean_from = seq + 1;
                     disowned = self::disowned(&sealed, stream, stored)?;
                 }
+                // Lines before an open gap are not linked to the checkpoint until the
+                // gap fills (then the store carries the proof back to them).
+                Some(true) if state.gaps.beyond().is_some() => state.pending_proof = Some(seq),
                 Some(true) => {
-                    // Lines before an open gap are not linked to the checkpoint until
-                    // the gap fills (then the store carries the proof back to them).
-                    let after_gaps = state.gaps.after(state.last_seq);
-                    let from = state
-                        .verified_through
-                        .map_or(state.first_seq, |v| v + 1)
-                        .max(state.clean_from)
-                        .max(after_gaps);
-                    if from <= seq {
-                        covers = Some((from, seq));
-                        state.verified_through = Some(seq);
-                    }
+                    covers = state.prove(seq);
+                    state.pending_proof = None;
                 }
             }
+        } else if state.gaps.beyond().is_none()
+            && let Some(pending) = state.pending_proof.take()
+        {
+            // This line filled the last of the gaps the checkpoint had to wait for.
+            covers = state.prove(pending);
         }
         events.extend(forgeries(stream, seq, &disowned));
         Ok(Verdict {
