@@ -24,7 +24,12 @@ use crate::{
 /// What one batch did.
 #[derive(Debug, Default)]
 pub struct Outcome {
+    /// Lines of this batch stored.
     pub stored: u64,
+    /// The sensor's own lines stored in place of forged ones that a signed checkpoint
+    /// named, from the conflicts (kept in this batch or an earlier one): not in
+    /// `stored`, so each line given is counted once there, and here again if restored.
+    pub restored: u64,
     pub duplicates: u64,
     pub conflicts: u64,
     /// Lines older than the retention that were deleted already: not stored again.
@@ -40,6 +45,7 @@ pub struct Outcome {
 impl Outcome {
     pub fn add(&mut self, other: Outcome) {
         self.stored += other.stored;
+        self.restored += other.restored;
         self.duplicates += other.duplicates;
         self.conflicts += other.conflicts;
         self.expired += other.expired;
@@ -884,7 +890,8 @@ fn commit(
     outcome.alerts.sort_unstable();
     outcome.alerts.dedup();
     let streams = chains.streams();
-    outcome.stored = batch.commit(touched.iter().filter_map(|s| streams.get_key_value(s)))?;
+    let inserted = batch.commit(touched.iter().filter_map(|s| streams.get_key_value(s)))?;
+    outcome.stored = inserted - outcome.restored;
     Ok(outcome)
 }
 
@@ -925,6 +932,7 @@ fn restore(
             line: &restored.line,
         })?;
         batch.unkeep_conflict(stream, seq, &verdict.sealed.hash)?;
+        outcome.restored += 1;
         reported_loss(&parsed.fields, batch, tell, outcome)?;
         if parsed.fields.kind == Some(tracer_audit::Kind::Access) {
             if rows {
@@ -1044,6 +1052,9 @@ fn row(parsed: &Parsed, link: Link) -> Row {
     }
 }
 
+#[cfg(test)]
+#[path = "pipeline_hostile_tests.rs"]
+mod hostile_tests;
 #[cfg(test)]
 #[path = "pipeline_tests.rs"]
 mod tests;

@@ -18,6 +18,12 @@ pub type Hash = [u8; 32];
 
 pub const ZERO_HASH: Hash = [0; 32];
 
+/// The highest seq a line may carry; seqs start at 1. A sensor writing ten million
+/// lines a second reaches it after 14,000 years, so a line above it was made up, and
+/// the bound leaves every seq and its neighbours (`seq + 1`, a checkpoint's head) well
+/// inside the signed 64-bit integers stores keep them in.
+pub const MAX_SEQ: u64 = 1 << 62;
+
 /// The bytes that end every sealed line after the canonical bytes, up to the hex hash.
 pub const HASH_FIELD: &[u8] = b",\"audit.hash\":\"";
 /// `,"audit.hash":"` + 64 hex digits + `"}` + newline.

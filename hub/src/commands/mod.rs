@@ -64,8 +64,12 @@ fn expiry_summary(expiry: &Expiry, cutoff_ns: i64) -> String {
 /// One line for stderr about what ingest did.
 fn summary(outcome: &Outcome) -> String {
     let breaks = outcome.events.iter().filter(|e| e.kind.is_break()).count();
+    let restored = match outcome.restored {
+        0 => String::new(),
+        n => format!(", {n} of the sensor's own lines restored in place of forged ones"),
+    };
     format!(
-        "{} stored, {} already stored, {} conflicting, {} expired by retention, {} rejected, {} integrity findings ({} breaks), {} alerts raised or updated",
+        "{} stored, {} already stored, {} conflicting, {} expired by retention, {} rejected, {} integrity findings ({} breaks), {} alerts raised or updated{restored}",
         outcome.stored,
         outcome.duplicates,
         outcome.conflicts,

@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 
 use serde::Deserialize;
-use tracer_audit::Kind;
+use tracer_audit::{Kind, chain::MAX_SEQ};
 
 use crate::when::parse_rfc3339_ns;
 
@@ -124,6 +124,11 @@ struct Raw {
     loss_count: Option<u64>,
 }
 
+/// The store's integers are signed 64-bit: a larger size, duration or count is no
+/// sensor's, and stored it would read back negative (a loss line could lower the
+/// stream's loss total).
+const MAX_STORED: u64 = i64::MAX as u64;
+
 /// Parses one line. `kind` is `None` for an `audit.kind` this hub does not know; the
 /// line is still stored and chained.
 pub fn parse(line: &[u8]) -> Result<Fields, Malformed> {
@@ -139,6 +144,25 @@ pub fn parse(line: &[u8]) -> Result<Fields, Malformed> {
     })?;
     let stream = raw.stream.ok_or(Malformed::Missing("audit.stream"))?;
     let seq = raw.seq.ok_or(Malformed::Missing("audit.seq"))?;
+    if !(1..=MAX_SEQ).contains(&seq) {
+        return Err(Malformed::Bad {
+            field: "audit.seq",
+            detail: format!("outside 1..={MAX_SEQ}"),
+        });
+    }
+    for (field, value) in [
+        ("http.request.body.size", raw.request_bytes),
+        ("http.response.body.size", raw.response_bytes),
+        ("event.duration", raw.duration_ns),
+        ("audit.loss.count", raw.loss_count),
+    ] {
+        if value.is_some_and(|v| v > MAX_STORED) {
+            return Err(Malformed::Bad {
+                field,
+                detail: format!("above {MAX_STORED}"),
+            });
+        }
+    }
     let kind = raw.kind.ok_or(Malformed::Missing("audit.kind"))?;
     let timestamp = raw.timestamp.ok_or(Malformed::Missing("timestamp"))?;
     let ts_ns = parse_rfc3339_ns(&timestamp).ok_or_else(|| Malformed::Bad {
@@ -234,5 +258,32 @@ mod tests {
         ));
         let twice = LINE.replace("\"audit.seq\":7", "\"audit.seq\":7,\"audit.seq\":8");
         assert!(parse(twice.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn seqs_and_counts_beyond_the_stores_integers_are_refused() {
+        let field = |line: &str| match parse(line.as_bytes()) {
+            Err(Malformed::Bad { field, .. }) => Some(field),
+            _ => None,
+        };
+        let seq = |n: u64| LINE.replace("\"audit.seq\":7", &format!("\"audit.seq\":{n}"));
+        assert_eq!(field(&seq(0)), Some("audit.seq"));
+        assert_eq!(field(&seq(MAX_SEQ + 1)), Some("audit.seq"));
+        assert_eq!(field(&seq(u64::MAX)), Some("audit.seq"));
+        assert_eq!(parse(seq(MAX_SEQ).as_bytes()).unwrap().seq, MAX_SEQ);
+        let sized = |n: u64| LINE.replace("}", &format!(",\"http.response.body.size\":{n}}}"));
+        assert_eq!(
+            field(&sized(MAX_STORED + 1)),
+            Some("http.response.body.size")
+        );
+        assert_eq!(
+            parse(sized(MAX_STORED).as_bytes()).unwrap().response_bytes,
+            Some(MAX_STORED)
+        );
+        let lost = LINE.replace(
+            "}",
+            &format!(",\"audit.loss.source\":\"kernel\",\"audit.loss.reason\":\"ring_full\",\"audit.loss.count\":{}}}", u64::MAX),
+        );
+        assert_eq!(field(&lost), Some("audit.loss.count"));
     }
 }

@@ -4,7 +4,7 @@ use base64::{Engine as _, engine::general_purpose::STANDARD as BASE64};
 use serde::Deserialize;
 
 use crate::{
-    chain::{HASH_FIELD, HASH_SUFFIX_LEN, Hash, Kind, link_hash, parse_hex},
+    chain::{HASH_FIELD, HASH_SUFFIX_LEN, Hash, Kind, MAX_SEQ, link_hash, parse_hex},
     checkpoint::SIGNATURE_FIELD,
     key::PublicKey,
 };
@@ -96,6 +96,21 @@ pub fn parse(line: &[u8], key: Option<&PublicKey>) -> Result<Sealed, String> {
     }
     let fields: Fields =
         serde_json::from_slice(line).map_err(|e| format!("not a sealed record ({e})"))?;
+    if !(1..=MAX_SEQ).contains(&fields.seq) {
+        return Err(format!(
+            "not a sealed record (audit.seq is outside 1..={MAX_SEQ})"
+        ));
+    }
+    for (name, seq) in [
+        ("audit.checkpoint.head_seq", fields.head_seq),
+        ("audit.checkpoint.prev_seq", fields.checkpoint_prev_seq),
+        ("audit.start.previous_seq", fields.previous_seq),
+        ("audit.start.skipped_seqs", fields.skipped_seqs),
+    ] {
+        if seq.is_some_and(|seq| seq > MAX_SEQ) {
+            return Err(format!("not a sealed record ({name} is above {MAX_SEQ})"));
+        }
+    }
     let hash_of = |name: &str, text: &str| {
         parse_hex(text).ok_or_else(|| format!("{name} {text:?} is not a 64-digit hex hash"))
     };
@@ -168,4 +183,34 @@ fn checkpoint_fields(
         signature_ok,
         reason: fields.checkpoint_reason.clone(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{StreamId, chain::Chain};
+
+    fn sealed_at(seq: u64) -> Vec<u8> {
+        let mut chain = Chain::new("web1".parse::<StreamId>().unwrap(), seq, [0; 32]);
+        let mut line = br#"{"timestamp":"2026-12-03T02:00:00Z"}"#.to_vec();
+        chain.seal(&mut line, Kind::Access);
+        line.pop();
+        line
+    }
+
+    #[test]
+    fn seqs_outside_the_bound_are_not_sealed_lines() {
+        let top = parse(&sealed_at(MAX_SEQ), None).unwrap();
+        assert_eq!((top.seq, top.content_ok), (MAX_SEQ, true));
+        let past = parse(&sealed_at(MAX_SEQ + 1), None).unwrap_err();
+        assert!(past.contains("audit.seq is outside"), "{past}");
+        let text = String::from_utf8(sealed_at(1)).unwrap();
+        let zero = parse(
+            text.replace("\"audit.seq\":1,", "\"audit.seq\":0,")
+                .as_bytes(),
+            None,
+        )
+        .unwrap_err();
+        assert!(zero.contains("audit.seq is outside"), "{zero}");
+    }
 }
