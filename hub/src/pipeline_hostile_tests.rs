@@ -1,7 +1,7 @@
 //! Lines anyone who can publish to the stream can send: sealed chains at the ends of
 //! the seq range, lines whose seq or stream was changed after sealing, extreme times.
 //! Every line is accounted for, and nothing panics.
-use std::{path::Path, sync::Arc};
+use std::path::Path;
 
 use tracer_audit::{
     Kind, StreamId,
@@ -13,10 +13,9 @@ use tracer_audit::{
 
 use proptest::prelude::*;
 
+use super::tests::{lines_from, pipeline_at};
 use super::*;
 use crate::{
-    enrich::EnrichSettings,
-    ingest::Origin,
     query::{filter::Filter, integrity::integrity, records},
     store::StoreAt,
 };
@@ -69,43 +68,11 @@ fn sensor_stream(dir: &Path) -> (Vec<Vec<u8>>, String) {
     (lines, public)
 }
 
-/// `raw` as lines of one file from line `first` on: refused lines are kept once per
-/// place in a file.
-fn as_lines(raw: &[Vec<u8>], first: u64) -> Vec<Line> {
-    raw.iter()
-        .zip(first..)
-        .map(|(bytes, line)| Line {
-            origin: Origin::File {
-                path: Arc::from(Path::new("hostile.jsonl")),
-                line,
-            },
-            bytes: Ok(bytes.clone()),
-        })
-        .collect()
-}
-
-fn pipeline(dir: &Path, keys: &[&str]) -> (Pipeline, StoreAt) {
+fn pipeline(dir: &Path, keys: &[String]) -> (Pipeline, StoreAt) {
     let store = StoreAt::Sqlite {
         data: dir.join("data"),
     };
-    let keys = Keys::from_pairs(keys.iter().copied()).unwrap();
-    let enricher = Enricher::load(&EnrichSettings::default()).unwrap();
-    (
-        Pipeline::new(
-            keys,
-            enricher,
-            store.open_writer().unwrap(),
-            Box::new(|writer| {
-                Ok(Detector::new(
-                    crate::detect::Detections::load(None)?,
-                    None,
-                    writer.detect_state()?,
-                ))
-            }),
-        )
-        .unwrap(),
-        store,
-    )
+    pipeline_at(store, keys)
 }
 
 fn accounted(o: &Outcome) -> u64 {
@@ -131,12 +98,14 @@ fn with_seq(line: &[u8], seq: &str) -> Vec<u8> {
 fn seqs_at_the_ends_of_the_range_are_stored_or_refused_without_a_panic() {
     let dir = tempfile::tempdir().unwrap();
     let (mut pipeline, store) = pipeline(dir.path(), &[]);
+    // Each batch comes from its own place in the file: refused lines are kept once per
+    // place.
     // MAX_SEQ - 2 ..= MAX_SEQ + 2: three stored, two refused.
     let top = sealed("edge", MAX_SEQ - 2, 5);
-    let outcome = pipeline.ingest(&as_lines(&top, 1)).unwrap();
+    let outcome = pipeline.ingest(&lines_from(&top, 1)).unwrap();
     assert_eq!((outcome.stored, outcome.rejected), (3, 2), "{outcome:?}");
     let backwards: Vec<_> = top.iter().rev().cloned().collect();
-    let outcome = pipeline.ingest(&as_lines(&backwards, 11)).unwrap();
+    let outcome = pipeline.ingest(&lines_from(&backwards, 11)).unwrap();
     assert_eq!(
         (outcome.duplicates, outcome.rejected),
         (3, 2),
@@ -144,7 +113,7 @@ fn seqs_at_the_ends_of_the_range_are_stored_or_refused_without_a_panic() {
     );
     // Sealed past the store's integers: all refused.
     let past = sealed("past", i64::MAX as u64 - 1, 4);
-    let outcome = pipeline.ingest(&as_lines(&past, 21)).unwrap();
+    let outcome = pipeline.ingest(&lines_from(&past, 21)).unwrap();
     assert_eq!(outcome.rejected, 4, "{outcome:?}");
     let low = sealed("low", 1, 3);
     let edited = [
@@ -155,7 +124,7 @@ fn seqs_at_the_ends_of_the_range_are_stored_or_refused_without_a_panic() {
         with_seq(&low[1], "-1"),
         low[2].clone(),
     ];
-    let outcome = pipeline.ingest(&as_lines(&edited, 31)).unwrap();
+    let outcome = pipeline.ingest(&lines_from(&edited, 31)).unwrap();
     assert_eq!((outcome.stored, outcome.rejected), (2, 4), "{outcome:?}");
     let mut conn = store.open_reader().unwrap();
     let report = integrity(&mut conn).unwrap();
@@ -252,13 +221,13 @@ proptest! {
         for t in &tampers {
             apply(&mut lines, t);
         }
-        let (mut pipeline, store) = pipeline(dir.path(), &[&key]);
+        let (mut pipeline, store) = pipeline(dir.path(), &[key]);
         let mut at: Vec<usize> = cuts.iter().map(|c| c % (lines.len() + 1)).collect();
         at.sort_unstable();
         let mut from = 0;
         for to in at.into_iter().chain([lines.len()]) {
             let batch = &lines[from..to];
-            let outcome = pipeline.ingest(&as_lines(batch, from as u64 + 1)).unwrap();
+            let outcome = pipeline.ingest(&lines_from(batch, from as u64 + 1)).unwrap();
             prop_assert_eq!(accounted(&outcome), batch.len() as u64);
             from = to;
         }

@@ -101,7 +101,7 @@ fn lines(raw: &[Vec<u8>]) -> Vec<Line> {
 }
 
 /// `raw` as lines of a file, the first at line `first`.
-fn lines_from(raw: &[Vec<u8>], first: u64) -> Vec<Line> {
+pub(super) fn lines_from(raw: &[Vec<u8>], first: u64) -> Vec<Line> {
     raw.iter()
         .zip(first..)
         .map(|(bytes, line)| Line {
@@ -133,7 +133,7 @@ fn pipeline(dir: &Path, keys: &[String]) -> (Pipeline, StoreAt) {
     )
 }
 
-fn pipeline_at(store: StoreAt, keys: &[String]) -> (Pipeline, StoreAt) {
+pub(super) fn pipeline_at(store: StoreAt, keys: &[String]) -> (Pipeline, StoreAt) {
     let keys = Keys::from_pairs(keys.iter().map(String::as_str)).unwrap();
     let enricher = Enricher::load(&EnrichSettings::default()).unwrap();
     (
