@@ -236,3 +236,76 @@ proptest! {
         records::page(&mut conn, &Filter::default(), 100, 0).unwrap();
     }
 }
+
+/// Lines whose strings hold a NUL, which PostgreSQL's text cannot: a sensor records one
+/// from any client that sends a Basic user name with it.
+fn nul_lines() -> Vec<Vec<u8>> {
+    let mut chain = Chain::new("web1".parse::<StreamId>().unwrap(), 1, ZERO_HASH);
+    let mut lines: Vec<Vec<u8>> = [
+        r#""user.name":"nul\u0000user""#,
+        r#""url.path":"/a\u0000""#,
+        r#""http.request.method":"G\u0000""#,
+        r#""user_agent.original":"x\u0000","user.roles":["r\u0000"]"#,
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, field)| {
+        let mut line = format!(
+            r#"{{"timestamp":"2026-12-03T02:00:0{i}Z","client.address":"203.0.113.9",{field}}}"#
+        )
+        .into_bytes();
+        chain.seal(&mut line, Kind::Access);
+        line.pop();
+        line
+    })
+    .collect();
+    // A stream id holding one is refused: no sensor's id does.
+    let other = sealed("w", 1, 1).remove(0);
+    let renamed = String::from_utf8(other)
+        .unwrap()
+        .replace(r#""audit.stream":"w""#, r#""audit.stream":"w\u0000""#);
+    lines.push(renamed.into_bytes());
+    lines.push(access(&mut chain, 5));
+    lines
+}
+
+fn nul_strings_are_stored_and_block_nothing(store: StoreAt) {
+    let (mut pipeline, store) = pipeline_at(store, &[]);
+    let lines = nul_lines();
+    let outcome = pipeline.ingest(&lines_from(&lines, 1)).unwrap();
+    assert_eq!((outcome.stored, outcome.rejected), (5, 1), "{outcome:?}");
+    let mut conn = store.open_reader().unwrap();
+    let page = records::page(&mut conn, &Filter::default(), 100, 0).unwrap();
+    let users: Vec<_> = page
+        .rows
+        .iter()
+        .filter_map(|(r, _)| r.user.clone())
+        .collect();
+    assert!(users.contains(&"nul\u{FFFD}user".to_owned()), "{users:?}");
+    // The stored line is the sealed one, escape and all.
+    let stored: Vec<_> = page
+        .rows
+        .iter()
+        .map(|(_, line)| String::from_utf8_lossy(line))
+        .collect();
+    assert!(
+        stored
+            .iter()
+            .any(|l| l.contains(r#""user.name":"nul\u0000user""#)),
+        "{stored:?}"
+    );
+}
+
+#[test]
+fn a_nul_in_a_recorded_string_is_stored_and_blocks_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    nul_strings_are_stored_and_block_nothing(StoreAt::Sqlite {
+        data: dir.path().join("data"),
+    });
+}
+
+#[test]
+fn a_nul_in_a_recorded_string_is_stored_and_blocks_nothing_postgres() {
+    let postgres = ::tests::servers::Postgres::start().unwrap();
+    nul_strings_are_stored_and_block_nothing(super::tests::postgres_store(&postgres));
+}

@@ -259,7 +259,7 @@ fn an_altered_copy_of_a_stored_line_is_a_finding_and_the_stored_line_stands() {
 
 /// Events as (seq, kind).
 /// A store in a throwaway PostgreSQL cluster, which `postgres` keeps running.
-fn postgres_store(postgres: &::tests::servers::Postgres) -> StoreAt {
+pub(super) fn postgres_store(postgres: &::tests::servers::Postgres) -> StoreAt {
     StoreAt::Postgres {
         url: postgres.url(),
         tls: crate::store::PgTls::new(None, None).unwrap(),

@@ -273,10 +273,35 @@ pub fn nginx_requests(log: &str) -> Result<BTreeMap<Request, u32>> {
         let target = parts.next().unwrap_or_default();
         let path = target.split('?').next().unwrap_or_default().to_owned();
         *requests
-            .entry((user.to_owned(), method, path, status))
+            .entry((unescape_nginx(user), method, path, status))
             .or_insert(0) += 1;
     }
     Ok(requests)
+}
+
+/// A field as nginx logs it, with each byte it escaped (`"`, `\`, control bytes and
+/// bytes past ASCII, as `\xHH`) put back.
+fn unescape_nginx(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 2..i + 4)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], bytes.get(i + 1), hex) {
+            (b'\\', Some(b'x'), Some(byte)) => {
+                out.push(byte);
+                i += 4;
+            }
+            (byte, _, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The same of every record (`query --format jsonl` lines), counted.

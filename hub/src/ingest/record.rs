@@ -169,47 +169,66 @@ pub fn parse(line: &[u8]) -> Result<Fields, Malformed> {
         field: "timestamp",
         detail: "not an RFC 3339 time".to_owned(),
     })?;
-    if stream.is_empty() || stream.len() > 128 {
+    if stream.is_empty() || stream.len() > 128 || stream.contains('\0') {
         return Err(Malformed::Bad {
             field: "audit.stream",
-            detail: "empty or longer than 128 bytes".to_owned(),
+            detail: "empty, longer than 128 bytes, or holding a NUL".to_owned(),
         });
     }
     let loss = match (raw.loss_source, raw.loss_reason, raw.loss_count) {
         (Some(source), Some(reason), Some(count)) => Some(Loss {
-            source,
-            reason,
+            source: text(source),
+            reason: text(reason),
             count,
         }),
         _ => None,
     };
+    let text = |value: Option<String>| value.map(text);
     Ok(Fields {
         kind: Kind::parse(&kind),
         stream,
         seq,
         ts_ns,
-        method: raw.method,
-        host: raw.host,
-        path: raw.path,
-        query: raw.query,
+        method: text(raw.method),
+        host: text(raw.host),
+        path: text(raw.path),
+        query: text(raw.query),
         status: raw.status,
         request_bytes: raw.request_bytes,
         response_bytes: raw.response_bytes,
         duration_ns: raw.duration_ns,
         client: raw.client,
-        user_id: raw.user_id,
-        user_name: raw.user_name,
-        roles: raw.roles.unwrap_or_default(),
-        auth_method: raw.auth_method,
+        user_id: text(raw.user_id),
+        user_name: text(raw.user_name),
+        roles: raw
+            .roles
+            .unwrap_or_default()
+            .into_iter()
+            .map(self::text)
+            .collect(),
+        auth_method: text(raw.auth_method),
         token_verified: raw.token_verified,
-        token_failure: raw.token_failure,
-        credential: raw.credential,
-        process: raw.process,
+        token_failure: text(raw.token_failure),
+        credential: text(raw.credential),
+        process: text(raw.process),
         pid: raw.pid,
-        user_agent: raw.user_agent,
-        outcome: raw.outcome,
+        user_agent: text(raw.user_agent),
+        outcome: text(raw.outcome),
         loss,
     })
+}
+
+/// `value` as the stores can hold it: PostgreSQL's text has no NUL, so each becomes
+/// U+FFFD, on both stores alike. A client can put a NUL in what the sensor records (a
+/// Basic user name is any bytes), and one such line failed every batch it was in on
+/// PostgreSQL: the stream behind it stalled, and the line's request never reached the
+/// store. The stored line keeps its `\u0000` as it was sealed.
+fn text(value: String) -> String {
+    if value.contains('\0') {
+        value.replace('\0', "\u{FFFD}")
+    } else {
+        value
+    }
 }
 
 /// serde's message without the offending value, which may be anything a client sent:
