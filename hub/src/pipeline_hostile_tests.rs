@@ -237,15 +237,34 @@ proptest! {
     }
 }
 
-/// Lines whose strings hold a NUL, which PostgreSQL's text cannot: a sensor records one
-/// from any client that sends a Basic user name with it.
-fn nul_lines() -> Vec<Vec<u8>> {
+/// 20,000 letters and digits that do not compress (PostgreSQL compresses long values
+/// before it indexes them).
+fn incompressible() -> String {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    (0..20_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            char::from(b"abcdefghijklmnopqrstuvwxyz0123456789"[(x % 36) as usize])
+        })
+        .collect()
+}
+
+/// Lines whose strings PostgreSQL cannot hold as they are: a NUL (a sensor records one
+/// from any client that sends it in a Basic user name), and users and credentials too
+/// long for a b-tree entry; then a stream id holding a NUL, and an ordinary line.
+fn unholdable_lines() -> Vec<Vec<u8>> {
+    let long = incompressible();
     let mut chain = Chain::new("web1".parse::<StreamId>().unwrap(), 1, ZERO_HASH);
     let mut lines: Vec<Vec<u8>> = [
-        r#""user.name":"nul\u0000user""#,
-        r#""url.path":"/a\u0000""#,
-        r#""http.request.method":"G\u0000""#,
-        r#""user_agent.original":"x\u0000","user.roles":["r\u0000"]"#,
+        r#""user.name":"nul\u0000user""#.to_owned(),
+        r#""url.path":"/a\u0000""#.to_owned(),
+        r#""http.request.method":"G\u0000""#.to_owned(),
+        r#""user_agent.original":"x\u0000","user.roles":["r\u0000"]"#.to_owned(),
+        format!(r#""user.name":"{long}""#),
+        format!(r#""user.id":"{long}""#),
+        format!(r#""audit.credential.fingerprint":"{long}""#),
     ]
     .iter()
     .enumerate()
@@ -259,21 +278,21 @@ fn nul_lines() -> Vec<Vec<u8>> {
         line
     })
     .collect();
-    // A stream id holding one is refused: no sensor's id does.
+    // A stream id holding a NUL is refused: no sensor's id does.
     let other = sealed("w", 1, 1).remove(0);
     let renamed = String::from_utf8(other)
         .unwrap()
         .replace(r#""audit.stream":"w""#, r#""audit.stream":"w\u0000""#);
     lines.push(renamed.into_bytes());
-    lines.push(access(&mut chain, 5));
+    lines.push(access(&mut chain, 8));
     lines
 }
 
-fn nul_strings_are_stored_and_block_nothing(store: StoreAt) {
+fn unholdable_strings_are_stored_and_block_nothing(store: StoreAt) {
     let (mut pipeline, store) = pipeline_at(store, &[]);
-    let lines = nul_lines();
+    let lines = unholdable_lines();
     let outcome = pipeline.ingest(&lines_from(&lines, 1)).unwrap();
-    assert_eq!((outcome.stored, outcome.rejected), (5, 1), "{outcome:?}");
+    assert_eq!((outcome.stored, outcome.rejected), (8, 1), "{outcome:?}");
     let mut conn = store.open_reader().unwrap();
     let page = records::page(&mut conn, &Filter::default(), 100, 0).unwrap();
     let users: Vec<_> = page
@@ -282,7 +301,15 @@ fn nul_strings_are_stored_and_block_nothing(store: StoreAt) {
         .filter_map(|(r, _)| r.user.clone())
         .collect();
     assert!(users.contains(&"nul\u{FFFD}user".to_owned()), "{users:?}");
-    // The stored line is the sealed one, escape and all.
+    let long = incompressible();
+    assert!(users.contains(&long[..1_024].to_owned()));
+    let credentials: Vec<_> = page
+        .rows
+        .iter()
+        .filter_map(|(r, _)| r.credential.clone())
+        .collect();
+    assert_eq!(credentials, [long[..1_024].to_owned()]);
+    // The stored lines are the sealed ones, escapes and all.
     let stored: Vec<_> = page
         .rows
         .iter()
@@ -294,18 +321,38 @@ fn nul_strings_are_stored_and_block_nothing(store: StoreAt) {
             .any(|l| l.contains(r#""user.name":"nul\u0000user""#)),
         "{stored:?}"
     );
+    assert!(
+        stored
+            .iter()
+            .any(|l| l.contains(&format!(r#""user.id":"{long}""#)))
+    );
+    // Asked for as they were sent, they are found.
+    let mut asked = |user: &str| {
+        let filter = crate::query::filter::FilterArgs {
+            user: Some(user.to_owned()),
+            ..Default::default()
+        }
+        .check(0)
+        .unwrap();
+        records::page(&mut conn, &filter, 100, 0)
+            .unwrap()
+            .rows
+            .len()
+    };
+    assert_eq!(asked("nul\0user"), 1);
+    assert_eq!(asked(&long), 2);
 }
 
 #[test]
-fn a_nul_in_a_recorded_string_is_stored_and_blocks_nothing() {
+fn strings_the_store_cannot_hold_as_they_are_are_stored_and_block_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    nul_strings_are_stored_and_block_nothing(StoreAt::Sqlite {
+    unholdable_strings_are_stored_and_block_nothing(StoreAt::Sqlite {
         data: dir.path().join("data"),
     });
 }
 
 #[test]
-fn a_nul_in_a_recorded_string_is_stored_and_blocks_nothing_postgres() {
+fn strings_the_store_cannot_hold_as_they_are_are_stored_and_block_nothing_postgres() {
     let postgres = ::tests::servers::Postgres::start().unwrap();
-    nul_strings_are_stored_and_block_nothing(super::tests::postgres_store(&postgres));
+    unholdable_strings_are_stored_and_block_nothing(super::tests::postgres_store(&postgres));
 }

@@ -177,13 +177,14 @@ pub fn parse(line: &[u8]) -> Result<Fields, Malformed> {
     }
     let loss = match (raw.loss_source, raw.loss_reason, raw.loss_count) {
         (Some(source), Some(reason), Some(count)) => Some(Loss {
-            source: text(source),
-            reason: text(reason),
+            source: as_stored(source),
+            reason: as_stored(reason),
             count,
         }),
         _ => None,
     };
-    let text = |value: Option<String>| value.map(text);
+    let text = |value: Option<String>| value.map(as_stored);
+    let as_stored_key = |value: Option<String>| value.map(as_stored_key);
     Ok(Fields {
         kind: Kind::parse(&kind),
         stream,
@@ -198,18 +199,18 @@ pub fn parse(line: &[u8]) -> Result<Fields, Malformed> {
         response_bytes: raw.response_bytes,
         duration_ns: raw.duration_ns,
         client: raw.client,
-        user_id: text(raw.user_id),
-        user_name: text(raw.user_name),
+        user_id: as_stored_key(raw.user_id),
+        user_name: as_stored_key(raw.user_name),
         roles: raw
             .roles
             .unwrap_or_default()
             .into_iter()
-            .map(self::text)
+            .map(as_stored)
             .collect(),
         auth_method: text(raw.auth_method),
         token_verified: raw.token_verified,
         token_failure: text(raw.token_failure),
-        credential: text(raw.credential),
+        credential: as_stored_key(raw.credential),
         process: text(raw.process),
         pid: raw.pid,
         user_agent: text(raw.user_agent),
@@ -223,12 +224,30 @@ pub fn parse(line: &[u8]) -> Result<Fields, Malformed> {
 /// Basic user name is any bytes), and one such line failed every batch it was in on
 /// PostgreSQL: the stream behind it stalled, and the line's request never reached the
 /// store. The stored line keeps its `\u0000` as it was sealed.
-fn text(value: String) -> String {
+pub fn as_stored(value: String) -> String {
     if value.contains('\0') {
         value.replace('\0', "\u{FFFD}")
     } else {
         value
     }
+}
+
+/// The most of a user or credential the typed columns keep. They are index and
+/// primary keys (the records' indexes, the rollups, the detections' state), and a
+/// PostgreSQL b-tree entry holds at most 2,704 bytes: one longer value failed every
+/// batch it was in, as a NUL did. A sensor writes at most 512 characters of a claim
+/// and 256 of a Basic user; past this bound the stored line still holds all of it.
+const MAX_KEY_BYTES: usize = 1_024;
+
+/// `value` as the stores hold a user or credential: [`as_stored`], cut to
+/// [`MAX_KEY_BYTES`] at a character boundary.
+pub fn as_stored_key(value: String) -> String {
+    let mut value = as_stored(value);
+    if value.len() > MAX_KEY_BYTES {
+        let end = value.floor_char_boundary(MAX_KEY_BYTES);
+        value.truncate(end);
+    }
+    value
 }
 
 /// serde's message without the offending value, which may be anything a client sent:

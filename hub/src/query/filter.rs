@@ -6,6 +6,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 use crate::{
+    ingest::record::{as_stored, as_stored_key},
     store::{Dialect, NANOS_PER_MINUTE, client_key, db::Value},
     when,
 };
@@ -130,12 +131,14 @@ impl FilterArgs {
             })
             .transpose()?;
         let status = self.status.as_deref().map(parse_status).transpose()?;
-        let text = |t: &Option<String>| t.clone().filter(|s| !s.is_empty());
+        // Values as the store holds them, so a NUL or a long user finds its records.
+        let text = |t: &Option<String>| t.clone().filter(|s| !s.is_empty()).map(as_stored);
+        let key = |t: &Option<String>| text(t).map(as_stored_key);
         Ok(Filter {
             from_ns,
             to_ns: time("to", &self.to)?,
-            user: text(&self.user),
-            credential: text(&self.credential),
+            user: key(&self.user),
+            credential: key(&self.credential),
             client,
             path: text(&self.path),
             template: text(&self.template),
