@@ -136,6 +136,17 @@ impl Catalog {
                 if r.paths.is_empty() {
                     return Err(bad("no paths".to_owned()));
                 }
+                let names = [
+                    ("name", Some(&r.name)),
+                    ("dataset", r.dataset.as_ref()),
+                    ("owner", r.owner.as_ref()),
+                ];
+                if let Some(why) = names
+                    .into_iter()
+                    .find_map(|(what, value)| value.and_then(|v| super::unstorable(what, v)))
+                {
+                    return Err(bad(why));
+                }
                 let hosts = r
                     .hosts
                     .iter()
@@ -277,5 +288,15 @@ paths = ["/orders/{id}"]
         assert!(e.contains("line 6") && e.contains("secret"), "{e}");
         let unknown = CATALOG.replace("owner =", "ownr =");
         assert!(Catalog::parse(&unknown, "c").is_err());
+    }
+
+    #[test]
+    fn names_the_store_cannot_hold_are_an_error() {
+        let long = CATALOG.replace("\"hr-salaries\"", &format!("\"{}\"", "x".repeat(300)));
+        let e = Catalog::parse(&long, "c").err().unwrap().to_string();
+        assert!(e.contains("name is longer than 256 bytes"), "{e}");
+        let nul = CATALOG.replace("\"payroll\"", "\"pay\\u0000roll\"");
+        let e = Catalog::parse(&nul, "c").err().unwrap().to_string();
+        assert!(e.contains("dataset holds a NUL"), "{e}");
     }
 }

@@ -17,6 +17,12 @@ pub enum DirectoryError {
     },
     #[error("{path}: {detail}")]
     Json { path: String, detail: String },
+    #[error("{path}: user.id {user:?}: {detail}")]
+    Person {
+        path: String,
+        user: String,
+        detail: String,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -63,12 +69,30 @@ impl Directory {
         })?;
         let people = if text.trim_start().starts_with('[') {
             serde_json::from_str(&text).map_err(|e| DirectoryError::Json {
-                path: name,
+                path: name.clone(),
                 detail: e.to_string(),
             })?
         } else {
             parse_csv(&text, &name)?
         };
+        for person in &people {
+            let fields = [
+                ("user.id", Some(&person.id)),
+                ("full_name", person.full_name.as_ref()),
+                ("email", person.email.as_ref()),
+                ("department", person.department.as_ref()),
+            ];
+            if let Some(why) = fields
+                .into_iter()
+                .find_map(|(what, value)| value.and_then(|v| super::unstorable(what, v)))
+            {
+                return Err(DirectoryError::Person {
+                    path: name,
+                    user: person.id.chars().take(64).collect(),
+                    detail: why,
+                });
+            }
+        }
         let mut index = HashMap::new();
         for (n, person) in people.iter().enumerate() {
             index.insert(person.id.to_lowercase(), n);
@@ -202,5 +226,23 @@ mod tests {
         .unwrap();
         let e = Directory::load(&csv).err().unwrap().to_string();
         assert!(e.contains("line 2") && e.contains("retired"), "{e}");
+        let long = "y".repeat(300);
+        std::fs::write(
+            &csv,
+            format!("user.id,full_name,email,department,status\ncarol,{long},,,active\n"),
+        )
+        .unwrap();
+        let e = Directory::load(&csv).err().unwrap().to_string();
+        assert!(
+            e.contains("\"carol\": full_name is longer than 256 bytes"),
+            "{e}"
+        );
+        std::fs::write(
+            &json,
+            r#"[{"user.id":"dan\u0000","department":"Ops","status":"active"}]"#,
+        )
+        .unwrap();
+        let e = Directory::load(&json).err().unwrap().to_string();
+        assert!(e.contains("user.id holds a NUL"), "{e}");
     }
 }

@@ -25,6 +25,23 @@ use self::{
     watched::Watched,
 };
 
+/// The most bytes a name from the operator's files (an asset's, a person's) may hold.
+/// It is stored in typed columns that are index keys, where PostgreSQL holds at most
+/// 2,704 bytes an entry and no NUL: a name past either would fail every batch with a
+/// record it enriches, so the file is refused when it is read instead.
+const MAX_NAME_BYTES: usize = 256;
+
+/// Why `value`, the `what` of an entry in an operator's file, cannot be stored.
+fn unstorable(what: &str, value: &str) -> Option<String> {
+    if value.len() > MAX_NAME_BYTES {
+        Some(format!("{what} is longer than {MAX_NAME_BYTES} bytes"))
+    } else if value.contains('\0') {
+        Some(format!("{what} holds a NUL"))
+    } else {
+        None
+    }
+}
+
 /// Where the enrichment files are; any of them may be absent.
 #[derive(Clone, Debug, Default)]
 pub struct EnrichSettings {
