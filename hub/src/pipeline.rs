@@ -11,10 +11,10 @@ use tracer_audit::verify::parse::Sealed;
 use crate::{
     detect::{Alerting, Detector, Observation},
     enrich::{Enricher, Enrichment, RequestView},
-    ingest::{Line, Next, Origin, Pulled, record},
+    ingest::{Following, Line, Next, Origin, Pulled, record},
     query::records::Row,
     store::{
-        Batch, Derived, Entry, Learned, RollupRows, Rollups, Writer,
+        Batch, Derived, Entry, Learned, Refused, RollupRows, Rollups, Writer,
         lines::{Compressor, Dictionary, Fit, MAX_SAMPLE_BYTES, TRAINING_LINES},
     },
     verify::{self, Chains, Event, EventKind, Link, Restoration, Verdict, keys::Keys},
@@ -208,7 +208,7 @@ impl Pipeline {
         &mut self,
         lines: impl IntoIterator<Item = &'a Line>,
     ) -> anyhow::Result<Outcome> {
-        self.ingest_before(lines, &mut crate::ingest::Following(&[]))
+        self.ingest_before(lines, &mut Following(&[]))
     }
 
     /// [`Self::ingest`], and while the batch commits (the writer's work alone), the
@@ -221,12 +221,45 @@ impl Pipeline {
         lines: impl IntoIterator<Item = &'a Line>,
         next: &mut dyn Next,
     ) -> anyhow::Result<Outcome> {
-        let result = self.try_ingest(lines, next);
-        if result.is_err() {
-            self.ahead = Ahead::default();
-            self.resume_from_store()?;
+        let lines: Vec<&Line> = lines.into_iter().collect();
+        let result = self.try_ingest(lines.iter().copied(), next);
+        let Err(e) = result else {
+            return result;
+        };
+        self.ahead = Ahead::default();
+        self.resume_from_store()?;
+        match e.chain().find_map(|c| c.downcast_ref::<Refused>()) {
+            Some(refused) => self.halve(&lines, &refused.to_string()),
+            None => Err(e),
         }
-        result
+    }
+
+    /// The store refused a value of one of `lines` (`why`), and would refuse it in every
+    /// batch it is in, stalling the stream behind it: the halves go in apart, down to
+    /// the line, which is refused alone and kept visible among the rejected lines.
+    fn halve(&mut self, lines: &[&Line], why: &str) -> anyhow::Result<Outcome> {
+        if let [line] = lines {
+            let mut batch = self.writer.batch()?;
+            let (bytes, len) = match &line.bytes {
+                Ok(bytes) => (bytes.as_slice(), bytes.len() as u64),
+                Err(too_long) => (&[][..], too_long.bytes),
+            };
+            batch.reject(
+                &line.origin,
+                &format!("the store refused it: {why}"),
+                bytes,
+                len,
+            )?;
+            batch.commit(std::iter::empty())?;
+            return Ok(Outcome {
+                rejected: 1,
+                ..Outcome::default()
+            });
+        }
+        let (first, second) = lines.split_at(lines.len() / 2);
+        let mut outcome = self.ingest_before(first.iter().copied(), &mut Following(&[]))?;
+        outcome.add(self.ingest_before(second.iter().copied(), &mut Following(&[]))?);
+        Ok(outcome)
     }
 
     pub fn newest_ns(&self) -> i64 {

@@ -414,3 +414,39 @@ fn strings_the_store_cannot_hold_as_they_are_are_stored_and_block_nothing_postgr
     let postgres = ::tests::servers::Postgres::start().unwrap();
     unholdable_strings_are_stored_and_block_nothing(super::tests::postgres_store(&postgres));
 }
+
+/// A value the store refuses in a way no check here foresaw (a constraint an operator
+/// added stands in for it): the line that carries it is refused alone, and the lines
+/// around it, in the same batch, are stored.
+#[test]
+fn a_line_the_store_refuses_is_refused_alone_and_blocks_nothing() {
+    let postgres = ::tests::servers::Postgres::start().unwrap();
+    let (mut pipeline, store) = pipeline_at(super::tests::postgres_store(&postgres), &[]);
+    postgres
+        .psql("ALTER TABLE records ADD CONSTRAINT no_poison CHECK (path IS DISTINCT FROM '/x/13')")
+        .unwrap();
+    let lines = sealed("web1", 1, 40);
+    let outcome = pipeline.ingest(&lines_from(&lines, 1)).unwrap();
+    assert_eq!((outcome.stored, outcome.rejected), (39, 1), "{outcome:?}");
+    let mut conn = store.open_reader().unwrap();
+    let report = integrity(&mut conn).unwrap();
+    let web1 = &report.streams[0];
+    assert_eq!((web1.records, web1.missing), (39, 1));
+    assert_eq!(
+        report.reject_reasons.len(),
+        1,
+        "{:?}",
+        report.reject_reasons
+    );
+    let reason = &report.reject_reasons[0].reason;
+    assert!(
+        reason.starts_with("the store refused it: PostgreSQL: ERROR:")
+            && reason.contains("no_poison"),
+        "{reason}"
+    );
+    // The next batch goes on from there.
+    let more = pipeline
+        .ingest(&lines_from(&sealed("web2", 1, 3), 41))
+        .unwrap();
+    assert_eq!(more.stored, 3);
+}

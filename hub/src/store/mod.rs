@@ -23,6 +23,7 @@ use rusqlite::{Connection, OpenFlags};
 
 pub use columns::{Derived, client_key};
 pub use db::{Db, Dialect};
+pub use pg_client::Refused;
 pub use pg_tls::PgTls;
 pub use readers::Readers;
 pub use rollups::{RollupRows, Rollups};

@@ -180,12 +180,26 @@ impl Drop for PgClient {
 /// The server's own words: `tokio_postgres::Error` shows only "db error" for them.
 pub fn pg_error(e: Error) -> anyhow::Error {
     match e.as_db_error() {
-        Some(db) => anyhow::anyhow!(
-            "PostgreSQL: {}: {}{}",
-            db.severity(),
-            db.message(),
-            db.detail().map(|d| format!(" ({d})")).unwrap_or_default()
-        ),
+        Some(db) => {
+            let words = format!(
+                "PostgreSQL: {}: {}{}",
+                db.severity(),
+                db.message(),
+                db.detail().map(|d| format!(" ({d})")).unwrap_or_default()
+            );
+            // Data exceptions, integrity constraint violations, program limits.
+            if ["22", "23", "54"].contains(&&db.code().code()[..2]) {
+                anyhow::Error::new(Refused(words))
+            } else {
+                anyhow::anyhow!(words)
+            }
+        }
         None => anyhow::Error::new(e),
     }
 }
+
+/// A statement the server refused for a value it was given, not for its own state:
+/// given the same values again, it refuses again.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Refused(String);
