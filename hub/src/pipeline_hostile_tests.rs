@@ -9,6 +9,7 @@ use tracer_audit::{
     checkpoint::{Checkpointer, Reason},
     key::AuditKey,
     start::{Start, write_record},
+    testing::{self, with_seq},
 };
 
 use proptest::prelude::*;
@@ -79,21 +80,6 @@ fn accounted(o: &Outcome) -> u64 {
     o.stored + o.duplicates + o.conflicts + o.expired + o.rejected
 }
 
-/// `line` with its `audit.seq` replaced (its hash no longer matches); as it was if it
-/// has none left to replace.
-fn with_seq(line: &[u8], seq: &str) -> Vec<u8> {
-    const KEY: &[u8] = b"\"audit.seq\":";
-    let Some(start) = line.windows(KEY.len()).position(|w| w == KEY) else {
-        return line.to_vec();
-    };
-    let start = start + KEY.len();
-    let end = line[start..]
-        .iter()
-        .position(|&b| b == b',')
-        .map_or(line.len(), |e| start + e);
-    [&line[..start], seq.as_bytes(), &line[end..]].concat()
-}
-
 #[test]
 fn seqs_at_the_ends_of_the_range_are_stored_or_refused_without_a_panic() {
     let dir = tempfile::tempdir().unwrap();
@@ -138,16 +124,13 @@ fn seqs_at_the_ends_of_the_range_are_stored_or_refused_without_a_panic() {
     assert_eq!(seqs, [1, 3, MAX_SEQ - 2, MAX_SEQ - 1, MAX_SEQ]);
 }
 
-/// What a publisher to the stream can do to a sensor's lines.
+/// What a publisher to the stream can do to a sensor's lines: anything done to a file
+/// (`testing::Tamper`), and more to the strings the store keeps.
 #[derive(Clone, Debug)]
 enum Tamper {
-    Seq(usize, u64),
+    Line(testing::Tamper),
+    /// Line `.0` names another stream.
     Stream(usize),
-    Flip(usize, usize, u8),
-    Cut(usize, usize),
-    Repeat(usize),
-    Drop(usize),
-    Swap(usize, usize),
     /// The user name holds a NUL.
     Nul(usize),
     /// The user name is 5,000 letters and digits.
@@ -155,39 +138,23 @@ enum Tamper {
 }
 
 fn tamper() -> impl Strategy<Value = Tamper> {
-    let seq = prop_oneof![
-        Just(0),
-        1..40u64,
-        Just(MAX_SEQ - 1),
-        Just(MAX_SEQ),
-        Just(MAX_SEQ + 1),
-        Just(u64::MAX),
-        any::<u64>(),
-    ];
     prop_oneof![
-        (any::<usize>(), seq).prop_map(|(i, s)| Tamper::Seq(i, s)),
-        any::<usize>().prop_map(Tamper::Stream),
-        (any::<usize>(), any::<usize>(), any::<u8>()).prop_map(|(i, at, b)| Tamper::Flip(i, at, b)),
-        (any::<usize>(), any::<usize>()).prop_map(|(i, at)| Tamper::Cut(i, at)),
-        any::<usize>().prop_map(Tamper::Repeat),
-        any::<usize>().prop_map(Tamper::Drop),
-        (any::<usize>(), any::<usize>()).prop_map(|(i, j)| Tamper::Swap(i, j)),
-        any::<usize>().prop_map(Tamper::Nul),
-        any::<usize>().prop_map(Tamper::Long),
+        6 => testing::tamper().prop_map(Tamper::Line),
+        1 => any::<usize>().prop_map(Tamper::Stream),
+        1 => any::<usize>().prop_map(Tamper::Nul),
+        1 => any::<usize>().prop_map(Tamper::Long),
     ]
 }
 
 /// Applies `tamper` to `lines` of stream `name`.
 fn apply(lines: &mut Vec<Vec<u8>>, tamper: &Tamper, name: &str) {
-    if lines.is_empty() {
-        return;
-    }
     let n = lines.len();
     let replace = |line: &[u8], from: &str, to: &str| {
         String::from_utf8_lossy(line).replace(from, to).into_bytes()
     };
-    match *tamper {
-        Tamper::Seq(i, seq) => lines[i % n] = with_seq(&lines[i % n], &seq.to_string()),
+    match tamper {
+        Tamper::Line(t) => t.apply(lines),
+        _ if n == 0 => {}
         Tamper::Stream(i) => {
             lines[i % n] = replace(
                 &lines[i % n],
@@ -197,28 +164,8 @@ fn apply(lines: &mut Vec<Vec<u8>>, tamper: &Tamper, name: &str) {
         }
         Tamper::Nul(i) => lines[i % n] = replace(&lines[i % n], "mallory", "mal\\u0000lory"),
         Tamper::Long(i) => {
-            lines[i % n] = replace(&lines[i % n], "mallory", &incompressible()[..5_000])
+            lines[i % n] = replace(&lines[i % n], "mallory", &incompressible()[..5_000]);
         }
-        Tamper::Flip(i, at, byte) => {
-            let line = &mut lines[i % n];
-            if !line.is_empty() {
-                let at = at % line.len();
-                line[at] = byte;
-            }
-        }
-        Tamper::Cut(i, at) => {
-            let line = &mut lines[i % n];
-            let at = at % (line.len() + 1);
-            line.truncate(at);
-        }
-        Tamper::Repeat(i) => {
-            let line = lines[i % n].clone();
-            lines.insert((i / n) % (n + 1), line);
-        }
-        Tamper::Drop(i) => {
-            lines.remove(i % n);
-        }
-        Tamper::Swap(i, j) => lines.swap(i % n, j % n),
     }
 }
 

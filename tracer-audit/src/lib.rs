@@ -15,6 +15,8 @@ pub mod secret_file;
 pub mod start;
 pub mod state;
 pub mod stream;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod timestamp;
 pub mod verify;
 

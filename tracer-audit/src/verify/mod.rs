@@ -590,3 +590,7 @@ impl<'a> Verifier<'a> {
         })
     }
 }
+
+#[cfg(test)]
+#[path = "tamper_tests.rs"]
+mod tamper_tests;
