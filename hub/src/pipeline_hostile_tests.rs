@@ -6,9 +6,6 @@ use std::path::Path;
 use tracer_audit::{
     Kind, StreamId,
     chain::{Chain, MAX_SEQ, ZERO_HASH},
-    checkpoint::{Checkpointer, Reason},
-    key::AuditKey,
-    start::{Start, write_record},
     testing::{self, with_seq},
 };
 
@@ -37,36 +34,14 @@ fn access(chain: &mut Chain, i: usize) -> Vec<u8> {
     line
 }
 
-/// A sensor's stream `name` from its start: a start line, then 12 access lines with a
-/// checkpoint after every fourth; and `NAME=KEY` for the checkpoints' key.
+/// [`testing::signed_stream`] as lines without their newlines, and `NAME=KEY` for its
+/// checkpoints' key.
 fn sensor_stream(dir: &Path, name: &str) -> (Vec<Vec<u8>>, String) {
-    let key = AuditKey::load_or_create(&dir.join(format!("{name}.key"))).unwrap();
-    let public = format!("{name}={}", key.public().base64());
-    let mut checkpointer = Checkpointer::new(key, None);
-    let mut chain = Chain::new(name.parse::<StreamId>().unwrap(), 1, ZERO_HASH);
-    let mut start = Vec::new();
-    write_record(Start::New, "2026-12-03T02:00:00Z", "fp", &mut start).unwrap();
-    chain.seal(&mut start, Kind::Start);
-    start.pop();
-    let mut lines = vec![start];
-    for i in 0..12 {
-        lines.push(access(&mut chain, i));
-        if i % 4 == 3 {
-            let mut line = Vec::new();
-            checkpointer
-                .write(
-                    &mut chain,
-                    Reason::Interval,
-                    4,
-                    "2026-12-03T02:01:00Z",
-                    &mut line,
-                )
-                .unwrap();
-            line.pop();
-            lines.push(line);
-        }
+    let (mut lines, key) = testing::signed_stream(dir, name);
+    for line in &mut lines {
+        line.pop();
     }
-    (lines, public)
+    (lines, format!("{name}={}", key.public().base64()))
 }
 
 fn pipeline(dir: &Path, keys: &[String]) -> (Pipeline, StoreAt) {

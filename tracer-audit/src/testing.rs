@@ -1,8 +1,53 @@
 //! What someone who can write to a stream's file or publish to its subject can do to
 //! its lines, for property tests of `verify` here and of the hub's ingest.
+use std::path::Path;
+
 use proptest::prelude::*;
 
-use crate::chain::MAX_SEQ;
+use crate::{
+    Kind, StreamId,
+    chain::{Chain, MAX_SEQ, ZERO_HASH},
+    checkpoint::{Checkpointer, Reason},
+    key::AuditKey,
+    start::{Start, write_record},
+};
+
+/// Stream `name` from its start as a sensor writes it, each line with its newline: a
+/// start line, then 12 access lines by `mallory` with a checkpoint after every fourth,
+/// signed with the key in `dir/NAME.key` (made there), which is returned.
+pub fn signed_stream(dir: &Path, name: &str) -> (Vec<Vec<u8>>, AuditKey) {
+    let key_file = dir.join(format!("{name}.key"));
+    let mut checkpointer = Checkpointer::new(AuditKey::load_or_create(&key_file).unwrap(), None);
+    let mut chain = Chain::new(name.parse::<StreamId>().unwrap(), 1, ZERO_HASH);
+    let mut start = Vec::new();
+    write_record(Start::New, "2026-12-03T02:00:00Z", "fp", &mut start).unwrap();
+    chain.seal(&mut start, Kind::Start);
+    let mut lines = vec![start];
+    for i in 0..12 {
+        let mut line = format!(
+            r#"{{"timestamp":"2026-12-03T02:00:{i:02}Z","http.request.method":"GET","url.path":"/x/{i}","http.response.status_code":200,"client.address":"203.0.113.9","user.name":"mallory"}}"#
+        )
+        .into_bytes();
+        chain.seal(&mut line, Kind::Access);
+        lines.push(line);
+        if i % 4 == 3 {
+            let mut line = Vec::new();
+            // The first counts the start line too.
+            let records = if i == 3 { 5 } else { 4 };
+            checkpointer
+                .write(
+                    &mut chain,
+                    Reason::Interval,
+                    records,
+                    "2026-12-03T02:01:00Z",
+                    &mut line,
+                )
+                .unwrap();
+            lines.push(line);
+        }
+    }
+    (lines, AuditKey::load_or_create(&key_file).unwrap())
+}
 
 #[derive(Clone, Debug)]
 pub enum Tamper {
