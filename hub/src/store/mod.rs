@@ -150,9 +150,11 @@ fn sqlite_writer(data: &std::path::Path) -> anyhow::Result<Db> {
     // page: one template's 4,155 records read in 28 ms with 4 KiB pages, 37 ms with
     // 8 KiB and 45 ms with 16 KiB. The questions matter more.
     conn.pragma_update(None, "journal_mode", "WAL")?;
-    // A commit survives a crash of the hub (WAL); NORMAL leaves only the last
-    // transactions open to a power loss, and those were not acknowledged yet.
-    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    // A batch is acknowledged to JetStream once its commit returns, and the broker
+    // then forgets it: the commit must be on disk by then. FULL syncs the log at
+    // every commit; NORMAL synced it only at checkpoints, so a power loss or kernel
+    // crash could take batches already acknowledged, and nothing would send them again.
+    conn.pragma_update(None, "synchronous", "FULL")?;
     // Ingest writes several indexes per record: a 64 MiB page cache keeps their
     // upper levels in memory, and checkpointing the WAL every 40 MB instead of 4 MB
     // amortises it (measured: `cargo xtask bench --hub`). The writer checkpoints at
@@ -357,6 +359,22 @@ mod tests {
         );
         drop(batch);
         deliveries.execute("DELETE FROM deliveries", []).unwrap();
+    }
+
+    /// A batch is acknowledged to JetStream when its commit returns, so the commit
+    /// must sync the log: `synchronous` FULL (2), not NORMAL (1).
+    #[test]
+    fn a_commit_is_synced_before_it_returns() {
+        let (_dir, store) = temp_store();
+        let mut writer = store.open_writer().unwrap();
+        let level: i64 = writer
+            .db()
+            .unwrap()
+            .query_row("PRAGMA synchronous", args![])
+            .unwrap()
+            .get(0)
+            .unwrap();
+        assert_eq!(level, 2);
     }
 
     #[test]
