@@ -589,7 +589,7 @@ fn prepare(
     let Ok(bytes) = &line.bytes else {
         return Prepared::TooLong;
     };
-    match record::parse(bytes) {
+    match record::parse(bytes).and_then(|fields| record::not_ahead(fields, now_ns())) {
         Ok(fields) => Prepared::Parsed {
             bytes: bytes.len(),
             compressed: compressor.and_then(|c| c.compress(bytes)),

@@ -372,3 +372,100 @@ fn a_line_the_store_refuses_is_refused_alone_and_blocks_nothing() {
         .unwrap();
     assert_eq!(more.stored, 3);
 }
+
+/// Lines dated far ahead of the hub's clock would each make a day table (partition):
+/// they are refused, counted under one reason, and make no table; lines up to a day
+/// ahead are stored.
+fn lines_dated_ahead_are_refused_and_make_no_day(store: StoreAt) -> Vec<i64> {
+    let (mut pipeline, store) = pipeline_at(store, &[]);
+    let now = crate::when::now_ns();
+    let hour = 3_600_000_000_000;
+    let mut chain = Chain::new("ahead".parse::<StreamId>().unwrap(), 1, ZERO_HASH);
+    let lines: Vec<Vec<u8>> = [
+        crate::when::format_ns(now - hour),
+        "2150-06-01T00:00:00Z".to_owned(),
+        crate::when::format_ns(now + 72 * hour),
+        crate::when::format_ns(now + 12 * hour),
+        crate::when::format_ns(now),
+    ]
+    .iter()
+    .map(|ts| {
+        let mut line = format!(
+            r#"{{"timestamp":"{ts}","http.request.method":"GET","url.path":"/","http.response.status_code":200,"client.address":"203.0.113.9","user.name":"mallory"}}"#
+        )
+        .into_bytes();
+        chain.seal(&mut line, Kind::Access);
+        line.pop();
+        line
+    })
+    .collect();
+    let outcome = pipeline.ingest(&lines_from(&lines, 1)).unwrap();
+    assert_eq!((outcome.stored, outcome.rejected), (3, 2), "{outcome:?}");
+    let mut conn = store.open_reader().unwrap();
+    let report = integrity(&mut conn).unwrap();
+    assert_eq!(
+        (report.streams[0].records, report.streams[0].missing),
+        (3, 2)
+    );
+    assert_eq!(
+        report.reject_reasons.len(),
+        1,
+        "{:?}",
+        report.reject_reasons
+    );
+    let reason = &report.reject_reasons[0];
+    assert_eq!(
+        (reason.reason.as_str(), reason.count),
+        ("bad timestamp: more than a day after the hub's clock", 2)
+    );
+    let page = records::page(&mut conn, &Filter::default(), 100, 0).unwrap();
+    let mut seqs: Vec<u64> = page.rows.iter().map(|(r, _)| r.seq).collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs, [1, 4, 5]);
+    // The days the store made tables for, as days since the epoch: none after the
+    // latest stored line's.
+    let latest_day = (now + 12 * hour).div_euclid(86_400_000_000_000);
+    let days = days_held(&mut conn);
+    assert!(days.iter().all(|&day| day <= latest_day), "{days:?}");
+    days
+}
+
+#[test]
+fn lines_dated_ahead_of_the_clock_are_refused_and_make_no_day() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = StoreAt::Sqlite {
+        data: dir.path().join("data"),
+    };
+    assert!(!lines_dated_ahead_are_refused_and_make_no_day(store).is_empty());
+}
+
+#[test]
+fn lines_dated_ahead_of_the_clock_are_refused_and_make_no_day_postgres() {
+    let postgres = ::tests::servers::Postgres::start().unwrap();
+    let store = super::tests::postgres_store(&postgres);
+    assert!(!lines_dated_ahead_are_refused_and_make_no_day(store).is_empty());
+}
+
+/// The days the store holds a table (SQLite) or partition (PostgreSQL) for.
+fn days_held(conn: &mut crate::store::Db) -> Vec<i64> {
+    use crate::store::{Dialect, days::Part};
+    let parts = match conn.dialect() {
+        Dialect::Sqlite => crate::store::days::sqlite_parts(conn).unwrap(),
+        Dialect::Postgres => conn
+            .query(
+                "SELECT relname::text FROM pg_class WHERE relkind = 'r' AND relname LIKE 'records_d%'",
+                crate::store::db::args![],
+            )
+            .unwrap()
+            .iter()
+            .filter_map(|row| Part::from_table(&row.get::<String>(0).unwrap()))
+            .collect(),
+    };
+    parts
+        .into_iter()
+        .filter_map(|part| match part {
+            Part::Day(day) => Some(day),
+            Part::Early | Part::Late => None,
+        })
+        .collect()
+}

@@ -250,6 +250,27 @@ pub fn as_stored_key(value: String) -> String {
     value
 }
 
+/// How far after the hub's clock a line may be dated. Each day a stored line names gets
+/// a table (SQLite) or partition (PostgreSQL) of its own, so a line dated years ahead,
+/// which no sensor with a working clock writes and anyone who can publish to the
+/// stream can, would make one per forged day: up to 63,000 of them until 2199. Lines
+/// up to a day ahead are stored, so sensors whose clock runs a little fast lose
+/// nothing; later ones are rejected (counted and kept visible, never stored) and
+/// break the chain where they stood.
+pub const MAX_AHEAD_NS: i64 = 24 * 60 * 60 * 1_000_000_000;
+
+/// `fields`, unless they are dated more than [`MAX_AHEAD_NS`] after `now_ns`.
+pub fn not_ahead(fields: Fields, now_ns: i64) -> Result<Fields, Malformed> {
+    if fields.ts_ns > now_ns.saturating_add(MAX_AHEAD_NS) {
+        // No times in the reason: rejects are counted per reason.
+        return Err(Malformed::Bad {
+            field: "timestamp",
+            detail: "more than a day after the hub's clock".to_owned(),
+        });
+    }
+    Ok(fields)
+}
+
 /// serde's message without the offending value, which may be anything a client sent:
 /// `invalid type: string "...", expected u16 at line 1 column 9` keeps `invalid type`.
 fn without_values(message: &str) -> String {
@@ -276,6 +297,25 @@ mod tests {
         assert_eq!(fields.status, Some(200));
         assert_eq!(fields.user(), Some("alice"));
         assert_eq!(fields.client, Some("203.0.113.5".parse().unwrap()));
+    }
+
+    #[test]
+    fn lines_dated_more_than_a_day_ahead_of_the_clock_are_refused() {
+        let fields = parse(LINE.as_bytes()).unwrap();
+        let ts = fields.ts_ns;
+        assert_eq!(
+            not_ahead(fields.clone(), ts - MAX_AHEAD_NS),
+            Ok(fields.clone())
+        );
+        assert_eq!(
+            not_ahead(fields.clone(), ts - MAX_AHEAD_NS - 1),
+            Err(Malformed::Bad {
+                field: "timestamp",
+                detail: "more than a day after the hub's clock".to_owned()
+            })
+        );
+        // A clock at the end of time refuses nothing, rather than overflowing.
+        assert_eq!(not_ahead(fields.clone(), i64::MAX), Ok(fields));
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //!
 //! Record times outside 2000-2199 get no day of their own: a sensor's clock, or a forged
 //! line, must not make the hub create a table per absurd day. SQLite keeps them in
-//! `records_early` and `records_late`, PostgreSQL in its default partition.
+//! `records_early` and `records_late`, PostgreSQL in its default partition. Lines
+//! dated more than a day after the hub's clock never get here (`record::not_ahead`
+//! rejects them), so forged lines can make no day after the day after tomorrow.
 //!
 //! SQLite's questions read the day tables themselves: [`tables`] names those a time
 //! range needs, newest first, and [`source`] joins them into one for a question that
