@@ -784,12 +784,23 @@ fn a_consumer_restart_cut_short_starts_where_it_was_to_start() -> Result<()> {
     Ok(())
 }
 
-/// A consumer an operator deleted, not the hub, is created again by a hub reading it
-/// alone at the message after the last its store committed, not at the stream's first
-/// (which would read the whole stream again); every record is stored once.
+/// A consumer an operator deleted, not the hub, is created again at the message after
+/// those the store committed, not at the stream's first (which would read the whole
+/// stream again); every record is stored once. A hub reading it alone (SQLite) kept
+/// the message after its last batch; hubs sharing it (PostgreSQL) kept the messages
+/// they committed.
 #[test]
 fn a_consumer_deleted_by_an_operator_starts_after_what_the_store_committed() -> Result<()> {
-    let setup = Setup::new(Backend::Sqlite)?;
+    deleted_by_an_operator(Backend::Sqlite)
+}
+
+#[test]
+fn a_shared_consumer_deleted_by_an_operator_starts_after_what_the_store_committed() -> Result<()> {
+    deleted_by_an_operator(Backend::Postgres)
+}
+
+fn deleted_by_an_operator(backend: Backend) -> Result<()> {
+    let setup = Setup::new(backend)?;
     let url_ = setup.nats.url();
     let tracer = setup.tracer()?;
     let floor = first_part_stored(&setup)?;

@@ -15,7 +15,7 @@ use tokio::sync::{broadcast, watch};
 use crate::{
     cli::ServeArgs,
     deliver::{self, Alertmanager, NatsAlerts, Target, Webhook},
-    ingest::nats::{NatsSettings, Restart, Restarts, Resumed, Source},
+    ingest::nats::{Committed, NatsSettings, Restart, Restarts, Resumed, Source},
     pipeline::{Expiry, Outcome, Pipeline},
     serve::{
         Hub, Rules,
@@ -377,15 +377,26 @@ async fn ingest(
                 Ok(mut outcome) => {
                     // Kept after the commit, outside it: a hub killed in between keeps
                     // an older point, whose messages are then recognised as stored.
-                    if let Some(point) = source.committed(&batch)
-                        && let Err(e) = tokio::task::block_in_place(|| {
-                            pipeline.writer().save_nats_point(
+                    if let Some(committed) = source.committed(&batch)
+                        && let Err(e) = tokio::task::block_in_place(|| match committed {
+                            Committed::After(point) => pipeline.writer().save_nats_point(
                                 NatsPoint::Committed,
                                 &point.stream,
                                 &point.consumer,
                                 point.stream_created_ns,
                                 point.start_sequence,
-                            )
+                            ),
+                            Committed::Messages {
+                                stream,
+                                consumer,
+                                stream_created_ns,
+                                sequences,
+                            } => pipeline.writer().save_committed(
+                                &stream,
+                                &consumer,
+                                stream_created_ns,
+                                &sequences,
+                            ),
                         })
                     {
                         eprintln!("tracer-hub: nats: keeping the committed point: {e:#}");
@@ -485,6 +496,16 @@ impl Restarts for StoredRestarts<'_> {
     fn committed(&mut self, stream: &str, consumer: &str) -> Result<Option<Restart>, String> {
         self.point(NatsPoint::Committed, stream, consumer)
             .map_err(|e| format!("reading its committed point from the store: {e}"))
+    }
+
+    fn committed_runs(
+        &mut self,
+        stream: &str,
+        consumer: &str,
+        stream_created_ns: i64,
+    ) -> Result<Vec<(u64, u64)>, String> {
+        tokio::task::block_in_place(|| self.0.committed_runs(stream, consumer, stream_created_ns))
+            .map_err(|e| format!("reading the messages committed from the store: {e:#}"))
     }
 
     fn clear(&mut self, stream: &str, consumer: &str) -> Result<(), String> {

@@ -138,7 +138,9 @@ pub struct Source {
 pub enum Resumed {
     /// A restart of it was under way: at the message after the acknowledged floor.
     Restart(u64),
-    /// At the message after the last this hub, reading it alone, committed.
+    /// At the message after the last this hub, reading it alone, committed; or, where
+    /// each message is acknowledged by itself (hubs sharing it), after the messages
+    /// from the stream's first that the hubs committed, all of them.
     Committed(u64),
 }
 
@@ -162,6 +164,39 @@ pub trait Restarts {
     fn clear(&mut self, stream: &str, consumer: &str) -> Result<(), String>;
     /// The message after the last one a hub reading this consumer alone committed.
     fn committed(&mut self, stream: &str, consumer: &str) -> Result<Option<Restart>, String>;
+    /// The runs (first, last) of stream sequences committed from this consumer of the
+    /// stream created at `stream_created_ns`, in order.
+    fn committed_runs(
+        &mut self,
+        stream: &str,
+        consumer: &str,
+        stream_created_ns: i64,
+    ) -> Result<Vec<(u64, u64)>, String>;
+}
+
+/// What to keep once a batch is committed, for a consumer an operator deletes to be
+/// created again where the store's messages end.
+pub enum Committed {
+    /// The message after the batch's newest: this hub reads the consumer alone, and
+    /// its acknowledgement covers every earlier message, so all of them are committed.
+    After(Restart),
+    /// The batch's messages by stream sequence: each is acknowledged by itself (hubs
+    /// sharing the consumer), so the messages before them need not all be committed.
+    Messages {
+        stream: String,
+        consumer: String,
+        stream_created_ns: i64,
+        sequences: Vec<u64>,
+    },
+}
+
+/// The message after the committed ones that begin at the stream's `first` (the
+/// messages before it are gone from the stream); `None` when `first` itself is not
+/// committed. `runs` are in order and joined where adjacent.
+fn after_committed(runs: &[(u64, u64)], first: u64) -> Option<u64> {
+    runs.iter()
+        .find(|&&(from, to)| from <= first && first <= to)
+        .map(|&(_, to)| to.saturating_add(1))
 }
 
 /// When the stream was created, which tells a stream from one of the same name created
@@ -252,25 +287,37 @@ impl Source {
                         start_sequence: restart.start_sequence,
                     }
                 }
-                // Deleted by someone else (an operator): a hub reading it alone knows
-                // what it committed, and a stream read again from its first message
-                // takes as long as the stream is big. Hubs sharing a consumer each
-                // know only their own share, so theirs starts at the first message.
-                _ => match settings.readers {
-                    Readers::Alone => match restarts
-                        .committed(&settings.stream, &settings.consumer)
-                        .map_err(consumer_error)?
-                    {
-                        Some(point) if point.stream_created_ns == created_ns => {
-                            resumed = Some(Resumed::Committed(point.start_sequence));
-                            DeliverPolicy::ByStartSequence {
-                                start_sequence: point.start_sequence,
-                            }
+                // Deleted by someone else (an operator): a stream read again from
+                // its first message takes as long as the stream is big. A hub reading
+                // it alone kept the message after what it committed; hubs sharing it,
+                // and a hub alone on a consumer that acknowledged each message, each
+                // kept the messages they committed, which together say how far from
+                // the stream's first message every one was.
+                _ => {
+                    let point = match acks {
+                        AckPolicy::All => restarts
+                            .committed(&settings.stream, &settings.consumer)
+                            .map_err(consumer_error)?
+                            .filter(|point| point.stream_created_ns == created_ns),
+                        _ => None,
+                    };
+                    let start = match point {
+                        Some(point) => Some(point.start_sequence),
+                        None => after_committed(
+                            &restarts
+                                .committed_runs(&settings.stream, &settings.consumer, created_ns)
+                                .map_err(consumer_error)?,
+                            stream.cached_info().state.first_sequence,
+                        ),
+                    };
+                    match start {
+                        Some(start_sequence) => {
+                            resumed = Some(Resumed::Committed(start_sequence));
+                            DeliverPolicy::ByStartSequence { start_sequence }
                         }
-                        _ => DeliverPolicy::All,
-                    },
-                    Readers::Shared => DeliverPolicy::All,
-                },
+                        None => DeliverPolicy::All,
+                    }
+                }
             },
         };
         // Create or update: a consumer made by a hub with another --nats-batch takes
@@ -318,20 +365,29 @@ impl Source {
         self.resumed
     }
 
-    /// The point to keep once `batch` is committed, for a consumer this hub reads
-    /// alone and whose acknowledgement covers every earlier message: the message after
-    /// the batch's newest. (With each message acknowledged by itself, or shared, the
-    /// messages before it need not all be committed.)
-    pub fn committed(&self, batch: &[Delivery]) -> Option<Restart> {
-        if self.settings.readers != Readers::Alone || self.acks != AckPolicy::All {
-            return None;
+    /// What to keep once `batch` is committed (see [`Committed`]).
+    pub fn committed(&self, batch: &[Delivery]) -> Option<Committed> {
+        let (stream, consumer) = (self.settings.stream.clone(), self.settings.consumer.clone());
+        let stream_created_ns = self.stream_created_ns;
+        // 0: a message without its JetStream metadata, which no consumer delivers.
+        let sequences = batch
+            .iter()
+            .map(Delivery::stream_sequence)
+            .filter(|&s| s > 0);
+        if self.acks == AckPolicy::All {
+            return Some(Committed::After(Restart {
+                stream,
+                consumer,
+                stream_created_ns,
+                start_sequence: sequences.max()? + 1,
+            }));
         }
-        let newest = batch.iter().map(Delivery::stream_sequence).max()?;
-        Some(Restart {
-            stream: self.settings.stream.clone(),
-            consumer: self.settings.consumer.clone(),
-            stream_created_ns: self.stream_created_ns,
-            start_sequence: newest + 1,
+        let sequences: Vec<u64> = sequences.collect();
+        (!sequences.is_empty()).then_some(Committed::Messages {
+            stream,
+            consumer,
+            stream_created_ns,
+            sequences,
         })
     }
 
@@ -489,5 +545,18 @@ mod tests {
         // where nothing waits for the commit.
         assert!(ack_policy(Some(All), Shared).is_err_and(|e| e.contains("--nats-consumer")));
         assert!(ack_policy(Some(Never), Alone).is_err_and(|e| e.contains("lose the batch")));
+    }
+
+    #[test]
+    fn a_shared_consumer_starts_again_after_the_messages_committed_from_the_streams_first() {
+        let runs = [(1, 40), (46, 90)];
+        assert_eq!(after_committed(&runs, 1), Some(41));
+        // Messages before the stream's first are gone, committed or not.
+        assert_eq!(after_committed(&runs, 30), Some(41));
+        assert_eq!(after_committed(&runs, 50), Some(91));
+        // The stream's first message was never committed: from the first message.
+        assert_eq!(after_committed(&runs, 42), None);
+        assert_eq!(after_committed(&[], 1), None);
+        assert_eq!(after_committed(&[(1, u64::MAX)], 1), Some(u64::MAX));
     }
 }

@@ -314,6 +314,64 @@ impl Writer {
         Ok(())
     }
 
+    /// The runs of stream sequences (first, last) committed from `consumer` of the
+    /// stream created at `stream_created_ns`, in order.
+    pub fn committed_runs(
+        &mut self,
+        stream: &str,
+        consumer: &str,
+        stream_created_ns: i64,
+    ) -> anyhow::Result<Vec<(u64, u64)>> {
+        runs(self.db()?, stream, consumer, stream_created_ns)
+    }
+
+    /// Adds the stream sequences of a committed batch to the runs kept for `consumer`,
+    /// and forgets those of an earlier stream of the same name. Hubs sharing the
+    /// consumer add theirs at once: PostgreSQL takes a lock per consumer for the
+    /// read, merge and write.
+    pub fn save_committed(
+        &mut self,
+        stream: &str,
+        consumer: &str,
+        stream_created_ns: i64,
+        sequences: &[u64],
+    ) -> anyhow::Result<()> {
+        let mut tx = self.db()?.begin()?;
+        if tx.dialect() == Dialect::Postgres {
+            tx.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended(?1, 0))",
+                args![format!("nats_committed_runs {stream} {consumer}")],
+            )?;
+        }
+        let kept = runs(&mut tx, stream, consumer, stream_created_ns)?;
+        let merged = coalesce(
+            kept.iter()
+                .copied()
+                .chain(sequences.iter().map(|&s| (s, s))),
+        );
+        if merged != kept {
+            tx.execute(
+                "DELETE FROM nats_committed_runs WHERE stream = ?1 AND consumer = ?2",
+                args![stream, consumer],
+            )?;
+            for (first, last) in merged {
+                tx.execute(
+                    "INSERT INTO nats_committed_runs
+                        (stream, consumer, stream_created_ns, first_sequence, last_sequence)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    args![
+                        stream,
+                        consumer,
+                        stream_created_ns,
+                        first as i64,
+                        last as i64
+                    ],
+                )?;
+            }
+        }
+        tx.commit()
+    }
+
     pub fn dictionary(&self) -> Option<Arc<lines::Dictionary>> {
         self.dictionary.clone()
     }
@@ -327,6 +385,39 @@ impl Writer {
         self.db()?;
         Batch::begin(&mut self.db, &mut self.parts)
     }
+}
+
+fn runs(
+    db: &mut Db,
+    stream: &str,
+    consumer: &str,
+    stream_created_ns: i64,
+) -> anyhow::Result<Vec<(u64, u64)>> {
+    db.query(
+        "SELECT first_sequence, last_sequence FROM nats_committed_runs
+         WHERE stream = ?1 AND consumer = ?2 AND stream_created_ns = ?3
+         ORDER BY first_sequence",
+        args![stream, consumer, stream_created_ns],
+    )?
+    .iter()
+    .map(|r| Ok((r.get::<i64>(0)? as u64, r.get::<i64>(1)? as u64)))
+    .collect()
+}
+
+/// `runs` (first, last) in order, adjacent and overlapping ones joined: what is left
+/// apart is a gap of messages not committed yet (another hub's batch in flight, or
+/// one that failed and comes again), so the kept rows stay few.
+fn coalesce(runs: impl IntoIterator<Item = (u64, u64)>) -> Vec<(u64, u64)> {
+    let mut runs: Vec<_> = runs.into_iter().collect();
+    runs.sort_unstable();
+    let mut merged: Vec<(u64, u64)> = Vec::with_capacity(runs.len());
+    for (first, last) in runs {
+        match merged.last_mut() {
+            Some(run) if first <= run.1.saturating_add(1) => run.1 = run.1.max(last),
+            _ => merged.push((first, last)),
+        }
+    }
+    merged
 }
 
 #[cfg(test)]
@@ -375,6 +466,39 @@ mod tests {
             .get(0)
             .unwrap();
         assert_eq!(level, 2);
+    }
+
+    #[test]
+    fn committed_messages_are_kept_as_few_runs_of_their_stream_only() {
+        assert_eq!(
+            coalesce([
+                (7, 9),
+                (1, 3),
+                (4, 4),
+                (12, 12),
+                (8, 10),
+                (u64::MAX, u64::MAX)
+            ]),
+            [(1, 4), (7, 10), (12, 12), (u64::MAX, u64::MAX)]
+        );
+        let (_dir, store) = temp_store();
+        let mut writer = store.open_writer().unwrap();
+        // Two hubs' batches, one not committed yet (7..=9).
+        writer
+            .save_committed("S", "c", 5, &[1, 2, 3, 4, 5, 6])
+            .unwrap();
+        writer.save_committed("S", "c", 5, &[12, 10, 11]).unwrap();
+        assert_eq!(
+            writer.committed_runs("S", "c", 5).unwrap(),
+            [(1, 6), (10, 12)]
+        );
+        writer.save_committed("S", "c", 5, &[8, 9, 7]).unwrap();
+        assert_eq!(writer.committed_runs("S", "c", 5).unwrap(), [(1, 12)]);
+        // Another consumer, and a stream of the same name created again, begin apart.
+        assert_eq!(writer.committed_runs("S", "other", 5).unwrap(), []);
+        writer.save_committed("S", "c", 9, &[1]).unwrap();
+        assert_eq!(writer.committed_runs("S", "c", 9).unwrap(), [(1, 1)]);
+        assert_eq!(writer.committed_runs("S", "c", 5).unwrap(), []);
     }
 
     #[test]

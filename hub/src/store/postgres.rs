@@ -180,6 +180,14 @@ CREATE TABLE IF NOT EXISTS nats_committed (
     start_sequence BIGINT NOT NULL,
     PRIMARY KEY (stream, consumer)
 );
+CREATE TABLE IF NOT EXISTS nats_committed_runs (
+    stream TEXT COLLATE \"C\" NOT NULL,
+    consumer TEXT COLLATE \"C\" NOT NULL,
+    stream_created_ns BIGINT NOT NULL,
+    first_sequence BIGINT NOT NULL,
+    last_sequence BIGINT NOT NULL,
+    PRIMARY KEY (stream, consumer, first_sequence)
+);
 ";
 
 /// The planner's statistics: of the records, only the columns questions filter, group

@@ -142,6 +142,17 @@ CREATE TABLE IF NOT EXISTS nats_committed (
     start_sequence INTEGER NOT NULL,
     PRIMARY KEY (stream, consumer)
 );
+-- The messages hubs sharing a consumer (or acknowledging each message) committed, as
+-- runs of stream sequences, where a consumer an operator deleted is created again
+-- (ingest::nats).
+CREATE TABLE IF NOT EXISTS nats_committed_runs (
+    stream TEXT NOT NULL,
+    consumer TEXT NOT NULL,
+    stream_created_ns INTEGER NOT NULL,
+    first_sequence INTEGER NOT NULL,
+    last_sequence INTEGER NOT NULL,
+    PRIMARY KEY (stream, consumer, first_sequence)
+);
 ";
 
 /// One day's records (days.rs): the table and its indexes, named after it.
