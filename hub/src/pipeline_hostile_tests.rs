@@ -469,3 +469,31 @@ fn days_held(conn: &mut crate::store::Db) -> Vec<i64> {
         })
         .collect()
 }
+
+/// Anyone who can publish to the stream can name a new stream id in every line. A
+/// batch takes each stream's lock until it commits: as an advisory lock, each took a
+/// slot of the server's shared lock table, and a batch naming 20,000 stream ids failed
+/// with "out of shared memory" every time it came, stalling the stream behind it.
+#[test]
+fn a_batch_naming_twenty_thousand_streams_is_stored_postgres() {
+    let postgres = ::tests::servers::Postgres::start().unwrap();
+    let (mut pipeline, store) = pipeline_at(super::tests::postgres_store(&postgres), &[]);
+    let lines: Vec<Vec<u8>> = (0..20_000)
+        .flat_map(|i| sealed(&format!("s{i}"), 1, 1))
+        .collect();
+    let outcome = pipeline.ingest(&lines_from(&lines, 1)).unwrap();
+    assert_eq!(
+        (outcome.stored, outcome.rejected),
+        (20_000, 0),
+        "{outcome:?}"
+    );
+    let mut conn = store.open_reader().unwrap();
+    let report = integrity(&mut conn).unwrap();
+    assert_eq!(report.streams.len(), 20_000);
+    assert!(
+        report
+            .streams
+            .iter()
+            .all(|s| s.records == 1 && s.missing == 0)
+    );
+}

@@ -775,9 +775,16 @@ impl Batch<'_> {
         if self.tx.dialect() != Dialect::Postgres || self.claimed.contains(stream) {
             return Ok(None);
         }
-        // An advisory lock, not a row lock: a stream new to the store has no row yet.
+        // A row lock, kept in the row itself: every advisory lock a transaction holds
+        // takes a slot of the server's shared lock table (64 per connection by
+        // default), and a batch of lines naming 20,000 stream ids, which anyone who
+        // can publish to the stream can send, failed with "out of shared memory", came
+        // again and failed again, stalling the stream behind it. The upsert makes the
+        // row of a stream new to the store, or locks the existing one, waiting while
+        // another hub's batch holds it.
         self.tx.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended(?1, 0))",
+            "INSERT INTO stream_locks (stream) VALUES (?1)
+             ON CONFLICT (stream) DO UPDATE SET stream = excluded.stream",
             args![stream],
         )?;
         let state =
