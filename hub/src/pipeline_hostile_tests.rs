@@ -497,3 +497,56 @@ fn a_batch_naming_twenty_thousand_streams_is_stored_postgres() {
             .all(|s| s.records == 1 && s.missing == 0)
     );
 }
+
+/// Lines naming thousands of past days would each make a partition, and each
+/// partition touched takes eight slots of PostgreSQL's shared lock table: a batch
+/// naming 3,000 days failed with "out of shared memory" every time it came. Now a
+/// batch makes at most 64, only for days of the last 400; the rest go to the default
+/// partition, where questions still find them.
+#[test]
+fn a_batch_naming_three_thousand_past_days_is_stored_postgres() {
+    let postgres = ::tests::servers::Postgres::start().unwrap();
+    let (mut pipeline, store) = pipeline_at(super::tests::postgres_store(&postgres), &[]);
+    let day = 86_400_000_000_000_i64;
+    let now = crate::when::now_ns();
+    let mut chain = Chain::new("days".parse::<StreamId>().unwrap(), 1, ZERO_HASH);
+    let lines: Vec<Vec<u8>> = (0..3_000)
+        .map(|i| {
+            let ts = crate::when::format_ns(now - i * day);
+            let mut line = format!(
+                r#"{{"timestamp":"{ts}","http.request.method":"GET","url.path":"/{i}","http.response.status_code":200,"client.address":"203.0.113.9","user.name":"mallory"}}"#
+            )
+            .into_bytes();
+            chain.seal(&mut line, Kind::Access);
+            line.pop();
+            line
+        })
+        .collect();
+    let outcome = pipeline.ingest(&lines_from(&lines, 1)).unwrap();
+    assert_eq!(
+        (outcome.stored, outcome.rejected),
+        (3_000, 0),
+        "{outcome:?}"
+    );
+    let mut conn = store.open_reader().unwrap();
+    let days = days_held(&mut conn);
+    assert_eq!(days.len(), 64, "{days:?}");
+    let today = now.div_euclid(day);
+    assert!(days.iter().all(|&d| d > today - 400), "{days:?}");
+    let report = integrity(&mut conn).unwrap();
+    assert_eq!(
+        (report.streams[0].records, report.streams[0].missing),
+        (3_000, 0)
+    );
+    // A day in a partition, and one in the default partition, each read back.
+    for back in [3, 2_500] {
+        let filter = Filter {
+            from_ns: Some(now - back * day - 1),
+            to_ns: Some(now - back * day + 1),
+            ..Filter::default()
+        };
+        let page = records::page(&mut conn, &filter, 10, 0).unwrap();
+        let paths: Vec<_> = page.rows.iter().map(|(r, _)| r.path.clone()).collect();
+        assert_eq!(paths, [Some(format!("/{back}"))]);
+    }
+}

@@ -232,14 +232,47 @@ pub fn partitions(db: &mut Db) -> anyhow::Result<HashSet<Part>> {
     Ok(days)
 }
 
-/// Creates the partition of `day` inside the caller's transaction.
-pub fn create_partition(db: &mut Db, day: i64) -> anyhow::Result<()> {
+/// Days further back than this from the hub's clock get no partition of their own.
+/// Every partition a statement touches, with its seven indexes, takes eight slots of
+/// the server's shared lock table (`max_locks_per_transaction`, 64 per connection by
+/// default): a batch of lines naming 3,000 past days, which anyone who can publish to
+/// the stream can send, failed with "out of shared memory" each time it came,
+/// stalling the stream, and thousands of partitions would fail every question that
+/// cannot prune them. Records of older days, a backlog or an archive imported late,
+/// go to the default partition: questions read it with the rest, and retention
+/// deletes its rows.
+pub const PARTITION_WINDOW_DAYS: i64 = 400;
+
+/// New partitions one batch makes at most; the records of further new days go to the
+/// default partition, for good. It bounds the lock slots one transaction takes.
+pub const NEW_PARTITIONS_PER_BATCH: usize = 64;
+
+/// Creates the partition of `day` inside the caller's transaction, unless its records
+/// are to go to the default partition: returns whether it made one. `today` is the
+/// hub's clock, in days since the epoch.
+pub fn create_partition(db: &mut Db, day: i64, today: i64) -> anyhow::Result<bool> {
+    if day < today - PARTITION_WINDOW_DAYS {
+        return Ok(false);
+    }
     db.execute("SELECT pg_advisory_xact_lock(?1)", args![SCHEMA_LOCK])?;
     let (start, end) = Part::Day(day).span();
+    // A day whose records went to the default partition (over a batch's budget, or
+    // out of the window by another hub's clock) stays there: PostgreSQL refuses a
+    // partition over rows the default one holds.
+    if db
+        .query_opt(
+            "SELECT 1 FROM records_default WHERE ts >= ?1 AND ts < ?2 LIMIT 1",
+            args![start, end],
+        )?
+        .is_some()
+    {
+        return Ok(false);
+    }
     db.batch(&format!(
         "CREATE TABLE IF NOT EXISTS {} PARTITION OF records
          FOR VALUES FROM ({start}) TO ({end}) WITH (fillfactor = 50)",
         Part::Day(day).table()
     ))
-    .with_context(|| format!("creating the records partition of day {day}"))
+    .with_context(|| format!("creating the records partition of day {day}"))?;
+    Ok(true)
 }

@@ -136,6 +136,8 @@ pub struct Batch<'c> {
     /// them when it commits.
     parts: &'c mut Parts,
     created: Vec<Part>,
+    /// Partitions this batch made (PostgreSQL).
+    partitions_made: usize,
     dropped: Vec<Part>,
     ranges: Ranges,
     /// Streams whose chain state this batch locked (PostgreSQL).
@@ -156,6 +158,7 @@ impl<'c> Batch<'c> {
             tx: db.begin()?,
             parts,
             created: Vec::new(),
+            partitions_made: 0,
             dropped: Vec::new(),
             ranges: Ranges::default(),
             claimed: HashSet::new(),
@@ -816,10 +819,20 @@ impl Batch<'_> {
                 .tx
                 .batch(&schema::records_table(&part.table()))
                 .with_context(|| format!("creating the records table {}", part.table()))?,
-            (Dialect::Postgres, Part::Day(day)) => postgres::create_partition(&mut self.tx, day)?,
+            (Dialect::Postgres, Part::Day(day)) => {
+                let made = self.partitions_made < postgres::NEW_PARTITIONS_PER_BATCH
+                    && postgres::create_partition(
+                        &mut self.tx,
+                        day,
+                        now_ns().div_euclid(days::NANOS_PER_DAY),
+                    )?;
+                self.partitions_made += usize::from(made);
+            }
             // The default partition holds them.
             (Dialect::Postgres, Part::Early | Part::Late) => return Ok(()),
         }
+        // For PostgreSQL, known: the day's records have their place, a partition of
+        // their own or the default one.
         self.created.push(part);
         Ok(())
     }
