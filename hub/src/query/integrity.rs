@@ -1,5 +1,7 @@
 //! Per stream (host): how much of its chain is stored and proven, and every break,
 //! gap, restart and sensor loss; plus the lines that could not be stored at all.
+use std::collections::HashMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -99,30 +101,53 @@ pub fn conflict_lines(
 /// Findings listed per stream and kind; the rest are counted in the detail of the last.
 const MAX_FINDINGS: usize = 100;
 
+/// Each of the per-stream tables is read once for every stream, not once per stream:
+/// anyone who can publish to the stream can name thousands of stream ids, and three
+/// statements each made the report of 20,000 streams take 60,000.
 pub fn integrity(conn: &mut Db) -> anyhow::Result<Integrity> {
     let states = conn.query("SELECT stream, state FROM streams ORDER BY stream", args![])?;
+    let mut findings: HashMap<String, (Vec<Finding>, Vec<Finding>)> = HashMap::new();
+    for r in conn.query(
+        "SELECT stream, seq, kind, detail, is_break FROM events
+         WHERE kind <> 'loss' ORDER BY stream, seq, id",
+        args![],
+    )? {
+        let (breaks, notes) = findings.entry(r.get(0)?).or_default();
+        let is_break: bool = r.get(4)?;
+        let list = if is_break { breaks } else { notes };
+        if list.len() < MAX_FINDINGS {
+            list.push(Finding {
+                seq: r.get(1)?,
+                kind: r.get(2)?,
+                detail: r.get(3)?,
+            });
+        }
+    }
+    let mut losses: HashMap<String, Vec<LossTotal>> = HashMap::new();
+    for r in conn.query(
+        "SELECT stream, source, reason, CAST(sum(count) AS BIGINT) FROM losses
+         GROUP BY stream, source, reason ORDER BY stream, source, reason",
+        args![],
+    )? {
+        losses.entry(r.get(0)?).or_default().push(LossTotal {
+            source: r.get(1)?,
+            reason: r.get(2)?,
+            count: r.get(3)?,
+        });
+    }
+    let conflicts: HashMap<String, u64> = conn
+        .query(
+            "SELECT stream, count(*) FROM conflicts GROUP BY stream",
+            args![],
+        )?
+        .iter()
+        .map(|r| Ok((r.get(0)?, r.get(1)?)))
+        .collect::<anyhow::Result<_>>()?;
     let mut streams = Vec::new();
     for row in states {
         let stream: String = row.get(0)?;
         let state: StreamState = serde_json::from_str(&row.get::<String>(1)?)?;
-        let mut breaks = Vec::new();
-        let mut notes = Vec::new();
-        let rows = conn.query(
-            "SELECT seq, kind, detail, is_break FROM events WHERE stream = ?1 ORDER BY seq, id",
-            args![stream],
-        )?;
-        for r in rows {
-            let finding = Finding {
-                seq: r.get(0)?,
-                kind: r.get(1)?,
-                detail: r.get(2)?,
-            };
-            let is_break: bool = r.get(3)?;
-            let list = if is_break { &mut breaks } else { &mut notes };
-            if finding.kind != "loss" && list.len() < MAX_FINDINGS {
-                list.push(finding);
-            }
-        }
+        let (mut breaks, mut notes) = findings.remove(&stream).unwrap_or_default();
         for (from, to) in state.gaps.itemised() {
             breaks.push(Finding {
                 seq: from,
@@ -155,29 +180,9 @@ pub fn integrity(conn: &mut Db) -> anyhow::Result<Integrity> {
         }
         breaks.sort_by_key(|f| f.seq);
         breaks.truncate(MAX_FINDINGS);
-        let losses = conn
-            .query(
-                "SELECT source, reason, CAST(sum(count) AS BIGINT) FROM losses WHERE stream = ?1
-                 GROUP BY source, reason ORDER BY source, reason",
-                args![stream],
-            )?
-            .iter()
-            .map(|r| {
-                Ok(LossTotal {
-                    source: r.get(0)?,
-                    reason: r.get(1)?,
-                    count: r.get(2)?,
-                })
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        let conflicts_kept: u64 = conn
-            .query_row(
-                "SELECT count(*) FROM conflicts WHERE stream = ?1",
-                args![stream],
-            )?
-            .get(0)?;
+        let losses = losses.remove(&stream).unwrap_or_default();
         streams.push(StreamIntegrity {
-            conflicts_kept,
+            conflicts_kept: conflicts.get(&stream).copied().unwrap_or(0),
             stream,
             records: state.records,
             missing: state.missing(),
