@@ -24,9 +24,17 @@ fn sealed(stream: &str, first_seq: u64, n: usize) -> Vec<Vec<u8>> {
 }
 
 fn access(chain: &mut Chain, i: usize) -> Vec<u8> {
+    access_at(
+        chain,
+        &format!("2026-12-03T02:00:{:02}Z", i % 60),
+        &format!("/x/{i}"),
+    )
+}
+
+/// An access line of `chain` at time `ts` (RFC 3339) for `path`.
+fn access_at(chain: &mut Chain, ts: &str, path: &str) -> Vec<u8> {
     let mut line = format!(
-        r#"{{"timestamp":"2026-12-03T02:00:{:02}Z","http.request.method":"GET","url.path":"/x/{i}","http.response.status_code":200,"client.address":"203.0.113.9","user.name":"mallory"}}"#,
-        i % 60
+        r#"{{"timestamp":"{ts}","http.request.method":"GET","url.path":"{path}","http.response.status_code":200,"client.address":"203.0.113.9","user.name":"mallory"}}"#
     )
     .into_bytes();
     chain.seal(&mut line, Kind::Access);
@@ -389,15 +397,7 @@ fn lines_dated_ahead_are_refused_and_make_no_day(store: StoreAt) -> Vec<i64> {
         crate::when::format_ns(now),
     ]
     .iter()
-    .map(|ts| {
-        let mut line = format!(
-            r#"{{"timestamp":"{ts}","http.request.method":"GET","url.path":"/","http.response.status_code":200,"client.address":"203.0.113.9","user.name":"mallory"}}"#
-        )
-        .into_bytes();
-        chain.seal(&mut line, Kind::Access);
-        line.pop();
-        line
-    })
+    .map(|ts| access_at(&mut chain, ts, "/"))
     .collect();
     let outcome = pipeline.ingest(&lines_from(&lines, 1)).unwrap();
     assert_eq!((outcome.stored, outcome.rejected), (3, 2), "{outcome:?}");
@@ -512,14 +512,11 @@ fn a_batch_naming_three_thousand_past_days_is_stored_postgres() {
     let mut chain = Chain::new("days".parse::<StreamId>().unwrap(), 1, ZERO_HASH);
     let lines: Vec<Vec<u8>> = (0..3_000)
         .map(|i| {
-            let ts = crate::when::format_ns(now - i * day);
-            let mut line = format!(
-                r#"{{"timestamp":"{ts}","http.request.method":"GET","url.path":"/{i}","http.response.status_code":200,"client.address":"203.0.113.9","user.name":"mallory"}}"#
+            access_at(
+                &mut chain,
+                &crate::when::format_ns(now - i * day),
+                &format!("/{i}"),
             )
-            .into_bytes();
-            chain.seal(&mut line, Kind::Access);
-            line.pop();
-            line
         })
         .collect();
     let outcome = pipeline.ingest(&lines_from(&lines, 1)).unwrap();
