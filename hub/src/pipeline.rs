@@ -1,5 +1,13 @@
 //! One batch of lines through verify, enrich and store, committed as one transaction.
 //! Both `import` and `serve` drive it; the live feed and the counters read its outcome.
+//! The detections run beside the writer, in the batch's transaction; or, for a fleet
+//! of hubs sharing a PostgreSQL store, in one hub for all ([`Leader`]), fed by each
+//! batch ([`feed`]).
+mod feed;
+mod lead;
+
+pub use lead::Leader;
+
 use std::{
     cell::RefCell,
     sync::{
@@ -77,7 +85,8 @@ pub struct Pipeline {
     chains: Chains,
     enricher: Enricher,
     writer: Writer,
-    detector: Detector,
+    /// `None` when the fleet's leader runs the detections ([`Pipeline::feed_detections`]).
+    detector: Option<Detector>,
     /// The newest record time ingested.
     newest_ns: i64,
     /// Rebuilds the detector from the store after a failed batch.
@@ -164,7 +173,7 @@ impl Pipeline {
             keys,
             chains,
             enricher,
-            detector: detector(&mut writer)?,
+            detector: Some(detector(&mut writer)?),
             newest_ns: 0,
             detector_from_store: detector,
             writer,
@@ -174,6 +183,14 @@ impl Pipeline {
             ahead: Ahead::default(),
             rows: false,
         })
+    }
+
+    /// From now on each batch appends what its detections would meet to the store's
+    /// detection feed, for the fleet's [`Leader`], instead of running them: hubs that
+    /// share a consumer each see a share of every stream, so rules that count would
+    /// count per hub.
+    pub fn feed_detections(&mut self) {
+        self.detector = None;
     }
 
     /// Whether outcomes list the stored access records as rows, for the live feed;
@@ -271,14 +288,19 @@ impl Pipeline {
 
     fn resume_from_store(&mut self) -> anyhow::Result<()> {
         self.chains = Chains::new(self.writer.streams()?);
-        self.detector = (self.detector_from_store)(&mut self.writer)?;
+        if self.detector.is_some() {
+            self.detector = Some((self.detector_from_store)(&mut self.writer)?);
+        }
         Ok(())
     }
 
     /// Runs the clock-driven detections (silent sensors) at `now_ns` and stores what
     /// they find; returns the alerts opened or updated.
     pub fn tick(&mut self, now_ns: i64) -> anyhow::Result<Vec<i64>> {
-        let alertings = self.detector.tick(now_ns);
+        let Some(detector) = &mut self.detector else {
+            return Ok(Vec::new());
+        };
+        let alertings = detector.tick(now_ns);
         if alertings.is_empty() {
             return Ok(Vec::new());
         }
@@ -288,7 +310,7 @@ impl Pipeline {
             for alerting in &alertings {
                 ids.push(batch.alert(&alerting.new_alert())?);
             }
-            self.detector.save(&mut batch)?;
+            detector.save(&mut batch)?;
             batch.commit(std::iter::empty())?;
             Ok(ids)
         })();
@@ -438,7 +460,8 @@ impl Pipeline {
             // thread taking its lines apart instead of leaving it blocked on a send.
             let (stored, detected) = std::thread::scope(|inner| {
                 let (found_tx, found_rx) = mpsc::channel();
-                let detecting_on = &mut *detector;
+                let detecting_on = detector.as_mut();
+                let feeding = detecting_on.is_none();
                 let detecting = inner.spawn(move || detect(detecting_on, found_rx));
                 let stored = store(
                     lines.iter().copied().zip(
@@ -454,6 +477,7 @@ impl Pipeline {
                     newest_ns,
                     *rows,
                     &found_tx,
+                    feeding,
                 );
                 drop(found_tx);
                 (stored, join(detecting))
@@ -461,7 +485,14 @@ impl Pipeline {
             let outcome = stored.and_then(|written| {
                 let detected = detected?;
                 let _ = stored_tx.send(());
-                commit(batch, written, detected, chains, detector, *newest_ns)
+                commit(
+                    batch,
+                    written,
+                    detected,
+                    chains,
+                    detector.as_mut(),
+                    *newest_ns,
+                )
             });
             drop(stored_tx);
             committed.store(true, Ordering::Relaxed);
@@ -608,8 +639,14 @@ enum Found {
     /// A verified line that does not.
     Seen(String, i64),
     /// A stored access record, with what it says of its sensor (as [`signs_of_life`]):
-    /// carried here, so that a record costs one message.
-    Access(Box<Parsed>, Link, Option<bool>),
+    /// carried here, so that a record costs one message; and its line, when the batch
+    /// feeds the fleet's leader ([`feed`]).
+    Access {
+        access: Box<Parsed>,
+        link: Link,
+        life: Option<bool>,
+        line: Option<Box<[u8]>>,
+    },
     /// A stored access record replaced by the sensor's own line: its counts go.
     Retract(Box<Parsed>),
 }
@@ -620,9 +657,21 @@ enum Found {
 struct Telling<'a> {
     to: &'a mpsc::Sender<Vec<Found>>,
     held: RefCell<Vec<Found>>,
+    /// Whether access records carry their lines, for the detection feed.
+    feeding: bool,
 }
 
 impl Telling<'_> {
+    /// A stored access record.
+    fn access(&self, access: Box<Parsed>, link: Link, life: Option<bool>, line: &[u8]) {
+        self.tell(Found::Access {
+            access,
+            link,
+            life,
+            line: self.feeding.then(|| line.into()),
+        });
+    }
+
     fn tell(&self, message: Found) {
         let mut held = self.held.borrow_mut();
         held.push(message);
@@ -659,53 +708,75 @@ struct Detected {
     rollups: RollupRows,
     /// What the detections learned, serialised.
     learned: Learned,
+    /// What the batch feeds the fleet's leader instead, when it does.
+    feed: Option<feed::Encoder>,
 }
 
-/// Runs the detections on what the writer stored, counts the stored access records'
-/// rollups, and serialises what the detections learned, for the writer to store.
-fn detect(detector: &mut Detector, found: mpsc::Receiver<Vec<Found>>) -> anyhow::Result<Detected> {
+/// Runs the detections on what the writer stored (or, without a detector, writes what
+/// they would meet for the fleet's leader), counts the stored access records' rollups,
+/// and serialises what the detections learned, for the writer to store.
+fn detect(
+    mut detector: Option<&mut Detector>,
+    found: mpsc::Receiver<Vec<Found>>,
+) -> anyhow::Result<Detected> {
     let mut alertings = Vec::new();
     let mut rollups = Rollups::default();
+    let mut feed = detector.is_none().then(feed::Encoder::default);
     for found in found.into_iter().flatten() {
-        match found {
-            Found::Event(event, ts_ns) => alertings.extend(detector.event(&event, ts_ns)),
-            Found::Heard(stream, ts_ns) => detector.heard(&stream, ts_ns),
-            Found::Seen(stream, ts_ns) => detector.seen(&stream, ts_ns),
+        match &found {
             Found::Retract(forged) => {
                 rollups.retract(&forged.fields, &forged.enrichment, &forged.derived);
             }
-            Found::Access(access, link, life) => {
-                let Parsed {
-                    fields,
-                    enrichment,
-                    derived,
-                    ..
-                } = &*access;
-                match life {
-                    Some(true) => detector.heard(&fields.stream, fields.ts_ns),
-                    Some(false) => detector.seen(&fields.stream, fields.ts_ns),
-                    None => {}
-                }
-                rollups.count(fields, enrichment, derived);
-                alertings.extend(detector.observe(&Observation {
-                    fields,
-                    enrichment,
-                    link,
-                }));
+            Found::Access { access, .. } => {
+                rollups.count(&access.fields, &access.enrichment, &access.derived);
             }
+            Found::Event(..) | Found::Heard(..) | Found::Seen(..) => {}
+        }
+        match (&mut detector, &mut feed) {
+            (Some(detector), _) => observe(detector, &found, &mut alertings),
+            (None, Some(feed)) => feed.found(&found)?,
+            (None, None) => {}
         }
     }
     // The writer waits for both; the two cores take one each.
     let (rollups, learned) = std::thread::scope(|scope| {
         let rows = scope.spawn(|| rollups.into_rows());
-        let learned = detector.learned();
+        let learned = detector.map_or(Ok(Learned::new()), Detector::learned);
         (join(rows), learned)
     });
     Ok(Detected {
         alertings,
         rollups,
         learned: learned?,
+        feed,
     })
+}
+
+/// Shows the detections one thing the writer met; what they find joins `alertings`.
+fn observe(detector: &mut Detector, found: &Found, alertings: &mut Vec<Alerting>) {
+    match found {
+        Found::Event(event, ts_ns) => alertings.extend(detector.event(event, *ts_ns)),
+        Found::Heard(stream, ts_ns) => detector.heard(stream, *ts_ns),
+        Found::Seen(stream, ts_ns) => detector.seen(stream, *ts_ns),
+        Found::Retract(_) => {}
+        Found::Access {
+            access, link, life, ..
+        } => {
+            let Parsed {
+                fields, enrichment, ..
+            } = &**access;
+            match life {
+                Some(true) => detector.heard(&fields.stream, fields.ts_ns),
+                Some(false) => detector.seen(&fields.stream, fields.ts_ns),
+                None => {}
+            }
+            alertings.extend(detector.observe(&Observation {
+                fields,
+                enrichment,
+                link: *link,
+            }));
+        }
+    }
 }
 
 /// A scoped thread's result; its panic is this thread's.
@@ -736,10 +807,12 @@ fn store<'a>(
     newest_ns: &mut i64,
     rows: bool,
     found: &mpsc::Sender<Vec<Found>>,
+    feeding: bool,
 ) -> anyhow::Result<Written> {
     let telling = Telling {
         to: found,
         held: RefCell::new(Vec::with_capacity(FOUND_CHUNK)),
+        feeding,
     };
     let tell = |message| telling.tell(message);
     let mut outcome = Outcome::default();
@@ -809,7 +882,7 @@ fn store<'a>(
                 enricher,
                 batch,
                 rows,
-                &tell,
+                &telling,
                 &mut outcome,
             )?;
         }
@@ -887,7 +960,7 @@ fn store<'a>(
             if rows {
                 outcome.rows.push(row(&parsed, verdict.link));
             }
-            tell(Found::Access(parsed, verdict.link, life));
+            telling.access(parsed, verdict.link, life, bytes);
         }
     }
     touched.sort();
@@ -900,13 +973,14 @@ fn store<'a>(
 }
 
 /// Ends a batch whose lines are stored: writes what the detections counted, learned
-/// and found, resolves the alerts that are over, and commits.
+/// and found (or what it feeds the fleet's leader), resolves the alerts that are over,
+/// and commits.
 fn commit(
     mut batch: Batch<'_>,
     written: Written,
     detected: Detected,
     chains: &Chains,
-    detector: &mut Detector,
+    detector: Option<&mut Detector>,
     newest_ns: i64,
 ) -> anyhow::Result<Outcome> {
     let Written {
@@ -918,14 +992,9 @@ fn commit(
         alertings,
         rollups,
         learned,
+        feed,
     } = detected;
     batch.rollups(rollups);
-    batch.learn(learned)?;
-    let findings: Vec<_> = alertings.iter().map(Alerting::new_alert).collect();
-    batch.prefetch_alerts(&findings)?;
-    for finding in &findings {
-        outcome.alerts.push(batch.alert(finding)?);
-    }
     // Late lines take the proof of the line after them, so the last goes first. Only
     // lines up to a stream's verified-through seq are proven: a line past it has no
     // proof to take (two hubs in turn fill tens of thousands of such lines a batch).
@@ -943,30 +1012,67 @@ fn commit(
     // A stream whose every gap is now filled lost nothing: its gap alert is over
     // (JetStream redelivering a killed hub's batch late raises one).
     filled.dedup_by(|a, b| a.0 == b.0);
-    for (stream, _) in &filled {
-        let closed = chains
-            .streams()
-            .get(stream)
-            .is_some_and(|s| s.gaps.is_empty());
-        if let Some((rule, entity)) = detector.gaps_filled(stream).filter(|_| closed) {
-            outcome
-                .alerts
-                .extend(batch.resolve_alerts(rule, &entity, newest_ns)?);
+    let closed: Vec<&str> = filled
+        .iter()
+        .map(|(stream, _)| stream.as_str())
+        .filter(|stream| {
+            chains
+                .streams()
+                .get(*stream)
+                .is_some_and(|s| s.gaps.is_empty())
+        })
+        .collect();
+    match (detector, feed) {
+        (Some(detector), _) => {
+            batch.learn(learned)?;
+            outcome.alerts = conclude(&mut batch, detector, &alertings, &closed, newest_ns)?;
         }
+        (None, Some(mut feed)) => {
+            for stream in closed {
+                feed.gaps_closed(stream);
+            }
+            // A batch of duplicates alone has nothing for the detections.
+            if !feed.is_empty() {
+                batch.feed(feed.finish()?);
+            }
+        }
+        (None, None) => {}
     }
-    // A silent sensor that speaks again is no longer silent.
-    for (rule, entity) in detector.revived() {
-        outcome
-            .alerts
-            .extend(batch.resolve_alerts(rule, &entity, newest_ns)?);
-    }
-    detector.save(&mut batch)?;
-    outcome.alerts.sort_unstable();
-    outcome.alerts.dedup();
     let streams = chains.streams();
     let inserted = batch.commit(touched.iter().filter_map(|s| streams.get_key_value(s)))?;
     outcome.stored = inserted - outcome.restored;
     Ok(outcome)
+}
+
+/// Writes what the detections found in a batch into it: the alerts `alertings` raise,
+/// then those that are over (every gap of the `closed` streams filled, silent sensors
+/// heard again), and what they learned. Returns the alerts opened, changed or resolved.
+fn conclude(
+    batch: &mut Batch<'_>,
+    detector: &mut Detector,
+    alertings: &[Alerting],
+    closed: &[&str],
+    newest_ns: i64,
+) -> anyhow::Result<Vec<i64>> {
+    let mut alerts = Vec::new();
+    let findings: Vec<_> = alertings.iter().map(Alerting::new_alert).collect();
+    batch.prefetch_alerts(&findings)?;
+    for finding in &findings {
+        alerts.push(batch.alert(finding)?);
+    }
+    for stream in closed {
+        if let Some((rule, entity)) = detector.gaps_filled(stream) {
+            alerts.extend(batch.resolve_alerts(rule, &entity, newest_ns)?);
+        }
+    }
+    // A silent sensor that speaks again is no longer silent.
+    for (rule, entity) in detector.revived() {
+        alerts.extend(batch.resolve_alerts(rule, &entity, newest_ns)?);
+    }
+    detector.save(batch)?;
+    alerts.sort_unstable();
+    alerts.dedup();
+    Ok(alerts)
 }
 
 /// Stores the sensor's own lines that a signed checkpoint chains to in place of the
@@ -979,9 +1085,10 @@ fn restore(
     enricher: &Enricher,
     batch: &mut Batch<'_>,
     rows: bool,
-    tell: &dyn Fn(Found),
+    telling: &Telling<'_>,
     outcome: &mut Outcome,
 ) -> anyhow::Result<()> {
+    let tell = &|message| telling.tell(message);
     let stream = &checkpoint.stream;
     for event in restoration.events {
         batch.event(&event, checkpoint.ts_ns)?;
@@ -1012,7 +1119,7 @@ fn restore(
             if rows {
                 outcome.rows.push(row(&parsed, Link::Restored));
             }
-            tell(Found::Access(Box::new(parsed), Link::Restored, None));
+            telling.access(Box::new(parsed), Link::Restored, None, &restored.line);
         }
     }
     Ok(())

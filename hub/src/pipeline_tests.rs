@@ -54,12 +54,22 @@ impl Sensor {
 
     /// An access line with `more` (JSON members, each with a leading comma) at its end.
     fn access_with(&mut self, timestamp: &str, n: u64, user: &str, more: &str) -> Vec<u8> {
-        let mut line = format!(
+        self.sealed_access(format!(
             r#"{{"timestamp":"{timestamp}","http.request.method":"GET","url.path":"/orders/{n}","http.response.status_code":{},"client.address":"203.0.113.{}","user.name":"{user}"{more}}}"#,
             if n.is_multiple_of(10) { 403 } else { 200 },
             n % 7
-        )
-        .into_bytes();
+        ))
+    }
+
+    /// A request refused with 401 to `user` from one client.
+    fn denied_at(&mut self, timestamp: &str, user: &str) -> Vec<u8> {
+        self.sealed_access(format!(
+            r#"{{"timestamp":"{timestamp}","http.request.method":"POST","url.path":"/login","http.response.status_code":401,"client.address":"203.0.113.9","user.name":"{user}"}}"#
+        ))
+    }
+
+    fn sealed_access(&mut self, text: String) -> Vec<u8> {
+        let mut line = text.into_bytes();
         self.chain.seal(&mut line, Kind::Access);
         self.since += 1;
         line.pop();
@@ -1401,4 +1411,109 @@ fn lines_taken_apart_ahead_are_stored_only_with_the_batch_they_came_from() {
     other.ingest(&first).unwrap();
     other.ingest(&second).unwrap();
     assert_eq!(listed(&other_store), listed(&plain_store));
+}
+
+/// Hubs sharing a PostgreSQL store each store a share of a stream and feed what they
+/// stored to the one that leads the detections: a burst split between two hubs, 12
+/// denied requests each, is counted whole (24 against a threshold of 20), as one hub
+/// that took every line counts it, even when the lead changes hands midway.
+#[test]
+fn a_burst_split_between_two_hubs_is_counted_whole_by_the_leader_postgres() {
+    let dir = tempfile::tempdir().unwrap();
+    let postgres = ::tests::servers::Postgres::start().unwrap();
+    let (mut sensor, key) = Sensor::new(dir.path(), "web1");
+    let mut raw = vec![start_line("web1")];
+    for n in 1..=24 {
+        raw.push(sensor.denied_at(&format!("2026-12-03T02:00:{n:02}Z"), "mallory"));
+    }
+    let all = lines(&raw);
+    let keys = [format!("web1={key}")];
+
+    // One hub that takes every line: what the fleet must match.
+    let (mut single, single_store) = pipeline(&dir.path().join("single"), &keys);
+    single.ingest(&all).unwrap();
+    let expected = alerts_of(&mut single_store.open_reader().unwrap(), "auth_failures");
+    assert!(
+        expected.iter().any(|a| a.entity == "user:mallory"),
+        "{expected:?}"
+    );
+
+    let store = postgres_store(&postgres);
+    let (mut a, _) = pipeline_at(store.clone(), &keys);
+    let (mut b, _) = pipeline_at(store.clone(), &keys);
+    // A damaged entry first: left out and said, not read again and again.
+    store
+        .open_deliveries()
+        .unwrap()
+        .execute(
+            "INSERT INTO detect_feed (id, body) VALUES (nextval('detect_feed_ids'), ?1)",
+            &[&b"not a feed entry".to_vec()],
+        )
+        .unwrap();
+    a.feed_detections();
+    b.feed_detections();
+    for chunk in all[..13].chunks(4) {
+        a.ingest(chunk).unwrap();
+    }
+    for chunk in all[13..].chunks(4) {
+        b.ingest(chunk).unwrap();
+    }
+    let mut conn = store.open_reader().unwrap();
+    assert!(alerts_of(&mut conn, "auth_failures").is_empty());
+
+    let enricher = || Enricher::load(&EnrichSettings::default()).unwrap();
+    let detector: fn(&mut crate::store::Writer) -> anyhow::Result<Detector> = |writer| {
+        Ok(Detector::new(
+            crate::detect::Detections::load(None)?,
+            None,
+            writer.detect_state()?,
+        ))
+    };
+    let mut first = Leader::new(store.open_writer().unwrap(), enricher(), Box::new(detector));
+    let mut second = Leader::new(store.open_writer().unwrap(), enricher(), Box::new(detector));
+    let stepped = first.step(None).unwrap();
+    assert!(stepped.leads && stepped.more, "{stepped:?}");
+    assert_eq!(stepped.damaged.len(), 1, "{stepped:?}");
+    assert!(
+        stepped.damaged[0].starts_with("feed entry 1: "),
+        "{stepped:?}"
+    );
+    assert!(!second.step(None).unwrap().leads, "one hub leads at a time");
+    // The leader stops (its connection closes): the other takes over where it got to.
+    drop(first);
+    let mut waited = 0;
+    let mut stepped = second.step(None).unwrap();
+    while !stepped.leads {
+        waited += 1;
+        assert!(waited < 200, "the lead was not released");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        stepped = second.step(None).unwrap();
+    }
+    while stepped.more {
+        stepped = second.step(None).unwrap();
+    }
+    let fleet = alerts_of(&mut conn, "auth_failures");
+    let shown = |alerts: &[crate::store::alerts::Alert]| {
+        let mut shown: Vec<_> = alerts
+            .iter()
+            .map(|a| {
+                (
+                    a.entity.clone(),
+                    a.count,
+                    a.first_ns,
+                    a.last_ns,
+                    a.summary.clone(),
+                )
+            })
+            .collect();
+        shown.sort();
+        shown
+    };
+    assert_eq!(shown(&fleet), shown(&expected));
+    let left: i64 = conn
+        .query_row("SELECT count(*) FROM detect_feed", &[])
+        .unwrap()
+        .get(0)
+        .unwrap();
+    assert_eq!(left, 0, "what the detections saw leaves the feed");
 }

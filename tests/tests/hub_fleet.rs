@@ -34,6 +34,12 @@ const WAIT: Duration = Duration::from_secs(120);
 const ALICE: &str = "alice:alice-fleet-pw-4d1e";
 const BOB: &str = "bob:bob-fleet-pw-0a7c";
 const BEARER: &str = "Authorization: Bearer sk-fleet-bearer-93b2";
+/// Guesses a password, refused each time: a brute force the fleet's detections count.
+const MALLORY: &str = "mallory:guess-fleet-pw-77c1";
+/// Refused logins per round, three rounds: 24 against `auth_failures`' threshold of 20,
+/// so its alert is raised only if the hubs' shares are counted together.
+const DENIED_PER_ROUND: u64 = 8;
+const AUTH_FAILURES_THRESHOLD: u64 = 20;
 
 struct Setup {
     dir: tempfile::TempDir,
@@ -48,6 +54,7 @@ impl Setup {
         let port = free_port();
         let mut config = NginxConfig::new(port);
         config.access_log = true;
+        config.extra_locations = "        location = /login { return 401; }\n".to_owned();
         Ok(Self {
             dir: tempfile::tempdir()?,
             nats: NatsServer::start()?,
@@ -437,6 +444,10 @@ fn two_hubs_sharing_one_consumer_store_every_request_once_in_one_database() -> R
     let mut sent = 0;
     for n in 1..=3 {
         sent += round(setup.port, &format!("/fleet-{n}"), 2_000)?;
+        for _ in 0..DENIED_PER_ROUND {
+            curl(&["-u", MALLORY, &url(setup.port, "/login")])?;
+        }
+        sent += DENIED_PER_ROUND;
     }
     let (run, logged) = stop_and_count(tracer, &setup, sent)?;
     eprintln!(
@@ -464,6 +475,57 @@ fn two_hubs_sharing_one_consumer_store_every_request_once_in_one_database() -> R
         std::thread::sleep(Duration::from_millis(100));
     };
     drop((live_a, live_b));
+
+    // One hub ran the detections for both, over both hubs' records: mallory's refused
+    // logins are one burst, however the hubs shared them.
+    let denied: HashSet<u64> = run
+        .records
+        .iter()
+        .filter(|r| r["user.name"] == "mallory")
+        .filter_map(|r| r["audit.seq"].as_u64())
+        .collect();
+    assert_eq!(denied.len() as u64, 3 * DENIED_PER_ROUND);
+    let share_a = from_a
+        .records
+        .iter()
+        .filter(|(_, seq)| denied.contains(seq))
+        .count();
+    eprintln!(
+        "fleet: hub a committed {share_a} of mallory's {} refused logins, hub b the rest",
+        denied.len()
+    );
+    let expected = denied.len() as u64 - AUTH_FAILURES_THRESHOLD + 1;
+    let mut burst = Value::Null;
+    let deadline = Instant::now() + WAIT;
+    while burst["count"].as_u64() != Some(expected) {
+        ensure!(
+            Instant::now() < deadline,
+            "no auth_failures alert on user:mallory counting {expected} (the 20th refusal to the 24th); last seen: {burst}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+        let alerts = setup.ok(
+            &["alerts"],
+            &["--rule", "auth_failures", "--format", "jsonl"],
+        )?;
+        let mallory: Vec<Value> = alerts
+            .lines()
+            .map(serde_json::from_str::<Value>)
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .filter(|a| a["entity"] == "user:mallory")
+            .collect();
+        ensure!(mallory.len() <= 1, "one burst raised {mallory:?}");
+        burst = mallory.into_iter().next().unwrap_or(Value::Null);
+    }
+    let leaders = [&hub_a, &hub_b]
+        .iter()
+        .filter(|h| {
+            h.stderr()
+                .contains("this hub runs the detections for every hub sharing the store")
+        })
+        .count();
+    assert_eq!(leaders, 1, "hubs that ran the detections");
+
     let stderr_a = setup.stop("hub a", hub_a)?;
     let stderr_b = setup.stop("hub b", hub_b)?;
     eprintln!(

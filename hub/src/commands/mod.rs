@@ -11,7 +11,7 @@ use crate::{
     cli::{DetectArgs, IngestArgs},
     detect::{Detections, Detector, sigma::Sigma},
     enrich::Enricher,
-    pipeline::{Expiry, Outcome, Pipeline},
+    pipeline::{Expiry, Leader, Outcome, Pipeline},
     verify::keys::Keys,
 };
 
@@ -33,6 +33,18 @@ fn pipeline(args: &IngestArgs) -> anyhow::Result<Pipeline> {
         writer,
         Box::new(move |writer| detector(&detect, writer)),
     )
+}
+
+/// The fleet's detections, on a connection of their own (`pipeline::Leader`).
+fn leader(args: &IngestArgs) -> anyhow::Result<Leader> {
+    let enricher = Enricher::load(&args.enrich.settings())?;
+    let writer = args.store.at()?.open_writer()?;
+    let detect = args.detect.clone();
+    Ok(Leader::new(
+        writer,
+        enricher,
+        Box::new(move |writer| detector(&detect, writer)),
+    ))
 }
 
 /// The detector, resumed from the store. The rule files are read each time (at start,

@@ -16,14 +16,14 @@ use crate::{
     cli::ServeArgs,
     deliver::{self, Alertmanager, NatsAlerts, Target, Webhook},
     ingest::nats::{Committed, NatsSettings, Restart, Restarts, Resumed, Source},
-    pipeline::{Expiry, Outcome, Pipeline},
+    pipeline::{Expiry, Leader, Outcome, Pipeline},
     serve::{
         Hub, Rules,
         auth::{Auth, Secret},
         router,
         tls::{self, TlsListener},
     },
-    store::{NatsPoint, Readers, Writer},
+    store::{NatsPoint, Readers, StoreAt, Writer},
     when::now_ns,
 };
 
@@ -37,6 +37,9 @@ const ANALYZE_EVERY: Duration = Duration::from_secs(300);
 const REFRESH_EVERY: Duration = Duration::from_secs(1);
 /// Silent sensors are looked for this often.
 const TICK_EVERY: Duration = Duration::from_secs(5);
+/// The detection feed is read this often while this hub leads (and the lead tried
+/// this often while another hub has it).
+const LEAD_POLL: Duration = Duration::from_millis(250);
 /// Retention runs this often (and at start), a chunk per turn of the ingest loop.
 const EXPIRE_EVERY: Duration = Duration::from_secs(600);
 
@@ -58,7 +61,16 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         args.password_hash_file.as_deref(),
         args.token_file.as_deref(),
     )?;
-    let pipeline = super::pipeline(&args.ingest)?;
+    let mut pipeline = super::pipeline(&args.ingest)?;
+    // Hubs sharing a PostgreSQL store each ingest a share of every stream: one of them
+    // runs the detections for all, fed by every hub's batches.
+    let leader = match args.ingest.store.at()? {
+        StoreAt::Postgres { .. } if args.nats().is_some() => {
+            pipeline.feed_detections();
+            Some(super::leader(&args.ingest)?)
+        }
+        _ => None,
+    };
     // Built before the runtime: the NATS publisher runs one of its own on its thread.
     let dashboard = args
         .public_url
@@ -70,7 +82,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(serve(args, tls, secret, pipeline, targets))
+    runtime.block_on(serve(args, tls, secret, pipeline, leader, targets))
 }
 
 fn scheme(tls: bool) -> &'static str {
@@ -82,6 +94,7 @@ async fn serve(
     tls: Option<tls::Certified>,
     secret: Secret,
     pipeline: Pipeline,
+    leader: Option<Leader>,
     targets: Vec<Box<dyn Target>>,
 ) -> anyhow::Result<()> {
     let (live, _) = broadcast::channel(LIVE_BUFFER);
@@ -118,6 +131,14 @@ async fn serve(
                 }
             })
             .context("starting alert delivery")?;
+    }
+    if let Some(leader) = leader {
+        let alerted = alerted.clone();
+        let stopping = stopping.clone();
+        std::thread::Builder::new()
+            .name("detect-leader".to_owned())
+            .spawn(move || lead(leader, &alerted, &stopping))
+            .context("starting the fleet's detections")?;
     }
     eprintln!(
         "tracer-hub: dashboard and API at {}://{address}/ (log in with the password or token given to serve)",
@@ -219,6 +240,63 @@ async fn pause(stopping: &mut watch::Receiver<bool>) -> bool {
     tokio::select! {
         _ = stopped_by(stopping) => true,
         _ = tokio::time::sleep(RETRY) => false,
+    }
+}
+
+/// The fleet's detections on a thread of their own: this hub tries to lead at each
+/// poll, and while it leads, runs them over the detection feed as batches commit.
+fn lead(mut leader: Leader, alerted: &mpsc::Sender<()>, stopping: &watch::Receiver<bool>) {
+    let mut ticked = std::time::Instant::now();
+    let mut refreshed = std::time::Instant::now();
+    let mut leads = false;
+    let mut last_error = String::new();
+    while !*stopping.borrow() {
+        if refreshed.elapsed() >= REFRESH_EVERY {
+            leader.refresh_enrichment();
+            refreshed = std::time::Instant::now();
+        }
+        let clock = (ticked.elapsed() >= TICK_EVERY).then(now_ns);
+        let more = match leader.step(clock) {
+            Ok(stepped) => {
+                if clock.is_some() {
+                    ticked = std::time::Instant::now();
+                }
+                if stepped.leads != leads {
+                    leads = stepped.leads;
+                    if leads {
+                        eprintln!(
+                            "tracer-hub: this hub runs the detections for every hub sharing the store"
+                        );
+                    }
+                }
+                if stepped.unreadable > 0 {
+                    eprintln!(
+                        "tracer-hub: detections: {} fed record(s) did not parse and were left out",
+                        stepped.unreadable
+                    );
+                }
+                for damaged in &stepped.damaged {
+                    eprintln!("tracer-hub: detections: {damaged}; left out");
+                }
+                if !stepped.alerts.is_empty() {
+                    let _ = alerted.send(());
+                }
+                last_error.clear();
+                stepped.more
+            }
+            Err(e) => {
+                let message = format!("{e:#}");
+                if message != last_error {
+                    eprintln!("tracer-hub: detections: {message}; retrying");
+                    last_error = message;
+                }
+                leads = false;
+                false
+            }
+        };
+        if !more {
+            std::thread::sleep(LEAD_POLL);
+        }
     }
 }
 

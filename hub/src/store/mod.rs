@@ -5,6 +5,7 @@ pub mod alerts;
 mod columns;
 pub mod days;
 pub mod db;
+mod feed;
 pub mod lines;
 mod pg_client;
 mod pg_tls;

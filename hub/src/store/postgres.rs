@@ -14,6 +14,13 @@ use super::{
 /// Serialises the batches that change alerts, from reading the revision to commit.
 pub const ALERTS_LOCK: i64 = SCHEMA_LOCK + 1;
 
+/// Serialises the batches' appends to the detection feed, from taking an id to commit,
+/// so that ids follow commit order (`store::feed`).
+pub const FEED_LOCK: i64 = SCHEMA_LOCK + 2;
+
+/// Held for its session by the hub that runs the fleet's detections (`store::feed`).
+pub const DETECT_LEADER_LOCK: i64 = SCHEMA_LOCK + 3;
+
 /// Serialises schema changes (tables, partitions) between hubs sharing the database.
 pub const SCHEMA_LOCK: i64 = 0x7472_6163_6572; // "tracer"
 
@@ -191,6 +198,16 @@ CREATE TABLE IF NOT EXISTS nats_committed_runs (
     first_sequence BIGINT NOT NULL,
     last_sequence BIGINT NOT NULL,
     PRIMARY KEY (stream, consumer, first_sequence)
+);
+CREATE SEQUENCE IF NOT EXISTS detect_feed_ids;
+CREATE TABLE IF NOT EXISTS detect_feed (
+    id BIGINT PRIMARY KEY,
+    body BYTEA NOT NULL
+);
+ALTER TABLE detect_feed ALTER COLUMN body SET STORAGE EXTERNAL;
+CREATE TABLE IF NOT EXISTS detect_feed_read (
+    one BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (one),
+    position BIGINT NOT NULL
 );
 ";
 

@@ -149,6 +149,8 @@ pub struct Batch<'c> {
     revision: Option<i64>,
     /// Stored lines the chain check asked about, read a run of seqs at once.
     window: Option<Window>,
+    /// What this batch appends to the detection feed ([`super::feed`]).
+    pub(super) feed: Option<Vec<u8>>,
     pub stored: u64,
 }
 
@@ -169,6 +171,7 @@ impl<'c> Batch<'c> {
             names: HashSet::new(),
             revision: None,
             window: None,
+            feed: None,
             stored: 0,
         })
     }
@@ -631,6 +634,9 @@ impl<'c> Batch<'c> {
                     first_seq = min(first_seq, excluded.first_seq),
                     last_seq = max(last_seq, excluded.last_seq)",
             )?;
+        }
+        if let Some(body) = self.feed.take() {
+            super::feed::append(&mut self.tx, &body)?;
         }
         let stored = self.stored;
         self.tx.commit()?;

@@ -92,8 +92,9 @@ mod hex_hash {
     }
 }
 
-/// How a line relates to the chain before it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// How a line relates to the chain before it. (Serialised for the detection feed.)
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Link {
     /// It continues the chain.
     Linked,
@@ -106,6 +107,7 @@ pub enum Link {
     /// A start after an unclean stop, linking to the line it names.
     Restart,
     /// It does not link: see the event.
+    #[serde(rename = "break")]
     Broken,
     /// Already stored with the same hash: a redelivery, dropped.
     Duplicate,
@@ -136,7 +138,7 @@ impl Link {
 }
 
 /// What integrity event a line raised.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
     /// Its bytes do not match its hash, or it does not link to the line before.
@@ -197,7 +199,7 @@ impl EventKind {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {
     pub stream: String,
     pub seq: u64,
