@@ -708,8 +708,9 @@ struct Detected {
     rollups: RollupRows,
     /// What the detections learned, serialised.
     learned: Learned,
-    /// What the batch feeds the fleet's leader instead, when it does.
-    feed: Option<feed::Encoder>,
+    /// What the batch feeds the fleet's leader instead, when it does: a zstd frame,
+    /// compressed here, beside the writer; empty when there is nothing to feed.
+    feed: Option<Vec<u8>>,
 }
 
 /// Runs the detections on what the writer stored (or, without a detector, writes what
@@ -744,6 +745,11 @@ fn detect(
         let learned = detector.map_or(Ok(Learned::new()), Detector::learned);
         (join(rows), learned)
     });
+    let feed = match feed {
+        Some(feed) if !feed.is_empty() => Some(feed.finish()?),
+        Some(_) => Some(Vec::new()),
+        None => None,
+    };
     Ok(Detected {
         alertings,
         rollups,
@@ -1028,12 +1034,18 @@ fn commit(
             outcome.alerts = conclude(&mut batch, detector, &alertings, &closed, newest_ns)?;
         }
         (None, Some(mut feed)) => {
-            for stream in closed {
-                feed.gaps_closed(stream);
+            // zstd frames read back one after the other: the closed gaps, known only
+            // now, follow in a frame of their own.
+            if !closed.is_empty() {
+                let mut gaps = feed::Encoder::default();
+                for stream in closed {
+                    gaps.gaps_closed(stream);
+                }
+                feed.extend(gaps.finish()?);
             }
             // A batch of duplicates alone has nothing for the detections.
             if !feed.is_empty() {
-                batch.feed(feed.finish()?);
+                batch.feed(feed);
             }
         }
         (None, None) => {}

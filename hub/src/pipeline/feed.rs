@@ -3,8 +3,8 @@
 //!
 //! An access record travels as its line, which the leader takes apart and enriches
 //! again: the line is the record, and the leader's enrichment files are the fleet's.
-//! Each message is a tag, then length-prefixed parts; the whole is one zstd frame (the
-//! lines of a batch share most of their bytes).
+//! Each message is a tag, then length-prefixed parts; a body is one or more zstd frames,
+//! read back as one (the lines of a batch share most of their bytes).
 use std::io::Read as _;
 
 use anyhow::Context as _;
@@ -220,8 +220,11 @@ mod tests {
         ] {
             encoder.found(&found).unwrap();
         }
-        encoder.gaps_closed("web-3");
-        let (fed, unreadable) = decode(&encoder.finish().unwrap(), &enricher).unwrap();
+        let mut body = encoder.finish().unwrap();
+        let mut gaps = Encoder::default();
+        gaps.gaps_closed("web-3");
+        body.extend(gaps.finish().unwrap());
+        let (fed, unreadable) = decode(&body, &enricher).unwrap();
         assert_eq!(unreadable, 0);
         assert_eq!(fed.len(), 5, "the retraction is not the detections'");
         let Fed::Found(Found::Access {
