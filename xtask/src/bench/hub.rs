@@ -169,28 +169,43 @@ pub fn run(hub_bin: &Path, records: u64, extras: &Extras<'_>) -> Result<()> {
         // Whole drains of the stream at each arm's URL by each arm's build, in
         // interleaved rounds (every second one backwards), each with a consumer and a
         // database of its own.
-        let interleaved = |arms: [(&str, &Path); 2], tag: &str| -> Result<Vec<[f64; 2]>> {
+        let interleaved = |arms: [(&str, &Path); 2],
+                           tag: &str,
+                           on_postgres: bool|
+         -> Result<Vec<[f64; 2]>> {
             let mut rows = Vec::new();
             for round in 0..COMPARE_ROUNDS {
                 let mut rates = [0.0; 2];
                 let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
                 for which in order {
                     let (url, bin) = arms[which];
-                    let name = format!("{tag}-{round}-{which}");
+                    // Letters only: PostgreSQL's database names here are not quoted.
+                    let name = format!(
+                        "{tag}_{}_{}",
+                        char::from(b'a' + round as u8),
+                        char::from(b'a' + which as u8)
+                    );
                     let data = dir.join(&name);
-                    let (s, served) =
-                        drain_from(url, bin, &Store::Sqlite(data.clone()), &data, &name)?;
+                    let store = if on_postgres {
+                        Store::Postgres(postgres.create_database(&name)?)
+                    } else {
+                        Store::Sqlite(data.clone())
+                    };
+                    let (s, served) = drain_from(url, bin, &store, &data, &name)?;
                     served.stop()?;
                     std::fs::remove_dir_all(&data)?;
+                    if on_postgres {
+                        postgres.psql(&format!("DROP DATABASE {name}"))?;
+                    }
                     rates[which] = records as f64 / s;
                 }
                 rows.push(rates);
             }
             Ok(rows)
         };
-        let print_rounds = |arms: [&str; 2], rows: &[[f64; 2]]| {
+        let print_rounds = |store: &str, arms: [&str; 2], rows: &[[f64; 2]]| {
             println!(
-                "\n| NATS JetStream -> SQLite, interleaved | {}, records/s | {}, records/s |\n|---|---|---|",
+                "\n| NATS JetStream -> {store}, interleaved | {}, records/s | {}, records/s |\n|---|---|---|",
                 arms[0], arms[1]
             );
             for (round, [this, that]) in rows.iter().enumerate() {
@@ -198,8 +213,9 @@ pub fn run(hub_bin: &Path, records: u64, extras: &Extras<'_>) -> Result<()> {
             }
         };
         let grouped_url = grouped.url();
-        let rows = interleaved([(&url, hub_bin), (&grouped_url, hub_bin)], "grouped")?;
+        let rows = interleaved([(&url, hub_bin), (&grouped_url, hub_bin)], "grouped", false)?;
         print_rounds(
+            "SQLite",
             [
                 "1 record per message",
                 "64 records per message (`tracer run --nats-records-per-message 64`)",
@@ -207,8 +223,11 @@ pub fn run(hub_bin: &Path, records: u64, extras: &Extras<'_>) -> Result<()> {
             &rows,
         );
         if let Some(other) = compare {
-            let rows = interleaved([(&url, hub_bin), (&url, other)], "compare")?;
-            print_rounds(["this build", &other.display().to_string()], &rows);
+            let arms = ["this build", &other.display().to_string()];
+            let rows = interleaved([(&url, hub_bin), (&url, other)], "compare", false)?;
+            print_rounds("SQLite", arms, &rows);
+            let rows = interleaved([(&url, hub_bin), (&url, other)], "comparepg", true)?;
+            print_rounds("PostgreSQL", arms, &rows);
         }
         (Some((sqlite_s, pg_s)), views)
     } else {

@@ -86,8 +86,8 @@ pub struct Options {
     /// Keep the hub section's file and stores in DIR (emptied first) instead of a temp dir.
     #[arg(long, value_name = "DIR")]
     hub_dir: Option<std::path::PathBuf>,
-    /// Also drain NATS into SQLite with this tracer-hub binary (an older build, say),
-    /// in rounds interleaved with this one.
+    /// Also drain NATS into SQLite, then into PostgreSQL, with this tracer-hub binary
+    /// (an older build, say), in rounds interleaved with this one.
     #[arg(long, value_name = "PATH")]
     hub_compare_bin: Option<std::path::PathBuf>,
 }
