@@ -1481,6 +1481,9 @@ fn a_burst_split_between_two_hubs_is_counted_whole_by_the_leader_postgres() {
         "{stepped:?}"
     );
     assert!(!second.step(None).unwrap().leads, "one hub leads at a time");
+    // Eight entries: the damaged one, a's four batches and b's three; four were read.
+    assert_eq!(first.backlog().unwrap(), Some(4));
+    assert_eq!(second.backlog().unwrap(), None);
     // The leader stops (its connection closes): the other takes over where it got to.
     drop(first);
     let mut waited = 0;

@@ -40,6 +40,9 @@ const TICK_EVERY: Duration = Duration::from_secs(5);
 /// The detection feed is read this often while this hub leads (and the lead tried
 /// this often while another hub has it).
 const LEAD_POLL: Duration = Duration::from_millis(250);
+/// Batches of the detection feed waiting beyond which the leader says it is behind: a
+/// few are always just committed.
+const BEHIND_REPORTED: i64 = 16;
 /// Retention runs this often (and at start), a chunk per turn of the ingest loop.
 const EXPIRE_EVERY: Duration = Duration::from_secs(600);
 
@@ -248,12 +251,23 @@ async fn pause(stopping: &mut watch::Receiver<bool>) -> bool {
 fn lead(mut leader: Leader, alerted: &mpsc::Sender<()>, stopping: &watch::Receiver<bool>) {
     let mut ticked = std::time::Instant::now();
     let mut refreshed = std::time::Instant::now();
+    let mut reported = std::time::Instant::now();
     let mut leads = false;
     let mut last_error = String::new();
     while !*stopping.borrow() {
         if refreshed.elapsed() >= REFRESH_EVERY {
             leader.refresh_enrichment();
             refreshed = std::time::Instant::now();
+        }
+        if reported.elapsed() >= REPORT_EVERY {
+            match leader.backlog() {
+                Ok(Some(behind)) if behind > BEHIND_REPORTED => eprintln!(
+                    "tracer-hub: detections: {behind} of the fleet's batches wait for them; their alerts come late"
+                ),
+                Ok(_) => {}
+                Err(e) => eprintln!("tracer-hub: detections: reading the feed's backlog: {e:#}"),
+            }
+            reported = std::time::Instant::now();
         }
         let clock = (ticked.elapsed() >= TICK_EVERY).then(now_ns);
         let more = match leader.step(clock) {

@@ -57,6 +57,15 @@ impl Leader {
         self.enricher.refresh();
     }
 
+    /// While this hub leads: how many batches of the feed wait for the detections.
+    /// (Ingest does not wait for them, so this is how far the alerts lag.)
+    pub fn backlog(&mut self) -> anyhow::Result<Option<i64>> {
+        let Some(leading) = &self.leading else {
+            return Ok(None);
+        };
+        self.writer.feed_waiting(leading.position).map(Some)
+    }
+
     /// Takes the lead if no hub holds it; while leading, runs the detections over the
     /// next batches of the feed, and with `clock` (now) the clock-driven ones, and commits
     /// what they found with how far they got. After an error the next step starts again

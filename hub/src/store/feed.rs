@@ -48,6 +48,16 @@ impl Writer {
         }
     }
 
+    /// How many batches' feed is stored after id `after`.
+    pub fn feed_waiting(&mut self, after: i64) -> anyhow::Result<i64> {
+        self.db()?
+            .query_row(
+                "SELECT count(*) FROM detect_feed WHERE id > ?1",
+                args![after],
+            )?
+            .get(0)
+    }
+
     /// At most `limit` batches' feed after id `after`, in commit order.
     pub fn feed_after(&mut self, after: i64, limit: i64) -> anyhow::Result<Vec<(i64, Vec<u8>)>> {
         self.db()?

@@ -169,40 +169,41 @@ pub fn run(hub_bin: &Path, records: u64, extras: &Extras<'_>) -> Result<()> {
         // Whole drains of the stream at each arm's URL by each arm's build, in
         // interleaved rounds (every second one backwards), each with a consumer and a
         // database of its own.
-        let interleaved = |arms: [(&str, &Path); 2],
-                           tag: &str,
-                           on_postgres: bool|
-         -> Result<Vec<[f64; 2]>> {
-            let mut rows = Vec::new();
-            for round in 0..COMPARE_ROUNDS {
-                let mut rates = [0.0; 2];
-                let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
-                for which in order {
-                    let (url, bin) = arms[which];
-                    // Letters only: PostgreSQL's database names here are not quoted.
-                    let name = format!(
-                        "{tag}_{}_{}",
-                        char::from(b'a' + round as u8),
-                        char::from(b'a' + which as u8)
-                    );
-                    let data = dir.join(&name);
-                    let store = if on_postgres {
-                        Store::Postgres(postgres.create_database(&name)?)
-                    } else {
-                        Store::Sqlite(data.clone())
-                    };
-                    let (s, served) = drain_from(url, bin, &store, &data, &name)?;
-                    served.stop()?;
-                    std::fs::remove_dir_all(&data)?;
-                    if on_postgres {
-                        postgres.psql(&format!("DROP DATABASE {name}"))?;
+        let interleaved =
+            |arms: [(&str, &Path); 2], tag: &str, on_postgres: bool| -> Result<Vec<[f64; 2]>> {
+                let mut rows = Vec::new();
+                for round in 0..COMPARE_ROUNDS {
+                    let mut rates = [0.0; 2];
+                    let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+                    for which in order {
+                        let (url, bin) = arms[which];
+                        // Letters only: PostgreSQL's database names here are not quoted.
+                        let name = format!(
+                            "{tag}_{}_{}",
+                            char::from(b'a' + round as u8),
+                            char::from(b'a' + which as u8)
+                        );
+                        let data = dir.join(&name);
+                        let store = if on_postgres {
+                            Store::Postgres(postgres.create_database(&name)?)
+                        } else {
+                            Store::Sqlite(data.clone())
+                        };
+                        let (s, served) = drain_from(url, bin, &store, &data, &name)?;
+                        served.stop()?;
+                        // A PostgreSQL store keeps nothing in `data` (the hub's files sit
+                        // beside it).
+                        if on_postgres {
+                            postgres.psql(&format!("DROP DATABASE {name}"))?;
+                        } else {
+                            std::fs::remove_dir_all(&data)?;
+                        }
+                        rates[which] = records as f64 / s;
                     }
-                    rates[which] = records as f64 / s;
+                    rows.push(rates);
                 }
-                rows.push(rates);
-            }
-            Ok(rows)
-        };
+                Ok(rows)
+            };
         let print_rounds = |store: &str, arms: [&str; 2], rows: &[[f64; 2]]| {
             println!(
                 "\n| NATS JetStream -> {store}, interleaved | {}, records/s | {}, records/s |\n|---|---|---|",
