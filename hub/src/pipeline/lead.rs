@@ -144,7 +144,7 @@ impl Leader {
                 .extend(conclude(&mut batch, detector, &alertings, &closed, dated)?);
             through = id;
         }
-        batch.fed_through(through)?;
+        batch.fed_through(*position, through)?;
         batch.commit(std::iter::empty())?;
         *position = through;
         stepped.alerts.sort_unstable();

@@ -77,16 +77,85 @@ impl Batch<'_> {
         self.feed = Some(body);
     }
 
-    /// The detections saw the feed through id `position`: it is kept with what they
-    /// found, and what they saw goes.
-    pub fn fed_through(&mut self, position: i64) -> anyhow::Result<()> {
+    /// The detections saw the feed after id `from` through id `to`: that is kept with
+    /// what they found, and what they saw goes. Fails if the stored position is not
+    /// `from`: another hub ran them meanwhile. (The leader's lock is its session's, and
+    /// a connection made again after the server dropped it no longer holds it: the
+    /// check keeps a batch from being counted twice whatever the lock did.)
+    pub fn fed_through(&mut self, from: i64, to: i64) -> anyhow::Result<()> {
         self.tx.execute(
-            "INSERT INTO detect_feed_read (one, position) VALUES (TRUE, ?1)
-             ON CONFLICT (one) DO UPDATE SET position = excluded.position",
-            args![position],
+            "INSERT INTO detect_feed_read (one, position) VALUES (TRUE, 0)
+             ON CONFLICT (one) DO NOTHING",
+            args![],
         )?;
+        let moved = self.tx.execute(
+            "UPDATE detect_feed_read SET position = ?2 WHERE position = ?1",
+            args![from, to],
+        )?;
+        anyhow::ensure!(
+            moved == 1,
+            "another hub ran the detections past feed entry {from} meanwhile"
+        );
         self.tx
-            .execute("DELETE FROM detect_feed WHERE id <= ?1", args![position])?;
+            .execute("DELETE FROM detect_feed WHERE id <= ?1", args![to])?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{PgTls, StoreAt};
+
+    /// Ids follow commit order, and the position moves only from where it stands: a
+    /// leader that lost its lock with its connection, and ran on from an older
+    /// position, fails instead of counting batches again.
+    #[test]
+    fn the_feed_is_read_once_in_commit_order_postgres() {
+        let postgres = ::tests::servers::Postgres::start().unwrap();
+        let store = StoreAt::Postgres {
+            url: postgres.url(),
+            tls: PgTls::new(None, None).unwrap(),
+        };
+        // A batch that took its id and has not committed yet holds back the next one,
+        // which would otherwise take a later id, commit first, and be read (and the
+        // position moved past the earlier id) before the earlier batch was visible.
+        let mut second = store.open_writer().unwrap();
+        let mut holding = store.open_deliveries().unwrap();
+        let mut tx = holding.begin().unwrap();
+        super::append(&mut tx, b"first").unwrap();
+        std::thread::scope(|scope| {
+            let next = scope.spawn(|| {
+                let mut batch = second.batch().unwrap();
+                batch.feed(b"second".to_vec());
+                batch.commit(std::iter::empty()).unwrap();
+            });
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            assert!(!next.is_finished(), "the next batch did not wait");
+            tx.commit().unwrap();
+            next.join().unwrap();
+        });
+        let mut reader = store.open_writer().unwrap();
+        let fed: Vec<Vec<u8>> = reader
+            .feed_after(0, 10)
+            .unwrap()
+            .into_iter()
+            .map(|(_, body)| body)
+            .collect();
+        assert_eq!(fed, [b"first".to_vec(), b"second".to_vec()]);
+
+        let ids: Vec<i64> = reader
+            .feed_after(0, 10)
+            .unwrap()
+            .iter()
+            .map(|f| f.0)
+            .collect();
+        let mut batch = reader.batch().unwrap();
+        batch.fed_through(0, ids[0]).unwrap();
+        batch.commit(std::iter::empty()).unwrap();
+        assert_eq!(reader.feed_position().unwrap(), ids[0]);
+        assert_eq!(reader.feed_waiting(ids[0]).unwrap(), 1);
+        let mut stale = reader.batch().unwrap();
+        let again = stale.fed_through(0, ids[1]).unwrap_err().to_string();
+        assert!(again.contains("another hub ran the detections"), "{again}");
     }
 }

@@ -217,7 +217,7 @@ impl Postgres {
     }
 
     /// `psql` as the superuser in `database`, stopping at the first error.
-    fn psql_in(&self, database: &str, sql: &str) -> Result<String> {
+    pub fn psql_in(&self, database: &str, sql: &str) -> Result<String> {
         let output = self
             .client("psql")
             .args([

@@ -19,7 +19,7 @@ use std::{
 };
 
 use super::store_floor;
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 use tests::{
     audit::key_show,
     hub::{Hub, Store},
@@ -165,6 +165,21 @@ pub fn run(hub_bin: &Path, records: u64, extras: &Extras<'_>) -> Result<()> {
         // A second consumer of the same stream, into a database of its own.
         let pg_nats = Store::Postgres(postgres.create_database("from_nats")?);
         let (pg_s, served) = drain(&pg_nats, &dir.join("from-nats-pg"), "bench-postgres")?;
+        // One hub leads the detections on PostgreSQL, beside ingest, over the feed the
+        // batches write: how long after the last record was stored they are done.
+        let stored = Instant::now();
+        loop {
+            let waiting = postgres.psql_in("from_nats", "SELECT count(*) FROM detect_feed")?;
+            if waiting.trim() == "0" {
+                break;
+            }
+            ensure!(
+                stored.elapsed() < Duration::from_secs(600),
+                "the detections did not catch up: {waiting} batches wait"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let detections_lag_s = stored.elapsed().as_secs_f64();
         served.stop()?;
         // Whole drains of the stream at each arm's URL by each arm's build, in
         // interleaved rounds (every second one backwards), each with a consumer and a
@@ -230,7 +245,7 @@ pub fn run(hub_bin: &Path, records: u64, extras: &Extras<'_>) -> Result<()> {
             let rows = interleaved([(&url, hub_bin), (&url, other)], "comparepg", true)?;
             print_rounds("PostgreSQL", arms, &rows);
         }
-        (Some((sqlite_s, pg_s)), views)
+        (Some((sqlite_s, pg_s, detections_lag_s)), views)
     } else {
         let served = Hub::serve(&data, &[])?;
         let views = dashboard_views(&served, now)?;
@@ -255,7 +270,7 @@ pub fn run(hub_bin: &Path, records: u64, extras: &Extras<'_>) -> Result<()> {
         "PostgreSQL alone: the stored rows copied by `INSERT ... SELECT` (the floor)",
         floor_pg_s,
     );
-    if let Some((sqlite_s, pg_s)) = nats_s {
+    if let Some((sqlite_s, pg_s, detections_lag_s)) = nats_s {
         rate(
             "NATS JetStream -> SQLite (`serve`, acked after commit)",
             sqlite_s,
@@ -263,6 +278,9 @@ pub fn run(hub_bin: &Path, records: u64, extras: &Extras<'_>) -> Result<()> {
         rate(
             "NATS JetStream -> PostgreSQL (`serve --store`, acked after commit)",
             pg_s,
+        );
+        println!(
+            "| PostgreSQL: the detections (one hub leads, over the batches' feed) done after the last record was stored | | {detections_lag_s:.2} |"
         );
     }
 
