@@ -22,6 +22,9 @@ pub struct Leader {
 struct Leading {
     detector: Detector,
     position: i64,
+    /// The writer's reconnects when the lock was taken: after another, the lock is
+    /// gone with the old connection.
+    reconnects: u64,
     /// The newest record time the detections met; resolutions are dated by it.
     newest_ns: i64,
 }
@@ -71,6 +74,13 @@ impl Leader {
     /// what they found with how far they got. After an error the next step starts again
     /// from what the store holds.
     pub fn step(&mut self, clock: Option<i64>) -> anyhow::Result<Stepped> {
+        if self
+            .leading
+            .as_ref()
+            .is_some_and(|l| l.reconnects != self.writer.reconnects())
+        {
+            self.leading = None;
+        }
         if self.leading.is_none() {
             if !self.writer.lead_detections()? {
                 return Ok(Stepped::default());
@@ -78,6 +88,7 @@ impl Leader {
             self.leading = Some(Leading {
                 detector: (self.detector_from_store)(&mut self.writer)?,
                 position: self.writer.feed_position()?,
+                reconnects: self.writer.reconnects(),
                 newest_ns: 0,
             });
         }
@@ -107,6 +118,7 @@ impl Leader {
             detector,
             position,
             newest_ns,
+            ..
         } = leading;
         let mut through = *position;
         stepped.alerts = conclude(&mut batch, detector, &ticked, &[], *newest_ns)?;

@@ -37,6 +37,12 @@ impl Writer {
             .get(0)
     }
 
+    /// Connections made again since this writer was opened (the server closed one):
+    /// a session lock taken before is not held now.
+    pub fn reconnects(&self) -> u64 {
+        self.reconnects
+    }
+
     /// The last feed id whose batch the detections saw; 0 before any.
     pub fn feed_position(&mut self) -> anyhow::Result<i64> {
         match self

@@ -87,6 +87,7 @@ impl StoreAt {
             db,
             parts: Parts::new(known),
             dictionary,
+            reconnects: 0,
         })
     }
 
@@ -202,6 +203,9 @@ pub struct Writer {
     parts: Parts,
     /// What lines are compressed with (`lines`); none until enough came to train one.
     dictionary: Option<Arc<lines::Dictionary>>,
+    /// Connections made again since this writer was opened: a session's locks went
+    /// with each.
+    reconnects: u64,
 }
 
 impl Writer {
@@ -213,7 +217,9 @@ impl Writer {
                 "tracer-hub: the connection to {} closed; connecting again",
                 self.at
             );
+            let reconnects = self.reconnects + 1;
             *self = self.at.open_writer()?;
+            self.reconnects = reconnects;
         }
         Ok(&mut self.db)
     }
